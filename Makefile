@@ -1,0 +1,34 @@
+# galforge: two commands on a fresh machine.
+#   make demo   create .venv, install galforge, train a small model on bundled data, write a report
+#   make test   create/update .venv and run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of PyTorch available on this kind of machine; a torch already in the venv
+# (e.g. a CUDA build) is kept.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= demo-out
+
+.PHONY: venv install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+venv install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/galforge demo --out $(DEMO_OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

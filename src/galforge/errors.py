@@ -1,0 +1,39 @@
+"""Errors a user can act on.
+
+Every problem caused by user input (a file, an option, a config value) is raised as a
+:class:`GalforgeError` subclass whose message names the file or option and says what to do.
+The command-line interface prints the message as one line, without a traceback, and exits
+with status 2.
+"""
+
+from __future__ import annotations
+
+
+class GalforgeError(Exception):
+    """Base class of every error galforge raises for bad input or state."""
+
+    exit_code = 2
+
+
+class DataError(GalforgeError):
+    """Input data that cannot be read or used (empty folder, corrupt FITS, all-NaN image, ...)."""
+
+
+class ConfigError(GalforgeError):
+    """A bad option, config file or config value (unknown model, bad YAML, bad --set)."""
+
+
+class ModelError(GalforgeError):
+    """A model that cannot be built for the data or options given."""
+
+
+class BundleError(GalforgeError):
+    """A bundle or run folder that is missing, incomplete or inconsistent."""
+
+
+class TrainingError(GalforgeError):
+    """Training stopped for a reason the user must look at (non-finite loss, bad resume)."""
+
+
+class EvaluationError(GalforgeError):
+    """An evaluation that cannot be carried out on the inputs given."""

@@ -1,0 +1,237 @@
+"""DCGAN generator and discriminator for 64×64 and 128×128 galaxy images.
+
+The networks follow Fussell & Moews (2019, MNRAS 485, 3203), appendix A (64×64) and
+appendix C (128×128):
+
+64×64 generator, ``z ∈ R^100`` seen as a 100×1×1 map, transposed convolutions with
+kernel 4, strides 1,2,2,2,2 and paddings 0,1,1,1,1::
+
+    z 100 -> 1024 (4×4) -> 512 (8×8) -> 256 (16×16) -> 128 (32×32) -> C (64×64), tanh
+
+ReLU after every hidden layer, batch norm on every layer except the first and the last.
+
+64×64 discriminator, convolutions with kernel 4, strides 2,2,2,2,1 and paddings 1,1,1,1,0::
+
+    C (64×64) -> 128 (32×32) -> 256 (16×16) -> 512 (8×8) -> 1024 (4×4) -> 1 (1×1), sigmoid
+
+LeakyReLU(0.2) after every hidden layer, batch norm on every layer except the first and
+the last.
+
+The 128×128 networks add one up/down-sampling stage at the high-resolution end (64
+channels at paper width, ``W/2`` in general) and a dropout layer just before the
+discriminator's last convolution, which the training recipe removes after a given epoch
+(200 in the paper).
+
+``width`` (``W``, 128 in the paper) is the channel count of the layer next to the 64×64
+image stage: the other hidden layers have ``2W``, ``4W``, ``8W`` channels.  The image
+channel count ``channels`` follows the data (1..N bands).
+
+The discriminator returns **logits** (one number per image) rather than sigmoid
+probabilities: the sigmoid of the paper is folded into a binary cross-entropy with
+logits, which is the same loss computed without overflow.  Use
+:meth:`DCGANDiscriminator.probability` for the sigmoid output of the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from galforge.errors import ModelError
+from galforge.models.layers import ScheduledDropout, same_size_padding, seeded_init
+from galforge.models.registry import register_generator
+
+SUPPORTED_SIZES = (64, 128)
+DROPOUT_PLACES = ("none", "G", "D", "both")
+
+
+def _stage_widths(image_size: int, width: int) -> list[int]:
+    """Hidden channel counts of the generator, from the 4×4 layer up to the last hidden one."""
+    if image_size not in SUPPORTED_SIZES:
+        raise ModelError(
+            f"DCGAN image size {image_size} is not supported: use one of {SUPPORTED_SIZES} "
+            "(resize the data with data.resize)"
+        )
+    if int(width) < 2 or (image_size == 128 and int(width) % 2):
+        raise ModelError(f"model.width={width} must be >= 2 (and even for 128×128 images)")
+    w = int(width)
+    widths = [8 * w, 4 * w, 2 * w, w]
+    if image_size == 128:
+        widths.append(w // 2)
+    return widths
+
+
+def _check_channels(channels: int) -> int:
+    if int(channels) < 1:
+        raise ModelError(f"the data has {channels} bands: a DCGAN needs at least one")
+    return int(channels)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator (Fussell & Moews 2019, appendices A and C).
+
+    Parameters
+    ----------
+    image_size: 64 or 128.
+    channels: number of image bands produced.
+    latent_dim: length of the latent vector z (100 in the paper).
+    width: channel multiplier W (128 in the paper).
+    kernel_size: kernel of the stride-2 transposed convolutions (4 in the paper); the first
+        layer always maps the 1×1 latent to 4×4 with a 4×4 kernel.
+    batch_norm: batch norm on the hidden layers except the first (paper: on).
+    dropout: dropout rate of a layer placed before the last convolution (0: no layer).
+    spatial_dropout: drop whole feature maps instead of single activations.
+    init_seed: seed of the N(0, 0.02) weight initialisation.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        channels: int = 3,
+        latent_dim: int = 100,
+        width: int = 128,
+        kernel_size: int = 4,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        spatial_dropout: bool = False,
+        init_seed: int = 0,
+    ):
+        super().__init__()
+        channels = _check_channels(channels)
+        widths = _stage_widths(int(image_size), width)
+        pad = same_size_padding(kernel_size)
+        self.image_size = int(image_size)
+        self.channels = channels
+        self.latent_dim = int(latent_dim)
+        if self.latent_dim < 1:
+            raise ModelError(f"model.latent_dim={latent_dim} must be >= 1")
+        # the first layer has no batch norm (paper), so it keeps its bias
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(self.latent_dim, widths[0], 4, 1, 0, bias=True),
+            nn.ReLU(inplace=True),
+        ]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
+        if dropout > 0:
+            layers.append(ScheduledDropout(dropout, spatial_dropout))
+        layers.append(nn.ConvTranspose2d(widths[-1], channels, kernel_size, 2, pad, bias=True))
+        layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+        seeded_init(self, init_seed)
+
+    def latent_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of the latent input for ``n`` images: ``(n, latent_dim, 1, 1)``."""
+        return (int(n), self.latent_dim, 1, 1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() == 2:
+            z = z[:, :, None, None]
+        return self.net(z)
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator (Fussell & Moews 2019, appendices A and C); returns logits.
+
+    Parameters mirror :class:`DCGANGenerator`.  ``dropout`` > 0 puts a dropout layer just
+    before the last convolution (appendix C); :meth:`remove_dropout` switches it off.
+    ``forward`` returns one logit per image (shape ``(N,)``); :meth:`probability` applies
+    the paper's sigmoid.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        channels: int = 3,
+        width: int = 128,
+        kernel_size: int = 4,
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        spatial_dropout: bool = False,
+        init_seed: int = 1,
+    ):
+        super().__init__()
+        channels = _check_channels(channels)
+        widths = list(reversed(_stage_widths(int(image_size), width)))
+        pad = same_size_padding(kernel_size)
+        self.image_size = int(image_size)
+        self.channels = channels
+        layers: list[nn.Module] = [
+            nn.Conv2d(channels, widths[0], kernel_size, 2, pad, bias=True),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers.append(nn.Conv2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+        if dropout > 0:
+            layers.append(ScheduledDropout(dropout, spatial_dropout))
+        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True))
+        self.net = nn.Sequential(*layers)
+        seeded_init(self, init_seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).reshape(x.shape[0])
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's output: probability that each image is real, shape ``(N,)``."""
+        return torch.sigmoid(self(x))
+
+    def remove_dropout(self) -> bool:
+        """Switch off the dropout layer(s) for good; return True if any was on."""
+        changed = False
+        for m in self.modules():
+            if isinstance(m, ScheduledDropout) and m.is_on:
+                m.switch_off()
+                changed = True
+        return changed
+
+
+def build_dcgan_pair(
+    image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
+    kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
+    dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
+) -> tuple[DCGANGenerator, DCGANDiscriminator]:
+    """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both."""
+    if dropout_where not in DROPOUT_PLACES:
+        raise ModelError(
+            f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
+        )
+    g_drop = dropout if dropout_where in ("G", "both") else 0.0
+    d_drop = dropout if dropout_where in ("D", "both") else 0.0
+    g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
+                       g_drop, spatial_dropout, init_seed=2 * int(seed))
+    d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
+                           d_drop, spatial_dropout, init_seed=2 * int(seed) + 1)
+    return g, d
+
+
+def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
+                         batch_norm: bool, dropout: float, spatial_dropout: bool) -> dict:
+    """The JSON spec from which :func:`build_dcgan_generator` rebuilds ``g``."""
+    return {
+        "image_size": g.image_size, "channels": g.channels, "latent_dim": g.latent_dim,
+        "width": int(width), "kernel_size": int(kernel_size), "batch_norm": bool(batch_norm),
+        "dropout": float(dropout), "spatial_dropout": bool(spatial_dropout),
+    }
+
+
+@register_generator("dcgan")
+def build_dcgan_generator(spec: dict) -> DCGANGenerator:
+    """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
+    known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
+             "dropout", "spatial_dropout"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ModelError(
+            f"DCGAN spec has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
+        )
+    return DCGANGenerator(**spec)
+
+
+def n_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,375 @@
+"""Spatial GAN for deep fields (Smith & Geach 2019, MNRAS 490, 4985, section 2.3).
+
+The generator is fully convolutional: spatial noise ``z`` of shape ``[B, 50, h, w]`` (standard
+normal) goes through one transposed convolution (kernel 4, stride 2) and three sets of {one
+stride-2 and two stride-1 transposed convolutions, kernel 4}, each followed by an ELU, with
+channel widths 256 -> 128 -> 64 -> 32; a final kernel-3 stride-1 transposed convolution maps
+to the bands and a sigmoid bounds the output to (0, 1).  The output is ``16 h x 16 w``.
+
+Every layer pads as "same": the full transposed-convolution output is cropped by a fixed
+amount on the leading edge so that the output is exactly ``stride x`` the input.  The network
+is therefore shift-equivariant (moving the latent by one pixel moves the image by 16 pixels),
+which is what makes tiling exact: a tile computed from its latent window plus a margin that
+covers the receptive field equals the matching part of the whole image.
+:meth:`SGANGenerator.plan_window` works out those margins from the layer list and
+:meth:`SGANGenerator.forward_window` computes one tile.
+
+The discriminator is five kernel-4 stride-2 convolutions with LeakyReLU, global average
+pooling and a linear layer to one logit, applied to packed inputs (PacGAN, Lin et al. 2018:
+``pack`` images concatenated on the channel axis).  The loss is the relativistic average GAN
+loss (Jolicoeur-Martineau 2018), :func:`ragan_d_loss` / :func:`ragan_g_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galforge.errors import ModelError
+from galforge.models.registry import register_generator
+
+LATENT_CHANNELS = 50
+UPSCALE = 16
+DEFAULT_WIDTHS = (256, 128, 64, 32)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Geometry of one "same" transposed convolution.
+
+    The full transposed output of ``n`` inputs has ``(n - 1) * stride + kernel`` pixels; the
+    "same" output keeps ``stride * n`` of them starting at ``crop`` (input ``i`` feeds the
+    full-output pixels ``stride * i ... stride * i + kernel - 1``).
+    """
+
+    kernel: int
+    stride: int
+
+    @property
+    def crop(self) -> int:
+        return (self.kernel - self.stride) // 2
+
+    def needed_inputs(self, start: int, stop: int) -> tuple[int, int]:
+        """Input range ``[a, b)`` that feeds the "same" outputs ``[start, stop)``."""
+        a = -((-(start + self.crop - self.kernel + 1)) // self.stride)  # ceil division
+        b = (stop - 1 + self.crop) // self.stride + 1
+        return a, b
+
+
+class SameConvTranspose2d(nn.Module):
+    """Transposed convolution whose output is exactly ``stride x`` its input, for any size."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int):
+        super().__init__()
+        self.geometry = LayerGeometry(kernel, stride)
+        self.conv = nn.ConvTranspose2d(in_channels, out_channels, kernel, stride, padding=0)
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """The uncropped transposed output (``(n - 1) * stride + kernel`` pixels a side)."""
+        return F.conv_transpose2d(x, self.conv.weight, self.conv.bias, self.geometry.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.geometry
+        h, w = x.shape[-2] * g.stride, x.shape[-1] * g.stride
+        y = self.full(x)
+        return y[..., g.crop : g.crop + h, g.crop : g.crop + w]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """How to compute output pixels ``[0, out_size)`` (per axis) of a tile.
+
+    ``latent_start`` is the offset of the latent window relative to the tile's own latent
+    origin (negative: the margin before it), ``latent_size`` its length; ``crops[l]`` is the
+    ``(offset, length)`` to keep of layer ``l``'s full transposed output, and ``starts[l]`` the
+    position (in that layer's "same" coordinates, relative to the tile origin) of the first
+    kept pixel.
+    """
+
+    out_size: int
+    latent_start: int
+    latent_size: int
+    crops: tuple[tuple[int, int], ...]
+    starts: tuple[int, ...]
+
+    @property
+    def margin_before(self) -> int:
+        return -self.latent_start
+
+    @property
+    def margin_after(self) -> int:
+        return self.latent_start + self.latent_size - self.out_size // UPSCALE
+
+
+class SGANGenerator(nn.Module):
+    """The Spatial GAN generator: ``[B, 50, h, w]`` noise -> ``[B, C, 16h, 16w]`` in (0, 1)."""
+
+    family = "sgan"
+
+    def __init__(
+        self,
+        channels: int = 3,
+        widths: tuple[int, ...] | list[int] = DEFAULT_WIDTHS,
+        latent_channels: int = LATENT_CHANNELS,
+        image_size: int = 64,
+    ):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 4 or min(widths) < 1:
+            raise ModelError(
+                f"sgan: 'widths' must be four positive channel counts (got {list(widths)}); "
+                "the default is [256, 128, 64, 32]"
+            )
+        if channels < 1 or latent_channels < 1:
+            raise ModelError("sgan: 'channels' and 'latent_channels' must be positive")
+        if image_size % UPSCALE:
+            raise ModelError(f"sgan: 'image_size' must be a multiple of 16 (got {image_size})")
+        self.channels = int(channels)
+        self.widths = widths
+        self.latent_channels = int(latent_channels)
+        self.image_size = int(image_size)
+        layers: list[SameConvTranspose2d] = [
+            SameConvTranspose2d(latent_channels, widths[0], 4, 2)
+        ]
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+            layers.append(SameConvTranspose2d(c_in, c_out, 4, 2))
+            layers.append(SameConvTranspose2d(c_out, c_out, 4, 1))
+            layers.append(SameConvTranspose2d(c_out, c_out, 4, 1))
+        layers.append(SameConvTranspose2d(widths[-1], channels, 3, 1))
+        self.layers = nn.ModuleList(layers)
+        self._plans: dict[int, WindowPlan] = {}
+
+    # ------------------------------------------------------------------ description
+    def spec(self) -> dict:
+        """JSON description; ``build_generator("sgan", spec)`` rebuilds this network."""
+        return {
+            "channels": self.channels,
+            "widths": list(self.widths),
+            "latent_channels": self.latent_channels,
+            "image_size": self.image_size,
+        }
+
+    def latent_shape(
+        self, n: int, image_size: int | None = None, *, height: int | None = None,
+        width: int | None = None,
+    ) -> tuple[int, int, int, int]:
+        """Latent shape for ``n`` images of ``height x width`` pixels (multiples of 16).
+
+        ``image_size`` sets both sides; by default the training crop size is used.
+        """
+        side = self.image_size if image_size is None else int(image_size)
+        h = side if height is None else int(height)
+        w = side if width is None else int(width)
+        if h <= 0 or w <= 0 or h % UPSCALE or w % UPSCALE:
+            raise ModelError(
+                f"sgan: image size {h}x{w} is not a positive multiple of 16; the generator "
+                "makes 16 output pixels per latent pixel"
+            )
+        return (int(n), self.latent_channels, h // UPSCALE, w // UPSCALE)
+
+    @property
+    def geometries(self) -> list[LayerGeometry]:
+        return [layer.geometry for layer in self.layers]
+
+    def flops_per_pixel(self) -> float:
+        """Multiply-add FLOPs (2 per MAC) per output pixel of an unbounded field.
+
+        A transposed convolution does ``c_in * c_out * k^2`` MACs per input pixel; the input
+        of a layer has ``1 / (stride product after it)^2`` pixels per output pixel.
+        """
+        total = 0.0
+        scale = 1  # product of strides of the layers so far
+        for layer in self.layers:
+            g = layer.geometry
+            conv = layer.conv
+            macs_per_input = conv.in_channels * conv.out_channels * g.kernel * g.kernel
+            total += 2.0 * macs_per_input * scale * scale
+            scale *= g.stride
+        return total / (scale * scale)
+
+    def receptive_field(self) -> tuple[int, int]:
+        """Latent margin ``(before, after)`` a tile needs so that its pixels are exact."""
+        plan = self.plan_window(UPSCALE)
+        return plan.margin_before, plan.margin_after
+
+    def plan_window(self, out_size: int) -> WindowPlan:
+        """Work out the latent window and per-layer crops for a tile of ``out_size`` pixels.
+
+        The ranges are propagated backwards through the layers: the outputs a tile keeps need
+        a range of inputs at each layer, down to the latent.  Because every layer is
+        shift-equivariant the same plan serves every tile of that size.
+        """
+        if out_size <= 0 or out_size % UPSCALE:
+            raise ModelError(f"sgan: tile size {out_size} is not a positive multiple of 16")
+        if out_size in self._plans:
+            return self._plans[out_size]
+        needed = [(0, out_size)]  # "same" ranges, last layer first
+        for g in reversed(self.geometries):
+            needed.append(g.needed_inputs(*needed[-1]))
+        needed.reverse()  # needed[0]: latent, needed[l + 1]: output of layer l
+        crops = []
+        for l, g in enumerate(self.geometries):
+            in_start = needed[l][0]
+            start, stop = needed[l + 1]
+            # full-output pixel f of the window corresponds to "same" pixel
+            # stride * in_start + f - crop
+            offset = start - g.stride * in_start + g.crop
+            crops.append((offset, stop - start))
+        plan = WindowPlan(
+            out_size=out_size,
+            latent_start=needed[0][0],
+            latent_size=needed[0][1] - needed[0][0],
+            crops=tuple(crops),
+            starts=tuple(r[0] for r in needed[1:]),
+        )
+        self._plans[out_size] = plan
+        return plan
+
+    # ------------------------------------------------------------------ forward passes
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Whole image for latent ``z`` ``[B, latent_channels, h, w]`` -> ``[B, C, 16h, 16w]``."""
+        if z.dim() != 4 or z.shape[1] != self.latent_channels:
+            raise ModelError(
+                f"sgan: latent must be [B, {self.latent_channels}, h, w], got {tuple(z.shape)}"
+            )
+        x = z
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            x = torch.sigmoid(x) if i == last else F.elu(x)
+        return x
+
+    def forward_window(
+        self, z: torch.Tensor, plan: WindowPlan, masks: list[tuple[torch.Tensor, torch.Tensor]]
+        | None = None,
+    ) -> torch.Tensor:
+        """One tile of ``plan.out_size`` pixels from its latent window (margins included).
+
+        ``z`` is ``[B, latent_channels, plan.latent_size, plan.latent_size]``.  Each layer's
+        full output is cropped to the pixels the next layers need, so the margin costs only
+        a few pixels per layer.  ``masks`` (one ``(rows, cols)`` pair of 0/1 vectors per
+        hidden layer) zero the positions that lie outside the field, which reproduces the
+        edges of a whole-field pass exactly.
+        """
+        x = z
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            off, size = plan.crops[i]
+            x = layer.full(x)[..., off : off + size, off : off + size]
+            if i == last:
+                x = torch.sigmoid(x)
+            else:
+                x = F.elu(x)
+                if masks is not None:
+                    rows, cols = masks[i]
+                    x = x * rows[:, None] * cols[None, :]
+        return x
+
+
+def same_window_masks(
+    plan: WindowPlan, generator: SGANGenerator, origin: tuple[int, int],
+    latent_hw: tuple[int, int], device=None, dtype=torch.float32,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """0/1 masks of the hidden layers of a tile whose latent origin is ``origin`` (y, x).
+
+    A pixel of layer ``l`` is kept when it lies inside the field (``latent_hw`` latent pixels
+    times the stride product up to that layer).
+    """
+    masks = []
+    scale = 1
+    for l, g in enumerate(generator.geometries[:-1]):
+        scale *= g.stride
+        size = plan.crops[l][1]
+        pair = []
+        for axis in range(2):
+            first = origin[axis] * scale + plan.starts[l]
+            idx = torch.arange(first, first + size, device=device)
+            inside = (idx >= 0) & (idx < latent_hw[axis] * scale)
+            pair.append(inside.to(dtype))
+        masks.append((pair[0], pair[1]))
+    return masks
+
+
+class SGANDiscriminator(nn.Module):
+    """Five (by default) kernel-4 stride-2 convolutions, LeakyReLU, global mean, one logit.
+
+    The input is ``[B, C, H, W]`` with ``B`` a multiple of ``pack``; groups of ``pack``
+    consecutive images are concatenated on the channel axis (:func:`pack_images`) and the
+    network returns one logit per group, shape ``[B / pack]``.
+    """
+
+    def __init__(
+        self,
+        channels: int = 3,
+        widths: tuple[int, ...] | list[int] = (64, 128, 256, 512, 512),
+        pack: int = 2,
+        slope: float = 0.2,
+    ):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if not widths or min(widths) < 1:
+            raise ModelError("sgan: discriminator 'd_widths' must be positive channel counts")
+        if pack < 1:
+            raise ModelError(f"sgan: 'pack' must be >= 1 (got {pack})")
+        self.pack = int(pack)
+        blocks: list[nn.Module] = []
+        c_in = channels * self.pack
+        for c_out in widths:
+            blocks += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(slope)]
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        self.head = nn.Linear(c_in, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(pack_images(x, self.pack))
+        return self.head(h.mean(dim=(2, 3))).squeeze(1)
+
+
+def pack_images(x: torch.Tensor, pack: int) -> torch.Tensor:
+    """PacGAN packing: ``[B, C, H, W]`` -> ``[B / pack, pack * C, H, W]``.
+
+    Images ``pack * j ... pack * j + pack - 1`` form group ``j``, their channels in that order.
+    """
+    b, c, h, w = x.shape
+    if b % pack:
+        raise ModelError(
+            f"sgan: batch size {b} is not a multiple of the pack size {pack}; choose a batch "
+            "size divisible by 'pack'"
+        )
+    return x.reshape(b // pack, pack * c, h, w)
+
+
+def ragan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic average discriminator loss.
+
+    ``-E_r[log s(C(r) - E_f C(f))] - E_f[log(1 - s(C(f) - E_r C(r)))]`` with ``s`` the sigmoid.
+    """
+    d_real = real_logits - fake_logits.mean()
+    d_fake = fake_logits - real_logits.mean()
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def ragan_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Relativistic average generator loss (the discriminator loss with roles swapped)."""
+    d_real = real_logits - fake_logits.mean()
+    d_fake = fake_logits - real_logits.mean()
+    return F.softplus(d_real).mean() + F.softplus(-d_fake).mean()
+
+
+@register_generator("sgan")
+def build_sgan_generator(spec: dict) -> SGANGenerator:
+    """Rebuild a Spatial GAN generator from its JSON spec (see :meth:`SGANGenerator.spec`)."""
+    known = {"channels", "widths", "latent_channels", "image_size"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ModelError(f"sgan: unknown spec keys {sorted(unknown)}; expected {sorted(known)}")
+    return SGANGenerator(**spec)
+
+
+def latent_size_for(pixels: int) -> int:
+    """Latent pixels needed for ``pixels`` output pixels (rounded up to a multiple of 16)."""
+    return math.ceil(pixels / UPSCALE)

@@ -82,9 +82,9 @@ def make_galaxies(n: int, seed: int, size: int = ENCODER_SIZE):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="src/galforge/assets", help="folder for the weights + card")
-    ap.add_argument("--n-train", type=int, default=8000)
+    ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--n-val", type=int, default=1000)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,27 @@
+"""Physical validation of generated galaxies against real ones.
+
+``galforge.evaluation.evaluate(real, fake, out_dir, **options)`` measures both sets the same
+way -- isophote and moment shapes, source photometry, colour–magnitude, statmorph
+morphology, memorisation (nearest neighbours), power spectra with a realism classifier, and
+FID/KID on galforge's galaxy encoder (the Fréchet galaxy distance) or a user-supplied
+Inception-v3 -- and writes ``report.html``, ``metrics.json`` and per-object CSV catalogues.
+
+This package works on arrays (with band names and units) and knows nothing of models or
+bundles: whoever has a generator samples it and hands the images over.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DEFAULT_MEASURES", "DEFAULT_THRESHOLDS", "MEASURES", "evaluate"]
+
+
+def __getattr__(name):
+    if name in ("evaluate", "MEASURES", "DEFAULT_MEASURES"):
+        from galforge.evaluation import runner
+
+        return getattr(runner, name)
+    if name == "DEFAULT_THRESHOLDS":
+        from galforge.evaluation.report import DEFAULT_THRESHOLDS
+
+        return DEFAULT_THRESHOLDS
+    raise AttributeError(f"module 'galforge.evaluation' has no attribute {name!r}")

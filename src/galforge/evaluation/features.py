@@ -156,12 +156,11 @@ class GalaxyEncoder(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, w, 3, stride=2, padding=1), nn.SiLU(),           # 32
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),   # 16
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),   # 8
-            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),   # 4
+            nn.Conv2d(1, w, 5, stride=2, padding=2), nn.SiLU(),             # 32
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),         # 16
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),     # 8
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),     # 4
         )
         self.fc = nn.Linear(4 * w * 16, num_features)
         self.head = nn.Linear(num_features, len(ENCODER_PARAMS))

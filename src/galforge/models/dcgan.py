@@ -97,6 +97,7 @@ class DCGANGenerator(nn.Module):
         init_seed: int = 0,
     ):
         super().__init__()
+        rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
         widths = _stage_widths(int(image_size), width)
         pad = same_size_padding(kernel_size)
@@ -110,7 +111,7 @@ class DCGANGenerator(nn.Module):
             nn.ConvTranspose2d(self.latent_dim, widths[0], 4, 1, 0, bias=True),
             nn.ReLU(inplace=True),
         ]
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
@@ -120,6 +121,7 @@ class DCGANGenerator(nn.Module):
         layers.append(nn.ConvTranspose2d(widths[-1], channels, kernel_size, 2, pad, bias=True))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
+        torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
@@ -153,6 +155,7 @@ class DCGANDiscriminator(nn.Module):
         init_seed: int = 1,
     ):
         super().__init__()
+        rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
         widths = list(reversed(_stage_widths(int(image_size), width)))
         pad = same_size_padding(kernel_size)
@@ -162,7 +165,7 @@ class DCGANDiscriminator(nn.Module):
             nn.Conv2d(channels, widths[0], kernel_size, 2, pad, bias=True),
             nn.LeakyReLU(0.2, inplace=True),
         ]
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(nn.Conv2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
@@ -171,6 +174,7 @@ class DCGANDiscriminator(nn.Module):
             layers.append(ScheduledDropout(dropout, spatial_dropout))
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True))
         self.net = nn.Sequential(*layers)
+        torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

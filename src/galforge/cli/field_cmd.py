@@ -1,0 +1,78 @@
+"""``galforge field``: a seamless deep field of any size from a Spatial GAN run or bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from galforge.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``field`` command to ``app``."""
+
+    @app.command("field")
+    def field(
+        source: str = typer.Argument(
+            ..., metavar="RUN_OR_BUNDLE", help="An sgan run folder or bundle folder."
+        ),
+        size: str = typer.Option(..., "--size", help="Field size HxW in pixels, e.g. 8192x8192."),
+        out: Path = typer.Option(..., "--out", help="Output: a .zarr folder, .fits or .npy file."),
+        tile: int = typer.Option(1024, "--tile", help="Tile side in pixels (a multiple of 16)."),
+        seed: int = typer.Option(0, "--seed", help="Latent seed: same seed, same field."),
+        fmt: str = typer.Option(
+            None, "--format", help="zarr (default), fits or npy; guessed from --out's suffix."
+        ),
+        ensemble: int = typer.Option(
+            None, "--ensemble", help="Self-ensemble of the last K kept snapshots (per tile)."
+        ),
+        realisations: int = typer.Option(
+            None, "--realisations", help="Write R fields, one per each of the last R snapshots."
+        ),
+        workers: int = typer.Option(1, "--workers", help="Tiles generated at once (local Dask)."),
+        processes: bool = typer.Option(
+            False, "--processes/--threads", help="Local workers as processes or threads."
+        ),
+        scheduler: str = typer.Option(
+            None, "--scheduler", help="Address of a dask.distributed scheduler (tcp://host:8786)."
+        ),
+        resume: bool = typer.Option(False, "--resume", help="Finish an interrupted field."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out."),
+        fits: Path = typer.Option(
+            None, "--fits", help="Also write the final FITS cube here (zarr/npy outputs)."
+        ),
+        preview: Path = typer.Option(None, "--preview", help="Write an RGB preview PNG here."),
+        compile_: str = typer.Option(
+            "auto", "--compile", help="torch.compile the tile function: auto, on or off."
+        ),
+        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    ) -> None:
+        """Generate a deep field tile by tile, streamed to disk (bounded memory, resumable)."""
+        from galforge.generation.field import field_from_bundle, parse_size
+
+        parse_size(size)
+        modes = {"auto": "auto", "on": True, "off": False}
+        if compile_ not in modes:
+            raise ConfigError(f"--compile {compile_!r}: use auto, on or off")
+        for name, value in (("--ensemble", ensemble), ("--realisations", realisations)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} {value}: give at least 1")
+        results = field_from_bundle(
+            source, out, size, ensemble=ensemble, realisations=realisations, device=device,
+            tile=tile, seed=seed, fmt=fmt, workers=workers, processes=processes,
+            scheduler=scheduler, resume=resume, overwrite=overwrite, compile=modes[compile_],
+            progress=progress, fits_out=fits, preview=preview,
+        )
+        for r in results:
+            c, h, w = r.shape
+            line = (f"{r.path}: {c}x{h}x{w}, {r.tiles_total} tiles "
+                    f"({r.tiles_done} already done), {r.seconds:.1f} s")
+            if r.tiles_pixels:
+                line += f", {r.mpix_per_s:.3f} Mpix/s"
+            if r.fits_path:
+                line += f"; FITS {r.fits_path}"
+            if r.preview_path:
+                line += f"; preview {r.preview_path}"
+            typer.echo(line)

@@ -1,0 +1,59 @@
+"""``galforge generate`` and ``galforge export``: galaxies from a trained bundle or run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from galforge.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``generate`` and ``export`` commands to ``app``."""
+
+    @app.command("generate")
+    def generate(
+        source: str = typer.Argument(
+            ..., metavar="RUN_OR_BUNDLE", help="A run folder (galforge train --out) or a bundle folder."
+        ),
+        n: int = typer.Option(16, "-n", "--n", help="Number of galaxies to generate."),
+        seed: int = typer.Option(0, "--seed", help="Seed: the same seed and bundle give identical files."),
+        out: Path = typer.Option(..., "--out", help="Folder for the generated files."),
+        fmt: str = typer.Option("fits", "--format", help="fits (physical units), png (8-bit view) or npy."),
+        batch: int = typer.Option(64, "--batch", help="Galaxies generated per forward pass."),
+        truncation: float = typer.Option(
+            None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none)."
+        ),
+        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ) -> None:
+        """Generate N galaxies (FITS by default) plus a grid.png preview into --out."""
+        from galforge.bundle import load_bundle
+        from galforge.generation.writers import FORMATS, write_samples
+
+        if fmt.lower() not in FORMATS:
+            raise ConfigError(f"--format {fmt!r}: unknown format; use one of {', '.join(FORMATS)}")
+        if n < 1:
+            raise ConfigError(f"-n {n}: the number of galaxies must be at least 1")
+        if batch < 1:
+            raise ConfigError(f"--batch {batch}: the batch size must be at least 1")
+        if seed < 0:
+            raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        if truncation is not None and not truncation >= 0:
+            raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
+        bundle = load_bundle(source, device=device)
+        result = write_samples(
+            bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
+            progress=None if progress else False,
+        )
+        typer.echo(result.summary())
+
+    @app.command("export")
+    def export(
+        run: Path = typer.Argument(..., metavar="RUN", help="A run folder written by galforge train."),
+    ) -> None:
+        """Export RUN/bundle (bundle.json + generator.safetensors) from a run; print its path."""
+        from galforge.bundle import export_run
+
+        typer.echo(str(export_run(run)))

@@ -1,0 +1,124 @@
+"""``galforge train``: train a model on galaxy images and export its bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from galforge.errors import ConfigError
+
+# keys a resumed run may change; everything else must match the run's saved config
+RESUME_MUTABLE = (
+    "train.steps", "train.epochs", "train.device", "train.amp", "train.amp_dtype",
+    "train.progress", "train.log_every", "train.sample_every", "train.checkpoint_every",
+    "train.snapshot_every", "train.threads", "output.", "data.source", "data.options.",
+)
+
+
+def resolve_train_config(
+    data: str | None = None, *, model: str | None = None, out: str | None = None,
+    steps: int | None = None, epochs: int | None = None, batch: int | None = None,
+    seed: int | None = None, resume: bool = False, config: str | Path | None = None,
+    device: str | None = None, amp: bool | None = None, sets: list[str] | None = None,
+):
+    """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
+
+    Order: defaults < ``config`` YAML < flags < ``--set``.  With ``resume`` the run's saved
+    ``config.yaml`` replaces the defaults and only the run length, device and output
+    cadence may change.
+    """
+    from galforge.config import changed_keys, load_yaml, resolve_config
+    from galforge.training.recipes import model_defaults
+
+    if steps is not None and epochs is not None:
+        raise ConfigError("--steps and --epochs both given: use one of them")
+    flags = {
+        "data.source": data, "model.name": model, "output.out": out, "train.batch": batch,
+        "train.seed": seed, "train.device": device, "train.amp": amp,
+        "train.steps": steps, "train.epochs": epochs,
+    }
+    defaults = model_defaults()
+    base = None
+    saved_path = Path(out) / "config.yaml" if out else None
+    if resume and saved_path is not None and saved_path.is_file():
+        base = load_yaml(saved_path)
+    cfg = resolve_config(base=base, yaml_file=config, flags=flags, sets=sets,
+                         model_defaults=defaults)
+    # a length given on the command line replaces the other kind of length
+    t = cfg.train
+    set_keys = {s.split("=", 1)[0].strip() for s in (sets or [])}
+    if steps is not None and "train.epochs" not in set_keys:
+        t.epochs = None
+    if epochs is not None and "train.steps" not in set_keys:
+        t.steps = None
+    if t.steps is not None and t.epochs is not None:
+        raise ConfigError("both train.steps and train.epochs are set: keep one "
+                          "(--steps N or --epochs E)")
+    if base is not None:
+        saved = resolve_config(base=base, model_defaults=defaults).to_dict()
+        frozen = [k for k in changed_keys(saved, cfg.to_dict())
+                  if not any(k == m or (m.endswith(".") and k.startswith(m))
+                             for m in RESUME_MUTABLE)]
+        if frozen:
+            raise ConfigError(
+                f"--resume cannot change {', '.join(frozen)} of the run in {out}: resume with "
+                "the run's settings, or start a new run with another --out"
+            )
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        data: str = typer.Argument(..., help="Training images: folder, file, prepared data set "
+                                   "or builtin: spec (e.g. 'builtin:galsim?n=500&size=64')."),
+        model: str = typer.Option(None, "--model", "-m", help="Model: dcgan64, dcgan128, ..."),
+        out: str = typer.Option(None, "--out", "-o", help="Run folder to write."),
+        steps: int = typer.Option(None, "--steps", help="Total training steps."),
+        epochs: int = typer.Option(None, "--epochs", help="Total epochs (instead of --steps)."),
+        batch: int = typer.Option(None, "--batch", help="Batch size."),
+        seed: int = typer.Option(None, "--seed", help="Seed of every random draw."),
+        resume: bool = typer.Option(False, "--resume",
+                                    help="Continue the run in --out up to the new total."),
+        config: Path = typer.Option(None, "--config", help="YAML config file."),
+        dry_run: bool = typer.Option(False, "--dry-run",
+                                     help="Print the resolved config and exit."),
+        device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
+        amp: bool = typer.Option(None, "--amp/--no-amp",
+                                 help="Mixed precision (CUDA only)."),
+        set_: list[str] = typer.Option(None, "--set",
+                                       help="Override any config value: dotted.key=value "
+                                       "(repeatable)."),
+    ) -> None:
+        """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
+        cfg = resolve_train_config(
+            data, model=model, out=out, steps=steps, epochs=epochs, batch=batch, seed=seed,
+            resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
+        )
+        if dry_run:
+            typer.echo(cfg.to_yaml().rstrip())
+            return
+        from galforge.training.trainer import train_from_config
+
+        summary = train_from_config(cfg, resume=resume)
+        run = Path(summary["run_dir"])
+        lines = [
+            f"trained {cfg.model.name} to step {summary['step']} (epoch {summary['epoch']}) on "
+            f"{summary['n_images']} images {tuple(summary['image_shape'])} "
+            f"[{', '.join(summary['bands'])}] in {summary['units']}",
+            f"  run folder:     {run}",
+            f"  config:         {summary['config']}",
+            f"  checkpoint:     {summary['checkpoint']}",
+            f"  generator:      {summary['generator']}",
+            f"  log:            {summary['log']}",
+        ]
+        if Path(summary["loss_plot"]).is_file():
+            lines.append(f"  loss curves:    {summary['loss_plot']}")
+        if summary["samples"]:
+            lines.append(f"  sample grids:   {run / 'samples'} (last: {summary['samples'][-1]})")
+        if summary["bundle"]:
+            lines.append(f"  bundle:         {summary['bundle']}")
+        elif summary.get("export_note"):
+            lines.append(f"  {summary['export_note']}")
+        typer.echo("\n".join(lines))

@@ -1,0 +1,366 @@
+"""Prepared data sets: decode once, train many times.
+
+``prepare(source, out_dir, **options)`` writes::
+
+    OUT/
+      images.npy      float32 N×C×H×W in physical units (memory-mapped when read back)
+      manifest.json   counts, shape, bands, units, fitted normalizer, skipped files with
+                      reasons, catalogue matching (unmatched ids/files), content fingerprint,
+                      read options, galforge version
+      meta.jsonl      one JSON object per image (file, id, catalogue values, truth)
+      truth.csv       the truth catalogue, for simulated (builtin:galsim) sets
+
+``load_images(OUT)`` reads it back; ``inspect(source)`` says what a read would give without
+decoding every file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from galforge.data.imageset import ImageSet, ReadReport
+from galforge.errors import ConfigError, DataError
+
+FORMAT = "galforge-prepared"
+FORMAT_VERSION = 1
+
+
+def _json_safe(v):
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, np.ndarray):
+        return _json_safe(v.tolist())
+    if isinstance(v, (Path,)):
+        return str(v)
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    return str(v)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def is_prepared(path) -> bool:
+    """True when ``path`` is a folder written by :func:`prepare`."""
+    p = Path(path)
+    mf = p / "manifest.json"
+    if not mf.is_file():
+        return False
+    try:
+        return json.loads(mf.read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> Path:
+    """Read ``source`` (anything :func:`galforge.data.load_images` reads, with the same
+    options) and write a prepared data set to ``out_dir``; return the manifest path.
+
+    ``normalizer`` is a dict of :meth:`Normalizer.fit` keywords (default: the defaults,
+    99.99 % clip, linear, target (-1, 1)); the fitted normalizer is recorded in the manifest.
+    """
+    from galforge import __version__
+    from galforge.data import load_images, normalize_options
+    from galforge.data.normalize import Normalizer
+
+    opts = normalize_options(options)
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not is_prepared(out):
+        raise ConfigError(
+            f"--out {out}: folder exists and is not a prepared data set; choose an empty or new folder"
+        )
+    if out.exists() and is_prepared(out) and not overwrite:
+        raise ConfigError(f"--out {out}: a prepared data set is already there")
+    iset = load_images(source, **opts)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tmp = out / ".images.npy.tmp"
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)
+    step = 1024
+    for i in range(0, len(iset), step):
+        arr[i : i + step] = iset.images[i : i + step]
+    arr.flush()
+    del arr
+    os.replace(tmp, out / "images.npy")
+
+    with open(out / ".meta.jsonl.tmp", "w", encoding="utf-8") as fh:
+        for m in iset.meta:
+            fh.write(json.dumps(_json_safe(m)) + "\n")
+    os.replace(out / ".meta.jsonl.tmp", out / "meta.jsonl")
+
+    norm_kw = dict(normalizer or {})
+    norm = Normalizer.fit(iset.images, **norm_kw)
+
+    truth_file = None
+    truth_keys = iset.extra.get("truth_keys")
+    if truth_keys:
+        truth_file = "truth.csv"
+        with open(out / ".truth.csv.tmp", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(truth_keys)
+            for m in iset.meta:
+                w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
+        os.replace(out / ".truth.csv.tmp", out / truth_file)
+    elif (out / "truth.csv").exists():
+        (out / "truth.csv").unlink()
+
+    rep = iset.report.to_dict()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "galforge_version": __version__,
+        "source": str(source),
+        "count": len(iset),
+        "shape": list(iset.shape[1:]),
+        "dtype": "float32",
+        "bands": list(iset.bands),
+        "units": iset.units,
+        "fingerprint": iset.fingerprint(),
+        "normalizer": norm.to_dict(),
+        "normalizer_options": _json_safe(norm_kw),
+        "n_skipped": rep["n_skipped"],
+        "skipped": rep["skipped"],
+        "nan_pixels": rep["nan_pixels"],
+        "nan_filled_images": rep["nan_filled_images"],
+        "catalog": rep.get("catalog"),
+        "options": _json_safe(opts),
+        "extra": _json_safe({k: v for k, v in iset.extra.items()}),
+        "files": {"images": "images.npy", "meta": "meta.jsonl", "truth": truth_file},
+    }
+    _atomic_write_text(out / "manifest.json", json.dumps(_json_safe(manifest), indent=2))
+    return out / "manifest.json"
+
+
+def read_manifest(path) -> dict:
+    p = Path(path)
+    mf = p / "manifest.json" if p.is_dir() else p
+    try:
+        man = json.loads(mf.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{mf}: unreadable manifest ({exc}); run galforge data prepare again") from exc
+    if man.get("format") != FORMAT:
+        raise DataError(f"{mf}: not a galforge prepared data set manifest")
+    return man
+
+
+def load_prepared(path, mmap: bool = True) -> ImageSet:
+    """Read a prepared data set (images memory-mapped by default)."""
+    p = Path(path)
+    man = read_manifest(p)
+    img_path = p / man.get("files", {}).get("images", "images.npy")
+    try:
+        images = np.load(img_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{img_path}: cannot read the prepared images ({exc}); prepare again") from exc
+    if images.dtype != np.float32 or images.ndim != 4 or list(images.shape[1:]) != man["shape"]:
+        raise DataError(
+            f"{img_path}: array {images.dtype} {images.shape} does not match the manifest "
+            f"({man['count']}×{man['shape']}); prepare the data set again"
+        )
+    if images.shape[0] != man["count"]:
+        raise DataError(f"{img_path}: {images.shape[0]} images but the manifest says {man['count']}")
+    meta = []
+    meta_path = p / man.get("files", {}).get("meta", "meta.jsonl")
+    if meta_path.is_file():
+        with open(meta_path, encoding="utf-8") as fh:
+            meta = [json.loads(line) for line in fh if line.strip()]
+        if len(meta) != images.shape[0]:
+            meta = []
+    report = ReadReport(
+        n_read=int(man["count"]),
+        skipped=list(man.get("skipped", [])),
+        nan_pixels=int(man.get("nan_pixels", 0)),
+        nan_filled_images=int(man.get("nan_filled_images", 0)),
+        catalog=man.get("catalog"),
+    )
+    extra = dict(man.get("extra") or {})
+    extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
+    if man.get("normalizer"):
+        extra["normalizer"] = man["normalizer"]  # the Normalizer fitted at prepare time (dict)
+    return ImageSet(images=images, bands=tuple(man["bands"]), meta=meta, units=man["units"],
+                    report=report, source=str(p), extra=extra)
+
+
+def inspect(source, **options) -> dict:
+    """What :func:`load_images` would read from ``source``, without decoding every image.
+
+    Returns a JSON-safe dict: ``kind``, ``source``, ``count``, ``shapes`` (``"C×H×W"`` →
+    number of images), ``bands``, ``units``, ``files`` (number, and the first names),
+    ``skipped`` (with reasons) and, for a catalogue, its matching summary.
+    """
+    from galforge.data import normalize_options
+    from galforge.data.builtin import describe_spec
+
+    opts = normalize_options(options)
+    src = str(source)
+    if src.startswith("builtin:"):
+        d = describe_spec(src)
+        d["source"] = src
+        d["shapes"] = {"×".join(map(str, d["shape"])): d["count"]}
+        d["skipped"] = []
+        return d
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise DataError(f"{src}: no such file or folder; check the path")
+    if path.is_dir() and is_prepared(path):
+        man = read_manifest(path)
+        return {
+            "kind": "prepared", "source": src, "count": man["count"],
+            "shapes": {"×".join(map(str, man["shape"])): man["count"]}, "shape": man["shape"],
+            "bands": man["bands"], "units": man["units"], "fingerprint": man["fingerprint"],
+            "skipped": man.get("skipped", []), "catalog": man.get("catalog"),
+            "galforge_version": man.get("galforge_version"),
+        }
+    from galforge.data import readers
+
+    report = ReadReport()
+    if path.is_dir():
+        if opts.get("catalog"):
+            from galforge.data.catalog import match_catalog
+
+            items, _ = match_catalog(
+                path, opts["catalog"], where=opts.get("where"), id_column=opts.get("id_column"),
+                template=opts.get("template"), bands=opts.get("bands"),
+                catalog_columns=opts.get("catalog_columns"), report=report,
+                recursive=bool(opts.get("recursive")),
+            )
+        else:
+            files = readers.list_folder(path, report, recursive=bool(opts.get("recursive")))
+            if opts.get("pattern"):
+                items = readers.pattern_items(files, path, opts["pattern"], opts.get("bands"), report)
+            else:
+                items = [readers.Item(key=p.name, paths=[p]) for p in files]
+        kind = "folder"
+    else:
+        if readers.file_kind(path) is None:
+            raise DataError(f"{path}: unsupported file type; supported: {', '.join(readers.SUPPORTED)}")
+        items = [readers.Item(key=path.name, paths=[path])]
+        kind = "file"
+    shapes: dict[str, int] = {}
+    bands_seen: dict[tuple, int] = {}
+    units_seen: dict[str, int] = {}
+    count = 0
+    for item in items:
+        try:
+            for desc in _peek_item(item, opts):
+                n, shape, bands, units = desc
+                key = "×".join(map(str, shape))
+                shapes[key] = shapes.get(key, 0) + n
+                bands_seen[bands] = bands_seen.get(bands, 0) + n
+                units_seen[units] = units_seen.get(units, 0) + n
+                count += n
+        except DataError as exc:
+            report.skip(*readers.skip_entry(item, exc))
+    all_files = [str(p) for it in items for p in it.paths]
+    out = {
+        "kind": kind,
+        "source": src,
+        "count": count,
+        "shapes": shapes,
+        "bands": list(max(bands_seen, key=bands_seen.get)) if bands_seen else [],
+        "band_sets": {",".join(k): v for k, v in bands_seen.items()},
+        "units": max(units_seen, key=units_seen.get) if units_seen else None,
+        "files": {"count": len(all_files), "first": all_files[:10]},
+        "skipped": report.skipped,
+        "n_skipped": len(report.skipped),
+    }
+    if report.catalog is not None:
+        out["catalog"] = report.catalog
+    if len(shapes) > 1 and not opts.get("size"):
+        out["warning"] = "images of different sizes: pass --size N (resize) or --crop to read them"
+    return out
+
+
+def _peek_item(item, opts):
+    """(n_images, (C, H, W), bands, units) for an item, from headers where possible."""
+    if len(item.paths) > 1 or item.band_names is not None:
+        descs = [next(iter(_peek_file(p, opts))) for p in item.paths]
+        _, shape, _, units = descs[0]
+        yield 1, (len(item.paths),) + tuple(shape[1:]), tuple(item.band_names), units
+        return
+    yield from _peek_file(item.paths[0], opts)
+
+
+def _peek_file(path: Path, opts):
+    from galforge.data import readers
+
+    kind = readers.file_kind(path)
+    if kind == "raster" and not path.name.lower().endswith((".tif", ".tiff")):
+        from PIL import Image, UnidentifiedImageError
+
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes)")
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+                mode = im.mode
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{path}: not a readable image ({exc})") from exc
+        hdr = readers._png_header(path) if path.name.lower().endswith(".png") else None
+        grey = mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16")
+        sixteen = (hdr is not None and hdr[0] == 16) or mode.startswith("I;16")
+        c = 1 if grey else 3
+        yield 1, (c, h, w), readers.default_bands(c, rgb=True), "16-bit level" if sixteen else "8-bit level"
+        return
+    if kind == "npy":
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        yield from _peek_array(path, arr.shape, arr.dtype, opts)
+        return
+    if kind == "hdf5":
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as fh:
+                name, _ = readers.hdf5_dataset_name(fh, opts.get("dataset"), path)
+                ds = fh[name]
+                yield from _peek_array(path, ds.shape, ds.dtype, opts)
+        except OSError as exc:
+            raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+        return
+    # FITS, TIFF, npz: read the file (one image each for FITS/TIFF)
+    kw = {k: opts.get(k) for k in ("dataset", "hdu", "band_axis", "layout")}
+    n = 0
+    first = None
+    for raw in readers.read_file(path, **kw):
+        n += 1
+        if first is None:
+            first = raw
+    if first is None:
+        raise DataError(f"{path}: no image inside")
+    yield n, first.data.shape, tuple(first.bands), first.units
+
+
+def _peek_array(path, shape, dtype, opts):
+    from galforge.data import readers
+
+    lay = readers.infer_layout(shape, opts.get("layout"))
+    n = int(shape[0]) if lay.startswith("N") else 1
+    dims = dict(zip(lay, shape, strict=True))
+    c = int(dims.get("C", 1))
+    rgb = np.dtype(dtype) in (np.uint8, np.uint16) and c == 3
+    yield n, (c, int(dims["H"]), int(dims["W"])), readers.default_bands(c, rgb=rgb), readers._units_for_dtype(dtype)

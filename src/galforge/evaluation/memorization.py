@@ -1,0 +1,160 @@
+"""Memorisation: does the generator copy its training images?
+
+For every fake image the nearest real image is found by the mean absolute difference (L1)
+of the central crop (50 % of each side by default, where the galaxy is; the noisy outskirts
+would otherwise dominate) and, separately, by the mean squared difference (MSE).
+
+The summary statistic is the **NN ratio**::
+
+    median(fake -> train NN distance) / median(held-out real -> train NN distance)
+
+A generator that copies training images puts fakes much closer to the training set than an
+independent real image is (ratio ≪ 1); one that does not gives ratio ≈ 1.
+
+The held-out split.  REAL is split once, with ``numpy.random.default_rng(seed)``, into a
+*train* part and a *held-out* part of ``holdout_fraction`` (default 20 %, at least 2 images
+and at most half the set): a seeded random permutation of the image indices whose first
+``n_holdout`` entries are held out.  Pass REAL = the data the model was trained on; the
+held-out images then play the role of "new galaxies from the same distribution".  (Fakes
+copied from images that landed in the held-out part are not caught, so a fully memorising
+generator gives a ratio of about 0, not exactly 0.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from galforge.errors import EvaluationError
+
+
+def central_crop(images, fraction: float = 0.5) -> np.ndarray:
+    """The central ``fraction`` of each side of ``N×C×H×W`` images."""
+    x = np.asarray(images, dtype=np.float32)
+    if not 0 < fraction <= 1:
+        raise EvaluationError(f"--nn-crop must be in (0, 1], got {fraction}")
+    h, w = x.shape[-2:]
+    ch, cw = max(1, int(round(h * fraction))), max(1, int(round(w * fraction)))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return x[..., y0:y0 + ch, x0:x0 + cw]
+
+
+def split_holdout(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into ``(train_idx, holdout_idx)`` (both sorted).
+
+    ``n_holdout = clip(round(fraction * n), 2, n // 2)``; the held-out indices are the first
+    ``n_holdout`` entries of ``default_rng(seed).permutation(n)``."""
+    if n < 4:
+        raise EvaluationError(
+            f"memorisation needs at least 4 real images to hold some out (got {n}); "
+            "pass more REAL images"
+        )
+    k = int(np.clip(round(fraction * n), 2, n // 2))
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
+
+
+def nearest_neighbours(query, reference, *, metric: str = "l1", k: int = 1,
+                       batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest ``reference`` images of every ``query`` image.
+
+    ``metric`` is ``"l1"`` (mean absolute difference per pixel) or ``"mse"`` (mean squared
+    difference per pixel).  Returns ``(distances, indices)``, both ``N_query×k``, sorted by
+    distance."""
+    q = torch.from_numpy(np.asarray(query, dtype=np.float32).reshape(len(query), -1))
+    r = torch.from_numpy(np.asarray(reference, dtype=np.float32).reshape(len(reference), -1))
+    if q.shape[1] != r.shape[1]:
+        raise EvaluationError(
+            f"real and fake images differ in shape ({tuple(np.shape(query)[1:])} vs "
+            f"{tuple(np.shape(reference)[1:])}); resize one set to the other"
+        )
+    if metric not in ("l1", "mse"):
+        raise EvaluationError(f"unknown nearest-neighbour metric {metric!r}; use l1 or mse")
+    k = min(k, len(r))
+    npx = q.shape[1]
+    dists, idxs = [], []
+    for i in range(0, len(q), batch):
+        qb = q[i:i + batch].double()
+        if metric == "l1":
+            d = torch.cdist(qb, r.double(), p=1.0) / npx
+        else:
+            d = torch.cdist(qb, r.double(), p=2.0) ** 2 / npx
+        val, ind = torch.topk(d, k, dim=1, largest=False)
+        dists.append(val)
+        idxs.append(ind)
+    return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
+
+
+def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
+                 seed: int = 0) -> dict:
+    """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
+
+    Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
+    statistics), the medians they are made of, the held-out split and, per fake, the ``k``
+    nearest training images (indices into ``real``) and their distances."""
+    real = np.asarray(real, dtype=np.float32)
+    fake = np.asarray(fake, dtype=np.float32)
+    if real.shape[1:] != fake.shape[1:]:
+        raise EvaluationError(
+            f"memorisation compares images pixel by pixel: real {real.shape[1:]} and fake "
+            f"{fake.shape[1:]} differ; resample one set to the other's size and bands"
+        )
+    train_idx, hold_idx = split_holdout(len(real), holdout_fraction, seed)
+    rc = central_crop(real, crop)
+    fc = central_crop(fake, crop)
+    out = {"crop_fraction": crop, "k": k, "holdout_fraction": holdout_fraction, "seed": seed,
+           "n_train": int(len(train_idx)), "n_holdout": int(len(hold_idx)),
+           "n_fake": int(len(fake)), "holdout_indices": hold_idx.tolist()}
+    for metric in ("l1", "mse"):
+        fd, fi = nearest_neighbours(fc, rc[train_idx], metric=metric, k=k)
+        hd, _ = nearest_neighbours(rc[hold_idx], rc[train_idx], metric=metric, k=1)
+        med_f = float(np.median(fd[:, 0]))
+        med_h = float(np.median(hd[:, 0]))
+        ratio = med_f / med_h if med_h > 0 else (1.0 if med_f == 0 else float("inf"))
+        out[f"median_fake_train_{metric}"] = med_f
+        out[f"median_holdout_train_{metric}"] = med_h
+        out[f"nn_ratio_{metric}"] = float(ratio)
+        out[f"fake_nn_{metric}"] = {"index": train_idx[fi].tolist(), "distance": fd.tolist()}
+    return out
+
+
+def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
+                 metric: str = "l1") -> str:
+    """Figure: rows of [fake | its k nearest real images | |fake - match|] for the
+    ``n_show`` fakes closest to the training set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from galforge.evaluation.report import rgb_views
+
+    nn = result[f"fake_nn_{metric}"]
+    idx = np.asarray(nn["index"])
+    dist = np.asarray(nn["distance"])
+    order = np.argsort(dist[:, 0])[:n_show]
+    k = idx.shape[1]
+    ncol = 1 + 2 * k
+    fig, axes = plt.subplots(len(order), ncol, figsize=(1.6 * ncol, 1.6 * len(order)),
+                             squeeze=False)
+    for row, i in enumerate(order):
+        f = fake[i:i + 1]
+        matches = real[idx[i]]
+        views = rgb_views(np.concatenate([f, matches]), bands)
+        diffs = np.abs(matches - f).mean(axis=1)
+        axes[row, 0].imshow(views[0], origin="lower")
+        axes[row, 0].set_title(f"fake {i}", fontsize=7)
+        for j in range(k):
+            axes[row, 1 + j].imshow(views[1 + j], origin="lower")
+            axes[row, 1 + j].set_title(f"real {idx[i, j]} d={dist[i, j]:.3g}", fontsize=6)
+            axes[row, 1 + k + j].imshow(diffs[j], origin="lower", cmap="magma")
+            axes[row, 1 + k + j].set_title(f"|diff| {j + 1}", fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(f"Fakes closest to the training set ({metric.upper()}, central crop)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return str(path)

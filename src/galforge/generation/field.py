@@ -1,0 +1,736 @@
+"""Deep fields of any size from a fully convolutional (Spatial GAN) generator.
+
+How a field is made
+-------------------
+* **One conceptual latent.**  A field of ``H x W`` pixels has the latent
+  ``[50, ceil(H/16), ceil(W/16)]``.  It is never held whole: it is cut into fixed chunks of
+  ``LATENT_CHUNK x LATENT_CHUNK`` latent pixels and chunk ``(i, j)`` is drawn from its own
+  ``torch.Generator`` seeded with ``SeedSequence([seed, i, j])``.  Any window can be drawn on
+  its own, and the values do not depend on the tile size, the worker count or the field size.
+* **Seamless tiles.**  Each output tile of ``tile x tile`` pixels is computed from its latent
+  window plus a margin that covers the generator's receptive field (worked out from the layer
+  list by :meth:`SGANGenerator.plan_window`); each layer's output is cropped to what the next
+  layers need and positions outside the field are zeroed, so a tile equals the matching part
+  of a one-shot pass over the whole latent, edges included.  There are no seams.
+* **Bounded memory.**  Tiles stream to a chunked zarr array (default), a FITS file written
+  section by section, or a memory-mapped ``.npy``; memory depends on the tile, not the field.
+* **Parallel, distributed, resumable.**  Tiles are Dask tasks (threads or processes locally,
+  a ``dask.distributed`` cluster with ``scheduler=ADDRESS``).  A finished tile is recorded in
+  ``OUT.progress/`` after its pixels are written; ``resume=True`` skips recorded tiles.
+* **Self-ensemble.**  With several generators (snapshots of one training run), tile
+  ``(ty, tx)`` uses generator ``(ty + 2 tx + seed) mod K``.  Each row of tiles is a cyclic
+  shift of the previous one, so every snapshot is used equally often; for ``K >= 4`` no two
+  tiles sharing an edge or a corner use the same snapshot, which spreads any one snapshot's
+  quirks evenly instead of in blocks (Smith & Geach combined their 21 snapshots in the same
+  spirit).  The pattern is deterministic, so the field is reproducible; it is tied to the tile
+  grid, so ensemble fields depend on ``tile``.  The shared latent keeps large-scale structure
+  continuous across tile edges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from galforge.errors import ConfigError, ModelError
+from galforge.models.sgan import UPSCALE, SGANGenerator, same_window_masks
+
+LATENT_CHUNK = 64
+DEFAULT_TILE = 1024
+FORMATS = ("zarr", "fits", "npy")
+_FITS_BLOCK = 2880
+
+
+# ---------------------------------------------------------------------------- arguments
+def parse_size(text: str | Sequence[int], option: str = "--size") -> tuple[int, int]:
+    """``"HxW"`` (or ``"N"`` for a square, or a pair) -> ``(H, W)`` in pixels."""
+    if isinstance(text, str):
+        parts = text.lower().replace("×", "x").split("x")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(
+                f"{option} {text!r} is not HxW in pixels (e.g. 4096x4096)"
+            ) from None
+    else:
+        values = [int(v) for v in text]
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < UPSCALE:
+        raise ConfigError(
+            f"{option} {text!r}: give HxW with both sides at least {UPSCALE} pixels "
+            "(e.g. 4096x4096)"
+        )
+    return values[0], values[1]
+
+
+def _check_tile(tile: int) -> int:
+    tile = int(tile)
+    if tile < UPSCALE or tile % UPSCALE:
+        raise ConfigError(f"--tile {tile}: the tile size must be a positive multiple of 16")
+    return tile
+
+
+# ---------------------------------------------------------------------------- latent
+class FieldLatent:
+    """The conceptual latent ``[channels, h, w]`` of a field, drawn chunk by chunk."""
+
+    def __init__(self, seed: int, latent_hw: tuple[int, int], channels: int = 50,
+                 chunk: int = LATENT_CHUNK):
+        self.seed = int(seed)
+        if self.seed < 0:
+            raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        self.h, self.w = int(latent_hw[0]), int(latent_hw[1])
+        self.channels = int(channels)
+        self.chunk = int(chunk)
+
+    def _chunk(self, i: int, j: int) -> torch.Tensor:
+        state = np.random.SeedSequence([self.seed, i, j]).generate_state(2, dtype=np.uint32)
+        rng = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        return torch.randn((self.channels, self.chunk, self.chunk), generator=rng)
+
+    def window(self, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
+        """Latent pixels ``[y0, y0 + h) x [x0, x0 + w)``; zero outside the field."""
+        out = torch.zeros((self.channels, h, w))
+        ys, ye = max(y0, 0), min(y0 + h, self.h)
+        xs, xe = max(x0, 0), min(x0 + w, self.w)
+        if ys >= ye or xs >= xe:
+            return out
+        c = self.chunk
+        for i in range(ys // c, (ye - 1) // c + 1):
+            for j in range(xs // c, (xe - 1) // c + 1):
+                block = self._chunk(i, j)
+                cy0, cy1 = max(ys, i * c), min(ye, (i + 1) * c)
+                cx0, cx1 = max(xs, j * c), min(xe, (j + 1) * c)
+                out[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = block[
+                    :, cy0 - i * c : cy1 - i * c, cx0 - j * c : cx1 - j * c
+                ]
+        return out
+
+    def whole(self) -> torch.Tensor:
+        """The whole latent ``[1, channels, h, w]`` (for fields small enough to hold)."""
+        return self.window(0, 0, self.h, self.w)[None]
+
+
+def ensemble_index(ty: int, tx: int, k: int, seed: int = 0) -> int:
+    """Generator used by tile ``(ty, tx)`` in a ``k``-member self-ensemble (module docstring)."""
+    return (ty + 2 * tx + seed) % k
+
+
+# ---------------------------------------------------------------------------- outputs
+def _fits_header(shape: tuple[int, int, int], meta: dict):
+    from astropy.io import fits
+
+    c, h, w = shape
+    hdr = fits.Header()
+    hdr["SIMPLE"] = True
+    hdr["BITPIX"] = -32
+    hdr["NAXIS"] = 3
+    hdr["NAXIS1"] = w
+    hdr["NAXIS2"] = h
+    hdr["NAXIS3"] = c
+    hdr["EXTEND"] = True
+    bands = list(meta.get("bands", []))
+    hdr["BANDS"] = (",".join(bands), "band of each plane (NAXIS3), comma separated")
+    for i, b in enumerate(bands):
+        hdr[f"BAND{i + 1}"] = (b, f"band of plane {i + 1}")
+    hdr["BUNIT"] = (str(meta.get("units", "")), "physical units of the pixels")
+    hdr["SEED"] = (int(meta.get("seed", 0)), "latent seed of the field")
+    hdr["BUNDLE"] = (str(meta.get("bundle_id", "")), "galforge bundle id of the generator")
+    hdr["TILE"] = (int(meta.get("tile", 0)), "tile size used to generate the field")
+    hdr["ENSEMBLE"] = (int(meta.get("ensemble", 1)), "generators in the self-ensemble")
+    hdr["ORIGIN"] = "galforge"
+    return hdr
+
+
+class _Sink:
+    """Where tiles go: the output file, opened lazily in every process that writes."""
+
+    def __init__(self, path: Path, fmt: str, shape: tuple[int, int, int], tile: int):
+        self.path, self.fmt, self.shape, self.tile = Path(path), fmt, shape, tile
+        self.data_offset = 0
+
+    def create(self, meta: dict) -> None:
+        c, h, w = self.shape
+        if self.fmt == "zarr":
+            import zarr
+
+            arr = zarr.open_array(
+                str(self.path), mode="w", shape=self.shape, chunks=(c, self.tile, self.tile),
+                dtype="float32", fill_value=float("nan"),
+            )
+            arr.attrs.update(meta)
+        elif self.fmt == "npy":
+            np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+            _atomic_json(self.path.with_name(self.path.name + ".json"), meta)
+        else:
+            header = _fits_header(self.shape, meta).tostring().encode("ascii")
+            nbytes = c * h * w * 4
+            total = len(header) + -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
+            with open(self.path, "wb") as fh:
+                fh.write(header)
+                fh.truncate(total)
+
+    def open(self) -> None:
+        if self.fmt == "fits":
+            from astropy.io import fits
+
+            with open(self.path, "rb") as fh:
+                hdr = fits.Header.fromfile(fh)
+                self.data_offset = fh.tell()
+            if (hdr["NAXIS3"], hdr["NAXIS2"], hdr["NAXIS1"]) != self.shape:
+                raise ConfigError(f"{self.path}: existing FITS has another shape; remove it")
+
+    def write(self, y0: int, x0: int, data: np.ndarray) -> None:
+        c, h, w = data.shape
+        if self.fmt == "zarr":
+            import zarr
+
+            arr = zarr.open_array(str(self.path), mode="r+")
+            arr[:, y0 : y0 + h, x0 : x0 + w] = data
+        elif self.fmt == "npy":
+            mm = np.load(self.path, mmap_mode="r+")
+            mm[:, y0 : y0 + h, x0 : x0 + w] = data
+            mm.flush()
+            del mm
+        else:
+            _, fh_h, fh_w = self.shape
+            big = np.ascontiguousarray(data.astype(">f4"))
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                for ci in range(c):
+                    for r in range(h):
+                        off = self.data_offset + ((ci * fh_h + y0 + r) * fh_w + x0) * 4
+                        os.pwrite(fd, big[ci, r].tobytes(), off)
+            finally:
+                os.close(fd)
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` of every band, ``C x rows x W`` float32."""
+        if self.fmt == "zarr":
+            import zarr
+
+            return np.asarray(zarr.open_array(str(self.path), mode="r")[:, y0:y1, :])
+        if self.fmt == "npy":
+            return np.array(np.load(self.path, mmap_mode="r")[:, y0:y1, :])
+        c, h, w = self.shape
+        mm = np.memmap(self.path, dtype=">f4", mode="r", offset=self.data_offset,
+                       shape=(c, h, w))
+        return np.asarray(mm[:, y0:y1, :], dtype=np.float32)
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_field(path) -> tuple[np.ndarray, dict]:
+    """Read a whole field written by :func:`generate_field` -> ``(C x H x W array, metadata)``.
+
+    Meant for fields that fit in memory (tests, small fields); large fields are better read
+    lazily, e.g. with ``zarr.open_array`` or ``astropy.io.fits.open(memmap=True)``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        import zarr
+
+        arr = zarr.open_array(str(path), mode="r")
+        return np.asarray(arr[...]), dict(arr.attrs)
+    if path.suffix == ".npy":
+        meta_path = path.with_name(path.name + ".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return np.load(path), meta
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False) as hdul:
+        hdr = hdul[0].header
+        data = np.asarray(hdul[0].data, dtype=np.float32)
+        meta = {
+            "bands": [b for b in str(hdr.get("BANDS", "")).split(",") if b],
+            "units": hdr.get("BUNIT", ""),
+            "seed": hdr.get("SEED"),
+            "bundle_id": hdr.get("BUNDLE", ""),
+        }
+    return data, meta
+
+
+# ---------------------------------------------------------------------------- rendering
+@dataclass
+class FieldJob:
+    """Everything a worker needs to render and write one tile (picklable)."""
+
+    generators: list[nn.Module]
+    normalizer: object | None
+    size: tuple[int, int]
+    tile: int
+    seed: int
+    out: Path
+    fmt: str
+    channels_last: bool = True
+    compile: bool = False
+    threads: int | None = None
+    key: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return math.ceil(self.size[0] / UPSCALE), math.ceil(self.size[1] / UPSCALE)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return math.ceil(self.size[0] / self.tile), math.ceil(self.size[1] / self.tile)
+
+    @property
+    def progress_dir(self) -> Path:
+        return self.out.with_name(self.out.name + ".progress")
+
+    def marker(self, ty: int, tx: int) -> Path:
+        return self.progress_dir / f"tile-{ty:05d}-{tx:05d}.done"
+
+    def tiles(self) -> list[tuple[int, int]]:
+        gy, gx = self.grid
+        return [(ty, tx) for ty in range(gy) for tx in range(gx)]
+
+    def tile_box(self, ty: int, tx: int) -> tuple[int, int, int, int]:
+        y0, x0 = ty * self.tile, tx * self.tile
+        return y0, x0, min(self.tile, self.size[0] - y0), min(self.tile, self.size[1] - x0)
+
+    def sink(self) -> _Sink:
+        if "sink" not in self._cache:
+            c = self.generators[0].channels
+            sink = _Sink(self.out, self.fmt, (c, *self.size), self.tile)
+            sink.open()
+            self._cache["sink"] = sink
+        return self._cache["sink"]
+
+    def _runner(self, index: int):
+        """The (optionally compiled) tile function of generator ``index``, built once."""
+        key = ("run", index)
+        if key not in self._cache:
+            g = self.generators[index]
+            if self.channels_last:
+                g = g.to(memory_format=torch.channels_last)
+            fn = g.forward_window
+            if self.compile:
+                fn = torch.compile(fn, dynamic=False)
+            self._cache[key] = fn
+        return self._cache[key]
+
+    def render(self, ty: int, tx: int) -> np.ndarray:
+        """Tile ``(ty, tx)`` in physical units, ``C x h x w`` float32 (h, w clipped at edges)."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        y0, x0, h, w = self.tile_box(ty, tx)
+        g: SGANGenerator = self.generators[0]
+        plan = g.plan_window(self.tile)
+        oy, ox = y0 // UPSCALE, x0 // UPSCALE
+        latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
+        z = latent.window(oy + plan.latent_start, ox + plan.latent_start, plan.latent_size,
+                          plan.latent_size)[None]
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        lh, lw = self.latent_hw
+        interior = (oy + plan.latent_start >= 0 and ox + plan.latent_start >= 0
+                    and oy + plan.latent_start + plan.latent_size <= lh
+                    and ox + plan.latent_start + plan.latent_size <= lw
+                    and self.tile * (ty + 1) <= self.size[0]
+                    and self.tile * (tx + 1) <= self.size[1])
+        masks = None
+        if self.compile or not interior:
+            # a compiled tile function always takes masks so that one graph serves every tile
+            masks = same_window_masks(plan, g, (oy, ox), self.latent_hw)
+        index = ensemble_index(ty, tx, len(self.generators), self.seed)
+        with torch.inference_mode():
+            y = self._runner(index)(z, plan, masks)
+            y = y[:, :, :h, :w].float().contiguous()
+            if self.normalizer is not None:
+                y = self.normalizer.inverse(y)
+        y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        return np.ascontiguousarray(y[0], dtype=np.float32)
+
+
+def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
+    """Render, write and record one tile; returns its pixel count."""
+    data = job.render(ty, tx)
+    y0, x0, h, w = job.tile_box(ty, tx)
+    job.sink().write(y0, x0, data)
+    job.marker(ty, tx).touch()
+    return h * w
+
+
+def render_one_shot(generator: SGANGenerator, normalizer, size, seed: int = 0) -> np.ndarray:
+    """The whole field in one pass over the whole latent (for small fields and checks)."""
+    h, w = parse_size(size)
+    latent = FieldLatent(seed, (math.ceil(h / UPSCALE), math.ceil(w / UPSCALE)),
+                         generator.latent_channels)
+    with torch.inference_mode():
+        y = generator(latent.whole())[:, :, :h, :w]
+        if normalizer is not None:
+            y = normalizer.inverse(y)
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return np.asarray(y[0], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------- driver
+@dataclass
+class FieldResult:
+    """What :func:`generate_field` did."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    tiles_total: int
+    tiles_done: int
+    seconds: float
+    fits_path: Path | None = None
+    preview_path: Path | None = None
+
+    @property
+    def mpix_per_s(self) -> float:
+        return 0.0 if self.seconds <= 0 else self.tiles_pixels / self.seconds / 1e6
+
+    tiles_pixels: int = 0
+
+
+def _default_format(out: Path) -> str:
+    s = out.name.lower()
+    if s.endswith((".fits", ".fit", ".fits.fz")):
+        return "fits"
+    if s.endswith(".npy"):
+        return "npy"
+    return "zarr"
+
+
+def _compile_available() -> bool:
+    return shutil.which(os.environ.get("CXX", "g++")) is not None or shutil.which("cc") is not None
+
+
+def generate_field(
+    generator: nn.Module | Sequence[nn.Module],
+    normalizer,
+    bands: Sequence[str],
+    out,
+    size,
+    *,
+    tile: int = DEFAULT_TILE,
+    seed: int = 0,
+    fmt: str | None = None,
+    units: str = "",
+    bundle_id: str = "",
+    workers: int = 1,
+    processes: bool = False,
+    scheduler: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    compile: bool | str = "auto",
+    channels_last: bool = True,
+    progress: bool = True,
+    fits_out=None,
+    preview=None,
+    preview_size: int = 1024,
+    extra_meta: dict | None = None,
+) -> FieldResult:
+    """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
+
+    ``generator`` is an :class:`SGANGenerator` (eval mode) or a list of them for a
+    self-ensemble (see the module docstring); ``normalizer`` maps the (0, 1) output back to
+    physical units (``None``: model space).  ``fmt`` is ``"zarr"`` (default), ``"fits"`` or
+    ``"npy"`` (guessed from the suffix of ``out`` when omitted).  ``workers`` tiles run at once
+    as Dask tasks (threads, or processes with ``processes=True``); ``scheduler`` is the address
+    of a ``dask.distributed`` scheduler (``out`` must then be on storage the workers share).
+    ``resume=True`` keeps the tiles already recorded as finished.  ``compile``: compile the
+    tile function with ``torch.compile`` (one static shape serves every tile); ``"auto"``
+    compiles when the field has at least 4 tiles of 512 pixels or more and a C compiler exists.
+    ``fits_out`` additionally writes a FITS cube (streamed from the zarr/npy output);
+    ``preview`` writes an RGB PNG of the field block-averaged to at most ``preview_size``
+    pixels a side.  Output is identical whatever ``workers``/``scheduler`` are.
+    """
+    generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    if not generators:
+        raise ModelError("generate_field: no generator given")
+    for g in generators:
+        if not isinstance(g, SGANGenerator):
+            raise ModelError(
+                f"deep fields need a fully convolutional 'sgan' generator, got "
+                f"{type(g).__name__}; train one with `galforge train ... --model sgan`"
+            )
+        g.eval()
+    g0 = generators[0]
+    for g in generators[1:]:
+        if g.spec() != g0.spec():
+            raise ModelError("generate_field: ensemble generators must share one architecture")
+    bands = tuple(bands)
+    if len(bands) != g0.channels:
+        raise ModelError(
+            f"generate_field: {len(bands)} band names for a {g0.channels}-band generator"
+        )
+    h, w = parse_size(size)
+    tile = _check_tile(tile)
+    out = Path(out)
+    fmt = (fmt or _default_format(out)).lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    workers = int(workers)
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give at least 1")
+    if seed is None or int(seed) < 0:
+        raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+    seed = int(seed)
+    tile = min(tile, UPSCALE * math.ceil(max(h, w) / UPSCALE))
+    if compile == "auto":
+        n_tiles = math.ceil(h / tile) * math.ceil(w / tile)
+        compile = n_tiles >= 4 and tile >= 512 and _compile_available()
+    meta = {
+        "bands": list(bands), "units": units, "seed": seed, "bundle_id": bundle_id,
+        "size": [h, w], "tile": tile, "ensemble": len(generators), "format": fmt,
+        "latent_chunk": LATENT_CHUNK, "generator": g0.spec(),
+        "ensemble_pattern": "(ty + 2*tx + seed) mod K" if len(generators) > 1 else None,
+    }
+    meta.update(extra_meta or {})
+    job = FieldJob(generators, normalizer, (h, w), tile, seed, out, fmt,
+                   channels_last=channels_last, compile=bool(compile))
+    c = g0.channels
+    sink = _Sink(out, fmt, (c, h, w), tile)
+    job_json = job.progress_dir / "job.json"
+    fingerprint = {k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble",
+                                         "format", "generator")}
+    if resume and out.exists() and job_json.exists():
+        previous = json.loads(job_json.read_text())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise ConfigError(
+                f"--resume: {out} was started with other settings ({', '.join(changed)}); "
+                "use the same options, or drop --resume and pass --overwrite to start again"
+            )
+    else:
+        if out.exists() or job.progress_dir.exists():
+            if not (overwrite or resume):
+                raise ConfigError(
+                    f"{out} already exists; pass --resume to finish it or --overwrite to replace it"
+                )
+            if out.is_dir():
+                shutil.rmtree(out)
+            elif out.exists():
+                out.unlink()
+            shutil.rmtree(job.progress_dir, ignore_errors=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sink.create(meta)
+        job.progress_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_json(job_json, fingerprint)
+    job.key = f"{out.resolve()}"
+    todo = [(ty, tx) for ty, tx in job.tiles() if not job.marker(ty, tx).exists()]
+    total_tiles = len(job.tiles())
+    todo_pixels = sum(job.tile_box(*t)[2] * job.tile_box(*t)[3] for t in todo)
+
+    t0 = time.perf_counter()
+    if todo:
+        _execute(job, todo, workers, processes, scheduler, progress, todo_pixels, h * w)
+    seconds = time.perf_counter() - t0
+    result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
+                         tiles_pixels=todo_pixels)
+    job_done = dict(fingerprint, complete=True)
+    _atomic_json(job.progress_dir / "complete.json", job_done)
+    sink.open()
+    if fits_out is not None and fmt != "fits":
+        result.fits_path = write_fits_from(sink, Path(fits_out), meta)
+    elif fits_out is not None:
+        result.fits_path = out
+    if preview is not None:
+        result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
+    return result
+
+
+def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels,
+             field_pixels) -> None:
+    import dask
+    from tqdm.auto import tqdm
+
+    # pixels with SI prefixes: the rate reads "Mpix/s", the remaining time is the ETA
+    bar = tqdm(total=todo_pixels, unit="pix", unit_scale=True, disable=not progress,
+               desc="field", dynamic_ncols=True, smoothing=0.1)
+    try:
+        if job.compile and scheduler is None and not processes:
+            # compile once here, on the first tile, so that worker threads share the graph
+            first = todo[0]
+            bar.update(_run_tile(job, *first))
+            todo = todo[1:]
+        tasks = [dask.delayed(_run_tile, pure=False)(job, ty, tx) for ty, tx in todo]
+        if scheduler is not None:
+            from distributed import Client, as_completed
+
+            with Client(scheduler) as client:
+                futures = client.compute(tasks)
+                for fut in as_completed(futures):
+                    bar.update(fut.result())
+            return
+        from dask.callbacks import Callback
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                if isinstance(result, int):
+                    bar.update(result)
+
+        if workers == 1 and not processes:
+            sched, kwargs = "synchronous", {}
+        else:
+            sched = "processes" if processes else "threads"
+            kwargs = {"num_workers": workers}
+            if processes:
+                job.threads = max(1, (os.cpu_count() or 1) // workers)
+        with _Progress():
+            dask.compute(*tasks, scheduler=sched, **kwargs)
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------------- extras
+def write_fits_from(sink: _Sink, path: Path, meta: dict, rows: int | None = None) -> Path:
+    """Stream a zarr/npy field into a FITS cube, a band of rows at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fits_sink = _Sink(path, "fits", sink.shape, sink.tile)
+    fits_sink.create(meta)
+    fits_sink.open()
+    rows = rows or sink.tile
+    _, h, _ = sink.shape
+    for y0 in range(0, h, rows):
+        fits_sink.write(y0, 0, sink.read(y0, min(h, y0 + rows)))
+    return path
+
+
+def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -> Path:
+    """RGB PNG of the field block-averaged so that its longer side is at most ``max_side``."""
+    from PIL import Image
+
+    from galforge.data.display import lupton_rgb
+
+    c, h, w = sink.shape
+    f = max(1, math.ceil(max(h, w) / max_side))
+    ph, pw = h // f, w // f
+    if ph == 0 or pw == 0:
+        raise ConfigError(f"preview: the field is too small for a {max_side} pixel preview")
+    small = np.zeros((c, ph, pw), np.float32)
+    step = max(f, (sink.tile // f) * f)
+    for y0 in range(0, ph * f, step):
+        y1 = min(ph * f, y0 + step)
+        block = sink.read(y0, y1)[:, :, : pw * f]
+        small[:, y0 // f : y1 // f] = block.reshape(c, (y1 - y0) // f, f, pw, f).mean(axis=(2, 4))
+    rgb = lupton_rgb(small, list(bands), units)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------- bundles / runs
+def snapshot_dirs(run_dir) -> list[Path]:
+    """Kept snapshots ``RUN/checkpoints/step-XXXXXXXX`` of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def load_snapshot_generator(snapshot: Path, template: SGANGenerator) -> SGANGenerator:
+    """A copy of ``template`` with the generator weights of one kept snapshot."""
+    import copy
+
+    from safetensors.torch import load_file
+
+    from galforge.errors import BundleError
+
+    candidates = [snapshot / "generator.safetensors", snapshot / "state.safetensors"]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        raise BundleError(f"{snapshot}: no generator.safetensors or state.safetensors in it")
+    tensors = load_file(str(path))
+    own = template.state_dict()
+    state = None
+    # EMA weights first (what the run exports), then the raw generator
+    for prefix in ("ema.", "module.G.", ""):
+        picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if picked and set(own) <= set(picked):
+            state = {k: picked[k] for k in own}
+            break
+    if state is None:
+        raise BundleError(
+            f"{path}: holds no weights of this generator (keys like {next(iter(tensors), '')!r})"
+        )
+    g = copy.deepcopy(template)
+    g.load_state_dict(state)
+    return g.eval()
+
+
+def field_from_bundle(
+    path, out, size, *, ensemble: int | None = None, realisations: int | None = None,
+    device="cpu", **options,
+) -> list[FieldResult]:
+    """Generate a field from a bundle or run folder (see :func:`generate_field`).
+
+    ``ensemble=K`` uses the last K kept snapshots of the run as a self-ensemble;
+    ``realisations=R`` writes R fields (``OUT`` with ``_r00``, ``_r01``, ... before the
+    suffix), field ``r`` made by the r-th of the last R snapshots from the same latent.
+    """
+    from galforge.bundle import load_bundle
+    from galforge.errors import BundleError
+
+    bundle = load_bundle(path, device=device)
+    gen = bundle.generator
+    if not isinstance(gen, SGANGenerator):
+        raise ModelError(
+            f"{path}: a {bundle.family!r} generator cannot make deep fields; only fully "
+            "convolutional 'sgan' models tile seamlessly"
+        )
+    common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
+    common.update(options)
+    if ensemble and realisations:
+        raise ConfigError("--ensemble and --realisations cannot be used together")
+    count = ensemble or realisations
+    if not count or count == 1:
+        return [generate_field(gen, bundle.normalizer, bundle.bands, out, size, **common)]
+    run_dir = Path(path)
+    if (run_dir / "bundle.json").exists() and not (run_dir / "checkpoints").exists():
+        run_dir = run_dir.parent
+    snaps = snapshot_dirs(run_dir)
+    if len(snaps) < count:
+        raise BundleError(
+            f"{path}: {'--ensemble' if ensemble else '--realisations'} {count} needs {count} "
+            f"kept snapshots in {run_dir / 'checkpoints'}, found {len(snaps)}; train with a "
+            "snapshot cadence (e.g. --set snapshot_every=...) or ask for fewer"
+        )
+    gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]
+    extra = {"snapshots": [s.name for s in snaps[-count:]]}
+    if ensemble:
+        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size,
+                               extra_meta=extra, **common)]
+    results = []
+    out = Path(out)
+    for r, g in enumerate(gens):
+        per = dict(common)
+        for key in ("fits_out", "preview"):
+            if per.get(key) is not None:
+                per[key] = _numbered(Path(per[key]), r)
+        results.append(generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r),
+                                      size, extra_meta={"snapshot": snaps[-count + r].name},
+                                      **per))
+    return results
+
+
+def _numbered(path: Path, r: int) -> Path:
+    """``field.zarr`` -> ``field_r00.zarr`` (the r-th realisation)."""
+    stem, dot, suffix = path.name.partition(".")
+    return path.with_name(f"{stem}_r{r:02d}{dot}{suffix}")

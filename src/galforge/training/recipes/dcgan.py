@@ -1,0 +1,145 @@
+"""DCGAN training recipe (Fussell & Moews 2019): alternating D/G Adam updates.
+
+Each step draws a latent batch, updates the discriminator once on real and generated
+images (binary cross-entropy; real targets optionally smoothed to ``U[1-δ, 1+δ]``), then
+updates the generator once with the non-saturating loss ``-log D(G(z))``.  Adam with
+lr = 2e-4 and β = (0.5, 0.999) for both networks, weights ~ N(0, 0.02).
+
+``dcgan64`` is the 64×64 model of appendix A; ``dcgan128`` the 128×128 model of
+appendix C, whose discriminator has a dropout layer before its last convolution that is
+removed after epoch 200.  The dropout rate is an option (0.5 by default).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from galforge.errors import ConfigError
+from galforge.models.dcgan import DROPOUT_PLACES, build_dcgan_pair, dcgan_generator_spec
+from galforge.models.layers import ScheduledDropout
+from galforge.training.losses import (
+    discriminator_loss,
+    generator_loss_nonsaturating,
+    smooth_real_labels,
+)
+from galforge.training.recipe import Recipe
+from galforge.training.recipes import register_recipe
+
+DCGAN64_DEFAULTS = {
+    "image_size": 64,
+    "latent_dim": 100,
+    "width": 128,               # W: hidden widths 8W-4W-2W-W (1024-512-256-128)
+    "kernel_size": 4,
+    "batch_norm": True,
+    "lr": 2e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "label_smoothing": 0.0,     # δ: real targets ~ U[1-δ, 1+δ]
+    "label_clip": None,         # upper clip of the real targets (e.g. 1.0), None: no clip
+    "dropout": 0.0,             # dropout rate (0: no dropout layer)
+    "dropout_where": "D",       # none | G | D | both: before the last convolution
+    "spatial_dropout": False,   # drop whole feature maps
+    "dropout_until_epoch": None,  # remove the dropout layers after this many epochs
+}
+
+
+@register_recipe("dcgan64")
+@register_recipe("dcgan128", image_size=128, dropout=0.5, dropout_until_epoch=200)
+class DCGANRecipe(Recipe):
+    """The DCGAN of Fussell & Moews (2019) as a training recipe."""
+
+    family = "dcgan"
+    DEFAULTS = DCGAN64_DEFAULTS
+
+    def __init__(self, config: dict, channels: int, image_size: int | None, device,
+                 seed: int = 0):
+        super().__init__(config, channels, image_size, device, seed)
+        c = self.config
+        size = int(image_size or c["image_size"])
+        if size != int(c["image_size"]):
+            raise ConfigError(
+                f"model.image_size={c['image_size']} but the data are {size}×{size}: set "
+                "data.resize or pick the matching model"
+            )
+        if c["dropout_where"] not in DROPOUT_PLACES:
+            raise ConfigError(f"model.dropout_where={c['dropout_where']!r} must be one of "
+                              f"{', '.join(DROPOUT_PLACES)}")
+        if not 0.0 <= float(c["label_smoothing"]) < 1.0:
+            raise ConfigError(f"model.label_smoothing={c['label_smoothing']} must be in [0, 1)")
+        dropout = float(c["dropout"]) if c["dropout_where"] != "none" else 0.0
+        self.G, self.D = build_dcgan_pair(
+            size, channels, latent_dim=int(c["latent_dim"]), width=int(c["width"]),
+            kernel_size=int(c["kernel_size"]), batch_norm=bool(c["batch_norm"]),
+            dropout=dropout, dropout_where=c["dropout_where"],
+            spatial_dropout=bool(c["spatial_dropout"]), seed=self.seed,
+        )
+        self._g_dropout = dropout if c["dropout_where"] in ("G", "both") else 0.0
+        self.G.to(self.device)
+        self.D.to(self.device)
+        betas = (float(c["beta1"]), float(c["beta2"]))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(c["lr"]), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(c["lr"]), betas=betas)
+        self._modules = {"G": self.G, "D": self.D}
+        self._optims = {"G": self.opt_g, "D": self.opt_d}
+
+    def modules(self) -> dict[str, nn.Module]:
+        return self._modules
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self._optims
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        c = self.config
+        return dcgan_generator_spec(
+            self.G, width=c["width"], kernel_size=c["kernel_size"], batch_norm=c["batch_norm"],
+            dropout=self._g_dropout, spatial_dropout=c["spatial_dropout"],
+        )
+
+    def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    def train_step(self, real: Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
+        c = self.config
+        n = real.shape[0]
+        z = self.sample_latent(n, rng).to(self.device)
+        targets = smooth_real_labels(n, float(c["label_smoothing"]), rng,
+                                     clip=c["label_clip"], device=self.device)
+        # discriminator: real images towards the (smoothed) real label, fakes towards 0
+        with self.autocast():
+            fake = self.G(z)
+            real_logits = self.D(real)
+            fake_logits = self.D(fake.detach())
+            loss_real, loss_fake = discriminator_loss(real_logits, fake_logits, targets)
+            loss_d = loss_real + loss_fake
+        self.optimize("D", loss_d)
+        # generator: non-saturating loss on the same fakes
+        with self.autocast():
+            gen_logits = self.D(fake)
+            loss_g = generator_loss_nonsaturating(gen_logits)
+        self.optimize("G", loss_g)
+        with torch.no_grad():
+            stats = torch.stack([
+                loss_d.detach().float(), loss_g.detach().float(),
+                torch.sigmoid(real_logits.detach().float()).mean(),
+                torch.sigmoid(fake_logits.detach().float()).mean(),
+            ]).tolist()
+        return {"loss_d": stats[0], "loss_g": stats[1], "d_real": stats[2], "d_fake": stats[3]}
+
+    def dropout_active(self) -> bool:
+        return any(m.is_on for net in (self.G, self.D) for m in net.modules()
+                   if isinstance(m, ScheduledDropout))
+
+    def on_epoch_end(self, epoch: int) -> None:
+        until = self.config["dropout_until_epoch"]
+        if until is not None and epoch >= int(until):
+            for net in (self.G, self.D):
+                for m in net.modules():
+                    if isinstance(m, ScheduledDropout):
+                        m.switch_off()
+
+    def state_dict(self) -> dict:
+        return {"dropout_active": self.dropout_active()}

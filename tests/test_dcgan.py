@@ -1,0 +1,161 @@
+"""DCGAN networks (Fussell & Moews 2019, appendices A and C) and the DCGAN recipe."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from galforge.errors import ConfigError, ModelError
+from galforge.models import build_generator
+from galforge.models.dcgan import (
+    DCGANDiscriminator,
+    DCGANGenerator,
+    build_dcgan_pair,
+    n_parameters,
+)
+from galforge.models.layers import ScheduledDropout
+from galforge.training.recipes import RECIPES, get_recipe
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("bands", [1, 3, 5])
+def test_shapes_follow_size_and_bands(size, bands):
+    g, d = build_dcgan_pair(size, bands, width=4)
+    z = torch.randn(g.latent_shape(3))
+    assert z.shape == (3, 100, 1, 1)
+    x = g(z)
+    assert x.shape == (3, bands, size, size)
+    assert x.min() >= -1 and x.max() <= 1  # tanh head
+    logits = d(x)
+    assert logits.shape == (3,)
+    p = d.probability(x)
+    assert p.shape == (3,) and torch.all((p > 0) & (p < 1))
+    assert g(torch.randn(2, 100)).shape == (2, bands, size, size)  # flat latent accepted
+
+
+def _convs(net: nn.Module):
+    return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def test_appendix_a_layers_at_paper_width():
+    g, d = build_dcgan_pair(64, 3)
+    gc = _convs(g)
+    assert [c.out_channels for c in gc] == [1024, 512, 256, 128, 3]
+    assert [c.kernel_size for c in gc] == [(4, 4)] * 5
+    assert [c.stride[0] for c in gc] == [1, 2, 2, 2, 2]
+    assert [c.padding[0] for c in gc] == [0, 1, 1, 1, 1]
+    dc = _convs(d)
+    assert [c.out_channels for c in dc] == [128, 256, 512, 1024, 1]
+    assert [c.stride[0] for c in dc] == [2, 2, 2, 2, 1]
+    assert [c.padding[0] for c in dc] == [1, 1, 1, 1, 0]
+    # batch norm on every layer but the first and the last
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) == 3
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in d.modules()) == 3
+    assert sum(isinstance(m, nn.LeakyReLU) and m.negative_slope == 0.2 for m in d.modules()) == 4
+    assert isinstance(list(g.net)[-1], nn.Tanh)
+    # 12.7 M + 11.0 M parameters for three bands
+    assert round(n_parameters(g) / 1e6, 1) == 12.7
+    assert round(n_parameters(d) / 1e6, 1) == 11.0
+
+
+def test_appendix_c_has_one_more_stage_and_dropout():
+    cls = get_recipe("dcgan128")
+    cfg = cls.default_config()
+    assert cfg["image_size"] == 128 and cfg["dropout_until_epoch"] == 200
+    r = cls({"width": 4}, channels=3, image_size=128, device="cpu")
+    assert len(_convs(r.G)) == 6 and len(_convs(r.D)) == 6
+    layers = list(r.D.net)
+    assert isinstance(layers[-2], ScheduledDropout)  # just before the last convolution
+    assert not any(isinstance(m, ScheduledDropout) for m in r.G.modules())
+
+
+def test_init_statistics():
+    g = DCGANGenerator(64, 3, width=32, init_seed=3)
+    w = torch.cat([c.weight.detach().flatten() for c in _convs(g)])
+    assert abs(float(w.mean())) < 1e-3
+    assert float(w.std()) == pytest.approx(0.02, rel=0.03)
+    for m in g.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert float(m.bias.detach().abs().max()) == 0.0
+    # seeded: the same seed gives the same weights, the global RNG is not touched
+    state = torch.get_rng_state()
+    g2 = DCGANGenerator(64, 3, width=32, init_seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(),
+                                                 g2.state_dict().values(), strict=True))
+
+
+def test_dropout_removed_after_scheduled_epoch():
+    cls = get_recipe("dcgan128")
+    r = cls({"width": 4, "dropout_until_epoch": 3}, channels=1, image_size=128, device="cpu")
+    d = r.D.train()
+    x = torch.randn(4, 1, 128, 128)
+
+    def features(net):
+        torch.manual_seed(0)
+        a = net.net[:-1](x)
+        torch.manual_seed(1)
+        return a, net.net[:-1](x)
+
+    a, b = features(d)
+    assert not torch.equal(a, b)  # dropout active: two draws differ
+    r.on_epoch_end(2)
+    assert r.dropout_active()
+    r.on_epoch_end(3)
+    assert not r.dropout_active()
+    a, b = features(d)
+    assert torch.equal(a, b)
+    # the off switch is part of the saved state
+    d2 = DCGANDiscriminator(128, 1, width=4, dropout=0.5)
+    d2.load_state_dict(d.state_dict())
+    assert not any(m.is_on for m in d2.modules() if isinstance(m, ScheduledDropout))
+
+
+def test_generator_rebuilt_from_spec():
+    cls = RECIPES["dcgan64"]
+    r = cls({"width": 4, "kernel_size": 6}, channels=5, image_size=64, device="cpu", seed=2)
+    spec = r.generator_spec()
+    g = build_generator("dcgan", spec)
+    g.load_state_dict(r.G.state_dict())
+    g.eval()
+    r.G.eval()
+    z = torch.randn(r.G.latent_shape(2))
+    assert torch.equal(g(z), r.G(z))
+    assert g(z).shape == (2, 5, 64, 64)
+
+
+def test_options_batch_norm_off_and_bad_values():
+    g, d = build_dcgan_pair(64, 3, width=4, batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in list(g.modules()) + list(d.modules()))
+    with pytest.raises(ModelError, match="kernel_size"):
+        build_dcgan_pair(64, 3, width=4, kernel_size=5)
+    with pytest.raises(ModelError, match="image size"):
+        DCGANGenerator(96, 3, width=4)
+    with pytest.raises(ModelError, match="dropout_where"):
+        build_dcgan_pair(64, 3, width=4, dropout=0.5, dropout_where="everywhere")
+    with pytest.raises(ModelError, match="unknown generator family"):
+        build_generator("nosuchfamily", {})
+    with pytest.raises(ConfigError, match="image_size"):
+        RECIPES["dcgan64"]({"width": 4}, channels=3, image_size=128, device="cpu")
+
+
+def test_dropout_in_generator_and_spatial():
+    g, d = build_dcgan_pair(64, 3, width=4, dropout=0.5, dropout_where="both",
+                            spatial_dropout=True)
+    assert any(isinstance(m, ScheduledDropout) and m.spatial for m in g.modules())
+    assert any(isinstance(m, ScheduledDropout) and m.spatial for m in d.modules())
+
+
+def test_train_step_updates_both_networks():
+    r = RECIPES["dcgan64"]({"width": 4, "label_smoothing": 0.2}, 3, 64, "cpu")
+    g0 = [p.clone() for p in r.G.parameters()]
+    d0 = [p.clone() for p in r.D.parameters()]
+    rng = torch.Generator().manual_seed(0)
+    out = r.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, rng)
+    assert set(out) >= {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert all(isinstance(v, float) for v in out.values())
+    assert any(not torch.equal(a, b) for a, b in zip(g0, r.G.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, r.D.parameters(), strict=True))
+    opt = r.optimizers()["G"]
+    assert opt.param_groups[0]["lr"] == 2e-4 and tuple(opt.param_groups[0]["betas"]) == (0.5, 0.999)

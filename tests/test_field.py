@@ -1,0 +1,266 @@
+"""Deep fields: seamless tiles, determinism, resume, file formats and the ``field`` command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from galforge.cli import main
+from galforge.data.normalize import Normalizer
+from galforge.errors import ConfigError, ModelError
+from galforge.generation.field import (
+    FieldLatent,
+    ensemble_index,
+    generate_field,
+    parse_size,
+    read_field,
+    render_one_shot,
+)
+from galforge.models.sgan import SGANGenerator
+
+BANDS = ("g", "r", "i")
+
+
+def tiny_generator(seed=0):
+    torch.manual_seed(seed)
+    return SGANGenerator(3, (8, 8, 4, 4)).eval()
+
+
+@pytest.fixture(scope="module")
+def normalizer():
+    rng = np.random.default_rng(0)
+    phys = rng.gamma(2.0, 3.0, size=(1, 3, 64, 64)).astype(np.float32) * [[[2.0]], [[1.0]], [[0.5]]]
+    return Normalizer.fit(phys.astype(np.float32), clip_percentile=99.99, target=(0.0, 1.0))
+
+
+def field(tmp_path, name, gen, norm, size="200x150", **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("compile", False)
+    out = tmp_path / name
+    generate_field(gen, norm, BANDS, out, size, units="nanomaggy", bundle_id="b123", **kw)
+    return read_field(out)
+
+
+def test_parse_size():
+    assert parse_size("4096x2048") == (4096, 2048)
+    assert parse_size("512") == (512, 512)
+    for bad in ("abc", "0x64", "64x", "10x10", "-16x32", "1x2x3"):
+        with pytest.raises(ConfigError, match="--size"):
+            parse_size(bad)
+
+
+def test_latent_windows_are_consistent():
+    lat = FieldLatent(5, (150, 90), chunk=64)
+    whole = lat.whole()[0]
+    assert whole.shape == (50, 150, 90)
+    assert torch.equal(lat.window(70, 10, 30, 60), whole[:, 70:100, 10:70])
+    # outside the field the window is zero
+    w = lat.window(-3, 85, 8, 10)
+    assert torch.equal(w[:, 3:, :5], whole[:, :5, 85:90])
+    assert float(w[:, :3].abs().sum()) == 0 and float(w[:, :, 5:].abs().sum()) == 0
+    # the values do not depend on the size of the field
+    bigger = FieldLatent(5, (400, 400), chunk=64).window(0, 0, 150, 90)
+    assert torch.equal(bigger, whole)
+    assert not torch.equal(FieldLatent(6, (150, 90)).whole()[0], whole)
+
+
+@pytest.mark.parametrize("tile", [16, 48, 64, 112, 1024])
+def test_tiled_equals_one_shot(tmp_path, normalizer, tile):
+    gen = tiny_generator()
+    ref = render_one_shot(gen, normalizer, "200x150", seed=3)
+    data, meta = field(tmp_path, f"f{tile}.zarr", gen, normalizer, tile=tile, seed=3)
+    assert data.shape == ref.shape == (3, 200, 150)
+    span = float(ref.max() - ref.min())
+    assert span > 0
+    assert np.abs(data - ref).max() <= 1e-5 * span
+    assert meta["tile"] == min(tile, 208)
+
+
+def test_compiled_tiles_match_one_shot(tmp_path):
+    pytest.importorskip("torch._inductor")
+    gen = tiny_generator()
+    ref = render_one_shot(gen, None, "96x80", seed=1)
+    data, _ = field(tmp_path, "c.npy", gen, None, size="96x80", tile=32, seed=1, compile=True)
+    assert np.abs(data - ref).max() <= 1e-5
+
+
+def test_worker_count_does_not_change_output(tmp_path, normalizer):
+    gen = tiny_generator()
+    one, _ = field(tmp_path, "w1.zarr", gen, normalizer, tile=32, seed=9)
+    two, _ = field(tmp_path, "w2.zarr", gen, normalizer, tile=32, seed=9, workers=2)
+    three, _ = field(tmp_path, "w3.npy", gen, normalizer, tile=32, seed=9, workers=3)
+    assert np.array_equal(one, two) and np.array_equal(one, three)
+    other, _ = field(tmp_path, "s.zarr", gen, normalizer, tile=32, seed=10)
+    assert not np.array_equal(one, other)
+
+
+class _StopAfter(SGANGenerator):
+    """A generator that fails after a number of tiles, as a crash would."""
+
+    def __init__(self, base: SGANGenerator, limit: int):
+        super().__init__(base.channels, base.widths)
+        self.load_state_dict(base.state_dict())
+        self.limit, self.calls = limit, 0
+        self.eval()
+
+    def forward_window(self, z, plan, masks=None):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise RuntimeError("simulated crash")
+        return super().forward_window(z, plan, masks)
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "fits", "npy"])
+def test_resume_after_interruption(tmp_path, normalizer, fmt):
+    gen = tiny_generator()
+    ref, _ = field(tmp_path, f"ref.{fmt}", gen, normalizer, tile=32, seed=2)
+    crashing = _StopAfter(gen, limit=11)
+    out = tmp_path / f"part.{fmt}"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_field(crashing, normalizer, BANDS, out, "200x150", tile=32, seed=2,
+                       progress=False, compile=False, units="nanomaggy", bundle_id="b123")
+    assert len(list((tmp_path / f"part.{fmt}.progress").glob("*.done"))) == 11
+    with pytest.raises(ConfigError, match="--resume"):
+        generate_field(gen, normalizer, BANDS, out, "200x150", tile=32, seed=2,
+                       progress=False, compile=False)
+    with pytest.raises(ConfigError, match="seed"):
+        generate_field(gen, normalizer, BANDS, out, "200x150", tile=32, seed=3, resume=True,
+                       progress=False, compile=False, bundle_id="b123")
+    counting = _StopAfter(gen, limit=10**6)
+    res = generate_field(counting, normalizer, BANDS, out, "200x150", tile=32, seed=2,
+                         resume=True, progress=False, compile=False, units="nanomaggy",
+                         bundle_id="b123")
+    assert res.tiles_total == 7 * 5 and res.tiles_done == 11
+    assert counting.calls == 7 * 5 - 11
+    data, _ = read_field(out)
+    assert np.array_equal(data, ref)
+
+
+def test_headers_and_units(tmp_path, normalizer):
+    from astropy.io import fits
+
+    gen = tiny_generator()
+    out = tmp_path / "f.zarr"
+    res = generate_field(gen, normalizer, BANDS, out, "96x64", tile=32, seed=4,
+                         units="nanomaggy", bundle_id="abc", progress=False, compile=False,
+                         fits_out=tmp_path / "f.fits", preview=tmp_path / "f.png",
+                         preview_size=32)
+    import zarr
+
+    arr = zarr.open_array(str(out), mode="r")
+    assert arr.shape == (3, 96, 64) and arr.chunks == (3, 32, 32) and arr.dtype == np.float32
+    attrs = dict(arr.attrs)
+    assert attrs["bands"] == list(BANDS) and attrs["units"] == "nanomaggy"
+    assert attrs["seed"] == 4 and attrs["bundle_id"] == "abc"
+    with fits.open(res.fits_path) as hdul:
+        hdr = hdul[0].header
+        assert hdul[0].data.shape == (3, 96, 64)
+        assert hdr["BUNIT"] == "nanomaggy" and hdr["SEED"] == 4 and hdr["BUNDLE"] == "abc"
+        assert hdr["BANDS"] == "g,r,i" and hdr["BAND2"] == "r"
+        assert np.array_equal(np.asarray(hdul[0].data, np.float32), np.asarray(arr[...]))
+    # fields come back in physical units: the normalizer's inverse of a (0, 1) output
+    lo = normalizer.inverse(np.zeros((3, 1, 1), np.float32)).ravel()
+    hi = normalizer.inverse(np.ones((3, 1, 1), np.float32)).ravel()
+    data = np.asarray(arr[...])
+    for c in range(3):
+        assert lo[c] <= data[c].min() and data[c].max() <= hi[c]
+    from PIL import Image
+
+    assert Image.open(res.preview_path).size == (21, 32)
+    # direct FITS output and npy sidecar
+    direct = tmp_path / "d.fits"
+    generate_field(gen, normalizer, BANDS, direct, "96x64", tile=32, seed=4, units="nanomaggy",
+                   bundle_id="abc", progress=False, compile=False)
+    d, meta = read_field(direct)
+    assert np.array_equal(d, data) and meta["bands"] == list(BANDS)
+    assert meta["units"] == "nanomaggy"
+    generate_field(gen, normalizer, BANDS, tmp_path / "n.npy", "96x64", tile=32, seed=4,
+                   units="nanomaggy", progress=False, compile=False)
+    side = json.loads((tmp_path / "n.npy.json").read_text())
+    assert side["units"] == "nanomaggy" and side["bands"] == list(BANDS)
+
+
+def test_ensemble_pattern_and_tiles(tmp_path):
+    # neighbours (edges and corners) never share a generator for K >= 4; all used equally
+    k = 5
+    grid = np.array([[ensemble_index(ty, tx, k) for tx in range(10)] for ty in range(10)])
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = grid[max(0, -dy): 10 - max(0, dy), max(0, -dx): 10 - max(0, dx)]
+        b = grid[max(0, dy):, max(0, dx):][: a.shape[0], : a.shape[1]]
+        assert not np.any(a == b)
+    assert np.all(np.bincount(grid.ravel(), minlength=k) == 20)
+    g0, g1 = tiny_generator(0), tiny_generator(1)
+    mix, meta = field(tmp_path, "e.zarr", [g0, g1], None, size="64x64", tile=32, seed=0)
+    a, _ = field(tmp_path, "a.zarr", g0, None, size="64x64", tile=32, seed=0)
+    b, _ = field(tmp_path, "b.zarr", g1, None, size="64x64", tile=32, seed=0)
+    for ty in range(2):
+        for tx in range(2):
+            src = (a, b)[ensemble_index(ty, tx, 2)]
+            sl = np.s_[:, ty * 32:(ty + 1) * 32, tx * 32:(tx + 1) * 32]
+            assert np.array_equal(mix[sl], src[sl])
+    assert meta["ensemble"] == 2
+
+
+def test_bad_inputs(tmp_path):
+    gen = tiny_generator()
+    with pytest.raises(ConfigError, match="--tile"):
+        generate_field(gen, None, BANDS, tmp_path / "x.zarr", "64x64", tile=40, progress=False)
+    with pytest.raises(ConfigError, match="--format"):
+        generate_field(gen, None, BANDS, tmp_path / "x.zarr", "64x64", fmt="tiff", progress=False)
+    with pytest.raises(ModelError, match="band"):
+        generate_field(gen, None, ("g",), tmp_path / "x.zarr", "64x64", progress=False)
+    with pytest.raises(ModelError, match="sgan"):
+        generate_field(torch.nn.Linear(2, 2), None, BANDS, tmp_path / "x.zarr", "64x64")
+
+
+# --------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory, normalizer):
+    from galforge.bundle import save_bundle
+
+    gen = tiny_generator()
+    path = tmp_path_factory.mktemp("bundle") / "b"
+    save_bundle(path, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
+                normalizer=normalizer, bands=BANDS, units="nanomaggy", output_range=(0, 1),
+                config={}, data_fingerprint="test")
+    return path, gen
+
+
+def test_cli_field(tmp_path, tiny_bundle, normalizer):
+    path, gen = tiny_bundle
+    out = tmp_path / "cli.fits"
+    rc = main(["field", str(path), "--size", "80x96", "--out", str(out), "--tile", "32",
+               "--seed", "5", "--no-progress", "--compile", "off"])
+    assert rc == 0
+    data, meta = read_field(out)
+    assert data.shape == (3, 80, 96) and meta["units"] == "nanomaggy" and meta["seed"] == 5
+    assert np.abs(data - render_one_shot(gen, normalizer, "80x96", seed=5)).max() < 1e-3
+    assert main(["field", str(path), "--size", "80x96", "--out", str(out), "--resume",
+                 "--tile", "32", "--seed", "5", "--no-progress"]) == 0
+    for bad in ("80by96", "0x32", "8x8"):
+        assert main(["field", str(path), "--size", bad, "--out", str(tmp_path / "x.zarr")]) == 2
+    assert main(["field", str(path), "--size", "64x64", "--out", str(tmp_path / "y.zarr"),
+                 "--ensemble", "3"]) == 2  # a bundle has no snapshots
+
+
+def test_train_sgan_then_ensemble_field(tmp_path):
+    run = tmp_path / "run"
+    rc = main(["train", "builtin:hdf", "--model", "sgan", "--out", str(run), "--steps", "2",
+               "--batch", "2", "--set", "model.widths=[4,4,4,4]",
+               "--set", "model.d_widths=[4,4,4,4,4]", "--set", "model.crop_sizes=[64]",
+               "--set", "train.snapshot_every=1", "--set", "train.sample_every=2",
+               "--set", "train.n_samples=2", "--set", "train.progress=false"])
+    assert rc == 0
+    assert (run / "checkpoints" / "step-00000001").is_dir()
+    out = tmp_path / "ens.zarr"
+    assert main(["field", str(run), "--size", "64x64", "--out", str(out), "--tile", "32",
+                 "--ensemble", "2", "--no-progress"]) == 0
+    data, meta = read_field(out)
+    assert meta["snapshots"] == ["step-00000001", "step-00000002"]
+    assert meta["bands"] == ["R", "G", "B"] and np.isfinite(data).all()
+    assert main(["field", str(run), "--size", "64x64", "--out", str(tmp_path / "r.npy"),
+                 "--realisations", "2", "--no-progress"]) == 0
+    assert (tmp_path / "r_r00.npy").exists() and (tmp_path / "r_r01.npy").exists()

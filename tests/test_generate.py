@@ -1,0 +1,197 @@
+"""``galforge generate``: reproducible FITS/PNG/npy output; sampling and latent helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+import galforge
+from galforge.bundle import load_bundle, save_bundle
+from galforge.cli import main
+from galforge.data.normalize import Normalizer
+from galforge.errors import ConfigError
+from galforge.generation import latent as L
+from galforge.generation.sampling import iter_samples, sample
+from galforge.models.registry import register_generator
+
+FAMILY = "tiny_generate_test"
+BANDS = ("g", "r", "i")
+SPEC = {"channels": 3, "latent_dim": 6, "size": 8}
+
+
+class TinyConvGenerator(nn.Module):
+    """Latent -> 4×4 map -> transposed conv to 8×8, tanh head."""
+
+    def __init__(self, channels=3, latent_dim=6, size=8):
+        super().__init__()
+        self.latent_dim, self.size = latent_dim, size
+        self.fc = nn.Linear(latent_dim, 4 * 4 * 4)
+        self.up = nn.ConvTranspose2d(4, channels, 4, 2, 1)
+
+    def latent_shape(self, n):
+        return (n, self.latent_dim, 1, 1)
+
+    def forward(self, z):
+        h = torch.relu(self.fc(z.flatten(1))).view(-1, 4, 4, 4)
+        return torch.tanh(self.up(h))
+
+
+@register_generator(FAMILY)
+def _build(spec):
+    return TinyConvGenerator(**spec)
+
+
+def _data():
+    rng = np.random.default_rng(3)
+    return (rng.gamma(2.0, 5.0, (16, 3, 8, 8)) + 1.0).astype(np.float32)
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    torch.manual_seed(0)
+    gen = TinyConvGenerator(**SPEC)
+    return save_bundle(
+        tmp_path / "bundle", family=FAMILY, spec=SPEC, state_dict=gen.state_dict(),
+        normalizer=Normalizer.fit(_data(), target=(-1.0, 1.0)), bands=BANDS, units="counts",
+        output_range=(-1.0, 1.0), config={}, data_fingerprint="0" * 64,
+    )
+
+
+def _generate(src, out, *extra):
+    return main(["generate", str(src), "-n", "5", "--seed", "3", "--out", str(out),
+                 "--no-progress", *extra])
+
+
+def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path):
+    assert _generate(bundle_dir, tmp_path / "a") == 0
+    assert _generate(bundle_dir, tmp_path / "b") == 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == [f"galaxy_00000{i}.fits" for i in range(5)] + ["grid.png"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert _generate(bundle_dir, tmp_path / "c", "--seed", "4") == 0
+    assert (tmp_path / "c" / names[0]).read_bytes() != (tmp_path / "a" / names[0]).read_bytes()
+
+
+def test_fits_headers_and_physical_pixels(bundle_dir, tmp_path):
+    assert _generate(bundle_dir, tmp_path / "o") == 0
+    g = load_bundle(bundle_dir)
+    expected = g.sample(5, seed=3)
+    for i in range(5):
+        with fits.open(tmp_path / "o" / f"galaxy_00000{i}.fits") as hdul:
+            h, data = hdul[0].header, hdul[0].data
+            assert data.shape == (3, 8, 8) and h["BITPIX"] == -32
+            assert h["BANDS"] == "g,r,i" and h["BAND3"] == "i" and h["BUNIT"] == "counts"
+            assert h["SEED"] == 3 and h["INDEX"] == i and h["BUNDLEID"] == g.bundle_id
+            assert h["GFVERSION"] == galforge.__version__ and h["MODEL"] == FAMILY
+            np.testing.assert_allclose(data, expected[i], rtol=1e-6)
+    assert expected.min() >= _data().min() - 1e-3 and expected.max() > 1.5  # not model space
+
+
+def test_batch_size_does_not_change_the_galaxies(bundle_dir, tmp_path):
+    assert _generate(bundle_dir, tmp_path / "a", "--batch", "2") == 0
+    assert _generate(bundle_dir, tmp_path / "b", "--batch", "64") == 0
+    for i in range(5):
+        a = fits.getdata(tmp_path / "a" / f"galaxy_00000{i}.fits")
+        b = fits.getdata(tmp_path / "b" / f"galaxy_00000{i}.fits")
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_png_and_npy_formats(bundle_dir, tmp_path):
+    assert _generate(bundle_dir, tmp_path / "p", "--format", "png") == 0
+    pngs = sorted((tmp_path / "p").glob("galaxy_*.png"))
+    assert len(pngs) == 5 and (tmp_path / "p" / "grid.png").is_file()
+    with Image.open(pngs[0]) as im:
+        assert im.mode == "RGB" and im.size == (8, 8)
+
+    assert _generate(bundle_dir, tmp_path / "n", "--format", "npy") == 0
+    arr = np.load(tmp_path / "n" / "samples.npy", allow_pickle=False)
+    index = json.loads((tmp_path / "n" / "samples.json").read_text())
+    assert arr.shape == (5, 3, 8, 8) and arr.dtype == np.float32
+    assert index["indices"] == list(range(5)) and index["seed"] == 3 and index["bands"] == list(BANDS)
+    np.testing.assert_allclose(arr, load_bundle(bundle_dir).sample(5, seed=3), rtol=1e-6)
+
+
+def test_truncation_option(bundle_dir, tmp_path):
+    assert _generate(bundle_dir, tmp_path / "t", "--format", "npy", "--truncation", "0") == 0
+    arr = np.load(tmp_path / "t" / "samples.npy")
+    assert np.allclose(arr, arr[0][None])
+
+
+def test_generate_from_run_folder(bundle_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = json.loads((bundle_dir / "bundle.json").read_text())
+    info = {k: meta[k] for k in ("family", "spec", "bands", "units", "normalizer", "output_range")}
+    (run / "run.json").write_text(json.dumps(info | {"step": 1, "epoch": 0}))
+    torch.manual_seed(0)
+    save_file(TinyConvGenerator(**SPEC).state_dict(), str(run / "generator.safetensors"))
+    assert _generate(run, tmp_path / "o") == 0
+    assert (run / "bundle" / "bundle.json").is_file()
+    np.testing.assert_allclose(
+        fits.getdata(tmp_path / "o" / "galaxy_000000.fits"),
+        load_bundle(bundle_dir).sample(1, seed=3)[0],
+        rtol=1e-5,
+    )
+
+
+def test_bad_options_exit_2(bundle_dir, tmp_path, capsys):
+    assert _generate(bundle_dir, tmp_path / "x", "--format", "jpeg") == 2
+    assert "--format" in capsys.readouterr().err
+    assert main(["generate", str(bundle_dir), "-n", "0", "--out", str(tmp_path / "y")]) == 2
+    assert "-n" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert _generate(bundle_dir, tmp_path / "afile") == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_iter_samples_streams_chunks(bundle_dir):
+    g = load_bundle(bundle_dir)
+    chunks = list(iter_samples(g, 7, seed=1, batch=3, progress=False))
+    assert [first for first, _ in chunks] == [0, 3, 6]
+    assert [len(images) for _, images in chunks] == [3, 3, 1]
+    np.testing.assert_allclose(np.concatenate([c for _, c in chunks]), g.sample(7, seed=1), rtol=1e-5)
+    np.testing.assert_allclose(sample(g, 7, seed=1, batch=2, progress=False), g.sample(7, seed=1), rtol=1e-5)
+    with pytest.raises(ConfigError, match="--batch"):
+        list(iter_samples(g, 3, batch=0))
+
+
+def test_latent_helpers():
+    z = L.gaussian_latents((6,), 4, seed=2)
+    assert z.shape == (4, 6) and z.dtype == torch.float32
+    assert torch.equal(z[1:], L.gaussian_latents((6,), 3, seed=2, start=1))
+    assert not torch.equal(z, L.gaussian_latents((6,), 4, seed=3))
+    # truncation toward the mean
+    assert torch.allclose(L.truncate(z, 0.5), z * 0.5)
+    mean = torch.ones(6)
+    assert torch.allclose(L.truncate(z, 0.0, mean), mean.expand(4, 6))
+    with pytest.raises(ConfigError):
+        L.truncate(z, -1)
+    t = L.truncated_gaussian_latents((6,), 50, seed=0, threshold=0.5)
+    assert t.abs().max() <= 0.5
+    assert torch.equal(t[10:], L.truncated_gaussian_latents((6,), 40, seed=0, threshold=0.5, start=10))
+    # interpolation: endpoints exact, slerp keeps the norm between equal-norm latents
+    a, b = z[0], z[1] * (z[0].norm() / z[1].norm())
+    path = L.interpolate(a, b, 5)
+    assert path.shape == (5, 6)
+    assert torch.allclose(path[0], a, atol=1e-5) and torch.allclose(path[-1], b, atol=1e-5)
+    assert torch.allclose(path.norm(dim=1), a.norm().expand(5), rtol=1e-4)
+    lin = L.interpolate(a, b, 5, method="lerp")
+    assert torch.allclose(lin[2], (a + b) / 2) and lin[2].norm() < a.norm()
+    assert torch.allclose(L.slerp(a, b, 0.0), a, atol=1e-5)
+    # arithmetic
+    mask = np.array([True, True, False, False])
+    assert torch.allclose(L.group_mean(z, mask), z[:2].mean(0))
+    assert torch.allclose(L.group_mean(z, [2, 3]), z[2:].mean(0))
+    d = L.attribute_direction(z, mask, ~mask)
+    assert torch.allclose(L.add_direction(z[2:].mean(0), d), z[:2].mean(0), atol=1e-6)
+    assert torch.allclose(L.arithmetic([z[0], z[2]], [z[1]]), z[0] - z[1] + z[2])
+    with pytest.raises(ConfigError):
+        L.group_mean(z, np.zeros(4, bool))

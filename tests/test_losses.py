@@ -1,0 +1,52 @@
+"""GAN losses and label smoothing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from galforge.errors import ConfigError
+from galforge.training.losses import (
+    bce_logits,
+    discriminator_loss,
+    generator_loss_nonsaturating,
+    smooth_real_labels,
+)
+
+
+def test_label_smoothing_range_and_determinism():
+    rng = torch.Generator().manual_seed(4)
+    y = smooth_real_labels(20000, 0.1, rng)
+    assert float(y.min()) >= 0.9 and float(y.max()) <= 1.1
+    assert float(y.min()) < 0.91 and float(y.max()) > 1.09  # fills the whole interval
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.005)
+    y2 = smooth_real_labels(20000, 0.1, torch.Generator().manual_seed(4))
+    assert torch.equal(y, y2)
+
+
+def test_label_smoothing_clip_and_off():
+    rng = torch.Generator().manual_seed(0)
+    y = smooth_real_labels(5000, 0.2, rng, clip=1.0)
+    assert float(y.max()) == 1.0 and float(y.min()) >= 0.8
+    assert torch.equal(smooth_real_labels(7, 0.0, rng), torch.ones(7))
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        smooth_real_labels(3, 1.5, rng)
+
+
+def test_bce_with_logits_matches_sigmoid_and_stays_finite():
+    x = torch.tensor([-3.0, -0.5, 0.0, 2.0])
+    p = torch.sigmoid(x)
+    assert float(bce_logits(x, 1.0)) == pytest.approx(float(-torch.log(p).mean()), rel=1e-6)
+    assert float(bce_logits(x, 0.0)) == pytest.approx(float(-torch.log(1 - p).mean()), rel=1e-6)
+    big = torch.tensor([200.0, -200.0])
+    assert torch.isfinite(bce_logits(big, 1.0)) and torch.isfinite(bce_logits(big, 0.0))
+
+
+def test_discriminator_and_nonsaturating_generator_loss():
+    real = torch.tensor([1.0, 2.0])
+    fake = torch.tensor([-1.0, 0.5])
+    lr, lf = discriminator_loss(real, fake)
+    assert float(lr) == pytest.approx(float(-torch.log(torch.sigmoid(real)).mean()), rel=1e-6)
+    assert float(lf) == pytest.approx(float(-torch.log(1 - torch.sigmoid(fake)).mean()), rel=1e-6)
+    g = generator_loss_nonsaturating(fake)
+    assert float(g) == pytest.approx(float(-torch.log(torch.sigmoid(fake)).mean()), rel=1e-6)

@@ -1,0 +1,203 @@
+"""The generic training loop: run folder, exact resume, non-finite stop, CLI, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from galforge.cli import main
+from galforge.errors import ConfigError, TrainingError
+from galforge.training.recipe import StampBatches
+from galforge.training.recipes import RECIPES
+from galforge.training.trainer import Trainer
+
+MODEL = {"width": 4, "dropout": 0.3, "label_smoothing": 0.1, "dropout_until_epoch": 1}
+TRAIN = {"batch": 4, "seed": 5, "ema": 0.9, "lr_schedule": "step", "lr_step_epochs": 1,
+         "lr_gamma": 0.5, "sample_every": 2, "n_samples": 4, "checkpoint_every": 2,
+         "log_every": 1, "progress": False}
+OUTPUT = {"export_bundle": False, "tensorboard": False}
+
+
+def _data(n=10, c=3, size=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, c, size, size, generator=g) * 2 - 1
+
+
+def _trainer(run, steps=None, epochs=None, resume=False, model=None, recipe_cls=None, **train):
+    cls = recipe_cls or RECIPES["dcgan64"]
+    recipe = cls({**MODEL, **(model or {})}, channels=3, image_size=64, device="cpu",
+                 seed=TRAIN["seed"])
+    cfg = {**TRAIN, **train, "steps": steps, "epochs": epochs}
+    return Trainer(recipe, _data(), run, cfg, bands=("g", "r", "i"), units="counts",
+                   data_fingerprint="abc", model_name="dcgan64", output=OUTPUT, resume=resume)
+
+
+def test_run_folder_layout(tmp_path):
+    run = tmp_path / "run"
+    summary = _trainer(run, steps=4, snapshot_every=2).fit()
+    assert summary["step"] == 4
+    for rel in ["config.yaml", "run.json", "generator.safetensors", "log.jsonl", "loss.png",
+                "checkpoints/latest/state.safetensors", "checkpoints/latest/state.json",
+                "checkpoints/step-00000002/state.json", "checkpoints/step-00000004/state.json",
+                "samples/step-00000002.png", "samples/step-00000004.png"]:
+        assert (run / rel).is_file(), rel
+    info = json.loads((run / "run.json").read_text())
+    for key in ["family", "model", "spec", "bands", "units", "normalizer", "output_range",
+                "data_fingerprint", "galforge_version", "export_module", "step", "epoch"]:
+        assert key in info, key
+    assert info["family"] == "dcgan" and info["step"] == 4 and info["bands"] == ["g", "r", "i"]
+    assert info["export_module"] == "galforge.models.dcgan"
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert {"loss_d", "loss_g", "time_step_s", "lr_G"} <= set(log[0])
+    # step schedule: lr halves every epoch (2 steps per epoch here)
+    assert log[0]["lr_G"] == pytest.approx(2e-4) and log[2]["lr_G"] == pytest.approx(1e-4)
+    state = json.loads((run / "checkpoints/latest/state.json").read_text())
+    assert {"step", "epoch", "rng", "optimizers", "schedule", "config"} <= set(state)
+    assert state["rng"]["numpy"]["keys"] and state["rng"]["python"]
+    # the generator weights rebuild through the registry
+    from galforge.models import build_generator
+
+    g = build_generator(info["family"], info["spec"])
+    g.load_state_dict(load_file(str(run / "generator.safetensors")))
+
+
+def test_resume_is_exact(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _trainer(a, steps=6).fit()
+    _trainer(b, steps=3).fit()
+    t = _trainer(b, steps=6, resume=True)
+    t.fit()
+    assert (a / "generator.safetensors").read_bytes() == (b / "generator.safetensors").read_bytes()
+    assert (a / "samples/step-00000006.png").read_bytes() == \
+        (b / "samples/step-00000006.png").read_bytes()
+    sa = load_file(str(a / "checkpoints/latest/state.safetensors"))
+    sb = load_file(str(b / "checkpoints/latest/state.safetensors"))
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the log of the resumed run matches the uninterrupted one (losses, lr)
+    la = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss_d"], r["lr_D"]) for r in la] == \
+        [(r["step"], r["loss_d"], r["lr_D"]) for r in lb]
+    # dropout was switched off after epoch 1 and stays off after resume
+    assert not t.recipe.dropout_active()
+
+
+def test_epochs_and_batches_are_deterministic(tmp_path):
+    summary = _trainer(tmp_path / "r", epochs=2).fit()
+    assert summary["step"] == 4 and summary["epoch"] == 2  # 10 images, batch 4: 2 steps/epoch
+    src1 = StampBatches(_data(), 4, seed=1)
+    src2 = StampBatches(_data(), 4, seed=1)
+    assert torch.equal(src1.batch(7), src2.batch(7))
+    assert not torch.equal(src1.indices(0), src1.indices(2))  # new permutation per epoch
+
+
+def test_existing_run_needs_resume(tmp_path):
+    _trainer(tmp_path / "r", steps=2).fit()
+    with pytest.raises(TrainingError, match="--resume"):
+        _trainer(tmp_path / "r", steps=4).fit()
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        _trainer(tmp_path / "other", steps=4, resume=True).fit()
+    with pytest.raises(ConfigError, match="--steps N or --epochs E"):
+        _trainer(tmp_path / "x").fit()
+
+
+class _NanAtStep4(RECIPES["dcgan64"]):
+    def train_step(self, real, step, rng):
+        out = super().train_step(real, step, rng)
+        if step == 3:
+            out["loss_d"] = float("nan")
+        return out
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    with pytest.raises(TrainingError) as e:
+        _trainer(run, steps=8, recipe_cls=_NanAtStep4).fit()
+    assert "step 4" in str(e.value) and "loss_d=nan" in str(e.value)
+    state = json.loads((run / "checkpoints/latest/state.json").read_text())
+    assert state["step"] == 2
+    assert json.loads((run / "run.json").read_text())["step"] == 2
+    # resuming with a healthy recipe continues from the kept checkpoint
+    summary = _trainer(run, steps=4, resume=True).fit()
+    assert summary["step"] == 4
+
+
+def test_amp_needs_cuda(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ConfigError, match="--amp needs a CUDA"):
+        _trainer(tmp_path / "r", steps=1, amp=True).fit()
+
+
+def test_cli_train_on_npy(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    arr = (rng.random((6, 32, 32, 3)) * 255).astype(np.uint8)  # Galaxy10-like N×H×W×C
+    np.save(tmp_path / "gal.npy", arr)
+    run = tmp_path / "run"
+    rc = main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out", str(run),
+               "--steps", "2", "--batch", "3", "--seed", "1", "--device", "cpu",
+               "--set", "model.width=4", "--set", "train.progress=false",
+               "--set", "output.tensorboard=false"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert str(run) in out and "samples" in out
+    for rel in ["config.yaml", "run.json", "generator.safetensors", "log.jsonl",
+                "checkpoints/latest/state.json", "samples/step-00000002.png"]:
+        assert (run / rel).is_file(), rel
+    info = json.loads((run / "run.json").read_text())
+    assert info["spec"]["image_size"] == 64 and info["spec"]["channels"] == 3
+    assert info["normalizer"] is not None and info["data_fingerprint"]
+    try:
+        import galforge.bundle  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert (run / "bundle" / "bundle.json").is_file()
+    # resume to a longer run through the CLI
+    rc = main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--steps", "3",
+               "--resume", "--device", "cpu", "--set", "train.progress=false"])
+    assert rc == 0
+    assert json.loads((run / "run.json").read_text())["step"] == 3
+    # changing the architecture on resume is refused
+    rc = main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--steps", "4",
+               "--resume", "--set", "model.width=8"])
+    assert rc == 2 and "model.width" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, run, result_dir):
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    t = _trainer(run, steps=2, model={"dropout": 0.0}, ema=0.0)
+    t.fit()
+    sd = {k: v for k, v in t.recipe.G.state_dict().items()}
+    torch.save(sd, os.path.join(result_dir, f"g{rank}.pt"))
+
+
+def test_two_process_gloo(tmp_path):
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "run"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), run, str(tmp_path)), nprocs=2, join=True)
+    g0 = torch.load(tmp_path / "g0.pt", weights_only=True)
+    g1 = torch.load(tmp_path / "g1.pt", weights_only=True)
+    # parameters stay in sync across processes (gradients are averaged)
+    for k, v in g0.items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.allclose(v, g1[k], atol=1e-6), k
+    assert (run / "checkpoints/latest/state.json").is_file()
+    assert json.loads((run / "checkpoints/latest/state.json").read_text())["world_size"] == 2

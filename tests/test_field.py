@@ -67,7 +67,7 @@ def test_latent_windows_are_consistent():
     assert not torch.equal(FieldLatent(6, (150, 90)).whole()[0], whole)
 
 
-@pytest.mark.parametrize("tile", [16, 48, 64, 112, 1024])
+@pytest.mark.parametrize("tile", [32, 48, 112, 1024])
 def test_tiled_equals_one_shot(tmp_path, normalizer, tile):
     gen = tiny_generator()
     ref = render_one_shot(gen, normalizer, "200x150", seed=3)
@@ -77,14 +77,6 @@ def test_tiled_equals_one_shot(tmp_path, normalizer, tile):
     assert span > 0
     assert np.abs(data - ref).max() <= 1e-5 * span
     assert meta["tile"] == min(tile, 208)
-
-
-def test_compiled_tiles_match_one_shot(tmp_path):
-    pytest.importorskip("torch._inductor")
-    gen = tiny_generator()
-    ref = render_one_shot(gen, None, "96x80", seed=1)
-    data, _ = field(tmp_path, "c.npy", gen, None, size="96x80", tile=32, seed=1, compile=True)
-    assert np.abs(data - ref).max() <= 1e-5
 
 
 def test_worker_count_does_not_change_output(tmp_path, normalizer):

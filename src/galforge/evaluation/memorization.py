@@ -11,6 +11,13 @@ The summary statistic is the **NN ratio**::
 A generator that copies training images puts fakes much closer to the training set than an
 independent real image is (ratio ≪ 1); one that does not gives ratio ≈ 1.
 
+Brightness normalisation.  Galaxy sets span orders of magnitude in flux, so raw pixel
+distances are dominated by the brightest images and a median over a few hundred of them
+scatters by tens of per cent.  By default (``normalize=True``) every crop is divided by its
+own mean absolute value before the distances are taken: bright and faint galaxies then
+weigh alike, the ratio of two independent sets scatters far less around 1, and an exact copy
+still has distance 0.  ``normalize=False`` uses the pixel values as they are.
+
 The held-out split.  REAL is split once, with ``numpy.random.default_rng(seed)``, into a
 *train* part and a *held-out* part of ``holdout_fraction`` (default 20 %, at least 2 images
 and at most half the set): a seeded random permutation of the image indices whose first
@@ -85,8 +92,14 @@ def nearest_neighbours(query, reference, *, metric: str = "l1", k: int = 1,
     return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
 
 
+def normalize_crops(crops: np.ndarray) -> np.ndarray:
+    """Divide every crop by its own mean absolute value (all-zero crops are left as they are)."""
+    amp = np.abs(crops).mean(axis=tuple(range(1, crops.ndim)), keepdims=True)
+    return crops / np.where(amp > 0, amp, 1.0)
+
+
 def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, normalize: bool = True) -> dict:
     """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
 
     Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
@@ -102,7 +115,10 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
     train_idx, hold_idx = split_holdout(len(real), holdout_fraction, seed)
     rc = central_crop(real, crop)
     fc = central_crop(fake, crop)
+    if normalize:
+        rc, fc = normalize_crops(rc), normalize_crops(fc)
     out = {"crop_fraction": crop, "k": k, "holdout_fraction": holdout_fraction, "seed": seed,
+           "normalize": normalize,
            "n_train": int(len(train_idx)), "n_holdout": int(len(hold_idx)),
            "n_fake": int(len(fake)), "holdout_indices": hold_idx.tolist()}
     for metric in ("l1", "mse"):

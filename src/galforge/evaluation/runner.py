@@ -55,6 +55,7 @@ DEFAULTS = {
     "box_k": 1.75,
     "nn_crop": 0.5,
     "nn_k": 3,
+    "nn_normalize": True,
     "holdout_fraction": 0.2,
     "classifier_folds": 5,
     "hist_bins": 32,
@@ -141,7 +142,8 @@ def _memorization_task(real, fake, opts) -> dict:
     from galforge.evaluation.memorization import memorization
 
     return memorization(real, fake, crop=opts["nn_crop"], k=opts["nn_k"],
-                        holdout_fraction=opts["holdout_fraction"], seed=opts["seed"])
+                        holdout_fraction=opts["holdout_fraction"], seed=opts["seed"],
+                        normalize=opts["nn_normalize"])
 
 
 def _spectrum_summary(p: np.ndarray) -> dict:
@@ -288,7 +290,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     ``thresholds`` (``ks_p``, ``nn_ratio``, ``auc``, ``fgd_factor``, ``box_margin``),
     ``seed``, ``scheduler``, ``workers``, ``chunk_size``, ``band``, ``upscale``, ``zeropoint``,
     ``detect_thresh``, ``minarea``, ``mag_limit``, ``colour_bands``, ``mag_band``,
-    ``redshift``, ``box_k``, ``nn_crop``, ``nn_k``, ``holdout_fraction``,
+    ``redshift``, ``box_k``, ``nn_crop``, ``nn_k``, ``nn_normalize``, ``holdout_fraction``,
     ``classifier_folds``, ``hist_bins``, ``max_k``, ``encoder_weights``,
     ``inception_weights``, ``kid_subsets``, ``kid_subset_size``, ``grid_n``, ``progress``,
     ``cache``.  The command's outcome does not depend on whether measures pass: failures are
@@ -363,7 +365,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
         else:
             sub = {
                 "memorization": {k: opts[k] for k in ("nn_crop", "nn_k", "holdout_fraction",
-                                                      "seed")},
+                                                      "nn_normalize", "seed")},
                 "power_spectrum": {k: opts[k] for k in ("max_k", "hist_bins",
                                                         "classifier_folds", "seed")},
                 "fid": {k: opts[k] for k in ("encoder_weights", "kid_subsets",

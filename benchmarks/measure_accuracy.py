@@ -168,8 +168,8 @@ def main(argv=None) -> int:
               f"{m.get('median_abs_dpa_intrinsic_deg', float('nan')):>12.2f}"
               f"{m['failure_rate']:>8.3f}{m['seconds_per_image']:>8.3f}")
     if "native" in modes and "upscaled" in modes:
-        print(f"upscaled / native time per image: "
-              f"{modes['upscaled']['seconds_per_image'] / modes['native']['seconds_per_image']:.1f}x")
+        ratio = modes["upscaled"]["seconds_per_image"] / modes["native"]["seconds_per_image"]
+        print(f"upscaled / native time per image: {ratio:.1f}x")
     default = modes.get("upscaled") or modes.get("native") or modes["moments"]
     out = {
         "benchmark": "measure_accuracy",

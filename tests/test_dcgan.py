@@ -18,6 +18,15 @@ from galforge.models.layers import ScheduledDropout
 from galforge.training.recipes import RECIPES, get_recipe
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and the test machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("size", [64, 128])
 @pytest.mark.parametrize("bands", [1, 3, 5])
 def test_shapes_follow_size_and_bands(size, bands):

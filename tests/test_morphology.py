@@ -151,3 +151,20 @@ def test_plot_shapes_and_isophotes(tmp_path):
     p2 = morph.plot_isophotes(stamp[0, 0], row, tmp_path / "iso.png")
     for p in (p1, p2):
         assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_conventions_agree_with_builtin_galsim_truth():
+    from galforge.data.builtin import galsim_galaxies
+
+    imgset, truth, noiseless = galsim_galaxies(8, size=48, seed=3, q=(0.3, 0.6),
+                                               hlr=(0.8, 1.2), return_noiseless=True)
+    rows = morph.measure_isophotes(noiseless, imgset.bands, upscale=None)
+    moments = morph.measure_moments(imgset.images, imgset.bands)
+    for row, mom, t in zip(rows, moments, truth, strict=True):
+        assert row["ok"], row["reason"]
+        assert abs((row["pa_deg"] - t["pa_deg"] + 90) % 180 - 90) < 3.0
+        assert abs((mom["pa_deg"] - t["pa_deg"] + 90) % 180 - 90) < 10.0
+        # the PSF rounds galaxies: measured ellipticity at most the intrinsic one
+        assert row["ellipticity"] < t["ellipticity"] + 0.03
+        assert row["ellipticity"] > 0.5 * t["ellipticity"]
+        assert row["x"] == pytest.approx(t["x"], abs=0.5)

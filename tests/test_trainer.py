@@ -24,6 +24,15 @@ TRAIN = {"batch": 4, "seed": 5, "ema": 0.9, "lr_schedule": "step", "lr_step_epoc
 OUTPUT = {"export_bundle": False, "tensorboard": False}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and the test machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _data(n=10, c=3, size=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, c, size, size, generator=g) * 2 - 1

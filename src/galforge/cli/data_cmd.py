@@ -106,10 +106,14 @@ def prepare_cmd(
                          nan_policy, bands, pattern, dataset, hdu, limit, recursive, strict)
     if stretch not in ("linear", "asinh"):
         raise ConfigError(f"--stretch {stretch!r}: use linear or asinh")
+    console = Console(stderr=True)
+    norm = {"clip_percentile": clip_percentile, "stretch": stretch}
+    if str(source).startswith("builtin:"):
+        with console.status(f"making {source} ..."):
+            manifest_path = prepare(source, out, normalizer=norm, **opts)
+    else:
+        manifest_path = prepare(source, out, normalizer=norm, progress=True, **opts)
     console = Console()
-    with console.status(f"reading {source} ..."):
-        manifest_path = prepare(source, out, normalizer={"clip_percentile": clip_percentile,
-                                                         "stretch": stretch}, **opts)
     man = read_manifest(manifest_path.parent)
     c, h, w = man["shape"]
     console.print(

@@ -24,7 +24,7 @@ import typer
 # the parts of the time budget each stage may use (the rest is generation and I/O)
 _DCGAN_SHARE = 0.45
 _SGAN_SHARE = 0.15
-_MIN_STEPS = {"dcgan": 200, "sgan": 60}
+_MIN_STEPS = {"dcgan": 50, "sgan": 20}
 _MAX_STEPS = {"dcgan": 3000, "sgan": 600}
 
 

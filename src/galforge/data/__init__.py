@@ -25,7 +25,7 @@ _OPTION_ALIASES = {
 KNOWN_OPTIONS = (
     "catalog", "where", "id_column", "template", "catalog_columns", "nan_policy", "bands",
     "pattern", "dataset", "hdu", "band_axis", "layout", "crop", "size", "resize_method",
-    "limit", "recursive", "strict",
+    "limit", "recursive", "strict", "progress",
 )
 
 
@@ -79,7 +79,8 @@ def load_images(source, **options) -> ImageSet:
     * ``crop`` (fraction ≤ 1 or pixels), ``size``/``resize`` (pixels) with
       ``resize_method`` (nearest, bicubic, area);
     * ``limit`` (read at most this many images), ``recursive`` (read sub-folders), ``strict``
-      (raise on the first unreadable file instead of skipping it).
+      (raise on the first unreadable file instead of skipping it), ``progress`` (show a
+      progress bar while reading files).
 
     Raises :class:`galforge.errors.DataError` (bad data) or ``ConfigError`` (bad option).
     """
@@ -119,7 +120,8 @@ def _post_process(iset: ImageSet, opts: dict) -> ImageSet:
     from galforge.data import transforms
     from galforge.data.readers import _crop, select_bands
 
-    unsupported = [k for k in opts if k not in ("limit", "crop", "size", "resize_method", "bands", "nan_policy", "strict")]
+    ignored = ("limit", "crop", "size", "resize_method", "bands", "nan_policy", "strict", "progress")
+    unsupported = [k for k in opts if k not in ignored]
     if unsupported:
         raise ConfigError(
             f"option(s) {unsupported} do not apply to {iset.source} (a built-in or prepared set)"

@@ -19,8 +19,8 @@ with the row index (the FITS/ds9 view, i.e. an image shown with ``origin="lower"
   ``+x`` axis (the column direction) towards ``+y``, in ``[0, 180)``.
 * ``e1 = ε cos 2PA``, ``e2 = ε sin 2PA`` with ``ε = 1 − q``; ``g1``, ``g2`` are the same
   with the reduced shear ``g = (1 − q)/(1 + q)`` (GalSim's convention).
-* ``hlr`` (arcsec) and ``hlr_pix`` are the half-light radius of the whole intrinsic profile,
-  circularised (``sqrt(a·b)``: the shear keeps area); the semi-major half-light axis is
+* ``hlr`` (arcsec) and ``hlr_pix`` are the half-light radius of the whole intrinsic profile
+  in the reference band (other bands mix bulge and disk differently), circularised (``sqrt(a·b)``: the shear keeps area); the semi-major half-light axis is
   ``hlr / sqrt(q)``.  ``hlr_bulge``/``hlr_disk`` are the components' radii.
 * ``x``, ``y`` are the 0-based pixel coordinates of the profile centre (``(size−1)/2`` plus
   the random offset, if any).
@@ -34,6 +34,7 @@ with the row index (the FITS/ds9 view, i.e. an image shown with ``origin="lower"
 
 from __future__ import annotations
 
+import functools
 import math
 from urllib.parse import parse_qsl
 
@@ -374,12 +375,9 @@ def galsim_galaxies(
     return iset, truth
 
 
-def hdf_field() -> ImageSet:
-    """The Hubble eXtreme Deep Field colour image bundled with scikit-image, as one field.
-
-    Returns a 1×3×872×1000 float32 set, bands ``("R", "G", "B")``, units ``"8-bit level"``.
-    Row 0 of the array is the top row of the picture as scikit-image stores it.
-    """
+@functools.lru_cache(maxsize=1)
+def _hdf_pixels() -> np.ndarray:
+    """The XDF image as read-only float32 C×H×W (decoded once per process)."""
     from skimage import data as skdata
 
     try:
@@ -389,7 +387,18 @@ def hdf_field() -> ImageSet:
             f"builtin:hdf: could not load skimage.data.hubble_deep_field() ({exc}); "
             "reinstall scikit-image"
         ) from exc
-    img = np.ascontiguousarray(np.transpose(rgb, (2, 0, 1)).astype(np.float32))[None]
+    img = np.ascontiguousarray(np.transpose(rgb, (2, 0, 1)), dtype=np.float32)
+    img.setflags(write=False)
+    return img
+
+
+def hdf_field() -> ImageSet:
+    """The Hubble eXtreme Deep Field colour image bundled with scikit-image, as one field.
+
+    Returns a 1×3×872×1000 float32 set, bands ``("R", "G", "B")``, units ``"8-bit level"``.
+    Row 0 of the array is the top row of the picture as scikit-image stores it.
+    """
+    img = _hdf_pixels().copy()[None]
     return ImageSet(
         images=img,
         bands=("R", "G", "B"),

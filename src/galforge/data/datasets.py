@@ -136,6 +136,15 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
         "galforge_version": __version__,
         "source": str(source),
         "count": len(iset),
+        "counts": {
+            "images": len(iset),
+            "skipped": rep["n_skipped"],
+            "nan_filled_images": rep["nan_filled_images"],
+            "nan_pixels": rep["nan_pixels"],
+            "catalog_rows_selected": (rep.get("catalog") or {}).get("n_selected"),
+            "unmatched_ids": (rep.get("catalog") or {}).get("n_unmatched_ids"),
+            "unmatched_files": (rep.get("catalog") or {}).get("n_unmatched_files"),
+        },
         "shape": list(iset.shape[1:]),
         "dtype": "float32",
         "bands": list(iset.bands),
@@ -148,7 +157,7 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
         "nan_pixels": rep["nan_pixels"],
         "nan_filled_images": rep["nan_filled_images"],
         "catalog": rep.get("catalog"),
-        "options": _json_safe(opts),
+        "options": _json_safe({k: v for k, v in opts.items() if k != "progress"}),
         "extra": _json_safe({k: v for k, v in iset.extra.items()}),
         "files": {"images": "images.npy", "meta": "meta.jsonl", "truth": truth_file},
     }
@@ -201,7 +210,9 @@ def load_prepared(path, mmap: bool = True) -> ImageSet:
     extra = dict(man.get("extra") or {})
     extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
     if man.get("normalizer"):
-        extra["normalizer"] = man["normalizer"]  # the Normalizer fitted at prepare time (dict)
+        # The Normalizer fitted at prepare time (dict). Its target range is the one chosen at
+        # prepare time ((-1, 1) by default): reuse it only for a model with that output range.
+        extra["prepared_normalizer"] = man["normalizer"]
     return ImageSet(images=images, bands=tuple(man["bands"]), meta=meta, units=man["units"],
                     report=report, source=str(p), extra=extra)
 

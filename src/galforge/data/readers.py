@@ -781,8 +781,6 @@ def _iter_item(item: Item, opts: dict) -> Iterator[RawImage]:
 
 def collect(items: list[Item], opts: dict, report: ReadReport, source: str, single: bool) -> ImageSet:
     """Read ``items`` into an ImageSet with the set-level policies (see module docstring)."""
-    from galforge.data import transforms
-
     policy = opts.get("nan_policy") or "fill"
     if policy not in NAN_POLICIES:
         raise ConfigError(f"nan_policy must be 'fill' or 'reject', got {policy!r}")
@@ -791,39 +789,20 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
     crop, size = opts.get("crop"), opts.get("size")
     method = opts.get("resize_method") or "nearest"
     arrays, metas = [], []
-    first = None  # (label, bands, units, shape)
-    for item in items:
-        if limit is not None and len(arrays) >= int(limit):
-            break
-        try:
-            for raw in _iter_item(item, opts):
-                if limit is not None and len(arrays) >= int(limit):
-                    break
-                try:
-                    data, nbad = apply_nan_policy(raw.data, policy, raw.label)
-                except _Rejected as rej:
-                    if single and not raw.label.endswith("]"):
-                        raise DataError(f"{raw.label}: {rej.reason}; the image cannot be used") from None
-                    report.skip(raw.label, rej.reason, nan_pixels=rej.nan_pixels)
-                    continue
-                if nbad:
-                    report.nan_pixels += nbad
-                    report.nan_filled_images += 1
-                    raw.meta["nan_filled"] = nbad
-                if crop is not None:
-                    data = _crop(data, crop)
-                if size is not None:
-                    data = transforms.resize(data, size, method)
-                if first is None:
-                    first = (raw.label, raw.bands, raw.units, data.shape)
-                else:
-                    _check_consistent(first, raw, data, crop, size)
-                arrays.append(data)
-                metas.append(raw.meta)
-        except DataError as exc:
-            if single or strict or _is_set_level(exc):
-                raise
-            report.skip(*skip_entry(item, exc))
+    first = None
+    progress = task = None
+    if opts.get("progress") and len(items) > 1:
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        progress.start()
+        task = progress.add_task(f"reading {source}", total=len(items))
+    try:
+        first = _collect_items(items, opts, report, single, policy, strict, limit, crop, size,
+                               method, arrays, metas, progress, task)
+    finally:
+        if progress is not None:
+            progress.stop()
     if not arrays:
         reasons = "; ".join(f"{Path(s['path']).name}: {s['reason']}" for s in report.skipped[:5])
         raise DataError(
@@ -863,6 +842,50 @@ class _SetLevelError(DataError):
 
 def _is_set_level(exc: Exception) -> bool:
     return isinstance(exc, _SetLevelError)
+
+
+def _collect_items(items, opts, report, single, policy, strict, limit, crop, size, method,
+                   arrays, metas, progress, task):
+    """The reading loop of :func:`collect`; appends to ``arrays``/``metas`` and returns the
+    (label, bands, units, shape) of the first image kept."""
+    from galforge.data import transforms
+
+    first = None  # (label, bands, units, shape)
+    for item in items:
+        if progress is not None:
+            progress.advance(task)
+        if limit is not None and len(arrays) >= int(limit):
+            break
+        try:
+            for raw in _iter_item(item, opts):
+                if limit is not None and len(arrays) >= int(limit):
+                    break
+                try:
+                    data, nbad = apply_nan_policy(raw.data, policy, raw.label)
+                except _Rejected as rej:
+                    if single and not raw.label.endswith("]"):
+                        raise DataError(f"{raw.label}: {rej.reason}; the image cannot be used") from None
+                    report.skip(raw.label, rej.reason, nan_pixels=rej.nan_pixels)
+                    continue
+                if nbad:
+                    report.nan_pixels += nbad
+                    report.nan_filled_images += 1
+                    raw.meta["nan_filled"] = nbad
+                if crop is not None:
+                    data = _crop(data, crop)
+                if size is not None:
+                    data = transforms.resize(data, size, method)
+                if first is None:
+                    first = (raw.label, raw.bands, raw.units, data.shape)
+                else:
+                    _check_consistent(first, raw, data, crop, size)
+                arrays.append(data)
+                metas.append(raw.meta)
+        except DataError as exc:
+            if single or strict or _is_set_level(exc):
+                raise
+            report.skip(*skip_entry(item, exc))
+    return first
 
 
 def _crop(data: np.ndarray, crop):

@@ -20,7 +20,6 @@ so absolute magnitudes of objects at appreciable redshift are in the observed fr
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np

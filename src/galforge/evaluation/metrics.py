@@ -109,8 +109,11 @@ def realism_classifier(real_features, fake_features, *, folds: int = 5, seed: in
     aucs = []
     with threadpool_limits(limits=threads):
         for k, (tr, te) in enumerate(cv.split(x, y)):
+            # leaves of at most a tenth of the training fold, so small sets can still split
+            leaf = int(np.clip(len(tr) // 10, 2, 20))
             clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1,
-                                                 early_stopping=False, random_state=seed + k)
+                                                 min_samples_leaf=leaf, early_stopping=False,
+                                                 random_state=seed + k)
             clf.fit(x[tr], y[tr])
             aucs.append(float(roc_auc_score(y[te], clf.predict_proba(x[te])[:, 1])))
     return {"auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "auc_folds": aucs,

@@ -98,6 +98,37 @@ def _background(data: np.ndarray, mask, box: int, filter_size: int):
     return sep.Background(data, mask=mask, bw=bw, bh=bh, fw=filter_size, fh=filter_size)
 
 
+def _backgrounds(data_bands, det, bad, bkg_box: int, bkg_filter: int, noise: str) -> dict:
+    """Background maps of the detection image and every band, and their noise.
+
+    ``noise="global"``: the noise is the global background RMS (a number), as SExtractor
+    uses without weight maps; ``"local"``: the interpolated RMS map.
+    """
+    if noise not in ("global", "local"):
+        raise EvaluationError(f"noise must be 'global' or 'local' (got {noise!r})")
+
+    def one(img):
+        bkg = _background(np.ascontiguousarray(img), bad, bkg_box, bkg_filter)
+        if noise == "global":
+            return bkg.back(), float(bkg.globalrms)
+        rms = bkg.rms()
+        return bkg.back(), np.ascontiguousarray(np.where(rms > 0, rms, 0.0))
+
+    det_back, det_rms = one(det)
+    bands = [one(data_bands[c]) for c in range(data_bands.shape[0])]
+    return {"det_back": det_back, "det_rms": det_rms,
+            "band_back": [b[0] for b in bands], "band_rms": [b[1] for b in bands]}
+
+
+def _slice_background(background: dict, sl) -> dict:
+    def cut(v):
+        return np.ascontiguousarray(v[sl]) if np.ndim(v) else v
+
+    return {"det_back": cut(background["det_back"]), "det_rms": cut(background["det_rms"]),
+            "band_back": [cut(v) for v in background["band_back"]],
+            "band_rms": [cut(v) for v in background["band_rms"]]}
+
+
 def _flux_to_mag(flux, zeropoint: float):
     flux = np.asarray(flux, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -120,12 +151,14 @@ def _extract_one(
     thresh: float,
     minarea: int,
     filter_kernel,
+    filter_type: str,
     deblend_nthresh: int,
     deblend_cont: float,
     clean: bool,
     clean_param: float,
     bkg_box: int,
     bkg_filter: int,
+    noise: str,
     background: dict | None,
     kron_factor: float,
     min_radius: float,
@@ -141,25 +174,20 @@ def _extract_one(
     data_bands = np.where(np.isfinite(image_chw), image_chw, 0.0).astype(np.float64)
     det = detection_image(data_bands)
     if background is None:
-        bkg = _background(det, bad, bkg_box, bkg_filter)
-        det_back, det_rms = bkg.back(), bkg.rms()
-        band_back = [_background(np.ascontiguousarray(data_bands[c]), bad, bkg_box,
-                                 bkg_filter).back() for c in range(len(bands))]
-    else:
-        det_back, det_rms = background["det_back"], background["det_rms"]
-        band_back = background["band_back"]
-    det_sub = np.ascontiguousarray(det - det_back)
-    if not np.any(det_rms > 0):
+        background = _backgrounds(data_bands, det, bad, bkg_box, bkg_filter, noise)
+    det_sub = np.ascontiguousarray(det - background["det_back"])
+    rms = background["det_rms"]
+    if not np.any(np.asarray(rms) > 0):
         # A noiseless (or constant) image: no noise scale to threshold against.
         return []
-    rms = np.where(det_rms > 0, det_rms, np.min(det_rms[det_rms > 0]))
-    rms = np.ascontiguousarray(rms)
+    if np.ndim(rms):
+        rms = np.ascontiguousarray(np.where(rms > 0, rms, np.min(rms[rms > 0])))
     try:
         objs, segmap = sep.extract(
             det_sub, thresh, err=rms, mask=bad, minarea=minarea,
-            filter_kernel=filter_kernel, deblend_nthresh=deblend_nthresh,
-            deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
-            segmentation_map=True,
+            filter_kernel=filter_kernel, filter_type=filter_type,
+            deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont, clean=clean,
+            clean_param=clean_param, segmentation_map=True,
         )
     except Exception as exc:  # sep raises plain Exceptions for pixel-stack overflows
         raise EvaluationError(
@@ -199,14 +227,8 @@ def _extract_one(
                              mask=bad, subpix=5)
     per_band = {}
     for c, band in enumerate(bands):
-        sub = np.ascontiguousarray(data_bands[c] - band_back[c])
-        if background is None:
-            band_rms = _background(np.ascontiguousarray(data_bands[c]), bad, bkg_box,
-                                   bkg_filter).rms()
-        else:
-            band_rms = background["band_rms"][c]
-        band_rms = np.ascontiguousarray(np.where(band_rms > 0, band_rms, 0.0))
-        per_band[band] = auto_flux(sub, band_rms)
+        sub = np.ascontiguousarray(data_bands[c] - background["band_back"][c])
+        per_band[band] = auto_flux(sub, background["band_rms"][c])
 
     det_mag = _flux_to_mag(det_flux, zeropoint)
     rows = []
@@ -248,12 +270,14 @@ def detect_and_measure(
     thresh: float = 5.0,
     minarea: int = 5,
     filter_kernel=DEFAULT_FILTER,
+    filter_type: str = "conv",
     deblend_nthresh: int = 32,
     deblend_cont: float = 0.005,
     clean: bool = True,
     clean_param: float = 1.0,
     bkg_box: int = 64,
     bkg_filter: int = 3,
+    noise: str = "global",
     kron_factor: float = 2.5,
     min_radius: float = 3.5,
     gain: float | None = None,
@@ -272,13 +296,19 @@ def detect_and_measure(
     thresh, minarea:
         Detection: at least ``minarea`` contiguous pixels above ``thresh`` × background RMS
         (on the filtered band-merged image).
-    filter_kernel:
-        Detection filter (SExtractor's default 3×3 kernel); ``None`` for no filtering.
+    filter_kernel, filter_type:
+        Detection filter (SExtractor's default 3×3 kernel; ``None`` for no filtering) and how
+        it is applied: ``"conv"`` convolves as SExtractor does (the default), ``"matched"``
+        is sep's noise-weighted matched filter (better where the noise varies).
     deblend_nthresh, deblend_cont, clean, clean_param:
         Deblending and cleaning, as SExtractor's ``DEBLEND_NTHRESH``, ``DEBLEND_MINCONT``,
         ``CLEAN``, ``CLEAN_PARAM``.
     bkg_box, bkg_filter:
         Background mesh size (clipped to the image size) and median filter size.
+    noise:
+        ``"global"`` (default, as SExtractor without weight maps): thresholds and flux
+        errors use the global background RMS of each image; ``"local"``: the interpolated
+        RMS map (better when the depth varies across the image).
     kron_factor, min_radius:
         Kron aperture parameters (SExtractor's ``PHOT_AUTOPARAMS``).
     gain:
@@ -303,6 +333,8 @@ def detect_and_measure(
     bands = tuple(bands)
     if thresh <= 0:
         raise EvaluationError(f"thresh must be positive (got {thresh}); 5 is SExtractor-like")
+    if filter_type not in ("conv", "matched"):
+        raise EvaluationError(f"filter_type must be 'conv' or 'matched' (got {filter_type!r})")
     if minarea < 1:
         raise EvaluationError(f"minarea must be at least 1 pixel (got {minarea})")
     kernel = None if filter_kernel is None else np.asarray(filter_kernel, dtype=np.float64)
@@ -310,10 +342,10 @@ def detect_and_measure(
     for idx in range(arr.shape[0]):
         found = _extract_one(
             arr[idx], bands, zeropoint=zeropoint, thresh=thresh, minarea=minarea,
-            filter_kernel=kernel, deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
-            clean=clean, clean_param=clean_param, bkg_box=bkg_box, bkg_filter=bkg_filter,
-            background=None, kron_factor=kron_factor, min_radius=min_radius, gain=gain,
-            max_sources=max_sources,
+            filter_kernel=kernel, filter_type=filter_type, deblend_nthresh=deblend_nthresh,
+            deblend_cont=deblend_cont, clean=clean, clean_param=clean_param, bkg_box=bkg_box,
+            bkg_filter=bkg_filter, noise=noise, background=None, kron_factor=kron_factor,
+            min_radius=min_radius, gain=gain, max_sources=max_sources,
         )
         for row in found:
             rows.append({"image": idx, **row})
@@ -347,12 +379,14 @@ def measure_field(
     thresh: float = 5.0,
     minarea: int = 5,
     filter_kernel=DEFAULT_FILTER,
+    filter_type: str = "conv",
     deblend_nthresh: int = 32,
     deblend_cont: float = 0.005,
     clean: bool = True,
     clean_param: float = 1.0,
     bkg_box: int = 64,
     bkg_filter: int = 3,
+    noise: str = "global",
     kron_factor: float = 2.5,
     min_radius: float = 3.5,
     gain: float | None = None,
@@ -388,13 +422,7 @@ def measure_field(
     bad = _bad_mask(field)
     data_bands = np.where(np.isfinite(field), field, 0.0).astype(np.float64)
     det = detection_image(data_bands)
-    bkg = _background(det, bad, bkg_box, bkg_filter)
-    det_back, det_rms = bkg.back(), bkg.rms()
-    band_back, band_rms = [], []
-    for c in range(len(bands)):
-        bb = _background(np.ascontiguousarray(data_bands[c]), bad, bkg_box, bkg_filter)
-        band_back.append(bb.back())
-        band_rms.append(bb.rms())
+    full_background = _backgrounds(data_bands, det, bad, bkg_box, bkg_filter, noise)
     kernel = None if filter_kernel is None else np.asarray(filter_kernel, dtype=np.float64)
     ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
     old_stack = sep.get_extract_pixstack()
@@ -409,18 +437,14 @@ def measure_field(
                 x1 = min(x0 + tile, w)
                 xlo, xhi = _owned_range(xs, ix, tile, w)
                 sl = (slice(y0, y1), slice(x0, x1))
-                background = {
-                    "det_back": np.ascontiguousarray(det_back[sl]),
-                    "det_rms": np.ascontiguousarray(det_rms[sl]),
-                    "band_back": [np.ascontiguousarray(b[sl]) for b in band_back],
-                    "band_rms": [np.ascontiguousarray(b[sl]) for b in band_rms],
-                }
+                background = _slice_background(full_background, sl)
                 found = _extract_one(
                     np.ascontiguousarray(field[:, y0:y1, x0:x1]), bands,
                     zeropoint=zeropoint, thresh=thresh, minarea=minarea,
-                    filter_kernel=kernel, deblend_nthresh=deblend_nthresh,
+                    filter_kernel=kernel, filter_type=filter_type,
+                    deblend_nthresh=deblend_nthresh,
                     deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
-                    bkg_box=bkg_box, bkg_filter=bkg_filter, background=background,
+                    bkg_box=bkg_box, bkg_filter=bkg_filter, noise=noise, background=background,
                     kron_factor=kron_factor, min_radius=min_radius, gain=gain,
                     max_sources=None,
                 )

@@ -378,6 +378,7 @@ def plot_spectra_summary(path, k, real: dict, fake: dict, bands) -> str:
             ax.plot(k, s["log10_mean"][b], color=col, label=label)
             ax.fill_between(k, s["log10_p16"][b], s["log10_p84"][b], color=col, alpha=0.25)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("k [cycles / pixel]")
         ax.set_ylabel("log10 P(k)")
         ax.set_title(f"band {bands[b]}")

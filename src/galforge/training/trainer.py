@@ -186,6 +186,7 @@ class Trainer:
         self.samples_written: list[Path] = []
         self.bundle_dir: Path | None = None
         self.export_note = ""
+        self._last_plot = time.perf_counter()
 
     # ------------------------------------------------------------------ paths
     @property
@@ -428,7 +429,7 @@ class Trainer:
         gen = self.export_generator()
         save_tensors_atomic(self.run_dir / "generator.safetensors", gen.state_dict())
         self._write_run_json(self.step, spe)
-        if self.output.loss_plot:
+        if self.output.loss_plot and time.perf_counter() - self._last_plot > 60.0:
             self._plot()
 
     def _load(self, ckpt: Path) -> int:
@@ -526,6 +527,7 @@ class Trainer:
     def _plot(self) -> None:
         if self.output.loss_plot:
             plot_losses(self.log_path, self.run_dir / "loss.png")
+            self._last_plot = time.perf_counter()
 
     def _tensorboard(self):
         if not self.output.tensorboard:

@@ -156,7 +156,7 @@ def test_plot_shapes_and_isophotes(tmp_path):
 def test_conventions_agree_with_builtin_galsim_truth():
     from galforge.data.builtin import galsim_galaxies
 
-    imgset, truth, noiseless = galsim_galaxies(8, size=48, seed=3, q=(0.3, 0.6),
+    imgset, truth, noiseless = galsim_galaxies(4, size=48, seed=3, q=(0.3, 0.6),
                                                hlr=(0.8, 1.2), return_noiseless=True)
     rows = morph.measure_isophotes(noiseless, imgset.bands, upscale=None)
     moments = morph.measure_moments(imgset.images, imgset.bands)

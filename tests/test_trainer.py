@@ -210,3 +210,29 @@ def test_two_process_gloo(tmp_path):
             assert torch.allclose(v, g1[k], atol=1e-6), k
     assert (run / "checkpoints/latest/state.json").is_file()
     assert json.loads((run / "checkpoints/latest/state.json").read_text())["world_size"] == 2
+
+
+def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class Writer:
+        def __init__(self, logdir):
+            calls.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("closed", None))
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    t = _trainer(tmp_path / "r", steps=2)
+    t.output.tensorboard = True
+    t.fit()
+    assert ("loss_d", 1) in calls and ("loss_g", 2) in calls and calls[-1][0] == "closed"
+    assert calls[0] == ("dir", str(tmp_path / "r" / "tensorboard"))

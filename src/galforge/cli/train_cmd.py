@@ -102,6 +102,8 @@ def register(app: typer.Typer) -> None:
         from galforge.training.trainer import train_from_config
 
         summary = train_from_config(cfg, resume=resume)
+        if not summary.get("is_main", True):
+            return  # data-parallel run: rank 0 reports
         run = Path(summary["run_dir"])
         lines = [
             f"trained {cfg.model.name} to step {summary['step']} (epoch {summary['epoch']}) on "

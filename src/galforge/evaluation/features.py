@@ -257,7 +257,8 @@ class _InceptionAdapter(nn.Module):
 
     def __init__(self, net, kind: str, num_features: int | None = None):
         super().__init__()
-        self.net = net
+        # kept out of the module tree: exported programs refuse train()/eval() calls
+        self.__dict__["net"] = net
         self.kind = kind
         if num_features is not None:
             self.num_features = num_features
@@ -308,15 +309,19 @@ def load_inception(weights: str | Path | None = None) -> nn.Module:
         if p.suffix == ".pt2":
             net = torch.export.load(str(p)).module()
         else:
-            net = torch.jit.load(str(p), map_location="cpu")
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.jit.load(str(p), map_location="cpu")
     except Exception as exc:
         raise EvaluationError(
             f"Inception weights file {p} is not a TorchScript archive or .pt2 program ({exc}); "
             "export your Inception-v3 feature network with torch.jit.save or torch.export.save"
         ) from exc
-    if hasattr(net, "eval"):
+    if isinstance(net, torch.jit.ScriptModule):
         net.eval()
-    return _InceptionAdapter(net, "file").eval()
+    return _InceptionAdapter(net, "file")
 
 
 def inception_inputs(images, bands, size: int = 299) -> torch.Tensor:

@@ -137,7 +137,7 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
 def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
                  metric: str = "l1") -> str:
     """Figure: rows of [fake | its k nearest real images | |fake - match|] for the
-    ``n_show`` fakes closest to the training set."""
+    ``n_show`` fakes closest to the training set (one montage, labelled)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,27 +150,37 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     dist = np.asarray(nn["distance"])
     order = np.argsort(dist[:, 0])[:n_show]
     k = idx.shape[1]
+    h, w = fake.shape[-2:]
+    pad = max(1, h // 16)
     ncol = 1 + 2 * k
-    fig, axes = plt.subplots(len(order), ncol, figsize=(1.6 * ncol, 1.6 * len(order)),
-                             squeeze=False)
+    canvas = np.ones((len(order) * (h + pad) + pad, ncol * (w + pad) + pad, 3), np.float32)
+    cmap = matplotlib.colormaps["magma"]
+    labels = []
     for row, i in enumerate(order):
         f = fake[i:i + 1]
         matches = real[idx[i]]
-        views = rgb_views(np.concatenate([f, matches]), bands)
+        views = rgb_views(np.concatenate([f, matches]), bands).astype(np.float32) / 255
         diffs = np.abs(matches - f).mean(axis=1)
-        axes[row, 0].imshow(views[0], origin="lower")
-        axes[row, 0].set_title(f"fake {i}", fontsize=7)
-        for j in range(k):
-            axes[row, 1 + j].imshow(views[1 + j], origin="lower")
-            axes[row, 1 + j].set_title(f"real {idx[i, j]} d={dist[i, j]:.3g}", fontsize=6)
-            axes[row, 1 + k + j].imshow(diffs[j], origin="lower", cmap="magma")
-            axes[row, 1 + k + j].set_title(f"|diff| {j + 1}", fontsize=7)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle(f"Fakes closest to the training set ({metric.upper()}, central crop)",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+        top = max(float(diffs.max()), 1e-12)
+        tiles = [views[0]] + [views[1 + j] for j in range(k)]
+        tiles += [cmap(diffs[j] / top)[..., :3] for j in range(k)]
+        y = pad + row * (h + pad)
+        for c, tile in enumerate(tiles):
+            x = pad + c * (w + pad)
+            canvas[y:y + h, x:x + w] = tile[::-1]  # origin at the bottom, as in imshow(lower)
+        labels.append((y, f"fake {i}", [f"real {idx[i, j]}  d={dist[i, j]:.3g}"
+                                        for j in range(k)]))
+    scale = 1.9 / (w + pad)
+    fig = plt.figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale + 0.4))
+    ax = fig.add_axes((0, 0, 1, 1 - 0.4 / (canvas.shape[0] * scale + 0.4)))
+    ax.imshow(canvas, interpolation="nearest")
+    for y, flabel, mlabels in labels:
+        ax.text(pad, y + 1, flabel, color="w", fontsize=6, va="top")
+        for j, t in enumerate(mlabels):
+            ax.text(pad + (1 + j) * (w + pad), y + 1, t, color="w", fontsize=5, va="top")
+    ax.set_axis_off()
+    fig.suptitle(f"Fakes closest to the training set ({metric.upper()}, central crop): fake, "
+                 f"{k} nearest real, |difference| (band mean)", fontsize=7)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)

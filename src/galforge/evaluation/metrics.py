@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -51,8 +53,10 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module, *, bat
             extractor.num_features = int(extractor(real[:2]).reshape(2, -1).shape[1])
     fid = FrechetInceptionDistance(feature=extractor, reset_real_features=True)
     subset = int(min(kid_subset_size, n_min))
-    kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset,
-                                  degree=kid_degree, reset_real_features=True)
+    with warnings.catch_warnings():  # KID keeps every feature vector: that is intended here
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset,
+                                      degree=kid_degree, reset_real_features=True)
     with torch.no_grad():
         for data, is_real in ((real, True), (fake, False)):
             for i in range(0, len(data), batch):

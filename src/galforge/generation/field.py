@@ -281,7 +281,6 @@ class FieldJob:
     channels_last: bool = True
     compile: bool = False
     threads: int | None = None
-    key: str = ""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self):
@@ -342,8 +341,9 @@ class FieldJob:
         plan = g.plan_window(self.tile)
         oy, ox = y0 // UPSCALE, x0 // UPSCALE
         latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
+        device = next(g.parameters()).device
         z = latent.window(oy + plan.latent_start, ox + plan.latent_start, plan.latent_size,
-                          plan.latent_size)[None]
+                          plan.latent_size)[None].to(device)
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         lh, lw = self.latent_hw
@@ -355,11 +355,11 @@ class FieldJob:
         masks = None
         if self.compile or not interior:
             # a compiled tile function always takes masks so that one graph serves every tile
-            masks = same_window_masks(plan, g, (oy, ox), self.latent_hw)
+            masks = same_window_masks(plan, g, (oy, ox), self.latent_hw, device=device)
         index = ensemble_index(ty, tx, len(self.generators), self.seed)
         with torch.inference_mode():
             y = self._runner(index)(z, plan, masks)
-            y = y[:, :, :h, :w].float().contiguous()
+            y = y[:, :, :h, :w].float().cpu().contiguous()
             if self.normalizer is not None:
                 y = self.normalizer.inverse(y)
         y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
@@ -380,8 +380,9 @@ def render_one_shot(generator: SGANGenerator, normalizer, size, seed: int = 0) -
     h, w = parse_size(size)
     latent = FieldLatent(seed, (math.ceil(h / UPSCALE), math.ceil(w / UPSCALE)),
                          generator.latent_channels)
+    device = next(generator.parameters()).device
     with torch.inference_mode():
-        y = generator(latent.whole())[:, :, :h, :w]
+        y = generator(latent.whole().to(device))[:, :, :h, :w].float().cpu()
         if normalizer is not None:
             y = normalizer.inverse(y)
     y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
@@ -520,7 +521,12 @@ def generate_field(
             )
     else:
         if out.exists() or job.progress_dir.exists():
-            if not (overwrite or resume):
+            if resume and not overwrite:
+                raise ConfigError(
+                    f"--resume: {out} has no progress record ({job_json}) of a field started "
+                    "by galforge; pass --overwrite to replace it"
+                )
+            if not overwrite:
                 raise ConfigError(
                     f"{out} already exists; pass --resume to finish it or --overwrite to replace it"
                 )
@@ -533,14 +539,13 @@ def generate_field(
         sink.create(meta)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
         _atomic_json(job_json, fingerprint)
-    job.key = f"{out.resolve()}"
     todo = [(ty, tx) for ty, tx in job.tiles() if not job.marker(ty, tx).exists()]
     total_tiles = len(job.tiles())
     todo_pixels = sum(job.tile_box(*t)[2] * job.tile_box(*t)[3] for t in todo)
 
     t0 = time.perf_counter()
     if todo:
-        _execute(job, todo, workers, processes, scheduler, progress, todo_pixels, h * w)
+        _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
     seconds = time.perf_counter() - t0
     result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
                          tiles_pixels=todo_pixels)
@@ -556,8 +561,7 @@ def generate_field(
     return result
 
 
-def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels,
-             field_pixels) -> None:
+def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels) -> None:
     import dask
     from tqdm.auto import tqdm
 

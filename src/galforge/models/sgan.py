@@ -212,9 +212,9 @@ class SGANGenerator(nn.Module):
             needed.append(g.needed_inputs(*needed[-1]))
         needed.reverse()  # needed[0]: latent, needed[l + 1]: output of layer l
         crops = []
-        for l, g in enumerate(self.geometries):
-            in_start = needed[l][0]
-            start, stop = needed[l + 1]
+        for li, g in enumerate(self.geometries):
+            in_start = needed[li][0]
+            start, stop = needed[li + 1]
             # full-output pixel f of the window corresponds to "same" pixel
             # stride * in_start + f - crop
             offset = start - g.stride * in_start + g.crop
@@ -266,7 +266,7 @@ class SGANGenerator(nn.Module):
                 x = F.elu(x)
                 if masks is not None:
                     rows, cols = masks[i]
-                    x = x * rows[:, None] * cols[None, :]
+                    x = x.mul_(rows[:, None] * cols[None, :])
         return x
 
 
@@ -281,12 +281,12 @@ def same_window_masks(
     """
     masks = []
     scale = 1
-    for l, g in enumerate(generator.geometries[:-1]):
+    for li, g in enumerate(generator.geometries[:-1]):
         scale *= g.stride
-        size = plan.crops[l][1]
+        size = plan.crops[li][1]
         pair = []
         for axis in range(2):
-            first = origin[axis] * scale + plan.starts[l]
+            first = origin[axis] * scale + plan.starts[li]
             idx = torch.arange(first, first + size, device=device)
             inside = (idx >= 0) & (idx < latent_hw[axis] * scale)
             pair.append(inside.to(dtype))

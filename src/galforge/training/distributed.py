@@ -1,6 +1,6 @@
 """Data-parallel training with ``torch.distributed``, launched by ``torchrun``.
 
-``torchrun --nproc_per_node K -m galforge.cli train ...`` sets ``RANK``, ``WORLD_SIZE``,
+``torchrun --nproc_per_node K "$(which galforge)" train ...`` sets ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous variables; :func:`init_distributed` reads them and joins the
 process group (NCCL on CUDA, gloo on the CPU).  Without them everything runs in one process
 and nothing here touches ``torch.distributed``.

@@ -353,6 +353,8 @@ class Trainer:
             "generator": str(self.run_dir / "generator.safetensors"),
             "bundle": str(self.bundle_dir) if self.bundle_dir else None,
             "export_note": self.export_note,
+            "is_main": info.is_main,
+            "world_size": info.world_size,
         }
         ddp.shutdown(info)
         return summary
@@ -583,17 +585,21 @@ def load_training_data(cfg, image_size: int | None):
     return iset, np.ascontiguousarray(imgs, dtype=np.float32)
 
 
-def _stored_normalizer(iset):
-    """The normalizer saved with a prepared data set, if the set carries one."""
+def _stored_normalizer(iset, output_range):
+    """The normalizer saved with a prepared data set, when it maps to the model's range."""
     from galforge.data.normalize import Normalizer
 
     extra = getattr(iset, "extra", None) or {}
-    norm = extra.get("normalizer")
-    if isinstance(norm, Normalizer):
-        return norm
+    norm = extra.get("prepared_normalizer") or extra.get("normalizer")
     if isinstance(norm, Mapping):
-        return Normalizer.from_dict(dict(norm))
-    return None
+        norm = Normalizer.from_dict(dict(norm))
+    if not isinstance(norm, Normalizer):
+        return None
+    target = getattr(norm, "target", None)
+    if target is not None and tuple(float(v) for v in target) != tuple(
+            float(v) for v in output_range):
+        return None  # fitted for another output range: fit anew
+    return norm
 
 
 def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None) -> dict:
@@ -630,7 +636,7 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         if info.get("normalizer"):
             normalizer = Normalizer.from_dict(info["normalizer"])
     if normalizer is None:
-        normalizer = _stored_normalizer(iset)
+        normalizer = _stored_normalizer(iset, recipe.output_range())
     if normalizer is None:
         d = cfg.data
         normalizer = Normalizer.fit(imgs, clip_percentile=d.clip_percentile, stretch=d.stretch,

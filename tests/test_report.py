@@ -1,0 +1,144 @@
+"""evaluate(): metrics.json, the summary table, report.html and its figures, caching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from galforge.data import ImageSet
+from galforge.errors import EvaluationError
+from galforge.evaluation import evaluate
+from galforge.evaluation.report import DEFAULT_THRESHOLDS, write_csv
+
+
+def blobs(n, size=24, seed=0, bands=("g", "r")):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    out = np.empty((n, len(bands), size, size), np.float32)
+    for i in range(n):
+        q, th, r = rng.uniform(0.3, 1), rng.uniform(0, np.pi), rng.uniform(1.5, 3)
+        xr = x * np.cos(th) + y * np.sin(th)
+        yr = -x * np.sin(th) + y * np.cos(th)
+        prof = np.exp(-0.5 * (xr**2 + (yr / q) ** 2) / r**2)
+        prof *= rng.uniform(300, 400) / prof.sum()
+        for b in range(len(bands)):
+            out[i, b] = prof * (0.7 + 0.3 * b) + rng.normal(0, 1.0, (size, size))
+    return ImageSet(images=out, bands=tuple(bands), units="counts", source=f"blobs seed={seed}")
+
+
+MEASURES = ["moments", "memorization", "power_spectrum", "fid"]
+FAST = {"progress": False, "classifier_folds": 3, "kid_subsets": 5, "kid_subset_size": 20,
+        "chunk_size": 32, "holdout_fraction": 0.25}
+
+
+@pytest.fixture(scope="module")
+def sets():
+    a = blobs(64, seed=1)
+    b = blobs(64, seed=2)
+    return a, b
+
+
+def test_metrics_json_summary_and_report(tmp_path, sets):
+    real, fake = sets
+    m = evaluate(real, fake, tmp_path, measures=MEASURES, **FAST)
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("summary", "results", "settings", "thresholds", "real", "fake", "bands",
+                "cache", "files", "galforge_version"):
+        assert key in on_disk, key
+    assert on_disk["summary"] == m["summary"]
+    assert on_disk["thresholds"] == DEFAULT_THRESHOLDS
+    measures = {r["measure"]: r for r in on_disk["summary"]}
+    for row in on_disk["summary"]:
+        assert set(row) >= {"measure", "value", "threshold", "passed"}
+        assert isinstance(row["passed"], bool)
+    assert {"moments ellipticity KS p", "memorisation NN ratio (L1)",
+            "realism classifier ROC AUC", "Fréchet galaxy distance"} <= set(measures)
+    # two independent draws of the same population pass these measures
+    assert measures["memorisation NN ratio (L1)"]["passed"]
+    assert measures["realism classifier ROC AUC"]["passed"]
+    assert measures["Fréchet galaxy distance"]["passed"]
+    assert measures["realism classifier ROC AUC"]["threshold"] == 0.6
+    html = (tmp_path / "report.html").read_text()
+    for fig in on_disk["files"]["figures"]:
+        assert fig["file"] in html
+        assert (tmp_path / fig["file"]).is_file()
+    for name in ("samples_real.png", "samples_fake.png", "nn_grid.png", "power_spectra.png",
+                 "hist_moments.png"):
+        assert name in html
+    for csv in on_disk["files"]["csv"]:
+        assert (tmp_path / csv).is_file()
+    assert "catalogue_moments_real.csv" in on_disk["files"]["csv"]
+    assert "FAIL" not in html.split("<h2>Summary</h2>")[1].split("</table>")[0] or not all(
+        r["passed"] for r in on_disk["summary"])
+
+
+def test_broken_fake_fails_and_thresholds_are_configurable(tmp_path, sets):
+    real, _ = sets
+    rng = np.random.default_rng(0)
+    noise = real.with_images(rng.normal(0, 1, real.images.shape).astype(np.float32))
+    m = evaluate(real, noise, tmp_path, measures=["power_spectrum"], **FAST)
+    row = m["summary"][0]
+    assert row["measure"] == "realism classifier ROC AUC"
+    assert row["value"] > 0.9 and row["passed"] is False
+    m2 = evaluate(real, noise, tmp_path, measures=["power_spectrum"],
+                  thresholds={"auc": 1.01}, **FAST)
+    assert m2["summary"][0]["passed"] is True and m2["summary"][0]["threshold"] == 1.01
+    # changing a threshold reuses the cached measure
+    assert m2["cache"]["computed"] == [] and len(m2["cache"]["reused"]) == 1
+    dup = evaluate(real, real, tmp_path / "dup", measures=["memorization"], **FAST)
+    assert all(not r["passed"] for r in dup["summary"])
+
+
+def test_second_run_reuses_the_cache_and_adds_only_new_measures(tmp_path, sets):
+    real, fake = sets
+    first = evaluate(real, fake, tmp_path, measures=["moments", "memorization"], **FAST)
+    assert first["cache"]["reused"] == []
+    n_first = len(first["cache"]["computed"])
+    assert n_first == 2 * 2 + 1  # two chunks per set for moments, one memorisation task
+    second = evaluate(real, fake, tmp_path,
+                      measures=["moments", "memorization", "power_spectrum"], **FAST)
+    assert sorted(second["cache"]["reused"]) == sorted(first["cache"]["computed"])
+    assert len(second["cache"]["computed"]) == 1
+    assert second["cache"]["computed"][0].startswith("power_spectrum-")
+    assert second["results"]["memorization"] == first["results"]["memorization"]
+    # a different fake set recomputes the fake chunks only
+    third = evaluate(real, blobs(64, seed=5), tmp_path, measures=["moments"], **FAST)
+    assert len(third["cache"]["computed"]) == 2 and len(third["cache"]["reused"]) == 2
+    off = evaluate(real, fake, tmp_path, measures=["memorization"], cache=False, **FAST)
+    assert len(off["cache"]["computed"]) == 1
+
+
+def test_schedulers_give_the_same_numbers(tmp_path, sets):
+    from distributed import LocalCluster
+
+    real, fake = sets
+    a = evaluate(real, fake, tmp_path / "a", measures=["moments"], **FAST)
+    b = evaluate(real, fake, tmp_path / "b", measures=["moments"],
+                 **{**FAST, "scheduler": "synchronous"})
+    assert a["summary"] == b["summary"]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        c = evaluate(real, fake, tmp_path / "c", measures=["moments"],
+                     **{**FAST, "scheduler": cluster.scheduler_address})
+    assert c["summary"] == a["summary"]
+
+
+def test_bad_inputs_raise_evaluation_errors(tmp_path, sets):
+    real, fake = sets
+    with pytest.raises(EvaluationError, match="unknown measure"):
+        evaluate(real, fake, tmp_path, measures=["nope"], **FAST)
+    with pytest.raises(EvaluationError, match="bands"):
+        evaluate(real, ImageSet(images=fake.images, bands=("x", "y")), tmp_path,
+                 measures=["memorization"], **FAST)
+    with pytest.raises(EvaluationError, match="unknown evaluate option"):
+        evaluate(real, fake, tmp_path, colour_band="g")
+
+
+def test_write_csv_handles_nan_and_ragged_rows(tmp_path):
+    path = write_csv(tmp_path / "c.csv", [{"a": 1.0, "b": float("nan")}, {"a": 2, "c": [1, 2]}])
+    text = open(path).read().splitlines()
+    assert text[0] == "a,b,c"
+    assert text[1] == "1.0,nan,"
+    assert text[2] == '2,,"[1, 2]"'

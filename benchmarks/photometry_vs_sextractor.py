@@ -175,14 +175,14 @@ def main(argv=None) -> int:
     print(f"\ngalforge photometry vs SExtractor ({Path(binary).name}) on the XDF field "
           f"{field.shape[2]}x{field.shape[1]}, bands {bands}, thresh {args.thresh} sigma, "
           f"minarea {args.minarea}, match radius {args.radius} px")
-    hdr = (f"{'image':<6}{'N sex':>7}{'N gal':>7}{'matched':>9}{'med dmag':>10}{'med|dmag|':>11}"
-           f"{'NMAD':>8}{'flux ratio':>12}")
+    hdr = (f"{'image':<6}{'N sex':>7}{'N gal':>7}{'matched':>9}{'med dmag':>11}{'med|dmag|':>11}"
+           f"{'NMAD':>10}{'|dmag|<0.01':>13}{'flux ratio':>12}")
     print(hdr)
     print("-" * len(hdr))
     for name, r in results.items():
         print(f"{name:<6}{r['n_sextractor']:>7}{r['n_galforge']:>7}{r['matched_fraction']:>9.4f}"
-              f"{r['median_dmag']:>10.4f}{r['median_abs_dmag']:>11.4f}{r['dmag_nmad']:>8.4f}"
-              f"{r['median_flux_ratio']:>12.4f}")
+              f"{r['median_dmag']:>11.2e}{r['median_abs_dmag']:>11.2e}{r['dmag_nmad']:>10.2e}"
+              f"{r['frac_abs_dmag_lt_0.01']:>13.3f}{r['median_flux_ratio']:>12.6f}")
     print(f"time: SExtractor {t_sex:.2f} s (detection image), galforge {t_gal:.2f} s "
           f"(detection + {len(bands)} bands); ratio {t_gal / t_sex:.2f}")
     out = {

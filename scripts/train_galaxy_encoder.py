@@ -13,7 +13,10 @@ with a peak S/N per galaxy log-uniform in 10–300, some stamps with a faint nei
 Everything is drawn from ``numpy.random.default_rng(seed)`` and ``torch.Generator`` seeded
 from ``--seed``: the same command writes the same weights on the same machine.
 
-    python scripts/train_galaxy_encoder.py --out src/galforge/assets   # ~5 min on 2 CPU cores
+    python scripts/train_galaxy_encoder.py --out src/galforge/assets
+
+On an idle 2-core CPU this takes about 9 minutes (1 min of GalSim drawing, ~45 s per
+epoch); the shipped weights took 31 minutes because the cores were shared with other jobs.
 
 Writes ``galaxy_encoder.safetensors`` and ``galaxy_encoder.json`` (architecture, training
 settings, validation RMS / median absolute error per parameter).

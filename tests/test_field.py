@@ -85,6 +85,10 @@ def test_worker_count_does_not_change_output(tmp_path, normalizer):
     two, _ = field(tmp_path, "w2.zarr", gen, normalizer, tile=32, seed=9, workers=2)
     three, _ = field(tmp_path, "w3.npy", gen, normalizer, tile=32, seed=9, workers=3)
     assert np.array_equal(one, two) and np.array_equal(one, three)
+    small, _ = field(tmp_path, "p1.npy", gen, normalizer, size="96x64", tile=32, seed=9)
+    procs, _ = field(tmp_path, "p2.npy", gen, normalizer, size="96x64", tile=32, seed=9,
+                     workers=2, processes=True)
+    assert np.array_equal(small, procs)
     other, _ = field(tmp_path, "s.zarr", gen, normalizer, tile=32, seed=10)
     assert not np.array_equal(one, other)
 

@@ -42,7 +42,6 @@ def test_fid_of_identical_sets_is_zero_and_grows_with_blur(real):
     xr = features.encoder_inputs(real, scale)
     same = fid_kid(xr, xr.clone(), enc, kid_subset_size=50, kid_subsets=10)
     assert same["fid"] == pytest.approx(0.0, abs=1e-3)
-    assert abs(same["kid_mean"]) < 1e-3
     assert same["num_features"] == enc.num_features
     fids, kids = [], []
     for sigma in (1.0, 2.5):
@@ -54,16 +53,18 @@ def test_fid_of_identical_sets_is_zero_and_grows_with_blur(real):
     assert kids[1] > kids[0] > same["kid_mean"]
 
 
-def test_fid_of_independent_draws_is_small_compared_with_blur(real):
+def test_independent_draws_score_small_compared_with_blur(real):
     enc = features.load_galaxy_encoder()
     scale = features.set_scale(real)
-    other = blobs(96, seed=2)
-    f_other = fid_kid(features.encoder_inputs(real, scale), features.encoder_inputs(other, scale),
-                      enc, kid_subset_size=50)["fid"]
-    f_blur = fid_kid(features.encoder_inputs(real, scale),
-                     features.encoder_inputs(blur(real, 2.5), scale), enc,
-                     kid_subset_size=50)["fid"]
-    assert f_other < f_blur
+    xr = features.encoder_inputs(real, scale)
+    other = fid_kid(xr, features.encoder_inputs(blobs(96, seed=2), scale), enc,
+                    kid_subset_size=50)
+    blurred = fid_kid(xr, features.encoder_inputs(blur(real, 2.5), scale), enc,
+                      kid_subset_size=50)
+    assert other["fid"] < 0.5 * blurred["fid"]
+    # KID is unbiased: independent draws of one population give 0 within its scatter
+    assert abs(other["kid_mean"]) < 3 * other["kid_std"] + 1e-6
+    assert blurred["kid_mean"] > 3 * blurred["kid_std"]
 
 
 def test_kid_is_reproducible_with_a_seed_and_caps_the_subset():

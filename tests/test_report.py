@@ -142,3 +142,30 @@ def test_write_csv_handles_nan_and_ragged_rows(tmp_path):
     assert text[0] == "a,b,c"
     assert text[1] == "1.0,nan,"
     assert text[2] == '2,,"[1, 2]"'
+
+
+def test_inception_measure_plumbing(tmp_path, sets):
+    import torch
+
+    real, fake = sets
+
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
+
+    path = tmp_path / "feat.pt2"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.export.save(torch.export.export(Pool(), (torch.zeros(2, 3, 299, 299),),
+                                          dynamic_shapes={"x": {0: batch}}), str(path))
+    m = evaluate(real, fake, tmp_path / "with", measures=["inception"],
+                 inception_weights=str(path), **FAST)
+    assert m["results"]["inception"]["num_features"] == 12
+    assert m["results"]["inception"]["fid"] >= 0
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        m = evaluate(real, fake, tmp_path / "without", measures=["inception"], **FAST)
+        assert "inception" not in m["results"]
+        assert any("unavailable: pass --inception-weights" in n for n in m["notes"])
+        html = (tmp_path / "without" / "report.html").read_text()
+        assert "unavailable" in html

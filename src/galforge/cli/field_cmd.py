@@ -46,6 +46,10 @@ def register(app: typer.Typer) -> None:
         compile_: str = typer.Option(
             "auto", "--compile", help="torch.compile the tile function: auto, on or off."
         ),
+        threads: int = typer.Option(
+            None, "--threads-per-tile", help="torch threads per tile, the same on every worker "
+            "(default: this machine's count); fixing it keeps fields bit-identical."
+        ),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
@@ -56,14 +60,15 @@ def register(app: typer.Typer) -> None:
         modes = {"auto": "auto", "on": True, "off": False}
         if compile_ not in modes:
             raise ConfigError(f"--compile {compile_!r}: use auto, on or off")
-        for name, value in (("--ensemble", ensemble), ("--realisations", realisations)):
+        for name, value in (("--ensemble", ensemble), ("--realisations", realisations),
+                            ("--threads-per-tile", threads)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value}: give at least 1")
         results = field_from_bundle(
             source, out, size, ensemble=ensemble, realisations=realisations, device=device,
             tile=tile, seed=seed, fmt=fmt, workers=workers, processes=processes,
             scheduler=scheduler, resume=resume, overwrite=overwrite, compile=modes[compile_],
-            progress=progress, fits_out=fits, preview=preview,
+            progress=progress, fits_out=fits, preview=preview, threads=threads,
         )
         for r in results:
             c, h, w = r.shape

@@ -139,9 +139,7 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     """Figure: rows of [fake | its k nearest real images | |fake - match|] for the
     ``n_show`` fakes closest to the training set (one montage, labelled)."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from galforge.evaluation.report import rgb_views
 
@@ -171,7 +169,7 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
         labels.append((y, f"fake {i}", [f"real {idx[i, j]}  d={dist[i, j]:.3g}"
                                         for j in range(k)]))
     scale = 1.9 / (w + pad)
-    fig = plt.figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale + 0.4))
+    fig = Figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale + 0.4))
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / (canvas.shape[0] * scale + 0.4)))
     ax.imshow(canvas, interpolation="nearest")
     for y, flabel, mlabels in labels:
@@ -182,5 +180,4 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     fig.suptitle(f"Fakes closest to the training set ({metric.upper()}, central crop): fake, "
                  f"{k} nearest real, |difference| (band mean)", fontsize=7)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return str(path)

@@ -287,7 +287,7 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict) -> dict:
                 photometry.plot_number_counts(rows["real"], rows["fake"], bands[-1],
                                               out / "number_counts.png",
                                               n_images=(len(real.images), len(fake.images)))
-                figures.append(_fig(titles[m], "number_counts.png",
+                figures.append(_fig(titles["photometry"], "number_counts.png",
                                     f"Number counts per {bands[-1]} magnitude bin, per image."))
 
             attempt("number counts", counts)
@@ -295,29 +295,9 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict) -> dict:
     cm = results.get("colour")
     if cm:
         def cmd():
-            import matplotlib
+            from galforge.evaluation.colour import plot_cmd
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(5, 4))
-            for key, label, col in (("real_cm", "real", "C0"), ("fake_cm", "fake", "C3")):
-                d = cm[key]
-                ax.scatter(d["magnitude"], d["colour"], s=4, alpha=0.5, color=col,
-                           label=f"{label} (n={len(d['colour'])})")
-            box = cm.get("box") or {}
-            if isinstance(box, dict) and {"mag_lo", "mag_hi", "col_lo", "col_hi"} <= set(box):
-                ax.add_patch(plt.Rectangle((box["mag_lo"], box["col_lo"]),
-                                           box["mag_hi"] - box["mag_lo"],
-                                           box["col_hi"] - box["col_lo"], fill=False,
-                                           color="k", ls="--"))
-            ax.set_xlabel(f"{'M' if cm.get('redshift') else 'm'}_{cm['mag_band']}")
-            ax.set_ylabel(f"{cm['blue']} - {cm['red']}")
-            ax.invert_xaxis()
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(out / "cmd.png", dpi=90)
-            plt.close(fig)
+            plot_cmd(cm["real_cm"], cm["fake_cm"], out / "cmd.png", k=cm["k"])
             figures.append(_fig("Colour–magnitude", "cmd.png",
                                 f"Colour–magnitude diagram; {cm['fraction_in_box']:.3f} of "
                                 f"fakes inside the real median ± {cm['k']}σ box "
@@ -359,31 +339,61 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict) -> dict:
                                 f"{ps['classifier']['auc']:.3f}."))
 
         attempt("power spectra", spec)
+
+        def pixels():
+            plot_pixel_histograms(out / "pixel_histograms.png", ps["pixel_histogram"], bands)
+            figures.append(_fig("Power spectra", "pixel_histograms.png",
+                                "Mean per-image pixel histograms on bins at quantiles of the "
+                                "real pixels (a flat real histogram by construction); these "
+                                "and the spectra are the realism classifier's features."))
+
+        attempt("pixel histograms", pixels)
     return {"figures": figures, "csv": csvs}
 
 
 def plot_spectra_summary(path, k, real: dict, fake: dict, bands) -> str:
     """Plot precomputed spectrum summaries (``log10_mean``, ``log10_p16``, ``log10_p84``,
     each ``C×K``) of the real and fake sets, one panel per band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     c = len(real["log10_mean"])
-    fig, axes = plt.subplots(1, c, figsize=(4 * c, 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * c, 3.2), layout="constrained")
+    axes = fig.subplots(1, c, squeeze=False)
     for b in range(c):
         ax = axes[0, b]
         for s, label, col in ((real, "real", "C0"), (fake, "fake", "C3")):
             ax.plot(k, s["log10_mean"][b], color=col, label=label)
             ax.fill_between(k, s["log10_p16"][b], s["log10_p84"][b], color=col, alpha=0.25)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("k [cycles / pixel]")
         ax.set_ylabel("log10 P(k)")
         ax.set_title(f"band {bands[b]}")
         ax.legend(fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return str(path)
+
+
+def plot_pixel_histograms(path, hist: dict, bands) -> str:
+    """Mean per-image pixel histograms of both sets (one panel per band) on the shared
+    quantile bins of :func:`galforge.evaluation.features.histogram_edges`."""
+    from matplotlib.figure import Figure
+
+    edges = np.asarray(hist["edges"])
+    c = edges.shape[0]
+    fig = Figure(figsize=(4 * c, 3.0), layout="constrained")
+    axes = fig.subplots(1, c, squeeze=False)
+    for b in range(c):
+        ax = axes[0, b]
+        x = np.arange(edges.shape[1] - 1)
+        ax.step(x, hist["real"][b], where="mid", label="real", color="C0")
+        ax.step(x, hist["fake"][b], where="mid", label="fake", color="C3")
+        ticks = np.linspace(0, len(x) - 1, 5).astype(int)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{edges[b, t]:.3g}" for t in ticks], fontsize=7)
+        ax.set_xlabel(f"pixel value ({bands[b]}), quantile bins of the real set")
+        ax.set_ylabel("fraction of pixels")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=90)
     return str(path)

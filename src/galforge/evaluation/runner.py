@@ -168,7 +168,12 @@ def _power_spectrum_task(real, fake, opts) -> dict:
 
     ks_p = [[float(ks_2samp(np.log10(pr[:, b, i] + 1e-30), np.log10(pf[:, b, i] + 1e-30)).pvalue)
              for i in range(len(k))] for b in range(pr.shape[1])]
+    nb = opts["hist_bins"]
+    hr = features.pixel_histograms(real, edges).mean(0)
+    hf = features.pixel_histograms(fake, edges).mean(0)
     return {"k": k.tolist(), "real": _spectrum_summary(pr), "fake": _spectrum_summary(pf),
+            "pixel_histogram": {"edges": edges.tolist(), "real": hr.tolist(),
+                                "fake": hf.tolist(), "bins": nb},
             "ks_p_per_k": ks_p, "classifier": clf,
             "features": f"log10 P(k) per band ({len(k)} rings) + {opts['hist_bins']}-bin "
                         "pixel histograms per band (edges at quantiles of the real set)"}
@@ -522,22 +527,17 @@ def _colour(rows: dict, bands, opts) -> dict:
     if blue == red:
         raise EvaluationError("colour–magnitude needs two different bands (--colour-bands)")
     mag_band = opts["mag_band"] or red
-    real_cm = colour.colour_magnitude(rows["real"], blue, red, mag_band=mag_band,
-                                      redshift=opts["redshift"])
-    fake_cm = colour.colour_magnitude(rows["fake"], blue, red, mag_band=mag_band,
-                                      redshift=opts["redshift"])
-    box = colour.fraction_in_box(real_cm, fake_cm, k=opts["box_k"])
-    self_box = colour.fraction_in_box(real_cm, real_cm, k=opts["box_k"])
+    if mag_band not in bands:
+        raise EvaluationError(f"--mag-band {mag_band}: not among the bands {tuple(bands)}")
+    cms = {}
+    for s_name in ("real", "fake"):
+        cm = colour.colour_magnitude(rows[s_name], blue, red, mag_band, opts["redshift"])
+        cms[s_name] = {"colour": np.asarray(cm["colour"]).tolist(),
+                       "mag": np.asarray(cm["mag"]).tolist(),
+                       "colour_label": cm["colour_label"], "mag_label": cm["mag_label"],
+                       "n": cm["n"], "n_valid": cm["n_valid"]}
+    box = colour.fraction_in_box(cms["real"], cms["fake"], k=opts["box_k"])
     return {"blue": blue, "red": red, "mag_band": mag_band, "redshift": opts["redshift"],
-            "k": opts["box_k"], "fraction_in_box": _box_value(box),
-            "real_fraction_in_box": _box_value(self_box), "box": json_safe(box),
-            "real_cm": json_safe(real_cm), "fake_cm": json_safe(fake_cm)}
-
-
-def _box_value(box):
-    if isinstance(box, dict):
-        for key in ("fraction", "fraction_in_box", "value"):
-            if key in box:
-                return float(box[key])
-        raise EvaluationError(f"colour.fraction_in_box returned keys {sorted(box)}")
-    return float(box)
+            "k": opts["box_k"], "fraction_in_box": box["fraction"],
+            "real_fraction_in_box": box["fraction_real"], "box": box,
+            "real_cm": cms["real"], "fake_cm": cms["fake"]}

@@ -334,7 +334,9 @@ class FieldJob:
 
     def render(self, ty: int, tx: int) -> np.ndarray:
         """Tile ``(ty, tx)`` in physical units, ``C x h x w`` float32 (h, w clipped at edges)."""
-        if self.threads:
+        if self.threads and torch.get_num_threads() != self.threads:
+            # the same intra-op thread count everywhere keeps the sums, hence the pixels,
+            # identical whatever process or cluster worker renders the tile
             torch.set_num_threads(self.threads)
         y0, x0, h, w = self.tile_box(ty, tx)
         g: SGANGenerator = self.generators[0]
@@ -446,6 +448,7 @@ def generate_field(
     preview=None,
     preview_size: int = 1024,
     extra_meta: dict | None = None,
+    threads: int | None = None,
 ) -> FieldResult:
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
@@ -460,7 +463,10 @@ def generate_field(
     compiles when the field has at least 4 tiles of 512 pixels or more and a C compiler exists.
     ``fits_out`` additionally writes a FITS cube (streamed from the zarr/npy output);
     ``preview`` writes an RGB PNG of the field block-averaged to at most ``preview_size``
-    pixels a side.  Output is identical whatever ``workers``/``scheduler`` are.
+    pixels a side.  ``threads``: torch intra-op threads used for every tile, in every
+    process and on every cluster worker (default: this process's count); convolution sums
+    depend on it, so fixing it is what keeps the output bit-identical whatever
+    ``workers``/``processes``/``scheduler`` are.
     """
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     if not generators:
@@ -505,7 +511,8 @@ def generate_field(
     }
     meta.update(extra_meta or {})
     job = FieldJob(generators, normalizer, (h, w), tile, seed, out, fmt,
-                   channels_last=channels_last, compile=bool(compile))
+                   channels_last=channels_last, compile=bool(compile),
+                   threads=int(threads) if threads else torch.get_num_threads())
     c = g0.channels
     sink = _Sink(out, fmt, (c, h, w), tile)
     job_json = job.progress_dir / "job.json"
@@ -595,8 +602,6 @@ def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_
         else:
             sched = "processes" if processes else "threads"
             kwargs = {"num_workers": workers}
-            if processes:
-                job.threads = max(1, (os.cpu_count() or 1) // workers)
         with _Progress():
             dask.compute(*tasks, scheduler=sched, **kwargs)
     finally:

@@ -84,17 +84,20 @@ class WindowPlan:
     """How to compute output pixels ``[0, out_size)`` (per axis) of a tile.
 
     ``latent_start`` is the offset of the latent window relative to the tile's own latent
-    origin (negative: the margin before it), ``latent_size`` its length; ``crops[l]`` is the
-    ``(offset, length)`` to keep of layer ``l``'s full transposed output, and ``starts[l]`` the
-    position (in that layer's "same" coordinates, relative to the tile origin) of the first
-    kept pixel.
+    origin (negative: the margin before it), ``latent_size`` its length.  Layer ``l`` runs
+    with the symmetric transposed-convolution padding ``paddings[l]`` and yields ``sizes[l]``
+    pixels, the first at ``starts[l]`` (in that layer's "same" coordinates, relative to the
+    tile origin); the tile is the last layer's pixels ``[final_offset, final_offset +
+    out_size)``.
     """
 
     out_size: int
     latent_start: int
     latent_size: int
-    crops: tuple[tuple[int, int], ...]
+    paddings: tuple[int, ...]
     starts: tuple[int, ...]
+    sizes: tuple[int, ...]
+    final_offset: int
 
     @property
     def margin_before(self) -> int:
@@ -211,20 +214,29 @@ class SGANGenerator(nn.Module):
         for g in reversed(self.geometries):
             needed.append(g.needed_inputs(*needed[-1]))
         needed.reverse()  # needed[0]: latent, needed[l + 1]: output of layer l
-        crops = []
+        # Forward: each layer keeps its full output less a symmetric padding p, as large as
+        # keeps every needed pixel.  Kept pixels beyond the needed ones are wrong near the
+        # window edge but feed only pixels that are not needed either; the symmetric crop is
+        # done by the convolution itself (no copy).
+        a, b = needed[0]
+        paddings, starts, sizes = [], [], []
         for li, g in enumerate(self.geometries):
-            in_start = needed[li][0]
+            full_start = g.stride * a - g.crop
+            full_stop = g.stride * (b - 1) - g.crop + g.kernel
             start, stop = needed[li + 1]
-            # full-output pixel f of the window corresponds to "same" pixel
-            # stride * in_start + f - crop
-            offset = start - g.stride * in_start + g.crop
-            crops.append((offset, stop - start))
+            p = min(start - full_start, full_stop - stop)
+            a, b = full_start + p, full_stop - p
+            paddings.append(p)
+            starts.append(a)
+            sizes.append(b - a)
         plan = WindowPlan(
             out_size=out_size,
             latent_start=needed[0][0],
             latent_size=needed[0][1] - needed[0][0],
-            crops=tuple(crops),
-            starts=tuple(r[0] for r in needed[1:]),
+            paddings=tuple(paddings),
+            starts=tuple(starts),
+            sizes=tuple(sizes),
+            final_offset=-starts[-1],
         )
         self._plans[out_size] = plan
         return plan
@@ -249,21 +261,23 @@ class SGANGenerator(nn.Module):
     ) -> torch.Tensor:
         """One tile of ``plan.out_size`` pixels from its latent window (margins included).
 
-        ``z`` is ``[B, latent_channels, plan.latent_size, plan.latent_size]``.  Each layer's
-        full output is cropped to the pixels the next layers need, so the margin costs only
-        a few pixels per layer.  ``masks`` (one ``(rows, cols)`` pair of 0/1 vectors per
-        hidden layer) zero the positions that lie outside the field, which reproduces the
-        edges of a whole-field pass exactly.
+        ``z`` is ``[B, latent_channels, plan.latent_size, plan.latent_size]``.  Each layer
+        computes only the pixels the next layers need (give or take a pixel), so the margin
+        costs little.  ``masks`` (one ``(rows, cols)`` pair of 0/1 vectors per hidden layer)
+        zero the positions that lie outside the field, which reproduces the edges of a
+        whole-field pass exactly.
         """
         x = z
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            off, size = plan.crops[i]
-            x = layer.full(x)[..., off : off + size, off : off + size]
+            conv = layer.conv
+            x = F.conv_transpose2d(x, conv.weight, conv.bias, layer.geometry.stride,
+                                   padding=plan.paddings[i])
             if i == last:
-                x = torch.sigmoid(x)
+                off, n = plan.final_offset, plan.out_size
+                x = torch.sigmoid(x[..., off : off + n, off : off + n])
             else:
-                x = F.elu(x)
+                x = F.elu(x, inplace=True)
                 if masks is not None:
                     rows, cols = masks[i]
                     x = x.mul_(rows[:, None] * cols[None, :])
@@ -283,7 +297,7 @@ def same_window_masks(
     scale = 1
     for li, g in enumerate(generator.geometries[:-1]):
         scale *= g.stride
-        size = plan.crops[li][1]
+        size = plan.sizes[li]
         pair = []
         for axis in range(2):
             first = origin[axis] * scale + plan.starts[li]

@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         real: str = typer.Argument(..., metavar="REAL",
-                                   help="Real images: folder, file, prepared set or builtin: spec."),
+                                   help="Real images: folder, file, prepared set or "
+                                        "builtin: spec."),
         fake: str = typer.Argument(..., metavar="FAKE",
                                    help="Generated images (same kinds as REAL) or a run/bundle "
                                         "folder to sample with -n/--seed."),
@@ -102,7 +103,8 @@ def register(app: typer.Typer) -> None:
                                             help="Detection threshold in background sigma."),
         minarea: int = typer.Option(5, "--minarea", help="Minimum connected pixels per source."),
         mag_limit: float = typer.Option(None, "--mag-limit",
-                                        help="KS of magnitudes only for sources brighter than this."),
+                                        help="KS of magnitudes only for sources brighter "
+                                             "than this."),
         colour_bands: str = typer.Option(None, "--colour-bands",
                                          help="BLUE,RED bands of the colour (default first,last)."),
         redshift: float = typer.Option(None, "--redshift",

@@ -40,7 +40,8 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module, *, bat
 
     ``real``/``fake`` are tensors already in the extractor's input format.  KID's subset size
     is capped at the smaller set size.  KID is unbiased for two independent sets; a set
-    against itself scores slightly below 0 (the same image can fall in both subsets).  Returns ``{"fid", "kid_mean", "kid_std",
+    against itself scores slightly below 0 (the same image can fall in both subsets).
+    Returns ``{"fid", "kid_mean", "kid_std",
     "kid_subset_size", "n_real", "n_fake", "num_features"}``."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance

@@ -210,7 +210,8 @@ def write_report(out_dir, metrics: dict, figures: list[dict]) -> Path:
         if fig["section"] != section:
             section = fig["section"]
             parts.append(f"<h2>{html.escape(section)}</h2>")
-        parts.append(f"<figure><img src='{html.escape(fig['file'])}' alt='{html.escape(fig['file'])}'>"
+        name = html.escape(fig["file"])
+        parts.append(f"<figure><img src='{name}' alt='{name}'>"
                      f"<figcaption>{html.escape(fig.get('caption', ''))}</figcaption></figure>")
     parts.append("<p>Every number is in <a href='metrics.json'>metrics.json</a>; per-object "
                  "catalogues are the CSV files beside this page.</p></body></html>")

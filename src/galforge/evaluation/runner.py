@@ -10,10 +10,10 @@ scheduler (``tcp://host:8786``); ``workers`` sets the local pool size.  A progre
 
 Caching.  Each task's result is stored as JSON under ``out_dir/cache`` with a name made of
 the measure and a SHA-256 *content hash* of everything the result depends on: the pixels
-and bands of the images it saw (the chunk, or both whole sets), the measure's options and
-the galforge version.  Re-running with a measure added, a threshold changed or the report
-restyled recomputes only what changed; ``metrics.json["cache"]`` lists which tasks were
-computed and which reused.  Thresholds only enter the summary, never the cache.
+and bands of the images it saw (the chunk, or both whole sets), the measure's options, the
+galforge version and :data:`CACHE_FORMAT`.  Re-running with a measure added, a threshold
+changed or the report restyled recomputes only what changed; ``metrics.json["cache"]``
+lists which tasks were computed and which reused.  Thresholds only enter the summary, never the cache.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ MEASURES = ("isophotes", "moments", "morphology", "photometry", "colour", "memor
 DEFAULT_MEASURES = ("isophotes", "moments", "morphology", "photometry", "colour",
                     "memorization", "power_spectrum", "fid")
 PER_OBJECT = ("isophotes", "moments", "morphology", "photometry")
+#: Bumped whenever a cached result's layout or meaning changes (enters every cache key).
+CACHE_FORMAT = 2
 
 DEFAULTS = {
     "seed": 0,
@@ -356,7 +358,9 @@ def evaluate(real, fake, out_dir, **options) -> dict:
             for s_name, s in (("real", r), ("fake", f)):
                 for a, b in _chunks(len(s.images), int(opts["chunk_size"])):
                     chunk = s.images[a:b]
-                    key = f"{m}-{_hash(__version__, m, relevant[m], list(s.bands), chunk)}"
+                    digest = _hash(__version__, CACHE_FORMAT, m, relevant[m], list(s.bands),
+                                   chunk)
+                    key = f"{m}-{digest}"
                     keys.append((s_name, a, key))
                     if key not in tasks and key not in have:
                         path = cache_dir / f"{key}.json"
@@ -382,7 +386,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
                 sub["encoder_hash"] = _hash_file(opts["encoder_weights"])
             if m == "inception" and opts["inception_weights"]:
                 sub["weights_hash"] = _hash_file(opts["inception_weights"])
-            key = f"{m}-{_hash(__version__, m, sub, r.hash, f.hash)}"
+            key = f"{m}-{_hash(__version__, CACHE_FORMAT, m, sub, r.hash, f.hash)}"
             plan[m] = [("set", 0, key)]
             path = cache_dir / f"{key}.json"
             if opts["cache"] and path.is_file():

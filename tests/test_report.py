@@ -169,3 +169,17 @@ def test_inception_measure_plumbing(tmp_path, sets):
         assert any("unavailable: pass --inception-weights" in n for n in m["notes"])
         html = (tmp_path / "without" / "report.html").read_text()
         assert "unavailable" in html
+
+
+def test_summary_marks_uncomputable_values_as_failed_with_a_note():
+    from galforge.evaluation.report import build_summary
+
+    results = {"moments": {"comparison": {
+        "ellipticity": {"ks_p": None, "note": "no finite values in fake set"},
+        "flux": {"ks_p": 0.5}}}}
+    rows = {r["measure"]: r for r in build_summary(results, {"ks_p": 0.6})}
+    bad = rows["moments ellipticity KS p"]
+    assert bad["value"] is None and bad["passed"] is False
+    assert bad["note"] == "no finite values in fake set"
+    flux = rows["moments flux KS p"]
+    assert flux["threshold"] == 0.6 and flux["passed"] is False and "note" not in flux

@@ -170,8 +170,9 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             v = "–" if r["value"] is None else f"{r['value']:.4g}"
             t = "–" if r["threshold"] is None else f"{r['threshold']:.4g}"
+            note = f" ({r['note']})" if r.get("note") else ""
             typer.echo(f"{r['measure']:<{width}}  {v:>10}  {t:>10}  "
-                       f"{'pass' if r['passed'] else 'FAIL'}")
+                       f"{'pass' if r['passed'] else 'FAIL'}{note}")
         for note in metrics.get("notes", []):
             typer.echo(f"note: {note}")
         n_pass = sum(r["passed"] for r in rows)

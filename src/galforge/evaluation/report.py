@@ -87,11 +87,16 @@ def json_safe(obj):
     return obj
 
 
-def _row(measure: str, value, threshold, passed, rule: str, group: str) -> dict:
+def _row(measure: str, value, threshold, passed, rule: str, group: str,
+         note: str | None = None) -> dict:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         passed = False
-    return {"measure": measure, "value": value, "threshold": threshold,
-            "passed": bool(passed), "rule": rule, "group": group}
+        value = None
+    row = {"measure": measure, "value": value, "threshold": threshold,
+           "passed": bool(passed), "rule": rule, "group": group}
+    if note:
+        row["note"] = note
+    return row
 
 
 def build_summary(results: dict, thresholds: dict) -> list[dict]:
@@ -110,14 +115,17 @@ def build_summary(results: dict, thresholds: dict) -> list[dict]:
             continue
         for col, st in res["comparison"].items():
             rows.append(_row(f"{label} {col} KS p", st.get("ks_p"), t["ks_p"],
-                             (st.get("ks_p") or 0) > t["ks_p"], "> threshold", group))
+                             (st.get("ks_p") or 0) > t["ks_p"], "> threshold", group,
+                             st.get("note")))
     cm = results.get("colour")
     if cm and cm.get("fraction_in_box") is not None:
         ref = cm.get("real_fraction_in_box")
         thr = (ref - t["box_margin"]) if ref is not None else None
         val = cm["fraction_in_box"]
+        n_fake = (cm.get("box") or {}).get("n_fake")
         rows.append(_row(f"CMD fraction of fakes in median ± {cm.get('k')}σ box", val, thr,
-                         thr is not None and val > thr, "> threshold", "colour"))
+                         thr is not None and val > thr, "> threshold", "colour",
+                         "no fake object with finite colour" if n_fake == 0 else None))
     mem = results.get("memorization")
     if mem:
         for metric in ("l1", "mse"):
@@ -181,7 +189,8 @@ def write_report(out_dir, metrics: dict, figures: list[dict]) -> Path:
         parts.append(
             f"<tr><td>{html.escape(r['measure'])}</td><td>{_fmt(r['value'])}</td>"
             f"<td>{_fmt(r['threshold'])}</td><td>{html.escape(r.get('rule', ''))}</td>"
-            f"<td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}</td></tr>")
+            f"<td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}"
+            f"{' (' + html.escape(r['note']) + ')' if r.get('note') else ''}</td></tr>")
     parts.append("</table>")
     notes = metrics.get("notes") or []
     if notes:

@@ -83,8 +83,17 @@ def main(argv=None) -> dict:
         train_to(probe, resume=False)
         t_probe = time.time() - t0
         budget = args.minutes * 60.0
-        rate = probe / max(t_probe, 1e-6)  # includes start-up: a conservative estimate
-        steps = max(probe, int(probe + (budget - t_probe) * rate * 1.1))
+        per_step = t_probe / probe  # includes start-up: the fallback, a conservative one
+        log = run / "log.jsonl"
+        if log.is_file():
+            times = [json.loads(line).get("time_step_s") for line in log.read_text().splitlines()
+                     if line.strip()]
+            times = [t for t in times if t]
+            if times:
+                per_step = float(np.median(times))
+        # the resumed run pays the start-up again (~ the probe's time minus its steps)
+        startup = max(0.0, t_probe - probe * per_step)
+        steps = max(probe, int(probe + (budget - t_probe - startup) / per_step))
         summary = train_to(steps, resume=True) if steps > probe else {"step": probe}
     t_train = time.time() - t0
     print(f"trained dcgan64 for {summary['step']} steps in {t_train / 60:.1f} min")

@@ -77,7 +77,8 @@ class TrainConfig:
     sample_every: int = 500               # fixed-latent sample grid every k steps
     n_samples: int = 36                   # images in a sample grid
     checkpoint_every: int = 1000          # checkpoints/latest every k steps (and at the end)
-    snapshot_every: int = 0               # keep checkpoints/step-XXXXXXXX every k steps (0: no)
+    snapshot_every: int | None = None     # keep checkpoints/step-XXXXXXXX every k steps
+                                          # (0: none; None: the model's default)
     log_every: int = 10                   # log.jsonl line every k steps
     progress: bool = True                 # progress bar
     threads: int | None = None            # torch CPU threads (None: torch's default)
@@ -446,7 +447,8 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
          f"train.device={t.device!r} must be auto, cpu or cuda[:N]")
     for k in ("sample_every", "checkpoint_every", "log_every"):
         need(getattr(t, k) >= 1, f"train.{k}={getattr(t, k)} must be >= 1")
-    need(t.snapshot_every >= 0, f"train.snapshot_every={t.snapshot_every} must be >= 0")
+    need(t.snapshot_every is None or t.snapshot_every >= 0,
+         f"train.snapshot_every={t.snapshot_every} must be >= 0 (or null: the model's default)")
     need(t.n_samples >= 1, f"train.n_samples={t.n_samples} must be >= 1")
     need(cfg.data.resize_method in ("nearest", "bicubic", "area"),
          f"data.resize_method={cfg.data.resize_method!r} must be nearest, bicubic or area")

@@ -729,7 +729,7 @@ def field_from_bundle(
         raise BundleError(
             f"{path}: {'--ensemble' if ensemble else '--realisations'} {count} needs {count} "
             f"kept snapshots in {run_dir / 'checkpoints'}, found {len(snaps)}; train with a "
-            "snapshot cadence (e.g. --set snapshot_every=...) or ask for fewer"
+            "snapshot cadence (--set train.snapshot_every=K) or ask for fewer"
         )
     gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]
     extra = {"snapshots": [s.name for s in snaps[-count:]]}

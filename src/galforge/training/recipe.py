@@ -148,6 +148,8 @@ class Recipe:
     family: ClassVar[str] = ""
     name: ClassVar[str] = ""
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    #: snapshot cadence (steps) when ``train.snapshot_every`` is not set; 0 keeps none
+    SNAPSHOT_EVERY: ClassVar[int] = 0
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
                  seed: int = 0):

@@ -222,6 +222,8 @@ class Trainer:
         if self.dist is None:
             self.dist = ddp.init_distributed(device.type)
         info = self.dist
+        snapshot_every = (t.snapshot_every if t.snapshot_every is not None
+                          else recipe.SNAPSHOT_EVERY)
         recipe.setup(amp_dtype=resolve_amp(t.amp, t.amp_dtype, device),
                      world_size=info.world_size)
 
@@ -330,7 +332,7 @@ class Trainer:
                     self.write_samples(done)
                 if done % t.checkpoint_every == 0 or done == total:
                     self.save_checkpoint(self.latest_dir, spe)
-                if t.snapshot_every and done % t.snapshot_every == 0:
+                if snapshot_every and done % snapshot_every == 0:
                     self.save_checkpoint(self.ckpt_dir / f"step-{done:08d}", spe)
             if start >= total:
                 # nothing to train: make sure the exported weights exist

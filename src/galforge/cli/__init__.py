@@ -15,7 +15,7 @@ import typer
 from galforge import __version__
 from galforge.errors import GalforgeError
 
-COMMAND_MODULES = ("data_cmd", "generate_cmd", "train_cmd", "field_cmd", "demo_cmd", "evaluate_cmd")
+COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "field_cmd", "evaluate_cmd", "demo_cmd")
 
 app = typer.Typer(
     name="galforge",

@@ -36,7 +36,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 
 from galforge import __version__
 from galforge.errors import BundleError, ConfigError, GalforgeError
+from galforge.fileio import atomic_write_bytes
 
 __all__ = [
     "BUNDLE_JSON",
@@ -127,19 +127,6 @@ def _canonical(data) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256_file(path: Path) -> str:
@@ -350,9 +337,9 @@ def save_bundle(
     identity.update(_canonical({k: v for k, v in meta.items() if k != "weights"}).encode())
     meta["bundle_id"] = identity.hexdigest()[:12]
     meta["created"] = created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    _atomic_write_bytes(out_dir / WEIGHTS_FILE, payload)
+    atomic_write_bytes(out_dir / WEIGHTS_FILE, payload)
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    _atomic_write_bytes(out_dir / BUNDLE_JSON, text.encode("utf-8"))
+    atomic_write_bytes(out_dir / BUNDLE_JSON, text.encode("utf-8"))
     return out_dir
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from galforge.errors import ConfigError
+from galforge.fileio import atomic_write_text
 
 
 @dataclass
@@ -124,12 +125,7 @@ class RunConfig:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as YAML (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml())
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, self.to_yaml())
 
     @classmethod
     def from_dict(cls, d: Mapping, model_defaults: Mapping[str, Mapping] | None = None,

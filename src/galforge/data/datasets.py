@@ -20,13 +20,13 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from galforge.data.imageset import ImageSet, ReadReport
 from galforge.errors import ConfigError, DataError
+from galforge.fileio import atomic_write_text
 
 FORMAT = "galforge-prepared"
 FORMAT_VERSION = 1
@@ -51,16 +51,6 @@ def _json_safe(v):
     return str(v)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def is_prepared(path) -> bool:
@@ -161,7 +151,7 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
         "extra": _json_safe({k: v for k, v in iset.extra.items()}),
         "files": {"images": "images.npy", "meta": "meta.jsonl", "truth": truth_file},
     }
-    _atomic_write_text(out / "manifest.json", json.dumps(_json_safe(manifest), indent=2))
+    atomic_write_text(out / "manifest.json", json.dumps(_json_safe(manifest), indent=2))
     return out / "manifest.json"
 
 

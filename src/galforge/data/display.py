@@ -27,10 +27,9 @@ every image, so the images of a grid are shown on the same scale and can be comp
 
 from __future__ import annotations
 
+import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from galforge.errors import DataError
+from galforge.fileio import atomic_write_bytes
 
 __all__ = [
     "DisplayStretch",
@@ -372,17 +372,6 @@ def make_grid(
     return grid
 
 
-def _atomic_save_png(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_grid(
@@ -428,5 +417,7 @@ def save_grid(
         canvas.paste(picture, (0, bar))
         ImageDraw.Draw(canvas).text((4, 4 - top), title, fill=(255, 255, 255), font=font)
         picture = canvas
-    _atomic_save_png(picture, path)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue(), fsync=False)
     return path

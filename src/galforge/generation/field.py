@@ -39,7 +39,6 @@ import json
 import math
 import os
 import shutil
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import torch
 from torch import nn
 
 from galforge.errors import ConfigError, ModelError
+from galforge.fileio import atomic_write_json
 from galforge.models.sgan import UPSCALE, SGANGenerator, same_window_masks
 
 LATENT_CHUNK = 64
@@ -180,7 +180,7 @@ class _Sink:
             arr.attrs.update(meta)
         elif self.fmt == "npy":
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
-            _atomic_json(self.path.with_name(self.path.name + ".json"), meta)
+            atomic_write_json(self.path.with_name(self.path.name + ".json"), meta)
         else:
             header = _fits_header(self.shape, meta).tostring().encode("ascii")
             nbytes = c * h * w * 4
@@ -237,10 +237,6 @@ class _Sink:
         return np.asarray(mm[:, y0:y1, :], dtype=np.float32)
 
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def read_field(path) -> tuple[np.ndarray, dict]:
@@ -555,7 +551,7 @@ def generate_field(
         out.parent.mkdir(parents=True, exist_ok=True)
         sink.create(meta)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_json(job_json, fingerprint)
+        atomic_write_json(job_json, fingerprint)
     todo = [(ty, tx) for ty, tx in job.tiles() if not job.marker(ty, tx).exists()]
     total_tiles = len(job.tiles())
     todo_pixels = sum(job.tile_box(*t)[2] * job.tile_box(*t)[3] for t in todo)
@@ -567,7 +563,7 @@ def generate_field(
     result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
                          tiles_pixels=todo_pixels)
     job_done = dict(fingerprint, complete=True)
-    _atomic_json(job.progress_dir / "complete.json", job_done)
+    atomic_write_json(job.progress_dir / "complete.json", job_done)
     sink.open()
     if fits_out is not None and fmt != "fits":
         result.fits_path = write_fits_from(sink, Path(fits_out), meta)

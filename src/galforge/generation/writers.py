@@ -28,6 +28,7 @@ from galforge import __version__
 from galforge.bundle import Bundle
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
 from galforge.errors import ConfigError
+from galforge.fileio import atomic_write_bytes
 from galforge.generation.sampling import iter_samples
 
 __all__ = [
@@ -47,19 +48,6 @@ FORMATS = ("fits", "png", "npy")
 GRID_MAX = 64
 
 
-def _atomic_write(path: Path, payload: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def sample_name(index: int, suffix: str, width: int = 6) -> str:
@@ -160,7 +148,7 @@ def write_fits(
     hdu.add_checksum(when="content checksum (reproducible)")
     buffer = io.BytesIO()
     hdu.writeto(buffer, checksum=False)
-    return _atomic_write(Path(path), buffer.getvalue())
+    return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def write_png(
@@ -180,7 +168,7 @@ def write_png(
     rgb = lupton_rgb(image_chw, bands, units, stretch=stretch)
     buffer = io.BytesIO()
     Image.fromarray(rgb, mode="RGB").save(buffer, format="PNG")
-    return _atomic_write(Path(path), buffer.getvalue())
+    return atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def write_grid(
@@ -243,7 +231,7 @@ class NpyWriter:
             }
         )
         json_path = self.path.with_suffix(".json")
-        _atomic_write(json_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write_bytes(json_path, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
         return self.path, json_path
 
     def abort(self) -> None:

@@ -36,10 +36,9 @@ from torch import Tensor, nn
 from galforge import __version__
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, TrainingError
+from galforge.fileio import atomic_write_bytes, atomic_write_json
 from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
-    atomic_write_bytes,
-    atomic_write_json,
     find_checkpoint,
     pack_modules,
     pack_optimizers,

@@ -56,10 +56,33 @@ def _seconds_per_step(cfg) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def _steps_for(cfg, seconds: float, family: str) -> int:
-    per_step = _seconds_per_step(cfg)
+def _fastest_threads(cfg) -> tuple[int, float]:
+    """Pick the CPU thread count that trains fastest here; return it and seconds per step.
+
+    On a machine whose cores are partly busy, several OpenMP threads waiting on each other
+    can be many times slower than one, so both are measured rather than assumed.
+    """
+    import torch
+
+    default = torch.get_num_threads()
+    timings = {}
+    try:
+        for threads in sorted({1, default}):
+            torch.set_num_threads(threads)
+            timings[threads] = _seconds_per_step(cfg)
+    finally:
+        torch.set_num_threads(default)
+    best = min(timings, key=timings.get)
+    return best, timings[best]
+
+
+def _size_steps(cfg, seconds: float, family: str) -> tuple[int, float]:
+    """Set ``cfg``'s thread count and steps to fit ``seconds``; return (steps, s/step)."""
+    threads, per_step = _fastest_threads(cfg)
+    cfg.train.threads = threads
     steps = int(seconds / max(per_step, 1e-3))
-    return max(_MIN_STEPS[family], min(_MAX_STEPS[family], steps)), per_step
+    cfg.train.steps = max(_MIN_STEPS[family], min(_MAX_STEPS[family], steps))
+    return cfg.train.steps, per_step
 
 
 def run_demo(out: str | Path = "demo-out", minutes: float = 8.0, seed: int = 0,
@@ -88,10 +111,9 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 8.0, seed: int = 0,
             "train.log_every=10", f"train.progress={str(progress).lower()}"]
     cfg = resolve_train_config(train_spec, model="dcgan64", out=str(out / "dcgan"), batch=32,
                                seed=seed, steps=1, device="cpu", sets=sets)
-    steps, per_step = _steps_for(cfg, _DCGAN_SHARE * budget, "dcgan")
-    cfg.train.steps = steps
+    steps, per_step = _size_steps(cfg, _DCGAN_SHARE * budget, "dcgan")
     say(f"[1/5] training DCGAN-64 (width 32) on {train_spec}: {steps} steps "
-        f"(~{per_step:.2f} s/step here)")
+        f"(~{per_step:.2f} s/step here, {cfg.train.threads} CPU thread(s))")
     t0 = time.perf_counter()
     summary = train_from_config(cfg)
     result["dcgan"] = {
@@ -125,9 +147,8 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 8.0, seed: int = 0,
                  f"train.progress={str(progress).lower()}"]
     scfg = resolve_train_config("builtin:hdf", model="sgan", out=str(out / "sgan"), batch=8,
                                 seed=seed, steps=1, device="cpu", sets=sgan_sets)
-    ssteps, sper = _steps_for(scfg, max(_SGAN_SHARE * budget, min(remaining * 0.4,
-                                                                  _SGAN_SHARE * budget)), "sgan")
-    scfg.train.steps = ssteps
+    ssteps, sper = _size_steps(scfg, min(_SGAN_SHARE * budget, max(remaining * 0.4, 30.0)),
+                               "sgan")
     say(f"[4/5] training a Spatial GAN on the Hubble XDF (builtin:hdf): {ssteps} steps "
         f"(~{sper:.2f} s/step here)")
     ssum = train_from_config(scfg)
@@ -136,7 +157,7 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 8.0, seed: int = 0,
     fields = field_from_bundle(ssum["bundle"], field_out, "1024x1024", seed=seed,
                                fits_out=out / "field" / "deep_field.fits",
                                preview=out / "field" / "deep_field.png", progress=progress,
-                               overwrite=True)
+                               overwrite=True, threads=scfg.train.threads)
     fr = fields[0]
     result["sgan"] = {"run": ssum["run_dir"], "steps": ssum["step"], "bundle": ssum["bundle"]}
     result["field"] = {"path": str(fr.path), "shape": list(fr.shape),

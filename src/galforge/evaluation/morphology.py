@@ -7,7 +7,11 @@ Three measurements, each returning one dict per galaxy (stamp), in stamp order:
   from the central source's moments measured with ``sep`` (centre, a, b, θ); a fit that
   finds no usable isophote is retried with the centre fixed and with other starting sizes,
   and if all attempts fail the row says ``ok=False`` with the ``reason``: failures are
-  counted, never dropped.
+  counted, never dropped. A galaxy's ``ellipticity`` is the mean ε = 1 − b/a of its good
+  isophotes with semi-major axis between 0.5 and 2 half-light semi-major axes, weighted by
+  semi-major axis; its ``pa_deg`` the axial mean of their PAs weighted by semi-major axis × ε.
+  It is the shape of the observed, PSF-convolved light (the PSF makes small galaxies
+  rounder than they are) and is computed the same way for every image, noisy or not.
 * :func:`measure_moments` — the fast alternative: second moments of the central source's
   isophotal footprint (``sep``), ellipticity and position angle from them, Kron flux.
 * :func:`measure_statmorph` — the non-parametric morphology of statmorph (Gini, M20,
@@ -270,6 +274,7 @@ def measure_isophotes(
     border: int = 4,
     background: float | None = None,
     min_sma: float = 1.0,
+    smooth: float | None = None,
     fit_options: dict | None = None,
 ) -> list[dict]:
     """Isophote ellipse fits (photutils), one row per stamp.
@@ -286,15 +291,26 @@ def measure_isophotes(
         times faster). Results are always in native pixels and units.
     shape_window:
         The galaxy's ``ellipticity`` and ``pa_deg`` combine the good isophotes whose
-        semi-major axis lies within these multiples of the half-light semi-major axis
-        (median ε; ε-weighted axial mean of the PA), which is far less noisy than any
-        single isophote. The half-light and outermost isophotes are reported too.
+        semi-major axis lies within these multiples of the half-light semi-major axis:
+        ``ellipticity`` is the mean of their ε = 1 − b/a weighted by semi-major axis (an
+        isophote's number of independent samples grows with its length), ``pa_deg`` the
+        axial mean of their PAs weighted by semi-major axis × ε. This is far less noisy than
+        any single isophote. The half-light and outermost isophotes are reported too.
     thresh, minarea, border, background:
         Detection of the central source whose moments start the fit (see
         :func:`measure_moments`).
     min_sma:
         Smallest semi-major axis fitted, in native pixels (isophotes inside one pixel carry
         no shape information, and sampling them on upscaled images can break the fit).
+    smooth:
+        Standard deviation, in native pixels, of a Gaussian that smooths the
+        (background-subtracted) stamp before the fit; ``None`` (the default) or 0 fits the
+        stamp as it is. The same smoothing is applied to every image, so two sets measured
+        with it stay comparable. It trades noise for bias: on 64-px GalSim stamps at S/N
+        20–200, σ = 1 px lowers the noise error of ε (median |Δε| against the noiseless
+        stamp) by about a third, but rounds the measured galaxy by about as much again
+        (σ adds in quadrature to the PSF; sharp, unconvolved profiles lose 0.05–0.08 in ε),
+        so the default leaves it off. Detection and the fit's start use the unsmoothed stamp.
     fit_options:
         Extra keyword arguments for :meth:`photutils.isophote.Ellipse.fit_image`
         (``step``, ``maxgerr``, ``sclip``, ...).
@@ -316,6 +332,9 @@ def measure_isophotes(
     smaller start, and a larger start with the centre fixed; ``attempts`` says how many
     were needed.
     """
+    if smooth is not None and not (np.isfinite(smooth) and smooth >= 0):
+        raise EvaluationError(f"smooth must be a Gaussian sigma >= 0 in pixels or None "
+                              f"(got {smooth})")
     if upscale is not None and int(upscale) < 16:
         raise EvaluationError(f"upscale must be at least 16 pixels or None (got {upscale})")
     lo_w, hi_w = shape_window
@@ -337,10 +356,15 @@ def measure_isophotes(
         objs, _, i = found
         o = objs[i]
         h, w = sub.shape
+        fit_src = sub
+        if smooth:
+            from scipy.ndimage import gaussian_filter
+
+            fit_src = gaussian_filter(sub, float(smooth), mode="nearest")
         if upscale is not None and max(h, w) < int(upscale):
-            fit_img, sx, sy = _upscale(sub, int(upscale))
+            fit_img, sx, sy = _upscale(fit_src, int(upscale))
         else:
-            fit_img, sx, sy = sub, 1.0, 1.0
+            fit_img, sx, sy = fit_src, 1.0, 1.0
         s = math.sqrt(sx * sy)
         x0 = (float(o["x"]) + 0.5) * sx - 0.5
         y0 = (float(o["y"]) + 0.5) * sy - 0.5
@@ -391,12 +415,12 @@ def measure_isophotes(
         if not np.any(sel):
             sel = np.zeros_like(sel)
             sel[j_half] = True
-        e_sel = eps[sel]
+        e_sel, w_sel = eps[sel], sma[sel]
         rows.append({
             "ok": True,
             "reason": "",
-            "ellipticity": float(np.median(e_sel)),
-            "pa_deg": _axial_mean_deg(pa[sel], np.maximum(e_sel, 1e-3)),
+            "ellipticity": float(np.sum(w_sel * e_sel) / np.sum(w_sel)),
+            "pa_deg": _axial_mean_deg(pa[sel], w_sel * np.maximum(e_sel, 1e-3)),
             "flux": flux,
             "sma": float(sma[outer]),
             "half_light_sma": hl,

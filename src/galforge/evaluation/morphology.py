@@ -306,10 +306,11 @@ def measure_isophotes(
         Standard deviation, in native pixels, of a Gaussian that smooths the
         (background-subtracted) stamp before the fit; ``None`` (the default) or 0 fits the
         stamp as it is. The same smoothing is applied to every image, so two sets measured
-        with it stay comparable. It trades noise for bias: on 64-px GalSim stamps at S/N
-        20–200, σ = 1 px lowers the noise error of ε (median |Δε| against the noiseless
-        stamp) by about a third, but rounds the measured galaxy by about as much again
-        (σ adds in quadrature to the PSF; sharp, unconvolved profiles lose 0.05–0.08 in ε),
+        with it stay comparable. It trades noise for bias: on 300 GalSim stamps (64 px,
+        S/N 20–200, native resolution) σ = 1 px lowered the median |Δε| against the noiseless
+        stamp from 0.018 to 0.011 but made the measured galaxies rounder, raising the median
+        |Δε| against the intrinsic shape from 0.144 to 0.155 (σ adds in quadrature to the
+        PSF; sharp, unconvolved profiles lose a further 0.05–0.06 in ε),
         so the default leaves it off. Detection and the fit's start use the unsmoothed stamp.
     fit_options:
         Extra keyword arguments for :meth:`photutils.isophote.Ellipse.fit_image`

@@ -85,7 +85,7 @@ def _size_steps(cfg, seconds: float, family: str) -> tuple[int, float]:
     return cfg.train.steps, per_step
 
 
-def run_demo(out: str | Path = "demo-out", minutes: float = 8.0, seed: int = 0,
+def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
              progress: bool = True) -> dict:
     """Run the demo pipeline into ``out``; return a dict of the paths written and figures."""
     from galforge.bundle import load_bundle
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for every output."),
-        minutes: float = typer.Option(8.0, "--minutes", "-m",
+        minutes: float = typer.Option(6.0, "--minutes", "-m",
                                       help="Time budget; training steps are sized to fit it."),
         seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),

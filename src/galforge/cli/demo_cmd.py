@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 
 # the parts of the time budget each stage may use (the rest is generation and I/O)
-_DCGAN_SHARE = 0.45
+_DCGAN_SHARE = 0.4
 _SGAN_SHARE = 0.15
 _MIN_STEPS = {"dcgan": 50, "sgan": 20}
 _MAX_STEPS = {"dcgan": 3000, "sgan": 600}
@@ -106,7 +106,7 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
 
     # 1-2. DCGAN on GalSim galaxies
     train_spec = f"builtin:galsim?n=1024&size=64&seed={seed}"
-    heldout_spec = f"builtin:galsim?n=160&size=64&seed={seed + 1000}"
+    heldout_spec = f"builtin:galsim?n=100&size=64&seed={seed + 1000}"
     sets = ["model.width=32", "train.sample_every=100", "train.checkpoint_every=200",
             "train.log_every=10", f"train.progress={str(progress).lower()}"]
     cfg = resolve_train_config(train_spec, model="dcgan64", out=str(out / "dcgan"), batch=32,
@@ -130,7 +130,7 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
                           "units": bundle.units, "bands": list(bundle.bands)}
 
     # 4. evaluation against held-out galaxies of the same population
-    say(f"[3/5] evaluating 160 generated against 160 held-out galaxies ({heldout_spec})")
+    say(f"[3/5] evaluating 100 generated against 100 held-out galaxies ({heldout_spec})")
     real = load_images(heldout_spec)
     fake_images = bundle.sample(real.images.shape[0], seed=seed + 1)
     fake = ImageSet(images=fake_images, bands=tuple(bundle.bands), meta=[{} for _ in fake_images],

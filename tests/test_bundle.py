@@ -291,3 +291,42 @@ def test_run_hyperparameters_travel_into_the_bundle(tmp_path):
     meta = json.loads((export_run(run) / "bundle.json").read_text())
     assert meta["hyperparameters"] == {"lr": 0.0002, "label_smoothing": 0.1}
     assert meta["spec"] == SPEC and meta["data_fingerprint"] == "a" * 64
+
+
+# --------------------------------------------------------------------------- 0.1 bundles
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def expected_v01(key):
+    with np.load(FIXTURES / "expected_v01.npz") as data:
+        return data[key]
+
+
+def test_v01_dcgan_bundle_samples_bit_identically():
+    b = load_bundle(FIXTURES / "dcgan_v01")
+    assert b.family == "dcgan" and b.bands == ("g", "r")
+    np.testing.assert_array_equal(b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"))
+    np.testing.assert_array_equal(b.sample(3, seed=3, start=2),
+                                  expected_v01("dcgan_seed3_start2_n3"))
+    np.testing.assert_array_equal(b.sample(4, seed=0, truncation=0.7),
+                                  expected_v01("dcgan_seed0_trunc07_n4"))
+    np.testing.assert_array_equal(b.latent(3, seed=9).numpy(),
+                                  expected_v01("dcgan_latent_seed9_n3"))
+
+
+def test_v01_sgan_bundle_samples_bit_identically():
+    b = load_bundle(FIXTURES / "sgan_v01")
+    np.testing.assert_array_equal(b.sample(2, seed=1), expected_v01("sgan_seed1_n2"))
+    np.testing.assert_array_equal(b.sample(1, seed=1, image_size=48),
+                                  expected_v01("sgan_seed1_n1_size48"))
+
+
+def test_loading_a_bundle_writes_nothing(tmp_path):
+    import shutil
+
+    for name in ("dcgan_v01", "sgan_v01"):
+        shutil.copytree(FIXTURES / name, tmp_path / name)
+        before = sorted(p.name for p in (tmp_path / name).rglob("*"))
+        load_bundle(tmp_path / name).sample(1)
+        assert sorted(p.name for p in (tmp_path / name).rglob("*")) == before

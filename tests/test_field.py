@@ -260,3 +260,22 @@ def test_train_sgan_then_ensemble_field(tmp_path):
     assert main(["field", str(run), "--size", "64x64", "--out", str(tmp_path / "r.npy"),
                  "--realisations", "2", "--no-progress"]) == 0
     assert (tmp_path / "r_r00.npy").exists() and (tmp_path / "r_r01.npy").exists()
+
+
+def test_v01_sgan_field_is_unchanged(tmp_path):
+    """A field of the 0.1 fixture bundle is the same, bit for bit, as galforge 0.1 made it."""
+    from pathlib import Path
+
+    from galforge.bundle import load_bundle
+
+    fixtures = Path(__file__).parent / "fixtures"
+    with np.load(fixtures / "expected_v01.npz") as data:
+        tiled, one_shot = data["sgan_field_seed5_80x96_tile32"], data[
+            "sgan_field_oneshot_seed5_80x96"]
+    b = load_bundle(fixtures / "sgan_v01")
+    out = tmp_path / "f.npy"
+    generate_field(b.generator, b.normalizer, b.bands, out, "80x96", tile=32, seed=5,
+                   progress=False)
+    np.testing.assert_array_equal(np.load(out), tiled)
+    np.testing.assert_array_equal(render_one_shot(b.generator, b.normalizer, "80x96", 5),
+                                  one_shot)

@@ -13,11 +13,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import galforge
-from galforge.bundle import export_run, load_bundle, save_bundle
+from galforge.bundle import save_bundle
 from galforge.cli import main
 from galforge.data.normalize import Normalizer
 from galforge.errors import BundleError
+from galforge.generation import load_bundle
 from galforge.models.registry import register_generator
+from galforge.runfolder import RunFolder, RunInfo
 
 FAMILY = "tiny_bundle_test"
 BANDS = ("g", "r", "i")
@@ -30,6 +32,8 @@ class TinyGenerator(nn.Module):
         super().__init__()
         self.channels, self.latent_dim, self.size = channels, latent_dim, size
         self.fc = nn.Linear(latent_dim, channels * size * size)
+
+    CAPABILITIES = frozenset({"latent"})
 
     def latent_shape(self, n):
         return (n, self.latent_dim)
@@ -81,33 +85,37 @@ def make_run(run_dir, seed=0):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = training_data()
-    info = {
-        "family": FAMILY,
-        "model": "tiny",
-        "spec": SPEC,
-        "bands": list(BANDS),
-        "units": "nanomaggy",
-        "normalizer": Normalizer.fit(data, target=(-1.0, 1.0)).to_dict(),
-        "output_range": [-1.0, 1.0],
-        "data_fingerprint": "a" * 64,
-        "galforge_version": galforge.__version__,
-        "export_module": "tests_not_a_galforge_module",
-        "step": 3,
-        "epoch": 0,
-    }
-    (run_dir / "run.json").write_text(json.dumps(info))
+    info = RunInfo(
+        family=FAMILY, model="tiny",
+        parts={"generator": {"family": FAMILY, "spec": SPEC,
+                             "module": "tests_not_a_galforge_module"}},
+        bands=list(BANDS), units="nanomaggy",
+        normalizer=Normalizer.fit(data, target=(-1.0, 1.0)).to_dict(),
+        output_range=[-1.0, 1.0], data_fingerprint="a" * 64,
+        module="tests_not_a_galforge_module", step=3, epoch=0,
+    )
+    folder = RunFolder(run_dir)
+    folder.write_info(info)
     (run_dir / "config.yaml").write_text("model:\n  width: 8\ntrain:\n  steps: 3\n")
-    save_file(make_generator(seed).state_dict(), str(run_dir / "generator.safetensors"))
+    folder.write_weights({"generator": make_generator(seed).state_dict()})
     return run_dir
+
+
+def export_run(run_dir):
+    return RunFolder(run_dir).export()
 
 
 def test_round_trip_keeps_weights_normalizer_and_description(tmp_path):
     path = make_bundle(tmp_path / "b")
     assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "generator.safetensors"]
     meta = json.loads((path / "bundle.json").read_text())
-    for key in ("family", "spec", "config", "bands", "units", "normalizer", "output_range",
+    for key in ("family", "parts", "config", "bands", "units", "normalizer", "output_range",
                 "data_fingerprint", "galforge_version", "bundle_id", "created"):
         assert key in meta, key
+    assert meta["format_version"] == 2
+    part = meta["parts"]["generator"]
+    assert part["family"] == FAMILY and part["spec"] == SPEC
+    assert part["file"] == "generator.safetensors" and re.fullmatch(r"[0-9a-f]{64}", part["sha256"])
     assert re.fullmatch(r"[0-9a-f]{12}", meta["bundle_id"])
     assert meta["galforge_version"] == galforge.__version__
 
@@ -160,16 +168,17 @@ def test_truncation_zero_gives_the_mean_image(tmp_path):
     assert np.allclose(imgs, imgs[0][None])
 
 
-def test_load_from_run_folder_exports_the_bundle(tmp_path):
+def test_load_from_run_folder_reads_the_present_weights_and_writes_nothing(tmp_path):
     run = make_run(tmp_path / "run")
+    before = sorted(p.name for p in run.rglob("*"))
     g = load_bundle(run)
-    assert (run / "bundle" / "bundle.json").is_file()
-    meta = json.loads((run / "bundle" / "bundle.json").read_text())
-    assert meta["config"] == {"model": {"width": 8}, "train": {"steps": 3}}
-    assert meta["source"]["step"] == 3 and meta["module"] == "tests_not_a_galforge_module"
-    stamp = (run / "bundle" / "bundle.json").stat().st_mtime_ns
+    assert sorted(p.name for p in run.rglob("*")) == before  # nothing written
+    assert g.config == {"model": {"width": 8}, "train": {"steps": 3}}
+    assert g.meta["source"]["step"] == 3 and g.meta["module"] == "tests_not_a_galforge_module"
+    exported = export_run(run)
+    stamp = (exported / "bundle.json").stat().st_mtime_ns
     again = load_bundle(run)
-    assert again.bundle_id == g.bundle_id
+    assert again.bundle_id == g.bundle_id == load_bundle(exported).bundle_id
     assert (run / "bundle" / "bundle.json").stat().st_mtime_ns == stamp  # reused
     # new weights in the run -> the run folder means the new weights
     save_file(make_generator(7).state_dict(), str(run / "generator.safetensors"))
@@ -215,7 +224,7 @@ def test_corrupt_safetensors_is_named(tmp_path, capsys):
     assert code == 2 and "generator.safetensors" in err
     # without a recorded checksum the safetensors reader itself reports the file
     meta = json.loads((path / "bundle.json").read_text())
-    del meta["weights"]
+    del meta["parts"]["generator"]["sha256"]
     (path / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="generator.safetensors.*safetensors"):
         load_bundle(path)
@@ -240,7 +249,7 @@ def test_unknown_family_lists_the_known_ones(tmp_path, capsys):
 def test_weights_of_another_model_are_refused(tmp_path):
     path = make_bundle(tmp_path / "b")
     meta = json.loads((path / "bundle.json").read_text())
-    meta["spec"] = {"channels": 3, "latent_dim": 16, "size": 8}
+    meta["parts"]["generator"]["spec"] = {"channels": 3, "latent_dim": 16, "size": 8}
     (path / "bundle.json").write_text(json.dumps(meta))
     with pytest.raises(BundleError, match="generator.safetensors"):
         load_bundle(path)
@@ -290,7 +299,7 @@ def test_run_hyperparameters_travel_into_the_bundle(tmp_path):
     (run / "run.json").write_text(json.dumps(info))
     meta = json.loads((export_run(run) / "bundle.json").read_text())
     assert meta["hyperparameters"] == {"lr": 0.0002, "label_smoothing": 0.1}
-    assert meta["spec"] == SPEC and meta["data_fingerprint"] == "a" * 64
+    assert meta["parts"]["generator"]["spec"] == SPEC and meta["data_fingerprint"] == "a" * 64
 
 
 # --------------------------------------------------------------------------- 0.1 bundles

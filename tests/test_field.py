@@ -208,7 +208,7 @@ def test_bad_inputs(tmp_path):
         generate_field(gen, None, BANDS, tmp_path / "x.zarr", "64x64", fmt="tiff", progress=False)
     with pytest.raises(ModelError, match="band"):
         generate_field(gen, None, ("g",), tmp_path / "x.zarr", "64x64", progress=False)
-    with pytest.raises(ModelError, match="sgan"):
+    with pytest.raises(ModelError, match="windowed"):
         generate_field(torch.nn.Linear(2, 2), None, BANDS, tmp_path / "x.zarr", "64x64")
 
 
@@ -266,7 +266,7 @@ def test_v01_sgan_field_is_unchanged(tmp_path):
     """A field of the 0.1 fixture bundle is the same, bit for bit, as galforge 0.1 made it."""
     from pathlib import Path
 
-    from galforge.bundle import load_bundle
+    from galforge.generation import load_bundle
 
     fixtures = Path(__file__).parent / "fixtures"
     with np.load(fixtures / "expected_v01.npz") as data:

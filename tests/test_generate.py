@@ -13,11 +13,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 import galforge
-from galforge.bundle import load_bundle, save_bundle
+from galforge.bundle import save_bundle
 from galforge.cli import main
 from galforge.data.normalize import Normalizer
 from galforge.errors import ConfigError
 from galforge.generation import latent as L
+from galforge.generation import load_bundle
 from galforge.generation.sampling import iter_samples, sample
 from galforge.models.registry import register_generator
 
@@ -34,6 +35,8 @@ class TinyConvGenerator(nn.Module):
         self.latent_dim, self.size = latent_dim, size
         self.fc = nn.Linear(latent_dim, 4 * 4 * 4)
         self.up = nn.ConvTranspose2d(4, channels, 4, 2, 1)
+
+    CAPABILITIES = frozenset({"latent"})
 
     def latent_shape(self, n):
         return (n, self.latent_dim, 1, 1)
@@ -129,12 +132,14 @@ def test_generate_from_run_folder(bundle_dir, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     meta = json.loads((bundle_dir / "bundle.json").read_text())
-    info = {k: meta[k] for k in ("family", "spec", "bands", "units", "normalizer", "output_range")}
+    # a run folder as galforge 0.1 wrote it (run.json with "spec")
+    info = {k: meta[k] for k in ("family", "bands", "units", "normalizer", "output_range")}
+    info["spec"] = meta["parts"]["generator"]["spec"]
     (run / "run.json").write_text(json.dumps(info | {"step": 1, "epoch": 0}))
     torch.manual_seed(0)
     save_file(TinyConvGenerator(**SPEC).state_dict(), str(run / "generator.safetensors"))
     assert _generate(run, tmp_path / "o") == 0
-    assert (run / "bundle" / "bundle.json").is_file()
+    assert not (run / "bundle").exists()  # sampling a run folder writes nothing into it
     np.testing.assert_allclose(
         fits.getdata(tmp_path / "o" / "galaxy_000000.fits"),
         load_bundle(bundle_dir).sample(1, seed=3)[0],

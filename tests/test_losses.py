@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,8 @@ from galforge.training.losses import (
     bce_logits,
     discriminator_loss,
     generator_loss_nonsaturating,
+    ragan_d_loss,
+    ragan_g_loss,
     smooth_real_labels,
 )
 
@@ -50,3 +54,19 @@ def test_discriminator_and_nonsaturating_generator_loss():
     assert float(lf) == pytest.approx(float(-torch.log(1 - torch.sigmoid(fake)).mean()), rel=1e-6)
     g = generator_loss_nonsaturating(fake)
     assert float(g) == pytest.approx(float(-torch.log(torch.sigmoid(fake)).mean()), rel=1e-6)
+
+
+def test_ragan_loss_hand_computed():
+    real = torch.tensor([1.0, 3.0])
+    fake = torch.tensor([0.0, -2.0])
+    # mean real = 2, mean fake = -1
+    # D: -mean log s(real - (-1)) - mean log(1 - s(fake - 2))
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731  softplus
+    d_expected = (sp(-2.0) + sp(-4.0)) / 2 + (sp(-2.0) + sp(-4.0)) / 2
+    g_expected = (sp(2.0) + sp(4.0)) / 2 + (sp(2.0) + sp(4.0)) / 2
+    assert float(ragan_d_loss(real, fake)) == pytest.approx(d_expected, rel=1e-6)
+    assert float(ragan_g_loss(real, fake)) == pytest.approx(g_expected, rel=1e-6)
+    # indistinguishable logits: both losses are 2 log 2
+    same = torch.zeros(4)
+    assert float(ragan_d_loss(same, same)) == pytest.approx(2 * math.log(2))
+    assert float(ragan_g_loss(same, same)) == pytest.approx(2 * math.log(2))

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from galforge.cli import main
 from galforge.errors import ConfigError, TrainingError
+from galforge.runfolder import RunFolder
 from galforge.training.recipe import StampBatches
 from galforge.training.recipes import RECIPES
 from galforge.training.trainer import Trainer
@@ -56,12 +57,11 @@ def test_run_folder_layout(tmp_path):
                 "checkpoints/step-00000002/state.json", "checkpoints/step-00000004/state.json",
                 "samples/step-00000002.png", "samples/step-00000004.png"]:
         assert (run / rel).is_file(), rel
-    info = json.loads((run / "run.json").read_text())
-    for key in ["family", "model", "spec", "bands", "units", "normalizer", "output_range",
-                "data_fingerprint", "galforge_version", "export_module", "step", "epoch"]:
-        assert key in info, key
-    assert info["family"] == "dcgan" and info["step"] == 4 and info["bands"] == ["g", "r", "i"]
-    assert info["export_module"] == "galforge.models.dcgan"
+    info = RunFolder(run).read_info()
+    assert info.family == "dcgan" and info.step == 4 and info.bands == ["g", "r", "i"]
+    assert info.units == "counts" and info.data_fingerprint == "abc" and info.model == "dcgan64"
+    assert info.output_range == [-1.0, 1.0] and info.epoch == 2
+    assert info.parts["generator"]["module"] == "galforge.models.dcgan"
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert {"loss_d", "loss_g", "time_step_s", "lr_G"} <= set(log[0])
@@ -73,7 +73,7 @@ def test_run_folder_layout(tmp_path):
     # the generator weights rebuild through the registry
     from galforge.models import build_generator
 
-    g = build_generator(info["family"], info["spec"])
+    g = build_generator(info.parts["generator"]["family"], info.parts["generator"]["spec"])
     g.load_state_dict(load_file(str(run / "generator.safetensors")))
 
 
@@ -161,15 +161,11 @@ def test_cli_train_on_npy(tmp_path, capsys):
     for rel in ["config.yaml", "run.json", "generator.safetensors", "log.jsonl",
                 "checkpoints/latest/state.json", "samples/step-00000002.png"]:
         assert (run / rel).is_file(), rel
-    info = json.loads((run / "run.json").read_text())
-    assert info["spec"]["image_size"] == 64 and info["spec"]["channels"] == 3
-    assert info["normalizer"] is not None and info["data_fingerprint"]
-    try:
-        import galforge.bundle  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        assert (run / "bundle" / "bundle.json").is_file()
+    info = RunFolder(run).read_info()
+    spec = info.parts["generator"]["spec"]
+    assert spec["image_size"] == 64 and spec["channels"] == 3
+    assert info.normalizer is not None and info.data_fingerprint
+    assert (run / "bundle" / "bundle.json").is_file()
     # resume to a longer run through the CLI
     rc = main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--steps", "3",
                "--resume", "--device", "cpu", "--set", "train.progress=false"])

@@ -15,6 +15,6 @@ def load(path, device="cpu"):
     ``galforge.load("runs/x/bundle").sample(16, seed=0)`` returns a float32 array in the
     training data's physical units. Nothing in the files is executed (no pickle).
     """
-    from galforge.bundle import load_bundle
+    from galforge.generation.sampling import load_bundle
 
     return load_bundle(path, device=device)

@@ -88,12 +88,12 @@ def _size_steps(cfg, seconds: float, family: str) -> tuple[int, float]:
 def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
              progress: bool = True) -> dict:
     """Run the demo pipeline into ``out``; return a dict of the paths written and figures."""
-    from galforge.bundle import load_bundle
     from galforge.cli.train_cmd import resolve_train_config
     from galforge.data import load_images
     from galforge.data.imageset import ImageSet
     from galforge.evaluation import evaluate
     from galforge.generation.field import field_from_bundle
+    from galforge.generation.sampling import load_bundle
     from galforge.generation.writers import write_samples
     from galforge.training.trainer import train_from_config
 

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
         """Generate N galaxies (FITS by default) plus a grid.png preview into --out."""
-        from galforge.bundle import load_bundle
+        from galforge.generation.sampling import load_bundle
         from galforge.generation.writers import FORMATS, write_samples
 
         if fmt.lower() not in FORMATS:
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     def export(
         run: Path = typer.Argument(..., metavar="RUN", help="A run folder written by galforge train."),
     ) -> None:
-        """Export RUN/bundle (bundle.json + generator.safetensors) from a run; print its path."""
-        from galforge.bundle import export_run
+        """Export RUN/bundle (bundle.json + one safetensors file per part); print its path."""
+        from galforge.runfolder import RunFolder
 
-        typer.echo(str(export_run(run)))
+        typer.echo(str(RunFolder(run).export()))

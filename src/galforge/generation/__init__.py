@@ -8,7 +8,7 @@ and latent arithmetic.
 
 from __future__ import annotations
 
-from galforge.generation.sampling import iter_samples, sample
+from galforge.generation.sampling import Bundle, iter_samples, load_bundle, sample
 from galforge.generation.writers import (
     FORMATS,
     GenerationResult,
@@ -20,8 +20,10 @@ from galforge.generation.writers import (
 
 __all__ = [
     "FORMATS",
+    "Bundle",
     "GenerationResult",
     "iter_samples",
+    "load_bundle",
     "sample",
     "write_fits",
     "write_grid",

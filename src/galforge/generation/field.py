@@ -1,16 +1,20 @@
-"""Deep fields of any size from a fully convolutional (Spatial GAN) generator.
+"""Deep fields of any size from a generator with the ``windowed`` capability.
+
+Any generator that declares the ``windowed`` capability (:mod:`galforge.models.capabilities`:
+e.g. the fully convolutional Spatial GAN) makes fields; nothing here depends on its family.
 
 How a field is made
 -------------------
 * **One conceptual latent.**  A field of ``H x W`` pixels has the latent
-  ``[50, ceil(H/16), ceil(W/16)]``.  It is never held whole: it is cut into fixed chunks of
-  ``LATENT_CHUNK x LATENT_CHUNK`` latent pixels and chunk ``(i, j)`` is drawn from its own
-  ``torch.Generator`` seeded with ``SeedSequence([seed, i, j])``.  Any window can be drawn on
+  ``[latent_channels, ceil(H/u), ceil(W/u)]`` (``u`` the generator's ``upscale``).  It is
+  never held whole: it is cut into fixed chunks of ``LATENT_CHUNK x LATENT_CHUNK`` latent
+  pixels and chunk ``(i, j)`` is drawn from its own generator
+  (:func:`galforge.seeding.field_chunk_generator`).  Any window can be drawn on
   its own, and the values do not depend on the tile size, the worker count or the field size.
 * **Seamless tiles.**  Each output tile of ``tile x tile`` pixels is computed from its latent
-  window plus a margin that covers the generator's receptive field (worked out from the layer
-  list by :meth:`SGANGenerator.plan_window`); each layer's output is cropped to what the next
-  layers need and positions outside the field are zeroed, so a tile equals the matching part
+  window plus a margin that covers the generator's receptive field (its ``plan_window``);
+  each layer's output is cropped to what the next layers need and positions outside the
+  field are zeroed (its ``window_masks``), so a tile equals the matching part
   of a one-shot pass over the whole latent, edges included.  There are no seams.
 * **Bounded memory.**  Tiles stream to a chunked zarr array (default), a FITS file written
   section by section, or a memory-mapped ``.npy``; memory depends on the tile, not the field.
@@ -48,14 +52,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from galforge.errors import ConfigError, ModelError
+from galforge.errors import BundleError, ConfigError, ModelError
 from galforge.fileio import atomic_write_json
-from galforge.models.sgan import UPSCALE, SGANGenerator, same_window_masks
+from galforge.models.capabilities import WINDOWED, require
+from galforge.runfolder import RunFolder
+from galforge.seeding import check_seed, field_chunk_generator
 
 LATENT_CHUNK = 64
 DEFAULT_TILE = 1024
 COMPILE_MIN_TILES = 128
 FORMATS = ("zarr", "fits", "npy")
+#: smallest field side accepted by ``--size``, in pixels
+MIN_SIDE = 16
 _FITS_BLOCK = 2880
 
 
@@ -74,18 +82,21 @@ def parse_size(text: str | Sequence[int], option: str = "--size") -> tuple[int, 
         values = [int(v) for v in text]
     if len(values) == 1:
         values = values * 2
-    if len(values) != 2 or min(values) < UPSCALE:
+    if len(values) != 2 or min(values) < MIN_SIDE:
         raise ConfigError(
-            f"{option} {text!r}: give HxW with both sides at least {UPSCALE} pixels "
+            f"{option} {text!r}: give HxW with both sides at least {MIN_SIDE} pixels "
             "(e.g. 4096x4096)"
         )
     return values[0], values[1]
 
 
-def _check_tile(tile: int) -> int:
+def _check_tile(tile: int, upscale: int) -> int:
     tile = int(tile)
-    if tile < UPSCALE or tile % UPSCALE:
-        raise ConfigError(f"--tile {tile}: the tile size must be a positive multiple of 16")
+    if tile < upscale or tile % upscale:
+        raise ConfigError(
+            f"--tile {tile}: the tile size must be a positive multiple of {upscale} (the "
+            "generator's pixels per latent pixel)"
+        )
     return tile
 
 
@@ -95,16 +106,13 @@ class FieldLatent:
 
     def __init__(self, seed: int, latent_hw: tuple[int, int], channels: int = 50,
                  chunk: int = LATENT_CHUNK):
-        self.seed = int(seed)
-        if self.seed < 0:
-            raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        self.seed = check_seed(seed)
         self.h, self.w = int(latent_hw[0]), int(latent_hw[1])
         self.channels = int(channels)
         self.chunk = int(chunk)
 
     def _chunk(self, i: int, j: int) -> torch.Tensor:
-        state = np.random.SeedSequence([self.seed, i, j]).generate_state(2, dtype=np.uint32)
-        rng = torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+        rng = field_chunk_generator(self.seed, i, j)
         return torch.randn((self.channels, self.chunk, self.chunk), generator=rng)
 
     def window(self, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
@@ -292,8 +300,13 @@ class FieldJob:
         return state
 
     @property
+    def upscale(self) -> int:
+        return int(self.generators[0].upscale)
+
+    @property
     def latent_hw(self) -> tuple[int, int]:
-        return math.ceil(self.size[0] / UPSCALE), math.ceil(self.size[1] / UPSCALE)
+        u = self.upscale
+        return math.ceil(self.size[0] / u), math.ceil(self.size[1] / u)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -342,9 +355,9 @@ class FieldJob:
             # identical whatever process or cluster worker renders the tile
             torch.set_num_threads(self.threads)
         y0, x0, h, w = self.tile_box(ty, tx)
-        g: SGANGenerator = self.generators[0]
+        g = self.generators[0]
         plan = g.plan_window(self.tile)
-        oy, ox = y0 // UPSCALE, x0 // UPSCALE
+        oy, ox = y0 // self.upscale, x0 // self.upscale
         latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
         device = next(g.parameters()).device
         z = latent.window(oy + plan.latent_start, ox + plan.latent_start, plan.latent_size,
@@ -360,7 +373,7 @@ class FieldJob:
         masks = None
         if self.compile or not interior:
             # a compiled tile function always takes masks so that one graph serves every tile
-            masks = same_window_masks(plan, g, (oy, ox), self.latent_hw, device=device)
+            masks = g.window_masks(plan, (oy, ox), self.latent_hw, device=device)
         index = ensemble_index(ty, tx, len(self.generators), self.seed)
         with torch.inference_mode():
             y = self._runner(index)(z, plan, masks)
@@ -380,11 +393,12 @@ def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
     return h * w
 
 
-def render_one_shot(generator: SGANGenerator, normalizer, size, seed: int = 0) -> np.ndarray:
+def render_one_shot(generator: nn.Module, normalizer, size, seed: int = 0) -> np.ndarray:
     """The whole field in one pass over the whole latent (for small fields and checks)."""
+    require(generator, WINDOWED, "a deep field")
     h, w = parse_size(size)
-    latent = FieldLatent(seed, (math.ceil(h / UPSCALE), math.ceil(w / UPSCALE)),
-                         generator.latent_channels)
+    u = int(generator.upscale)
+    latent = FieldLatent(seed, (math.ceil(h / u), math.ceil(w / u)), generator.latent_channels)
     device = next(generator.parameters()).device
     with torch.inference_mode():
         y = generator(latent.whole().to(device))[:, :, :h, :w].float().cpu()
@@ -455,8 +469,8 @@ def generate_field(
 ) -> FieldResult:
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
-    ``generator`` is an :class:`SGANGenerator` (eval mode) or a list of them for a
-    self-ensemble (see the module docstring); ``normalizer`` maps the (0, 1) output back to
+    ``generator`` is a generator with the ``windowed`` capability (eval mode) or a list of
+    them for a self-ensemble (see the module docstring); ``normalizer`` maps the (0, 1) output back to
     physical units (``None``: model space).  ``fmt`` is ``"zarr"`` (default), ``"fits"`` or
     ``"npy"`` (guessed from the suffix of ``out`` when omitted).  ``workers`` tiles run at once
     as Dask tasks (threads, or processes with ``processes=True``); ``scheduler`` is the address
@@ -476,11 +490,7 @@ def generate_field(
     if not generators:
         raise ModelError("generate_field: no generator given")
     for g in generators:
-        if not isinstance(g, SGANGenerator):
-            raise ModelError(
-                f"deep fields need a fully convolutional 'sgan' generator, got "
-                f"{type(g).__name__}; train one with `galforge train ... --model sgan`"
-            )
+        require(g, WINDOWED, "a deep field")
         g.eval()
     g0 = generators[0]
     for g in generators[1:]:
@@ -492,7 +502,8 @@ def generate_field(
             f"generate_field: {len(bands)} band names for a {g0.channels}-band generator"
         )
     h, w = parse_size(size)
-    tile = _check_tile(tile)
+    upscale = int(g0.upscale)
+    tile = _check_tile(tile, upscale)
     out = Path(out)
     fmt = (fmt or _default_format(out)).lower()
     if fmt not in FORMATS:
@@ -500,10 +511,8 @@ def generate_field(
     workers = int(workers)
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give at least 1")
-    if seed is None or int(seed) < 0:
-        raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
-    seed = int(seed)
-    tile = min(tile, UPSCALE * math.ceil(max(h, w) / UPSCALE))
+    seed = check_seed(seed)
+    tile = min(tile, upscale * math.ceil(max(h, w) / upscale))
     if compile == "auto":
         # compiling gains ~5-10 % per tile over the eager path on CPU but costs 15-60 s once:
         # worth it only for many large tiles
@@ -654,37 +663,15 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
 # ---------------------------------------------------------------------------- bundles / runs
 def snapshot_dirs(run_dir) -> list[Path]:
     """Kept snapshots ``RUN/checkpoints/step-XXXXXXXX`` of a run, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+    return RunFolder(run_dir).snapshots()
 
 
-def load_snapshot_generator(snapshot: Path, template: SGANGenerator) -> SGANGenerator:
+def load_snapshot_generator(snapshot: Path, template: nn.Module) -> nn.Module:
     """A copy of ``template`` with the generator weights of one kept snapshot."""
     import copy
 
-    from safetensors.torch import load_file
-
-    from galforge.errors import BundleError
-
-    candidates = [snapshot / "generator.safetensors", snapshot / "state.safetensors"]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
-        raise BundleError(f"{snapshot}: no generator.safetensors or state.safetensors in it")
-    tensors = load_file(str(path))
-    own = template.state_dict()
-    state = None
-    # EMA weights first (what the run exports), then the raw generator
-    for prefix in ("ema.", "module.G.", ""):
-        picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if picked and set(own) <= set(picked):
-            state = {k: picked[k] for k in own}
-            break
-    if state is None:
-        raise BundleError(
-            f"{path}: holds no weights of this generator (keys like {next(iter(tensors), '')!r})"
-        )
+    run = RunFolder(Path(snapshot).parent.parent)
+    state = run.snapshot_weights(Path(snapshot), template.state_dict())
     g = copy.deepcopy(template)
     g.load_state_dict(state)
     return g.eval()
@@ -700,15 +687,14 @@ def field_from_bundle(
     ``realisations=R`` writes R fields (``OUT`` with ``_r00``, ``_r01``, ... before the
     suffix), field ``r`` made by the r-th of the last R snapshots from the same latent.
     """
-    from galforge.bundle import load_bundle
-    from galforge.errors import BundleError
+    from galforge.generation.sampling import load_bundle
 
     bundle = load_bundle(path, device=device)
     gen = bundle.generator
-    if not isinstance(gen, SGANGenerator):
+    if WINDOWED not in bundle.capabilities:
         raise ModelError(
-            f"{path}: a {bundle.family!r} generator cannot make deep fields; only fully "
-            "convolutional 'sgan' models tile seamlessly"
+            f"{path}: a {bundle.family!r} generator cannot make deep fields: it has no "
+            "'windowed' capability (fully convolutional generators such as sgan have it)"
         )
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)
@@ -718,13 +704,13 @@ def field_from_bundle(
     if not count or count == 1:
         return [generate_field(gen, bundle.normalizer, bundle.bands, out, size, **common)]
     run_dir = Path(path)
-    if (run_dir / "bundle.json").exists() and not (run_dir / "checkpoints").exists():
+    if (run_dir / "bundle.json").exists() and not RunFolder(run_dir).checkpoints.exists():
         run_dir = run_dir.parent
-    snaps = snapshot_dirs(run_dir)
+    snaps = RunFolder(run_dir).snapshots()
     if len(snaps) < count:
         raise BundleError(
             f"{path}: {'--ensemble' if ensemble else '--realisations'} {count} needs {count} "
-            f"kept snapshots in {run_dir / 'checkpoints'}, found {len(snaps)}; train with a "
+            f"kept snapshots in {RunFolder(run_dir).checkpoints}, found {len(snaps)}; train with a "
             "snapshot cadence (--set train.snapshot_every=K) or ask for fewer"
         )
     gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]

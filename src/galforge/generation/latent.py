@@ -2,7 +2,7 @@
 
 Latents are float32 tensors ``N×...`` (for a DCGAN ``N×100×1×1``). Every random latent comes
 from :func:`gaussian_latents`, whose row ``k`` depends only on ``(seed, start + k)`` — the
-same stream :meth:`galforge.bundle.Bundle.latent` uses — so a latent picked here reproduces
+same stream :meth:`galforge.generation.Bundle.latent` uses — so a latent picked here reproduces
 the sample of that seed and index.
 
 Typical uses with a loaded bundle ``g``::
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from galforge.bundle import index_generator, indexed_normal
 from galforge.errors import ConfigError
+from galforge.seeding import sample_generator, sample_latents
 
 __all__ = [
     "add_direction",
@@ -47,7 +47,7 @@ def gaussian_latents(
 
     Row ``k`` depends only on ``(seed, start + k)``, never on how many rows are drawn at once.
     """
-    return indexed_normal(tuple(per_sample_shape), n, seed, start=start)
+    return sample_latents(tuple(per_sample_shape), n, seed, start=start)
 
 
 def truncated_gaussian_latents(
@@ -71,7 +71,7 @@ def truncated_gaussian_latents(
     shape = tuple(int(s) for s in per_sample_shape)
     out = torch.empty((int(n), *shape), dtype=torch.float32)
     for k in range(int(n)):
-        gen = index_generator(seed, start + k)
+        gen = sample_generator(seed, start + k)
         z = torch.randn(shape, generator=gen)
         for _ in range(max_rounds):
             outside = z.abs() > threshold

@@ -1,21 +1,234 @@
-"""Batched sampling from a bundle, streamed in chunks so that any number of galaxies fits.
+"""Sampling a bundle: the loaded generator, its seeded latents, batched and streamed samples.
 
-``for start, images in iter_samples(bundle, 1_000_000, seed=3): ...`` yields the samples
-``start .. start+len(images)-1`` as float32 ``B×C×H×W`` arrays in physical units, one batch
-at a time, with a progress bar. Sample ``i`` is the same image that
-``bundle.sample(n, seed)[i]`` returns: it depends only on ``(seed, i)``.
+``bundle = load_bundle("runs/x")`` rebuilds the networks of a bundle folder (or of a run
+folder's present weights, without writing anything) and composes them into one sampler,
+whose capabilities (:mod:`galforge.models.capabilities`) decide what can be asked of it.
+``bundle.sample(16, seed=0)`` returns float32 ``N×C×H×W`` images in the training data's
+physical units.
+
+Sampling is reproducible: the latent of sample ``i`` for seed ``s`` is drawn from its own
+random stream ``(s, i)`` (:func:`galforge.seeding.sample_latents`), so the same sample comes
+out whatever the batch size or the range of indices asked for.
+``for start, images in iter_samples(bundle, 1_000_000, seed=3): ...`` streams chunks with a
+progress bar.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
+import torch
 
-from galforge.bundle import Bundle
-from galforge.errors import ConfigError
+from galforge.bundle import BUNDLE_JSON, BundleFile, read_bundle, resolve_device
+from galforge.errors import BundleError, ConfigError
+from galforge.models.capabilities import CONDITIONAL, INTERMEDIATE, LATENT, capabilities, require
+from galforge.runfolder import RUN_JSON, RunFolder
+from galforge.seeding import sample_latents
 
-__all__ = ["iter_samples", "sample"]
+__all__ = ["Bundle", "iter_samples", "load_bundle", "sample"]
+
+
+def _check_count(value, name: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"{name}={value!r}: must be an integer >= {minimum}")
+    return int(value)
+
+
+class Bundle:
+    """A loaded bundle: the composed generator and what turns its output into physical images.
+
+    Attributes: ``family``, ``parts`` (the rebuilt networks by name), ``generator`` (the
+    sampler composed from them, eval mode on ``device``), ``capabilities``, ``spec`` (the
+    ``generator`` part's spec; by part name for families of several parts), ``config``,
+    ``bands`` (tuple), ``units``, ``normalizer``, ``output_range``, ``data_fingerprint``,
+    ``galforge_version``, ``bundle_id``, ``created``, ``image_shape`` (C, H, W), ``path`` and
+    ``meta`` (the whole ``bundle.json``).
+    """
+
+    def __init__(self, file: BundleFile, device, display_path: Path | None = None):
+        from galforge.bundle import probe_image_shape
+
+        self.file = file
+        self.path = Path(display_path or file.path)
+        self.meta = file.meta
+        self.device = device
+        self.generator, self.parts = file.sampler(device)
+        self.capabilities = capabilities(self.generator)
+        require(self.generator, LATENT, "sampling")
+        self.normalizer = file.normalizer
+        meta = self.meta
+        self.family: str = meta["family"]
+        specs = {name: p.spec for name, p in file.parts.items()}
+        self.spec: dict = specs["generator"] if list(specs) == ["generator"] else specs
+        self.config: dict = meta.get("config") or {}
+        self.bands: tuple[str, ...] = tuple(meta["bands"])
+        self.units: str = meta["units"]
+        self.output_range: tuple[float, float] = tuple(float(v) for v in meta["output_range"])
+        self.data_fingerprint = meta.get("data_fingerprint")
+        self.galforge_version = meta.get("galforge_version")
+        self.bundle_id: str = meta["bundle_id"]
+        self.created: str = meta.get("created", "")
+        self.latent_sample_shape = tuple(int(s) for s in self.generator.latent_shape(1)[1:])
+        self.image_shape: tuple[int, ...] = probe_image_shape(self.generator)
+        json_path = file.path / BUNDLE_JSON
+        if self.image_shape[0] != len(self.bands):
+            raise BundleError(
+                f"{json_path}: the generator makes {self.image_shape[0]} channels but the "
+                f"bundle lists {len(self.bands)} bands {list(self.bands)}"
+            )
+        recorded = meta.get("image_shape")
+        if recorded and tuple(recorded) != self.image_shape:
+            raise BundleError(
+                f"{json_path}: image_shape {recorded} does not match the generator's output "
+                f"{list(self.image_shape)}"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Bundle(family={self.family!r}, bands={self.bands}, units={self.units!r}, "
+            f"image_shape={self.image_shape}, bundle_id={self.bundle_id!r}, path='{self.path}')"
+        )
+
+    def mean_latent(self) -> torch.Tensor:
+        """The mean latent (zeros for Gaussian latents unless the generator defines one)."""
+        custom = getattr(self.generator, "mean_latent", None)
+        if callable(custom):
+            return torch.as_tensor(custom(), dtype=torch.float32).cpu()
+        return torch.zeros(self.latent_sample_shape, dtype=torch.float32)
+
+    def latent(self, n: int, seed: int = 0, *, start: int = 0,
+               truncation: float | None = None, **shape_options) -> torch.Tensor:
+        """Latents of samples ``start..start+n-1`` for ``seed`` (CPU float32 tensor).
+
+        ``truncation`` ψ pulls each latent toward the mean latent: ``mean + ψ (z - mean)``
+        (for generators with an intermediate latent space the pull happens in w, at
+        :meth:`generate_from_latent`). ``shape_options`` go to the generator's
+        ``latent_shape`` (e.g. ``image_size=256`` for fully convolutional generators).
+        """
+        n = _check_count(n, "n")
+        shape = self.latent_sample_shape
+        if shape_options:
+            shape = tuple(int(v) for v in self.generator.latent_shape(1, **shape_options)[1:])
+        z = sample_latents(shape, n, seed, start=int(start))
+        psi = _check_psi(truncation)
+        if psi is not None and INTERMEDIATE not in self.capabilities:
+            mean = self.mean_latent()
+            z = mean + psi * (z - mean)
+        return z
+
+    def _forward(self, z: torch.Tensor, conditions, truncation) -> torch.Tensor:
+        caps = self.capabilities
+        args = []
+        if conditions is not None:
+            require(self.generator, CONDITIONAL, "conditions")
+            args.append(torch.as_tensor(conditions, dtype=torch.float32).to(self.device))
+        elif CONDITIONAL in caps:
+            raise ConfigError(
+                f"the {self.family!r} generator needs conditions "
+                f"({', '.join(self.generator.condition_names)}); pass conditions=..."
+            )
+        psi = _check_psi(truncation)
+        if INTERMEDIATE in caps and psi is not None:
+            g = self.generator
+            w = g.mapping(z, *args)
+            mean = torch.as_tensor(g.mean_w(), dtype=w.dtype).to(w.device)
+            return g.synthesis(mean + psi * (w - mean), *args)
+        return self.generator(z, *args)
+
+    def generate_from_latent(self, z, batch: int = 64, *, conditions=None,
+                             truncation: float | None = None) -> np.ndarray:
+        """Images for latents ``z`` as float32 ``N×C×H×W`` in physical units.
+
+        The generator's model-space output is clamped to ``output_range`` and mapped back
+        to the training data's units with the normalizer's inverse. ``conditions``
+        (``N×K``) for conditional generators; ``truncation`` applies in w for generators
+        with an intermediate latent space.
+        """
+        batch = _check_count(batch, "batch", minimum=1)
+        z = torch.as_tensor(z, dtype=torch.float32)
+        cond = None if conditions is None else torch.as_tensor(conditions, dtype=torch.float32)
+        lo, hi = self.output_range
+        chunks = []
+        with torch.inference_mode():
+            for s in range(0, z.shape[0], batch):
+                c = None if cond is None else cond[s : s + batch]
+                out = self._forward(z[s : s + batch].to(self.device), c, truncation)
+                chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
+        if not chunks:
+            return np.empty((0, *self.image_shape), dtype=np.float32)
+        model_space = np.concatenate(chunks, axis=0)
+        physical = self.normalizer.inverse(model_space)
+        return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
+
+    def sample(self, n: int, seed: int = 0, batch: int = 64, *, start: int = 0,
+               truncation: float | None = None, conditions=None,
+               **shape_options) -> np.ndarray:
+        """``n`` generated images, float32 ``N×C×H×W`` in the training data's units.
+
+        Sample ``i`` depends only on ``(seed, start + i)`` (and its conditions), not on
+        ``batch``. For very large ``n`` use :func:`iter_samples`, which streams chunks.
+        """
+        n = _check_count(n, "n")
+        batch = _check_count(batch, "batch", minimum=1)
+        out = np.empty((n, *self.image_shape), dtype=np.float32) if not shape_options else None
+        for s in range(0, n, batch):
+            m = min(batch, n - s)
+            z = self.latent(m, seed, start=int(start) + s, truncation=truncation, **shape_options)
+            c = None if conditions is None else np.asarray(conditions)[s : s + m]
+            images = self.generate_from_latent(z, batch=batch, conditions=c,
+                                               truncation=truncation)
+            if out is None:
+                out = np.empty((n, *images.shape[1:]), dtype=np.float32)
+            out[s : s + m] = images
+        if out is None:
+            out = np.empty((0, *self.image_shape), dtype=np.float32)
+        return out
+
+
+def _check_psi(truncation) -> float | None:
+    if truncation is None:
+        return None
+    psi = float(truncation)
+    if not (math.isfinite(psi) and psi >= 0):
+        raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
+    return psi
+
+
+def load_bundle(path, device="cpu") -> Bundle:
+    """Load a bundle for sampling, from a bundle folder or a run folder; writes nothing.
+
+    ``path`` may be a bundle folder (``bundle.json`` + one safetensors file per part), its
+    ``bundle.json``, or a training run folder (``run.json``): a run folder means its present
+    weights (``RUN/bundle`` when it was exported from them, otherwise the bundle the export
+    would write, built in memory). ``device``: ``cpu``, ``cuda`` or ``auto``. Raises
+    :class:`BundleError` naming the file for anything missing, corrupt or inconsistent.
+    """
+    dev = resolve_device(device)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BundleError(f"{p}: no such bundle or run folder; pass a folder with {BUNDLE_JSON} "
+                          f"or {RUN_JSON}")
+    if p.is_file():
+        if p.name in (BUNDLE_JSON, RUN_JSON):
+            p = p.parent
+        else:
+            raise BundleError(
+                f"{p}: is a file; pass the bundle folder (with {BUNDLE_JSON}) or the run folder"
+            )
+    if (p / BUNDLE_JSON).is_file():
+        return Bundle(read_bundle(p), dev)
+    run = RunFolder(p)
+    if run.is_run():
+        return Bundle(run.bundle_file(), dev, display_path=p)
+    if (p / "bundle" / BUNDLE_JSON).is_file():
+        return Bundle(read_bundle(p / "bundle"), dev)
+    raise BundleError(
+        f"{p}: neither a bundle folder ({BUNDLE_JSON} missing) nor a run folder ({RUN_JSON} "
+        "missing); pass the folder written by galforge train or galforge export"
+    )
 
 
 def iter_samples(
@@ -33,7 +246,7 @@ def iter_samples(
 
     ``progress``: ``True`` shows a progress bar on stderr, ``False`` none, ``None`` (default)
     shows one only when stderr is a terminal. ``truncation`` ψ pulls latents toward the mean
-    latent (see :meth:`galforge.bundle.Bundle.latent`).
+    latent (see :meth:`Bundle.latent`).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"-n {n!r}: the number of samples must be an integer >= 0")
@@ -46,7 +259,7 @@ def iter_samples(
         for offset in range(0, n, batch):
             m = min(batch, n - offset)
             z = bundle.latent(m, seed, start=start + offset, truncation=truncation)
-            images = bundle.generate_from_latent(z, batch=batch)
+            images = bundle.generate_from_latent(z, batch=batch, truncation=truncation)
             bar.update(m)
             yield start + offset, images
 

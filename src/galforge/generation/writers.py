@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from galforge import __version__
-from galforge.bundle import Bundle
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
 from galforge.errors import ConfigError
 from galforge.fileio import atomic_write_bytes
-from galforge.generation.sampling import iter_samples
+from galforge.generation.sampling import Bundle, iter_samples
 
 __all__ = [
     "FORMATS",

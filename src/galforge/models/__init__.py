@@ -6,6 +6,14 @@ bundle; architecture modules are imported on demand.
 
 from __future__ import annotations
 
-from galforge.models.registry import build_generator, known_families, register_generator
+from galforge.models.registry import (
+    build_generator,
+    compose,
+    get_family,
+    known_families,
+    register_family,
+    register_generator,
+)
 
-__all__ = ["build_generator", "known_families", "register_generator"]
+__all__ = ["build_generator", "compose", "get_family", "known_families", "register_family",
+           "register_generator"]

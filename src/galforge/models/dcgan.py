@@ -84,6 +84,8 @@ class DCGANGenerator(nn.Module):
     init_seed: seed of the N(0, 0.02) weight initialisation.
     """
 
+    CAPABILITIES = frozenset({"latent"})
+
     def __init__(
         self,
         image_size: int = 64,

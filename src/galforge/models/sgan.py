@@ -16,8 +16,8 @@ covers the receptive field equals the matching part of the whole image.
 
 The discriminator is five kernel-4 stride-2 convolutions with LeakyReLU, global average
 pooling and a linear layer to one logit, applied to packed inputs (PacGAN, Lin et al. 2018:
-``pack`` images concatenated on the channel axis).  The loss is the relativistic average GAN
-loss (Jolicoeur-Martineau 2018), :func:`ragan_d_loss` / :func:`ragan_g_loss`.
+``pack`` images concatenated on the channel axis).  The recipe trains them with the
+relativistic average GAN loss (:mod:`galforge.training.losses`).
 """
 
 from __future__ import annotations
@@ -112,6 +112,9 @@ class SGANGenerator(nn.Module):
     """The Spatial GAN generator: ``[B, 50, h, w]`` noise -> ``[B, C, 16h, 16w]`` in (0, 1)."""
 
     family = "sgan"
+    CAPABILITIES = frozenset({"latent", "windowed"})
+    #: output pixels per latent pixel, per axis
+    upscale = UPSCALE
 
     def __init__(
         self,
@@ -241,6 +244,11 @@ class SGANGenerator(nn.Module):
         self._plans[out_size] = plan
         return plan
 
+    def window_masks(self, plan: WindowPlan, origin: tuple[int, int],
+                     latent_hw: tuple[int, int], device=None):
+        """Masks of the hidden layers of a tile at latent ``origin`` (see :func:`same_window_masks`)."""
+        return same_window_masks(plan, self, origin, latent_hw, device=device)
+
     # ------------------------------------------------------------------ forward passes
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Whole image for latent ``z`` ``[B, latent_channels, h, w]`` -> ``[B, C, 16h, 16w]``."""
@@ -355,23 +363,6 @@ def pack_images(x: torch.Tensor, pack: int) -> torch.Tensor:
             "size divisible by 'pack'"
         )
     return x.reshape(b // pack, pack * c, h, w)
-
-
-def ragan_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Relativistic average discriminator loss.
-
-    ``-E_r[log s(C(r) - E_f C(f))] - E_f[log(1 - s(C(f) - E_r C(r)))]`` with ``s`` the sigmoid.
-    """
-    d_real = real_logits - fake_logits.mean()
-    d_fake = fake_logits - real_logits.mean()
-    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-
-
-def ragan_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """Relativistic average generator loss (the discriminator loss with roles swapped)."""
-    d_real = real_logits - fake_logits.mean()
-    d_fake = fake_logits - real_logits.mean()
-    return F.softplus(d_real).mean() + F.softplus(-d_fake).mean()
 
 
 @register_generator("sgan")

@@ -6,7 +6,8 @@ recipe classes; :func:`train_from_config` runs a resolved :class:`galforge.confi
 
 from __future__ import annotations
 
-from galforge.training.recipe import BatchSource, Recipe, StampBatches, derive_seed
+from galforge.seeding import derive_seed
+from galforge.training.recipe import BatchSource, Recipe, StampBatches
 from galforge.training.trainer import Trainer, train_from_config
 
 __all__ = ["BatchSource", "Recipe", "StampBatches", "Trainer", "derive_seed",

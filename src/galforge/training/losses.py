@@ -51,3 +51,20 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor,
 def generator_loss_nonsaturating(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss ``-log D(G(z))`` (Goodfellow et al. 2014)."""
     return bce_logits(fake_logits, 1.0)
+
+
+def ragan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic average discriminator loss (Jolicoeur-Martineau 2018).
+
+    ``-E_r[log s(C(r) - E_f C(f))] - E_f[log(1 - s(C(f) - E_r C(r)))]`` with ``s`` the sigmoid.
+    """
+    d_real = real_logits - fake_logits.mean()
+    d_fake = fake_logits - real_logits.mean()
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
+def ragan_g_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """Relativistic average generator loss (the discriminator loss with roles swapped)."""
+    d_real = real_logits - fake_logits.mean()
+    d_fake = fake_logits - real_logits.mean()
+    return F.softplus(d_real).mean() + F.softplus(-d_fake).mean()

@@ -19,33 +19,12 @@ import contextlib
 import copy
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from galforge.data.transforms import augment_batch
 from galforge.errors import ConfigError, TrainingError
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed derived from ``seed`` and any number of keys (step, rank, stream name).
-
-    Different keys give independent streams; the same keys always give the same seed.
-    """
-    ints = [int(seed) & 0xFFFFFFFFFFFFFFFF]
-    for k in keys:
-        if isinstance(k, str):
-            ints.extend(k.encode())
-        else:
-            ints.append(int(k) & 0xFFFFFFFFFFFFFFFF)
-    words = np.random.SeedSequence(ints).generate_state(2, np.uint32)
-    return int((int(words[0]) << 31) ^ int(words[1])) & 0x7FFFFFFFFFFFFFFF
-
-
-def step_generator(seed: int, step: int, *keys, device="cpu") -> torch.Generator:
-    """A ``torch.Generator`` on ``device`` seeded from ``(seed, step, *keys)``."""
-    g = torch.Generator(device=device)
-    g.manual_seed(derive_seed(seed, step, *keys))
-    return g
+from galforge.seeding import derive_seed
 
 
 class BatchSource:
@@ -64,31 +43,7 @@ class BatchSource:
 def _augment(x: Tensor, rng: torch.Generator, flips: bool, rot90: bool, rotate: str | None):
     if not (flips or rot90 or rotate):
         return x
-    try:
-        from galforge.data.transforms import augment_batch
-    except ImportError:
-        if rotate:
-            raise
-        return _flip_rot90(x, rng, flips, rot90)
     return augment_batch(x, rng, flips=flips, rot90=rot90, rotate=rotate)
-
-
-def _flip_rot90(x: Tensor, rng: torch.Generator, flips: bool, rot90: bool) -> Tensor:
-    """Per-image random flips (p = 0.5 each axis) and quarter turns, for square stamps."""
-    n = x.shape[0]
-    draws = torch.randint(0, 2, (n, 3), generator=rng)
-    turns = torch.randint(0, 4, (n,), generator=rng)
-    out = []
-    for i in range(n):
-        img = x[i]
-        if flips and draws[i, 0]:
-            img = img.flip(-1)
-        if flips and draws[i, 1]:
-            img = img.flip(-2)
-        if rot90 and x.shape[-1] == x.shape[-2] and turns[i]:
-            img = torch.rot90(img, int(turns[i]), dims=(-2, -1))
-        out.append(img)
-    return torch.stack(out)
 
 
 class StampBatches(BatchSource):

@@ -36,7 +36,9 @@ from torch import Tensor, nn
 from galforge import __version__
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, TrainingError
-from galforge.fileio import atomic_write_bytes, atomic_write_json
+from galforge.fileio import atomic_write_bytes
+from galforge.runfolder import RunFolder, RunInfo
+from galforge.seeding import derive_seed, global_scope
 from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
     find_checkpoint,
@@ -44,13 +46,12 @@ from galforge.training.checkpoint import (
     pack_optimizers,
     read_checkpoint,
     rng_state,
-    save_tensors_atomic,
     set_rng_state,
     unpack_modules,
     unpack_optimizers,
     write_checkpoint,
 )
-from galforge.training.recipe import BatchSource, Recipe, StampBatches, derive_seed
+from galforge.training.recipe import BatchSource, Recipe, StampBatches
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -166,6 +167,7 @@ class Trainer:
             data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         self.data = data
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(self.run_dir)
         self.train = _as_dataclass(train_config, TrainConfig)
         self.output = _as_dataclass(output, OutputConfig)
         self.normalizer = normalizer
@@ -289,9 +291,9 @@ class Trainer:
                 real = ddp.shard(source.batch(step), info).to(device, non_blocking=True)
                 rng = torch.Generator(device=device)
                 rng.manual_seed(derive_seed(t.seed, step, info.rank))
-                torch.manual_seed(derive_seed(t.seed, step, info.rank, "global"))
                 t1 = time.perf_counter()
-                losses = recipe.train_step(real, step, rng)
+                with global_scope(t.seed, step, info.rank, "global", devices=[device]):
+                    losses = recipe.train_step(real, step, rng)
                 t2 = time.perf_counter()
                 done = step + 1
                 finite = all(math.isfinite(float(v)) for v in losses.values())
@@ -430,7 +432,7 @@ class Trainer:
         tensors, meta = self._tensor_state()
         write_checkpoint(ckpt_dir, tensors, meta)
         gen = self.export_generator()
-        save_tensors_atomic(self.run_dir / "generator.safetensors", gen.state_dict())
+        self.folder.write_weights({"generator": gen.state_dict()})
         self._write_run_json(self.step, spe)
         if self.output.loss_plot and time.perf_counter() - self._last_plot > 60.0:
             self._plot()
@@ -465,25 +467,19 @@ class Trainer:
     def _write_run_json(self, step: int, spe: int) -> None:
         norm = self.normalizer.to_dict() if self.normalizer is not None else None
         gen = self.export_generator()
-        info = {
-            "family": self.recipe.family,
-            "model": self.model_name,
-            "spec": self.recipe.generator_spec(),
-            "bands": list(self.bands),
-            "units": self.units,
-            "normalizer": norm,
-            "output_range": list(self.recipe.output_range()),
-            "data_fingerprint": self.data_fingerprint,
-            "galforge_version": __version__,
-            "export_module": type(gen).__module__,
-            "step": int(step),
-            "epoch": int(step // spe),
-            "steps_per_epoch": int(spe),
-            "ema": self.ema is not None,
-            "hyperparameters": dict(self.recipe.config),
-            "config": self.config_dict(),
-        }
-        atomic_write_json(self.run_dir / "run.json", info)
+        module = type(gen).__module__
+        info = RunInfo(
+            family=self.recipe.family,
+            parts={"generator": {"family": self.recipe.family,
+                                 "spec": self.recipe.generator_spec(), "module": module}},
+            bands=list(self.bands), units=self.units, normalizer=norm,
+            output_range=list(self.recipe.output_range()),
+            data_fingerprint=self.data_fingerprint, model=self.model_name, module=module,
+            step=int(step), epoch=int(step // spe), steps_per_epoch=int(spe),
+            ema=self.ema is not None, hyperparameters=dict(self.recipe.config),
+            config=self.config_dict(),
+        )
+        self.folder.write_info(info)
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint we resume from."""
@@ -550,13 +546,7 @@ class Trainer:
                     desc=f"train {self.model_name}")
 
     def _export(self) -> None:
-        try:
-            from galforge.bundle import export_run
-        except ImportError as exc:
-            self.export_note = f"bundle not exported: galforge.bundle is unavailable ({exc})"
-            return
-        out = export_run(self.run_dir)
-        self.bundle_dir = Path(out) if out is not None else self.run_dir / "bundle"
+        self.bundle_dir = self.folder.export()
 
 
 # ----------------------------------------------------------------------------- from a config
@@ -627,15 +617,16 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
                         seed=cfg.train.seed)
     fingerprint = iset.fingerprint()
     normalizer = None
-    if resume and (run_dir / "run.json").is_file():
-        info = json.loads((run_dir / "run.json").read_text())
-        if info.get("data_fingerprint") and info["data_fingerprint"] != fingerprint:
+    folder = RunFolder(run_dir)
+    if resume and folder.is_run():
+        info = folder.read_info()
+        if info.data_fingerprint and info.data_fingerprint != fingerprint:
             raise TrainingError(
                 f"--resume: the data {cfg.data.source} differ from the data the run in {run_dir} "
                 "was trained on (fingerprint mismatch); resume with the same DATA"
             )
-        if info.get("normalizer"):
-            normalizer = Normalizer.from_dict(info["normalizer"])
+        if info.normalizer:
+            normalizer = Normalizer.from_dict(info.normalizer)
     if normalizer is None:
         normalizer = _stored_normalizer(iset, recipe.output_range())
     if normalizer is None:

@@ -26,10 +26,10 @@ from galforge.models.sgan import (
     UPSCALE,
     SGANDiscriminator,
     SGANGenerator,
-    ragan_d_loss,
-    ragan_g_loss,
 )
-from galforge.training.recipe import BatchSource, Recipe, derive_seed
+from galforge.seeding import derive_seed, global_scope
+from galforge.training.losses import ragan_d_loss, ragan_g_loss
+from galforge.training.recipe import BatchSource, Recipe
 from galforge.training.recipes import register_recipe
 
 SGAN_DEFAULTS = {
@@ -114,11 +114,11 @@ class SGANRecipe(Recipe):
             )
         if int(c["sample_size"]) % UPSCALE:
             raise ConfigError(f"model.sample_size={c['sample_size']} must be a multiple of 16")
-        torch.manual_seed(derive_seed(self.seed, "sgan-init"))
-        self.G = SGANGenerator(channels, c["widths"], LATENT_CHANNELS,
-                               image_size=int(c["sample_size"])).to(self.device)
-        self.D = SGANDiscriminator(channels, c["d_widths"], pack=int(c["pack"]),
-                                   slope=float(c["leaky_slope"])).to(self.device)
+        with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
+            self.G = SGANGenerator(channels, c["widths"], LATENT_CHANNELS,
+                                   image_size=int(c["sample_size"])).to(self.device)
+            self.D = SGANDiscriminator(channels, c["d_widths"], pack=int(c["pack"]),
+                                       slope=float(c["leaky_slope"])).to(self.device)
         betas = (float(c["beta1"]), float(c["beta2"]))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(c["lr_g"]), betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(c["lr_d"]), betas=betas)

@@ -1,0 +1,77 @@
+"""What a generator can do, declared by its family instead of guessed from its type.
+
+A generator class lists its capabilities in ``CAPABILITIES`` (a set of the names below);
+:func:`capabilities` checks that the methods each one promises are there and returns the
+set. Sampling, the latent tools, ``galforge generate`` and ``galforge field`` dispatch on
+these names, never on a family's name or class.
+
+``"latent"`` — sample from latents (every sampler)
+    ``latent_shape(n, **options) -> tuple`` (the input of ``n`` images; options such as
+    ``image_size`` for fully convolutional generators) and ``forward(z) -> N×C×H×W``.
+``"windowed"`` — windowed generation for deep fields of any size
+    ``channels``, ``latent_channels``, ``upscale`` (output pixels per latent pixel, per
+    axis), ``spec() -> dict``, ``plan_window(tile) -> plan`` where ``plan.latent_start``
+    (<= 0: the margin before the tile) and ``plan.latent_size`` give the latent window a
+    ``tile``-pixel tile needs (the receptive-field margins), ``window_masks(plan, origin,
+    latent_hw, device) -> masks | None`` (what zeroes positions outside the field, or None
+    when the generator needs none) and ``forward_window(z, plan, masks) -> [B, C, tile,
+    tile]``, equal to the matching part of ``forward`` over the whole field latent.
+``"conditional"`` — images for given conditions (class labels or physical parameters)
+    ``condition_names: tuple[str, ...]`` and ``forward(z, conditions)`` with ``conditions`` a
+    float tensor ``N×len(condition_names)``.
+``"intermediate"`` — an intermediate latent space w (StyleGAN's)
+    ``mapping(z) -> w``, ``synthesis(w) -> images`` and ``mean_w() -> w`` (truncation toward
+    the mean, style mixing and projection happen in w).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from galforge.errors import ModelError
+
+LATENT = "latent"
+WINDOWED = "windowed"
+CONDITIONAL = "conditional"
+INTERMEDIATE = "intermediate"
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    LATENT: ("latent_shape", "forward"),
+    WINDOWED: ("channels", "latent_channels", "upscale", "spec", "plan_window",
+               "window_masks", "forward_window"),
+    CONDITIONAL: ("condition_names", "forward"),
+    INTERMEDIATE: ("mapping", "synthesis", "mean_w"),
+}
+
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "REQUIRED", "WINDOWED", "capabilities",
+           "require"]
+
+
+def capabilities(generator: nn.Module) -> frozenset[str]:
+    """The capabilities ``generator`` declares (``CAPABILITIES``), checked against its methods."""
+    declared = frozenset(getattr(generator, "CAPABILITIES", ()) or ())
+    unknown = declared - set(REQUIRED)
+    if unknown:
+        raise ModelError(
+            f"{type(generator).__name__} declares unknown capabilities {sorted(unknown)}; "
+            f"known: {', '.join(sorted(REQUIRED))}"
+        )
+    for cap in declared:
+        missing = [name for name in REQUIRED[cap] if not hasattr(generator, name)]
+        if missing:
+            raise ModelError(
+                f"{type(generator).__name__} declares the {cap!r} capability but lacks "
+                f"{', '.join(missing)}"
+            )
+    return declared
+
+
+def require(generator: nn.Module, capability: str, what: str) -> None:
+    """ModelError saying that ``what`` needs ``capability`` unless the generator has it."""
+    if capability not in capabilities(generator):
+        family = getattr(generator, "family", type(generator).__name__)
+        have = ", ".join(sorted(capabilities(generator))) or "none"
+        raise ModelError(
+            f"{what} needs a generator with the {capability!r} capability; the {family!r} "
+            f"generator has: {have}"
+        )

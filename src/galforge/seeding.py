@@ -1,0 +1,115 @@
+"""The one seeding scheme of galforge: every random draw comes from a stream named by keys.
+
+A user gives one seed; everything random is drawn from a ``torch.Generator`` whose state
+is derived from that seed and from *what* is drawn, never from the order in which things
+happen, so any part can be redrawn alone:
+
+``sample_latents(shape, n, seed, start=k)``
+    the latent of sample ``i`` of ``seed`` (generate, the latent tools, bundle probes) comes
+    from :func:`sample_generator` ``(seed, i)``: the same sample whatever the batch size or
+    the range of indices asked for.
+``step_generator(seed, step, *keys)``
+    the draws of training step ``step`` (latents, labels: ``(seed, step, rank)``), the
+    batch of that step (``(seed, "epoch", e)`` for the shuffle, ``(seed, "augment", step)``
+    for augmentation, ``(seed, "sgan-crops", step)`` for field crops): a resumed run sees
+    exactly the draws of an uninterrupted one without saving any loader state.
+``field_chunk_generator(seed, i, j)``
+    chunk ``(i, j)`` of the conceptual latent of a deep field: any window of a field of any
+    size is drawn alone, whatever the tile size or the worker count.
+
+Streams of different keys are independent (:class:`numpy.random.SeedSequence` mixes the
+keys). Nothing here touches torch's global generator; operations that only know the global
+generator (dropout, torch's default weight initialisation) run inside :func:`global_scope`,
+which forks the global state, seeds it from keys and restores it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from galforge.errors import ConfigError
+
+__all__ = [
+    "check_seed",
+    "derive_seed",
+    "field_chunk_generator",
+    "global_scope",
+    "sample_generator",
+    "sample_latents",
+    "step_generator",
+]
+
+
+def check_seed(seed, option: str = "--seed") -> int:
+    """``seed`` as an int; ConfigError naming ``option`` unless it is an integer >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ConfigError(f"{option} {seed!r}: the seed must be a non-negative integer (e.g. {option} 0)")
+    return int(seed)
+
+
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 63-bit seed derived from ``seed`` and any number of keys (step, rank, stream name).
+
+    Different keys give independent streams; the same keys always give the same seed.
+    """
+    ints = [int(seed) & 0xFFFFFFFFFFFFFFFF]
+    for k in keys:
+        if isinstance(k, str):
+            ints.extend(k.encode())
+        else:
+            ints.append(int(k) & 0xFFFFFFFFFFFFFFFF)
+    words = np.random.SeedSequence(ints).generate_state(2, np.uint32)
+    return int((int(words[0]) << 31) ^ int(words[1])) & 0x7FFFFFFFFFFFFFFF
+
+
+def step_generator(seed: int, *keys: int | str, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded from ``(seed, *keys)`` (training draws)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(seed, *keys))
+    return g
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator of sample ``index`` for ``seed`` (its own independent stream)."""
+    state = np.random.SeedSequence(entropy=check_seed(seed), spawn_key=(int(index),))
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(state.generate_state(1, np.uint64)[0]))
+    return gen
+
+
+def sample_latents(per_sample_shape: Sequence[int], n: int, seed: int, *,
+                   start: int = 0) -> torch.Tensor:
+    """Standard normal latents ``(n, *per_sample_shape)`` of samples ``start..start+n-1``.
+
+    Row ``k`` depends only on ``(seed, start + k)``. Drawn on the CPU in float32.
+    """
+    check_seed(seed)
+    n = int(n)
+    shape = tuple(int(s) for s in per_sample_shape)
+    out = torch.empty((n, *shape), dtype=torch.float32)
+    for k in range(n):
+        out[k] = torch.randn(shape, generator=sample_generator(seed, start + k))
+    return out
+
+
+def field_chunk_generator(seed: int, i: int, j: int) -> torch.Generator:
+    """The CPU generator of latent chunk ``(i, j)`` of a deep field of ``seed``."""
+    state = np.random.SeedSequence([int(seed), int(i), int(j)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+@contextlib.contextmanager
+def global_scope(seed: int, *keys: int | str, devices: Sequence = ()) -> Iterator[None]:
+    """Run a block with torch's global generator seeded from ``(seed, *keys)``, then restore it.
+
+    For operations that take no generator argument (dropout, default initialisation).
+    ``devices``: CUDA devices whose generators are forked too.
+    """
+    cuda = [d for d in devices if torch.device(d).type == "cuda"]
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(derive_seed(seed, *keys))
+        yield

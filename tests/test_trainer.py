@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from galforge.cli import main
 from galforge.errors import ConfigError, TrainingError
 from galforge.runfolder import RunFolder
-from galforge.training.recipe import StampBatches
+from galforge.training.pipeline import StampBatches
 from galforge.training.recipes import RECIPES
 from galforge.training.trainer import Trainer
 

@@ -361,6 +361,7 @@ def resolve_config(
     flags: Mapping[str, Any] | None = None,
     sets: Iterable[str] | None = None,
     model_defaults: Mapping[str, Mapping] | None = None,
+    model_configs: Mapping[str, Mapping[str, Mapping]] | None = None,
     origin: str = "config",
 ) -> RunConfig:
     """Resolve a :class:`RunConfig` from base dict < YAML file < flags < ``--set`` items.
@@ -368,7 +369,9 @@ def resolve_config(
     ``flags`` maps dotted keys to values (``None`` = flag not given).  ``model_defaults``
     maps each known model name to its recipe's default hyper-parameters; it fixes which
     ``model.*`` keys are valid and the defaults of those not given.  Without it any
-    ``model.*`` keys are accepted as they are.
+    ``model.*`` keys are accepted as they are.  ``model_configs`` maps a model name to its
+    named configs (``{"paper": {...}, "small": {...}}``): ``model.config=NAME`` replaces the
+    defaults of the keys that config sets, and explicit ``model.*`` keys still win.
     """
     merged: dict = dict(copy.deepcopy(base)) if base else {}
     layers: list[tuple[str, dict]] = []
@@ -409,6 +412,16 @@ def resolve_config(
                 f"{', '.join(sorted(model_defaults))}"
             )
         defaults = dict(model_defaults[name])
+        named = (model_configs or {}).get(name)
+        config_name = model_raw.get("config", defaults.get("config"))
+        if named and config_name is not None:
+            if config_name not in named:
+                raise ConfigError(
+                    f"{origin}: model.config={config_name!r} is not a config of {name}; "
+                    f"choose one of {', '.join(named)}"
+                )
+            defaults.update(named[config_name])
+            defaults["config"] = config_name
         for k, v in model_raw.items():
             if k not in defaults:
                 raise _unknown(f"model.{k}", ["model.name"] + [f"model.{d}" for d in defaults],

@@ -25,10 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from galforge.errors import TrainingError
-
-TENSORS = "state.safetensors"
-META = "state.json"
-
+from galforge.runfolder import CHECKPOINT_META as META
+from galforge.runfolder import CHECKPOINT_TENSORS as TENSORS
 
 # ----------------------------------------------------------------------------- files
 

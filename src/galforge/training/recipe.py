@@ -1,121 +1,121 @@
-"""The recipe interface: what a model brings to the generic training loop.
+"""The recipe contract: what a model family brings to the generic training loop.
 
 A :class:`Recipe` owns the networks, their optimisers, the losses and the update rule of
-one model family (how many D steps per G step, regularisation cadence, schedules such as
-dropout removal).  :class:`galforge.training.trainer.Trainer` owns everything else: the
-batches, EMA, learning-rate schedules, sample grids, logs, checkpoints, exact resume,
-device, mixed precision and data parallelism.
+one model family; :class:`galforge.training.trainer.Trainer` owns everything else (batches,
+EMA, learning-rate schedules, sample grids, logs, checkpoints, exact resume, device, mixed
+precision, data parallelism, in-training metrics).  A recipe declares:
 
-A :class:`BatchSource` turns a step number into a batch.  It must be a pure function of
-``(seed, step)`` so that a resumed run sees exactly the batches an uninterrupted run would
-have seen, without any saved data-loader state.  :class:`StampBatches` is the default
-(shuffled epochs over a stack of stamps, with random flips/rotations); a recipe can return
-its own from :meth:`Recipe.make_batches` (e.g. random crops of varying size from a field).
+* ``Settings`` — a dataclass of its hyper-parameters whose defaults are the paper's; they
+  become the ``model.*`` config keys.  ``CONFIGS`` names other sets of values
+  (``model.config=small``); ``paper`` is always there and means the defaults.
+* :meth:`Recipe.phases` — the update as a list of :class:`Phase` objects run in order at
+  each step they are due: ``Phase("discriminator")``, ``Phase("r1", interval=16)`` (lazy
+  regularisation: run every 16 steps with its loss scaled by the gain, 16 by default, so
+  the average strength is unchanged).  Phase ``name`` is the recipe method called as
+  ``self.<name>(batch, ctx)`` with a :class:`StepContext` and returning scalar floats.
+* :meth:`Recipe.augmentations` — stateful augmentations (:mod:`galforge.training.augment`)
+  whose state the trainer checkpoints.
+* :meth:`Recipe.data_need` — the data it trains on (:mod:`galforge.training.pipeline`).
+
+Every random draw of a step comes from ``ctx.rng`` (seeded from ``(seed, step, rank)``);
+dropout and other draws on torch's global generator happen inside the trainer's seeded,
+forked scope (:func:`galforge.seeding.global_scope`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
+import dataclasses
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from galforge.data.transforms import augment_batch
 from galforge.errors import ConfigError, TrainingError
-from galforge.seeding import derive_seed
+from galforge.training.augment import Augment
+from galforge.training.pipeline import BatchSource, DataNeed, PairedStamps, Stamps
+
+__all__ = ["Phase", "Recipe", "StepContext"]
+
+PAPER = "paper"
 
 
-class BatchSource:
-    """Deterministic batches: ``batch(step)`` depends only on the seed and ``step``.
+@dataclass(frozen=True)
+class Phase:
+    """One part of a training step: recipe method ``name``, run every ``interval`` steps.
 
-    ``steps_per_epoch`` is the number of steps that make one pass over the data.  A batch is
-    an ``N×C×H×W`` float32 tensor in model space; its size may differ from step to step.
+    ``gain`` multiplies the phase's loss (``ctx.gain``); by default it is ``interval``, the
+    lazy-regularisation convention that keeps the average strength of a term computed every
+    ``interval`` steps.
     """
 
-    steps_per_epoch: int = 1
+    name: str
+    interval: int = 1
+    gain: float | None = None
 
-    def batch(self, step: int) -> Tensor:  # pragma: no cover - interface
-        raise TrainingError(f"{type(self).__name__} does not implement batch(step)")
+    def __post_init__(self):
+        if int(self.interval) < 1:
+            raise ConfigError(f"phase {self.name!r}: interval {self.interval} must be >= 1")
+
+    def due(self, step: int) -> bool:
+        """Whether the phase runs at (0-based) ``step``."""
+        return int(step) % int(self.interval) == 0
+
+    @property
+    def loss_gain(self) -> float:
+        return float(self.interval if self.gain is None else self.gain)
 
 
-def _augment(x: Tensor, rng: torch.Generator, flips: bool, rot90: bool, rotate: str | None):
-    if not (flips or rot90 or rotate):
-        return x
-    return augment_batch(x, rng, flips=flips, rot90=rot90, rotate=rotate)
+@dataclass
+class StepContext:
+    """What a phase method gets besides the batch."""
 
+    step: int
+    rng: torch.Generator
+    phase: Phase
 
-class StampBatches(BatchSource):
-    """Shuffled epochs over a stack of stamps, with per-image random augmentation.
-
-    Epoch ``e`` visits the images in the order of a permutation drawn from
-    ``(seed, "epoch", e)``; step ``s`` takes the ``s % steps_per_epoch``-th slice of
-    ``batch_size`` images (the incomplete last slice is dropped, so every batch has the same
-    size; with fewer images than ``batch_size`` every batch is the whole set).  Augmentation
-    draws come from ``(seed, "augment", s)``.
-    """
-
-    def __init__(self, data: Tensor, batch_size: int, seed: int, *, flips: bool = True,
-                 rot90: bool = True, rotate: str | None = None):
-        if data.dim() != 4 or data.shape[0] == 0:
-            raise TrainingError(f"training data must be a non-empty N×C×H×W stack, got "
-                                f"shape {tuple(data.shape)}")
-        self.data = data
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.flips, self.rot90, self.rotate = bool(flips), bool(rot90), rotate
-        n = data.shape[0]
-        self.steps_per_epoch = max(1, n // self.batch_size)
-        self._perm_epoch = -1
-        self._perm: Tensor | None = None
-
-    def indices(self, step: int) -> Tensor:
-        """Indices of the images of the batch of ``step`` (the global batch, all ranks)."""
-        epoch, i = divmod(int(step), self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
-            self._perm = torch.randperm(self.data.shape[0], generator=g)
-            self._perm_epoch = epoch
-        b = min(self.batch_size, self.data.shape[0])
-        return self._perm[i * b:(i + 1) * b]
-
-    def batch(self, step: int) -> Tensor:
-        x = self.data.index_select(0, self.indices(step))
-        g = torch.Generator().manual_seed(derive_seed(self.seed, "augment", int(step)))
-        return _augment(x, g, self.flips, self.rot90, self.rotate)
+    @property
+    def gain(self) -> float:
+        return self.phase.loss_gain
 
 
 class Recipe:
-    """Base class of training recipes (one per model family).
+    """Base class of training recipes (one per model family; see the module docstring).
 
-    Subclasses set ``family`` (the generator family of the models registry) and
-    ``DEFAULTS`` (their hyper-parameters, which become the ``model.*`` config keys), build
-    their networks and optimisers in ``__init__``, and implement :meth:`train_step`,
-    :meth:`sample_latent`, :meth:`generator` and :meth:`generator_spec`.
+    Subclasses set ``family`` (the family of the models registry), ``Settings`` (a
+    dataclass with paper defaults) and optionally ``CONFIGS``, build their networks and
+    optimisers in ``__init__`` (``self.settings`` holds the typed values), and implement
+    :meth:`modules`, :meth:`optimizers`, :meth:`generator`, :meth:`generator_spec`,
+    :meth:`sample_latent` and one method per phase.
 
-    Inside :meth:`train_step`, compute losses under ``with self.autocast():`` and update
-    with :meth:`optimize` (``self.optimize("D", loss_d)``): it handles mixed-precision
-    gradient scaling and the gradient averaging of data-parallel runs, so the same recipe
-    runs on one CPU, one GPU or several processes.
+    Inside a phase, compute losses under ``with self.autocast():`` and update with
+    :meth:`optimize` (``self.optimize("D", loss_d)``): it handles mixed-precision gradient
+    scaling and the gradient averaging of data-parallel runs, so the same recipe runs on one
+    CPU, one GPU or several processes.
     """
 
     family: ClassVar[str] = ""
     name: ClassVar[str] = ""
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    Settings: ClassVar[type] = None
+    #: named configs: overrides of the paper defaults (``model.config=NAME``)
+    CONFIGS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: default overrides of a registered variant (``register_recipe("x128", image_size=128)``)
+    OVERRIDES: ClassVar[dict[str, Any]] = {}
+    #: the update, in order (see :class:`Phase`); override :meth:`phases` for settings-driven ones
+    PHASES: ClassVar[tuple[Phase, ...]] = ()
     #: snapshot cadence (steps) when ``train.snapshot_every`` is not set; 0 keeps none
     SNAPSHOT_EVERY: ClassVar[int] = 0
 
-    def __init__(self, config: dict, channels: int, image_size: int | None, device,
+    def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
                  seed: int = 0):
-        defaults = self.default_config()
-        unknown = set(config) - set(defaults)
-        if unknown:
-            raise ConfigError(
-                f"unknown model option(s) {sorted(unknown)} for {self.name or self.family}; "
-                f"valid: {', '.join(sorted(defaults))}"
-            )
-        self.config = {**defaults, **config}
+        if self.Settings is not None and isinstance(config, self.Settings):
+            name, settings = PAPER, config
+        else:
+            name, settings = self.resolve_settings(config)
+        self.settings = settings
+        #: the settings as the ``model.*`` dict (recorded in run.json and bundles)
+        self.config: dict[str, Any] = self.settings_dict(settings, name)
         self.channels = int(channels)
         self.image_size = image_size
         self.device = torch.device(device)
@@ -124,18 +124,87 @@ class Recipe:
         self.world_size = 1
         self._scalers: dict[str, Any] = {}
 
-    # ------------------------------------------------------------------ to implement
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def named_configs(cls) -> dict[str, dict[str, Any]]:
+        """Named configs by name (``paper`` first: the defaults), as overrides."""
+        out = {PAPER: {}}
+        out.update({k: dict(v) for k, v in cls.CONFIGS.items()})
+        return out
+
+    @classmethod
+    def _fields(cls) -> list[str]:
+        if cls.Settings is None or not dataclasses.is_dataclass(cls.Settings):
+            raise TrainingError(f"recipe {cls.__name__} has no Settings dataclass")
+        return [f.name for f in dataclasses.fields(cls.Settings)]
+
+    @classmethod
+    def resolve_settings(cls, config: dict | None = None) -> tuple[str, Any]:
+        """``(config name, typed settings)`` from a ``model.*`` dict.
+
+        Paper defaults < the variant's overrides < the named config (``config`` key) < the
+        other keys of ``config``.
+        """
+        config = dict(config or {})
+        name = config.pop("config", PAPER) or PAPER
+        named = cls.named_configs()
+        if name not in named:
+            raise ConfigError(
+                f"model.config={name!r} is not a config of {cls.name or cls.family}; choose "
+                f"one of {', '.join(named)}"
+            )
+        fields = cls._fields()
+        unknown = set(config) - set(fields)
+        if unknown:
+            raise ConfigError(
+                f"unknown model option(s) {sorted(unknown)} for {cls.name or cls.family}; "
+                f"valid: {', '.join(sorted(['config', *fields]))}"
+            )
+        try:
+            settings = cls.Settings(**{**cls.OVERRIDES, **named[name], **config})
+        except TypeError as exc:
+            raise ConfigError(f"model options of {cls.name or cls.family}: {exc}") from exc
+        return name, settings
+
+    @classmethod
+    def make_settings(cls, config: dict | Any = None) -> Any:
+        """Typed settings from a ``model.*`` dict (or settings, returned as they are)."""
+        if cls.Settings is not None and isinstance(config, cls.Settings):
+            return config
+        return cls.resolve_settings(config)[1]
+
+    @staticmethod
+    def settings_dict(settings, name: str = PAPER) -> dict[str, Any]:
+        """JSON-safe ``model.*`` dict of ``settings`` (with the config name)."""
+        return {"config": name, **dataclasses.asdict(settings)}
+
     @classmethod
     def default_config(cls) -> dict:
-        """The recipe's hyper-parameters and their defaults (a fresh copy)."""
-        return copy.deepcopy(dict(cls.DEFAULTS))
+        """The ``model.*`` keys and their defaults (the paper config, variant overrides applied)."""
+        return cls.settings_dict(*reversed(cls.resolve_settings({})))
+
+    @classmethod
+    def config_overrides(cls) -> dict[str, dict[str, Any]]:
+        """Named configs as full ``model.*`` dicts (for the config resolver)."""
+        return {name: {**cls.OVERRIDES, **over} for name, over in cls.named_configs().items()}
+
+    @classmethod
+    def data_need(cls, settings) -> DataNeed:
+        """What the recipe trains on; default: stamps at ``settings.image_size`` (if any)."""
+        size = getattr(settings, "image_size", None)
+        return Stamps(int(size) if size is not None else None)
 
     @classmethod
     def image_size_for(cls, params: dict) -> int | None:
         """Image size the networks need (data are resized to it); None: any size."""
-        size = params.get("image_size")
-        return int(size) if size is not None else None
+        need = cls.data_need(cls.make_settings(params))
+        if isinstance(need, Stamps):
+            return need.size
+        if isinstance(need, PairedStamps):
+            return max(need.sizes)
+        return None
 
+    # ------------------------------------------------------------------ to implement
     def modules(self) -> dict[str, nn.Module]:
         """Every network to checkpoint, by name (``{"G": ..., "D": ...}``)."""
         raise TrainingError(f"{type(self).__name__} does not define modules()")
@@ -144,43 +213,71 @@ class Recipe:
         """Every optimiser to checkpoint, by name."""
         raise TrainingError(f"{type(self).__name__} does not define optimizers()")
 
-    def train_step(self, real: Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
-        """One update on the batch ``real``; returns the losses (and other scalars) as floats.
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases of a step, in order (default: ``PHASES``)."""
+        if not self.PHASES:
+            raise TrainingError(f"{type(self).__name__} declares no phases (PHASES)")
+        return tuple(self.PHASES)
 
-        ``rng`` is a generator on the recipe's device seeded from ``(seed, step, rank)``:
-        draw every latent and label from it.
-        """
-        raise TrainingError(f"{type(self).__name__} does not define train_step()")
+    def augmentations(self) -> dict[str, Augment]:
+        """Stateful augmentations by name (their state is checkpointed)."""
+        return {}
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         """Latent input for ``n`` images, drawn from ``rng`` (on ``rng``'s device)."""
         raise TrainingError(f"{type(self).__name__} does not define sample_latent()")
 
     def generator(self) -> nn.Module:
-        """The network that makes images."""
+        """The network that makes images (the sampler of the exported bundle)."""
         raise TrainingError(f"{type(self).__name__} does not define generator()")
 
     def generator_spec(self) -> dict:
         """JSON spec such that ``build_generator(family, spec)`` rebuilds the generator."""
         raise TrainingError(f"{type(self).__name__} does not define generator_spec()")
 
-    def output_range(self) -> tuple[float, float]:
-        """Range of the generator's output: (-1, 1) for tanh, (0, 1) for sigmoid heads."""
+    def export_parts(self, generator: nn.Module) -> dict[str, tuple[str, dict, nn.Module]]:
+        """The bundle parts by name: ``(part family, spec, network)``.
+
+        ``generator`` is the network to export for the ``generator()`` part (its EMA copy when
+        the run uses EMA). Families of several parts override this.
+        """
+        return {"generator": (self.family, self.generator_spec(), generator)}
+
+    @classmethod
+    def output_range_for(cls, settings) -> tuple[float, float]:
+        """Range of the generator's output: (-1, 1) for tanh, (0, 1) for sigmoid heads.
+
+        A class method: the pipeline fits the normalizer to it before the networks exist.
+        """
         return (-1.0, 1.0)
+
+    def output_range(self) -> tuple[float, float]:
+        """Range of this recipe's generator output (:meth:`output_range_for`)."""
+        return tuple(float(v) for v in self.output_range_for(self.settings))
 
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each completed epoch (``epoch`` = epochs done so far)."""
 
-    def make_batches(self, data: Tensor, batch_size: int, seed: int) -> BatchSource | None:
-        """A custom batch source, or None for the trainer's default :class:`StampBatches`."""
+    def make_batches(self, data, batch_size: int, seed: int) -> BatchSource | None:
+        """A custom batch source, or None for the pipeline's default for :meth:`data_need`."""
         return None
 
     def state_dict(self) -> dict:
-        """JSON-safe recipe state beyond the module/optimiser tensors (saved in checkpoints)."""
+        """JSON-safe recipe state beyond modules, optimisers and augmentations."""
         return {}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self, batch, step: int, rng: torch.Generator) -> dict[str, float]:
+        """Run the phases due at ``step`` on ``batch``, in order; return their scalars."""
+        out: dict[str, float] = {}
+        for phase in self.phases():
+            if phase.due(step):
+                result = getattr(self, phase.name)(batch, StepContext(int(step), rng, phase))
+                out.update({k: float(v) for k, v in (result or {}).items()})
+        return out
 
     # ------------------------------------------------------------------ provided
     def setup(self, *, amp_dtype: torch.dtype | None = None, world_size: int = 1) -> None:

@@ -1,31 +1,29 @@
 """The generic training loop shared by every model recipe.
 
-:class:`Trainer` runs a :class:`~galforge.training.recipe.Recipe` on a stack of images in
-model space and writes the run folder::
+:class:`Trainer` runs a :class:`~galforge.training.recipe.Recipe` on model-space data and
+writes the run folder (layout: :mod:`galforge.runfolder`): config, ``run.json``, export
+weights, checkpoints and snapshots, sample grids, the JSON-lines log, loss curves, the best
+checkpoint of an in-training metric, and the exported bundle.
 
-    RUN/config.yaml                resolved config
-    RUN/run.json                   what the bundle export needs (family, spec, bands, units,
-                                   normalizer, output range, data fingerprint, step, epoch)
-    RUN/checkpoints/latest/        state.safetensors + state.json, every k steps and at the end
-    RUN/checkpoints/step-XXXXXXXX/ kept snapshots (train.snapshot_every)
-    RUN/generator.safetensors      weights to export (the EMA generator when EMA is on)
-    RUN/samples/step-XXXXXXXX.png  fixed-latent sample grids, in physical units
-    RUN/log.jsonl                  one JSON object per logged step (losses, timings, lr)
-    RUN/loss.png                   loss curves
-    RUN/bundle/                    exported bundle (galforge.bundle.export_run)
-
-Batches and every random draw of a step derive from ``(seed, step)``, so resuming from a
-checkpoint reproduces an uninterrupted run exactly (on the same device and thread count).
+A step is: learning-rate schedule, batch (a pure function of ``(seed, step)``), the recipe's
+phases due at that step (draws from a generator seeded with ``(seed, step, rank)``; torch's
+global generator seeded and forked around them), EMA, epoch hooks, then the cadenced parts:
+log line, sample grid, checkpoint, snapshot, metric. Resuming from a checkpoint therefore
+reproduces an uninterrupted run exactly (on the same device and thread count): modules,
+optimisers, EMA, augmentation states, recipe state, metric best and RNG states are saved.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +34,9 @@ from torch import Tensor, nn
 from galforge import __version__
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, TrainingError
-from galforge.fileio import atomic_write_bytes
-from galforge.runfolder import RunFolder, RunInfo
-from galforge.seeding import derive_seed, global_scope
+from galforge.fileio import atomic_write_bytes, atomic_write_json
+from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
+from galforge.seeding import global_scope, step_generator
 from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
     find_checkpoint,
@@ -51,7 +49,8 @@ from galforge.training.checkpoint import (
     unpack_optimizers,
     write_checkpoint,
 )
-from galforge.training.recipe import BatchSource, Recipe, StampBatches
+from galforge.training.pipeline import BatchSource, as_tensors, batch_source, prepare_data
+from galforge.training.recipe import Recipe
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -137,13 +136,40 @@ def plot_losses(log_path: str | Path, png_path: str | Path) -> Path | None:
     return atomic_write_bytes(png_path, buf.getvalue())
 
 
+@dataclass
+class MetricHook:
+    """An in-training metric: ``fn(trainer) -> float`` every ``every`` steps.
+
+    Logged as ``metric_<name>``; when it improves (``mode``: ``min`` or ``max``) the
+    checkpoint is kept in ``RUN/checkpoints/best`` with ``best.json`` beside it. For example
+    a Fréchet distance of ``trainer.sample_physical(n)`` against held-out images.
+    """
+
+    name: str
+    fn: Callable[[Trainer], float]
+    every: int
+    mode: str = "min"
+
+    def __post_init__(self):
+        if int(self.every) < 1:
+            raise ConfigError(f"metric {self.name!r}: every={self.every} must be >= 1")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"metric {self.name!r}: mode={self.mode!r} must be min or max")
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value < best if self.mode == "min" else value > best
+
+
 class Trainer:
     """Run a recipe on training data and write the run folder.
 
     Parameters
     ----------
     recipe: the model recipe (networks already on their device).
-    data: ``N×C×H×W`` float32 images in model space (tensor or array).
+    data: model-space training data: an ``N×C×H×W`` float32 tensor/array, or ``{size: ...}``
+        for recipes that need several sizes (:class:`galforge.training.pipeline.PairedStamps`).
     run_dir: the run folder (created).
     train_config: :class:`galforge.config.TrainConfig` (or a dict of its fields).
     normalizer: the fitted ``galforge.data.Normalizer``; sample grids are shown in physical
@@ -155,17 +181,16 @@ class Trainer:
         default batch source.
     output: :class:`galforge.config.OutputConfig` (or dict).
     resume: continue from ``run_dir/checkpoints/latest``.
+    metrics: :class:`MetricHook` objects run during training.
     """
 
     def __init__(self, recipe: Recipe, data, run_dir: str | Path, train_config=None, *,
                  normalizer=None, bands=None, units: str = "adu", data_fingerprint: str = "",
                  config: Any = None, model_name: str | None = None,
                  augment: Mapping | None = None, output=None, resume: bool = False,
-                 dist_info: ddp.DistInfo | None = None):
+                 dist_info: ddp.DistInfo | None = None, metrics: Sequence[MetricHook] = ()):
         self.recipe = recipe
-        if isinstance(data, np.ndarray):
-            data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        self.data = data
+        self.data = as_tensors(data)
         self.run_dir = Path(run_dir)
         self.folder = RunFolder(self.run_dir)
         self.train = _as_dataclass(train_config, TrainConfig)
@@ -180,27 +205,35 @@ class Trainer:
         self.augment = dict(augment or {"flips": True, "rot90": True, "rotate": None})
         self.resume = bool(resume)
         self.dist = dist_info
+        self.metrics = list(metrics)
+        self.metric_best: dict[str, dict] = {}
         self.ema: nn.Module | None = None
         self.step = 0
+        self.total = 0
         self.source: BatchSource | None = None
         self.fixed_latent: Tensor | None = None
         self.samples_written: list[Path] = []
         self.bundle_dir: Path | None = None
         self.export_note = ""
         self._last_plot = time.perf_counter()
+        self._window: dict[str, float] = {}
+        self._n_window = 0
+        self._t_data = self._t_step = 0.0
+        self._t_begin = 0.0
+        self._images_last = 0
 
     # ------------------------------------------------------------------ paths
     @property
     def ckpt_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.folder.checkpoints
 
     @property
     def latest_dir(self) -> Path:
-        return self.ckpt_dir / "latest"
+        return self.folder.latest
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "log.jsonl"
+        return self.folder.log
 
     def config_dict(self) -> dict:
         c = self.config
@@ -215,6 +248,36 @@ class Trainer:
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
         """Train up to ``train.steps`` (or ``train.epochs``) steps in total; return a summary."""
+        start = self._begin()
+        info = self.dist
+        main = info.is_main
+        tb = self._tensorboard() if main else None
+        bar = self._progress(self.total, start) if main else None
+        self._t_begin = time.perf_counter()
+        try:
+            if start >= self.total and main:
+                self._log_line({"step": start, "note": f"already at step {start} >= {self.total}"})
+            for step in range(start, self.total):
+                losses = self._train_step(step)
+                done = self.step
+                self._accumulate(losses)
+                if main and (done % self.train.log_every == 0 or done == self.total):
+                    self._log(done, tb, bar)
+                if bar is not None:
+                    bar.update(1)
+                self._cadence(done)
+            if start >= self.total:
+                # nothing to train: make sure the exported weights exist
+                self.save_checkpoint(self.latest_dir)
+        finally:
+            if bar is not None:
+                bar.close()
+            if tb is not None:
+                tb.close()
+        return self._finish()
+
+    def _begin(self) -> int:
+        """Set up device, recipe, batches, EMA, resume and the run folder; return the start step."""
         t = self.train
         recipe = self.recipe
         device = recipe.device
@@ -223,30 +286,24 @@ class Trainer:
         if self.dist is None:
             self.dist = ddp.init_distributed(device.type)
         info = self.dist
-        snapshot_every = (t.snapshot_every if t.snapshot_every is not None
-                          else recipe.SNAPSHOT_EVERY)
         recipe.setup(amp_dtype=resolve_amp(t.amp, t.amp_dtype, device),
                      world_size=info.world_size)
-
         source = recipe.make_batches(self.data, t.batch, t.seed)
         if source is None:
-            source = StampBatches(self.data, t.batch, t.seed, **self.augment)
+            source = batch_source(recipe.data_need(recipe.settings), self.data, t.batch, t.seed,
+                                  augment=self.augment)
         self.source = source
-        spe = int(source.steps_per_epoch)
         if t.steps is not None and t.epochs is not None:
             raise ConfigError("give either --steps or --epochs (train.steps / train.epochs), "
                               "not both")
         if t.steps is None and t.epochs is None:
             raise ConfigError("give the length of the run: --steps N or --epochs E "
                               "(train.steps / train.epochs)")
-        total = int(t.steps) if t.steps is not None else int(t.epochs) * spe
-
-        gen = recipe.generator()
+        self.total = int(t.steps) if t.steps is not None else int(t.epochs) * self.spe
         if t.ema > 0:
-            self.ema = copy.deepcopy(gen).eval()
+            self.ema = copy.deepcopy(recipe.generator()).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
-
         start = 0
         if self.resume:
             if find_checkpoint(self.latest_dir) is None:
@@ -263,99 +320,125 @@ class Trainer:
         if info.enabled:
             ddp.broadcast_modules(list(recipe.modules().values()))
         self.step = start
-
-        main = info.is_main
-        if main:
+        if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "samples").mkdir(exist_ok=True)
+            self.folder.samples.mkdir(exist_ok=True)
             self._write_config()
             self._truncate_log(start)
-            self._write_run_json(start, spe)
-        zg = torch.Generator(device="cpu").manual_seed(derive_seed(t.seed, "fixed-latent"))
+            self._write_run_json(start)
+        zg = step_generator(t.seed, "fixed-latent")
         self.fixed_latent = recipe.sample_latent(t.n_samples, zg).to(device)
+        return start
 
-        tb = self._tensorboard() if main else None
-        bar = self._progress(total, start) if main else None
-        window: dict[str, float] = {}
-        n_window = 0
-        t_data = t_step = 0.0
-        t_begin = time.perf_counter()
-        try:
-            if start >= total and main:
-                self._log_line({"step": start, "note": f"already at step {start} >= {total}"})
-            for step in range(start, total):
-                epoch = step // spe
-                if t.lr_schedule == "step":
-                    recipe.set_lr_factor(t.lr_gamma ** (epoch // t.lr_step_epochs))
-                t0 = time.perf_counter()
-                real = ddp.shard(source.batch(step), info).to(device, non_blocking=True)
-                rng = torch.Generator(device=device)
-                rng.manual_seed(derive_seed(t.seed, step, info.rank))
-                t1 = time.perf_counter()
-                with global_scope(t.seed, step, info.rank, "global", devices=[device]):
-                    losses = recipe.train_step(real, step, rng)
-                t2 = time.perf_counter()
-                done = step + 1
-                finite = all(math.isfinite(float(v)) for v in losses.values())
-                if not ddp.all_finite(finite, info):
-                    self._non_finite(done, losses, main)
-                if self.ema is not None:
-                    self._update_ema(gen)
-                self.step = done
-                if done % spe == 0:
-                    recipe.on_epoch_end(done // spe)
-                t_data += t1 - t0
-                t_step += t2 - t1
-                n_window += 1
-                for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v)
-                if main and (done % t.log_every == 0 or done == total):
-                    rec = {"step": done, "epoch": round(done / spe, 4)}
-                    rec.update({k: v / n_window for k, v in window.items()})
-                    rec.update({f"lr_{k}": v for k, v in recipe.learning_rates().items()})
-                    rec["time_step_s"] = t_step / n_window
-                    rec["time_data_s"] = t_data / n_window
-                    rec["images_per_s"] = (real.shape[0] * info.world_size * n_window
-                                           / max(t_step + t_data, 1e-9))
-                    rec["elapsed_s"] = time.perf_counter() - t_begin
-                    self._log_line(rec)
-                    if tb is not None:
-                        for k, v in rec.items():
-                            if k not in ("step",) and isinstance(v, (int, float)):
-                                tb.add_scalar(k, v, done)
-                    if bar is not None:
-                        bar.set_postfix({k: f"{v / n_window:.3f}" for k, v in window.items()
-                                         if k.startswith("loss")})
-                    window, n_window, t_data, t_step = {}, 0, 0.0, 0.0
-                if bar is not None:
-                    bar.update(1)
-                if main and (done % t.sample_every == 0 or done == total):
-                    self.write_samples(done)
-                if done % t.checkpoint_every == 0 or done == total:
-                    self.save_checkpoint(self.latest_dir, spe)
-                if snapshot_every and done % snapshot_every == 0:
-                    self.save_checkpoint(self.ckpt_dir / f"step-{done:08d}", spe)
-            if start >= total:
-                # nothing to train: make sure the exported weights exist
-                self.save_checkpoint(self.latest_dir, spe)
-        finally:
-            if bar is not None:
-                bar.close()
-            if tb is not None:
-                tb.close()
+    @property
+    def spe(self) -> int:
+        """Steps per epoch."""
+        return int(self.source.steps_per_epoch)
+
+    def _train_step(self, step: int) -> dict[str, float]:
+        """One optimisation step (schedules, batch, phases, EMA, epoch hooks)."""
+        t, recipe, info = self.train, self.recipe, self.dist
+        device = recipe.device
+        epoch = step // self.spe
+        if t.lr_schedule == "step":
+            recipe.set_lr_factor(t.lr_gamma ** (epoch // t.lr_step_epochs))
+        t0 = time.perf_counter()
+        batch = _to_device(ddp_shard(self.source.batch(step), info), device)
+        rng = step_generator(t.seed, step, info.rank, device=device)
+        t1 = time.perf_counter()
+        with global_scope(t.seed, step, info.rank, "global", devices=[device]):
+            losses = recipe.train_step(batch, step, rng)
+        t2 = time.perf_counter()
+        done = step + 1
+        finite = all(math.isfinite(float(v)) for v in losses.values())
+        if not ddp.all_finite(finite, info):
+            self._non_finite(done, losses, info.is_main)
+        if self.ema is not None:
+            self._update_ema(recipe.generator())
+        self.step = done
+        if done % self.spe == 0:
+            recipe.on_epoch_end(done // self.spe)
+        self._t_data += t1 - t0
+        self._t_step += t2 - t1
+        self._images_last = _batch_size(batch)
+        return losses
+
+    def _accumulate(self, losses: Mapping[str, float]) -> None:
+        self._n_window += 1
+        for k, v in losses.items():
+            self._window[k] = self._window.get(k, 0.0) + float(v)
+
+    def _log(self, done: int, tb, bar) -> None:
+        """Write the log line of the steps since the last one (means), TensorBoard, bar."""
+        n = max(self._n_window, 1)
+        rec = {"step": done, "epoch": round(done / self.spe, 4)}
+        rec.update({k: v / n for k, v in self._window.items()})
+        rec.update({f"lr_{k}": v for k, v in self.recipe.learning_rates().items()})
+        for name, aug in self.recipe.augmentations().items():
+            p = aug.state_dict().get("p")
+            if isinstance(p, (int, float)):
+                rec[f"augment_{name}_p"] = float(p)
+        rec["time_step_s"] = self._t_step / n
+        rec["time_data_s"] = self._t_data / n
+        rec["images_per_s"] = (self._images_last * self.dist.world_size * n
+                               / max(self._t_step + self._t_data, 1e-9))
+        rec["elapsed_s"] = time.perf_counter() - self._t_begin
+        self._log_line(rec)
+        if tb is not None:
+            for k, v in rec.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    tb.add_scalar(k, v, done)
+        if bar is not None:
+            bar.set_postfix({k: f"{v / n:.3f}" for k, v in self._window.items()
+                             if k.startswith("loss")})
+        self._window, self._n_window, self._t_data, self._t_step = {}, 0, 0.0, 0.0
+
+    def _cadence(self, done: int) -> None:
+        """Sample grids, checkpoints, snapshots and metrics due after step ``done``."""
+        t = self.train
+        main = self.dist.is_main
+        last = done == self.total
+        if main and (done % t.sample_every == 0 or last):
+            self.write_samples(done)
+        if done % t.checkpoint_every == 0 or last:
+            self.save_checkpoint(self.latest_dir)
+        snapshot_every = (t.snapshot_every if t.snapshot_every is not None
+                          else self.recipe.SNAPSHOT_EVERY)
+        if snapshot_every and done % snapshot_every == 0:
+            self.save_checkpoint(self.folder.snapshot(done))
+        for hook in self.metrics:
+            if done % int(hook.every) == 0 or last:
+                self._run_metric(hook, done)
+
+    def _run_metric(self, hook: MetricHook, done: int) -> None:
+        """Compute one metric; keep the checkpoint when it is the best so far."""
+        if not self.dist.is_main:
+            return
+        value = float(hook.fn(self))
+        self._log_line({"step": done, f"metric_{hook.name}": value})
+        best = self.metric_best.get(hook.name, {}).get("value")
+        if math.isfinite(value) and hook.better(value, best):
+            self.metric_best[hook.name] = {"value": value, "step": done, "mode": hook.mode}
+            self.save_checkpoint(self.folder.best)
+            atomic_write_json(self.folder.best / "best.json",
+                              {"metric": hook.name, **self.metric_best[hook.name]})
+
+    def _finish(self) -> dict:
+        info = self.dist
         ddp.barrier(info)
-        if main:
+        if info.is_main:
             self._plot()
             if self.output.export_bundle:
                 self._export()
         summary = {
-            "run_dir": str(self.run_dir), "step": self.step, "epoch": self.step // spe,
-            "steps_per_epoch": spe, "samples": [str(p) for p in self.samples_written],
-            "checkpoint": str(self.latest_dir), "config": str(self.run_dir / "config.yaml"),
-            "log": str(self.log_path), "loss_plot": str(self.run_dir / "loss.png"),
-            "generator": str(self.run_dir / "generator.safetensors"),
+            "run_dir": str(self.run_dir), "step": self.step, "epoch": self.step // self.spe,
+            "steps_per_epoch": self.spe, "samples": [str(p) for p in self.samples_written],
+            "checkpoint": str(self.latest_dir), "config": str(self.folder.config_yaml),
+            "log": str(self.log_path), "loss_plot": str(self.folder.loss_plot),
+            "generator": str(self.folder.part_weights("generator")),
             "bundle": str(self.bundle_dir) if self.bundle_dir else None,
             "export_note": self.export_note,
+            "metric_best": dict(self.metric_best),
             "is_main": info.is_main,
             "world_size": info.world_size,
         }
@@ -382,7 +465,7 @@ class Trainer:
         where = "no checkpoint was written yet"
         if kept is not None:
             try:
-                last = json.loads((kept / "state.json").read_text()).get("step")
+                last = json.loads((kept / CHECKPOINT_META).read_text()).get("step")
             except (OSError, json.JSONDecodeError):
                 last = "?"
             where = f"the last good checkpoint (step {last}) is kept in {kept}"
@@ -406,8 +489,8 @@ class Trainer:
         t = self.train
         meta = {
             "step": self.step,
-            "epoch": self.step // self.source.steps_per_epoch,
-            "steps_per_epoch": self.source.steps_per_epoch,
+            "epoch": self.step // self.spe,
+            "steps_per_epoch": self.spe,
             "seed": t.seed,
             "batch": t.batch,
             "model": self.model_name,
@@ -417,6 +500,8 @@ class Trainer:
             "schedule": {"kind": t.lr_schedule, "step_epochs": t.lr_step_epochs,
                          "gamma": t.lr_gamma, "learning_rates": recipe.learning_rates()},
             "recipe": recipe.state_dict(),
+            "augment": {k: a.state_dict() for k, a in recipe.augmentations().items()},
+            "metric_best": self.metric_best,
             "scalers": recipe.scaler_state(),
             "ema": {"decay": t.ema, "on": self.ema is not None},
             "config": self.config_dict(),
@@ -425,15 +510,15 @@ class Trainer:
         }
         return tensors, meta
 
-    def save_checkpoint(self, ckpt_dir: Path, spe: int) -> None:
-        """Write a checkpoint, ``generator.safetensors`` and ``run.json`` (rank 0 only)."""
+    def save_checkpoint(self, ckpt_dir: Path, spe: int | None = None) -> None:
+        """Write a checkpoint, the export weights and ``run.json`` (rank 0 only)."""
         if self.dist is not None and not self.dist.is_main:
             return
         tensors, meta = self._tensor_state()
         write_checkpoint(ckpt_dir, tensors, meta)
-        gen = self.export_generator()
-        self.folder.write_weights({"generator": gen.state_dict()})
-        self._write_run_json(self.step, spe)
+        parts = self.recipe.export_parts(self.export_generator())
+        self.folder.write_weights({name: net.state_dict() for name, (_, _, net) in parts.items()})
+        self._write_run_json(self.step)
         if self.output.loss_plot and time.perf_counter() - self._last_plot > 60.0:
             self._plot()
 
@@ -454,6 +539,11 @@ class Trainer:
                 self.ema.load_state_dict(self.recipe.generator().state_dict())
         unpack_optimizers(self.recipe.optimizers(), tensors, meta.get("optimizers", {}))
         self.recipe.load_state_dict(meta.get("recipe", {}))
+        augment = meta.get("augment", {})
+        for name, aug in self.recipe.augmentations().items():
+            if name in augment:
+                aug.load_state_dict(augment[name])
+        self.metric_best = dict(meta.get("metric_best", {}))
         self.recipe.load_scaler_state(meta.get("scalers", {}))
         set_rng_state(tensors, meta.get("rng", {}))
         return int(meta["step"])
@@ -462,20 +552,20 @@ class Trainer:
         import yaml
 
         text = yaml.safe_dump(self.config_dict(), sort_keys=False, default_flow_style=False)
-        atomic_write_bytes(self.run_dir / "config.yaml", text.encode())
+        atomic_write_bytes(self.folder.config_yaml, text.encode())
 
-    def _write_run_json(self, step: int, spe: int) -> None:
+    def _write_run_json(self, step: int) -> None:
         norm = self.normalizer.to_dict() if self.normalizer is not None else None
-        gen = self.export_generator()
-        module = type(gen).__module__
+        parts = self.recipe.export_parts(self.export_generator())
         info = RunInfo(
             family=self.recipe.family,
-            parts={"generator": {"family": self.recipe.family,
-                                 "spec": self.recipe.generator_spec(), "module": module}},
+            parts={name: {"family": fam, "spec": spec, "module": type(net).__module__}
+                   for name, (fam, spec, net) in parts.items()},
             bands=list(self.bands), units=self.units, normalizer=norm,
             output_range=list(self.recipe.output_range()),
-            data_fingerprint=self.data_fingerprint, model=self.model_name, module=module,
-            step=int(step), epoch=int(step // spe), steps_per_epoch=int(spe),
+            data_fingerprint=self.data_fingerprint, model=self.model_name,
+            module=type(self.recipe).__module__,
+            step=int(step), epoch=int(step // self.spe), steps_per_epoch=self.spe,
             ema=self.ema is not None, hyperparameters=dict(self.recipe.config),
             config=self.config_dict(),
         )
@@ -511,6 +601,23 @@ class Trainer:
             gen.train(was)
         return out
 
+    def sample_physical(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` samples of the export generator in physical units (for metric hooks)."""
+        gen = self.export_generator()
+        rng = step_generator(seed, "metric-samples", device=self.recipe.device)
+        was = gen.training
+        gen.eval()
+        try:
+            with torch.no_grad():
+                z = self.recipe.sample_latent(int(n), rng).to(self.recipe.device)
+                lo, hi = self.recipe.output_range()
+                out = gen(z).float().clamp(lo, hi).cpu().numpy()
+        finally:
+            gen.train(was)
+        if self.normalizer is not None:
+            out = np.asarray(self.normalizer.inverse(out), dtype=np.float32)
+        return out
+
     def write_samples(self, step: int) -> Path:
         """Write ``samples/step-XXXXXXXX.png`` from the fixed latents, in physical units."""
         from galforge.data.display import save_grid
@@ -518,24 +625,25 @@ class Trainer:
         imgs = self.generate_fixed()
         if self.normalizer is not None:
             imgs = np.asarray(self.normalizer.inverse(imgs), dtype=np.float32)
-        path = self.run_dir / "samples" / f"step-{step:08d}.png"
+        path = self.folder.sample_grid(step)
         save_grid(path, imgs, self.bands, units=self.units)
         self.samples_written.append(path)
         return path
 
     def _plot(self) -> None:
         if self.output.loss_plot:
-            plot_losses(self.log_path, self.run_dir / "loss.png")
+            plot_losses(self.log_path, self.folder.loss_plot)
             self._last_plot = time.perf_counter()
 
     def _tensorboard(self):
-        if not self.output.tensorboard:
+        # optional dependency: used when installed (or already imported), never required
+        available = ("torch.utils.tensorboard" in sys.modules
+                     or importlib.util.find_spec("tensorboard") is not None)
+        if not self.output.tensorboard or not available:
             return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is optional
-            return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.folder.tensorboard))
 
     def _progress(self, total: int, start: int):
         if not self.train.progress:
@@ -549,106 +657,63 @@ class Trainer:
         self.bundle_dir = self.folder.export()
 
 
+def _to_device(batch, device):
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def ddp_shard(batch, info):
+    """This process's share of a batch (a tensor or a dict of tensors)."""
+    if isinstance(batch, Mapping):
+        return {k: ddp_shard(v, info) for k, v in batch.items()}
+    return ddp.shard(batch, info)
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, Mapping):
+        return _batch_size(next(iter(batch.values())))
+    return int(batch.shape[0])
+
+
 # ----------------------------------------------------------------------------- from a config
 
 
-def load_training_data(cfg, image_size: int | None):
-    """Read ``cfg.data.source`` and bring it to the model's image size (physical units).
-
-    Returns the :class:`galforge.data.ImageSet` as read and the float32 ``N×C×H×W`` images
-    after the optional centre crop and the resize (nearest neighbour by default, as in
-    Fussell & Moews 2019).
-    """
-    from galforge.data import load_images
-    from galforge.data.transforms import center_crop, resize
-
-    d = cfg.data
-    if not d.source:
-        raise ConfigError("no training data: give DATA (a folder, a file, a prepared data set "
-                          "or a builtin: spec) or data.source")
-    iset = load_images(d.source, **dict(d.options))
-    imgs = np.asarray(iset.images, dtype=np.float32)
-    if d.crop_fraction is not None or d.crop_pixels is not None:
-        imgs = center_crop(imgs, fraction=d.crop_fraction, pixels=d.crop_pixels)
-    size = d.resize if d.resize is not None else image_size
-    if size is not None and tuple(imgs.shape[-2:]) != (int(size), int(size)):
-        imgs = resize(imgs, int(size), method=d.resize_method)
-    return iset, np.ascontiguousarray(imgs, dtype=np.float32)
-
-
-def _stored_normalizer(iset, output_range):
-    """The normalizer saved with a prepared data set, when it maps to the model's range."""
-    from galforge.data.normalize import Normalizer
-
-    extra = getattr(iset, "extra", None) or {}
-    norm = extra.get("prepared_normalizer") or extra.get("normalizer")
-    if isinstance(norm, Mapping):
-        norm = Normalizer.from_dict(dict(norm))
-    if not isinstance(norm, Normalizer):
-        return None
-    target = getattr(norm, "target", None)
-    if target is not None and tuple(float(v) for v in target) != tuple(
-            float(v) for v in output_range):
-        return None  # fitted for another output range: fit anew
-    return norm
-
-
-def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None) -> dict:
+def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None,
+                      metrics: Sequence[MetricHook] = ()) -> dict:
     """Train the model of a resolved :class:`galforge.config.RunConfig`; return the summary.
 
-    Reads the data, resizes it to the model's size, fits the normalizer (or reuses the one
-    of a prepared data set, or of the run when resuming), builds the recipe and runs the
-    :class:`Trainer` into ``cfg.output.out``.
+    The pipeline reads the data the recipe needs and normalises it
+    (:func:`galforge.training.pipeline.prepare_data`); the recipe is built and the
+    :class:`Trainer` runs it into ``cfg.output.out``.
     """
-    from galforge.data.normalize import Normalizer
     from galforge.training.recipes import get_recipe
 
     recipe_cls = get_recipe(cfg.model.name)
     run_dir = Path(cfg.output.out)
     params = dict(cfg.model.params)
-    iset, imgs = load_training_data(cfg, recipe_cls.image_size_for(params))
+    settings = recipe_cls.make_settings(params)
+    need = recipe_cls.data_need(settings)
     if dist_info is None:
         dist_info = ddp.init_distributed(
             "cuda" if cfg.train.device.startswith("cuda")
             or (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
     device = resolve_device(cfg.train.device, dist_info.local_rank)
     size = recipe_cls.image_size_for(params)
-    recipe = recipe_cls(params, channels=imgs.shape[1], image_size=size, device=device,
+    output_range = recipe_cls.output_range_for(settings)
+    data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
+    recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
                         seed=cfg.train.seed)
-    fingerprint = iset.fingerprint()
-    normalizer = None
-    folder = RunFolder(run_dir)
-    if resume and folder.is_run():
-        info = folder.read_info()
-        if info.data_fingerprint and info.data_fingerprint != fingerprint:
-            raise TrainingError(
-                f"--resume: the data {cfg.data.source} differ from the data the run in {run_dir} "
-                "was trained on (fingerprint mismatch); resume with the same DATA"
-            )
-        if info.normalizer:
-            normalizer = Normalizer.from_dict(info.normalizer)
-    if normalizer is None:
-        normalizer = _stored_normalizer(iset, recipe.output_range())
-    if normalizer is None:
-        d = cfg.data
-        normalizer = Normalizer.fit(imgs, clip_percentile=d.clip_percentile, stretch=d.stretch,
-                                    asinh_softening=d.asinh_softening,
-                                    target=tuple(recipe.output_range()))
-    model_space = np.asarray(normalizer.forward(imgs), dtype=np.float32)
-    if not np.all(np.isfinite(model_space)):
-        raise TrainingError(
-            f"the training data {cfg.data.source} contain non-finite values after normalisation;"
-            " read them with nan_policy fill or reject (data.options.nan_policy)"
-        )
     trainer = Trainer(
-        recipe, model_space, run_dir, cfg.train, normalizer=normalizer, bands=iset.bands,
-        units=iset.units, data_fingerprint=fingerprint, config=cfg, model_name=cfg.model.name,
+        recipe, data.data, run_dir, cfg.train, normalizer=data.normalizer,
+        bands=data.iset.bands, units=data.iset.units, data_fingerprint=data.fingerprint,
+        config=cfg, model_name=cfg.model.name,
         augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
-        output=cfg.output, resume=resume, dist_info=dist_info,
+        output=cfg.output, resume=resume, dist_info=dist_info, metrics=metrics,
     )
     summary = trainer.fit()
-    summary["n_images"] = int(imgs.shape[0])
-    summary["image_shape"] = list(imgs.shape[1:])
-    summary["bands"] = list(iset.bands)
-    summary["units"] = iset.units
+    summary["n_images"] = data.n_images
+    summary["image_shape"] = list(data.image_shape)
+    summary["bands"] = list(data.iset.bands)
+    summary["units"] = data.iset.units
     return summary

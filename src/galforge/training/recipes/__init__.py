@@ -1,26 +1,25 @@
 """The model recipes known to ``galforge train --model NAME``.
 
-:data:`RECIPES` maps a model name (``dcgan64``, ``dcgan128``, ...) to its recipe class;
-``RECIPES[name].default_config()`` gives that model's default hyper-parameters.
+:data:`RECIPES` maps a model name (``dcgan64``, ``dcgan128``, ``sgan``, ...) to its recipe
+class; ``RECIPES[name].default_config()`` gives that model's default hyper-parameters.
 
-Adding a model: write ``galforge/training/recipes/<module>.py`` with a
-:class:`galforge.training.recipe.Recipe` subclass decorated with
+Adding a model: decorate a :class:`galforge.training.recipe.Recipe` subclass with
 ``@register_recipe("name")`` (several names with different defaults are allowed:
-``@register_recipe("name128", image_size=128)``), and add ``"<module>"`` to
-:data:`RECIPE_MODULES` below.
+``@register_recipe("name128", image_size=128)``) in any module and import it. Every module
+of this package is imported here, so a recipe file dropped into
+``galforge/training/recipes/`` needs no list to be edited; a user's own module registers its
+recipes the moment it is imported.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from galforge.errors import ConfigError
 from galforge.training.recipe import Recipe
 
 RECIPES: dict[str, type[Recipe]] = {}
-
-# modules imported to fill RECIPES (a module not present yet is skipped)
-RECIPE_MODULES = ("dcgan", "sgan")
 
 
 def register_recipe(name: str, **default_overrides):
@@ -31,13 +30,13 @@ def register_recipe(name: str, **default_overrides):
     """
 
     def deco(cls: type[Recipe]) -> type[Recipe]:
-        unknown = set(default_overrides) - set(cls.DEFAULTS)
+        unknown = set(default_overrides) - set(cls._fields())
         if unknown:
             raise ConfigError(f"recipe {name!r}: overrides of unknown options {sorted(unknown)}")
         if default_overrides or cls.name:
             variant = type(cls.__name__, (cls,), {
                 "name": name,
-                "DEFAULTS": {**cls.DEFAULTS, **default_overrides},
+                "OVERRIDES": {**cls.OVERRIDES, **default_overrides},
                 "__module__": cls.__module__,
                 "__doc__": cls.__doc__,
             })
@@ -64,9 +63,10 @@ def model_defaults() -> dict[str, dict]:
     return {name: cls.default_config() for name, cls in sorted(RECIPES.items())}
 
 
-for _module in RECIPE_MODULES:
-    try:
-        importlib.import_module(f"{__name__}.{_module}")
-    except ModuleNotFoundError as _exc:
-        if _exc.name != f"{__name__}.{_module}":
-            raise
+def model_configs() -> dict[str, dict[str, dict]]:
+    """Named configs of every known model: ``{model: {config name: model.* overrides}}``."""
+    return {name: cls.config_overrides() for name, cls in sorted(RECIPES.items())}
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

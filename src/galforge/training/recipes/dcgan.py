@@ -12,6 +12,8 @@ removed after epoch 200.  The dropout rate is an option (0.5 by default).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -23,25 +25,35 @@ from galforge.training.losses import (
     generator_loss_nonsaturating,
     smooth_real_labels,
 )
-from galforge.training.recipe import Recipe
+from galforge.training.recipe import Phase, Recipe, StepContext
 from galforge.training.recipes import register_recipe
 
-DCGAN64_DEFAULTS = {
-    "image_size": 64,
-    "latent_dim": 100,
-    "width": 128,               # W: hidden widths 8W-4W-2W-W (1024-512-256-128)
-    "kernel_size": 4,
-    "batch_norm": True,
-    "lr": 2e-4,
-    "beta1": 0.5,
-    "beta2": 0.999,
-    "label_smoothing": 0.0,     # δ: real targets ~ U[1-δ, 1+δ]
-    "label_clip": None,         # upper clip of the real targets (e.g. 1.0), None: no clip
-    "dropout": 0.0,             # dropout rate (0: no dropout layer)
-    "dropout_where": "D",       # none | G | D | both: before the last convolution
-    "spatial_dropout": False,   # drop whole feature maps
-    "dropout_until_epoch": None,  # remove the dropout layers after this many epochs
-}
+
+@dataclass
+class DCGANSettings:
+    """Hyper-parameters of the DCGAN recipe; the defaults are the paper's (appendix A)."""
+
+    image_size: int = 64
+    latent_dim: int = 100
+    width: int = 128                      # W: hidden widths 8W-4W-2W-W (1024-512-256-128)
+    kernel_size: int = 4
+    batch_norm: bool = True
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    label_smoothing: float = 0.0          # δ: real targets ~ U[1-δ, 1+δ]
+    label_clip: float | None = None       # upper clip of the real targets (e.g. 1.0)
+    dropout: float = 0.0                  # dropout rate (0: no dropout layer)
+    dropout_where: str = "D"              # none | G | D | both: before the last convolution
+    spatial_dropout: bool = False         # drop whole feature maps
+    dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
+
+    def __post_init__(self):
+        if self.dropout_where not in DROPOUT_PLACES:
+            raise ConfigError(f"model.dropout_where={self.dropout_where!r} must be one of "
+                              f"{', '.join(DROPOUT_PLACES)}")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise ConfigError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
 
 
 @register_recipe("dcgan64")
@@ -50,36 +62,34 @@ class DCGANRecipe(Recipe):
     """The DCGAN of Fussell & Moews (2019) as a training recipe."""
 
     family = "dcgan"
-    DEFAULTS = DCGAN64_DEFAULTS
+    Settings = DCGANSettings
+    #: ``small``: a quarter of the paper's width, for CPU-sized runs
+    CONFIGS = {"small": {"width": 32}}
+    PHASES = (Phase("adversarial"),)
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
                  seed: int = 0):
         super().__init__(config, channels, image_size, device, seed)
-        c = self.config
-        size = int(image_size or c["image_size"])
-        if size != int(c["image_size"]):
+        s = self.settings
+        size = int(image_size or s.image_size)
+        if size != int(s.image_size):
             raise ConfigError(
-                f"model.image_size={c['image_size']} but the data are {size}×{size}: set "
+                f"model.image_size={s.image_size} but the data are {size}×{size}: set "
                 "data.resize or pick the matching model"
             )
-        if c["dropout_where"] not in DROPOUT_PLACES:
-            raise ConfigError(f"model.dropout_where={c['dropout_where']!r} must be one of "
-                              f"{', '.join(DROPOUT_PLACES)}")
-        if not 0.0 <= float(c["label_smoothing"]) < 1.0:
-            raise ConfigError(f"model.label_smoothing={c['label_smoothing']} must be in [0, 1)")
-        dropout = float(c["dropout"]) if c["dropout_where"] != "none" else 0.0
+        dropout = float(s.dropout) if s.dropout_where != "none" else 0.0
         self.G, self.D = build_dcgan_pair(
-            size, channels, latent_dim=int(c["latent_dim"]), width=int(c["width"]),
-            kernel_size=int(c["kernel_size"]), batch_norm=bool(c["batch_norm"]),
-            dropout=dropout, dropout_where=c["dropout_where"],
-            spatial_dropout=bool(c["spatial_dropout"]), seed=self.seed,
+            size, channels, latent_dim=int(s.latent_dim), width=int(s.width),
+            kernel_size=int(s.kernel_size), batch_norm=bool(s.batch_norm),
+            dropout=dropout, dropout_where=s.dropout_where,
+            spatial_dropout=bool(s.spatial_dropout), seed=self.seed,
         )
-        self._g_dropout = dropout if c["dropout_where"] in ("G", "both") else 0.0
+        self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)
         self.D.to(self.device)
-        betas = (float(c["beta1"]), float(c["beta2"]))
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(c["lr"]), betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(c["lr"]), betas=betas)
+        betas = (float(s.beta1), float(s.beta2))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(s.lr), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
         self._modules = {"G": self.G, "D": self.D}
         self._optims = {"G": self.opt_g, "D": self.opt_d}
 
@@ -93,21 +103,23 @@ class DCGANRecipe(Recipe):
         return self.G
 
     def generator_spec(self) -> dict:
-        c = self.config
+        s = self.settings
         return dcgan_generator_spec(
-            self.G, width=c["width"], kernel_size=c["kernel_size"], batch_norm=c["batch_norm"],
-            dropout=self._g_dropout, spatial_dropout=c["spatial_dropout"],
+            self.G, width=s.width, kernel_size=s.kernel_size, batch_norm=s.batch_norm,
+            dropout=self._g_dropout, spatial_dropout=s.spatial_dropout,
         )
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
 
-    def train_step(self, real: Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
-        c = self.config
+    def adversarial(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        """One D update (BCE, smoothed real labels) then one G update (non-saturating)."""
+        s = self.settings
+        rng = ctx.rng
         n = real.shape[0]
         z = self.sample_latent(n, rng).to(self.device)
-        targets = smooth_real_labels(n, float(c["label_smoothing"]), rng,
-                                     clip=c["label_clip"], device=self.device)
+        targets = smooth_real_labels(n, float(s.label_smoothing), rng,
+                                     clip=s.label_clip, device=self.device)
         # discriminator: real images towards the (smoothed) real label, fakes towards 0
         with self.autocast():
             fake = self.G(z)
@@ -134,7 +146,7 @@ class DCGANRecipe(Recipe):
                    if isinstance(m, ScheduledDropout))
 
     def on_epoch_end(self, epoch: int) -> None:
-        until = self.config["dropout_until_epoch"]
+        until = self.settings.dropout_until_epoch
         if until is not None and epoch >= int(until):
             for net in (self.G, self.D):
                 for m in net.modules():

@@ -16,6 +16,8 @@ to change it, 0 to keep none).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor, nn
 
@@ -27,24 +29,38 @@ from galforge.models.sgan import (
     SGANDiscriminator,
     SGANGenerator,
 )
-from galforge.seeding import derive_seed, global_scope
+from galforge.seeding import global_scope, step_generator
 from galforge.training.losses import ragan_d_loss, ragan_g_loss
-from galforge.training.recipe import BatchSource, Recipe
+from galforge.training.pipeline import BatchSource, Fields
+from galforge.training.recipe import Phase, Recipe, StepContext
 from galforge.training.recipes import register_recipe
 
-SGAN_DEFAULTS = {
-    "widths": list(DEFAULT_WIDTHS),            # generator widths after each upsampling set
-    "d_widths": [64, 128, 256, 512, 512],      # discriminator: one k4 s2 conv per width
-    "pack": 2,                                 # PacGAN pack size
-    "crop_sizes": [64, 128, 256],              # crop size drawn per batch
-    "flips": True,                             # random horizontal/vertical flips per crop
-    "lr_g": 2e-4,
-    "lr_d": 2e-4,
-    "beta1": 0.5,
-    "beta2": 0.999,
-    "leaky_slope": 0.2,
-    "sample_size": 64,                         # side of the sample-grid images
-}
+
+@dataclass
+class SGANSettings:
+    """Hyper-parameters of the Spatial GAN recipe; the defaults are the paper's."""
+
+    widths: list = field(default_factory=lambda: list(DEFAULT_WIDTHS))  # G widths per set
+    d_widths: list = field(default_factory=lambda: [64, 128, 256, 512, 512])  # k4 s2 convs
+    pack: int = 2                             # PacGAN pack size
+    crop_sizes: list = field(default_factory=lambda: [64, 128, 256])  # crop size per batch
+    flips: bool = True                        # random horizontal/vertical flips per crop
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    leaky_slope: float = 0.2
+    sample_size: int = 64                     # side of the sample-grid images
+
+    def __post_init__(self):
+        sizes = [int(s) for s in self.crop_sizes]
+        if not sizes or any(s <= 0 or s % UPSCALE for s in sizes):
+            raise ConfigError(
+                f"model.crop_sizes={self.crop_sizes}: crop sizes must be positive multiples "
+                "of 16"
+            )
+        if int(self.sample_size) % UPSCALE:
+            raise ConfigError(f"model.sample_size={self.sample_size} must be a multiple of 16")
 
 
 class FieldCrops(BatchSource):
@@ -76,7 +92,7 @@ class FieldCrops(BatchSource):
         self.steps_per_epoch = max(1, round(area / (self.batch_size * mean_area)))
 
     def batch(self, step: int) -> Tensor:
-        g = torch.Generator().manual_seed(derive_seed(self.seed, "sgan-crops", int(step)))
+        g = step_generator(self.seed, "sgan-crops", int(step))
         n, _, h, w = self.data.shape
         size = self.sizes[int(torch.randint(len(self.sizes), (1,), generator=g))]
         idx = torch.randint(n, (self.batch_size,), generator=g)
@@ -99,34 +115,30 @@ class SGANRecipe(Recipe):
     """The Spatial GAN of Smith & Geach (2019) as a training recipe."""
 
     family = "sgan"
-    DEFAULTS = SGAN_DEFAULTS
+    Settings = SGANSettings
+    #: ``small``: a quarter of the paper's widths, for CPU-sized runs
+    CONFIGS = {"small": {"widths": [64, 32, 16, 8], "d_widths": [16, 32, 64, 128, 128]}}
+    PHASES = (Phase("discriminator"), Phase("generator_update"))
     # the paper's self-ensemble drew on 21 generators saved along the run
     SNAPSHOT_EVERY = 500
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
                  seed: int = 0):
         super().__init__(config, channels, image_size, device, seed)
-        c = self.config
-        sizes = [int(s) for s in c["crop_sizes"]]
-        if not sizes or any(s <= 0 or s % UPSCALE for s in sizes):
-            raise ConfigError(
-                f"model.crop_sizes={c['crop_sizes']}: crop sizes must be positive multiples of 16"
-            )
-        if int(c["sample_size"]) % UPSCALE:
-            raise ConfigError(f"model.sample_size={c['sample_size']} must be a multiple of 16")
+        s = self.settings
         with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
-            self.G = SGANGenerator(channels, c["widths"], LATENT_CHANNELS,
-                                   image_size=int(c["sample_size"])).to(self.device)
-            self.D = SGANDiscriminator(channels, c["d_widths"], pack=int(c["pack"]),
-                                       slope=float(c["leaky_slope"])).to(self.device)
-        betas = (float(c["beta1"]), float(c["beta2"]))
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(c["lr_g"]), betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(c["lr_d"]), betas=betas)
+            self.G = SGANGenerator(channels, s.widths, LATENT_CHANNELS,
+                                   image_size=int(s.sample_size)).to(self.device)
+            self.D = SGANDiscriminator(channels, s.d_widths, pack=int(s.pack),
+                                       slope=float(s.leaky_slope)).to(self.device)
+        betas = (float(s.beta1), float(s.beta2))
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(s.lr_g), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr_d), betas=betas)
 
     @classmethod
-    def image_size_for(cls, params: dict) -> int | None:
-        """Any size: the networks are fully convolutional and train on crops."""
-        return None
+    def data_need(cls, settings) -> Fields:
+        """Whole fields: the recipe crops them (any size; the networks are convolutional)."""
+        return Fields()
 
     def modules(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D}
@@ -140,21 +152,22 @@ class SGANRecipe(Recipe):
     def generator_spec(self) -> dict:
         return self.G.spec()
 
-    def output_range(self) -> tuple[float, float]:
-        return (0.0, 1.0)
+    @classmethod
+    def output_range_for(cls, settings) -> tuple[float, float]:
+        return (0.0, 1.0)  # sigmoid head
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
 
     def make_batches(self, data: Tensor, batch_size: int, seed: int) -> BatchSource:
-        pack = int(self.config["pack"])
+        pack = int(self.settings.pack)
         if batch_size % pack:
             raise ConfigError(
                 f"train.batch={batch_size} is not a multiple of model.pack={pack}; the "
                 "discriminator sees packs of images"
             )
-        return FieldCrops(data, batch_size, seed, self.config["crop_sizes"],
-                          flips=bool(self.config["flips"]))
+        return FieldCrops(data, batch_size, seed, self.settings.crop_sizes,
+                          flips=bool(self.settings.flips))
 
     def _latent_like(self, real: Tensor, rng: torch.Generator) -> Tensor:
         b, _, h, w = real.shape
@@ -163,23 +176,26 @@ class SGANRecipe(Recipe):
         return torch.randn((b, LATENT_CHANNELS, h // UPSCALE, w // UPSCALE), generator=rng,
                            device=rng.device).to(self.device)
 
-    def train_step(self, real: Tensor, step: int, rng: torch.Generator) -> dict[str, float]:
+    def discriminator(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        """One update of the packed discriminator with the RaGAN loss."""
         real = real.to(self.device)
-        # discriminator
         self.D.requires_grad_(True)
         with torch.no_grad():
-            fake = self.G(self._latent_like(real, rng))
+            fake = self.G(self._latent_like(real, ctx.rng))
         with self.autocast():
             loss_d = ragan_d_loss(self.D(real), self.D(fake))
         self.optimize("D", loss_d)
-        # generator
+        return {"loss_d": float(loss_d.detach())}
+
+    def generator_update(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        """One update of the generator with the RaGAN loss (D frozen)."""
+        real = real.to(self.device)
         self.D.requires_grad_(False)
         with self.autocast():
-            fake = self.G(self._latent_like(real, rng))
+            fake = self.G(self._latent_like(real, ctx.rng))
             with torch.no_grad():
                 real_logits = self.D(real)
             loss_g = ragan_g_loss(real_logits, self.D(fake))
         self.optimize("G", loss_g)
         self.D.requires_grad_(True)
-        return {"loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
-                "crop": float(real.shape[-1])}
+        return {"loss_g": float(loss_g.detach()), "crop": float(real.shape[-1])}

@@ -1,0 +1,265 @@
+"""The data a recipe needs, read, normalised and batched.
+
+A recipe declares what it trains on with a *data need* (``Recipe.data_need(settings)``):
+
+:class:`Stamps`
+    one stack of images at one size (``size=None``: as read); a batch is an ``N×C×H×W``
+    tensor, shuffled by epoch and augmented per image (:class:`StampBatches`).
+:class:`PairedStamps`
+    the same images at several sizes (e.g. 64 and 128 pixels for a chained super-resolution
+    stage); a batch is ``{size: N×C×size×size}``, the same images at every size.
+:class:`Fields`
+    large images kept whole; the recipe cuts its own batches from them (random crops)
+    through :meth:`~galforge.training.recipe.Recipe.make_batches`.
+
+:func:`prepare_data` reads ``data.source``, centre-crops and resizes it as the need asks,
+fits the :class:`~galforge.data.normalize.Normalizer` (or reuses a prepared data set's, or
+the run's own when resuming, after checking the data fingerprint), and returns the
+model-space arrays; :func:`batch_source` turns them into a :class:`BatchSource`.
+
+A :class:`BatchSource` turns a step number into a batch, as a pure function of
+``(seed, step)``, so a resumed run sees exactly the batches of an uninterrupted one without
+any saved loader state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from galforge.errors import ConfigError, TrainingError
+from galforge.runfolder import RunFolder
+from galforge.seeding import step_generator
+from galforge.training.augment import Augment, FlipRotate
+
+__all__ = ["BatchSource", "Fields", "PairedBatches", "PairedStamps", "StampBatches", "Stamps",
+           "TrainingData", "batch_source", "load_training_data", "prepare_data"]
+
+
+# ----------------------------------------------------------------------------- needs
+@dataclass(frozen=True)
+class Stamps:
+    """One stack of images, resized to ``size`` pixels a side (None: as read)."""
+
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class PairedStamps:
+    """The same images at each of ``sizes`` (pixels a side)."""
+
+    sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Whole fields as read; the recipe crops them (``Recipe.make_batches``)."""
+
+
+DataNeed = Stamps | PairedStamps | Fields
+
+
+# ----------------------------------------------------------------------------- batches
+class BatchSource:
+    """Deterministic batches: ``batch(step)`` depends only on the seed and ``step``.
+
+    ``steps_per_epoch`` is the number of steps that make one pass over the data.
+    """
+
+    steps_per_epoch: int = 1
+
+    def batch(self, step: int):  # pragma: no cover - interface
+        raise TrainingError(f"{type(self).__name__} does not implement batch(step)")
+
+
+class StampBatches(BatchSource):
+    """Shuffled epochs over a stack of stamps, with per-image random augmentation.
+
+    Epoch ``e`` visits the images in the order of a permutation drawn from
+    ``(seed, "epoch", e)``; step ``s`` takes the ``s % steps_per_epoch``-th slice of
+    ``batch_size`` images (the incomplete last slice is dropped, so every batch has the same
+    size; with fewer images than ``batch_size`` every batch is the whole set).  Augmentation
+    draws come from ``(seed, "augment", s)``.
+    """
+
+    def __init__(self, data: Tensor, batch_size: int, seed: int, *, flips: bool = True,
+                 rot90: bool = True, rotate: str | None = None, augment: Augment | None = None):
+        if data.dim() != 4 or data.shape[0] == 0:
+            raise TrainingError(f"training data must be a non-empty N×C×H×W stack, got "
+                                f"shape {tuple(data.shape)}")
+        self.data = data
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.augment = augment if augment is not None else FlipRotate(flips, rot90, rotate)
+        n = data.shape[0]
+        self.steps_per_epoch = max(1, n // self.batch_size)
+        self._perm_epoch = -1
+        self._perm: Tensor | None = None
+
+    def indices(self, step: int) -> Tensor:
+        """Indices of the images of the batch of ``step`` (the global batch, all ranks)."""
+        epoch, i = divmod(int(step), self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            self._perm = torch.randperm(self.data.shape[0],
+                                        generator=step_generator(self.seed, "epoch", epoch))
+            self._perm_epoch = epoch
+        b = min(self.batch_size, self.data.shape[0])
+        return self._perm[i * b:(i + 1) * b]
+
+    def batch(self, step: int) -> Tensor:
+        x = self.data.index_select(0, self.indices(step))
+        return self.augment(x, step_generator(self.seed, "augment", int(step)))
+
+
+class PairedBatches(BatchSource):
+    """:class:`StampBatches` over several sizes of the same images: ``{size: batch}``.
+
+    The same images, flips and quarter turns at every size (one augmentation draw per step).
+    """
+
+    def __init__(self, data: Mapping[int, Tensor], batch_size: int, seed: int, *,
+                 flips: bool = True, rot90: bool = True):
+        sizes = sorted(int(s) for s in data)
+        self._sources = {s: StampBatches(data[s], batch_size, seed, flips=flips, rot90=rot90)
+                         for s in sizes}
+        first = self._sources[sizes[0]]
+        self.steps_per_epoch = first.steps_per_epoch
+        self.data = data
+
+    def batch(self, step: int) -> dict[int, Tensor]:
+        return {s: src.batch(step) for s, src in self._sources.items()}
+
+
+def batch_source(need: DataNeed, data, batch_size: int, seed: int, *,
+                 augment: Mapping | None = None) -> BatchSource:
+    """The default batches for ``need`` (``augment``: flips, rot90, rotate of the data config)."""
+    aug = dict(augment or {"flips": True, "rot90": True, "rotate": None})
+    if isinstance(need, PairedStamps):
+        return PairedBatches(data, batch_size, seed, flips=aug.get("flips", True),
+                             rot90=aug.get("rot90", True))
+    if isinstance(need, Fields):
+        raise TrainingError("a recipe that trains on whole fields must cut its own batches "
+                            "(Recipe.make_batches)")
+    return StampBatches(data, batch_size, seed, **aug)
+
+
+# ----------------------------------------------------------------------------- reading
+def load_training_data(cfg, image_size: int | None):
+    """Read ``cfg.data.source`` and bring it to ``image_size`` (physical units).
+
+    Returns the :class:`galforge.data.ImageSet` as read and the float32 ``N×C×H×W`` images
+    after the optional centre crop and the resize (nearest neighbour by default, as in
+    Fussell & Moews 2019).
+    """
+    from galforge.data import load_images
+    from galforge.data.transforms import center_crop, resize
+
+    d = cfg.data
+    if not d.source:
+        raise ConfigError("no training data: give DATA (a folder, a file, a prepared data set "
+                          "or a builtin: spec) or data.source")
+    iset = load_images(d.source, **dict(d.options))
+    imgs = np.asarray(iset.images, dtype=np.float32)
+    if d.crop_fraction is not None or d.crop_pixels is not None:
+        imgs = center_crop(imgs, fraction=d.crop_fraction, pixels=d.crop_pixels)
+    size = d.resize if d.resize is not None else image_size
+    if size is not None and tuple(imgs.shape[-2:]) != (int(size), int(size)):
+        imgs = resize(imgs, int(size), method=d.resize_method)
+    return iset, np.ascontiguousarray(imgs, dtype=np.float32)
+
+
+def _stored_normalizer(iset, output_range):
+    """The normalizer saved with a prepared data set, when it maps to the model's range."""
+    from galforge.data.normalize import Normalizer
+
+    extra = getattr(iset, "extra", None) or {}
+    norm = extra.get("prepared_normalizer") or extra.get("normalizer")
+    if isinstance(norm, Mapping):
+        norm = Normalizer.from_dict(dict(norm))
+    if not isinstance(norm, Normalizer):
+        return None
+    target = getattr(norm, "target", None)
+    if target is not None and tuple(float(v) for v in target) != tuple(
+            float(v) for v in output_range):
+        return None  # fitted for another output range: fit anew
+    return norm
+
+
+@dataclass
+class TrainingData:
+    """What :func:`prepare_data` returns: model-space data and what describes it."""
+
+    data: object                 # N×C×H×W float32 array, or {size: array} for PairedStamps
+    normalizer: object
+    iset: object                 # the ImageSet as read
+    fingerprint: str
+    n_images: int
+    image_shape: tuple[int, ...]  # C, H, W of the largest images
+
+
+def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
+                 resume: bool = False) -> TrainingData:
+    """Read, resize and normalise the data of a run for a recipe's ``need``.
+
+    The normalizer is the run's own when resuming (after checking that the data are the same
+    by fingerprint), else the one a prepared data set carries for this output range, else
+    one fitted on the data.
+    """
+    from galforge.data.normalize import Normalizer
+
+    sizes = need.sizes if isinstance(need, PairedStamps) else None
+    size = None if isinstance(need, Fields) else (
+        max(sizes) if sizes else need.size)
+    iset, imgs = load_training_data(cfg, size)
+    fingerprint = iset.fingerprint()
+    normalizer = None
+    folder = RunFolder(run_dir) if run_dir is not None else None
+    if resume and folder is not None and folder.is_run():
+        info = folder.read_info()
+        if info.data_fingerprint and info.data_fingerprint != fingerprint:
+            raise TrainingError(
+                f"--resume: the data {cfg.data.source} differ from the data the run in "
+                f"{folder.path} was trained on (fingerprint mismatch); resume with the same DATA"
+            )
+        if info.normalizer:
+            normalizer = Normalizer.from_dict(info.normalizer)
+    if normalizer is None:
+        normalizer = _stored_normalizer(iset, output_range)
+    if normalizer is None:
+        d = cfg.data
+        normalizer = Normalizer.fit(imgs, clip_percentile=d.clip_percentile, stretch=d.stretch,
+                                    asinh_softening=d.asinh_softening,
+                                    target=tuple(output_range))
+
+    def to_model(x):
+        out = np.asarray(normalizer.forward(x), dtype=np.float32)
+        if not np.all(np.isfinite(out)):
+            raise TrainingError(
+                f"the training data {cfg.data.source} contain non-finite values after "
+                "normalisation; read them with nan_policy fill or reject (data.options.nan_policy)"
+            )
+        return out
+
+    if sizes:
+        from galforge.data.transforms import resize
+
+        data = {int(s): to_model(imgs if int(s) == size else
+                                 resize(imgs, int(s), method=cfg.data.resize_method))
+                for s in sizes}
+    else:
+        data = to_model(imgs)
+    return TrainingData(data, normalizer, iset, fingerprint, int(imgs.shape[0]),
+                        tuple(int(v) for v in imgs.shape[1:]))
+
+
+def as_tensors(data):
+    """Arrays (or a dict of them) as float32 CPU tensors."""
+    if isinstance(data, Mapping):
+        return {k: as_tensors(v) for k, v in data.items()}
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    return data

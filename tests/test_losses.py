@@ -70,3 +70,67 @@ def test_ragan_loss_hand_computed():
     same = torch.zeros(4)
     assert float(ragan_d_loss(same, same)) == pytest.approx(2 * math.log(2))
     assert float(ragan_g_loss(same, same)) == pytest.approx(2 * math.log(2))
+
+
+def test_nonsaturating_hinge_and_wgan_by_hand():
+    from galforge.training.losses import (
+        hinge_d_loss,
+        hinge_g_loss,
+        nonsaturating_d_loss,
+        nonsaturating_g_loss,
+        wgan_d_loss,
+        wgan_g_loss,
+    )
+
+    real = torch.tensor([2.0, -0.5])
+    fake = torch.tensor([0.5, -3.0])
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731  softplus
+    assert float(nonsaturating_d_loss(real, fake)) == pytest.approx(
+        (sp(-2.0) + sp(0.5)) / 2 + (sp(0.5) + sp(-3.0)) / 2, rel=1e-6)
+    assert float(nonsaturating_g_loss(fake)) == pytest.approx((sp(-0.5) + sp(3.0)) / 2, rel=1e-6)
+    # the BCE form of the same loss agrees
+    a, b = discriminator_loss(real, fake)
+    assert float(a + b) == pytest.approx(float(nonsaturating_d_loss(real, fake)), rel=1e-6)
+    # hinge: max(0, 1 - real) = [0, 1.5]; max(0, 1 + fake) = [1.5, 0]
+    assert float(hinge_d_loss(real, fake)) == pytest.approx(0.75 + 0.75)
+    assert float(hinge_g_loss(fake)) == pytest.approx(1.25)
+    assert float(wgan_d_loss(real, fake)) == pytest.approx(-1.25 - 0.75)
+    assert float(wgan_g_loss(fake)) == pytest.approx(1.25)
+
+
+def test_gradient_penalty_and_r1_of_a_linear_critic():
+    from galforge.training.losses import gradient_penalty, r1_penalty
+
+    a = torch.tensor([[[3.0, 0.0], [0.0, 4.0]]])  # |a| = 5
+
+    def critic(x):
+        return (x * a).flatten(1).sum(1)
+
+    real = torch.rand(3, 1, 2, 2)
+    fake = torch.rand(3, 1, 2, 2)
+    gp = gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0))
+    assert float(gp) == pytest.approx((5.0 - 1.0) ** 2, rel=1e-6)
+    x = real.clone().requires_grad_(True)
+    assert float(r1_penalty(critic(x), x)) == pytest.approx(25.0, rel=1e-6)
+    # a quadratic critic D = sum x^2: the gradient is 2x, so R1 = E[4 |x|^2]
+    x = real.clone().requires_grad_(True)
+    r1 = r1_penalty((x ** 2).flatten(1).sum(1), x)
+    expected = float((2 * real).flatten(1).pow(2).sum(1).mean())
+    assert float(r1.detach()) == pytest.approx(expected, rel=1e-5)
+    r1.backward()  # create_graph: the penalty itself is differentiable
+    assert x.grad is not None
+
+
+def test_path_length_penalty_matches_a_hand_computation():
+    from galforge.training.losses import path_length_penalty
+
+    torch.manual_seed(0)
+    A = torch.randn(1 * 2 * 2, 3)  # images = reshape(A w)
+    w = torch.randn(4, 3, requires_grad=True)
+    images = (w @ A.T).reshape(4, 1, 2, 2)
+    pen, mean = path_length_penalty(images, w, 0.5, torch.Generator().manual_seed(7), decay=0.1)
+    y = torch.randn((4, 1, 2, 2), generator=torch.Generator().manual_seed(7)) / 2.0
+    lengths = (y.reshape(4, 4) @ A).norm(dim=1)  # J^T y for a linear map
+    expected_mean = 0.5 + 0.1 * (float(lengths.mean()) - 0.5)
+    assert float(mean) == pytest.approx(expected_mean, rel=1e-5)
+    assert float(pen) == pytest.approx(float(((lengths - expected_mean) ** 2).mean()), rel=1e-5)

@@ -3,10 +3,12 @@
 A checkpoint is a folder with two files:
 
 * ``state.safetensors`` — every tensor: module weights and buffers (``module.<name>.<key>``),
-  EMA weights (``ema.<key>``), optimiser state tensors (``optim.<name>.<param>.<key>``) and
-  the torch RNG states (``rng.torch``, ``rng.cuda.<i>``);
-* ``state.json`` — the rest: step, epoch, optimiser hyper-parameters, numpy and Python RNG
-  states, schedule and recipe state, the run config.
+  EMA weights (``ema.<key>``) and optimiser state tensors (``optim.<name>.<param>.<key>``);
+* ``state.json`` — the rest: step, epoch, optimiser hyper-parameters, schedule, recipe and
+  augmentation state, the best in-training metric, the run config.
+
+No random-generator state is saved: every draw of a run comes from a stream keyed by
+``(seed, step, ...)`` (:mod:`galforge.seeding`), so a resumed run redraws exactly.
 
 The folder is written under a temporary name and renamed into place, so a crash while
 saving leaves the previous checkpoint intact.  Nothing is unpickled when loading.
@@ -16,11 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -168,37 +168,3 @@ def unpack_optimizers(optims: dict[str, torch.optim.Optimizer], tensors: dict, m
                 g["betas"] = tuple(g["betas"])
             groups.append(g)
         opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-# ----------------------------------------------------------------------------- RNG
-
-
-def rng_state() -> tuple[dict, dict]:
-    """Current torch/CUDA/numpy/Python global RNG states as (tensors, JSON)."""
-    tensors = {"rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    py = random.getstate()
-    meta = {
-        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "python": [py[0], list(py[1]), py[2]],
-    }
-    return tensors, meta
-
-
-def set_rng_state(tensors: dict, meta: dict) -> None:
-    if "rng.torch" in tensors:
-        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
-    cuda = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([c.to(torch.uint8) for c in cuda][: torch.cuda.device_count()])
-    if "numpy" in meta:
-        n = meta["numpy"]
-        np.random.set_state((n["kind"], np.asarray(n["keys"], dtype=np.uint32), n["pos"],
-                             n["has_gauss"], n["gauss"]))
-    if "python" in meta:
-        v, s, g = meta["python"]
-        random.setstate((v, tuple(s), g))

@@ -43,8 +43,6 @@ from galforge.training.checkpoint import (
     pack_modules,
     pack_optimizers,
     read_checkpoint,
-    rng_state,
-    set_rng_state,
     unpack_modules,
     unpack_optimizers,
     write_checkpoint,
@@ -484,8 +482,6 @@ class Trainer:
             tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         opt_tensors, opt_meta = pack_optimizers(recipe.optimizers())
         tensors.update(opt_tensors)
-        rng_tensors, rng_meta = rng_state()
-        tensors.update(rng_tensors)
         t = self.train
         meta = {
             "step": self.step,
@@ -496,7 +492,6 @@ class Trainer:
             "model": self.model_name,
             "family": recipe.family,
             "optimizers": opt_meta,
-            "rng": rng_meta,
             "schedule": {"kind": t.lr_schedule, "step_epochs": t.lr_step_epochs,
                          "gamma": t.lr_gamma, "learning_rates": recipe.learning_rates()},
             "recipe": recipe.state_dict(),
@@ -545,7 +540,6 @@ class Trainer:
                 aug.load_state_dict(augment[name])
         self.metric_best = dict(meta.get("metric_best", {}))
         self.recipe.load_scaler_state(meta.get("scalers", {}))
-        set_rng_state(tensors, meta.get("rng", {}))
         return int(meta["step"])
 
     def _write_config(self) -> None:

@@ -13,12 +13,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import galforge
-from galforge.bundle import save_bundle
+from galforge.bundle import Part, save_bundle
 from galforge.cli import main
 from galforge.data.normalize import Normalizer
 from galforge.errors import BundleError
 from galforge.generation import load_bundle
-from galforge.models.registry import register_generator
+from galforge.models.registry import register_family, register_generator
 from galforge.runfolder import RunFolder, RunInfo
 
 FAMILY = "tiny_bundle_test"
@@ -339,3 +339,85 @@ def test_loading_a_bundle_writes_nothing(tmp_path):
         before = sorted(p.name for p in (tmp_path / name).rglob("*"))
         load_bundle(tmp_path / name).sample(1)
         assert sorted(p.name for p in (tmp_path / name).rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- named parts
+
+
+class Stage1(nn.Module):
+    """Latent -> 3×4×4 image (a stand-in for a low-resolution generator)."""
+
+    def __init__(self, latent_dim=4):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.fc = nn.Linear(latent_dim, 3 * 4 * 4)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z.flatten(1))).view(-1, 3, 4, 4)
+
+
+class Stage2(nn.Module):
+    """3×4×4 image -> 3×8×8 image (a stand-in for a super-resolution stage)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(3, 3, 4, 2, 1)
+
+    def forward(self, x):
+        return torch.tanh(self.up(x))
+
+
+class Chain(nn.Module):
+    CAPABILITIES = frozenset({"latent"})
+
+    def __init__(self, stage1, stage2):
+        super().__init__()
+        self.stage1, self.stage2 = stage1, stage2
+
+    def latent_shape(self, n):
+        return (n, self.stage1.latent_dim)
+
+    def forward(self, z):
+        return self.stage2(self.stage1(z))
+
+
+register_generator("tiny_stage1")(lambda spec: Stage1(**spec))
+register_generator("tiny_stage2")(lambda spec: Stage2(**spec))
+
+
+@register_family("tiny_chain", parts=("stage1", "stage2"))
+def _compose_chain(parts):
+    return Chain(parts["stage1"], parts["stage2"])
+
+
+def test_a_family_of_two_parts_is_saved_as_two_files_and_composed(tmp_path):
+    torch.manual_seed(3)
+    s1, s2 = Stage1(), Stage2()
+    path = save_bundle(
+        tmp_path / "chain", family="tiny_chain",
+        parts={"stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict()),
+               "stage2": Part("tiny_stage2", {}, s2.state_dict())},
+        normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1), config={},
+        data_fingerprint=None,
+    )
+    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "stage1.safetensors",
+                                                      "stage2.safetensors"]
+    meta = json.loads((path / "bundle.json").read_text())
+    assert meta["family"] == "tiny_chain" and sorted(meta["parts"]) == ["stage1", "stage2"]
+    g = load_bundle(path)
+    assert set(g.parts) == {"stage1", "stage2"} and g.image_shape == (3, 8, 8)
+    z = g.latent(3, seed=2)
+    with torch.no_grad():
+        expected = s2(s1(z)).clamp(-1, 1).numpy()
+    np.testing.assert_array_equal(g.sample(3, seed=2), expected)
+    # a changed part file is named
+    weights = path / "stage2.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BundleError, match="stage2.safetensors"):
+        load_bundle(path)
+    # parts that do not match the family's are refused
+    with pytest.raises(BundleError, match="stage1"):
+        save_bundle(tmp_path / "bad", family="tiny_chain",
+                    parts={"stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict())},
+                    normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
+                    config={}, data_fingerprint=None)

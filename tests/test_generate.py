@@ -200,3 +200,92 @@ def test_latent_helpers():
     assert torch.allclose(L.arithmetic([z[0], z[2]], [z[1]]), z[0] - z[1] + z[2])
     with pytest.raises(ConfigError):
         L.group_mean(z, np.zeros(4, bool))
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class CondGenerator(nn.Module):
+    """Images whose brightness follows a continuous condition (capability 'conditional')."""
+
+    CAPABILITIES = frozenset({"latent", "conditional"})
+    condition_names = ("flux",)
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3 * 4 * 4)
+
+    def latent_shape(self, n):
+        return (n, 4)
+
+    def forward(self, z, conditions):
+        base = 0.1 * torch.tanh(self.fc(z)).view(-1, 3, 4, 4)
+        return (base + conditions[:, :1, None, None]).clamp(-1, 1)
+
+
+class StyleGenerator(nn.Module):
+    """A mapping to w and a synthesis from w (capability 'intermediate')."""
+
+    CAPABILITIES = frozenset({"latent", "intermediate"})
+
+    def __init__(self):
+        super().__init__()
+        self.map = nn.Linear(4, 4)
+        self.syn = nn.Linear(4, 3 * 4 * 4)
+        self.register_buffer("w_avg", torch.full((4,), 0.5))
+
+    def latent_shape(self, n):
+        return (n, 4)
+
+    def mapping(self, z):
+        return self.map(z)
+
+    def mean_w(self):
+        return self.w_avg
+
+    def synthesis(self, w):
+        return torch.tanh(self.syn(w)).view(-1, 3, 4, 4)
+
+    def forward(self, z):
+        return self.synthesis(self.mapping(z))
+
+
+register_generator("tiny_cond")(lambda spec: CondGenerator())
+register_generator("tiny_style")(lambda spec: StyleGenerator())
+
+
+def _cap_bundle(tmp_path, family, gen):
+    return load_bundle(save_bundle(
+        tmp_path / family, family=family, spec={}, state_dict=gen.state_dict(), normalizer=None,
+        bands=BANDS, units="adu", output_range=(-1.0, 1.0), config={}, data_fingerprint=None))
+
+
+def test_conditional_generators_take_conditions(tmp_path):
+    torch.manual_seed(0)
+    b = _cap_bundle(tmp_path, "tiny_cond", CondGenerator())
+    assert b.capabilities == {"latent", "conditional"}
+    dim = b.sample(2, seed=0, conditions=[[-0.5], [-0.5]])
+    bright = b.sample(2, seed=0, conditions=[[0.5], [0.5]])
+    assert bright.mean() > dim.mean() + 0.8
+    with pytest.raises(ConfigError, match="conditions"):
+        b.sample(2, seed=0)
+    plain = load_bundle(save_bundle(
+        tmp_path / "plain", family=FAMILY, spec=SPEC, state_dict=TinyConvGenerator(**SPEC)
+        .state_dict(), normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
+        config={}, data_fingerprint=None))
+    with pytest.raises(galforge.errors.ModelError, match="conditional"):
+        plain.sample(1, seed=0, conditions=[[0.0]])
+
+
+def test_truncation_of_an_intermediate_latent_space_happens_in_w(tmp_path):
+    torch.manual_seed(0)
+    gen = StyleGenerator()
+    b = _cap_bundle(tmp_path, "tiny_style", gen)
+    z = b.latent(3, seed=1, truncation=0.5)
+    assert torch.equal(z, b.latent(3, seed=1))  # z itself is not pulled
+    with torch.no_grad():
+        w = gen.mapping(z)
+        expected = gen.synthesis(gen.w_avg + 0.5 * (w - gen.w_avg)).numpy()
+    np.testing.assert_allclose(b.sample(3, seed=1, truncation=0.5), expected, rtol=1e-6)
+    mean_image = b.sample(2, seed=1, truncation=0.0)
+    np.testing.assert_allclose(mean_image[0], mean_image[1], rtol=1e-6)

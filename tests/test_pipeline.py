@@ -1,0 +1,58 @@
+"""Data needs, batches as pure functions of (seed, step), and preparing a run's data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from galforge.config import resolve_config
+from galforge.errors import TrainingError
+from galforge.training.pipeline import (
+    Fields,
+    PairedStamps,
+    StampBatches,
+    Stamps,
+    batch_source,
+    prepare_data,
+)
+
+
+def test_stamp_batches_are_a_function_of_seed_and_step():
+    data = torch.rand(10, 1, 8, 8)
+    a, b = StampBatches(data, 4, seed=1), StampBatches(data, 4, seed=1)
+    assert a.steps_per_epoch == 2
+    assert torch.equal(a.batch(5), b.batch(5)) and not torch.equal(a.batch(5), a.batch(4))
+
+
+def test_paired_batches_hold_the_same_images_at_each_size():
+    base = torch.rand(6, 1, 16, 16)
+    small = torch.nn.functional.avg_pool2d(base, 2)
+    src = batch_source(PairedStamps((8, 16)), {8: small, 16: base}, 3, seed=2)
+    batch = src.batch(1)
+    assert set(batch) == {8, 16}
+    assert torch.allclose(torch.nn.functional.avg_pool2d(batch[16], 2), batch[8], atol=1e-6)
+    with pytest.raises(TrainingError, match="make_batches"):
+        batch_source(Fields(), base, 3, seed=0)
+
+
+def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "d.npy", rng.gamma(2.0, 3.0, (5, 2, 32, 32)).astype(np.float32))
+    cfg = resolve_config(base={"data": {"source": str(tmp_path / "d.npy")}})
+    d = prepare_data(cfg, Stamps(16), (-1.0, 1.0))
+    assert d.data.shape == (5, 2, 16, 16) and d.data.min() >= -1 and d.data.max() <= 1
+    whole = prepare_data(cfg, Fields(), (0.0, 1.0))
+    assert whole.data.shape == (5, 2, 32, 32) and whole.data.min() >= 0
+    paired = prepare_data(cfg, PairedStamps((8, 16)), (-1.0, 1.0))
+    assert {k: v.shape for k, v in paired.data.items()} == {8: (5, 2, 8, 8), 16: (5, 2, 16, 16)}
+    # resuming on other data is refused
+    from galforge.runfolder import RunFolder, RunInfo
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    run.write_info(RunInfo(family="x", parts={"generator": {"family": "x", "spec": {}}},
+                           bands=["a", "b"], units="adu", normalizer=None,
+                           output_range=[-1, 1], data_fingerprint="not-these-data"))
+    with pytest.raises(TrainingError, match="fingerprint"):
+        prepare_data(cfg, Stamps(16), (-1.0, 1.0), run_dir=run.path, resume=True)

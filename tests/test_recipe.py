@@ -1,0 +1,71 @@
+"""The recipe contract: typed settings, named configs, phases and their lazy schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from galforge.config import resolve_config
+from galforge.errors import ConfigError
+from galforge.training.recipe import Phase, Recipe
+from galforge.training.recipes import get_recipe, model_configs, model_defaults
+
+
+@dataclass
+class S:
+    width: int = 8
+    lr: float = 1e-3
+    every: int = 4
+
+
+class Counting(Recipe):
+    family = "counting"
+    Settings = S
+    CONFIGS = {"big": {"width": 64}}
+
+    def phases(self):
+        return (Phase("main"), Phase("lazy", interval=self.settings.every))
+
+    def main(self, batch, ctx):
+        return {"main_gain": ctx.gain}
+
+    def lazy(self, batch, ctx):
+        return {"lazy_gain": ctx.gain}
+
+
+def test_settings_are_typed_with_named_configs():
+    r = Counting({"config": "big", "lr": 0.5}, channels=1, image_size=None, device="cpu")
+    assert r.settings == S(width=64, lr=0.5) and r.config["config"] == "big"
+    assert Counting.default_config() == {"config": "paper", "width": 8, "lr": 1e-3, "every": 4}
+    with pytest.raises(ConfigError, match="big"):
+        Counting({"config": "huge"}, 1, None, "cpu")
+    with pytest.raises(ConfigError, match="depth"):
+        Counting({"depth": 3}, 1, None, "cpu")
+
+
+def test_lazy_phases_run_every_interval_with_their_gain():
+    r = Counting({}, 1, None, "cpu")
+    rng = torch.Generator()
+    runs = [r.train_step(None, step, rng) for step in range(9)]
+    assert [s for s, out in enumerate(runs) if "lazy_gain" in out] == [0, 4, 8]
+    assert runs[0] == {"main_gain": 1.0, "lazy_gain": 4.0}
+    assert Phase("r1", interval=16, gain=2.0).loss_gain == 2.0
+    with pytest.raises(ConfigError):
+        Phase("x", interval=0)
+
+
+def test_named_configs_reach_the_command_line_resolution():
+    cls = get_recipe("dcgan64")
+    assert "small" in cls.named_configs() and cls.default_config()["config"] == "paper"
+    cfg = resolve_config(base={"model": {"name": "dcgan64", "config": "small"}},
+                         model_defaults=model_defaults(), model_configs=model_configs())
+    assert cfg.model.params["width"] == 32 and cfg.model.params["config"] == "small"
+    cfg = resolve_config(base={"model": {"name": "dcgan64", "config": "small", "width": 16}},
+                         model_defaults=model_defaults(), model_configs=model_configs())
+    assert cfg.model.params["width"] == 16  # an explicit key wins over the named config
+    assert get_recipe("dcgan128").default_config()["image_size"] == 128
+    with pytest.raises(ConfigError, match="model.config"):
+        resolve_config(base={"model": {"name": "sgan", "config": "nope"}},
+                       model_defaults=model_defaults(), model_configs=model_configs())

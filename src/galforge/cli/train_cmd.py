@@ -29,7 +29,7 @@ def resolve_train_config(
     cadence may change.
     """
     from galforge.config import changed_keys, load_yaml, resolve_config
-    from galforge.training.recipes import model_defaults
+    from galforge.training.recipes import model_configs, model_defaults
 
     if steps is not None and epochs is not None:
         raise ConfigError("--steps and --epochs both given: use one of them")
@@ -43,8 +43,9 @@ def resolve_train_config(
     saved_path = Path(out) / "config.yaml" if out else None
     if resume and saved_path is not None and saved_path.is_file():
         base = load_yaml(saved_path)
+    configs = model_configs()
     cfg = resolve_config(base=base, yaml_file=config, flags=flags, sets=sets,
-                         model_defaults=defaults)
+                         model_defaults=defaults, model_configs=configs)
     # a length given on the command line replaces the other kind of length
     t = cfg.train
     set_keys = {s.split("=", 1)[0].strip() for s in (sets or [])}
@@ -56,7 +57,8 @@ def resolve_train_config(
         raise ConfigError("both train.steps and train.epochs are set: keep one "
                           "(--steps N or --epochs E)")
     if base is not None:
-        saved = resolve_config(base=base, model_defaults=defaults).to_dict()
+        saved = resolve_config(base=base, model_defaults=defaults,
+                               model_configs=configs).to_dict()
         frozen = [k for k in changed_keys(saved, cfg.to_dict())
                   if not any(k == m or (m.endswith(".") and k.startswith(m))
                              for m in RESUME_MUTABLE)]

@@ -150,6 +150,9 @@ class Recipe:
     DEFAULTS: ClassVar[dict[str, Any]] = {}
     #: snapshot cadence (steps) when ``train.snapshot_every`` is not set; 0 keeps none
     SNAPSHOT_EVERY: ClassVar[int] = 0
+    #: named configurations selected by the ``config`` key of ``DEFAULTS`` (``model.config``):
+    #: ``{"paper": {key: value, ...}, ...}``; the default one is ``DEFAULTS["config"]``
+    CONFIGS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
                  seed: int = 0):
@@ -160,6 +163,14 @@ class Recipe:
                 f"unknown model option(s) {sorted(unknown)} for {self.name or self.family}; "
                 f"valid: {', '.join(sorted(defaults))}"
             )
+        chosen = config.get("config", defaults.get("config"))
+        if self.CONFIGS and chosen is not None:
+            if chosen not in self.CONFIGS:
+                raise ConfigError(
+                    f"model.config={chosen!r} is not a configuration of "
+                    f"{self.name or self.family}; choose one of {', '.join(sorted(self.CONFIGS))}"
+                )
+            defaults.update(copy.deepcopy(self.CONFIGS[chosen]))
         self.config = {**defaults, **config}
         self.channels = int(channels)
         self.image_size = image_size
@@ -172,8 +183,21 @@ class Recipe:
     # ------------------------------------------------------------------ to implement
     @classmethod
     def default_config(cls) -> dict:
-        """The recipe's hyper-parameters and their defaults (a fresh copy)."""
-        return copy.deepcopy(dict(cls.DEFAULTS))
+        """The recipe's hyper-parameters and their defaults (a fresh copy).
+
+        With named configurations, the default one's values are included.
+        """
+        out = copy.deepcopy(dict(cls.DEFAULTS))
+        if cls.CONFIGS and "config" in out:
+            out.update(copy.deepcopy(cls.CONFIGS[out["config"]]))
+        return out
+
+    def default_ema(self) -> float:
+        """EMA decay of the generator when ``train.ema`` is not set (0: no EMA).
+
+        A recipe whose config has an ``ema`` key uses it; otherwise EMA is off.
+        """
+        return float(self.config.get("ema", 0.0) or 0.0)
 
     @classmethod
     def image_size_for(cls, params: dict) -> int | None:

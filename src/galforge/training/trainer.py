@@ -240,7 +240,8 @@ class Trainer:
         total = int(t.steps) if t.steps is not None else int(t.epochs) * spe
 
         gen = recipe.generator()
-        if t.ema > 0:
+        self.ema_decay = float(t.ema) if t.ema is not None else recipe.default_ema()
+        if self.ema_decay > 0:
             self.ema = copy.deepcopy(gen).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
@@ -362,7 +363,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces
     def _update_ema(self, gen: nn.Module) -> None:
-        decay = float(self.train.ema)
+        decay = self.ema_decay
         with torch.no_grad():
             e_params = list(self.ema.parameters())
             g_params = [p.detach() for p in gen.parameters()]
@@ -416,7 +417,7 @@ class Trainer:
                          "gamma": t.lr_gamma, "learning_rates": recipe.learning_rates()},
             "recipe": recipe.state_dict(),
             "scalers": recipe.scaler_state(),
-            "ema": {"decay": t.ema, "on": self.ema is not None},
+            "ema": {"decay": self.ema_decay, "on": self.ema is not None},
             "config": self.config_dict(),
             "galforge_version": __version__,
             "world_size": self.dist.world_size if self.dist else 1,

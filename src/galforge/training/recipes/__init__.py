@@ -12,6 +12,7 @@ Adding a model: write ``galforge/training/recipes/<module>.py`` with a
 
 from __future__ import annotations
 
+import copy
 import importlib
 
 from galforge.errors import ConfigError
@@ -62,6 +63,12 @@ def get_recipe(name: str) -> type[Recipe]:
 def model_defaults() -> dict[str, dict]:
     """Default hyper-parameters of every known model, by name."""
     return {name: cls.default_config() for name, cls in sorted(RECIPES.items())}
+
+
+def model_configs() -> dict[str, dict[str, dict]]:
+    """The named configurations (``model.config``) of every model that has them, by name."""
+    return {name: copy.deepcopy(dict(cls.CONFIGS)) for name, cls in sorted(RECIPES.items())
+            if cls.CONFIGS}
 
 
 for _module in RECIPE_MODULES:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from galforge import __version__
+from galforge import pretrained
 from galforge.errors import BundleError, ConfigError, GalforgeError
 from galforge.fileio import atomic_write_bytes
 
@@ -584,7 +585,7 @@ def load_bundle(path, device="cpu") -> Bundle:
     inconsistent.
     """
     dev = _resolve_device(device)
-    p = Path(path).expanduser()
+    p = Path(pretrained.resolve(path)).expanduser()
     if not p.exists():
         raise BundleError(f"{p}: no such bundle or run folder; pass a folder with {BUNDLE_JSON} or {RUN_JSON}")
     if p.is_file():

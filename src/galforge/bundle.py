@@ -43,8 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from galforge import __version__
-from galforge import pretrained
+from galforge import __version__, pretrained
 from galforge.errors import BundleError, ConfigError, GalforgeError
 from galforge.fileio import atomic_write_bytes
 

@@ -72,7 +72,8 @@ class TrainConfig:
     amp: bool = False                     # mixed precision, CUDA only
     amp_dtype: str = "bf16"               # bf16 | fp16 (fp16 uses a gradient scaler)
     ema: float | None = None              # EMA decay of the generator (0: off; None: the
-                                          # model config's default)
+                                          # model config's default); warm-up
+                                          # min(ema, (1 + t) / (10 + t)) at step t
     lr_schedule: str = "none"             # none | step
     lr_step_epochs: int = 10              # step schedule: every k epochs ...
     lr_gamma: float = 0.5                 # ... multiply the learning rates by gamma

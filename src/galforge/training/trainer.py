@@ -299,7 +299,7 @@ class Trainer:
                 if not ddp.all_finite(finite, info):
                     self._non_finite(done, losses, main)
                 if self.ema is not None:
-                    self._update_ema(gen)
+                    self._update_ema(gen, done)
                 self.step = done
                 if done % spe == 0:
                     recipe.on_epoch_end(done // spe)
@@ -362,8 +362,11 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ pieces
-    def _update_ema(self, gen: nn.Module) -> None:
-        decay = self.ema_decay
+    def _update_ema(self, gen: nn.Module, done: int) -> None:
+        """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
+        ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
+        within the first few hundred steps instead of lingering for ``1 / (1 - decay)``."""
+        decay = min(self.ema_decay, (1.0 + done) / (10.0 + done))
         with torch.no_grad():
             e_params = list(self.ema.parameters())
             g_params = [p.detach() for p in gen.parameters()]

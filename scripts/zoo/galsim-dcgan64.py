@@ -26,6 +26,13 @@ SETS = ["data.stretch=asinh", "train.threads=1", "train.checkpoint_every=250",
         "train.snapshot_every=1000", "train.sample_every=500", "train.progress=false"]
 
 
+def metrics_date(folder: Path) -> str:
+    """The day the evaluation in ``folder`` was written."""
+    import datetime as dt
+
+    return dt.date.fromtimestamp((folder / "metrics.json").stat().st_mtime).isoformat()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
@@ -56,6 +63,7 @@ def main() -> None:
         "training": {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
                      "settings": SETS},
         "evaluation": {
+            "date": metrics_date(run / f"eval-{n}"),
             "held_out": held_out, "n_real": n, "n_fake": n, "sample_seed": 11,
             "options": opts, "passed": passed, "total": total,
             "fgd": fgd, "fgd_real_vs_real": fgd_ref,

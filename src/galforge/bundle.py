@@ -641,7 +641,7 @@ def export_run(run_dir, out=None) -> Path:
         except yaml.YAMLError as exc:
             raise BundleError(f"{run / 'config.yaml'}: not valid YAML ({exc}); {hint}") from exc
     source = {
-        key: info[key] for key in ("model", "step", "epoch") if key in info
+        key: info[key] for key in ("model", "step", "epoch", "parent") if key in info
     }
     source["run_weights_sha256"] = _sha256_file(weights_path)
     return save_bundle(

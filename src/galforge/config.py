@@ -85,6 +85,8 @@ class TrainConfig:
     log_every: int = 10                   # log.jsonl line every k steps
     progress: bool = True                 # progress bar
     threads: int | None = None            # torch CPU threads (None: torch's default)
+    init: str | None = None               # start from this run/bundle/pretrained:NAME
+    band_map: str | None = None           # with init: DATA=MODEL band pairs, e.g. R=i,G=r,B=g
 
 
 @dataclass

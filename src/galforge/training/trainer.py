@@ -178,6 +178,10 @@ class Trainer:
         self.augment = dict(augment or {"flips": True, "rot90": True, "rotate": None})
         self.resume = bool(resume)
         self.dist = dist_info
+        #: the run this one was initialised from (``--init``), recorded in run.json
+        self.parent: dict | None = None
+        #: the init model's generator EMA, the starting point of this run's EMA
+        self.initial_ema: nn.Module | None = None
         self.ema: nn.Module | None = None
         self.step = 0
         self.source: BatchSource | None = None
@@ -242,7 +246,8 @@ class Trainer:
         gen = recipe.generator()
         self.ema_decay = float(t.ema) if t.ema is not None else recipe.default_ema()
         if self.ema_decay > 0:
-            self.ema = copy.deepcopy(gen).eval()
+            start_from = self.initial_ema if self.initial_ema is not None else gen
+            self.ema = copy.deepcopy(start_from).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
 
@@ -487,6 +492,8 @@ class Trainer:
             "hyperparameters": dict(self.recipe.config),
             "config": self.config_dict(),
         }
+        if self.parent:
+            info["parent"] = self.parent
         atomic_write_json(self.run_dir / "run.json", info)
 
     def _truncate_log(self, step: int) -> None:
@@ -653,12 +660,24 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
             f"the training data {cfg.data.source} contain non-finite values after normalisation;"
             " read them with nan_policy fill or reject (data.options.nan_policy)"
         )
+    parent, init_ema = None, None
+    if cfg.train.init and not resume:
+        from galforge.training.init import initialise_from
+
+        parent, init_ema = initialise_from(recipe, cfg.train.init, iset.bands,
+                                           cfg.train.band_map)
+    elif cfg.train.band_map and not cfg.train.init:
+        raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
     trainer = Trainer(
         recipe, model_space, run_dir, cfg.train, normalizer=normalizer, bands=iset.bands,
         units=iset.units, data_fingerprint=fingerprint, config=cfg, model_name=cfg.model.name,
         augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
         output=cfg.output, resume=resume, dist_info=dist_info,
     )
+    if parent is not None:
+        trainer.parent, trainer.initial_ema = parent, init_ema
+    elif resume and (run_dir / "run.json").is_file():
+        trainer.parent = json.loads((run_dir / "run.json").read_text()).get("parent")
     summary = trainer.fit()
     summary["n_images"] = int(imgs.shape[0])
     summary["image_shape"] = list(imgs.shape[1:])

@@ -38,8 +38,7 @@ def main() -> None:
 
     from galforge.cli import main as cli
     from galforge.data.builtin import hdf_field
-    from galforge.evaluation.photometry import catalogue_mags, measure_field
-    from galforge.evaluation.stats import ks_2samp
+    from galforge.evaluation.fields import compare_fields, format_comparison
     from galforge.generation.field import field_from_bundle, read_field
 
     work = Path(args.out)
@@ -60,34 +59,11 @@ def main() -> None:
     out = work / "fake.npy"
     field_from_bundle(run, out, f"{h}x{w}", seed=args.seed, overwrite=True, compile=False)
     fake_img, meta = read_field(out)
-    bands = list(real.bands)
 
-    cats = {name: measure_field(img, bands, tile=512, overlap=64, thresh=args.thresh)
-            for name, img in (("real", real_img), ("fake", fake_img))}
-    area_mpix = h * w / 1e6
-    summary = {
-        "size": [h, w], "units": real.units, "run": str(run),
-        "detections_per_mpix": {k: len(v) / area_mpix for k, v in cats.items()},
-        "bands": {},
-    }
-    print(f"field {h}x{w} ({real.units}); detections per Mpix: "
-          f"real {summary['detections_per_mpix']['real']:.1f}, "
-          f"generated {summary['detections_per_mpix']['fake']:.1f}")
-    print(f"{'band':>5} {'n real':>7} {'n gen':>7} {'median real':>12} {'median gen':>11} "
-          f"{'dmag':>7} {'KS p':>7}")
-    for b in bands:
-        mr, mf = catalogue_mags(cats["real"], b), catalogue_mags(cats["fake"], b)
-        row = {"n_real": int(mr.size), "n_fake": int(mf.size)}
-        if mr.size and mf.size:
-            row["median_real"] = float(np.median(mr))
-            row["median_fake"] = float(np.median(mf))
-            row["median_dmag"] = row["median_fake"] - row["median_real"]
-            row["ks_stat"], row["ks_p"] = ks_2samp(mr, mf)
-            print(f"{b:>5} {mr.size:>7} {mf.size:>7} {row['median_real']:>12.3f} "
-                  f"{row['median_fake']:>11.3f} {row['median_dmag']:>+7.3f} {row['ks_p']:>7.3f}")
-        else:
-            print(f"{b:>5} {mr.size:>7} {mf.size:>7}  (no sources to compare)")
-        summary["bands"][b] = row
+    result = compare_fields(real_img, fake_img, list(real.bands), thresh=args.thresh)
+    summary = {"size": [h, w], "units": real.units, "run": str(run), **result}
+    print(f"field {h}x{w} ({real.units})")
+    print(format_comparison(result))
     print(json.dumps(summary))
 
 

@@ -9,7 +9,7 @@ from galforge.cli import main
 from galforge.cli.train_cmd import resolve_train_config
 from galforge.config import RunConfig, load_yaml, parse_set, resolve_config
 from galforge.errors import ConfigError
-from galforge.training.recipes import model_defaults
+from galforge.training.recipes import model_configs, model_defaults
 
 
 def _yaml(tmp_path, text, name="run.yaml"):
@@ -18,13 +18,28 @@ def _yaml(tmp_path, text, name="run.yaml"):
     return p
 
 
-def test_defaults_are_paper_values():
-    cfg = resolve_config(model_defaults=model_defaults())
+def test_paper_config_gives_paper_values():
+    cfg = resolve_config(sets=["model.config=paper"], model_defaults=model_defaults(),
+                         model_configs=model_configs())
     assert cfg.model.name == "dcgan64"
     p = cfg.model.params
     assert (p["width"], p["latent_dim"], p["kernel_size"], p["lr"], p["beta1"], p["beta2"]) == (
         128, 100, 4, 2e-4, 0.5, 0.999)
+    assert (p["upsample"], p["ema"]) == ("transposed", 0.0)
     assert cfg.data.resize_method == "nearest"
+
+
+def test_default_config_is_the_cpu_one_and_explicit_keys_win():
+    cfg = resolve_config(model_defaults=model_defaults(), model_configs=model_configs())
+    p = cfg.model.params
+    assert (p["config"], p["width"], p["upsample"], p["ema"]) == ("cpu", 32, "resize", 0.999)
+    assert (p["lr"], p["beta1"], p["kernel_size"]) == (2e-4, 0.5, 4)
+    cfg = resolve_config(sets=["model.config=paper", "model.width=64"],
+                         model_defaults=model_defaults(), model_configs=model_configs())
+    assert (cfg.model.params["width"], cfg.model.params["upsample"]) == (64, "transposed")
+    with pytest.raises(ConfigError, match="model.config='fast'.*cpu, paper"):
+        resolve_config(sets=["model.config=fast"], model_defaults=model_defaults(),
+                       model_configs=model_configs())
 
 
 def test_yaml_then_flags_then_set(tmp_path):

@@ -168,3 +168,35 @@ def test_train_step_updates_both_networks():
     assert any(not torch.equal(a, b) for a, b in zip(d0, r.D.parameters(), strict=True))
     opt = r.optimizers()["G"]
     assert opt.param_groups[0]["lr"] == 2e-4 and tuple(opt.param_groups[0]["betas"]) == (0.5, 0.999)
+
+
+def test_resize_upsampling_generator_and_spec():
+    """``upsample="resize"``: no transposed convolution after the first layer; the spec says
+    so and rebuilds the same network; the paper's spec keeps the keys galforge 0.1 wrote."""
+    r = RECIPES["dcgan64"]({"width": 4, "upsample": "resize"}, channels=3, image_size=64,
+                           device="cpu", seed=1)
+    convt = [m for m in r.G.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(convt) == 1 and convt[0].kernel_size == (4, 4)   # only z -> 4×4
+    assert sum(isinstance(m, nn.Upsample) for m in r.G.modules()) == 4
+    spec = r.generator_spec()
+    assert spec["upsample"] == "resize"
+    g = build_generator("dcgan", spec)
+    g.load_state_dict(r.G.state_dict())
+    g.eval()
+    r.G.eval()
+    z = torch.randn(r.G.latent_shape(2))
+    assert g(z).shape == (2, 3, 64, 64) and torch.equal(g(z), r.G(z))
+    paper = RECIPES["dcgan64"]({"config": "paper", "width": 4}, 3, 64, "cpu").generator_spec()
+    assert "upsample" not in paper
+    with pytest.raises(ModelError, match="upsample"):
+        DCGANGenerator(64, 3, width=4, upsample="bilinear")
+
+
+def test_named_configs_in_the_recipe():
+    paper = RECIPES["dcgan64"]({"config": "paper", "width": 4}, 3, 64, "cpu")
+    assert paper.G.upsample == "transposed" and paper.default_ema() == 0.0
+    cpu = RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu")
+    assert cpu.config["config"] == "cpu" and cpu.G.upsample == "resize"
+    assert cpu.default_ema() == 0.999
+    with pytest.raises(ConfigError, match="not a configuration"):
+        RECIPES["dcgan64"]({"config": "nope"}, 3, 64, "cpu")

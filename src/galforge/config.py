@@ -71,7 +71,9 @@ class TrainConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     amp: bool = False                     # mixed precision, CUDA only
     amp_dtype: str = "bf16"               # bf16 | fp16 (fp16 uses a gradient scaler)
-    ema: float = 0.0                      # EMA decay of the generator (0: off)
+    ema: float | None = None              # EMA decay of the generator (0: off; None: the
+                                          # model config's default); warm-up
+                                          # min(ema, (1 + t) / (10 + t)) at step t
     lr_schedule: str = "none"             # none | step
     lr_step_epochs: int = 10              # step schedule: every k epochs ...
     lr_gamma: float = 0.5                 # ... multiply the learning rates by gamma
@@ -83,6 +85,8 @@ class TrainConfig:
     log_every: int = 10                   # log.jsonl line every k steps
     progress: bool = True                 # progress bar
     threads: int | None = None            # torch CPU threads (None: torch's default)
+    init: str | None = None               # start from this run/bundle/pretrained:NAME
+    band_map: str | None = None           # with init: DATA=MODEL band pairs, e.g. R=i,G=r,B=g
 
 
 @dataclass
@@ -369,9 +373,11 @@ def resolve_config(
     ``flags`` maps dotted keys to values (``None`` = flag not given).  ``model_defaults``
     maps each known model name to its recipe's default hyper-parameters; it fixes which
     ``model.*`` keys are valid and the defaults of those not given.  Without it any
-    ``model.*`` keys are accepted as they are.  ``model_configs`` maps a model name to its
-    named configs (``{"paper": {...}, "small": {...}}``): ``model.config=NAME`` replaces the
-    defaults of the keys that config sets, and explicit ``model.*`` keys still win.
+    ``model.*`` keys are accepted as they are.
+
+    ``model_configs`` maps a model name to its named configurations (``{"paper": {...},
+    "cpu": {...}}``): the one chosen by ``model.config`` sets the defaults of its keys, and
+    keys given explicitly still win (``--set model.config=paper --set model.width=64``).
     """
     merged: dict = dict(copy.deepcopy(base)) if base else {}
     layers: list[tuple[str, dict]] = []
@@ -412,21 +418,20 @@ def resolve_config(
                 f"{', '.join(sorted(model_defaults))}"
             )
         defaults = dict(model_defaults[name])
-        named = (model_configs or {}).get(name)
-        config_name = model_raw.get("config", defaults.get("config"))
-        if named and config_name is not None:
-            if config_name not in named:
-                raise ConfigError(
-                    f"{origin}: model.config={config_name!r} is not a config of {name}; "
-                    f"choose one of {', '.join(named)}"
-                )
-            defaults.update(named[config_name])
-            defaults["config"] = config_name
         for k, v in model_raw.items():
             if k not in defaults:
                 raise _unknown(f"model.{k}", ["model.name"] + [f"model.{d}" for d in defaults],
                                origin)
             params[k] = _coerce_like(v, defaults[k], f"model.{k}", origin)
+        named = (model_configs or {}).get(name)
+        if named and "config" in defaults:
+            chosen = params.get("config", defaults["config"])
+            if chosen not in named:
+                raise ConfigError(
+                    f"{origin}: model.config={chosen!r} is not a configuration of {name}; "
+                    f"choose one of {', '.join(sorted(named))}"
+                )
+            defaults.update(named[chosen])
         params = {**defaults, **params}
     else:
         params = model_raw
@@ -446,7 +451,8 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
     need(t.steps is None or t.steps >= 1, f"train.steps={t.steps} must be >= 1")
     need(t.epochs is None or t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     need(t.batch >= 1, f"train.batch={t.batch} must be >= 1")
-    need(0.0 <= t.ema < 1.0, f"train.ema={t.ema} must be in [0, 1) (0 switches EMA off)")
+    need(t.ema is None or 0.0 <= t.ema < 1.0,
+         f"train.ema={t.ema} must be in [0, 1) (0 switches EMA off; null: the model's default)")
     need(t.lr_schedule in ("none", "step"),
          f"train.lr_schedule={t.lr_schedule!r} must be one of: none, step")
     need(t.lr_step_epochs >= 1, f"train.lr_step_epochs={t.lr_step_epochs} must be >= 1")

@@ -76,6 +76,7 @@ class RunInfo:
     ema: bool = False
     hyperparameters: dict = field(default_factory=dict)
     config: dict | None = None
+    parent: dict | None = None      # the run or bundle this run was initialised from (--init)
     galforge_version: str = __version__
 
     def to_dict(self) -> dict:
@@ -237,6 +238,8 @@ class RunFolder:
         parts = {name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
                  for name, p in info.parts.items()}
         source = {"model": info.model, "step": info.step, "epoch": info.epoch}
+        if info.parent:
+            source["parent"] = info.parent
         source["run_weights_sha256"] = {name: sha256_file(self.part_weights(name))
                                         for name in info.parts}
         if list(info.parts) == ["generator"]:

@@ -1,4 +1,5 @@
-"""The ``galforge`` command line: data | train | export | generate | field | evaluate | demo.
+"""The ``galforge`` command line: data | train | export | generate | field | evaluate |
+pretrained | demo.
 
 Each command group lives in its own module and adds itself to :data:`app` through
 ``register(app)``. User errors (:class:`galforge.errors.GalforgeError`) are printed as one
@@ -15,7 +16,8 @@ import typer
 from galforge import __version__
 from galforge.errors import GalforgeError
 
-COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "field_cmd", "evaluate_cmd", "demo_cmd")
+COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "field_cmd", "evaluate_cmd",
+                   "pretrained_cmd", "demo_cmd")
 
 app = typer.Typer(
     name="galforge",

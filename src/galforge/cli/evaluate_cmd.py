@@ -11,6 +11,10 @@ from galforge.errors import ConfigError, DataError, EvaluationError
 
 
 def _is_model_folder(source: str) -> bool:
+    from galforge.pretrained import is_pretrained
+
+    if is_pretrained(source):
+        return True
     p = Path(source).expanduser()
     if p.is_file() and p.name in ("bundle.json", "run.json"):
         return True

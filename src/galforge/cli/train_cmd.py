@@ -21,6 +21,7 @@ def resolve_train_config(
     steps: int | None = None, epochs: int | None = None, batch: int | None = None,
     seed: int | None = None, resume: bool = False, config: str | Path | None = None,
     device: str | None = None, amp: bool | None = None, sets: list[str] | None = None,
+    init: str | None = None, band_map: str | None = None,
 ):
     """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
 
@@ -36,14 +37,15 @@ def resolve_train_config(
     flags = {
         "data.source": data, "model.name": model, "output.out": out, "train.batch": batch,
         "train.seed": seed, "train.device": device, "train.amp": amp,
-        "train.steps": steps, "train.epochs": epochs,
+        "train.steps": steps, "train.epochs": epochs, "train.init": init,
+        "train.band_map": band_map,
     }
     defaults = model_defaults()
-    configs = model_configs()
     base = None
     saved_path = Path(out) / "config.yaml" if out else None
     if resume and saved_path is not None and saved_path.is_file():
         base = load_yaml(saved_path)
+    configs = model_configs()
     cfg = resolve_config(base=base, yaml_file=config, flags=flags, sets=sets,
                          model_defaults=defaults, model_configs=configs)
     # a length given on the command line replaces the other kind of length
@@ -92,11 +94,16 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option(None, "--set",
                                        help="Override any config value: dotted.key=value "
                                        "(repeatable)."),
+        init: str = typer.Option(None, "--init", help="Start from this run, bundle or "
+                                 "pretrained:NAME (fine-tuning; same model options)."),
+        band_map: str = typer.Option(None, "--band-map", help="With --init: map the data's "
+                                     "bands onto the model's, e.g. R=i,G=r,B=g."),
     ) -> None:
         """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
         cfg = resolve_train_config(
             data, model=model, out=out, steps=steps, epochs=epochs, batch=batch, seed=seed,
             resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
+            init=init, band_map=band_map,
         )
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())

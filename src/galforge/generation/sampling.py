@@ -201,13 +201,15 @@ def load_bundle(path, device="cpu") -> Bundle:
     """Load a bundle for sampling, from a bundle folder or a run folder; writes nothing.
 
     ``path`` may be a bundle folder (``bundle.json`` + one safetensors file per part), its
-    ``bundle.json``, or a training run folder (``run.json``): a run folder means its present
+    ``bundle.json``, ``pretrained:NAME`` (a shipped bundle), or a training run folder (``run.json``): a run folder means its present
     weights (``RUN/bundle`` when it was exported from them, otherwise the bundle the export
     would write, built in memory). ``device``: ``cpu``, ``cuda`` or ``auto``. Raises
     :class:`BundleError` naming the file for anything missing, corrupt or inconsistent.
     """
+    from galforge import pretrained
+
     dev = resolve_device(device)
-    p = Path(path).expanduser()
+    p = Path(pretrained.resolve(path)).expanduser()
     if not p.exists():
         raise BundleError(f"{p}: no such bundle or run folder; pass a folder with {BUNDLE_JSON} "
                           f"or {RUN_JSON}")

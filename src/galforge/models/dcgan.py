@@ -22,6 +22,12 @@ channels at paper width, ``W/2`` in general) and a dropout layer just before the
 discriminator's last convolution, which the training recipe removes after a given epoch
 (200 in the paper).
 
+``upsample="resize"`` replaces each stride-2 transposed convolution by a nearest-neighbour
+×2 upsampling and a 3×3 convolution with the same channel counts.  A transposed convolution
+whose kernel is not a multiple of its stride writes some output pixels from more kernel taps
+than their neighbours, which leaves a checkerboard on faint backgrounds; resize-then-convolve
+cannot produce one (Odena et al. 2016, "Deconvolution and checkerboard artifacts").
+
 ``width`` (``W``, 128 in the paper) is the channel count of the layer next to the 64×64
 image stage: the other hidden layers have ``2W``, ``4W``, ``8W`` channels.  The image
 channel count ``channels`` follows the data (1..N bands).
@@ -43,6 +49,9 @@ from galforge.models.registry import register_generator
 
 SUPPORTED_SIZES = (64, 128)
 DROPOUT_PLACES = ("none", "G", "D", "both")
+#: how the generator doubles its resolution: the paper's stride-2 transposed convolutions, or
+#: nearest-neighbour ×2 followed by a 3×3 convolution (no checkerboard artefacts)
+UPSAMPLE_MODES = ("transposed", "resize")
 
 
 def _stage_widths(image_size: int, width: int) -> list[int]:
@@ -82,6 +91,7 @@ class DCGANGenerator(nn.Module):
     dropout: dropout rate of a layer placed before the last convolution (0: no layer).
     spatial_dropout: drop whole feature maps instead of single activations.
     init_seed: seed of the N(0, 0.02) weight initialisation.
+    upsample: ``"transposed"`` (paper) or ``"resize"`` (nearest ×2 + 3×3 convolution).
     """
 
     CAPABILITIES = frozenset({"latent"})
@@ -97,14 +107,20 @@ class DCGANGenerator(nn.Module):
         dropout: float = 0.0,
         spatial_dropout: bool = False,
         init_seed: int = 0,
+        upsample: str = "transposed",
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
         widths = _stage_widths(int(image_size), width)
         pad = same_size_padding(kernel_size)
+        if upsample not in UPSAMPLE_MODES:
+            raise ModelError(
+                f"model.upsample={upsample!r} is not one of {', '.join(UPSAMPLE_MODES)}"
+            )
         self.image_size = int(image_size)
         self.channels = channels
+        self.upsample = upsample
         self.latent_dim = int(latent_dim)
         if self.latent_dim < 1:
             raise ModelError(f"model.latent_dim={latent_dim} must be >= 1")
@@ -113,14 +129,21 @@ class DCGANGenerator(nn.Module):
             nn.ConvTranspose2d(self.latent_dim, widths[0], 4, 1, 0, bias=True),
             nn.ReLU(inplace=True),
         ]
+
+        def up(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+            if upsample == "resize":
+                return [nn.Upsample(scale_factor=2, mode="nearest"),
+                        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+            return [nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=bias)]
+
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
+            layers.extend(up(c_in, c_out, not batch_norm))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU(inplace=True))
         if dropout > 0:
             layers.append(ScheduledDropout(dropout, spatial_dropout))
-        layers.append(nn.ConvTranspose2d(widths[-1], channels, kernel_size, 2, pad, bias=True))
+        layers.extend(up(widths[-1], channels, True))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
@@ -200,6 +223,7 @@ def build_dcgan_pair(
     image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
+    upsample: str = "transposed",
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both."""
     if dropout_where not in DROPOUT_PLACES:
@@ -209,7 +233,7 @@ def build_dcgan_pair(
     g_drop = dropout if dropout_where in ("G", "both") else 0.0
     d_drop = dropout if dropout_where in ("D", "both") else 0.0
     g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
-                       g_drop, spatial_dropout, init_seed=2 * int(seed))
+                       g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1)
     return g, d
@@ -217,19 +241,26 @@ def build_dcgan_pair(
 
 def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
                          batch_norm: bool, dropout: float, spatial_dropout: bool) -> dict:
-    """The JSON spec from which :func:`build_dcgan_generator` rebuilds ``g``."""
-    return {
+    """The JSON spec from which :func:`build_dcgan_generator` rebuilds ``g``.
+
+    ``upsample`` is written only when it is not the paper's, so bundles of paper models keep
+    the spec that galforge 0.1 wrote.
+    """
+    spec = {
         "image_size": g.image_size, "channels": g.channels, "latent_dim": g.latent_dim,
         "width": int(width), "kernel_size": int(kernel_size), "batch_norm": bool(batch_norm),
         "dropout": float(dropout), "spatial_dropout": bool(spatial_dropout),
     }
+    if g.upsample != "transposed":
+        spec["upsample"] = g.upsample
+    return spec
 
 
 @register_generator("dcgan")
 def build_dcgan_generator(spec: dict) -> DCGANGenerator:
     """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
     known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
-             "dropout", "spatial_dropout"}
+             "dropout", "spatial_dropout", "upsample"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(

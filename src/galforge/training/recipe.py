@@ -7,7 +7,8 @@ precision, data parallelism, in-training metrics).  A recipe declares:
 
 * ``Settings`` — a dataclass of its hyper-parameters whose defaults are the paper's; they
   become the ``model.*`` config keys.  ``CONFIGS`` names other sets of values
-  (``model.config=small``); ``paper`` is always there and means the defaults.
+  (``model.config=cpu``); ``paper`` is always there and means the defaults;
+  ``DEFAULT_CONFIG`` is the one used when none is named.
 * :meth:`Recipe.phases` — the update as a list of :class:`Phase` objects run in order at
   each step they are due: ``Phase("discriminator")``, ``Phase("r1", interval=16)`` (lazy
   regularisation: run every 16 steps with its loss scaled by the gain, 16 by default, so
@@ -98,8 +99,11 @@ class Recipe:
     family: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = None
-    #: named configs: overrides of the paper defaults (``model.config=NAME``)
+    #: named configs: overrides of the paper defaults (``model.config=NAME``); ``paper`` (the
+    #: Settings defaults) is always one of them
     CONFIGS: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the named config used when ``model.config`` is not given
+    DEFAULT_CONFIG: ClassVar[str] = PAPER
     #: default overrides of a registered variant (``register_recipe("x128", image_size=128)``)
     OVERRIDES: ClassVar[dict[str, Any]] = {}
     #: the update, in order (see :class:`Phase`); override :meth:`phases` for settings-driven ones
@@ -110,7 +114,7 @@ class Recipe:
     def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
                  seed: int = 0):
         if self.Settings is not None and isinstance(config, self.Settings):
-            name, settings = PAPER, config
+            name, settings = self.DEFAULT_CONFIG, config
         else:
             name, settings = self.resolve_settings(config)
         self.settings = settings
@@ -129,7 +133,8 @@ class Recipe:
     def named_configs(cls) -> dict[str, dict[str, Any]]:
         """Named configs by name (``paper`` first: the defaults), as overrides."""
         out = {PAPER: {}}
-        out.update({k: dict(v) for k, v in cls.CONFIGS.items()})
+        for k, v in cls.CONFIGS.items():
+            out[k] = {**out.get(k, {}), **v}
         return out
 
     @classmethod
@@ -146,11 +151,11 @@ class Recipe:
         other keys of ``config``.
         """
         config = dict(config or {})
-        name = config.pop("config", PAPER) or PAPER
+        name = config.pop("config", None) or cls.DEFAULT_CONFIG
         named = cls.named_configs()
         if name not in named:
             raise ConfigError(
-                f"model.config={name!r} is not a config of {cls.name or cls.family}; choose "
+                f"model.config={name!r} is not a configuration of {cls.name or cls.family}; choose "
                 f"one of {', '.join(named)}"
             )
         fields = cls._fields()
@@ -174,7 +179,7 @@ class Recipe:
         return cls.resolve_settings(config)[1]
 
     @staticmethod
-    def settings_dict(settings, name: str = PAPER) -> dict[str, Any]:
+    def settings_dict(settings, name: str) -> dict[str, Any]:
         """JSON-safe ``model.*`` dict of ``settings`` (with the config name)."""
         return {"config": name, **dataclasses.asdict(settings)}
 
@@ -187,6 +192,13 @@ class Recipe:
     def config_overrides(cls) -> dict[str, dict[str, Any]]:
         """Named configs as full ``model.*`` dicts (for the config resolver)."""
         return {name: {**cls.OVERRIDES, **over} for name, over in cls.named_configs().items()}
+
+    def default_ema(self) -> float:
+        """EMA decay of the generator when ``train.ema`` is not set (0: no EMA).
+
+        A recipe whose settings have an ``ema`` field uses it; otherwise EMA is off.
+        """
+        return float(getattr(self.settings, "ema", 0.0) or 0.0)
 
     @classmethod
     def data_need(cls, settings) -> DataNeed:

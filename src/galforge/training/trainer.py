@@ -205,6 +205,10 @@ class Trainer:
         self.dist = dist_info
         self.metrics = list(metrics)
         self.metric_best: dict[str, dict] = {}
+        #: the run this one was initialised from (``--init``), recorded in run.json
+        self.parent: dict | None = None
+        #: the init model's generator EMA, the starting point of this run's EMA
+        self.initial_ema: nn.Module | None = None
         self.ema: nn.Module | None = None
         self.step = 0
         self.total = 0
@@ -298,8 +302,10 @@ class Trainer:
             raise ConfigError("give the length of the run: --steps N or --epochs E "
                               "(train.steps / train.epochs)")
         self.total = int(t.steps) if t.steps is not None else int(t.epochs) * self.spe
-        if t.ema > 0:
-            self.ema = copy.deepcopy(recipe.generator()).eval()
+        self.ema_decay = float(t.ema) if t.ema is not None else recipe.default_ema()
+        if self.ema_decay > 0:
+            start_from = self.initial_ema if self.initial_ema is not None else recipe.generator()
+            self.ema = copy.deepcopy(start_from).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         start = 0
@@ -352,7 +358,7 @@ class Trainer:
         if not ddp.all_finite(finite, info):
             self._non_finite(done, losses, info.is_main)
         if self.ema is not None:
-            self._update_ema(recipe.generator())
+            self._update_ema(recipe.generator(), done)
         self.step = done
         if done % self.spe == 0:
             recipe.on_epoch_end(done // self.spe)
@@ -444,8 +450,11 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ pieces
-    def _update_ema(self, gen: nn.Module) -> None:
-        decay = float(self.train.ema)
+    def _update_ema(self, gen: nn.Module, done: int) -> None:
+        """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
+        ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
+        within the first few hundred steps instead of lingering for ``1 / (1 - decay)``."""
+        decay = min(self.ema_decay, (1.0 + done) / (10.0 + done))
         with torch.no_grad():
             e_params = list(self.ema.parameters())
             g_params = [p.detach() for p in gen.parameters()]
@@ -498,7 +507,7 @@ class Trainer:
             "augment": {k: a.state_dict() for k, a in recipe.augmentations().items()},
             "metric_best": self.metric_best,
             "scalers": recipe.scaler_state(),
-            "ema": {"decay": t.ema, "on": self.ema is not None},
+            "ema": {"decay": self.ema_decay, "on": self.ema is not None},
             "config": self.config_dict(),
             "galforge_version": __version__,
             "world_size": self.dist.world_size if self.dist else 1,
@@ -561,7 +570,7 @@ class Trainer:
             module=type(self.recipe).__module__,
             step=int(step), epoch=int(step // self.spe), steps_per_epoch=self.spe,
             ema=self.ema is not None, hyperparameters=dict(self.recipe.config),
-            config=self.config_dict(),
+            config=self.config_dict(), parent=self.parent,
         )
         self.folder.write_info(info)
 
@@ -698,6 +707,14 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
     recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
                         seed=cfg.train.seed)
+    parent, init_ema = None, None
+    if cfg.train.init and not resume:
+        from galforge.training.init import initialise_from
+
+        parent, init_ema = initialise_from(recipe, cfg.train.init, data.iset.bands,
+                                           cfg.train.band_map)
+    elif cfg.train.band_map and not cfg.train.init:
+        raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
     trainer = Trainer(
         recipe, data.data, run_dir, cfg.train, normalizer=data.normalizer,
         bands=data.iset.bands, units=data.iset.units, data_fingerprint=data.fingerprint,
@@ -705,6 +722,10 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
         output=cfg.output, resume=resume, dist_info=dist_info, metrics=metrics,
     )
+    if parent is not None:
+        trainer.parent, trainer.initial_ema = parent, init_ema
+    elif resume and RunFolder(run_dir).is_run():
+        trainer.parent = RunFolder(run_dir).read_info().parent
     summary = trainer.fit()
     summary["n_images"] = data.n_images
     summary["image_shape"] = list(data.image_shape)

@@ -38,6 +38,7 @@ __all__ = [
     "derive_seed",
     "field_chunk_generator",
     "global_scope",
+    "seeded_global",
     "sample_generator",
     "sample_latents",
     "step_generator",
@@ -103,13 +104,23 @@ def field_chunk_generator(seed: int, i: int, j: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
+def seeded_global(value: int, devices: Sequence = ()) -> Iterator[None]:
+    """Run a block with torch's global generator seeded with ``value``, then restore it.
+
+    The one place galforge seeds the global generator. ``devices``: CUDA devices whose
+    generators are forked too.
+    """
+    cuda = [d for d in devices if torch.device(d).type == "cuda"]
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(value))
+        yield
+
+
+@contextlib.contextmanager
 def global_scope(seed: int, *keys: int | str, devices: Sequence = ()) -> Iterator[None]:
     """Run a block with torch's global generator seeded from ``(seed, *keys)``, then restore it.
 
     For operations that take no generator argument (dropout, default initialisation).
-    ``devices``: CUDA devices whose generators are forked too.
     """
-    cuda = [d for d in devices if torch.device(d).type == "cuda"]
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(derive_seed(seed, *keys))
+    with seeded_global(derive_seed(seed, *keys), devices=devices):
         yield

@@ -1,4 +1,5 @@
-"""``galforge field``: a seamless deep field of any size from a Spatial GAN run or bundle."""
+"""``galforge field``: a seamless deep field of any size from a run or bundle whose generator
+has the ``windowed`` capability (e.g. the Spatial GAN)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ def register(app: typer.Typer) -> None:
     @app.command("field")
     def field(
         source: str = typer.Argument(
-            ..., metavar="RUN_OR_BUNDLE", help="An sgan run folder or bundle folder."
+            ..., metavar="RUN_OR_BUNDLE",
+            help="A run or bundle folder (or pretrained:NAME) of a windowed generator, e.g. sgan."
         ),
         size: str = typer.Option(..., "--size", help="Field size HxW in pixels, e.g. 8192x8192."),
         out: Path = typer.Option(..., "--out", help="Output: a .zarr folder, .fits or .npy file."),
-        tile: int = typer.Option(1024, "--tile", help="Tile side in pixels (a multiple of 16)."),
+        tile: int = typer.Option(
+            1024, "--tile", help="Tile side in pixels (a multiple of the generator's upscale, "
+            "16 for sgan)."),
         seed: int = typer.Option(0, "--seed", help="Latent seed: same seed, same field."),
         fmt: str = typer.Option(
             None, "--format", help="zarr (default), fits or npy; guessed from --out's suffix."

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galforge.errors import ModelError
+from galforge.seeding import seeded_global
 
 
 def init_normal_(module: nn.Module, std: float = 0.02) -> nn.Module:
@@ -33,8 +34,7 @@ def seeded_init(module: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
     The global torch RNG state is saved and restored around the draws, so building a model
     never disturbs other random streams.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with seeded_global(int(seed)):
         init_normal_(module, std)
     return module
 

@@ -232,3 +232,29 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
     t.fit()
     assert ("loss_d", 1) in calls and ("loss_g", 2) in calls and calls[-1][0] == "closed"
     assert calls[0] == ("dir", str(tmp_path / "r" / "tensorboard"))
+
+
+def test_metric_hook_logs_and_keeps_the_best_checkpoint(tmp_path):
+    from galforge.training.trainer import MetricHook
+
+    values = iter([3.0, 1.0, 2.0])
+    seen = []
+
+    def metric(trainer):
+        seen.append(trainer.sample_physical(2).shape)
+        return next(values)
+
+    t = _trainer(tmp_path / "r", steps=6)
+    t.metrics = [MetricHook("score", metric, every=2, mode="min")]
+    summary = t.fit()
+    assert seen == [(2, 3, 64, 64)] * 3
+    log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["metric_score"]) for r in log if "metric_score" in r] == \
+        [(2, 3.0), (4, 1.0), (6, 2.0)]
+    best = json.loads((tmp_path / "r" / "checkpoints" / "best" / "best.json").read_text())
+    assert best == {"metric": "score", "value": 1.0, "step": 4, "mode": "min"}
+    assert json.loads((tmp_path / "r" / "checkpoints" / "best" / "state.json").read_text())[
+        "step"] == 4
+    assert summary["metric_best"]["score"]["step"] == 4
+    with pytest.raises(ConfigError, match="mode"):
+        MetricHook("x", metric, every=1, mode="best")

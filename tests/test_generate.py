@@ -289,3 +289,23 @@ def test_truncation_of_an_intermediate_latent_space_happens_in_w(tmp_path):
     np.testing.assert_allclose(b.sample(3, seed=1, truncation=0.5), expected, rtol=1e-6)
     mean_image = b.sample(2, seed=1, truncation=0.0)
     np.testing.assert_allclose(mean_image[0], mean_image[1], rtol=1e-6)
+
+
+def test_generate_cli_passes_conditions_and_records_them(tmp_path, capsys):
+    torch.manual_seed(0)
+    gen = CondGenerator()
+    path = save_bundle(tmp_path / "cond", family="tiny_cond", spec={}, state_dict=gen.state_dict(),
+                       normalizer=None, bands=BANDS, units="adu", output_range=(-1.0, 1.0),
+                       config={}, data_fingerprint=None)
+    out = tmp_path / "o"
+    assert main(["generate", str(path), "-n", "2", "--out", str(out), "--condition",
+                 "flux=0.25", "--no-progress"]) == 0
+    header = fits.getheader(out / "galaxy_000000.fits")
+    assert header["CNAME1"] == "flux" and header["COND1"] == 0.25
+    expected = load_bundle(path).sample(2, seed=0, conditions={"flux": 0.25})
+    np.testing.assert_array_equal(fits.getdata(out / "galaxy_000001.fits"), expected[1])
+    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "x"),
+                 "--condition", "size=1"]) == 2
+    assert "flux" in capsys.readouterr().err
+    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "y"),
+                 "--condition", "flux"]) == 2

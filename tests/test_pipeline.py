@@ -56,3 +56,34 @@ def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
                            output_range=[-1, 1], data_fingerprint="not-these-data"))
     with pytest.raises(TrainingError, match="fingerprint"):
         prepare_data(cfg, Stamps(16), (-1.0, 1.0), run_dir=run.path, resume=True)
+
+
+def test_conditions_come_from_each_images_meta_and_travel_with_the_batch():
+    from galforge.data import ImageSet
+    from galforge.errors import DataError
+    from galforge.training.pipeline import condition_table
+
+    images = np.random.default_rng(1).random((6, 1, 8, 8)).astype(np.float32)
+    meta = [{"id": str(i), "mag": str(18 + i), "hlr": 0.5 * i} for i in range(6)]
+    iset = ImageSet(images=images, bands=("r",), meta=meta)
+    table = condition_table(iset, ("mag", "hlr"))
+    assert table.dtype == np.float32 and table[4].tolist() == [22.0, 2.0]
+    src = batch_source(Stamps(8, conditions=("mag", "hlr")),
+                       {"images": torch.from_numpy(images), "conditions": torch.from_numpy(table)},
+                       3, seed=0)
+    batch = src.batch(1)
+    idx = src.indices(1)
+    assert torch.equal(batch["conditions"], torch.from_numpy(table)[idx])
+    assert batch["images"].shape == (3, 1, 8, 8)
+    meta[2]["mag"] = "n/a"
+    with pytest.raises(DataError, match="mag"):
+        condition_table(iset, ("mag",))
+
+
+def test_prepare_data_reads_conditions_from_the_catalogue_columns():
+    cfg = resolve_config(base={"data": {"source": "builtin:galsim?n=6&size=16&seed=2"}})
+    d = prepare_data(cfg, Stamps(16, conditions=("hlr", "sersic_n")), (-1.0, 1.0))
+    assert set(d.data) == {"images", "conditions"}
+    assert d.data["images"].shape == (6, 3, 16, 16) and d.data["conditions"].shape == (6, 2)
+    hlr = [float(m["hlr"]) for m in d.iset.meta]
+    np.testing.assert_allclose(d.data["conditions"][:, 0], hlr, rtol=1e-6)

@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
         truncation: float = typer.Option(
             None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none)."
         ),
+        condition: list[str] = typer.Option(
+            None, "--condition", help="Condition of a conditional generator, NAME=VALUE "
+            "(repeatable; the same for every galaxy)."
+        ),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     ) -> None:
@@ -42,10 +46,21 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
         if truncation is not None and not truncation >= 0:
             raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
+        conditions = None
+        if condition:
+            conditions = {}
+            for item in condition:
+                name, sep, value = item.partition("=")
+                try:
+                    conditions[name.strip()] = float(value)
+                except ValueError:
+                    sep = ""
+                if not sep or not name.strip():
+                    raise ConfigError(f"--condition {item!r}: write NAME=VALUE, e.g. mag=19.5")
         bundle = load_bundle(source, device=device)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-            progress=None if progress else False,
+            progress=None if progress else False, conditions=conditions,
         )
         typer.echo(result.summary())
 

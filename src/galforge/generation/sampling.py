@@ -86,6 +86,40 @@ class Bundle:
                 f"{list(self.image_shape)}"
             )
 
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        """Names of the conditions a conditional generator takes (empty otherwise)."""
+        if CONDITIONAL not in self.capabilities:
+            return ()
+        return tuple(str(c) for c in self.generator.condition_names)
+
+    def conditions(self, values, n: int) -> np.ndarray | None:
+        """``n×K`` float32 conditions from ``values``: None, one row (a sequence of K numbers
+        or a ``{name: value}`` mapping) used for every sample, or ``n`` rows."""
+        if values is None:
+            return None
+        require(self.generator, CONDITIONAL, "conditions (--condition)")
+        names = self.condition_names
+        if isinstance(values, dict):
+            unknown = sorted(set(values) - set(names))
+            missing = [k for k in names if k not in values]
+            if unknown or missing:
+                raise ConfigError(
+                    f"--condition: the {self.family!r} generator takes {', '.join(names)}"
+                    + (f"; missing: {', '.join(missing)}" if missing else "")
+                    + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                )
+            values = [float(values[k]) for k in names]
+        arr = np.asarray(values, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = np.broadcast_to(arr, (int(n), arr.shape[0]))
+        if arr.ndim != 2 or arr.shape != (int(n), len(names)):
+            raise ConfigError(
+                f"conditions of shape {np.shape(values)}: give {len(names)} values "
+                f"({', '.join(names)}) per sample, or one row for all"
+            )
+        return np.ascontiguousarray(arr)
+
     def __repr__(self) -> str:
         return (
             f"Bundle(family={self.family!r}, bands={self.bands}, units={self.units!r}, "
@@ -173,11 +207,12 @@ class Bundle:
         """
         n = _check_count(n, "n")
         batch = _check_count(batch, "batch", minimum=1)
+        cond = self.conditions(conditions, n)
         out = np.empty((n, *self.image_shape), dtype=np.float32) if not shape_options else None
         for s in range(0, n, batch):
             m = min(batch, n - s)
             z = self.latent(m, seed, start=int(start) + s, truncation=truncation, **shape_options)
-            c = None if conditions is None else np.asarray(conditions)[s : s + m]
+            c = None if cond is None else cond[s : s + m]
             images = self.generate_from_latent(z, batch=batch, conditions=c,
                                                truncation=truncation)
             if out is None:
@@ -241,6 +276,7 @@ def iter_samples(
     *,
     start: int = 0,
     truncation: float | None = None,
+    conditions=None,
     progress: bool | None = None,
     desc: str = "generating",
 ) -> Iterator[tuple[int, np.ndarray]]:
@@ -248,20 +284,24 @@ def iter_samples(
 
     ``progress``: ``True`` shows a progress bar on stderr, ``False`` none, ``None`` (default)
     shows one only when stderr is a terminal. ``truncation`` ψ pulls latents toward the mean
-    latent (see :meth:`Bundle.latent`).
+    latent (see :meth:`Bundle.latent`); ``conditions`` for conditional generators (see
+    :meth:`Bundle.conditions`).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"-n {n!r}: the number of samples must be an integer >= 0")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ConfigError(f"--batch {batch!r}: the batch size must be an integer >= 1")
     n, batch, start = int(n), int(batch), int(start)
+    cond = bundle.conditions(conditions, n)
     from tqdm.auto import tqdm
 
     with tqdm(total=n, desc=desc, unit="img", disable=(None if progress is None else not progress)) as bar:
         for offset in range(0, n, batch):
             m = min(batch, n - offset)
             z = bundle.latent(m, seed, start=start + offset, truncation=truncation)
-            images = bundle.generate_from_latent(z, batch=batch, truncation=truncation)
+            c = None if cond is None else cond[offset : offset + m]
+            images = bundle.generate_from_latent(z, batch=batch, truncation=truncation,
+                                                 conditions=c)
             bar.update(m)
             yield start + offset, images
 
@@ -274,12 +314,14 @@ def sample(
     *,
     start: int = 0,
     truncation: float | None = None,
+    conditions=None,
     progress: bool | None = None,
 ) -> np.ndarray:
     """All ``n`` samples in one float32 ``N×C×H×W`` array (with an optional progress bar)."""
     out = np.empty((int(n), *bundle.image_shape), dtype=np.float32)
     for first, images in iter_samples(
-        bundle, n, seed, batch, start=start, truncation=truncation, progress=progress
+        bundle, n, seed, batch, start=start, truncation=truncation, conditions=conditions,
+        progress=progress,
     ):
         out[first - start : first - start + len(images)] = images
     return out

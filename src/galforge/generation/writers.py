@@ -264,6 +264,17 @@ class GenerationResult:
         return "\n".join(lines)
 
 
+def _condition_cards(names, cond, row: int) -> dict | None:
+    """FITS cards of one sample's conditions: ``CNAMEn`` (name) and ``CONDn`` (value)."""
+    if cond is None:
+        return None
+    cards = {}
+    for k, name in enumerate(names, start=1):
+        cards[f"CNAME{k}"] = str(name)
+        cards[f"COND{k}"] = float(cond[row, k - 1])
+    return cards
+
+
 def write_samples(
     bundle: Bundle,
     out_dir,
@@ -276,6 +287,7 @@ def write_samples(
     start: int = 0,
     grid: bool = True,
     progress: bool | None = None,
+    conditions=None,
 ) -> GenerationResult:
     """Generate ``n`` galaxies from ``bundle`` and write them to ``out_dir``.
 
@@ -283,8 +295,11 @@ def write_samples(
     8-bit colour view per galaxy, all on the stretch fitted on the first samples) or
     ``npy`` (``samples.npy`` + ``samples.json``). With ``grid`` a ``grid.png`` of the first
     (up to 64) samples is written too. Samples are produced ``batch`` at a time, so memory
-    stays bounded whatever ``n``.
+    stays bounded whatever ``n``. ``conditions`` (conditional generators): one row for every
+    galaxy (a ``{name: value}`` mapping or K numbers) or ``n`` rows; recorded in the FITS
+    headers (``CONDn``/``CNAMEn``) and ``samples.json``.
     """
+    cond = bundle.conditions(conditions, int(n))
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown format; use one of {', '.join(FORMATS)}")
@@ -298,7 +313,8 @@ def write_samples(
     stretch = None
     preview_n = min(n, GRID_MAX)
     if (grid or fmt == "png") and preview_n > 0:
-        preview = bundle.sample(preview_n, seed, batch, start=start, truncation=truncation)
+        preview = bundle.sample(preview_n, seed, batch, start=start, truncation=truncation,
+                                conditions=None if cond is None else cond[:preview_n])
         stretch = fit_stretch(preview, bundle.bands, bundle.units)
         if grid:
             title = f"{bundle.family} {bundle.bundle_id}  seed={seed}  {preview_n} of {n}"
@@ -314,10 +330,14 @@ def write_samples(
         "galforge_version": __version__,
         "truncation": truncation,
     }
+    if cond is not None:
+        info["condition_names"] = list(bundle.condition_names)
+        info["conditions"] = cond.tolist()
     npy = NpyWriter(out / "samples.npy", n, bundle.image_shape, info) if fmt == "npy" else None
     try:
         for first, images in iter_samples(
-            bundle, n, seed, batch, start=start, truncation=truncation, progress=progress
+            bundle, n, seed, batch, start=start, truncation=truncation, conditions=cond,
+            progress=progress,
         ):
             if npy is not None:
                 npy.write(first, images)
@@ -329,6 +349,7 @@ def write_samples(
                         out / sample_name(index, "fits", width), image, bands=bundle.bands,
                         units=bundle.units, seed=seed, index=index, bundle_id=bundle.bundle_id,
                         family=bundle.family, date=bundle.created or None, truncation=truncation,
+                        extra=_condition_cards(bundle.condition_names, cond, index - start),
                     )
                 else:
                     path = write_png(

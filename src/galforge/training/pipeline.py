@@ -4,7 +4,10 @@ A recipe declares what it trains on with a *data need* (``Recipe.data_need(setti
 
 :class:`Stamps`
     one stack of images at one size (``size=None``: as read); a batch is an ``N×C×H×W``
-    tensor, shuffled by epoch and augmented per image (:class:`StampBatches`).
+    tensor, shuffled by epoch and augmented per image (:class:`StampBatches`).  With
+    ``conditions`` (catalogue columns of each image's meta, e.g. ``("mag", "hlr")``) a batch
+    is ``{"images": N×C×H×W, "conditions": N×K}``: the physical conditions of a conditional
+    generator.
 :class:`PairedStamps`
     the same images at several sizes (e.g. 64 and 128 pixels for a chained super-resolution
     stage); a batch is ``{size: N×C×size×size}``, the same images at every size.
@@ -31,21 +34,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from galforge.errors import ConfigError, TrainingError
+from galforge.errors import ConfigError, DataError, TrainingError
 from galforge.runfolder import RunFolder
 from galforge.seeding import step_generator
 from galforge.training.augment import Augment, FlipRotate
 
 __all__ = ["BatchSource", "Fields", "PairedBatches", "PairedStamps", "StampBatches", "Stamps",
-           "TrainingData", "batch_source", "load_training_data", "prepare_data"]
+           "TrainingData", "batch_source", "condition_table", "load_training_data",
+           "prepare_data"]
 
 
 # ----------------------------------------------------------------------------- needs
 @dataclass(frozen=True)
 class Stamps:
-    """One stack of images, resized to ``size`` pixels a side (None: as read)."""
+    """One stack of images, resized to ``size`` pixels a side (None: as read), with the
+    meta columns ``conditions`` of each image as float conditions."""
 
     size: int | None = None
+    conditions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,11 +93,15 @@ class StampBatches(BatchSource):
     """
 
     def __init__(self, data: Tensor, batch_size: int, seed: int, *, flips: bool = True,
-                 rot90: bool = True, rotate: str | None = None, augment: Augment | None = None):
+                 rot90: bool = True, rotate: str | None = None, augment: Augment | None = None,
+                 conditions: Tensor | None = None):
         if data.dim() != 4 or data.shape[0] == 0:
             raise TrainingError(f"training data must be a non-empty N×C×H×W stack, got "
                                 f"shape {tuple(data.shape)}")
+        if conditions is not None and conditions.shape[0] != data.shape[0]:
+            raise TrainingError(f"{conditions.shape[0]} condition rows for {data.shape[0]} images")
         self.data = data
+        self.conditions = conditions
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.augment = augment if augment is not None else FlipRotate(flips, rot90, rotate)
@@ -110,9 +120,13 @@ class StampBatches(BatchSource):
         b = min(self.batch_size, self.data.shape[0])
         return self._perm[i * b:(i + 1) * b]
 
-    def batch(self, step: int) -> Tensor:
-        x = self.data.index_select(0, self.indices(step))
-        return self.augment(x, step_generator(self.seed, "augment", int(step)))
+    def batch(self, step: int):
+        idx = self.indices(step)
+        x = self.augment(self.data.index_select(0, idx),
+                         step_generator(self.seed, "augment", int(step)))
+        if self.conditions is None:
+            return x
+        return {"images": x, "conditions": self.conditions.index_select(0, idx)}
 
 
 class PairedBatches(BatchSource):
@@ -144,7 +158,34 @@ def batch_source(need: DataNeed, data, batch_size: int, seed: int, *,
     if isinstance(need, Fields):
         raise TrainingError("a recipe that trains on whole fields must cut its own batches "
                             "(Recipe.make_batches)")
+    if isinstance(data, Mapping):
+        return StampBatches(data["images"], batch_size, seed, conditions=data["conditions"],
+                            **aug)
     return StampBatches(data, batch_size, seed, **aug)
+
+
+def condition_table(iset, names) -> np.ndarray:
+    """``N×K`` float32 conditions: the meta columns ``names`` of each image of ``iset``."""
+    names = list(names)
+    out = np.empty((len(iset.meta), len(names)), dtype=np.float32)
+    if len(iset.meta) != len(iset.images):
+        raise DataError(f"{iset.source}: {len(iset.images)} images but {len(iset.meta)} meta "
+                        "records; conditions need one record per image")
+    for i, rec in enumerate(iset.meta):
+        for k, name in enumerate(names):
+            value = rec.get(name)
+            try:
+                out[i, k] = float(value)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"{iset.source}: image {rec.get('id', i)!r} has no number in column "
+                    f"{name!r} (got {value!r}); copy the column from the catalogue "
+                    "(data.options.catalog_columns) or drop that condition"
+                ) from None
+            if not np.isfinite(out[i, k]):
+                raise DataError(f"{iset.source}: image {rec.get('id', i)!r} has a non-finite "
+                                f"{name!r}; select rows with finite values (data.options.where)")
+    return out
 
 
 # ----------------------------------------------------------------------------- reading
@@ -193,7 +234,8 @@ def _stored_normalizer(iset, output_range):
 class TrainingData:
     """What :func:`prepare_data` returns: model-space data and what describes it."""
 
-    data: object                 # N×C×H×W float32 array, or {size: array} for PairedStamps
+    data: object                 # N×C×H×W float32 array; {size: array} for PairedStamps;
+                                 # {"images": ..., "conditions": N×K} for conditioned Stamps
     normalizer: object
     iset: object                 # the ImageSet as read
     fingerprint: str
@@ -250,6 +292,8 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
         data = {int(s): to_model(imgs if int(s) == size else
                                  resize(imgs, int(s), method=cfg.data.resize_method))
                 for s in sizes}
+    elif isinstance(need, Stamps) and need.conditions:
+        data = {"images": to_model(imgs), "conditions": condition_table(iset, need.conditions)}
     else:
         data = to_model(imgs)
     return TrainingData(data, normalizer, iset, fingerprint, int(imgs.shape[0]),

@@ -239,6 +239,11 @@ class Recipe:
         """Latent input for ``n`` images, drawn from ``rng`` (on ``rng``'s device)."""
         raise TrainingError(f"{type(self).__name__} does not define sample_latent()")
 
+    def sample_conditions(self, n: int, rng: torch.Generator) -> Tensor | None:
+        """Conditions for ``n`` images of sample grids and metrics (conditional generators);
+        None for unconditional ones."""
+        return None
+
     def generator(self) -> nn.Module:
         """The network that makes images (the sampler of the exported bundle)."""
         raise TrainingError(f"{type(self).__name__} does not define generator()")

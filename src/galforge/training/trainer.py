@@ -214,6 +214,7 @@ class Trainer:
         self.total = 0
         self.source: BatchSource | None = None
         self.fixed_latent: Tensor | None = None
+        self.fixed_conditions: Tensor | None = None
         self.samples_written: list[Path] = []
         self.bundle_dir: Path | None = None
         self.export_note = ""
@@ -332,6 +333,8 @@ class Trainer:
             self._write_run_json(start)
         zg = step_generator(t.seed, "fixed-latent")
         self.fixed_latent = recipe.sample_latent(t.n_samples, zg).to(device)
+        cond = recipe.sample_conditions(t.n_samples, zg)
+        self.fixed_conditions = None if cond is None else cond.to(device)
         return start
 
     @property
@@ -599,7 +602,8 @@ class Trainer:
         gen.eval()
         try:
             with torch.no_grad():
-                out = gen(self.fixed_latent).float().cpu().numpy()
+                args = () if self.fixed_conditions is None else (self.fixed_conditions,)
+                out = gen(self.fixed_latent, *args).float().cpu().numpy()
         finally:
             gen.train(was)
         return out
@@ -613,8 +617,10 @@ class Trainer:
         try:
             with torch.no_grad():
                 z = self.recipe.sample_latent(int(n), rng).to(self.recipe.device)
+                cond = self.recipe.sample_conditions(int(n), rng)
+                args = () if cond is None else (cond.to(self.recipe.device),)
                 lo, hi = self.recipe.output_range()
-                out = gen(z).float().clamp(lo, hi).cpu().numpy()
+                out = gen(z, *args).float().clamp(lo, hi).cpu().numpy()
         finally:
             gen.train(was)
         if self.normalizer is not None:

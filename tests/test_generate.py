@@ -309,3 +309,22 @@ def test_generate_cli_passes_conditions_and_records_them(tmp_path, capsys):
     assert "flux" in capsys.readouterr().err
     assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "y"),
                  "--condition", "flux"]) == 2
+
+
+def test_w_space_tools_for_intermediate_generators(tmp_path):
+    torch.manual_seed(0)
+    gen = StyleGenerator()
+    b = _cap_bundle(tmp_path, "tiny_style", gen)
+    z = b.latent(2, seed=4)
+    w = b.to_w(z)
+    np.testing.assert_allclose(b.generate_from_w(w), b.generate_from_latent(z), rtol=1e-6)
+    path = L.interpolate(w[0], w[1], steps=5, method="lerp")
+    frames = b.generate_from_w(path)
+    assert frames.shape == (5, 3, 4, 4)
+    np.testing.assert_allclose(frames[-1], b.generate_from_latent(z)[1], rtol=1e-5)
+    plain = load_bundle(save_bundle(
+        tmp_path / "plain2", family=FAMILY, spec=SPEC, state_dict=TinyConvGenerator(**SPEC)
+        .state_dict(), normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
+        config={}, data_fingerprint=None))
+    with pytest.raises(galforge.errors.ModelError, match="intermediate"):
+        plain.to_w(plain.latent(1))

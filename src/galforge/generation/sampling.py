@@ -172,6 +172,37 @@ class Bundle:
             return g.synthesis(mean + psi * (w - mean), *args)
         return self.generator(z, *args)
 
+    def to_w(self, z, conditions=None) -> torch.Tensor:
+        """Intermediate latents ``w = mapping(z)`` (generators with an intermediate space).
+
+        Interpolation, truncation, style mixing and vector arithmetic in w use the helpers of
+        :mod:`galforge.generation.latent` on these, then :meth:`generate_from_w`.
+        """
+        require(self.generator, INTERMEDIATE, "w latents")
+        z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
+        args = () if conditions is None else (
+            torch.as_tensor(conditions, dtype=torch.float32).to(self.device),)
+        with torch.inference_mode():
+            return self.generator.mapping(z, *args).float().cpu()
+
+    def generate_from_w(self, w, batch: int = 64, *, conditions=None) -> np.ndarray:
+        """Images (physical units) for intermediate latents ``w`` (see :meth:`to_w`)."""
+        require(self.generator, INTERMEDIATE, "w latents")
+        batch = _check_count(batch, "batch", minimum=1)
+        w = torch.as_tensor(w, dtype=torch.float32)
+        lo, hi = self.output_range
+        chunks = []
+        with torch.inference_mode():
+            for s in range(0, w.shape[0], batch):
+                args = () if conditions is None else (torch.as_tensor(
+                    conditions, dtype=torch.float32)[s : s + batch].to(self.device),)
+                out = self.generator.synthesis(w[s : s + batch].to(self.device), *args)
+                chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
+        if not chunks:
+            return np.empty((0, *self.image_shape), dtype=np.float32)
+        physical = self.normalizer.inverse(np.concatenate(chunks, axis=0))
+        return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
+
     def generate_from_latent(self, z, batch: int = 64, *, conditions=None,
                              truncation: float | None = None) -> np.ndarray:
         """Images for latents ``z`` as float32 ``N×C×H×W`` in physical units.

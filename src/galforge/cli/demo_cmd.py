@@ -126,28 +126,37 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
     say = typer.echo
     result: dict = {"out": str(out)}
 
-    # 1. galaxies from the pretrained model
-    card = pretrained.card(GALAXY_MODEL)
-    say(f"[1/5] generating 64 galaxies from pretrained:{GALAXY_MODEL} ({card.title}; "
-        f"{card.training.get('steps', '?')} training steps)")
-    bundle = galforge.load(f"pretrained:{GALAXY_MODEL}")
+    # 1. galaxies from the pretrained model (a short training when it is not installed)
+    if GALAXY_MODEL in pretrained.names():
+        card = pretrained.card(GALAXY_MODEL)
+        model = f"pretrained:{GALAXY_MODEL}"
+        say(f"[1/5] generating 64 galaxies from {model} ({card.title}; "
+            f"{card.training.get('steps', '?')} training steps)")
+    else:
+        gcfg, train_gal = _train(TRAIN_SPEC.format(n=2048), "dcgan64", out / "dcgan",
+                                 _FINETUNE_SHARE * budget, "dcgan", seed, progress,
+                                 ["data.stretch=asinh", "train.sample_every=100"], 32)
+        say(f"[1/5] pretrained:{GALAXY_MODEL} is not installed: training DCGAN-64 for "
+            f"{gcfg.train.steps} steps instead, then generating 64 galaxies")
+        model = train_gal()["bundle"]
+    bundle = galforge.load(model)
     gen = write_samples(bundle, out / "galaxies", n=64, seed=seed, fmt="fits", progress=progress)
     held = load_images(HELDOUT_SPEC.format(n=n_eval, seed=3000 + seed))
     fake_images = bundle.sample(n_eval, seed=seed + 1)
     side = save_side_by_side(out / "real_vs_generated.png",
                              {"real (held-out GalSim)": held.images[:16],
-                              f"generated (pretrained:{GALAXY_MODEL})": fake_images[:16]},
+                              f"generated ({model})": fake_images[:16]},
                              bundle.bands, nrow=4, units=bundle.units)
     result["galaxies"] = {"dir": str(out / "galaxies"), "grid": str(gen.grid) if gen.grid else None,
                           "side_by_side": str(side), "units": bundle.units,
-                          "bands": list(bundle.bands), "model": f"pretrained:{GALAXY_MODEL}"}
+                          "bands": list(bundle.bands), "model": str(model)}
 
     # 2. evaluation against held-out galaxies of the training population
     say(f"[2/5] evaluating {n_eval} generated against {n_eval} held-out galaxies "
         f"({held.source})")
     fake = ImageSet(images=fake_images, bands=tuple(bundle.bands),
                     meta=[{} for _ in fake_images], units=bundle.units,
-                    source=f"pretrained:{GALAXY_MODEL} (n={n_eval}, seed={seed + 1})")
+                    source=f"{model} (n={n_eval}, seed={seed + 1})")
     metrics = evaluate(held, fake, out / "evaluation", measures=list(DEMO_MEASURES),
                        progress=progress, seed=seed)
     result["evaluation"] = {"report": str(out / "evaluation" / "report.html"),
@@ -201,8 +210,8 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
     fcfg, train_ft = _train("builtin:hdf-stamps", "dcgan64", out / "finetune-xdf", ft_s,
                             "dcgan", seed, progress,
                             ["train.sample_every=25", "train.checkpoint_every=100"], 32,
-                            init=f"pretrained:{GALAXY_MODEL}", band_map="R=i,G=r,B=g")
-    say(f"[5/5] fine-tuning pretrained:{GALAXY_MODEL} on real XDF galaxy stamps "
+                            init=str(model), band_map="R=i,G=r,B=g")
+    say(f"[5/5] fine-tuning {model} on real XDF galaxy stamps "
         f"(builtin:hdf-stamps, R=i G=r B=g) for {fcfg.train.steps} steps")
     ft = train_ft()
     result["finetune"] = {"run": ft["run_dir"], "steps": ft["step"], "bundle": ft["bundle"],

@@ -104,4 +104,68 @@ def ship(name: str, run: Path, card: dict, extra_files=()) -> Path:
     for f in dst.iterdir():
         f.chmod(0o644)
     print(f"shipped {name} -> {dst} ({sum(f.stat().st_size for f in dst.iterdir()) / 1e6:.2f} MB)")
+    print(f"model cards written to {write_docs()}")
     return dst
+
+
+def _fmt(v, spec=".3g") -> str:
+    return "–" if v is None else format(v, spec) if isinstance(v, int | float) else str(v)
+
+
+def write_docs() -> Path:
+    """Rewrite ``docs/pretrained.md`` from the model cards of every shipped model."""
+    cards = sorted((json.loads(p.read_text()) for p in ZOO.glob("*/card.json")),
+                   key=lambda c: c["name"])
+    lines = [
+        "# Pretrained models",
+        "",
+        "Shipped inside the package and usable offline wherever a run or bundle is accepted, as",
+        "`pretrained:NAME` (`galforge generate pretrained:galsim-dcgan64 -n 16 --out gal/`,",
+        "`galforge.load(\"pretrained:galsim-dcgan64\")`, `galforge train DATA --init pretrained:NAME`).",
+        "`galforge pretrained list` prints this table; `galforge pretrained show NAME` the full card.",
+        "Each model is reproduced by `scripts/zoo/NAME.py` (resumable; its run folder lives outside",
+        "the repository). This page is written from the cards by `scripts/zoo/zoo_common.py`.",
+        "",
+    ]
+    for c in cards:
+        t, ev = c.get("training", {}), c.get("evaluation", {})
+        lines += [f"## `{c['name']}` — {c.get('title', '')}", ""]
+        lines.append(
+            f"Trained on `{c.get('data')}` (bands {', '.join(c.get('bands', []))}; "
+            f"{c.get('units')}) with `{c.get('model')}`, config `{c.get('config')}`, "
+            f"batch {t.get('batch')}, seed {t.get('seed')}, for {t.get('steps')} steps: "
+            f"{_fmt(t.get('cpu_hours'), '.2f')} hours of training steps on one CPU thread "
+            f"({c.get('machine', '')}). Settings: `{' '.join(t.get('settings', []))}`.")
+        lines.append("")
+        if "field" in ev:
+            f = ev["field"]
+            d = f.get("detections_per_mpix", {})
+            lines.append(
+                f"Evaluated {ev.get('date')}: a generated field of the XDF's size "
+                f"({'×'.join(map(str, f.get('size', [])))} px, seed {f.get('seed')}) has "
+                f"{_fmt(d.get('fake'), '.0f')} detections per Mpix against "
+                f"{_fmt(d.get('real'), '.0f')} in the real field (ratio "
+                f"{_fmt(f.get('density_ratio'), '.2f')}); per band KS p / median Δmag: "
+                + ", ".join(f"{b} {_fmt(r.get('ks_p'))} / {_fmt(r.get('median_dmag'), '+.3f')}"
+                            for b, r in f.get("bands", {}).items())
+                + f". Targets (density within 20 %, p ≥ 0.05, |Δmag| ≤ 0.1): "
+                f"{'met' if f.get('passed') else 'not met'}.")
+        elif ev:
+            lines.append(
+                f"Evaluated {ev.get('date')} with `galforge evaluate` on {ev.get('n_fake')} "
+                f"generated against {ev.get('n_real')} held-out galaxies (`{ev.get('held_out')}`, "
+                f"a seed never used in training; {' '.join(ev.get('options', []))}): "
+                f"**{ev.get('passed')} of {ev.get('total')} measures pass**, Fréchet galaxy "
+                f"distance {_fmt(ev.get('fgd'), '.1f')} (real-vs-real "
+                f"{_fmt(ev.get('fgd_real_vs_real'), '.1f')}; a second real draw passes "
+                f"{ev.get('reference_passed')} of {ev.get('reference_total')}).")
+            rows = ev.get("summary", [])
+            if rows:
+                lines += ["", "| measure | value | threshold | result |", "|---|---|---|---|"]
+                lines += [f"| {r.get('measure')} | {_fmt(r.get('value'))} | "
+                          f"{_fmt(r.get('threshold'))} | {'pass' if r.get('passed') else 'FAIL'} |"
+                          for r in rows]
+        lines += ["", f"Reproduce: `{c.get('reproduce')}`.", ""]
+    path = REPO / "docs" / "pretrained.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,16 +1,16 @@
-"""``galforge demo``: the whole pipeline on bundled data, sized for a laptop CPU.
+"""``galforge demo``: galforge's models and its whole pipeline on bundled data, on a laptop CPU.
 
-1. GalSim galaxies (g, r, i; 64×64) are made on the fly: a training set and, from another
-   seed, a held-out set of the same population.
-2. A narrow DCGAN-64 (the paper's architecture with fewer channels) is trained for as many
-   steps as fit the time budget on this machine (measured before training), writing sample
-   grids, a loss curve, the resolved config, checkpoints and a bundle.
-3. Galaxies are generated from the bundle as FITS in the training data's units.
-4. The samples are evaluated against the held-out galaxies (``report.html``).
-5. A small Spatial GAN is trained on the Hubble eXtreme Deep Field image bundled with
-   scikit-image and tiled into a deep field (zarr + FITS + preview PNG).
+1. Galaxies from the pretrained ``galsim-dcgan64`` (g, r, i; counts): FITS in physical units,
+   a grid, and a side-by-side picture with real galaxies of the training population.
+2. Their evaluation against held-out galaxies of that population (``report.html``).
+3. A deep field tiled from the pretrained ``xdf-sgan`` (or, when that model is not
+   installed, from a short Spatial GAN training on the Hubble XDF).
+4. The training loop live: a short DCGAN run from scratch on GalSim galaxies.
+5. Fine-tuning: ``galsim-dcgan64`` trained further on real XDF galaxy stamps
+   (``--init pretrained:galsim-dcgan64 --band-map R=i,G=r,B=g``), the sim→real step.
 
 Everything goes under ``--out``; the command ends by printing where each output is.
+Training steps are sized to the time budget on this machine (measured before training).
 """
 
 from __future__ import annotations
@@ -21,11 +21,21 @@ from pathlib import Path
 
 import typer
 
-# the parts of the time budget each stage may use (the rest is generation and I/O)
-_DCGAN_SHARE = 0.4
+# the parts of the time budget each training stage may use (the rest is generation,
+# evaluation and I/O)
+_LIVE_SHARE = 0.15
+_FINETUNE_SHARE = 0.2
 _SGAN_SHARE = 0.15
-_MIN_STEPS = {"dcgan": 50, "sgan": 20}
+_MIN_STEPS = {"dcgan": 30, "sgan": 20}
 _MAX_STEPS = {"dcgan": 3000, "sgan": 600}
+GALAXY_MODEL = "galsim-dcgan64"
+FIELD_MODEL = "xdf-sgan"
+#: the galaxy model's training data (seed 1) and the held-out draw the demo compares with
+TRAIN_SPEC = "builtin:galsim?n={n}&size=64&seed=1"
+HELDOUT_SPEC = "builtin:galsim?n={n}&size=64&seed={seed}"
+#: the measures the demo runs (the zoo card has the full set, isophotes included, on 500)
+DEMO_MEASURES = ("moments", "morphology", "photometry", "colour", "memorization",
+                 "power_spectrum", "fid")
 
 
 def _seconds_per_step(cfg) -> float:
@@ -85,17 +95,29 @@ def _size_steps(cfg, seconds: float, family: str) -> tuple[int, float]:
     return cfg.train.steps, per_step
 
 
-def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
-             progress: bool = True) -> dict:
-    """Run the demo pipeline into ``out``; return a dict of the paths written and figures."""
+def _train(spec: str, model: str, out: Path, seconds: float, family: str, seed: int,
+           progress: bool, sets: list[str], batch: int, **flags) -> tuple[dict, object]:
     from galforge.cli.train_cmd import resolve_train_config
+    from galforge.training.trainer import train_from_config
+
+    cfg = resolve_train_config(spec, model=model, out=str(out), batch=batch, seed=seed,
+                               steps=1, device="cpu",
+                               sets=[*sets, f"train.progress={str(progress).lower()}"], **flags)
+    _size_steps(cfg, seconds, family)
+    return cfg, lambda: train_from_config(cfg)
+
+
+def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
+             progress: bool = True, n_eval: int = 150) -> dict:
+    """Run the demo pipeline into ``out``; return a dict of the paths written and figures."""
+    import galforge
+    from galforge import pretrained
     from galforge.data import load_images
+    from galforge.data.display import save_side_by_side
     from galforge.data.imageset import ImageSet
     from galforge.evaluation import evaluate
     from galforge.generation.field import field_from_bundle
-    from galforge.generation.sampling import load_bundle
     from galforge.generation.writers import write_samples
-    from galforge.training.trainer import train_from_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,100 +126,134 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
     say = typer.echo
     result: dict = {"out": str(out)}
 
-    # 1-2. DCGAN on GalSim galaxies
-    train_spec = f"builtin:galsim?n=1024&size=64&seed={seed}"
-    heldout_spec = f"builtin:galsim?n=100&size=64&seed={seed + 1000}"
-    sets = ["model.width=32", "train.sample_every=100", "train.checkpoint_every=200",
-            "train.log_every=10", f"train.progress={str(progress).lower()}"]
-    cfg = resolve_train_config(train_spec, model="dcgan64", out=str(out / "dcgan"), batch=32,
-                               seed=seed, steps=1, device="cpu", sets=sets)
-    steps, per_step = _size_steps(cfg, _DCGAN_SHARE * budget, "dcgan")
-    say(f"[1/5] training DCGAN-64 (width 32) on {train_spec}: {steps} steps "
-        f"(~{per_step:.2f} s/step here, {cfg.train.threads} CPU thread(s))")
-    t0 = time.perf_counter()
-    summary = train_from_config(cfg)
-    result["dcgan"] = {
-        "run": summary["run_dir"], "steps": summary["step"], "seconds": time.perf_counter() - t0,
-        "config": summary["config"], "loss_plot": summary["loss_plot"],
-        "samples": summary["samples"], "bundle": summary["bundle"],
-    }
-
-    # 3. FITS galaxies in physical units
-    say("[2/5] generating 64 galaxies as FITS from the bundle")
-    bundle = load_bundle(summary["bundle"])
+    # 1. galaxies from the pretrained model (a short training when it is not installed)
+    if GALAXY_MODEL in pretrained.names():
+        card = pretrained.card(GALAXY_MODEL)
+        model = f"pretrained:{GALAXY_MODEL}"
+        say(f"[1/5] generating 64 galaxies from {model} ({card.title}; "
+            f"{card.training.get('steps', '?')} training steps)")
+    else:
+        gcfg, train_gal = _train(TRAIN_SPEC.format(n=2048), "dcgan64", out / "dcgan",
+                                 _FINETUNE_SHARE * budget, "dcgan", seed, progress,
+                                 ["data.stretch=asinh", "train.sample_every=100"], 32)
+        say(f"[1/5] pretrained:{GALAXY_MODEL} is not installed: training DCGAN-64 for "
+            f"{gcfg.train.steps} steps instead, then generating 64 galaxies")
+        model = train_gal()["bundle"]
+    bundle = galforge.load(model)
     gen = write_samples(bundle, out / "galaxies", n=64, seed=seed, fmt="fits", progress=progress)
+    held = load_images(HELDOUT_SPEC.format(n=n_eval, seed=3000 + seed))
+    fake_images = bundle.sample(n_eval, seed=seed + 1)
+    side = save_side_by_side(out / "real_vs_generated.png",
+                             {"real (held-out GalSim)": held.images[:16],
+                              f"generated ({model})": fake_images[:16]},
+                             bundle.bands, nrow=4, units=bundle.units)
     result["galaxies"] = {"dir": str(out / "galaxies"), "grid": str(gen.grid) if gen.grid else None,
-                          "units": bundle.units, "bands": list(bundle.bands)}
+                          "side_by_side": str(side), "units": bundle.units,
+                          "bands": list(bundle.bands), "model": str(model)}
 
-    # 4. evaluation against held-out galaxies of the same population
-    say(f"[3/5] evaluating 100 generated against 100 held-out galaxies ({heldout_spec})")
-    real = load_images(heldout_spec)
-    fake_images = bundle.sample(real.images.shape[0], seed=seed + 1)
-    fake = ImageSet(images=fake_images, bands=tuple(bundle.bands), meta=[{} for _ in fake_images],
-                    units=bundle.units, source=str(summary["bundle"]))
-    metrics = evaluate(real, fake, out / "evaluation", upscale=None, progress=progress,
-                       seed=seed, kid_subset_size=100, kid_subsets=20)
+    # 2. evaluation against held-out galaxies of the training population
+    say(f"[2/5] evaluating {n_eval} generated against {n_eval} held-out galaxies "
+        f"({held.source})")
+    fake = ImageSet(images=fake_images, bands=tuple(bundle.bands),
+                    meta=[{} for _ in fake_images], units=bundle.units,
+                    source=f"{model} (n={n_eval}, seed={seed + 1})")
+    metrics = evaluate(held, fake, out / "evaluation", measures=list(DEMO_MEASURES),
+                       progress=progress, seed=seed)
     result["evaluation"] = {"report": str(out / "evaluation" / "report.html"),
                             "metrics": str(out / "evaluation" / "metrics.json"),
                             "summary": metrics.get("summary", [])}
 
-    # 5. Spatial GAN on the XDF and a tiled deep field
-    remaining = budget - (time.perf_counter() - t_start)
-    sgan_sets = ["model.crop_sizes=[64, 128]", "train.sample_every=100", "train.checkpoint_every=100", "train.snapshot_every=0",
-                 f"train.progress={str(progress).lower()}"]
-    scfg = resolve_train_config("builtin:hdf", model="sgan", out=str(out / "sgan"), batch=8,
-                                seed=seed, steps=1, device="cpu", sets=sgan_sets)
-    ssteps, sper = _size_steps(scfg, min(_SGAN_SHARE * budget, max(remaining * 0.4, 30.0)),
-                               "sgan")
-    say(f"[4/5] training a Spatial GAN on the Hubble XDF (builtin:hdf): {ssteps} steps "
-        f"(~{sper:.2f} s/step here)")
-    ssum = train_from_config(scfg)
-    say("[5/5] tiling a 1024x1024 deep field from it")
-    field_out = out / "field" / "deep_field.zarr"
-    fields = field_from_bundle(ssum["bundle"], field_out, "1024x1024", seed=seed,
-                               fits_out=out / "field" / "deep_field.fits",
-                               preview=out / "field" / "deep_field.png", progress=progress,
-                               overwrite=True, threads=scfg.train.threads)
-    fr = fields[0]
-    result["sgan"] = {"run": ssum["run_dir"], "steps": ssum["step"], "bundle": ssum["bundle"]}
+    # 3. a deep field
+    field_dir = out / "field"
+    if FIELD_MODEL in pretrained.names():
+        say(f"[3/5] tiling a 1024x1024 deep field from pretrained:{FIELD_MODEL}")
+        field_src, field_threads = f"pretrained:{FIELD_MODEL}", None
+        result["sgan"] = {"model": field_src}
+    else:
+        scfg, train_sgan = _train(
+            "builtin:hdf", "sgan", out / "sgan", _SGAN_SHARE * budget, "sgan", seed, progress,
+            ["model.crop_sizes=[64]", "model.widths=[128,64,32,16]",
+             "model.d_widths=[32,64,128,256,256]", "train.sample_every=50",
+             "train.checkpoint_every=100", "train.snapshot_every=0"], 16)
+        say(f"[3/5] training a Spatial GAN on the Hubble XDF for {scfg.train.steps} steps "
+            "and tiling a 1024x1024 deep field from it")
+        ssum = train_sgan()
+        field_src, field_threads = ssum["bundle"], scfg.train.threads
+        result["sgan"] = {"run": ssum["run_dir"], "steps": ssum["step"], "bundle": ssum["bundle"]}
+    fr = field_from_bundle(field_src, field_dir / "deep_field.zarr", "1024x1024", seed=seed,
+                           fits_out=field_dir / "deep_field.fits",
+                           preview=field_dir / "deep_field.png", progress=progress,
+                           overwrite=True, threads=field_threads)[0]
     result["field"] = {"path": str(fr.path), "shape": list(fr.shape),
                        "fits_path": str(fr.fits_path) if fr.fits_path else None,
                        "preview_path": str(fr.preview_path) if fr.preview_path else None,
                        "mpix_per_s": fr.mpix_per_s}
+
+    # 4. the training loop, live
+    spent = time.perf_counter() - t_start
+    live_s = max(20.0, min(_LIVE_SHARE * budget, (budget - spent) * 0.4))
+    lcfg, train_live = _train(TRAIN_SPEC.format(n=1024), "dcgan64", out / "train-live",
+                              live_s, "dcgan", seed, progress,
+                              ["data.stretch=asinh", "train.sample_every=50",
+                               "train.checkpoint_every=100"], 32)
+    say(f"[4/5] training DCGAN-64 (cpu config) from scratch for {lcfg.train.steps} steps, "
+        f"{lcfg.train.threads} CPU thread(s) — the loop you would run for hours")
+    t0 = time.perf_counter()
+    live = train_live()
+    result["live"] = {"run": live["run_dir"], "steps": live["step"],
+                      "seconds": time.perf_counter() - t0, "config": live["config"],
+                      "loss_plot": live["loss_plot"], "samples": live["samples"]}
+
+    # 5. fine-tuning the pretrained model on real XDF galaxies
+    spent = time.perf_counter() - t_start
+    ft_s = max(20.0, min(_FINETUNE_SHARE * budget, (budget - spent) * 0.8))
+    fcfg, train_ft = _train("builtin:hdf-stamps", "dcgan64", out / "finetune-xdf", ft_s,
+                            "dcgan", seed, progress,
+                            ["train.sample_every=25", "train.checkpoint_every=100"], 32,
+                            init=str(model), band_map="R=i,G=r,B=g")
+    say(f"[5/5] fine-tuning {model} on real XDF galaxy stamps "
+        f"(builtin:hdf-stamps, R=i G=r B=g) for {fcfg.train.steps} steps")
+    ft = train_ft()
+    result["finetune"] = {"run": ft["run_dir"], "steps": ft["step"], "bundle": ft["bundle"],
+                          "samples": ft["samples"], "n_images": ft["n_images"]}
     result["seconds"] = time.perf_counter() - t_start
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
     return result
 
 
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "–"
+
+
 def _print_result(r: dict) -> None:
-    d = r["dcgan"]
-    lines = [
-        "",
-        f"galforge demo finished in {r['seconds'] / 60:.1f} min. Outputs:",
-        f"  DCGAN run ({d['steps']} steps):   {d['run']}",
-        f"    resolved config:         {d['config']}",
-        f"    loss curves:             {d['loss_plot']}",
-        f"    sample grids:            {Path(d['run']) / 'samples'} ({len(d['samples'])} grids)",
-        f"    bundle:                  {d['bundle']}",
-        f"  generated galaxies (FITS, {r['galaxies']['units']}, bands "
-        f"{','.join(r['galaxies']['bands'])}): {r['galaxies']['dir']}",
-        f"    grid:                    {r['galaxies']['grid']}",
-        f"  evaluation report:         {r['evaluation']['report']}",
-        f"    metrics:                 {r['evaluation']['metrics']}",
-    ]
-    for row in r["evaluation"]["summary"]:
+    g, ev = r["galaxies"], r["evaluation"]
+    n_pass = sum(1 for row in ev["summary"] if row.get("passed"))
+    lines = ["", f"galforge demo finished in {r['seconds'] / 60:.1f} min.", "",
+             f"Generated galaxies ({g['model']}, FITS in {g['units']}, bands "
+             f"{','.join(g['bands'])}): {g['dir']}",
+             f"  sample grid:               {g['grid']}",
+             f"  real vs generated:         {g['side_by_side']}",
+             f"Evaluation ({n_pass} of {len(ev['summary'])} measures pass): {ev['report']}"]
+    for row in ev["summary"]:
         verdict = "pass" if row.get("passed") else "FAIL"
-        value = row.get("value")
-        value = f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
-        lines.append(f"      {row.get('measure', '?'):<34} {value:>10}  {verdict}")
-    lines += [
-        f"  Spatial GAN run ({r['sgan']['steps']} steps): {r['sgan']['run']}",
-        f"  deep field {r['field']['shape']}: {r['field']['path']}",
-    ]
+        lines.append(f"      {row.get('measure', '?'):<44} {_fmt(row.get('value')):>10}  "
+                     f"{verdict}")
+    f = r["field"]
+    lines += [f"Deep field {f['shape'][1]}x{f['shape'][2]} ({r['sgan'].get('model') or 'short Spatial GAN run'}): "
+              f"{f['path']}"]
     for key in ("fits_path", "preview_path"):
-        if r["field"].get(key):
-            lines.append(f"    {key.split('_')[0] + ':':<24} {r['field'][key]}")
-    lines.append(f"  summary of this demo:      {Path(r['out']) / 'demo.json'}")
+        if f.get(key):
+            lines.append(f"  {key.split('_')[0] + ':':<25} {f[key]}")
+    lv, ft = r["live"], r["finetune"]
+    lines += [f"Training from scratch ({lv['steps']} steps, {lv['seconds']:.0f} s): {lv['run']}",
+              f"  loss curves:               {lv['loss_plot']}",
+              f"  sample grids:              {Path(lv['run']) / 'samples'}",
+              f"Fine-tuned on {ft['n_images']} real XDF stamps ({ft['steps']} steps): {ft['run']}",
+              f"  sample grids:              {Path(ft['run']) / 'samples'}",
+              f"  bundle:                    {ft['bundle']}",
+              "",
+              f"Start with {g['side_by_side']} and {ev['report']};",
+              f"everything the demo did is listed in {Path(r['out']) / 'demo.json'}."]
     typer.echo("\n".join(lines))
 
 
@@ -210,5 +266,5 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
     ) -> None:
-        """Train, generate, evaluate and tile on bundled data (CPU, no network)."""
+        """Pretrained galaxies and a deep field, their evaluation, live training and fine-tuning."""
         _print_result(run_demo(out, minutes=minutes, seed=seed, progress=progress))

@@ -394,13 +394,57 @@ def save_grid(
     The file is written atomically; its path is returned.
     """
     path = Path(path)
-    arr = np.asarray(images_nchw)
+    arr = _as_nchw(images_nchw, path)
+    if stretch is None:
+        stretch = fit_stretch(arr, bands, units, **options)
+    picture = _grid_picture(arr, stretch, nrow, title, pad, min_tile)
+    return _write_picture(path, picture)
+
+
+def save_side_by_side(
+    path,
+    panels: dict[str, np.ndarray],
+    bands: Sequence[str],
+    nrow: int | None = None,
+    *,
+    units: str | None = None,
+    gap: int = 12,
+    pad: int = 2,
+    min_tile: int = MIN_TILE_PIXELS,
+    **options,
+) -> Path:
+    """Write grids of several image sets side by side, titled, on one display stretch.
+
+    ``panels`` maps a title (``"real"``, ``"generated"``) to ``N×C×H×W`` images in the same
+    units; the stretch is fitted on the first panel and applied to all, so brightness and
+    colour compare directly.
+    """
+    path = Path(path)
+    if not panels:
+        raise DataError(f"save_side_by_side: no image sets to draw into {path}")
+    arrays = {t: _as_nchw(a, path) for t, a in panels.items()}
+    stretch = fit_stretch(next(iter(arrays.values())), bands, units, **options)
+    pictures = [_grid_picture(a, stretch, nrow, t, pad, min_tile) for t, a in arrays.items()]
+    width = sum(p.width for p in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new("RGB", (width, max(p.height for p in pictures)), (0, 0, 0))
+    x = 0
+    for p in pictures:
+        canvas.paste(p, (x, 0))
+        x += p.width + gap
+    return _write_picture(path, canvas)
+
+
+def _as_nchw(images, path) -> np.ndarray:
+    arr = np.asarray(images)
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4 or arr.shape[0] == 0:
-        raise DataError(f"save_grid: expected N×C×H×W images for {path}, got shape {np.shape(images_nchw)}")
-    if stretch is None:
-        stretch = fit_stretch(arr, bands, units, **options)
+        raise DataError(f"expected N×C×H×W images for {path}, got shape {np.shape(images)}")
+    return arr
+
+
+def _grid_picture(arr: np.ndarray, stretch: DisplayStretch, nrow, title, pad: int,
+                  min_tile: int) -> Image.Image:
     rgb = stretch.apply(arr).transpose(0, 3, 1, 2)  # N×3×H×W uint8
     factor = max(1, math.ceil(min_tile / max(1, min(arr.shape[2], arr.shape[3]))))
     if factor > 1:
@@ -417,6 +461,10 @@ def save_grid(
         canvas.paste(picture, (0, bar))
         ImageDraw.Draw(canvas).text((4, 4 - top), title, fill=(255, 255, 255), font=font)
         picture = canvas
+    return picture
+
+
+def _write_picture(path: Path, picture: Image.Image) -> Path:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue(), fsync=False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from galforge import __version__
 from galforge.bundle import Bundle
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
 from galforge.errors import ConfigError
-from galforge.fileio import atomic_write_bytes
+from galforge.fileio import atomic_write_bytes, make_temp_file
 from galforge.generation.sampling import iter_samples
 
 __all__ = [
@@ -199,9 +198,9 @@ class NpyWriter:
         self.n = int(n)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.info = dict(info)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = make_temp_file(self.path)
         os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = tmp
         self._array = np.lib.format.open_memmap(
             self._tmp, mode="w+", dtype=np.float32, shape=(self.n, *self.image_shape)
         )

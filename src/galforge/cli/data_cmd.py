@@ -7,6 +7,7 @@ import json
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 data_app = typer.Typer(
     name="data",
@@ -106,6 +107,7 @@ def prepare_cmd(
                          nan_policy, bands, pattern, dataset, hdu, limit, recursive, strict)
     if stretch not in ("linear", "asinh"):
         raise ConfigError(f"--stretch {stretch!r}: use linear or asinh")
+    check_output_path(out, "--out")
     console = Console(stderr=True)
     norm = {"clip_percentile": clip_percentile, "stretch": stretch}
     if str(source).startswith("builtin:"):

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +58,9 @@ def register(app: typer.Typer) -> None:
         from galforge.generation.field import field_from_bundle, parse_size
 
         parse_size(size)
+        for option, path in (("--out", out), ("--fits", fits), ("--preview", preview)):
+            if path is not None:
+                check_output_path(path, option)
         modes = {"auto": "auto", "on": True, "off": False}
         if compile_ not in modes:
             raise ConfigError(f"--compile {compile_!r}: use auto, on or off")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
         if truncation is not None and not truncation >= 0:
             raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
+        check_output_path(out, "--out")
         bundle = load_bundle(source, device=device)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,

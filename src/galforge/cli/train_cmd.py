@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 # keys a resumed run may change; everything else must match the run's saved config
 RESUME_MUTABLE = (
@@ -108,6 +109,7 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())
             return
+        check_output_path(cfg.output.out, "--out")
         from galforge.training.trainer import train_from_config
 
         summary = train_from_config(cfg, resume=resume)

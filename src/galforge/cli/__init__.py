@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     try:
-        app(args=argv, prog_name="galforge", standalone_mode=False)
+        status = app(args=argv, prog_name="galforge", standalone_mode=False)
     except Interrupted as exc:
         typer.echo(str(exc), err=True)
         return exc.exit_code
@@ -130,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {os_error_line(exc)}", err=True)
         return 2
+    if isinstance(status, int) and not isinstance(status, bool) and status:
+        # typer turns a KeyboardInterrupt into the status 130 instead of raising it
+        if status == 130:
+            typer.echo("aborted (interrupted)", err=True)
+        return status
     return 0
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
 
-from galforge.errors import ConfigError
+from galforge import interrupt
+from galforge.errors import ConfigError, Interrupted
 from galforge.fileio import check_output_path
 
 
@@ -68,12 +70,26 @@ def register(app: typer.Typer) -> None:
                             ("--threads-per-tile", threads)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value}: give at least 1")
-        results = field_from_bundle(
-            source, out, size, ensemble=ensemble, realisations=realisations, device=device,
-            tile=tile, seed=seed, fmt=fmt, workers=workers, processes=processes,
-            scheduler=scheduler, resume=resume, overwrite=overwrite, compile=modes[compile_],
-            progress=progress, fits_out=fits, preview=preview, threads=threads,
-        )
+        again = ["galforge", "field", source, "--size", size, "--out", str(out), "--tile",
+                 str(tile), "--seed", str(seed)]
+        for name, value in (("--format", fmt), ("--ensemble", ensemble),
+                            ("--realisations", realisations), ("--fits", fits),
+                            ("--preview", preview), ("--threads-per-tile", threads)):
+            if value is not None:
+                again += [name, str(value)]
+        with interrupt.stop_requests("the field", "tile"):
+            try:
+                results = field_from_bundle(
+                    source, out, size, ensemble=ensemble, realisations=realisations,
+                    device=device, tile=tile, seed=seed, fmt=fmt, workers=workers,
+                    processes=processes, scheduler=scheduler, resume=resume,
+                    overwrite=overwrite, compile=modes[compile_], progress=progress,
+                    fits_out=fits, preview=preview, threads=threads,
+                )
+            except Interrupted as exc:
+                command = shlex.join([*again, "--resume"])
+                raise Interrupted(f"{exc}; continue with `{command}`",
+                                  signum=exc.signum) from None
         for r in results:
             c, h, w = r.shape
             line = (f"{r.path}: {c}x{h}x{w}, {r.tiles_total} tiles "

@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from galforge.errors import ConfigError, ModelError
+from galforge import interrupt
+from galforge.errors import ConfigError, Interrupted, ModelError
 from galforge.fileio import atomic_write_json
 from galforge.models.sgan import UPSCALE, SGANGenerator, same_window_masks
 
@@ -372,7 +373,9 @@ class FieldJob:
 
 
 def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
-    """Render, write and record one tile; returns its pixel count."""
+    """Render, write and record one tile; returns its pixel count (0: skipped on a stop request)."""
+    if interrupt.requested() is not None:
+        return 0
     data = job.render(ty, tx)
     y0, x0, h, w = job.tile_box(ty, tx)
     job.sink().write(y0, x0, data)
@@ -558,7 +561,12 @@ def generate_field(
 
     t0 = time.perf_counter()
     if todo:
-        _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
+        try:
+            _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
+        except Exception:
+            if interrupt.requested() is None:
+                raise
+        _stop_if_interrupted(job)
     seconds = time.perf_counter() - t0
     result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
                          tiles_pixels=todo_pixels)
@@ -572,6 +580,16 @@ def generate_field(
     if preview is not None:
         result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
     return result
+
+
+def _stop_if_interrupted(job: FieldJob) -> None:
+    """SIGINT/SIGTERM (galforge.interrupt): the finished tiles are recorded; stop here."""
+    signum = interrupt.requested()
+    if signum is None:
+        return
+    done = sum(1 for t in job.tiles() if job.marker(*t).exists())
+    raise Interrupted(f"interrupted with {done} of {len(job.tiles())} tiles of {job.out} "
+                      f"written (recorded in {job.progress_dir})", signum=signum)
 
 
 def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels) -> None:

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from galforge import __version__
+from galforge import __version__, interrupt
 from galforge.config import OutputConfig, TrainConfig
-from galforge.errors import ConfigError, TrainingError
+from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
 from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
@@ -339,6 +339,8 @@ class Trainer:
                     self.save_checkpoint(self.latest_dir, spe)
                 if snapshot_every and done % snapshot_every == 0:
                     self.save_checkpoint(self.ckpt_dir / f"step-{done:08d}", spe)
+                if ddp.any_true(interrupt.requested() is not None, info) and done < total:
+                    self._stop_interrupted(spe)
             if start >= total:
                 # nothing to train: make sure the exported weights exist
                 self.save_checkpoint(self.latest_dir, spe)
@@ -367,6 +369,17 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ pieces
+    def _stop_interrupted(self, spe: int) -> None:
+        """SIGINT/SIGTERM (galforge.interrupt): checkpoint the finished step and stop."""
+        self.save_checkpoint(self.latest_dir, spe)
+        signum = interrupt.requested() or 2
+        if self.dist is None or self.dist.is_main:
+            self._log_line({"step": self.step, "note": f"interrupted by "
+                            f"{interrupt.signal_name(signum)}; checkpoint written"})
+        raise Interrupted(f"interrupted at step {self.step}; checkpoint written to "
+                          f"{self.latest_dir}", signum=signum, step=self.step,
+                          checkpoint=str(self.latest_dir))
+
     def _update_ema(self, gen: nn.Module, done: int) -> None:
         """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
         ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten

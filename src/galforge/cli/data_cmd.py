@@ -97,6 +97,8 @@ def prepare_cmd(
     strict: bool = _STRICT,
     clip_percentile: float = typer.Option(99.99, "--clip-percentile", help="Normalizer clip percentile."),
     stretch: str = typer.Option("linear", "--stretch", help="Normalizer stretch: linear or asinh."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a prepared data set already in --out."),
 ) -> None:
     """Read SOURCE once and write images.npy + manifest.json (+ meta.jsonl, truth.csv)."""
     from rich.console import Console
@@ -112,9 +114,10 @@ def prepare_cmd(
     norm = {"clip_percentile": clip_percentile, "stretch": stretch}
     if str(source).startswith("builtin:"):
         with console.status(f"making {source} ..."):
-            manifest_path = prepare(source, out, normalizer=norm, **opts)
+            manifest_path = prepare(source, out, normalizer=norm, overwrite=overwrite, **opts)
     else:
-        manifest_path = prepare(source, out, normalizer=norm, progress=True, **opts)
+        manifest_path = prepare(source, out, normalizer=norm, progress=True,
+                                overwrite=overwrite, **opts)
     console = Console()
     man = read_manifest(manifest_path.parent)
     c, h, w = man["shape"]

@@ -28,6 +28,9 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the galaxies an earlier generate wrote to --out."
+        ),
     ) -> None:
         """Generate N galaxies (FITS by default) plus a grid.png preview into --out."""
         from galforge.bundle import load_bundle
@@ -47,7 +50,7 @@ def register(app: typer.Typer) -> None:
         bundle = load_bundle(source, device=device)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-            progress=None if progress else False,
+            progress=None if progress else False, overwrite=overwrite,
         )
         typer.echo(result.summary())
 

@@ -53,6 +53,16 @@ def _json_safe(v):
 
 
 
+PREPARED_FILES = ("images.npy", "manifest.json", "meta.jsonl", "truth.csv")
+
+
+def _prepared_file(path: Path) -> bool:
+    """True for a file :func:`prepare` writes (or its temporary file)."""
+    name = path.name
+    return name in PREPARED_FILES or any(
+        name.startswith(f".{f}") and name.endswith(".tmp") for f in PREPARED_FILES)
+
+
 def is_prepared(path) -> bool:
     """True when ``path`` is a folder written by :func:`prepare`."""
     p = Path(path)
@@ -65,29 +75,35 @@ def is_prepared(path) -> bool:
         return False
 
 
-def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> Path:
+def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> Path:
     """Read ``source`` (anything :func:`galforge.data.load_images` reads, with the same
     options) and write a prepared data set to ``out_dir``; return the manifest path.
 
     ``normalizer`` is a dict of :meth:`Normalizer.fit` keywords (default: the defaults,
     99.99 % clip, linear, target (-1, 1)); the fitted normalizer is recorded in the manifest.
+    A folder that is not empty is refused unless ``overwrite``; then the earlier prepared
+    set is removed (after ``source`` was read) and replaced; a folder holding other files is
+    always refused.
     """
     from galforge import __version__
     from galforge.data import load_images, normalize_options
     from galforge.data.normalize import Normalizer
+    from galforge.fileio import claim_output_folder
 
     opts = normalize_options(options)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not is_prepared(out):
-        raise ConfigError(
-            f"--out {out}: folder exists and is not a prepared data set; choose an empty or new folder"
-        )
-    if out.exists() and is_prepared(out) and not overwrite:
-        raise ConfigError(f"--out {out}: a prepared data set is already there")
+    if out.exists() and any(out.iterdir()):
+        holds = "a prepared data set" if is_prepared(out) else "not a prepared data set"
+        if not overwrite:
+            raise ConfigError(
+                f"--out {out}: the folder is not empty ({holds}); pass --overwrite to replace "
+                "the earlier prepared set, or choose an empty or new folder"
+            )
     iset = load_images(source, **opts)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, overwrite=overwrite, ours=_prepared_file,
+                        holds="a prepared data set" if is_prepared(out) else "")
 
     tmp = out / ".images.npy.tmp"
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)
@@ -116,8 +132,6 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
             for m in iset.meta:
                 w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
         os.replace(out / ".truth.csv.tmp", out / truth_file)
-    elif (out / "truth.csv").exists():
-        (out / "truth.csv").unlink()
 
     rep = iset.report.to_dict()
     manifest = {

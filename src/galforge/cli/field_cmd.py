@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
             None, "--threads-per-tile", help="torch threads per tile, the same on every worker "
             "(default: this machine's count); fixing it keeps fields bit-identical."
         ),
+        no_space_check: bool = typer.Option(
+            False, "--no-space-check",
+            help="Write the field even when the free disk space looks too small for it."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
@@ -85,6 +88,7 @@ def register(app: typer.Typer) -> None:
                     processes=processes, scheduler=scheduler, resume=resume,
                     overwrite=overwrite, compile=modes[compile_], progress=progress,
                     fits_out=fits, preview=preview, threads=threads,
+                    space_check=not no_space_check,
                 )
             except Interrupted as exc:
                 command = shlex.join([*again, "--resume"])

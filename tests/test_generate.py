@@ -224,3 +224,18 @@ def test_generated_files_are_readable_by_others(bundle_dir, tmp_path):
         os.umask(old)
     for p in (tmp_path / "o").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
+
+
+def test_generated_folder_reads_back_as_data_without_the_grid(bundle_dir, tmp_path, capsys):
+    from galforge.data import load_images
+
+    out = tmp_path / "o"
+    for fmt in ("fits", "png"):
+        assert _generate(bundle_dir, out, "--format", fmt, "--overwrite") == 0
+        s = load_images(out)
+        assert len(s) == 5
+        skipped = {sk["path"].rsplit("/", 1)[-1]: sk["reason"] for sk in s.report.skipped}
+        assert "grid.png" in skipped and "preview" in skipped["grid.png"]
+    capsys.readouterr()
+    assert main(["data", "inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 5

@@ -158,6 +158,7 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> 
         "normalizer_options": _json_safe(norm_kw),
         "n_skipped": rep["n_skipped"],
         "skipped": rep["skipped"],
+        "warnings": rep.get("warnings", []),
         "nan_pixels": rep["nan_pixels"],
         "nan_filled_images": rep["nan_filled_images"],
         "catalog": rep.get("catalog"),
@@ -210,8 +211,10 @@ def load_prepared(path, mmap: bool = True) -> ImageSet:
         nan_pixels=int(man.get("nan_pixels", 0)),
         nan_filled_images=int(man.get("nan_filled_images", 0)),
         catalog=man.get("catalog"),
+        warnings=list(man.get("warnings", [])),
     )
     extra = dict(man.get("extra") or {})
+    extra.pop("resize", None)  # done when the set was prepared, not when it is read back
     extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
     if man.get("normalizer"):
         # The Normalizer fitted at prepare time (dict). Its target range is the one chosen at
@@ -282,7 +285,7 @@ def inspect(source, **options) -> dict:
     count = 0
     for item in items:
         try:
-            for desc in _peek_item(item, opts):
+            for desc in _peek_item(item, opts, report):
                 n, shape, bands, units = desc
                 key = "×".join(map(str, shape))
                 shapes[key] = shapes.get(key, 0) + n
@@ -308,20 +311,37 @@ def inspect(source, **options) -> dict:
         out["catalog"] = report.catalog
     if len(shapes) > 1 and not opts.get("size"):
         out["warning"] = "images of different sizes: pass --size N (resize) or --crop to read them"
+    if len(bands_seen) > 1:
+        # files with different bands: a set of one file per band, not images of one kind
+        out["bands"] = []
+        guess = None
+        if kind == "folder" and not opts.get("pattern") and not opts.get("catalog"):
+            guess = readers.guess_band_pattern([p for it in items for p in it.paths])
+        if guess:
+            out["pattern_guess"] = guess
+            out["warning"] = (f"the files hold one band each ({', '.join(out['band_sets'])}); "
+                              f"they look like one file per band: pass --pattern '{guess}' to "
+                              "join them into multi-band images")
+        else:
+            out["warning"] = (f"the files hold different bands ({', '.join(out['band_sets'])}); "
+                              "join one file per band with --pattern '{id}_{band}.fits' or "
+                              "select bands with --bands")
+    if report.warnings:
+        out["warnings"] = list(report.warnings)
     return out
 
 
-def _peek_item(item, opts):
+def _peek_item(item, opts, report):
     """(n_images, (C, H, W), bands, units) for an item, from headers where possible."""
     if len(item.paths) > 1 or item.band_names is not None:
-        descs = [next(iter(_peek_file(p, opts))) for p in item.paths]
+        descs = [next(iter(_peek_file(p, opts, report))) for p in item.paths]
         _, shape, _, units = descs[0]
         yield 1, (len(item.paths),) + tuple(shape[1:]), tuple(item.band_names), units
         return
-    yield from _peek_file(item.paths[0], opts)
+    yield from _peek_file(item.paths[0], opts, report)
 
 
-def _peek_file(path: Path, opts):
+def _peek_file(path: Path, opts, report):
     from galforge.data import readers
 
     kind = readers.file_kind(path)
@@ -362,6 +382,8 @@ def _peek_file(path: Path, opts):
     n = 0
     first = None
     for raw in readers.read_file(path, **kw):
+        for message in raw.warnings:
+            report.warn(message)
         n += 1
         if first is None:
             first = raw

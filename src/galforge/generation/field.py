@@ -672,7 +672,7 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
     """RGB PNG of the field block-averaged so that its longer side is at most ``max_side``."""
     from PIL import Image
 
-    from galforge.data.display import lupton_rgb
+    from galforge.data.display import lupton_rgb, preview_png_info
 
     c, h, w = sink.shape
     f = max(1, math.ceil(max(h, w) / max_side))
@@ -687,7 +687,7 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
         small[:, y0 // f : y1 // f] = block.reshape(c, (y1 - y0) // f, f, pw, f).mean(axis=(2, 4))
     rgb = lupton_rgb(small, list(bands), units)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path)
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path, pnginfo=preview_png_info())
     return path
 
 

@@ -302,3 +302,31 @@ def test_progress_records_go_after_success(tmp_path, tiny_bundle, capsys):
     assert "(6 already done)" in capsys.readouterr().out
     assert main([*args, "--resume", "--seed", "4"]) == 2
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [None, 0.2])
+def test_field_fits_says_what_it_is(tmp_path, normalizer, scale):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from galforge import __version__
+    from galforge.bundle import save_bundle
+
+    gen = tiny_generator()
+    path = tmp_path / "b"
+    save_bundle(path, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
+                normalizer=normalizer, bands=BANDS, units="nanomaggy", output_range=(0, 1),
+                config={"data": {"pixel_scale": scale}}, data_fingerprint="test")
+    out = tmp_path / "f.fits"
+    assert main(["field", str(path), "--size", "64x64", "--out", str(out), "--tile", "32",
+                 "--no-progress", "--compile", "off"]) == 0
+    with fits.open(out) as hdul:
+        h = hdul[0].header
+    comments = " ".join(str(c) for c in h["COMMENT"])
+    assert h["CREATOR"] == f"galforge {__version__}" and "SYNTHETIC IMAGE" in comments
+    if scale is None:
+        assert "No WCS" in comments and "CDELT1" not in h
+    else:
+        assert h["CDELT2"] == pytest.approx(scale / 3600) and h["PIXSCALE"] == scale
+        w = WCS(h).celestial
+        assert w.proj_plane_pixel_scales()[0].to("arcsec").value == pytest.approx(scale)

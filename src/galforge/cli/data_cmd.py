@@ -87,7 +87,9 @@ def prepare_cmd(
     recursive: bool = _RECURSIVE,
     strict: bool = _STRICT,
     clip_percentile: float = typer.Option(99.99, "--clip-percentile", help="Normalizer clip percentile."),
-    stretch: str = typer.Option("linear", "--stretch", help="Normalizer stretch: linear or asinh."),
+    stretch: str = typer.Option(
+        None, "--stretch", help="Normalizer stretch: linear or asinh (default: asinh for "
+        "physical units such as counts or nanomaggies, linear for 8/16-bit images)."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace a prepared data set already in --out."),
 ) -> None:
@@ -98,7 +100,7 @@ def prepare_cmd(
 
     opts = _read_options(where, catalog, id_column, template, crop, size, resize_method,
                          nan_policy, bands, pattern, dataset, hdu, limit, recursive, strict)
-    if stretch not in ("linear", "asinh"):
+    if stretch not in (None, "linear", "asinh"):
         raise ConfigError(f"--stretch {stretch!r}: use linear or asinh")
     check_output_path(out, "--out")
     console = Console(stderr=True)
@@ -114,7 +116,8 @@ def prepare_cmd(
     c, h, w = man["shape"]
     console.print(
         f"[bold green]prepared[/] {man['count']} images of {c}×{h}×{w} "
-        f"(bands {', '.join(man['bands'])}; units {man['units']}) → {manifest_path.parent}"
+        f"(bands {', '.join(man['bands'])}; units {man['units']}; "
+        f"{man['normalizer'].get('stretch', 'linear')} stretch) → {manifest_path.parent}"
     )
     if man["n_skipped"]:
         console.print(f"[yellow]skipped {man['n_skipped']}[/] (reasons in manifest.json):")

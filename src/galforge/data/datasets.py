@@ -80,14 +80,16 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> 
     options) and write a prepared data set to ``out_dir``; return the manifest path.
 
     ``normalizer`` is a dict of :meth:`Normalizer.fit` keywords (default: the defaults,
-    99.99 % clip, linear, target (-1, 1)); the fitted normalizer is recorded in the manifest.
+    99.99 % clip, target (-1, 1), and the stretch of
+    :func:`galforge.data.normalize.default_stretch`: asinh for physical units, linear for
+    8/16-bit levels); the fitted normalizer is recorded in the manifest.
     A folder that is not empty is refused unless ``overwrite``; then the earlier prepared
     set is removed (after ``source`` was read) and replaced; a folder holding other files is
     always refused.
     """
     from galforge import __version__
     from galforge.data import load_images, normalize_options
-    from galforge.data.normalize import Normalizer
+    from galforge.data.normalize import Normalizer, default_stretch
     from galforge.fileio import claim_output_folder
 
     opts = normalize_options(options)
@@ -120,6 +122,8 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> 
     os.replace(out / ".meta.jsonl.tmp", out / "meta.jsonl")
 
     norm_kw = dict(normalizer or {})
+    if norm_kw.get("stretch") is None:
+        norm_kw["stretch"] = default_stretch(iset.units)
     norm = Normalizer.fit(iset.images, **norm_kw)
 
     truth_file = None

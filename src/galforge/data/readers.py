@@ -1059,6 +1059,15 @@ class _SetLevelError(DataError):
     """A problem of the input as a whole (never turned into a skip)."""
 
 
+class SizeMismatch(_SetLevelError):
+    """Images of one input with different sizes; ``detail`` says which, without the fix
+    (the option to pass depends on the command)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail or message
+
+
 class _BandMismatch(_SetLevelError):
     """Files of one folder with different band names."""
 
@@ -1145,11 +1154,11 @@ def _check_consistent(first, raw: RawImage, data: np.ndarray, crop, size) -> Non
             "split the folder)"
         )
     if data.shape[1:] != shape0[1:]:
-        raise _SetLevelError(
-            f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} but "
-            f"{label0} is {shape0[1]}×{shape0[2]}; pass resize=/--size N (with --resize-method) "
-            "or crop=/--crop to bring every image to one size"
-        )
+        detail = (f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} "
+                  f"but {label0} is {shape0[1]}×{shape0[2]}")
+        raise SizeMismatch(
+            f"{detail}; pass resize=/--size N (with --resize-method) or crop=/--crop to bring "
+            "every image to one size", detail=detail)
     if raw.bands != bands0 and not all(b.startswith(("band", "grey")) for b in raw.bands + bands0):
         raise _BandMismatch(
             f"{raw.label} has bands {raw.bands} but {label0} has {bands0}; to join one file per "

@@ -752,6 +752,8 @@ def field_from_bundle(
         )
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)
+    scale = fieldio.bundle_pixel_scale(bundle)  # the training data's, for the FITS WCS
+    common["extra_meta"] = {**(common.get("extra_meta") or {}), "pixel_scale": scale}
     if ensemble and realisations:
         raise ConfigError("--ensemble and --realisations cannot be used together")
     count = ensemble or realisations
@@ -770,18 +772,18 @@ def field_from_bundle(
     gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]
     extra = {"snapshots": [s.name for s in snaps[-count:]]}
     if ensemble:
-        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size,
-                               extra_meta=extra, **common)]
+        common["extra_meta"].update(extra)
+        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size, **common)]
     results = []
     out = Path(out)
     for r, g in enumerate(gens):
         per = dict(common)
+        per["extra_meta"] = {**common["extra_meta"], "snapshot": snaps[-count + r].name}
         for key in ("fits_out", "preview"):
             if per.get(key) is not None:
                 per[key] = _numbered(Path(per[key]), r)
         results.append(generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r),
-                                      size, extra_meta={"snapshot": snaps[-count + r].name},
-                                      **per))
+                                      size, **per))
     return results
 
 

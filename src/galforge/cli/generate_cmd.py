@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 
 def register(app: typer.Typer) -> None:
@@ -27,6 +28,9 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the galaxies an earlier generate wrote to --out."
+        ),
     ) -> None:
         """Generate N galaxies (FITS by default) plus a grid.png preview into --out."""
         from galforge.bundle import load_bundle
@@ -42,10 +46,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
         if truncation is not None and not truncation >= 0:
             raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
+        check_output_path(out, "--out")
         bundle = load_bundle(source, device=device)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-            progress=None if progress else False,
+            progress=None if progress else False, overwrite=overwrite,
         )
         typer.echo(result.summary())
 

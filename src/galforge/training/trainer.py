@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,9 +34,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from galforge import __version__
+from galforge import __version__, interrupt
 from galforge.config import OutputConfig, TrainConfig
-from galforge.errors import ConfigError, TrainingError
+from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
 from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
@@ -190,6 +191,7 @@ class Trainer:
         self.bundle_dir: Path | None = None
         self.export_note = ""
         self._last_plot = time.perf_counter()
+        self.notes: list[str] = []  # said about the data; logged when the run starts
 
     # ------------------------------------------------------------------ paths
     @property
@@ -275,6 +277,8 @@ class Trainer:
             self._write_config()
             self._truncate_log(start)
             self._write_run_json(start, spe)
+            for note in self.notes:
+                self._log_line({"step": start, "note": note})
         zg = torch.Generator(device="cpu").manual_seed(derive_seed(t.seed, "fixed-latent"))
         self.fixed_latent = recipe.sample_latent(t.n_samples, zg).to(device)
 
@@ -339,6 +343,8 @@ class Trainer:
                     self.save_checkpoint(self.latest_dir, spe)
                 if snapshot_every and done % snapshot_every == 0:
                     self.save_checkpoint(self.ckpt_dir / f"step-{done:08d}", spe)
+                if ddp.any_true(interrupt.requested() is not None, info) and done < total:
+                    self._stop_interrupted(spe)
             if start >= total:
                 # nothing to train: make sure the exported weights exist
                 self.save_checkpoint(self.latest_dir, spe)
@@ -367,6 +373,17 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ pieces
+    def _stop_interrupted(self, spe: int) -> None:
+        """SIGINT/SIGTERM (galforge.interrupt): checkpoint the finished step and stop."""
+        self.save_checkpoint(self.latest_dir, spe)
+        signum = interrupt.requested() or 2
+        if self.dist is None or self.dist.is_main:
+            self._log_line({"step": self.step, "note": f"interrupted by "
+                            f"{interrupt.signal_name(signum)}; checkpoint written"})
+        raise Interrupted(f"interrupted at step {self.step}; checkpoint written to "
+                          f"{self.latest_dir}", signum=signum, step=self.step,
+                          checkpoint=str(self.latest_dir))
+
     def _update_ema(self, gen: nn.Module, done: int) -> None:
         """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
         ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
@@ -574,44 +591,15 @@ class Trainer:
 
 
 def load_training_data(cfg, image_size: int | None):
-    """Read ``cfg.data.source`` and bring it to the model's image size (physical units).
+    """Read ``cfg.data.source`` at the model's image size; return ``(ImageSet, images)``.
 
-    Returns the :class:`galforge.data.ImageSet` as read and the float32 ``N×C×H×W`` images
-    after the optional centre crop and the resize (nearest neighbour by default, as in
-    Fussell & Moews 2019).
+    See :func:`galforge.training.datasource.load_training_data` (the one crop/resize route;
+    what was done is recorded in ``cfg.data``).
     """
-    from galforge.data import load_images
-    from galforge.data.transforms import center_crop, resize
+    from galforge.training.datasource import load_training_data as load
 
-    d = cfg.data
-    if not d.source:
-        raise ConfigError("no training data: give DATA (a folder, a file, a prepared data set "
-                          "or a builtin: spec) or data.source")
-    iset = load_images(d.source, **dict(d.options))
-    imgs = np.asarray(iset.images, dtype=np.float32)
-    if d.crop_fraction is not None or d.crop_pixels is not None:
-        imgs = center_crop(imgs, fraction=d.crop_fraction, pixels=d.crop_pixels)
-    size = d.resize if d.resize is not None else image_size
-    if size is not None and tuple(imgs.shape[-2:]) != (int(size), int(size)):
-        imgs = resize(imgs, int(size), method=d.resize_method)
-    return iset, np.ascontiguousarray(imgs, dtype=np.float32)
-
-
-def _stored_normalizer(iset, output_range):
-    """The normalizer saved with a prepared data set, when it maps to the model's range."""
-    from galforge.data.normalize import Normalizer
-
-    extra = getattr(iset, "extra", None) or {}
-    norm = extra.get("prepared_normalizer") or extra.get("normalizer")
-    if isinstance(norm, Mapping):
-        norm = Normalizer.from_dict(dict(norm))
-    if not isinstance(norm, Normalizer):
-        return None
-    target = getattr(norm, "target", None)
-    if target is not None and tuple(float(v) for v in target) != tuple(
-            float(v) for v in output_range):
-        return None  # fitted for another output range: fit anew
-    return norm
+    data = load(cfg, image_size)
+    return data.iset, data.images
 
 
 def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None) -> dict:
@@ -622,12 +610,14 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     :class:`Trainer` into ``cfg.output.out``.
     """
     from galforge.data.normalize import Normalizer
+    from galforge.training import datasource
     from galforge.training.recipes import get_recipe
 
     recipe_cls = get_recipe(cfg.model.name)
     run_dir = Path(cfg.output.out)
     params = dict(cfg.model.params)
-    iset, imgs = load_training_data(cfg, recipe_cls.image_size_for(params))
+    data = datasource.load_training_data(cfg, recipe_cls.image_size_for(params))
+    iset, imgs = data.iset, data.images
     if dist_info is None:
         dist_info = ddp.init_distributed(
             "cuda" if cfg.train.device.startswith("cuda")
@@ -647,13 +637,11 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
             )
         if info.get("normalizer"):
             normalizer = Normalizer.from_dict(info["normalizer"])
-    if normalizer is None:
-        normalizer = _stored_normalizer(iset, recipe.output_range())
-    if normalizer is None:
-        d = cfg.data
-        normalizer = Normalizer.fit(imgs, clip_percentile=d.clip_percentile, stretch=d.stretch,
-                                    asinh_softening=d.asinh_softening,
-                                    target=tuple(recipe.output_range()))
+    normalizer, note = datasource.resolve_normalizer(cfg, data, recipe.output_range(),
+                                                     resumed=normalizer)
+    notes = data.notes + ([note] if note else [])
+    if (dist_info is None or dist_info.is_main) and notes:
+        print("\n".join(f"note: {n}" for n in notes), file=sys.stderr, flush=True)
     model_space = np.asarray(normalizer.forward(imgs), dtype=np.float32)
     if not np.all(np.isfinite(model_space)):
         raise TrainingError(
@@ -678,6 +666,7 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         trainer.parent, trainer.initial_ema = parent, init_ema
     elif resume and (run_dir / "run.json").is_file():
         trainer.parent = json.loads((run_dir / "run.json").read_text()).get("parent")
+    trainer.notes = notes
     summary = trainer.fit()
     summary["n_images"] = int(imgs.shape[0])
     summary["image_shape"] = list(imgs.shape[1:])

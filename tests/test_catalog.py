@@ -89,3 +89,12 @@ def test_catalog_with_band_template(tmp_path, fits_band_folder):
                     template="{id}_{band}.fits")
     assert s.bands == ("g", "r", "z") and [m["id"] for m in s.meta] == ["obj0"]
     assert s.report.catalog["unmatched_ids"] == ["obj2", "obj7"]  # obj2 lacks z, obj7 all
+
+
+def test_where_syntax_error_is_named(gz_folder, tmp_path, capsys):
+    folder, cat, _ = gz_folder
+    rc = main(["data", "prepare", str(folder), "--catalog", str(cat), "--where", "MERGER===1",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "'===' is not an operator" in err and "MERGER==1" in err

@@ -114,3 +114,19 @@ def test_inspect_hdf5_and_cli_bands(tmp_path, capsys):
                  "--bands", "g,r,i", "--limit", "3"]) == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["bands"] == ["g", "r", "i"] and man["count"] == 3
+
+
+def test_prepare_onto_an_existing_set_needs_overwrite(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["data", "prepare", "builtin:galsim?n=3&size=16&seed=1", "--out", str(out)]) == 0
+    assert (out / "truth.csv").is_file()
+    capsys.readouterr()
+    assert main(["data", "prepare", "builtin:hdf-stamps?size=16&n=2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert load_images(out).images.shape[0] == 3
+    assert main(["data", "prepare", "builtin:hdf-stamps?size=16&n=2", "--out", str(out),
+                 "--overwrite"]) == 0
+    back = load_images(out)
+    assert back.images.shape[0] == 2 and back.bands == ("R", "G", "B")
+    assert not (out / "truth.csv").exists()  # nothing of the earlier set is left

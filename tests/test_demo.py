@@ -32,3 +32,12 @@ def test_demo_help_lists_its_options(capsys):
     assert main(["demo", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--minutes" in out and "--out" in out
+
+
+def test_demo_refuses_a_folder_with_other_files(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "galaxies").mkdir()                       # an earlier demo's output
+    assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "galaxies").is_dir()

@@ -279,3 +279,73 @@ def test_v01_sgan_field_is_unchanged(tmp_path):
     np.testing.assert_array_equal(np.load(out), tiled)
     np.testing.assert_array_equal(render_one_shot(b.generator, b.normalizer, "80x96", 5),
                                   one_shot)
+
+
+def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkeypatch, capsys):
+    from collections import namedtuple
+
+    from galforge.generation import fieldio
+
+    path, _ = tiny_bundle
+    base = ["field", str(path), "--tile", "32", "--no-progress", "--compile", "off"]
+    for out, extra in (("f.png", []), ("f.zarr", ["--format", "fits"]), ("f.fits.fz", [])):
+        assert main([*base, "--size", "64x64", "--out", str(tmp_path / out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "extension" in err and out in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / out).exists()
+    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "f.zarr"),
+                 "--preview", str(tmp_path / "p.jpg")]) == 2
+    assert ".png" in capsys.readouterr().err
+    # 2e6 x 2e6 pixels in 3 bands: about 48 TB, more than any test disk
+    assert main([*base, "--size", "2000000x2000000", "--out", str(tmp_path / "big.fits")]) == 2
+    err = capsys.readouterr().err
+    assert "48.0 TB" in err and "--no-space-check" in err and not (tmp_path / "big.fits").exists()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fieldio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
+    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "small.npy")]) == 2
+    assert "1.0 kB free" in capsys.readouterr().err
+    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "small.npy"),
+                 "--no-space-check"]) == 0
+
+
+def test_progress_records_go_after_success(tmp_path, tiny_bundle, capsys):
+    path, _ = tiny_bundle
+    out = tmp_path / "f.zarr"
+    args = ["field", str(path), "--size", "64x96", "--out", str(out), "--tile", "32",
+            "--no-progress", "--compile", "off"]
+    assert main(args) == 0
+    assert not (tmp_path / "f.zarr.progress").exists()
+    capsys.readouterr()
+    # a finished field is recognised by the settings recorded in it
+    assert main([*args, "--resume"]) == 0
+    assert "(6 already done)" in capsys.readouterr().out
+    assert main([*args, "--resume", "--seed", "4"]) == 2
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [None, 0.2])
+def test_field_fits_says_what_it_is(tmp_path, normalizer, scale):
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from galforge import __version__
+    from galforge.bundle import save_bundle
+
+    gen = tiny_generator()
+    path = tmp_path / "b"
+    save_bundle(path, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
+                normalizer=normalizer, bands=BANDS, units="nanomaggy", output_range=(0, 1),
+                config={"data": {"pixel_scale": scale}}, data_fingerprint="test")
+    out = tmp_path / "f.fits"
+    assert main(["field", str(path), "--size", "64x64", "--out", str(out), "--tile", "32",
+                 "--no-progress", "--compile", "off"]) == 0
+    with fits.open(out) as hdul:
+        h = hdul[0].header
+    comments = " ".join(str(c) for c in h["COMMENT"])
+    assert h["CREATOR"] == f"galforge {__version__}" and "SYNTHETIC IMAGE" in comments
+    if scale is None:
+        assert "No WCS" in comments and "CDELT1" not in h
+    else:
+        assert h["CDELT2"] == pytest.approx(scale / 3600) and h["PIXSCALE"] == scale
+        w = WCS(h).celestial
+        assert w.proj_plane_pixel_scales()[0].to("arcsec").value == pytest.approx(scale)

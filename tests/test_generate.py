@@ -328,3 +328,47 @@ def test_w_space_tools_for_intermediate_generators(tmp_path):
         config={}, data_fingerprint=None))
     with pytest.raises(galforge.errors.ModelError, match="intermediate"):
         plain.to_w(plain.latent(1))
+
+
+def test_used_out_folder_is_refused_unless_overwrite(bundle_dir, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert _generate(bundle_dir, out) == 0
+    capsys.readouterr()
+    assert _generate(bundle_dir, out, "--seed", "9") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
+    assert main(["generate", str(bundle_dir), "-n", "2", "--seed", "9", "--out", str(out),
+                 "--no-progress", "--overwrite", "--format", "npy"]) == 0
+    # the earlier run's galaxies are gone: the folder holds one run only
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "samples.json", "samples.npy"]
+    (out / "notes.txt").write_text("mine")
+    assert _generate(bundle_dir, out, "--overwrite") == 2
+    assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").is_file()
+
+
+def test_generated_files_are_readable_by_others(bundle_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert _generate(bundle_dir, tmp_path / "o", "--format", "npy") == 0
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "o").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o644, p.name
+
+
+def test_generated_folder_reads_back_as_data_without_the_grid(bundle_dir, tmp_path, capsys):
+    from galforge.data import load_images
+
+    out = tmp_path / "o"
+    for fmt in ("fits", "png"):
+        assert _generate(bundle_dir, out, "--format", fmt, "--overwrite") == 0
+        s = load_images(out)
+        assert len(s) == 5
+        skipped = {sk["path"].rsplit("/", 1)[-1]: sk["reason"] for sk in s.report.skipped}
+        assert "grid.png" in skipped and "preview" in skipped["grid.png"]
+    capsys.readouterr()
+    assert main(["data", "inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 5

@@ -39,12 +39,16 @@ def test_paired_batches_hold_the_same_images_at_each_size():
 def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "d.npy", rng.gamma(2.0, 3.0, (5, 2, 32, 32)).astype(np.float32))
-    cfg = resolve_config(base={"data": {"source": str(tmp_path / "d.npy")}})
+    def cfg_():  # reading records in cfg.data what it did (e.g. the resize): one per read
+        return resolve_config(base={"data": {"source": str(tmp_path / "d.npy")}})
+
+    cfg = cfg_()
     d = prepare_data(cfg, Stamps(16), (-1.0, 1.0))
     assert d.data.shape == (5, 2, 16, 16) and d.data.min() >= -1 and d.data.max() <= 1
-    whole = prepare_data(cfg, Fields(), (0.0, 1.0))
+    assert cfg.data.resize == 16 and any("resized" in n for n in d.notes)
+    whole = prepare_data(cfg_(), Fields(), (0.0, 1.0))
     assert whole.data.shape == (5, 2, 32, 32) and whole.data.min() >= 0
-    paired = prepare_data(cfg, PairedStamps((8, 16)), (-1.0, 1.0))
+    paired = prepare_data(cfg_(), PairedStamps((8, 16)), (-1.0, 1.0))
     assert {k: v.shape for k, v in paired.data.items()} == {8: (5, 2, 8, 8), 16: (5, 2, 16, 16)}
     # resuming on other data is refused
     from galforge.runfolder import RunFolder, RunInfo
@@ -55,7 +59,7 @@ def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
                            bands=["a", "b"], units="adu", normalizer=None,
                            output_range=[-1, 1], data_fingerprint="not-these-data"))
     with pytest.raises(TrainingError, match="fingerprint"):
-        prepare_data(cfg, Stamps(16), (-1.0, 1.0), run_dir=run.path, resume=True)
+        prepare_data(cfg_(), Stamps(16), (-1.0, 1.0), run_dir=run.path, resume=True)
 
 
 def test_conditions_come_from_each_images_meta_and_travel_with_the_batch():

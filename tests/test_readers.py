@@ -242,3 +242,84 @@ def test_bad_options_raise_config_error(png_folder):
         load_images(png_folder, colour="red")
     with pytest.raises(ConfigError, match="bands"):
         load_images(png_folder, bands=["g", "r"])
+
+
+def _hsc_exposure(path, image, mask, variance, bits=None, band="HSC-I"):
+    """An HSC/LSST-style exposure: empty PRIMARY, then IMAGE, MASK and VARIANCE HDUs."""
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU()
+    primary.header["FILTER"] = band
+    primary.header["BUNIT"] = "nJy"
+    hdus = [primary]
+    for name, data in (("IMAGE", image), ("MASK", mask), ("VARIANCE", variance)):
+        h = fits.ImageHDU(data, name=name)
+        h.header["EXTTYPE"] = name
+        if name == "MASK":
+            for plane, bit in (bits or {"BAD": 0, "SAT": 1, "DETECTED": 5}).items():
+                key = f"MP_{plane}"
+                h.header[key if len(key) <= 8 else f"HIERARCH {key}"] = bit
+        hdus.append(h)
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column("psf", "E", array=[1.0])],
+                                              name="PSF"))
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_hsc_lsst_exposures_science_mask_variance(tmp_path, capsys):
+    d = tmp_path / "hsc"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        image = (blob(20, k, amp=50.0, channels=1)[0] + rng.normal(0, 1, (20, 20))).astype(">f4")
+        mask = np.zeros((20, 20), ">i4")
+        mask[9:12, 9:12] = 1 << 5  # DETECTED: the galaxy itself, not a defect
+        mask[0, 0] = 1 << 0  # BAD
+        mask[3, 4] = (1 << 1) | (1 << 5)  # SAT
+        image[0, 0] = 1e6  # garbage under the BAD bit
+        variance = np.full((20, 20), 4.0, ">f4")
+        _hsc_exposure(d / f"calexp-{k}.fits", image, mask, variance)
+    s = load_images(d)
+    assert s.images.shape == (2, 1, 20, 20) and s.bands == ("HSC-I",) and s.units == "nJy"
+    assert s.report.nan_pixels == 4 and s.meta[0]["masked_pixels"] == 2
+    assert s.images[0, 0, 0, 0] < 100  # the BAD pixel went through the NaN policy (filled)
+    assert s.meta[0]["extensions"] == ["IMAGE=science", "MASK=mask", "VARIANCE=variance"]
+    assert s.weights is not None and s.weights.shape == s.images.shape
+    assert s.weights[0, 0, 0, 0] == 0 and s.weights[0, 0, 3, 4] == 0
+    assert s.weights[0, 0, 10, 10] == pytest.approx(0.25)  # DETECTED pixels keep their weight
+    assert s.subset([1]).weights.shape == (1, 1, 20, 20)
+    assert main(["data", "inspect", str(d / "calexp-0.fits")]) == 0
+    out = capsys.readouterr().out
+    assert "HSC-I" in out and "MASK" not in out and "warning" not in out
+
+
+def test_extensions_that_are_not_bands_are_warned(tmp_path, capsys):
+    from astropy.io import fits
+
+    path = tmp_path / "ccds.fits"
+    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(np.ones((16, 16), np.float32) * k,
+                                                name=f"CCD{k}") for k in (1, 2)]
+    fits.HDUList(hdus).writeto(path)
+    s = load_images(path)
+    assert s.bands == ("CCD1", "CCD2")
+    assert any("do not look like filters" in w for w in s.report.warnings)
+    assert main(["data", "inspect", str(path)]) == 0
+    assert "do not look like filters" in capsys.readouterr().out
+
+
+def test_one_file_per_band_without_pattern_is_explained(fits_band_folder, tmp_path, capsys):
+    assert main(["data", "inspect", str(fits_band_folder)]) == 0
+    out = capsys.readouterr().out
+    assert "mixed: g (3 files), r (3 files), z (2 files)" in " ".join(out.split())
+    assert "--pattern '{id}_{band}.fits'" in " ".join(out.split())
+    rc = main(["data", "prepare", str(fits_band_folder), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "--pattern '{id}_{band}.fits'" in err
+
+
+def test_crop_fraction_above_one_is_refused(png_folder, tmp_path, capsys):
+    rc = main(["data", "prepare", str(png_folder), "--out", str(tmp_path / "o"), "--crop", "2.0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "crop fraction must be in (0, 1]" in err
+    with pytest.raises(ConfigError, match="at least 8"):
+        load_images(png_folder, crop=2)
+    assert load_images(png_folder, crop="12").images.shape[-1] == 12

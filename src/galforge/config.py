@@ -29,23 +29,50 @@ import yaml
 from galforge.errors import ConfigError
 from galforge.fileio import atomic_write_text
 
+#: Reader options that :class:`DataConfig` sets itself (the one crop/resize route).
+CROP_RESIZE_OPTIONS = ("size", "resize", "crop", "resize_method", "method")
+
 
 @dataclass
 class DataConfig:
-    """Where the training images come from and how they are prepared."""
+    """Where the training images come from and how they are prepared.
+
+    Crop and resize have one route: ``crop_fraction``/``crop_pixels``, ``resize`` and
+    ``resize_method`` become the reader's ``crop``/``size``/``resize_method`` options (applied
+    to every image as it is read); ``options`` holds the other reader options and may not set
+    those.  A run's ``config.yaml`` records what was done: the size images were resized to,
+    the stretch of the normalizer used, the pixel scale found in the data.
+    """
 
     source: str = ""                      # folder, file, prepared set or builtin: spec
     resize: int | None = None             # None: the model's image size
     resize_method: str = "nearest"        # nearest (paper) | bicubic | area
-    crop_fraction: float | None = None    # centre crop before resizing
-    crop_pixels: int | None = None
+    crop_fraction: float | None = None    # centre crop before resizing, fraction in (0, 1]
+    crop_pixels: int | None = None        # ... or in pixels (one of the two)
     clip_percentile: float = 99.99        # Normalizer percentile clip
-    stretch: str = "linear"               # linear | asinh
+    stretch: str | None = None            # linear | asinh; None: asinh for physical units
+                                          # (counts, nanomaggies), linear for 8/16-bit levels
     asinh_softening: float | None = None
+    pixel_scale: float | None = None      # arcsec/pixel of the images trained on; None: from
+                                          # the data's WCS (FITS) when it has one
     flips: bool = True                    # augmentation: random flips, p = 0.5 each
     rot90: bool = True                    # augmentation: random 90° rotations
     rotate: str | None = None             # arbitrary-angle rotation fill: constant | reflect
     options: dict = field(default_factory=dict)  # passed on to galforge.data.load_images
+
+    def read_options(self, image_size: int | None = None) -> dict:
+        """The :func:`galforge.data.load_images` options of this section: ``options`` plus
+        the centre crop and the resize (to ``resize``, else to ``image_size``)."""
+        opts = dict(self.options)
+        if self.crop_fraction is not None:
+            opts["crop"] = float(self.crop_fraction)
+        elif self.crop_pixels is not None:
+            opts["crop"] = int(self.crop_pixels)
+        size = self.resize if self.resize is not None else image_size
+        if size is not None:
+            opts["size"] = int(size)
+            opts["resize_method"] = self.resize_method
+        return opts
 
 
 @dataclass
@@ -467,8 +494,25 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
     need(t.n_samples >= 1, f"train.n_samples={t.n_samples} must be >= 1")
     need(cfg.data.resize_method in ("nearest", "bicubic", "area"),
          f"data.resize_method={cfg.data.resize_method!r} must be nearest, bicubic or area")
-    need(cfg.data.stretch in ("linear", "asinh"),
-         f"data.stretch={cfg.data.stretch!r} must be linear or asinh")
+    d = cfg.data
+    need(d.stretch in (None, "linear", "asinh"),
+         f"data.stretch={d.stretch!r} must be linear, asinh or null (asinh for physical "
+         "units, linear for 8/16-bit levels)")
+    need(d.crop_fraction is None or 0.0 < d.crop_fraction <= 1.0,
+         f"data.crop_fraction={d.crop_fraction} must be a fraction in (0, 1] (0.5 keeps the "
+         "central half of each side); a size in pixels goes in data.crop_pixels")
+    need(d.crop_pixels is None or d.crop_pixels >= 8,
+         f"data.crop_pixels={d.crop_pixels} must be at least 8 pixels")
+    need(d.crop_fraction is None or d.crop_pixels is None,
+         "data.crop_fraction and data.crop_pixels are both set: keep one")
+    need(d.resize is None or d.resize >= 8, f"data.resize={d.resize} must be at least 8 pixels")
+    need(d.pixel_scale is None or d.pixel_scale > 0,
+         f"data.pixel_scale={d.pixel_scale} must be > 0 (arcsec per pixel)")
+    taken = [k for k in d.options if k in CROP_RESIZE_OPTIONS]
+    need(not taken,
+         f"data.options.{taken[0] if taken else ''} is set through data.resize, "
+         "data.resize_method, data.crop_fraction or data.crop_pixels (one crop/resize route); "
+         "move it there")
     need(cfg.data.rotate in (None, "constant", "reflect"),
          f"data.rotate={cfg.data.rotate!r} must be null, constant or reflect")
 

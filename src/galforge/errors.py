@@ -37,3 +37,19 @@ class TrainingError(GalforgeError):
 
 class EvaluationError(GalforgeError):
     """An evaluation that cannot be carried out on the inputs given."""
+
+
+class Interrupted(GalforgeError):
+    """A run stopped on SIGINT/SIGTERM after saving what lets it continue.
+
+    The message is the one line the command prints; ``exit_code`` is 128 + the signal number
+    (130 for SIGINT, 143 for SIGTERM), as a shell reports a process ended by that signal.
+    """
+
+    def __init__(self, message: str, signum: int = 2, step: int | None = None,
+                 checkpoint: str | None = None):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_code = 128 + self.signum
+        self.step = step
+        self.checkpoint = checkpoint

@@ -3,7 +3,12 @@
 A crash (or a kill) in the middle of a write leaves the previous file in place, never a
 truncated one: the bytes go to a uniquely named temporary file in the same folder (safe
 with several threads or processes writing beside each other), are flushed to disk, and the
-temporary file is renamed over the target.
+temporary file is renamed over the target.  The file gets the permissions an ordinary
+``open()`` would give it (``0666`` less the process umask), so a bundle written with umask
+022 can be read by collaborators.
+
+:func:`check_output_path` tells, before any work is done, whether an output path can be
+written at all (a parent that is a file, a read-only folder), naming the option.
 """
 
 from __future__ import annotations
@@ -11,15 +16,56 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
+
+from galforge.errors import ConfigError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible, so no other thread sees it change)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permissions of a new regular file: what ``open()`` would give (0666 less the umask)."""
+    return 0o666 & ~current_umask()
+
+
+def make_temp_file(path: str | Path) -> tuple[int, Path]:
+    """A new temporary file beside ``path`` (same folder, unique name, mode of :func:`file_mode`).
+
+    Returns ``(fd, temp_path)``; rename it over ``path`` with :func:`os.replace` when done.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    return fd, Path(tmp)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename; return the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -42,3 +88,77 @@ def atomic_write_text(path: str | Path, text: str, **kw) -> Path:
 def atomic_write_json(path: str | Path, obj: Any, *, sort_keys: bool = False, **kw) -> Path:
     """Write ``obj`` as indented JSON atomically (see :func:`atomic_write_bytes`)."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n", **kw)
+
+
+def check_output_path(path: str | Path, option: str = "--out") -> Path:
+    """Raise ConfigError (naming ``option``) when ``path`` cannot be created or written.
+
+    ``path`` is a file or folder to be written; it need not exist.  The nearest existing
+    ancestor must be a writable folder (a file in the way, or a read-only folder, is refused
+    before any work starts).
+    """
+    path = Path(path).expanduser()
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise ConfigError(
+            f"{option} {path}: {probe} is a file, not a folder; choose another {option}"
+        )
+    target = probe if probe.is_dir() else probe.parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option} {path}: the folder {target} is not writable; choose another {option}"
+        )
+    if path.exists() and path.is_file() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{option} {path}: the file is read-only; choose another {option}")
+    return path
+
+
+def _names(paths, limit: int = 3) -> str:
+    shown = ", ".join(p.name for p in paths[:limit])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
+
+
+def claim_output_folder(folder: str | Path, *, overwrite: bool, ours, option: str = "--out",
+                        holds: str = "") -> Path:
+    """Make ``folder`` ready for a new set of outputs that must not mix with earlier ones.
+
+    A missing folder is created; an empty one is used as it is.  A folder that holds
+    anything is refused (ConfigError naming it and ``--overwrite``) unless ``overwrite``;
+    with ``overwrite`` the entries for which ``ours(path)`` is true (what the command itself
+    writes) are removed first, and a folder holding anything else is still refused, so that
+    nothing a user put there is deleted.  ``holds`` describes the earlier content in the
+    message (e.g. "a prepared data set").
+    """
+    import shutil
+
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{option} {folder}: is a file; give a folder")
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        return folder
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    if not entries:
+        return folder
+    what = holds or _names(entries)
+    if not overwrite:
+        raise ConfigError(
+            f"{option} {folder}: the folder is not empty ({what}); pass --overwrite to replace "
+            f"the earlier outputs, or choose an empty or new folder"
+        )
+    foreign = [p for p in entries if not ours(p)]
+    if foreign:
+        raise ConfigError(
+            f"{option} {folder}: --overwrite removes only what galforge wrote there, and the "
+            f"folder also holds {_names(foreign)}; choose an empty or new folder"
+        )
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return folder

@@ -7,6 +7,7 @@ import json
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 data_app = typer.Typer(
     name="data",
@@ -18,18 +19,9 @@ data_app = typer.Typer(
 
 def _read_options(where, catalog, id_column, template, crop, size, resize_method, nan_policy,
                   bands, pattern, dataset, hdu, limit, recursive, strict) -> dict:
-    crop_v = None
-    if crop is not None:
-        try:
-            crop_v = float(crop)
-        except ValueError:
-            raise ConfigError(f"--crop {crop!r}: give a fraction (0.5) or a size in pixels (128)") from None
-        if crop_v > 1:
-            if not crop_v.is_integer():
-                raise ConfigError(f"--crop {crop!r}: a size in pixels must be a whole number")
-            crop_v = int(crop_v)
-        elif crop_v <= 0:
-            raise ConfigError(f"--crop {crop!r}: must be a fraction in (0, 1] or a size in pixels")
+    from galforge.data.transforms import parse_crop
+
+    crop_v = None if crop is None else parse_crop(crop, "--crop")
     if (where or id_column or template) and not catalog and not pattern:
         raise ConfigError("--where/--id-column/--template need --catalog CSV")
     band_list = None
@@ -95,7 +87,11 @@ def prepare_cmd(
     recursive: bool = _RECURSIVE,
     strict: bool = _STRICT,
     clip_percentile: float = typer.Option(99.99, "--clip-percentile", help="Normalizer clip percentile."),
-    stretch: str = typer.Option("linear", "--stretch", help="Normalizer stretch: linear or asinh."),
+    stretch: str = typer.Option(
+        None, "--stretch", help="Normalizer stretch: linear or asinh (default: asinh for "
+        "physical units such as counts or nanomaggies, linear for 8/16-bit images)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace a prepared data set already in --out."),
 ) -> None:
     """Read SOURCE once and write images.npy + manifest.json (+ meta.jsonl, truth.csv)."""
     from rich.console import Console
@@ -104,21 +100,24 @@ def prepare_cmd(
 
     opts = _read_options(where, catalog, id_column, template, crop, size, resize_method,
                          nan_policy, bands, pattern, dataset, hdu, limit, recursive, strict)
-    if stretch not in ("linear", "asinh"):
+    if stretch not in (None, "linear", "asinh"):
         raise ConfigError(f"--stretch {stretch!r}: use linear or asinh")
+    check_output_path(out, "--out")
     console = Console(stderr=True)
     norm = {"clip_percentile": clip_percentile, "stretch": stretch}
     if str(source).startswith("builtin:"):
         with console.status(f"making {source} ..."):
-            manifest_path = prepare(source, out, normalizer=norm, **opts)
+            manifest_path = prepare(source, out, normalizer=norm, overwrite=overwrite, **opts)
     else:
-        manifest_path = prepare(source, out, normalizer=norm, progress=True, **opts)
+        manifest_path = prepare(source, out, normalizer=norm, progress=True,
+                                overwrite=overwrite, **opts)
     console = Console()
     man = read_manifest(manifest_path.parent)
     c, h, w = man["shape"]
     console.print(
         f"[bold green]prepared[/] {man['count']} images of {c}×{h}×{w} "
-        f"(bands {', '.join(man['bands'])}; units {man['units']}) → {manifest_path.parent}"
+        f"(bands {', '.join(man['bands'])}; units {man['units']}; "
+        f"{man['normalizer'].get('stretch', 'linear')} stretch) → {manifest_path.parent}"
     )
     if man["n_skipped"]:
         console.print(f"[yellow]skipped {man['n_skipped']}[/] (reasons in manifest.json):")
@@ -128,6 +127,8 @@ def prepare_cmd(
             console.print(f"  ... and {man['n_skipped'] - 10} more")
     if man["nan_pixels"]:
         console.print(f"filled {man['nan_pixels']} NaN/inf pixels in {man['nan_filled_images']} images")
+    for message in man.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
     cat = man.get("catalog")
     if cat:
         console.print(
@@ -171,7 +172,11 @@ def inspect_cmd(
     table.add_row("kind", str(info.get("kind")))
     table.add_row("images", str(info.get("count")))
     table.add_row("shapes (C×H×W)", ", ".join(f"{k}: {v}" for k, v in info.get("shapes", {}).items()))
-    table.add_row("bands", ", ".join(map(str, info.get("bands") or [])))
+    band_sets = info.get("band_sets") or {}
+    if len(band_sets) > 1:
+        table.add_row("bands", "mixed: " + ", ".join(f"{k} ({v} files)" for k, v in band_sets.items()))
+    else:
+        table.add_row("bands", ", ".join(map(str, info.get("bands") or [])))
     table.add_row("units", str(info.get("units")))
     if "files" in info:
         table.add_row("files", str(info["files"]["count"]))
@@ -186,8 +191,10 @@ def inspect_cmd(
     console.print(table)
     for s in (info.get("skipped") or [])[:20]:
         console.print(f"  skipped {s['path']}: {s['reason']}")
-    if info.get("warning"):
-        console.print(f"[yellow]warning:[/] {info['warning']}")
+    for message in [info["warning"]] if info.get("warning") else []:
+        console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    for message in info.get("warnings") or []:
+        console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

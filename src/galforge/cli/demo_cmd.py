@@ -33,6 +33,9 @@ FIELD_MODEL = "xdf-sgan"
 #: the galaxy model's training data (seed 1) and the held-out draw the demo compares with
 TRAIN_SPEC = "builtin:galsim?n={n}&size=64&seed=1"
 HELDOUT_SPEC = "builtin:galsim?n={n}&size=64&seed={seed}"
+#: everything the demo writes in its folder
+DEMO_OUTPUTS = {"galaxies", "real_vs_generated.png", "evaluation", "field", "sgan", "dcgan",
+                "train-live", "finetune-xdf", "demo.json"}
 #: the measures the demo runs (the zoo card has the full set, isophotes included, on 500)
 DEMO_MEASURES = ("moments", "morphology", "photometry", "colour", "memorization",
                  "power_spectrum", "fid")
@@ -116,11 +119,13 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
     from galforge.data.display import save_side_by_side
     from galforge.data.imageset import ImageSet
     from galforge.evaluation import evaluate
+    from galforge.fileio import claim_output_folder
     from galforge.generation.field import field_from_bundle
     from galforge.generation.writers import write_samples
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # the demo's folder holds only what the demo writes: an earlier demo's outputs are
+    # replaced, anything else there is refused
+    out = claim_output_folder(out, overwrite=True, ours=lambda p: p.name in DEMO_OUTPUTS)
     budget = max(float(minutes), 1.0) * 60.0
     t_start = time.perf_counter()
     say = typer.echo

@@ -3,11 +3,14 @@ has the ``windowed`` capability (e.g. the Spatial GAN)."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
 
-from galforge.errors import ConfigError
+from galforge import interrupt
+from galforge.errors import ConfigError, Interrupted
+from galforge.fileio import check_output_path
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +57,9 @@ def register(app: typer.Typer) -> None:
             None, "--threads-per-tile", help="torch threads per tile, the same on every worker "
             "(default: this machine's count); fixing it keeps fields bit-identical."
         ),
+        no_space_check: bool = typer.Option(
+            False, "--no-space-check",
+            help="Write the field even when the free disk space looks too small for it."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
@@ -61,6 +67,9 @@ def register(app: typer.Typer) -> None:
         from galforge.generation.field import field_from_bundle, parse_size
 
         parse_size(size)
+        for option, path in (("--out", out), ("--fits", fits), ("--preview", preview)):
+            if path is not None:
+                check_output_path(path, option)
         modes = {"auto": "auto", "on": True, "off": False}
         if compile_ not in modes:
             raise ConfigError(f"--compile {compile_!r}: use auto, on or off")
@@ -68,12 +77,27 @@ def register(app: typer.Typer) -> None:
                             ("--threads-per-tile", threads)):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value}: give at least 1")
-        results = field_from_bundle(
-            source, out, size, ensemble=ensemble, realisations=realisations, device=device,
-            tile=tile, seed=seed, fmt=fmt, workers=workers, processes=processes,
-            scheduler=scheduler, resume=resume, overwrite=overwrite, compile=modes[compile_],
-            progress=progress, fits_out=fits, preview=preview, threads=threads,
-        )
+        again = ["galforge", "field", source, "--size", size, "--out", str(out), "--tile",
+                 str(tile), "--seed", str(seed)]
+        for name, value in (("--format", fmt), ("--ensemble", ensemble),
+                            ("--realisations", realisations), ("--fits", fits),
+                            ("--preview", preview), ("--threads-per-tile", threads)):
+            if value is not None:
+                again += [name, str(value)]
+        with interrupt.stop_requests("the field", "tile"):
+            try:
+                results = field_from_bundle(
+                    source, out, size, ensemble=ensemble, realisations=realisations,
+                    device=device, tile=tile, seed=seed, fmt=fmt, workers=workers,
+                    processes=processes, scheduler=scheduler, resume=resume,
+                    overwrite=overwrite, compile=modes[compile_], progress=progress,
+                    fits_out=fits, preview=preview, threads=threads,
+                    space_check=not no_space_check,
+                )
+            except Interrupted as exc:
+                command = shlex.join([*again, "--resume"])
+                raise Interrupted(f"{exc}; continue with `{command}`",
+                                  signum=exc.signum) from None
         for r in results:
             c, h, w = r.shape
             line = (f"{r.path}: {c}x{h}x{w}, {r.tiles_total} tiles "

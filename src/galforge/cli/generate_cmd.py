@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from galforge.errors import ConfigError
+from galforge.fileio import check_output_path
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +32,9 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace the galaxies an earlier generate wrote to --out."
+        ),
     ) -> None:
         """Generate N galaxies (FITS by default) plus a grid.png preview into --out."""
         from galforge.generation.sampling import load_bundle
@@ -57,10 +61,11 @@ def register(app: typer.Typer) -> None:
                     sep = ""
                 if not sep or not name.strip():
                     raise ConfigError(f"--condition {item!r}: write NAME=VALUE, e.g. mag=19.5")
+        check_output_path(out, "--out")
         bundle = load_bundle(source, device=device)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-            progress=None if progress else False, conditions=conditions,
+            progress=None if progress else False, overwrite=overwrite, conditions=conditions,
         )
         typer.echo(result.summary())
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
 
-from galforge.errors import ConfigError
+from galforge import interrupt
+from galforge.errors import ConfigError, Interrupted
+from galforge.fileio import check_output_path
 
 # keys a resumed run may change; everything else must match the run's saved config
 RESUME_MUTABLE = (
@@ -108,9 +111,18 @@ def register(app: typer.Typer) -> None:
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())
             return
+        check_output_path(cfg.output.out, "--out")
         from galforge.training.trainer import train_from_config
 
-        summary = train_from_config(cfg, resume=resume)
+        again = f"galforge train {shlex.quote(str(cfg.data.source))} --out " \
+                f"{shlex.quote(str(cfg.output.out))} --resume"
+        with interrupt.stop_requests("training", "step"):
+            try:
+                summary = train_from_config(cfg, resume=resume)
+            except Interrupted as exc:
+                raise Interrupted(f"{exc}; continue with `{again}`", signum=exc.signum,
+                                  step=exc.step, checkpoint=exc.checkpoint) from None
+            signum = interrupt.requested()
         if not summary.get("is_main", True):
             return  # data-parallel run: rank 0 reports
         run = Path(summary["run_dir"])
@@ -133,3 +145,6 @@ def register(app: typer.Typer) -> None:
         elif summary.get("export_note"):
             lines.append(f"  {summary['export_note']}")
         typer.echo("\n".join(lines))
+        if signum is not None:
+            raise Interrupted(f"interrupted after the last step ({summary['step']}): the run "
+                              f"in {run} is complete", signum=signum, step=summary["step"])

@@ -49,6 +49,10 @@ def normalize_options(options: dict) -> dict:
             out["size"] = int(out["size"])
         except ValueError as exc:
             raise ConfigError(f"size/resize must be an integer number of pixels, got {out['size']!r}") from exc
+    if "crop" in out:
+        from galforge.data.transforms import parse_crop
+
+        out["crop"] = parse_crop(out["crop"], "crop")
     if "limit" in out:
         out["limit"] = int(out["limit"])
         if out["limit"] < 1:
@@ -130,14 +134,24 @@ def _post_process(iset: ImageSet, opts: dict) -> ImageSet:
         iset = iset.subset(slice(0, opts["limit"]))
     imgs = iset.images
     changed = False
+    extra = dict(iset.extra)
     if opts.get("crop") is not None:
         imgs = _crop(np.asarray(imgs), opts["crop"])
         changed = True
     if opts.get("size") is not None:
-        imgs = transforms.resize(np.asarray(imgs), opts["size"], opts.get("resize_method") or "nearest")
+        method = opts.get("resize_method") or "nearest"
+        hc, wc = imgs.shape[-2:]
+        imgs = transforms.resize(np.asarray(imgs), opts["size"], method)
         changed = True
+        if imgs.shape[-2:] != (hc, wc):
+            extra["resize"] = {"images": int(imgs.shape[0]), "from": {f"{hc}×{wc}": int(imgs.shape[0])},
+                               "to": list(imgs.shape[-2:]), "method": method}
+            if isinstance(extra.get("pixel_scale"), (int, float)):
+                extra["pixel_scale"] = float(extra["pixel_scale"]) * float(
+                    np.sqrt(hc * wc / (imgs.shape[-2] * imgs.shape[-1])))
     if changed:
         iset = iset.with_images(imgs)
+        iset.extra = extra
     return select_bands(iset, opts.get("bands"))
 
 

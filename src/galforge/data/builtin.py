@@ -540,9 +540,53 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, params
 
 
+_FUNCS = {"galsim": "galsim_galaxies", "hdf": "hdf_field", "hdf-stamps": "hdf_stamps"}
+
+
+def _check_params(name: str, params: dict, spec: str) -> None:
+    """Parameters of a spec against the keywords of the function that makes the set: unknown
+    names and values of the wrong kind (``n=abc``) raise ConfigError naming them."""
+    import inspect as _inspect
+
+    sig = _inspect.signature(globals()[_FUNCS[name]])
+    allowed = set(sig.parameters) - {"return_noiseless"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"builtin:{name}: unknown parameter(s) {unknown} in {spec!r}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    for key, value in params.items():
+        param = sig.parameters[key]
+        ann = str(param.annotation)
+        default = param.default
+        optional = "None" in ann or default is None
+        if value is None and optional:
+            continue
+        if ann.startswith("int") or (isinstance(default, int) and not isinstance(default, bool)):
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, float) and value.is_integer())
+            kind = "a whole number"
+        elif ann.startswith("float") or isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            kind = "a number"
+        elif isinstance(default, tuple) and default and all(
+                isinstance(v, (int, float)) for v in default):
+            values = value if isinstance(value, tuple) else (value,)
+            ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            kind = "a number or a range LOW,HIGH"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(
+                f"builtin:{name}: {key}={value!r} in {spec!r} must be {kind}"
+            )
+
+
 def describe_spec(spec: str) -> dict:
     """What a builtin spec would give, without generating it (used by ``inspect``)."""
     name, p = parse_spec(spec)
+    _check_params(name, p, spec)
     if name == "galsim":
         bands = parse_bands(p.get("bands", ("g", "r", "i")))
         size = int(p.get("size", 64))
@@ -573,18 +617,9 @@ def from_spec(spec: str) -> ImageSet:
     ``builtin:hdf-stamps?size=64&n=200`` (keywords of :func:`hdf_stamps`). For galsim the
     truth catalogue is in each image's ``meta`` (and ``prepare`` writes it as truth.csv).
     """
-    import inspect as _inspect
-
     name, params = parse_spec(spec)
-    funcs = {"galsim": galsim_galaxies, "hdf": hdf_field, "hdf-stamps": hdf_stamps}
-    func = funcs[name]
-    allowed = set(_inspect.signature(func).parameters) - {"return_noiseless"}
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"builtin:{name}: unknown parameter(s) {unknown} in {spec!r}; "
-            f"allowed: {', '.join(sorted(allowed)) or 'none'}"
-        )
+    _check_params(name, params, spec)
+    func = globals()[_FUNCS[name]]
     if name == "galsim":
         params.setdefault("n", 1000)
         iset, _ = func(**params)

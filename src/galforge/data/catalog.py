@@ -74,6 +74,12 @@ def parse_condition(text: str) -> Condition:
             "(e.g. 'P_EL>0.8')"
         )
     col, op, val = m.groups()
+    if val[0] in "=<>!":
+        bad = op + re.match(r"[=<>!]+", val).group(0)
+        raise ConfigError(
+            f"--where {text!r}: {bad!r} is not an operator; use one of ==, !=, >=, <=, >, < "
+            f"(e.g. '{col}{op if op != '=' else '=='}{val.lstrip('=<>!') or 1}')"
+        )
     if op == "=":
         op = "=="
     if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":

@@ -53,6 +53,16 @@ def _json_safe(v):
 
 
 
+PREPARED_FILES = ("images.npy", "manifest.json", "meta.jsonl", "truth.csv")
+
+
+def _prepared_file(path: Path) -> bool:
+    """True for a file :func:`prepare` writes (or its temporary file)."""
+    name = path.name
+    return name in PREPARED_FILES or any(
+        name.startswith(f".{f}") and name.endswith(".tmp") for f in PREPARED_FILES)
+
+
 def is_prepared(path) -> bool:
     """True when ``path`` is a folder written by :func:`prepare`."""
     p = Path(path)
@@ -65,29 +75,37 @@ def is_prepared(path) -> bool:
         return False
 
 
-def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> Path:
+def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> Path:
     """Read ``source`` (anything :func:`galforge.data.load_images` reads, with the same
     options) and write a prepared data set to ``out_dir``; return the manifest path.
 
     ``normalizer`` is a dict of :meth:`Normalizer.fit` keywords (default: the defaults,
-    99.99 % clip, linear, target (-1, 1)); the fitted normalizer is recorded in the manifest.
+    99.99 % clip, target (-1, 1), and the stretch of
+    :func:`galforge.data.normalize.default_stretch`: asinh for physical units, linear for
+    8/16-bit levels); the fitted normalizer is recorded in the manifest.
+    A folder that is not empty is refused unless ``overwrite``; then the earlier prepared
+    set is removed (after ``source`` was read) and replaced; a folder holding other files is
+    always refused.
     """
     from galforge import __version__
     from galforge.data import load_images, normalize_options
-    from galforge.data.normalize import Normalizer
+    from galforge.data.normalize import Normalizer, default_stretch
+    from galforge.fileio import claim_output_folder
 
     opts = normalize_options(options)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not is_prepared(out):
-        raise ConfigError(
-            f"--out {out}: folder exists and is not a prepared data set; choose an empty or new folder"
-        )
-    if out.exists() and is_prepared(out) and not overwrite:
-        raise ConfigError(f"--out {out}: a prepared data set is already there")
+    if out.exists() and any(out.iterdir()):
+        holds = "a prepared data set" if is_prepared(out) else "not a prepared data set"
+        if not overwrite:
+            raise ConfigError(
+                f"--out {out}: the folder is not empty ({holds}); pass --overwrite to replace "
+                "the earlier prepared set, or choose an empty or new folder"
+            )
     iset = load_images(source, **opts)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, overwrite=overwrite, ours=_prepared_file,
+                        holds="a prepared data set" if is_prepared(out) else "")
 
     tmp = out / ".images.npy.tmp"
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)
@@ -104,6 +122,8 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
     os.replace(out / ".meta.jsonl.tmp", out / "meta.jsonl")
 
     norm_kw = dict(normalizer or {})
+    if norm_kw.get("stretch") is None:
+        norm_kw["stretch"] = default_stretch(iset.units)
     norm = Normalizer.fit(iset.images, **norm_kw)
 
     truth_file = None
@@ -116,8 +136,6 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
             for m in iset.meta:
                 w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
         os.replace(out / ".truth.csv.tmp", out / truth_file)
-    elif (out / "truth.csv").exists():
-        (out / "truth.csv").unlink()
 
     rep = iset.report.to_dict()
     manifest = {
@@ -144,6 +162,7 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=True, **options) -> P
         "normalizer_options": _json_safe(norm_kw),
         "n_skipped": rep["n_skipped"],
         "skipped": rep["skipped"],
+        "warnings": rep.get("warnings", []),
         "nan_pixels": rep["nan_pixels"],
         "nan_filled_images": rep["nan_filled_images"],
         "catalog": rep.get("catalog"),
@@ -196,8 +215,10 @@ def load_prepared(path, mmap: bool = True) -> ImageSet:
         nan_pixels=int(man.get("nan_pixels", 0)),
         nan_filled_images=int(man.get("nan_filled_images", 0)),
         catalog=man.get("catalog"),
+        warnings=list(man.get("warnings", [])),
     )
     extra = dict(man.get("extra") or {})
+    extra.pop("resize", None)  # done when the set was prepared, not when it is read back
     extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
     if man.get("normalizer"):
         # The Normalizer fitted at prepare time (dict). Its target range is the one chosen at
@@ -268,7 +289,7 @@ def inspect(source, **options) -> dict:
     count = 0
     for item in items:
         try:
-            for desc in _peek_item(item, opts):
+            for desc in _peek_item(item, opts, report):
                 n, shape, bands, units = desc
                 key = "×".join(map(str, shape))
                 shapes[key] = shapes.get(key, 0) + n
@@ -294,20 +315,37 @@ def inspect(source, **options) -> dict:
         out["catalog"] = report.catalog
     if len(shapes) > 1 and not opts.get("size"):
         out["warning"] = "images of different sizes: pass --size N (resize) or --crop to read them"
+    if len(bands_seen) > 1:
+        # files with different bands: a set of one file per band, not images of one kind
+        out["bands"] = []
+        guess = None
+        if kind == "folder" and not opts.get("pattern") and not opts.get("catalog"):
+            guess = readers.guess_band_pattern([p for it in items for p in it.paths])
+        if guess:
+            out["pattern_guess"] = guess
+            out["warning"] = (f"the files hold one band each ({', '.join(out['band_sets'])}); "
+                              f"they look like one file per band: pass --pattern '{guess}' to "
+                              "join them into multi-band images")
+        else:
+            out["warning"] = (f"the files hold different bands ({', '.join(out['band_sets'])}); "
+                              "join one file per band with --pattern '{id}_{band}.fits' or "
+                              "select bands with --bands")
+    if report.warnings:
+        out["warnings"] = list(report.warnings)
     return out
 
 
-def _peek_item(item, opts):
+def _peek_item(item, opts, report):
     """(n_images, (C, H, W), bands, units) for an item, from headers where possible."""
     if len(item.paths) > 1 or item.band_names is not None:
-        descs = [next(iter(_peek_file(p, opts))) for p in item.paths]
+        descs = [next(iter(_peek_file(p, opts, report))) for p in item.paths]
         _, shape, _, units = descs[0]
         yield 1, (len(item.paths),) + tuple(shape[1:]), tuple(item.band_names), units
         return
-    yield from _peek_file(item.paths[0], opts)
+    yield from _peek_file(item.paths[0], opts, report)
 
 
-def _peek_file(path: Path, opts):
+def _peek_file(path: Path, opts, report):
     from galforge.data import readers
 
     kind = readers.file_kind(path)
@@ -348,6 +386,8 @@ def _peek_file(path: Path, opts):
     n = 0
     first = None
     for raw in readers.read_file(path, **kw):
+        for message in raw.warnings:
+            report.warn(message)
         n += 1
         if first is None:
             first = raw

@@ -466,6 +466,47 @@ def _grid_picture(arr: np.ndarray, stretch: DisplayStretch, nrow, title, pad: in
 
 def _write_picture(path: Path, picture: Image.Image) -> Path:
     buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
+    picture.save(buffer, format="PNG", pnginfo=preview_png_info("grid"))
     atomic_write_bytes(path, buffer.getvalue(), fsync=False)
     return path
+
+
+#: PNG text key marking a picture galforge made to be looked at (a grid, a preview), so that
+#: readers never take it for data.
+PREVIEW_KEY = "galforge-preview"
+
+
+def preview_png_info(kind: str = "preview"):
+    """``pnginfo`` for :meth:`PIL.Image.Image.save` marking a PNG as a galforge preview."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PREVIEW_KEY, str(kind))
+    info.add_text("Software", "galforge")
+    return info
+
+
+def is_preview_png(path) -> bool:
+    """True for a PNG galforge wrote as a grid or preview (see :data:`PREVIEW_KEY`).
+
+    Reads the chunks before the image data only.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                return False
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return False
+                length, ctype = struct.unpack(">I4s", head)
+                if ctype in (b"IDAT", b"IEND"):
+                    return False
+                body = fh.read(length)
+                fh.seek(4, 1)  # CRC
+                if ctype == b"tEXt" and body.split(b"\0", 1)[0] == PREVIEW_KEY.encode():
+                    return True
+    except OSError:
+        return False

@@ -28,6 +28,12 @@ class ReadReport:
     nan_pixels: int = 0
     nan_filled_images: int = 0
     catalog: dict | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Record something the read guessed or could not honour (each message once)."""
+        if message not in self.warnings:
+            self.warnings.append(str(message))
 
     def skip(self, path, reason: str, **extra) -> None:
         """Record one skipped file or image."""
@@ -50,6 +56,8 @@ class ReadReport:
         }
         if self.catalog is not None:
             out["catalog"] = dict(self.catalog)
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
         return out
 
     @classmethod
@@ -60,6 +68,7 @@ class ReadReport:
             nan_pixels=int(d.get("nan_pixels", 0)),
             nan_filled_images=int(d.get("nan_filled_images", 0)),
             catalog=dict(d["catalog"]) if d.get("catalog") is not None else None,
+            warnings=list(d.get("warnings", [])),
         )
 
 
@@ -72,7 +81,10 @@ class ImageSet:
     simulated sets the truth values); ``units`` names the pixel unit (``"8-bit level"``,
     ``"adu"``, ``"counts"``, ...); ``report`` says what the read skipped or repaired;
     ``source`` is what the set was read from; ``extra`` holds set-level information (for
-    instance the list of truth columns of a simulated set).
+    instance the list of truth columns of a simulated set, ``pixel_scale`` in arcsec/pixel,
+    ``resize``: what a resize on reading did).  ``weights`` is ``None`` or an inverse-variance
+    weight per pixel, the shape of ``images`` (from the variance plane of a science + mask +
+    variance file; 0 where a pixel carries no information, e.g. masked).
     """
 
     images: np.ndarray
@@ -82,6 +94,7 @@ class ImageSet:
     report: ReadReport = field(default_factory=ReadReport)
     source: str = ""
     extra: dict = field(default_factory=dict)
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         imgs = self.images
@@ -110,6 +123,14 @@ class ImageSet:
                 f"ImageSet from {self.source or 'memory'}: {imgs.shape[0]} images but "
                 f"{len(self.meta)} metadata entries"
             )
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float32)
+            if w.shape != imgs.shape:
+                raise DataError(
+                    f"ImageSet from {self.source or 'memory'}: weights of shape {w.shape} for "
+                    f"images of shape {imgs.shape}"
+                )
+            self.weights = w
         if self.report.n_read == 0 and imgs.shape[0]:
             self.report.n_read = int(imgs.shape[0])
 
@@ -141,10 +162,12 @@ class ImageSet:
             report=ReadReport.from_dict(self.report.to_dict()),
             source=self.source,
             extra=dict(self.extra),
+            weights=None if self.weights is None else np.ascontiguousarray(self.weights[idx]),
         )
 
-    def with_images(self, images: np.ndarray) -> ImageSet:
-        """Same bands/meta/units/report/source with new pixel data (same N and C)."""
+    def with_images(self, images: np.ndarray, weights: np.ndarray | None = None) -> ImageSet:
+        """Same bands/meta/units/report/source with new pixel data (same N and C) and
+        ``weights`` (the old weights are dropped: they belong to the old pixels)."""
         return ImageSet(
             images=images,
             bands=self.bands,
@@ -153,6 +176,7 @@ class ImageSet:
             report=self.report,
             source=self.source,
             extra=self.extra,
+            weights=weights,
         )
 
     def fingerprint(self) -> str:

@@ -19,6 +19,17 @@ _KIND = "galforge.Normalizer"
 _MAX_FIT_VALUES = 8_000_000  # per channel; larger sets are subsampled by whole images
 
 
+#: Units of display-ready integer images: linear stretch by default.
+LEVEL_UNITS = ("8-bit level", "16-bit level")
+
+
+def default_stretch(units: str | None) -> str:
+    """The stretch for data in ``units`` when none is asked for: ``linear`` for 8/16-bit
+    levels (already display images), ``asinh`` for physical units (counts, nanomaggies, ...),
+    where a linear map would leave the sky noise at ~1e-4 of the model range."""
+    return "linear" if str(units) in LEVEL_UNITS else "asinh"
+
+
 def _is_torch(x) -> bool:
     try:
         import torch

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from galforge.data.display import is_preview_png
 from galforge.data.imageset import ImageSet, ReadReport
 from galforge.errors import ConfigError, DataError
 
@@ -81,6 +82,8 @@ class RawImage:
     units: str
     meta: dict = field(default_factory=dict)
     label: str = ""  # file or file[index], used in messages
+    weight: np.ndarray | None = None  # inverse variance C×H×W (0 = no information), if known
+    warnings: list[str] = field(default_factory=list)  # what the reader guessed
 
 
 def default_bands(c: int, rgb: bool = False) -> tuple[str, ...]:
@@ -313,6 +316,33 @@ def _cube_bands(header, c: int) -> tuple[str, ...] | None:
     return None
 
 
+def header_pixel_scale(header) -> float | None:
+    """Pixel scale in arcsec/pixel from a FITS header's celestial WCS (``CD`` matrix or
+    ``CDELT``, in degrees) or a ``PIXSCALE``/``PIXSCAL1``/``SECPIX`` card; None without one."""
+    ctype = str(header.get("CTYPE1", ""))
+    celestial = "-" in ctype and ctype[:4].strip("-").upper() in (
+        "RA", "DEC", "GLON", "GLAT", "ELON", "ELAT")
+
+    def num(key):
+        v = header.get(key)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    if celestial:
+        cd = [num(k) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")]
+        if cd[0] is not None and cd[3] is not None:
+            det = abs(cd[0] * cd[3] - (cd[1] or 0.0) * (cd[2] or 0.0))
+            if det > 0:
+                return float(np.sqrt(det) * 3600.0)
+        d1, d2 = num("CDELT1"), num("CDELT2")
+        if d1 and d2:
+            return float(np.sqrt(abs(d1 * d2)) * 3600.0)
+    for key in ("PIXSCALE", "PIXSCAL1", "SECPIX"):
+        v = num(key)
+        if v and v > 0:
+            return float(v)
+    return None
+
+
 def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
     """FITS: a 2-D image (one band), a 3-D cube with a band axis (``band_axis``, default: the
     first numpy axis, or the last when it is short and the others long) or a multi-extension
@@ -348,7 +378,7 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
                     data = h.data
                     if data is None or data.ndim < 2:
                         continue
-                    items.append((i, h.name, h.header.copy(), np.array(data, dtype=np.float32)))
+                    items.append((i, h.name, h.header.copy(), np.array(data)))
         for w in caught:
             msg = str(w.message)
             if "truncated" in msg.lower():
@@ -373,8 +403,16 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
         if isinstance(v, (int, float, str)) and not isinstance(v, bool):
             meta[key.lower()] = v
 
+    roles = [plane_role(name, header) for _, name, header, _ in items]
+    if len(items) > 1 and "science" in roles and set(roles) - {"science", "other"}:
+        yield _science_with_planes(path, items, roles, meta, primary_header, units_of)
+        return
+    items = [(i, name, header, np.asarray(d, dtype=np.float32)) for i, name, header, d in items]
     if len(items) == 1:
         i, name, header, data = items[0]
+        scale = header_pixel_scale(header) or header_pixel_scale(primary_header)
+        if scale:
+            meta["pixel_scale"] = scale
         while data.ndim > 3 and data.shape[0] == 1:
             data = data[0]
         if data.ndim == 2:
@@ -402,16 +440,139 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
         raise DataError(
             f"{path}: image extensions of different shapes ({desc}); choose one with hdu=/--hdu"
         )
-    bands = []
+    bands, named = [], []
     for i, name, header, _ in items:
         b = _header_band(header)
+        named.append(bool(b) or band_sort_key(name or "")[0] < 2)
         if not b and name and name.upper() not in ("PRIMARY", "SCI", "IMAGE", "COMPRESSED_IMAGE", ""):
             b = name
         bands.append(b or f"band{i}")
     if len(set(bands)) != len(bands):
         bands = [f"band{i}" for i in range(len(items))]
     chw = np.stack([d for _, _, _, d in items])
-    yield RawImage(np.ascontiguousarray(chw), tuple(bands), units_of(items[0][2]), meta, str(path))
+    scale = header_pixel_scale(items[0][2]) or header_pixel_scale(primary_header)
+    if scale:
+        meta["pixel_scale"] = scale
+    warned = []
+    if not all(named):
+        listing = ", ".join(f"{n or i}" for i, n, _, _ in items)
+        warned.append(
+            f"{path}: the image extensions ({listing}) were read as {len(items)} bands "
+            f"{tuple(bands)}, but they do not look like filters (no FILTER/BAND card, not a "
+            "filter name); read one with --hdu, or name them with --bands if they are bands"
+        )
+    yield RawImage(np.ascontiguousarray(chw), tuple(bands), units_of(items[0][2]), meta,
+                   str(path), warnings=warned)
+
+
+# Roles of the image extensions of a science + mask + variance file (HSC/LSST ``IMAGE``,
+# ``MASK``, ``VARIANCE``; HST ``SCI``, ``ERR``, ``DQ``, ``WHT``), by EXTTYPE, else EXTNAME.
+_ROLES = {
+    "IMAGE": "science", "SCI": "science", "SCIENCE": "science",
+    "MASK": "mask", "DQ": "mask", "BPM": "mask", "FLAGS": "mask",
+    "VARIANCE": "variance", "VAR": "variance",
+    "ERR": "error", "SIGMA": "error", "RMS": "error", "NOISE": "error",
+    "WHT": "weight", "WEIGHT": "weight", "IVAR": "weight", "INVVAR": "weight",
+}
+#: Mask planes (LSST/HSC ``MP_<NAME>`` bit cards) whose pixels carry no usable value.
+BAD_MASK_PLANES = ("BAD", "SAT", "CR", "NO_DATA", "SUSPECT", "UNMASKEDNAN")
+
+
+def plane_role(extname: str, header) -> str:
+    """``science``, ``mask``, ``variance``, ``error``, ``weight`` or ``other`` for an HDU."""
+    for key in (str(header.get("EXTTYPE", "")).strip().upper(), str(extname or "").upper()):
+        if key in _ROLES:
+            return _ROLES[key]
+    return "other"
+
+
+def bad_pixels(mask: np.ndarray, header) -> tuple[np.ndarray, list[str]]:
+    """Pixels a mask plane flags as unusable, and the names of the planes used.
+
+    LSST/HSC masks name their bits in ``MP_<NAME>`` cards; the planes of
+    :data:`BAD_MASK_PLANES` flag a pixel (DETECTED and the like mark sources, not defects).
+    A mask without such cards (HST ``DQ``, a plain 0/1 mask) flags every non-zero pixel.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype.kind == "f":
+        mask = np.where(np.isfinite(mask), mask, 1).astype(np.int64)
+    mask = mask.astype(np.int64)
+    planes = {k[3:]: int(v) for k, v in header.items()
+              if k.startswith("MP_") and isinstance(v, int) and not isinstance(v, bool)}
+    if not planes:
+        return mask != 0, ["any non-zero value"]
+    used = [name for name in BAD_MASK_PLANES if name in planes]
+    bits = 0
+    for name in used:
+        bits |= 1 << planes[name]
+    return (mask & bits) != 0, used
+
+
+def _science_with_planes(path, items, roles, meta, primary_header, units_of) -> RawImage:
+    """One image from a science + mask/variance file: masked pixels become NaN (so the NaN
+    policy fills or rejects them) and the variance is kept as an inverse-variance weight."""
+    by_role: dict[str, list] = {}
+    for item, role in zip(items, roles, strict=True):
+        by_role.setdefault(role, []).append(item)
+    for role, found in by_role.items():
+        if role != "other" and len(found) > 1:
+            names = ", ".join(str(n or i) for i, n, _, _ in found)
+            raise DataError(
+                f"{path}: {len(found)} {role} extensions ({names}); choose one with hdu=/--hdu"
+            )
+    i, name, header, sci = by_role["science"][0]
+    sci = np.asarray(sci, dtype=np.float32)
+    if sci.ndim != 2:
+        raise DataError(f"{path}: science extension {name or i} is {sci.ndim}-D; expected 2-D")
+    layout = [f"{name or i}=science"]
+    for role, found in by_role.items():
+        if role in ("science", "other"):
+            continue
+        j, other, _, plane = found[0]
+        if np.shape(plane) != sci.shape:
+            raise DataError(
+                f"{path}: {role} extension {other or j} is {np.shape(plane)} but the science "
+                f"image is {sci.shape}; choose the image with hdu=/--hdu"
+            )
+        layout.append(f"{other or j}={role}")
+    data = sci.copy()
+    weight = None
+    if "variance" in by_role:
+        var = np.asarray(by_role["variance"][0][3], dtype=np.float64)
+        weight = np.where(np.isfinite(var) & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
+    elif "error" in by_role:
+        err = np.asarray(by_role["error"][0][3], dtype=np.float64)
+        weight = np.where(np.isfinite(err) & (err > 0), 1.0 / np.where(err > 0, err, 1.0) ** 2,
+                          0.0)
+    elif "weight" in by_role:
+        wht = np.asarray(by_role["weight"][0][3], dtype=np.float64)
+        weight = np.where(np.isfinite(wht) & (wht > 0), wht, 0.0)
+    meta = dict(meta)
+    if "mask" in by_role:
+        _, _, mask_header, mask = by_role["mask"][0]
+        bad, used = bad_pixels(mask, mask_header)
+        data[bad] = np.nan
+        if weight is not None:
+            weight[bad] = 0.0
+        meta["masked_pixels"] = int(bad.sum())
+        meta["mask_planes"] = used
+    meta["extensions"] = layout
+    band = _header_band(header) or _header_band(primary_header)
+    scale = header_pixel_scale(header) or header_pixel_scale(primary_header)
+    if scale:
+        meta["pixel_scale"] = scale
+    unit = header.get("BUNIT") or primary_header.get("BUNIT")
+    units = str(unit).strip() if unit is not None and str(unit).strip() else units_of(header)
+    warned = []
+    if "other" in by_role:
+        names = ", ".join(str(n or j) for j, n, _, _ in by_role["other"])
+        warned.append(f"{path}: extensions {names} are not science, mask or variance planes "
+                      "and were not read")
+    return RawImage(
+        np.ascontiguousarray(data[None]), (band,) if band else default_bands(1), units, meta,
+        str(path), weight=None if weight is None else weight[None].astype(np.float32),
+        warnings=warned,
+    )
 
 
 # ------------------------------------------------------------------------- HDF5 / NumPy
@@ -706,6 +867,10 @@ def list_folder(folder: Path, report: ReadReport, recursive: bool = False) -> li
             others.append(p)
             report.skip(p, f"not an image file (extension {''.join(p.suffixes) or 'none'})")
             continue
+        if p.name.lower().endswith(".png") and is_preview_png(p):
+            others.append(p)
+            report.skip(p, "a galforge grid/preview picture, not data")
+            continue
         files.append(p)
     if not files:
         names = ", ".join(p.name for p in others[:8]) + (" ..." if len(others) > 8 else "")
@@ -714,6 +879,36 @@ def list_folder(folder: Path, report: ReadReport, recursive: bool = False) -> li
             f"supported extensions: {', '.join(SUPPORTED)}"
         )
     return files
+
+
+def guess_band_pattern(files: list[Path]) -> str | None:
+    """A ``{id}<sep>{band}<ext>`` pattern the file names follow when a folder holds one file
+    per band (``obj1_g.fits``, ``obj1_r.fits``, ...), or None.
+
+    The names must all match, give 2 to 12 distinct bands and ids with more than one band.
+    """
+    if len(files) < 2:
+        return None
+    exts = {"".join(p.suffixes[-2:]) if p.name.lower().endswith((".gz", ".fz")) else p.suffix
+            for p in files}
+    if len(exts) != 1:
+        return None
+    ext = exts.pop()
+    for sep in ("_", "-", "."):
+        pattern = "{id}" + sep + "{band}" + ext
+        rx = compile_template(pattern)
+        groups: dict[str, set] = {}
+        for p in files:
+            m = rx.match(p.name)
+            if not m:
+                break
+            groups.setdefault(m.group("id"), set()).add(m.group("band"))
+        else:
+            bands = set().union(*groups.values())
+            multi = sum(len(b) > 1 for b in groups.values())
+            if 2 <= len(bands) <= 12 and multi >= max(1, len(groups) // 2):
+                return pattern
+    return None
 
 
 def pattern_items(files: list[Path], folder: Path, pattern: str, bands, report: ReadReport) -> list[Item]:
@@ -788,7 +983,8 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
     limit = opts.get("limit")
     crop, size = opts.get("crop"), opts.get("size")
     method = opts.get("resize_method") or "nearest"
-    arrays, metas = [], []
+    arrays, metas, weights = [], [], []
+    stats = {"resized": 0, "from": {}}
     first = None
     progress = task = None
     if opts.get("progress") and len(items) > 1:
@@ -799,7 +995,7 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
         task = progress.add_task(f"reading {source}", total=len(items))
     try:
         first = _collect_items(items, opts, report, single, policy, strict, limit, crop, size,
-                               method, arrays, metas, progress, task)
+                               method, arrays, metas, progress, task, weights, stats)
     finally:
         if progress is not None:
             progress.stop()
@@ -813,8 +1009,31 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
     images = np.stack(arrays).astype(np.float32, copy=False)
     bands = first[1]
     report.n_read = len(arrays)
-    iset = ImageSet(images=images, bands=bands, meta=metas, units=first[2], report=report, source=source)
+    extra = set_level_extra(metas, stats, size, method)
+    stack = None
+    if all(w is not None for w in weights):
+        stack = np.stack(weights).astype(np.float32, copy=False)
+    elif any(w is not None for w in weights):
+        report.warn(f"{source}: only {sum(w is not None for w in weights)} of {len(weights)} "
+                    "images have a variance plane; the weights were dropped")
+    iset = ImageSet(images=images, bands=bands, meta=metas, units=first[2], report=report,
+                    source=source, extra=extra, weights=stack)
     return select_bands(iset, opts.get("bands"))
+
+
+def set_level_extra(metas: list[dict], stats: dict, size, method) -> dict:
+    """``extra`` of a read set: the common ``pixel_scale`` (arcsec/pixel, after any resize)
+    and, when images were resized on reading, what the resize did."""
+    extra: dict = {}
+    scales = [m.get("pixel_scale") for m in metas]
+    if scales and all(isinstance(v, (int, float)) for v in scales):
+        if max(scales) - min(scales) <= 1e-6 * max(abs(max(scales)), 1e-12):
+            extra["pixel_scale"] = float(scales[0])
+    if stats.get("resized"):
+        h, w = (int(size), int(size)) if np.isscalar(size) else (int(v) for v in size)
+        extra["resize"] = {"images": int(stats["resized"]), "from": dict(stats["from"]),
+                           "to": [h, w], "method": method}
+    return extra
 
 
 def skip_entry(item: Item, exc: Exception) -> tuple[str, str]:
@@ -840,12 +1059,25 @@ class _SetLevelError(DataError):
     """A problem of the input as a whole (never turned into a skip)."""
 
 
+class SizeMismatch(_SetLevelError):
+    """Images of one input with different sizes; ``detail`` says which, without the fix
+    (the option to pass depends on the command)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail or message
+
+
+class _BandMismatch(_SetLevelError):
+    """Files of one folder with different band names."""
+
+
 def _is_set_level(exc: Exception) -> bool:
     return isinstance(exc, _SetLevelError)
 
 
 def _collect_items(items, opts, report, single, policy, strict, limit, crop, size, method,
-                   arrays, metas, progress, task):
+                   arrays, metas, progress, task, weights, stats):
     """The reading loop of :func:`collect`; appends to ``arrays``/``metas`` and returns the
     (label, bands, units, shape) of the first image kept."""
     from galforge.data import transforms
@@ -860,6 +1092,8 @@ def _collect_items(items, opts, report, single, policy, strict, limit, crop, siz
             for raw in _iter_item(item, opts):
                 if limit is not None and len(arrays) >= int(limit):
                     break
+                for message in raw.warnings:
+                    report.warn(message)
                 try:
                     data, nbad = apply_nan_policy(raw.data, policy, raw.label)
                 except _Rejected as rej:
@@ -871,16 +1105,29 @@ def _collect_items(items, opts, report, single, policy, strict, limit, crop, siz
                     report.nan_pixels += nbad
                     report.nan_filled_images += 1
                     raw.meta["nan_filled"] = nbad
+                weight = raw.weight
                 if crop is not None:
                     data = _crop(data, crop)
+                    weight = None if weight is None else _crop(weight, crop)
                 if size is not None:
+                    hc, wc = data.shape[-2:]
                     data = transforms.resize(data, size, method)
+                    if weight is not None:
+                        weight = np.maximum(transforms.resize(weight, size, method), 0.0)
+                    if data.shape[-2:] != (hc, wc):
+                        key = f"{hc}×{wc}"
+                        stats["resized"] += 1
+                        stats["from"][key] = stats["from"].get(key, 0) + 1
+                        if isinstance(raw.meta.get("pixel_scale"), float):
+                            raw.meta["pixel_scale"] *= float(np.sqrt(
+                                hc * wc / (data.shape[-2] * data.shape[-1])))
                 if first is None:
                     first = (raw.label, raw.bands, raw.units, data.shape)
                 else:
                     _check_consistent(first, raw, data, crop, size)
                 arrays.append(data)
                 metas.append(raw.meta)
+                weights.append(weight)
         except DataError as exc:
             if single or strict or _is_set_level(exc):
                 raise
@@ -907,13 +1154,13 @@ def _check_consistent(first, raw: RawImage, data: np.ndarray, crop, size) -> Non
             "split the folder)"
         )
     if data.shape[1:] != shape0[1:]:
-        raise _SetLevelError(
-            f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} but "
-            f"{label0} is {shape0[1]}×{shape0[2]}; pass resize=/--size N (with --resize-method) "
-            "or crop=/--crop to bring every image to one size"
-        )
+        detail = (f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} "
+                  f"but {label0} is {shape0[1]}×{shape0[2]}")
+        raise SizeMismatch(
+            f"{detail}; pass resize=/--size N (with --resize-method) or crop=/--crop to bring "
+            "every image to one size", detail=detail)
     if raw.bands != bands0 and not all(b.startswith(("band", "grey")) for b in raw.bands + bands0):
-        raise _SetLevelError(
+        raise _BandMismatch(
             f"{raw.label} has bands {raw.bands} but {label0} has {bands0}; to join one file per "
             "band use pattern=/--pattern '{id}_{band}.fits'"
         )
@@ -937,6 +1184,7 @@ def select_bands(iset: ImageSet, bands) -> ImageSet:
         return ImageSet(
             images=np.ascontiguousarray(iset.images[:, idx]), bands=want, meta=iset.meta,
             units=iset.units, report=iset.report, source=iset.source, extra=iset.extra,
+            weights=None if iset.weights is None else np.ascontiguousarray(iset.weights[:, idx]),
         )
     if len(want) == len(iset.bands):
         iset.bands = want
@@ -959,7 +1207,17 @@ def read_source(source, **opts) -> ImageSet:
             items = pattern_items(files, path, opts["pattern"], opts.get("bands"), report)
         else:
             items = [Item(key=p.name, paths=[p]) for p in files]
-        return collect(items, opts, report, str(source), single=False)
+        try:
+            return collect(items, opts, report, str(source), single=False)
+        except _BandMismatch as exc:
+            guess = None if opts.get("pattern") else guess_band_pattern(files)
+            if guess is None:
+                raise
+            raise DataError(
+                f"{source}: the files hold one band each ({exc.args[0].split(';')[0]}); they "
+                f"look like one file per band: join them with --pattern '{guess}' (train: "
+                f"--set data.options.pattern='{guess}'; Python: pattern=)"
+            ) from None
     if file_kind(path) is None:
         raise DataError(
             f"{path}: unsupported file type; supported extensions: {', '.join(SUPPORTED)}"

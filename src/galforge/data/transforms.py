@@ -20,6 +20,40 @@ import numpy as np
 from galforge.errors import ConfigError
 
 RESIZE_METHODS = ("nearest", "bicubic", "area")
+#: The smallest centre crop, in pixels, that can still hold a galaxy.
+MIN_CROP_PIXELS = 8
+
+
+def parse_crop(value, option: str = "--crop") -> float | int:
+    """A centre crop as a fraction of the side (``0.5``, float in (0, 1]) or a size in pixels
+    (``128``, a whole number >= 8).  Text with a decimal point is a fraction (``"2.0"`` is
+    refused, not read as 2 pixels); ConfigError names ``option`` otherwise."""
+    text = str(value).strip()
+    if isinstance(value, bool):
+        raise ConfigError(f"{option} {value!r}: give a fraction (0.5) or a size in pixels (128)")
+    if isinstance(value, str):
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(
+                f"{option} {value!r}: give a fraction (0.5) or a size in pixels (128)") from None
+        is_fraction = any(ch in text for ch in ".eE")
+    else:
+        number = float(value)
+        is_fraction = isinstance(value, (float, np.floating))
+    if is_fraction:
+        if not 0.0 < number <= 1.0:
+            hint = (f"; for a size in pixels give a whole number ({int(number)})"
+                    if number >= MIN_CROP_PIXELS and number.is_integer() else "")
+            raise ConfigError(
+                f"{option} {text}: a crop fraction must be in (0, 1] (0.5 keeps the central "
+                f"half of each side){hint}")
+        return float(number)
+    if not number.is_integer() or number < MIN_CROP_PIXELS:
+        raise ConfigError(
+            f"{option} {text}: a crop in pixels must be a whole number of at least "
+            f"{MIN_CROP_PIXELS} (or give a fraction in (0, 1] such as 0.5)")
+    return int(number)
 
 
 def _pair(value, name: str) -> tuple[int, int]:

@@ -22,7 +22,8 @@ How a field is made
   a ``dask.distributed`` cluster with ``scheduler=ADDRESS``).  Every tile runs with the same
   torch thread count, so the pixels are bit-identical whatever the worker count.  A finished
   tile is recorded in ``OUT.progress/`` after its pixels are written; ``resume=True`` skips
-  recorded tiles.
+  recorded tiles.  The records are removed when the field is finished; the settings hash
+  kept in the output (:mod:`galforge.generation.fieldio`) then marks it as finished.
 * **Speed.**  On CPU the tile path runs in channels-last layout and lets every transposed
   convolution crop itself through its (symmetric) padding, so no layer copies a crop; the
   field is bounded by the convolutions.  ``torch.compile`` adds a few per cent for a one-off
@@ -52,8 +53,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from galforge.errors import BundleError, ConfigError, ModelError
+from galforge import interrupt
+from galforge.errors import BundleError, ConfigError, Interrupted, ModelError
 from galforge.fileio import atomic_write_json
+from galforge.generation import fieldio
 from galforge.models.capabilities import WINDOWED, require
 from galforge.runfolder import RunFolder
 from galforge.seeding import check_seed, field_chunk_generator
@@ -166,6 +169,7 @@ def _fits_header(shape: tuple[int, int, int], meta: dict):
     hdr["TILE"] = (int(meta.get("tile", 0)), "tile size used to generate the field")
     hdr["ENSEMBLE"] = (int(meta.get("ensemble", 1)), "generators in the self-ensemble")
     hdr["ORIGIN"] = "galforge"
+    fieldio.provenance_cards(hdr, meta)
     return hdr
 
 
@@ -385,7 +389,9 @@ class FieldJob:
 
 
 def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
-    """Render, write and record one tile; returns its pixel count."""
+    """Render, write and record one tile; returns its pixel count (0: skipped on a stop request)."""
+    if interrupt.requested() is not None:
+        return 0
     data = job.render(ty, tx)
     y0, x0, h, w = job.tile_box(ty, tx)
     job.sink().write(y0, x0, data)
@@ -466,6 +472,7 @@ def generate_field(
     preview_size: int = 1024,
     extra_meta: dict | None = None,
     threads: int | None = None,
+    space_check: bool = True,
 ) -> FieldResult:
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
@@ -485,6 +492,8 @@ def generate_field(
     process and on every cluster worker (default: this process's count); convolution sums
     depend on it, so fixing it is what keeps the output bit-identical whatever
     ``workers``/``processes``/``scheduler`` are.
+    ``space_check``: refuse a field larger than the free disk space (estimated before the
+    first tile).  The ``OUT.progress/`` records are removed once the field is finished.
     """
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     if not generators:
@@ -508,6 +517,11 @@ def generate_field(
     fmt = (fmt or _default_format(out)).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    fieldio.check_suffix(out, fmt)
+    if fits_out is not None and fmt != "fits":
+        fieldio.check_suffix(fits_out, "fits", "--fits")
+    if preview is not None:
+        fieldio.check_preview_suffix(preview)
     workers = int(workers)
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give at least 1")
@@ -533,7 +547,19 @@ def generate_field(
     job_json = job.progress_dir / "job.json"
     fingerprint = {k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble",
                                          "format", "generator")}
-    if resume and out.exists() and job_json.exists():
+    meta["job_hash"] = fieldio.job_hash(fingerprint)
+    finished = (resume and not job.progress_dir.exists()
+                and fieldio.stored_job_hash(out, fmt) == meta["job_hash"])
+    if space_check and not finished:
+        started = resume and out.exists() and job_json.exists()
+        n_done = len(list(job.progress_dir.glob("*.done"))) if started else 0
+        fieldio.check_space(
+            out, (g0.channels, h, w), extra_copies=int(fits_out is not None and fmt != "fits"),
+            todo_fraction=1.0 - n_done / (job.grid[0] * job.grid[1]),
+            freed=fieldio.disk_usage(out) if overwrite and not started else 0)
+    if finished:
+        pass  # a finished field (its progress records removed): nothing left to make
+    elif resume and out.exists() and job_json.exists():
         previous = json.loads(job_json.read_text())
         if previous != fingerprint:
             changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
@@ -561,18 +587,21 @@ def generate_field(
         sink.create(meta)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job_json, fingerprint)
-    todo = [(ty, tx) for ty, tx in job.tiles() if not job.marker(ty, tx).exists()]
+    todo = [] if finished else [t for t in job.tiles() if not job.marker(*t).exists()]
     total_tiles = len(job.tiles())
     todo_pixels = sum(job.tile_box(*t)[2] * job.tile_box(*t)[3] for t in todo)
 
     t0 = time.perf_counter()
     if todo:
-        _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
+        try:
+            _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
+        except Exception:
+            if interrupt.requested() is None:
+                raise
+        _stop_if_interrupted(job)
     seconds = time.perf_counter() - t0
     result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
                          tiles_pixels=todo_pixels)
-    job_done = dict(fingerprint, complete=True)
-    atomic_write_json(job.progress_dir / "complete.json", job_done)
     sink.open()
     if fits_out is not None and fmt != "fits":
         result.fits_path = write_fits_from(sink, Path(fits_out), meta)
@@ -580,7 +609,18 @@ def generate_field(
         result.fits_path = out
     if preview is not None:
         result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
+    shutil.rmtree(job.progress_dir, ignore_errors=True)  # finished: the tile records go
     return result
+
+
+def _stop_if_interrupted(job: FieldJob) -> None:
+    """SIGINT/SIGTERM (galforge.interrupt): the finished tiles are recorded; stop here."""
+    signum = interrupt.requested()
+    if signum is None:
+        return
+    done = sum(1 for t in job.tiles() if job.marker(*t).exists())
+    raise Interrupted(f"interrupted with {done} of {len(job.tiles())} tiles of {job.out} "
+                      f"written (recorded in {job.progress_dir})", signum=signum)
 
 
 def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels) -> None:
@@ -641,7 +681,7 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
     """RGB PNG of the field block-averaged so that its longer side is at most ``max_side``."""
     from PIL import Image
 
-    from galforge.data.display import lupton_rgb
+    from galforge.data.display import lupton_rgb, preview_png_info
 
     c, h, w = sink.shape
     f = max(1, math.ceil(max(h, w) / max_side))
@@ -656,7 +696,7 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
         small[:, y0 // f : y1 // f] = block.reshape(c, (y1 - y0) // f, f, pw, f).mean(axis=(2, 4))
     rgb = lupton_rgb(small, list(bands), units)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path)
+    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path, pnginfo=preview_png_info())
     return path
 
 
@@ -698,6 +738,8 @@ def field_from_bundle(
         )
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)
+    scale = fieldio.bundle_pixel_scale(bundle)  # the training data's, for the FITS WCS
+    common["extra_meta"] = {**(common.get("extra_meta") or {}), "pixel_scale": scale}
     if ensemble and realisations:
         raise ConfigError("--ensemble and --realisations cannot be used together")
     count = ensemble or realisations
@@ -716,18 +758,18 @@ def field_from_bundle(
     gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]
     extra = {"snapshots": [s.name for s in snaps[-count:]]}
     if ensemble:
-        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size,
-                               extra_meta=extra, **common)]
+        common["extra_meta"].update(extra)
+        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size, **common)]
     results = []
     out = Path(out)
     for r, g in enumerate(gens):
         per = dict(common)
+        per["extra_meta"] = {**common["extra_meta"], "snapshot": snaps[-count + r].name}
         for key in ("fits_out", "preview"):
             if per.get(key) is not None:
                 per[key] = _numbered(Path(per[key]), r)
         results.append(generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r),
-                                      size, extra_meta={"snapshot": snaps[-count + r].name},
-                                      **per))
+                                      size, **per))
     return results
 
 

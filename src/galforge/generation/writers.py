@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +27,7 @@ import numpy as np
 from galforge import __version__
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
 from galforge.errors import ConfigError
-from galforge.fileio import atomic_write_bytes
+from galforge.fileio import atomic_write_bytes, claim_output_folder, make_temp_file
 from galforge.generation.sampling import Bundle, iter_samples
 
 __all__ = [
@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 FORMATS = ("fits", "png", "npy")
+#: Names of the files :func:`write_samples` writes (and their temporary files).
+OUTPUT_NAMES = re.compile(
+    r"^\.?(galaxy_\d+\.(fits|png)|samples\.npy|samples\.json|grid\.png)(\.[^/]*\.tmp)?$")
 #: How many samples the grid image shows at most.
 GRID_MAX = 64
 
@@ -198,9 +201,9 @@ class NpyWriter:
         self.n = int(n)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.info = dict(info)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = make_temp_file(self.path)
         os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = tmp
         self._array = np.lib.format.open_memmap(
             self._tmp, mode="w+", dtype=np.float32, shape=(self.n, *self.image_shape)
         )
@@ -287,6 +290,7 @@ def write_samples(
     start: int = 0,
     grid: bool = True,
     progress: bool | None = None,
+    overwrite: bool = False,
     conditions=None,
 ) -> GenerationResult:
     """Generate ``n`` galaxies from ``bundle`` and write them to ``out_dir``.
@@ -298,6 +302,10 @@ def write_samples(
     stays bounded whatever ``n``. ``conditions`` (conditional generators): one row for every
     galaxy (a ``{name: value}`` mapping or K numbers) or ``n`` rows; recorded in the FITS
     headers (``CONDn``/``CNAMEn``) and ``samples.json``.
+
+    A folder that already holds files is refused (so that it never mixes the galaxies of
+    two runs), unless ``overwrite``: then the files an earlier ``write_samples`` wrote are
+    removed first (a folder holding other files is still refused).
     """
     cond = bundle.conditions(conditions, int(n))
     fmt = str(fmt).lower()
@@ -306,7 +314,7 @@ def write_samples(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; pass a folder for the generated galaxies")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_folder(out, overwrite=overwrite, ours=lambda p: bool(OUTPUT_NAMES.match(p.name)))
     n = int(n)
     result = GenerationResult(out_dir=out, format=fmt, n=n)
     width = max(6, len(str(start + n - 1)))

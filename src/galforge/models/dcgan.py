@@ -26,7 +26,9 @@ discriminator's last convolution, which the training recipe removes after a give
 ×2 upsampling and a 3×3 convolution with the same channel counts.  A transposed convolution
 whose kernel is not a multiple of its stride writes some output pixels from more kernel taps
 than their neighbours, which leaves a checkerboard on faint backgrounds; resize-then-convolve
-cannot produce one (Odena et al. 2016, "Deconvolution and checkerboard artifacts").
+cannot produce one (Odena et al. 2016, "Deconvolution and checkerboard artifacts").  Its
+convolutions pad by replicating the border pixels: zero padding at every resolution leaves
+nested square frames on the sky that the generator must first learn to cancel.
 
 ``width`` (``W``, 128 in the paper) is the channel count of the layer next to the 64×64
 image stage: the other hidden layers have ``2W``, ``4W``, ``8W`` channels.  The image
@@ -133,7 +135,7 @@ class DCGANGenerator(nn.Module):
         def up(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
             if upsample == "resize":
                 return [nn.Upsample(scale_factor=2, mode="nearest"),
-                        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias)]
+                        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias, padding_mode="replicate")]
             return [nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=bias)]
 
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):

@@ -128,3 +128,8 @@ def all_finite(value: bool, info: DistInfo) -> bool:
         t = t.cuda()
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) == 0.0
+
+
+def any_true(value: bool, info: DistInfo) -> bool:
+    """True when ``value`` is True on any process (one reduction)."""
+    return not all_finite(not value, info)

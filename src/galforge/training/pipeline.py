@@ -15,10 +15,11 @@ A recipe declares what it trains on with a *data need* (``Recipe.data_need(setti
     large images kept whole; the recipe cuts its own batches from them (random crops)
     through :meth:`~galforge.training.recipe.Recipe.make_batches`.
 
-:func:`prepare_data` reads ``data.source``, centre-crops and resizes it as the need asks,
-fits the :class:`~galforge.data.normalize.Normalizer` (or reuses a prepared data set's, or
-the run's own when resuming, after checking the data fingerprint), and returns the
-model-space arrays; :func:`batch_source` turns them into a :class:`BatchSource`.
+:func:`prepare_data` reads ``data.source`` at the size the need asks for (through
+:mod:`galforge.training.datasource`, the one crop/resize route), fits the
+:class:`~galforge.data.normalize.Normalizer` (or reuses a prepared data set's, or the run's
+own when resuming, after checking the data fingerprint), and returns the model-space arrays;
+:func:`batch_source` turns them into a :class:`BatchSource`.
 
 A :class:`BatchSource` turns a step number into a batch, as a pure function of
 ``(seed, step)``, so a resumed run sees exactly the batches of an uninterrupted one without
@@ -28,20 +29,19 @@ any saved loader state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from galforge.errors import ConfigError, DataError, TrainingError
+from galforge.errors import DataError, TrainingError
 from galforge.runfolder import RunFolder
 from galforge.seeding import step_generator
 from galforge.training.augment import Augment, FlipRotate
 
 __all__ = ["BatchSource", "Fields", "PairedBatches", "PairedStamps", "StampBatches", "Stamps",
-           "TrainingData", "batch_source", "condition_table", "load_training_data",
-           "prepare_data"]
+           "TrainingData", "batch_source", "condition_table", "prepare_data"]
 
 
 # ----------------------------------------------------------------------------- needs
@@ -188,48 +188,7 @@ def condition_table(iset, names) -> np.ndarray:
     return out
 
 
-# ----------------------------------------------------------------------------- reading
-def load_training_data(cfg, image_size: int | None):
-    """Read ``cfg.data.source`` and bring it to ``image_size`` (physical units).
-
-    Returns the :class:`galforge.data.ImageSet` as read and the float32 ``N×C×H×W`` images
-    after the optional centre crop and the resize (nearest neighbour by default, as in
-    Fussell & Moews 2019).
-    """
-    from galforge.data import load_images
-    from galforge.data.transforms import center_crop, resize
-
-    d = cfg.data
-    if not d.source:
-        raise ConfigError("no training data: give DATA (a folder, a file, a prepared data set "
-                          "or a builtin: spec) or data.source")
-    iset = load_images(d.source, **dict(d.options))
-    imgs = np.asarray(iset.images, dtype=np.float32)
-    if d.crop_fraction is not None or d.crop_pixels is not None:
-        imgs = center_crop(imgs, fraction=d.crop_fraction, pixels=d.crop_pixels)
-    size = d.resize if d.resize is not None else image_size
-    if size is not None and tuple(imgs.shape[-2:]) != (int(size), int(size)):
-        imgs = resize(imgs, int(size), method=d.resize_method)
-    return iset, np.ascontiguousarray(imgs, dtype=np.float32)
-
-
-def _stored_normalizer(iset, output_range):
-    """The normalizer saved with a prepared data set, when it maps to the model's range."""
-    from galforge.data.normalize import Normalizer
-
-    extra = getattr(iset, "extra", None) or {}
-    norm = extra.get("prepared_normalizer") or extra.get("normalizer")
-    if isinstance(norm, Mapping):
-        norm = Normalizer.from_dict(dict(norm))
-    if not isinstance(norm, Normalizer):
-        return None
-    target = getattr(norm, "target", None)
-    if target is not None and tuple(float(v) for v in target) != tuple(
-            float(v) for v in output_range):
-        return None  # fitted for another output range: fit anew
-    return norm
-
-
+# ----------------------------------------------------------------------------- preparing
 @dataclass
 class TrainingData:
     """What :func:`prepare_data` returns: model-space data and what describes it."""
@@ -241,24 +200,29 @@ class TrainingData:
     fingerprint: str
     n_images: int
     image_shape: tuple[int, ...]  # C, H, W of the largest images
+    notes: list[str] = field(default_factory=list)  # what the user should know (resizes, ...)
 
 
 def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
                  resume: bool = False) -> TrainingData:
     """Read, resize and normalise the data of a run for a recipe's ``need``.
 
-    The normalizer is the run's own when resuming (after checking that the data are the same
-    by fingerprint), else the one a prepared data set carries for this output range, else
-    one fitted on the data.
+    Reading goes through the one crop/resize route of
+    :func:`galforge.training.datasource.load_training_data` (which records in ``cfg.data``
+    what it did); the normalizer is the run's own when resuming (after checking that the
+    data are the same by fingerprint), else the one a prepared data set carries, else one
+    fitted on the data (:func:`galforge.training.datasource.resolve_normalizer`).
     """
     from galforge.data.normalize import Normalizer
+    from galforge.training import datasource
 
     sizes = need.sizes if isinstance(need, PairedStamps) else None
     size = None if isinstance(need, Fields) else (
         max(sizes) if sizes else need.size)
-    iset, imgs = load_training_data(cfg, size)
+    read = datasource.load_training_data(cfg, size)
+    iset, imgs = read.iset, read.images
     fingerprint = iset.fingerprint()
-    normalizer = None
+    resumed = None
     folder = RunFolder(run_dir) if run_dir is not None else None
     if resume and folder is not None and folder.is_run():
         info = folder.read_info()
@@ -268,14 +232,9 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
                 f"{folder.path} was trained on (fingerprint mismatch); resume with the same DATA"
             )
         if info.normalizer:
-            normalizer = Normalizer.from_dict(info.normalizer)
-    if normalizer is None:
-        normalizer = _stored_normalizer(iset, output_range)
-    if normalizer is None:
-        d = cfg.data
-        normalizer = Normalizer.fit(imgs, clip_percentile=d.clip_percentile, stretch=d.stretch,
-                                    asinh_softening=d.asinh_softening,
-                                    target=tuple(output_range))
+            resumed = Normalizer.from_dict(info.normalizer)
+    normalizer, note = datasource.resolve_normalizer(cfg, read, output_range, resumed=resumed)
+    notes = list(read.notes) + ([note] if note else [])
 
     def to_model(x):
         out = np.asarray(normalizer.forward(x), dtype=np.float32)
@@ -297,7 +256,7 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
     else:
         data = to_model(imgs)
     return TrainingData(data, normalizer, iset, fingerprint, int(imgs.shape[0]),
-                        tuple(int(v) for v in imgs.shape[1:]))
+                        tuple(int(v) for v in imgs.shape[1:]), notes)
 
 
 def as_tensors(data):

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from galforge import __version__
+from galforge import __version__, interrupt
 from galforge.config import OutputConfig, TrainConfig
-from galforge.errors import ConfigError, TrainingError
+from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
 from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
 from galforge.seeding import global_scope, step_generator
@@ -224,6 +224,7 @@ class Trainer:
         self._t_data = self._t_step = 0.0
         self._t_begin = 0.0
         self._images_last = 0
+        self.notes: list[str] = []  # said about the data; logged when the run starts
 
     # ------------------------------------------------------------------ paths
     @property
@@ -269,6 +270,8 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 self._cadence(done)
+                if ddp.any_true(interrupt.requested() is not None, info) and done < self.total:
+                    self._stop_interrupted()
             if start >= self.total:
                 # nothing to train: make sure the exported weights exist
                 self.save_checkpoint(self.latest_dir)
@@ -331,6 +334,8 @@ class Trainer:
             self._write_config()
             self._truncate_log(start)
             self._write_run_json(start)
+            for note in self.notes:
+                self._log_line({"step": start, "note": note})
         zg = step_generator(t.seed, "fixed-latent")
         self.fixed_latent = recipe.sample_latent(t.n_samples, zg).to(device)
         cond = recipe.sample_conditions(t.n_samples, zg)
@@ -453,6 +458,17 @@ class Trainer:
         return summary
 
     # ------------------------------------------------------------------ pieces
+    def _stop_interrupted(self) -> None:
+        """SIGINT/SIGTERM (galforge.interrupt): checkpoint the finished step and stop."""
+        self.save_checkpoint(self.latest_dir)
+        signum = interrupt.requested() or 2
+        if self.dist is None or self.dist.is_main:
+            self._log_line({"step": self.step, "note": f"interrupted by "
+                            f"{interrupt.signal_name(signum)}; checkpoint written"})
+        raise Interrupted(f"interrupted at step {self.step}; checkpoint written to "
+                          f"{self.latest_dir}", signum=signum, step=self.step,
+                          checkpoint=str(self.latest_dir))
+
     def _update_ema(self, gen: nn.Module, done: int) -> None:
         """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
         ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
@@ -713,6 +729,9 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
     recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
                         seed=cfg.train.seed)
+    notes = data.notes
+    if (dist_info is None or dist_info.is_main) and notes:
+        print("\n".join(f"note: {n}" for n in notes), file=sys.stderr, flush=True)
     parent, init_ema = None, None
     if cfg.train.init and not resume:
         from galforge.training.init import initialise_from
@@ -732,6 +751,7 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         trainer.parent, trainer.initial_ema = parent, init_ema
     elif resume and RunFolder(run_dir).is_run():
         trainer.parent = RunFolder(run_dir).read_info().parent
+    trainer.notes = notes
     summary = trainer.fit()
     summary["n_images"] = data.n_images
     summary["image_shape"] = list(data.image_shape)

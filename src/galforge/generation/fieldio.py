@@ -1,0 +1,183 @@
+"""Checks and records around the files of a deep field (see :mod:`galforge.generation.field`).
+
+* :func:`check_suffix` — an output whose name does not match its format is refused
+  (``--out f.png`` would otherwise be a zarr folder named ``f.png``);
+* :func:`field_bytes` / :func:`check_space` — the size of a field on disk is estimated
+  before the first tile and refused when the disk has less free space (a flag forces it);
+* :func:`job_hash` / :func:`stored_job_hash` — a short hash of the settings a field was made
+  with, kept in the output itself, so that ``--resume`` on a finished field (whose
+  ``OUT.progress/`` records were removed) is recognised;
+* :func:`provenance_cards` — the FITS cards that say what a field file is (creator,
+  synthetic, pixel scale or no WCS), as in the galaxy files of ``galforge generate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from galforge import __version__
+from galforge.errors import ConfigError
+
+SUFFIXES = {
+    "fits": (".fits", ".fit", ".fts"),
+    "npy": (".npy",),
+    "zarr": (".zarr", ""),
+}
+FITS_BLOCK = 2880
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def check_suffix(path, fmt: str, option: str = "--out") -> None:
+    """ConfigError when ``path``'s extension does not fit ``fmt`` (zarr: ``.zarr`` or none)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in SUFFIXES[fmt]:
+        return
+    wanted = " or ".join(s or "no extension" for s in SUFFIXES[fmt])
+    raise ConfigError(
+        f"{option} {path}: the extension {suffix or '(none)'!r} does not match the {fmt} "
+        f"format (use {wanted}; .zarr, .fits and .npy choose the format)"
+    )
+
+
+def check_preview_suffix(path, option: str = "--preview") -> None:
+    if _suffix(Path(path)) != ".png":
+        raise ConfigError(f"{option} {path}: the preview is a PNG image; give a .png file name")
+
+
+def field_bytes(shape: tuple[int, int, int]) -> int:
+    """Bytes of an uncompressed float32 ``C x H x W`` field (FITS rounded to 2880 blocks)."""
+    c, h, w = (int(v) for v in shape)
+    n = c * h * w * 4
+    return -(-n // FITS_BLOCK) * FITS_BLOCK + FITS_BLOCK
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} PB"
+
+
+def _existing_folder(path: Path) -> Path:
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe if probe.is_dir() else probe.parent
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes ``path`` (a file or a folder tree) holds on disk now."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def check_space(out, shape, *, extra_copies: int = 0, todo_fraction: float = 1.0,
+                freed: int = 0) -> int:
+    """Refuse (ConfigError) a field whose estimated size exceeds the free disk space.
+
+    ``extra_copies``: further files of the same size (a ``--fits`` copy of a zarr field);
+    ``todo_fraction``: the part still to write (a resumed field); ``freed``: bytes an
+    ``--overwrite`` will remove first.  Returns the estimate in bytes.
+    """
+    out = Path(out)
+    one = field_bytes(shape)
+    need = int(one * todo_fraction) + one * int(extra_copies)
+    folder = _existing_folder(out)
+    free = shutil.disk_usage(folder).free + int(freed)
+    if need > free:
+        c, h, w = shape
+        copies = f" plus {extra_copies} FITS copy" if extra_copies else ""
+        raise ConfigError(
+            f"--out {out}: a {c}x{h}x{w} float32 field{copies} needs about "
+            f"{human_bytes(need)} but {folder} has {human_bytes(free)} free; choose a smaller "
+            "--size or another disk, or pass --no-space-check to write it anyway"
+        )
+    return need
+
+
+def job_hash(fingerprint: dict) -> str:
+    """A short hash of a field's settings (size, tile, seed, bundle, ensemble, format, model)."""
+    text = json.dumps(fingerprint, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stored_job_hash(out, fmt: str) -> str | None:
+    """The settings hash recorded in a finished field's own metadata, or None."""
+    out = Path(out)
+    if not out.exists():
+        return None
+    try:
+        if fmt == "zarr":
+            import zarr
+
+            return zarr.open_array(str(out), mode="r").attrs.get("job_hash")
+        if fmt == "npy":
+            meta = out.with_name(out.name + ".json")
+            return json.loads(meta.read_text()).get("job_hash") if meta.is_file() else None
+        from astropy.io import fits
+
+        with open(out, "rb") as fh:
+            return fits.Header.fromfile(fh).get("JOBHASH")
+    except Exception:  # not a field galforge wrote: no record
+        return None
+
+
+def bundle_pixel_scale(bundle) -> float | None:
+    """The pixel scale (arcsec/pixel) of a bundle's training images, from the run's config
+    (``data.pixel_scale``, found in the data's WCS or set by the user), or None."""
+    data = (getattr(bundle, "config", None) or {}).get("data") or {}
+    scale = data.get("pixel_scale") if isinstance(data, dict) else None
+    return float(scale) if isinstance(scale, (int, float)) and scale > 0 else None
+
+
+def provenance_cards(hdr, meta: dict) -> None:
+    """Add the cards saying what the field is to a FITS header (in place)."""
+    hdr["CREATOR"] = (f"galforge {__version__}", "software version that wrote this file")
+    hdr["OBJECT"] = ("synthetic deep field", "not a real observation")
+    if meta.get("job_hash"):
+        hdr["JOBHASH"] = (str(meta["job_hash"]), "hash of the field settings (for --resume)")
+    scale = meta.get("pixel_scale")
+    if scale:
+        deg = float(scale) / 3600.0
+        hdr["CTYPE1"] = ("RA---TAN", "scale of the training data; no sky position")
+        hdr["CTYPE2"] = ("DEC--TAN", "scale of the training data; no sky position")
+        hdr["CRPIX1"] = (0.5 + int(hdr["NAXIS1"]) / 2.0, "reference pixel: field centre")
+        hdr["CRPIX2"] = (0.5 + int(hdr["NAXIS2"]) / 2.0, "reference pixel: field centre")
+        hdr["CRVAL1"] = (0.0, "arbitrary: the field is not on the sky")
+        hdr["CRVAL2"] = (0.0, "arbitrary: the field is not on the sky")
+        hdr["CDELT1"] = (-deg, "[deg/pixel] pixel scale of the training data")
+        hdr["CDELT2"] = (deg, "[deg/pixel] pixel scale of the training data")
+        hdr["CUNIT1"] = "deg"
+        hdr["CUNIT2"] = "deg"
+        hdr["PIXSCALE"] = (float(scale), "[arcsec/pixel] of the training data")
+    hdr.add_comment("SYNTHETIC IMAGE: a deep field generated by a GAN with galforge; "
+                    "not an observation.")
+    hdr.add_comment("Pixel values are in the units of the training data (BUNIT).")
+    if scale:
+        hdr.add_comment("The WCS gives the training data's pixel scale only; the sky "
+                        "position (CRVAL) is arbitrary.")
+    else:
+        hdr.add_comment("No WCS: the training data had no pixel scale; axes are pixels, "
+                        "not sky coordinates.")
+    if int(hdr.get("NAXIS3", 1)) > 1:
+        hdr.add_comment("The third axis (NAXIS3) runs over the bands listed in BANDS.")

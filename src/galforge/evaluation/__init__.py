@@ -6,13 +6,20 @@ morphology, memorisation (nearest neighbours), power spectra with a realism clas
 FID/KID on galforge's galaxy encoder (the Fréchet galaxy distance) or a user-supplied
 Inception-v3 -- and writes ``report.html``, ``metrics.json`` and per-object CSV catalogues.
 
+Each measure is one registered object (:mod:`galforge.evaluation.registry`); a measure of
+one's own registers with the :func:`measure` (set-level) or :func:`object_measure`
+(per-object) decorator and then runs, is judged and is reported like the built-ins.
+
 This package works on arrays (with band names and units) and knows nothing of models or
 bundles: whoever has a generator samples it and hands the images over.
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MEASURES", "DEFAULT_THRESHOLDS", "MEASURES", "evaluate"]
+__all__ = ["DEFAULT_MEASURES", "DEFAULT_THRESHOLDS", "MEASURES", "Context", "DetectionOptions",
+           "Measure", "evaluate", "measure", "object_measure", "register"]
+
+_REGISTRY_NAMES = ("Context", "Measure", "measure", "object_measure", "register")
 
 
 def __getattr__(name):
@@ -21,7 +28,15 @@ def __getattr__(name):
 
         return getattr(runner, name)
     if name == "DEFAULT_THRESHOLDS":
-        from galforge.evaluation.report import DEFAULT_THRESHOLDS
+        from galforge.evaluation.registry import default_thresholds
 
-        return DEFAULT_THRESHOLDS
+        return default_thresholds()
+    if name in _REGISTRY_NAMES:
+        from galforge.evaluation import registry
+
+        return getattr(registry, name)
+    if name == "DetectionOptions":
+        from galforge.evaluation.photometry import DetectionOptions
+
+        return DetectionOptions
     raise AttributeError(f"module 'galforge.evaluation' has no attribute {name!r}")

@@ -68,8 +68,17 @@ def distance_modulus(redshift, cosmology=None) -> np.ndarray:
     return out
 
 
+def _mag_key(cat, band: str) -> str:
+    """``mag_<band>``, or ``mag_inst_<band>`` for a catalogue of instrumental magnitudes."""
+    keys = cat if isinstance(cat, dict) else (cat[0] if len(cat) else {})
+    for key in (f"mag_{band}", f"mag_inst_{band}"):
+        if key in keys:
+            return key
+    return f"mag_{band}"
+
+
 def _mags(cat, band: str) -> np.ndarray:
-    key = f"mag_{band}"
+    key = _mag_key(cat, band)
     if isinstance(cat, dict):
         if key not in cat:
             raise EvaluationError(f"catalogue has no column {key!r}; available: "
@@ -99,7 +108,8 @@ def colour_magnitude(
     Parameters
     ----------
     cat:
-        A catalogue: a list of row dicts with ``mag_<band>`` entries, or a dict of columns.
+        A catalogue: a list of row dicts with ``mag_<band>`` entries (or ``mag_inst_<band>``
+        for instrumental magnitudes; the labels then say so), or a dict of columns.
     band1, band2:
         Bands of the colour (e.g. ``"g"``, ``"r"`` for g − r).
     mag_band:
@@ -146,13 +156,14 @@ def colour_magnitude(
             mag = mag - np.broadcast_to(np.asarray(k_correction, dtype=np.float64), mag.shape)
     colour = c1 - c2
     valid = np.isfinite(colour) & np.isfinite(mag)
+    inst = " (instrumental)" if _mag_key(cat, mag_band).startswith("mag_inst_") else ""
     return {
         "colour": colour,
         "mag": mag,
         "valid": valid,
         "absolute": absolute,
-        "colour_label": f"{band1} − {band2}",
-        "mag_label": f"M_{mag_band}" if absolute else f"{mag_band}",
+        "colour_label": f"{band1} − {band2}{inst}",
+        "mag_label": (f"M_{mag_band}" if absolute else f"{mag_band}") + inst,
         "n": int(mag.size),
         "n_valid": int(valid.sum()),
     }

@@ -330,8 +330,8 @@ def inception_inputs(images, bands, size: int = 299) -> torch.Tensor:
     """RGB view of ``N×C×H×W`` images for Inception: Lupton/asinh colour composite
     (1 band: grey; 2 bands: their mean in the middle channel) resized to ``size``; float32
     ``N×3×size×size`` in ``[0, 1]``."""
-    from galforge.evaluation.report import rgb_views
+    from galforge.data.display import to_rgb
 
-    rgb = rgb_views(images, bands)  # N×H×W×3 uint8
+    rgb = to_rgb(np.asarray(images, dtype=np.float32), tuple(bands))  # N×H×W×3 uint8
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

@@ -25,6 +25,12 @@ and at most half the set): a seeded random permutation of the image indices whos
 held-out images then play the role of "new galaxies from the same distribution".  (Fakes
 copied from images that landed in the held-out part are not caught, so a fully memorising
 generator gives a ratio of about 0, not exactly 0.)
+
+Sampling noise and degenerate samples.  The standard error of each ratio is estimated by
+bootstrap (both sets of NN distances resampled, seeded); the verdict allows for it.  With
+``detection=`` (a :class:`~galforge.evaluation.photometry.DetectionOptions`) every image is
+also checked for being *degenerate* — constant, or without any detected source: blank or
+featureless fakes sit far from every real image and would otherwise look "not memorised".
 """
 
 from __future__ import annotations
@@ -98,13 +104,55 @@ def normalize_crops(crops: np.ndarray) -> np.ndarray:
     return crops / np.where(amp > 0, amp, 1.0)
 
 
+def degenerate_images(images, detection=None) -> dict:
+    """Count the degenerate images of an ``N×C×H×W`` stack: constant ones (every pixel
+    equal) and, among the others, those in which source detection (``detection``, a
+    :class:`~galforge.evaluation.photometry.DetectionOptions`) finds nothing.
+
+    Returns ``{"n", "n_failed", "failure_rate", "reasons": {"constant image": k,
+    "no source detected": k}, "flags": [bool per image]}``."""
+    from galforge.evaluation.photometry import detect_and_measure
+
+    x = np.asarray(images, dtype=np.float32)
+    n = len(x)
+    flat = x.reshape(n, -1)
+    constant = flat.max(axis=1) == flat.min(axis=1) if n else np.zeros(0, bool)
+    no_source = np.zeros(n, dtype=bool)
+    idx = np.flatnonzero(~constant)
+    if idx.size:
+        bands = [f"b{i}" for i in range(x.shape[1])]
+        rows = detect_and_measure(x[idx], bands, detection)
+        found = {int(r["image"]) for r in rows}
+        no_source[idx] = [i not in found for i in range(idx.size)]
+    flags = constant | no_source
+    return {"n": int(n), "n_failed": int(flags.sum()),
+            "failure_rate": float(flags.mean()) if n else None,
+            "reasons": {"constant image": int(constant.sum()),
+                        "no source detected": int(no_source.sum())},
+            "flags": flags.tolist()}
+
+
+def _bootstrap_se(fake_d: np.ndarray, hold_d: np.ndarray, seed: int, n_boot: int = 200) -> float:
+    """Bootstrap standard error of ``median(fake_d) / median(hold_d)``."""
+    rng = np.random.default_rng([seed, 7])
+    mf = np.median(fake_d[rng.integers(0, len(fake_d), (n_boot, len(fake_d)))], axis=1)
+    mh = np.median(hold_d[rng.integers(0, len(hold_d), (n_boot, len(hold_d)))], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = mf / mh
+    r = r[np.isfinite(r)]
+    return float(np.std(r)) if r.size > 1 else float("nan")
+
+
 def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
-                 seed: int = 0, normalize: bool = True) -> dict:
+                 seed: int = 0, normalize: bool = True, detection=None) -> dict:
     """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
 
     Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
-    statistics), the medians they are made of, the held-out split and, per fake, the ``k``
-    nearest training images (indices into ``real``) and their distances."""
+    statistics) and their bootstrap standard errors ``nn_ratio_<metric>_se``, the medians
+    they are made of, the held-out split and its NN distances, per fake the ``k`` nearest
+    training images (indices into ``real``) and their distances, and — with ``detection``
+    (a :class:`~galforge.evaluation.photometry.DetectionOptions`) — the degenerate images
+    of each set (``degenerate_real``, ``degenerate_fake``, see :func:`degenerate_images`)."""
     real = np.asarray(real, dtype=np.float32)
     fake = np.asarray(fake, dtype=np.float32)
     if real.shape[1:] != fake.shape[1:]:
@@ -130,7 +178,12 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
         out[f"median_fake_train_{metric}"] = med_f
         out[f"median_holdout_train_{metric}"] = med_h
         out[f"nn_ratio_{metric}"] = float(ratio)
+        out[f"nn_ratio_{metric}_se"] = _bootstrap_se(fd[:, 0], hd[:, 0], seed)
         out[f"fake_nn_{metric}"] = {"index": train_idx[fi].tolist(), "distance": fd.tolist()}
+        out[f"holdout_nn_{metric}"] = hd[:, 0].tolist()
+    if detection is not None:
+        out["degenerate_real"] = degenerate_images(real, detection)
+        out["degenerate_fake"] = degenerate_images(fake, detection)
     return out
 
 
@@ -141,7 +194,7 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     import matplotlib
     from matplotlib.figure import Figure
 
-    from galforge.evaluation.report import rgb_views
+    from galforge.data.display import to_rgb
 
     nn = result[f"fake_nn_{metric}"]
     idx = np.asarray(nn["index"])
@@ -157,7 +210,7 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     for row, i in enumerate(order):
         f = fake[i:i + 1]
         matches = real[idx[i]]
-        views = rgb_views(np.concatenate([f, matches]), bands).astype(np.float32) / 255
+        views = to_rgb(np.concatenate([f, matches]), tuple(bands)).astype(np.float32) / 255
         diffs = np.abs(matches - f).mean(axis=1)
         top = max(float(diffs.max()), 1e-12)
         tiles = [views[0]] + [views[1 + j] for j in range(k)]

@@ -15,8 +15,14 @@ the detection image inside an ellipse of 6 × (a, b); the photometric aperture i
 ellipse scaled to ``max(kron_factor * r1, min_radius)`` (2.5 and 3.5 by default,
 ``PHOT_AUTOPARAMS 2.5, 3.5``), summed over whole pixels; pixels of other detected sources are
 left out (SExtractor ``MASK_TYPE BLANK``). The same aperture is used in every band, so colours
-are measured through one aperture. AB magnitudes are ``zeropoint - 2.5 log10(flux)``; a
-non-positive flux gives a NaN magnitude (the flux is kept).
+are measured through one aperture. With a zero point, magnitudes are
+``zeropoint - 2.5 log10(flux)`` in columns ``mag_<band>``; without one (the default: pixel
+units alone do not fix a magnitude system) they are *instrumental*, ``-2.5 log10(flux)`` in
+columns ``mag_inst_<band>``. A non-positive flux gives a NaN magnitude (the flux is kept).
+
+Every detection and measurement setting lives in one :class:`DetectionOptions` object
+(SExtractor's defaults); the functions take it as ``options=`` and accept its field names
+as keyword overrides.
 
 Large fields go through :func:`measure_field`: the background is estimated once on the whole
 field, the field is cut into overlapping tiles, each tile keeps only the sources whose
@@ -30,8 +36,10 @@ pixel; ``theta`` is in radians counter-clockwise from the +x axis towards +y.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +49,8 @@ from galforge.errors import EvaluationError
 
 __all__ = [
     "DEFAULT_ZEROPOINT",
+    "DetectionOptions",
+    "mag_column",
     "check_images",
     "detection_image",
     "detect_and_measure",
@@ -51,11 +61,146 @@ __all__ = [
     "plot_number_counts",
 ]
 
-#: AB zero-point used when none is given: 22.5 makes fluxes in nanomaggies AB magnitudes.
+#: The AB zero point of fluxes in nanomaggies (SDSS, Legacy Surveys); pass it as
+#: ``zeropoint=`` for such data.  Nothing uses it unless asked.
 DEFAULT_ZEROPOINT = 22.5
 
 #: SExtractor's default.conv (3×3 pyramidal, FWHM 2 px), used to filter the detection image.
 DEFAULT_FILTER = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
+_FILTER_TUPLE = tuple(tuple(float(v) for v in row) for row in DEFAULT_FILTER)
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """How sources are detected and measured (SExtractor's defaults throughout).
+
+    ``zeropoint``
+        ``mag = zeropoint - 2.5 log10(flux)`` in ``mag_<band>`` columns; ``None`` (default):
+        instrumental magnitudes ``-2.5 log10(flux)`` in ``mag_inst_<band>`` columns.
+    ``thresh``, ``minarea``
+        A source is at least ``minarea`` contiguous pixels above ``thresh`` × background RMS
+        (on the filtered band-merged image).
+    ``filter_kernel``, ``filter_type``
+        Detection filter (SExtractor's default 3×3 kernel; ``None`` for no filtering) and how
+        it is applied: ``"conv"`` convolves as SExtractor does, ``"matched"`` is sep's
+        noise-weighted matched filter (better where the noise varies).
+    ``deblend_nthresh``, ``deblend_cont``, ``clean``, ``clean_param``
+        SExtractor's ``DEBLEND_NTHRESH``, ``DEBLEND_MINCONT``, ``CLEAN``, ``CLEAN_PARAM``.
+    ``bkg_box``, ``bkg_filter``
+        Background mesh size (clipped to the image size) and median filter size.
+    ``noise``
+        ``"global"`` (as SExtractor without weight maps): thresholds and flux errors use the
+        global background RMS of each image; ``"local"``: the interpolated RMS map.
+    ``kron_factor``, ``min_radius``
+        Kron aperture parameters (SExtractor's ``PHOT_AUTOPARAMS``).
+    ``gain``
+        Electrons per image unit, to add Poisson noise to ``flux_err`` (``None``: background
+        noise only).
+    ``max_sources``
+        Raise :class:`EvaluationError` when one image holds more sources (a guard against a
+        threshold set far too low).
+    """
+
+    zeropoint: float | None = None
+    thresh: float = 5.0
+    minarea: int = 5
+    filter_kernel: tuple | None = _FILTER_TUPLE
+    filter_type: str = "conv"
+    deblend_nthresh: int = 32
+    deblend_cont: float = 0.005
+    clean: bool = True
+    clean_param: float = 1.0
+    bkg_box: int = 64
+    bkg_filter: int = 3
+    noise: str = "global"
+    kron_factor: float = 2.5
+    min_radius: float = 3.5
+    gain: float | None = None
+    max_sources: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.filter_kernel is not None and not isinstance(self.filter_kernel, tuple):
+            k = np.asarray(self.filter_kernel, dtype=np.float64)
+            if k.ndim != 2:
+                raise EvaluationError(f"filter_kernel must be a 2-D array, got shape {k.shape}")
+            object.__setattr__(self, "filter_kernel",
+                               tuple(tuple(float(v) for v in row) for row in k))
+        if self.zeropoint is not None:
+            zp = float(self.zeropoint)
+            if not math.isfinite(zp):
+                raise EvaluationError(f"zeropoint must be a finite number (got {self.zeropoint})")
+            object.__setattr__(self, "zeropoint", zp)
+        if not self.thresh > 0:
+            raise EvaluationError(
+                f"thresh must be positive (got {self.thresh}); 5 is SExtractor-like")
+        if self.filter_type not in ("conv", "matched"):
+            raise EvaluationError(
+                f"filter_type must be 'conv' or 'matched' (got {self.filter_type!r})")
+        if self.minarea < 1:
+            raise EvaluationError(f"minarea must be at least 1 pixel (got {self.minarea})")
+        if self.noise not in ("global", "local"):
+            raise EvaluationError(f"noise must be 'global' or 'local' (got {self.noise!r})")
+
+    @classmethod
+    def build(cls, options: DetectionOptions | None = None, **overrides) -> DetectionOptions:
+        """``options`` (or the defaults) with the named fields replaced; an unknown name is
+        an :class:`EvaluationError` naming it."""
+        base = options if options is not None else cls()
+        if not isinstance(base, cls):
+            raise EvaluationError(
+                f"options must be a DetectionOptions, got {type(base).__name__}")
+        if not overrides:
+            return base
+        names = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(overrides) - names)
+        if bad:
+            raise EvaluationError(
+                f"unknown detection option(s) {', '.join(bad)}; choose from "
+                f"{', '.join(sorted(names))}")
+        return dataclasses.replace(base, **overrides)
+
+    def kernel(self) -> np.ndarray | None:
+        """The detection filter as a float64 array (``None``: no filtering)."""
+        if self.filter_kernel is None:
+            return None
+        return np.asarray(self.filter_kernel, dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        """JSON-safe ``{field: value}`` (the kernel as nested lists)."""
+        out = dataclasses.asdict(self)
+        if out["filter_kernel"] is not None:
+            out["filter_kernel"] = [list(r) for r in out["filter_kernel"]]
+        return out
+
+    @property
+    def magnitude_system(self) -> str:
+        """``"zero point Z"`` or ``"instrumental"``."""
+        if self.zeropoint is None:
+            return "instrumental"
+        return f"zero point {self.zeropoint:g}"
+
+
+def mag_column(band: str, zeropoint: float | None) -> str:
+    """The catalogue column of a band's magnitude: ``mag_<band>`` with a zero point,
+    ``mag_inst_<band>`` (instrumental) without one."""
+    return f"mag_{band}" if zeropoint is not None else f"mag_inst_{band}"
+
+
+def magnitude_label(column: str, band: str) -> str:
+    """Axis label of a magnitude column: ``"r magnitude"`` or ``"r instrumental magnitude"``."""
+    if column.startswith("mag_inst_"):
+        return f"{band} instrumental magnitude (−2.5 log10 flux)"
+    return f"{band} magnitude"
+
+
+def find_mag_column(keys, band: str) -> str | None:
+    """The magnitude column of ``band`` among ``keys`` (``mag_<band>`` or
+    ``mag_inst_<band>``), or ``None``."""
+    keys = set(keys)
+    for key in (f"mag_{band}", f"mag_inst_{band}"):
+        if key in keys:
+            return key
+    return None
 
 
 def check_images(images, bands: Sequence[str], what: str = "images") -> np.ndarray:
@@ -101,18 +246,16 @@ def _background(data: np.ndarray, mask, box: int, filter_size: int):
     return sep.Background(data, mask=mask, bw=bw, bh=bh, fw=filter_size, fh=filter_size)
 
 
-def _backgrounds(data_bands, det, bad, bkg_box: int, bkg_filter: int, noise: str) -> dict:
+def _backgrounds(data_bands, det, bad, opts: DetectionOptions) -> dict:
     """Background maps of the detection image and every band, and their noise.
 
     ``noise="global"``: the noise is the global background RMS (a number), as SExtractor
     uses without weight maps; ``"local"``: the interpolated RMS map.
     """
-    if noise not in ("global", "local"):
-        raise EvaluationError(f"noise must be 'global' or 'local' (got {noise!r})")
 
     def one(img):
-        bkg = _background(np.ascontiguousarray(img), bad, bkg_box, bkg_filter)
-        if noise == "global":
+        bkg = _background(np.ascontiguousarray(img), bad, opts.bkg_box, opts.bkg_filter)
+        if opts.noise == "global":
             return bkg.back(), float(bkg.globalrms)
         rms = bkg.rms()
         return bkg.back(), np.ascontiguousarray(np.where(rms > 0, rms, 0.0))
@@ -132,11 +275,11 @@ def _slice_background(background: dict, sl) -> dict:
             "band_rms": [cut(v) for v in background["band_rms"]]}
 
 
-def _flux_to_mag(flux, zeropoint: float):
+def _flux_to_mag(flux, zeropoint: float | None):
     flux = np.asarray(flux, dtype=np.float64)
+    zp = 0.0 if zeropoint is None else zeropoint
     with np.errstate(divide="ignore", invalid="ignore"):
-        mag = np.where(flux > 0, zeropoint - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)),
-                       np.nan)
+        mag = np.where(flux > 0, zp - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)), np.nan)
     return mag
 
 
@@ -149,24 +292,9 @@ def _mag_err(flux, flux_err):
 def _extract_one(
     image_chw: np.ndarray,
     bands: tuple[str, ...],
-    *,
-    zeropoint: float,
-    thresh: float,
-    minarea: int,
-    filter_kernel,
-    filter_type: str,
-    deblend_nthresh: int,
-    deblend_cont: float,
-    clean: bool,
-    clean_param: float,
-    bkg_box: int,
-    bkg_filter: int,
-    noise: str,
-    background: dict | None,
-    kron_factor: float,
-    min_radius: float,
-    gain: float | None,
-    max_sources: int | None,
+    opts: DetectionOptions,
+    background: dict | None = None,
+    max_sources: int | None = None,
 ) -> list[dict]:
     """Detect and measure the sources of one C×H×W image.
 
@@ -177,7 +305,7 @@ def _extract_one(
     data_bands = np.where(np.isfinite(image_chw), image_chw, 0.0).astype(np.float64)
     det = detection_image(data_bands)
     if background is None:
-        background = _backgrounds(data_bands, det, bad, bkg_box, bkg_filter, noise)
+        background = _backgrounds(data_bands, det, bad, opts)
     det_sub = np.ascontiguousarray(det - background["det_back"])
     rms = background["det_rms"]
     if not np.any(np.asarray(rms) > 0):
@@ -187,15 +315,15 @@ def _extract_one(
         rms = np.ascontiguousarray(np.where(rms > 0, rms, np.min(rms[rms > 0])))
     try:
         objs, segmap = sep.extract(
-            det_sub, thresh, err=rms, mask=bad, minarea=minarea,
-            filter_kernel=filter_kernel, filter_type=filter_type,
-            deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont, clean=clean,
-            clean_param=clean_param, segmentation_map=True,
+            det_sub, opts.thresh, err=rms, mask=bad, minarea=opts.minarea,
+            filter_kernel=opts.kernel(), filter_type=opts.filter_type,
+            deblend_nthresh=opts.deblend_nthresh, deblend_cont=opts.deblend_cont,
+            clean=opts.clean, clean_param=opts.clean_param, segmentation_map=True,
         )
     except Exception as exc:  # sep raises plain Exceptions for pixel-stack overflows
         raise EvaluationError(
-            f"source extraction failed ({exc}); raise thresh (now {thresh}) or minarea "
-            f"(now {minarea}), or measure the field in smaller tiles"
+            f"source extraction failed ({exc}); raise thresh (now {opts.thresh}) or minarea "
+            f"(now {opts.minarea}), or measure the field in smaller tiles"
         ) from exc
     n = len(objs)
     if n == 0:
@@ -214,11 +342,11 @@ def _extract_one(
     kron, kflag = sep.kron_radius(det_sub, x, y, a_safe, b_safe, theta, 6.0,
                                   mask=bad, segmap=segmap, seg_id=seg_id)
     kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
-    r_ap = np.maximum(kron_factor * kron, min_radius)
+    r_ap = np.maximum(opts.kron_factor * kron, opts.min_radius)
 
     def auto_flux(data, err):
         f, fe, fl = sep.sum_ellipse(data, x, y, a_safe, b_safe, theta, r_ap, err=err,
-                                    mask=bad, segmap=segmap, seg_id=seg_id, gain=gain,
+                                    mask=bad, segmap=segmap, seg_id=seg_id, gain=opts.gain,
                                     subpix=1)
         return f, fe, fl
 
@@ -233,6 +361,7 @@ def _extract_one(
         sub = np.ascontiguousarray(data_bands[c] - background["band_back"][c])
         per_band[band] = auto_flux(sub, background["band_rms"][c])
 
+    zeropoint = opts.zeropoint
     det_mag = _flux_to_mag(det_flux, zeropoint)
     rows = []
     for i in range(n):
@@ -251,14 +380,14 @@ def _extract_one(
             "half_light_radius": float(hlr[i]),
             "flux_det": float(det_flux[i]),
             "flux_err_det": float(det_ferr[i]),
-            "mag_det": float(det_mag[i]),
+            mag_column("det", zeropoint): float(det_mag[i]),
             "flag": int(objs["flag"][i]) | int(kflag[i]) | int(det_flag[i]),
         }
         for band in bands:
             f, fe, fl = per_band[band]
             row[f"flux_{band}"] = float(f[i])
             row[f"flux_err_{band}"] = float(fe[i])
-            row[f"mag_{band}"] = float(_flux_to_mag(f[i], zeropoint))
+            row[mag_column(band, zeropoint)] = float(_flux_to_mag(f[i], zeropoint))
             row[f"magerr_{band}"] = float(_mag_err(f[i], fe[i]))
             row["flag"] |= int(fl[i])
         rows.append(row)
@@ -268,23 +397,8 @@ def _extract_one(
 def detect_and_measure(
     images,
     bands: Sequence[str],
-    *,
-    zeropoint: float = DEFAULT_ZEROPOINT,
-    thresh: float = 5.0,
-    minarea: int = 5,
-    filter_kernel=DEFAULT_FILTER,
-    filter_type: str = "conv",
-    deblend_nthresh: int = 32,
-    deblend_cont: float = 0.005,
-    clean: bool = True,
-    clean_param: float = 1.0,
-    bkg_box: int = 64,
-    bkg_filter: int = 3,
-    noise: str = "global",
-    kron_factor: float = 2.5,
-    min_radius: float = 3.5,
-    gain: float | None = None,
-    max_sources: int | None = None,
+    options: DetectionOptions | None = None,
+    **overrides,
 ) -> list[dict]:
     """Detect sources in every image and measure them in every band.
 
@@ -294,32 +408,10 @@ def detect_and_measure(
         ``N×C×H×W`` (or one ``C×H×W``) array in physical units.
     bands:
         One name per channel; catalogue columns are ``flux_<band>``, ``mag_<band>``...
-    zeropoint:
-        AB zero-point: ``mag = zeropoint - 2.5 log10(flux)`` (22.5 for nanomaggies).
-    thresh, minarea:
-        Detection: at least ``minarea`` contiguous pixels above ``thresh`` × background RMS
-        (on the filtered band-merged image).
-    filter_kernel, filter_type:
-        Detection filter (SExtractor's default 3×3 kernel; ``None`` for no filtering) and how
-        it is applied: ``"conv"`` convolves as SExtractor does (the default), ``"matched"``
-        is sep's noise-weighted matched filter (better where the noise varies).
-    deblend_nthresh, deblend_cont, clean, clean_param:
-        Deblending and cleaning, as SExtractor's ``DEBLEND_NTHRESH``, ``DEBLEND_MINCONT``,
-        ``CLEAN``, ``CLEAN_PARAM``.
-    bkg_box, bkg_filter:
-        Background mesh size (clipped to the image size) and median filter size.
-    noise:
-        ``"global"`` (default, as SExtractor without weight maps): thresholds and flux
-        errors use the global background RMS of each image; ``"local"``: the interpolated
-        RMS map (better when the depth varies across the image).
-    kron_factor, min_radius:
-        Kron aperture parameters (SExtractor's ``PHOT_AUTOPARAMS``).
-    gain:
-        Electrons per image unit, to add Poisson noise to ``flux_err`` (``None``: background
-        noise only).
-    max_sources:
-        Raise :class:`EvaluationError` when one image holds more sources (a guard against
-        a threshold set far too low).
+    options:
+        A :class:`DetectionOptions` (default: SExtractor's settings, instrumental
+        magnitudes); keyword ``overrides`` replace its fields by name
+        (``zeropoint=22.5``, ``thresh=3``...).
 
     Returns
     -------
@@ -327,33 +419,20 @@ def detect_and_measure(
         One dict per source with ``image`` (index in ``images``), ``id`` (1-based within its
         image), ``x``, ``y``, ``a``, ``b``, ``theta`` (radians), ``ellipticity``, ``npix``,
         ``peak``, ``kron_radius``, ``aper_radius``, ``half_light_radius`` (pixels, circular,
-        detection image), ``flux_det``/``mag_det`` (detection image) and for every band
-        ``flux_<band>``, ``flux_err_<band>``, ``mag_<band>``, ``magerr_<band>``, plus the
-        combined sep ``flag`` bits. An image with no noise (zero background RMS) yields no
-        sources.
+        detection image), ``flux_det`` and its magnitude (detection image) and for every band
+        ``flux_<band>``, ``flux_err_<band>``, the magnitude (``mag_<band>`` with a zero
+        point, ``mag_inst_<band>`` without), ``magerr_<band>``, plus the combined sep
+        ``flag`` bits. An image with no noise (zero background RMS) yields no sources.
     """
+    opts = DetectionOptions.build(options, **overrides)
     arr = check_images(images, bands)
     bands = tuple(bands)
-    if thresh <= 0:
-        raise EvaluationError(f"thresh must be positive (got {thresh}); 5 is SExtractor-like")
-    if filter_type not in ("conv", "matched"):
-        raise EvaluationError(f"filter_type must be 'conv' or 'matched' (got {filter_type!r})")
-    if minarea < 1:
-        raise EvaluationError(f"minarea must be at least 1 pixel (got {minarea})")
-    kernel = None if filter_kernel is None else np.asarray(filter_kernel, dtype=np.float64)
     rows: list[dict] = []
     old_stack = sep.get_extract_pixstack()
     sep.set_extract_pixstack(max(old_stack, arr.shape[2] * arr.shape[3]))
     try:
         for idx in range(arr.shape[0]):
-            found = _extract_one(
-                arr[idx], bands, zeropoint=zeropoint, thresh=thresh, minarea=minarea,
-                filter_kernel=kernel, filter_type=filter_type, deblend_nthresh=deblend_nthresh,
-                deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
-                bkg_box=bkg_box, bkg_filter=bkg_filter, noise=noise, background=None,
-                kron_factor=kron_factor, min_radius=min_radius, gain=gain,
-                max_sources=max_sources,
-            )
+            found = _extract_one(arr[idx], bands, opts, max_sources=opts.max_sources)
             rows.extend({"image": idx, **row} for row in found)
     finally:
         sep.set_extract_pixstack(old_stack)
@@ -379,25 +458,12 @@ def _owned_range(starts: list[int], i: int, tile: int, length: int) -> tuple[flo
 def measure_field(
     field_chw,
     bands: Sequence[str],
+    options: DetectionOptions | None = None,
     *,
     tile: int = 1024,
     overlap: int = 128,
     dedup_radius: float = 1.0,
-    zeropoint: float = DEFAULT_ZEROPOINT,
-    thresh: float = 5.0,
-    minarea: int = 5,
-    filter_kernel=DEFAULT_FILTER,
-    filter_type: str = "conv",
-    deblend_nthresh: int = 32,
-    deblend_cont: float = 0.005,
-    clean: bool = True,
-    clean_param: float = 1.0,
-    bkg_box: int = 64,
-    bkg_filter: int = 3,
-    noise: str = "global",
-    kron_factor: float = 2.5,
-    min_radius: float = 3.5,
-    gain: float | None = None,
+    **overrides,
 ) -> list[dict]:
     """Detect and measure the sources of one large ``C×H×W`` field, tile by tile.
 
@@ -411,8 +477,10 @@ def measure_field(
 
     Returns the same rows as :func:`detect_and_measure` (``image`` is 0, ``x``/``y`` in
     field pixels, ``id`` renumbered 1..n, ``tile`` the index of the tile that measured it).
-    Other parameters are as in :func:`detect_and_measure`.
+    ``options``/``overrides`` are as in :func:`detect_and_measure` (``max_sources`` does not
+    apply to a field).
     """
+    opts = DetectionOptions.build(options, **overrides)
     arr = check_images(field_chw, bands, what="field")
     if arr.shape[0] != 1:
         raise EvaluationError(
@@ -430,8 +498,7 @@ def measure_field(
     bad = _bad_mask(field)
     data_bands = np.where(np.isfinite(field), field, 0.0).astype(np.float64)
     det = detection_image(data_bands)
-    full_background = _backgrounds(data_bands, det, bad, bkg_box, bkg_filter, noise)
-    kernel = None if filter_kernel is None else np.asarray(filter_kernel, dtype=np.float64)
+    full_background = _backgrounds(data_bands, det, bad, opts)
     ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
     old_stack = sep.get_extract_pixstack()
     sep.set_extract_pixstack(max(old_stack, min(tile, h) * min(tile, w)))
@@ -446,16 +513,8 @@ def measure_field(
                 xlo, xhi = _owned_range(xs, ix, tile, w)
                 sl = (slice(y0, y1), slice(x0, x1))
                 background = _slice_background(full_background, sl)
-                found = _extract_one(
-                    np.ascontiguousarray(field[:, y0:y1, x0:x1]), bands,
-                    zeropoint=zeropoint, thresh=thresh, minarea=minarea,
-                    filter_kernel=kernel, filter_type=filter_type,
-                    deblend_nthresh=deblend_nthresh,
-                    deblend_cont=deblend_cont, clean=clean, clean_param=clean_param,
-                    bkg_box=bkg_box, bkg_filter=bkg_filter, noise=noise, background=background,
-                    kron_factor=kron_factor, min_radius=min_radius, gain=gain,
-                    max_sources=None,
-                )
+                found = _extract_one(np.ascontiguousarray(field[:, y0:y1, x0:x1]), bands, opts,
+                                     background=background)
                 for row in found:
                     fx, fy = row["x"] + x0, row["y"] + y0
                     if xlo <= fx < xhi and ylo <= fy < yhi:
@@ -487,8 +546,9 @@ def _deduplicate(rows: list[dict], radius: float) -> list[dict]:
 
 
 def catalogue_mags(rows: Sequence[dict], band: str) -> np.ndarray:
-    """The finite ``mag_<band>`` values of a catalogue (float64)."""
-    key = f"mag_{band}"
+    """The finite magnitudes of ``band`` in a catalogue (float64): its ``mag_<band>`` or,
+    for instrumental magnitudes, ``mag_inst_<band>`` column."""
+    key = (find_mag_column(rows[0], band) if len(rows) else None) or f"mag_{band}"
     vals = np.array([r.get(key, math.nan) for r in rows], dtype=np.float64)
     return vals[np.isfinite(vals)]
 
@@ -547,9 +607,12 @@ def plot_magnitudes(
     """Save per-band magnitude histograms of two catalogues (one panel per band) as PNG."""
     from galforge.evaluation.stats import plot_histograms
 
-    return plot_histograms(real_rows, fake_rows, [f"mag_{b}" for b in bands], path,
-                           bins=bins, labels=labels, only_ok=False,
-                           titles={f"mag_{b}": f"{b} magnitude (AB)" for b in bands})
+    keys = list(real_rows[0]) if len(real_rows) else list(fake_rows[0]) if len(fake_rows) else []
+    cols = [find_mag_column(keys, b) or f"mag_{b}" for b in bands]
+    return plot_histograms(real_rows, fake_rows, cols, path, bins=bins, labels=labels,
+                           only_ok=False,
+                           titles={c: magnitude_label(c, b) for c, b in zip(cols, bands,
+                                                                             strict=True)})
 
 
 def plot_number_counts(
@@ -589,7 +652,8 @@ def plot_number_counts(
         ax.step(nc["centres"], np.where(y > 0, y, np.nan), where="mid",
                 label=f"{lab} (n={nc['n']})")
     ax.set_yscale("log")
-    ax.set_xlabel(f"{band} magnitude (AB)")
+    keys = list(real_rows[0]) if len(real_rows) else list(fake_rows[0]) if len(fake_rows) else []
+    ax.set_xlabel(magnitude_label(find_mag_column(keys, band) or f"mag_{band}", band))
     ax.set_ylabel("N / mag" + (" / image" if n_images else ""))
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=100)

@@ -1,10 +1,14 @@
 """The evaluation report: ``report.html``, ``metrics.json`` and per-object CSV catalogues.
 
-:func:`build_summary` turns the detailed results into the summary table (one row per
-measure: ``{"measure", "value", "threshold", "passed"}``; the direction of each test is in
-``"rule"``); :func:`write_report` writes the HTML page with the table, the sample grids and
-every figure (PNG files beside the page, referenced by relative path);
-:func:`write_csv` writes a catalogue (list of dicts) as CSV.
+:func:`build_summary` turns the detailed results into the summary table by asking every
+registered measure (:mod:`galforge.evaluation.registry`) for its rows — ``{"measure",
+"value", "threshold", "passed", "rule", "n_real", "n_fake"}``, plus ``failure_rate_real``
+and ``failure_rate_fake`` for fitted measures and a ``note`` saying why a row failed when
+the value alone does not; :func:`write_outputs` lets each measure write its figures and
+CSV files; :func:`write_report` writes the HTML page with the summary table, the details
+tables of every measure and every figure (PNG files beside the page, referenced by relative
+path); :func:`write_csv` writes a catalogue (list of dicts) as CSV.  Missing values are
+shown as "–".
 """
 
 from __future__ import annotations
@@ -17,14 +21,20 @@ from pathlib import Path
 
 import numpy as np
 
-#: Default pass/fail thresholds (``thresholds=`` of :func:`galforge.evaluation.evaluate`).
-DEFAULT_THRESHOLDS = {
-    "ks_p": 0.05,        # a KS test passes when p > ks_p
-    "nn_ratio": 0.9,     # memorisation passes when the NN ratio > nn_ratio
-    "auc": 0.6,          # the realism classifier passes when ROC AUC < auc
-    "fgd_factor": 3.0,   # FGD passes when < fgd_factor × the real-vs-real (halves) FGD
-    "box_margin": 0.1,   # CMD passes when fake in-box fraction > real in-box fraction - margin
-}
+from galforge.evaluation import registry
+from galforge.evaluation.registry import Context, json_safe
+
+__all__ = ["build_summary", "json_safe", "plot_pixel_histograms",
+           "plot_spectra", "plot_spectra_summary", "rgb_views", "write_csv", "write_outputs",
+           "write_report"]
+
+
+def __getattr__(name):
+    # Default pass/fail thresholds (``thresholds=`` of :func:`galforge.evaluation.evaluate`):
+    # the shared rules' and every registered measure's, computed because the registry grows.
+    if name == "DEFAULT_THRESHOLDS":
+        return registry.default_thresholds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rgb_views(images, bands, units: str | None = None, stretch=None) -> np.ndarray:
@@ -69,80 +79,32 @@ def _csv_value(v):
     return v
 
 
-def json_safe(obj):
-    """Recursively replace numpy scalars/arrays and non-finite floats (-> None)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-def _row(measure: str, value, threshold, passed, rule: str, group: str,
-         note: str | None = None) -> dict:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        passed = False
-        value = None
-    row = {"measure": measure, "value": value, "threshold": threshold,
-           "passed": bool(passed), "rule": rule, "group": group}
-    if note:
-        row["note"] = note
-    return row
-
-
-def build_summary(results: dict, thresholds: dict) -> list[dict]:
-    """The summary table from the detailed ``results`` of :func:`evaluate`.
-
-    KS rows pass when ``p > ks_p``; the NN ratio when ``> nn_ratio``; the realism AUC when
-    ``< auc``; the Fréchet galaxy distance when ``< fgd_factor ×`` its real-vs-real value;
-    the CMD box fraction when ``>`` the real set's own fraction minus ``box_margin``.
-    A measure whose value could not be computed fails."""
-    t = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-    rows: list[dict] = []
-    for group, label in (("isophotes", "isophote"), ("moments", "moments"),
-                         ("morphology", "morphology"), ("photometry", "photometry")):
-        res = results.get(group)
-        if not res or "comparison" not in res:
+def _context(results: dict, ctx: Context | None) -> Context:
+    if ctx is None:
+        ctx = Context(bands=(), units="", options={})
+    n_ks = 0
+    for name, res in results.items():
+        try:
+            m = registry.get(name)
+        except Exception:
             continue
-        for col, st in res["comparison"].items():
-            rows.append(_row(f"{label} {col} KS p", st.get("ks_p"), t["ks_p"],
-                             (st.get("ks_p") or 0) > t["ks_p"], "> threshold", group,
-                             st.get("note")))
-    cm = results.get("colour")
-    if cm and cm.get("fraction_in_box") is not None:
-        ref = cm.get("real_fraction_in_box")
-        thr = (ref - t["box_margin"]) if ref is not None else None
-        val = cm["fraction_in_box"]
-        n_fake = (cm.get("box") or {}).get("n_fake")
-        rows.append(_row(f"CMD fraction of fakes in median ± {cm.get('k')}σ box", val, thr,
-                         thr is not None and val > thr, "> threshold", "colour",
-                         "no fake object with finite colour" if n_fake == 0 else None))
-    mem = results.get("memorization")
-    if mem:
-        for metric in ("l1", "mse"):
-            v = mem.get(f"nn_ratio_{metric}")
-            rows.append(_row(f"memorisation NN ratio ({metric.upper()})", v, t["nn_ratio"],
-                             v is not None and v > t["nn_ratio"], "> threshold",
-                             "memorization"))
-    ps = results.get("power_spectrum")
-    if ps and "classifier" in ps:
-        v = ps["classifier"]["auc"]
-        rows.append(_row("realism classifier ROC AUC", v, t["auc"], v < t["auc"],
-                         "< threshold", "power_spectrum"))
-    fid = results.get("fid")
-    if fid and "fgd" in fid:
-        thr = t["fgd_factor"] * max(fid["fgd_real_halves"], 1e-12)
-        rows.append(_row("Fréchet galaxy distance", fid["fgd"], thr, fid["fgd"] < thr,
-                         f"< {t['fgd_factor']:g} × real-vs-real FGD", "fid"))
+        if m.kind == "object" and isinstance(res, dict):
+            n_ks += len(res.get("comparison") or {})
+    ctx.ks_tests = max(n_ks, 1)
+    return ctx
+
+
+def build_summary(results: dict, thresholds: dict, ctx: Context | None = None) -> list[dict]:
+    """The summary table from the detailed ``results`` of :func:`evaluate`: every registered
+    measure present in ``results`` adds its rows, in registry order.  The rules are those of
+    :mod:`galforge.evaluation.verdicts`; a value that could not be computed fails."""
+    t = {**registry.default_thresholds(), **(thresholds or {})}
+    ctx = _context(results, ctx)
+    rows: list[dict] = []
+    for m in registry.measures():
+        res = results.get(m.name)
+        if res:
+            rows.extend(m.summary(res, t, ctx))
     return rows
 
 
@@ -157,19 +119,57 @@ font-size:12px;overflow-x:auto}
 
 
 def _fmt(v) -> str:
+    """A value for the page: "–" for a missing one, 4 significant digits for a float."""
     if v is None:
         return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return "–" if not math.isfinite(v) else f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return html.escape(", ".join(_fmt(x) for x in v))
     return html.escape(str(v))
 
 
-def write_report(out_dir, metrics: dict, figures: list[dict]) -> Path:
-    """Write ``out_dir/report.html``: header, summary table, notes, then every figure
-    (``{"section", "file", "caption"}``, files relative to ``out_dir``)."""
+def _rate(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def _table(columns: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _details(results: dict, ctx: Context | None) -> list[str]:
+    ctx = ctx or Context(bands=(), units="", options={})
+    parts = []
+    for name, res in results.items():
+        if not isinstance(res, dict):
+            continue
+        try:
+            m = registry.get(name)
+        except Exception:
+            m = registry.Measure()
+            m.name = m.title = name
+        for tab in m.details(res, ctx):
+            parts.append(f"<h3>{html.escape(tab['title'])}</h3>"
+                         + _table(tab["columns"], tab["rows"]))
+    return parts
+
+
+def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | None = None) -> Path:
+    """Write ``out_dir/report.html``: header, summary table, notes, details tables, then
+    every figure (``{"section", "file", "caption"}``, files relative to ``out_dir``)."""
     out_dir = Path(out_dir)
     summary = metrics.get("summary", [])
     n_pass = sum(r["passed"] for r in summary)
+    mags = metrics.get("magnitudes") or {}
+    mag_txt = ""
+    if mags:
+        mag_txt = (f"<br>Magnitudes: {html.escape(str(mags.get('system')))} "
+                   f"({html.escape(str(mags.get('source')))})")
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         "<title>galforge evaluation</title>", f"<style>{_CSS}</style></head><body>",
@@ -180,38 +180,33 @@ def write_report(out_dir, metrics: dict, figures: list[dict]) -> Path:
         f"Fake: <code>{html.escape(str(metrics['fake']['source']))}</code> "
         f"({metrics['fake']['n']} images)<br>"
         f"galforge {html.escape(metrics.get('galforge_version', ''))}; "
-        f"{n_pass} of {len(summary)} measures pass.</p>",
+        f"{n_pass} of {len(summary)} measures pass.{mag_txt}</p>",
         "<h2>Summary</h2><table><tr><th>measure</th><th>value</th><th>threshold</th>"
-        "<th>rule</th><th>result</th></tr>",
+        "<th>rule</th><th>n real</th><th>n fake</th><th>failure rate real</th>"
+        "<th>failure rate fake</th><th>result</th></tr>",
     ]
     for r in summary:
         cls = "pass" if r["passed"] else "fail"
         parts.append(
             f"<tr><td>{html.escape(r['measure'])}</td><td>{_fmt(r['value'])}</td>"
             f"<td>{_fmt(r['threshold'])}</td><td>{html.escape(r.get('rule', ''))}</td>"
+            f"<td>{_fmt(r.get('n_real'))}</td><td>{_fmt(r.get('n_fake'))}</td>"
+            f"<td>{_rate(r.get('failure_rate_real'))}</td>"
+            f"<td>{_rate(r.get('failure_rate_fake'))}</td>"
             f"<td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}"
             f"{' (' + html.escape(r['note']) + ')' if r.get('note') else ''}</td></tr>")
     parts.append("</table>")
+    parts.append("<p style='font-size:13px'>n: objects measured in each set. Rules: KS rows "
+                 "pass above ks_p divided by the number of KS rows (Bonferroni); fitted "
+                 "measures fail when the fake set's failure rate clearly exceeds the real "
+                 "one's; rows resting on fewer than min_objects objects fail; fractions, the "
+                 "classifier AUC and the NN ratio allow for their sampling noise.</p>")
     notes = metrics.get("notes") or []
     if notes:
         parts.append("<h2>Notes</h2><ul>")
         parts += [f"<li>{html.escape(n)}</li>" for n in notes]
         parts.append("</ul>")
-    extra = metrics.get("results", {})
-    info = []
-    for key in ("fid", "inception", "memorization", "power_spectrum"):
-        res = extra.get(key)
-        if not res:
-            continue
-        shown = {k: v for k, v in res.items()
-                 if not isinstance(v, (list, dict)) or k in ("classifier",)}
-        info.append(f"<h3>{html.escape(key)}</h3><pre>{html.escape(json.dumps(shown, indent=1))}"
-                    "</pre>")
-    for key in ("isophotes", "moments", "morphology", "photometry"):
-        res = extra.get(key)
-        if res and "failures" in res:
-            info.append(f"<h3>{key}: measurement failures</h3><pre>"
-                        f"{html.escape(json.dumps(res['failures'], indent=1))}</pre>")
+    info = _details(metrics.get("results", {}), ctx)
     if info:
         parts.append("<h2>Details</h2>" + "".join(info))
     section = None
@@ -233,17 +228,20 @@ def _fig(section: str, file: str, caption: str) -> dict:
     return {"section": section, "file": file, "caption": caption}
 
 
-def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict) -> dict:
+def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict,
+                  ctx: Context | None = None) -> dict:
     """Write the CSV catalogues and every PNG figure of an evaluation into ``out_dir``.
 
     ``real``/``fake`` carry ``images``, ``bands``, ``units``; ``catalogues`` maps a
-    per-object measure to ``{"real": rows, "fake": rows}``.  Returns ``{"figures": [...],
-    "csv": [...]}`` (file names relative to ``out_dir``).  A figure that cannot be drawn is
-    reported in ``metrics["notes"]`` instead of stopping the report."""
+    per-object measure to ``{"real": rows, "fake": rows}``.  The sample grids come first,
+    then each measure's files (``Measure.outputs``), in registry order.  Returns
+    ``{"figures": [...], "csv": [...]}`` (file names relative to ``out_dir``).  A figure
+    that cannot be drawn is reported in ``metrics["notes"]`` instead of stopping the report."""
     from galforge.data import display
 
     out = Path(out_dir)
     bands = tuple(real.bands)
+    ctx = ctx or Context(bands=bands, units=real.units, options=metrics.get("settings", {}))
     results = metrics["results"]
     notes = metrics.setdefault("notes", [])
     figures: list[dict] = []
@@ -271,93 +269,17 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict) -> dict:
 
     attempt("sample grids", grids)
 
-    titles = {"isophotes": "Isophote shapes (photutils ellipse fits)",
-              "moments": "Moment shapes (sep)", "morphology": "Morphology (statmorph)",
-              "photometry": "Source photometry (sep)"}
-    for m, rows in catalogues.items():
-        for s_name in ("real", "fake"):
-            name = f"catalogue_{m}_{s_name}.csv"
-            write_csv(out / name, rows[s_name])
-            csvs.append(name)
-        cols = results[m]["columns"]
+    for m in registry.measures():
+        if m.name not in results:
+            continue
 
-        def hist(m=m, rows=rows, cols=cols):
-            from galforge.evaluation.stats import plot_histograms
+        def one(m=m):
+            got = m.outputs(out, real, fake, results[m.name], catalogues.get(m.name), ctx)
+            csvs.extend(got.get("csv", []))
+            for fig in got.get("figures", []):
+                figures.append(_fig(m.title or m.name, fig["file"], fig.get("caption", "")))
 
-            plot_histograms(rows["real"], rows["fake"], cols, out / f"hist_{m}.png")
-            figures.append(_fig(titles[m], f"hist_{m}.png",
-                                f"Real vs fake histograms of {', '.join(cols)} "
-                                "(failed measurements left out, counted in Details)."))
-
-        attempt(f"{m} histograms", hist)
-        if m == "photometry":
-            def counts(rows=rows):
-                from galforge.evaluation import photometry
-
-                photometry.plot_number_counts(rows["real"], rows["fake"], bands[-1],
-                                              out / "number_counts.png",
-                                              n_images=(len(real.images), len(fake.images)))
-                figures.append(_fig(titles["photometry"], "number_counts.png",
-                                    f"Number counts per {bands[-1]} magnitude bin, per image."))
-
-            attempt("number counts", counts)
-
-    cm = results.get("colour")
-    if cm:
-        def cmd():
-            from galforge.evaluation.colour import plot_cmd
-
-            plot_cmd(cm["real_cm"], cm["fake_cm"], out / "cmd.png", k=cm["k"])
-            figures.append(_fig("Colour–magnitude", "cmd.png",
-                                f"Colour–magnitude diagram; {cm['fraction_in_box']:.3f} of "
-                                f"fakes inside the real median ± {cm['k']}σ box "
-                                f"(real itself: {cm['real_fraction_in_box']:.3f})."))
-
-        attempt("colour–magnitude diagram", cmd)
-
-    mem = results.get("memorization")
-    if mem:
-        rows = []
-        for i, (idx, dist) in enumerate(zip(mem["fake_nn_l1"]["index"],
-                                            mem["fake_nn_l1"]["distance"], strict=True)):
-            rows.append({"fake": i, "nn_real_l1": idx[0], "nn_l1": dist[0],
-                         "nn_real_mse": mem["fake_nn_mse"]["index"][i][0],
-                         "nn_mse": mem["fake_nn_mse"]["distance"][i][0]})
-        write_csv(out / "memorization_nn.csv", rows)
-        csvs.append("memorization_nn.csv")
-
-        def nn():
-            from galforge.evaluation.memorization import plot_nn_grid
-
-            plot_nn_grid(out / "nn_grid.png", fake.images, real.images, mem, bands,
-                         n_show=min(8, len(fake.images)), metric="l1")
-            figures.append(_fig("Memorisation", "nn_grid.png",
-                                f"The fakes closest to the training part of REAL: fake, its "
-                                f"{mem['k']} nearest real images, absolute differences. NN "
-                                f"ratio (L1) {mem['nn_ratio_l1']:.3f}."))
-
-        attempt("nearest-neighbour grid", nn)
-
-    ps = results.get("power_spectrum")
-    if ps:
-        def spec():
-            k = np.asarray(ps["k"])
-            plot_spectra_summary(out / "power_spectra.png", k, ps["real"], ps["fake"], bands)
-            figures.append(_fig("Power spectra", "power_spectra.png",
-                                "Azimuthally averaged power spectra: mean of log10 P(k) and "
-                                "16–84 % spread. Realism classifier ROC AUC "
-                                f"{ps['classifier']['auc']:.3f}."))
-
-        attempt("power spectra", spec)
-
-        def pixels():
-            plot_pixel_histograms(out / "pixel_histograms.png", ps["pixel_histogram"], bands)
-            figures.append(_fig("Power spectra", "pixel_histograms.png",
-                                "Mean per-image pixel histograms on bins at quantiles of the "
-                                "real pixels (a flat real histogram by construction); these "
-                                "and the spectra are the realism classifier's features."))
-
-        attempt("pixel histograms", pixels)
+        attempt(f"of {m.name}", one)
     return {"figures": figures, "csv": csvs}
 
 

@@ -59,7 +59,12 @@ def test_metrics_json_summary_and_report(tmp_path, sets):
     assert measures["memorisation NN ratio (L1)"]["passed"]
     assert measures["realism classifier ROC AUC"]["passed"]
     assert measures["Fréchet galaxy distance"]["passed"]
-    assert measures["realism classifier ROC AUC"]["threshold"] == 0.6
+    # the AUC threshold is widened by z standard errors of the fold mean
+    clf = on_disk["results"]["power_spectrum"]["classifier"]
+    assert measures["realism classifier ROC AUC"]["threshold"] == pytest.approx(
+        0.6 + 2.0 * clf["auc_std"] / np.sqrt(clf["folds"]))
+    for row in on_disk["summary"]:
+        assert row["n_real"] and row["n_fake"]
     html = (tmp_path / "report.html").read_text()
     for fig in on_disk["files"]["figures"]:
         assert fig["file"] in html
@@ -84,7 +89,7 @@ def test_broken_fake_fails_and_thresholds_are_configurable(tmp_path, sets):
     assert row["value"] > 0.9 and row["passed"] is False
     m2 = evaluate(real, noise, tmp_path, measures=["power_spectrum"],
                   thresholds={"auc": 1.01}, **FAST)
-    assert m2["summary"][0]["passed"] is True and m2["summary"][0]["threshold"] == 1.01
+    assert m2["summary"][0]["passed"] is True and m2["summary"][0]["threshold"] >= 1.01
     # changing a threshold reuses the cached measure
     assert m2["cache"]["computed"] == [] and len(m2["cache"]["reused"]) == 1
     dup = evaluate(real, real, tmp_path / "dup", measures=["memorization"], **FAST)
@@ -181,5 +186,7 @@ def test_summary_marks_uncomputable_values_as_failed_with_a_note():
     bad = rows["moments ellipticity KS p"]
     assert bad["value"] is None and bad["passed"] is False
     assert bad["note"] == "no finite values in fake set"
+    # the KS level is family-wise: ks_p over the number of KS rows (Bonferroni)
     flux = rows["moments flux KS p"]
-    assert flux["threshold"] == 0.6 and flux["passed"] is False and "note" not in flux
+    assert flux["threshold"] == pytest.approx(0.3) and flux["passed"] is True
+    assert "note" not in flux

@@ -56,23 +56,36 @@ def load_set(source: str, what: str, *, n: int | None, seed: int, size: int | No
 
 
 def _parse_thresholds(items: list[str]) -> dict:
-    from galforge.evaluation.report import DEFAULT_THRESHOLDS
+    from galforge.evaluation.registry import default_thresholds
 
+    known = default_thresholds()
     out = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--threshold {item!r}: use NAME=VALUE, e.g. --threshold auc=0.65")
         name, value = item.split("=", 1)
         name = name.strip()
-        if name not in DEFAULT_THRESHOLDS:
+        if name not in known:
             raise ConfigError(
-                f"--threshold {name}: unknown; choose from {', '.join(DEFAULT_THRESHOLDS)}"
+                f"--threshold {name}: unknown; choose from {', '.join(known)}"
             )
         try:
             out[name] = float(value)
         except ValueError as exc:
             raise ConfigError(f"--threshold {item!r}: {value!r} is not a number") from exc
     return out
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+def _count(v) -> str:
+    return "–" if v is None else str(int(v))
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}%"
 
 
 def register(app: typer.Typer) -> None:
@@ -92,17 +105,23 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed for sampling, splits, classifier, KID."),
         measures: str = typer.Option(
             None, "--measures",
-            help="Comma-separated subset of: isophotes, moments, morphology, photometry, "
-                 "colour, memorization, power_spectrum, fid, inception (default: all but "
-                 "inception, which runs when --inception-weights is given)."),
+            help="Comma-separated subset of the registered measures: isophotes, moments, "
+                 "morphology, photometry, colour, memorization, power_spectrum, fid, inception "
+                 "and any registered by the user (default: all but inception, which runs when "
+                 "--inception-weights is given)."),
         threshold: list[str] = typer.Option(
             None, "--threshold",
-            help="NAME=VALUE, repeatable: ks_p (0.05), nn_ratio (0.9), auc (0.6), "
-                 "fgd_factor (3), box_margin (0.1)."),
+            help="NAME=VALUE, repeatable: ks_p (0.05, family-wise over the KS rows), "
+                 "min_objects (10), failure_margin (0.05), failure_alpha (0.01), z (2), "
+                 "box_margin (0.1), nn_ratio (0.9), auc (0.6), fgd_factor (3)."),
         band: str = typer.Option("sum", "--band", help="Band for shapes/morphology, or 'sum'."),
         upscale: int = typer.Option(512, "--upscale",
                                     help="Isophote fits: bicubic upscale to this size (0: off)."),
-        zeropoint: float = typer.Option(22.5, "--zeropoint", help="AB zero-point of the images."),
+        zeropoint: float = typer.Option(
+            None, "--zeropoint",
+            help="Magnitude zero point of REAL's pixel units (22.5 for nanomaggies). Default: "
+                 "the REAL FITS headers' MAGZERO/MAGZP/ZP/PHOTZP when all agree, else "
+                 "instrumental magnitudes (-2.5 log10 flux)."),
         detect_thresh: float = typer.Option(5.0, "--detect-thresh",
                                             help="Detection threshold in background sigma."),
         minarea: int = typer.Option(5, "--minarea", help="Minimum connected pixels per source."),
@@ -170,13 +189,18 @@ def register(app: typer.Typer) -> None:
             raise EvaluationError(f"evaluate {real} vs {fake}: {exc}") from exc
         rows = metrics["summary"]
         width = max([len(r["measure"]) for r in rows] + [7])
-        typer.echo(f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  result")
+        typer.echo(f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  {'n real':>6}  "
+                   f"{'n fake':>6}  {'fail real':>9}  {'fail fake':>9}  result")
         for r in rows:
-            v = "–" if r["value"] is None else f"{r['value']:.4g}"
-            t = "–" if r["threshold"] is None else f"{r['threshold']:.4g}"
             note = f" ({r['note']})" if r.get("note") else ""
-            typer.echo(f"{r['measure']:<{width}}  {v:>10}  {t:>10}  "
+            typer.echo(f"{r['measure']:<{width}}  {_num(r['value']):>10}  "
+                       f"{_num(r['threshold']):>10}  {_count(r.get('n_real')):>6}  "
+                       f"{_count(r.get('n_fake')):>6}  {_pct(r.get('failure_rate_real')):>9}  "
+                       f"{_pct(r.get('failure_rate_fake')):>9}  "
                        f"{'pass' if r['passed'] else 'FAIL'}{note}")
+        mags = metrics.get("magnitudes") or {}
+        if mags:
+            typer.echo(f"magnitudes: {mags.get('system')} ({mags.get('source')})")
         for note in metrics.get("notes", []):
             typer.echo(f"note: {note}")
         n_pass = sum(r["passed"] for r in rows)

@@ -261,9 +261,9 @@ def plot_cmd(
         res = fraction_in_box(real_cm, fake_cm, k)
         (c0, c1), (m0, m1) = res["box"]["colour"], res["box"]["mag"]
         frac = res["fraction"]
+        inside = f"{frac:.1%}" if math.isfinite(frac) else "– (no fake with a finite colour)"
         ax.add_patch(Rectangle((m0, c0), m1 - m0, c1 - c0, fill=False, color="k", lw=1.2,
-                               ls="--", label=f"real median ± {k:g}σ "
-                                              f"(fake inside: {frac:.1%})"))
+                               ls="--", label=f"real median ± {k:g}σ (fake inside: {inside})"))
     if isinstance(real_cm, dict):
         colour_label = colour_label or real_cm.get("colour_label")
         mag_label = mag_label or real_cm.get("mag_label")

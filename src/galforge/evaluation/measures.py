@@ -284,11 +284,11 @@ class Memorization(SetMeasure):
         for metric in ("l1", "mse"):
             v = result.get(f"nn_ratio_{metric}")
             se = result.get(f"nn_ratio_{metric}_se")
-            thr = thresholds["nn_ratio"] - thresholds["z"] * (se if se is not None else 0.0)
+            thr = thresholds["nn_ratio"] * math.exp(-thresholds["z"] * (se or 0.0))
             passed = v is not None and v > thr and ok and few is None
             rows.append(summary_row(
                 f"memorisation NN ratio ({metric.upper()})", v, thr, passed,
-                "> nn_ratio − z·SE (bootstrap)", self.name, n_real=n_r,
+                "> nn_ratio · exp(−z·SE of ln ratio, bootstrap)", self.name, n_real=n_r,
                 n_fake=result.get("n_fake"), note="; ".join(x for x in (deg_note, few) if x),
                 failure_rate_real=deg_r.get("failure_rate"),
                 failure_rate_fake=deg_f.get("failure_rate"), standard_error=se))

@@ -26,8 +26,9 @@ held-out images then play the role of "new galaxies from the same distribution".
 copied from images that landed in the held-out part are not caught, so a fully memorising
 generator gives a ratio of about 0, not exactly 0.)
 
-Sampling noise and degenerate samples.  The standard error of each ratio is estimated by
-bootstrap (both sets of NN distances resampled, seeded); the verdict allows for it.  With
+Sampling noise and degenerate samples.  The standard error of the logarithm of each ratio
+is estimated by bootstrap (both sets of NN distances resampled, seeded); the verdict allows
+for it.  With
 ``detection=`` (a :class:`~galforge.evaluation.photometry.DetectionOptions`) every image is
 also checked for being *degenerate* — constant, or without any detected source: blank or
 featureless fakes sit far from every real image and would otherwise look "not memorised".
@@ -133,14 +134,15 @@ def degenerate_images(images, detection=None) -> dict:
 
 
 def _bootstrap_se(fake_d: np.ndarray, hold_d: np.ndarray, seed: int, n_boot: int = 200) -> float:
-    """Bootstrap standard error of ``median(fake_d) / median(hold_d)``."""
+    """Bootstrap standard error of ``ln(median(fake_d) / median(hold_d))`` (NaN when the
+    ratio is 0 or undefined in nearly every resample, as for exact copies)."""
     rng = np.random.default_rng([seed, 7])
     mf = np.median(fake_d[rng.integers(0, len(fake_d), (n_boot, len(fake_d)))], axis=1)
     mh = np.median(hold_d[rng.integers(0, len(hold_d), (n_boot, len(hold_d)))], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        r = mf / mh
+        r = np.log(mf / mh)
     r = r[np.isfinite(r)]
-    return float(np.std(r)) if r.size > 1 else float("nan")
+    return float(np.std(r)) if r.size > n_boot // 2 else float("nan")
 
 
 def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
@@ -148,7 +150,8 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
     """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
 
     Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
-    statistics) and their bootstrap standard errors ``nn_ratio_<metric>_se``, the medians
+    statistics) and the bootstrap standard errors of their logarithms
+    ``nn_ratio_<metric>_se``, the medians
     they are made of, the held-out split and its NN distances, per fake the ``k`` nearest
     training images (indices into ``real``) and their distances, and — with ``detection``
     (a :class:`~galforge.evaluation.photometry.DetectionOptions`) — the degenerate images

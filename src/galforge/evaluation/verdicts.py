@@ -22,8 +22,9 @@ and of each measure (all settable with ``--threshold NAME=VALUE``):
 * **Realism classifier** passes when ``AUC < auc + z·σ_AUC/sqrt(folds)``: the threshold is
   widened by ``z`` standard errors of the mean AUC, from the spread of its
   cross-validation folds.
-* **Memorisation** passes when the NN ratio ``> nn_ratio - z·SE``, ``SE`` its bootstrap
-  standard error (both medians resampled), and only on a usable fake sample: it fails when
+* **Memorisation** passes when the NN ratio ``> nn_ratio · exp(-z·SE)``, ``SE`` the
+  bootstrap standard error of the ratio's logarithm (both medians resampled; a few held-out
+  images make a noisy median), and only on a usable fake sample: it fails when
   the fakes are degenerate (constant images, or no source detected) clearly more often than
   the real images (the failure-rate rule above), or when fewer than ``min_objects`` fakes
   are usable.

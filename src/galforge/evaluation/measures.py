@@ -51,6 +51,7 @@ class Isophotes(ObjectMeasure):
     label = "isophote"
     title = "Isophote shapes (photutils ellipse fits)"
     options = ("band", "upscale")
+    imports = ("galforge.evaluation.morphology", "photutils.isophote", "scipy.stats")
 
     def measure_chunk(self, images, bands, ctx):
         from galforge.evaluation import morphology
@@ -67,6 +68,7 @@ class Moments(ObjectMeasure):
     label = "moments"
     title = "Moment shapes (sep)"
     options = ("band",)
+    imports = ("galforge.evaluation.morphology", "scipy.stats")
 
     def measure_chunk(self, images, bands, ctx):
         from galforge.evaluation import morphology
@@ -82,6 +84,7 @@ class Morphology(ObjectMeasure):
     label = "morphology"
     title = "Morphology (statmorph)"
     options = ("band",)
+    imports = ("galforge.evaluation.morphology", "statmorph", "scipy.stats")
 
     def measure_chunk(self, images, bands, ctx):
         from galforge.evaluation import morphology
@@ -96,6 +99,7 @@ class Photometry(ObjectMeasure):
     name = "photometry"
     label = "photometry"
     title = "Source photometry (sep)"
+    imports = ("galforge.evaluation.photometry", "scipy.stats")
     fitted = False
     per_image = False
 
@@ -254,6 +258,7 @@ def _range(v):
 class Memorization(SetMeasure):
     name = "memorization"
     title = "Memorisation"
+    imports = ("galforge.evaluation.memorization", "galforge.evaluation.photometry", "torch")
     options = ("nn_crop", "nn_k", "holdout_fraction", "nn_normalize", "seed")
     thresholds = {"nn_ratio": 0.9}
 
@@ -283,23 +288,40 @@ class Memorization(SetMeasure):
         rows = []
         for metric in ("l1", "mse"):
             v = result.get(f"nn_ratio_{metric}")
-            se = result.get(f"nn_ratio_{metric}_se")
-            thr = thresholds["nn_ratio"] * math.exp(-thresholds["z"] * (se or 0.0))
+            up = self._upper(result, metric, thresholds["z"])
+            if v is None or up is None or not math.isfinite(up):
+                thr = thresholds["nn_ratio"] if up is None or math.isnan(up) else 0.0
+            else:
+                thr = thresholds["nn_ratio"] * v / up if up > 0 else thresholds["nn_ratio"]
             passed = v is not None and v > thr and ok and few is None
             rows.append(summary_row(
                 f"memorisation NN ratio ({metric.upper()})", v, thr, passed,
-                "> nn_ratio · exp(−z·SE of ln ratio, bootstrap)", self.name, n_real=n_r,
+                "upper bound of ratio > nn_ratio", self.name, n_real=n_r,
                 n_fake=result.get("n_fake"), note="; ".join(x for x in (deg_note, few) if x),
                 failure_rate_real=deg_r.get("failure_rate"),
-                failure_rate_fake=deg_f.get("failure_rate"), standard_error=se))
+                failure_rate_fake=deg_f.get("failure_rate"), upper_bound=up))
         return rows
+
+    @staticmethod
+    def _upper(result, metric, z):
+        from galforge.evaluation.verdicts import ratio_upper_bound
+
+        fake_d = (result.get(f"fake_nn_{metric}") or {}).get("distance")
+        hold_d = result.get(f"holdout_nn_{metric}")
+        if not fake_d or not hold_d:
+            return None
+        return ratio_upper_bound([d[0] for d in fake_d], hold_d, z)
 
     def details(self, result, ctx):
         rows = [[k, result.get(k)] for k in (
             "n_train", "n_holdout", "n_fake", "crop_fraction", "k", "normalize",
-            "median_fake_train_l1", "median_holdout_train_l1", "nn_ratio_l1", "nn_ratio_l1_se",
-            "median_fake_train_mse", "median_holdout_train_mse", "nn_ratio_mse",
-            "nn_ratio_mse_se") if k in result]
+            "median_fake_train_l1", "median_holdout_train_l1", "nn_ratio_l1",
+            "median_fake_train_mse", "median_holdout_train_mse", "nn_ratio_mse") if k in result]
+        z = float(ctx.thresholds.get("z", 2.0))
+        for metric in ("l1", "mse"):
+            up = self._upper(result, metric, z)
+            if up is not None:
+                rows.append([f"upper bound of nn_ratio_{metric} (z={z:g})", up])
         tables = [{"title": "Memorisation: nearest neighbours", "columns": ["quantity", "value"],
                    "rows": rows}]
         deg = []
@@ -347,6 +369,8 @@ def _spectrum_summary(p: np.ndarray) -> dict:
 class PowerSpectrum(SetMeasure):
     name = "power_spectrum"
     title = "Power spectra"
+    imports = ("galforge.evaluation.features", "galforge.evaluation.metrics", "scipy.stats",
+               "sklearn.ensemble", "sklearn.metrics", "sklearn.model_selection")
     options = ("max_k", "hist_bins", "classifier_folds", "seed")
     thresholds = {"auc": 0.6}
 
@@ -423,6 +447,7 @@ class PowerSpectrum(SetMeasure):
 class FrechetGalaxyDistance(SetMeasure):
     name = "fid"
     title = "Fréchet galaxy distance"
+    imports = ("galforge.evaluation.features", "galforge.evaluation.metrics")
     options = ("encoder_weights", "kid_subsets", "kid_subset_size", "seed")
     thresholds = {"fgd_factor": 3.0}
 
@@ -470,6 +495,7 @@ class FrechetGalaxyDistance(SetMeasure):
 class Inception(SetMeasure):
     name = "inception"
     title = "Inception FID/KID"
+    imports = ("galforge.evaluation.features", "galforge.evaluation.metrics")
     options = ("inception_weights", "kid_subsets", "kid_subset_size", "seed")
 
     def is_default(self, ctx) -> bool:

@@ -26,9 +26,9 @@ held-out images then play the role of "new galaxies from the same distribution".
 copied from images that landed in the held-out part are not caught, so a fully memorising
 generator gives a ratio of about 0, not exactly 0.)
 
-Sampling noise and degenerate samples.  The standard error of the logarithm of each ratio
-is estimated by bootstrap (both sets of NN distances resampled, seeded); the verdict allows
-for it.  With
+Sampling noise and degenerate samples.  The held-out NN distances are kept beside the
+fakes' so that the verdict can put distribution-free confidence bounds on both medians
+(:mod:`galforge.evaluation.verdicts`): a median of a handful of held-out images is noisy.  With
 ``detection=`` (a :class:`~galforge.evaluation.photometry.DetectionOptions`) every image is
 also checked for being *degenerate* — constant, or without any detected source: blank or
 featureless fakes sit far from every real image and would otherwise look "not memorised".
@@ -133,25 +133,12 @@ def degenerate_images(images, detection=None) -> dict:
             "flags": flags.tolist()}
 
 
-def _bootstrap_se(fake_d: np.ndarray, hold_d: np.ndarray, seed: int, n_boot: int = 200) -> float:
-    """Bootstrap standard error of ``ln(median(fake_d) / median(hold_d))`` (NaN when the
-    ratio is 0 or undefined in nearly every resample, as for exact copies)."""
-    rng = np.random.default_rng([seed, 7])
-    mf = np.median(fake_d[rng.integers(0, len(fake_d), (n_boot, len(fake_d)))], axis=1)
-    mh = np.median(hold_d[rng.integers(0, len(hold_d), (n_boot, len(hold_d)))], axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log(mf / mh)
-    r = r[np.isfinite(r)]
-    return float(np.std(r)) if r.size > n_boot // 2 else float("nan")
-
-
 def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
                  seed: int = 0, normalize: bool = True, detection=None) -> dict:
     """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
 
     Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
-    statistics) and the bootstrap standard errors of their logarithms
-    ``nn_ratio_<metric>_se``, the medians
+    statistics), the medians
     they are made of, the held-out split and its NN distances, per fake the ``k`` nearest
     training images (indices into ``real``) and their distances, and — with ``detection``
     (a :class:`~galforge.evaluation.photometry.DetectionOptions`) — the degenerate images
@@ -181,7 +168,6 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
         out[f"median_fake_train_{metric}"] = med_f
         out[f"median_holdout_train_{metric}"] = med_h
         out[f"nn_ratio_{metric}"] = float(ratio)
-        out[f"nn_ratio_{metric}_se"] = _bootstrap_se(fd[:, 0], hd[:, 0], seed)
         out[f"fake_nn_{metric}"] = {"index": train_idx[fi].tolist(), "distance": fd.tolist()}
         out[f"holdout_nn_{metric}"] = hd[:, 0].tolist()
     if detection is not None:

@@ -110,6 +110,8 @@ class Context:
     options: dict
     detection: object = None
     magnitudes: dict = field(default_factory=dict)
+    #: the thresholds of this evaluation (set when the summary is built)
+    thresholds: dict = field(default_factory=dict)
     #: number of KS rows in the summary (the Bonferroni family of the KS rule)
     ks_tests: int = 1
 
@@ -136,7 +138,8 @@ class Measure:
     (names of evaluate options the result depends on: they enter the cache key),
     ``thresholds`` (``{name: default}`` of the thresholds its rule uses), ``default`` (run
     when no measures are named), ``requires`` (measures it needs; added automatically),
-    ``version`` (bump when the computation changes, to invalidate cached results)."""
+    ``version`` (bump when the computation changes, to invalidate cached results),
+    ``imports`` (modules to import before the parallel run)."""
 
     kind = "set"
     name: str = ""
@@ -146,6 +149,10 @@ class Measure:
     default: bool = True
     requires: tuple = ()
     version: str = "1"
+    #: modules imported once in the main thread before the parallel run: a first import of
+    #: a large package (torch, scipy.stats) from several worker threads at once can see a
+    #: partially initialised module
+    imports: tuple = ()
 
     def is_default(self, ctx: Context) -> bool:
         """Whether the measure runs when no measures are named."""

@@ -100,6 +100,7 @@ def build_summary(results: dict, thresholds: dict, ctx: Context | None = None) -
     :mod:`galforge.evaluation.verdicts`; a value that could not be computed fails."""
     t = {**registry.default_thresholds(), **(thresholds or {})}
     ctx = _context(results, ctx)
+    ctx.thresholds = t
     rows: list[dict] = []
     for m in registry.measures():
         res = results.get(m.name)

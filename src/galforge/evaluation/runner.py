@@ -28,6 +28,7 @@ is in REAL's units); otherwise magnitudes are instrumental (``−2.5 log10 flux`
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import time
@@ -354,6 +355,11 @@ def evaluate(real, fake, out_dir, **options) -> dict:
             lookup(key, _set_task, (m, r.images, f.images, ctx))
 
     # ---- run what is missing, write it to the cache
+    if tasks:
+        for m in registry.measures():
+            if m.name in plan:
+                for module in m.imports:
+                    importlib.import_module(module)
     computed = _run_tasks(tasks, opts)
     for key, value in computed.items():
         value = json_safe(value)

@@ -22,9 +22,13 @@ and of each measure (all settable with ``--threshold NAME=VALUE``):
 * **Realism classifier** passes when ``AUC < auc + z·σ_AUC/sqrt(folds)``: the threshold is
   widened by ``z`` standard errors of the mean AUC, from the spread of its
   cross-validation folds.
-* **Memorisation** passes when the NN ratio ``> nn_ratio · exp(-z·SE)``, ``SE`` the
-  bootstrap standard error of the ratio's logarithm (both medians resampled; a few held-out
-  images make a noisy median), and only on a usable fake sample: it fails when
+* **Memorisation** passes when the data do not show the NN ratio to lie below ``nn_ratio``:
+  when the upper confidence bound of the ratio, ``U = upper(median fake NN distance) /
+  lower(median held-out NN distance)``, exceeds ``nn_ratio``.  Each bound is the
+  distribution-free order-statistic bound of a median (ranks ``(n ± z·√n)/2``), so a ratio
+  resting on a handful of held-out images is judged with the uncertainty it has.  The row's
+  threshold is ``nn_ratio · ratio / U`` (the value passes exactly when it exceeds it).  The
+  verdict needs a usable fake sample: it fails when
   the fakes are degenerate (constant images, or no source detected) clearly more often than
   the real images (the failure-rate rule above), or when fewer than ``min_objects`` fakes
   are usable.
@@ -40,6 +44,8 @@ from collections.abc import Sequence
 from galforge.evaluation.registry import summary_row
 
 __all__ = [
+    "median_bounds",
+    "ratio_upper_bound",
     "failure_counts",
     "failure_verdict",
     "fisher_greater",
@@ -141,6 +147,35 @@ def fraction_threshold(ref: float, n_real: int, n_fake: int, margin: float,
         return ref - margin, math.nan
     se = math.sqrt(max(ref * (1 - ref), 0.0) * (1 / n_real + 1 / n_fake))
     return ref - max(margin, z * se), se
+
+
+def median_bounds(values, z: float) -> tuple[float, float]:
+    """Distribution-free one-sided confidence bounds ``(lower, upper)`` of the median of
+    ``values``: the order statistics of ranks ``floor((n - z√n)/2)`` and
+    ``ceil((n + z√n)/2) + 1`` (1-based, clipped to the sample), the normal approximation
+    of the binomial ranks; ``z`` = 2 gives about 97.7 % each."""
+    import numpy as np
+
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    x = x[np.isfinite(x)]
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan
+    lo = int(math.floor((n - z * math.sqrt(n)) / 2))
+    hi = int(math.ceil((n + z * math.sqrt(n)) / 2)) + 1
+    return float(x[min(max(lo, 1), n) - 1]), float(x[min(max(hi, 1), n) - 1])
+
+
+def ratio_upper_bound(numerator, denominator, z: float) -> float:
+    """Upper confidence bound of ``median(numerator) / median(denominator)``: the upper
+    bound of the first median over the lower bound of the second (``inf`` when that is 0)."""
+    up = median_bounds(numerator, z)[1]
+    low = median_bounds(denominator, z)[0]
+    if not (math.isfinite(up) and math.isfinite(low)):
+        return math.nan
+    if low <= 0:
+        return math.inf if up > 0 else math.nan
+    return up / low
 
 
 def object_details(measure, result: dict) -> list[dict]:

@@ -107,3 +107,117 @@ def test_a_bundle_as_fake_is_sampled_with_n_and_seed(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fake"]["n"] == 12 and "seed=3" in metrics["fake"]["source"]
     assert metrics["fake"]["shape"] == [2, 64, 64]
+
+
+def test_two_independent_real_sets_pass_at_n30(tmp_path, capsys):
+    """Two independent draws of one population pass every measure that is cheap enough for
+    the suite (benchmarks/evaluate_real_halves.py checks all of them at n = 500)."""
+    out = tmp_path / "ev"
+    code = main(["evaluate", "builtin:galsim?n=30&size=32&seed=11",
+                 "builtin:galsim?n=30&size=32&seed=12", "--out", str(out), "--measures",
+                 "moments,photometry,colour,memorization,power_spectrum,fid", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    failed = [r["measure"] for r in metrics["summary"] if not r["passed"]]
+    assert failed == [], text
+    for r in metrics["summary"]:
+        assert r["n_real"] >= 20 and r["n_fake"] >= 20
+        if r["group"] == "moments":
+            assert r["failure_rate_real"] is not None and r["failure_rate_fake"] is not None
+    html = (out / "report.html").read_text()
+    assert "None" not in text and "None" not in html and "nan%" not in html
+    # the summary table shows n and failure rates; Details are tables, not raw JSON
+    summary = html.split("<h2>Summary</h2>")[1].split("</table>")[0]
+    assert "<th>n real</th>" in summary and "<th>failure rate fake</th>" in summary
+    details = html.split("<h2>Details</h2>")[1]
+    assert "<pre>" not in html and "{" not in details.split("<h2>")[0]
+    assert "Realism classifier" in details and "<table>" in details
+
+
+def _fits_folder(path, n, seed, header):
+    from astropy.io import fits
+
+    path.mkdir()
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:32, :32] - 15.5
+    for i in range(n):
+        img = np.exp(-0.5 * (x**2 + y**2) / rng.uniform(1.5, 3) ** 2) * rng.uniform(40, 80)
+        img = (img + rng.normal(0, 1.0, img.shape)).astype(np.float32)
+        hdu = fits.PrimaryHDU(img)
+        hdu.header["FILTER"] = "r"
+        for k, v in header.items():
+            hdu.header[k] = v
+        hdu.writeto(path / f"g{i:03d}.fits")
+
+
+def test_magnitudes_are_instrumental_unless_a_zero_point_is_known(tmp_path, capsys):
+    np.save(tmp_path / "real.npy", _stamps(24, 0, size=32))
+    np.save(tmp_path / "fake.npy", _stamps(24, 1, size=32))
+    args = [str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--measures",
+            "photometry", "--no-progress"]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "inst")]) == 0
+    text = capsys.readouterr().out
+    head = (tmp_path / "inst" / "catalogue_photometry_real.csv").read_text().splitlines()[0]
+    assert "mag_inst_band0" in head and "mag_band0" not in head
+    metrics = json.loads((tmp_path / "inst" / "metrics.json").read_text())
+    assert metrics["magnitudes"]["zeropoint"] is None
+    assert metrics["magnitudes"]["system"] == "instrumental"
+    assert "photometry mag_inst_band0 KS p" in {r["measure"] for r in metrics["summary"]}
+    html = (tmp_path / "inst" / "report.html").read_text()
+    assert "Magnitudes: instrumental" in html and "AB" not in html
+    assert "magnitudes: instrumental" in text
+
+    assert main(["evaluate", *args, "--out", str(tmp_path / "zp"), "--zeropoint", "25"]) == 0
+    capsys.readouterr()
+    head = (tmp_path / "zp" / "catalogue_photometry_real.csv").read_text().splitlines()[0]
+    assert "mag_band0" in head and "mag_inst" not in head
+    zp = json.loads((tmp_path / "zp" / "metrics.json").read_text())
+    assert zp["magnitudes"] == {"zeropoint": 25.0, "system": "zero point 25",
+                                "source": "--zeropoint"}
+    # the KS statistics do not depend on the zero point
+    assert [r["value"] for r in zp["summary"]] == [r["value"] for r in metrics["summary"]]
+
+
+def test_zero_point_from_the_fits_headers(tmp_path, capsys):
+    _fits_folder(tmp_path / "real", 12, 0, {"MAGZP": 27.0})
+    _fits_folder(tmp_path / "fake", 12, 1, {})
+    out = tmp_path / "ev"
+    code = main(["evaluate", str(tmp_path / "real"), str(tmp_path / "fake"), "--out", str(out),
+                 "--measures", "photometry", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["magnitudes"]["zeropoint"] == 27.0
+    assert "MAGZP" in metrics["magnitudes"]["source"]
+    rows = [r for r in metrics["results"]["photometry"]["comparison"]]
+    assert rows == ["mag_r"]
+    # images disagreeing on the zero point give instrumental magnitudes and say why
+    _fits_folder(tmp_path / "mixed", 12, 2, {"MAGZP": 27.0})
+    from astropy.io import fits
+
+    with fits.open(tmp_path / "mixed" / "g000.fits", mode="update") as hl:
+        hl[0].header["MAGZP"] = 26.0
+    code = main(["evaluate", str(tmp_path / "mixed"), str(tmp_path / "fake"), "--out",
+                 str(tmp_path / "ev2"), "--measures", "photometry", "--no-progress"])
+    assert code == 0
+    mixed = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert mixed["magnitudes"]["zeropoint"] is None
+    assert "different zero points" in mixed["magnitudes"]["source"]
+
+
+def test_cmd_without_fake_colours_says_so_instead_of_nan(tmp_path, capsys):
+    np.save(tmp_path / "real.npy", _stamps(24, 0, size=32))
+    np.save(tmp_path / "fake.npy", np.zeros((24, 2, 32, 32), np.float32))
+    out = tmp_path / "ev"
+    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
+                 "--out", str(out), "--measures", "colour", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    cmd = [r for r in metrics["summary"] if r["group"] == "colour"][0]
+    assert cmd["passed"] is False and cmd["value"] is None and cmd["n_fake"] == 0
+    assert "no fake object with finite colour" in cmd["note"]
+    html = (out / "report.html").read_text()
+    assert "nan" not in html.lower().replace("nanomag", "") and "None" not in html
+    assert "no fake with a finite colour" in html
+    assert "None" not in text and "nan" not in text.lower()

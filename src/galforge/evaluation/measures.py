@@ -236,6 +236,8 @@ class Colour(DerivedMeasure):
         plot_cmd(result["real_cm"], result["fake_cm"], out / "cmd.png", k=result["k"])
         frac, ref = result.get("fraction_in_box"), result.get("real_fraction_in_box")
         n_f = (result.get("box") or {}).get("n_fake")
+        if frac is not None and not math.isfinite(frac):
+            frac = None
         inside = (f"{frac:.3f} of fakes inside" if frac is not None
                   else f"no fake with a finite colour (n={n_f}), so none inside")
         real_txt = f"{ref:.3f}" if ref is not None else "–"

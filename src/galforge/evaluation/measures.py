@@ -265,7 +265,8 @@ class Memorization(SetMeasure):
     thresholds = {"nn_ratio": 0.9}
 
     def cache_options(self, ctx):
-        return {**super().cache_options(ctx), "detection": ctx.detection.to_dict()}
+        detection = {k: v for k, v in ctx.detection.to_dict().items() if k != "zeropoint"}
+        return {**super().cache_options(ctx), "detection": detection}
 
     def compute(self, real, fake, ctx):
         from galforge.evaluation.memorization import memorization
@@ -340,8 +341,8 @@ class Memorization(SetMeasure):
         return tables
 
     def outputs(self, out, real, fake, result, catalogue, ctx):
+        from galforge.evaluation.figures import write_csv
         from galforge.evaluation.memorization import plot_nn_grid
-        from galforge.evaluation.report import write_csv
 
         rows = []
         for i, (idx, dist) in enumerate(zip(result["fake_nn_l1"]["index"],
@@ -428,7 +429,7 @@ class PowerSpectrum(SetMeasure):
                           ["feature set", result.get("features")]]}]
 
     def outputs(self, out, real, fake, result, catalogue, ctx):
-        from galforge.evaluation.report import plot_pixel_histograms, plot_spectra_summary
+        from galforge.evaluation.figures import plot_pixel_histograms, plot_spectra_summary
 
         plot_spectra_summary(out / "power_spectra.png", np.asarray(result["k"]),
                              result["real"], result["fake"], ctx.bands)

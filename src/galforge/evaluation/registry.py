@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from galforge.errors import EvaluationError
+from galforge.evaluation.verdicts import failure_counts, ks_rows, object_details, summary_row
 
 __all__ = [
     "COMMON_THRESHOLDS",
@@ -114,21 +115,6 @@ class Context:
     thresholds: dict = field(default_factory=dict)
     #: number of KS rows in the summary (the Bonferroni family of the KS rule)
     ks_tests: int = 1
-
-
-def summary_row(measure: str, value, threshold, passed, rule: str, group: str, *,
-                n_real=None, n_fake=None, note: str | None = None, **extra) -> dict:
-    """One entry of the summary table.  A value that could not be computed fails."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        passed = False
-        value = None
-    row = {"measure": measure, "value": value, "threshold": threshold,
-           "passed": bool(passed), "rule": rule, "group": group,
-           "n_real": n_real, "n_fake": n_fake}
-    row.update(extra)
-    if note:
-        row["note"] = note
-    return row
 
 
 class Measure:
@@ -209,7 +195,6 @@ class ObjectMeasure(Measure):
     def compare(self, rows: dict, ctx: Context) -> dict:
         """``{"columns", "comparison", "failures"}`` from both sets' rows."""
         from galforge.evaluation.stats import compare_columns
-        from galforge.evaluation.verdicts import failure_counts
 
         cols = self.columns(ctx)
         return {"columns": list(cols),
@@ -219,17 +204,13 @@ class ObjectMeasure(Measure):
                              "fake": failure_counts(rows["fake"])}}
 
     def summary(self, result, thresholds, ctx):
-        from galforge.evaluation.verdicts import ks_rows
-
         return ks_rows(self, result, thresholds, ctx.ks_tests)
 
     def details(self, result, ctx):
-        from galforge.evaluation.verdicts import object_details
-
         return object_details(self, result)
 
     def outputs(self, out, real, fake, result, catalogue, ctx):
-        from galforge.evaluation.report import write_csv
+        from galforge.evaluation.figures import write_csv
         from galforge.evaluation.stats import plot_histograms
 
         csvs = []

@@ -13,15 +13,18 @@ shown as "–".
 
 from __future__ import annotations
 
-import csv
 import html
-import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from galforge.evaluation import registry
+from galforge.evaluation.figures import (  # noqa: F401  (public names of the report module)
+    plot_pixel_histograms,
+    plot_spectra,
+    plot_spectra_summary,
+    rgb_views,
+    write_csv,
+)
 from galforge.evaluation.registry import Context, json_safe
 
 __all__ = ["build_summary", "json_safe", "plot_pixel_histograms",
@@ -35,48 +38,6 @@ def __getattr__(name):
     if name == "DEFAULT_THRESHOLDS":
         return registry.default_thresholds()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def rgb_views(images, bands, units: str | None = None, stretch=None) -> np.ndarray:
-    """uint8 ``N×H×W×3`` asinh/Lupton views (one stretch for the whole stack)."""
-    from galforge.data.display import to_rgb
-
-    arr = np.asarray(images, dtype=np.float32)
-    return to_rgb(arr, tuple(bands), units, stretch=stretch)
-
-
-def plot_spectra(path, k, p_real, p_fake, bands) -> str:
-    """Mean (line) and 16–84 % spread (band) of the 1-D power spectra ``N×C×K`` of each band."""
-
-    def summary(p):
-        q = np.log10(np.maximum(np.asarray(p), 1e-30))
-        return {"log10_mean": q.mean(0), "log10_p16": np.percentile(q, 16, axis=0),
-                "log10_p84": np.percentile(q, 84, axis=0)}
-
-    return plot_spectra_summary(path, k, summary(p_real), summary(p_fake), bands)
-
-
-def write_csv(path, rows: list[dict]) -> str:
-    """Write a catalogue (list of dicts) as CSV; the header is the union of the keys."""
-    keys: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in keys:
-                keys.append(key)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys or ["empty"])
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: _csv_value(v) for k, v in row.items()})
-    return str(path)
-
-
-def _csv_value(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    if isinstance(v, (list, tuple, dict)):
-        return json.dumps(v)
-    return v
 
 
 def _context(results: dict, ctx: Context | None) -> Context:
@@ -282,51 +243,3 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict,
 
         attempt(f"of {m.name}", one)
     return {"figures": figures, "csv": csvs}
-
-
-def plot_spectra_summary(path, k, real: dict, fake: dict, bands) -> str:
-    """Plot precomputed spectrum summaries (``log10_mean``, ``log10_p16``, ``log10_p84``,
-    each ``C×K``) of the real and fake sets, one panel per band."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
-
-    c = len(real["log10_mean"])
-    fig = Figure(figsize=(4 * c, 3.2), layout="constrained")
-    axes = fig.subplots(1, c, squeeze=False)
-    for b in range(c):
-        ax = axes[0, b]
-        for s, label, col in ((real, "real", "C0"), (fake, "fake", "C3")):
-            ax.plot(k, s["log10_mean"][b], color=col, label=label)
-            ax.fill_between(k, s["log10_p16"][b], s["log10_p84"][b], color=col, alpha=0.25)
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("k [cycles / pixel]")
-        ax.set_ylabel("log10 P(k)")
-        ax.set_title(f"band {bands[b]}")
-        ax.legend(fontsize=7)
-    fig.savefig(path, dpi=90)
-    return str(path)
-
-
-def plot_pixel_histograms(path, hist: dict, bands) -> str:
-    """Mean per-image pixel histograms of both sets (one panel per band) on the shared
-    quantile bins of :func:`galforge.evaluation.features.histogram_edges`."""
-    from matplotlib.figure import Figure
-
-    edges = np.asarray(hist["edges"])
-    c = edges.shape[0]
-    fig = Figure(figsize=(4 * c, 3.0), layout="constrained")
-    axes = fig.subplots(1, c, squeeze=False)
-    for b in range(c):
-        ax = axes[0, b]
-        x = np.arange(edges.shape[1] - 1)
-        ax.step(x, hist["real"][b], where="mid", label="real", color="C0")
-        ax.step(x, hist["fake"][b], where="mid", label="fake", color="C3")
-        ticks = np.linspace(0, len(x) - 1, 5).astype(int)
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{edges[b, t]:.3g}" for t in ticks], fontsize=7)
-        ax.set_xlabel(f"pixel value ({bands[b]}), quantile bins of the real set")
-        ax.set_ylabel("fraction of pixels")
-        ax.legend(fontsize=7)
-    fig.savefig(path, dpi=90)
-    return str(path)

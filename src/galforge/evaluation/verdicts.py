@@ -41,9 +41,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from galforge.evaluation.registry import summary_row
-
 __all__ = [
+    "summary_row",
     "median_bounds",
     "ratio_upper_bound",
     "failure_counts",
@@ -54,6 +53,21 @@ __all__ = [
     "object_details",
     "too_few",
 ]
+
+
+def summary_row(measure: str, value, threshold, passed, rule: str, group: str, *,
+                n_real=None, n_fake=None, note: str | None = None, **extra) -> dict:
+    """One entry of the summary table.  A value that could not be computed fails."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        passed = False
+        value = None
+    row = {"measure": measure, "value": value, "threshold": threshold,
+           "passed": bool(passed), "rule": rule, "group": group,
+           "n_real": n_real, "n_fake": n_fake}
+    row.update(extra)
+    if note:
+        row["note"] = note
+    return row
 
 
 def failure_counts(rows: Sequence[dict]) -> dict:

@@ -54,8 +54,8 @@ def main() -> None:
                        seed=11, extra=opts)
     passed, total = zoo.summary_counts(fake)
     rpassed, rtotal = zoo.summary_counts(ref)
-    fgd = zoo.summary_value(fake, "fgd")
-    fgd_ref = zoo.summary_value(ref, "fgd")
+    fgd = zoo.summary_value(fake, "Fréchet galaxy distance")
+    fgd_ref = zoo.summary_value(ref, "Fréchet galaxy distance")
     card = {
         "title": "DCGAN-64 on GalSim bulge+disk galaxies (g, r, i)",
         "family": "dcgan", "model": "dcgan64", "config": "cpu",

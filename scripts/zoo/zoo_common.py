@@ -80,8 +80,9 @@ def summary_counts(metrics: dict) -> tuple[int, int]:
 
 
 def summary_value(metrics: dict, name: str):
+    """The value of the first summary row whose measure name contains ``name``."""
     for r in metrics.get("summary", []):
-        if r.get("measure") == name:
+        if name in r.get("measure", ""):
             return r.get("value")
     return None
 

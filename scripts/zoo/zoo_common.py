@@ -50,9 +50,13 @@ def train(run: Path, data: str, model: str, steps: int, batch: int, seed: int,
 
 
 def training_time(run: Path) -> dict:
-    """Steps and time spent in training steps, from ``log.jsonl`` (every session summed)."""
+    """Steps and time spent in training steps, from ``log.jsonl`` (every session summed),
+    up to the step of the weights the run holds."""
+    saved = json.loads((run / "run.json").read_text()).get("step")
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
             if line.strip()]
+    if saved is not None:          # steps logged after the last checkpoint are not in the model
+        rows = [r for r in rows if int(r["step"]) <= int(saved)]
     seconds, prev = 0.0, 0
     for r in rows:
         step = int(r["step"])

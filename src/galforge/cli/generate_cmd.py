@@ -30,6 +30,10 @@ def register(app: typer.Typer) -> None:
             None, "--condition", help="Condition of a conditional generator, NAME=VALUE "
             "(repeatable; the same for every galaxy)."
         ),
+        stage: int = typer.Option(
+            None, "--stage", help="Chained models: write the images of this stage (1: the "
+            "64 px stage-I intermediate of a stackgan2 model); default: the last."
+        ),
         device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         overwrite: bool = typer.Option(
@@ -63,6 +67,8 @@ def register(app: typer.Typer) -> None:
                     raise ConfigError(f"--condition {item!r}: write NAME=VALUE, e.g. mag=19.5")
         check_output_path(out, "--out")
         bundle = load_bundle(source, device=device)
+        if stage is not None:
+            bundle = bundle.stage(stage)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
             progress=None if progress else False, overwrite=overwrite, conditions=conditions,

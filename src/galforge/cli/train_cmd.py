@@ -24,7 +24,7 @@ def resolve_train_config(
     steps: int | None = None, epochs: int | None = None, batch: int | None = None,
     seed: int | None = None, resume: bool = False, config: str | Path | None = None,
     device: str | None = None, amp: bool | None = None, sets: list[str] | None = None,
-    init: str | None = None, band_map: str | None = None,
+    init: str | None = None, band_map: str | None = None, stage1: str | None = None,
 ):
     """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
 
@@ -41,7 +41,7 @@ def resolve_train_config(
         "data.source": data, "model.name": model, "output.out": out, "train.batch": batch,
         "train.seed": seed, "train.device": device, "train.amp": amp,
         "train.steps": steps, "train.epochs": epochs, "train.init": init,
-        "train.band_map": band_map,
+        "train.band_map": band_map, "model.stage1": stage1,
     }
     defaults = model_defaults()
     base = None
@@ -101,12 +101,14 @@ def register(app: typer.Typer) -> None:
                                  "pretrained:NAME (fine-tuning; same model options)."),
         band_map: str = typer.Option(None, "--band-map", help="With --init: map the data's "
                                      "bands onto the model's, e.g. R=i,G=r,B=g."),
+        stage1: str = typer.Option(None, "--stage1", help="--model stackgan2: the stage-I "
+                                   "dcgan64 run, bundle or pretrained:NAME it chains after."),
     ) -> None:
         """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
         cfg = resolve_train_config(
             data, model=model, out=out, steps=steps, epochs=epochs, batch=batch, seed=seed,
             resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
-            init=init, band_map=band_map,
+            init=init, band_map=band_map, stage1=stage1,
         )
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())

@@ -24,7 +24,14 @@ import torch
 
 from galforge.bundle import BUNDLE_JSON, BundleFile, read_bundle, resolve_device
 from galforge.errors import BundleError, ConfigError
-from galforge.models.capabilities import CONDITIONAL, INTERMEDIATE, LATENT, capabilities, require
+from galforge.models.capabilities import (
+    CONDITIONAL,
+    INTERMEDIATE,
+    LATENT,
+    STAGED,
+    capabilities,
+    require,
+)
 from galforge.runfolder import RUN_JSON, RunFolder
 from galforge.seeding import sample_latents
 
@@ -125,6 +132,36 @@ class Bundle:
             f"Bundle(family={self.family!r}, bands={self.bands}, units={self.units!r}, "
             f"image_shape={self.image_shape}, bundle_id={self.bundle_id!r}, path='{self.path}')"
         )
+
+    def stage(self, stage: int) -> Bundle:
+        """This bundle seen at stage ``stage`` of a chained generator (``staged``).
+
+        The same latents (sample ``i`` for a seed is the same galaxy at every stage), the
+        stage's own model-space output, mapped to physical units with the stage's
+        normaliser (hyper-parameter ``<part>_normalizer``; the bundle's when absent). The
+        last stage is the bundle itself.
+        """
+        require(self.generator, STAGED, "--stage")
+        names = tuple(self.generator.stages)
+        if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) \
+                or not 1 <= int(stage) <= len(names):
+            raise ConfigError(f"--stage {stage}: the {self.family!r} model has stages "
+                              f"1 to {len(names)}")
+        stage = int(stage)
+        if stage == len(names):
+            return self
+        import copy
+
+        from galforge.bundle import probe_image_shape
+        from galforge.data.normalize import Normalizer
+
+        view = copy.copy(self)
+        view.generator = _StageSampler(self.generator, stage).eval()
+        view.capabilities = capabilities(view.generator)
+        norm = (self.meta.get("hyperparameters") or {}).get(f"{names[stage - 1]}_normalizer")
+        view.normalizer = Normalizer.from_dict(norm) if norm else self.normalizer
+        view.image_shape = probe_image_shape(view.generator)
+        return view
 
     def mean_latent(self) -> torch.Tensor:
         """The mean latent (zeros for Gaussian latents unless the generator defines one)."""
@@ -252,6 +289,22 @@ class Bundle:
         if out is None:
             out = np.empty((0, *self.image_shape), dtype=np.float32)
         return out
+
+
+class _StageSampler(torch.nn.Module):
+    """A ``staged`` sampler cut after stage ``stage``: ``forward(z)`` is that stage's output."""
+
+    CAPABILITIES = frozenset({LATENT})
+
+    def __init__(self, chain: torch.nn.Module, stage: int):
+        super().__init__()
+        self.chain, self.stage = chain, int(stage)
+
+    def latent_shape(self, n: int, **options) -> tuple[int, ...]:
+        return tuple(self.chain.latent_shape(n, **options))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.chain.stage_output(z, self.stage)
 
 
 def _check_psi(truncation) -> float | None:

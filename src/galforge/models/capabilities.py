@@ -19,6 +19,11 @@ these names, never on a family's name or class.
 ``"conditional"`` — images for given conditions (class labels or physical parameters)
     ``condition_names: tuple[str, ...]`` and ``forward(z, conditions)`` with ``conditions`` a
     float tensor ``N×len(condition_names)``.
+``"staged"`` — a chain of generators whose intermediate images can be drawn
+    ``stages: tuple[str, ...]`` (the part names in order) and ``stage_output(z, k) ->
+    N×C×H×W``, the model-space output of stage ``k`` (1-based; the last is ``forward(z)``).
+    A bundle's hyper-parameter ``<part>_normalizer`` maps stage ``<part>``'s output to
+    physical units (the bundle's normaliser when absent).
 ``"intermediate"`` — an intermediate latent space w (StyleGAN's)
     ``mapping(z) -> w``, ``synthesis(w) -> images`` and ``mean_w() -> w`` (truncation toward
     the mean, style mixing and projection happen in w).
@@ -34,6 +39,7 @@ LATENT = "latent"
 WINDOWED = "windowed"
 CONDITIONAL = "conditional"
 INTERMEDIATE = "intermediate"
+STAGED = "staged"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
@@ -41,10 +47,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
                "window_masks", "forward_window"),
     CONDITIONAL: ("condition_names", "forward"),
     INTERMEDIATE: ("mapping", "synthesis", "mean_w"),
+    STAGED: ("stages", "stage_output"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "REQUIRED", "WINDOWED", "capabilities",
-           "require"]
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "REQUIRED", "STAGED", "WINDOWED",
+           "capabilities", "require"]
 
 
 def capabilities(generator: nn.Module) -> frozenset[str]:

@@ -10,7 +10,11 @@ A recipe declares what it trains on with a *data need* (``Recipe.data_need(setti
     generator.
 :class:`PairedStamps`
     the same images at several sizes (e.g. 64 and 128 pixels for a chained super-resolution
-    stage); a batch is ``{size: N×C×size×size}``, the same images at every size.
+    stage); a batch is ``{size: N×C×size×size}``, the same images, flips and quarter turns
+    at every size. The smaller sizes are resized from the largest with ``method`` (None:
+    ``data.resize_method``); a size listed in ``normalizers`` is mapped to model space with
+    that fixed normaliser (e.g. the one of a frozen earlier stage whose output the recipe
+    consumes) instead of the one fitted for the run.
 :class:`Fields`
     large images kept whole; the recipe cuts its own batches from them (random crops)
     through :meth:`~galforge.training.recipe.Recipe.make_batches`.
@@ -56,9 +60,16 @@ class Stamps:
 
 @dataclass(frozen=True)
 class PairedStamps:
-    """The same images at each of ``sizes`` (pixels a side)."""
+    """The same images at each of ``sizes`` (pixels a side).
+
+    ``method``: how the smaller sizes are made from the largest (``nearest``, ``bicubic``,
+    ``area``; None: ``data.resize_method``). ``normalizers``: ``(size, Normalizer dict)``
+    pairs; those sizes are normalised with the given normaliser instead of the run's.
+    """
 
     sizes: tuple[int, ...]
+    method: str | None = None
+    normalizers: tuple[tuple[int, dict], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -236,8 +247,13 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
     normalizer, note = datasource.resolve_normalizer(cfg, read, output_range, resumed=resumed)
     notes = list(read.notes) + ([note] if note else [])
 
-    def to_model(x):
-        out = np.asarray(normalizer.forward(x), dtype=np.float32)
+    def to_model(x, norm=normalizer):
+        if getattr(norm, "channels", x.shape[1]) != x.shape[1]:
+            raise TrainingError(
+                f"the training data {cfg.data.source} have {x.shape[1]} bands but a normaliser "
+                f"the model needs has {norm.channels}; train on data with its bands"
+            )
+        out = np.asarray(norm.forward(x), dtype=np.float32)
         if not np.all(np.isfinite(out)):
             raise TrainingError(
                 f"the training data {cfg.data.source} contain non-finite values after "
@@ -248,8 +264,10 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
     if sizes:
         from galforge.data.transforms import resize
 
-        data = {int(s): to_model(imgs if int(s) == size else
-                                 resize(imgs, int(s), method=cfg.data.resize_method))
+        method = need.method or cfg.data.resize_method
+        fixed = {int(s): Normalizer.from_dict(d) for s, d in need.normalizers}
+        data = {int(s): to_model(imgs if int(s) == size else resize(imgs, int(s), method=method),
+                                 fixed.get(int(s), normalizer))
                 for s in sizes}
     elif isinstance(need, Stamps) and need.conditions:
         data = {"images": to_model(imgs), "conditions": condition_table(iset, need.conditions)}

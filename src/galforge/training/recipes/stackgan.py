@@ -1,0 +1,303 @@
+"""StackGAN stage II training recipe (Fussell & Moews 2019, §2.3 and appendix B).
+
+``galforge train DATA --model stackgan2 --stage1 RUN_OR_BUNDLE --out RUN`` trains the
+64×64 → 128×128 stage-II generator on pairs made from the same images (DATA at least
+128 px): each image nearest-downscaled to 128 and to 64 pixels, with the same flips and
+quarter turns at both sizes (:class:`galforge.training.pipeline.PairedStamps`). The
+stage-I model (``--stage1``: a ``dcgan64`` run or bundle, or ``pretrained:NAME``) is frozen:
+it is not trained here, but it is stored in the run and in the exported bundle, whose
+sampler chains ``z -> stage I -> [0, 1] -> stage II``.
+
+Each step updates the discriminator once (binary cross-entropy on real 128 px images
+against stage II's outputs for the real 64 px inputs), then the generator once on
+``L_G = 0.001 · L_adv + 1 · L_P``, ``L_adv`` the non-saturating loss and ``L_P`` the mean
+squared difference of the band sum per pixel between the real and the generated 128 px
+image. Adam, lr 2e-4 · 0.5^⌊epoch/80⌋, β = (0.5, 0.999), weights ~ N(0, 0.02); the paper
+trains with batches of 64 for 150 epochs (``--epochs 150``; they saw mode collapse beyond).
+
+**Which normaliser.** The run fits its normaliser on the 128 px data (the targets), and the
+exported bundle turns stage II's output into physical units with it. The 64 px inputs are
+mapped to model space with *stage I's* normaliser, then rescaled from ``[-1, 1]`` to
+``[0, 1]``: stage II thus trains on exactly the kind of input stage I produces (a 64 px
+image in stage I's model space), and at generation stage I's output is handed over with
+the paper's rescaling alone, no conversion through physical units inside the sampler.
+Stage I's normaliser is recorded in the run (``model.stage1_normalizer``) and the bundle's
+hyper-parameters, so that ``galforge generate --stage 1`` writes the 64 px intermediate in
+physical units too.
+
+Named configs (``model.config``): ``paper`` (the default: W = 128, U = 512, D width 128) and
+``small`` (W = 16, U = 32, D width 8: sized for a CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from galforge import pretrained
+from galforge.errors import ConfigError, GalforgeError, TrainingError
+from galforge.models.dcgan import DCGANGenerator
+from galforge.models.stackgan import (
+    HIGH_SIZE,
+    LOW_SIZE,
+    ChainedStackGAN,
+    build_stage2_pair,
+    stage_to_unit,
+)
+from galforge.training.losses import discriminator_loss, generator_loss_nonsaturating
+from galforge.training.pipeline import PairedStamps
+from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipes import register_recipe
+
+__all__ = ["StackGAN2Recipe", "StackGAN2Settings", "band_sum_pixel_loss", "load_stage1",
+           "stage1_description"]
+
+
+@dataclass
+class StackGAN2Settings:
+    """Hyper-parameters of stage II; the defaults are the paper's (appendix B)."""
+
+    stage1: str | None = None             # the stage-I dcgan64 run, bundle or pretrained:NAME
+    width: int = 128                      # W: bottleneck and residual-block channels
+    up_width: int = 512                   # U: channels of the first upsampling stage
+    n_res: int = 6                        # residual blocks
+    d_width: int = 128                    # width of the (DCGAN) discriminator
+    conditional_d: bool = False           # D also sees the upsampled 64 px input
+    adv_weight: float = 0.001             # weight of the adversarial term of L_G
+    pixel_weight: float = 1.0             # weight of the band-sum pixel loss L_P
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_decay: float = 0.5                 # lr × lr_decay every lr_decay_epochs epochs
+    lr_decay_epochs: int = 80
+    stage1_normalizer: dict | None = None  # stage I's normaliser: filled in from stage1
+
+    def __post_init__(self):
+        if int(self.lr_decay_epochs) < 1:
+            raise ConfigError(f"model.lr_decay_epochs={self.lr_decay_epochs} must be >= 1")
+        if not float(self.lr) > 0:
+            raise ConfigError(f"model.lr={self.lr} must be > 0")
+
+
+STACKGAN2_CONFIGS = {
+    "paper": {"width": 128, "up_width": 512, "d_width": 128},
+    "small": {"width": 16, "up_width": 32, "d_width": 8},
+}
+
+
+def band_sum_pixel_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """``L_P``: mean over images and pixels of ``(Σ_c real - Σ_c fake)²``."""
+    return (real.sum(dim=1) - fake.sum(dim=1)).pow(2).mean()
+
+
+# ----------------------------------------------------------------------------- stage I
+def _locate(source: str) -> tuple[Path, str]:
+    """(folder, "bundle" | "run") of a stage-I source; ConfigError when it is neither."""
+    from galforge.bundle import BUNDLE_JSON
+    from galforge.runfolder import RunFolder
+
+    try:
+        path = Path(pretrained.resolve(str(source))).expanduser()
+    except GalforgeError as exc:
+        raise ConfigError(f"--stage1 {source}: {exc}") from exc
+    if path.is_file() and path.name in (BUNDLE_JSON, "run.json"):
+        path = path.parent
+    if (path / BUNDLE_JSON).is_file():
+        return path, "bundle"
+    if RunFolder(path).is_run():
+        return path, "run"
+    if (path / "bundle" / BUNDLE_JSON).is_file():
+        return path / "bundle", "bundle"
+    raise ConfigError(f"--stage1 {source}: not a run folder, bundle folder or pretrained:NAME; "
+                      "give the dcgan64 run or bundle that makes the 64 px images")
+
+
+def stage1_description(source: str) -> dict:
+    """What the run needs to know of a stage-I model without its weights (JSON only):
+    ``{"path", "kind", "family", "spec", "normalizer", "bands", "units", "output_range"}``."""
+    from galforge.bundle import BUNDLE_JSON, _parts_meta, read_json
+    from galforge.runfolder import RunFolder
+
+    path, kind = _locate(source)
+    if kind == "run":
+        info = RunFolder(path).read_info()
+        parts, family = info.parts, info.family
+        meta = {"normalizer": info.normalizer, "bands": info.bands, "units": info.units,
+                "output_range": info.output_range}
+    else:
+        meta = read_json(path / BUNDLE_JSON, "give a complete dcgan64 bundle")
+        parts, family = _parts_meta(meta, path / BUNDLE_JSON), meta.get("family")
+    spec = (parts.get("generator") or {}).get("spec") or {}
+    if family != "dcgan" or list(parts) != ["generator"] or int(spec.get("image_size", 0)) \
+            != LOW_SIZE:
+        raise ConfigError(
+            f"--stage1 {source}: a {family!r} model of {spec.get('image_size', '?')} px; stage "
+            f"II chains a dcgan64 run or bundle (64×64 DCGAN)"
+        )
+    if not meta.get("normalizer"):
+        raise ConfigError(f"--stage1 {source}: the model has no normaliser, so its output has "
+                          "no physical units; train stage I with galforge train")
+    if [float(v) for v in meta.get("output_range", (-1, 1))] != [-1.0, 1.0]:
+        raise ConfigError(f"--stage1 {source}: stage I must output [-1, 1] (tanh)")
+    return {"path": str(path), "kind": kind, "family": family, "spec": dict(spec),
+            "normalizer": meta["normalizer"], "bands": list(meta.get("bands") or []),
+            "units": meta.get("units")}
+
+
+def load_stage1(source: str) -> tuple[DCGANGenerator, dict]:
+    """The stage-I generator (weights loaded: a run's present export weights, EMA when on)
+    and :func:`stage1_description` with its ``bundle_id``."""
+    from galforge.bundle import read_bundle
+    from galforge.runfolder import RunFolder
+
+    desc = stage1_description(source)
+    path = Path(desc["path"])
+    bundle = RunFolder(path).bundle_file() if desc["kind"] == "run" else read_bundle(path)
+    _, nets = bundle.sampler("cpu")
+    net = nets["generator"]
+    desc["bundle_id"] = bundle.meta.get("bundle_id")
+    return net, desc
+
+
+# ----------------------------------------------------------------------------- recipe
+class _TrainingChain(ChainedStackGAN):
+    """The chain as trained: stage I frozen and always in eval mode (its batch norm keeps
+    the statistics it was trained with)."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.stage1.eval()
+        return self
+
+
+@register_recipe("stackgan2")
+class StackGAN2Recipe(Recipe):
+    """Stage II of the chained StackGAN of Fussell & Moews (2019) as a training recipe."""
+
+    family = "stackgan2"
+    Settings = StackGAN2Settings
+    CONFIGS = STACKGAN2_CONFIGS
+    PHASES = (Phase("adversarial"),)
+
+    @classmethod
+    def data_need(cls, settings) -> PairedStamps:
+        if not settings.stage1:
+            raise ConfigError("--model stackgan2 needs the stage-I model: --stage1 RUN_OR_BUNDLE "
+                              "(a dcgan64 run or bundle, or pretrained:NAME; model.stage1)")
+        norm = settings.stage1_normalizer or stage1_description(settings.stage1)["normalizer"]
+        return PairedStamps((LOW_SIZE, HIGH_SIZE), method="nearest",
+                            normalizers=((LOW_SIZE, norm),))
+
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0):
+        super().__init__(config, channels, image_size, device, seed)
+        s = self.settings
+        if image_size is not None and int(image_size) != HIGH_SIZE:
+            raise ConfigError(f"stage II makes {HIGH_SIZE} px images; the data are "
+                              f"{image_size} px (data.resize)")
+        if not s.stage1:
+            raise ConfigError("--model stackgan2 needs --stage1 RUN_OR_BUNDLE (model.stage1)")
+        stage1, desc = load_stage1(s.stage1)
+        if stage1.channels != self.channels:
+            raise ConfigError(f"--stage1 {s.stage1}: stage I makes {stage1.channels} bands "
+                              f"{desc['bands']} but the data have {self.channels}")
+        if s.stage1_normalizer is not None and s.stage1_normalizer != desc["normalizer"]:
+            raise ConfigError(f"--stage1 {s.stage1}: its normaliser is not model."
+                              "stage1_normalizer; leave that key unset (it is recorded)")
+        s.stage1_normalizer = desc["normalizer"]
+        self.config["stage1_normalizer"] = desc["normalizer"]
+        self.stage1_info = {k: desc[k] for k in ("kind", "bundle_id", "bands", "units",
+                                                 "normalizer")}
+        self.stage1_spec = dict(desc["spec"])
+        for p in stage1.parameters():
+            p.requires_grad_(False)
+        g2, self.D = build_stage2_pair(
+            self.channels, width=int(s.width), up_width=int(s.up_width), n_res=int(s.n_res),
+            d_width=int(s.d_width), conditional_d=bool(s.conditional_d), seed=self.seed)
+        self.G = _TrainingChain(stage1, g2).to(self.device)
+        self.G.train()
+        self.D.to(self.device)
+        betas = (float(s.beta1), float(s.beta2))
+        self.opt_g = torch.optim.Adam(self.G.stage2.parameters(), lr=float(s.lr), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ contract
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        return self.G.stage2.spec()
+
+    def export_parts(self, generator: nn.Module) -> dict[str, tuple[str, dict, nn.Module]]:
+        return {"stage1": ("dcgan", dict(self.stage1_spec), generator.stage1),
+                "stage2": ("stackgan2_stage2", generator.stage2.spec(), generator.stage2)}
+
+    def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    # ------------------------------------------------------------------ the step
+    def adversarial(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        """One D update (BCE), then one G update on 0.001 · L_adv + 1 · L_P."""
+        s = self.settings
+        low = stage_to_unit(batch[LOW_SIZE])
+        real = batch[HIGH_SIZE]
+        cond = low if s.conditional_d else None
+        g2 = self.G.stage2
+        with self.autocast():
+            fake = g2(low)
+            real_logits = self.D(real, cond)
+            fake_logits = self.D(fake.detach(), cond)
+            loss_real, loss_fake = discriminator_loss(real_logits, fake_logits)
+            loss_d = loss_real + loss_fake
+        self.optimize("D", loss_d)
+        with self.autocast():
+            adv = generator_loss_nonsaturating(self.D(fake, cond))
+            pixel = band_sum_pixel_loss(real, fake)
+            loss_g = float(s.adv_weight) * adv + float(s.pixel_weight) * pixel
+        self.optimize("G", loss_g)
+        with torch.no_grad():
+            stats = torch.stack([
+                loss_d.detach().float(), loss_g.detach().float(), adv.detach().float(),
+                pixel.detach().float(), torch.sigmoid(real_logits.detach().float()).mean(),
+                torch.sigmoid(fake_logits.detach().float()).mean(),
+            ]).tolist()
+        return {"loss_d": stats[0], "loss_g": stats[1], "loss_adv": stats[2],
+                "loss_pixel": stats[3], "d_real": stats[4], "d_fake": stats[5]}
+
+    # ------------------------------------------------------------------ schedule, state
+    def _apply_lr(self) -> None:
+        s = self.settings
+        lr = float(s.lr) * float(s.lr_decay) ** math.floor(self.epoch / int(s.lr_decay_epochs))
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    def on_epoch_end(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._apply_lr()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "stage1": self.stage1_info}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "epoch" not in state:
+            raise TrainingError("the checkpoint has no stage-II recipe state (epoch)")
+        recorded = (state.get("stage1") or {}).get("normalizer")
+        if recorded is not None and recorded != self.stage1_info["normalizer"]:
+            raise TrainingError(
+                f"--resume: the stage-I model {self.settings.stage1} now has another normaliser "
+                "than when the run started, so the 64 px inputs would change; resume with the "
+                "stage-I model the run was started with"
+            )
+        self.epoch = int(state["epoch"])
+        self._apply_lr()

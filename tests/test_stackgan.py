@@ -1,0 +1,209 @@
+"""StackGAN stage II: the network, its loss, paired data, the chained bundle and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import galforge
+from galforge.cli import main
+from galforge.cli.train_cmd import resolve_train_config
+from galforge.data.normalize import Normalizer
+from galforge.data.transforms import resize
+from galforge.models.dcgan import n_parameters
+from galforge.models.stackgan import ChainedStackGAN, StackGANStage2Generator, build_stage2_pair
+from galforge.training.pipeline import PairedBatches, prepare_data
+from galforge.training.recipes import get_recipe
+from galforge.training.recipes.stackgan import band_sum_pixel_loss
+
+SMALL = ["--set", "model.width=4", "--set", "model.up_width=4", "--set", "model.d_width=2",
+         "--set", "model.n_res=1"]
+QUIET = ["--set", "train.progress=false", "--set", "output.tensorboard=false",
+         "--set", "train.n_samples=2", "--set", "train.log_every=1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """128 px data of two bands, a tiny dcgan64 stage I on them, a stage II after it."""
+    root = tmp_path_factory.mktemp("stackgan")
+    rng = np.random.default_rng(0)
+    data = root / "stamps128.npy"
+    np.save(data, rng.gamma(2.0, 5.0, (8, 2, 128, 128)).astype(np.float32))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", str(data), "--model", "dcgan64", "--out", str(root / "s1"),
+                     "--steps", "1", "--batch", "4", "--set", "data.resize=64",
+                     "--set", "model.width=2", *QUIET]) == 0
+        assert main(["train", str(data), "--model", "stackgan2", "--stage1", str(root / "s1"),
+                     "--out", str(root / "s2"), "--steps", "2", "--batch", "4", "--seed", "1",
+                     *SMALL, *QUIET]) == 0
+    finally:
+        torch.set_num_threads(n)
+    return root
+
+
+def test_stage2_generator_shapes_and_paper_parameter_count():
+    g, d = build_stage2_pair(3)   # paper widths: W = 128, U = 512, six residual blocks
+    # 6 272 (4×4 bottleneck conv) + 6 × 295 424 (residual blocks) + 147 712 (conv + BN)
+    # + 590 848 (128 -> 512 + BN) + 13 827 (512 -> 3)
+    assert n_parameters(g) == 2_531_203
+    g, d = build_stage2_pair(5, width=8, up_width=12, n_res=2, d_width=4)
+    seen = {}
+    g.encode.register_forward_hook(lambda m, i, o: seen.update(bottleneck=tuple(o.shape)))
+    x = torch.rand(3, 5, 64, 64)
+    y = g(x)
+    assert seen["bottleneck"] == (3, 8, 32, 32)          # the deliberate 32×32 bottleneck
+    assert y.shape == (3, 5, 128, 128) and y.abs().max() <= 1.0
+    assert d(y).shape == (3,)
+    _, dc = build_stage2_pair(5, width=8, up_width=12, d_width=4, conditional_d=True)
+    assert dc(y, x).shape == (3,)
+    with pytest.raises(galforge.errors.ModelError):
+        g(torch.rand(1, 5, 32, 32))
+
+
+def test_band_sum_pixel_loss_matches_a_hand_computation():
+    real = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])      # 1 image, 2 bands, 1×2 pixels
+    fake = torch.tensor([[[[0.5, 2.0]], [[1.0, -1.0]]]])
+    # band sums: real (4, 6), fake (1.5, 1): squared differences 6.25 and 25, mean 15.625
+    assert band_sum_pixel_loss(real, fake).item() == pytest.approx(15.625)
+    # a swap of flux between bands at the same pixel costs nothing
+    assert band_sum_pixel_loss(real, real.flip(1)).item() == 0.0
+
+
+def test_paired_batches_flip_and_turn_both_sizes_alike():
+    rng = np.random.default_rng(1)
+    low = torch.from_numpy(rng.normal(size=(6, 2, 64, 64)).astype(np.float32))
+    high = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # 2×2 blocks
+    source = PairedBatches({64: low, 128: high}, batch_size=3, seed=4)
+    changed = False
+    for step in range(6):
+        b = source.batch(step)
+        assert b[64].shape == (3, 2, 64, 64) and b[128].shape == (3, 2, 128, 128)
+        # the same images with the same flips and quarter turns at both sizes
+        torch.testing.assert_close(b[128][..., ::2, ::2], b[64], rtol=0, atol=0)
+        idx = source._sources[64].indices(step)
+        changed |= not torch.equal(b[64], low[idx])
+    assert changed  # the augmentation did something
+
+
+def test_training_pairs_nearest_downscaled_with_stage1_normaliser(runs, tmp_path):
+    data = runs / "stamps128.npy"
+    cfg = resolve_train_config(str(data), model="stackgan2", out=str(tmp_path / "x"),
+                               steps=1, stage1=str(runs / "s1"))
+    recipe = get_recipe("stackgan2")
+    settings = recipe.make_settings(dict(cfg.model.params))
+    prepared = prepare_data(cfg, recipe.data_need(settings), (-1.0, 1.0))
+    phys = np.load(data)
+    n2 = prepared.normalizer
+    n1 = Normalizer.from_dict(json.loads((runs / "s1" / "run.json").read_text())["normalizer"])
+    np.testing.assert_allclose(prepared.data[128], n2.forward(phys), atol=1e-6)
+    np.testing.assert_allclose(prepared.data[64], n1.forward(resize(phys, 64, "nearest")),
+                               atol=1e-6)
+    assert n1 != n2
+
+
+def test_chained_bundle_loads_without_training_code_and_is_deterministic(runs):
+    bundle = runs / "s2" / "bundle"
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["family"] == "stackgan2" and sorted(meta["parts"]) == ["stage1", "stage2"]
+    assert meta["parts"]["stage1"]["family"] == "dcgan"
+    assert meta["image_shape"] == [2, 128, 128]
+    code = (
+        "import sys, numpy as np, galforge\n"
+        f"b = galforge.load({str(bundle)!r})\n"
+        "x = b.sample(3, seed=7)\n"
+        "y = b.sample(2, seed=7, start=1, batch=1)\n"
+        "assert x.shape == (3, 2, 128, 128) and np.isfinite(x).all()\n"
+        "assert np.array_equal(x, b.sample(3, seed=7))\n"
+        "assert np.allclose(x[1:], y, rtol=1e-4, atol=1e-4 * np.abs(x).max())\n"
+        "assert not [m for m in sys.modules if m.startswith('galforge.training')], 'training'\n"
+        "np.save(sys.argv[1], x)\n"
+    )
+    out = runs / "chained.npy"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(galforge.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, timeout=300)
+    b = galforge.load(bundle)
+    x = np.load(out)
+    np.testing.assert_array_equal(x, b.sample(3, seed=7))
+    # the chain is z -> stage I -> [0, 1] -> stage II -> the run's (128 px) normaliser
+    assert isinstance(b.generator, ChainedStackGAN)
+    assert isinstance(b.parts["stage2"], StackGANStage2Generator)
+    z = b.latent(3, seed=7)
+    with torch.no_grad():
+        manual = b.parts["stage2"]((b.parts["stage1"](z) + 1) / 2).clamp(-1, 1)
+    n2 = Normalizer.from_dict(json.loads((runs / "s2" / "run.json").read_text())["normalizer"])
+    np.testing.assert_allclose(x, n2.inverse(manual.numpy()), rtol=1e-5, atol=1e-5)
+
+
+def test_generate_stage1_writes_the_64px_intermediate_in_physical_units(runs, tmp_path):
+    assert main(["generate", str(runs / "s2"), "-n", "3", "--seed", "5", "--format", "npy",
+                 "--out", str(tmp_path / "st1"), "--stage", "1", "--no-progress"]) == 0
+    assert main(["generate", str(runs / "s2"), "-n", "3", "--seed", "5", "--format", "npy",
+                 "--out", str(tmp_path / "st2"), "--no-progress"]) == 0
+    assert main(["generate", str(runs / "s1"), "-n", "3", "--seed", "5", "--format", "npy",
+                 "--out", str(tmp_path / "dc"), "--no-progress"]) == 0
+    st1 = np.load(tmp_path / "st1" / "samples.npy")
+    st2 = np.load(tmp_path / "st2" / "samples.npy")
+    assert st1.shape == (3, 2, 64, 64) and st2.shape == (3, 2, 128, 128)
+    # the intermediate is stage I's own galaxy for the same seed, in stage I's units
+    np.testing.assert_allclose(st1, np.load(tmp_path / "dc" / "samples.npy"), rtol=1e-6)
+    assert main(["generate", str(runs / "s2"), "-n", "1", "--stage", "3",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert main(["generate", str(runs / "s1"), "-n", "1", "--stage", "1",
+                 "--out", str(tmp_path / "bad2")]) == 2
+
+
+def test_resume_is_bit_identical(runs, tmp_path):
+    data, s1 = str(runs / "stamps128.npy"), str(runs / "s1")
+    common = ["--model", "stackgan2", "--stage1", s1, "--batch", "4", "--seed", "2",
+              "--set", "model.lr_decay_epochs=1", *SMALL, *QUIET]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", data, "--out", str(a), "--steps", "4", *common]) == 0
+    assert main(["train", data, "--out", str(b), "--steps", "3", *common]) == 0
+    assert main(["train", data, "--out", str(b), "--steps", "4", "--resume", *common]) == 0
+    for part in ("stage1.safetensors", "stage2.safetensors"):
+        assert (a / part).read_bytes() == (b / part).read_bytes()
+    sa = load_file(str(a / "checkpoints/latest/state.safetensors"))
+    sb = load_file(str(b / "checkpoints/latest/state.safetensors"))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    log = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss_pixel" in r]
+    # 8 images in batches of 4: two steps an epoch, lr halved after every epoch (a log line
+    # shows the rates after its step, so after the epoch's end on steps 2 and 4)
+    assert [r["lr_G"] for r in steps] == pytest.approx([2e-4, 1e-4, 1e-4, 5e-5])
+    lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss_g"]) for r in steps] == \
+        [(r["step"], r["loss_g"]) for r in lb if "loss_pixel" in r]
+    # stage I is frozen: its weights are the stage-I run's
+    s1w = load_file(str(runs / "s1" / "generator.safetensors"))
+    s1a = load_file(str(a / "stage1.safetensors"))
+    assert s1w.keys() == s1a.keys() and all(torch.equal(s1w[k], s1a[k]) for k in s1w)
+
+
+def test_stage1_must_be_a_dcgan64_model(runs, tmp_path):
+    data = str(runs / "stamps128.npy")
+    base = ["train", data, "--model", "stackgan2", "--steps", "1", *SMALL, *QUIET]
+    assert main([*base, "--out", str(tmp_path / "none")]) == 2                 # no --stage1
+    assert main([*base, "--stage1", str(runs / "s2"), "--out", str(tmp_path / "x")]) == 2
+    assert main([*base, "--stage1", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", data, "--model", "dcgan64", "--stage1", str(runs / "s1"),
+                 "--out", str(tmp_path / "z"), "--steps", "1"]) == 2

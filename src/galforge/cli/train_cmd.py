@@ -135,7 +135,9 @@ def register(app: typer.Typer) -> None:
             f"  run folder:     {run}",
             f"  config:         {summary['config']}",
             f"  checkpoint:     {summary['checkpoint']}",
-            f"  generator:      {summary['generator']}",
+            *([f"  generator:      {summary['generator']}"]
+              if list(summary.get("parts") or ["generator"]) == ["generator"] else
+              [f"  {name + ':':<15} {path}" for name, path in summary["parts"].items()]),
             f"  log:            {summary['log']}",
         ]
         if Path(summary["loss_plot"]).is_file():

@@ -448,6 +448,8 @@ class Trainer:
             "checkpoint": str(self.latest_dir), "config": str(self.folder.config_yaml),
             "log": str(self.log_path), "loss_plot": str(self.folder.loss_plot),
             "generator": str(self.folder.part_weights("generator")),
+            "parts": {name: str(self.folder.part_weights(name))
+                      for name in self.recipe.export_parts(self.export_generator())},
             "bundle": str(self.bundle_dir) if self.bundle_dir else None,
             "export_note": self.export_note,
             "metric_best": dict(self.metric_best),

@@ -207,3 +207,22 @@ def test_stage1_must_be_a_dcgan64_model(runs, tmp_path):
     assert main([*base, "--stage1", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
     assert main(["train", data, "--model", "dcgan64", "--stage1", str(runs / "s1"),
                  "--out", str(tmp_path / "z"), "--steps", "1"]) == 2
+
+
+def test_conditional_discriminator_option_trains_on_the_pair(runs):
+    recipe = get_recipe("stackgan2")(
+        {"stage1": str(runs / "s1"), "conditional_d": True, "width": 4, "up_width": 4,
+         "d_width": 2, "n_res": 1}, channels=2, image_size=128, device="cpu")
+    first = next(m for m in recipe.D.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.in_channels == 4          # the 128 px image and the upsampled 64 px input
+    g = torch.Generator().manual_seed(0)
+    batch = {64: torch.rand(3, 2, 64, 64, generator=g) * 2 - 1,
+             128: torch.rand(3, 2, 128, 128, generator=g) * 2 - 1}
+    before = [p.clone() for p in recipe.G.stage2.parameters()]
+    out = recipe.train_step(batch, 0, g)
+    assert {"loss_d", "loss_g", "loss_adv", "loss_pixel"} <= set(out)
+    assert all(np.isfinite(v) for v in out.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, recipe.G.stage2.parameters(),
+                                                     strict=True))
+    assert recipe.G.stage1.training is False and all(
+        not p.requires_grad for p in recipe.G.stage1.parameters())

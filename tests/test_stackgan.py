@@ -207,6 +207,12 @@ def test_stage1_must_be_a_dcgan64_model(runs, tmp_path):
     assert main([*base, "--stage1", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
     assert main(["train", data, "--model", "dcgan64", "--stage1", str(runs / "s1"),
                  "--out", str(tmp_path / "z"), "--steps", "1"]) == 2
+    # a bundle (its folder or its bundle.json) is as good as the run
+    assert main([*base, "--stage1", str(runs / "s1" / "bundle" / "bundle.json"),
+                 "--out", str(tmp_path / "ok")]) == 0
+    info = json.loads((tmp_path / "ok" / "run.json").read_text())
+    assert info["hyperparameters"]["stage1_normalizer"] == json.loads(
+        (runs / "s1" / "bundle" / "bundle.json").read_text())["normalizer"]
 
 
 def test_conditional_discriminator_option_trains_on_the_pair(runs):

@@ -119,20 +119,23 @@ def _locate(source: str) -> tuple[Path, str]:
 def stage1_description(source: str) -> dict:
     """What the run needs to know of a stage-I model without its weights (JSON only):
     ``{"path", "kind", "family", "spec", "normalizer", "bands", "units", "output_range"}``."""
-    from galforge.bundle import BUNDLE_JSON, _parts_meta, read_json
+    from galforge.bundle import read_bundle
     from galforge.runfolder import RunFolder
 
     path, kind = _locate(source)
     if kind == "run":
         info = RunFolder(path).read_info()
-        parts, family = info.parts, info.family
+        specs = {name: p.get("spec") or {} for name, p in info.parts.items()}
+        family = info.family
         meta = {"normalizer": info.normalizer, "bands": info.bands, "units": info.units,
                 "output_range": info.output_range}
     else:
-        meta = read_json(path / BUNDLE_JSON, "give a complete dcgan64 bundle")
-        parts, family = _parts_meta(meta, path / BUNDLE_JSON), meta.get("family")
-    spec = (parts.get("generator") or {}).get("spec") or {}
-    if family != "dcgan" or list(parts) != ["generator"] or int(spec.get("image_size", 0)) \
+        bundle = read_bundle(path)
+        specs = {name: p.spec for name, p in bundle.parts.items()}
+        family, meta = bundle.family, bundle.meta
+    parts = list(specs)
+    spec = specs.get("generator") or {}
+    if family != "dcgan" or parts != ["generator"] or int(spec.get("image_size", 0)) \
             != LOW_SIZE:
         raise ConfigError(
             f"--stage1 {source}: a {family!r} model of {spec.get('image_size', '?')} px; stage "

@@ -207,6 +207,14 @@ def test_stage1_must_be_a_dcgan64_model(runs, tmp_path):
     assert main([*base, "--stage1", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
     assert main(["train", data, "--model", "dcgan64", "--stage1", str(runs / "s1"),
                  "--out", str(tmp_path / "z"), "--steps", "1"]) == 2
+    # pairs are never made from images smaller than 128 px, nor from other bands than stage I's
+    small = tmp_path / "stamps64.npy"
+    np.save(small, np.load(data)[:, :, ::2, ::2])
+    assert main(["train", str(small), *base[2:], "--stage1", str(runs / "s1"),
+                 "--out", str(tmp_path / "s")]) == 2
+    assert main([*base, "--stage1", str(runs / "s1"), "--out", str(tmp_path / "b"),
+                 "--set", "data.options.bands=[g,r]"]) == 2
+    assert not (tmp_path / "s").exists() and not (tmp_path / "b" / "run.json").exists()
     # a bundle (its folder or its bundle.json) is as good as the run
     assert main([*base, "--stage1", str(runs / "s1" / "bundle" / "bundle.json"),
                  "--out", str(tmp_path / "ok")]) == 0

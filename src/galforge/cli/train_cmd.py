@@ -44,6 +44,10 @@ def resolve_train_config(
         "train.band_map": band_map, "model.stage1": stage1,
     }
     defaults = model_defaults()
+    if stage1 is not None and model is not None and "stage1" not in defaults.get(model, {}):
+        takers = sorted(name for name, d in defaults.items() if "stage1" in d)
+        raise ConfigError(f"--stage1: --model {model} is not chained after a stage-I model; "
+                          f"--stage1 is for {', '.join(takers) or 'chained models'}")
     base = None
     saved_path = Path(out) / "config.yaml" if out else None
     if resume and saved_path is not None and saved_path.is_file():

@@ -65,11 +65,15 @@ class PairedStamps:
     ``method``: how the smaller sizes are made from the largest (``nearest``, ``bicubic``,
     ``area``; None: ``data.resize_method``). ``normalizers``: ``(size, Normalizer dict)``
     pairs; those sizes are normalised with the given normaliser instead of the run's.
+    ``bands``: the band names the data must have, in order (those of the normalisers'
+    model), or None. Data smaller than the largest size are refused: the largest images of
+    a pair are never upsampled.
     """
 
     sizes: tuple[int, ...]
     method: str | None = None
     normalizers: tuple[tuple[int, dict], ...] = ()
+    bands: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,30 @@ def condition_table(iset, names) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- preparing
+def _check_pair_source(cfg, need: PairedStamps, iset, size: int) -> None:
+    """Paired sizes come from images at least ``size`` pixels a side, with ``need.bands``."""
+    smaller = []
+    for key in ((iset.extra or {}).get("resize") or {}).get("from", {}):
+        try:
+            h, w = (int(v) for v in str(key).split("×"))
+        except ValueError:
+            continue
+        if min(h, w) < size:
+            smaller.append(str(key))
+    if smaller:
+        raise DataError(
+            f"{cfg.data.source}: images of {', '.join(sorted(smaller))} pixels, smaller than "
+            f"the {size}×{size} pixels this model learns to make; train it on data at least "
+            f"{size} pixels a side (their {size} px images are never upsampled)"
+        )
+    if need.bands is not None and tuple(iset.bands) != tuple(need.bands):
+        raise DataError(
+            f"{cfg.data.source}: bands ({', '.join(iset.bands)}) but the model this one builds "
+            f"on was trained on ({', '.join(need.bands)}); train on data with those bands (arrays "
+            f"name theirs with --set data.options.bands=[{','.join(need.bands)}])"
+        )
+
+
 @dataclass
 class TrainingData:
     """What :func:`prepare_data` returns: model-space data and what describes it."""
@@ -232,6 +260,8 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
         max(sizes) if sizes else need.size)
     read = datasource.load_training_data(cfg, size)
     iset, imgs = read.iset, read.images
+    if sizes:
+        _check_pair_source(cfg, need, iset, size)
     fingerprint = iset.fingerprint()
     resumed = None
     folder = RunFolder(run_dir) if run_dir is not None else None

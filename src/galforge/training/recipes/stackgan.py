@@ -137,10 +137,10 @@ def stage1_description(source: str) -> dict:
     spec = specs.get("generator") or {}
     if family != "dcgan" or parts != ["generator"] or int(spec.get("image_size", 0)) \
             != LOW_SIZE:
-        raise ConfigError(
-            f"--stage1 {source}: a {family!r} model of {spec.get('image_size', '?')} px; stage "
-            f"II chains a dcgan64 run or bundle (64×64 DCGAN)"
-        )
+        what = f"a {family!r} model" + (f" of {spec['image_size']} px"
+                                         if "image_size" in spec else "")
+        raise ConfigError(f"--stage1 {source}: {what}; stage II chains a dcgan64 run or "
+                          "bundle (64×64 DCGAN)")
     if not meta.get("normalizer"):
         raise ConfigError(f"--stage1 {source}: the model has no normaliser, so its output has "
                           "no physical units; train stage I with galforge train")
@@ -191,9 +191,10 @@ class StackGAN2Recipe(Recipe):
         if not settings.stage1:
             raise ConfigError("--model stackgan2 needs the stage-I model: --stage1 RUN_OR_BUNDLE "
                               "(a dcgan64 run or bundle, or pretrained:NAME; model.stage1)")
-        norm = settings.stage1_normalizer or stage1_description(settings.stage1)["normalizer"]
+        desc = stage1_description(settings.stage1)
         return PairedStamps((LOW_SIZE, HIGH_SIZE), method="nearest",
-                            normalizers=((LOW_SIZE, norm),))
+                            normalizers=((LOW_SIZE, desc["normalizer"]),),
+                            bands=tuple(desc["bands"]) or None)
 
     def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0):
         super().__init__(config, channels, image_size, device, seed)

@@ -95,8 +95,10 @@ def galaxy_columns(metrics: dict, bands) -> dict:
         "ks_pa": _row_value(s, "isophote", "pa_deg") or _row_value(s, "moments", "pa_deg"),
         "ks_size": _row_value(s, "isophote", "half_light_sma"),
     }
-    for b in bands:
-        cols[f"ks_mag_{b}"] = _row_value(s, "photometry", f"mag_{b}")
+    for b in bands:   # AB magnitudes with a zero point, instrumental ones without
+        cols[f"ks_mag_{b}"] = (_row_value(s, "photometry", f"mag_{b} ")
+                               if _row_value(s, "photometry", f"mag_{b} ") is not None
+                               else _row_value(s, "photometry", f"mag_inst_{b} "))
     return cols
 
 

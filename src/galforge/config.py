@@ -114,6 +114,8 @@ class TrainConfig:
     threads: int | None = None            # torch CPU threads (None: torch's default)
     init: str | None = None               # start from this run/bundle/pretrained:NAME
     band_map: str | None = None           # with init: DATA=MODEL band pairs, e.g. R=i,G=r,B=g
+    freeze_g: int = 0                     # keep the first N synthesis layers of G fixed
+    freeze_d: int = 0                     # keep the first M blocks of D fixed (highest res.)
 
 
 @dataclass

@@ -25,6 +25,7 @@ def resolve_train_config(
     seed: int | None = None, resume: bool = False, config: str | Path | None = None,
     device: str | None = None, amp: bool | None = None, sets: list[str] | None = None,
     init: str | None = None, band_map: str | None = None,
+    freeze_g: int | None = None, freeze_d: int | None = None,
 ):
     """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
 
@@ -41,7 +42,7 @@ def resolve_train_config(
         "data.source": data, "model.name": model, "output.out": out, "train.batch": batch,
         "train.seed": seed, "train.device": device, "train.amp": amp,
         "train.steps": steps, "train.epochs": epochs, "train.init": init,
-        "train.band_map": band_map,
+        "train.band_map": band_map, "train.freeze_g": freeze_g, "train.freeze_d": freeze_d,
     }
     defaults = model_defaults()
     base = None
@@ -101,12 +102,16 @@ def register(app: typer.Typer) -> None:
                                  "pretrained:NAME (fine-tuning; same model options)."),
         band_map: str = typer.Option(None, "--band-map", help="With --init: map the data's "
                                      "bands onto the model's, e.g. R=i,G=r,B=g."),
+        freeze_g: int = typer.Option(None, "--freeze-g", help="Keep the first N synthesis "
+                                     "layers of G fixed (coarse first; fine-tuning)."),
+        freeze_d: int = typer.Option(None, "--freeze-d", help="Keep the first M blocks of D "
+                                     "fixed (from the highest resolution)."),
     ) -> None:
         """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
         cfg = resolve_train_config(
             data, model=model, out=out, steps=steps, epochs=epochs, batch=batch, seed=seed,
             resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
-            init=init, band_map=band_map,
+            init=init, band_map=band_map, freeze_g=freeze_g, freeze_d=freeze_d,
         )
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())

@@ -740,6 +740,8 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
                                            cfg.train.band_map)
     elif cfg.train.band_map and not cfg.train.init:
         raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
+    if cfg.train.freeze_g or cfg.train.freeze_d:
+        recipe.freeze(int(cfg.train.freeze_g or 0), int(cfg.train.freeze_d or 0))
     trainer = Trainer(
         recipe, data.data, run_dir, cfg.train, normalizer=data.normalizer,
         bands=data.iset.bands, units=data.iset.units, data_fingerprint=data.fingerprint,

@@ -29,7 +29,8 @@ Named configs (``model.config``):
   8 mapping layers, EMA 20 kimg (meant for batch 64);
 * ``auto`` — the ADA heuristic: γ = 0.0002 · res² / batch, 2 mapping layers, EMA
   batch · 10/32 kimg, channel base 16384 (32768 from 512² up);
-* ``small`` — a CPU-sized 64² network: channel base 2048, at most 128 maps, z and w of 256,
+* ``small`` — a CPU-sized 64² network: channel base 1024 (16 maps at 64², 128 from 8² down),
+  at most 128 maps, z and w of 256,
   2 mapping layers, γ from the heuristic.
 
 ``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
@@ -114,7 +115,7 @@ STYLEGAN2_CONFIGS = {
                  "r1_gamma": 1.0, "ema_kimg": 20.0},
     "auto": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2,
              "r1_gamma": None, "ema_kimg": None},
-    "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 2048,
+    "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 1024,
               "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None},
 }
 

@@ -26,9 +26,9 @@ Named configs (``model.config``):
 
 * ``paper`` — config F: channel base 32768, γ = 10, 8 mapping layers, EMA 10 kimg;
 * ``paper256`` — the ADA paper's 256² config: half the channel base (16384), γ = 1,
-  8 mapping layers, EMA 20 kimg (meant for batch 64);
+  8 mapping layers, EMA 20 kimg (train it with --batch 64);
 * ``auto`` — the ADA heuristic: γ = 0.0002 · res² / batch, 2 mapping layers, EMA
-  batch · 10/32 kimg, channel base 16384 (32768 from 512² up);
+  batch · 10/32 kimg, channel base 16384;
 * ``small`` — a CPU-sized 64² network: channel base 1024 (16 maps at 64², 128 from 8² down),
   at most 128 maps, z and w of 256,
   2 mapping layers, γ from the heuristic.

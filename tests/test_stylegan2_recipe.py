@@ -204,3 +204,18 @@ def test_fine_tuning_keeps_frozen_layers_bit_identical(data, run4, tmp_path):
     assert main(["train", data, "--model", "dcgan64", "--out", str(tmp_path / "d"), "--steps",
                  "1", "--freeze-g", "1", "--set=model.width=2", "--set=train.progress=false",
                  "--set=output.tensorboard=false", "--batch", "4"]) == 2
+
+
+def test_init_from_a_bundle_maps_bands_through_every_torgb(run4, tmp_path):
+    rng = np.random.default_rng(1)
+    data = tmp_path / "xy.npz"
+    np.savez(data, images=rng.gamma(2.0, 5.0, (8, 2, 16, 16)).astype(np.float32),
+             bands=np.array(["x", "y"]), units=np.array(["counts"]))
+    child = tmp_path / "child"
+    assert _train(str(data), child, 1, "--init", str(run4 / "bundle"), "--band-map", "x=r,y=g",
+                  "--set=model.lr=0") == 0
+    src = load_file(str(run4 / "bundle" / "generator.safetensors"))
+    got = load_file(str(child / "checkpoints/latest/state.safetensors"))
+    for k in ("torgbs.0.weight", "torgbs.2.bias"):
+        torch.testing.assert_close(got[f"module.G.{k}"], src[k].flip(0))
+    torch.testing.assert_close(got["module.G.convs.1.weight"], src["convs.1.weight"])

@@ -30,8 +30,9 @@ Named configs (``model.config``):
 * ``auto`` — the ADA heuristic: γ = 0.0002 · res² / batch, 2 mapping layers, EMA
   batch · 10/32 kimg, channel base 16384;
 * ``small`` — a CPU-sized 64² network: channel base 1024 (16 maps at 64², 128 from 8² down),
-  at most 128 maps, z and w of 256,
-  2 mapping layers, γ from the heuristic.
+  at most 128 maps, z and w of 256, 2 mapping layers, γ and the EMA from the heuristic, and
+  ADA's p free to move by 1 in 100k images instead of 500k (a CPU run sees a few hundred
+  thousand images in all: at the paper's speed p could not follow D's overfitting).
 
 ``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
 fakes) or ``none``; ``loss``: ``nonsaturating`` (default) or ``wgan_gp`` (λ = 10, drift
@@ -116,7 +117,8 @@ STYLEGAN2_CONFIGS = {
     "auto": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2,
              "r1_gamma": None, "ema_kimg": None},
     "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 1024,
-              "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None},
+              "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None,
+              "ada_kimg": 100.0},
 }
 
 

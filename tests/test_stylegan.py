@@ -91,3 +91,22 @@ def test_train_resume_and_export_through_the_cli(tmp_path):
     images = bundle.sample(3, seed=0)
     assert images.shape == (3, 2, 16, 16) and np.isfinite(images).all()
     np.testing.assert_array_equal(images, bundle.sample(3, seed=0))
+
+
+def test_freezing_keeps_layers_fixed_through_steps():
+    cls = get_recipe("stylegan")
+    r = cls({**TINY, "image_size": 16, "start_resolution": 16, "loss": "nonsaturating",
+             "r1_interval": 2}, 1, 16, "cpu")
+    r.freeze(2, 1)
+    frozen = {"const": r.G.const, "l1": r.G.layers[1].conv.weight,
+              "rgb0": r.G.torgbs[0].weight, "d_top": r.D.blocks[-1][0].weight,
+              "d_rgb": r.D.fromrgbs[-1].weight}
+    before = {k: v.detach().clone() for k, v in frozen.items()}
+    moving = [r.G.layers[2].conv.weight.detach().clone(), r.D.blocks[-2][0].weight.detach().clone()]
+    for step in range(3):
+        r.train_step(torch.randn(4, 1, 16, 16), step, torch.Generator().manual_seed(step))
+    assert all(torch.equal(before[k], v) for k, v in frozen.items())
+    assert not torch.equal(moving[0], r.G.layers[2].conv.weight)
+    assert not torch.equal(moving[1], r.D.blocks[-2][0].weight)
+    with pytest.raises(ModelError, match="--freeze-g 9"):
+        r.G.freeze(9)

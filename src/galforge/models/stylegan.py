@@ -176,6 +176,29 @@ class StyleGANGenerator(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.synthesis(self.mapping(z))
 
+    def freeze(self, n_layers: int) -> list[nn.Parameter]:
+        """Stop training the first ``n_layers`` style layers (coarse first; the constant with
+        the first, a resolution's toRGB with its second); return their parameters."""
+        if not 0 <= int(n_layers) <= len(self.layers):
+            raise ModelError(f"--freeze-g {n_layers}: this generator has {len(self.layers)} "
+                             "synthesis layers")
+        params = [self.const] if n_layers > 0 else []
+        for i in range(int(n_layers)):
+            params.extend(self.layers[i].parameters())
+            if i % 2 == 1:
+                params.extend(self.torgbs[i // 2].parameters())
+        for p in params:
+            p.requires_grad_(False)
+        return params
+
+    def permute_image_channels(self, perm: list[int]) -> None:
+        """Reorder the image bands produced (``--band-map``)."""
+        idx = torch.as_tensor(perm)
+        with torch.no_grad():
+            for t in self.torgbs:
+                t.weight.copy_(t.weight.index_select(0, idx))
+                t.bias.copy_(t.bias.index_select(0, idx))
+
 
 class StyleGANDiscriminator(nn.Module):
     """Progressive-growing discriminator (fromRGB per resolution, fade-in); returns logits."""
@@ -212,6 +235,28 @@ class StyleGANDiscriminator(nn.Module):
         x = minibatch_stddev(x, self.mbstd_group)
         x = self.conv(x)
         return self.out(self.fc(x.flatten(1))).reshape(-1)
+
+    def freeze(self, n_blocks: int) -> list[nn.Parameter]:
+        """Stop training the top ``fromRGB`` and the ``n_blocks`` blocks of the highest
+        resolutions; return their parameters."""
+        if not 0 <= int(n_blocks) <= len(self.blocks):
+            raise ModelError(f"--freeze-d {n_blocks}: this discriminator has "
+                             f"{len(self.blocks)} blocks")
+        params: list[nn.Parameter] = []
+        if n_blocks > 0:
+            params.extend(self.fromrgbs[-1].parameters())
+            for b in list(self.blocks)[len(self.blocks) - int(n_blocks):]:
+                params.extend(b.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        return params
+
+    def permute_image_channels(self, perm: list[int]) -> None:
+        """Reorder the image bands read (``--band-map``)."""
+        idx = torch.as_tensor(perm)
+        with torch.no_grad():
+            for f in self.fromrgbs:
+                f.weight.copy_(f.weight.index_select(1, idx))
 
 
 def build_stylegan_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,

@@ -101,6 +101,7 @@ class StyleGANRecipe(Recipe):
         self.opt_g = torch.optim.Adam(self.G.parameters(), **adam)
         self.opt_d = torch.optim.Adam(self.D.parameters(), **adam)
         self.images_seen = 0
+        self._frozen: set[int] = set()
         self._stage = self._set_stage()
 
     # ------------------------------------------------------------------ schedule
@@ -144,6 +145,12 @@ class StyleGANRecipe(Recipe):
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    def freeze(self, g_layers: int = 0, d_blocks: int = 0) -> None:
+        """Keep the first ``g_layers`` style layers of G (coarse first) and the ``d_blocks``
+        highest-resolution blocks of D fixed (fine-tuning, as the thesis)."""
+        params = self.G.freeze(int(g_layers)) + self.D.freeze(int(d_blocks))
+        self._frozen |= {id(p) for p in params}
 
     def state_dict(self) -> dict:
         res, alpha = self.stage_at(self.images_seen)
@@ -217,6 +224,6 @@ class StyleGANRecipe(Recipe):
             self.optimize("G", loss)
         finally:
             for p in self.D.parameters():
-                p.requires_grad_(True)
+                p.requires_grad_(id(p) not in self._frozen)
         return {"loss_g": loss.item()}
 

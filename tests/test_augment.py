@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from galforge.errors import ConfigError
-from galforge.training.augment import AdaptiveAugment, FlipRotate
+from galforge.training.augment import AdaptiveAugment, DiffAugment, FlipRotate
 
 
 def test_flip_rotate_is_seeded_and_keeps_pixels():
@@ -37,3 +37,19 @@ def test_adaptive_probability_follows_the_overfitting_signal_and_resumes():
     assert again.p == aug.p == pytest.approx(0.5)
     with pytest.raises(ConfigError):
         AdaptiveAugment(p=1.5)
+
+
+def test_diffaugment_translates_with_zero_fill_cuts_out_and_is_differentiable():
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(1, 2, 16, 16) + 1
+    x = x.repeat(6, 1, 1, 1).requires_grad_(True)
+    aug = DiffAugment(translation=0.125, cutout=0.5)
+    y = aug(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, aug(x, torch.Generator().manual_seed(0)))
+    for i in range(6):
+        kept = y[i] != 0
+        # each kept pixel is an input pixel of the same band (a shift, no interpolation)
+        assert set(y[i][kept].tolist()) <= set(x[i].detach().flatten().tolist())
+        zero = (~kept[0]).sum().item()
+        assert 4 * 4 <= zero <= 8 * 8 + 2 * 2 * 16   # the square (maybe clipped), the shift
+    (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    assert g.requires_grad and (g != 0).any()

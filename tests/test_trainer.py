@@ -258,3 +258,25 @@ def test_metric_hook_logs_and_keeps_the_best_checkpoint(tmp_path):
     assert summary["metric_best"]["score"]["step"] == 4
     with pytest.raises(ConfigError, match="mode"):
         MetricHook("x", metric, every=1, mode="best")
+
+
+def test_cli_in_training_galaxy_metrics(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "gal.npy", rng.gamma(2.0, 5.0, (8, 2, 64, 64)).astype(np.float32))
+    run = tmp_path / "run"
+    rc = main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out", str(run),
+               "--steps", "4", "--batch", "4", "--device", "cpu", "--set", "model.width=2",
+               "--set", "train.progress=false", "--set", "output.tensorboard=false",
+               "--metric-every", "2", "--metric-n", "6", "--keep-best", "kid"])
+    assert rc == 0, capsys.readouterr().err
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    fgd = [(r["step"], r["metric_fgd"]) for r in log if "metric_fgd" in r]
+    kid = [(r["step"], r["metric_kid"]) for r in log if "metric_kid" in r]
+    assert [s for s, _ in fgd] == [s for s, _ in kid] == [2, 4]
+    assert all(v > 0 and np.isfinite(v) for _, v in fgd)
+    best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+    assert best["metric"] == "kid" and best["value"] == min(v for _, v in kid)
+    assert main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out",
+                 str(tmp_path / "r2"), "--steps", "1", "--metric-every", "1",
+                 "--keep-best", "fid"]) == 2
+    assert "--keep-best 'fid'" in capsys.readouterr().err

@@ -16,7 +16,50 @@ RESUME_MUTABLE = (
     "train.steps", "train.epochs", "train.device", "train.amp", "train.amp_dtype",
     "train.progress", "train.log_every", "train.sample_every", "train.checkpoint_every",
     "train.snapshot_every", "train.threads", "output.", "data.source", "data.options.",
+    "train.metric_every", "train.metric_n", "train.keep_best",
 )
+
+METRICS = ("fgd", "kid")
+
+
+def galaxy_metric_hooks(every: int, n: int, keep: str = "fgd") -> list:
+    """In-training Fréchet galaxy distance and KID (galaxy encoder features) between ``n``
+    samples of the export generator and the first ``n`` training images (physical units),
+    every ``every`` steps; ``keep`` names the one whose best value keeps ``checkpoints/best``.
+    Both come from one computation per step."""
+    import numpy as np
+
+    from galforge.evaluation.features import encoder_features, load_galaxy_encoder, set_scale
+    from galforge.evaluation.metrics import features_fid_kid
+    from galforge.training.trainer import MetricHook
+
+    if keep not in METRICS:
+        raise ConfigError(f"--keep-best {keep!r}: choose one of {', '.join(METRICS)}")
+    if int(n) < 2:
+        raise ConfigError(f"--metric-n {n}: the metrics need at least 2 images")
+    state: dict = {}
+
+    def compute(trainer) -> dict:
+        if state.get("step") != trainer.step:
+            if "real" not in state:
+                data = trainer.data
+                if isinstance(data, dict):           # several sizes: the largest images
+                    data = data[max(data)]
+                real = np.asarray(data[: int(n)].float().cpu().numpy() if hasattr(data, "cpu")
+                                  else data[: int(n)], dtype=np.float32)
+                if trainer.normalizer is not None:
+                    real = np.asarray(trainer.normalizer.inverse(real), dtype=np.float32)
+                state["encoder"] = load_galaxy_encoder()
+                state["scale"] = set_scale(real)
+                state["real"] = encoder_features(state["encoder"], real, state["scale"])
+            fake = trainer.sample_physical(len(state["real"]))
+            r = features_fid_kid(state["real"],
+                                 encoder_features(state["encoder"], fake, state["scale"]))
+            state.update(step=trainer.step, values={"fgd": r["fid"], "kid": r["kid_mean"]})
+        return state["values"]
+
+    return [MetricHook(name, lambda t, name=name: compute(t)[name], int(every), "min",
+                       keep=name == keep) for name in METRICS]
 
 
 def resolve_train_config(
@@ -25,6 +68,8 @@ def resolve_train_config(
     seed: int | None = None, resume: bool = False, config: str | Path | None = None,
     device: str | None = None, amp: bool | None = None, sets: list[str] | None = None,
     init: str | None = None, band_map: str | None = None, stage1: str | None = None,
+    freeze_g: int | None = None, freeze_d: int | None = None,
+    metric_every: int | None = None, metric_n: int | None = None, keep_best: str | None = None,
 ):
     """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
 
@@ -42,6 +87,9 @@ def resolve_train_config(
         "train.seed": seed, "train.device": device, "train.amp": amp,
         "train.steps": steps, "train.epochs": epochs, "train.init": init,
         "train.band_map": band_map, "model.stage1": stage1,
+        "train.freeze_g": freeze_g, "train.freeze_d": freeze_d,
+        "train.metric_every": metric_every, "train.metric_n": metric_n,
+        "train.keep_best": keep_best,
     }
     defaults = model_defaults()
     if stage1 is not None and model is not None and "stage1" not in defaults.get(model, {}):
@@ -107,12 +155,23 @@ def register(app: typer.Typer) -> None:
                                      "bands onto the model's, e.g. R=i,G=r,B=g."),
         stage1: str = typer.Option(None, "--stage1", help="--model stackgan2: the stage-I "
                                    "dcgan64 run, bundle or pretrained:NAME it chains after."),
+        freeze_g: int = typer.Option(None, "--freeze-g", help="Keep the first N synthesis "
+                                     "layers of G fixed (coarse first; fine-tuning)."),
+        freeze_d: int = typer.Option(None, "--freeze-d", help="Keep the first M blocks of D "
+                                     "fixed (from the highest resolution)."),
+        metric_every: int = typer.Option(None, "--metric-every", help="Fréchet galaxy "
+                                         "distance and KID every K steps (log, loss.png)."),
+        metric_n: int = typer.Option(None, "--metric-n", help="Images per set for "
+                                     "--metric-every (default 256)."),
+        keep_best: str = typer.Option(None, "--keep-best", help="fgd or kid: the metric "
+                                      "whose best value keeps checkpoints/best (default fgd)."),
     ) -> None:
         """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
         cfg = resolve_train_config(
             data, model=model, out=out, steps=steps, epochs=epochs, batch=batch, seed=seed,
             resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
-            init=init, band_map=band_map, stage1=stage1,
+            init=init, band_map=band_map, stage1=stage1, freeze_g=freeze_g, freeze_d=freeze_d,
+            metric_every=metric_every, metric_n=metric_n, keep_best=keep_best,
         )
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())
@@ -124,7 +183,10 @@ def register(app: typer.Typer) -> None:
                 f"{shlex.quote(str(cfg.output.out))} --resume"
         with interrupt.stop_requests("training", "step"):
             try:
-                summary = train_from_config(cfg, resume=resume)
+                t = cfg.train
+                hooks = (galaxy_metric_hooks(t.metric_every, t.metric_n, t.keep_best)
+                         if t.metric_every else [])
+                summary = train_from_config(cfg, resume=resume, metrics=hooks)
             except Interrupted as exc:
                 raise Interrupted(f"{exc}; continue with `{again}`", signum=exc.signum,
                                   step=exc.step, checkpoint=exc.checkpoint) from None

@@ -12,7 +12,12 @@ each with a probability ``p`` that it adapts to the discriminator's overfitting,
 spirit of adaptive discriminator augmentation (Karras et al. 2020): the recipe feeds it the
 sign of the discriminator's outputs on real images (:meth:`AdaptiveAugment.observe`), and
 every ``interval`` observations ``p`` moves toward keeping the mean sign at ``target``,
-fast enough to go from 0 to 1 in ``speed_images`` images.
+fast enough to go from 0 to 1 in ``speed_images`` images. Its operations are exact pixel
+permutations (no interpolation: the noise spectrum and the PSF are untouched) and have a double
+backward, so R1 can be taken through them.
+
+:class:`DiffAugment` is the fixed, differentiable alternative (Zhao et al. 2020): integer
+translation with zero fill and cutout, applied to reals and fakes alike.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import Tensor
 from galforge.data.transforms import augment_batch
 from galforge.errors import ConfigError
 
-__all__ = ["AdaptiveAugment", "Augment", "FlipRotate"]
+__all__ = ["AdaptiveAugment", "Augment", "DiffAugment", "FlipRotate"]
 
 
 class Augment:
@@ -125,3 +130,37 @@ class AdaptiveAugment(Augment):
         self._sign_sum = float(state.get("sign_sum", 0.0))
         self._images = int(state.get("images", 0))
         self._calls = int(state.get("calls", 0))
+
+
+class DiffAugment(Augment):
+    """Per-image integer translation (zero fill) and cutout, always on, differentiable.
+
+    ``translation``: largest shift as a fraction of the side (1/8 in Zhao et al. 2020);
+    ``cutout``: side of the zeroed square as a fraction of the image side (1/2).
+    """
+
+    def __init__(self, translation: float = 0.125, cutout: float = 0.5):
+        self.translation, self.cutout = float(translation), float(cutout)
+
+    def __call__(self, x: Tensor, rng: torch.Generator) -> Tensor:
+        n, _, h, w = x.shape
+        dev = rng.device
+        sy, sx = int(round(self.translation * h)), int(round(self.translation * w))
+        ty = torch.randint(-sy, sy + 1, (n, 1), generator=rng, device=dev).to(x.device)
+        tx = torch.randint(-sx, sx + 1, (n, 1), generator=rng, device=dev).to(x.device)
+        ch, cw = int(round(self.cutout * h)), int(round(self.cutout * w))
+        cy = torch.randint(0, h, (n, 1), generator=rng, device=dev).to(x.device) - ch // 2
+        cx = torch.randint(0, w, (n, 1), generator=rng, device=dev).to(x.device) - cw // 2
+        # translation: output pixel (i, j) reads input (i - ty, j - tx), zero outside
+        padded = torch.nn.functional.pad(x, (sx, sx, sy, sy))
+        iy = torch.arange(h, device=x.device)[None] - ty + sy          # n×h
+        ix = torch.arange(w, device=x.device)[None] - tx + sx          # n×w
+        b = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[b, iy[:, :, None], ix[:, None, :]].permute(0, 3, 1, 2)
+        # cutout: a ch×cw square with its top-left corner at (cy, cx) set to zero
+        yy = torch.arange(h, device=x.device)[None]
+        xx = torch.arange(w, device=x.device)[None]
+        my = ((yy >= cy) & (yy < cy + ch)).to(x.dtype)
+        mx = ((xx >= cx) & (xx < cx + cw)).to(x.dtype)
+        keep = 1.0 - my[:, None, :, None] * mx[:, None, None, :]
+        return x * keep

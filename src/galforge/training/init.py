@@ -98,7 +98,12 @@ def _image_layers(net: nn.Module, channels: int, *, output: bool) -> nn.Module:
 
 
 def _permute_image_channels(net: nn.Module, perm: list[int], *, output: bool) -> None:
-    """Reorder the image channels of ``net``'s first (input) or last (output) convolution."""
+    """Reorder the image channels of ``net``'s first (input) or last (output) convolution
+    (or through the network's own ``permute_image_channels(perm)``)."""
+    own = getattr(net, "permute_image_channels", None)
+    if callable(own):
+        own(perm)
+        return
     m = _image_layers(net, len(perm), output=output)
     idx = torch.as_tensor(perm)
     with torch.no_grad():

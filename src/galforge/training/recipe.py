@@ -279,6 +279,12 @@ class Recipe:
         """A custom batch source, or None for the pipeline's default for :meth:`data_need`."""
         return None
 
+    def freeze(self, g_layers: int = 0, d_blocks: int = 0) -> None:
+        """Keep the first ``g_layers`` generator layers and ``d_blocks`` discriminator blocks
+        fixed (``--freeze-g`` / ``--freeze-d``); families that support it override this."""
+        raise ConfigError(f"--freeze-g/--freeze-d: the {self.name or self.family!r} model "
+                          "has no layers to freeze; drop these options")
+
     def state_dict(self) -> dict:
         """JSON-safe recipe state beyond modules, optimisers and augmentations."""
         return {}

@@ -114,9 +114,10 @@ def plot_losses(log_path: str | Path, png_path: str | Path) -> Path | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4), dpi=100)
+    metrics = sorted({k for r in rows for k in r if k.startswith("metric_")})
+    fig = Figure(figsize=(11 if metrics else 7, 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    ax = fig.add_subplot(1, 2 if metrics else 1, 1)
     for k in keys:
         pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
         if pts:
@@ -126,6 +127,16 @@ def plot_losses(log_path: str | Path, png_path: str | Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
+    if metrics:   # in-training metrics on their own axes, beside the losses
+        mx = fig.add_subplot(1, 2, 2)
+        for k in metrics:
+            pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                mx.plot(xs, ys, "o-", label=k[len("metric_"):], lw=1.2, ms=3)
+        mx.set_xlabel("step")
+        mx.grid(alpha=0.3)
+        mx.legend(loc="best")
     fig.tight_layout()
     import io
 
@@ -147,6 +158,7 @@ class MetricHook:
     fn: Callable[[Trainer], float]
     every: int
     mode: str = "min"
+    keep: bool = True          # keep RUN/checkpoints/best when it improves (else log only)
 
     def __post_init__(self):
         if int(self.every) < 1:
@@ -429,7 +441,7 @@ class Trainer:
         value = float(hook.fn(self))
         self._log_line({"step": done, f"metric_{hook.name}": value})
         best = self.metric_best.get(hook.name, {}).get("value")
-        if math.isfinite(value) and hook.better(value, best):
+        if hook.keep and math.isfinite(value) and hook.better(value, best):
             self.metric_best[hook.name] = {"value": value, "step": done, "mode": hook.mode}
             self.save_checkpoint(self.folder.best)
             atomic_write_json(self.folder.best / "best.json",
@@ -742,6 +754,8 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
                                            cfg.train.band_map)
     elif cfg.train.band_map and not cfg.train.init:
         raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
+    if cfg.train.freeze_g or cfg.train.freeze_d:
+        recipe.freeze(int(cfg.train.freeze_g or 0), int(cfg.train.freeze_d or 0))
     trainer = Trainer(
         recipe, data.data, run_dir, cfg.train, normalizer=data.normalizer,
         bands=data.iset.bands, units=data.iset.units, data_fingerprint=data.fingerprint,

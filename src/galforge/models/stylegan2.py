@@ -1,0 +1,476 @@
+"""StyleGAN2 generator and discriminator in plain PyTorch (no compiled extension).
+
+The networks follow Karras et al. (2020, "Analyzing and Improving the Image Quality of
+StyleGAN", configuration F: section 2 and appendix B) with the settings of the ADA paper
+(Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data",
+appendix D):
+
+* **mapping network** — ``z`` (normalised to unit second moment) through ``mapping_layers``
+  fully connected layers (leaky ReLU, learning-rate multiplier 0.01) to ``w``; the mean
+  ``w_avg`` is tracked during training with β = 0.995 and is what truncation pulls toward;
+* **synthesis network** — a learned 4×4 constant, then per resolution ``r`` = 8 … R one
+  modulated 3×3 convolution that doubles the size and one at that size; every convolution
+  is modulated by an affine map of ``w`` and demodulated, gets per-pixel noise with a
+  learned strength, a bias and leaky ReLU (gain √2);
+* **skip generator** — a 1×1 modulated (not demodulated) ``toRGB`` per resolution; the
+  images are upsampled and summed;
+* **residual discriminator** — ``fromRGB`` at the top, per resolution two 3×3 convolutions
+  (the second halves the size) plus a 1×1 downsampling skip, both scaled by √½; at 4×4 the
+  minibatch standard deviation (group 4, one feature), a 3×3 convolution and two fully
+  connected layers;
+* **equalised learning rate** everywhere: weights stored ~ N(0, 1) / lr_mul and multiplied by
+  ``lr_mul / sqrt(fan_in)`` when used;
+* **FIR resampling** with the ``[1, 3, 3, 1]`` filter (:func:`upfirdn2d`: zero insertion,
+  padding, depthwise convolution, decimation — ordinary ``torch`` ops with double backward).
+
+Channels at resolution ``r`` are ``min(channel_base // r, channel_max)``: config F is
+``channel_base = 32768``, ``channel_max = 512``; the ADA paper's ``paper256`` halves the base.
+Any resolution ``2^k`` from 16 to 1024 and any number of image bands.
+
+The per-layer noise is drawn from torch's global generator while the module is in training
+mode (the trainer seeds it per step); in evaluation mode (bundles, EMA) the generator uses
+fixed noise maps stored with its weights, so a sample depends only on its latent.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from galforge.errors import ModelError
+from galforge.models.registry import register_generator
+from galforge.seeding import seeded_global
+
+SQRT2 = math.sqrt(2.0)
+SQRT_HALF = math.sqrt(0.5)
+MIN_RES, MAX_RES = 16, 1024
+
+
+# ----------------------------------------------------------------------------- FIR resampling
+
+
+def fir_filter(taps=(1, 3, 3, 1)) -> Tensor:
+    """The separable 2-D FIR filter of ``taps`` (outer product), normalised to sum 1."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> Tensor:
+    """Upsample by zero insertion, pad ``(x0, x1, y0, y1)``, filter with ``f``, decimate.
+
+    The filter is applied as a true convolution (flipped), per channel.
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, (0, up - 1, 0, 0, 0, up - 1))
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, list(pad))
+    k = (f * gain).flip(0, 1).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    return F.conv2d(x, k, stride=down, groups=c)
+
+
+def upsample2d(x: Tensor, f: Tensor) -> Tensor:
+    """×2 upsampling with the FIR filter (gain 4 keeps the mean)."""
+    fw = f.shape[-1]
+    p0, p1 = (fw + 1) // 2, (fw - 2) // 2
+    return upfirdn2d(x, f, up=2, pad=(p0, p1, p0, p1), gain=4.0)
+
+
+def downsample2d(x: Tensor, f: Tensor) -> Tensor:
+    """÷2 downsampling with the FIR filter."""
+    fw = f.shape[-1]
+    p0, p1 = (fw - 1) // 2, (fw - 2) // 2
+    return upfirdn2d(x, f, down=2, pad=(p0, p1, p0, p1))
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalised learning rate, optional leaky ReLU (gain √2)."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0,
+                 lr_mul: float = 1.0, activation: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+        self.activation = activation
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+        return F.leaky_relu(x, 0.2) * SQRT2 if self.activation else x
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalised learning rate; ``down=2`` blurs then strides (FIR)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
+                 bias: bool = True, activation: bool = True, down: int = 1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size,
+                                               kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size ** 2)
+        self.activation, self.down, self.kernel_size = activation, int(down), kernel_size
+        self.register_buffer("fir", fir_filter(), persistent=False)
+
+    def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
+        w = self.weight * self.weight_gain
+        k = self.kernel_size
+        if self.down > 1:
+            fw = self.fir.shape[-1]
+            p = (fw - 2 + k - 1) // 2 if k > 1 else 0
+            if k > 1:
+                x = upfirdn2d(x, self.fir, pad=(p, p, p, p))
+                x = F.conv2d(x, w, stride=2)
+            else:
+                x = F.conv2d(downsample2d(x, self.fir), w)
+        else:
+            x = F.conv2d(x, w, padding=k // 2)
+        if self.bias is not None:
+            x = x + self.bias[None, :, None, None]
+        if self.activation:
+            x = F.leaky_relu(x, 0.2) * SQRT2
+        return x * gain if gain != 1.0 else x
+
+
+def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: bool = True,
+                     up: int = 1, fir: Tensor | None = None) -> Tensor:
+    """Convolution of each sample with ``weight`` modulated by its ``styles`` (per input
+    channel) and, with ``demodulate``, rescaled to unit output variance.
+
+    Computed as scale-input, shared convolution, scale-output (equal to convolving each sample
+    with its own weights ``w'_oi = s_i w_oi / sqrt(Σ_ik (s_i w_oik)² + 1e-8)``). ``up=2``: a
+    stride-2 transposed convolution followed by the FIR filter.
+    """
+    n = x.shape[0]
+    out_c, in_c, k, _ = weight.shape
+    x = x * styles.to(x.dtype)[:, :, None, None]
+    if up > 1:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        fw = fir.shape[-1]
+        p0 = (fw + up - 1) // 2 - (k - 1) + k // 2
+        p1 = (fw - up) // 2 - (k - up) + k // 2
+        x = upfirdn2d(x, fir, pad=(p0, p1, p0, p1), gain=up ** 2)
+    else:
+        x = F.conv2d(x, weight, padding=k // 2)
+    if demodulate:
+        w = weight[None] * styles[:, None, :, None, None]
+        dcoefs = (w.square().sum(dim=(2, 3, 4)) + 1e-8).rsqrt()
+        x = x * dcoefs.reshape(n, out_c, 1, 1).to(x.dtype)
+    return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3×3 convolution + noise + bias + leaky ReLU (one w per layer)."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 up: int = 1):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        self.register_buffer("fir", fir_filter(), persistent=False)
+        self.up, self.resolution = int(up), int(resolution)
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        styles = self.affine(w)
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, fir=self.fir)
+        if self.training:
+            noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution),
+                                device=x.device, dtype=x.dtype)
+        else:
+            noise = self.noise_const.to(x.dtype)
+        x = x + noise * self.noise_strength + self.bias[None, :, None, None]
+        return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class ToRGB(nn.Module):
+    """1×1 modulated convolution to the image bands (no demodulation), plus a bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_gain = 1.0 / math.sqrt(in_channels)
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        styles = self.affine(w) * self.weight_gain
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
+        return x + self.bias[None, :, None, None]
+
+
+def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
+    """Feature maps at ``resolution``: ``min(channel_base // resolution, channel_max)``."""
+    return max(1, min(int(channel_base) // int(resolution), int(channel_max)))
+
+
+def _check_resolution(resolution: int) -> int:
+    r = int(resolution)
+    if r < MIN_RES or r > MAX_RES or r & (r - 1):
+        raise ModelError(f"StyleGAN2 image size {resolution} is not supported: use a power of 2 "
+                         f"from {MIN_RES} to {MAX_RES} (resize the data with data.resize)")
+    return r
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: second-moment normalisation, ``layers`` FC layers (lr multiplier ``lr_mul``)."""
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int = 8, lr_mul: float = 0.01,
+                 w_avg_beta: float = 0.995):
+        super().__init__()
+        if int(layers) < 1:
+            raise ModelError(f"model.mapping_layers={layers} must be >= 1")
+        dims = [int(z_dim)] + [int(w_dim)] * int(layers)
+        self.fcs = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True)
+                                 for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.w_avg_beta = float(w_avg_beta)
+        self.register_buffer("w_avg", torch.zeros(int(w_dim)))
+
+    def forward(self, z: Tensor, update_w_avg: bool | None = None) -> Tensor:
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+        for fc in self.fcs:
+            x = fc(x)
+        if self.training if update_w_avg is None else update_w_avg:
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+        return x
+
+
+class StyleGAN2Generator(nn.Module):
+    """StyleGAN2 (config F) skip generator: mapping + synthesis.
+
+    Parameters
+    ----------
+    image_size: output side, a power of 2 from 16 to 1024.
+    channels: image bands produced.
+    z_dim, w_dim: latent and intermediate latent lengths (512 in the paper).
+    mapping_layers: depth of the mapping network (8 in config F, 2 in the ADA ``auto``).
+    channel_base, channel_max: feature maps ``min(channel_base // res, channel_max)``.
+    mapping_lr_mul: learning-rate multiplier of the mapping network (0.01).
+    init_seed: seed of the weight initialisation.
+    """
+
+    CAPABILITIES = frozenset({"latent", "intermediate"})
+
+    def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
+                 w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 32768,
+                 channel_max: int = 512, mapping_lr_mul: float = 0.01, init_seed: int = 0):
+        super().__init__()
+        self.image_size = _check_resolution(image_size)
+        if int(channels) < 1:
+            raise ModelError(f"the data have {channels} bands: a StyleGAN2 needs at least one")
+        self.channels, self.z_dim, self.w_dim = int(channels), int(z_dim), int(w_dim)
+        self.mapping_layers, self.mapping_lr_mul = int(mapping_layers), float(mapping_lr_mul)
+        self.channel_base, self.channel_max = int(channel_base), int(channel_max)
+        log2 = int(math.log2(self.image_size))
+        self.resolutions = [2 ** i for i in range(2, log2 + 1)]
+        ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
+        with seeded_global(int(init_seed)):
+            self.mapping_net = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers,
+                                              self.mapping_lr_mul)
+            self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
+            convs, torgbs = [SynthesisLayer(ch[4], ch[4], self.w_dim, 4)], [
+                ToRGB(ch[4], self.channels, self.w_dim)]
+            for r in self.resolutions[1:]:
+                convs.append(SynthesisLayer(ch[r // 2], ch[r], self.w_dim, r, up=2))
+                convs.append(SynthesisLayer(ch[r], ch[r], self.w_dim, r))
+                torgbs.append(ToRGB(ch[r], self.channels, self.w_dim))
+            self.convs = nn.ModuleList(convs)
+            self.torgbs = nn.ModuleList(torgbs)
+        self.register_buffer("fir", fir_filter(), persistent=False)
+        #: number of w inputs of the synthesis network (one per convolution, plus the last toRGB)
+        self.num_ws = len(self.convs) + 1
+
+    def spec(self) -> dict:
+        return {"image_size": self.image_size, "channels": self.channels, "z_dim": self.z_dim,
+                "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
+                "channel_base": self.channel_base, "channel_max": self.channel_max,
+                "mapping_lr_mul": self.mapping_lr_mul}
+
+    def latent_shape(self, n: int) -> tuple[int, ...]:
+        return (int(n), self.z_dim)
+
+    def mapping(self, z: Tensor, update_w_avg: bool | None = None) -> Tensor:
+        """``w = mapping(z)``, one ``w_dim`` vector per sample (``N×w_dim``)."""
+        return self.mapping_net(z, update_w_avg)
+
+    def mean_w(self) -> Tensor:
+        """The tracked mean of w (truncation pulls toward it)."""
+        return self.mapping_net.w_avg
+
+    def broadcast_w(self, w: Tensor) -> Tensor:
+        """``N×w_dim`` -> ``N×num_ws×w_dim``; per-layer ws (style mixing) pass through."""
+        if w.dim() == 2:
+            return w[:, None, :].expand(w.shape[0], self.num_ws, w.shape[1])
+        if w.dim() != 3 or w.shape[1] != self.num_ws:
+            raise ModelError(f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or "
+                             f"N×{self.num_ws}×{self.w_dim}")
+        return w
+
+    def synthesis(self, w: Tensor) -> Tensor:
+        """Images from ``w`` (``N×w_dim``, or ``N×num_ws×w_dim`` for per-layer styles)."""
+        ws = self.broadcast_w(w)
+        x = self.const[None].expand(ws.shape[0], *self.const.shape)
+        x = self.convs[0](x, ws[:, 0])
+        img = self.torgbs[0](x, ws[:, 1])
+        for b in range(1, len(self.resolutions)):
+            i = 2 * b - 1
+            x = self.convs[i](x, ws[:, i])
+            x = self.convs[i + 1](x, ws[:, i + 1])
+            img = upsample2d(img, self.fir) + self.torgbs[b](x, ws[:, i + 2])
+        return img
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.synthesis(self.mapping(z))
+
+    def synthesis_layers(self) -> list[list[nn.Module]]:
+        """The synthesis layers from coarse to fine, each with what belongs to it (the constant
+        with the first convolution; a resolution's toRGB with its second convolution)."""
+        layers: list[list[nn.Module]] = [[self.convs[0], self.torgbs[0]]]
+        for b in range(1, len(self.resolutions)):
+            layers.append([self.convs[2 * b - 1]])
+            layers.append([self.convs[2 * b], self.torgbs[b]])
+        return layers
+
+    def freeze(self, n_layers: int) -> list[nn.Parameter]:
+        """Stop training the first ``n_layers`` synthesis layers; return their parameters."""
+        layers = self.synthesis_layers()
+        if not 0 <= int(n_layers) <= len(layers):
+            raise ModelError(f"--freeze-g {n_layers}: this generator has {len(layers)} "
+                             "synthesis layers")
+        params = [self.const] if n_layers > 0 else []
+        for group in layers[: int(n_layers)]:
+            for m in group:
+                params.extend(m.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        return params
+
+    def permute_image_channels(self, perm: list[int]) -> None:
+        """Reorder the image bands produced (``--band-map``)."""
+        idx = torch.as_tensor(perm)
+        with torch.no_grad():
+            for t in self.torgbs:
+                t.weight.copy_(t.weight.index_select(0, idx))
+                t.bias.copy_(t.bias.index_select(0, idx))
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: two 3×3 convolutions (the second halves the size) + 1×1 skip, × √½."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(in_channels, in_channels, 3)
+        self.conv1 = EqualConv2d(in_channels, out_channels, 3, down=2)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activation=False,
+                                down=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.skip(x, gain=SQRT_HALF)
+        return y + self.conv1(self.conv0(x), gain=SQRT_HALF)
+
+
+def minibatch_stddev(x: Tensor, group_size: int = 4, features: int = 1) -> Tensor:
+    """Append the standard deviation over groups of samples as ``features`` extra maps."""
+    n, c, h, w = x.shape
+    g = max(d for d in range(1, min(int(group_size), n) + 1) if n % d == 0)
+    f = int(features)
+    y = x.reshape(g, -1, f, c // f, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0)
+    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))          # [n/g, f]
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
+class StyleGAN2Discriminator(nn.Module):
+    """Residual discriminator of StyleGAN2 config F; returns one logit per image."""
+
+    def __init__(self, image_size: int = 256, channels: int = 3, channel_base: int = 32768,
+                 channel_max: int = 512, mbstd_group: int = 4, mbstd_features: int = 1,
+                 init_seed: int = 1):
+        super().__init__()
+        self.image_size = _check_resolution(image_size)
+        self.channels = int(channels)
+        self.mbstd_group, self.mbstd_features = int(mbstd_group), int(mbstd_features)
+        log2 = int(math.log2(self.image_size))
+        res = [2 ** i for i in range(log2, 1, -1)]
+        ch = {r: channels_at(r, channel_base, channel_max) for r in res}
+        with seeded_global(int(init_seed)):
+            self.fromrgb = EqualConv2d(self.channels, ch[res[0]], 1)
+            self.blocks = nn.ModuleList(DiscriminatorBlock(ch[r], ch[r // 2]) for r in res[:-1])
+            c4 = ch[4]
+            self.conv = EqualConv2d(c4 + self.mbstd_features, c4, 3)
+            self.fc = EqualLinear(c4 * 16, c4, activation=True)
+            self.out = EqualLinear(c4, 1)
+
+    def forward(self, img: Tensor) -> Tensor:
+        x = self.fromrgb(img)
+        for block in self.blocks:
+            x = block(x)
+        x = minibatch_stddev(x, self.mbstd_group, self.mbstd_features)
+        x = self.conv(x)
+        x = self.fc(x.flatten(1))
+        return self.out(x).reshape(-1)
+
+    def freeze(self, n_blocks: int) -> list[nn.Parameter]:
+        """Stop training ``fromRGB`` and the first ``n_blocks`` blocks (from the highest
+        resolution); return their parameters."""
+        if not 0 <= int(n_blocks) <= len(self.blocks):
+            raise ModelError(f"--freeze-d {n_blocks}: this discriminator has "
+                             f"{len(self.blocks)} blocks")
+        params: list[nn.Parameter] = []
+        if n_blocks > 0:
+            params.extend(self.fromrgb.parameters())
+            for b in self.blocks[: int(n_blocks)]:
+                params.extend(b.parameters())
+        for p in params:
+            p.requires_grad_(False)
+        return params
+
+    def permute_image_channels(self, perm: list[int]) -> None:
+        """Reorder the image bands read (``--band-map``)."""
+        with torch.no_grad():
+            w = self.fromrgb.weight
+            w.copy_(w.index_select(1, torch.as_tensor(perm)))
+
+
+def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,
+                         mapping_layers: int = 8, channel_base: int = 32768,
+                         channel_max: int = 512, mbstd_group: int = 4, seed: int = 0
+                         ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+    """A matching generator and discriminator, initialised from ``seed``."""
+    g = StyleGAN2Generator(image_size, channels, z_dim, w_dim, mapping_layers, channel_base,
+                           channel_max, init_seed=2 * int(seed))
+    d = StyleGAN2Discriminator(image_size, channels, channel_base, channel_max, mbstd_group,
+                               init_seed=2 * int(seed) + 1)
+    return g, d
+
+
+@register_generator("stylegan2")
+def build_stylegan2_generator(spec: dict) -> StyleGAN2Generator:
+    """Rebuild a StyleGAN2 generator from its bundle spec (weights loaded separately)."""
+    known = {"image_size", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base",
+             "channel_max", "mapping_lr_mul"}
+    unknown = set(spec) - known
+    if unknown:
+        raise ModelError(f"StyleGAN2 spec has unknown keys {sorted(unknown)}; known keys: "
+                         f"{sorted(known)}")
+    return StyleGAN2Generator(**spec)
+
+
+def n_parameters(module: nn.Module) -> int:
+    """Number of parameters."""
+    return int(np.sum([p.numel() for p in module.parameters()]))

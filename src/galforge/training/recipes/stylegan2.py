@@ -1,0 +1,319 @@
+"""StyleGAN2 with adaptive discriminator augmentation (Karras et al. 2020a, 2020b).
+
+The update of the ADA paper (its appendix B and D), as four phases:
+
+* ``g_main`` — non-saturating generator loss on augmented fakes, with style mixing
+  (p = 0.9: the ws of a batch switch to a second latent's from a random layer on);
+* ``g_pl`` — path-length regularisation every 4 steps (weight 2, running mean decay 0.01,
+  half the batch), scaled by its interval (lazy regularisation);
+* ``d_main`` — non-saturating discriminator loss on augmented reals and fakes; the signs of
+  D(real) feed ADA's ``p``;
+* ``d_r1`` — R1 on augmented reals every 16 steps, ``γ / 2 · 16 · E‖∇D‖²``, the gradient
+  taken through the augmentation (every op of the ``galaxy`` pipeline is an exact pixel
+  permutation and has a double backward).
+
+Adam with β = (0, 0.99), ε = 1e-8, lr = 0.0025; each network's lr and βs are corrected for
+its lazy regulariser (``c = k / (k + 1)``: ``lr · c``, ``β ** c``).  The exported generator
+is an EMA of G whose half-life is ``ema_kimg`` thousand images (the trainer's warm-up
+``(1 + t) / (10 + t)`` stands for the paper's ramp-up).
+
+The path-length penalty uses :func:`galforge.training.losses.path_length_penalty`, which
+measures ``‖Jᵀy‖`` over all the per-layer ws; that length is ``√num_ws`` times the paper's
+(which averages the squared lengths over the layers), so the weight is divided by ``num_ws``
+to give exactly the paper's term.
+
+Named configs (``model.config``):
+
+* ``paper`` — config F: channel base 32768, γ = 10, 8 mapping layers, EMA 10 kimg;
+* ``paper256`` — the ADA paper's 256² config: half the channel base (16384), γ = 1,
+  8 mapping layers, EMA 20 kimg (train it with --batch 64);
+* ``auto`` — the ADA heuristic: γ = 0.0002 · res² / batch, 2 mapping layers, EMA
+  batch · 10/32 kimg, channel base 16384;
+* ``small`` — a CPU-sized 64² network: channel base 1024 (16 maps at 64², 128 from 8² down),
+  at most 128 maps, z and w of 256, 2 mapping layers, γ and the EMA from the heuristic, and
+  ADA's p free to move by 1 in 100k images instead of 500k (a CPU run sees a few hundred
+  thousand images in all: at the paper's speed p could not follow D's overfitting).
+
+``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
+fakes) or ``none``; ``loss``: ``nonsaturating`` (default) or ``wgan_gp`` (λ = 10, drift
+0.001; no R1 phase).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from galforge.errors import ConfigError
+from galforge.models.stylegan2 import build_stylegan2_pair
+from galforge.training.augment import AdaptiveAugment, Augment, DiffAugment
+from galforge.training.losses import (
+    gradient_penalty,
+    nonsaturating_d_loss,
+    nonsaturating_g_loss,
+    path_length_penalty,
+    r1_penalty,
+    wgan_d_loss,
+    wgan_g_loss,
+)
+from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipes import register_recipe
+
+AUGMENTS = ("ada", "diffaugment", "none")
+LOSSES = ("nonsaturating", "wgan_gp")
+
+
+@dataclass
+class StyleGAN2Settings:
+    """Hyper-parameters; the defaults are config F of Karras et al. (2020a) with ADA."""
+
+    image_size: int = 256
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 32768             # maps at resolution r: min(base // r, max)
+    channel_max: int = 512
+    mbstd_group: int = 4
+    lr: float = 0.0025
+    beta1: float = 0.0
+    beta2: float = 0.99
+    eps: float = 1e-8
+    loss: str = "nonsaturating"           # nonsaturating | wgan_gp
+    r1_gamma: float | None = 10.0         # None: the ADA heuristic 0.0002 · res² / batch
+    r1_interval: int = 16
+    pl_weight: float = 2.0
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    style_mixing: float = 0.9
+    gp_lambda: float = 10.0               # wgan_gp
+    drift: float = 0.001                  # wgan_gp: ε · E[D(x)²]
+    ema_kimg: float | None = 10.0         # EMA half-life in thousands of images (None: auto)
+    augment: str = "ada"                  # ada | diffaugment | none
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0               # images (thousands) for p to move by 1
+    ada_max_shift: float = 0.125          # largest integer translation, fraction of the side
+
+    def __post_init__(self):
+        if self.augment not in AUGMENTS:
+            raise ConfigError(f"model.augment={self.augment!r} must be one of "
+                              f"{', '.join(AUGMENTS)}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"model.loss={self.loss!r} must be one of {', '.join(LOSSES)}")
+        if not 0.0 <= float(self.style_mixing) <= 1.0:
+            raise ConfigError(f"model.style_mixing={self.style_mixing} must be in [0, 1]")
+        for key in ("r1_interval", "pl_interval", "ada_interval", "pl_batch_shrink"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"model.{key}={getattr(self, key)} must be >= 1")
+
+
+STYLEGAN2_CONFIGS = {
+    "paper256": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 8,
+                 "r1_gamma": 1.0, "ema_kimg": 20.0},
+    "auto": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2,
+             "r1_gamma": None, "ema_kimg": None},
+    "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 1024,
+              "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None,
+              "ada_kimg": 100.0},
+}
+
+
+def _lazy(interval: int, on: bool) -> float:
+    """The lazy-regularisation correction ``k / (k + 1)`` (1 when the regulariser is off)."""
+    return interval / (interval + 1.0) if on else 1.0
+
+
+@register_recipe("stylegan2")
+class StyleGAN2Recipe(Recipe):
+    """StyleGAN2 + ADA as a training recipe (see the module docstring)."""
+
+    family = "stylegan2"
+    Settings = StyleGAN2Settings
+    CONFIGS = STYLEGAN2_CONFIGS
+    DEFAULT_CONFIG = "paper256"
+
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0):
+        super().__init__(config, channels, image_size, device, seed)
+        s = self.settings
+        size = int(image_size or s.image_size)
+        if size != int(s.image_size):
+            raise ConfigError(f"model.image_size={s.image_size} but the data are {size}×{size}: "
+                              "set data.resize or model.image_size")
+        self.G, self.D = build_stylegan2_pair(
+            size, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
+            channel_base=s.channel_base, channel_max=s.channel_max,
+            mbstd_group=s.mbstd_group, seed=self.seed)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        wgan = s.loss == "wgan_gp"
+        cg = _lazy(int(s.pl_interval), float(s.pl_weight) > 0)
+        cd = _lazy(int(s.r1_interval), not wgan and (s.r1_gamma is None or s.r1_gamma > 0))
+
+        def adam(params, c):
+            return torch.optim.Adam(params, lr=float(s.lr) * c, eps=float(s.eps),
+                                    betas=(float(s.beta1) ** c, float(s.beta2) ** c))
+
+        self.opt_g = adam(self.G.parameters(), cg)
+        self.opt_d = adam(self.D.parameters(), cd)
+        self.pl_mean = torch.zeros([], device=self.device)
+        self.images_seen = 0
+        self.batch_size: int | None = None
+        self._frozen: set[int] = set()
+        self.augment: Augment | None = None
+        if s.augment == "ada":
+            self.augment = AdaptiveAugment(
+                target=float(s.ada_target), interval=int(s.ada_interval),
+                speed_images=int(round(float(s.ada_kimg) * 1000)),
+                max_shift=float(s.ada_max_shift))
+        elif s.augment == "diffaugment":
+            self.augment = DiffAugment()
+
+    # ------------------------------------------------------------------ contract
+    def phases(self) -> tuple[Phase, ...]:
+        s = self.settings
+        out = [Phase("g_main")]
+        if float(s.pl_weight) > 0:
+            out.append(Phase("g_pl", interval=int(s.pl_interval)))
+        out.append(Phase("d_main"))
+        if s.loss != "wgan_gp" and (s.r1_gamma is None or float(s.r1_gamma) > 0):
+            out.append(Phase("d_r1", interval=int(s.r1_interval)))
+        return tuple(out)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        return self.G.spec()
+
+    def augmentations(self) -> dict[str, Augment]:
+        return {"ada": self.augment} if isinstance(self.augment, AdaptiveAugment) else {}
+
+    def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    def make_batches(self, data, batch_size: int, seed: int):
+        """Record the batch size (γ and the EMA half-life of ``auto`` depend on it); the
+        pipeline's default batches are used."""
+        self.batch_size = int(batch_size) * self.world_size
+        return None
+
+    def r1_gamma(self) -> float:
+        """γ: the setting, or the ADA heuristic ``0.0002 · res² / batch``."""
+        s = self.settings
+        if s.r1_gamma is not None:
+            return float(s.r1_gamma)
+        return 0.0002 * int(s.image_size) ** 2 / float(self.batch_size or 32)
+
+    def ema_kimg(self) -> float:
+        s = self.settings
+        return float(s.ema_kimg) if s.ema_kimg is not None else (self.batch_size or 32) * 10 / 32
+
+    def default_ema(self) -> float:
+        """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images."""
+        return 0.5 ** (float(self.batch_size or 32) / (self.ema_kimg() * 1000.0))
+
+    def freeze(self, g_layers: int = 0, d_blocks: int = 0) -> None:
+        """Keep the first ``g_layers`` synthesis layers of G (coarse first) and the first
+        ``d_blocks`` blocks of D (from the highest resolution, with fromRGB) fixed."""
+        params = self.G.freeze(int(g_layers)) + self.D.freeze(int(d_blocks))
+        self._frozen |= {id(p) for p in params}
+
+    def state_dict(self) -> dict:
+        return {"pl_mean": float(self.pl_mean), "images_seen": int(self.images_seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=self.device)
+        self.images_seen = int(state.get("images_seen", 0))
+
+    # ------------------------------------------------------------------ helpers
+    def _trainable(self, net: nn.Module, flag: bool) -> None:
+        for p in net.parameters():
+            p.requires_grad_(flag and id(p) not in self._frozen)
+
+    def _aug(self, x: Tensor, rng: torch.Generator) -> Tensor:
+        return x if self.augment is None else self.augment(x, rng)
+
+    def _ws(self, n: int, rng: torch.Generator) -> Tensor:
+        """Per-layer ws of ``n`` samples with style mixing (probability ``style_mixing``)."""
+        G = self.G
+        z = self.sample_latent(n, rng).to(self.device)
+        ws = G.mapping(z)[:, None, :].repeat(1, G.num_ws, 1)
+        draw = torch.rand((), generator=rng, device=rng.device).item()
+        cutoff = int(torch.randint(1, G.num_ws, (), generator=rng, device=rng.device))
+        z2 = self.sample_latent(n, rng).to(self.device)
+        if draw < float(self.settings.style_mixing):
+            ws2 = G.mapping(z2)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, None, :].expand(n, G.num_ws - cutoff, -1)],
+                           dim=1)
+        return ws
+
+    # ------------------------------------------------------------------ phases
+    def g_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        self._trainable(self.G, True)
+        self._trainable(self.D, False)
+        with self.autocast():
+            fake = self.G.synthesis(self._ws(real.shape[0], ctx.rng))
+            logits = self.D(self._aug(fake, ctx.rng))
+            loss = (wgan_g_loss(logits) if self.settings.loss == "wgan_gp"
+                    else nonsaturating_g_loss(logits))
+        self.optimize("G", loss)
+        return {"loss_g": loss.item()}
+
+    def g_pl(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        s = self.settings
+        self._trainable(self.G, True)
+        n = max(1, real.shape[0] // int(s.pl_batch_shrink))
+        ws = self._ws(n, ctx.rng)
+        images = self.G.synthesis(ws)
+        penalty, self.pl_mean = path_length_penalty(images.float(), ws, self.pl_mean, ctx.rng,
+                                                    decay=float(s.pl_decay))
+        loss = penalty * (float(s.pl_weight) / self.G.num_ws) * ctx.gain
+        self.optimize("G", loss)
+        return {"pl_penalty": penalty.item() / self.G.num_ws,
+                "pl_mean": float(self.pl_mean) / math.sqrt(self.G.num_ws)}
+
+    def d_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        s = self.settings
+        self._trainable(self.G, False)
+        self._trainable(self.D, True)
+        n = real.shape[0]
+        with torch.no_grad(), self.autocast():
+            fake = self.G.synthesis(self._ws(n, ctx.rng))
+        with self.autocast():
+            real_aug, fake_aug = self._aug(real, ctx.rng), self._aug(fake, ctx.rng)
+            real_logits, fake_logits = self.D(real_aug), self.D(fake_aug)
+            if s.loss == "wgan_gp":
+                gp = gradient_penalty(self.D, real_aug, fake_aug, ctx.rng)
+                loss = (wgan_d_loss(real_logits, fake_logits) + float(s.gp_lambda) * gp
+                        + float(s.drift) * real_logits.float().square().mean())
+            else:
+                loss = nonsaturating_d_loss(real_logits, fake_logits)
+        self.optimize("D", loss)
+        if isinstance(self.augment, AdaptiveAugment):
+            self.augment.observe(real_logits)
+        self.images_seen += n * self.world_size
+        out = {"loss_d": loss.item(), "d_real": real_logits.detach().float().mean().item(),
+               "d_fake": fake_logits.detach().float().mean().item(),
+               "kimg": self.images_seen / 1000.0}
+        if s.loss == "wgan_gp":
+            out["gp"] = gp.item()
+        return out
+
+    def d_r1(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        self._trainable(self.D, True)
+        x = real.detach().requires_grad_(True)
+        with self.autocast():
+            logits = self.D(self._aug(x, ctx.rng))
+        penalty = r1_penalty(logits.float(), x)
+        self.optimize("D", penalty * (0.5 * self.r1_gamma() * ctx.gain))
+        return {"r1": penalty.item()}

@@ -1,0 +1,187 @@
+"""The StyleGAN2 networks: shapes, modulation, equalised learning rate, FIR filters, w."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from galforge.errors import ModelError
+from galforge.models.capabilities import capabilities
+from galforge.models.registry import build_generator
+from galforge.models.stylegan2 import (
+    EqualConv2d,
+    EqualLinear,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    build_stylegan2_pair,
+    downsample2d,
+    fir_filter,
+    minibatch_stddev,
+    modulated_conv2d,
+    upfirdn2d,
+    upsample2d,
+)
+
+TINY = {"z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 128, "channel_max": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("bands", [1, 3, 5])
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_shapes_for_bands_and_sizes(bands, size):
+    g, d = build_stylegan2_pair(size, bands, **TINY)
+    z = torch.randn(3, 8)
+    img = g(z)
+    assert img.shape == (3, bands, size, size) and torch.isfinite(img).all()
+    assert d(img).shape == (3,)
+    assert g.num_ws == 2 * int(math.log2(size)) - 2
+    assert capabilities(g) == {"latent", "intermediate"}
+
+
+def test_256_shape_and_bad_sizes():
+    g = StyleGAN2Generator(256, 2, **{**TINY, "channel_base": 256, "channel_max": 4})
+    assert g.eval()(torch.randn(1, 8)).shape == (1, 2, 256, 256)
+    for bad in (8, 48, 2048):
+        with pytest.raises(ModelError, match="power of 2"):
+            StyleGAN2Generator(bad, 1, **TINY)
+
+
+def test_modulated_convolution_equals_a_convolution_per_sample():
+    torch.manual_seed(0)
+    x, weight, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
+    fir = fir_filter()
+    for demod in (True, False):
+        for up in (1, 2):
+            got = modulated_conv2d(x, weight, styles, demodulate=demod, up=up, fir=fir)
+            for i in range(3):
+                w = weight * styles[i][None, :, None, None]
+                if demod:
+                    w = w / (w.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()
+                if up == 1:
+                    ref = F.conv2d(x[i : i + 1], w, padding=1)
+                else:   # transposed stride-2 convolution of the sample's own weights, then FIR
+                    ref = F.conv_transpose2d(x[i : i + 1], w.transpose(0, 1), stride=2)
+                    ref = upfirdn2d(ref, fir, pad=(1, 1, 1, 1), gain=4)
+                assert ref.shape[-1] == 6 * up
+                torch.testing.assert_close(got[i : i + 1], ref, rtol=1e-5, atol=1e-5)
+    # demodulation gives unit-variance outputs for unit-variance inputs
+    x = torch.randn(8, 64, 16, 16)
+    out = modulated_conv2d(x, torch.randn(32, 64, 3, 3), torch.rand(8, 64) + 0.5)
+    assert abs(out[..., 1:-1, 1:-1].std().item() - 1.0) < 0.05
+
+
+def test_equalised_learning_rate_by_hand():
+    torch.manual_seed(0)
+    fc = EqualLinear(4, 2, bias_init=1.0, lr_mul=0.01)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[100.0, 0, 0, 0], [0, 200.0, 0, -100.0]]))
+        fc.bias.copy_(torch.tensor([100.0, 0.0]))
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    # effective weight = stored × 0.01 / sqrt(4); effective bias = stored × 0.01
+    torch.testing.assert_close(fc(x), torch.tensor([[0.5 + 1.0, 2.0 - 2.0]]))
+    big = EqualLinear(512, 512, lr_mul=0.01)    # stored ~ N(0, 1/lr_mul²): large steps of Adam
+    assert abs(big.weight.std().item() - 100.0) < 2.0
+    conv = EqualConv2d(2, 1, 3, activation=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    x = torch.ones(1, 2, 5, 5)
+    # 18 taps of weight 1 / sqrt(2 · 9) at an interior pixel
+    assert conv(x)[0, 0, 2, 2].item() == pytest.approx(18 / math.sqrt(18))
+    act = EqualConv2d(1, 1, 1)
+    with torch.no_grad():
+        act.weight.fill_(1.0)
+    y = act(torch.tensor([[[[2.0, -2.0]]]]))     # leaky ReLU(0.2) × sqrt(2)
+    torch.testing.assert_close(y, torch.tensor([[[[2 * math.sqrt(2), -0.4 * math.sqrt(2)]]]]))
+
+
+def test_fir_filters_by_hand():
+    f = fir_filter()
+    assert f.shape == (4, 4) and f.sum().item() == pytest.approx(1.0)
+    assert f[0, 0].item() == pytest.approx(1 / 64) and f[1, 1].item() == pytest.approx(9 / 64)
+    assert f[0, 1].item() == pytest.approx(3 / 64)
+    # ×2 of a 2×2 block of ones: per axis [0.75, 1, 1, 0.75] (zero outside the image)
+    up = upsample2d(torch.ones(1, 1, 2, 2), f)[0, 0]
+    a = torch.tensor([0.75, 1.0, 1.0, 0.75])
+    torch.testing.assert_close(up, torch.outer(a, a))
+    # ÷2 of a 4×4 block of ones: each output sees taps 3+3+1 of 8 per axis
+    down = downsample2d(torch.ones(1, 1, 4, 4), f)[0, 0]
+    torch.testing.assert_close(down, torch.full((2, 2), 49 / 64))
+    # an impulse comes out as the filter
+    x = torch.zeros(1, 1, 5, 5)
+    x[0, 0, 2, 2] = 1
+    torch.testing.assert_close(upfirdn2d(x, f, pad=(1, 2, 1, 2))[0, 0, :4, :4], f)
+
+
+def test_downsampling_convolution_halves_the_size():
+    conv = EqualConv2d(3, 4, 3, down=2)
+    skip = EqualConv2d(3, 4, 1, bias=False, activation=False, down=2)
+    x = torch.randn(2, 3, 16, 16)
+    assert conv(x).shape == skip(x).shape == (2, 4, 8, 8)
+
+
+def test_mapping_tracks_w_avg_only_in_training():
+    g = StyleGAN2Generator(16, 1, **TINY)
+    z = torch.randn(6, 8)
+    g.train()
+    w = g.mapping(z)
+    torch.testing.assert_close(g.mean_w(), w.detach().mean(0) * (1 - 0.995))
+    before = g.mean_w().clone()
+    g.eval()
+    g.mapping(z)
+    assert torch.equal(g.mean_w(), before)
+
+
+def test_evaluation_is_deterministic_and_per_sample():
+    g = StyleGAN2Generator(16, 2, **TINY).eval()
+    with torch.no_grad():
+        g.convs[0].noise_strength.fill_(0.5)
+        z = torch.randn(4, 8)
+        a = g(z)
+        torch.testing.assert_close(g(z[2:]), a[2:])
+        assert torch.equal(g(z), a)
+        g.train()
+        assert not torch.equal(g(z), a)       # training draws fresh noise
+        # per-layer ws: the same w everywhere is the plain synthesis
+        g.eval()
+        w = g.mapping(z)
+        torch.testing.assert_close(g.synthesis(w[:, None].repeat(1, g.num_ws, 1)), a)
+
+
+def test_minibatch_stddev_by_hand():
+    x = torch.zeros(4, 2, 1, 1)
+    x[:, 0, 0, 0] = torch.tensor([0.0, 2.0, 0.0, 2.0])   # std 1 in channel 0, 0 in channel 1
+    out = minibatch_stddev(x, group_size=4)
+    assert out.shape == (4, 3, 1, 1)
+    torch.testing.assert_close(out[:, 2, 0, 0], torch.full((4,), (1 + 1e-8) ** 0.5 / 2
+                                                           + (1e-8) ** 0.5 / 2))
+    assert minibatch_stddev(torch.randn(6, 2, 4, 4), 4).shape == (6, 3, 4, 4)  # group 3
+
+
+def test_freezing_and_spec_round_trip():
+    g, d = build_stylegan2_pair(32, 3, **TINY)
+    assert len(g.synthesis_layers()) == 7
+    frozen = g.freeze(2)
+    assert g.const in frozen and not g.const.requires_grad
+    assert not any(p.requires_grad for p in g.convs[1].parameters())
+    assert all(p.requires_grad for p in g.convs[2].parameters())
+    d.freeze(1)
+    assert not d.fromrgb.weight.requires_grad and not d.blocks[0].conv0.weight.requires_grad
+    assert d.blocks[1].conv0.weight.requires_grad
+    with pytest.raises(ModelError, match="--freeze-g 9"):
+        g.freeze(9)
+    with pytest.raises(ModelError, match="--freeze-d 4"):
+        StyleGAN2Discriminator(32, 3, 128, 8).freeze(4)
+    again = build_generator("stylegan2", g.spec())
+    assert again.spec() == g.spec()
+    with pytest.raises(ModelError, match="unknown keys"):
+        build_generator("stylegan2", {**g.spec(), "tanh": True})

@@ -8,6 +8,9 @@ happen, so any part can be redrawn alone:
     the latent of sample ``i`` of ``seed`` (generate, the latent tools, bundle probes) comes
     from :func:`sample_generator` ``(seed, i)``: the same sample whatever the batch size or
     the range of indices asked for.
+``sample_noise(shapes, n, seed, start=k)``
+    the per-pixel noise maps of sample ``i`` (StyleGAN's noise inputs) from the stream
+    :func:`sample_noise_generator` ``(seed, i)``, independent of the latent's stream.
 ``step_generator(seed, step, *keys)``
     the draws of training step ``step`` (latents, labels: ``(seed, step, rank)``), the
     batch of that step (``(seed, "epoch", e)`` for the shuffle, ``(seed, "augment", step)``
@@ -41,6 +44,8 @@ __all__ = [
     "seeded_global",
     "sample_generator",
     "sample_latents",
+    "sample_noise",
+    "sample_noise_generator",
     "step_generator",
 ]
 
@@ -94,6 +99,33 @@ def sample_latents(per_sample_shape: Sequence[int], n: int, seed: int, *,
     out = torch.empty((n, *shape), dtype=torch.float32)
     for k in range(n):
         out[k] = torch.randn(shape, generator=sample_generator(seed, start + k))
+    return out
+
+
+#: spawn key that separates a sample's noise stream from its latent stream
+NOISE_STREAM = 0x6E6F6973
+
+
+def sample_noise_generator(seed: int, index: int) -> torch.Generator:
+    """The CPU generator of the noise maps of sample ``index`` for ``seed``."""
+    state = np.random.SeedSequence(entropy=check_seed(seed), spawn_key=(int(index), NOISE_STREAM))
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(state.generate_state(1, np.uint64)[0]))
+    return gen
+
+
+def sample_noise(shapes: Sequence[Sequence[int]], n: int, seed: int, *,
+                 start: int = 0) -> list[torch.Tensor]:
+    """Standard normal noise maps ``[n×1×h×w for (h, w) in shapes]`` of samples
+    ``start..start+n-1``; row ``k`` of every map depends only on ``(seed, start + k)``."""
+    check_seed(seed)
+    n = int(n)
+    shapes = [tuple(int(v) for v in s) for s in shapes]
+    out = [torch.empty((n, 1, *s), dtype=torch.float32) for s in shapes]
+    for k in range(n):
+        gen = sample_noise_generator(seed, start + k)
+        for m, s in zip(out, shapes, strict=True):
+            m[k, 0] = torch.randn(s, generator=gen)
     return out
 
 

@@ -24,7 +24,16 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("fits", "--format", help="fits (physical units), png (8-bit view) or npy."),
         batch: int = typer.Option(64, "--batch", help="Galaxies generated per forward pass."),
         truncation: float = typer.Option(
-            None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none)."
+            None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none); "
+            "in w toward w_avg for models with an intermediate latent space."
+        ),
+        truncation_cutoff: int = typer.Option(
+            None, "--truncation-cutoff", help="Truncate only the first L layers of w "
+            "(intermediate-latent models)."
+        ),
+        noise_mode: str = typer.Option(
+            None, "--noise-mode", help="Models with noise inputs: random (default: maps drawn "
+            "per galaxy from its seed), const (the maps stored with the weights) or none."
         ),
         condition: list[str] = typer.Option(
             None, "--condition", help="Condition of a conditional generator, NAME=VALUE "
@@ -67,11 +76,16 @@ def register(app: typer.Typer) -> None:
                     raise ConfigError(f"--condition {item!r}: write NAME=VALUE, e.g. mag=19.5")
         check_output_path(out, "--out")
         bundle = load_bundle(source, device=device)
+        if truncation_cutoff is not None:
+            from galforge.models.capabilities import INTERMEDIATE, require
+
+            require(bundle.generator, INTERMEDIATE, "--truncation-cutoff")
         if stage is not None:
             bundle = bundle.stage(stage)
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
             progress=None if progress else False, overwrite=overwrite, conditions=conditions,
+            truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
         )
         typer.echo(result.summary())
 

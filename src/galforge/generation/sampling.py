@@ -8,7 +8,11 @@ physical units.
 
 Sampling is reproducible: the latent of sample ``i`` for seed ``s`` is drawn from its own
 random stream ``(s, i)`` (:func:`galforge.seeding.sample_latents`), so the same sample comes
-out whatever the batch size or the range of indices asked for.
+out whatever the batch size or the range of indices asked for. Generators with per-pixel
+noise inputs (capability ``noise``, StyleGAN's) get, by default, noise maps of their own per
+sample from the stream ``(s, i)`` of :func:`galforge.seeding.sample_noise` (``noise_mode``
+``"random"``); ``"const"`` uses the fixed maps stored with the weights (every sample shares
+them), ``"none"`` zero noise.
 ``for start, images in iter_samples(bundle, 1_000_000, seed=3): ...`` streams chunks with a
 progress bar.
 """
@@ -28,14 +32,18 @@ from galforge.models.capabilities import (
     CONDITIONAL,
     INTERMEDIATE,
     LATENT,
+    NOISE,
     STAGED,
     capabilities,
     require,
 )
 from galforge.runfolder import RUN_JSON, RunFolder
-from galforge.seeding import sample_latents
+from galforge.seeding import sample_latents, sample_noise
 
-__all__ = ["Bundle", "iter_samples", "load_bundle", "sample"]
+__all__ = ["NOISE_MODES", "Bundle", "iter_samples", "load_bundle", "sample"]
+
+#: ``--noise-mode`` values: per-sample seeded maps (default), the stored maps, zero noise
+NOISE_MODES = ("random", "const", "none")
 
 
 def _check_count(value, name: str, minimum: int = 0) -> int:
@@ -190,8 +198,59 @@ class Bundle:
             z = mean + psi * (z - mean)
         return z
 
-    def _forward(self, z: torch.Tensor, conditions, truncation) -> torch.Tensor:
+    def noise_mode(self, mode: str | None = None) -> str | None:
+        """The noise mode ``mode`` stands for (None: ``"random"``); None for generators without
+        noise inputs (a mode asked of one is refused, naming the ``noise`` capability)."""
+        if mode is not None:
+            mode = str(mode).lower()
+            if mode not in NOISE_MODES:
+                raise ConfigError(f"--noise-mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
+            require(self.generator, NOISE, f"--noise-mode {mode}")
+            return mode
+        return "random" if NOISE in self.capabilities else None
+
+    def noise(self, n: int, seed: int = 0, *, start: int = 0,
+              mode: str | None = None) -> list[torch.Tensor] | None:
+        """Noise maps for samples ``start..start+n-1`` of ``seed`` (capability ``noise``).
+
+        ``mode`` (see :data:`NOISE_MODES`; default ``"random"``): ``"random"`` draws the maps of
+        sample ``i`` from its own stream (``N×1×h×w`` each, independent of ``n`` and of the
+        batch); ``"const"`` gives the stored maps and ``"none"`` zeros (``1×1×h×w``, shared).
+        None for generators without noise inputs. Pass the result to
+        :meth:`generate_from_latent` / :meth:`generate_from_w` (``noise=``).
+        """
+        mode = self.noise_mode(mode)
+        if mode is None:
+            return None
+        g = self.generator
+        if mode == "const":
+            return [m.detach().float().cpu().reshape(1, 1, *m.shape[-2:]) for m in g.const_noise()]
+        shapes = [tuple(int(v) for v in s) for s in g.noise_shapes()]
+        if mode == "none":
+            return [torch.zeros((1, 1, *s)) for s in shapes]
+        return sample_noise(shapes, _check_count(n, "n"), seed, start=int(start))
+
+    def truncate_w(self, w: torch.Tensor, psi: float | None,
+                   cutoff: int | None = None) -> torch.Tensor:
+        """``w`` pulled toward ``mean_w()``: ``mean + psi (w - mean)``, on the first ``cutoff``
+        layers only when given (then per-layer ``N×num_ws×w_dim``)."""
+        require(self.generator, INTERMEDIATE, "truncation in w")
+        psi = _check_psi(psi)
+        cutoff = _check_cutoff(cutoff)
+        g = self.generator
+        if psi is None:
+            return w
+        mean = torch.as_tensor(g.mean_w(), dtype=w.dtype).to(w.device)
+        if cutoff is None:
+            return mean + psi * (w - mean)
+        ws = w[:, None, :].repeat(1, int(g.num_ws), 1) if w.dim() == 2 else w.clone()
+        ws[:, :cutoff] = mean + psi * (ws[:, :cutoff] - mean)
+        return ws
+
+    def _forward(self, z: torch.Tensor, conditions, truncation, noise=None,
+                 truncation_cutoff=None) -> torch.Tensor:
         caps = self.capabilities
+        kw = {} if noise is None else {"noise": noise}
         args = []
         if conditions is not None:
             require(self.generator, CONDITIONAL, "conditions")
@@ -202,12 +261,13 @@ class Bundle:
                 f"({', '.join(self.generator.condition_names)}); pass conditions=..."
             )
         psi = _check_psi(truncation)
+        if truncation_cutoff is not None:
+            require(self.generator, INTERMEDIATE, "--truncation-cutoff")
         if INTERMEDIATE in caps and psi is not None:
             g = self.generator
-            w = g.mapping(z, *args)
-            mean = torch.as_tensor(g.mean_w(), dtype=w.dtype).to(w.device)
-            return g.synthesis(mean + psi * (w - mean), *args)
-        return self.generator(z, *args)
+            w = self.truncate_w(g.mapping(z, *args), psi, truncation_cutoff)
+            return g.synthesis(w, *args, **kw)
+        return self.generator(z, *args, **kw)
 
     def to_w(self, z, conditions=None) -> torch.Tensor:
         """Intermediate latents ``w = mapping(z)`` (generators with an intermediate space).
@@ -222,8 +282,11 @@ class Bundle:
         with torch.inference_mode():
             return self.generator.mapping(z, *args).float().cpu()
 
-    def generate_from_w(self, w, batch: int = 64, *, conditions=None) -> np.ndarray:
-        """Images (physical units) for intermediate latents ``w`` (see :meth:`to_w`)."""
+    def generate_from_w(self, w, batch: int = 64, *, conditions=None,
+                        noise=None) -> np.ndarray:
+        """Images (physical units) for intermediate latents ``w`` (``N×w_dim`` or per layer
+        ``N×num_ws×w_dim``, see :meth:`to_w`); ``noise`` from :meth:`noise` (None: the
+        generator's stored maps)."""
         require(self.generator, INTERMEDIATE, "w latents")
         batch = _check_count(batch, "batch", minimum=1)
         w = torch.as_tensor(w, dtype=torch.float32)
@@ -233,21 +296,28 @@ class Bundle:
             for s in range(0, w.shape[0], batch):
                 args = () if conditions is None else (torch.as_tensor(
                     conditions, dtype=torch.float32)[s : s + batch].to(self.device),)
-                out = self.generator.synthesis(w[s : s + batch].to(self.device), *args)
+                kw = {} if noise is None else {"noise": self._noise_rows(noise, s, s + batch)}
+                out = self.generator.synthesis(w[s : s + batch].to(self.device), *args, **kw)
                 chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)
         physical = self.normalizer.inverse(np.concatenate(chunks, axis=0))
         return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
 
+    def _noise_rows(self, noise, s: int, e: int) -> list[torch.Tensor]:
+        require(self.generator, NOISE, "noise maps")
+        return [(m if m.shape[0] == 1 else m[s:e]).to(self.device) for m in noise]
+
     def generate_from_latent(self, z, batch: int = 64, *, conditions=None,
-                             truncation: float | None = None) -> np.ndarray:
+                             truncation: float | None = None,
+                             truncation_cutoff: int | None = None, noise=None) -> np.ndarray:
         """Images for latents ``z`` as float32 ``N×C×H×W`` in physical units.
 
         The generator's model-space output is clamped to ``output_range`` and mapped back
         to the training data's units with the normalizer's inverse. ``conditions``
         (``N×K``) for conditional generators; ``truncation`` applies in w for generators
-        with an intermediate latent space.
+        with an intermediate latent space (to the first ``truncation_cutoff`` layers when
+        given). ``noise``: maps from :meth:`noise` (None: the generator's stored maps).
         """
         batch = _check_count(batch, "batch", minimum=1)
         z = torch.as_tensor(z, dtype=torch.float32)
@@ -257,7 +327,9 @@ class Bundle:
         with torch.inference_mode():
             for s in range(0, z.shape[0], batch):
                 c = None if cond is None else cond[s : s + batch]
-                out = self._forward(z[s : s + batch].to(self.device), c, truncation)
+                nz = None if noise is None else self._noise_rows(noise, s, s + batch)
+                out = self._forward(z[s : s + batch].to(self.device), c, truncation, nz,
+                                    truncation_cutoff)
                 chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)
@@ -266,23 +338,28 @@ class Bundle:
         return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
 
     def sample(self, n: int, seed: int = 0, batch: int = 64, *, start: int = 0,
-               truncation: float | None = None, conditions=None,
+               truncation: float | None = None, truncation_cutoff: int | None = None,
+               noise_mode: str | None = None, conditions=None,
                **shape_options) -> np.ndarray:
         """``n`` generated images, float32 ``N×C×H×W`` in the training data's units.
 
         Sample ``i`` depends only on ``(seed, start + i)`` (and its conditions), not on
         ``batch``. For very large ``n`` use :func:`iter_samples`, which streams chunks.
+        ``noise_mode`` for generators with noise inputs (see :meth:`noise`).
         """
         n = _check_count(n, "n")
         batch = _check_count(batch, "batch", minimum=1)
         cond = self.conditions(conditions, n)
+        self.noise_mode(noise_mode)
         out = np.empty((n, *self.image_shape), dtype=np.float32) if not shape_options else None
         for s in range(0, n, batch):
             m = min(batch, n - s)
             z = self.latent(m, seed, start=int(start) + s, truncation=truncation, **shape_options)
             c = None if cond is None else cond[s : s + m]
+            nz = self.noise(m, seed, start=int(start) + s, mode=noise_mode)
             images = self.generate_from_latent(z, batch=batch, conditions=c,
-                                               truncation=truncation)
+                                               truncation=truncation,
+                                               truncation_cutoff=truncation_cutoff, noise=nz)
             if out is None:
                 out = np.empty((n, *images.shape[1:]), dtype=np.float32)
             out[s : s + m] = images
@@ -314,6 +391,15 @@ def _check_psi(truncation) -> float | None:
     if not (math.isfinite(psi) and psi >= 0):
         raise ConfigError(f"--truncation {truncation}: must be a number >= 0 (1 = none)")
     return psi
+
+
+def _check_cutoff(cutoff) -> int | None:
+    if cutoff is None:
+        return None
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) or cutoff < 0:
+        raise ConfigError(f"--truncation-cutoff {cutoff!r}: must be a whole number >= 0 "
+                          "(the first layers truncated)")
+    return int(cutoff)
 
 
 def load_bundle(path, device="cpu") -> Bundle:
@@ -360,6 +446,8 @@ def iter_samples(
     *,
     start: int = 0,
     truncation: float | None = None,
+    truncation_cutoff: int | None = None,
+    noise_mode: str | None = None,
     conditions=None,
     progress: bool | None = None,
     desc: str = "generating",
@@ -377,6 +465,7 @@ def iter_samples(
         raise ConfigError(f"--batch {batch!r}: the batch size must be an integer >= 1")
     n, batch, start = int(n), int(batch), int(start)
     cond = bundle.conditions(conditions, n)
+    bundle.noise_mode(noise_mode)
     from tqdm.auto import tqdm
 
     with tqdm(total=n, desc=desc, unit="img", disable=(None if progress is None else not progress)) as bar:
@@ -384,8 +473,10 @@ def iter_samples(
             m = min(batch, n - offset)
             z = bundle.latent(m, seed, start=start + offset, truncation=truncation)
             c = None if cond is None else cond[offset : offset + m]
+            nz = bundle.noise(m, seed, start=start + offset, mode=noise_mode)
             images = bundle.generate_from_latent(z, batch=batch, truncation=truncation,
-                                                 conditions=c)
+                                                 truncation_cutoff=truncation_cutoff,
+                                                 conditions=c, noise=nz)
             bar.update(m)
             yield start + offset, images
 
@@ -398,13 +489,16 @@ def sample(
     *,
     start: int = 0,
     truncation: float | None = None,
+    truncation_cutoff: int | None = None,
+    noise_mode: str | None = None,
     conditions=None,
     progress: bool | None = None,
 ) -> np.ndarray:
     """All ``n`` samples in one float32 ``N×C×H×W`` array (with an optional progress bar)."""
     out = np.empty((int(n), *bundle.image_shape), dtype=np.float32)
     for first, images in iter_samples(
-        bundle, n, seed, batch, start=start, truncation=truncation, conditions=conditions,
+        bundle, n, seed, batch, start=start, truncation=truncation,
+        truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, conditions=conditions,
         progress=progress,
     ):
         out[first - start : first - start + len(images)] = images

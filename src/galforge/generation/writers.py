@@ -292,6 +292,8 @@ def write_samples(
     progress: bool | None = None,
     overwrite: bool = False,
     conditions=None,
+    truncation_cutoff: int | None = None,
+    noise_mode: str | None = None,
 ) -> GenerationResult:
     """Generate ``n`` galaxies from ``bundle`` and write them to ``out_dir``.
 
@@ -301,13 +303,18 @@ def write_samples(
     (up to 64) samples is written too. Samples are produced ``batch`` at a time, so memory
     stays bounded whatever ``n``. ``conditions`` (conditional generators): one row for every
     galaxy (a ``{name: value}`` mapping or K numbers) or ``n`` rows; recorded in the FITS
-    headers (``CONDn``/``CNAMEn``) and ``samples.json``.
+    headers (``CONDn``/``CNAMEn``) and ``samples.json``. ``truncation_cutoff`` (truncate the
+    first layers of w only) and ``noise_mode`` (generators with noise inputs, see
+    :meth:`Bundle.noise`) are recorded as ``TRUNCCUT`` and ``NOISEMOD``.
 
     A folder that already holds files is refused (so that it never mixes the galaxies of
     two runs), unless ``overwrite``: then the files an earlier ``write_samples`` wrote are
     removed first (a folder holding other files is still refused).
     """
     cond = bundle.conditions(conditions, int(n))
+    mode = bundle.noise_mode(noise_mode)
+    if truncation_cutoff is not None and truncation is None:
+        raise ConfigError("--truncation-cutoff needs --truncation PSI (the pull toward w_avg)")
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: unknown format; use one of {', '.join(FORMATS)}")
@@ -322,6 +329,7 @@ def write_samples(
     preview_n = min(n, GRID_MAX)
     if (grid or fmt == "png") and preview_n > 0:
         preview = bundle.sample(preview_n, seed, batch, start=start, truncation=truncation,
+                                truncation_cutoff=truncation_cutoff, noise_mode=mode,
                                 conditions=None if cond is None else cond[:preview_n])
         stretch = fit_stretch(preview, bundle.bands, bundle.units)
         if grid:
@@ -338,6 +346,13 @@ def write_samples(
         "galforge_version": __version__,
         "truncation": truncation,
     }
+    cards = {}
+    if truncation_cutoff is not None:
+        info["truncation_cutoff"] = int(truncation_cutoff)
+        cards["TRUNCCUT"] = (int(truncation_cutoff), "truncation on the first layers of w")
+    if mode is not None:
+        info["noise_mode"] = mode
+        cards["NOISEMOD"] = (mode, "noise maps: random (per sample), const, none")
     if cond is not None:
         info["condition_names"] = list(bundle.condition_names)
         info["conditions"] = cond.tolist()
@@ -345,7 +360,7 @@ def write_samples(
     try:
         for first, images in iter_samples(
             bundle, n, seed, batch, start=start, truncation=truncation, conditions=cond,
-            progress=progress,
+            truncation_cutoff=truncation_cutoff, noise_mode=mode, progress=progress,
         ):
             if npy is not None:
                 npy.write(first, images)
@@ -357,7 +372,8 @@ def write_samples(
                         out / sample_name(index, "fits", width), image, bands=bundle.bands,
                         units=bundle.units, seed=seed, index=index, bundle_id=bundle.bundle_id,
                         family=bundle.family, date=bundle.created or None, truncation=truncation,
-                        extra=_condition_cards(bundle.condition_names, cond, index - start),
+                        extra={**cards, **(_condition_cards(bundle.condition_names, cond,
+                                                            index - start) or {})} or None,
                     )
                 else:
                     path = write_png(

@@ -25,8 +25,14 @@ these names, never on a family's name or class.
     A bundle's hyper-parameter ``<part>_normalizer`` maps stage ``<part>``'s output to
     physical units (the bundle's normaliser when absent).
 ``"intermediate"`` — an intermediate latent space w (StyleGAN's)
-    ``mapping(z) -> w``, ``synthesis(w) -> images`` and ``mean_w() -> w`` (truncation toward
-    the mean, style mixing and projection happen in w).
+    ``mapping(z) -> w``, ``synthesis(w) -> images`` (``w`` is ``N×w_dim`` or per layer
+    ``N×num_ws×w_dim``), ``num_ws`` and ``mean_w() -> w`` (truncation toward the mean, style
+    mixing and projection happen in w).
+``"noise"`` — per-pixel noise inputs (StyleGAN's)
+    ``noise_shapes() -> [(h, w), ...]`` (one per noise input), ``const_noise()`` (the fixed
+    maps stored with the weights, ``1×1×h×w`` each) and a ``noise=[maps]`` keyword on
+    ``forward`` (and ``synthesis`` for intermediate generators); each map is ``N×1×h×w`` or
+    ``1×1×h×w``. Without it the generator uses its own default (the stored maps in eval mode).
 """
 
 from __future__ import annotations
@@ -40,17 +46,19 @@ WINDOWED = "windowed"
 CONDITIONAL = "conditional"
 INTERMEDIATE = "intermediate"
 STAGED = "staged"
+NOISE = "noise"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
     WINDOWED: ("channels", "latent_channels", "upscale", "spec", "plan_window",
                "window_masks", "forward_window"),
     CONDITIONAL: ("condition_names", "forward"),
-    INTERMEDIATE: ("mapping", "synthesis", "mean_w"),
+    INTERMEDIATE: ("mapping", "synthesis", "mean_w", "num_ws"),
     STAGED: ("stages", "stage_output"),
+    NOISE: ("noise_shapes", "const_noise", "forward"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "REQUIRED", "STAGED", "WINDOWED",
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "REQUIRED", "STAGED", "WINDOWED",
            "capabilities", "require"]
 
 

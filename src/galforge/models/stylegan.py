@@ -38,6 +38,7 @@ from galforge.models.stylegan2 import (
     EqualConv2d,
     EqualLinear,
     MappingNetwork,
+    noise_list,
     channels_at,
     minibatch_stddev,
     upfirdn2d,
@@ -82,14 +83,16 @@ class StyleLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.resolution = int(resolution)
 
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+    def forward(self, x: Tensor, w: Tensor, noise: Tensor | None = None) -> Tensor:
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         if self.conv is not None:
             x = self.conv(x)
         if self.up:
             x = blur(x)
-        if self.training:
+        if noise is not None:
+            noise = noise.to(x.dtype)
+        elif self.training:
             noise = torch.randn((x.shape[0], 1, *x.shape[-2:]), device=x.device, dtype=x.dtype)
         else:
             noise = self.noise_const.to(x.dtype)
@@ -103,7 +106,7 @@ class StyleLayer(nn.Module):
 class StyleGANGenerator(nn.Module):
     """StyleGAN v1 generator with progressive growing (see the module docstring)."""
 
-    CAPABILITIES = frozenset({"latent", "intermediate"})
+    CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
 
     def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
                  w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 8192,
@@ -151,30 +154,44 @@ class StyleGANGenerator(nn.Module):
     def mean_w(self) -> Tensor:
         return self.mapping_net.w_avg
 
-    def synthesis_at(self, w: Tensor, resolution: int, alpha: float) -> Tensor:
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """``(h, w)`` of each noise input, one per style layer from coarse to fine."""
+        return [(s.resolution, s.resolution) for s in self.layers]
+
+    def const_noise(self) -> list[Tensor]:
+        """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
+        return [s.noise_const[None, None] for s in self.layers]
+
+    def synthesis_at(self, w: Tensor, resolution: int, alpha: float,
+                     noise: list | None = None) -> Tensor:
         """Images at ``resolution`` (the stage's), the newest toRGB faded in by ``alpha``."""
         ws = w[:, None, :].expand(w.shape[0], self.num_ws, w.shape[1]) if w.dim() == 2 else w
+        if ws.dim() != 3 or ws.shape[1] != self.num_ws:
+            raise ModelError(f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or "
+                             f"N×{self.num_ws}×{self.w_dim}")
+        nz = noise_list(noise, self.num_ws)
         n_blocks = self.resolutions.index(int(resolution)) + 1
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
         prev = None
         for b in range(n_blocks):
             if b == n_blocks - 1 and b > 0 and alpha < 1:
                 prev = F.interpolate(self.torgbs[b - 1](x), scale_factor=2, mode="nearest")
-            x = self.layers[2 * b](x, ws[:, 2 * b])
-            x = self.layers[2 * b + 1](x, ws[:, 2 * b + 1])
+            x = self.layers[2 * b](x, ws[:, 2 * b], nz[2 * b])
+            x = self.layers[2 * b + 1](x, ws[:, 2 * b + 1], nz[2 * b + 1])
         img = self.torgbs[n_blocks - 1](x)
         return img if prev is None else torch.lerp(prev, img, float(alpha))
 
-    def synthesis(self, w: Tensor) -> Tensor:
-        """Full-size images from ``w`` (``N×w_dim`` or ``N×num_ws×w_dim``) at the stage."""
+    def synthesis(self, w: Tensor, noise: list | None = None) -> Tensor:
+        """Full-size images from ``w`` (``N×w_dim`` or ``N×num_ws×w_dim``) at the stage;
+        ``noise`` as for :meth:`StyleGAN2Generator.synthesis` (one map per style layer)."""
         r = int(self.resolution)
-        img = self.synthesis_at(w, r, float(self.alpha))
+        img = self.synthesis_at(w, r, float(self.alpha), noise)
         if r < self.image_size:
             img = F.interpolate(img, scale_factor=self.image_size // r, mode="nearest")
         return img
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.synthesis(self.mapping(z))
+    def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
+        return self.synthesis(self.mapping(z), noise)
 
     def freeze(self, n_layers: int) -> list[nn.Parameter]:
         """Stop training the first ``n_layers`` style layers (coarse first; the constant with

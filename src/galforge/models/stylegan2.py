@@ -28,8 +28,11 @@ Channels at resolution ``r`` are ``min(channel_base // r, channel_max)``: config
 Any resolution ``2^k`` from 16 to 1024 and any number of image bands.
 
 The per-layer noise is drawn from torch's global generator while the module is in training
-mode (the trainer seeds it per step); in evaluation mode (bundles, EMA) the generator uses
-fixed noise maps stored with its weights, so a sample depends only on its latent.
+mode (the trainer seeds it per step). ``synthesis(w, noise=[...])`` takes the noise maps
+explicitly (one ``N×1×r×r`` or ``1×1×r×r`` map per convolution, :meth:`noise_shapes`); in
+evaluation mode without them the generator uses the fixed maps stored with its weights
+(``noise_const``). Sampling a bundle draws a fresh map per sample from the sample's own seeded
+stream (``galforge generate --noise-mode``).
 """
 
 from __future__ import annotations
@@ -184,10 +187,12 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("fir", fir_filter(), persistent=False)
         self.up, self.resolution = int(up), int(resolution)
 
-    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+    def forward(self, x: Tensor, w: Tensor, noise: Tensor | None = None) -> Tensor:
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight, styles, up=self.up, fir=self.fir)
-        if self.training:
+        if noise is not None:
+            noise = noise.to(x.dtype)
+        elif self.training:
             noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution),
                                 device=x.device, dtype=x.dtype)
         else:
@@ -210,6 +215,16 @@ class ToRGB(nn.Module):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return x + self.bias[None, :, None, None]
+
+
+def noise_list(noise, n: int) -> list:
+    """``noise`` as a list of ``n`` entries (None: every layer's default)."""
+    if noise is None:
+        return [None] * n
+    noise = list(noise)
+    if len(noise) != n:
+        raise ModelError(f"{len(noise)} noise maps given; this generator has {n} noise inputs")
+    return noise
 
 
 def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
@@ -263,7 +278,7 @@ class StyleGAN2Generator(nn.Module):
     init_seed: seed of the weight initialisation.
     """
 
-    CAPABILITIES = frozenset({"latent", "intermediate"})
+    CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
 
     def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
                  w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 32768,
@@ -320,21 +335,35 @@ class StyleGAN2Generator(nn.Module):
                              f"N×{self.num_ws}×{self.w_dim}")
         return w
 
-    def synthesis(self, w: Tensor) -> Tensor:
-        """Images from ``w`` (``N×w_dim``, or ``N×num_ws×w_dim`` for per-layer styles)."""
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """``(h, w)`` of each noise input, one per convolution from coarse to fine."""
+        return [(c.resolution, c.resolution) for c in self.convs]
+
+    def const_noise(self) -> list[Tensor]:
+        """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
+        return [c.noise_const[None, None] for c in self.convs]
+
+    def synthesis(self, w: Tensor, noise: list | None = None) -> Tensor:
+        """Images from ``w`` (``N×w_dim``, or ``N×num_ws×w_dim`` for per-layer styles).
+
+        ``noise``: one map per convolution (:meth:`noise_shapes`; ``N×1×h×w`` or ``1×1×h×w``,
+        an entry None = the layer's default); None = the defaults (fresh draws in training,
+        the stored maps in evaluation).
+        """
         ws = self.broadcast_w(w)
+        nz = noise_list(noise, len(self.convs))
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
-        x = self.convs[0](x, ws[:, 0])
+        x = self.convs[0](x, ws[:, 0], nz[0])
         img = self.torgbs[0](x, ws[:, 1])
         for b in range(1, len(self.resolutions)):
             i = 2 * b - 1
-            x = self.convs[i](x, ws[:, i])
-            x = self.convs[i + 1](x, ws[:, i + 1])
+            x = self.convs[i](x, ws[:, i], nz[i])
+            x = self.convs[i + 1](x, ws[:, i + 1], nz[i + 1])
             img = upsample2d(img, self.fir) + self.torgbs[b](x, ws[:, i + 2])
         return img
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.synthesis(self.mapping(z))
+    def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
+        return self.synthesis(self.mapping(z), noise)
 
     def synthesis_layers(self) -> list[list[nn.Module]]:
         """The synthesis layers from coarse to fine, each with what belongs to it (the constant

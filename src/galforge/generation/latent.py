@@ -14,17 +14,25 @@ Typical uses with a loaded bundle ``g``::
     z = g.latent(500, seed=1)                          # vector arithmetic:
     direction = attribute_direction(z, with_attr=mask_big, without_attr=~mask_big)
     bigger = add_direction(z[:8], direction, scale=1.0)
+
+For generators with an intermediate latent space (capability ``intermediate``) the tools of
+StyleGAN's papers work in w: :func:`style_mix` (a style-mixing grid), :func:`interpolation`
+(frames between seeds, lerp in w or slerp in z) and :func:`seed_arithmetic` (v1 − v2 + v3 of
+the seeds' z or w). A "seed" names sample 0 of that seed, as ``galforge generate --seed S``
+writes it; its noise maps (capability ``noise``) are that sample's own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from galforge.errors import ConfigError
-from galforge.seeding import sample_generator, sample_latents
+from galforge.models.capabilities import INTERMEDIATE, require
+from galforge.seeding import check_seed, sample_generator, sample_latents
 
 __all__ = [
     "add_direction",
@@ -33,8 +41,14 @@ __all__ = [
     "gaussian_latents",
     "group_mean",
     "interpolate",
+    "MixingGrid",
+    "interpolation",
     "lerp",
+    "seed_arithmetic",
+    "seed_latents",
+    "seed_noise",
     "slerp",
+    "style_mix",
     "truncate",
     "truncated_gaussian_latents",
 ]
@@ -203,3 +217,156 @@ def arithmetic(plus: Sequence, minus: Sequence = ()) -> torch.Tensor:
     for term in minus:
         total = total - torch.as_tensor(term, dtype=torch.float32)
     return total
+
+
+# ----------------------------------------------------------------------------- seeds and w
+
+
+def seed_latents(bundle, seeds: Sequence[int]) -> torch.Tensor:
+    """The latents of the seeds' own samples (sample 0 of each seed), ``len(seeds)×...``."""
+    seeds = [check_seed(s, "seed") for s in seeds]
+    if not seeds:
+        raise ConfigError("no seeds given; pass at least one seed")
+    return torch.cat([bundle.latent(1, s) for s in seeds])
+
+
+def seed_noise(bundle, seeds: Sequence[int], mode: str | None = None) -> list | None:
+    """The noise maps of the seeds' own samples (``mode`` random), or the shared maps of
+    ``const``/``none``; None for generators without noise inputs."""
+    per_seed = [bundle.noise(1, s, mode=mode) for s in seeds]
+    if per_seed[0] is None:
+        return None
+    if per_seed[0][0].shape[0] == 1 and bundle.noise_mode(mode) != "random":
+        return per_seed[0]
+    return [torch.cat(maps) for maps in zip(*per_seed, strict=True)]
+
+
+def _seed_ws(bundle, seeds, truncation, cutoff=None) -> torch.Tensor:
+    require(bundle.generator, INTERMEDIATE, "w-space tools")
+    w = bundle.to_w(seed_latents(bundle, seeds))
+    return bundle.truncate_w(w, truncation, cutoff) if truncation is not None else w
+
+
+def parse_styles(styles, num_ws: int) -> list[int]:
+    """Layer indices from ``"0-3"``, ``"0,2,5-6"`` or a sequence of ints, checked against
+    ``num_ws`` (the synthesis network's number of w inputs)."""
+    if isinstance(styles, str):
+        out: list[int] = []
+        for part in styles.split(","):
+            part = part.strip()
+            lo, sep, hi = part.partition("-")
+            try:
+                out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            except ValueError:
+                raise ConfigError(f"--styles {styles!r}: write layers as 0-3 or 0,2,4") from None
+    else:
+        out = [int(v) for v in styles]
+    bad = [v for v in out if not 0 <= v < int(num_ws)]
+    if not out or bad:
+        raise ConfigError(f"--styles {styles!r}: this generator has layers 0 to {num_ws - 1}")
+    return sorted(set(out))
+
+
+@dataclass
+class MixingGrid:
+    """A style-mixing grid: ``images[r, c]`` has the w of row seed ``rows[r]`` with the layers
+    ``styles`` taken from column seed ``cols[c]`` (physical units, ``R×C×bands×H×W``)."""
+
+    rows: list[int]
+    cols: list[int]
+    styles: list[int]
+    images: np.ndarray
+    row_images: np.ndarray      # R×bands×H×W: the row seeds' own images
+    col_images: np.ndarray      # C×bands×H×W: the column seeds' own images
+    ws: torch.Tensor            # R×C×num_ws×w_dim: the per-layer w of every cell
+
+
+def style_mix(bundle, rows: Sequence[int], cols: Sequence[int], styles, *,
+              truncation: float | None = None, noise_mode: str | None = None,
+              batch: int = 64) -> MixingGrid:
+    """Style mixing (Karras et al. 2019, section 3.1): row seeds give the base w, column
+    seeds' w replace the layers ``styles``. A cell keeps its row seed's noise maps, so a
+    cell with no layers replaced is the row seed's own image."""
+    require(bundle.generator, INTERMEDIATE, "style mixing")
+    rows, cols = list(rows), list(cols)
+    if not rows or not cols:
+        raise ConfigError("style mixing needs at least one row seed and one column seed")
+    num_ws = int(bundle.generator.num_ws)
+    layers = parse_styles(styles, num_ws)
+    w_rows = _seed_ws(bundle, rows, truncation)
+    w_cols = _seed_ws(bundle, cols, truncation)
+    n_r, n_c, dim = len(rows), len(cols), w_rows.shape[-1]
+    ws = w_rows[:, None, None, :].repeat(1, n_c, num_ws, 1)
+    ws[:, :, layers] = w_cols[None, :, None, :]
+    noise_r, noise_c = seed_noise(bundle, rows, noise_mode), seed_noise(bundle, cols, noise_mode)
+    cell_noise = None if noise_r is None else [
+        m if m.shape[0] == 1 else m.repeat_interleave(n_c, dim=0) for m in noise_r]
+    images = bundle.generate_from_w(ws.reshape(n_r * n_c, num_ws, dim), batch,
+                                    noise=cell_noise)
+    return MixingGrid(rows, cols, layers, images.reshape(n_r, n_c, *images.shape[1:]),
+                      bundle.generate_from_w(w_rows, batch, noise=noise_r),
+                      bundle.generate_from_w(w_cols, batch, noise=noise_c), ws)
+
+
+def _path_positions(n_seeds: int, frames: int) -> list[tuple[int, float]]:
+    """``(segment, t)`` of each frame of a path through ``n_seeds`` keys, ends included."""
+    if n_seeds < 2:
+        raise ConfigError("interpolation needs at least two seeds (--seeds 42,1234)")
+    if int(frames) < n_seeds:
+        raise ConfigError(f"--frames {frames}: need at least one frame per seed ({n_seeds})")
+    out = []
+    for k in range(int(frames)):
+        pos = k * (n_seeds - 1) / (int(frames) - 1)
+        seg = min(int(pos), n_seeds - 2)
+        out.append((seg, 1.0 if k == int(frames) - 1 else pos - seg))
+    return out
+
+
+def _noise_path(noise, positions) -> list | None:
+    """Noise maps along the path: variance-keeping (spherical) blend of the keys' maps."""
+    if noise is None or noise[0].shape[0] == 1:
+        return noise
+    flat = torch.cat([m.reshape(m.shape[0], -1) for m in noise], dim=1)
+    rows = torch.stack([slerp(flat[s], flat[s + 1], t) for s, t in positions])
+    out, at = [], 0
+    for m in noise:
+        size = m[0].numel()
+        out.append(rows[:, at : at + size].reshape(len(positions), *m.shape[1:]))
+        at += size
+    return out
+
+
+def interpolation(bundle, seeds: Sequence[int], frames: int, *, space: str = "z",
+                  truncation: float | None = None, noise_mode: str | None = None,
+                  batch: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """Frames along a path through the seeds' samples: slerp in z or lerp in w
+    (``space``), ``frames`` in all, the first and last being the first and last seeds' own
+    images. Noise maps (random mode) are blended between the seeds' maps along the path.
+    Returns ``(latents, images)`` (the z or w of every frame; physical units)."""
+    if space not in ("z", "w"):
+        raise ConfigError(f"--space {space!r}: use z (slerp) or w (lerp)")
+    require(bundle.generator, INTERMEDIATE, "interpolation")
+    seeds = list(seeds)
+    positions = _path_positions(len(seeds), frames)
+    noise = _noise_path(seed_noise(bundle, seeds, noise_mode), positions)
+    if space == "z":
+        z = seed_latents(bundle, seeds)
+        path = torch.stack([slerp(z[s], z[s + 1], t) for s, t in positions])
+        return path, bundle.generate_from_latent(path, batch, truncation=truncation, noise=noise)
+    w = _seed_ws(bundle, seeds, truncation)
+    path = torch.stack([lerp(w[s], w[s + 1], t) for s, t in positions])
+    return path, bundle.generate_from_w(path, batch, noise=noise)
+
+
+def seed_arithmetic(bundle, plus: Sequence[int], minus: Sequence[int] = (), *,
+                    space: str = "w") -> torch.Tensor:
+    """``sum(plus) - sum(minus)`` of the seeds' latents in ``space`` (``z`` or ``w``); render
+    the result with ``bundle.generate_from_latent`` (z) or ``bundle.generate_from_w`` (w)."""
+    if space not in ("z", "w"):
+        raise ConfigError(f"space={space!r}: use z or w")
+    if space == "w":
+        require(bundle.generator, INTERMEDIATE, "arithmetic in w")
+        to = lambda seeds: _seed_ws(bundle, seeds, None)  # noqa: E731
+    else:
+        to = lambda seeds: seed_latents(bundle, seeds)  # noqa: E731
+    return arithmetic(list(to(list(plus))), list(to(list(minus))) if minus else ())

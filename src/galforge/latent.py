@@ -285,9 +285,9 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
                     for m in maps:
                         m.sub_(m.mean()).div_(m.square().mean().sqrt().clamp_min(1e-8))
             if step % max(1, int(log_every)) == 0 or step == n_steps - 1:
-                history.append({"step": step, "loss": float(loss), "chi2_per_pixel": float(chi2),
-                                "feature_distance": float(feat), "lr": rate})
-                bar.set_postfix(chi2=f"{float(chi2):.3g}")
+                history.append({"step": step, "loss": loss.item(), "chi2_per_pixel": chi2.item(),
+                                "feature_distance": feat.item(), "lr": rate})
+                bar.set_postfix(chi2=f"{chi2.item():.3g}")
         bar.close()
         with torch.no_grad():
             recon_t = render(w_opt)

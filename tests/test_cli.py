@@ -47,7 +47,7 @@ def _one_line(capsys) -> str:
 def test_every_command_is_walked():
     names = {" ".join(w) for w, _ in COMMANDS}
     assert {"train", "generate", "export", "field", "evaluate", "demo", "data prepare",
-            "data inspect"} <= names
+            "data inspect", "mix", "interpolate", "project"} <= names
     assert any(w == ["train"] and o == "--steps" for w, o, _ in NUMERIC)
     assert any(w == ["data", "prepare"] and o == "--limit" for w, o, _ in NUMERIC)
 

@@ -227,6 +227,7 @@ class StyleGenerator(nn.Module):
     """A mapping to w and a synthesis from w (capability 'intermediate')."""
 
     CAPABILITIES = frozenset({"latent", "intermediate"})
+    num_ws = 1
 
     def __init__(self):
         super().__init__()
@@ -244,6 +245,7 @@ class StyleGenerator(nn.Module):
         return self.w_avg
 
     def synthesis(self, w):
+        w = w[:, 0] if w.dim() == 3 else w
         return torch.tanh(self.syn(w)).view(-1, 3, 4, 4)
 
     def forward(self, z):
@@ -372,3 +374,62 @@ def test_generated_folder_reads_back_as_data_without_the_grid(bundle_dir, tmp_pa
     capsys.readouterr()
     assert main(["data", "inspect", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 5
+
+
+def _noisy_style_bundle(tmp_path):
+    from galforge.models.stylegan2 import StyleGAN2Generator
+
+    g = StyleGAN2Generator(16, 3, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128,
+                           channel_max=8).eval()
+    with torch.no_grad():
+        for c in g.convs:
+            c.noise_strength.fill_(0.5)
+    path = save_bundle(tmp_path / "sg2", family="stylegan2", spec=g.spec(),
+                       state_dict=g.state_dict(), normalizer=None, bands=BANDS, units="adu",
+                       output_range=(-1.0, 1.0), config={}, data_fingerprint=None)
+    return path, g
+
+
+def test_style_samples_get_their_own_noise_from_their_seed(tmp_path):
+    path, g = _noisy_style_bundle(tmp_path)
+    b = load_bundle(path)
+    assert "noise" in b.capabilities
+    n1, n2 = b.noise(2, seed=3), b.noise(1, seed=3, start=1)
+    assert not torch.equal(n1[-1][0], n1[-1][1])            # no shared realisation
+    assert all(torch.equal(a[1], c[0]) for a, c in zip(n1, n2, strict=True))
+    # the noise a sample sees is its own: the same w with the const maps differs from it
+    z = b.latent(2, seed=3)
+    with torch.no_grad():
+        w = g.mapping(z)
+        own = g.synthesis(w, [m for m in n1]).clamp(-1, 1).numpy()
+        shared = g(z).clamp(-1, 1).numpy()               # eval: the stored maps
+    np.testing.assert_allclose(b.sample(2, seed=3), own, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.sample(2, seed=3, noise_mode="const"), shared,
+                               rtol=1e-5, atol=1e-5)
+    zero = [torch.zeros(1, 1, *s) for s in g.noise_shapes()]
+    with torch.no_grad():
+        quiet = g.synthesis(w, zero).clamp(-1, 1).numpy()
+    np.testing.assert_allclose(b.sample(2, seed=3, noise_mode="none"), quiet, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(b.sample(4, seed=3, batch=4), b.sample(4, seed=3, batch=3),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="--noise-mode"):
+        b.sample(1, noise_mode="fresh")
+
+
+def test_generate_noise_mode_is_reproducible_and_recorded(tmp_path):
+    path, _ = _noisy_style_bundle(tmp_path)
+    outs = {}
+    for name, extra in (("a", []), ("b", []), ("c", ["--noise-mode", "const"])):
+        outs[name] = tmp_path / name
+        assert main(["generate", str(path), "-n", "2", "--seed", "4", "--out", str(outs[name]),
+                     "--no-progress", *extra]) == 0
+    a = (outs["a"] / "galaxy_000000.fits").read_bytes()
+    assert a == (outs["b"] / "galaxy_000000.fits").read_bytes()
+    assert fits.getheader(outs["a"] / "galaxy_000000.fits")["NOISEMOD"] == "random"
+    assert fits.getheader(outs["c"] / "galaxy_000001.fits")["NOISEMOD"] == "const"
+    assert main(["generate", str(path), "-n", "2", "--out", str(tmp_path / "t"), "--truncation",
+                 "0.5", "--truncation-cutoff", "3", "--no-progress"]) == 0
+    assert fits.getheader(tmp_path / "t" / "galaxy_000000.fits")["TRUNCCUT"] == 3
+    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "u"),
+                 "--truncation-cutoff", "3"]) == 2

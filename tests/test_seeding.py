@@ -50,3 +50,14 @@ def test_bad_seeds_are_refused():
     for bad in (-1, 1.5, "3", True):
         with pytest.raises(ConfigError, match="seed"):
             check_seed(bad)
+
+
+def test_sample_noise_is_per_sample_and_apart_from_the_latent_stream():
+    from galforge.seeding import sample_noise
+
+    a = sample_noise([(4, 4), (8, 8)], 3, seed=2)
+    b = sample_noise([(4, 4), (8, 8)], 1, seed=2, start=2)
+    assert [m.shape for m in a] == [(3, 1, 4, 4), (3, 1, 8, 8)]
+    assert torch.equal(a[1][2], b[1][0]) and not torch.equal(a[0][0], a[0][1])
+    z = sample_latents((16,), 1, 2)
+    assert not torch.allclose(a[0][0].reshape(-1), z[0])

@@ -28,7 +28,7 @@ def _one_thread():
 @pytest.mark.parametrize("bands", [1, 3])
 def test_every_stage_has_its_shape_and_output_is_full_size(bands):
     g, d = build_stylegan_pair(32, bands, **TINY)
-    assert capabilities(g) == {"latent", "intermediate"}
+    assert capabilities(g) == {"latent", "intermediate", "noise"}
     w = g.mapping(torch.randn(4, 8))
     for res in (8, 16, 32):
         for alpha in (0.5, 1.0):
@@ -110,3 +110,18 @@ def test_freezing_keeps_layers_fixed_through_steps():
     assert not torch.equal(moving[1], r.D.blocks[-2][0].weight)
     with pytest.raises(ModelError, match="--freeze-g 9"):
         r.G.freeze(9)
+
+
+def test_noise_inputs_are_taken_per_sample():
+    g = StyleGANGenerator(16, 2, **TINY).eval()
+    with torch.no_grad():
+        for layer in g.layers:
+            layer.noise_strength.fill_(0.5)
+        z = torch.randn(2, TINY["z_dim"])
+        shapes = g.noise_shapes()
+        assert len(shapes) == g.num_ws and len(g.const_noise()) == g.num_ws
+        g.set_stage(16, 1.0)
+        const = g(z)
+        torch.testing.assert_close(g(z, g.const_noise()), const)
+        fresh = [torch.randn(2, 1, *s) for s in shapes]
+        assert not torch.allclose(g(z, fresh), const)

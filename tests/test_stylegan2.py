@@ -45,7 +45,7 @@ def test_shapes_for_bands_and_sizes(bands, size):
     assert img.shape == (3, bands, size, size) and torch.isfinite(img).all()
     assert d(img).shape == (3,)
     assert g.num_ws == 2 * int(math.log2(size)) - 2
-    assert capabilities(g) == {"latent", "intermediate"}
+    assert capabilities(g) == {"latent", "intermediate", "noise"}
 
 
 def test_256_shape_and_bad_sizes():

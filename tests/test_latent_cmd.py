@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from PIL import Image
+from test_latent import make_dcgan_bundle, make_style_bundle
 
 from galforge.cli import main
 from galforge.data.display import is_preview_png
 from galforge.generation import load_bundle
-from test_latent import make_dcgan_bundle, make_style_bundle
 
 
 @pytest.fixture

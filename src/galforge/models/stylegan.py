@@ -38,9 +38,9 @@ from galforge.models.stylegan2 import (
     EqualConv2d,
     EqualLinear,
     MappingNetwork,
-    noise_list,
     channels_at,
     minibatch_stddev,
+    noise_list,
     upfirdn2d,
 )
 from galforge.seeding import seeded_global

@@ -169,7 +169,7 @@ def test_bundle_samples_without_training_code_and_truncates_in_w(run4):
         "s = float(np.abs(a).max())\n"
         "assert np.allclose(a, b.sample(5, seed=1, batch=5), rtol=1e-5, atol=1e-5 * s)\n"
         "assert np.allclose(a[3:], b.sample(2, seed=1, start=3), rtol=1e-5, atol=1e-5 * s)\n"
-        "t = b.sample(3, seed=7, truncation=0)\n"
+        "t = b.sample(3, seed=7, truncation=0, noise_mode='const')\n"  # stored noise maps
         "m = b.generate_from_w(b.generator.mean_w()[None].detach())\n"
         "assert np.allclose(t, m, rtol=1e-5, atol=1e-5 * s) and not np.allclose(a[0], a[1])\n"
         "assert np.allclose(t[0], t[2], rtol=1e-5, atol=1e-5 * s)\n"
@@ -180,7 +180,7 @@ def test_bundle_samples_without_training_code_and_truncates_in_w(run4):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          timeout=300)
     assert res.returncode == 0, res.stderr
-    assert "(5, 2, 16, 16) ['intermediate', 'latent']" in res.stdout
+    assert "(5, 2, 16, 16) ['intermediate', 'latent', 'noise']" in res.stdout
 
 
 def test_fine_tuning_keeps_frozen_layers_bit_identical(data, run4, tmp_path):

@@ -280,3 +280,23 @@ def test_cli_in_training_galaxy_metrics(tmp_path, capsys):
                  str(tmp_path / "r2"), "--steps", "1", "--metric-every", "1",
                  "--keep-best", "fid"]) == 2
     assert "--keep-best 'fid'" in capsys.readouterr().err
+
+
+def test_metric_samples_of_a_noise_generator_get_their_own_noise(tmp_path):
+    from galforge.training.recipes import get_recipe
+
+    cls = get_recipe("stylegan2")
+    tiny = {"image_size": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64,
+            "channel_max": 8, "config": "small"}
+    recipe = cls(tiny, channels=3, image_size=16, device="cpu", seed=0)
+    t = Trainer(recipe, _data(size=16), tmp_path / "r", {**TRAIN, "steps": 1}, bands=("g", "r", "i"),
+                units="counts", data_fingerprint="abc", model_name="stylegan2", output=OUTPUT)
+    gen = t.export_generator()
+    with torch.no_grad():
+        for c in gen.convs:
+            c.noise_strength.fill_(1.0)
+        for p in gen.mapping_net.parameters():
+            p.zero_()            # every sample has the same w: only the noise tells them apart
+    a = t.sample_physical(2)
+    assert not np.allclose(a[0], a[1])
+    np.testing.assert_array_equal(a, t.sample_physical(2))

@@ -35,6 +35,7 @@ from galforge import __version__, interrupt
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
+from galforge.models.capabilities import NOISE, capabilities
 from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
 from galforge.seeding import global_scope, step_generator
 from galforge.training import distributed as ddp
@@ -639,7 +640,8 @@ class Trainer:
         return out
 
     def sample_physical(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` samples of the export generator in physical units (for metric hooks)."""
+        """``n`` samples of the export generator in physical units (for metric hooks); a
+        generator with noise inputs gets fresh maps per sample (not its stored ones)."""
         gen = self.export_generator()
         rng = step_generator(seed, "metric-samples", device=self.recipe.device)
         was = gen.training
@@ -649,8 +651,13 @@ class Trainer:
                 z = self.recipe.sample_latent(int(n), rng).to(self.recipe.device)
                 cond = self.recipe.sample_conditions(int(n), rng)
                 args = () if cond is None else (cond.to(self.recipe.device),)
+                kw = {}
+                if NOISE in capabilities(gen):   # each sample its own noise maps
+                    kw["noise"] = [torch.randn((int(n), 1, *s), generator=rng,
+                                               device=self.recipe.device)
+                                   for s in gen.noise_shapes()]
                 lo, hi = self.recipe.output_range()
-                out = gen(z, *args).float().clamp(lo, hi).cpu().numpy()
+                out = gen(z, *args, **kw).float().clamp(lo, hi).cpu().numpy()
         finally:
             gen.train(was)
         if self.normalizer is not None:

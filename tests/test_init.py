@@ -15,7 +15,7 @@ from galforge.training.init import parse_band_map
 
 TINY = ["--set", "model.width=2", "--set", "train.progress=false",
         "--set", "output.tensorboard=false", "--set", "train.sample_every=1000",
-        "--set", "train.threads=1", "--batch", "4", "--seed", "1"]
+        "--set", "train.threads=1", "--set", "train.ema=0.999", "--batch", "4", "--seed", "1"]
 
 
 def _data(tmp_path, name, bands, seed):

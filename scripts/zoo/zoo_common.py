@@ -170,6 +170,8 @@ def write_docs() -> Path:
                 lines += [f"| {r.get('measure')} | {_fmt(r.get('value'))} | "
                           f"{_fmt(r.get('threshold'))} | {'pass' if r.get('passed') else 'FAIL'} |"
                           for r in rows]
+        if c.get("notes"):
+            lines += ["", c["notes"]]
         lines += ["", f"Reproduce: `{c.get('reproduce')}`.", ""]
     path = REPO / "docs" / "pretrained.md"
     path.write_text("\n".join(lines))

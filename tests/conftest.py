@@ -122,3 +122,15 @@ def gz_folder(tmp_path):
     cat = tmp_path / "gz_table.csv"
     cat.write_text("OBJID,P_EL,P_CS,MERGER\n" + "\n".join(rows) + "\n")
     return d, cat, ids
+
+
+@pytest.fixture
+def one_thread():
+    """Run on one torch thread: bit-for-bit fixtures were made that way (float sums in
+    several threads may be ordered differently)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

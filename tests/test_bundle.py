@@ -312,7 +312,7 @@ def expected_v01(key):
         return data[key]
 
 
-def test_v01_dcgan_bundle_samples_bit_identically():
+def test_v01_dcgan_bundle_samples_bit_identically(one_thread):
     b = load_bundle(FIXTURES / "dcgan_v01")
     assert b.family == "dcgan" and b.bands == ("g", "r")
     np.testing.assert_array_equal(b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"))
@@ -324,7 +324,7 @@ def test_v01_dcgan_bundle_samples_bit_identically():
                                   expected_v01("dcgan_latent_seed9_n3"))
 
 
-def test_v01_sgan_bundle_samples_bit_identically():
+def test_v01_sgan_bundle_samples_bit_identically(one_thread):
     b = load_bundle(FIXTURES / "sgan_v01")
     np.testing.assert_array_equal(b.sample(2, seed=1), expected_v01("sgan_seed1_n2"))
     np.testing.assert_array_equal(b.sample(1, seed=1, image_size=48),

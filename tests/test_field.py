@@ -262,7 +262,7 @@ def test_train_sgan_then_ensemble_field(tmp_path):
     assert (tmp_path / "r_r00.npy").exists() and (tmp_path / "r_r01.npy").exists()
 
 
-def test_v01_sgan_field_is_unchanged(tmp_path):
+def test_v01_sgan_field_is_unchanged(tmp_path, one_thread):
     """A field of the 0.1 fixture bundle is the same, bit for bit, as galforge 0.1 made it."""
     from pathlib import Path
 

@@ -360,3 +360,20 @@ class Recipe:
 
     def learning_rates(self) -> dict[str, float]:
         return {name: float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers().items()}
+
+
+class PairRecipe(Recipe):
+    """A recipe with one generator ``G`` and one discriminator ``D``, optimised by ``opt_g``
+    and ``opt_d``, whose generator spec is ``G.spec()``: the accessors the trainer needs."""
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        return self.G.spec()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from galforge.errors import ConfigError, DataError
 from galforge.models.sgan import (
@@ -32,7 +32,7 @@ from galforge.models.sgan import (
 from galforge.seeding import global_scope, step_generator
 from galforge.training.losses import ragan_d_loss, ragan_g_loss
 from galforge.training.pipeline import BatchSource, Fields
-from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
 
@@ -111,7 +111,7 @@ class FieldCrops(BatchSource):
 
 
 @register_recipe("sgan")
-class SGANRecipe(Recipe):
+class SGANRecipe(PairRecipe):
     """The Spatial GAN of Smith & Geach (2019) as a training recipe."""
 
     family = "sgan"
@@ -139,18 +139,6 @@ class SGANRecipe(Recipe):
     def data_need(cls, settings) -> Fields:
         """Whole fields: the recipe crops them (any size; the networks are convolutional)."""
         return Fields()
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G": self.opt_g, "D": self.opt_d}
-
-    def generator(self) -> nn.Module:
-        return self.G
-
-    def generator_spec(self) -> dict:
-        return self.G.spec()
 
     @classmethod
     def output_range_for(cls, settings) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from galforge.errors import ConfigError
 from galforge.models.stylegan import build_stylegan_pair
@@ -30,7 +30,7 @@ from galforge.training.losses import (
     wgan_d_loss,
     wgan_g_loss,
 )
-from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
 LOSSES = ("wgan_gp", "nonsaturating")
@@ -77,7 +77,7 @@ STYLEGAN_CONFIGS = {
 
 
 @register_recipe("stylegan")
-class StyleGANRecipe(Recipe):
+class StyleGANRecipe(PairRecipe):
     """StyleGAN v1 with progressive growing (see the module docstring)."""
 
     family = "stylegan"
@@ -130,18 +130,6 @@ class StyleGANRecipe(Recipe):
         if self.settings.loss == "nonsaturating":
             out.append(Phase("d_r1", interval=int(self.settings.r1_interval)))
         return (*out, Phase("g_main"))
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G": self.opt_g, "D": self.opt_d}
-
-    def generator(self) -> nn.Module:
-        return self.G
-
-    def generator_spec(self) -> dict:
-        return self.G.spec()
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)

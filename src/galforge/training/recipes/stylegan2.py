@@ -59,7 +59,7 @@ from galforge.training.losses import (
     wgan_d_loss,
     wgan_g_loss,
 )
-from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
 AUGMENTS = ("ada", "diffaugment", "none")
@@ -128,7 +128,7 @@ def _lazy(interval: int, on: bool) -> float:
 
 
 @register_recipe("stylegan2")
-class StyleGAN2Recipe(Recipe):
+class StyleGAN2Recipe(PairRecipe):
     """StyleGAN2 + ADA as a training recipe (see the module docstring)."""
 
     family = "stylegan2"
@@ -182,18 +182,6 @@ class StyleGAN2Recipe(Recipe):
         if s.loss != "wgan_gp" and (s.r1_gamma is None or float(s.r1_gamma) > 0):
             out.append(Phase("d_r1", interval=int(s.r1_interval)))
         return tuple(out)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G": self.opt_g, "D": self.opt_d}
-
-    def generator(self) -> nn.Module:
-        return self.G
-
-    def generator_spec(self) -> dict:
-        return self.G.spec()
 
     def augmentations(self) -> dict[str, Augment]:
         return {"ada": self.augment} if isinstance(self.augment, AdaptiveAugment) else {}

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from galforge.errors import ModelError
-from galforge.models.layers import ScheduledDropout, same_size_padding, seeded_init
+from galforge.models.layers import ScheduledDropout, SkyNoise, same_size_padding, seeded_init
 from galforge.models.registry import register_generator
 
 SUPPORTED_SIZES = (64, 128)
@@ -94,6 +94,11 @@ class DCGANGenerator(nn.Module):
     spatial_dropout: drop whole feature maps instead of single activations.
     init_seed: seed of the N(0, 0.02) weight initialisation.
     upsample: ``"transposed"`` (paper) or ``"resize"`` (nearest ×2 + 3×3 convolution).
+    sky_noise: None (paper) or the data's normaliser description: the network then draws
+        the noiseless scene and a :class:`galforge.models.layers.SkyNoise` layer adds pixel
+        noise of a learned, per-image level in physical units. Such a generator has the
+        ``noise`` capability: one noise input per band, zero maps giving the noiseless
+        galaxy.
     """
 
     CAPABILITIES = frozenset({"latent"})
@@ -110,6 +115,7 @@ class DCGANGenerator(nn.Module):
         spatial_dropout: bool = False,
         init_seed: int = 0,
         upsample: str = "transposed",
+        sky_noise: dict | None = None,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -148,6 +154,14 @@ class DCGANGenerator(nn.Module):
         layers.extend(up(widths[-1], channels, True))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
+        self.sky = None
+        if sky_noise is not None:
+            self.sky = SkyNoise(self.latent_dim, channels, sky_noise)
+            size = self.image_size
+            const = torch.randn((1, channels, size, size),
+                                generator=torch.Generator().manual_seed(int(init_seed) + 7919))
+            self.register_buffer("noise_const", const)
+            self.CAPABILITIES = frozenset({"latent", "noise"})
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
 
@@ -155,10 +169,38 @@ class DCGANGenerator(nn.Module):
         """Shape of the latent input for ``n`` images: ``(n, latent_dim, 1, 1)``."""
         return (int(n), self.latent_dim, 1, 1)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """One noise input per band (generators with ``sky_noise``)."""
+        return [(self.image_size, self.image_size)] * (self.channels if self.sky is not None else 0)
+
+    def const_noise(self) -> list[torch.Tensor]:
+        """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
+        if self.sky is None:
+            return []
+        return [self.noise_const[:, c:c + 1] for c in range(self.channels)]
+
+    def clean(self, z: torch.Tensor) -> torch.Tensor:
+        """The noiseless scene in model space (the image itself without ``sky_noise``)."""
         if z.dim() == 2:
             z = z[:, :, None, None]
         return self.net(z)
+
+    def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        out = self.clean(z)
+        if self.sky is None:
+            if noise is not None:
+                raise ModelError("this DCGAN generator has no noise inputs (no sky_noise)")
+            return out
+        if noise is not None:
+            if len(noise) != self.channels:
+                raise ModelError(f"noise: give {self.channels} maps (one per band), got {len(noise)}")
+            eps = torch.cat([m.to(out.device, out.dtype).expand(out.shape[0], 1, *out.shape[-2:])
+                             for m in noise], dim=1)
+        elif self.training:
+            eps = torch.randn_like(out)
+        else:
+            eps = self.noise_const.to(out.dtype).expand_as(out)
+        return self.sky(out, z, eps)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -225,7 +267,7 @@ def build_dcgan_pair(
     image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
-    upsample: str = "transposed",
+    upsample: str = "transposed", sky_noise: dict | None = None,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both."""
     if dropout_where not in DROPOUT_PLACES:
@@ -235,7 +277,8 @@ def build_dcgan_pair(
     g_drop = dropout if dropout_where in ("G", "both") else 0.0
     d_drop = dropout if dropout_where in ("D", "both") else 0.0
     g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
-                       g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample)
+                       g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample,
+                       sky_noise=sky_noise)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1)
     return g, d
@@ -255,6 +298,8 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
     }
     if g.upsample != "transposed":
         spec["upsample"] = g.upsample
+    if g.sky is not None:
+        spec["sky_noise"] = dict(g.sky.description)
     return spec
 
 
@@ -262,7 +307,7 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
 def build_dcgan_generator(spec: dict) -> DCGANGenerator:
     """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
     known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
-             "dropout", "spatial_dropout", "upsample"}
+             "dropout", "spatial_dropout", "upsample", "sky_noise"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(

@@ -94,3 +94,78 @@ class ScheduledDropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, spatial={self.spatial}"
+
+
+class SkyNoise(nn.Module):
+    """Adds the sky's pixel noise to a generator's noiseless image, in physical units.
+
+    Survey images are a noiseless, PSF-convolved scene plus pixel noise whose level changes
+    from image to image. A generator that must paint that noise pixel by pixel spends most of
+    its capacity on it and leaves a texture (a checkerboard, blotches, a coloured sheen) that
+    a classifier and the morphology statistics see at once. This layer lets the network
+    draw only the noiseless scene and learn the *level* of the noise instead:
+
+    ``out = stretch(unstretch(clean) + σ(z) · ε)``,  ``log σ_c(z) = log s_c + MLP(z)_c``
+
+    where ``stretch`` is the data's own normaliser (clip, optional asinh, min–max; given as
+    its :meth:`galforge.data.Normalizer.to_dict` description, so models need not import the
+    data layer), ``s_c`` the normaliser's robust noise scale of band ``c`` (its asinh
+    softening, the pixel MAD of the training set) and ``ε`` unit Gaussian maps, one per band.
+    The noise is added in physical units, so its statistics are exact after any stretch.
+    ``ε`` is the generator's noise input (capability ``noise``): fresh maps during
+    training, per-sample seeded maps when sampling, zero maps for the noiseless scene.
+    """
+
+    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64):
+        super().__init__()
+        c = int(channels)
+        try:
+            lo, hi = (torch.tensor(normalizer[k], dtype=torch.float32) for k in ("lo", "hi"))
+            offset = torch.tensor(normalizer.get("offset") or [0.0] * c, dtype=torch.float32)
+            soft = torch.tensor(normalizer.get("softening") or [1.0] * c, dtype=torch.float32)
+            t0, t1 = (float(t) for t in normalizer.get("target", (-1.0, 1.0)))
+            stretch = str(normalizer.get("stretch", "linear"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"sky_noise needs a normaliser description (lo, hi, ...): {exc}") from None
+        if not all(t.numel() == c for t in (lo, hi, offset, soft)):
+            raise ModelError(f"sky_noise: the normaliser describes {lo.numel()} bands, the "
+                             f"generator makes {c}")
+        if stretch not in ("linear", "asinh") or bool((soft <= 0).any()):
+            raise ModelError(f"sky_noise: unusable normaliser (stretch {stretch!r}, softening "
+                             f"{soft.tolist()})")
+        self.channels = c
+        self.stretch = stretch
+        self.target = (t0, t1)
+        self.description = dict(normalizer)
+        for name, t in (("lo", lo), ("hi", hi), ("offset", offset), ("softening", soft)):
+            self.register_buffer(name, t.reshape(1, c, 1, 1), persistent=False)
+        smin, smax = self._stretch(self.lo), self._stretch(self.hi)
+        span = smax - smin
+        self.register_buffer("smin", smin, persistent=False)
+        self.register_buffer("span", torch.where(span > 0, span, torch.ones_like(span)),
+                             persistent=False)
+        self.level = nn.Sequential(nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2),
+                                   nn.Linear(hidden, c))
+
+    def _stretch(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.asinh((x - self.offset) / self.softening) if self.stretch == "asinh" else x
+
+    def to_physical(self, y: torch.Tensor) -> torch.Tensor:
+        """Model space → physical units (the normaliser's inverse)."""
+        t0, t1 = self.target
+        s = (y - t0) / (t1 - t0) * self.span + self.smin
+        return torch.sinh(s) * self.softening + self.offset if self.stretch == "asinh" else s
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical units → model space (clip, stretch, min–max: the normaliser's forward)."""
+        t0, t1 = self.target
+        y = self._stretch(torch.minimum(torch.maximum(x, self.lo), self.hi))
+        return (y - self.smin) / self.span * (t1 - t0) + t0
+
+    def sigma(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-band noise σ (physical units) of each latent: ``N×C``."""
+        return torch.exp(self.level(z.flatten(1))) * self.softening.flatten()
+
+    def forward(self, clean: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        sigma = self.sigma(z).to(clean.dtype)[:, :, None, None]
+        return self.to_model(self.to_physical(clean) + sigma * eps.to(clean.dtype))

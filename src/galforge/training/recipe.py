@@ -112,7 +112,7 @@ class Recipe:
     SNAPSHOT_EVERY: ClassVar[int] = 0
 
     def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
-                 seed: int = 0):
+                 seed: int = 0, normalizer: dict | None = None):
         if self.Settings is not None and isinstance(config, self.Settings):
             name, settings = self.DEFAULT_CONFIG, config
         else:
@@ -124,6 +124,9 @@ class Recipe:
         self.image_size = image_size
         self.device = torch.device(device)
         self.seed = int(seed)
+        #: the data normaliser's description (``Normalizer.to_dict()``), for networks that
+        #: work in physical units (a DCGAN's sky noise); None when the caller has none
+        self.normalizer = normalizer
         self.amp_dtype: torch.dtype | None = None
         self.world_size = 1
         self._scalers: dict[str, Any] = {}

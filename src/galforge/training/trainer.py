@@ -748,8 +748,9 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     size = recipe_cls.image_size_for(params)
     output_range = recipe_cls.output_range_for(settings)
     data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
+    norm = data.normalizer.to_dict() if data.normalizer is not None else None
     recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
-                        seed=cfg.train.seed)
+                        seed=cfg.train.seed, normalizer=norm)
     notes = data.notes
     if (dist_info is None or dist_info.is_main) and notes:
         print("\n".join(f"note: {n}" for n in notes), file=sys.stderr, flush=True)

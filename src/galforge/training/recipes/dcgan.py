@@ -64,6 +64,7 @@ class DCGANSettings:
     dropout_where: str = "D"              # none | G | D | both: before the last convolution
     spatial_dropout: bool = False         # drop whole feature maps
     dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
+    sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
 
     def __post_init__(self):
         if self.dropout_where not in DROPOUT_PLACES:
@@ -91,8 +92,8 @@ class DCGANRecipe(Recipe):
     PHASES = (Phase("adversarial"),)
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
-                 seed: int = 0):
-        super().__init__(config, channels, image_size, device, seed)
+                 seed: int = 0, normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         size = int(image_size or s.image_size)
         if size != int(s.image_size):
@@ -107,6 +108,7 @@ class DCGANRecipe(Recipe):
             dropout=dropout, dropout_where=s.dropout_where,
             spatial_dropout=bool(s.spatial_dropout), seed=self.seed,
             upsample=str(s.upsample),
+            sky_noise=self._sky_description(channels) if s.sky_noise else None,
         )
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)
@@ -116,6 +118,15 @@ class DCGANRecipe(Recipe):
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
         self._modules = {"G": self.G, "D": self.D}
         self._optims = {"G": self.opt_g, "D": self.opt_d}
+
+    def _sky_description(self, channels: int) -> dict:
+        """The normaliser the sky noise works through: the data's, or (a recipe built
+        without data, e.g. to time a step) model space itself with a noise scale of 0.01."""
+        if self.normalizer is not None:
+            return dict(self.normalizer)
+        c = int(channels)
+        return {"stretch": "linear", "target": [-1.0, 1.0], "lo": [-1.0] * c, "hi": [1.0] * c,
+                "offset": [0.0] * c, "softening": [0.01] * c}
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules

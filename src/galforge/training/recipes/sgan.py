@@ -123,8 +123,8 @@ class SGANRecipe(PairRecipe):
     SNAPSHOT_EVERY = 500
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
-                 seed: int = 0):
-        super().__init__(config, channels, image_size, device, seed)
+                 seed: int = 0, normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
             self.G = SGANGenerator(channels, s.widths, LATENT_CHANNELS,

@@ -196,8 +196,9 @@ class StackGAN2Recipe(Recipe):
                             normalizers=((LOW_SIZE, desc["normalizer"]),),
                             bands=tuple(desc["bands"]) or None)
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0):
-        super().__init__(config, channels, image_size, device, seed)
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
+                 normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         if image_size is not None and int(image_size) != HIGH_SIZE:
             raise ConfigError(f"stage II makes {HIGH_SIZE} px images; the data are "

@@ -84,8 +84,9 @@ class StyleGANRecipe(PairRecipe):
     Settings = StyleGANSettings
     CONFIGS = STYLEGAN_CONFIGS
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0):
-        super().__init__(config, channels, image_size, device, seed)
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
+                 normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         size = int(image_size or s.image_size)
         if size != int(s.image_size):

@@ -12,6 +12,7 @@ from galforge.models.dcgan import (
     DCGANDiscriminator,
     DCGANGenerator,
     build_dcgan_pair,
+    dcgan_generator_spec,
     n_parameters,
 )
 from galforge.models.layers import ScheduledDropout
@@ -200,3 +201,99 @@ def test_named_configs_in_the_recipe():
     assert cpu.default_ema() == 0.0
     with pytest.raises(ConfigError, match="not a configuration"):
         RECIPES["dcgan64"]({"config": "nope"}, 3, 64, "cpu")
+
+
+# ---------------------------------------------------------------------------- sky noise
+def _normalizer(stretch="asinh", seed=0):
+    import numpy as np
+
+    from galforge.data.normalize import Normalizer
+
+    rng = np.random.default_rng(seed)
+    imgs = rng.normal(0.0, 2.0, (6, 3, 16, 16)).astype("float32")
+    imgs[:, :, 6:10, 6:10] += rng.gamma(2.0, 40.0, (6, 3, 1, 1)).astype("float32")
+    return Normalizer.fit(imgs, stretch=stretch), imgs
+
+
+@pytest.mark.parametrize("stretch", ["asinh", "linear"])
+def test_sky_noise_works_through_the_data_normaliser(stretch):
+    """The layer's stretch and its inverse are the normaliser's own (models cannot import the
+    data layer, so it carries its own copy of the maths: they must agree)."""
+    nm, imgs = _normalizer(stretch)
+    g = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict())
+    y = nm.forward(imgs)
+    assert torch.allclose(g.sky.to_model(torch.from_numpy(imgs)), torch.from_numpy(y), atol=1e-5)
+    back = g.sky.to_physical(torch.from_numpy(y))
+    assert torch.allclose(back, torch.from_numpy(nm.inverse(y)), rtol=1e-4, atol=1e-3)
+
+
+def test_sky_noise_generator_adds_noise_of_its_own_level():
+    """Zero noise maps give the noiseless scene; unit maps add σ(z) per band in physical
+    units, σ starting at the data's robust noise scale; the spec rebuilds the same model."""
+    nm, _ = _normalizer()
+    g = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict()).eval()
+    assert "noise" in g.CAPABILITIES and g.noise_shapes() == [(64, 64)] * 3
+    z = torch.randn(g.latent_shape(5))
+    zero = [torch.zeros(1, 1, 64, 64)] * 3
+    assert torch.equal(g(z, noise=zero), g.sky.to_model(g.sky.to_physical(g.clean(z))))
+    eps = [torch.randn(5, 1, 64, 64) for _ in range(3)]
+    clean = g.sky.to_physical(g(z, noise=zero))
+    noisy = g.sky.to_physical(g(z, noise=eps))
+    sigma = g.sky.sigma(z).detach()
+    inside = (noisy > torch.as_tensor(nm.lo).reshape(1, 3, 1, 1)) & \
+             (noisy < torch.as_tensor(nm.hi).reshape(1, 3, 1, 1))
+    expect = clean + sigma[:, :, None, None] * torch.cat(eps, 1)
+    assert torch.allclose(noisy[inside], expect[inside], rtol=1e-3, atol=1e-2)
+    assert torch.allclose(sigma, torch.as_tensor(nm.softening, dtype=torch.float32).expand(5, 3),
+                          rtol=0.2)
+    # eval mode without maps uses the stored ones; training mode draws fresh ones
+    assert torch.equal(g(z), g(z, noise=g.const_noise()))
+    g.train()
+    assert not torch.equal(g(z), g(z))
+    g.eval()
+    spec = dcgan_generator_spec(g, width=4, kernel_size=4, batch_norm=True, dropout=0.0,
+                                spatial_dropout=False)
+    assert spec["sky_noise"]["stretch"] == "asinh"
+    g2 = build_generator("dcgan", spec)
+    g2.load_state_dict(g.state_dict())
+    assert torch.equal(g2.eval()(z), g(z))
+    with pytest.raises(ModelError, match="one per band"):
+        g(z, noise=zero[:2])
+    with pytest.raises(ModelError, match="no noise inputs"):
+        DCGANGenerator(64, 3, width=4)(z, noise=zero)
+    with pytest.raises(ModelError, match="generator makes 2"):
+        DCGANGenerator(64, 2, width=4, sky_noise=nm.to_dict())
+
+
+def test_sky_noise_recipe_trains_in_the_data_units(tmp_path):
+    """``model.sky_noise=true``: the recipe builds G on the run's normaliser, the noise level
+    learns, and ``generate --noise-mode none`` writes the noiseless galaxies."""
+    import numpy as np
+    from astropy.io import fits
+
+    from galforge.cli import main
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    imgs = rng.normal(0, 1.0, (8, 3, 64, 64)).astype(np.float32)
+    imgs[:, :, 28:36, 28:36] += 30.0
+    np.savez(data, images=imgs, bands=np.array(["g", "r", "i"]), units=np.array(["counts"]))
+    run = tmp_path / "run"
+    tiny = ["--set", "model.width=2", "--set", "model.sky_noise=true", "--set",
+            "train.progress=false", "--set", "output.tensorboard=false", "--set",
+            "train.sample_every=1000", "--set", "train.threads=1", "--batch", "4"]
+    assert main(["train", str(data), "--model", "dcgan64", "--out", str(run), "--steps", "2",
+                 *tiny]) == 0
+    r = RECIPES["dcgan64"]({"width": 2, "sky_noise": True}, 3, 64, "cpu")
+    assert r.G.sky is not None and r.G.sky.stretch == "linear"   # no data: model space itself
+    outs = {}
+    for mode in ("random", "none"):
+        out = tmp_path / mode
+        assert main(["generate", str(run), "-n", "3", "--out", str(out), "--format", "fits",
+                     "--noise-mode", mode, "--seed", "4"]) == 0
+        files = sorted(out.glob("*.fits"))
+        assert len(files) == 3
+        outs[mode] = np.stack([fits.getdata(f) for f in files])
+    # the noiseless galaxies are smoother than the noisy ones (pixel-to-pixel differences)
+    rough = {m: float(np.abs(np.diff(a, axis=-1)).mean()) for m, a in outs.items()}
+    assert rough["none"] < rough["random"]

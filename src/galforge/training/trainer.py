@@ -725,6 +725,14 @@ def _batch_size(batch) -> int:
 # ----------------------------------------------------------------------------- from a config
 
 
+def _accepts(cls, keyword: str) -> bool:
+    """Whether ``cls(...)`` takes ``keyword`` (explicitly or through ``**kwargs``)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None,
                       metrics: Sequence[MetricHook] = ()) -> dict:
     """Train the model of a resolved :class:`galforge.config.RunConfig`; return the summary.
@@ -748,9 +756,12 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     size = recipe_cls.image_size_for(params)
     output_range = recipe_cls.output_range_for(settings)
     data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
-    norm = data.normalizer.to_dict() if data.normalizer is not None else None
+    extra = {}
+    if data.normalizer is not None and _accepts(recipe_cls, "normalizer"):
+        # recipes written before the keyword existed (plug-in families) are built without it
+        extra["normalizer"] = data.normalizer.to_dict()
     recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
-                        seed=cfg.train.seed, normalizer=norm)
+                        seed=cfg.train.seed, **extra)
     notes = data.notes
     if (dist_info is None or dist_info.is_main) and notes:
         print("\n".join(f"note: {n}" for n in notes), file=sys.stderr, flush=True)

@@ -97,3 +97,25 @@ def test_init_errors_are_one_line(parent_run, tmp_path, capsys):
                *TINY, "--set", "model.width=4"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "does not fit this model" in err and "--set model.width=2" in err
+
+
+def test_band_map_reorders_the_sky_noise_of_a_sky_noise_parent(tmp_path, capsys):
+    """A sky-noise generator's per-band noise level and stored maps follow its bands; a
+    parent without sky noise is refused with the option to use."""
+    sky = ["--set", "model.sky_noise=true"]
+    parent = tmp_path / "parent"
+    assert main(["train", _data(tmp_path, "gri", ["g", "r", "i"], 0), "--model", "dcgan64",
+                 "--out", str(parent), "--steps", "1", *TINY, *sky]) == 0
+    child = tmp_path / "child"
+    assert main(["train", _data(tmp_path, "rgb", ["R", "G", "B"], 6), "--model", "dcgan64",
+                 "--out", str(child), "--steps", "1", "--init", str(parent), "--band-map",
+                 "R=i,G=r,B=g", *TINY, *sky, "--set", "model.lr=0"]) == 0
+    p, c = _state(parent), _state(child)
+    for key in ("module.G.sky.level.2.weight", "module.G.sky.level.2.bias"):
+        assert torch.equal(c[key], p[key].flip(0))
+    assert torch.equal(c["module.G.noise_const"], p["module.G.noise_const"].flip(1))
+    rc = main(["train", _data(tmp_path, "gri2", ["g", "r", "i"], 2), "--model", "dcgan64",
+               "--out", str(tmp_path / "plain"), "--steps", "1", "--init", str(parent),
+               *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--set model.sky_noise=true" in err and len(err.splitlines()) == 1

@@ -179,6 +179,22 @@ class DCGANGenerator(nn.Module):
             return []
         return [self.noise_const[:, c:c + 1] for c in range(self.channels)]
 
+    def permute_image_channels(self, perm: list[int]) -> None:
+        """Reorder the bands this generator makes (``--init ... --band-map``): the last
+        convolution's output channels and, with sky noise, the per-band noise level and maps."""
+        idx = torch.as_tensor(perm)
+        last = [m for m in self.net if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))][-1]
+        with torch.no_grad():
+            dim = 1 if isinstance(last, nn.ConvTranspose2d) else 0
+            last.weight.copy_(last.weight.index_select(dim, idx))
+            if last.bias is not None:
+                last.bias.copy_(last.bias.index_select(0, idx))
+            if self.sky is not None:
+                head = self.sky.level[-1]
+                head.weight.copy_(head.weight.index_select(0, idx))
+                head.bias.copy_(head.bias.index_select(0, idx))
+                self.noise_const.copy_(self.noise_const.index_select(1, idx))
+
     def clean(self, z: torch.Tensor) -> torch.Tensor:
         """The noiseless scene in model space (the image itself without ``sky_noise``)."""
         if z.dim() == 2:

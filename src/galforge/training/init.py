@@ -122,10 +122,13 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    # a part the init model has and this one lacks would be dropped without a word
+    dropped = [k for k in state if k not in own and k.split(".")[0] in ("sky", "noise_const")]
+    missing += dropped
     if missing or wrong:
         k = (wrong or missing)[0]
         there = "×".join(map(str, state[k].shape)) if k in state else "absent"
-        here = "×".join(map(str, own[k].shape))
+        here = "×".join(map(str, own[k].shape)) if k in own else "absent"
         raise ConfigError(
             f"--init {source}: its {what} does not fit this model ({k}: {there} in the init "
             f"model, {here} here); train with the init model's options{hint}"
@@ -138,7 +141,9 @@ def _spec_hint(spec: dict | None) -> str:
         return ""
     keys = [k for k in ("width", "upsample", "kernel_size", "latent_dim", "widths")
             if k in spec]
-    return (" (" + ", ".join(f"--set model.{k}={spec[k]}" for k in keys) + ")") if keys else ""
+    sets = [f"--set model.{k}={spec[k]}" for k in keys]
+    sets.append(f"--set model.sky_noise={'true' if spec.get('sky_noise') else 'false'}")
+    return " (" + ", ".join(sets) + ")"
 
 
 def initialise_from(recipe, source: str, data_bands: Sequence[str],

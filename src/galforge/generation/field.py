@@ -59,7 +59,7 @@ from galforge.fileio import atomic_write_json
 from galforge.generation import fieldio
 from galforge.models.capabilities import WINDOWED, require
 from galforge.runfolder import RunFolder
-from galforge.seeding import check_seed, field_chunk_generator
+from galforge.seeding import check_seed, derive_seed, field_chunk_generator
 
 LATENT_CHUNK = 64
 DEFAULT_TILE = 1024
@@ -139,6 +139,23 @@ class FieldLatent:
     def whole(self) -> torch.Tensor:
         """The whole latent ``[1, channels, h, w]`` (for fields small enough to hold)."""
         return self.window(0, 0, self.h, self.w)[None]
+
+
+def add_sky_noise(generator: nn.Module, y: torch.Tensor, seed: int, field_hw, y0: int,
+                  x0: int) -> torch.Tensor:
+    """Pixels ``y`` (model space, ``1×C×h×w``, at ``(y0, x0)`` of a field of ``field_hw``
+    pixels) with the generator's learned sky noise added (unchanged for generators without).
+
+    The unit noise is a field of its own, drawn chunk by chunk from ``seed`` like the
+    latent, so a field rendered tile by tile equals the one rendered whole.
+    """
+    sky = getattr(generator, "sky", None)
+    if sky is None:
+        return y
+    h, w = y.shape[-2:]
+    noise = FieldLatent(derive_seed(seed, "sky-noise"), field_hw, sky.channels)
+    eps = noise.window(y0 - 1, x0 - 1, h + 2, w + 2)[None].to(y.device, y.dtype)
+    return sky(y, eps)
 
 
 def ensemble_index(ty: int, tx: int, k: int, seed: int = 0) -> int:
@@ -381,7 +398,9 @@ class FieldJob:
         index = ensemble_index(ty, tx, len(self.generators), self.seed)
         with torch.inference_mode():
             y = self._runner(index)(z, plan, masks)
-            y = y[:, :, :h, :w].float().cpu().contiguous()
+            y = add_sky_noise(self.generators[index], y[:, :, :h, :w].float(), self.seed,
+                              self.size, y0, x0)
+            y = y.cpu().contiguous()
             if self.normalizer is not None:
                 y = self.normalizer.inverse(y)
         y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
@@ -407,7 +426,8 @@ def render_one_shot(generator: nn.Module, normalizer, size, seed: int = 0) -> np
     latent = FieldLatent(seed, (math.ceil(h / u), math.ceil(w / u)), generator.latent_channels)
     device = next(generator.parameters()).device
     with torch.inference_mode():
-        y = generator(latent.whole().to(device))[:, :, :h, :w].float().cpu()
+        y = generator(latent.whole().to(device))[:, :, :h, :w].float()
+        y = add_sky_noise(generator, y, seed, (h, w), 0, 0).cpu()
         if normalizer is not None:
             y = normalizer.inverse(y)
     y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)

@@ -96,27 +96,15 @@ class ScheduledDropout(nn.Module):
         return f"p={self.p}, spatial={self.spatial}"
 
 
-class SkyNoise(nn.Module):
-    """Adds the sky's pixel noise to a generator's noiseless image, in physical units.
+class PhysicalStretch(nn.Module):
+    """The data normaliser's maths (clip, optional asinh, min–max) as a torch module.
 
-    Survey images are a noiseless, PSF-convolved scene plus pixel noise whose level changes
-    from image to image. A generator that must paint that noise pixel by pixel spends most of
-    its capacity on it and leaves a texture (a checkerboard, blotches, a coloured sheen) that
-    a classifier and the morphology statistics see at once. This layer lets the network
-    draw only the noiseless scene and learn the *level* of the noise instead:
-
-    ``out = stretch(unstretch(clean) + σ(z) · ε)``,  ``log σ_c(z) = log s_c + MLP(z)_c``
-
-    where ``stretch`` is the data's own normaliser (clip, optional asinh, min–max; given as
-    its :meth:`galforge.data.Normalizer.to_dict` description, so models need not import the
-    data layer), ``s_c`` the normaliser's robust noise scale of band ``c`` (its asinh
-    softening, the pixel MAD of the training set) and ``ε`` unit Gaussian maps, one per band.
-    The noise is added in physical units, so its statistics are exact after any stretch.
-    ``ε`` is the generator's noise input (capability ``noise``): fresh maps during
-    training, per-sample seeded maps when sampling, zero maps for the noiseless scene.
+    Built from :meth:`galforge.data.Normalizer.to_dict`'s description, so that models can work
+    in physical units without importing the data layer; it has no weights (its buffers are
+    rebuilt from the description, which a generator's spec carries).
     """
 
-    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64):
+    def __init__(self, channels: int, normalizer: dict):
         super().__init__()
         c = int(channels)
         try:
@@ -144,8 +132,6 @@ class SkyNoise(nn.Module):
         self.register_buffer("smin", smin, persistent=False)
         self.register_buffer("span", torch.where(span > 0, span, torch.ones_like(span)),
                              persistent=False)
-        self.level = nn.Sequential(nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2),
-                                   nn.Linear(hidden, c))
 
     def _stretch(self, x: torch.Tensor) -> torch.Tensor:
         return torch.asinh((x - self.offset) / self.softening) if self.stretch == "asinh" else x
@@ -162,6 +148,31 @@ class SkyNoise(nn.Module):
         y = self._stretch(torch.minimum(torch.maximum(x, self.lo), self.hi))
         return (y - self.smin) / self.span * (t1 - t0) + t0
 
+
+class SkyNoise(PhysicalStretch):
+    """Adds the sky's pixel noise to a generator's noiseless image, in physical units.
+
+    Survey images are a noiseless, PSF-convolved scene plus pixel noise whose level changes
+    from image to image. A generator that must paint that noise pixel by pixel spends most of
+    its capacity on it and leaves a texture (a checkerboard, blotches, a coloured sheen) that
+    a classifier and the morphology statistics see at once. This layer lets the network
+    draw only the noiseless scene and learn the *level* of the noise instead:
+
+    ``out = stretch(unstretch(clean) + σ(z) · ε)``,  ``log σ_c(z) = log s_c + MLP(z)_c``
+
+    where ``stretch`` is the data's own normaliser (:class:`PhysicalStretch`), ``s_c`` the
+    normaliser's robust noise scale of band ``c`` (its asinh softening, the pixel MAD of the
+    training set) and ``ε`` unit Gaussian maps, one per band. The noise is added in physical
+    units, so its statistics are exact after any stretch. ``ε`` is the generator's noise
+    input (capability ``noise``): fresh maps during training, per-sample seeded maps when
+    sampling, zero maps for the noiseless scene.
+    """
+
+    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64):
+        super().__init__(channels, normalizer)
+        self.level = nn.Sequential(nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2),
+                                   nn.Linear(hidden, self.channels))
+
     def sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Per-band noise σ (physical units) of each latent: ``N×C``."""
         return torch.exp(self.level(z.flatten(1))) * self.softening.flatten()
@@ -169,3 +180,38 @@ class SkyNoise(nn.Module):
     def forward(self, clean: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         sigma = self.sigma(z).to(clean.dtype)[:, :, None, None]
         return self.to_model(self.to_physical(clean) + sigma * eps.to(clean.dtype))
+
+
+class FieldNoise(PhysicalStretch):
+    """The sky noise of a deep field: one learned level per band and a learned 3×3
+    correlation kernel (drizzled images have correlated pixel noise), in physical units.
+
+    ``out = stretch(unstretch(clean) + σ_c · (k_c ⋆ ε))`` with ``k_c`` normalised to unit
+    L2 norm (so σ stays the per-pixel standard deviation) and ``ε`` unit Gaussian noise with
+    a one-pixel margin around the image (``N×C×(h+2)×(w+2)``), so that a field rendered tile
+    by tile from position-seeded noise equals the one rendered whole.
+    """
+
+    def __init__(self, channels: int, normalizer: dict):
+        super().__init__(channels, normalizer)
+        self.log_level = nn.Parameter(torch.zeros(self.channels))
+        kernel = torch.zeros(self.channels, 1, 3, 3)
+        kernel[:, :, 1, 1] = 1.0
+        self.kernel = nn.Parameter(kernel)
+
+    def sigma(self) -> torch.Tensor:
+        """Per-band noise σ in physical units, ``C``."""
+        return torch.exp(self.log_level) * self.softening.flatten()
+
+    def correlated(self, eps: torch.Tensor) -> torch.Tensor:
+        """Unit-variance correlated noise from ``eps`` with its one-pixel margin."""
+        k = self.kernel / self.kernel.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
+        return F.conv2d(eps, k.to(eps.dtype), groups=self.channels)
+
+    def forward(self, clean: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        h, w = clean.shape[-2:]
+        if tuple(eps.shape[-2:]) != (h + 2, w + 2):
+            raise ModelError(f"field noise: eps must be {h + 2}×{w + 2} for a {h}×{w} image "
+                             f"(a one-pixel margin), got {tuple(eps.shape[-2:])}")
+        noise = self.correlated(eps.to(clean.dtype)) * self.sigma().to(clean.dtype)[:, None, None]
+        return self.to_model(self.to_physical(clean) + noise)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galforge.errors import ModelError
+from galforge.models.layers import FieldNoise
 from galforge.models.registry import register_generator
 
 LATENT_CHANNELS = 50
@@ -122,6 +123,7 @@ class SGANGenerator(nn.Module):
         widths: tuple[int, ...] | list[int] = DEFAULT_WIDTHS,
         latent_channels: int = LATENT_CHANNELS,
         image_size: int = 64,
+        sky_noise: dict | None = None,
     ):
         super().__init__()
         widths = tuple(int(w) for w in widths)
@@ -148,6 +150,10 @@ class SGANGenerator(nn.Module):
         layers.append(SameConvTranspose2d(widths[-1], channels, 3, 1))
         self.layers = nn.ModuleList(layers)
         self._plans: dict[int, WindowPlan] = {}
+        #: the field's sky noise (None: the network paints it itself, as in the paper).
+        #: ``forward`` and ``forward_window`` give the noiseless field; whoever renders a
+        #: field adds ``sky(clean, eps)`` with position-seeded ``eps`` (generation.field).
+        self.sky = FieldNoise(self.channels, sky_noise) if sky_noise is not None else None
 
     # ------------------------------------------------------------------ description
     def spec(self) -> dict:
@@ -157,6 +163,7 @@ class SGANGenerator(nn.Module):
             "widths": list(self.widths),
             "latent_channels": self.latent_channels,
             "image_size": self.image_size,
+            **({"sky_noise": dict(self.sky.description)} if self.sky is not None else {}),
         }
 
     def latent_shape(
@@ -368,7 +375,7 @@ def pack_images(x: torch.Tensor, pack: int) -> torch.Tensor:
 @register_generator("sgan")
 def build_sgan_generator(spec: dict) -> SGANGenerator:
     """Rebuild a Spatial GAN generator from its JSON spec (see :meth:`SGANGenerator.spec`)."""
-    known = {"channels", "widths", "latent_channels", "image_size"}
+    known = {"channels", "widths", "latent_channels", "image_size", "sky_noise"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(f"sgan: unknown spec keys {sorted(unknown)}; expected {sorted(known)}")

@@ -51,6 +51,7 @@ class SGANSettings:
     beta2: float = 0.999
     leaky_slope: float = 0.2
     sample_size: int = 64                     # side of the sample-grid images
+    sky_noise: bool = False                   # G paints the noiseless field; learned sky noise
 
     def __post_init__(self):
         sizes = [int(s) for s in self.crop_sizes]
@@ -127,8 +128,15 @@ class SGANRecipe(PairRecipe):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
+            sky = None
+            if s.sky_noise:
+                sky = dict(normalizer) if normalizer is not None else {
+                    "stretch": "linear", "target": [0.0, 1.0], "lo": [0.0] * channels,
+                    "hi": [1.0] * channels, "offset": [0.0] * channels,
+                    "softening": [0.01] * channels}
             self.G = SGANGenerator(channels, s.widths, LATENT_CHANNELS,
-                                   image_size=int(s.sample_size)).to(self.device)
+                                   image_size=int(s.sample_size),
+                                   sky_noise=sky).to(self.device)
             self.D = SGANDiscriminator(channels, s.d_widths, pack=int(s.pack),
                                        slope=float(s.leaky_slope)).to(self.device)
         betas = (float(s.beta1), float(s.beta2))
@@ -164,12 +172,22 @@ class SGANRecipe(PairRecipe):
         return torch.randn((b, LATENT_CHANNELS, h // UPSCALE, w // UPSCALE), generator=rng,
                            device=rng.device).to(self.device)
 
+    def _fake(self, real: Tensor, rng: torch.Generator) -> Tensor:
+        """Generated crops like ``real``: the noiseless field plus, with ``sky_noise``, the
+        learned sky noise (unit noise drawn with a one-pixel margin for its kernel)."""
+        fake = self.G(self._latent_like(real, rng))
+        if self.G.sky is None:
+            return fake
+        b, c, h, w = fake.shape
+        eps = torch.randn((b, c, h + 2, w + 2), generator=rng, device=rng.device)
+        return self.G.sky(fake, eps.to(self.device))
+
     def discriminator(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """One update of the packed discriminator with the RaGAN loss."""
         real = real.to(self.device)
         self.D.requires_grad_(True)
         with torch.no_grad():
-            fake = self.G(self._latent_like(real, ctx.rng))
+            fake = self._fake(real, ctx.rng)
         with self.autocast():
             loss_d = ragan_d_loss(self.D(real), self.D(fake))
         self.optimize("D", loss_d)
@@ -180,7 +198,7 @@ class SGANRecipe(PairRecipe):
         real = real.to(self.device)
         self.D.requires_grad_(False)
         with self.autocast():
-            fake = self.G(self._latent_like(real, ctx.rng))
+            fake = self._fake(real, ctx.rng)
             with torch.no_grad():
                 real_logits = self.D(real)
             loss_g = ragan_g_loss(real_logits, self.D(fake))

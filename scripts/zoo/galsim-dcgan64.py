@@ -22,7 +22,7 @@ NAME = "galsim-dcgan64"
 DATA = "builtin:galsim?n=8192&size=64&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&size=64&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&size=64&seed=2027"
-SETS = ["data.stretch=asinh", "train.threads=1", "train.checkpoint_every=250",
+SETS = ["model.sky_noise=true", "data.stretch=asinh", "train.threads=1", "train.checkpoint_every=250",
         "train.snapshot_every=1000", "train.sample_every=500", "train.progress=false"]
 
 
@@ -40,12 +40,14 @@ def metrics_date(folder: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
+    ap.add_argument("--run", type=Path, default=None,
+                    help=f"the run folder (default: RUNS/{NAME})")
     ap.add_argument("--steps", type=int, default=9000)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
     args = ap.parse_args()
 
-    run = args.runs / NAME
+    run = args.run or args.runs / NAME
     if not args.no_train:
         zoo.train(run, DATA, "dcgan64", args.steps, 32, 0, SETS)
     zoo.cli(["export", str(run)])

@@ -23,7 +23,7 @@ import zoo_common as zoo  # noqa: E402
 
 NAME = "xdf-sgan"
 DATA = "builtin:hdf"
-SETS = ["model.widths=[128,64,32,16]", "model.d_widths=[32,64,128,256,256]",
+SETS = ["model.sky_noise=true", "model.widths=[128,64,32,16]", "model.d_widths=[32,64,128,256,256]",
         "model.crop_sizes=[64]", "train.threads=1", "train.checkpoint_every=100",
         "train.snapshot_every=500", "train.sample_every=250", "train.progress=false"]
 FIELD_SEED = 7
@@ -32,6 +32,8 @@ FIELD_SEED = 7
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
+    ap.add_argument("--run", type=Path, default=None,
+                    help=f"the run folder (default: RUNS/{NAME})")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--no-train", action="store_true", help="validate and ship the run as it is")
     args = ap.parse_args()
@@ -44,7 +46,7 @@ def main() -> None:
     from galforge.generation.field import render_one_shot
     from galforge.generation.writers import write_png
 
-    run = args.runs / NAME
+    run = args.run or args.runs / NAME
     if not args.no_train:
         zoo.train(run, DATA, "sgan", args.steps, 16, 0, SETS)
     zoo.cli(["export", str(run)])

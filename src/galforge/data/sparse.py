@@ -36,7 +36,7 @@ import numpy as np
 
 from galforge.errors import ConfigError, DataError
 
-__all__ = ["SIZE_CLASSES", "SparseAnalysis", "analyse", "cell_centres", "cell_index",
+__all__ = ["SIZE_CLASSES", "SparseAnalysis", "analyse", "cell_centres", "cell_index", "field_stack",
            "cell_offsets", "check_zero_background", "class_grid", "compose", "detect_sources",
            "extract_patches", "occupancy_grid", "size_class", "size_thresholds"]
 
@@ -46,7 +46,8 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 _COLUMNS = ("x", "y", "flux", "npix", "peak", "hlr")
 
 
-def _as_stack(images, source: str) -> np.ndarray:
+def field_stack(images, source: str = "the data") -> np.ndarray:
+    """Single-band fields as an N×H×W array (from N×1×H×W, N×H×W or one H×W image)."""
     arr = np.asarray(images)
     if arr.ndim == 4:
         if arr.shape[1] != 1:
@@ -65,7 +66,7 @@ def check_zero_background(images, source: str = "the data", *,
                           min_zero_fraction: float = 0.5) -> None:
     """DataError unless the images are sparse fields: finite, and at least
     ``min_zero_fraction`` of the pixels of every image exactly 0 (the background)."""
-    arr = _as_stack(images, source)
+    arr = field_stack(images, source)
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{source}: non-finite pixels; sparse fields need a background of "
                         "exactly 0 and finite galaxies (read with data.options.nan_policy=fill)")
@@ -267,7 +268,7 @@ def analyse(images, *, grid: int = 32, patch: int = 32, thresholds=None,
             source: str = "the data") -> SparseAnalysis:
     """Detect the galaxies of every field (N×1×H×W or N×H×W, background exactly 0) and
     make the occupancy and class grids, patches and offsets (see the module docstring)."""
-    arr = _as_stack(images, source)
+    arr = field_stack(images, source)
     check_zero_background(arr, source)
     shape = (int(arr.shape[1]), int(arr.shape[2]))
     _check_grid(shape, grid)

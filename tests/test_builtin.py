@@ -112,3 +112,36 @@ def test_correlated_noise_keeps_sigma_and_correlates_neighbours():
         assert r.std() == pytest.approx(1.0, rel=0.08)
         corr[kind] = float((r[:, :, 1:] * r[:, :, :-1]).mean())
     assert abs(corr["gaussian"]) < 0.05 and corr["correlated"] > 0.5
+
+
+def test_sparse_fields_zero_background_connected_galaxies_and_truth():
+    from scipy import ndimage
+
+    from galforge.data.builtin import from_spec, sparse_fields
+
+    iset = from_spec("builtin:sparse?n=2&size=200&count=3&seed=5&stamp=24")
+    assert iset.images.shape == (2, 1, 200, 200) and iset.bands == ("r",)
+    assert iset.units == "counts" and iset.source.startswith("builtin:sparse")
+    again, truth = sparse_fields(n=2, size=200, count=3, seed=5, stamp=24)
+    np.testing.assert_array_equal(iset.images, again.images)  # same seed, same pixels
+    assert len(truth) == 6 and [m["n_galaxies"] for m in iset.meta] == [3, 3]
+    assert (iset.images == 0).mean() > 0.9 and iset.images.min() == 0.0
+    for t in truth:
+        img = iset.images[t["image"], 0]
+        labels, _ = ndimage.label(img > 0, structure=np.ones((3, 3)))
+        cy, cx = int(round(t["y"])), int(round(t["x"]))
+        assert 0 <= t["x"] <= 199 and 0 <= t["y"] <= 199
+        assert labels[cy, cx] > 0  # the centre lies on the galaxy's cluster
+        assert t["npix"] > 0 and 0 < t["flux"] <= t["flux_model"]
+    assert iset.meta[0]["galaxies"][0]["x"] == truth[0]["x"]
+    other = sparse_fields(n=1, size=64, count=(0, 2), seed=1, stamp=16)[0]
+    assert other.meta[0]["n_galaxies"] in (0, 1, 2)
+
+
+def test_sparse_spec_refuses_bad_parameters():
+    from galforge.data.builtin import from_spec
+
+    with pytest.raises(ConfigError, match="count"):
+        from_spec("builtin:sparse?n=1&size=64&count=-1")
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        from_spec("builtin:sparse?n=1&bands=g")

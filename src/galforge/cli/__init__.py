@@ -21,7 +21,7 @@ from galforge import __version__
 from galforge.errors import GalforgeError, Interrupted
 
 COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "latent_cmd", "field_cmd", "evaluate_cmd",
-                   "pretrained_cmd", "demo_cmd")
+                   "pretrained_cmd", "demo_cmd", "baseline_cmd")
 
 app = typer.Typer(
     name="galforge",

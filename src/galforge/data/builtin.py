@@ -4,6 +4,9 @@
   Gaussian or correlated noise, in any number of bands, with an exact truth catalogue.
 * :func:`hdf_field` — the Hubble XDF colour image bundled with scikit-image, as one field.
 * :func:`hdf_stamps` — stamps centred on the sources ``sep`` detects in that field.
+* :func:`sparse_fields` — single-band fields of GalSim galaxies at random places on a
+  background of exactly 0 (no noise), each galaxy a connected cluster of non-zero pixels,
+  with a truth catalogue per field.
 
 Spec strings (``builtin:galsim?n=500&size=64&seed=3``) are parsed by :func:`from_spec`.
 
@@ -375,6 +378,117 @@ def galsim_galaxies(
     return iset, truth
 
 
+def sparse_fields(
+    n: int = 16,
+    size: int = 1000,
+    count=40,
+    seed: int = 0,
+    *,
+    pixel_scale: float = 0.2,
+    psf_fwhm: float = 0.7,
+    flux=(300.0, 3e4),
+    hlr=(0.2, 0.9),
+    q=(0.3, 1.0),
+    threshold: float = 1.0,
+    stamp: int = 48,
+):
+    """``n`` single-band ``size×size`` fields of galaxies on a background of exactly 0.
+
+    Each field holds ``count`` galaxies (a number, or ``(low, high)``: a whole number drawn
+    uniformly per field), drawn by :func:`galsim_galaxies` (one band ``r``, no noise, the
+    ``flux``/``hlr``/``q`` ranges given, a random sub-pixel centre) on ``stamp``-pixel
+    stamps. Each stamp is truncated: pixels below ``threshold`` (counts) become 0 and only the
+    connected cluster (8-connected) holding the galaxy's centre is kept, so every galaxy is
+    one connected cluster of non-zero pixels. Its centre is placed uniformly at random inside
+    the field; stamps reaching beyond the edge are cut; overlapping galaxies add.
+
+    Returns ``(ImageSet, truth)``. ``truth`` has one dict per galaxy: ``image`` (field
+    index), ``id``, ``x``, ``y`` (0-based column/row of the profile centre in the field),
+    ``flux`` (counts kept after truncation, inside the field), ``flux_model`` (the profile's
+    total), ``npix`` (non-zero pixels of its truncated stamp inside the field), ``peak``,
+    ``hlr`` (arcsec), ``hlr_pix``, ``q``, ``pa_deg``. Each field's meta holds its galaxies
+    (``galaxies``) and ``n_galaxies``. Units are ``"counts"``; band ``r``.
+    """
+    from scipy import ndimage
+
+    n, size, stamp = int(n), int(size), int(stamp)
+    if n < 1:
+        raise ConfigError(f"builtin:sparse: n must be >= 1, got {n}")
+    if size < 16:
+        raise ConfigError(f"builtin:sparse: size must be >= 16 pixels, got {size}")
+    if stamp < 8:
+        raise ConfigError(f"builtin:sparse: stamp must be >= 8 pixels, got {stamp}")
+    if not threshold > 0:
+        raise ConfigError(f"builtin:sparse: threshold must be > 0 counts, got {threshold}")
+    c_lo, c_hi = _as_range(count, "count")
+    if c_lo < 0 or not float(c_lo).is_integer() or not float(c_hi).is_integer():
+        raise ConfigError(f"builtin:sparse: count must be a whole number >= 0 or a range "
+                          f"LOW,HIGH of them, got {count}")
+    rng = np.random.default_rng([int(seed), 7])
+    counts = rng.integers(int(c_lo), int(c_hi) + 1, size=n)
+    total = int(counts.sum())
+    images = np.zeros((n, 1, size, size), dtype=np.float32)
+    truth: list[dict] = []
+    meta: list[dict] = [{"id": i, "index": i, "n_galaxies": int(counts[i]), "galaxies": []}
+                        for i in range(n)]
+    if total:
+        stamps, gal = galsim_galaxies(
+            total, size=stamp, bands=("r",), seed=seed, pixel_scale=pixel_scale,
+            psf_fwhm=psf_fwhm, noise="none", flux=flux, hlr=hlr, q=q, bulge_frac=(0.0, 0.4),
+            max_offset=0.5, color_scatter=0.0)
+        eight = np.ones((3, 3), dtype=bool)
+        k = 0
+        for i in range(n):
+            field = images[i, 0]
+            for _ in range(int(counts[i])):
+                g, img = gal[k], stamps.images[k, 0]
+                k += 1
+                cut = np.where(img >= threshold, img, 0.0).astype(np.float32)
+                labels, _ = ndimage.label(cut > 0, structure=eight)
+                cy, cx = int(round(g["y"])), int(round(g["x"]))
+                keep = labels[cy, cx]
+                cut = np.where(labels == keep, cut, 0.0) if keep else np.zeros_like(cut)
+                # the centre uniformly inside the field; the stamp at a whole-pixel corner
+                u = rng.uniform(0.0, size - 1.0, size=2)
+                x0 = int(np.clip(round(u[0] - g["x"]), -g["x"], size - 1 - g["x"]))
+                y0 = int(np.clip(round(u[1] - g["y"]), -g["y"], size - 1 - g["y"]))
+                x0 += int(x0 + g["x"] < 0)
+                y0 += int(y0 + g["y"] < 0)
+                fy0, fx0 = max(y0, 0), max(x0, 0)
+                fy1, fx1 = min(y0 + stamp, size), min(x0 + stamp, size)
+                part = cut[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+                field[fy0:fy1, fx0:fx1] += part
+                t = {
+                    "image": i,
+                    "id": len(meta[i]["galaxies"]),
+                    "x": x0 + float(g["x"]),
+                    "y": y0 + float(g["y"]),
+                    "flux": float(part.sum(dtype=np.float64)),
+                    "flux_model": float(g["flux"]),
+                    "npix": int((part > 0).sum()),
+                    "peak": float(part.max()) if part.size else 0.0,
+                    "hlr": float(g["hlr"]),
+                    "hlr_pix": float(g["hlr_pix"]),
+                    "q": float(g["q"]),
+                    "pa_deg": float(g["pa_deg"]),
+                }
+                truth.append(t)
+                meta[i]["galaxies"].append({k2: v for k2, v in t.items() if k2 != "image"})
+    count_text = (f"{int(c_lo)}" if c_lo == c_hi else f"{int(c_lo)},{int(c_hi)}")
+    spec = f"builtin:sparse?n={n}&size={size}&count={count_text}&seed={seed}"
+    iset = ImageSet(
+        images=images,
+        bands=("r",),
+        meta=meta,
+        units="counts",
+        report=ReadReport(n_read=n),
+        source=spec,
+        extra={"pixel_scale": pixel_scale, "psf_fwhm": psf_fwhm, "background": 0.0,
+               "threshold": float(threshold)},
+    )
+    return iset, truth
+
+
 @functools.lru_cache(maxsize=1)
 def _hdf_pixels() -> np.ndarray:
     """The XDF image as read-only float32 C×H×W (decoded once per process)."""
@@ -491,7 +605,7 @@ def hdf_stamps(
 
 # ----------------------------------------------------------------------------- spec strings
 
-_KNOWN = {"galsim", "hdf", "hdf-stamps"}
+_KNOWN = {"galsim", "hdf", "hdf-stamps", "sparse"}
 
 
 def _convert(value: str):
@@ -540,7 +654,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-_FUNCS = {"galsim": "galsim_galaxies", "hdf": "hdf_field", "hdf-stamps": "hdf_stamps"}
+_FUNCS = {"galsim": "galsim_galaxies", "hdf": "hdf_field", "hdf-stamps": "hdf_stamps",
+          "sparse": "sparse_fields"}
 
 
 def _check_params(name: str, params: dict, spec: str) -> None:
@@ -599,6 +714,11 @@ def describe_spec(spec: str) -> dict:
             "units": "counts",
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
         }
+    if name == "sparse":
+        size = int(p.get("size", 1000))
+        return {"kind": "builtin", "name": name, "count": int(p.get("n", 16)),
+                "shape": [1, size, size], "bands": ["r"], "units": "counts",
+                "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}}
     if name == "hdf":
         return {"kind": "builtin", "name": name, "count": 1, "shape": [3, 872, 1000],
                 "bands": ["R", "G", "B"], "units": "8-bit level", "params": {}}
@@ -614,14 +734,17 @@ def from_spec(spec: str) -> ImageSet:
 
     ``builtin:galsim?n=5000&size=64&seed=3&bands=g,r,i&noise=correlated`` (any keyword of
     :func:`galsim_galaxies`; ``n`` defaults to 1000); ``builtin:hdf``;
-    ``builtin:hdf-stamps?size=64&n=200`` (keywords of :func:`hdf_stamps`). For galsim the
-    truth catalogue is in each image's ``meta`` (and ``prepare`` writes it as truth.csv).
+    ``builtin:hdf-stamps?size=64&n=200`` (keywords of :func:`hdf_stamps`);
+    ``builtin:sparse?n=16&size=1000&count=40&seed=0`` (keywords of :func:`sparse_fields`).
+    For galsim the truth catalogue is in each image's ``meta`` (and ``prepare`` writes it as
+    truth.csv); for sparse each field's meta lists its galaxies.
     """
     name, params = parse_spec(spec)
     _check_params(name, params, spec)
     func = globals()[_FUNCS[name]]
-    if name == "galsim":
-        params.setdefault("n", 1000)
+    if name in ("galsim", "sparse"):
+        if name == "galsim":
+            params.setdefault("n", 1000)
         iset, _ = func(**params)
     else:
         iset = func(**params)

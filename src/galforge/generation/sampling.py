@@ -33,6 +33,7 @@ from galforge.models.capabilities import (
     INTERMEDIATE,
     LATENT,
     NOISE,
+    PHYSICAL,
     STAGED,
     capabilities,
     require,
@@ -314,7 +315,8 @@ class Bundle:
         """Images for latents ``z`` as float32 ``N×C×H×W`` in physical units.
 
         The generator's model-space output is clamped to ``output_range`` and mapped back
-        to the training data's units with the normalizer's inverse. ``conditions``
+        to the training data's units with the normalizer's inverse (a generator with the
+        ``physical`` capability returns physical units itself: used as it is). ``conditions``
         (``N×K``) for conditional generators; ``truncation`` applies in w for generators
         with an intermediate latent space (to the first ``truncation_cutoff`` layers when
         given). ``noise``: maps from :meth:`noise` (None: the generator's stored maps).
@@ -323,16 +325,19 @@ class Bundle:
         z = torch.as_tensor(z, dtype=torch.float32)
         cond = None if conditions is None else torch.as_tensor(conditions, dtype=torch.float32)
         lo, hi = self.output_range
+        physical = PHYSICAL in self.capabilities
         chunks = []
         with torch.inference_mode():
             for s in range(0, z.shape[0], batch):
                 c = None if cond is None else cond[s : s + batch]
                 nz = None if noise is None else self._noise_rows(noise, s, s + batch)
                 out = self._forward(z[s : s + batch].to(self.device), c, truncation, nz,
-                                    truncation_cutoff)
-                chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
+                                    truncation_cutoff).float()
+                chunks.append((out if physical else out.clamp_(lo, hi)).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)
+        if physical:   # the generator maps its output to physical units itself
+            return np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
         model_space = np.concatenate(chunks, axis=0)
         physical = self.normalizer.inverse(model_space)
         return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))

@@ -33,6 +33,10 @@ these names, never on a family's name or class.
     maps stored with the weights, ``1×1×h×w`` each) and a ``noise=[maps]`` keyword on
     ``forward`` (and ``synthesis`` for intermediate generators); each map is ``N×1×h×w`` or
     ``1×1×h×w``. Without it the generator uses its own default (the stored maps in eval mode).
+``"physical"`` — the generator's output is already in the bundle's physical units
+    ``forward(z)`` returns physical images (the generator maps its parts' model-space output
+    with the normalisers it holds, e.g. to add galaxies into a field); sampling and training
+    use it as it is, without the clamp to ``output_range`` and the normaliser's inverse.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ CONDITIONAL = "conditional"
 INTERMEDIATE = "intermediate"
 STAGED = "staged"
 NOISE = "noise"
+PHYSICAL = "physical"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
@@ -56,10 +61,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     INTERMEDIATE: ("mapping", "synthesis", "mean_w", "num_ws"),
     STAGED: ("stages", "stage_output"),
     NOISE: ("noise_shapes", "const_noise", "forward"),
+    PHYSICAL: ("latent_shape", "forward"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "REQUIRED", "STAGED", "WINDOWED",
-           "capabilities", "require"]
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "REQUIRED", "STAGED",
+           "WINDOWED", "capabilities", "require"]
 
 
 def capabilities(generator: nn.Module) -> frozenset[str]:

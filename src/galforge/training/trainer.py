@@ -35,7 +35,7 @@ from galforge import __version__, interrupt
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
-from galforge.models.capabilities import NOISE, capabilities
+from galforge.models.capabilities import NOISE, PHYSICAL, capabilities
 from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
 from galforge.seeding import global_scope, step_generator
 from galforge.training import distributed as ddp
@@ -627,7 +627,8 @@ class Trainer:
             fh.write(json.dumps(rec) + "\n")
 
     def generate_fixed(self) -> np.ndarray:
-        """The fixed-latent samples of the export generator, in model space (float32)."""
+        """The fixed-latent samples of the export generator, in model space (float32; in
+        physical units for a generator with the ``physical`` capability)."""
         gen = self.export_generator()
         was = gen.training
         gen.eval()
@@ -656,8 +657,11 @@ class Trainer:
                     kw["noise"] = [torch.randn((int(n), 1, *s), generator=rng,
                                                device=self.recipe.device)
                                    for s in gen.noise_shapes()]
+                out = gen(z, *args, **kw).float()
+                if PHYSICAL in capabilities(gen):   # already in physical units
+                    return out.cpu().numpy()
                 lo, hi = self.recipe.output_range()
-                out = gen(z, *args, **kw).float().clamp(lo, hi).cpu().numpy()
+                out = out.clamp(lo, hi).cpu().numpy()
         finally:
             gen.train(was)
         if self.normalizer is not None:
@@ -669,7 +673,7 @@ class Trainer:
         from galforge.data.display import save_grid
 
         imgs = self.generate_fixed()
-        if self.normalizer is not None:
+        if self.normalizer is not None and PHYSICAL not in capabilities(self.export_generator()):
             imgs = np.asarray(self.normalizer.inverse(imgs), dtype=np.float32)
         path = self.folder.sample_grid(step)
         save_grid(path, imgs, self.bands, units=self.units)

@@ -1,0 +1,447 @@
+"""The two-stage GAN of sparse galaxy fields: positions, then galaxies (de Fremond et al.).
+
+A sparse field (one band, background exactly 0, galaxies as connected clusters of non-zero
+pixels; :mod:`galforge.data.sparse`) is made in two stages:
+
+1. **Positions.** A DCGAN-like generator draws a ``grid×grid`` occupancy map (32×32): a cell
+   is occupied when a galaxy's centre lies in it. ``z`` (``latent_dim``) → transposed
+   convolutions 4×4 (stride 1 to 4×4, then stride 2 up to the grid), batch norm + ReLU,
+   channel widths ``4W, 2W, W``; output channel 0 is ``tanh`` (occupied where > 0). The
+   conditional version adds three channels, the size class (small, medium, large) of each
+   cell as ``softmax × (occupancy + 1)/2`` — so a real grid reads ``[2·occ − 1,
+   one-hot(class) · occ]`` and the discriminator sees both the same way. Its
+   discriminator is the mirror image (strided 4×4 convolutions, LeakyReLU 0.2, logits).
+2. **Galaxies.** A BEGAN (Berthelot et al. 2017, §3–4) draws ``patch×patch`` (32×32) galaxy
+   patches from ``h`` uniform in ``[−1, 1]``: the generator is the BEGAN decoder (a fully
+   connected layer to ``n×8×8``, then per scale two 3×3 convolutions with ELU and a nearest
+   ×2 upsampling, a last 3×3 convolution) with a ``tanh`` head (a departure: it keeps the
+   output in the data normaliser's range); the discriminator is an autoencoder (encoder: 3×3
+   convolutions with ELU, a strided 3×3 convolution per scale widening by ``n``, a fully
+   connected layer to ``h``; decoder as the generator's, without the ``tanh``). The
+   conditional version feeds the size class as a one-hot vector beside ``h`` (generator and
+   decoder) and as three constant maps beside the image (encoder).
+
+**Composition** (:class:`TwoStageSampler`): one patch per occupied cell, its centre pixel
+(index ``patch // 2``) placed at the cell's centre plus a sub-cell offset drawn from the
+training data's offsets (stored with the weights), rounded to a whole pixel; patches are
+mapped to physical units with the data's normaliser, pixels below the data's faintest
+non-zero value are set to 0 (the background stays exactly 0), and overlapping patches add.
+The output is the full-size field in physical units (capability ``physical``).
+
+The latent of one field is one vector: ``latent_dim`` Gaussian numbers for the positions,
+then ``h`` per cell for its galaxy (mapped to ``[−1, 1]`` by ``2Φ(z) − 1``), then one per
+cell choosing its offset (``⌊Φ(z)·K⌋`` of the ``K`` stored offsets). Sample ``i`` of a seed
+is therefore one field, whatever the batch.
+
+Bundle family ``twostage``: parts ``positions`` (:class:`PositionsPart`: the stage-1
+generator, the field size and the offsets) and ``galaxies`` (:class:`GalaxiesPart`: the
+stage-2 generator, the normaliser and the faintest value).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from galforge.errors import ModelError
+from galforge.models.layers import PhysicalStretch, seeded_init
+from galforge.models.registry import register_family, register_generator
+
+__all__ = ["N_CLASSES", "BEGANDiscriminator", "GalaxiesPart", "PatchGenerator",
+           "PositionsDiscriminator", "PositionsGenerator", "PositionsPart", "TwoStageSampler",
+           "began_k_update", "convergence_measure", "grid_input", "reconstruction_loss"]
+
+#: size classes of the conditional model (small, medium, large)
+N_CLASSES = 3
+
+
+def _levels(size: int, base: int, what: str) -> int:
+    """Number of ×2 steps from ``base`` to ``size`` (a power-of-two multiple of ``base``)."""
+    size = int(size)
+    k = round(math.log2(size / base)) if size >= base else -1
+    if k < 0 or base * 2**k != size:
+        raise ModelError(f"{what}={size}: must be {base} × a power of two ({base}, {2 * base}, "
+                         f"{4 * base}, ...)")
+    return k
+
+
+def began_k_update(k: float, loss_real: float, loss_fake: float, gamma: float,
+                   lambda_k: float) -> float:
+    """BEGAN's equilibrium term: ``k ← clip(k + λ_k (γ L(x) − L(G(z))), 0, 1)``."""
+    return float(min(max(float(k) + float(lambda_k) * (float(gamma) * float(loss_real)
+                                                       - float(loss_fake)), 0.0), 1.0))
+
+
+def convergence_measure(loss_real: float, loss_fake: float, gamma: float) -> float:
+    """BEGAN's convergence measure ``M = L(x) + |γ L(x) − L(G(z))|``."""
+    return float(loss_real) + abs(float(gamma) * float(loss_real) - float(loss_fake))
+
+
+def grid_input(occupancy: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """A real grid as the positions discriminator sees it: ``N×1×G×G`` with ``2·occ − 1``, and
+    for a conditional model three more channels ``one-hot(class) · occ`` (``classes``:
+    ``N×G×G`` integers 0, 1, 2; ignored where empty)."""
+    occ = occupancy.float()
+    out = [occ[:, None] * 2.0 - 1.0]
+    if classes is not None:
+        onehot = F.one_hot(classes.long().clamp(0, N_CLASSES - 1), N_CLASSES)
+        out.append(onehot.permute(0, 3, 1, 2).float() * occ[:, None])
+    return torch.cat(out, dim=1)
+
+
+# ----------------------------------------------------------------------------- stage 1
+class PositionsGenerator(nn.Module):
+    """Stage 1: ``z`` (``N×latent_dim``) → ``N×(1 [+3])×grid×grid`` occupancy (and classes)."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
+                 conditional: bool = False, init_seed: int = 0):
+        super().__init__()
+        self.latent_dim, self.width, self.grid = int(latent_dim), int(width), int(grid)
+        self.conditional = bool(conditional)
+        if self.latent_dim < 1 or self.width < 1:
+            raise ModelError(f"positions generator: latent_dim={latent_dim} and width={width} "
+                             "must be >= 1")
+        ups = _levels(self.grid, 4, "model.grid")
+        self.out_channels = 1 + (N_CLASSES if self.conditional else 0)
+        widths = [self.width * 2 ** max(ups - 1 - i, 0) for i in range(ups)]
+        first = widths[0] if ups else self.width
+        layers: list[nn.Module] = [nn.ConvTranspose2d(self.latent_dim, first, 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(first), nn.ReLU(inplace=True)]
+        for i in range(ups):
+            cin = widths[i]
+            last = i == ups - 1
+            cout = self.out_channels if last else widths[i + 1]
+            layers.append(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=last))
+            if not last:
+                layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        if not ups:
+            layers.append(nn.Conv2d(first, self.out_channels, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+        seeded_init(self, init_seed)
+
+    def spec(self) -> dict:
+        return {"latent_dim": self.latent_dim, "width": self.width, "grid": self.grid,
+                "conditional": self.conditional}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        raw = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
+        occ = torch.tanh(raw[:, :1])
+        if not self.conditional:
+            return occ
+        return torch.cat([occ, torch.softmax(raw[:, 1:], dim=1) * (occ + 1.0) * 0.5], dim=1)
+
+
+class PositionsDiscriminator(nn.Module):
+    """Stage-1 discriminator: ``N×C×grid×grid`` → ``N`` logits (strided 4×4 convolutions)."""
+
+    def __init__(self, channels: int = 1, width: int = 64, grid: int = 32, init_seed: int = 1):
+        super().__init__()
+        downs = _levels(grid, 4, "model.grid")
+        layers: list[nn.Module] = []
+        cin = int(channels)
+        for i in range(downs):
+            cout = int(width) * 2**i
+            layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=i == 0))
+            if i:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            cin = cout
+        layers.append(nn.Conv2d(cin, 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+        seeded_init(self, init_seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+# ----------------------------------------------------------------------------- stage 2
+class _Decoder(nn.Module):
+    """BEGAN's decoder: ``h`` (+ class one-hot) → fc → ``n×8×8`` → [conv3 ELU ×2, up ×2]… → conv3."""
+
+    def __init__(self, latent_dim: int, width: int, patch: int, channels: int, extra: int):
+        super().__init__()
+        ups = _levels(patch, 8, "model.patch")
+        self.width = int(width)
+        self.fc = nn.Linear(int(latent_dim) + int(extra), self.width * 64)
+        blocks: list[nn.Module] = []
+        for i in range(ups + 1):
+            blocks += [nn.Conv2d(self.width, self.width, 3, 1, 1), nn.ELU(inplace=True),
+                       nn.Conv2d(self.width, self.width, 3, 1, 1), nn.ELU(inplace=True)]
+            if i < ups:
+                blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))
+        blocks.append(nn.Conv2d(self.width, int(channels), 3, 1, 1))
+        self.body = nn.Sequential(*blocks)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.body(self.fc(h).reshape(h.shape[0], self.width, 8, 8))
+
+
+def _onehot(classes: torch.Tensor | None, n: int, device, dtype) -> torch.Tensor | None:
+    if classes is None:
+        return None
+    c = classes.reshape(-1).long().clamp(0, N_CLASSES - 1)
+    if c.shape[0] != n:
+        raise ModelError(f"{c.shape[0]} size classes for {n} galaxies")
+    return F.one_hot(c, N_CLASSES).to(device=device, dtype=dtype)
+
+
+class PatchGenerator(nn.Module):
+    """Stage 2: ``h`` (``N×latent_dim``, uniform in [−1, 1]) [+ size class] → patches in [−1, 1]."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
+                 channels: int = 1, conditional: bool = False, init_seed: int = 2):
+        super().__init__()
+        self.latent_dim, self.width, self.patch = int(latent_dim), int(width), int(patch)
+        self.channels, self.conditional = int(channels), bool(conditional)
+        if self.latent_dim < 1 or self.width < 1:
+            raise ModelError(f"galaxy generator: latent_dim={latent_dim} and width={width} "
+                             "must be >= 1")
+        self.decoder = _Decoder(self.latent_dim, self.width, self.patch, self.channels,
+                                N_CLASSES if self.conditional else 0)
+        seeded_init(self, init_seed)
+
+    def spec(self) -> dict:
+        return {"latent_dim": self.latent_dim, "width": self.width, "patch": self.patch,
+                "channels": self.channels, "conditional": self.conditional}
+
+    def forward(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional:
+            if classes is None:
+                raise ModelError("the conditional galaxy generator needs the size classes")
+            h = torch.cat([h, _onehot(classes, h.shape[0], h.device, h.dtype)], dim=1)
+        return torch.tanh(self.decoder(h))
+
+
+class BEGANDiscriminator(nn.Module):
+    """BEGAN's autoencoder discriminator: patches [+ size class] → their reconstruction."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
+                 channels: int = 1, conditional: bool = False, init_seed: int = 3):
+        super().__init__()
+        downs = _levels(patch, 8, "model.patch")
+        self.conditional = bool(conditional)
+        n = int(width)
+        extra = N_CLASSES if self.conditional else 0
+        layers: list[nn.Module] = [nn.Conv2d(int(channels) + extra, n, 3, 1, 1),
+                                   nn.ELU(inplace=True)]
+        cin = n
+        for i in range(downs + 1):
+            layers += [nn.Conv2d(cin, cin, 3, 1, 1), nn.ELU(inplace=True),
+                       nn.Conv2d(cin, cin, 3, 1, 1), nn.ELU(inplace=True)]
+            if i < downs:
+                cout = n * (i + 2)
+                layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.ELU(inplace=True)]
+                cin = cout
+        self.encoder = nn.Sequential(*layers)
+        self.fc = nn.Linear(cin * 64, int(latent_dim))
+        self.decoder = _Decoder(int(latent_dim), n, int(patch), int(channels), extra)
+        seeded_init(self, init_seed)
+
+    def forward(self, x: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        onehot = _onehot(classes, x.shape[0], x.device, x.dtype) if self.conditional else None
+        if self.conditional and onehot is None:
+            raise ModelError("the conditional BEGAN discriminator needs the size classes")
+        inp = x if onehot is None else torch.cat(
+            [x, onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+        h = self.fc(self.encoder(inp).flatten(1))
+        if onehot is not None:
+            h = torch.cat([h, onehot], dim=1)
+        return self.decoder(h)
+
+
+def reconstruction_loss(d: BEGANDiscriminator, x: torch.Tensor,
+                        classes: torch.Tensor | None = None) -> torch.Tensor:
+    """BEGAN's ``L(v) = mean |v − D(v)|`` (L1 reconstruction error of the autoencoder)."""
+    return (x - d(x, classes)).abs().mean()
+
+
+# ----------------------------------------------------------------------------- parts
+class PositionsPart(nn.Module):
+    """Bundle part ``positions``: the stage-1 generator, the field size and the data's
+    sub-cell offsets (``offsets``: ``K×2`` ``(dx, dy)`` pixels) and size-class limits."""
+
+    CAPABILITIES = frozenset()
+
+    def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
+                 conditional: bool = False, image_height: int = 1000, image_width: int = 1000,
+                 n_offsets: int = 0, size_thresholds=None, init_seed: int = 0):
+        super().__init__()
+        if int(image_height) < int(grid) or int(image_width) < int(grid):
+            raise ModelError(f"fields of {image_height}×{image_width} pixels are smaller than "
+                             f"the {grid}×{grid} grid")
+        self.net = PositionsGenerator(latent_dim, width, grid, conditional, init_seed)
+        self.image_height, self.image_width = int(image_height), int(image_width)
+        self.size_thresholds = (None if size_thresholds is None
+                                else [float(v) for v in size_thresholds])
+        self.register_buffer("offsets", torch.zeros((int(n_offsets), 2)))
+
+    def set_layout(self, height: int, width: int, offsets: torch.Tensor,
+                   size_thresholds=None) -> None:
+        """Field size, offsets and size-class limits learnt from the data."""
+        if int(height) < self.net.grid or int(width) < self.net.grid:
+            raise ModelError(f"fields of {height}×{width} pixels are smaller than the "
+                             f"{self.net.grid}×{self.net.grid} grid (model.grid)")
+        self.image_height, self.image_width = int(height), int(width)
+        self.offsets = torch.as_tensor(offsets, dtype=torch.float32).reshape(-1, 2).to(
+            self.offsets.device).clone()
+        self.size_thresholds = (None if size_thresholds is None
+                                else [float(v) for v in size_thresholds])
+
+    def spec(self) -> dict:
+        return {**self.net.spec(), "image_height": self.image_height,
+                "image_width": self.image_width, "n_offsets": int(self.offsets.shape[0]),
+                "size_thresholds": self.size_thresholds}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class GalaxiesPart(nn.Module):
+    """Bundle part ``galaxies``: the stage-2 generator, the normaliser mapping its patches to
+    physical units and ``floor`` (the data's faintest non-zero value: less is background)."""
+
+    CAPABILITIES = frozenset()
+
+    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
+                 channels: int = 1, conditional: bool = False, normalizer: dict | None = None,
+                 init_seed: int = 2):
+        super().__init__()
+        self.net = PatchGenerator(latent_dim, width, patch, channels, conditional, init_seed)
+        desc = dict(normalizer) if normalizer else _identity(channels)
+        self.units = PhysicalStretch(channels, desc)
+        self.register_buffer("floor", torch.zeros(1))
+
+    def spec(self) -> dict:
+        return {**self.net.spec(), "normalizer": dict(self.units.description)}
+
+    def physical(self, model: torch.Tensor) -> torch.Tensor:
+        """Model-space patches → physical units, below ``floor`` set to 0."""
+        x = self.units.to_physical(model.clamp(-1.0, 1.0))
+        return torch.where(x >= self.floor, x, torch.zeros_like(x))
+
+    def forward(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.physical(self.net(h, classes))
+
+
+def _identity(channels: int) -> dict:
+    """A normaliser description mapping [-1, 1] onto itself (a model built without data)."""
+    c = int(channels)
+    return {"stretch": "linear", "target": [-1.0, 1.0], "lo": [-1.0] * c, "hi": [1.0] * c,
+            "offset": [0.0] * c, "softening": [1.0] * c}
+
+
+def _phi(z: torch.Tensor) -> torch.Tensor:
+    """The standard normal CDF."""
+    return 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+
+
+class TwoStageSampler(nn.Module):
+    """The ``twostage`` sampler: a latent vector → a full-size field in physical units."""
+
+    CAPABILITIES = frozenset({"latent", "physical"})
+
+    def __init__(self, positions: PositionsPart, galaxies: GalaxiesPart):
+        super().__init__()
+        if positions.net.conditional != galaxies.net.conditional:
+            raise ModelError("the positions and galaxies parts of a twostage model must both be "
+                             "conditional or both unconditional")
+        self.positions, self.galaxies = positions, galaxies
+
+    @property
+    def conditional(self) -> bool:
+        return self.positions.net.conditional
+
+    @property
+    def channels(self) -> int:
+        return self.galaxies.net.channels
+
+    @property
+    def cells(self) -> int:
+        return self.positions.net.grid ** 2
+
+    def latent_shape(self, n: int) -> tuple[int, int]:
+        return (int(n), self.positions.net.latent_dim
+                + self.cells * (self.galaxies.net.latent_dim + 1))
+
+    def _split(self, z: torch.Tensor):
+        n = z.shape[0]
+        l1, l2, cells = self.positions.net.latent_dim, self.galaxies.net.latent_dim, self.cells
+        if z.dim() != 2 or z.shape[1] != l1 + cells * (l2 + 1):
+            raise ModelError(f"a twostage latent is N×{l1 + cells * (l2 + 1)}, got "
+                             f"{tuple(z.shape)}")
+        return (z[:, :l1], z[:, l1:l1 + cells * l2].reshape(n, cells, l2),
+                z[:, l1 + cells * l2:])
+
+    def layout(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Occupied cells (``N×G×G`` bool) and their size classes (``N×G×G`` long, or None)."""
+        zp, _, _ = self._split(z)
+        g = self.positions(zp)
+        occ = g[:, 0] > 0
+        return occ, (g[:, 1:].argmax(dim=1) if self.conditional else None)
+
+    def place(self, patches: torch.Tensor, image: torch.Tensor, cell: torch.Tensor,
+              offsets: torch.Tensor, n: int) -> torch.Tensor:
+        """Fields ``N×C×H×W``: patch ``m`` added with its centre pixel at the centre of cell
+        ``cell[m]`` (flat index) of field ``image[m]`` plus ``offsets[m]`` ``(dx, dy)``."""
+        grid = self.positions.net.grid
+        h, w = self.positions.image_height, self.positions.image_width
+        c, p = patches.shape[1], patches.shape[-1]
+        out = torch.zeros((n, c, h, w), dtype=patches.dtype, device=patches.device)
+        if patches.shape[0] == 0:
+            return out
+        row, col = cell // grid, cell % grid
+        cy = (row.to(torch.float64) + 0.5) * h / grid - 0.5 + offsets[:, 1].double()
+        cx = (col.to(torch.float64) + 0.5) * w / grid - 0.5 + offsets[:, 0].double()
+        py, px = torch.floor(cy + 0.5).long(), torch.floor(cx + 0.5).long()
+        ar = torch.arange(p, device=patches.device) - p // 2
+        yy, xx = py[:, None] + ar[None], px[:, None] + ar[None]
+        valid = (((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :])
+        for ch in range(c):
+            flat = ((image[:, None, None] * c + ch) * h + yy[:, :, None]) * w + xx[:, None, :]
+            out.view(-1).index_add_(0, flat[valid], patches[:, ch][valid])
+        return out
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = z.shape[0]
+        _, zg, zo = self._split(z)
+        occ, classes = self.layout(z)
+        image, cell = occ.reshape(n, -1).nonzero(as_tuple=True)
+        h = 2.0 * _phi(zg[image, cell]) - 1.0
+        cls = None if classes is None else classes.reshape(n, -1)[image, cell]
+        if image.numel():
+            patches = self.galaxies(h, cls)
+        else:
+            p = self.galaxies.net.patch
+            patches = torch.zeros((0, self.channels, p, p), dtype=z.dtype, device=z.device)
+        k = self.positions.offsets.shape[0]
+        if k:
+            pick = torch.clamp((_phi(zo[image, cell]) * k).long(), 0, k - 1)
+            off = self.positions.offsets[pick]
+        else:
+            off = torch.zeros((image.numel(), 2), dtype=z.dtype, device=z.device)
+        return self.place(patches, image, cell, off, n)
+
+
+@register_generator("twostage_positions")
+def build_positions(spec: dict) -> PositionsPart:
+    """Rebuild the ``positions`` part from its bundle spec."""
+    return PositionsPart(**spec)
+
+
+@register_generator("twostage_galaxies")
+def build_galaxies(spec: dict) -> GalaxiesPart:
+    """Rebuild the ``galaxies`` part from its bundle spec."""
+    return GalaxiesPart(**spec)
+
+
+@register_family("twostage", parts=("positions", "galaxies"))
+def compose_twostage(parts: dict[str, nn.Module]) -> TwoStageSampler:
+    """The sampler of a ``twostage`` bundle from its two parts."""
+    if not isinstance(parts["positions"], PositionsPart) or not isinstance(parts["galaxies"],
+                                                                          GalaxiesPart):
+        raise ModelError("a twostage bundle is made of a twostage_positions and a "
+                         "twostage_galaxies part")
+    return TwoStageSampler(parts["positions"], parts["galaxies"])

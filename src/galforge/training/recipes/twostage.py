@@ -1,0 +1,296 @@
+"""Two-stage GAN of sparse galaxy fields: a positions GAN and a galaxy BEGAN, trained together.
+
+``galforge train DATA --model twostage [--set model.conditional=true]`` reads DATA whole
+(single-band fields with a background of exactly 0, e.g. ``builtin:sparse``), finds the
+galaxies (:mod:`galforge.data.sparse`: 8-connected clusters of non-zero pixels, size = pixel
+count) and trains, at every step:
+
+* phase ``positions`` — the stage-1 DCGAN on ``grid×grid`` occupancy grids (one per field;
+  flips and quarter turns): one discriminator update (binary cross-entropy) then one
+  generator update (non-saturating), Adam lr ``pos_lr``, β = (0.5, 0.999). Conditional: the
+  grids carry each occupied cell's size class (small/medium/large from the data's size
+  terciles, or ``model.size_thresholds``).
+* phase ``galaxies`` — the stage-2 BEGAN on ``patch×patch`` patches cut around every galaxy
+  (``patch_batch`` per step, drawn by epochs of their own; flips and quarter turns):
+  ``L_D = L(x) − k_t L(G(h))``, ``L_G = L(G(h))``, ``k_{t+1} = clip(k_t + λ_k (γ L(x) −
+  L(G(h))), 0, 1)`` with ``L`` the autoencoder's mean L1 reconstruction error; Adam lr
+  ``gal_lr``. The log has ``k_t`` and the convergence measure ``M = L(x) + |γ L(x) −
+  L(G(h))|``. ``k_t`` is part of the checkpointed recipe state, so resume is exact.
+  Conditional: the patches' size classes condition generator and discriminator.
+
+The patches are in the run's model space (the normaliser fitted on the fields; with the
+default 99.99th-percentile clip the brightest galaxy cores are clipped: ``--set
+data.clip_percentile=100`` keeps them). The exported bundle (family ``twostage``, parts
+``positions`` and ``galaxies``) also stores the field size, the data's sub-cell offsets and
+the faintest non-zero pixel value; its sampler composes full-size fields in physical units
+(:mod:`galforge.models.twostage`).
+
+Named configs: ``paper`` (positions: latent 100, width 64; BEGAN: h = 64, n = 64, lr 1e-4,
+γ = 0.5, λ_k = 0.001, the values of Berthelot et al. 2017) and ``small`` (widths 8, latents
+16: sized for a CPU and for tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from galforge.errors import ConfigError, DataError, TrainingError
+from galforge.models.twostage import (
+    N_CLASSES,
+    BEGANDiscriminator,
+    GalaxiesPart,
+    PositionsDiscriminator,
+    PositionsPart,
+    TwoStageSampler,
+    began_k_update,
+    convergence_measure,
+    grid_input,
+    reconstruction_loss,
+)
+from galforge.seeding import derive_seed
+from galforge.training.losses import discriminator_loss, generator_loss_nonsaturating
+from galforge.training.pipeline import BatchSource, Fields, StampBatches
+from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipes import register_recipe
+
+__all__ = ["MAX_OFFSETS", "TwoStageBatches", "TwoStageRecipe", "TwoStageSettings"]
+
+#: at most this many sub-cell offsets are stored with the model (an even subsample)
+MAX_OFFSETS = 4096
+
+
+@dataclass
+class TwoStageSettings:
+    """Hyper-parameters of the two-stage model (defaults: the paper values, see module doc)."""
+
+    conditional: bool = False             # size class per cell (stage 1) and patch (stage 2)
+    grid: int = 32                        # occupancy grid cells a side
+    patch: int = 32                       # galaxy patch pixels a side
+    size_thresholds: list | None = None   # small/medium and medium/large limits (pixels)
+    pos_latent_dim: int = 100
+    pos_width: int = 64                   # W: stage-1 widths 4W-2W-W
+    pos_lr: float = 2e-4
+    pos_beta1: float = 0.5
+    gal_latent_dim: int = 64              # h: BEGAN's latent and embedding size
+    gal_width: int = 64                   # n: BEGAN's filters
+    gal_lr: float = 1e-4
+    gal_beta1: float = 0.5
+    gamma: float = 0.5                    # BEGAN's diversity ratio γ
+    lambda_k: float = 0.001               # BEGAN's proportional gain λ_k
+    k0: float = 0.0                       # k_0
+    patch_batch: int = 64                 # galaxy patches per step
+    ema: float = 0.0
+
+    def __post_init__(self):
+        if not 0.0 < float(self.gamma) <= 1.0:
+            raise ConfigError(f"model.gamma={self.gamma} must be in (0, 1]")
+        if float(self.lambda_k) < 0:
+            raise ConfigError(f"model.lambda_k={self.lambda_k} must be >= 0")
+        if not 0.0 <= float(self.k0) <= 1.0:
+            raise ConfigError(f"model.k0={self.k0} must be in [0, 1]")
+        if int(self.patch_batch) < 1:
+            raise ConfigError(f"model.patch_batch={self.patch_batch} must be >= 1")
+        if not float(self.pos_lr) > 0 or not float(self.gal_lr) > 0:
+            raise ConfigError("model.pos_lr and model.gal_lr must be > 0")
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"model.conditional={self.conditional!r} must be true or false")
+        if self.size_thresholds is not None:
+            t = self.size_thresholds
+            if isinstance(t, str):
+                t = [v for v in t.replace(",", " ").split() if v]
+            try:
+                t1, t2 = (float(v) for v in t)
+            except (TypeError, ValueError):
+                raise ConfigError(f"model.size_thresholds={self.size_thresholds!r}: give two "
+                                  "pixel counts [SMALL_MAX, MEDIUM_MAX]") from None
+            if not t1 < t2:
+                raise ConfigError(f"model.size_thresholds={self.size_thresholds!r}: the first "
+                                  "must be below the second")
+            self.size_thresholds = [t1, t2]
+
+
+TWOSTAGE_CONFIGS = {
+    "paper": {"pos_width": 64, "gal_width": 64, "gal_latent_dim": 64, "pos_latent_dim": 100},
+    "small": {"pos_width": 8, "gal_width": 8, "gal_latent_dim": 16, "pos_latent_dim": 16,
+              "patch_batch": 16},
+}
+
+
+class TwoStageBatches(BatchSource):
+    """``{"grids", "patches", "classes"}`` per step: grids by epochs over the fields, patches
+    by epochs of their own (seed ``(seed, "patches")``); both a pure function of the step."""
+
+    def __init__(self, grids: Tensor, patches: Tensor, classes: Tensor, batch_size: int,
+                 patch_batch: int, seed: int):
+        self.grids = StampBatches(grids, batch_size, seed)
+        self.patches = StampBatches(patches, patch_batch, derive_seed(seed, "patches"),
+                                    conditions=classes)
+        self.steps_per_epoch = self.grids.steps_per_epoch
+
+    def batch(self, step: int) -> dict[str, Tensor]:
+        p = self.patches.batch(step)
+        return {"grids": self.grids.batch(step), "patches": p["images"],
+                "classes": p["conditions"]}
+
+
+@register_recipe("twostage")
+class TwoStageRecipe(Recipe):
+    """The two-stage GAN of sparse fields (positions DCGAN + galaxy BEGAN)."""
+
+    family = "twostage"
+    Settings = TwoStageSettings
+    CONFIGS = TWOSTAGE_CONFIGS
+    PHASES = (Phase("positions"), Phase("galaxies"))
+
+    @classmethod
+    def data_need(cls, settings) -> Fields:
+        return Fields()
+
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
+                 normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
+        s = self.settings
+        if self.channels != 1:
+            raise ConfigError(f"--model twostage learns single-band sparse fields; the data "
+                              f"have {self.channels} bands (select one with "
+                              "--set data.options.bands=[NAME])")
+        cond = bool(s.conditional)
+        side = int(image_size) if image_size else max(int(s.grid), int(s.patch))
+        positions = PositionsPart(int(s.pos_latent_dim), int(s.pos_width), int(s.grid), cond,
+                                  side, side, 0, None, init_seed=4 * self.seed)
+        galaxies = GalaxiesPart(int(s.gal_latent_dim), int(s.gal_width), int(s.patch), 1,
+                                cond, normalizer, init_seed=4 * self.seed + 1)
+        self.G = TwoStageSampler(positions, galaxies).to(self.device)
+        self.G.train()
+        self.D_pos = PositionsDiscriminator(1 + (N_CLASSES if cond else 0), int(s.pos_width),
+                                            int(s.grid), init_seed=4 * self.seed + 2).to(
+                                                self.device)
+        self.D_gal = BEGANDiscriminator(int(s.gal_latent_dim), int(s.gal_width), int(s.patch),
+                                        1, cond, init_seed=4 * self.seed + 3).to(self.device)
+        pb, gb = (float(s.pos_beta1), 0.999), (float(s.gal_beta1), 0.999)
+        self.opt_g_pos = torch.optim.Adam(positions.parameters(), lr=float(s.pos_lr), betas=pb)
+        self.opt_d_pos = torch.optim.Adam(self.D_pos.parameters(), lr=float(s.pos_lr), betas=pb)
+        self.opt_g_gal = torch.optim.Adam(galaxies.parameters(), lr=float(s.gal_lr), betas=gb)
+        self.opt_d_gal = torch.optim.Adam(self.D_gal.parameters(), lr=float(s.gal_lr), betas=gb)
+        self.k = float(s.k0)
+        self.data_notes: list[str] = []
+
+    # ------------------------------------------------------------------ data
+    def make_batches(self, data, batch_size: int, seed: int) -> TwoStageBatches:
+        """Detect the galaxies of the (model-space) fields and make grids, patches, offsets."""
+        from galforge.data.sparse import analyse
+
+        s = self.settings
+        x = torch.as_tensor(data, dtype=torch.float32)
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise TrainingError(f"--model twostage trains on single-band fields, got data of "
+                                f"shape {tuple(x.shape)}")
+        units = self.G.galaxies.units
+        with torch.no_grad():
+            physical = units.to_physical(x.double().to(units.lo.device)).cpu()
+            scale = float(max(units.lo.abs().max(), units.hi.abs().max(), 1e-30))
+            physical[physical.abs() <= 1e-6 * scale] = 0.0   # the exact-0 background
+        phys = physical.float().numpy()
+        h, w = phys.shape[-2:]
+        if h < int(s.grid) or w < int(s.grid):
+            raise DataError(f"fields of {h}×{w} pixels are smaller than the {s.grid}×{s.grid} "
+                            "grid (model.grid)")
+        ana = analyse(phys, grid=int(s.grid), patch=int(s.patch), thresholds=s.size_thresholds,
+                      source="the training data (--model twostage)")
+        self.data_notes = list(ana.notes)
+        occ = torch.from_numpy(ana.grids)
+        classes = torch.from_numpy(ana.class_grids.astype(np.int64) - 1).clamp(min=0)
+        grids = grid_input(occ, classes if s.conditional else None)
+        patches = units.to_model(torch.from_numpy(ana.patches)[:, None].to(units.lo.device)).cpu()
+        patch_classes = torch.from_numpy(ana.catalogue["size_class"].astype(np.float32))[:, None]
+        offsets = ana.offsets.astype(np.float32)
+        if len(offsets) > MAX_OFFSETS:
+            offsets = offsets[np.linspace(0, len(offsets) - 1, MAX_OFFSETS).round().astype(int)]
+        nonzero = np.abs(phys[phys != 0])
+        self.G.positions.set_layout(h, w, torch.from_numpy(offsets), ana.thresholds)
+        self.G.galaxies.floor.fill_(float(nonzero.min()))
+        self.G.to(self.device)
+        return TwoStageBatches(grids, patches.float(), patch_classes, batch_size,
+                               int(s.patch_batch), seed)
+
+    # ------------------------------------------------------------------ contract
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D_pos": self.D_pos, "D_gal": self.D_gal}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G_pos": self.opt_g_pos, "D_pos": self.opt_d_pos, "G_gal": self.opt_g_gal,
+                "D_gal": self.opt_d_gal}
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        return {"positions": self.G.positions.spec(), "galaxies": self.G.galaxies.spec()}
+
+    def export_parts(self, generator: nn.Module) -> dict[str, tuple[str, dict, nn.Module]]:
+        return {"positions": ("twostage_positions", generator.positions.spec(),
+                              generator.positions),
+                "galaxies": ("twostage_galaxies", generator.galaxies.spec(),
+                             generator.galaxies)}
+
+    def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    # ------------------------------------------------------------------ the step
+    def positions(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        """Stage 1: one D update (BCE) and one G update (non-saturating) on the grids."""
+        real = batch["grids"].to(self.device)
+        gen = self.G.positions
+        z = torch.randn((real.shape[0], gen.net.latent_dim), generator=ctx.rng,
+                        device=ctx.rng.device).to(self.device)
+        with self.autocast():
+            fake = gen(z)
+            real_logits = self.D_pos(real)
+            fake_logits = self.D_pos(fake.detach())
+            loss_real, loss_fake = discriminator_loss(real_logits, fake_logits)
+            loss_d = loss_real + loss_fake
+        self.optimize("D_pos", loss_d)
+        with self.autocast():
+            loss_g = generator_loss_nonsaturating(self.D_pos(fake))
+        self.optimize("G_pos", loss_g)
+        with torch.no_grad():
+            occupied = (fake[:, 0] > 0).float().sum(dim=(1, 2)).mean()
+            stats = torch.stack([loss_d.detach().float(), loss_g.detach().float(),
+                                 occupied.float()]).tolist()
+        return {"loss_d_pos": stats[0], "loss_g_pos": stats[1], "cells_fake": stats[2]}
+
+    def galaxies(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        """Stage 2: one BEGAN update of D and G, then the k_t update."""
+        s = self.settings
+        real = batch["patches"].to(self.device)
+        cls = batch["classes"][:, 0].long().to(self.device) if s.conditional else None
+        gen = self.G.galaxies.net
+        h = torch.rand((real.shape[0], gen.latent_dim), generator=ctx.rng,
+                       device=ctx.rng.device).to(self.device) * 2.0 - 1.0
+        with self.autocast():
+            fake = gen(h, cls)
+            loss_real = reconstruction_loss(self.D_gal, real, cls)
+            loss_fake_d = reconstruction_loss(self.D_gal, fake.detach(), cls)
+            loss_d = loss_real - self.k * loss_fake_d
+        self.optimize("D_gal", loss_d)
+        with self.autocast():
+            loss_g = reconstruction_loss(self.D_gal, fake, cls)
+        self.optimize("G_gal", loss_g)
+        lr_, lg = (float(v) for v in torch.stack([loss_real.detach().float(),
+                                                  loss_g.detach().float()]).tolist())
+        self.k = began_k_update(self.k, lr_, lg, float(s.gamma), float(s.lambda_k))
+        return {"loss_d_gal": float(loss_d.detach()), "loss_g_gal": lg, "loss_real_gal": lr_,
+                "k_t": self.k, "convergence_M": convergence_measure(lr_, lg, float(s.gamma))}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        return {"k": self.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "k" not in state:
+            raise TrainingError("the checkpoint has no two-stage recipe state (BEGAN's k_t)")
+        self.k = float(state["k"])

@@ -1,0 +1,149 @@
+"""The two-stage model: BEGAN's k_t, the networks, and composition into fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from galforge.errors import ModelError
+from galforge.models.capabilities import capabilities
+from galforge.models.registry import build_generator, compose, get_family
+from galforge.models.twostage import (
+    BEGANDiscriminator,
+    GalaxiesPart,
+    PatchGenerator,
+    PositionsDiscriminator,
+    PositionsGenerator,
+    PositionsPart,
+    TwoStageSampler,
+    began_k_update,
+    convergence_measure,
+    grid_input,
+    reconstruction_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _sampler(conditional=False, h=64, w=64, grid=8, offsets=None):
+    pos = PositionsPart(8, 4, grid, conditional, h, w, 0)
+    gal = GalaxiesPart(8, 4, 8, 1, conditional)
+    if offsets is not None:
+        pos.set_layout(h, w, torch.tensor(offsets, dtype=torch.float32))
+    return TwoStageSampler(pos, gal).eval()
+
+
+def test_began_k_update_follows_the_equilibrium_rule():
+    # k + λ (γ L(x) − L(G(z))): 0.5 + 0.1 (0.5·0.2 − 0.05) = 0.505
+    assert began_k_update(0.5, 0.2, 0.05, 0.5, 0.1) == pytest.approx(0.505)
+    assert began_k_update(0.5, 0.2, 0.3, 0.5, 0.1) == pytest.approx(0.48)
+    assert began_k_update(0.0, 0.1, 0.9, 0.5, 1.0) == 0.0      # clipped at 0
+    assert began_k_update(0.99, 1.0, 0.0, 1.0, 1.0) == 1.0     # clipped at 1
+    assert began_k_update(0.3, 0.4, 0.2, 0.5, 0.0) == 0.3      # λ_k = 0: k stays
+    assert convergence_measure(0.2, 0.05, 0.5) == pytest.approx(0.2 + 0.05)
+    # a run of updates equals the recurrence computed by hand
+    k, lr, lg = 0.0, [0.3, 0.25, 0.2], [0.1, 0.05, 0.2]
+    for a, b in zip(lr, lg, strict=True):
+        k = began_k_update(k, a, b, 0.7, 0.01)
+    expected = min(max(0.01 * ((0.21 - 0.1) + (0.175 - 0.05) + (0.14 - 0.2)), 0), 1)
+    assert k == pytest.approx(expected)
+
+
+def test_networks_shapes_and_reconstruction_loss():
+    g = PositionsGenerator(8, 4, 32, conditional=True)
+    out = g(torch.randn(3, 8))
+    assert out.shape == (3, 4, 32, 32)
+    occ01 = (out[:, 0] + 1) / 2
+    torch.testing.assert_close(out[:, 1:].sum(dim=1), occ01)   # classes × occupancy
+    assert PositionsDiscriminator(4, 4, 32)(out).shape == (3,)
+    real = grid_input(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), torch.tensor([[[2, 0], [0, 1]]]))
+    assert real[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert real[0, :, 0, 1].tolist() == [-1.0, 0.0, 0.0, 0.0]
+    pg = PatchGenerator(16, 4, 32, conditional=True)
+    cls = torch.tensor([0, 1, 2])
+    p = pg(torch.rand(3, 16) * 2 - 1, cls)
+    assert p.shape == (3, 1, 32, 32) and p.abs().max() <= 1
+    d = BEGANDiscriminator(16, 4, 32, conditional=True)
+    assert d(p, cls).shape == p.shape
+    loss = reconstruction_loss(d, p, cls)
+    assert loss.item() == pytest.approx((p - d(p, cls)).abs().mean().item())
+    with pytest.raises(ModelError, match="size classes"):
+        pg(torch.rand(3, 16))
+    with pytest.raises(ModelError, match="power of two"):
+        PositionsGenerator(8, 4, 24)
+
+
+def test_composition_puts_each_patch_exactly_at_its_cell():
+    s = _sampler(h=64, w=48, grid=8)
+    delta = torch.zeros((3, 1, 8, 8))
+    delta[:, 0, 4, 4] = torch.tensor([1.0, 2.0, 3.0])          # the centre pixel (index 8 // 2)
+    image = torch.tensor([0, 0, 1])
+    cell = torch.tensor([0, 8 * 3 + 5, 63])                     # (0,0), (3,5), (7,7)
+    offsets = torch.tensor([[0.0, 0.0], [1.2, -2.4], [0.0, 0.0]])
+    out = s.place(delta, image, cell, offsets, 2)
+    assert out.shape == (2, 1, 64, 48)
+    # cell centres: y = (r + 0.5)·8 − 0.5, x = (c + 0.5)·6 − 0.5, plus the offset, rounded
+    nz = {tuple(int(v) for v in i) for i in torch.nonzero(out)}
+    assert nz == {(0, 0, 4, 3), (0, 0, round(27.5 - 2.4), round(32.5 + 1.2)), (1, 0, 60, 45)}
+    assert out[0, 0, 4, 3] == 1.0 and out[1, 0, 60, 45] == 3.0
+    # overlapping patches add; what falls outside the field is dropped
+    both = s.place(torch.ones((2, 1, 8, 8)), torch.tensor([0, 0]), torch.tensor([0, 0]),
+                   torch.zeros((2, 2)), 1)
+    # centre pixel (4, 3): rows 0..7 inside, columns −1..6 of which column −1 is dropped
+    assert both.max() == 2.0 and both.sum() == 2 * 8 * 7
+
+
+def test_sampler_places_one_galaxy_per_occupied_cell(monkeypatch):
+    s = _sampler(h=64, w=64, grid=8, offsets=[[1.0, -1.0]])
+    assert capabilities(s) == {"latent", "physical"}
+    z = torch.randn(s.latent_shape(2))
+    occ, classes = s.layout(z)
+    assert classes is None and occ.shape == (2, 8, 8)
+
+    def delta(h, cls=None):
+        p = torch.zeros((h.shape[0], 1, 8, 8))
+        p[:, 0, 4, 4] = 1.0
+        return p
+
+    monkeypatch.setattr(s.galaxies, "forward", delta)
+    with torch.no_grad():
+        out = s(z)
+    for i in range(2):
+        r, c = np.nonzero(occ[i].numpy())
+        # centre (8r + 3.5, 8c + 3.5) plus the one stored offset (dx, dy) = (1, −1), rounded
+        expect = {(int(8 * a + 3.5 - 1 + 0.5), int(8 * b + 3.5 + 1 + 0.5))
+                  for a, b in zip(r, c, strict=True)}
+        got = {tuple(int(v) for v in p) for p in torch.nonzero(out[i, 0])}
+        assert got == expect
+        assert out[i].sum() == occ[i].sum()
+
+
+def test_galaxies_part_maps_to_physical_units_with_a_zero_background():
+    norm = {"stretch": "linear", "target": [-1.0, 1.0], "lo": [0.0], "hi": [100.0],
+            "offset": [0.0], "softening": [1.0]}
+    gal = GalaxiesPart(8, 4, 8, 1, False, norm)
+    gal.floor.fill_(5.0)
+    x = gal.physical(torch.tensor([-1.0, -0.95, -0.8, 1.0]).reshape(1, 1, 2, 2))
+    assert x.flatten().tolist() == pytest.approx([0.0, 0.0, 10.0, 100.0])
+
+
+def test_bundle_parts_rebuild_from_their_specs():
+    s = _sampler(conditional=True, offsets=[[0.5, 0.5], [-1.0, 2.0]])
+    assert get_family("twostage").parts == ("positions", "galaxies")
+    pos = build_generator("twostage_positions", s.positions.spec())
+    gal = build_generator("twostage_galaxies", s.galaxies.spec())
+    pos.load_state_dict(s.positions.state_dict())
+    gal.load_state_dict(s.galaxies.state_dict())
+    again = compose("twostage", {"positions": pos, "galaxies": gal}).eval()
+    z = torch.randn(s.latent_shape(2))
+    with torch.no_grad():
+        torch.testing.assert_close(again(z), s(z))
+    with pytest.raises(ModelError, match="both"):
+        TwoStageSampler(PositionsPart(8, 4, 8, True, 64, 64), GalaxiesPart(8, 4, 8))

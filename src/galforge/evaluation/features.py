@@ -1,6 +1,7 @@
 """Image features for the evaluation: power spectra, pixel histograms, feature networks.
 
-* :func:`power_spectra` -- azimuthally averaged 1-D power spectrum of every image and band.
+* :func:`power_spectra` -- azimuthally averaged (or summed, optionally windowed) 1-D power
+  spectrum of every image and band.
 * :func:`pixel_histograms` -- per-image, per-band pixel histograms on bin edges fixed once
   (from the real set) so real and fake are binned the same way.
 * :class:`GalaxyEncoder` -- galforge's galaxy encoder: a small CNN trained on GalSim
@@ -75,17 +76,37 @@ def band_reduce(images, bands=None, band=None) -> np.ndarray:
 # ---------------------------------------------------------------------------- spectra
 
 
-def power_spectra(images, *, max_k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Azimuthally averaged power spectrum of every image and band.
+def window_2d(h: int, w: int, window: str | None) -> np.ndarray | None:
+    """The 2-D taper ``window`` (``"hann"``: outer product of two symmetric Hann windows,
+    ``numpy.hanning``, zero at the edges) of shape ``h×w``; ``None`` for no window."""
+    if window is None or window == "none":
+        return None
+    if window == "hann":
+        return np.outer(np.hanning(h), np.hanning(w))
+    raise EvaluationError(f"unknown window {window!r}; use 'hann' or None")
 
-    Each band of each image has its mean removed, is Fourier transformed, and ``|F|² / (H·W)``
-    is averaged in integer rings of radius ``|k|`` (in FFT bins).  Returns ``(k, P)`` with
-    ``k`` the ring centres in cycles per pixel (length ``K``) and ``P`` of shape ``N×C×K``.
-    Ring 0 (the mean) is dropped; ``K = min(H, W) // 2`` unless ``max_k`` is smaller.
+
+def power_spectra(images, *, max_k: int | None = None, window: str | None = None,
+                  statistic: str = "mean", subtract_mean: bool = True,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthally averaged (or summed) power spectrum of every image and band.
+
+    Each band of each image has its mean removed (``subtract_mean``), is multiplied by the
+    2-D ``window`` (:func:`window_2d`; none by default), is Fourier transformed, and
+    ``|F|² / (H·W)`` is averaged (``statistic="mean"``) or summed (``"sum"``) in integer
+    rings of radius ``|k|`` (in FFT bins).  Returns ``(k, P)`` with ``k`` the ring centres in
+    cycles per pixel (length ``K``) and ``P`` of shape ``N×C×K``.  Ring 0 (the mean) is
+    dropped; ``K = min(H, W) // 2`` unless ``max_k`` is smaller.
     """
+    if statistic not in ("mean", "sum"):
+        raise EvaluationError(f"unknown ring statistic {statistic!r}; use 'mean' or 'sum'")
     x = _as_array(images).astype(np.float64)
     n, c, h, w = x.shape
-    x = x - x.mean(axis=(2, 3), keepdims=True)
+    if subtract_mean:
+        x = x - x.mean(axis=(2, 3), keepdims=True)
+    taper = window_2d(h, w, window)
+    if taper is not None:
+        x = x * taper
     power = np.abs(np.fft.fft2(x, axes=(2, 3))) ** 2 / (h * w)
     fy = np.fft.fftfreq(h) * h
     fx = np.fft.fftfreq(w) * w
@@ -96,6 +117,8 @@ def power_spectra(images, *, max_k: int | None = None) -> tuple[np.ndarray, np.n
     kmax = min(h, w) // 2 if max_k is None else min(max_k, min(h, w) // 2)
     sel = (ring >= 1) & (ring <= kmax)
     counts = np.bincount(ring[sel], minlength=kmax + 1)[1:]
+    if statistic == "sum":
+        counts = np.ones_like(counts)
     flat = power.reshape(n * c, h * w)[:, sel]
     out = np.zeros((n * c, kmax))
     for i in range(n * c):

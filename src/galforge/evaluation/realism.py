@@ -665,9 +665,10 @@ class Rung:
       ``exp(s·N(0,1) − s²/2)`` (mean 1, positive, zero background kept);
     * ``("shuffle", {})`` -- each galaxy's pixel values permuted among its own pixels;
     * ``("diamonds", {"fraction": f, "fixed": b})`` -- a fraction ``f`` of the galaxies
-      (chosen at random) replaced by a flat diamond ``|dx| + |dy| ≤ r`` at their flux-weighted
-      centre, with the galaxy's area and total flux, or (``fixed``) every diamond with the
-      image's median galaxy area and median flux;
+      (chosen at random; ``f·n`` rounded half up, at least one) replaced by a flat diamond ``|dx| + |dy| ≤ r`` at their flux-weighted
+      centre (moved inward when the diamond would cross the image border), with the galaxy's
+      area and total flux, or (``fixed``) every diamond with the image's median galaxy area
+      and median flux;
     * ``("move", {"fraction": f})`` -- a fraction ``f`` of the galaxies cut out and pasted at
       uniformly drawn positions (overlaps add).
     """
@@ -733,7 +734,8 @@ def _paste(out: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
 
 
 def _pick(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    k = int(round(float(fraction) * n))
+    # half up, and at least one galaxy when the fraction is positive
+    k = min(n, max(int(np.floor(float(fraction) * n + 0.5)), int(fraction > 0 and n > 0)))
     chosen = np.zeros(n, dtype=bool)
     chosen[rng.permutation(n)[:k]] = True
     return chosen
@@ -761,7 +763,10 @@ def _diamonds(plane, rng, fraction: float = 1.0, fixed: bool = False) -> np.ndar
             cy, cx = (yy * sub).sum() / wsum, (xx * sub).sum() / wsum
         else:
             cy, cx = yy[m].mean(), xx[m].mean()
-        _paste(out, shape * (flux / shape.sum()), int(round(cy)) - r, int(round(cx)) - r)
+        # centred on the galaxy, moved inward just enough to lie inside the image
+        cy = int(np.clip(round(cy), r, max(r, plane.shape[0] - 1 - r)))
+        cx = int(np.clip(round(cx), r, max(r, plane.shape[1] - 1 - r)))
+        _paste(out, shape * (flux / shape.sum()), cy - r, cx - r)
     return out
 
 

@@ -1,5 +1,5 @@
 """The ``galforge`` command line: data | train | export | generate | field | evaluate |
-pretrained | demo.
+score | pretrained | demo.
 
 Each command group lives in its own module and adds itself to :data:`app` through
 ``register(app)``. User errors (:class:`galforge.errors.GalforgeError`) are printed as one
@@ -21,7 +21,7 @@ from galforge import __version__
 from galforge.errors import GalforgeError, Interrupted
 
 COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "latent_cmd", "field_cmd", "evaluate_cmd",
-                   "pretrained_cmd", "demo_cmd", "baseline_cmd")
+                   "score_cmd", "pretrained_cmd", "demo_cmd", "baseline_cmd")
 
 app = typer.Typer(
     name="galforge",

@@ -10,6 +10,10 @@ Each measure is one registered object (:mod:`galforge.evaluation.registry`); a m
 one's own registers with the :func:`measure` (set-level) or :func:`object_measure`
 (per-object) decorator and then runs, is judged and is reported like the built-ins.
 
+:mod:`galforge.evaluation.realism` holds the realism scorer of sparse galaxy fields (a
+regressor of a realism score from pixel histograms and power spectra, and the degradation
+ladder that makes scored images offline; ``galforge score``).
+
 This package works on arrays (with band names and units) and knows nothing of models or
 bundles: whoever has a generator samples it and hands the images over.
 """

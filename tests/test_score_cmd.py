@@ -52,6 +52,10 @@ def test_ladder_writes_scored_fits_images(ladder_dir, capsys):
     real = [r for r in rows if r["rung"] == "real"]
     np.testing.assert_array_equal(read_plane(ladder_dir / real[0]["file"]), blobs(6)[0])
     assert (ladder_dir / "ladder.json").is_file()
+    from astropy.io import fits
+
+    head = fits.getheader(ladder_dir / real[0]["file"])
+    assert head["RSCORE"] == 8 and head["SOURCE"] == "field0.npy" and head["LADSEED"] == 3
     # the folder is refused a second time unless --overwrite
     assert main(["score", "ladder", str(ladder_dir.parent / "nope"), "--out", str(ladder_dir)]) == 2
 

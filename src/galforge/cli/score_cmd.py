@@ -31,6 +31,18 @@ def _fits_bytes(plane, header: dict) -> bytes:
     return buf.getvalue()
 
 
+def _source_name(meta: dict, data: str, i: int) -> str:
+    """The real image's file relative to DATA (or its id, or its index)."""
+    name = meta.get("file") or meta.get("id")
+    if not name:
+        return str(i)
+    try:
+        name = str(Path(name).resolve().relative_to(Path(data).expanduser().resolve()))
+    except (ValueError, OSError):
+        pass
+    return f"{name}[{meta['index']}]" if meta.get("index") else str(name)
+
+
 def _score_text(score: float) -> str:
     return f"{score:g}"
 
@@ -142,11 +154,11 @@ def register(app: typer.Typer) -> None:
         count = 0
         for i, rung, plane in (first, *steps):
             name = f"{i:05d}_s{_score_text(rung.score)}_{rung.name}.fits"
-            source = iset.meta[i].get("file") or iset.meta[i].get("id") or str(i)
+            source = _source_name(iset.meta[i], data, i)
             atomic_write_bytes(out / name, _fits_bytes(plane, {
                 "RSCORE": (float(rung.score), "realism score of this ladder rung"),
                 "RUNG": (rung.name, "degradation ladder rung"),
-                "SOURCE": (str(source)[:60], "real image it was made from"),
+                "SOURCE": (source[-40:], "real image it was made from"),
                 "LADSEED": (seed, "seed of the ladder's damage")}), fsync=False)
             table.writerow([name, _score_text(rung.score), f"{i:05d}", rung.name])
             count += 1

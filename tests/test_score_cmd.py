@@ -148,3 +148,18 @@ def test_errors_are_one_line_with_exit_2(ladder_dir, real_dir, tmp_path, capsys)
     assert main(["score", "ladder", str(noisy), "--out", str(tmp_path / "lad")]) == 2
     assert "--threshold" in _err(capsys)
     assert not (tmp_path / "lad").exists()
+
+
+def test_ladder_and_predict_take_a_builtin_spec(tmp_path, capsys):
+    spec = "builtin:sparse?n=2&size=64&count=3&stamp=24&seed=4"
+    assert main(["score", "ladder", spec, "--out", str(tmp_path / "lad")]) == 0
+    rows = _csv(tmp_path / "lad" / "scores.csv")
+    assert len(rows) == 18 and {r["group"] for r in rows} == {"00000", "00001"}
+    from astropy.io import fits
+
+    assert fits.getheader(tmp_path / "lad" / rows[-1]["file"])["SOURCE"] == "1"
+    assert main(["score", "fit", str(tmp_path / "lad"), "--scores", str(tmp_path / "lad" / "scores.csv"),
+                 "--folds", "2", "--trees", "10", "--out", str(tmp_path / "s")]) == 0
+    assert main(["score", "predict", spec, "--scorer", str(tmp_path / "s"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert [r["file"] for r in _csv(tmp_path / "p.csv")] == ["0", "1"]

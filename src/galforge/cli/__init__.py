@@ -1,5 +1,5 @@
 """The ``galforge`` command line: data | train | export | generate | field | evaluate |
-score | pretrained | demo.
+score | baseline | pretrained | demo.
 
 Each command group lives in its own module and adds itself to :data:`app` through
 ``register(app)``. User errors (:class:`galforge.errors.GalforgeError`) are printed as one

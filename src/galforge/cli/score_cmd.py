@@ -33,14 +33,14 @@ def _fits_bytes(plane, header: dict) -> bytes:
 
 def _source_name(meta: dict, data: str, i: int) -> str:
     """The real image's file relative to DATA (or its id, or its index)."""
-    name = meta.get("file") or meta.get("id")
+    name = meta.get("file")
     if not name:
-        return str(i)
+        return str(meta.get("id", i))
     try:
         name = str(Path(name).resolve().relative_to(Path(data).expanduser().resolve()))
     except (ValueError, OSError):
-        pass
-    return f"{name}[{meta['index']}]" if meta.get("index") else str(name)
+        name = str(name)
+    return f"{name}[{meta['index']}]" if meta.get("index") else name
 
 
 def _score_text(score: float) -> str:

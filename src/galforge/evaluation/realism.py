@@ -623,7 +623,8 @@ def iter_image_files(source) -> Iterator[tuple[str, np.ndarray]]:
     iset = load_images(source)
     planes = as_planes(iset.images)
     for k, meta in enumerate(iset.meta):
-        yield str(meta.get("file") or meta.get("id") or f"image-{k}"), planes[k:k + 1]
+        name = meta.get("file", meta.get("id"))
+        yield (f"image-{k}" if name is None else str(name)), planes[k:k + 1]
 
 
 def predict_files(scorer: RealismScorer, source) -> list[dict]:

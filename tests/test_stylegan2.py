@@ -185,3 +185,33 @@ def test_freezing_and_spec_round_trip():
     assert again.spec() == g.spec()
     with pytest.raises(ModelError, match="unknown keys"):
         build_generator("stylegan2", {**g.spec(), "tanh": True})
+
+
+@pytest.mark.parametrize("hw", [(16, 32), (64, 16)])
+def test_non_square_generator_and_discriminator(hw):
+    h, w = hw
+    g, d = build_stylegan2_pair(h, 2, image_width=w, **TINY)
+    ah, aw = (1, 2) if w > h else (4, 1)
+    assert g.const.shape[1:] == (4 * ah, 4 * aw)                  # the constant's aspect
+    img = g(torch.randn(3, 8))
+    assert img.shape == (3, 2, h, w) and torch.isfinite(img).all()
+    assert d(img).shape == (3,)
+    assert d.fc.weight.shape[1] == d.conv.weight.shape[0] * 16 * ah * aw   # sized epilogue
+    assert g.noise_shapes()[0] == (4 * ah, 4 * aw) and g.noise_shapes()[-1] == (h, w)
+    g.eval()
+    explicit = [torch.zeros(1, 1, *s) for s in g.noise_shapes()]
+    assert g.synthesis(g.mapping(torch.randn(1, 8)), explicit).shape == (1, 2, h, w)
+    assert g.num_ws == 2 * int(math.log2(min(h, w))) - 2
+    again = build_generator("stylegan2", g.spec())
+    assert again.spec() == g.spec() and g.spec()["image_width"] == w
+    again.load_state_dict(g.state_dict())
+    with pytest.raises(ModelError, match=f"reads {h}×{w}"):
+        d(torch.zeros(3, 2, h, h if h != w else 2 * w))
+
+
+def test_square_spec_has_no_width_and_bad_widths_are_refused():
+    g = StyleGAN2Generator(16, 1, **TINY, image_width=16)
+    assert "image_width" not in g.spec() and g.const.shape[1:] == (4, 4)
+    for bad in (24, 8, 2048):
+        with pytest.raises(ModelError, match="image width"):
+            StyleGAN2Generator(16, 1, **TINY, image_width=bad)

@@ -219,3 +219,36 @@ def test_init_from_a_bundle_maps_bands_through_every_torgb(run4, tmp_path):
     for k in ("torgbs.0.weight", "torgbs.2.bias"):
         torch.testing.assert_close(got[f"module.G.{k}"], src[k].flip(0))
     torch.testing.assert_close(got["module.G.convs.1.weight"], src["convs.1.weight"])
+
+
+def test_non_square_model_trains_exports_and_generates(tmp_path):
+    rng = np.random.default_rng(2)
+    data = tmp_path / "wide.npz"
+    np.savez(data, images=rng.gamma(2.0, 5.0, (8, 2, 16, 32)).astype(np.float32),
+             bands=np.array(["g", "r"]), units=np.array(["counts"]))
+    run = tmp_path / "wide"
+    assert _train(str(data), run, 2, "--set=model.image_width=32") == 0
+    meta = json.loads((run / "bundle" / "bundle.json").read_text())
+    assert meta["image_shape"] == [2, 16, 32]
+    assert meta["config"]["model"]["image_width"] == 32
+    out = tmp_path / "gen"
+    assert main(["generate", str(run / "bundle"), "-n", "2", "--out", str(out)]) == 0
+    from astropy.io import fits
+
+    assert fits.getdata(out / "galaxy_000000.fits").shape == (2, 16, 32)
+    from galforge.generation import load_bundle
+    from galforge.latent import interpolation, project, style_mix
+
+    b = load_bundle(run / "bundle")
+    assert style_mix(b, [1, 2], [3], "0-1").images.shape == (2, 1, 2, 16, 32)
+    assert interpolation(b, [1, 2], frames=3)[1].shape == (3, 2, 16, 32)
+    target = fits.getdata(out / "galaxy_000001.fits").astype(np.float32)
+    fit = project(b, target, steps=2, wplus=True, noise=True, progress=False)
+    assert fit.reconstruction.shape == (2, 16, 32) and np.isfinite(fit.chi2_per_pixel)
+    # square data for a wide model: the data are resized to the model's shape on reading
+    sq = tmp_path / "square.npz"
+    np.savez(sq, images=rng.gamma(2.0, 5.0, (8, 2, 32, 32)).astype(np.float32),
+             bands=np.array(["g", "r"]), units=np.array(["counts"]))
+    assert _train(str(sq), tmp_path / "sq", 1, "--set=model.image_width=32") == 0
+    assert main(["train", str(sq), "--model", "stylegan2", "--out", str(tmp_path / "bad"),
+                 "--steps", "1", *CLI_TINY, "--set=model.image_width=24"]) == 2

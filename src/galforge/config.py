@@ -70,7 +70,7 @@ class DataConfig:
             opts["crop"] = int(self.crop_pixels)
         size = self.resize if self.resize is not None else image_size
         if size is not None:
-            opts["size"] = int(size)
+            opts["size"] = int(size) if isinstance(size, int) else tuple(int(v) for v in size)
             opts["resize_method"] = self.resize_method
         return opts
 

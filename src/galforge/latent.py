@@ -146,7 +146,7 @@ def _noise_regularisation(maps: list[torch.Tensor]) -> torch.Tensor:
         while True:
             total = total + (x * torch.roll(x, 1, dims=3)).mean().square()
             total = total + (x * torch.roll(x, 1, dims=2)).mean().square()
-            if x.shape[-1] <= 8:
+            if min(x.shape[-2:]) <= 8:
                 break
             x = F.avg_pool2d(x, 2) * 2.0
     return total

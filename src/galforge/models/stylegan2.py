@@ -27,6 +27,15 @@ Channels at resolution ``r`` are ``min(channel_base // r, channel_max)``: config
 ``channel_base = 32768``, ``channel_max = 512``; the ADA paper's ``paper256`` halves the base.
 Any resolution ``2^k`` from 16 to 1024 and any number of image bands.
 
+**Non-square images** (a departure from the paper, as its NVlabs forks do it): ``image_width``
+different from ``image_size`` (the height) — both powers of 2 from 16 to 1024 — gives the learned
+constant the image's aspect (``4×8`` for 64×128, ``8×4`` for 128×64). Every level of the
+synthesis network is then ``r·a_h × r·a_w`` for ``r`` = 4 … min(H, W) and ``(a_h, a_w)`` the
+aspect reduced to its short side (``(1, 2)``), the channels at a level are those of its short side
+``r``; the discriminator mirrors it down to the same ``4·a_h × 4·a_w`` epilogue, whose fully
+connected layer reads ``c₄ · 16 · a_h · a_w`` features. A square model (the default) is built and
+initialised exactly as before.
+
 The per-layer noise is drawn from torch's global generator while the module is in training
 mode (the trainer seeds it per step). ``synthesis(w, noise=[...])`` takes the noise maps
 explicitly (one ``N×1×r×r`` or ``1×1×r×r`` map per convolution, :meth:`noise_shapes`); in
@@ -176,16 +185,18 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: b
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 convolution + noise + bias + leaky ReLU (one w per layer)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution,
                  up: int = 1):
         super().__init__()
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(resolution, resolution))
+        #: ``(h, w)`` of the output (``resolution``: a side, or ``(h, w)``)
+        self.size = _hw(resolution)
+        self.register_buffer("noise_const", torch.randn(*self.size))
         self.register_buffer("fir", fir_filter(), persistent=False)
-        self.up, self.resolution = int(up), int(resolution)
+        self.up, self.resolution = int(up), self.size[0]
 
     def forward(self, x: Tensor, w: Tensor, noise: Tensor | None = None) -> Tensor:
         styles = self.affine(w)
@@ -193,8 +204,7 @@ class SynthesisLayer(nn.Module):
         if noise is not None:
             noise = noise.to(x.dtype)
         elif self.training:
-            noise = torch.randn((x.shape[0], 1, self.resolution, self.resolution),
-                                device=x.device, dtype=x.dtype)
+            noise = torch.randn((x.shape[0], 1, *self.size), device=x.device, dtype=x.dtype)
         else:
             noise = self.noise_const.to(x.dtype)
         x = x + noise * self.noise_strength + self.bias[None, :, None, None]
@@ -232,12 +242,29 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
     return max(1, min(int(channel_base) // int(resolution), int(channel_max)))
 
 
-def _check_resolution(resolution: int) -> int:
+def _check_resolution(resolution: int, what: str = "image size") -> int:
     r = int(resolution)
     if r < MIN_RES or r > MAX_RES or r & (r - 1):
-        raise ModelError(f"StyleGAN2 image size {resolution} is not supported: use a power of 2 "
+        raise ModelError(f"StyleGAN2 {what} {resolution} is not supported: use a power of 2 "
                          f"from {MIN_RES} to {MAX_RES} (resize the data with data.resize)")
     return r
+
+
+def image_shape(image_size: int, image_width: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` checked: each side a power of 2 from 16 to 1024."""
+    h = _check_resolution(image_size)
+    w = h if image_width is None else _check_resolution(image_width, "image width")
+    return h, w
+
+
+def aspect_of(height: int, width: int) -> tuple[int, int]:
+    """The aspect ``(a_h, a_w)`` reduced to the short side: ``(1, 2)`` for 64×128."""
+    short = min(int(height), int(width))
+    return int(height) // short, int(width) // short
+
+
+def _hw(size) -> tuple[int, int]:
+    return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
 
 
 class MappingNetwork(nn.Module):
@@ -269,39 +296,45 @@ class StyleGAN2Generator(nn.Module):
 
     Parameters
     ----------
-    image_size: output side, a power of 2 from 16 to 1024.
+    image_size: output height (and width, unless ``image_width``), a power of 2 from 16 to 1024.
     channels: image bands produced.
     z_dim, w_dim: latent and intermediate latent lengths (512 in the paper).
     mapping_layers: depth of the mapping network (8 in config F, 2 in the ADA ``auto``).
     channel_base, channel_max: feature maps ``min(channel_base // res, channel_max)``.
     mapping_lr_mul: learning-rate multiplier of the mapping network (0.01).
     init_seed: seed of the weight initialisation.
+    image_width: output width when it differs from the height (a power of 2 from 16 to 1024;
+        None: square); the constant takes the aspect (see the module docstring).
     """
 
     CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
 
     def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
                  w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 32768,
-                 channel_max: int = 512, mapping_lr_mul: float = 0.01, init_seed: int = 0):
+                 channel_max: int = 512, mapping_lr_mul: float = 0.01, init_seed: int = 0,
+                 image_width: int | None = None):
         super().__init__()
-        self.image_size = _check_resolution(image_size)
+        self.image_size, self.image_width = image_shape(image_size, image_width)
         if int(channels) < 1:
             raise ModelError(f"the data have {channels} bands: a StyleGAN2 needs at least one")
         self.channels, self.z_dim, self.w_dim = int(channels), int(z_dim), int(w_dim)
         self.mapping_layers, self.mapping_lr_mul = int(mapping_layers), float(mapping_lr_mul)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
-        log2 = int(math.log2(self.image_size))
+        ah, aw = self.aspect = aspect_of(self.image_size, self.image_width)
+        log2 = int(math.log2(min(self.image_size, self.image_width)))
+        #: the short side at each level, coarse to fine (the level's maps are r·a_h × r·a_w)
         self.resolutions = [2 ** i for i in range(2, log2 + 1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
         with seeded_global(int(init_seed)):
             self.mapping_net = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers,
                                               self.mapping_lr_mul)
-            self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
-            convs, torgbs = [SynthesisLayer(ch[4], ch[4], self.w_dim, 4)], [
+            self.const = nn.Parameter(torch.randn(ch[4], 4 * ah, 4 * aw))
+            convs, torgbs = [SynthesisLayer(ch[4], ch[4], self.w_dim, (4 * ah, 4 * aw))], [
                 ToRGB(ch[4], self.channels, self.w_dim)]
             for r in self.resolutions[1:]:
-                convs.append(SynthesisLayer(ch[r // 2], ch[r], self.w_dim, r, up=2))
-                convs.append(SynthesisLayer(ch[r], ch[r], self.w_dim, r))
+                hw = (r * ah, r * aw)
+                convs.append(SynthesisLayer(ch[r // 2], ch[r], self.w_dim, hw, up=2))
+                convs.append(SynthesisLayer(ch[r], ch[r], self.w_dim, hw))
                 torgbs.append(ToRGB(ch[r], self.channels, self.w_dim))
             self.convs = nn.ModuleList(convs)
             self.torgbs = nn.ModuleList(torgbs)
@@ -310,10 +343,13 @@ class StyleGAN2Generator(nn.Module):
         self.num_ws = len(self.convs) + 1
 
     def spec(self) -> dict:
-        return {"image_size": self.image_size, "channels": self.channels, "z_dim": self.z_dim,
-                "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
-                "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "mapping_lr_mul": self.mapping_lr_mul}
+        out = {"image_size": self.image_size, "channels": self.channels, "z_dim": self.z_dim,
+               "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
+               "channel_base": self.channel_base, "channel_max": self.channel_max,
+               "mapping_lr_mul": self.mapping_lr_mul}
+        if self.image_width != self.image_size:       # square specs stay as they were
+            out["image_width"] = self.image_width
+        return out
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
         return (int(n), self.z_dim)
@@ -337,7 +373,7 @@ class StyleGAN2Generator(nn.Module):
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         """``(h, w)`` of each noise input, one per convolution from coarse to fine."""
-        return [(c.resolution, c.resolution) for c in self.convs]
+        return [c.size for c in self.convs]
 
     def const_noise(self) -> list[Tensor]:
         """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
@@ -429,12 +465,13 @@ class StyleGAN2Discriminator(nn.Module):
 
     def __init__(self, image_size: int = 256, channels: int = 3, channel_base: int = 32768,
                  channel_max: int = 512, mbstd_group: int = 4, mbstd_features: int = 1,
-                 init_seed: int = 1):
+                 init_seed: int = 1, image_width: int | None = None):
         super().__init__()
-        self.image_size = _check_resolution(image_size)
+        self.image_size, self.image_width = image_shape(image_size, image_width)
         self.channels = int(channels)
         self.mbstd_group, self.mbstd_features = int(mbstd_group), int(mbstd_features)
-        log2 = int(math.log2(self.image_size))
+        ah, aw = self.aspect = aspect_of(self.image_size, self.image_width)
+        log2 = int(math.log2(min(self.image_size, self.image_width)))
         res = [2 ** i for i in range(log2, 1, -1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in res}
         with seeded_global(int(init_seed)):
@@ -442,10 +479,13 @@ class StyleGAN2Discriminator(nn.Module):
             self.blocks = nn.ModuleList(DiscriminatorBlock(ch[r], ch[r // 2]) for r in res[:-1])
             c4 = ch[4]
             self.conv = EqualConv2d(c4 + self.mbstd_features, c4, 3)
-            self.fc = EqualLinear(c4 * 16, c4, activation=True)
+            self.fc = EqualLinear(c4 * 16 * ah * aw, c4, activation=True)
             self.out = EqualLinear(c4, 1)
 
     def forward(self, img: Tensor) -> Tensor:
+        if tuple(img.shape[-2:]) != (self.image_size, self.image_width):
+            raise ModelError(f"the discriminator reads {self.image_size}×{self.image_width} "
+                             f"images, not {img.shape[-2]}×{img.shape[-1]}")
         x = self.fromrgb(img)
         for block in self.blocks:
             x = block(x)
@@ -478,13 +518,15 @@ class StyleGAN2Discriminator(nn.Module):
 
 def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,
                          mapping_layers: int = 8, channel_base: int = 32768,
-                         channel_max: int = 512, mbstd_group: int = 4, seed: int = 0
+                         channel_max: int = 512, mbstd_group: int = 4, seed: int = 0,
+                         image_width: int | None = None
                          ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
-    """A matching generator and discriminator, initialised from ``seed``."""
+    """A matching generator and discriminator, initialised from ``seed`` (``image_width``:
+    non-square images, ``image_size`` then being the height)."""
     g = StyleGAN2Generator(image_size, channels, z_dim, w_dim, mapping_layers, channel_base,
-                           channel_max, init_seed=2 * int(seed))
+                           channel_max, init_seed=2 * int(seed), image_width=image_width)
     d = StyleGAN2Discriminator(image_size, channels, channel_base, channel_max, mbstd_group,
-                               init_seed=2 * int(seed) + 1)
+                               init_seed=2 * int(seed) + 1, image_width=image_width)
     return g, d
 
 
@@ -492,7 +534,7 @@ def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_
 def build_stylegan2_generator(spec: dict) -> StyleGAN2Generator:
     """Rebuild a StyleGAN2 generator from its bundle spec (weights loaded separately)."""
     known = {"image_size", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base",
-             "channel_max", "mapping_lr_mul"}
+             "channel_max", "mapping_lr_mul", "image_width"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(f"StyleGAN2 spec has unknown keys {sorted(unknown)}; known keys: "

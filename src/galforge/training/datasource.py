@@ -35,8 +35,9 @@ def _blank_images(images: np.ndarray) -> np.ndarray:
     return np.flatnonzero(flat.max(axis=1) == flat.min(axis=1))
 
 
-def load_training_data(cfg, image_size: int | None) -> TrainingData:
-    """Read ``cfg.data.source`` for a model of ``image_size`` pixels (None: any size).
+def load_training_data(cfg, image_size) -> TrainingData:
+    """Read ``cfg.data.source`` for a model of ``image_size`` pixels a side, or of
+    ``(height, width)`` (None: any size).
 
     Raises DataError for data that cannot train a model (no images, every image constant,
     images of several sizes for a model of any size), naming the ``data.*`` option to use.
@@ -69,8 +70,9 @@ def load_training_data(cfg, image_size: int | None) -> TrainingData:
             f"pixels ({resize['method']}), to {why}; choose with --set data.resize=N and "
             "data.resize_method"
         )
-        if d.resize is None:
-            d.resize = int(h)  # config.yaml records the resize that was done
+        if d.resize is None and int(h) == int(w):
+            d.resize = int(h)  # config.yaml records the resize that was done (a non-square
+            # one is the model's image_size × image_width, which the config already records)
 
     blank = _blank_images(images)
     if len(blank) == len(images):

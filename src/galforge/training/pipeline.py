@@ -51,10 +51,11 @@ __all__ = ["BatchSource", "Fields", "PairedBatches", "PairedStamps", "StampBatch
 # ----------------------------------------------------------------------------- needs
 @dataclass(frozen=True)
 class Stamps:
-    """One stack of images, resized to ``size`` pixels a side (None: as read), with the
-    meta columns ``conditions`` of each image as float conditions."""
+    """One stack of images, resized to ``size`` pixels a side, or to ``(height, width)`` for
+    non-square images (None: as read), with the meta columns ``conditions`` of each image as
+    float conditions."""
 
-    size: int | None = None
+    size: int | tuple[int, int] | None = None
     conditions: tuple[str, ...] = ()
 
 

@@ -34,6 +34,11 @@ Named configs (``model.config``):
   ADA's p free to move by 1 in 100k images instead of 500k (a CPU run sees a few hundred
   thousand images in all: at the paper's speed p could not follow D's overfitting).
 
+``image_width``: images wider (or taller) than ``image_size`` (the height), e.g. ``image_size=64``
+and ``image_width=128`` for 64×128 stamps: the generator's constant and the discriminator's
+epilogue take the aspect (:mod:`galforge.models.stylegan2`); the data are read (resized) to
+that shape. Both sides are powers of 2 from 16 to 1024; None (default) is square.
+
 ``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
 fakes) or ``none``; ``loss``: ``nonsaturating`` (default) or ``wgan_gp`` (λ = 10, drift
 0.001; no R1 phase).
@@ -59,6 +64,7 @@ from galforge.training.losses import (
     wgan_d_loss,
     wgan_g_loss,
 )
+from galforge.training.pipeline import Stamps
 from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
@@ -70,7 +76,8 @@ LOSSES = ("nonsaturating", "wgan_gp")
 class StyleGAN2Settings:
     """Hyper-parameters; the defaults are config F of Karras et al. (2020a) with ADA."""
 
-    image_size: int = 256
+    image_size: int = 256                 # the height (and the width unless image_width)
+    image_width: int | None = None        # non-square images: their width (None: square)
     z_dim: int = 512
     w_dim: int = 512
     mapping_layers: int = 8
@@ -109,6 +116,17 @@ class StyleGAN2Settings:
         for key in ("r1_interval", "pl_interval", "ada_interval", "pl_batch_shrink"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be >= 1")
+        for key in ("image_size", "image_width"):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 16 or v > 1024 or v & (v - 1):
+                raise ConfigError(f"model.{key}={v!r} must be a power of 2 from 16 to 1024")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` of the images."""
+        return int(self.image_size), int(self.image_width or self.image_size)
 
 
 STYLEGAN2_CONFIGS = {
@@ -140,14 +158,19 @@ class StyleGAN2Recipe(PairRecipe):
                  normalizer: dict | None = None):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
-        size = int(image_size or s.image_size)
-        if size != int(s.image_size):
-            raise ConfigError(f"model.image_size={s.image_size} but the data are {size}×{size}: "
-                              "set data.resize or model.image_size")
+        h, w = s.shape
+        got = (h, w) if image_size is None else (
+            (int(image_size), int(image_size)) if isinstance(image_size, int)
+            else tuple(int(v) for v in image_size))
+        if got != (h, w):
+            raise ConfigError(f"the model makes {h}×{w} images (model.image_size, "
+                              f"model.image_width) but the data are {got[0]}×{got[1]}: set "
+                              "data.resize or the model's size")
         self.G, self.D = build_stylegan2_pair(
-            size, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
+            h, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
             channel_base=s.channel_base, channel_max=s.channel_max,
-            mbstd_group=s.mbstd_group, seed=self.seed)
+            mbstd_group=s.mbstd_group, seed=self.seed,
+            image_width=None if w == h else w)
         self.G.to(self.device)
         self.D.to(self.device)
         wgan = s.loss == "wgan_gp"
@@ -174,6 +197,12 @@ class StyleGAN2Recipe(PairRecipe):
             self.augment = DiffAugment()
 
     # ------------------------------------------------------------------ contract
+    @classmethod
+    def data_need(cls, settings) -> Stamps:
+        """Stamps of the model's ``(height, width)`` (a side when square)."""
+        h, w = settings.shape
+        return Stamps(h if h == w else (h, w))
+
     def phases(self) -> tuple[Phase, ...]:
         s = self.settings
         out = [Phase("g_main")]
@@ -197,11 +226,13 @@ class StyleGAN2Recipe(PairRecipe):
         return None
 
     def r1_gamma(self) -> float:
-        """γ: the setting, or the ADA heuristic ``0.0002 · res² / batch``."""
+        """γ: the setting, or the ADA heuristic ``0.0002 · res² / batch`` (``res²`` the pixel
+        count ``H · W`` for non-square images)."""
         s = self.settings
         if s.r1_gamma is not None:
             return float(s.r1_gamma)
-        return 0.0002 * int(s.image_size) ** 2 / float(self.batch_size or 32)
+        h, w = s.shape
+        return 0.0002 * h * w / float(self.batch_size or 32)
 
     def ema_kimg(self) -> float:
         s = self.settings

@@ -252,3 +252,21 @@ def test_non_square_model_trains_exports_and_generates(tmp_path):
     assert _train(str(sq), tmp_path / "sq", 1, "--set=model.image_width=32") == 0
     assert main(["train", str(sq), "--model", "stylegan2", "--out", str(tmp_path / "bad"),
                  "--steps", "1", *CLI_TINY, "--set=model.image_width=24"]) == 2
+
+
+def test_resume_is_exact_with_the_optional_ada_stages(data, run4, tmp_path):
+    stages = [*ADA, "--set=model.ada_pipeline=galaxy+geom+noise"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _train(data, a, 4, *stages) == 0
+    assert _train(data, b, 2, *stages) == 0
+    assert _train(data, b, 4, "--resume", *stages) == 0
+    sa = load_file(str(a / "checkpoints/latest/state.safetensors"))
+    sb = load_file(str(b / "checkpoints/latest/state.safetensors"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (a / "generator.safetensors").read_bytes() == (b / "generator.safetensors").read_bytes()
+    # the stages changed what D saw: the run differs from the default pipeline's
+    assert (a / "generator.safetensors").read_bytes() != (run4 / "generator.safetensors").read_bytes()
+    assert json.loads((a / "run.json").read_text())["config"]["model"]["ada_pipeline"] == \
+        "galaxy+geom+noise"
+    with pytest.raises(ConfigError, match="ada_pipeline"):
+        _recipe(ada_pipeline="galaxy+hue")

@@ -10,7 +10,8 @@ The update of the ADA paper (its appendix B and D), as four phases:
   D(real) feed ADA's ``p``;
 * ``d_r1`` — R1 on augmented reals every 16 steps, ``γ / 2 · 16 · E‖∇D‖²``, the gradient
   taken through the augmentation (every op of the ``galaxy`` pipeline is an exact pixel
-  permutation and has a double backward).
+  permutation; every optional stage is linear in the image through gathers: all have a
+  double backward).
 
 Adam with β = (0, 0.99), ε = 1e-8, lr = 0.0025; each network's lr and βs are corrected for
 its lazy regulariser (``c = k / (k + 1)``: ``lr · c``, ``β ** c``).  The exported generator
@@ -40,7 +41,11 @@ epilogue take the aspect (:mod:`galforge.models.stylegan2`); the data are read (
 that shape. Both sides are powers of 2 from 16 to 1024; None (default) is square.
 
 ``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
-fakes) or ``none``; ``loss``: ``nonsaturating`` (default) or ``wgan_gp`` (λ = 10, drift
+fakes) or ``none``; ``ada_pipeline``: ADA's stages (:mod:`galforge.training.augment`) —
+``galaxy`` (default: x-flip, quarter turns, integer translation, exact pixel permutations),
+``galaxy+geom`` (plus isotropic scale, arbitrary rotation, fractional translation, resampled
+with reflection padding), ``galaxy+geom+noise`` (plus sky offset, Gaussian noise, cutout), or
+any stage names joined by ``+``; the ``ada_*_std``/``ada_cutout`` options size them; ``loss``: ``nonsaturating`` (default) or ``wgan_gp`` (λ = 10, drift
 0.001; no R1 phase).
 """
 
@@ -54,7 +59,7 @@ from torch import Tensor, nn
 
 from galforge.errors import ConfigError
 from galforge.models.stylegan2 import build_stylegan2_pair
-from galforge.training.augment import AdaptiveAugment, Augment, DiffAugment
+from galforge.training.augment import AdaptiveAugment, Augment, DiffAugment, parse_pipeline
 from galforge.training.losses import (
     gradient_penalty,
     nonsaturating_d_loss,
@@ -104,6 +109,13 @@ class StyleGAN2Settings:
     ada_interval: int = 4
     ada_kimg: float = 500.0               # images (thousands) for p to move by 1
     ada_max_shift: float = 0.125          # largest integer translation, fraction of the side
+    ada_pipeline: str = "galaxy"          # stages/groups joined by +: galaxy | galaxy+geom |
+                                          # galaxy+geom+noise | e.g. galaxy+rotate+sky
+    ada_scale_std: float = 0.2            # scale: log2 of the factor ~ N(0, std)
+    ada_xfrac_std: float = 0.125          # xfrac: shift ~ N(0, std) × side
+    ada_sky_std: float = 0.2              # sky: offset ~ N(0, std) per image and band (model units)
+    ada_noise_std: float = 0.1            # gauss: noise level ~ |N(0, std)| per image
+    ada_cutout: float = 0.5               # cutout: rectangle side, fraction of each side
 
     def __post_init__(self):
         if self.augment not in AUGMENTS:
@@ -116,6 +128,7 @@ class StyleGAN2Settings:
         for key in ("r1_interval", "pl_interval", "ada_interval", "pl_batch_shrink"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be >= 1")
+        parse_pipeline(self.ada_pipeline)
         for key in ("image_size", "image_width"):
             v = getattr(self, key)
             if v is None:
@@ -192,7 +205,10 @@ class StyleGAN2Recipe(PairRecipe):
             self.augment = AdaptiveAugment(
                 target=float(s.ada_target), interval=int(s.ada_interval),
                 speed_images=int(round(float(s.ada_kimg) * 1000)),
-                max_shift=float(s.ada_max_shift))
+                max_shift=float(s.ada_max_shift), stages=s.ada_pipeline,
+                scale_std=float(s.ada_scale_std), xfrac_std=float(s.ada_xfrac_std),
+                sky_std=float(s.ada_sky_std), noise_std=float(s.ada_noise_std),
+                cutout_size=float(s.ada_cutout))
         elif s.augment == "diffaugment":
             self.augment = DiffAugment()
 

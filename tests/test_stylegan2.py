@@ -215,3 +215,30 @@ def test_square_spec_has_no_width_and_bad_widths_are_refused():
     for bad in (24, 8, 2048):
         with pytest.raises(ModelError, match="image width"):
             StyleGAN2Generator(16, 1, **TINY, image_width=bad)
+
+
+def test_mixed_precision_runs_only_the_highest_resolutions_reduced_and_clamps():
+    g, d = build_stylegan2_pair(32, 2, **TINY)
+    g.eval()
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    ref, ref_d = g(z), d(g(z))
+    seen = {}
+    for name in ("convs.2", "torgbs.1", "convs.3", "torgbs.3"):
+        g.get_submodule(name).register_forward_hook(
+            lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
+    g.set_mixed_precision(torch.bfloat16, 2, 256.0)       # 16² and 32² (CPU autocast here)
+    d.set_mixed_precision(torch.bfloat16, 2, 256.0)
+    out = g(z)
+    assert seen == {"convs.2": torch.float32, "torgbs.1": torch.float32,
+                    "convs.3": torch.bfloat16, "torgbs.3": torch.bfloat16}
+    assert out.dtype == torch.float32 and d(out).dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0.05 * ref.detach().abs().max().item(), rtol=0)
+    torch.testing.assert_close(d(ref), ref_d, atol=0.05, rtol=0.05)
+    # every level reduced, activations clamped to ±1e-3: the image is a sum of 4 such layers
+    g.set_mixed_precision(torch.bfloat16, 4, 1e-3)
+    assert g(z).detach().abs().max().item() <= 4 * 1e-3 * 1.01
+    g.set_mixed_precision(None)                           # off: float32 bit for bit again
+    d.set_mixed_precision(torch.float16, 0)
+    assert torch.equal(g(z), ref) and torch.equal(d(ref), ref_d)
+    with pytest.raises(ModelError, match="bfloat16"):
+        g.set_mixed_precision(torch.float64, 2)

@@ -270,3 +270,29 @@ def test_resume_is_exact_with_the_optional_ada_stages(data, run4, tmp_path):
         "galaxy+geom+noise"
     with pytest.raises(ConfigError, match="ada_pipeline"):
         _recipe(ada_pipeline="galaxy+hue")
+
+
+def test_cuda_options_parse_and_leave_cpu_training_unchanged(data, run4, tmp_path):
+    cls = get_recipe("stylegan2")
+    s = cls.make_settings({})
+    assert (s.amp_res, s.conv_clamp, s.channels_last, s.compile) == (4, 256.0, False, False)
+    for bad in ({"amp_res": -1}, {"conv_clamp": 0}):
+        with pytest.raises(ConfigError, match="model."):
+            _recipe(**bad)
+    r = _recipe(channels_last=True, compile=True, amp_res=2)
+    r.setup()
+    assert r.cuda_options == {"amp_res": 0, "channels_last": False, "compile": False}
+    assert r._critic is r.D                               # not compiled on the CPU
+    # mixed precision per resolution, with a double backward through R1 and path length
+    # (bf16 autocast exists on the CPU too; the trainer itself allows AMP on CUDA only)
+    r.setup(amp_dtype=torch.bfloat16)
+    assert r.cuda_options["amp_res"] == 2 and r.G._mixed[1] == 2
+    r.augment.p = 1.0
+    out = r.train_step(torch.randn(4, 2, 16, 16), 0, torch.Generator().manual_seed(0))
+    assert {"r1", "pl_penalty", "loss_d"} <= set(out) and all(np.isfinite(v) for v in out.values())
+    # the options set on a CPU run: the same training, bit for bit
+    run = tmp_path / "opts"
+    assert _train(data, run, 4, *ADA, "--set=model.channels_last=true",
+                  "--set=model.compile=true", "--set=model.amp_res=2") == 0
+    assert (run / "generator.safetensors").read_bytes() == \
+        (run4 / "generator.safetensors").read_bytes()

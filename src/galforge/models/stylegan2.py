@@ -42,10 +42,18 @@ explicitly (one ``N×1×r×r`` or ``1×1×r×r`` map per convolution, :meth:`noi
 evaluation mode without them the generator uses the fixed maps stored with its weights
 (``noise_const``). Sampling a bundle draws a fresh map per sample from the sample's own seeded
 stream (``galforge generate --noise-mode``).
+
+**Mixed precision by resolution** (ADA paper, appendix D: fp16 in the 4 highest resolutions,
+activations clamped to ±256): :meth:`StyleGAN2Generator.set_mixed_precision` (and the
+discriminator's) runs the highest ``levels`` resolutions under ``torch.autocast`` with a
+reduced-precision dtype and clamps their activations to ``±clamp``; the coarser resolutions,
+the mapping network and D's 4×4 epilogue stay in float32. Off (None) by default, and not part
+of the spec: a bundle always samples in float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -149,7 +157,7 @@ class EqualConv2d(nn.Module):
         else:
             x = F.conv2d(x, w, padding=k // 2)
         if self.bias is not None:
-            x = x + self.bias[None, :, None, None]
+            x = x + self.bias.to(x.dtype)[None, :, None, None]
         if self.activation:
             x = F.leaky_relu(x, 0.2) * SQRT2
         return x * gain if gain != 1.0 else x
@@ -207,7 +215,7 @@ class SynthesisLayer(nn.Module):
             noise = torch.randn((x.shape[0], 1, *self.size), device=x.device, dtype=x.dtype)
         else:
             noise = self.noise_const.to(x.dtype)
-        x = x + noise * self.noise_strength + self.bias[None, :, None, None]
+        x = x + noise * self.noise_strength.to(x.dtype) + self.bias.to(x.dtype)[None, :, None, None]
         return F.leaky_relu(x, 0.2) * SQRT2
 
 
@@ -224,7 +232,7 @@ class ToRGB(nn.Module):
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return x + self.bias[None, :, None, None]
+        return x + self.bias.to(x.dtype)[None, :, None, None]
 
 
 def noise_list(noise, n: int) -> list:
@@ -267,6 +275,43 @@ def _hw(size) -> tuple[int, int]:
     return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
 
 
+class MixedPrecision:
+    """Reduced precision in the highest resolutions of a network (see the module docstring).
+
+    A network with ``n_levels`` resolution levels, level 0 the finest, asks
+    :meth:`_reduced` whether a level runs reduced and wraps it in :meth:`_precision`.
+    """
+
+    _mixed: tuple[torch.dtype, int, float | None] | None = None
+
+    def set_mixed_precision(self, dtype: torch.dtype | None, levels: int = 4,
+                            clamp: float | None = 256.0) -> None:
+        """Run the ``levels`` highest resolutions in ``dtype`` (``torch.bfloat16`` or
+        ``torch.float16``) with activations clamped to ``±clamp`` (None: no clamp); ``dtype``
+        None or ``levels`` 0 turns it off."""
+        if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+            raise ModelError(f"mixed precision dtype {dtype}: use torch.bfloat16 or float16")
+        if int(levels) < 0:
+            raise ModelError(f"mixed precision levels={levels} must be >= 0")
+        on = dtype is not None and int(levels) > 0
+        self._mixed = (dtype, int(levels), None if clamp is None else float(clamp)) if on \
+            else None
+
+    def _reduced(self, finest_first: int) -> bool:
+        """Whether the level ``finest_first`` steps below the top runs in reduced precision."""
+        return self._mixed is not None and finest_first < self._mixed[1]
+
+    def _precision(self, reduced: bool, device: torch.device):
+        if not reduced:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self._mixed[0])
+
+    def _clamp(self, x: Tensor, reduced: bool) -> Tensor:
+        if reduced and self._mixed[2] is not None:
+            return x.clamp(-self._mixed[2], self._mixed[2])
+        return x
+
+
 class MappingNetwork(nn.Module):
     """z -> w: second-moment normalisation, ``layers`` FC layers (lr multiplier ``lr_mul``)."""
 
@@ -291,7 +336,7 @@ class MappingNetwork(nn.Module):
         return x
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(MixedPrecision, nn.Module):
     """StyleGAN2 (config F) skip generator: mapping + synthesis.
 
     Parameters
@@ -389,13 +434,22 @@ class StyleGAN2Generator(nn.Module):
         ws = self.broadcast_w(w)
         nz = noise_list(noise, len(self.convs))
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
-        x = self.convs[0](x, ws[:, 0], nz[0])
-        img = self.torgbs[0](x, ws[:, 1])
-        for b in range(1, len(self.resolutions)):
-            i = 2 * b - 1
-            x = self.convs[i](x, ws[:, i], nz[i])
-            x = self.convs[i + 1](x, ws[:, i + 1], nz[i + 1])
-            img = upsample2d(img, self.fir) + self.torgbs[b](x, ws[:, i + 2])
+        levels = len(self.resolutions)
+        img = None
+        for b in range(levels):
+            reduced = self._reduced(levels - 1 - b)
+            with self._precision(reduced, x.device):
+                if b == 0:
+                    x = self._clamp(self.convs[0](x, ws[:, 0], nz[0]), reduced)
+                    y = self.torgbs[0](x, ws[:, 1])
+                else:
+                    i = 2 * b - 1
+                    x = self._clamp(self.convs[i](x, ws[:, i], nz[i]), reduced)
+                    x = self._clamp(self.convs[i + 1](x, ws[:, i + 1], nz[i + 1]), reduced)
+                    y = self.torgbs[b](x, ws[:, i + 2])
+            if reduced:
+                y = self._clamp(y, True).float()
+            img = y if img is None else upsample2d(img, self.fir) + y
         return img
 
     def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
@@ -460,7 +514,7 @@ def minibatch_stddev(x: Tensor, group_size: int = 4, features: int = 1) -> Tenso
     return torch.cat([x, y], dim=1)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(MixedPrecision, nn.Module):
     """Residual discriminator of StyleGAN2 config F; returns one logit per image."""
 
     def __init__(self, image_size: int = 256, channels: int = 3, channel_base: int = 32768,
@@ -486,9 +540,15 @@ class StyleGAN2Discriminator(nn.Module):
         if tuple(img.shape[-2:]) != (self.image_size, self.image_width):
             raise ModelError(f"the discriminator reads {self.image_size}×{self.image_width} "
                              f"images, not {img.shape[-2]}×{img.shape[-1]}")
-        x = self.fromrgb(img)
-        for block in self.blocks:
-            x = block(x)
+        reduced = self._reduced(0)
+        with self._precision(reduced, img.device):
+            x = self._clamp(self.fromrgb(img), reduced)
+        for j, block in enumerate(self.blocks):
+            with self._precision(reduced, x.device):
+                x = self._clamp(block(x), reduced)
+            if reduced and not self._reduced(j + 1):
+                x = x.float()                   # the coarser levels run in float32
+            reduced = self._reduced(j + 1)
         x = minibatch_stddev(x, self.mbstd_group, self.mbstd_features)
         x = self.conv(x)
         x = self.fc(x.flatten(1))

@@ -40,6 +40,13 @@ and ``image_width=128`` for 64×128 stamps: the generator's constant and the dis
 epilogue take the aspect (:mod:`galforge.models.stylegan2`); the data are read (resized) to
 that shape. Both sides are powers of 2 from 16 to 1024; None (default) is square.
 
+CUDA options (no effect on the CPU): with ``train.amp`` the ``amp_res`` highest resolutions
+of G and D (4, as the ADA paper) run in ``train.amp_dtype`` with activations clamped to
+``±conv_clamp`` (256) and the rest in float32 (``amp_res=0``: the whole networks under
+autocast); ``channels_last`` puts G and D in that memory format; ``compile`` wraps G's
+synthesis and D in ``torch.compile`` for the main phases (the regularisers need a double
+backward and run eagerly).
+
 ``augment``: ``ada`` (default), ``diffaugment`` (fixed translation + cutout on reals and
 fakes) or ``none``; ``ada_pipeline``: ADA's stages (:mod:`galforge.training.augment`) —
 ``galaxy`` (default: x-flip, quarter turns, integer translation, exact pixel permutations),
@@ -51,6 +58,7 @@ any stage names joined by ``+``; the ``ada_*_std``/``ada_cutout`` options size t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -116,6 +124,11 @@ class StyleGAN2Settings:
     ada_sky_std: float = 0.2              # sky: offset ~ N(0, std) per image and band (model units)
     ada_noise_std: float = 0.1            # gauss: noise level ~ |N(0, std)| per image
     ada_cutout: float = 0.5               # cutout: rectangle side, fraction of each side
+    amp_res: int = 4                      # with train.amp (CUDA): the highest N resolutions
+                                          # of G and D in reduced precision (0: all of them)
+    conv_clamp: float | None = 256.0      # ... their activations clamped to ±conv_clamp
+    channels_last: bool = False           # CUDA: G and D in channels_last memory format
+    compile: bool = False                 # CUDA: torch.compile G's synthesis and D (main phases)
 
     def __post_init__(self):
         if self.augment not in AUGMENTS:
@@ -129,6 +142,10 @@ class StyleGAN2Settings:
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be >= 1")
         parse_pipeline(self.ada_pipeline)
+        if int(self.amp_res) < 0:
+            raise ConfigError(f"model.amp_res={self.amp_res} must be >= 0")
+        if self.conv_clamp is not None and not float(self.conv_clamp) > 0:
+            raise ConfigError(f"model.conv_clamp={self.conv_clamp} must be > 0 (or null: none)")
         for key in ("image_size", "image_width"):
             v = getattr(self, key)
             if v is None:
@@ -201,6 +218,8 @@ class StyleGAN2Recipe(PairRecipe):
         self.batch_size: int | None = None
         self._frozen: set[int] = set()
         self.augment: Augment | None = None
+        self._synthesis, self._critic = self.G.synthesis, self.D
+        self.cuda_options = {"amp_res": 0, "channels_last": False, "compile": False}
         if s.augment == "ada":
             self.augment = AdaptiveAugment(
                 target=float(s.ada_target), interval=int(s.ada_interval),
@@ -211,6 +230,44 @@ class StyleGAN2Recipe(PairRecipe):
                 cutout_size=float(s.ada_cutout))
         elif s.augment == "diffaugment":
             self.augment = DiffAugment()
+
+    # ------------------------------------------------------------------ CUDA options
+    def setup(self, *, amp_dtype: torch.dtype | None = None, world_size: int = 1) -> None:
+        """The trainer's AMP dtype and world size, and the CUDA options: with AMP and
+        ``amp_res`` > 0 only the highest ``amp_res`` resolutions run reduced (clamped to
+        ``±conv_clamp``) instead of the whole networks; ``channels_last`` and ``compile`` on a
+        CUDA device. On the CPU (where the trainer refuses AMP) they change nothing."""
+        super().setup(amp_dtype=amp_dtype, world_size=world_size)
+        s = self.settings
+        cuda = self.device.type == "cuda"
+        by_res = amp_dtype is not None and int(s.amp_res) > 0
+        clamp = None if s.conv_clamp is None else float(s.conv_clamp)
+        for net in (self.G, self.D):
+            net.set_mixed_precision(amp_dtype if by_res else None, int(s.amp_res), clamp)
+        if cuda and s.channels_last:
+            for net in (self.G, self.D):
+                net.to(memory_format=torch.channels_last)
+        self._synthesis, self._critic = self.G.synthesis, self.D
+        if cuda and s.compile:
+            # the regularisers (R1, path length, WGAN-GP) need a double backward, which
+            # compiled graphs do not give: they run the eager networks
+            self._synthesis, self._critic = torch.compile(self.G.synthesis), torch.compile(self.D)
+        #: what the CUDA options do on this device (recorded for the user and the tests)
+        self.cuda_options = {"amp_res": int(s.amp_res) if by_res else 0,
+                             "channels_last": bool(cuda and s.channels_last),
+                             "compile": bool(cuda and s.compile)}
+
+    def autocast(self):
+        """Autocast over the whole step only when AMP covers the whole networks (with
+        ``amp_res`` the networks switch precision per resolution themselves)."""
+        if self.amp_dtype is not None and int(self.settings.amp_res) > 0:
+            return contextlib.nullcontext()
+        return super().autocast()
+
+    def _images(self, x: Tensor) -> Tensor:
+        """Images in D's memory format."""
+        return x.contiguous(memory_format=torch.channels_last) \
+            if self.cuda_options["channels_last"] else x
 
     # ------------------------------------------------------------------ contract
     @classmethod
@@ -298,8 +355,8 @@ class StyleGAN2Recipe(PairRecipe):
         self._trainable(self.G, True)
         self._trainable(self.D, False)
         with self.autocast():
-            fake = self.G.synthesis(self._ws(real.shape[0], ctx.rng))
-            logits = self.D(self._aug(fake, ctx.rng))
+            fake = self._synthesis(self._ws(real.shape[0], ctx.rng))
+            logits = self._critic(self._images(self._aug(fake, ctx.rng)))
             loss = (wgan_g_loss(logits) if self.settings.loss == "wgan_gp"
                     else nonsaturating_g_loss(logits))
         self.optimize("G", loss)
@@ -324,10 +381,11 @@ class StyleGAN2Recipe(PairRecipe):
         self._trainable(self.D, True)
         n = real.shape[0]
         with torch.no_grad(), self.autocast():
-            fake = self.G.synthesis(self._ws(n, ctx.rng))
+            fake = self._synthesis(self._ws(n, ctx.rng))
         with self.autocast():
-            real_aug, fake_aug = self._aug(real, ctx.rng), self._aug(fake, ctx.rng)
-            real_logits, fake_logits = self.D(real_aug), self.D(fake_aug)
+            real_aug = self._images(self._aug(real, ctx.rng))
+            fake_aug = self._images(self._aug(fake, ctx.rng))
+            real_logits, fake_logits = self._critic(real_aug), self._critic(fake_aug)
             if s.loss == "wgan_gp":
                 gp = gradient_penalty(self.D, real_aug, fake_aug, ctx.rng)
                 loss = (wgan_d_loss(real_logits, fake_logits) + float(s.gp_lambda) * gp

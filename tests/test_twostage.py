@@ -20,6 +20,7 @@ from galforge.models.twostage import (
     began_k_update,
     convergence_measure,
     grid_input,
+    occupied_cells,
     reconstruction_loss,
 )
 
@@ -147,3 +148,43 @@ def test_bundle_parts_rebuild_from_their_specs():
         torch.testing.assert_close(again(z), s(z))
     with pytest.raises(ModelError, match="both"):
         TwoStageSampler(PositionsPart(8, 4, 8, True, 64, 64), GalaxiesPart(8, 4, 8))
+
+
+def test_occupied_cells_threshold_bernoulli_and_count_rules():
+    gen = torch.Generator().manual_seed(0)
+    prob = torch.full((4000, 4, 4), 0.01)
+    prob[:, 0, 0], prob[:, 1, 2] = 0.75, 0.25
+    u = torch.rand(prob.shape, generator=gen)
+    thr = occupied_cells(prob, u, "threshold")
+    assert thr[:, 0, 0].all() and thr.sum() == 4000            # only p > 1/2
+    bern = occupied_cells(prob, u, "bernoulli")
+    torch.testing.assert_close(bern.float().mean(0), prob[0], atol=0.03, rtol=0)
+    # count: exactly K = counts[⌊u_K · len⌋] cells per field, drawn in proportion to p
+    counts = torch.tensor([1.0, 1.0])
+    one = occupied_cells(prob, u, "count", counts, torch.rand(4000, generator=gen))
+    assert torch.all(one.sum(dim=(1, 2)) == 1)
+    freq = one.float().mean(0)
+    total = float(prob[0].sum())
+    assert freq[0, 0] == pytest.approx(0.75 / total, abs=0.03)
+    assert freq[1, 2] == pytest.approx(0.25 / total, abs=0.03)
+    counts = torch.tensor([2.0, 5.0, 16.0])
+    cu = torch.tensor([0.1, 0.5, 0.99, 0.0])
+    many = occupied_cells(prob[:4], u[:4], "count", counts, cu)
+    assert many.sum(dim=(1, 2)).tolist() == [2, 5, 16, 2]
+    zero = prob[:1].clone()
+    zero[0, 3] = 0.0                                           # p = 0: never drawn while others are left
+    assert not occupied_cells(zero, u[:1], "count", torch.tensor([12.0]), cu[:1])[0, 3].any()
+    with pytest.raises(ModelError, match="counts"):
+        occupied_cells(prob, u, "count")
+    with pytest.raises(ModelError, match="sampling"):
+        occupied_cells(prob, u, "poisson")
+
+
+def test_positions_prior_sets_the_expected_count():
+    g = PositionsGenerator(8, 4, 32).eval()
+    g.set_occupancy_prior(12 / 1024)
+    with torch.no_grad():
+        prob, classes = g.maps(torch.randn(64, 8))
+    assert classes is None
+    # an untrained map holds about the data's number of galaxies (sum of p), not ~half the grid
+    assert 4 < float(prob.sum(dim=(1, 2)).mean()) < 36

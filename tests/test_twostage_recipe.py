@@ -83,6 +83,27 @@ def test_generate_writes_full_size_fits_from_both_parts(run, tmp_path):
     assert b.image_shape == (1, 128, 128)
 
 
+def test_generated_fields_hold_the_datas_numbers_of_galaxies(run):
+    # default sampling "count": K from the data's occupied cells per field, K cells from the map
+    spec = json.loads((run / "bundle" / "bundle.json").read_text())["parts"]["positions"]["spec"]
+    assert spec["sampling"] == "count" and spec["n_counts"] == 4
+    found = analyse(from_spec(DATA).images)
+    allowed = set(found.grids.sum(axis=(1, 2)).astype(int).tolist())
+    sampler = load_bundle(run).generator
+    with torch.no_grad():
+        occ, _ = sampler.layout(torch.randn(sampler.latent_shape(32),
+                                            generator=torch.Generator().manual_seed(0)))
+    counts = occ.sum(dim=(1, 2)).tolist()
+    assert set(counts) <= allowed and len(set(occ.reshape(32, -1).float().argmax(1).tolist())) > 1
+    # bernoulli sampling of the same bundle: the count follows the map (its sum of p)
+    sampler.positions.sampling = "bernoulli"
+    with torch.no_grad():
+        z = torch.randn(sampler.latent_shape(64), generator=torch.Generator().manual_seed(1))
+        occ, _ = sampler.layout(z)
+        prob, _ = sampler.positions.net.maps(z[:, :sampler.positions.net.latent_dim])
+    assert abs(float(occ.sum(dim=(1, 2)).float().mean() - prob.sum(dim=(1, 2)).mean())) < 2.0
+
+
 def test_conditional_model_trains_and_generates(tmp_path):
     out = tmp_path / "cond"
     assert main(["train", DATA, "--out", str(out), "--steps", "2", *COMMON,
@@ -108,6 +129,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert main(["train", DATA, "--out", str(tmp_path / "r3"), "--steps", "1", *COMMON,
                  "--set", "model.size_thresholds=[5,1]"]) == 2
     assert "model.size_thresholds" in capsys.readouterr().err
+    assert main(["train", DATA, "--out", str(tmp_path / "r5"), "--steps", "1", *COMMON,
+                 "--set", "model.pos_sampling=poisson"]) == 2
+    assert "model.pos_sampling" in capsys.readouterr().err
     rgb = tmp_path / "rgb.npy"
     np.save(rgb, np.zeros((2, 3, 64, 64), np.float32) + np.eye(64, dtype=np.float32))
     assert main(["train", str(rgb), "--out", str(tmp_path / "r4"), "--steps", "1",

@@ -6,11 +6,12 @@ pixels; :mod:`galforge.data.sparse`) is made in two stages:
 1. **Positions.** A DCGAN-like generator draws a ``grid×grid`` occupancy map (32×32): a cell
    is occupied when a galaxy's centre lies in it. ``z`` (``latent_dim``) → transposed
    convolutions 4×4 (stride 1 to 4×4, then stride 2 up to the grid), batch norm + ReLU,
-   channel widths ``4W, 2W, W``; output channel 0 is ``tanh`` (occupied where > 0). The
-   conditional version adds three channels, the size class (small, medium, large) of each
-   cell as ``softmax × (occupancy + 1)/2`` — so a real grid reads ``[2·occ − 1,
-   one-hot(class) · occ]`` and the discriminator sees both the same way. Its
-   discriminator is the mirror image (strided 4×4 convolutions, LeakyReLU 0.2, logits).
+   channel widths ``4W, 2W, W``; output channel 0 is a logit, the cell's occupancy
+   probability ``p = σ(logit)``. The conditional version adds three channels, the size class
+   (small, medium, large) of each cell as ``softmax``. A grid reads ``[2·occ − 1,
+   classes · occ]`` (:func:`grid_view`; real grids: ``occ`` ∈ {0, 1} and one-hot classes),
+   so the discriminator sees real and generated grids the same way. Its discriminator is the
+   mirror image (strided 4×4 convolutions, LeakyReLU 0.2, logits).
 2. **Galaxies.** A BEGAN (Berthelot et al. 2017, §3–4) draws ``patch×patch`` (32×32) galaxy
    patches from ``h`` uniform in ``[−1, 1]``: the generator is the BEGAN decoder (a fully
    connected layer to ``n×8×8``, then per scale two 3×3 convolutions with ELU and a nearest
@@ -28,13 +29,23 @@ mapped to physical units with the data's normaliser, pixels below the data's fai
 non-zero value are set to 0 (the background stays exactly 0), and overlapping patches add.
 The output is the full-size field in physical units (capability ``physical``).
 
+**Binary grids from the probability map** (:func:`occupied_cells`, the part's
+``sampling``): ``threshold`` — occupied where ``p > ½``; ``bernoulli`` — each cell
+independently with probability ``p`` (the number per field then spreads like a sum of
+Bernoulli draws); ``count`` — the number ``K`` of galaxies drawn from the training data's
+numbers of occupied cells per field (stored with the weights, like the offsets), then ``K``
+cells drawn one after another without replacement, each with probability proportional to
+``p`` among the cells left (Gumbel top-``K`` on ``log p``): the GAN decides where, the data
+how many.
+
 The latent of one field is one vector: ``latent_dim`` Gaussian numbers for the positions,
 then ``h`` per cell for its galaxy (mapped to ``[−1, 1]`` by ``2Φ(z) − 1``), then one per
-cell choosing its offset (``⌊Φ(z)·K⌋`` of the ``K`` stored offsets). Sample ``i`` of a seed
-is therefore one field, whatever the batch.
+cell choosing its offset (``⌊Φ(z)·K⌋`` of the ``K`` stored offsets), then one per cell
+drawing its occupancy (``u = Φ(z)``), then one choosing the count (``count`` sampling).
+Sample ``i`` of a seed is therefore one field, whatever the batch.
 
 Bundle family ``twostage``: parts ``positions`` (:class:`PositionsPart`: the stage-1
-generator, the field size and the offsets) and ``galaxies`` (:class:`GalaxiesPart`: the
+generator, the field size, the offsets, the counts and the sampling rule) and ``galaxies`` (:class:`GalaxiesPart`: the
 stage-2 generator, the normaliser and the faintest value).
 """
 
@@ -52,10 +63,13 @@ from galforge.models.registry import register_family, register_generator
 
 __all__ = ["N_CLASSES", "BEGANDiscriminator", "GalaxiesPart", "PatchGenerator",
            "PositionsDiscriminator", "PositionsGenerator", "PositionsPart", "TwoStageSampler",
-           "began_k_update", "convergence_measure", "grid_input", "reconstruction_loss"]
+           "SAMPLING", "began_k_update", "convergence_measure", "grid_input", "grid_view",
+           "occupied_cells", "reconstruction_loss"]
 
 #: size classes of the conditional model (small, medium, large)
 N_CLASSES = 3
+#: the rules turning an occupancy probability map into a binary grid (see the module doc)
+SAMPLING = ("threshold", "bernoulli", "count")
 
 
 def _levels(size: int, base: int, what: str) -> int:
@@ -80,21 +94,59 @@ def convergence_measure(loss_real: float, loss_fake: float, gamma: float) -> flo
     return float(loss_real) + abs(float(gamma) * float(loss_real) - float(loss_fake))
 
 
-def grid_input(occupancy: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-    """A real grid as the positions discriminator sees it: ``N×1×G×G`` with ``2·occ − 1``, and
-    for a conditional model three more channels ``one-hot(class) · occ`` (``classes``:
-    ``N×G×G`` integers 0, 1, 2; ignored where empty)."""
-    occ = occupancy.float()
-    out = [occ[:, None] * 2.0 - 1.0]
-    if classes is not None:
-        onehot = F.one_hot(classes.long().clamp(0, N_CLASSES - 1), N_CLASSES)
-        out.append(onehot.permute(0, 3, 1, 2).float() * occ[:, None])
+def grid_view(occupancy: torch.Tensor, class_probs: torch.Tensor | None = None) -> torch.Tensor:
+    """A grid as the positions discriminator sees it: ``N×1×G×G`` with ``2·occ − 1`` and, for a
+    conditional model, three more channels ``class_probs · occ`` (``occupancy``: ``N×G×G``
+    in [0, 1]; ``class_probs``: ``N×3×G×G``)."""
+    occ = occupancy.float()[:, None]
+    out = [occ * 2.0 - 1.0]
+    if class_probs is not None:
+        out.append(class_probs.float() * occ)
     return torch.cat(out, dim=1)
+
+
+def grid_input(occupancy: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+    """A real grid as the positions discriminator sees it (:func:`grid_view` with one-hot
+    classes; ``classes``: ``N×G×G`` integers 0, 1, 2, ignored where empty)."""
+    onehot = None
+    if classes is not None:
+        onehot = F.one_hot(classes.long().clamp(0, N_CLASSES - 1), N_CLASSES).permute(0, 3, 1, 2)
+    return grid_view(occupancy, onehot)
+
+
+def occupied_cells(prob: torch.Tensor, u: torch.Tensor, sampling: str = "threshold",
+                   counts: torch.Tensor | None = None,
+                   count_u: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary grids (``N×G×G`` bool) from occupancy probabilities ``prob`` (``N×G×G``) and one
+    uniform number per cell ``u`` (same shape, in (0, 1)); see the module docstring.
+
+    ``count`` sampling also needs ``counts`` (the data's numbers of occupied cells per field,
+    one is picked per field as ``counts[⌊count_u · len(counts)⌋]``) and ``count_u`` (``N``).
+    """
+    if sampling == "threshold":
+        return prob > 0.5
+    if sampling == "bernoulli":
+        return u < prob
+    if sampling != "count":
+        raise ModelError(f"occupancy sampling {sampling!r}: use one of {', '.join(SAMPLING)}")
+    if counts is None or counts.numel() == 0 or count_u is None:
+        raise ModelError("count sampling needs the training data's counts per field (a model "
+                         "trained by galforge stores them; or use threshold/bernoulli)")
+    n, cells = prob.shape[0], prob[0].numel()
+    pick = torch.clamp((count_u.reshape(-1) * counts.numel()).long(), 0, counts.numel() - 1)
+    k = counts.reshape(-1)[pick].round().long().clamp(0, cells)
+    uu = u.reshape(n, cells).double().clamp(1e-12, 1.0 - 1e-12)
+    keys = torch.log(prob.reshape(n, cells).double().clamp_min(1e-30)) - torch.log(-torch.log(uu))
+    rank = torch.empty_like(keys, dtype=torch.long)
+    order = torch.argsort(keys, dim=1, descending=True, stable=True)
+    rank.scatter_(1, order, torch.arange(cells, device=prob.device).expand(n, cells).contiguous())
+    return (rank < k[:, None]).reshape(prob.shape)
 
 
 # ----------------------------------------------------------------------------- stage 1
 class PositionsGenerator(nn.Module):
-    """Stage 1: ``z`` (``N×latent_dim``) → ``N×(1 [+3])×grid×grid`` occupancy (and classes)."""
+    """Stage 1: ``z`` (``N×latent_dim``) → ``N×(1 [+3])×grid×grid`` occupancy probability (and
+    class probabilities) as :func:`grid_view` shows them to the discriminator."""
 
     def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
                  conditional: bool = False, init_seed: int = 0):
@@ -126,12 +178,23 @@ class PositionsGenerator(nn.Module):
         return {"latent_dim": self.latent_dim, "width": self.width, "grid": self.grid,
                 "conditional": self.conditional}
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def set_occupancy_prior(self, rate: float) -> None:
+        """Start the occupancy logits at the log-odds of ``rate`` (the data's fraction of
+        occupied cells): the output bias, so that untrained draws already hold about as many
+        galaxies as the data (the prior-probability start of sparse detection heads)."""
+        r = min(max(float(rate), 1e-6), 1.0 - 1e-6)
+        last = self.net[-1]
+        with torch.no_grad():
+            last.bias[0] = math.log(r / (1.0 - r))
+
+    def maps(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Occupancy probabilities ``N×G×G`` and class probabilities ``N×3×G×G`` (or None)."""
         raw = self.net(z.reshape(z.shape[0], self.latent_dim, 1, 1))
-        occ = torch.tanh(raw[:, :1])
-        if not self.conditional:
-            return occ
-        return torch.cat([occ, torch.softmax(raw[:, 1:], dim=1) * (occ + 1.0) * 0.5], dim=1)
+        prob = torch.sigmoid(raw[:, 0])
+        return prob, (torch.softmax(raw[:, 1:], dim=1) if self.conditional else None)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return grid_view(*self.maps(z))
 
 
 class PositionsDiscriminator(nn.Module):
@@ -260,15 +323,21 @@ def reconstruction_loss(d: BEGANDiscriminator, x: torch.Tensor,
 
 # ----------------------------------------------------------------------------- parts
 class PositionsPart(nn.Module):
-    """Bundle part ``positions``: the stage-1 generator, the field size and the data's
-    sub-cell offsets (``offsets``: ``K×2`` ``(dx, dy)`` pixels) and size-class limits."""
+    """Bundle part ``positions``: the stage-1 generator, the field size, the data's sub-cell
+    offsets (``offsets``: ``K×2`` ``(dx, dy)`` pixels), numbers of occupied cells per field
+    (``counts``), size-class limits and the rule ``sampling`` making binary grids
+    (:data:`SAMPLING`; ``threshold``, the first rule, for specs written without one)."""
 
     CAPABILITIES = frozenset()
 
     def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
                  conditional: bool = False, image_height: int = 1000, image_width: int = 1000,
-                 n_offsets: int = 0, size_thresholds=None, init_seed: int = 0):
+                 n_offsets: int = 0, size_thresholds=None, init_seed: int = 0,
+                 sampling: str = "threshold", n_counts: int = 0):
         super().__init__()
+        if sampling not in SAMPLING:
+            raise ModelError(f"model.pos_sampling={sampling!r}: use one of {', '.join(SAMPLING)}")
+        self.sampling = str(sampling)
         if int(image_height) < int(grid) or int(image_width) < int(grid):
             raise ModelError(f"fields of {image_height}×{image_width} pixels are smaller than "
                              f"the {grid}×{grid} grid")
@@ -277,10 +346,11 @@ class PositionsPart(nn.Module):
         self.size_thresholds = (None if size_thresholds is None
                                 else [float(v) for v in size_thresholds])
         self.register_buffer("offsets", torch.zeros((int(n_offsets), 2)))
+        self.register_buffer("counts", torch.zeros(int(n_counts)))
 
     def set_layout(self, height: int, width: int, offsets: torch.Tensor,
-                   size_thresholds=None) -> None:
-        """Field size, offsets and size-class limits learnt from the data."""
+                   size_thresholds=None, counts: torch.Tensor | None = None) -> None:
+        """Field size, offsets, size-class limits and counts per field learnt from the data."""
         if int(height) < self.net.grid or int(width) < self.net.grid:
             raise ModelError(f"fields of {height}×{width} pixels are smaller than the "
                              f"{self.net.grid}×{self.net.grid} grid (model.grid)")
@@ -289,11 +359,15 @@ class PositionsPart(nn.Module):
             self.offsets.device).clone()
         self.size_thresholds = (None if size_thresholds is None
                                 else [float(v) for v in size_thresholds])
+        if counts is not None:
+            self.counts = torch.as_tensor(counts, dtype=torch.float32).reshape(-1).to(
+                self.counts.device).clone()
 
     def spec(self) -> dict:
         return {**self.net.spec(), "image_height": self.image_height,
                 "image_width": self.image_width, "n_offsets": int(self.offsets.shape[0]),
-                "size_thresholds": self.size_thresholds}
+                "size_thresholds": self.size_thresholds, "sampling": self.sampling,
+                "n_counts": int(self.counts.shape[0])}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -364,23 +438,26 @@ class TwoStageSampler(nn.Module):
 
     def latent_shape(self, n: int) -> tuple[int, int]:
         return (int(n), self.positions.net.latent_dim
-                + self.cells * (self.galaxies.net.latent_dim + 1))
+                + self.cells * (self.galaxies.net.latent_dim + 2) + 1)
 
     def _split(self, z: torch.Tensor):
         n = z.shape[0]
         l1, l2, cells = self.positions.net.latent_dim, self.galaxies.net.latent_dim, self.cells
-        if z.dim() != 2 or z.shape[1] != l1 + cells * (l2 + 1):
-            raise ModelError(f"a twostage latent is N×{l1 + cells * (l2 + 1)}, got "
-                             f"{tuple(z.shape)}")
-        return (z[:, :l1], z[:, l1:l1 + cells * l2].reshape(n, cells, l2),
-                z[:, l1 + cells * l2:])
+        size = l1 + cells * (l2 + 2) + 1
+        if z.dim() != 2 or z.shape[1] != size:
+            raise ModelError(f"a twostage latent is N×{size}, got {tuple(z.shape)}")
+        a = l1 + cells * l2
+        return (z[:, :l1], z[:, l1:a].reshape(n, cells, l2), z[:, a:a + cells],
+                z[:, a + cells:a + 2 * cells], z[:, -1])
 
     def layout(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Occupied cells (``N×G×G`` bool) and their size classes (``N×G×G`` long, or None)."""
-        zp, _, _ = self._split(z)
-        g = self.positions(zp)
-        occ = g[:, 0] > 0
-        return occ, (g[:, 1:].argmax(dim=1) if self.conditional else None)
+        zp, _, _, zu, zk = self._split(z)
+        prob, class_probs = self.positions.net.maps(zp)
+        part = self.positions
+        occ = occupied_cells(prob, _phi(zu).reshape(prob.shape), part.sampling, part.counts,
+                             _phi(zk))
+        return occ, (class_probs.argmax(dim=1) if self.conditional else None)
 
     def place(self, patches: torch.Tensor, image: torch.Tensor, cell: torch.Tensor,
               offsets: torch.Tensor, n: int) -> torch.Tensor:
@@ -406,7 +483,7 @@ class TwoStageSampler(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         n = z.shape[0]
-        _, zg, zo = self._split(z)
+        _, zg, zo, _, _ = self._split(z)
         occ, classes = self.layout(z)
         image, cell = occ.reshape(n, -1).nonzero(as_tuple=True)
         h = 2.0 * _phi(zg[image, cell]) - 1.0

@@ -9,7 +9,15 @@ count) and trains, at every step:
   flips and quarter turns): one discriminator update (binary cross-entropy) then one
   generator update (non-saturating), Adam lr ``pos_lr``, β = (0.5, 0.999). Conditional: the
   grids carry each occupied cell's size class (small/medium/large from the data's size
-  terciles, or ``model.size_thresholds``).
+  terciles, or ``model.size_thresholds``). The generator draws a probability map; with
+  ``pos_train=bernoulli`` (default) the discriminator sees binary grids drawn from it
+  (each cell occupied with probability ``p``; the gradient passes straight through the
+  draw, ``occ = b + p − sg(p)``), so real and generated grids are both exactly 0/1 and the
+  discriminator cannot win on "binary or not" alone (``pos_train=map`` shows it the
+  continuous map, the first version, which collapses: D loss → 0.01, empty fields). With
+  ``pos_prior=true`` (default) the occupancy logits start at the data's log-odds of an
+  occupied cell. ``pos_sampling`` (``count``, ``bernoulli`` or ``threshold``; see
+  :mod:`galforge.models.twostage`) is how the exported model turns maps into grids.
 * phase ``galaxies`` — the stage-2 BEGAN on ``patch×patch`` patches cut around every galaxy
   (``patch_batch`` per step, drawn by epochs of their own; flips and quarter turns):
   ``L_D = L(x) − k_t L(G(h))``, ``L_G = L(G(h))``, ``k_{t+1} = clip(k_t + λ_k (γ L(x) −
@@ -41,6 +49,7 @@ from torch import Tensor, nn
 from galforge.errors import ConfigError, DataError, TrainingError
 from galforge.models.twostage import (
     N_CLASSES,
+    SAMPLING,
     BEGANDiscriminator,
     GalaxiesPart,
     PositionsDiscriminator,
@@ -49,6 +58,7 @@ from galforge.models.twostage import (
     began_k_update,
     convergence_measure,
     grid_input,
+    grid_view,
     reconstruction_loss,
 )
 from galforge.seeding import derive_seed
@@ -68,6 +78,9 @@ class TwoStageSettings:
     """Hyper-parameters of the two-stage model (defaults: the paper values, see module doc)."""
 
     conditional: bool = False             # size class per cell (stage 1) and patch (stage 2)
+    pos_train: str = "bernoulli"          # what D sees of G: bernoulli (0/1 draws) | map
+    pos_prior: bool = True                # occupancy logits start at the data's log-odds
+    pos_sampling: str = "count"           # exported grids: count | bernoulli | threshold
     grid: int = 32                        # occupancy grid cells a side
     patch: int = 32                       # galaxy patch pixels a side
     size_thresholds: list | None = None   # small/medium and medium/large limits (pixels)
@@ -96,6 +109,13 @@ class TwoStageSettings:
             raise ConfigError(f"model.patch_batch={self.patch_batch} must be >= 1")
         if not float(self.pos_lr) > 0 or not float(self.gal_lr) > 0:
             raise ConfigError("model.pos_lr and model.gal_lr must be > 0")
+        if self.pos_train not in ("bernoulli", "map"):
+            raise ConfigError(f"model.pos_train={self.pos_train!r}: use bernoulli or map")
+        if self.pos_sampling not in SAMPLING:
+            raise ConfigError(f"model.pos_sampling={self.pos_sampling!r}: use one of "
+                              f"{', '.join(SAMPLING)}")
+        if not isinstance(self.pos_prior, bool):
+            raise ConfigError(f"model.pos_prior={self.pos_prior!r} must be true or false")
         if not isinstance(self.conditional, bool):
             raise ConfigError(f"model.conditional={self.conditional!r} must be true or false")
         if self.size_thresholds is not None:
@@ -161,7 +181,8 @@ class TwoStageRecipe(Recipe):
         cond = bool(s.conditional)
         side = int(image_size) if image_size else max(int(s.grid), int(s.patch))
         positions = PositionsPart(int(s.pos_latent_dim), int(s.pos_width), int(s.grid), cond,
-                                  side, side, 0, None, init_seed=4 * self.seed)
+                                  side, side, 0, None, init_seed=4 * self.seed,
+                                  sampling=str(s.pos_sampling))
         galaxies = GalaxiesPart(int(s.gal_latent_dim), int(s.gal_width), int(s.patch), 1,
                                 cond, normalizer, init_seed=4 * self.seed + 1)
         self.G = TwoStageSampler(positions, galaxies).to(self.device)
@@ -211,7 +232,13 @@ class TwoStageRecipe(Recipe):
         if len(offsets) > MAX_OFFSETS:
             offsets = offsets[np.linspace(0, len(offsets) - 1, MAX_OFFSETS).round().astype(int)]
         nonzero = np.abs(phys[phys != 0])
-        self.G.positions.set_layout(h, w, torch.from_numpy(offsets), ana.thresholds)
+        counts = ana.grids.reshape(len(ana.grids), -1).sum(axis=1).astype(np.float32)
+        if len(counts) > MAX_OFFSETS:
+            counts = counts[np.linspace(0, len(counts) - 1, MAX_OFFSETS).round().astype(int)]
+        self.G.positions.set_layout(h, w, torch.from_numpy(offsets), ana.thresholds,
+                                    torch.from_numpy(counts))
+        if s.pos_prior:
+            self.G.positions.net.set_occupancy_prior(float(ana.grids.mean()))
         self.G.galaxies.floor.fill_(float(nonzero.min()))
         self.G.to(self.device)
         return TwoStageBatches(grids, patches.float(), patch_classes, batch_size,
@@ -244,11 +271,19 @@ class TwoStageRecipe(Recipe):
     def positions(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         """Stage 1: one D update (BCE) and one G update (non-saturating) on the grids."""
         real = batch["grids"].to(self.device)
-        gen = self.G.positions
-        z = torch.randn((real.shape[0], gen.net.latent_dim), generator=ctx.rng,
+        gen = self.G.positions.net
+        z = torch.randn((real.shape[0], gen.latent_dim), generator=ctx.rng,
                         device=ctx.rng.device).to(self.device)
+        u = torch.rand((real.shape[0], gen.grid, gen.grid), generator=ctx.rng,
+                       device=ctx.rng.device).to(self.device)
         with self.autocast():
-            fake = gen(z)
+            prob, class_probs = gen.maps(z)
+            prob = prob.float()
+            if self.settings.pos_train == "bernoulli":
+                occ = (u < prob).to(prob.dtype) + prob - prob.detach()   # straight through
+            else:
+                occ = prob
+            fake = grid_view(occ, class_probs)
             real_logits = self.D_pos(real)
             fake_logits = self.D_pos(fake.detach())
             loss_real, loss_fake = discriminator_loss(real_logits, fake_logits)
@@ -258,10 +293,12 @@ class TwoStageRecipe(Recipe):
             loss_g = generator_loss_nonsaturating(self.D_pos(fake))
         self.optimize("G_pos", loss_g)
         with torch.no_grad():
-            occupied = (fake[:, 0] > 0).float().sum(dim=(1, 2)).mean()
             stats = torch.stack([loss_d.detach().float(), loss_g.detach().float(),
-                                 occupied.float()]).tolist()
-        return {"loss_d_pos": stats[0], "loss_g_pos": stats[1], "cells_fake": stats[2]}
+                                 prob.detach().sum(dim=(1, 2)).mean().float(),
+                                 ((real[:, 0] + 1.0) * 0.5).sum(dim=(1, 2)).mean()]).tolist()
+        # cells_fake: the expected number of occupied cells of a generated grid (sum of p)
+        return {"loss_d_pos": stats[0], "loss_g_pos": stats[1], "cells_fake": stats[2],
+                "cells_real": stats[3]}
 
     def galaxies(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         """Stage 2: one BEGAN update of D and G, then the k_t update."""

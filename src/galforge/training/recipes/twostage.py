@@ -34,8 +34,9 @@ the faintest non-zero pixel value; its sampler composes full-size fields in phys
 (:mod:`galforge.models.twostage`).
 
 Named configs: ``paper`` (positions: latent 100, width 64; BEGAN: h = 64, n = 64, lr 1e-4,
-γ = 0.5, λ_k = 0.001, the values of Berthelot et al. 2017) and ``small`` (widths 8, latents
-16: sized for a CPU and for tests).
+γ = 0.5, λ_k = 0.001, the values of Berthelot et al. 2017), ``small`` (widths 8, latents
+16: sized for tests) and ``cpu`` (``small`` with BEGAN lr 5e-4 and λ_k = 0.01: what learns
+galaxy profiles in a CPU run of ~1000 steps; figures in docs/twostage.md).
 """
 
 from __future__ import annotations
@@ -134,9 +135,16 @@ class TwoStageSettings:
 
 
 TWOSTAGE_CONFIGS = {
-    "paper": {"pos_width": 64, "gal_width": 64, "gal_latent_dim": 64, "pos_latent_dim": 100},
+    "paper": {"pos_width": 64, "gal_width": 64, "gal_latent_dim": 64, "pos_latent_dim": 100,
+              "gal_lr": 1e-4, "gamma": 0.5, "lambda_k": 0.001, "patch_batch": 64},
     "small": {"pos_width": 8, "gal_width": 8, "gal_latent_dim": 16, "pos_latent_dim": 16,
               "patch_batch": 16},
+    # "small" networks with a BEGAN that learns within ~1000 CPU steps (docs/twostage.md):
+    # at lr 1e-4 and λ_k = 0.001 k_t hardly moves from 0 in such a run and the patches are
+    # flat backgrounds with bright borders; 5× the learning rate and 10× λ_k give centred
+    # galaxy profiles
+    "cpu": {"pos_width": 8, "gal_width": 8, "gal_latent_dim": 16, "pos_latent_dim": 16,
+            "patch_batch": 16, "gal_lr": 5e-4, "lambda_k": 0.01},
 }
 
 

@@ -12,7 +12,7 @@ so the scores are on the ladder's 0–8 scale, not the human scale of the paper'
 empty.
 
     python benchmarks/twostage_table.py [--n 16] [--size 256] [--count 12] [--train 24]
-        [--steps 200] [--e2e-steps 200] [--config small] [--out DIR]
+        [--steps 1000] [--e2e-steps 200] [--config cpu] [--out DIR]
 
 Defaults are sized for a CPU (fields of 256 px, not the paper's 1000 px, and minutes of
 training instead of days); the figures say how far such runs get, not what the paper's
@@ -74,9 +74,9 @@ def main_() -> int:
     ap.add_argument("--size", type=int, default=256, help="field side (pixels)")
     ap.add_argument("--count", type=int, default=12, help="galaxies per field")
     ap.add_argument("--train", type=int, default=24, help="training fields")
-    ap.add_argument("--steps", type=int, default=200, help="two-stage training steps")
+    ap.add_argument("--steps", type=int, default=1000, help="two-stage training steps")
     ap.add_argument("--e2e-steps", type=int, default=200, help="end-to-end DCGAN steps")
-    ap.add_argument("--config", default="small", help="two-stage model.config")
+    ap.add_argument("--config", default="cpu", help="two-stage model.config")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))

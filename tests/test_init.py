@@ -116,6 +116,6 @@ def test_band_map_reorders_the_sky_noise_of_a_sky_noise_parent(tmp_path, capsys)
     assert torch.equal(c["module.G.noise_const"], p["module.G.noise_const"].flip(1))
     rc = main(["train", _data(tmp_path, "gri2", ["g", "r", "i"], 2), "--model", "dcgan64",
                "--out", str(tmp_path / "plain"), "--steps", "1", "--init", str(parent),
-               *TINY])
+               *TINY, "--set", "model.sky_noise=false"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--set model.sky_noise=true" in err and len(err.splitlines()) == 1

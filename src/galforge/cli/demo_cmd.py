@@ -212,9 +212,12 @@ def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
     # 5. fine-tuning the pretrained model on real XDF galaxies
     spent = time.perf_counter() - t_start
     ft_s = max(20.0, min(_FINETUNE_SHARE * budget, (budget - spent) * 0.8))
+    # the fine-tuned network is the pretrained one: with its sky noise or without
+    sky = "true" if isinstance(bundle.spec, dict) and bundle.spec.get("sky_noise") else "false"
     fcfg, train_ft = _train("builtin:hdf-stamps", "dcgan64", out / "finetune-xdf", ft_s,
                             "dcgan", seed, progress,
-                            ["train.sample_every=25", "train.checkpoint_every=100"], 32,
+                            ["train.sample_every=25", "train.checkpoint_every=100",
+                             f"model.sky_noise={sky}"], 32,
                             init=str(model), band_map="R=i,G=r,B=g")
     say(f"[5/5] fine-tuning {model} on real XDF galaxy stamps "
         f"(builtin:hdf-stamps, R=i G=r B=g) for {fcfg.train.steps} steps")

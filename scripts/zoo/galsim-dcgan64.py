@@ -1,7 +1,7 @@
 """Reproduce ``pretrained:galsim-dcgan64``: the DCGAN-64 (``cpu`` config) on GalSim galaxies.
 
     python scripts/zoo/galsim-dcgan64.py            # train (resumes), evaluate, ship
-    python scripts/zoo/galsim-dcgan64.py --steps 12000
+    python scripts/zoo/galsim-dcgan64.py --steps 8000
 
 Training data: 8192 ``builtin:galsim`` galaxies (g, r, i; 64×64; counts; seed 1), asinh
 stretch.  Held-out evaluation: 500 galaxies of the same population drawn with seed 2026
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
     ap.add_argument("--run", type=Path, default=None,
                     help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=9000)
+    ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
     args = ap.parse_args()

@@ -381,12 +381,22 @@ class _StageSampler(torch.nn.Module):
     def __init__(self, chain: torch.nn.Module, stage: int):
         super().__init__()
         self.chain, self.stage = chain, int(stage)
+        if NOISE in getattr(chain, "CAPABILITIES", ()):
+            self.CAPABILITIES = frozenset({LATENT, NOISE})
 
     def latent_shape(self, n: int, **options) -> tuple[int, ...]:
         return tuple(self.chain.latent_shape(n, **options))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.chain.stage_output(z, self.stage)
+    def noise_shapes(self) -> list:
+        return list(self.chain.noise_shapes())
+
+    def const_noise(self) -> list:
+        return list(self.chain.const_noise())
+
+    def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        if noise is None:
+            return self.chain.stage_output(z, self.stage)
+        return self.chain.stage_output(z, self.stage, noise=noise)
 
 
 def _check_psi(truncation) -> float | None:

@@ -184,21 +184,32 @@ class ChainedStackGAN(nn.Module):
                              f"{LOW_SIZE}×{LOW_SIZE}")
         self.stage1 = stage1
         self.stage2 = stage2
+        if "noise" in getattr(stage1, "CAPABILITIES", ()):
+            # a stage I with noise inputs (a DCGAN with sky noise): the chain takes them
+            self.CAPABILITIES = frozenset({"latent", "staged", "noise"})
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
         return tuple(self.stage1.latent_shape(n))
 
-    def stage_output(self, z: torch.Tensor, stage: int) -> torch.Tensor:
-        """Model-space images of stage ``stage`` (1 or 2) for latents ``z``."""
-        low = self.stage1(z)
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """Stage I's noise inputs (none when stage I has none)."""
+        return list(self.stage1.noise_shapes()) if "noise" in self.CAPABILITIES else []
+
+    def const_noise(self) -> list[torch.Tensor]:
+        return list(self.stage1.const_noise()) if "noise" in self.CAPABILITIES else []
+
+    def stage_output(self, z: torch.Tensor, stage: int, noise: list | None = None) -> torch.Tensor:
+        """Model-space images of stage ``stage`` (1 or 2) for latents ``z`` (``noise``: stage
+        I's noise maps, for a stage I with noise inputs)."""
+        low = self.stage1(z) if noise is None else self.stage1(z, noise=noise)
         if int(stage) == 1:
             return low
         if int(stage) != 2:
             raise ModelError(f"--stage {stage}: a stackgan2 model has stages 1 and 2")
         return self.stage2(stage_to_unit(low))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.stage_output(z, 2)
+    def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        return self.stage_output(z, 2, noise=noise)
 
 
 @register_family("stackgan2", parts=("stage1", "stage2"))

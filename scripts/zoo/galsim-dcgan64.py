@@ -43,13 +43,6 @@ NOTES = ("What it is and is not yet: centred galaxies of the right colours, brig
          "17.4 at 6000) while the measures passed rose (14, 15, 16 of 17).")
 
 
-def metrics_date(folder: Path) -> str:
-    """The day the evaluation in ``folder`` was written."""
-    import datetime as dt
-
-    return dt.date.fromtimestamp((folder / "metrics.json").stat().st_mtime).isoformat()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
@@ -82,7 +75,7 @@ def main() -> None:
         "training": {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
                      "settings": SETS},
         "evaluation": {
-            "date": metrics_date(run / f"eval-{n}"),
+            "date": zoo.metrics_date(run / f"eval-{n}"),
             "held_out": held_out, "n_real": n, "n_fake": n, "sample_seed": 11,
             "options": opts, "passed": passed, "total": total,
             "fgd": fgd, "fgd_real_vs_real": fgd_ref,

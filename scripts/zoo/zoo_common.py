@@ -78,6 +78,11 @@ def evaluate(real: str, fake: str, out: Path, *, n: int, seed: int, extra=()) ->
     return json.loads(metrics.read_text())
 
 
+def metrics_date(folder: Path) -> str:
+    """The day the evaluation in ``folder`` was written."""
+    return dt.date.fromtimestamp((folder / "metrics.json").stat().st_mtime).isoformat()
+
+
 def summary_counts(metrics: dict) -> tuple[int, int]:
     rows = metrics.get("summary", [])
     return sum(1 for r in rows if r.get("passed")), len(rows)

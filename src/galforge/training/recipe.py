@@ -203,6 +203,14 @@ class Recipe:
         """
         return float(getattr(self.settings, "ema", 0.0) or 0.0)
 
+    def ema_batchnorm_layers(self, ema: nn.Module) -> list[nn.Module]:
+        """The batch-norm layers of the generator's EMA copy whose running statistics are
+        recomputed for the EMA weights before export (default: all of them; a recipe with a
+        frozen sub-network excludes its layers)."""
+        from galforge.training.ema import batchnorm_layers
+
+        return batchnorm_layers(ema)
+
     @classmethod
     def data_need(cls, settings) -> DataNeed:
         """What the recipe trains on; default: stamps at ``settings.image_size`` (if any)."""

@@ -48,10 +48,13 @@ from galforge.training.checkpoint import (
     unpack_optimizers,
     write_checkpoint,
 )
+from galforge.training.ema import ema_update, recalibrate_batchnorm
 from galforge.training.pipeline import BatchSource, as_tensors, batch_source, prepare_data
 from galforge.training.recipe import Recipe
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: images the EMA generator's batch-norm statistics are recomputed from
+EMA_BN_IMAGES = 2048
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -223,6 +226,7 @@ class Trainer:
         #: the init model's generator EMA, the starting point of this run's EMA
         self.initial_ema: nn.Module | None = None
         self.ema: nn.Module | None = None
+        self._ema_bn_fresh = False
         self.step = 0
         self.total = 0
         self.source: BatchSource | None = None
@@ -488,17 +492,37 @@ class Trainer:
         """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
         ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
         within the first few hundred steps instead of lingering for ``1 / (1 - decay)``."""
-        decay = min(self.ema_decay, (1.0 + done) / (10.0 + done))
-        with torch.no_grad():
-            e_params = list(self.ema.parameters())
-            g_params = [p.detach() for p in gen.parameters()]
-            torch._foreach_lerp_(e_params, g_params, 1.0 - decay)
-            for eb, gb in zip(self.ema.buffers(), gen.buffers(), strict=True):
-                eb.copy_(gb)
+        ema_update(self.ema, gen, min(self.ema_decay, (1.0 + done) / (10.0 + done)))
+        self._ema_bn_fresh = False
 
     def export_generator(self) -> nn.Module:
-        """The generator whose weights are exported (EMA copy when EMA is on)."""
-        return self.ema if self.ema is not None else self.recipe.generator()
+        """The generator whose weights are exported (EMA copy when EMA is on).
+
+        The EMA copy's batch-norm statistics are recomputed for its own weights before it is
+        used (:func:`galforge.training.ema.recalibrate_batchnorm`; once per EMA step at most,
+        from a generator of its own, so training draws are untouched)."""
+        if self.ema is None:
+            return self.recipe.generator()
+        if not self._ema_bn_fresh:
+            self._recalibrate_ema()
+            self._ema_bn_fresh = True
+        return self.ema
+
+    def _recalibrate_ema(self) -> None:
+        recipe = self.recipe
+        layers = recipe.ema_batchnorm_layers(self.ema)
+        if not layers:
+            return
+        batch = max(2, int(self.train.batch))
+        rng = step_generator(int(self.train.seed), "ema-batchnorm", self.step,
+                             device=recipe.device)
+
+        def draw(_i: int) -> tuple[tuple, dict]:
+            z = recipe.sample_latent(batch, rng).to(recipe.device)
+            cond = recipe.sample_conditions(batch, rng)
+            return ((z,) if cond is None else (z, cond.to(recipe.device))), {}
+
+        recalibrate_batchnorm(self.ema, layers, draw, batches=-(-EMA_BN_IMAGES // batch))
 
     def _non_finite(self, done: int, losses: dict, main: bool) -> None:
         bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(float(v)))
@@ -569,6 +593,7 @@ class Trainer:
                 f"not {t.seed}; resume with --seed {meta['seed']}"
             )
         unpack_modules(self.recipe.modules(), tensors)
+        self._ema_bn_fresh = False
         if self.ema is not None:
             sd = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
             if sd:

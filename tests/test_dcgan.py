@@ -198,7 +198,7 @@ def test_named_configs_in_the_recipe():
     assert paper.G.upsample == "transposed" and paper.default_ema() == 0.0
     cpu = RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu")
     assert cpu.config["config"] == "cpu" and cpu.G.upsample == "resize"
-    assert cpu.default_ema() == 0.0
+    assert cpu.default_ema() == 0.999
     with pytest.raises(ConfigError, match="not a configuration"):
         RECIPES["dcgan64"]({"config": "nope"}, 3, 64, "cpu")
 

@@ -242,3 +242,37 @@ def test_mixed_precision_runs_only_the_highest_resolutions_reduced_and_clamps():
     assert torch.equal(g(z), ref) and torch.equal(d(ref), ref_d)
     with pytest.raises(ModelError, match="bfloat16"):
         g.set_mixed_precision(torch.float64, 2)
+
+
+def test_sky_noise_generator_noise_inputs_and_noiseless_scene():
+    """With sky noise the last `channels` noise inputs are the per-band unit maps: zero maps
+    give the noiseless scene, the stored maps are used in eval mode, the spec rebuilds it."""
+    from galforge.models.stylegan2 import build_stylegan2_generator
+
+    desc = {"stretch": "linear", "target": [-1.0, 1.0], "lo": [-1.0] * 3, "hi": [1.0] * 3,
+            "offset": [0.0] * 3, "softening": [0.05] * 3}
+    g = StyleGAN2Generator(16, 3, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64,
+                           channel_max=16, sky_noise=desc).eval()
+    shapes = g.noise_shapes()
+    assert shapes[-3:] == [(16, 16)] * 3 and len(shapes) == len(g.convs) + 3
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
+    conv_const = [m for m in g.const_noise()[:-3]]
+    zeros = [torch.zeros(1, 1, 16, 16)] * 3
+    clean = g(z, noise=conv_const + zeros)
+    noisy = g(z, noise=conv_const + [torch.ones(1, 1, 16, 16)] * 3)
+    # unit maps add exactly σ per band (linear normaliser: model units = physical here,
+    # inside the model range the stretch clips to)
+    sigma = g.sky.sigma(g.broadcast_w(g.mapping(z))[:, -1])
+    inside = (clean.abs() < 0.8) & (noisy.abs() < 0.8)
+    assert inside.float().mean() > 0.5
+    want = sigma[:, :, None, None].expand_as(clean)
+    assert torch.allclose((noisy - clean)[inside], want[inside], atol=1e-5)
+    assert torch.equal(g(z), g(z, noise=g.const_noise()))      # eval: the stored maps
+    h = build_stylegan2_generator(g.spec())
+    h.load_state_dict(g.state_dict())
+    assert torch.equal(h.eval()(z), g(z))
+    # --band-map: the sky level and maps follow the bands
+    before = sigma.detach().clone()
+    g.permute_image_channels([2, 0, 1])
+    after = g.sky.sigma(g.broadcast_w(g.mapping(z))[:, -1])
+    assert torch.allclose(after, before[:, [2, 0, 1]])

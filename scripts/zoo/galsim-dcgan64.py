@@ -1,10 +1,13 @@
 """Reproduce ``pretrained:galsim-dcgan64``: the DCGAN-64 (``cpu`` config) on GalSim galaxies.
 
     python scripts/zoo/galsim-dcgan64.py            # train (resumes), evaluate, ship
-    python scripts/zoo/galsim-dcgan64.py --steps 8000
 
 Training data: 8192 ``builtin:galsim`` galaxies (g, r, i; 64×64; counts; seed 1), asinh
-stretch.  Held-out evaluation: 500 galaxies of the same population drawn with seed 2026
+stretch.  Two phases: 6000 steps of the ``cpu`` config with the EMA off (``RUNS/NAME``), then
+2000 steps started from that run's G and D (``--init``, seed 1) with the EMA of G on, decay
+0.999 (``RUNS/NAME-ema``, the shipped weights: the EMA generator with batch-norm statistics
+of its own).  The cpu config has the EMA on from the first step now; the zoo model was made
+in these two phases, and this script reproduces exactly that.  Held-out evaluation: 500 galaxies of the same population drawn with seed 2026
 (never used in training), and as reference a second real draw (seed 2027) against the same
 held-out set.  One CPU thread; a run folder outside the repository (``--runs``).
 """
@@ -24,6 +27,8 @@ HELD_OUT = "builtin:galsim?n={n}&size=64&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&size=64&seed=2027"
 SETS = ["model.sky_noise=true", "data.stretch=asinh", "train.threads=1", "train.checkpoint_every=250",
         "train.snapshot_every=1000", "train.sample_every=500", "train.progress=false"]
+PHASE1 = [*SETS, "train.ema=0"]
+PHASE2 = [*SETS, "train.ema=0.999", "train.snapshot_every=500"]
 
 
 #: what the evaluation and the sample grids show (written after looking at both)
@@ -48,14 +53,17 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=zoo.default_runs())
     ap.add_argument("--run", type=Path, default=None,
                     help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=6000, help="steps of phase 1 (EMA off)")
+    ap.add_argument("--ema-steps", type=int, default=2000, help="steps of phase 2 (EMA on)")
     ap.add_argument("--n-eval", type=int, default=500)
     ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
     args = ap.parse_args()
 
-    run = args.run or args.runs / NAME
+    first = args.run or args.runs / NAME
+    run = first.with_name(first.name + "-ema")
     if not args.no_train:
-        zoo.train(run, DATA, "dcgan64", args.steps, 32, 0, SETS)
+        zoo.train(first, DATA, "dcgan64", args.steps, 32, 0, PHASE1)
+        zoo.train(run, DATA, "dcgan64", args.ema_steps, 32, 1, PHASE2, ["--init", str(first)])
     zoo.cli(["export", str(run)])
     n = args.n_eval
     held_out = HELD_OUT.format(n=n)
@@ -72,8 +80,12 @@ def main() -> None:
         "title": "DCGAN-64 on GalSim bulge+disk galaxies (g, r, i)",
         "family": "dcgan", "model": "dcgan64", "config": "cpu",
         "data": DATA, "bands": ["g", "r", "i"], "units": "counts", "image_size": [64, 64],
-        "training": {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
-                     "settings": SETS},
+        "training": {**zoo.combined_time([first, run]), "batch": 32, "seed": [0, 1],
+                     "threads": 1, "phases": [
+                         {"steps": args.steps, "seed": 0, "settings": PHASE1},
+                         {"steps": args.ema_steps, "seed": 1, "init": "phase 1",
+                          "settings": PHASE2}],
+                     "settings": PHASE2},
         "evaluation": {
             "date": zoo.metrics_date(run / f"eval-{n}"),
             "held_out": held_out, "n_real": n, "n_fake": n, "sample_seed": 11,

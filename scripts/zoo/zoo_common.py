@@ -34,8 +34,9 @@ def cli(args: list[str]) -> None:
 
 
 def train(run: Path, data: str, model: str, steps: int, batch: int, seed: int,
-          sets: list[str]) -> None:
-    """Train (or resume) ``run``; a finished run is left as it is."""
+          sets: list[str], extra: list[str] = ()) -> None:
+    """Train (or resume) ``run``; a finished run is left as it is.  ``extra``: more CLI
+    arguments (``--init PARENT`` for a fine-tuning phase)."""
     info = run / "run.json"
     if info.is_file() and json.loads(info.read_text()).get("step", 0) >= steps:
         print(f"{run}: already trained to {steps} steps")
@@ -44,6 +45,7 @@ def train(run: Path, data: str, model: str, steps: int, batch: int, seed: int,
             "--batch", str(batch), "--seed", str(seed)]
     for s in sets:
         args += ["--set", s]
+    args += list(extra)
     if (run / "checkpoints" / "latest").is_dir():
         args.append("--resume")
     cli(args)
@@ -66,6 +68,14 @@ def training_time(run: Path) -> dict:
                                           + float(r.get("time_data_s", 0.0)))
         prev = step
     return {"steps": int(rows[-1]["step"]) if rows else 0, "train_seconds": round(seconds, 1),
+            "cpu_hours": round(seconds / 3600.0, 3)}
+
+
+def combined_time(runs: list[Path]) -> dict:
+    """:func:`training_time` of runs trained one after the other (``--init`` phases)."""
+    parts = [training_time(r) for r in runs]
+    seconds = sum(p["train_seconds"] for p in parts)
+    return {"steps": sum(p["steps"] for p in parts), "train_seconds": round(seconds, 1),
             "cpu_hours": round(seconds / 3600.0, 3)}
 
 
@@ -140,12 +150,21 @@ def write_docs() -> Path:
     for c in cards:
         t, ev = c.get("training", {}), c.get("evaluation", {})
         lines += [f"## `{c['name']}` — {c.get('title', '')}", ""]
+        if t.get("phases"):
+            how = "; then ".join(
+                f"{p.get('steps')} steps" + (f" from {p['init']}" if p.get("init") else "")
+                + f" with seed {p.get('seed')} and `{' '.join(p.get('settings', []))}`"
+                for p in t["phases"])
+            how = f"in {len(t['phases'])} phases: {how}"
+        else:
+            how = (f"with seed {t.get('seed')} and `{' '.join(t.get('settings', []))}`")
+        stage1 = f", chained after `{c['stage1']}`" if c.get("stage1") else ""
         lines.append(
             f"Trained on `{c.get('data')}` (bands {', '.join(c.get('bands', []))}; "
-            f"{c.get('units')}) with `{c.get('model')}`, config `{c.get('config')}`, "
-            f"batch {t.get('batch')}, seed {t.get('seed')}, for {t.get('steps')} steps: "
+            f"{c.get('units')}) with `{c.get('model')}`{stage1}, config `{c.get('config')}`, "
+            f"batch {t.get('batch')}, {t.get('steps')} steps in all: "
             f"{_fmt(t.get('cpu_hours'), '.2f')} hours of training steps on one CPU thread "
-            f"({c.get('machine', '')}). Settings: `{' '.join(t.get('settings', []))}`.")
+            f"({c.get('machine', '')}). Trained {how}.")
         lines.append("")
         if "field" in ev:
             f = ev["field"]

@@ -190,9 +190,7 @@ class DCGANGenerator(nn.Module):
             if last.bias is not None:
                 last.bias.copy_(last.bias.index_select(0, idx))
             if self.sky is not None:
-                head = self.sky.level[-1]
-                head.weight.copy_(head.weight.index_select(0, idx))
-                head.bias.copy_(head.bias.index_select(0, idx))
+                self.sky.permute_bands(perm)
                 self.noise_const.copy_(self.noise_const.index_select(1, idx))
 
     def clean(self, z: torch.Tensor) -> torch.Tensor:

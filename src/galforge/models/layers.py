@@ -173,6 +173,14 @@ class SkyNoise(PhysicalStretch):
         self.level = nn.Sequential(nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2),
                                    nn.Linear(hidden, self.channels))
 
+    def permute_bands(self, perm) -> None:
+        """Reorder the bands of the learned level (``--band-map``)."""
+        idx = torch.as_tensor(perm)
+        head = self.level[-1]
+        with torch.no_grad():
+            head.weight.copy_(head.weight.index_select(0, idx))
+            head.bias.copy_(head.bias.index_select(0, idx))
+
     def sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Per-band noise σ (physical units) of each latent: ``N×C``."""
         return torch.exp(self.level(z.flatten(1))) * self.softening.flatten()

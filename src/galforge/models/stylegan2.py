@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galforge.errors import ModelError
+from galforge.models.layers import SkyNoise
 from galforge.models.registry import register_generator
 from galforge.seeding import seeded_global
 
@@ -350,6 +351,10 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
     init_seed: seed of the weight initialisation.
     image_width: output width when it differs from the height (a power of 2 from 16 to 1024;
         None: square); the constant takes the aspect (see the module docstring).
+    sky_noise: None, or the data's normaliser description: the synthesis network then draws
+        the noiseless scene and a :class:`~galforge.models.layers.SkyNoise` layer adds pixel
+        noise of a learned per-image, per-band level (a function of the last layer's w) in
+        physical units; its unit maps are the last ``channels`` noise inputs.
     """
 
     CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
@@ -357,7 +362,7 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
     def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
                  w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 32768,
                  channel_max: int = 512, mapping_lr_mul: float = 0.01, init_seed: int = 0,
-                 image_width: int | None = None):
+                 image_width: int | None = None, sky_noise: dict | None = None):
         super().__init__()
         self.image_size, self.image_width = image_shape(image_size, image_width)
         if int(channels) < 1:
@@ -383,6 +388,11 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
                 torgbs.append(ToRGB(ch[r], self.channels, self.w_dim))
             self.convs = nn.ModuleList(convs)
             self.torgbs = nn.ModuleList(torgbs)
+            self.sky = None
+            if sky_noise is not None:
+                self.sky = SkyNoise(self.w_dim, self.channels, sky_noise)
+                self.register_buffer("sky_const", torch.randn(
+                    1, self.channels, self.image_size, self.image_width))
         self.register_buffer("fir", fir_filter(), persistent=False)
         #: number of w inputs of the synthesis network (one per convolution, plus the last toRGB)
         self.num_ws = len(self.convs) + 1
@@ -394,6 +404,8 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
                "mapping_lr_mul": self.mapping_lr_mul}
         if self.image_width != self.image_size:       # square specs stay as they were
             out["image_width"] = self.image_width
+        if self.sky is not None:
+            out["sky_noise"] = dict(self.sky.description)
         return out
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
@@ -417,12 +429,16 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         return w
 
     def noise_shapes(self) -> list[tuple[int, int]]:
-        """``(h, w)`` of each noise input, one per convolution from coarse to fine."""
-        return [c.size for c in self.convs]
+        """``(h, w)`` of each noise input, one per convolution from coarse to fine, then
+        (with sky noise) one image-sized map per band."""
+        sky = [(self.image_size, self.image_width)] * (self.channels if self.sky else 0)
+        return [c.size for c in self.convs] + sky
 
     def const_noise(self) -> list[Tensor]:
         """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
-        return [c.noise_const[None, None] for c in self.convs]
+        sky = ([self.sky_const[:, c:c + 1] for c in range(self.channels)]
+               if self.sky is not None else [])
+        return [c.noise_const[None, None] for c in self.convs] + sky
 
     def synthesis(self, w: Tensor, noise: list | None = None) -> Tensor:
         """Images from ``w`` (``N×w_dim``, or ``N×num_ws×w_dim`` for per-layer styles).
@@ -432,7 +448,9 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         the stored maps in evaluation).
         """
         ws = self.broadcast_w(w)
-        nz = noise_list(noise, len(self.convs))
+        n_sky = self.channels if self.sky is not None else 0
+        nz = noise_list(noise, len(self.convs) + n_sky)
+        nz, sky_maps = nz[:len(self.convs)], nz[len(self.convs):]
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
         levels = len(self.resolutions)
         img = None
@@ -450,7 +468,21 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
             if reduced:
                 y = self._clamp(y, True).float()
             img = y if img is None else upsample2d(img, self.fir) + y
+        if self.sky is not None:
+            img = self._add_sky(img.float(), ws[:, -1].float(), sky_maps)
         return img
+
+    def _add_sky(self, clean: Tensor, w_last: Tensor, maps: list) -> Tensor:
+        """The noiseless image plus sky noise: given maps (None entries: the default),
+        fresh unit noise in training, the stored maps in evaluation."""
+        eps = []
+        for c, m in enumerate(maps):
+            if m is None:
+                m = (torch.randn((clean.shape[0], 1, *clean.shape[-2:]), device=clean.device)
+                     if self.training else self.sky_const[:, c:c + 1])
+            eps.append(m.to(clean.device, clean.dtype).expand(clean.shape[0], 1,
+                                                               *clean.shape[-2:]))
+        return self.sky(clean, w_last, torch.cat(eps, dim=1))
 
     def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
         return self.synthesis(self.mapping(z), noise)
@@ -485,6 +517,9 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
             for t in self.torgbs:
                 t.weight.copy_(t.weight.index_select(0, idx))
                 t.bias.copy_(t.bias.index_select(0, idx))
+            if self.sky is not None:
+                self.sky.permute_bands(perm)
+                self.sky_const.copy_(self.sky_const.index_select(1, idx))
 
 
 class DiscriminatorBlock(nn.Module):
@@ -579,12 +614,13 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
 def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,
                          mapping_layers: int = 8, channel_base: int = 32768,
                          channel_max: int = 512, mbstd_group: int = 4, seed: int = 0,
-                         image_width: int | None = None
+                         image_width: int | None = None, sky_noise: dict | None = None
                          ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
     """A matching generator and discriminator, initialised from ``seed`` (``image_width``:
     non-square images, ``image_size`` then being the height)."""
     g = StyleGAN2Generator(image_size, channels, z_dim, w_dim, mapping_layers, channel_base,
-                           channel_max, init_seed=2 * int(seed), image_width=image_width)
+                           channel_max, init_seed=2 * int(seed), image_width=image_width,
+                           sky_noise=sky_noise)
     d = StyleGAN2Discriminator(image_size, channels, channel_base, channel_max, mbstd_group,
                                init_seed=2 * int(seed) + 1, image_width=image_width)
     return g, d
@@ -594,7 +630,7 @@ def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_
 def build_stylegan2_generator(spec: dict) -> StyleGAN2Generator:
     """Rebuild a StyleGAN2 generator from its bundle spec (weights loaded separately)."""
     known = {"image_size", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base",
-             "channel_max", "mapping_lr_mul", "image_width"}
+             "channel_max", "mapping_lr_mul", "image_width", "sky_noise"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(f"StyleGAN2 spec has unknown keys {sorted(unknown)}; known keys: "

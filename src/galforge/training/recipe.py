@@ -203,6 +203,17 @@ class Recipe:
         """
         return float(getattr(self.settings, "ema", 0.0) or 0.0)
 
+    def sky_description(self, channels: int) -> dict:
+        """The normaliser a generator's sky noise works through: the data's, or (a recipe
+        built without data, e.g. to time a step) model space itself with a noise scale of
+        0.01."""
+        if self.normalizer is not None:
+            return dict(self.normalizer)
+        c = int(channels)
+        lo, hi = (float(v) for v in type(self).output_range_for(self.settings))
+        return {"stretch": "linear", "target": [lo, hi], "lo": [lo] * c, "hi": [hi] * c,
+                "offset": [0.0] * c, "softening": [0.01] * c}
+
     def ema_batchnorm_layers(self, ema: nn.Module) -> list[nn.Module]:
         """The batch-norm layers of the generator's EMA copy whose running statistics are
         recomputed for the EMA weights before export (default: all of them; a recipe with a

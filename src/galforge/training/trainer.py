@@ -545,8 +545,9 @@ class Trainer:
     def _tensor_state(self) -> tuple[dict, dict]:
         recipe = self.recipe
         tensors = pack_modules(recipe.modules())
-        if self.ema is not None:
-            tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        if self.ema is not None:   # with the batch-norm statistics of its own weights
+            tensors.update({f"ema.{k}": v
+                            for k, v in self.export_generator().state_dict().items()})
         opt_tensors, opt_meta = pack_optimizers(recipe.optimizers())
         tensors.update(opt_tensors)
         t = self.train

@@ -130,10 +130,7 @@ class SGANRecipe(PairRecipe):
         with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
             sky = None
             if s.sky_noise:
-                sky = dict(normalizer) if normalizer is not None else {
-                    "stretch": "linear", "target": [0.0, 1.0], "lo": [0.0] * channels,
-                    "hi": [1.0] * channels, "offset": [0.0] * channels,
-                    "softening": [0.01] * channels}
+                sky = self.sky_description(channels)
             self.G = SGANGenerator(channels, s.widths, LATENT_CHANNELS,
                                    image_size=int(s.sample_size),
                                    sky_noise=sky).to(self.device)

@@ -33,7 +33,10 @@ Named configs (``model.config``):
 * ``small`` — a CPU-sized 64² network: channel base 1024 (16 maps at 64², 128 from 8² down),
   at most 128 maps, z and w of 256, 2 mapping layers, γ and the EMA from the heuristic, and
   ADA's p free to move by 1 in 100k images instead of 500k (a CPU run sees a few hundred
-  thousand images in all: at the paper's speed p could not follow D's overfitting).
+  thousand images in all: at the paper's speed p could not follow D's overfitting), and sky
+  noise (``model.sky_noise``, as the DCGAN's ``cpu`` config: the synthesis network draws the
+  noiseless galaxy and a learned per-image, per-band noise level, a function of the last
+  layer's w, adds pixel noise in physical units; the per-layer noise inputs stay).
 
 ``image_width``: images wider (or taller) than ``image_size`` (the height), e.g. ``image_size=64``
 and ``image_width=128`` for 64×128 stamps: the generator's constant and the discriminator's
@@ -129,6 +132,7 @@ class StyleGAN2Settings:
     conv_clamp: float | None = 256.0      # ... their activations clamped to ±conv_clamp
     channels_last: bool = False           # CUDA: G and D in channels_last memory format
     compile: bool = False                 # CUDA: torch.compile G's synthesis and D (main phases)
+    sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
 
     def __post_init__(self):
         if self.augment not in AUGMENTS:
@@ -166,7 +170,7 @@ STYLEGAN2_CONFIGS = {
              "r1_gamma": None, "ema_kimg": None},
     "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 1024,
               "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None,
-              "ada_kimg": 100.0},
+              "ada_kimg": 100.0, "sky_noise": True},
 }
 
 
@@ -200,7 +204,8 @@ class StyleGAN2Recipe(PairRecipe):
             h, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
             channel_base=s.channel_base, channel_max=s.channel_max,
             mbstd_group=s.mbstd_group, seed=self.seed,
-            image_width=None if w == h else w)
+            image_width=None if w == h else w,
+            sky_noise=self.sky_description(channels) if s.sky_noise else None)
         self.G.to(self.device)
         self.D.to(self.device)
         wgan = s.loss == "wgan_gp"

@@ -22,7 +22,7 @@ from galforge.models.dcgan import n_parameters
 from galforge.models.stackgan import ChainedStackGAN, StackGANStage2Generator, build_stage2_pair
 from galforge.training.pipeline import PairedBatches, prepare_data
 from galforge.training.recipes import get_recipe
-from galforge.training.recipes.stackgan import band_sum_pixel_loss
+from galforge.training.recipes.stackgan import band_pixel_loss, band_sum_pixel_loss
 
 SMALL = ["--set", "model.width=4", "--set", "model.up_width=4", "--set", "model.d_width=2",
          "--set", "model.n_res=1"]
@@ -85,6 +85,22 @@ def test_band_sum_pixel_loss_matches_a_hand_computation():
     assert band_sum_pixel_loss(real, fake).item() == pytest.approx(15.625)
     # a swap of flux between bands at the same pixel costs nothing
     assert band_sum_pixel_loss(real, real.flip(1)).item() == 0.0
+    # per band: (0.25 + 4) and (0 + 25) summed over bands, mean over pixels 14.625; a band
+    # swap now costs (2² + 2²) per pixel
+    assert band_pixel_loss(real, fake).item() == pytest.approx(14.625)
+    assert band_pixel_loss(real, real.flip(1)).item() == pytest.approx(8.0)
+
+
+def test_pixel_loss_option_is_checked_and_the_cpu_config_keeps_colours():
+    from galforge.errors import ConfigError
+    from galforge.training.recipes import RECIPES
+    from galforge.training.recipes.stackgan import StackGAN2Settings
+
+    with pytest.raises(ConfigError, match="pixel_loss"):
+        StackGAN2Settings(pixel_loss="l1")
+    cfg = RECIPES["stackgan2"].config_overrides()
+    assert cfg["cpu"]["pixel_loss"] == "bands"
+    assert cfg["paper"].get("pixel_loss", StackGAN2Settings().pixel_loss) == "band_sum"
 
 
 def test_paired_batches_flip_and_turn_both_sizes_alike():

@@ -64,18 +64,6 @@ def main() -> None:
     if not args.no_train:
         zoo.train(first, DATA, "dcgan64", args.steps, 32, 0, PHASE1)
         zoo.train(run, DATA, "dcgan64", args.ema_steps, 32, 1, PHASE2, ["--init", str(first)])
-    zoo.cli(["export", str(run)])
-    n = args.n_eval
-    held_out = HELD_OUT.format(n=n)
-    opts = ["--upscale", "0", "--workers", "2"]
-    fake = zoo.evaluate(held_out, str(run / "bundle"), run / f"eval-{n}", n=n, seed=11,
-                        extra=opts)
-    ref = zoo.evaluate(held_out, REFERENCE.format(n=n), run / f"eval-reference-{n}", n=n,
-                       seed=11, extra=opts)
-    passed, total = zoo.summary_counts(fake)
-    rpassed, rtotal = zoo.summary_counts(ref)
-    fgd = zoo.summary_value(fake, "Fréchet galaxy distance")
-    fgd_ref = zoo.summary_value(ref, "Fréchet galaxy distance")
     card = {
         "title": "DCGAN-64 on GalSim bulge+disk galaxies (g, r, i)",
         "family": "dcgan", "model": "dcgan64", "config": "cpu",
@@ -86,20 +74,11 @@ def main() -> None:
                          {"steps": args.ema_steps, "seed": 1, "init": "phase 1",
                           "settings": PHASE2}],
                      "settings": PHASE2},
-        "evaluation": {
-            "date": zoo.metrics_date(run / f"eval-{n}"),
-            "held_out": held_out, "n_real": n, "n_fake": n, "sample_seed": 11,
-            "options": opts, "passed": passed, "total": total,
-            "fgd": fgd, "fgd_real_vs_real": fgd_ref,
-            "reference_passed": rpassed, "reference_total": rtotal,
-            "summary": fake.get("summary", []),
-        },
         "reproduce": f"python scripts/zoo/{NAME}.py",
         "notes": NOTES,
     }
-    zoo.ship(NAME, run, card)
-    print(f"{NAME}: {passed}/{total} measures pass (real-vs-real {rpassed}/{rtotal}); "
-          f"FGD {fgd} (real-vs-real {fgd_ref})")
+    zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
+                      options=["--upscale", "0", "--workers", "2"])
 
 
 if __name__ == "__main__":

@@ -106,6 +106,35 @@ def summary_value(metrics: dict, name: str):
     return None
 
 
+def ship_galaxies(name: str, run: Path, card: dict, held_out: str, reference: str, *,
+                  n: int, options: list[str]) -> dict:
+    """Export ``run``, evaluate its bundle and a second real draw (``reference``) against
+    ``held_out`` (``{n}`` in both filled in), write the evaluation into ``card`` and ship."""
+    cli(["export", str(run)])
+    held = held_out.format(n=n)
+    fake = evaluate(held, str(run / "bundle"), run / f"eval-{n}", n=n, seed=11, extra=options)
+    ref = evaluate(held, reference.format(n=n), run / f"eval-reference-{n}", n=n, seed=11,
+                   extra=options)
+    passed, total = summary_counts(fake)
+    rpassed, rtotal = summary_counts(ref)
+    fgd = summary_value(fake, "Fréchet galaxy distance")
+    fgd_ref = summary_value(ref, "Fréchet galaxy distance")
+    card = {**card, "evaluation": {
+        "date": metrics_date(run / f"eval-{n}"),
+        "held_out": held, "n_real": n, "n_fake": n, "sample_seed": 11,
+        "options": list(options), "passed": passed, "total": total,
+        "fgd": fgd, "fgd_real_vs_real": fgd_ref,
+        "reference_passed": rpassed, "reference_total": rtotal,
+        "summary": fake.get("summary", []),
+    }}
+    card = {k: card[k] for k in [*(k for k in card if k not in ("reproduce", "notes")),
+                                 "reproduce", "notes"] if k in card}
+    ship(name, run, card)
+    print(f"{name}: {passed}/{total} measures pass (real-vs-real {rpassed}/{rtotal}); "
+          f"FGD {fgd} (real-vs-real {fgd_ref})")
+    return card
+
+
 def ship(name: str, run: Path, card: dict, extra_files=()) -> Path:
     """Copy ``run``'s bundle and the card into the package's zoo folder."""
     src = run / "bundle"

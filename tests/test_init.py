@@ -119,3 +119,23 @@ def test_band_map_reorders_the_sky_noise_of_a_sky_noise_parent(tmp_path, capsys)
                *TINY, "--set", "model.sky_noise=false"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--set model.sky_noise=true" in err and len(err.splitlines()) == 1
+
+
+def test_a_parent_part_this_model_lacks_is_refused_not_dropped(parent_run, tmp_path, capsys):
+    """Any weight of the init model with no place in this one stops the run (one line naming
+    it): fine-tuning never silently drops part of the parent."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    parent = tmp_path / "parent"
+    shutil.copytree(parent_run, parent)
+    path = parent / "checkpoints" / "latest" / "state.safetensors"
+    state = load_file(str(path))
+    state["module.G.extra_head.weight"] = torch.zeros(3)
+    save_file(state, str(path))
+    rc = main(["train", _data(tmp_path, "gri", ["g", "r", "i"], 3), "--model", "dcgan64",
+               "--out", str(tmp_path / "child"), "--steps", "1", "--init", str(parent), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "extra_head.weight" in err and "absent here" in err
+    assert len(err.splitlines()) == 1

@@ -41,7 +41,6 @@ How a field is made
 from __future__ import annotations
 
 import copy
-
 import json
 import math
 import os

@@ -123,8 +123,7 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
     missing = [k for k in own if k not in state]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     # a part the init model has and this one lacks would be dropped without a word
-    dropped = [k for k in state if k not in own and k.split(".")[0] in ("sky", "noise_const", "sky_const")]
-    missing += dropped
+    missing += [k for k in state if k not in own]
     if missing or wrong:
         k = (wrong or missing)[0]
         there = "×".join(map(str, state[k].shape)) if k in state else "absent"

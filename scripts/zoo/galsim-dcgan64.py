@@ -14,7 +14,6 @@ held-out set.  One CPU thread; a run folder outside the repository (``--runs``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -52,34 +51,21 @@ NOTES = ("What it is and is not yet: centred galaxies of the right colours, brig
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=zoo.default_runs())
-    ap.add_argument("--run", type=Path, default=None,
-                    help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=6000, help="steps of phase 1 (EMA off)")
-    ap.add_argument("--ema-steps", type=int, default=2000, help="steps of phase 2 (EMA on)")
-    ap.add_argument("--n-eval", type=int, default=500)
-    ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
-    args = ap.parse_args()
+    def more(ap):
+        ap.add_argument("--ema-steps", type=int, default=2000, help="steps of phase 2 (EMA on)")
 
-    first = args.run or args.runs / NAME
+    args, first = zoo.parse_args(__doc__, NAME, 6000, more=more)
     run = first.with_name(first.name + "-ema")
     if not args.no_train:
         zoo.train(first, DATA, "dcgan64", args.steps, 32, 0, PHASE1)
         zoo.train(run, DATA, "dcgan64", args.ema_steps, 32, 1, PHASE2, ["--init", str(first)])
-    card = {
-        "title": "DCGAN-64 on GalSim bulge+disk galaxies (g, r, i)",
-        "family": "dcgan", "model": "dcgan64", "config": "cpu",
-        "data": DATA, "bands": ["g", "r", "i"], "units": "counts", "image_size": [64, 64],
-        "training": {**zoo.combined_time([first, run]), "batch": 32, "seed": [0, 1],
-                     "threads": 1, "phases": [
-                         {"steps": args.steps, "seed": 0, "settings": PHASE1},
-                         {"steps": args.ema_steps, "seed": 1, "init": "phase 1",
-                          "settings": PHASE2}],
-                     "settings": PHASE2},
-        "reproduce": f"python scripts/zoo/{NAME}.py",
-        "notes": NOTES,
-    }
+    training = {**zoo.combined_time([first, run]), "batch": 32, "seed": [0, 1], "threads": 1,
+                "phases": [{"steps": args.steps, "seed": 0, "settings": PHASE1},
+                           {"steps": args.ema_steps, "seed": 1, "init": "phase 1",
+                            "settings": PHASE2}],
+                "settings": PHASE2}
+    card = zoo.card(NAME, "DCGAN-64 on GalSim bulge+disk galaxies (g, r, i)", "dcgan",
+                    "dcgan64", "cpu", DATA, "gri", "counts", [64, 64], training, NOTES)
     zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
                       options=["--upscale", "0", "--workers", "2"])
 

@@ -18,7 +18,6 @@ repository (``--runs``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -40,27 +39,13 @@ NOTES = ""
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=zoo.default_runs())
-    ap.add_argument("--run", type=Path, default=None,
-                    help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--n-eval", type=int, default=500)
-    ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
-    args = ap.parse_args()
-
-    run = args.run or args.runs / NAME
+    args, run = zoo.parse_args(__doc__, NAME, 1500)
     if not args.no_train:
         zoo.train(run, DATA, "stackgan2", args.steps, 32, 0, SETS)
-    card = {
-        "title": "StackGAN stage II 64→128 chained after galsim-dcgan64 (g, r, i)",
-        "family": "stackgan2", "model": "stackgan2", "config": "cpu", "stage1": STAGE1,
-        "data": DATA, "bands": ["g", "r", "i"], "units": "counts", "image_size": [128, 128],
-        "training": {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
-                     "settings": SETS},
-        "reproduce": f"python scripts/zoo/{NAME}.py",
-        "notes": NOTES,
-    }
+    card = zoo.card(NAME, "StackGAN stage II 64→128 chained after galsim-dcgan64 (g, r, i)",
+                    "stackgan2", "stackgan2", "cpu", DATA, "gri", "counts", [128, 128],
+                    {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
+                     "settings": SETS}, NOTES, stage1=STAGE1)
     # isophotes fitted at the stamps' own 128 px (no upscaling), as the paper's 128 px check
     zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
                       options=["--upscale", "0", "--workers", "2"])

@@ -12,7 +12,6 @@ run folder lives outside the repository (``--runs``) and resumes exactly across 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,27 +32,13 @@ NOTES = ""
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=zoo.default_runs())
-    ap.add_argument("--run", type=Path, default=None,
-                    help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=9000)
-    ap.add_argument("--n-eval", type=int, default=500)
-    ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
-    args = ap.parse_args()
-
-    run = args.run or args.runs / NAME
+    args, run = zoo.parse_args(__doc__, NAME, 9000)
     if not args.no_train:
         zoo.train(run, DATA, "stylegan2", args.steps, BATCH, 0, SETS)
-    card = {
-        "title": "StyleGAN2 (small) on GalSim bulge+disk galaxies (g, r, i)",
-        "family": "stylegan2", "model": "stylegan2", "config": "small",
-        "data": DATA, "bands": ["g", "r", "i"], "units": "counts", "image_size": [64, 64],
-        "training": {**zoo.training_time(run), "batch": BATCH, "seed": 0, "threads": 1,
-                     "settings": SETS},
-        "reproduce": f"python scripts/zoo/{NAME}.py",
-        "notes": NOTES,
-    }
+    card = zoo.card(NAME, "StyleGAN2 (small) on GalSim bulge+disk galaxies (g, r, i)",
+                    "stylegan2", "stylegan2", "small", DATA, "gri", "counts", [64, 64],
+                    {**zoo.training_time(run), "batch": BATCH, "seed": 0, "threads": 1,
+                     "settings": SETS}, NOTES)
     zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
                       options=["--upscale", "0", "--workers", "2"])
 

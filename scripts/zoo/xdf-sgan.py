@@ -13,7 +13,6 @@ targets are a density within 20 %, KS p ≥ 0.05 and |Δmag| ≤ 0.1 in every ba
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from pathlib import Path
@@ -43,13 +42,7 @@ NOTES = ("What it is and is not yet: a field of the XDF's size whose source coun
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=zoo.default_runs())
-    ap.add_argument("--run", type=Path, default=None,
-                    help=f"the run folder (default: RUNS/{NAME})")
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--no-train", action="store_true", help="validate and ship the run as it is")
-    args = ap.parse_args()
+    args, run = zoo.parse_args(__doc__, NAME, 4000, n_eval=False)
 
     import numpy as np
 
@@ -59,7 +52,6 @@ def main() -> None:
     from galforge.generation.field import render_one_shot
     from galforge.generation.writers import write_png
 
-    run = args.run or args.runs / NAME
     if not args.no_train:
         zoo.train(run, DATA, "sgan", args.steps, 16, 0, SETS)
     zoo.cli(["export", str(run)])
@@ -72,18 +64,13 @@ def main() -> None:
     print(format_comparison(result))
     preview = run / "field-preview.png"
     write_png(preview, fake, real.bands, units=real.units)
-    card = {
-        "title": "Spatial GAN on the Hubble eXtreme Deep Field (R, G, B composite)",
-        "family": "sgan", "model": "sgan", "config": "cpu (half widths, 64-px crops)",
-        "data": DATA, "bands": list(real.bands), "units": real.units, "image_size": None,
-        "training": {**zoo.training_time(run), "batch": 16, "seed": 0, "threads": 1,
-                     "settings": SETS},
-        "evaluation": {"field": {"size": [h, w], "seed": FIELD_SEED, **result},
-                       "passed": int(result["passed"]), "total": 1,
-                       "date": dt.date.today().isoformat()},
-        "reproduce": f"python scripts/zoo/{NAME}.py",
-        "notes": NOTES,
-    }
+    card = zoo.card(NAME, "Spatial GAN on the Hubble eXtreme Deep Field (R, G, B composite)",
+                    "sgan", "sgan", "cpu (half widths, 64-px crops)", DATA, real.bands,
+                    real.units, None, {**zoo.training_time(run), "batch": 16, "seed": 0,
+                                       "threads": 1, "settings": SETS}, NOTES)
+    card["evaluation"] = {"field": {"size": [h, w], "seed": FIELD_SEED, **result},
+                          "passed": int(result["passed"]), "total": 1,
+                          "date": dt.date.today().isoformat()}
     zoo.ship(NAME, run, card, extra_files=[preview])
 
 

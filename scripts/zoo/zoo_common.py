@@ -24,6 +24,33 @@ def default_runs() -> Path:
     return Path(os.environ.get("GALFORGE_RUNS", Path.home() / "galforge-runs"))
 
 
+def parse_args(doc: str, name: str, steps: int, *, n_eval: bool = True, more=None):
+    """The options every zoo script takes (``--runs --run --steps [--n-eval] --no-train``),
+    plus ``more(parser)``; returns ``(args, run folder)``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=default_runs())
+    ap.add_argument("--run", type=Path, default=None,
+                    help=f"the run folder (default: RUNS/{name})")
+    ap.add_argument("--steps", type=int, default=steps)
+    if n_eval:
+        ap.add_argument("--n-eval", type=int, default=500)
+    ap.add_argument("--no-train", action="store_true", help="evaluate and ship the run as it is")
+    if more is not None:
+        more(ap)
+    args = ap.parse_args()
+    return args, args.run or args.runs / name
+
+
+def card(name: str, title: str, family: str, model: str, config: str, data: str, bands,
+         units: str, image_size, training: dict, notes: str, **extra) -> dict:
+    """A model card's common fields (``evaluation`` is added by the caller)."""
+    return {"title": title, "family": family, "model": model, "config": config, **extra,
+            "data": data, "bands": list(bands), "units": units, "image_size": image_size,
+            "training": training, "reproduce": f"python scripts/zoo/{name}.py", "notes": notes}
+
+
 def cli(args: list[str]) -> None:
     from galforge.cli import main
 

@@ -59,14 +59,13 @@ def minutes_at(table: dict[int, float], step: int) -> float:
 
 
 def snapshots(run: Path) -> list[tuple[int, Path | None]]:
-    """(step, snapshot folder) of every kept snapshot, then (final step, None) for the run."""
+    """(step, snapshot folder) of every kept snapshot before the run's last step, then (final
+    step, None): the final row is always the run's exported generator, what users get."""
     from galforge.generation.field import snapshot_dirs
 
-    snaps = [(int(p.name.split("-")[1]), p) for p in snapshot_dirs(run)]
     final = int(json.loads((run / "run.json").read_text()).get("step", 0))
-    if not snaps or snaps[-1][0] != final:
-        snaps.append((final, None))
-    return snaps
+    snaps = [(int(p.name.split("-")[1]), p) for p in snapshot_dirs(run)]
+    return [(s, p) for s, p in snaps if s < final] + [(final, None)]
 
 
 def generator_at(bundle, snap: Path | None):

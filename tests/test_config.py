@@ -32,7 +32,7 @@ def test_paper_config_gives_paper_values():
 def test_default_config_is_the_cpu_one_and_explicit_keys_win():
     cfg = resolve_config(model_defaults=model_defaults(), model_configs=model_configs())
     p = cfg.model.params
-    assert (p["config"], p["width"], p["upsample"], p["ema"]) == ("cpu", 32, "resize", 0.0)
+    assert (p["config"], p["width"], p["upsample"], p["ema"]) == ("cpu", 32, "resize", 0.999)
     assert (p["lr"], p["beta1"], p["kernel_size"]) == (2e-4, 0.5, 4)
     cfg = resolve_config(sets=["model.config=paper", "model.width=64"],
                          model_defaults=model_defaults(), model_configs=model_configs())

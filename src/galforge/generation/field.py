@@ -40,7 +40,6 @@ How a field is made
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -362,8 +361,11 @@ class FieldJob:
         key = ("run", index)
         if key not in self._cache:
             g = self.generators[index]
-            if self.channels_last:   # a copy: the caller's generator stays as it was
-                g = copy.deepcopy(g).to(memory_format=torch.channels_last)
+            if self.channels_last:
+                # in place, but as ordinary tensors: run inside inference_mode, the
+                # conversion would leave the caller's model unusable with autograd
+                with torch.inference_mode(False):
+                    g = g.to(memory_format=torch.channels_last)
             fn = g.forward_window
             if self.compile:
                 fn = torch.compile(fn, dynamic=False)

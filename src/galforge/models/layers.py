@@ -168,10 +168,13 @@ class SkyNoise(PhysicalStretch):
     sampling, zero maps for the noiseless scene.
     """
 
-    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64):
+    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64,
+                 level: nn.Module | None = None):
         super().__init__(channels, normalizer)
-        self.level = nn.Sequential(nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2),
-                                   nn.Linear(hidden, self.channels))
+        #: latent -> per-band log level (a network's own MLP may be given, e.g. one with
+        #: an equalised learning rate; its last module must be the linear head)
+        self.level = level if level is not None else nn.Sequential(
+            nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, self.channels))
 
     def permute_bands(self, perm) -> None:
         """Reorder the bands of the learned level (``--band-map``)."""

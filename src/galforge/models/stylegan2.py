@@ -114,6 +114,10 @@ def downsample2d(x: Tensor, f: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------- layers
 
 
+#: the sky-noise level MLP: hidden width and learning-rate multiplier
+SKY_HIDDEN, SKY_LR_MUL = 64, 0.1
+
+
 class EqualLinear(nn.Module):
     """Fully connected layer with equalised learning rate, optional leaky ReLU (gain √2)."""
 
@@ -390,7 +394,14 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
             self.torgbs = nn.ModuleList(torgbs)
             self.sky = None
             if sky_noise is not None:
-                self.sky = SkyNoise(self.w_dim, self.channels, sky_noise)
+                # equalised lr at a tenth of the rate: StyleGAN2's lr (0.0025, β1 = 0) on a
+                # plain MLP moves log σ by tenths per step and D wins within a few hundred
+                head = EqualLinear(SKY_HIDDEN, self.channels, lr_mul=SKY_LR_MUL)
+                with torch.no_grad():
+                    head.weight.zero_()           # σ starts at the data's noise scale
+                level = nn.Sequential(EqualLinear(self.w_dim, SKY_HIDDEN, lr_mul=SKY_LR_MUL,
+                                                  activation=True), head)
+                self.sky = SkyNoise(self.w_dim, self.channels, sky_noise, level=level)
                 self.register_buffer("sky_const", torch.randn(
                     1, self.channels, self.image_size, self.image_width))
         self.register_buffer("fir", fir_filter(), persistent=False)

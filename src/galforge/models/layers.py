@@ -184,6 +184,21 @@ class SkyNoise(PhysicalStretch):
             head.weight.copy_(head.weight.index_select(0, idx))
             head.bias.copy_(head.bias.index_select(0, idx))
 
+    def unit_noise(self, clean: torch.Tensor, maps, stored: torch.Tensor,
+                   training: bool) -> torch.Tensor:
+        """The ``N×C×H×W`` unit noise for ``clean``: one given map per band (``1×1×H×W`` or
+        ``N×1×H×W``; a None entry, or ``maps`` None, takes the default), the default being
+        fresh Gaussian noise in training and the ``stored`` ``1×C×H×W`` maps otherwise."""
+        n, hw = clean.shape[0], clean.shape[-2:]
+        maps = [None] * self.channels if maps is None else list(maps)
+        eps = []
+        for c, m in enumerate(maps):
+            if m is None:
+                m = (torch.randn((n, 1, *hw), device=clean.device) if training
+                     else stored[:, c:c + 1])
+            eps.append(m.to(clean.device, clean.dtype).expand(n, 1, *hw))
+        return torch.cat(eps, dim=1)
+
     def sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Per-band noise σ (physical units) of each latent: ``N×C``."""
         return torch.exp(self.level(z.flatten(1))) * self.softening.flatten()

@@ -484,16 +484,9 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         return img
 
     def _add_sky(self, clean: Tensor, w_last: Tensor, maps: list) -> Tensor:
-        """The noiseless image plus sky noise: given maps (None entries: the default),
-        fresh unit noise in training, the stored maps in evaluation."""
-        eps = []
-        for c, m in enumerate(maps):
-            if m is None:
-                m = (torch.randn((clean.shape[0], 1, *clean.shape[-2:]), device=clean.device)
-                     if self.training else self.sky_const[:, c:c + 1])
-            eps.append(m.to(clean.device, clean.dtype).expand(clean.shape[0], 1,
-                                                               *clean.shape[-2:]))
-        return self.sky(clean, w_last, torch.cat(eps, dim=1))
+        """The noiseless image plus sky noise (:meth:`SkyNoise.unit_noise` maps)."""
+        eps = self.sky.unit_noise(clean, maps, self.sky_const, self.training)
+        return self.sky(clean, w_last, eps)
 
     def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
         return self.synthesis(self.mapping(z), noise)

@@ -128,6 +128,52 @@ def test_schedulers_give_the_same_numbers(tmp_path, sets):
         c = evaluate(real, fake, tmp_path / "c", measures=["moments"],
                      **{**FAST, "scheduler": cluster.scheduler_address})
     assert c["summary"] == a["summary"]
+    # 64 + 64 images on two workers: "auto" starts worker processes, with the same numbers
+    d = evaluate(real, fake, tmp_path / "d", measures=["moments"],
+                 **{**FAST, "workers": 2, "scheduler": "auto"})
+    assert d["settings"]["scheduler_used"] == "processes"
+    assert d["summary"] == a["summary"]
+
+
+def test_auto_scheduler_picks_processes_only_where_they_pay(sets):
+    from galforge.evaluation import registry
+    from galforge.evaluation.runner import (
+        AUTO_PROCESS_IMAGES,
+        _object_task,
+        _set_task,
+        choose_scheduler,
+    )
+
+    real, _ = sets
+    moments = next(m for m in registry.measures() if m.name == "moments")
+    images = real.images[:16]
+
+    def plan(n_chunks, measure=moments):
+        tasks = {f"m{i}": (_object_task, (measure, images, real.bands, None))
+                 for i in range(n_chunks)}
+        tasks["set"] = (_set_task, (measure, images, images, None))
+        return tasks
+
+    big = plan(-(-AUTO_PROCESS_IMAGES // len(images)))
+    assert choose_scheduler(big, {"scheduler": "auto", "workers": 2}) == "processes"
+    assert choose_scheduler(big, {"scheduler": None, "workers": 2}) == "processes"
+    # one worker, or too few images to repay starting processes: threads
+    assert choose_scheduler(big, {"scheduler": "auto", "workers": 1}) == "threads"
+    assert choose_scheduler(plan(1), {"scheduler": "auto", "workers": 8}) == "threads"
+    # an explicit choice is kept
+    assert choose_scheduler(big, {"scheduler": "synchronous", "workers": 2}) == "synchronous"
+
+    # a measure a worker process cannot import (defined in a function, or holding a
+    # notebook's lambda) keeps auto in threads
+    class Local:
+        name = "local"
+
+    holder = type(moments).__new__(type(moments))
+    holder.__dict__.update(vars(moments))
+    holder.fn = lambda rows: rows
+    for odd in (Local(), holder):
+        tasks = {**big, "x": (_object_task, (odd, images, real.bands, None))}
+        assert choose_scheduler(tasks, {"scheduler": "auto", "workers": 2}) == "threads"
 
 
 def test_bad_inputs_raise_evaluation_errors(tmp_path, sets):

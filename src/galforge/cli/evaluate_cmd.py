@@ -142,10 +142,13 @@ def register(app: typer.Typer) -> None:
             help="TorchScript/.pt2 Inception-v3 feature network for literature FID/KID."),
         size: int = typer.Option(None, "--size", help="Resize images read from files to SIZE."),
         limit: int = typer.Option(None, "--limit", help="Read at most this many images per set."),
-        scheduler: str = typer.Option("threads", "--scheduler",
-                                      help="threads, processes, synchronous or a "
-                                           "dask.distributed address (tcp://host:8786)."),
-        workers: int = typer.Option(None, "--workers", help="Local Dask workers."),
+        scheduler: str = typer.Option("auto", "--scheduler",
+                                      help="auto (processes for large sets on several "
+                                           "CPUs, else threads), threads, processes, "
+                                           "synchronous or a dask.distributed address "
+                                           "(tcp://host:8786)."),
+        workers: int = typer.Option(None, "--workers",
+                                    help="Local Dask workers (default: the usable CPUs)."),
         chunk_size: int = typer.Option(16, "--chunk-size", help="Images per parallel task."),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached measures."),
         device: str = typer.Option("cpu", "--device", help="Device for sampling a bundle."),

@@ -70,3 +70,21 @@ def test_constant_channel_and_channel_mismatch():
     np.testing.assert_allclose(n.inverse(y)[:, 1], 0.0)
     with pytest.raises(ConfigError, match="channels"):
         n.forward(np.zeros((1, 3, 8, 8), np.float32))
+
+
+@pytest.mark.parametrize("stretch", ["linear", "asinh"])
+def test_large_sets_are_normalised_in_blocks_with_the_same_values(monkeypatch, stretch):
+    import galforge.data.normalize as nm
+
+    x = _data()
+    n = Normalizer.fit(x, stretch=stretch)
+    whole_f, whole_i = n.forward(x), n.inverse(n.forward(x))
+    # blocks of 3 images (20 images: the last block is short); same bits, float32 out
+    monkeypatch.setattr(nm, "_BLOCK_VALUES", 3 * 3 * 16 * 16)
+    f = n.forward(x)
+    assert f.dtype == np.float32 and f.shape == x.shape
+    np.testing.assert_array_equal(f, whole_f)
+    np.testing.assert_array_equal(n.inverse(f), whole_i)
+    # a block smaller than one image still works, one image at a time
+    monkeypatch.setattr(nm, "_BLOCK_VALUES", 10)
+    np.testing.assert_array_equal(n.forward(x), whole_f)

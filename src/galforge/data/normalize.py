@@ -17,6 +17,9 @@ from galforge.errors import ConfigError
 
 _KIND = "galforge.Normalizer"
 _MAX_FIT_VALUES = 8_000_000  # per channel; larger sets are subsampled by whole images
+#: values per block of the NumPy forward/inverse: the float64 working copies of a whole
+#: training set (8192 × 3 × 128² pixels) would need ~10 GB; blocks keep them at ~50 MB
+_BLOCK_VALUES = 1 << 21
 
 
 #: Units of display-ready integer images: linear stretch by default.
@@ -28,6 +31,19 @@ def default_stretch(units: str | None) -> str:
     levels (already display images), ``asinh`` for physical units (counts, nanomaggies, ...),
     where a linear map would leave the sky noise at ~1e-4 of the model range."""
     return "linear" if str(units) in LEVEL_UNITS else "asinh"
+
+
+def _blockwise(fn, arr: np.ndarray) -> np.ndarray:
+    """``fn(arr).astype(float32)``, computed image by image block for an N×C×H×W ``arr`` so
+    the float64 temporaries stay small (the values are the same: ``fn`` is elementwise)."""
+    per_image = int(np.prod(arr.shape[1:])) if arr.ndim == 4 else 0
+    if arr.ndim != 4 or arr.size <= _BLOCK_VALUES or per_image == 0:
+        return np.asarray(fn(arr), dtype=np.float32)
+    out = np.empty(arr.shape, np.float32)
+    step = max(1, _BLOCK_VALUES // per_image)
+    for a in range(0, len(arr), step):
+        out[a:a + step] = fn(arr[a:a + step])
+    return out
 
 
 def _is_torch(x) -> bool:
@@ -178,10 +194,14 @@ class Normalizer:
             return (y - p["smin"]) / p["span"] * (t1 - t0) + t0
         arr = np.asarray(x)
         p = self._params(arr, arr.ndim, "np")
-        y = np.clip(arr.astype(np.float64), p["lo"], p["hi"])
-        if self.stretch == "asinh":
-            y = np.arcsinh((y - p["offset"]) / p["softening"])
-        return ((y - p["smin"]) / p["span"] * (t1 - t0) + t0).astype(np.float32)
+
+        def block(a):
+            y = np.clip(a.astype(np.float64), p["lo"], p["hi"])
+            if self.stretch == "asinh":
+                y = np.arcsinh((y - p["offset"]) / p["softening"])
+            return (y - p["smin"]) / p["span"] * (t1 - t0) + t0
+
+        return _blockwise(block, arr)
 
     __call__ = forward
 
@@ -201,10 +221,14 @@ class Normalizer:
             return s
         arr = np.asarray(y)
         p = self._params(arr, arr.ndim, "np")
-        s = (arr.astype(np.float64) - t0) / (t1 - t0) * p["span"] + p["smin"]
-        if self.stretch == "asinh":
-            s = np.sinh(s) * p["softening"] + p["offset"]
-        return s.astype(np.float32)
+
+        def block(a):
+            s = (a.astype(np.float64) - t0) / (t1 - t0) * p["span"] + p["smin"]
+            if self.stretch == "asinh":
+                s = np.sinh(s) * p["softening"] + p["offset"]
+            return s
+
+        return _blockwise(block, arr)
 
     # ------------------------------------------------------------------ I/O
     def to_dict(self) -> dict:

@@ -230,8 +230,9 @@ def choose_scheduler(tasks: dict, opts: dict) -> str:
     return "processes"
 
 
-def _run_tasks(tasks: dict, opts: dict) -> dict:
-    """Compute ``{key: (fn, args)}`` with Dask and a progress bar; returns ``{key: result}``."""
+def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
+    """Compute ``{key: (fn, args)}`` with Dask on engine ``sched`` (:func:`choose_scheduler`)
+    and a progress bar; returns ``{key: result}``."""
     if not tasks:
         return {}
     import dask
@@ -240,8 +241,6 @@ def _run_tasks(tasks: dict, opts: dict) -> dict:
     keys = list(tasks)
     delayed = [dask.delayed(fn, pure=True)(*args, dask_key_name=f"galforge-{k}")
                for k, (fn, args) in tasks.items()]
-    sched = choose_scheduler(tasks, opts)
-    opts["scheduler_used"] = sched
     bar = tqdm(total=len(keys), desc="evaluate", unit="task", disable=not opts["progress"])
     try:
         if sched in ("threads", "processes", "synchronous", "sync", "single-threaded"):
@@ -411,7 +410,8 @@ def evaluate(real, fake, out_dir, **options) -> dict:
             if m.name in plan:
                 for module in m.imports:
                     importlib.import_module(module)
-    computed = _run_tasks(tasks, opts)
+    engine = choose_scheduler(tasks, opts) if tasks else "none (cached)"
+    computed = _run_tasks(tasks, opts, engine)
     for key, value in computed.items():
         value = json_safe(value)
         computed[key] = value
@@ -462,7 +462,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
         "bands": list(r.bands),
         "measures": measures,
         "settings": json_safe({**{k: v for k, v in opts.items() if k != "progress"},
-                               "scheduler_used": opts.get("scheduler_used", "none (cached)")}),
+                               "scheduler_used": engine}),
         "detection": detection.to_dict(),
         "magnitudes": mags,
         "thresholds": thresholds,

@@ -297,3 +297,47 @@ def test_sky_noise_recipe_trains_in_the_data_units(tmp_path):
     # the noiseless galaxies are smoother than the noisy ones (pixel-to-pixel differences)
     rough = {m: float(np.abs(np.diff(a, axis=-1)).mean()) for m, a in outs.items()}
     assert rough["none"] < rough["random"]
+
+
+def test_radial_profile_averages_annuli_about_the_centre():
+    from galforge.models.layers import RadialProfile, annulus_edges
+
+    edges = annulus_edges(64)
+    assert edges[0] == 0 and edges[-1] > 32 * 2 ** 0.5          # the corners are covered
+    assert all(b > a for a, b in zip(edges[:-1], edges[1:], strict=True))
+    prof = RadialProfile(64)
+    # every pixel belongs to exactly one annulus, and each annulus is a mean
+    assert torch.allclose(prof.weights.sum(1), torch.ones(prof.n_annuli))
+    assert torch.equal((prof.weights > 0).sum(0), torch.ones(64 * 64, dtype=torch.long))
+    c = 31.5
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    disk = torch.exp(-torch.sqrt((yy - c) ** 2 + (xx - c) ** 2) / 6.0)
+    x = torch.stack([disk, 2 * disk, torch.ones(64, 64)])[None]         # 1×3×64×64
+    p = prof(x)
+    assert p.shape == (1, 3, prof.n_annuli)
+    assert torch.all(p[0, 0, 1:] < p[0, 0, :-1])                        # falls outwards
+    assert torch.allclose(p[0, 1], 2 * p[0, 0]) and torch.allclose(p[0, 2], torch.ones(prof.n_annuli))
+    # the mean of an annulus of pure noise shrinks with its pixel count
+    noise = prof(torch.randn(200, 1, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert noise[:, 0, -2].std() < 0.1 < noise[:, 0, 0].std()
+
+
+def test_discriminator_profile_path_adds_to_the_paper_logit():
+    """model.d_profile adds a radial-profile path to D; the convolutions are initialised as
+    without it (same seed, same weights), and it trains in the recipe."""
+    plain = DCGANDiscriminator(64, 3, width=4, init_seed=3)
+    prof = DCGANDiscriminator(64, 3, width=4, init_seed=3, profile=True)
+    for (k, a), (k2, b) in zip(plain.net.state_dict().items(), prof.net.state_dict().items(),
+                               strict=True):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.randn(5, 3, 64, 64)
+    plain.eval(), prof.eval()
+    with torch.no_grad():
+        assert torch.allclose(prof(x), plain(x) + prof.profile(x).reshape(5))
+    assert plain.profile is None
+    recipe = RECIPES["dcgan64"]({"width": 4, "d_profile": True}, 3, 64, "cpu")
+    assert recipe.D.profile is not None and RECIPES["dcgan64"]({"width": 4}, 3, 64,
+                                                              "cpu").D.profile is None
+    before = recipe.D.profile[2].weight.detach().clone()
+    recipe.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
+    assert not torch.equal(before, recipe.D.profile[2].weight)

@@ -46,7 +46,13 @@ import torch
 from torch import nn
 
 from galforge.errors import ModelError
-from galforge.models.layers import ScheduledDropout, SkyNoise, same_size_padding, seeded_init
+from galforge.models.layers import (
+    RadialProfile,
+    ScheduledDropout,
+    SkyNoise,
+    same_size_padding,
+    seeded_init,
+)
 from galforge.models.registry import register_generator
 
 SUPPORTED_SIZES = (64, 128)
@@ -224,7 +230,18 @@ class DCGANDiscriminator(nn.Module):
     before the last convolution (appendix C); :meth:`remove_dropout` switches it off.
     ``forward`` returns one logit per image (shape ``(N,)``); :meth:`probability` applies
     the paper's sigmoid.
+
+    ``profile=True`` adds a second path (not in the paper): the azimuthally averaged light
+    profile of each band (:class:`galforge.models.layers.RadialProfile`) through a small
+    MLP, whose logit is added to the convolutional one.  Averaging over annuli lifts the
+    faint outer light of a galaxy out of the pixel noise, which the convolutions alone see
+    poorly: without it the generator learns disks that fade too early (profiles too
+    concentrated).  The path starts fresh when a run is started with ``--init`` from one
+    without it (:data:`INIT_FRESH`).
     """
+
+    #: parameter names that ``--init`` may leave freshly initialised (an added path)
+    INIT_FRESH = ("profile",)
 
     def __init__(
         self,
@@ -236,6 +253,7 @@ class DCGANDiscriminator(nn.Module):
         dropout: float = 0.0,
         spatial_dropout: bool = False,
         init_seed: int = 1,
+        profile: bool = False,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -257,11 +275,21 @@ class DCGANDiscriminator(nn.Module):
             layers.append(ScheduledDropout(dropout, spatial_dropout))
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True))
         self.net = nn.Sequential(*layers)
+        self.profile = None
+        if profile:
+            radial = RadialProfile(self.image_size)
+            hidden = 4 * int(width)
+            self.profile = nn.Sequential(
+                radial, nn.Flatten(1), nn.Linear(channels * radial.n_annuli, hidden),
+                nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
-        seeded_init(self, init_seed)
+        seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).reshape(x.shape[0])
+        logits = self.net(x).reshape(x.shape[0])
+        if self.profile is not None:
+            logits = logits + self.profile(x).reshape(x.shape[0])
+        return logits
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
         """The paper's output: probability that each image is real, shape ``(N,)``."""
@@ -281,9 +309,10 @@ def build_dcgan_pair(
     image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
-    upsample: str = "transposed", sky_noise: dict | None = None,
+    upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
-    """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both."""
+    """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
+    ``d_profile``: the discriminator's radial-profile path."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -294,7 +323,8 @@ def build_dcgan_pair(
                        g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample,
                        sky_noise=sky_noise)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
-                           d_drop, spatial_dropout, init_seed=2 * int(seed) + 1)
+                           d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
+                           profile=d_profile)
     return g, d
 
 

@@ -120,10 +120,13 @@ def _permute_image_channels(net: nn.Module, perm: list[int], *, output: bool) ->
 def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
                hint: str) -> None:
     own = net.state_dict()
-    missing = [k for k in own if k not in state]
+    # paths a network declares optional (a discriminator's added profile path) may be
+    # present on one side only: they start fresh, or the init model's copy is left out
+    fresh = tuple(f"{p}." for p in getattr(net, "INIT_FRESH", ()))
+    missing = [k for k in own if k not in state and not k.startswith(fresh)]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     # a part the init model has and this one lacks would be dropped without a word
-    missing += [k for k in state if k not in own]
+    missing += [k for k in state if k not in own and not k.startswith(fresh)]
     if missing or wrong:
         k = (wrong or missing)[0]
         there = "×".join(map(str, state[k].shape)) if k in state else "absent"
@@ -132,7 +135,7 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
             f"--init {source}: its {what} does not fit this model ({k}: {there} in the init "
             f"model, {here} here); train with the init model's options{hint}"
         )
-    net.load_state_dict({k: state[k] for k in own})
+    net.load_state_dict({k: state[k] for k in own if k in state}, strict=not fresh)
 
 
 def _spec_hint(spec: dict | None) -> str:

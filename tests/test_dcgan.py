@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -341,3 +342,25 @@ def test_discriminator_profile_path_adds_to_the_paper_logit():
     before = recipe.D.profile[2].weight.detach().clone()
     recipe.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
     assert not torch.equal(before, recipe.D.profile[2].weight)
+
+
+def test_sky_noise_stays_finite_for_a_generator_output_far_out_of_range():
+    """An unbounded generator output (StyleGAN2 has no tanh) far beyond the model range
+    must not overflow sinh: the loss and its gradient stay finite (they were NaN)."""
+    from galforge.data.normalize import Normalizer
+    from galforge.models.layers import SkyNoise
+
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(0.0, 10.0, (16, 3, 16, 16)).astype(np.float32)
+    imgs[:, :, 6:10, 6:10] += 500.0
+    nm = Normalizer.fit(imgs, stretch="asinh")
+    sky = SkyNoise(8, 3, nm.to_dict())
+    y = torch.tensor([-60.0, -1.0, 0.0, 0.5, 1.0, 60.0]).reshape(1, 1, 1, 6).repeat(1, 3, 1, 1)
+    y.requires_grad_(True)
+    out = sky(y, torch.zeros(1, 8), torch.randn(1, 3, 1, 6))
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert torch.isfinite(y.grad).all()
+    # inside the model range nothing changes: the round trip is the identity
+    inside = torch.linspace(-1, 1, 7).reshape(1, 1, 1, 7).repeat(1, 3, 1, 1)
+    assert torch.allclose(sky.to_model(sky.to_physical(inside)), inside, atol=1e-5)

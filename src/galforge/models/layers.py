@@ -177,9 +177,17 @@ class PhysicalStretch(nn.Module):
         return torch.asinh((x - self.offset) / self.softening) if self.stretch == "asinh" else x
 
     def to_physical(self, y: torch.Tensor) -> torch.Tensor:
-        """Model space → physical units (the normaliser's inverse)."""
+        """Model space → physical units (the normaliser's inverse).
+
+        Values more than one model range beyond the range are held there: a generator
+        without a bounded output (StyleGAN2) can stray far enough that ``sinh`` overflows,
+        and the ``inf`` turns into NaN losses (``cosh · 0`` in the backward pass).  Such
+        values map far beyond the clip range of :meth:`to_model`, which gives them no
+        gradient anyway, so nothing a model learns changes.
+        """
         t0, t1 = self.target
         s = (y - t0) / (t1 - t0) * self.span + self.smin
+        s = torch.clamp(s, self.smin - self.span, self.smin + 2 * self.span)
         return torch.sinh(s) * self.softening + self.offset if self.stretch == "asinh" else s
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:

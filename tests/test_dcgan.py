@@ -339,9 +339,9 @@ def test_discriminator_profile_path_adds_to_the_paper_logit():
     recipe = RECIPES["dcgan64"]({"width": 4, "d_profile": True}, 3, 64, "cpu")
     assert recipe.D.profile is not None and RECIPES["dcgan64"]({"width": 4}, 3, 64,
                                                               "cpu").D.profile is None
-    before = recipe.D.profile[2].weight.detach().clone()
+    before = recipe.D.profile[-1].weight.detach().clone()
     recipe.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
-    assert not torch.equal(before, recipe.D.profile[2].weight)
+    assert not torch.equal(before, recipe.D.profile[-1].weight)
 
 
 def test_sky_noise_stays_finite_for_a_generator_output_far_out_of_range():
@@ -364,3 +364,23 @@ def test_sky_noise_stays_finite_for_a_generator_output_far_out_of_range():
     # inside the model range nothing changes: the round trip is the identity
     inside = torch.linspace(-1, 1, 7).reshape(1, 1, 1, 7).repeat(1, 3, 1, 1)
     assert torch.allclose(sky.to_model(sky.to_physical(inside)), inside, atol=1e-5)
+
+
+def test_profile_group_spread_tells_alike_batches_apart():
+    """model.d_profile_group: the profile path also sees each feature's spread over groups of
+    images of the batch, so a batch of identical galaxies differs from a varied one."""
+    from galforge.models.dcgan import GroupSpread
+
+    x = torch.arange(12.0).reshape(6, 2)
+    out = GroupSpread(3)(x)
+    assert out.shape == (6, 4) and torch.equal(out[:, :2], x)
+    # groups of 3 take rows i, i+2, i+4: spread of (0, 4, 8) is sqrt(32/3)
+    assert torch.allclose(out[:, 2:], torch.full((6, 2), (32 / 3) ** 0.5))
+    assert torch.equal(GroupSpread(0)(x), x)
+    assert GroupSpread(4)(x).shape == (6, 4)          # largest divisor of 6 up to 4: 3
+    same = GroupSpread(4)(torch.ones(8, 5))
+    assert same[:, 5:].max() < 1e-3
+    d = DCGANDiscriminator(64, 3, width=4, profile=True, profile_group=4)
+    assert d(torch.randn(8, 3, 64, 64)).shape == (8,)
+    with pytest.raises(ModelError, match="d_profile_group"):
+        DCGANDiscriminator(64, 3, width=4, profile_group=4)

@@ -236,8 +236,11 @@ class DCGANDiscriminator(nn.Module):
     MLP, whose logit is added to the convolutional one.  Averaging over annuli lifts the
     faint outer light of a galaxy out of the pixel noise, which the convolutions alone see
     poorly: without it the generator learns disks that fade too early (profiles too
-    concentrated).  The path starts fresh when a run is started with ``--init`` from one
-    without it (:data:`INIT_FRESH`).
+    concentrated).  With ``profile_group`` = g > 0 the path also sees, for every annulus
+    and band, the spread of the profile over groups of g images of the batch (a minibatch
+    standard deviation): a generator whose galaxies are too alike in size and profile is
+    told apart by that spread.  The path starts fresh when a run is started with ``--init``
+    from one without it (:data:`INIT_FRESH`).
     """
 
     #: parameter names that ``--init`` may leave freshly initialised (an added path)
@@ -254,6 +257,7 @@ class DCGANDiscriminator(nn.Module):
         spatial_dropout: bool = False,
         init_seed: int = 1,
         profile: bool = False,
+        profile_group: int = 0,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -276,11 +280,16 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True))
         self.net = nn.Sequential(*layers)
         self.profile = None
+        self.profile_group = int(profile_group)
+        if self.profile_group < 0 or (self.profile_group and not profile):
+            raise ModelError(f"model.d_profile_group={profile_group}: give a group size >= 2 "
+                             "with model.d_profile=true, or 0")
         if profile:
             radial = RadialProfile(self.image_size)
             hidden = 4 * int(width)
+            features = channels * radial.n_annuli * (2 if self.profile_group else 1)
             self.profile = nn.Sequential(
-                radial, nn.Flatten(1), nn.Linear(channels * radial.n_annuli, hidden),
+                radial, GroupSpread(self.profile_group), nn.Linear(features, hidden),
                 nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
@@ -305,14 +314,36 @@ class DCGANDiscriminator(nn.Module):
         return changed
 
 
+class GroupSpread(nn.Module):
+    """``N×…`` features, flattened to ``N×F``, -> ``N×2F``: each row followed by the
+    standard deviation of every feature over its group of ``group`` rows (the largest
+    divisor of ``N`` up to ``group``); ``group`` 0 only flattens."""
+
+    def __init__(self, group: int = 0):
+        super().__init__()
+        self.group = int(group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if not self.group:
+            return x
+        n, f = x.shape
+        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
+        y = x.reshape(g, n // g, f)
+        spread = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()        # n/g × f
+        return torch.cat([x, spread.repeat(g, 1)], dim=1)
+
+
 def build_dcgan_pair(
     image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
     upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
+    d_profile_group: int = 0,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
-    ``d_profile``: the discriminator's radial-profile path."""
+    ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
+    spread of the profiles over groups of that many images)."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -324,7 +355,7 @@ def build_dcgan_pair(
                        sky_noise=sky_noise)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
-                           profile=d_profile)
+                           profile=d_profile, profile_group=d_profile_group)
     return g, d
 
 

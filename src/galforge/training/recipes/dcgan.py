@@ -71,6 +71,7 @@ class DCGANSettings:
     dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
     sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
     d_profile: bool = False               # D also judges each band's radial light profile
+    d_profile_group: int = 0              # ... and its spread over groups of this many images
 
     def __post_init__(self):
         if self.dropout_where not in DROPOUT_PLACES:
@@ -115,7 +116,7 @@ class DCGANRecipe(Recipe):
             spatial_dropout=bool(s.spatial_dropout), seed=self.seed,
             upsample=str(s.upsample),
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
-            d_profile=bool(s.d_profile),
+            d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
         )
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)

@@ -384,3 +384,22 @@ def test_profile_group_spread_tells_alike_batches_apart():
     assert d(torch.randn(8, 3, 64, 64)).shape == (8,)
     with pytest.raises(ModelError, match="d_profile_group"):
         DCGANDiscriminator(64, 3, width=4, profile_group=4)
+
+
+def test_minibatch_std_in_the_convolutional_path():
+    """model.d_mbstd_group: a minibatch standard deviation map before D's last convolution;
+    off by default (the paper's layers untouched)."""
+    from galforge.models.dcgan import MinibatchStd
+
+    d = DCGANDiscriminator(64, 3, width=4, mbstd_group=4)
+    assert any(isinstance(m, MinibatchStd) for m in d.net)
+    assert d.net[-1].in_channels == 8 * 4 + 1
+    assert d(torch.randn(8, 3, 64, 64)).shape == (8,)
+    assert not any(isinstance(m, MinibatchStd) for m in DCGANDiscriminator(64, 3, width=4).net)
+    # a batch of one image repeated has zero spread: the extra map is ~0
+    feats = MinibatchStd(4)(torch.ones(8, 2, 4, 4))
+    assert feats.shape == (8, 3, 4, 4) and feats[:, 2].abs().max() < 1e-3
+    r = RECIPES["dcgan64"]({"width": 4, "d_mbstd_group": 4}, 3, 64, "cpu")
+    assert r.train_step(torch.rand(8, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
+    with pytest.raises(ModelError, match="d_mbstd_group"):
+        DCGANDiscriminator(64, 3, width=4, mbstd_group=-1)

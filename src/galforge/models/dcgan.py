@@ -50,6 +50,7 @@ from galforge.models.layers import (
     RadialProfile,
     ScheduledDropout,
     SkyNoise,
+    minibatch_stddev,
     same_size_padding,
     seeded_init,
 )
@@ -239,7 +240,9 @@ class DCGANDiscriminator(nn.Module):
     concentrated).  With ``profile_group`` = g > 0 the path also sees, for every annulus
     and band, the spread of the profile over groups of g images of the batch (a minibatch
     standard deviation): a generator whose galaxies are too alike in size and profile is
-    told apart by that spread.  The path starts fresh when a run is started with ``--init``
+    told apart by that spread.  ``mbstd_group`` = g > 0 gives the convolutional path the
+    same kind of signal on all its features: a minibatch standard deviation map over groups
+    of g images before its last convolution (as in ProGAN and StyleGAN).  The path starts fresh when a run is started with ``--init``
     from one without it (:data:`INIT_FRESH`).
     """
 
@@ -258,6 +261,7 @@ class DCGANDiscriminator(nn.Module):
         init_seed: int = 1,
         profile: bool = False,
         profile_group: int = 0,
+        mbstd_group: int = 0,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -275,9 +279,15 @@ class DCGANDiscriminator(nn.Module):
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
+        self.mbstd_group = int(mbstd_group)
+        if self.mbstd_group < 0:
+            raise ModelError(f"model.d_mbstd_group={mbstd_group} must be >= 0 (0: off)")
+        if self.mbstd_group:
+            layers.append(MinibatchStd(self.mbstd_group))
         if dropout > 0:
             layers.append(ScheduledDropout(dropout, spatial_dropout))
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=True))
+        layers.append(nn.Conv2d(widths[-1] + (1 if self.mbstd_group else 0), 1, 4, 1, 0,
+                                bias=True))
         self.net = nn.Sequential(*layers)
         self.profile = None
         self.profile_group = int(profile_group)
@@ -314,6 +324,19 @@ class DCGANDiscriminator(nn.Module):
         return changed
 
 
+class MinibatchStd(nn.Module):
+    """One more feature map: the standard deviation of the features over groups of
+    ``group`` images (ProGAN/StyleGAN's minibatch standard deviation), so the discriminator
+    sees how alike the images of a batch are."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = int(group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return minibatch_stddev(x, self.group)
+
+
 class GroupSpread(nn.Module):
     """``N×…`` features, flattened to ``N×F``, -> ``N×2F``: each row followed by the
     standard deviation of every feature over its group of ``group`` rows (the largest
@@ -339,11 +362,12 @@ def build_dcgan_pair(
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
     upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
-    d_profile_group: int = 0,
+    d_profile_group: int = 0, d_mbstd_group: int = 0,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
-    spread of the profiles over groups of that many images)."""
+    spread of the profiles over groups of that many images); ``d_mbstd_group``: a minibatch
+    standard deviation map before the discriminator's last convolution."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -355,7 +379,8 @@ def build_dcgan_pair(
                        sky_noise=sky_noise)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
-                           profile=d_profile, profile_group=d_profile_group)
+                           profile=d_profile, profile_group=d_profile_group,
+                           mbstd_group=d_mbstd_group)
     return g, d
 
 

@@ -54,6 +54,18 @@ def same_size_padding(kernel_size: int) -> int:
     return (k - 2) // 2
 
 
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4, features: int = 1) -> torch.Tensor:
+    """Append the standard deviation over groups of samples as ``features`` extra maps."""
+    n, c, h, w = x.shape
+    g = max(d for d in range(1, min(int(group_size), n) + 1) if n % d == 0)
+    f = int(features)
+    y = x.reshape(g, -1, f, c // f, h, w)
+    y = (y - y.mean(dim=0)).square().mean(dim=0)
+    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))          # [n/g, f]
+    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], dim=1)
+
+
 class ScheduledDropout(nn.Module):
     """Dropout that can be switched off for good during training (e.g. after epoch 200).
 

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galforge.errors import ModelError
-from galforge.models.layers import SkyNoise
+from galforge.models.layers import SkyNoise, minibatch_stddev  # noqa: F401 (re-exported)
 from galforge.models.registry import register_generator
 from galforge.seeding import seeded_global
 
@@ -539,18 +539,6 @@ class DiscriminatorBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = self.skip(x, gain=SQRT_HALF)
         return y + self.conv1(self.conv0(x), gain=SQRT_HALF)
-
-
-def minibatch_stddev(x: Tensor, group_size: int = 4, features: int = 1) -> Tensor:
-    """Append the standard deviation over groups of samples as ``features`` extra maps."""
-    n, c, h, w = x.shape
-    g = max(d for d in range(1, min(int(group_size), n) + 1) if n % d == 0)
-    f = int(features)
-    y = x.reshape(g, -1, f, c // f, h, w)
-    y = (y - y.mean(dim=0)).square().mean(dim=0)
-    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))          # [n/g, f]
-    y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
-    return torch.cat([x, y], dim=1)
 
 
 class StyleGAN2Discriminator(MixedPrecision, nn.Module):

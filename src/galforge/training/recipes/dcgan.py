@@ -79,6 +79,7 @@ class DCGANSettings:
     sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
     d_profile: bool = False               # D also judges each band's radial light profile
     d_profile_group: int = 0              # ... and its spread over groups of this many images
+    d_mbstd_group: int = 0                # minibatch std map before D's last convolution (0: off)
 
     def __post_init__(self):
         if self.dropout_where not in DROPOUT_PLACES:
@@ -124,6 +125,7 @@ class DCGANRecipe(Recipe):
             upsample=str(s.upsample),
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
             d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
+            d_mbstd_group=int(s.d_mbstd_group),
         )
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)

@@ -27,9 +27,10 @@ profiles over groups of four images (:class:`galforge.models.dcgan.DCGANDiscrimi
 ``model.d_mbstd_group=4`` adds a minibatch standard deviation map before D's last
 convolution.  Measured on a validation draw (500 galaxies, 15 measures): as a 2000-step
 second phase of the zoo model neither profile option made the profiles less concentrated
-(11/15 against 12/15 without; concentration KS p 2e-5 and 2e-4 against 3e-4); trained from
-the first step (8000 steps, EMA on) the profile path passes concentration and Gini (KS p
-0.006 and 0.03) but fails moment ellipticity and Sérsic n instead, 12/15 again.
+(11/15, as without; concentration KS p 2e-5 and 2e-4, as without); trained from the first
+step (8000 steps, EMA on) the profile path passes concentration, Gini and M20 (KS p 0.006,
+0.03, 0.05) but fails moment ellipticity and Sérsic n instead: 12/15 against the zoo
+model's 11, with a worse Fréchet galaxy distance (4.1 against 3.0).
 
 Any key given explicitly overrides the chosen configuration
 (``--set model.config=paper --set model.width=64``).  ``benchmarks/quality_vs_time.py``

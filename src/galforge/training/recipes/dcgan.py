@@ -30,7 +30,7 @@ second phase of the zoo model neither profile option made the profiles less conc
 (11/15, as without; concentration KS p 2e-5 and 2e-4, as without); trained from the first
 step (8000 steps, EMA on) the profile path passes concentration, Gini and M20 (KS p 0.006,
 0.03, 0.05) but fails moment ellipticity and Sérsic n instead: 12/15 against the zoo
-model's 11, with a worse Fréchet galaxy distance (4.1 against 3.0).
+model's 11 on that draw of fakes, 7/15 against 8/15 on a second one: no better.
 
 Any key given explicitly overrides the chosen configuration
 (``--set model.config=paper --set model.width=64``).  ``benchmarks/quality_vs_time.py``

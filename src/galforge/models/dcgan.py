@@ -46,11 +46,12 @@ import torch
 from torch import nn
 
 from galforge.errors import ModelError
-from galforge.models.layers import (
+from galforge.models.layers import (  # noqa: F401 (GroupSpread, MinibatchStd re-exported)
+    GroupSpread,
+    MinibatchStd,
     RadialProfile,
     ScheduledDropout,
     SkyNoise,
-    minibatch_stddev,
     same_size_padding,
     seeded_init,
 )
@@ -240,10 +241,12 @@ class DCGANDiscriminator(nn.Module):
     concentrated).  With ``profile_group`` = g > 0 the path also sees, for every annulus
     and band, the spread of the profile over groups of g images of the batch (a minibatch
     standard deviation): a generator whose galaxies are too alike in size and profile is
-    told apart by that spread.  ``mbstd_group`` = g > 0 gives the convolutional path the
-    same kind of signal on all its features: a minibatch standard deviation map over groups
-    of g images before its last convolution (as in ProGAN and StyleGAN).  The path starts fresh when a run is started with ``--init``
-    from one without it (:data:`INIT_FRESH`).
+    told apart by that spread.  The profile path starts fresh when a run is started with
+    ``--init`` from one without it (:data:`INIT_FRESH`).
+
+    ``mbstd_group`` = g > 0 gives the convolutional path the same kind of signal on all its
+    features: a minibatch standard deviation map over groups of g images before its last
+    convolution (as in ProGAN and StyleGAN).
     """
 
     #: parameter names that ``--init`` may leave freshly initialised (an added path)
@@ -292,8 +295,8 @@ class DCGANDiscriminator(nn.Module):
         self.profile = None
         self.profile_group = int(profile_group)
         if self.profile_group < 0 or (self.profile_group and not profile):
-            raise ModelError(f"model.d_profile_group={profile_group}: give a group size >= 2 "
-                             "with model.d_profile=true, or 0")
+            raise ModelError(f"model.d_profile_group={profile_group}: a group size (2 or more "
+                             "to be of use) needs model.d_profile=true; 0 turns it off")
         if profile:
             radial = RadialProfile(self.image_size)
             hidden = 4 * int(width)
@@ -322,39 +325,6 @@ class DCGANDiscriminator(nn.Module):
                 m.switch_off()
                 changed = True
         return changed
-
-
-class MinibatchStd(nn.Module):
-    """One more feature map: the standard deviation of the features over groups of
-    ``group`` images (ProGAN/StyleGAN's minibatch standard deviation), so the discriminator
-    sees how alike the images of a batch are."""
-
-    def __init__(self, group: int):
-        super().__init__()
-        self.group = int(group)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return minibatch_stddev(x, self.group)
-
-
-class GroupSpread(nn.Module):
-    """``N×…`` features, flattened to ``N×F``, -> ``N×2F``: each row followed by the
-    standard deviation of every feature over its group of ``group`` rows (the largest
-    divisor of ``N`` up to ``group``); ``group`` 0 only flattens."""
-
-    def __init__(self, group: int = 0):
-        super().__init__()
-        self.group = int(group)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1)
-        if not self.group:
-            return x
-        n, f = x.shape
-        g = max(d for d in range(1, min(self.group, n) + 1) if n % d == 0)
-        y = x.reshape(g, n // g, f)
-        spread = (y.var(dim=0, unbiased=False) + 1e-8).sqrt()        # n/g × f
-        return torch.cat([x, spread.repeat(g, 1)], dim=1)
 
 
 def build_dcgan_pair(

@@ -54,16 +54,55 @@ def same_size_padding(kernel_size: int) -> int:
     return (k - 2) // 2
 
 
+def group_std(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
+    """Standard deviation of every feature of ``x`` (``N×…``) over groups of samples.
+
+    The group size ``g`` is the largest divisor of ``N`` up to ``group_size``; sample ``i``
+    belongs to the group of samples ``i mod N/g``.  Returns ``(std, g)`` with ``std`` of shape
+    ``(N/g, …)``: repeat it ``g`` times along the first axis to line it up with ``x``.
+    """
+    n = x.shape[0]
+    g = max(d for d in range(1, min(int(group_size), n) + 1) if n % d == 0)
+    y = x.reshape(g, n // g, *x.shape[1:])
+    return ((y - y.mean(dim=0)).square().mean(dim=0) + 1e-8).sqrt(), g
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, features: int = 1) -> torch.Tensor:
     """Append the standard deviation over groups of samples as ``features`` extra maps."""
     n, c, h, w = x.shape
-    g = max(d for d in range(1, min(int(group_size), n) + 1) if n % d == 0)
     f = int(features)
-    y = x.reshape(g, -1, f, c // f, h, w)
-    y = (y - y.mean(dim=0)).square().mean(dim=0)
-    y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))          # [n/g, f]
+    std, g = group_std(x.reshape(n, f, c // f, h, w), group_size)
+    y = std.mean(dim=(2, 3, 4))                          # [n/g, f]
     y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
     return torch.cat([x, y], dim=1)
+
+
+class MinibatchStd(nn.Module):
+    """:func:`minibatch_stddev` as a layer (one extra map), for ``nn.Sequential`` networks."""
+
+    def __init__(self, group: int):
+        super().__init__()
+        self.group = int(group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return minibatch_stddev(x, self.group)
+
+
+class GroupSpread(nn.Module):
+    """``N×…`` features, flattened to ``N×F``, -> ``N×2F``: each row followed by the
+    standard deviation of every feature over its group (:func:`group_std`); ``group`` 0
+    only flattens."""
+
+    def __init__(self, group: int = 0):
+        super().__init__()
+        self.group = int(group)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        if not self.group:
+            return x
+        std, g = group_std(x, self.group)
+        return torch.cat([x, std.repeat(g, 1)], dim=1)
 
 
 class ScheduledDropout(nn.Module):

@@ -300,3 +300,26 @@ def test_metric_samples_of_a_noise_generator_get_their_own_noise(tmp_path):
     a = t.sample_physical(2)
     assert not np.allclose(a[0], a[1])
     np.testing.assert_array_equal(a, t.sample_physical(2))
+
+
+def test_export_of_a_kept_snapshot_is_the_model_of_that_step(tmp_path, capsys):
+    """`galforge export RUN --step N` writes the generator (EMA copy, batch-norm statistics
+    of its own weights) that a run stopped at step N exports; a missing step says which
+    steps are kept."""
+    torch.set_num_threads(1)
+    long_run, short_run = tmp_path / "long", tmp_path / "short"
+    _trainer(long_run, steps=4, snapshot_every=2, ema=0.5).fit()
+    _trainer(short_run, steps=2, ema=0.5).fit()
+    assert main(["export", str(long_run), "--step", "2"]) == 0
+    out = long_run / "bundle-step-00000002"
+    assert capsys.readouterr().out.strip() == str(out)
+    got = load_file(str(out / "generator.safetensors"))
+    want = load_file(str(short_run / "generator.safetensors"))
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert json.loads((out / "bundle.json").read_text())["source"]["step"] == 2
+    # the run's own bundle still follows its present weights (step 4)
+    assert RunFolder(long_run).bundle_file().meta["source"]["step"] == 4
+    assert main(["export", str(long_run), "--step", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "no kept snapshot of step 3" in err and "kept steps: 2, 4" in err

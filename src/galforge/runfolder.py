@@ -198,18 +198,23 @@ class RunFolder:
                 state = {k[len(prefix):]: v for k, v in state.items()}
         return state
 
-    def snapshot_weights(self, snapshot: Path, template: Mapping[str, torch.Tensor]
-                         ) -> dict[str, torch.Tensor]:
-        """Weights of a kept snapshot matching ``template``'s keys: EMA first, then any network."""
+    def snapshot_weights(self, snapshot: Path, template: Mapping[str, torch.Tensor],
+                         part: str = "generator") -> dict[str, torch.Tensor]:
+        """Weights of a kept snapshot matching ``template``'s keys: EMA first, then any network.
+
+        ``part`` names a bundle part that is a sub-network of the trained generator (a
+        chain's ``stage2``): its weights are looked for under ``<network>.<part>.`` too.
+        """
         from safetensors.torch import load_file
 
-        candidates = [snapshot / part_file("generator"), snapshot / CHECKPOINT_TENSORS]
+        candidates = [snapshot / part_file(part), snapshot / CHECKPOINT_TENSORS]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             raise BundleError(f"{snapshot}: no {candidates[0].name} or {CHECKPOINT_TENSORS} in it")
         tensors = load_file(str(path))
-        prefixes = ["ema."] + sorted({".".join(k.split(".")[:2]) + "." for k in tensors
-                                      if k.startswith("module.")}) + [""]
+        networks = ["ema."] + sorted({".".join(k.split(".")[:2]) + "." for k in tensors
+                                      if k.startswith("module.")})
+        prefixes = [q for n in networks for q in (n, f"{n}{part}.")] + [""]
         for prefix in prefixes:
             picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
             if picked and set(template) <= set(picked) and all(
@@ -231,17 +236,29 @@ class RunFolder:
             raise BundleError(f"{self.config_yaml}: not valid YAML ({exc}); {_HINT}") from exc
         return config if isinstance(config, dict) else {}
 
-    def describe_bundle(self, where: Path | None = None) -> tuple[dict, dict[str, bytes], dict]:
-        """The bundle of the run's present weights, in memory: (meta, payloads, tensors)."""
+    def describe_bundle(self, where: Path | None = None, step: int | None = None
+                        ) -> tuple[dict, dict[str, bytes], dict]:
+        """The bundle of the run's present weights, in memory: (meta, payloads, tensors);
+        of kept snapshot ``step`` when given (see :meth:`export`)."""
         info = self.read_info()
         tensors = {name: self.read_weights(name) for name in info.parts}
+        source = {"model": info.model, "step": info.step, "epoch": info.epoch}
+        if step is not None:
+            snap = self.kept_snapshot(step)
+            tensors = {name: self.snapshot_weights(snap, tensors[name], name)
+                       for name in info.parts}
+            spe = info.steps_per_epoch
+            source.update(step=int(step), snapshot=snap.name,
+                          epoch=int(step) // int(spe) if spe else None)
         parts = {name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
                  for name, p in info.parts.items()}
-        source = {"model": info.model, "step": info.step, "epoch": info.epoch}
         if info.parent:
             source["parent"] = info.parent
         source["run_weights_sha256"] = {name: sha256_file(self.part_weights(name))
                                         for name in info.parts}
+        if step is not None:   # never "current": the run's present weights are not these
+            source["run_weights_sha256"] = {name: sha256_file(snap / CHECKPOINT_TENSORS)
+                                            for name in info.parts}
         if list(info.parts) == ["generator"]:
             source["run_weights_sha256"] = source["run_weights_sha256"]["generator"]
         meta, payloads = describe_bundle(
@@ -252,10 +269,33 @@ class RunFolder:
         )
         return meta, payloads, tensors
 
-    def export(self, out=None) -> Path:
-        """Write the bundle of the run's present weights to ``RUN/bundle`` (or ``out``)."""
-        out_dir = Path(out) if out is not None else self.bundle_dir
-        meta, payloads, _ = self.describe_bundle(out_dir)
+    def snapshot_bundle_dir(self, step: int) -> Path:
+        """Default folder of the bundle exported from kept snapshot ``step``."""
+        return self.path / f"bundle-step-{int(step):08d}"
+
+    def kept_snapshot(self, step: int) -> Path:
+        """The kept snapshot of ``step``; a one-line error naming the kept steps otherwise."""
+        snap = self.snapshot(step)
+        if (snap / CHECKPOINT_TENSORS).is_file():
+            return snap
+        kept = [int(p.name[5:]) for p in self.snapshots() if p.name[5:].isdigit()]
+        listed = ", ".join(str(k) for k in kept) if kept else "none (train.snapshot_every=0?)"
+        raise BundleError(f"{self.path}: no kept snapshot of step {int(step)}; kept steps: "
+                          f"{listed}")
+
+    def export(self, out=None, step: int | None = None) -> Path:
+        """Write the bundle of the run's present weights to ``RUN/bundle`` (or ``out``).
+
+        ``step`` exports a kept snapshot (``checkpoints/step-XXXXXXXX``) instead, by default
+        to ``RUN/bundle-step-XXXXXXXX``: the generator it was training then, its EMA copy
+        (with the batch-norm statistics of its own weights) when the run uses EMA.
+        """
+        if step is None:
+            out_dir = Path(out) if out is not None else self.bundle_dir
+            meta, payloads, _ = self.describe_bundle(out_dir)
+        else:
+            out_dir = Path(out) if out is not None else self.snapshot_bundle_dir(step)
+            meta, payloads, _ = self.describe_bundle(out_dir, step=step)
         return write_bundle(out_dir, meta, payloads)
 
     def bundle_is_current(self) -> bool:

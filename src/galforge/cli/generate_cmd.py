@@ -92,8 +92,14 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         run: Path = typer.Argument(..., metavar="RUN", help="A run folder written by galforge train."),
+        step: int | None = typer.Option(
+            None, "--step", min=0,
+            help="Export the kept snapshot of this step (checkpoints/step-XXXXXXXX) instead of "
+                 "the present weights; default folder RUN/bundle-step-XXXXXXXX."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Bundle folder to write (default RUN/bundle)."),
     ) -> None:
         """Export RUN/bundle (bundle.json + one safetensors file per part); print its path."""
         from galforge.runfolder import RunFolder
 
-        typer.echo(str(RunFolder(run).export()))
+        typer.echo(str(RunFolder(run).export(out, step=step)))

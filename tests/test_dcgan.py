@@ -17,6 +17,7 @@ from galforge.models.dcgan import (
     n_parameters,
 )
 from galforge.models.layers import ScheduledDropout
+from galforge.training.recipe import StepContext
 from galforge.training.recipes import RECIPES, get_recipe
 
 
@@ -403,3 +404,24 @@ def test_minibatch_std_in_the_convolutional_path():
     assert r.train_step(torch.rand(8, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
     with pytest.raises(ModelError, match="d_mbstd_group"):
         DCGANDiscriminator(64, 3, width=4, mbstd_group=-1)
+
+
+def test_lazy_r1_penalty_on_real_images():
+    """model.r1_gamma: an R1 phase every r1_interval steps that moves only D, by the
+    penalty's gradient; off by default; bad values are one-line config errors."""
+    real = torch.rand(8, 3, 64, 64) * 2 - 1
+    assert [p.name for p in RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu").phases()] == [
+        "adversarial"]
+    r = RECIPES["dcgan64"]({"width": 4, "r1_gamma": 1.0, "r1_interval": 2}, 3, 64, "cpu")
+    assert [(p.name, p.interval) for p in r.phases()] == [("adversarial", 1), ("d_r1", 2)]
+    assert "r1" in r.train_step(real, 0, torch.Generator().manual_seed(0))
+    assert "r1" not in r.train_step(real, 1, torch.Generator().manual_seed(1))
+    g_before = [p.detach().clone() for p in r.G.parameters()]
+    d_before = [p.detach().clone() for p in r.D.parameters()]
+    out = r.d_r1(real, StepContext(2, torch.Generator().manual_seed(2), r.phases()[1]))
+    assert out["r1"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(g_before, r.G.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(d_before, r.D.parameters(), strict=True))
+    for bad in ({"r1_gamma": -1.0}, {"r1_interval": 0}):
+        with pytest.raises(ConfigError, match="r1_"):
+            RECIPES["dcgan64"]({"width": 4, **bad}, 3, 64, "cpu")

@@ -54,6 +54,7 @@ from galforge.models.layers import ScheduledDropout
 from galforge.training.losses import (
     discriminator_loss,
     generator_loss_nonsaturating,
+    r1_penalty,
     smooth_real_labels,
 )
 from galforge.training.recipe import Phase, Recipe, StepContext
@@ -84,6 +85,8 @@ class DCGANSettings:
     d_profile: bool = False               # D also judges each band's radial light profile
     d_profile_group: int = 0              # ... and its spread over groups of this many images
     d_mbstd_group: int = 0                # minibatch std map before D's last convolution (0: off)
+    r1_gamma: float = 0.0                 # γ of the R1 penalty on real images (0: off)
+    r1_interval: int = 16                 # lazy R1: every this many steps, with this gain
 
     def __post_init__(self):
         if self.dropout_where not in DROPOUT_PLACES:
@@ -91,6 +94,9 @@ class DCGANSettings:
                               f"{', '.join(DROPOUT_PLACES)}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise ConfigError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if float(self.r1_gamma) < 0 or int(self.r1_interval) < 1:
+            raise ConfigError(f"model.r1_gamma={self.r1_gamma} must be >= 0 and "
+                              f"model.r1_interval={self.r1_interval} >= 1")
 
 #: the named configurations: what each changes from the paper's values (the Settings defaults)
 DCGAN_CONFIGS = {
@@ -158,6 +164,20 @@ class DCGANRecipe(Recipe):
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    def phases(self) -> tuple[Phase, ...]:
+        if float(self.settings.r1_gamma) > 0:
+            return (*self.PHASES, Phase("d_r1", interval=int(self.settings.r1_interval)))
+        return tuple(self.PHASES)
+
+    def d_r1(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
+        """Lazy R1: ``γ / 2 · interval · E‖∇ₓD(x)‖²`` on real images, its own D update."""
+        x = real.detach().requires_grad_(True)
+        with self.autocast():
+            logits = self.D(x)
+        penalty = r1_penalty(logits.float(), x)
+        self.optimize("D", penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain))
+        return {"r1": penalty.item()}
 
     def adversarial(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """One D update (BCE, smoothed real labels) then one G update (non-saturating)."""

@@ -425,3 +425,37 @@ def test_lazy_r1_penalty_on_real_images():
     for bad in ({"r1_gamma": -1.0}, {"r1_interval": 0}):
         with pytest.raises(ConfigError, match="r1_"):
             RECIPES["dcgan64"]({"width": 4, **bad}, 3, 64, "cpu")
+
+
+def test_shape_moments_measure_size_and_ellipticity():
+    """layers.ShapeMoments: a round source has e ≈ 0, one stretched along x has e1 > 0 and
+    along the diagonal e2 > 0, a wider one a larger size; a flat sky adds nothing."""
+    from galforge.models.layers import ShapeMoments
+
+    c = 31.5
+    yy, xx = torch.meshgrid(torch.arange(64.0) - c, torch.arange(64.0) - c, indexing="ij")
+
+    def gauss(sx, sy, angle=0.0):
+        ca, sa = np.cos(angle), np.sin(angle)
+        u, v = ca * xx + sa * yy, -sa * xx + ca * yy
+        return torch.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
+
+    m = ShapeMoments(64)
+    feats = m(torch.stack([gauss(3, 3), gauss(5, 2), gauss(5, 2, np.pi / 4), gauss(6, 6)])
+              [:, None] + 0.3)      # + a flat sky
+    assert feats.shape == (4, 1, ShapeMoments.N_FEATURES)
+    m0, mr, m1, m2, e1, e2, mod, size = feats[:, 0].unbind(-1)
+    assert abs(e1[0]) < 1e-4 and abs(e2[0]) < 1e-4 and mod[0] < 1e-3
+    assert e1[1] > 0.3 and abs(e2[1]) < 1e-4
+    assert e2[2] > 0.3 and abs(e1[2]) < 1e-4
+    assert torch.isclose(mod[1], mod[2], rtol=1e-3)
+    assert size[3] > size[0] > 0
+    # the path in D: its own logit added, the other paths' initial weights unchanged
+    plain = DCGANDiscriminator(64, 3, width=4, profile=True)
+    both = DCGANDiscriminator(64, 3, width=4, profile=True, moments=True)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                 list(both.state_dict().values()), strict=False))
+    assert both(torch.randn(4, 3, 64, 64)).shape == (4,)
+    r = RECIPES["dcgan64"]({"width": 4, "d_moments": True}, 3, 64, "cpu")
+    assert r.D.moments is not None
+    assert r.train_step(torch.rand(8, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))

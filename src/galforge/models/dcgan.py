@@ -51,6 +51,7 @@ from galforge.models.layers import (  # noqa: F401 (GroupSpread, MinibatchStd re
     MinibatchStd,
     RadialProfile,
     ScheduledDropout,
+    ShapeMoments,
     SkyNoise,
     same_size_padding,
     seeded_init,
@@ -247,10 +248,15 @@ class DCGANDiscriminator(nn.Module):
     ``mbstd_group`` = g > 0 gives the convolutional path the same kind of signal on all its
     features: a minibatch standard deviation map over groups of g images before its last
     convolution (as in ProGAN and StyleGAN).
+
+    ``moments=True`` adds a third path: each band's windowed size and ellipticity
+    (:class:`galforge.models.layers.ShapeMoments`) through its own small MLP, whose logit is
+    added too.  Built after the other paths, so their initial weights are unchanged; it
+    starts fresh under ``--init`` like the profile path.
     """
 
     #: parameter names that ``--init`` may leave freshly initialised (an added path)
-    INIT_FRESH = ("profile",)
+    INIT_FRESH = ("profile", "moments")
 
     def __init__(
         self,
@@ -265,6 +271,7 @@ class DCGANDiscriminator(nn.Module):
         profile: bool = False,
         profile_group: int = 0,
         mbstd_group: int = 0,
+        moments: bool = False,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -304,6 +311,13 @@ class DCGANDiscriminator(nn.Module):
             self.profile = nn.Sequential(
                 radial, GroupSpread(self.profile_group), nn.Linear(features, hidden),
                 nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
+        self.moments = None
+        if moments:
+            shape = ShapeMoments(self.image_size)
+            hidden = 4 * int(width)
+            self.moments = nn.Sequential(
+                shape, nn.Flatten(1), nn.Linear(channels * shape.N_FEATURES, hidden),
+                nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
 
@@ -311,6 +325,8 @@ class DCGANDiscriminator(nn.Module):
         logits = self.net(x).reshape(x.shape[0])
         if self.profile is not None:
             logits = logits + self.profile(x).reshape(x.shape[0])
+        if self.moments is not None:
+            logits = logits + self.moments(x).reshape(x.shape[0])
         return logits
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
@@ -332,12 +348,13 @@ def build_dcgan_pair(
     kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
     upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
-    d_profile_group: int = 0, d_mbstd_group: int = 0,
+    d_profile_group: int = 0, d_mbstd_group: int = 0, d_moments: bool = False,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
     spread of the profiles over groups of that many images); ``d_mbstd_group``: a minibatch
-    standard deviation map before the discriminator's last convolution."""
+    standard deviation map before the discriminator's last convolution; ``d_moments``: the
+    discriminator's size-and-ellipticity path."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -350,7 +367,7 @@ def build_dcgan_pair(
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
                            profile=d_profile, profile_group=d_profile_group,
-                           mbstd_group=d_mbstd_group)
+                           mbstd_group=d_mbstd_group, moments=d_moments)
     return g, d
 
 

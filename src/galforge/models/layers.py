@@ -187,6 +187,48 @@ class RadialProfile(nn.Module):
         return x.flatten(2) @ self.weights.to(x.dtype).T
 
 
+class ShapeMoments(nn.Module):
+    """Gaussian-windowed moments of each band about the stamp centre: size and ellipticity.
+
+    ``N×C×H×W`` images -> ``N×C×8``: with ``I`` the band minus its mean beyond radius
+    ``H/2`` (the corners: the sky) and ``w`` a Gaussian window of ``sigma`` pixels
+    (``H/8`` by default) normalised to unit sum, ``m0 = Σ w I``, ``mr = Σ w (x²+y²)/σ² I``,
+    ``m1 = Σ w (x²−y²)/σ² I``, ``m2 = Σ w 2xy/σ² I``, then the ellipticity
+    ``e = (m1, m2) / (|mr| + eps)`` (clamped to ±3), its modulus and ``mr / (|m0| + eps)``
+    (a size, clamped to ±10): ``[m0, mr, m1, m2, e1, e2, |e|, size]``. A galaxy's shape is one number pair spread over hundreds of noisy pixels; here
+    it is given whole.
+    """
+
+    N_FEATURES = 8
+
+    def __init__(self, size: int, sigma: float | None = None, eps: float = 0.01):
+        super().__init__()
+        size = int(size)
+        sigma = float(sigma) if sigma else size / 8.0
+        c = (size - 1) / 2.0
+        yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64) - c,
+                                torch.arange(size, dtype=torch.float64) - c, indexing="ij")
+        r2 = (xx ** 2 + yy ** 2) / sigma ** 2
+        w = torch.exp(-0.5 * r2)
+        w = w / w.sum()
+        basis = torch.stack([w, w * r2, w * (xx ** 2 - yy ** 2) / sigma ** 2,
+                             w * 2 * xx * yy / sigma ** 2]).flatten(1)
+        sky = (r2.flatten() * sigma ** 2 > (size / 2.0) ** 2).double()
+        self.register_buffer("basis", basis.float(), persistent=False)       # 4 × H·W
+        self.register_buffer("sky", (sky / sky.sum()).float(), persistent=False)
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        flat = flat - (flat @ self.sky.to(x.dtype))[..., None]
+        m0, mr, m1, m2 = (flat @ self.basis.to(x.dtype).T).unbind(-1)
+        den = mr.abs() + self.eps
+        e1, e2 = (m1 / den).clamp(-3, 3), (m2 / den).clamp(-3, 3)
+        mod = torch.sqrt(e1 * e1 + e2 * e2 + 1e-8)
+        size = (mr / (m0.abs() + self.eps)).clamp(-10, 10)
+        return torch.stack([m0, mr, m1, m2, e1, e2, mod, size], dim=-1)
+
+
 class PhysicalStretch(nn.Module):
     """The data normaliser's maths (clip, optional asinh, min–max) as a torch module.
 

@@ -85,6 +85,7 @@ class DCGANSettings:
     d_profile: bool = False               # D also judges each band's radial light profile
     d_profile_group: int = 0              # ... and its spread over groups of this many images
     d_mbstd_group: int = 0                # minibatch std map before D's last convolution (0: off)
+    d_moments: bool = False               # D also judges each band's windowed size and ellipticity
     r1_gamma: float = 0.0                 # γ of the R1 penalty on real images (0: off)
     r1_interval: int = 16                 # lazy R1: every this many steps, with this gain
 
@@ -135,7 +136,7 @@ class DCGANRecipe(Recipe):
             upsample=str(s.upsample),
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
             d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
-            d_mbstd_group=int(s.d_mbstd_group),
+            d_mbstd_group=int(s.d_mbstd_group), d_moments=bool(s.d_moments),
         )
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)

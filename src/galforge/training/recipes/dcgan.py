@@ -30,7 +30,17 @@ second phase of the zoo model neither profile option made the profiles less conc
 (11/15, as without; concentration KS p 2e-5 and 2e-4, as without); trained from the first
 step (8000 steps, EMA on) the profile path passes concentration, Gini and M20 (KS p 0.006,
 0.03, 0.05) but fails moment ellipticity and Sérsic n instead: 12/15 against the zoo
-model's 11 on that draw of fakes, 7/15 against 8/15 on a second one: no better.
+model's 11 on that draw of fakes, 7/15 against 8/15 on a second one: no better.  The profile
+path with ``d_mbstd_group=4`` from the first step (8000 steps): 10, 6 and 11 of 15 on three
+draws of fakes (sample seeds 5, 6, 7), against 11, 8 and 10 for the zoo model; its step-4000
+EMA snapshot 11, 9 and 10, passing concentration and Sérsic n on two draws of three but
+failing asymmetry on all three (the zoo model passes it on all three).  No better either.
+``model.d_moments=true`` adds a path judging each band's windowed size and ellipticity
+(:class:`galforge.models.layers.ShapeMoments`); ``model.r1_gamma`` a lazy R1 penalty on
+real images (every ``model.r1_interval`` steps).  Both are off by default.
+``benchmarks/noiseless_population.py`` compares the noiseless scenes of such runs with
+GalSim's noiseless galaxies, without the pixel noise that makes one draw of 500 so
+uncertain.
 
 Any key given explicitly overrides the chosen configuration
 (``--set model.config=paper --set model.width=64``).  ``benchmarks/quality_vs_time.py``

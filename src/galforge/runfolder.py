@@ -254,11 +254,12 @@ class RunFolder:
                  for name, p in info.parts.items()}
         if info.parent:
             source["parent"] = info.parent
-        source["run_weights_sha256"] = {name: sha256_file(self.part_weights(name))
-                                        for name in info.parts}
-        if step is not None:   # never "current": the run's present weights are not these
-            source["run_weights_sha256"] = {name: sha256_file(snap / CHECKPOINT_TENSORS)
+        if step is None:
+            source["run_weights_sha256"] = {name: sha256_file(self.part_weights(name))
                                             for name in info.parts}
+        else:   # the snapshot's file: never "current", the run's present weights are not these
+            digest = sha256_file(snap / CHECKPOINT_TENSORS)
+            source["run_weights_sha256"] = {name: digest for name in info.parts}
         if list(info.parts) == ["generator"]:
             source["run_weights_sha256"] = source["run_weights_sha256"]["generator"]
         meta, payloads = describe_bundle(
@@ -290,12 +291,11 @@ class RunFolder:
         to ``RUN/bundle-step-XXXXXXXX``: the generator it was training then, its EMA copy
         (with the batch-norm statistics of its own weights) when the run uses EMA.
         """
-        if step is None:
-            out_dir = Path(out) if out is not None else self.bundle_dir
-            meta, payloads, _ = self.describe_bundle(out_dir)
+        if out is not None:
+            out_dir = Path(out)
         else:
-            out_dir = Path(out) if out is not None else self.snapshot_bundle_dir(step)
-            meta, payloads, _ = self.describe_bundle(out_dir, step=step)
+            out_dir = self.bundle_dir if step is None else self.snapshot_bundle_dir(step)
+        meta, payloads, _ = self.describe_bundle(out_dir, step=step)
         return write_bundle(out_dir, meta, payloads)
 
     def bundle_is_current(self) -> bool:

@@ -308,16 +308,13 @@ class DCGANDiscriminator(nn.Module):
             radial = RadialProfile(self.image_size)
             hidden = 4 * int(width)
             features = channels * radial.n_annuli * (2 if self.profile_group else 1)
-            self.profile = nn.Sequential(
-                radial, GroupSpread(self.profile_group), nn.Linear(features, hidden),
-                nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
+            self.profile = _feature_logit(radial, GroupSpread(self.profile_group),
+                                          features=features, hidden=hidden)
         self.moments = None
         if moments:
-            shape = ShapeMoments(self.image_size)
-            hidden = 4 * int(width)
-            self.moments = nn.Sequential(
-                shape, nn.Flatten(1), nn.Linear(channels * shape.N_FEATURES, hidden),
-                nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1))
+            self.moments = _feature_logit(ShapeMoments(self.image_size), nn.Flatten(1),
+                                          features=channels * ShapeMoments.N_FEATURES,
+                                          hidden=4 * int(width))
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
 
@@ -341,6 +338,13 @@ class DCGANDiscriminator(nn.Module):
                 m.switch_off()
                 changed = True
         return changed
+
+
+def _feature_logit(*front: nn.Module, features: int, hidden: int) -> nn.Sequential:
+    """A side path of the discriminator: ``front`` (image -> ``N×features``), then a
+    two-layer MLP to one logit."""
+    return nn.Sequential(*front, nn.Linear(features, hidden), nn.LeakyReLU(0.2, inplace=True),
+                         nn.Linear(hidden, 1))
 
 
 def build_dcgan_pair(

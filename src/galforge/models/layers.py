@@ -195,8 +195,8 @@ class ShapeMoments(nn.Module):
     (``H/8`` by default) normalised to unit sum, ``m0 = Σ w I``, ``mr = Σ w (x²+y²)/σ² I``,
     ``m1 = Σ w (x²−y²)/σ² I``, ``m2 = Σ w 2xy/σ² I``, then the ellipticity
     ``e = (m1, m2) / (|mr| + eps)`` (clamped to ±3), its modulus and ``mr / (|m0| + eps)``
-    (a size, clamped to ±10): ``[m0, mr, m1, m2, e1, e2, |e|, size]``. A galaxy's shape is one number pair spread over hundreds of noisy pixels; here
-    it is given whole.
+    (a size, clamped to ±10): ``[m0, mr, m1, m2, e1, e2, |e|, size]``.  A galaxy's shape is
+    one number pair spread over hundreds of noisy pixels; here it is given whole.
     """
 
     N_FEATURES = 8

@@ -267,6 +267,54 @@ def test_sky_noise_generator_adds_noise_of_its_own_level():
         DCGANGenerator(64, 2, width=4, sky_noise=nm.to_dict())
 
 
+def test_scene_blur_band_limits_the_noiseless_scene_only():
+    """``scene_blur=σ``: the noiseless scene is the network's output blurred by a unit-sum
+    Gaussian of σ pixels in physical units (a point spreads to variance σ², a flat sky stays
+    flat); the sky noise is added after it, unblurred; no weights change, the spec carries
+    σ, and σ without sky noise or below 0 is refused."""
+    nm, _ = _normalizer()
+    g0 = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict()).eval()
+    g = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict(),
+                       scene_blur=1.5).eval()
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(),
+                                                 g0.state_dict().values(), strict=True))
+    point = torch.zeros(1, 3, 25, 25)
+    point[..., 12, 12] = 1.0
+    spread = g.sky.band_limit(point)[0, 0]
+    r = torch.arange(25.0) - 12
+    assert spread.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert (spread.sum(0) * r ** 2).sum().item() == pytest.approx(1.5 ** 2, rel=0.02)
+    assert torch.allclose(g.sky.band_limit(torch.full((2, 3, 9, 9), 7.0)),
+                          torch.full((2, 3, 9, 9), 7.0))
+    z = torch.randn(g.latent_shape(4))
+    zero = [torch.zeros(1, 1, 64, 64)] * 3
+    raw = g0.clean(z)
+    expect = g.sky.to_model(g.sky.band_limit(g.sky.to_physical(raw)))
+    assert torch.allclose(g.clean(z), expect, atol=1e-6)
+    assert torch.allclose(g(z, noise=zero), g.clean(z), atol=1e-6)
+    # the noise is not blurred: noisy minus noiseless is σ(z)·ε in physical units
+    eps = [torch.randn(4, 1, 64, 64) for _ in range(3)]
+    diff = g.sky.to_physical(g(z, noise=eps)) - g.sky.to_physical(g.clean(z))
+    sigma = g.sky.sigma(z).detach()[:, :, None, None]
+    ratio = (diff / sigma)[..., 8:-8, 8:-8]
+    assert torch.allclose(ratio, torch.cat(eps, 1)[..., 8:-8, 8:-8], atol=0.05)
+    spec = dcgan_generator_spec(g, width=4, kernel_size=4, batch_norm=True, dropout=0.0,
+                                spatial_dropout=False)
+    assert spec["scene_blur"] == 1.5
+    assert "scene_blur" not in dcgan_generator_spec(g0, width=4, kernel_size=4,
+                                                    batch_norm=True, dropout=0.0,
+                                                    spatial_dropout=False)
+    g2 = build_generator("dcgan", spec)
+    g2.load_state_dict(g.state_dict())
+    assert torch.equal(g2.eval()(z), g(z))
+    with pytest.raises(ModelError, match="needs model.sky_noise"):
+        DCGANGenerator(64, 3, width=4, scene_blur=1.0)
+    with pytest.raises(ModelError, match=">= 0"):
+        DCGANGenerator(64, 3, width=4, sky_noise=nm.to_dict(), scene_blur=-1.0)
+    with pytest.raises(ConfigError, match="needs model.sky_noise"):
+        RECIPES["dcgan64"]({"width": 2, "scene_blur": 1.0, "sky_noise": False}, 3, 64, "cpu")
+
+
 def test_sky_noise_recipe_trains_in_the_data_units(tmp_path):
     """``model.sky_noise=true``: the recipe builds G on the run's normaliser, the noise level
     learns, and ``generate --noise-mode none`` writes the noiseless galaxies."""

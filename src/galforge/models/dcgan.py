@@ -108,6 +108,8 @@ class DCGANGenerator(nn.Module):
         noise of a learned, per-image level in physical units. Such a generator has the
         ``noise`` capability: one noise input per band, zero maps giving the noiseless
         galaxy.
+    scene_blur: with ``sky_noise``, σ (pixels) of the Gaussian band limit of the scene
+        (:class:`galforge.models.layers.SkyNoise`; 0: none).
     """
 
     CAPABILITIES = frozenset({"latent"})
@@ -125,6 +127,7 @@ class DCGANGenerator(nn.Module):
         init_seed: int = 0,
         upsample: str = "transposed",
         sky_noise: dict | None = None,
+        scene_blur: float = 0.0,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -164,8 +167,11 @@ class DCGANGenerator(nn.Module):
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         self.sky = None
+        if float(scene_blur) > 0 and sky_noise is None:
+            raise ModelError("model.scene_blur needs model.sky_noise=true: the band limit "
+                             "applies to the noiseless scene, before the sky noise")
         if sky_noise is not None:
-            self.sky = SkyNoise(self.latent_dim, channels, sky_noise)
+            self.sky = SkyNoise(self.latent_dim, channels, sky_noise, blur=float(scene_blur))
             size = self.image_size
             const = torch.randn((1, channels, size, size),
                                 generator=torch.Generator().manual_seed(int(init_seed) + 7919))
@@ -202,14 +208,16 @@ class DCGANGenerator(nn.Module):
                 self.sky.permute_bands(perm)
                 self.noise_const.copy_(self.noise_const.index_select(1, idx))
 
+    def _raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None] if z.dim() == 2 else z)
+
     def clean(self, z: torch.Tensor) -> torch.Tensor:
         """The noiseless scene in model space (the image itself without ``sky_noise``)."""
-        if z.dim() == 2:
-            z = z[:, :, None, None]
-        return self.net(z)
+        out = self._raw(z)
+        return out if self.sky is None else self.sky.scene(out)
 
     def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
-        out = self.clean(z)
+        out = self._raw(z)
         if self.sky is None:
             if noise is not None:
                 raise ModelError("this DCGAN generator has no noise inputs (no sky_noise)")
@@ -353,12 +361,14 @@ def build_dcgan_pair(
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
     upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
     d_profile_group: int = 0, d_mbstd_group: int = 0, d_moments: bool = False,
+    scene_blur: float = 0.0,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
     spread of the profiles over groups of that many images); ``d_mbstd_group``: a minibatch
     standard deviation map before the discriminator's last convolution; ``d_moments``: the
-    discriminator's size-and-ellipticity path."""
+    discriminator's size-and-ellipticity path; ``scene_blur``: σ (pixels) of the generator's
+    band limit of its noiseless scene (with ``sky_noise``)."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -367,7 +377,7 @@ def build_dcgan_pair(
     d_drop = dropout if dropout_where in ("D", "both") else 0.0
     g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
                        g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample,
-                       sky_noise=sky_noise)
+                       sky_noise=sky_noise, scene_blur=scene_blur)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
                            profile=d_profile, profile_group=d_profile_group,
@@ -391,6 +401,8 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
         spec["upsample"] = g.upsample
     if g.sky is not None:
         spec["sky_noise"] = dict(g.sky.description)
+        if g.sky.blur > 0:
+            spec["scene_blur"] = g.sky.blur
     return spec
 
 
@@ -398,7 +410,7 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
 def build_dcgan_generator(spec: dict) -> DCGANGenerator:
     """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
     known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
-             "dropout", "spatial_dropout", "upsample", "sky_noise"}
+             "dropout", "spatial_dropout", "upsample", "sky_noise", "scene_blur"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(

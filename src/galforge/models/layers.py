@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -307,11 +309,26 @@ class SkyNoise(PhysicalStretch):
     units, so its statistics are exact after any stretch. ``ε`` is the generator's noise
     input (capability ``noise``): fresh maps during training, per-sample seeded maps when
     sampling, zero maps for the noiseless scene.
+
+    ``blur`` > 0 band-limits the scene before the noise is added: a Gaussian of that σ
+    (pixels) in physical units, the way a telescope's PSF limits every real image. Real
+    stamps hold no detail finer than their PSF; a generator free to paint such detail leaves
+    pixel-scale speckle that the smoothness and asymmetry statistics and a classifier pick
+    up. Keep σ below the data's PSF (σ_PSF = FWHM / 2.355 pixels) so that every real image
+    stays within reach: the network then draws the scene deconvolved by this Gaussian.
     """
 
     def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64,
-                 level: nn.Module | None = None):
+                 level: nn.Module | None = None, blur: float = 0.0):
         super().__init__(channels, normalizer)
+        self.blur = float(blur)
+        if not self.blur >= 0:
+            raise ModelError(f"scene blur σ={blur} must be >= 0 (pixels; 0: off)")
+        if self.blur > 0:
+            radius = max(1, math.ceil(3.0 * self.blur))
+            t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+            k = torch.exp(-0.5 * (t / self.blur) ** 2)
+            self.register_buffer("blur_kernel", (k / k.sum()).float(), persistent=False)
         #: latent -> per-band log level (a network's own MLP may be given, e.g. one with
         #: an equalised learning rate; its last module must be the linear head)
         self.level = level if level is not None else nn.Sequential(
@@ -344,9 +361,24 @@ class SkyNoise(PhysicalStretch):
         """Per-band noise σ (physical units) of each latent: ``N×C``."""
         return torch.exp(self.level(z.flatten(1))) * self.softening.flatten()
 
-    def forward(self, clean: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        sigma = self.sigma(z).to(clean.dtype)[:, :, None, None]
-        return self.to_model(self.to_physical(clean) + sigma * eps.to(clean.dtype))
+    def band_limit(self, phys: torch.Tensor) -> torch.Tensor:
+        """The separable Gaussian ``blur`` of an image in physical units (edges replicated,
+        so a flat sky stays flat); the image itself when ``blur`` is 0."""
+        if self.blur <= 0:
+            return phys
+        c, r = phys.shape[1], self.blur_kernel.numel() // 2
+        k = self.blur_kernel.to(phys.dtype)
+        x = F.pad(phys, (r, r, r, r), mode="replicate")
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    def scene(self, raw: torch.Tensor) -> torch.Tensor:
+        """The noiseless scene in model space of a network's raw output (its band limit)."""
+        return self.to_model(self.band_limit(self.to_physical(raw))) if self.blur > 0 else raw
+
+    def forward(self, raw: torch.Tensor, z: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        sigma = self.sigma(z).to(raw.dtype)[:, :, None, None]
+        return self.to_model(self.band_limit(self.to_physical(raw)) + sigma * eps.to(raw.dtype))
 
 
 class FieldNoise(PhysicalStretch):

@@ -141,7 +141,7 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
 def _spec_hint(spec: dict | None) -> str:
     if not spec:
         return ""
-    keys = [k for k in ("width", "upsample", "kernel_size", "latent_dim", "widths")
+    keys = [k for k in ("width", "upsample", "kernel_size", "latent_dim", "widths", "scene_blur")
             if k in spec]
     sets = [f"--set model.{k}={spec[k]}" for k in keys]
     sets.append(f"--set model.sky_noise={'true' if spec.get('sky_noise') else 'false'}")

@@ -95,6 +95,7 @@ class DCGANSettings:
     spatial_dropout: bool = False         # drop whole feature maps
     dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
     sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
+    scene_blur: float = 0.0               # σ (px) of a Gaussian band limit on that scene (0: off)
     d_profile: bool = False               # D also judges each band's radial light profile
     d_profile_group: int = 0              # ... and its spread over groups of this many images
     d_mbstd_group: int = 0                # minibatch std map before D's last convolution (0: off)
@@ -108,6 +109,11 @@ class DCGANSettings:
                               f"{', '.join(DROPOUT_PLACES)}")
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise ConfigError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if not float(self.scene_blur) >= 0:
+            raise ConfigError(f"model.scene_blur={self.scene_blur} must be >= 0 (pixels; 0: off)")
+        if float(self.scene_blur) > 0 and not self.sky_noise:
+            raise ConfigError("model.scene_blur needs model.sky_noise=true (it band-limits the "
+                              "noiseless scene, before the sky noise)")
         if float(self.r1_gamma) < 0 or int(self.r1_interval) < 1:
             raise ConfigError(f"model.r1_gamma={self.r1_gamma} must be >= 0 and "
                               f"model.r1_interval={self.r1_interval} >= 1")
@@ -150,6 +156,7 @@ class DCGANRecipe(Recipe):
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
             d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
             d_mbstd_group=int(s.d_mbstd_group), d_moments=bool(s.d_moments),
+            scene_blur=float(s.scene_blur),
         )
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)

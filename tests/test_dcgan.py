@@ -100,7 +100,8 @@ def test_init_statistics():
 
 def test_dropout_removed_after_scheduled_epoch():
     cls = get_recipe("dcgan128")
-    r = cls({"width": 4, "dropout_until_epoch": 3}, channels=1, image_size=128, device="cpu")
+    r = cls({"config": "paper", "width": 4, "dropout_until_epoch": 3}, channels=1, image_size=128,
+            device="cpu")
     d = r.D.train()
     x = torch.randn(4, 1, 128, 128)
 
@@ -385,9 +386,15 @@ def test_discriminator_profile_path_adds_to_the_paper_logit():
     with torch.no_grad():
         assert torch.allclose(prof(x), plain(x) + prof.profile(x).reshape(5))
     assert plain.profile is None
-    recipe = RECIPES["dcgan64"]({"width": 4, "d_profile": True}, 3, 64, "cpu")
-    assert recipe.D.profile is not None and RECIPES["dcgan64"]({"width": 4}, 3, 64,
-                                                              "cpu").D.profile is None
+    recipe = RECIPES["dcgan64"]({"width": 4, "config": "paper", "d_profile": True}, 3, 64, "cpu")
+    assert recipe.D.profile is not None and RECIPES["dcgan64"]({"width": 4, "config": "paper"},
+                                                              3, 64, "cpu").D.profile is None
+    # the cpu config has all three of D's side paths on; any of them can be turned off
+    cpu = RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu")
+    assert cpu.D.profile is not None and cpu.D.moments is not None and cpu.D.mbstd_group == 4
+    off = RECIPES["dcgan64"]({"width": 4, "d_profile": False, "d_moments": False,
+                              "d_mbstd_group": 0}, 3, 64, "cpu")
+    assert off.D.profile is None and off.D.moments is None and off.D.mbstd_group == 0
     before = recipe.D.profile[-1].weight.detach().clone()
     recipe.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
     assert not torch.equal(before, recipe.D.profile[-1].weight)

@@ -142,17 +142,18 @@ def test_a_parent_part_this_model_lacks_is_refused_not_dropped(parent_run, tmp_p
 
 
 def test_an_added_profile_path_starts_fresh_from_a_parent_without_one(parent_run, tmp_path):
-    """--init from a run whose D has no radial-profile path into one with model.d_profile:
-    the shared weights come from the parent, the added path starts fresh; and back again
-    (the parent's path is left out) — other missing or extra weights are still refused."""
+    """--init from a run whose D has the radial-profile path (the cpu config's default) into
+    one without it (``model.d_profile=false``): the shared weights come from the parent, the
+    parent's path is left out; and back again (the added path starts fresh) — other missing
+    or extra weights are still refused."""
     child = tmp_path / "child"
     assert main(["train", _data(tmp_path, "gri", ["g", "r", "i"], 4), "--model", "dcgan64",
                  "--out", str(child), "--steps", "1", "--init", str(parent_run), *TINY,
-                 "--set", "model.lr=0", "--set", "model.d_profile=true"]) == 0
+                 "--set", "model.lr=0", "--set", "model.d_profile=false"]) == 0
     p, c = _state(parent_run), _state(child)
     assert torch.equal(p["module.D.net.0.weight"], c["module.D.net.0.weight"])
-    assert "module.D.profile.2.weight" in c and "module.D.profile.2.weight" not in p
+    assert "module.D.profile.2.weight" in p and "module.D.profile.2.weight" not in c
     back = tmp_path / "back"
     assert main(["train", _data(tmp_path, "gri", ["g", "r", "i"], 5), "--model", "dcgan64",
                  "--out", str(back), "--steps", "1", "--init", str(child), *TINY]) == 0
-    assert "module.D.profile.2.weight" not in _state(back)
+    assert "module.D.profile.2.weight" in _state(back)

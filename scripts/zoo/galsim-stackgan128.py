@@ -14,6 +14,13 @@ pixels is ×2 for the same per-pixel σ. Held-out evaluation: 500 galaxies of th
 population drawn with seed 2026 (never used in training), and as reference a second real draw
 (seed 2027) against the same held-out set. One CPU thread; the run folder lives outside the
 repository (``--runs``).
+
+Stage I is the ``galsim-dcgan64`` that was shipped when this chain was trained: the two-phase
+8000-step DCGAN (git ``7c46d9c``, ``src/galforge/pretrained/galsim-dcgan64``).  The chain
+carries its own copy of it (``stage1.safetensors``), so the newer ``galsim-dcgan64`` does not
+change it; to retrain it exactly, check that bundle out into a folder
+(``git restore --source 7c46d9c --worktree -- src/galforge/pretrained/galsim-dcgan64`` into a
+copy of the repository) and pass the folder as ``--stage1``.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ import zoo_common as zoo  # noqa: E402
 
 NAME = "galsim-stackgan128"
 STAGE1 = "pretrained:galsim-dcgan64"
+#: what the card names as stage I (a copy of it ships inside the chain)
+STAGE1_SHIPPED = "galsim-dcgan64 as shipped in git 7c46d9c (two phases, 8000 steps)"
 POP = "size=128&pixel_scale=0.1&flux=4000,400000&snr=40,400"
 DATA = f"builtin:galsim?n=8192&{POP}&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&" + POP + "&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&" + POP + "&seed=2027"
-SETS = ["model.config=cpu", f"model.stage1={STAGE1}", "data.stretch=asinh", "train.threads=1",
+SETS = ["model.config=cpu", "data.stretch=asinh", "train.threads=1",
         "train.checkpoint_every=250", "train.snapshot_every=1000", "train.sample_every=250",
         "train.progress=false"]
 
@@ -46,17 +55,23 @@ NOTES = ("What it is and is not yet: the 64 -> 128 px chain of Fussell & Moews a
          "the classifier (AUC 1.0) fail, FGD 70.8. Recipe: the cpu config (W 32, U 64, D 16) "
          "with the per-band pixel loss (the paper's band sum turned the galaxies blue-green). "
          "What limits it: CPU compute (1500 steps, 5.9 epochs against the paper's 150) and "
-         "no sky-noise layer on stage II's output yet.")
+         "no sky-noise layer on stage II's output yet. Its stage I is the galsim-dcgan64 "
+         "shipped before 2026-11-25 (two phases, 8000 steps), carried inside this bundle.")
 
 
 def main() -> None:
-    args, run = zoo.parse_args(__doc__, NAME, 1500)
+    def more(ap):
+        ap.add_argument("--stage1", default=STAGE1,
+                        help="the stage-I bundle (see the docstring for the one shipped)")
+
+    args, run = zoo.parse_args(__doc__, NAME, 1500, more=more)
+    sets = [SETS[0], f"model.stage1={args.stage1}", *SETS[1:]]
     if not args.no_train:
-        zoo.train(run, DATA, "stackgan2", args.steps, 32, 0, SETS)
+        zoo.train(run, DATA, "stackgan2", args.steps, 32, 0, sets)
     card = zoo.card(NAME, "StackGAN stage II 64→128 chained after galsim-dcgan64 (g, r, i)",
                     "stackgan2", "stackgan2", "cpu", DATA, "gri", "counts", [128, 128],
                     {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
-                     "settings": SETS}, NOTES, stage1=STAGE1)
+                     "settings": sets}, NOTES, stage1=STAGE1_SHIPPED)
     # isophotes fitted at the stamps' own 128 px (no upscaling), as the paper's 128 px check
     zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
                       options=["--upscale", "0", "--workers", "2"])

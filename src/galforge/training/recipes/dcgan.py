@@ -19,9 +19,12 @@ Two named configurations (``model.config``):
   colours and shapes swing from snapshot to snapshot (median g−r of the raw generator 0.45,
   0.54, 0.27 at steps 2000, 4000, 6000 of the zoo run, real 0.47), and the average over the
   last thousand steps sits on the real population.  ``--set train.ema=0`` turns it off.
+  And three side paths of D that give it a sense of the population's light profiles, spread
+  and shapes: ``d_profile`` (radial light profile), ``d_mbstd_group=4`` (minibatch standard
+  deviation) and ``d_moments`` (windowed size and ellipticity); figures below.
 * ``paper``: Fussell & Moews exactly — W = 128, transposed convolutions, no sky noise, no EMA.
 
-``model.d_profile=true`` (off in both configurations) gives D a second path that judges each
+``model.d_profile=true`` (on in ``cpu``, off in ``paper``) gives D a second path that judges each
 band's azimuthally averaged light profile, and ``model.d_profile_group=4`` the spread of those
 profiles over groups of four images (:class:`galforge.models.dcgan.DCGANDiscriminator`).
 ``model.d_mbstd_group=4`` adds a minibatch standard deviation map before D's last
@@ -37,10 +40,18 @@ EMA snapshot 11, 9 and 10, passing concentration and Sérsic n on two draws of t
 failing asymmetry on all three (the zoo model passes it on all three).  No better either.
 ``model.d_moments=true`` adds a path judging each band's windowed size and ellipticity
 (:class:`galforge.models.layers.ShapeMoments`); ``model.r1_gamma`` a lazy R1 penalty on
-real images (every ``model.r1_interval`` steps).  Both are off by default.  Profile path,
-``d_mbstd_group=4`` and ``d_moments`` from the first step (8000 steps): 13, 9 and 9 of 15 on
-the same three draws, concentration, Gini and M20 better than the zoo model's on every draw,
-smoothness worse on every draw (KS p ~1e-5): not yet a clear gain.
+real images (every ``model.r1_interval`` steps).  Profile path, ``d_mbstd_group=4`` and
+``d_moments`` from the first step (8000 steps): 13, 9 and 9 of 15 on the same three draws,
+concentration, Gini and M20 better than the zoo model's on every draw, smoothness worse on
+every draw (KS p ~1e-5).  The same run's step-5000 EMA snapshot: 12, 10 and 10 of 15 (the
+best of all runs), concentration, M20 and Sérsic n passing on all three draws (KS p
+0.01–0.46), the classifier AUC 0.62–0.68; ellipticity, asymmetry and smoothness fail on all
+three.  Past step 5000 the profiles grow too concentrated again.  This is the ``cpu``
+config's discriminator since, and the zoo's ``galsim-dcgan64`` (5000 steps): 18 of 22
+measures on the held-out set (the former two-phase zoo model 17), 17 of 17 in ``make
+demo``'s own evaluation (16).  The R1 penalty is off by default.  ``model.scene_blur=σ``
+band-limits the noiseless scene of a sky-noise generator (σ pixels, physical units), as a
+PSF does.
 ``benchmarks/noiseless_population.py`` compares the noiseless scenes of such runs with
 GalSim's noiseless galaxies, without the pixel noise that makes one draw of 500 so
 uncertain.
@@ -121,7 +132,8 @@ class DCGANSettings:
 #: the named configurations: what each changes from the paper's values (the Settings defaults)
 DCGAN_CONFIGS = {
     "paper": {"width": 128, "upsample": "transposed", "ema": 0.0},
-    "cpu": {"width": 32, "upsample": "resize", "ema": 0.999, "sky_noise": True},
+    "cpu": {"width": 32, "upsample": "resize", "ema": 0.999, "sky_noise": True,
+            "d_profile": True, "d_mbstd_group": 4, "d_moments": True},
 }
 
 

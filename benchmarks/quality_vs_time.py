@@ -68,10 +68,12 @@ def snapshots(run: Path) -> list[tuple[int, Path | None]]:
     return [(s, p) for s, p in snaps if s < final] + [(final, None)]
 
 
-def generator_at(bundle, snap: Path | None):
+def generator_at(exported, snap: Path | None):
+    """The generator of snapshot ``snap``, built on ``exported`` (the bundle's own generator,
+    which is itself the final row's: ``snap`` None)."""
     from galforge.generation.field import load_snapshot_generator
 
-    return bundle.generator if snap is None else load_snapshot_generator(snap, bundle.generator)
+    return exported if snap is None else load_snapshot_generator(snap, exported)
 
 
 def _row_value(summary: list[dict], *needles: str):
@@ -125,7 +127,7 @@ def run_galaxies(args, run: Path) -> dict:
     for step, snap in snapshots(run):
         if args.every and step % args.every and snap is not None:
             continue
-        bundle.generator = generator_at(bundle, snap)
+        bundle.generator = generator_at(gen0, snap)
         t0 = time.time()
         fake = ImageSet(images=bundle.sample(args.n_eval, seed=11), bands=tuple(bundle.bands),
                         units=bundle.units, source=f"{run} step {step}")
@@ -165,7 +167,7 @@ def run_fields(args, run: Path) -> dict:
     for step, snap in snapshots(run):
         if args.every and step % args.every and snap is not None:
             continue
-        gen = generator_at(bundle, snap)
+        gen = generator_at(bundle.generator, snap)
         fake = render_one_shot(gen, bundle.normalizer, (h, w), seed=args.field_seed)
         res = compare_fields(real_img, fake, list(real.bands))
         row = {"minutes": minutes_at(mins, step), "step": step,

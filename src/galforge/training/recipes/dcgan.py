@@ -21,45 +21,19 @@ Two named configurations (``model.config``):
   last thousand steps sits on the real population.  ``--set train.ema=0`` turns it off.
   And three side paths of D that give it a sense of the population's light profiles, spread
   and shapes: ``d_profile`` (radial light profile), ``d_mbstd_group=4`` (minibatch standard
-  deviation) and ``d_moments`` (windowed size and ellipticity); figures below.
+  deviation) and ``d_moments`` (windowed size and ellipticity).
 * ``paper``: Fussell & Moews exactly — W = 128, transposed convolutions, no sky noise, no EMA.
 
-``model.d_profile=true`` (on in ``cpu``, off in ``paper``) gives D a second path that judges each
-band's azimuthally averaged light profile, and ``model.d_profile_group=4`` the spread of those
-profiles over groups of four images (:class:`galforge.models.dcgan.DCGANDiscriminator`).
-``model.d_mbstd_group=4`` adds a minibatch standard deviation map before D's last
-convolution.  Measured on a validation draw (500 galaxies, 15 measures): as a 2000-step
-second phase of the zoo model neither profile option made the profiles less concentrated
-(11/15, as without; concentration KS p 2e-5 and 2e-4, as without); trained from the first
-step (8000 steps, EMA on) the profile path passes concentration, Gini and M20 (KS p 0.006,
-0.03, 0.05) but fails moment ellipticity and Sérsic n instead: 12/15 against the zoo
-model's 11 on that draw of fakes, 7/15 against 8/15 on a second one: no better.  The profile
-path with ``d_mbstd_group=4`` from the first step (8000 steps): 10, 6 and 11 of 15 on three
-draws of fakes (sample seeds 5, 6, 7), against 11, 8 and 10 for the zoo model; its step-4000
-EMA snapshot 11, 9 and 10, passing concentration and Sérsic n on two draws of three but
-failing asymmetry on all three (the zoo model passes it on all three).  No better either.
-``model.d_moments=true`` adds a path judging each band's windowed size and ellipticity
-(:class:`galforge.models.layers.ShapeMoments`); ``model.r1_gamma`` a lazy R1 penalty on
-real images (every ``model.r1_interval`` steps).  Profile path, ``d_mbstd_group=4`` and
-``d_moments`` from the first step (8000 steps): 13, 9 and 9 of 15 on the same three draws,
-concentration, Gini and M20 better than the zoo model's on every draw, smoothness worse on
-every draw (KS p ~1e-5).  The same run's step-5000 EMA snapshot: 12, 10 and 10 of 15 (the
-best of all runs), concentration, M20 and Sérsic n passing on all three draws (KS p
-0.01–0.46), the classifier AUC 0.62–0.68; ellipticity, asymmetry and smoothness fail on all
-three.  Past step 5000 the profiles grow too concentrated again.  This is the ``cpu``
-config's discriminator since; on the held-out set it passes 18 of 22 measures (the former
-two-phase zoo model 17).  The R1 penalty is off by default.  ``model.scene_blur=σ``
-band-limits the noiseless scene of a sky-noise generator by a Gaussian of σ pixels in
-physical units, as a PSF does (off by default: σ must stay below the data's own PSF).  The
-same run with ``scene_blur=1.0`` (``builtin:galsim``'s PSF has σ ≈ 1.5 px), step 5000: 12, 12
-and 12 of 15 on the three draws, smoothness and moment ellipticity passing on two draws of
-three (none without), asymmetry still failing on all three, AUC 0.67–0.72.  That is the
-zoo's ``galsim-dcgan64``: 20 of 22 measures on the held-out set, FGD 4.2 (real-vs-real 2.4).
-Dropping the learning rates ×0.25 at epoch 16 (``train.lr_schedule=step``) and training on to
-8000 steps instead: 13, 11 and 10 of 15, 18 of 22 on the held-out set.
-``benchmarks/noiseless_population.py`` compares the noiseless scenes of such runs with
-GalSim's noiseless galaxies, without the pixel noise that makes one draw of 500 so
-uncertain.
+``model.d_profile=true`` (on in ``cpu``, off in ``paper``) gives D a second path that judges
+each band's azimuthally averaged light profile, ``model.d_profile_group=g`` the spread of those
+profiles over groups of g images (:class:`galforge.models.dcgan.DCGANDiscriminator`);
+``model.d_mbstd_group=4`` a minibatch standard deviation map before D's last convolution;
+``model.d_moments=true`` a path judging each band's windowed size and ellipticity
+(:class:`galforge.models.layers.ShapeMoments`); ``model.r1_gamma`` a lazy R1 penalty on real
+images (every ``model.r1_interval`` steps, off by default).  ``model.scene_blur=σ``
+band-limits the noiseless scene of a sky-noise generator by a Gaussian of σ pixels in physical
+units, as a PSF does (off by default: σ must stay below the data's own PSF).  What each of
+these was measured to do, run by run, is in ``docs/dcgan-recipe.md``.
 
 Any key given explicitly overrides the chosen configuration
 (``--set model.config=paper --set model.width=64``).  ``benchmarks/quality_vs_time.py``

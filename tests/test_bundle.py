@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_network_output_matches
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -312,23 +313,45 @@ def expected_v01(key):
         return data[key]
 
 
-def test_v01_dcgan_bundle_samples_bit_identically(one_thread):
+# Network outputs of the 0.1 fixtures were computed on another CPU; kernels here may order float
+# sums differently (seen: 3.7e-6 relative on AVX-512). A changed weight, latent or normalizer moves
+# values by percents, so 1e-4 relative plus 1e-4 of the images' peak (about 300 and 100 units)
+# separates the two. GALFORGE_STRICT_FIXTURES=1 demands bit identity (see conftest).
+V01_RTOL = 1e-4
+V01_ATOL = {"dcgan": 3e-2, "sgan": 1e-2}
+
+
+def test_v01_dcgan_bundle_samples_like_0_1(one_thread):
     b = load_bundle(FIXTURES / "dcgan_v01")
     assert b.family == "dcgan" and b.bands == ("g", "r")
-    np.testing.assert_array_equal(b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"))
-    np.testing.assert_array_equal(b.sample(3, seed=3, start=2),
-                                  expected_v01("dcgan_seed3_start2_n3"))
-    np.testing.assert_array_equal(b.sample(4, seed=0, truncation=0.7),
-                                  expected_v01("dcgan_seed0_trunc07_n4"))
+    tol = {"rtol": V01_RTOL, "atol": V01_ATOL["dcgan"]}
+    assert_network_output_matches(b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"),
+                                  **tol)
+    assert_network_output_matches(b.sample(3, seed=3, start=2),
+                                  expected_v01("dcgan_seed3_start2_n3"), **tol)
+    assert_network_output_matches(b.sample(4, seed=0, truncation=0.7),
+                                  expected_v01("dcgan_seed0_trunc07_n4"), **tol)
+    # latents are a random stream, not a network output: the same bits on any machine
     np.testing.assert_array_equal(b.latent(3, seed=9).numpy(),
                                   expected_v01("dcgan_latent_seed9_n3"))
 
 
-def test_v01_sgan_bundle_samples_bit_identically(one_thread):
+def test_v01_sgan_bundle_samples_like_0_1(one_thread):
     b = load_bundle(FIXTURES / "sgan_v01")
-    np.testing.assert_array_equal(b.sample(2, seed=1), expected_v01("sgan_seed1_n2"))
-    np.testing.assert_array_equal(b.sample(1, seed=1, image_size=48),
-                                  expected_v01("sgan_seed1_n1_size48"))
+    tol = {"rtol": V01_RTOL, "atol": V01_ATOL["sgan"]}
+    assert_network_output_matches(b.sample(2, seed=1), expected_v01("sgan_seed1_n2"), **tol)
+    assert_network_output_matches(b.sample(1, seed=1, image_size=48),
+                                  expected_v01("sgan_seed1_n1_size48"), **tol)
+
+
+def test_v01_bundles_load_to_the_stored_tensors():
+    # loading is not arithmetic: the weights are the file's bits on any machine
+    for name in ("dcgan_v01", "sgan_v01"):
+        stored = load_file(str(FIXTURES / name / "generator.safetensors"))
+        loaded = load_bundle(FIXTURES / name).generator.state_dict()
+        assert set(stored) <= set(loaded)
+        for key, tensor in stored.items():
+            assert torch.equal(loaded[key], tensor), (name, key)
 
 
 def test_loading_a_bundle_writes_nothing(tmp_path):

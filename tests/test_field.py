@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_network_output_matches
 
 from galforge.cli import main
 from galforge.data.normalize import Normalizer
@@ -263,7 +264,8 @@ def test_train_sgan_then_ensemble_field(tmp_path):
 
 
 def test_v01_sgan_field_is_unchanged(tmp_path, one_thread):
-    """A field of the 0.1 fixture bundle is the same, bit for bit, as galforge 0.1 made it."""
+    """A field of the 0.1 fixture bundle is the one galforge 0.1 made: bit for bit on the fixture's
+    machine (GALFORGE_STRICT_FIXTURES=1), to float tolerance on other CPUs."""
     from pathlib import Path
 
     from galforge.generation import load_bundle
@@ -276,9 +278,13 @@ def test_v01_sgan_field_is_unchanged(tmp_path, one_thread):
     out = tmp_path / "f.npy"
     generate_field(b.generator, b.normalizer, b.bands, out, "80x96", tile=32, seed=5,
                    progress=False)
-    np.testing.assert_array_equal(np.load(out), tiled)
-    np.testing.assert_array_equal(render_one_shot(b.generator, b.normalizer, "80x96", 5),
-                                  one_shot)
+    # Other CPU kernels order float sums differently (seen: 4e-7 relative on AVX-512); another
+    # latent, tile offset or weight moves pixels by percents. Values span 0.2..104 units, so
+    # 1e-4 relative plus 1e-2 units (1e-4 of the peak) tells the two apart.
+    tol = {"rtol": 1e-4, "atol": 1e-2}
+    assert_network_output_matches(np.load(out), tiled, **tol)
+    assert_network_output_matches(render_one_shot(b.generator, b.normalizer, "80x96", 5),
+                                  one_shot, **tol)
 
 
 def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkeypatch, capsys):

@@ -72,7 +72,8 @@ def _generate(src, out, *extra):
                  "--no-progress", *extra])
 
 
-def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path):
+def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # DATE: 2026-01-01T00:00:00
     assert _generate(bundle_dir, tmp_path / "a") == 0
     assert _generate(bundle_dir, tmp_path / "b") == 0
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
@@ -91,7 +92,8 @@ def test_fits_headers_and_physical_pixels(bundle_dir, tmp_path):
         with fits.open(tmp_path / "o" / f"galaxy_00000{i}.fits") as hdul:
             h, data = hdul[0].header, hdul[0].data
             assert data.shape == (3, 8, 8) and h["BITPIX"] == -32
-            assert h["BANDS"] == "g,r,i" and h["BAND3"] == "i" and h["BUNIT"] == "counts"
+            assert h["BANDS"] == "g,r,i" and h["BAND3"] == "i" and h["BUNIT"] == "count"
+            assert h["GFUNIT"] == "counts"
             assert h["SEED"] == 3 and h["INDEX"] == i and h["BUNDLEID"] == g.bundle_id
             assert h["GFVERSION"] == galforge.__version__ and h["MODEL"] == FAMILY
             np.testing.assert_allclose(data, expected[i], rtol=1e-6)
@@ -417,7 +419,8 @@ def test_style_samples_get_their_own_noise_from_their_seed(tmp_path):
         b.sample(1, noise_mode="fresh")
 
 
-def test_generate_noise_mode_is_reproducible_and_recorded(tmp_path):
+def test_generate_noise_mode_is_reproducible_and_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     path, _ = _noisy_style_bundle(tmp_path)
     outs = {}
     for name, extra in (("a", []), ("b", []), ("c", ["--noise-mode", "const"])):

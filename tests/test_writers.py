@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -40,9 +41,11 @@ def test_fits_multi_band_cube_and_header(tmp_path):
         h = hdu.header
         assert h["BANDS"] == "g,r,i" and h["NBANDS"] == 3
         assert [h["BAND1"], h["BAND2"], h["BAND3"]] == list(BANDS)
-        assert h["BUNIT"] == "nanomaggy" and h["SEED"] == 7 and h["INDEX"] == 42
+        assert h["BUNIT"] == "nmgy" and h["GFUNIT"] == "nanomaggy"
+        assert h["SEED"] == 7 and h["INDEX"] == 42
         assert h["BUNDLEID"] == "0123456789ab" and h["MODEL"] == "dcgan"
-        assert h["GFVERSION"] == galforge.__version__ and h["DATE"] == "2026-01-02T03:04:05Z"
+        assert h["GFVERSION"] == galforge.__version__ and h["MODDATE"] == "2026-01-02T03:04:05"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", h["DATE"])  # time of writing
         assert "not an observation" in str(h["COMMENT"])
     assert [p.name for p in tmp_path.iterdir()] == ["g.fits"]  # no temporary file left
 
@@ -54,12 +57,28 @@ def test_fits_single_band_is_2d_with_filter(tmp_path):
         assert hdul[0].header["FILTER"] == "F814W" and hdul[0].header["BAND1"] == "F814W"
 
 
-def test_fits_bytes_are_reproducible(tmp_path):
+def test_fits_bytes_are_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")
     a = _fits(tmp_path / "a.fits", _image(), truncation=0.7)
     b = _fits(tmp_path / "b.fits", _image(), truncation=0.7)
     assert a.read_bytes() == b.read_bytes()
     with fits.open(a) as hdul:
         assert hdul[0].header["TRUNCPSI"] == pytest.approx(0.7)
+        assert hdul[0].header["DATE"] == "2026-01-01T00:00:00"
+
+
+def test_fits_pixel_scale_wcs_and_zeropoint(tmp_path):
+    from astropy.wcs import WCS
+
+    path = _fits(tmp_path / "w.fits", _image(c=1), bands=("r",), pixel_scale=0.2, zeropoint=22.5)
+    h = fits.getheader(path)
+    assert h["PIXSCALE"] == pytest.approx(0.2) and h["MAGZP"] == pytest.approx(22.5)
+    wcs = WCS(h)
+    assert wcs.wcs.ctype[0] == "RA---TAN" and list(wcs.wcs.crpix) == [6.5, 5.5]
+    assert abs(wcs.proj_plane_pixel_scales()[0].to_value("arcsec") - 0.2) < 1e-9
+    bare = fits.getheader(_fits(tmp_path / "b.fits", _image(c=1), bands=("r",)))
+    assert "CTYPE1" not in bare and "PIXSCALE" not in bare and "MAGZP" not in bare
+    assert "No WCS" in str(bare["COMMENT"])
 
 
 def test_fits_band_mismatch_is_refused(tmp_path):

@@ -26,6 +26,7 @@ import numpy as np
 from galforge.data.display import is_preview_png
 from galforge.data.imageset import ImageSet, ReadReport
 from galforge.errors import ConfigError, DataError
+from galforge.fitsheader import units_from_header
 
 RASTER_EXT = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 FITS_EXT = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz", ".fits.fz", ".fz")
@@ -394,8 +395,7 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
         raise DataError(f"{path}: FITS file has no image data in any HDU")
 
     def units_of(header):
-        v = header.get("BUNIT") or primary_header.get("BUNIT")
-        return str(v).strip() if v is not None and str(v).strip() else "adu"
+        return units_from_header(header, primary_header)
 
     meta = {"file": str(path)}
     for key in ("OBJECT", "RA", "DEC", "CRVAL1", "CRVAL2", "EXPTIME", "MAGZP", "ZEROPT"):
@@ -428,8 +428,18 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
             chw = data if ax == 0 else np.moveaxis(data, -1, 0)
             bands = _cube_bands(header, chw.shape[0]) or _cube_bands(primary_header, chw.shape[0])
             bands = bands or default_bands(chw.shape[0])
+        elif data.ndim == 4:
+            # a stamp cube (galforge generate --format fits-cube): N galaxies x C bands x H x W
+            bands = _cube_bands(header, data.shape[1]) or _cube_bands(primary_header,
+                                                                      data.shape[1])
+            bands = bands or default_bands(data.shape[1])
+            for k in range(data.shape[0]):
+                yield RawImage(np.ascontiguousarray(data[k]), tuple(bands), units_of(header),
+                               {**meta, "plane": k}, f"{path}[{k}]")
+            return
         else:
-            raise DataError(f"{path}: FITS data of {data.ndim} dimensions {data.shape}; expected 2-D or 3-D")
+            raise DataError(f"{path}: FITS data of {data.ndim} dimensions {data.shape}; "
+                            "expected 2-D, 3-D or a 4-D stamp cube")
         yield RawImage(np.ascontiguousarray(chw), tuple(bands), units_of(header), meta, str(path))
         return
 
@@ -561,8 +571,7 @@ def _science_with_planes(path, items, roles, meta, primary_header, units_of) -> 
     scale = header_pixel_scale(header) or header_pixel_scale(primary_header)
     if scale:
         meta["pixel_scale"] = scale
-    unit = header.get("BUNIT") or primary_header.get("BUNIT")
-    units = str(unit).strip() if unit is not None and str(unit).strip() else units_of(header)
+    units = units_of(header)
     warned = []
     if "other" in by_role:
         names = ", ".join(str(n or j) for j, n, _, _ in by_role["other"])

@@ -53,6 +53,19 @@ def _check_count(value, name: str, minimum: int = 0) -> int:
     return int(value)
 
 
+def _finite(config: dict, key: str) -> float | None:
+    data = config.get("data") if isinstance(config, dict) else None
+    value = data.get(key) if isinstance(data, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _positive(config: dict, key: str) -> float | None:
+    value = _finite(config, key)
+    return value if value is not None and value > 0 else None
+
+
 class Bundle:
     """A loaded bundle: the composed generator and what turns its output into physical images.
 
@@ -61,7 +74,8 @@ class Bundle:
     ``generator`` part's spec; by part name for families of several parts), ``config``,
     ``bands`` (tuple), ``units``, ``normalizer``, ``output_range``, ``data_fingerprint``,
     ``galforge_version``, ``bundle_id``, ``created``, ``image_shape`` (C, H, W), ``path`` and
-    ``meta`` (the whole ``bundle.json``).
+    ``meta`` (the whole ``bundle.json``); ``pixel_scale`` (arcsec/pixel of the training data)
+    and ``zeropoint`` (AB magnitude zero point of its pixel unit), None where unknown.
     """
 
     def __init__(self, file: BundleFile, device, display_path: Path | None = None):
@@ -87,6 +101,10 @@ class Bundle:
         self.galforge_version = meta.get("galforge_version")
         self.bundle_id: str = meta["bundle_id"]
         self.created: str = meta.get("created", "")
+        self.pixel_scale: float | None = _positive(self.config, "pixel_scale")
+        self.zeropoint: float | None = _finite(self.config, "zeropoint")
+        if self.zeropoint is None and str(self.units).strip() in ("nanomaggy", "nanomaggies"):
+            self.zeropoint = 22.5  # nanomaggies are defined on the AB scale with this zero point
         self.latent_sample_shape = tuple(int(s) for s in self.generator.latent_shape(1)[1:])
         self.image_shape: tuple[int, ...] = probe_image_shape(self.generator)
         json_path = file.path / BUNDLE_JSON

@@ -155,7 +155,8 @@ def test_headers_and_units(tmp_path, normalizer):
     with fits.open(res.fits_path) as hdul:
         hdr = hdul[0].header
         assert hdul[0].data.shape == (3, 96, 64)
-        assert hdr["BUNIT"] == "nanomaggy" and hdr["SEED"] == 4 and hdr["BUNDLE"] == "abc"
+        assert hdr["BUNIT"] == "nmgy" and hdr["GFUNIT"] == "nanomaggy"
+        assert hdr["SEED"] == 4 and hdr["BUNDLE"] == "abc"
         assert hdr["BANDS"] == "g,r,i" and hdr["BAND2"] == "r"
         assert np.array_equal(np.asarray(hdul[0].data, np.float32), np.asarray(arr[...]))
     # fields come back in physical units: the normalizer's inverse of a (0, 1) output

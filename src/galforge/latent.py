@@ -314,15 +314,19 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
 def _fits_bytes(image_chw: np.ndarray, bundle, what: str) -> bytes:
     from astropy.io import fits
 
+    from galforge import fitsheader
+
     header = fits.Header()
-    header["BUNIT"] = (str(bundle.units), "physical units of the training data")
-    header["BANDS"] = (",".join(bundle.bands), "band of each image plane, in order")
-    for k, band in enumerate(bundle.bands, start=1):
-        header[f"BAND{k}"] = (str(band), f"band of plane {k}")
+    fitsheader.unit_cards(header, bundle.units)
+    fitsheader.band_cards(header, bundle.bands)
     header["BUNDLEID"] = (str(bundle.bundle_id), "id of the generator bundle (content hash)")
     header["MODEL"] = (str(bundle.family), "generator family")
     header["CREATOR"] = (f"galforge {__version__}", "software version that wrote this file")
+    fitsheader.date_cards(header, getattr(bundle, "created", None))
+    fitsheader.zeropoint_card(header, getattr(bundle, "zeropoint", None))
     header.add_comment(what)
+    fitsheader.wcs_cards(header, image_chw.shape[-2], image_chw.shape[-1],
+                         getattr(bundle, "pixel_scale", None))
     data = image_chw[0] if image_chw.shape[0] == 1 else image_chw
     buffer = io.BytesIO()
     fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header) \

@@ -170,7 +170,7 @@ def write_baseline(out, images: np.ndarray, fit: BaselineFit, *, seed: int, unit
 
     from astropy.io import fits
 
-    from galforge import __version__
+    from galforge import __version__, fitsheader
     from galforge.data.display import save_grid
     from galforge.fileio import atomic_write_bytes
 
@@ -179,14 +179,16 @@ def write_baseline(out, images: np.ndarray, fit: BaselineFit, *, seed: int, unit
     paths = []
     for i, img in enumerate(images):
         hdr = fits.Header()
-        hdr["BUNIT"] = (str(units), "units of the data the baseline was fitted to")
-        hdr["FILTER"] = (str(band), "band of the image")
+        fitsheader.unit_cards(hdr, units)
+        fitsheader.band_cards(hdr, [band])
+        fitsheader.date_cards(hdr)
         hdr["BASELINE"] = (fit.kind.upper(), "sparse-field baseline (diamonds)")
         hdr["SEED"] = (int(seed), "galforge baseline seed")
         hdr["INDEX"] = (int(i), "image index for this seed")
         hdr["CREATOR"] = (f"galforge {__version__}", "software version that wrote this file")
         hdr.add_comment("SYNTHETIC IMAGE: a baseline of diamonds at uniform positions fitted")
         hdr.add_comment(f"to {source}; not an observation.")
+        fitsheader.wcs_cards(hdr, img.shape[-2], img.shape[-1], None)
         buf = io.BytesIO()
         fits.PrimaryHDU(data=np.ascontiguousarray(img[0], dtype=np.float32),
                         header=hdr).writeto(buf)

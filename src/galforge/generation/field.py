@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galforge import interrupt
+from galforge import fitsheader, interrupt
 from galforge.errors import BundleError, ConfigError, Interrupted, ModelError
 from galforge.fileio import atomic_write_json
 from galforge.generation import fieldio
@@ -176,11 +176,8 @@ def _fits_header(shape: tuple[int, int, int], meta: dict):
     hdr["NAXIS2"] = h
     hdr["NAXIS3"] = c
     hdr["EXTEND"] = True
-    bands = list(meta.get("bands", []))
-    hdr["BANDS"] = (",".join(bands), "band of each plane (NAXIS3), comma separated")
-    for i, b in enumerate(bands):
-        hdr[f"BAND{i + 1}"] = (b, f"band of plane {i + 1}")
-    hdr["BUNIT"] = (str(meta.get("units", "")), "physical units of the pixels")
+    fitsheader.unit_cards(hdr, meta.get("units"))
+    fitsheader.band_cards(hdr, list(meta.get("bands", [])), filter_card=False)
     hdr["SEED"] = (int(meta.get("seed", 0)), "latent seed of the field")
     hdr["BUNDLE"] = (str(meta.get("bundle_id", "")), "galforge bundle id of the generator")
     hdr["TILE"] = (int(meta.get("tile", 0)), "tile size used to generate the field")
@@ -291,7 +288,7 @@ def read_field(path) -> tuple[np.ndarray, dict]:
         data = np.asarray(hdul[0].data, dtype=np.float32)
         meta = {
             "bands": [b for b in str(hdr.get("BANDS", "")).split(",") if b],
-            "units": hdr.get("BUNIT", ""),
+            "units": fitsheader.units_from_header(hdr, default=""),
             "seed": hdr.get("SEED"),
             "bundle_id": hdr.get("BUNDLE", ""),
         }
@@ -762,7 +759,8 @@ def field_from_bundle(
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)
     scale = fieldio.bundle_pixel_scale(bundle)  # the training data's, for the FITS WCS
-    common["extra_meta"] = {**(common.get("extra_meta") or {}), "pixel_scale": scale}
+    common["extra_meta"] = {**(common.get("extra_meta") or {}), "pixel_scale": scale,
+                            "zeropoint": bundle.zeropoint, "model_created": bundle.created}
     if ensemble and realisations:
         raise ConfigError("--ensemble and --realisations cannot be used together")
     count = ensemble or realisations

@@ -17,7 +17,8 @@ def _tensors(v: float) -> dict:
 
 def test_write_and_read(tmp_path):
     d = ck.write_checkpoint(tmp_path / "latest", _tensors(1.0), {"step": 5})
-    assert sorted(p.name for p in d.iterdir()) == ["state.json", "state.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == ["sha256.json", "state.json",
+                                                   "state.safetensors"]
     t, meta = ck.read_checkpoint(d)
     assert meta == {"step": 5}
     assert torch.equal(t["module.G.w"], torch.ones(3, 2)) and int(t["module.G.n"]) == 7
@@ -42,7 +43,7 @@ def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "save_file", broken)
+    monkeypatch.setattr(ck, "save", broken)
     with pytest.raises(OSError):
         ck.write_checkpoint(tmp_path / "latest", _tensors(2.0), {"step": 2})
     t, meta = ck.read_checkpoint(tmp_path / "latest")

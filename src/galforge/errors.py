@@ -39,6 +39,19 @@ class EvaluationError(GalforgeError):
     """An evaluation that cannot be carried out on the inputs given."""
 
 
+class DiskFullError(GalforgeError):
+    """The disk filled up while galforge wrote ``path``; nothing partial was left behind."""
+
+    def __init__(self, path, hint: str = "run the command again"):
+        self.path = str(path)
+        self.hint = hint
+        super().__init__(f"disk full while writing {self.path}; free space and {hint}")
+
+    def with_hint(self, hint: str) -> DiskFullError:
+        """The same error with another ``free space and ...`` advice (the command's own)."""
+        return DiskFullError(self.path, hint)
+
+
 class Interrupted(GalforgeError):
     """A run stopped on SIGINT/SIGTERM after saving what lets it continue.
 

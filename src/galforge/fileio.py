@@ -3,7 +3,10 @@
 A crash (or a kill) in the middle of a write leaves the previous file in place, never a
 truncated one: the bytes go to a uniquely named temporary file in the same folder (safe
 with several threads or processes writing beside each other), are flushed to disk, and the
-temporary file is renamed over the target.  The file gets the permissions an ordinary
+temporary file is renamed over the target.  :func:`atomic_file` is the one way to do it for
+a file (whatever writes the bytes), :func:`atomic_folder` for a folder of files such as a
+checkpoint; a full disk is :class:`galforge.errors.DiskFullError` (one line), and the
+temporary file or folder is removed (:func:`remove_temp`).  The file gets the permissions an ordinary
 ``open()`` would give it (``0666`` less the process umask), so a bundle written with umask
 022 can be read by collaborators.
 
@@ -13,6 +16,8 @@ written at all (a parent that is a file, a read-only folder), naming the option.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -20,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from galforge.errors import ConfigError
+from galforge.errors import ConfigError, DiskFullError
 
 _UMASK_LOCK = threading.Lock()
 
@@ -62,21 +67,97 @@ def make_temp_file(path: str | Path) -> tuple[int, Path]:
     return fd, Path(tmp)
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the OS saying the disk (or the quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def remove_temp(path: str | Path) -> None:
+    """Remove a temporary file or folder galforge made (missing is fine; errors ignored)."""
+    import shutil
+
+    path = Path(path)
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, *, fsync: bool = True):
+    """Context manager: yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    The one way galforge writes a file atomically: whatever writes the temporary file (bytes,
+    a memory map, a FITS writer), it appears under ``path`` whole or not at all.  On any
+    error the temporary file is removed; a full disk becomes :class:`DiskFullError`.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = make_temp_file(path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+    os.close(fd)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_temp(tmp)
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+    except BaseException:
+        remove_temp(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path):
+    """Context manager: yield a temporary folder beside ``path``; swap it in on success.
+
+    The earlier folder (if any) is kept as ``.<name>.old`` until the new one is in place, so
+    that a crash at any moment leaves one complete folder (``path`` or its ``.old`` copy).
+    On any error the temporary folder is removed; a full disk becomes :class:`DiskFullError`.
+    """
+    path = Path(path)
+    parent = path.parent
+    tmp = parent / f".{path.name}.tmp-{os.getpid()}"
+    old = parent / f".{path.name}.old"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_temp(tmp)
+        tmp.mkdir()
+        yield tmp
+        remove_temp(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        remove_temp(old)
+    except OSError as exc:
+        remove_temp(tmp)
+        if is_disk_full(exc):
+            raise DiskFullError(getattr(exc, "filename", None) or path) from None
+        raise
+    except BaseException:
+        remove_temp(tmp)
+        raise
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename; return the path."""
     path = Path(path)
-    fd, tmp = make_temp_file(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, fsync=False) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        if fsync:
+            handle.flush()
+            os.fsync(handle.fileno())
     return path
 
 

@@ -10,6 +10,7 @@ written. An interrupted ``train`` or ``field`` (SIGINT/SIGTERM) ends with 130/14
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -103,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     usage_error = _usage_error_class()
     if argv is None:
         argv = sys.argv[1:]
+    from galforge import outputs
+
+    outputs.set_command(argv)
+    done = False
     try:
         status = app(args=argv, prog_name="galforge", standalone_mode=False)
+        done = True
     except Interrupted as exc:
         typer.echo(str(exc), err=True)
         return exc.exit_code
@@ -130,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {os_error_line(exc)}", err=True)
         return 2
+    finally:  # record what the command wrote in its outputs' manifests; release their locks
+        outputs.close_all(failed=not done)
     if isinstance(status, int) and not isinstance(status, bool) and status:
         # typer turns a KeyboardInterrupt into the status 130 instead of raising it
         if status == 130:
@@ -142,6 +150,9 @@ def os_error_line(exc: OSError) -> str:
     """One line for a file that cannot be read or written (permission, missing folder, ...)."""
     what = exc.strerror or type(exc).__name__
     names = [n for n in (exc.filename, exc.filename2) if n]
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" {names[-1]}" if names else ""
+        return f"disk full while writing{where}; free space and run the command again"
     if names:
         return (f"{' -> '.join(map(str, names))}: {what.lower()}; check the path and its "
                 "permissions (or choose another --out)")

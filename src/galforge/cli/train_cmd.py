@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from galforge import interrupt
-from galforge.errors import ConfigError, Interrupted
+from galforge.errors import ConfigError, DiskFullError, Interrupted
 from galforge.fileio import check_output_path
 
 # keys a resumed run may change; everything else must match the run's saved config
@@ -190,6 +190,8 @@ def register(app: typer.Typer) -> None:
             except Interrupted as exc:
                 raise Interrupted(f"{exc}; continue with `{again}`", signum=exc.signum,
                                   step=exc.step, checkpoint=exc.checkpoint) from None
+            except DiskFullError as exc:
+                raise exc.with_hint(f"resume with `{again}`") from None
             signum = interrupt.requested()
         if not summary.get("is_main", True):
             return  # data-parallel run: rank 0 reports

@@ -44,6 +44,7 @@ from galforge.training.checkpoint import (
     pack_modules,
     pack_optimizers,
     read_checkpoint,
+    read_newest_intact,
     unpack_modules,
     unpack_optimizers,
     write_checkpoint,
@@ -311,6 +312,7 @@ class Trainer:
         info = self.dist
         recipe.setup(amp_dtype=resolve_amp(t.amp, t.amp_dtype, device),
                      world_size=info.world_size)
+        recipe.rank = info.rank
         source = recipe.make_batches(self.data, t.batch, t.seed)
         if source is None:
             source = batch_source(recipe.data_need(recipe.settings), self.data, t.batch, t.seed,
@@ -336,7 +338,12 @@ class Trainer:
                     f"--resume: no checkpoint in {self.latest_dir}; start the run without "
                     "--resume (or point --out at the run folder)"
                 )
-            start = self._load(self.latest_dir)
+            start = self._load_newest_intact()
+            if start > self.total:
+                length = (f"--steps {t.steps}" if t.steps is not None
+                          else f"--epochs {t.epochs} ({self.total} steps)")
+                raise ConfigError(f"--resume: {length} is below the run's step {start}; give "
+                                  f"a total of at least {start} steps to continue it")
         elif find_checkpoint(self.latest_dir) is not None:
             raise TrainingError(
                 f"{self.run_dir} already holds a run (checkpoints/latest): pass --resume to "
@@ -344,6 +351,13 @@ class Trainer:
             )
         if info.enabled:
             ddp.broadcast_modules(list(recipe.modules().values()))
+            # after resume and EMA copy: the EMA keeps plain batch norms, checkpoints the
+            # networks' own state dict names
+            recipe.wrap_data_parallel(lambda net: ddp.wrap(
+                net, device, find_unused_parameters=recipe.DDP_FIND_UNUSED,
+                sync_bn=bool(getattr(t, "sync_bn", False))))
+        elif getattr(t, "sync_bn", False) and info.is_main:
+            self.notes.append("train.sync_bn=true does nothing in a single process")
         self.step = start
         if info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -374,9 +388,12 @@ class Trainer:
         t0 = time.perf_counter()
         batch = _to_device(ddp_shard(self.source.batch(step), info), device)
         rng = step_generator(t.seed, step, info.rank, device=device)
+        # StepContext.rows: seeded as a single process's rng, the same on every process
+        shared = step_generator(t.seed, step, 0, device=device) if info.enabled else None
         t1 = time.perf_counter()
         with global_scope(t.seed, step, info.rank, "global", devices=[device]):
-            losses = recipe.train_step(batch, step, rng)
+            losses = (recipe.train_step(batch, step, rng, shared) if shared is not None
+                      else recipe.train_step(batch, step, rng))
         t2 = time.perf_counter()
         done = step + 1
         finite = all(math.isfinite(float(v)) for v in losses.values())
@@ -585,8 +602,21 @@ class Trainer:
         if self.output.loss_plot and time.perf_counter() - self._last_plot > 60.0:
             self._plot()
 
-    def _load(self, ckpt: Path) -> int:
-        tensors, meta = read_checkpoint(ckpt)
+    def _load_newest_intact(self) -> int:
+        """Resume from ``checkpoints/latest``, or (said in one line) from the newest intact
+        kept checkpoint (best, snapshots) when it is corrupt."""
+        folder = self.folder
+        candidates = [self.latest_dir, folder.best, *reversed(folder.snapshots())]
+        ckpt, tensors, meta, problems = read_newest_intact(candidates)
+        if problems:
+            note = (f"{problems[0]}; resuming from the newest intact checkpoint {ckpt} "
+                    f"(step {meta['step']})")
+            print(f"note: {note}", file=sys.stderr, flush=True)
+            self.notes.append(note)
+        return self._load(ckpt, (tensors, meta))
+
+    def _load(self, ckpt: Path, loaded: tuple[dict, dict] | None = None) -> int:
+        tensors, meta = loaded if loaded is not None else read_checkpoint(ckpt)
         t = self.train
         if int(meta.get("seed", t.seed)) != int(t.seed):
             raise TrainingError(

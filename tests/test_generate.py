@@ -21,6 +21,7 @@ from galforge.generation import latent as L
 from galforge.generation import load_bundle
 from galforge.generation.sampling import iter_samples, sample
 from galforge.models.registry import register_generator
+from galforge.outputs import MANIFEST
 
 FAMILY = "tiny_generate_test"
 BANDS = ("g", "r", "i")
@@ -76,7 +77,7 @@ def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path, monke
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225600")  # DATE: 2026-01-01T00:00:00
     assert _generate(bundle_dir, tmp_path / "a") == 0
     assert _generate(bundle_dir, tmp_path / "b") == 0
-    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    names = sorted(p.name for p in (tmp_path / "a").iterdir() if p.name != MANIFEST)
     assert names == [f"galaxy_00000{i}.fits" for i in range(5)] + ["grid.png"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
@@ -344,7 +345,8 @@ def test_used_out_folder_is_refused_unless_overwrite(bundle_dir, tmp_path, capsy
     assert main(["generate", str(bundle_dir), "-n", "2", "--seed", "9", "--out", str(out),
                  "--no-progress", "--overwrite", "--format", "npy"]) == 0
     # the earlier run's galaxies are gone: the folder holds one run only
-    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "samples.json", "samples.npy"]
+    assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == [
+        "grid.png", "samples.json", "samples.npy"]
     (out / "notes.txt").write_text("mine")
     assert _generate(bundle_dir, out, "--overwrite") == 2
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").is_file()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import typer
 
 from galforge.errors import ConfigError
-
-BASELINE_FILES = re.compile(r"^(baseline_\d+\.fits|baseline\.json|grid\.png)$")
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +27,9 @@ def register(app: typer.Typer) -> None:
                                        "in --out."),
     ) -> None:
         """Draw N sparse fields from a baseline fitted to --like (positions uniform, diamonds)."""
+        from galforge import outputs
         from galforge.data import load_images
-        from galforge.fileio import check_output_path, claim_output_folder
+        from galforge.fileio import check_output_path
         from galforge.generation.baselines import (
             KINDS,
             fit_baseline,
@@ -47,6 +45,7 @@ def register(app: typer.Typer) -> None:
         if seed < 0:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
         check_output_path(out, "--out")
+        outputs.check_folder(out, overwrite=overwrite, command="baseline")
         opts = {} if limit is None else {"limit": int(limit)}
         data = load_images(like, **opts)
         if len(data.bands) != 1:
@@ -54,7 +53,7 @@ def register(app: typer.Typer) -> None:
                               "single-band sparse fields")
         fit = fit_baseline(kind, data.images, source=str(like))
         images = sample_baseline(fit, n, seed)
-        claim_output_folder(out, overwrite=overwrite, ours=lambda p: bool(BASELINE_FILES.match(p.name)))
+        outputs.claim_folder(out, overwrite=overwrite, command="baseline")
         paths = write_baseline(out, images, fit, seed=seed, units=data.units, band=data.bands[0],
                                source=str(like))
         typer.echo(f"wrote {len(paths)} {kind.upper()} baseline images of {fit.shape[0]}×"

@@ -4,17 +4,12 @@ models with an intermediate latent space (capability ``intermediate``)."""
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 import numpy as np
 import typer
 
 from galforge.errors import ConfigError
-
-MIX_FILES = re.compile(r"^\.?(mix_r\d+_c\d+\.fits|row_\d+\.fits|col_\d+\.fits|grid\.png)"
-                       r"(\.[^/]*\.tmp)?$")
-FRAME_FILES = re.compile(r"^\.?frame_\d+\.fits(\.[^/]*\.tmp)?$")
 
 
 def _seeds(text: str, option: str) -> list[int]:
@@ -112,7 +107,8 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier mix in --out."),
     ) -> None:
         """Style-mixing grid: one FITS per cell (and per row/column seed) plus grid.png."""
-        from galforge.fileio import check_output_path, claim_output_folder
+        from galforge import outputs
+        from galforge.fileio import check_output_path
         from galforge.latent import style_mix
 
         row_seeds, col_seeds = _seeds(rows, "--rows"), _seeds(cols, "--cols")
@@ -120,7 +116,7 @@ def register(app: typer.Typer) -> None:
         bundle = _load(source, device, "galforge mix")
         grid = style_mix(bundle, row_seeds, col_seeds, styles, truncation=truncation,
                          noise_mode=noise_mode)
-        claim_output_folder(out, overwrite=overwrite, ours=lambda p: bool(MIX_FILES.match(p.name)))
+        outputs.claim_folder(out, overwrite=overwrite, command="mix")
         layers = ",".join(str(v) for v in grid.styles)
         for r, rs in enumerate(row_seeds):
             _fits(bundle, out / f"row_{r:03d}.fits", grid.row_images[r], rs, 0, {})
@@ -152,8 +148,9 @@ def register(app: typer.Typer) -> None:
         """Frames between seeds as FITS plus an animated GIF (or a PNG strip)."""
         from PIL import Image
 
+        from galforge import outputs
         from galforge.data.display import fit_stretch
-        from galforge.fileio import atomic_write_bytes, check_output_path, claim_output_folder
+        from galforge.fileio import atomic_write_bytes, check_output_path
         from galforge.latent import interpolation
 
         suffix = out.suffix.lower()
@@ -167,8 +164,8 @@ def register(app: typer.Typer) -> None:
         _, images = interpolation(bundle, seed_list, frames, space=space,
                                   truncation=truncation, noise_mode=noise_mode)
         folder = out.with_name(out.stem + "_frames")
-        claim_output_folder(folder, overwrite=overwrite,
-                            ours=lambda p: bool(FRAME_FILES.match(p.name)))
+        outputs.claim_entry(out, overwrite=overwrite)
+        outputs.claim_folder(folder, overwrite=overwrite, command="interpolate")
         for k, image in enumerate(images):
             _fits(bundle, folder / f"frame_{k:05d}.fits", image, seed_list[0], k,
                   {"SEEDS": (",".join(map(str, seed_list)), "seeds of the path"),
@@ -207,8 +204,9 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier projection."),
     ) -> None:
         """Find the w whose image best matches TARGET (χ² in physical units + encoder features)."""
-        from galforge.fileio import check_output_path, claim_output_folder
-        from galforge.latent import PROJECTION_FILES, project, write_projection
+        from galforge import outputs
+        from galforge.fileio import check_output_path
+        from galforge.latent import project, write_projection
 
         if steps < 1:
             raise ConfigError(f"--steps {steps}: must be at least 1")
@@ -216,9 +214,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--lr must be > 0 and --feature-weight >= 0")
         check_output_path(out, "--out")
         bundle = _load(source, device, "galforge project")
-        claim_output_folder(out, overwrite=overwrite,
-                            ours=lambda p: p.name.split(".tmp")[0].lstrip(".") in PROJECTION_FILES
-                            or p.name in PROJECTION_FILES)
+        outputs.claim_folder(out, overwrite=overwrite, command="project")
         result = project(bundle, target, steps=steps, wplus=wplus, noise=noise,
                          noise_mode=noise_mode, seed=seed, lr=lr, feature_weight=feature_weight,
                          progress=None if progress else False)

@@ -4,16 +4,11 @@
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 
 import typer
 
 from galforge.errors import ConfigError
-
-LADDER_FILES = re.compile(r"^\.?(\d{5}_s[-\d.]+_[\w-]+\.fits|scores\.csv|ladder\.json)"
-                          r"(\.[^/]*\.tmp)?$")
-SCORER_FILES = re.compile(r"^\.?(scorer\.json|trees\.npz)(\.[^/]*\.tmp)?$")
 
 _FEATURES = typer.Option("histogram,spectrum", "--features",
                          help="Feature sets, comma separated: histogram, spectrum, galaxies, "
@@ -74,8 +69,9 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a scorer in --out."),
     ) -> None:
         """Fit a realism scorer and report its cross-validated mean absolute error."""
+        from galforge import outputs
         from galforge.evaluation import realism
-        from galforge.fileio import check_output_path, claim_output_folder
+        from galforge.fileio import check_output_path
 
         sets = realism.parse_feature_sets(features)
         if trees < 1 or depth < 1 or not learning_rate > 0:
@@ -84,13 +80,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"IMAGES {images}: no such folder; give the folder the CSV names "
                               "are relative to")
         check_output_path(out, "--out")
-        ours = lambda p: bool(SCORER_FILES.match(p.name))  # noqa: E731
-        if not overwrite:  # refuse a used folder before the work, not after
-            claim_output_folder(out, overwrite=False, ours=ours, holds="a scorer")
+        # refuse a used folder before the work, not after
+        outputs.check_folder(out, overwrite=overwrite, command="score fit")
         params = {"n_estimators": trees, "max_depth": depth, "learning_rate": learning_rate}
         scorer = realism.fit_files(images, scores, features=sets, folds=folds, seed=seed,
                                    params=params)
-        claim_output_folder(out, overwrite=overwrite, ours=ours, holds="a scorer")
+        outputs.claim_folder(out, overwrite=overwrite, command="score fit")
         scorer.save(out)
         cv = scorer.cv
         how = "grouped by the CSV's group column" if cv["grouped"] else "shuffled"
@@ -106,16 +101,20 @@ def register(app: typer.Typer) -> None:
         images: str = typer.Argument(..., help="Folder or file of images, or a builtin: spec."),
         scorer: Path = typer.Option(..., "--scorer", help="Folder written by `galforge score fit`."),
         out: Path = typer.Option(..., "--out", help="CSV to write (columns file,score)."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Replace a CSV an earlier predict wrote."),
     ) -> None:
         """Predict the realism score of every image."""
         import numpy as np
 
+        from galforge import outputs
         from galforge.evaluation import realism
         from galforge.fileio import atomic_write_text, check_output_path
 
         check_output_path(out, "--out")
         model = realism.RealismScorer.load(scorer)
         rows = realism.predict_files(model, images)
+        outputs.claim_entry(out, overwrite=overwrite)
         atomic_write_text(out, realism.scores_csv_text(rows))
         s = np.array([r["score"] for r in rows])
         typer.echo(f"{len(rows)} images scored: mean {s.mean():.3f}, median {np.median(s):.3f}, "
@@ -136,6 +135,7 @@ def register(app: typer.Typer) -> None:
         `galforge score fit OUT --scores OUT/scores.csv`."""
         import csv
 
+        from galforge import outputs
         from galforge.data import load_images
         from galforge.evaluation import realism
         from galforge.fileio import (
@@ -143,7 +143,6 @@ def register(app: typer.Typer) -> None:
             atomic_write_json,
             atomic_write_text,
             check_output_path,
-            claim_output_folder,
         )
 
         if threshold < 0:
@@ -152,8 +151,7 @@ def register(app: typer.Typer) -> None:
         iset = load_images(data, **({"limit": limit} if limit else {}))
         steps = realism.degradation_ladder(iset.images, seed=seed, threshold=threshold, what=data)
         first = next(steps)  # checks the data before anything is written
-        claim_output_folder(out, overwrite=overwrite,
-                            ours=lambda p: bool(LADDER_FILES.match(p.name)), holds="a ladder")
+        outputs.claim_folder(out, overwrite=overwrite, command="score ladder")
         buf = io.StringIO()
         table = csv.writer(buf, lineterminator="\n")
         table.writerow(["file", "score", "group", "rung"])

@@ -53,16 +53,6 @@ def _json_safe(v):
 
 
 
-PREPARED_FILES = ("images.npy", "manifest.json", "meta.jsonl", "truth.csv")
-
-
-def _prepared_file(path: Path) -> bool:
-    """True for a file :func:`prepare` writes (or its temporary file)."""
-    name = path.name
-    return name in PREPARED_FILES or any(
-        name.startswith(f".{f}") and name.endswith(".tmp") for f in PREPARED_FILES)
-
-
 def is_prepared(path) -> bool:
     """True when ``path`` is a folder written by :func:`prepare`."""
     p = Path(path)
@@ -87,25 +77,25 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> 
     set is removed (after ``source`` was read) and replaced; a folder holding other files is
     always refused.
     """
-    from galforge import __version__
+    from galforge import outputs
     from galforge.data import load_images, normalize_options
-    from galforge.data.normalize import Normalizer, default_stretch
-    from galforge.fileio import claim_output_folder
 
     opts = normalize_options(options)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        holds = "a prepared data set" if is_prepared(out) else "not a prepared data set"
-        if not overwrite:
-            raise ConfigError(
-                f"--out {out}: the folder is not empty ({holds}); pass --overwrite to replace "
-                "the earlier prepared set, or choose an empty or new folder"
-            )
+    holds = "a prepared data set" if is_prepared(out) else "not a prepared data set"
+    # refused before the source is read; the earlier set is removed only after it was read
+    outputs.check_folder(out, overwrite=overwrite, holds=holds, command="data prepare")
     iset = load_images(source, **opts)
-    claim_output_folder(out, overwrite=overwrite, ours=_prepared_file,
-                        holds="a prepared data set" if is_prepared(out) else "")
+    with outputs.claim_folder(out, overwrite=overwrite, holds=holds, command="data prepare"):
+        return _write_prepared(out, iset, source, opts, normalizer)
+
+
+def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
+    """Write the prepared set of ``iset`` into the claimed folder ``out``."""
+    from galforge import __version__
+    from galforge.data.normalize import Normalizer, default_stretch
 
     tmp = out / ".images.npy.tmp"
     arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)

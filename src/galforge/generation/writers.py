@@ -22,17 +22,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from galforge import __version__
+from galforge import __version__, outputs
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
 from galforge.errors import ConfigError
-from galforge.fileio import atomic_write_bytes, claim_output_folder, make_temp_file
+from galforge.fileio import atomic_write_bytes, make_temp_file
 from galforge.generation.sampling import Bundle, iter_samples
 
 __all__ = [
@@ -48,9 +47,6 @@ __all__ = [
 ]
 
 FORMATS = ("fits", "png", "npy")
-#: Names of the files :func:`write_samples` writes (and their temporary files).
-OUTPUT_NAMES = re.compile(
-    r"^\.?(galaxy_\d+\.(fits|png)|samples\.npy|samples\.json|grid\.png)(\.[^/]*\.tmp)?$")
 #: How many samples the grid image shows at most.
 GRID_MAX = 64
 
@@ -324,8 +320,9 @@ def write_samples(
     :meth:`Bundle.noise`) are recorded as ``TRUNCCUT`` and ``NOISEMOD``.
 
     A folder that already holds files is refused (so that it never mixes the galaxies of
-    two runs), unless ``overwrite``: then the files an earlier ``write_samples`` wrote are
-    removed first (a folder holding other files is still refused).
+    two runs), unless ``overwrite``: then the files galforge recorded writing there are
+    removed first (a folder holding anything else is still refused; :mod:`galforge.outputs`).
+    The folder is locked while it is written.
     """
     cond = bundle.conditions(conditions, int(n))
     mode = bundle.noise_mode(noise_mode)
@@ -337,8 +334,14 @@ def write_samples(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; pass a folder for the generated galaxies")
-    claim_output_folder(out, overwrite=overwrite, ours=lambda p: bool(OUTPUT_NAMES.match(p.name)))
-    n = int(n)
+    with outputs.claim_folder(out, overwrite=overwrite, command="generate"):
+        return _write_samples(bundle, out, int(n), seed, fmt, batch, truncation, start, grid,
+                              progress, cond, mode, truncation_cutoff)
+
+
+def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, start, grid,
+                   progress, cond, mode, truncation_cutoff) -> GenerationResult:
+    """The body of :func:`write_samples`, writing into the claimed folder ``out``."""
     result = GenerationResult(out_dir=out, format=fmt, n=n)
     width = max(6, len(str(start + n - 1)))
     stretch = None

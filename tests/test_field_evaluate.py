@@ -1,0 +1,167 @@
+"""Field validation: evaluate_fields, its statistics and `galforge evaluate --fields`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from galforge.evaluation import fieldstats
+from galforge.evaluation.field_report import evaluate_fields
+
+BANDS = ("R", "G", "B")
+SIZE = 256
+
+
+def positions(rng, n, size=SIZE, clustered=False, margin=8):
+    if not clustered:
+        return rng.uniform(margin, size - margin, (n, 2))
+    parents = rng.uniform(margin + 10, size - margin - 10, (max(n // 10, 1), 2))
+    kids = parents[rng.integers(0, len(parents), n)] + rng.normal(0, 5.0, (n, 2))
+    return np.clip(kids, margin, size - margin)
+
+
+def make_field(seed, *, n=90, dmag=0.0, sky=1.0, clustered=False, size=SIZE):
+    """A 3-band field of round Gaussian sources (fluxes from a power law, ``dmag`` mag
+    brighter than the default; fixed colours) at known positions on white noise of σ
+    ``sky``; returns (field, truth columns)."""
+    rng = np.random.default_rng(seed)
+    xy = positions(rng, n, size, clustered)
+    flux = 300.0 * (1.0 + rng.pareto(1.5, n)) * 10 ** (0.4 * dmag)
+    sig = rng.uniform(1.2, 2.5, n)
+    colours = np.array([1.0, 0.8, 0.6])
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = np.zeros((3, size, size))
+    for (x, y), f, s in zip(xy, flux, sig, strict=True):
+        x0, x1 = int(max(x - 6 * s, 0)), int(min(x + 6 * s + 1, size))
+        y0, y1 = int(max(y - 6 * s, 0)), int(min(y + 6 * s + 1, size))
+        g = np.exp(-((xx[y0:y1, x0:x1] - x) ** 2 + (yy[y0:y1, x0:x1] - y) ** 2) / (2 * s * s))
+        g *= f / (2 * np.pi * s * s)
+        img[:, y0:y1, x0:x1] += colours[:, None, None] * g
+    img += rng.normal(0, sky, img.shape)
+    truth = {"id": np.arange(n, dtype=float), "x": xy[:, 0], "y": xy[:, 1]}
+    for c, b in enumerate(BANDS):
+        truth[f"flux_{b}"] = flux * colours[c]
+    return img.astype(np.float32), truth
+
+
+def rows_by_name(metrics):
+    return {r["measure"]: r for r in metrics["summary"]}
+
+
+@pytest.fixture(scope="module")
+def base():
+    return make_field(1)
+
+
+@pytest.fixture(scope="module")
+def same_process(base):
+    return evaluate_fields(base[0], make_field(2)[0], BANDS, seed=0)
+
+
+def test_same_process_passes_photometry_rows(same_process):
+    rows = rows_by_name(same_process)
+    for b in BANDS:
+        assert rows[f"magnitude KS p ({b})"]["passed"]
+        assert rows[f"median Δmag ({b})"]["passed"]
+        assert rows[f"sky σ ratio ({b})"]["passed"]
+    assert rows["colour KS p (R−G)"]["passed"] and rows["colour KS p (G−B)"]["passed"]
+    assert rows["half-light radius KS p"]["passed"]
+    assert rows["ellipticity KS p"]["passed"]
+    assert rows["detections per Mpix (generated / real)"]["passed"]
+    assert rows["w(θ): fraction of bins in the real 2σ band"]["passed"]
+    for r in same_process["summary"]:
+        assert {"measure", "value", "threshold", "passed", "rule", "n_real", "n_fake"} <= set(r)
+
+
+def test_field_against_itself(base):
+    m = evaluate_fields(base[0], base[0], BANDS, seed=0)
+    rows = rows_by_name(m)
+    for b in BANDS:
+        assert rows[f"magnitude KS p ({b})"]["value"] == pytest.approx(1.0)
+        assert rows[f"median Δmag ({b})"]["value"] == pytest.approx(0.0, abs=1e-9)
+        assert rows[f"sky σ ratio ({b})"]["value"] == pytest.approx(1.0)
+    assert m["density"]["ratio"] == 1.0
+
+
+def test_brighter_sources_fail_magnitudes(base):
+    bright = make_field(1, dmag=0.5)[0]
+    rows = rows_by_name(evaluate_fields(base[0], bright, BANDS, seed=0))
+    for b in BANDS:
+        assert not rows[f"median Δmag ({b})"]["passed"]
+        assert rows[f"median Δmag ({b})"]["value"] < -0.3
+
+
+def test_noisier_sky_fails_sky_row():
+    a = make_field(3, n=40)[0]
+    b = make_field(4, n=40, sky=1.2)[0]
+    rows = rows_by_name(evaluate_fields(a, b, BANDS, seed=0))
+    for band in BANDS:
+        r = rows[f"sky σ ratio ({band})"]
+        assert not r["passed"]
+        assert r["value"] == pytest.approx(1.2, abs=0.04)
+
+
+def test_sky_sigma_and_correlation_length():
+    rng = np.random.default_rng(0)
+    white = rng.normal(0, 2.0, (1, 256, 256))
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(rng.normal(0, 1, (256, 256)), 2.0)[None]
+    mask = np.zeros((256, 256), bool)
+    sw = fieldstats.sky_statistics(white, ["a"], mask)["a"]
+    ss = fieldstats.sky_statistics(smooth, ["a"], mask)["a"]
+    assert sw["sigma"] == pytest.approx(2.0, rel=0.05)
+    assert abs(sw["rho1"]) < 0.05
+    assert sw["corr_length"] < 1.0
+    assert ss["corr_length"] > 2.5 * sw["corr_length"]
+
+
+def test_wtheta_separates_clustered_from_poisson():
+    rng = np.random.default_rng(5)
+    shape = (512, 512)
+    pois = positions(rng, 400, 512)
+    pois2 = positions(rng, 400, 512)
+    clus = positions(rng, 400, 512, clustered=True)
+    wp = fieldstats.angular_correlation(pois[:, 0], pois[:, 1], shape, seed=1)
+    wp2 = fieldstats.angular_correlation(pois2[:, 0], pois2[:, 1], shape, seed=2)
+    wc = fieldstats.angular_correlation(clus[:, 0], clus[:, 1], shape, seed=3)
+    assert wp["error"] == "jackknife"
+    assert wc["w"][0] > 5.0 and abs(wp["w"][0]) < 0.5
+    assert fieldstats.compare_wtheta(wp, wp2)["fraction"] >= 0.75
+    clustered = fieldstats.compare_wtheta(wp, wc)
+    assert clustered["within"][:2] == [False, False]     # the small scales tell them apart
+    assert clustered["fraction"] < 0.75                  # the report's verdict fails
+
+
+def test_truth_completeness_falls_for_faint_sources():
+    rng = np.random.default_rng(7)
+    size, n = 256, 120
+    xy = rng.uniform(10, size - 10, (n, 2))
+    mag = rng.uniform(-7.5, -2.0, n)           # instrumental: flux 1000 … 6
+    flux = 10 ** (-0.4 * mag)
+    yy, xx = np.mgrid[0:size, 0:size]
+    img = rng.normal(0, 1.0, (1, size, size))
+    for (x, y), f in zip(xy, flux, strict=True):
+        img[0] += f / (2 * np.pi * 1.5 ** 2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.5)
+    truth = {"x": xy[:, 0], "y": xy[:, 1], "mag_a": mag}
+    from galforge.evaluation.photometry import measure_field
+
+    found = measure_field(img, ["a"])
+    fxy = np.array([[r["x"], r["y"]] for r in found])
+    match = fieldstats.crossmatch(np.column_stack([truth["x"], truth["y"]]), fxy, 2.0)
+    meas = np.array([r["mag_inst_a"] for r in found])
+    curve = fieldstats.completeness(mag, match >= 0, np.where(match >= 0, meas[match], np.nan))
+    comp = np.array([np.nan if c is None else c for c in curve["completeness"]])
+    centres = np.array(curve["centres"])
+    assert np.nanmin(comp[centres < -5.5]) >= 0.9
+    assert np.nanmax(comp[centres > -3.0]) <= 0.5
+    assert curve["mag_50"] is not None and -5.5 < curve["mag_50"] < -2.5
+    bright = np.array([d for c, d in zip(centres, curve["dmag_median"], strict=True)
+                       if c < -5.5 and d is not None])
+    assert np.all(np.abs(bright) < 0.2)
+
+
+def test_crossmatch_is_one_to_one():
+    truth = np.array([[10.0, 10.0], [11.0, 10.0], [50.0, 50.0]])
+    found = np.array([[10.2, 10.0], [80.0, 80.0]])
+    assert fieldstats.crossmatch(truth, found, 2.0).tolist() == [0, -1, -1]

@@ -164,3 +164,134 @@ def test_disk_full_during_train_is_one_line(npy_data, tmp_path, capsys, monkeypa
     line = _stderr_line(capsys)
     assert line.startswith("error: disk full while writing") and "--resume" in line
     assert _temporaries(run) == []
+
+
+# ----------------------------------------------------------------------------- bundles
+
+FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "dcgan_v01"
+
+
+@pytest.fixture
+def bundle_copy(tmp_path):
+    import shutil
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(FIXTURE, dst)
+    return dst
+
+
+def _edit_json(folder, edit):
+    path = folder / "bundle.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def _generate(bundle, out, *extra):
+    return main(["generate", str(bundle), "-n", "2", "--out", str(out), "--no-progress", *extra])
+
+
+def test_generate_refuses_nan_weights_and_writes_nothing(bundle_copy, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from galforge.bundle import sha256_file
+
+    w = bundle_copy / "generator.safetensors"
+    state = load_file(str(w))
+    key = next(k for k, v in state.items() if torch.is_floating_point(v) and v.numel() > 1)
+    state[key] = torch.full_like(state[key], float("nan"))
+    save_file(state, str(w))
+    _edit_json(bundle_copy, lambda m: m["weights"].__setitem__("sha256", sha256_file(w)))
+    out = tmp_path / "out"
+    assert _generate(bundle_copy, out) == 2
+    line = _stderr_line(capsys)
+    assert "NaN or infinity" in line and "generator.safetensors" in line
+    assert not out.exists() or not any(out.rglob("*.fits"))
+
+
+def test_generated_nan_pixels_are_refused(bundle_copy, tmp_path, capsys, monkeypatch):
+    from galforge.generation import sampling
+
+    real = sampling.Bundle._forward
+
+    def nan_forward(self, *a, **kw):
+        return real(self, *a, **kw) * float("nan")
+
+    monkeypatch.setattr(sampling.Bundle, "_forward", nan_forward)
+    out = tmp_path / "out"
+    assert _generate(bundle_copy, out) == 2
+    assert "NaN or infinite pixels" in _stderr_line(capsys)
+    assert not out.exists() or not any(out.rglob("*.fits"))
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("escape", "outside the bundle folder"),
+    ("absolute", "outside the bundle folder"),
+    ("bytes", "not a text"),
+    ("deep", "nested"),
+    ("family_list", "'family' must be a string"),
+    ("huge_width", "spec key 'width'"),
+    ("huge_width_float", "spec key 'width'"),
+    ("bands_numbers", "'bands' must be a list of band names"),
+    ("range", "'output_range' must be"),
+    ("spec_list", "cannot be rebuilt"),
+])
+def test_bad_bundle_json_is_one_line(bundle_copy, tmp_path, capsys, case, expect):
+    import shutil
+
+    path = bundle_copy / "bundle.json"
+    if case == "escape":
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        shutil.copy(bundle_copy / "generator.safetensors", other / "w.safetensors")
+        _edit_json(bundle_copy, lambda m: m["weights"].__setitem__(
+            "file", "../elsewhere/w.safetensors"))
+    elif case == "absolute":
+        _edit_json(bundle_copy, lambda m: m["weights"].__setitem__(
+            "file", str(bundle_copy / "generator.safetensors")))
+    elif case == "bytes":
+        path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    elif case == "deep":
+        path.write_text("[" * 100000 + "]" * 100000)
+    elif case == "family_list":
+        _edit_json(bundle_copy, lambda m: m.__setitem__("family", ["dcgan"]))
+    elif case == "huge_width":
+        _edit_json(bundle_copy, lambda m: m["spec"].__setitem__("width", 100_000_000))
+    elif case == "huge_width_float":
+        _edit_json(bundle_copy, lambda m: m["spec"].__setitem__("width", 1e8))
+    elif case == "bands_numbers":
+        _edit_json(bundle_copy, lambda m: m.__setitem__("bands", [1, 2]))
+    elif case == "range":
+        _edit_json(bundle_copy, lambda m: m.__setitem__("output_range", "wide"))
+    elif case == "spec_list":
+        _edit_json(bundle_copy, lambda m: m["spec"].__setitem__("width", [4]))
+    out = tmp_path / "out"
+    assert _generate(bundle_copy, out) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("error: ") and expect in line, line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_deeply_nested_json_inside_an_object_is_refused(bundle_copy, capsys):
+    _edit_json(bundle_copy, lambda m: m.__setitem__("config", json.loads("[" * 50 + "]" * 50)))
+    assert _generate(bundle_copy, bundle_copy.parent / "out") == 2
+    assert "nested deeper" in _stderr_line(capsys)
+
+
+def test_shipped_and_old_bundles_still_load():
+    from galforge.bundle import read_bundle
+    from galforge.pretrained import __file__ as zoo
+
+    for folder in [FIXTURE, FIXTURE.parent / "sgan_v01",
+                   *sorted(p for p in __import__("pathlib").Path(zoo).parent.iterdir()
+                           if (p / "bundle.json").is_file())]:
+        assert read_bundle(folder).parts
+
+
+def test_generate_checks_disk_space_first(bundle_copy, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["generate", str(bundle_copy), "-n", "1000000000000", "--out", str(out),
+                 "--no-progress"]) == 2
+    line = _stderr_line(capsys)
+    assert "-n 1000000000000" in line and "free" in line
+    assert not out.exists() or not any(out.iterdir())

@@ -129,20 +129,91 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+MAX_JSON_CHARS = 64 << 20    # a bundle.json / run.json is kilobytes; a config a few MB at most
+MAX_JSON_DEPTH = 32          # deeper than any description galforge writes
+MAX_PARAMETER_BYTES = 2 << 30   # a part whose parameters and buffers exceed 2 GiB is refused
+
+
+def _depth(obj, level: int = 0) -> int:
+    """Nesting depth of parsed JSON (stops counting past MAX_JSON_DEPTH)."""
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(obj, dict):
+        return max((_depth(v, level + 1) for v in obj.values()), default=level + 1)
+    if isinstance(obj, list):
+        return max((_depth(v, level + 1) for v in obj), default=level + 1)
+    return level
+
+
+def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold NaN or infinity."""
+    return [k for k, v in tensors.items()
+            if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], where, what: str) -> None:
+    bad = non_finite(tensors)
+    if bad:
+        raise BundleError(f"{where}: {len(bad)} weight tensor(s) hold NaN or infinity "
+                          f"({bad[0]}, ...); {what}")
+
+
+def _spec_size(part, where: Path) -> None:
+    """Refuse a part whose spec describes networks too large to allocate (built on the
+    ``meta`` device first: shapes only, no memory), naming the largest spec value."""
+    from galforge.models.registry import build_generator
+
+    try:
+        with torch.device("meta"):
+            net = build_generator(part.family, dict(part.spec), module=safe_module(part.module))
+        size = sum(t.numel() * t.element_size()
+                   for t in (*net.parameters(), *net.buffers()))
+    except GalforgeError:
+        return   # reported with its own message when the part is built for real
+    except Exception:   # noqa: BLE001 - a family that cannot be built on meta is built for real
+        size = 0
+        numbers = [v for v in part.spec.values()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if not any(abs(v) > 1e6 for v in numbers):
+            return
+        size = MAX_PARAMETER_BYTES + 1
+    if size > MAX_PARAMETER_BYTES:
+        numeric = {k: v for k, v in part.spec.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        key = max(numeric, key=lambda k: abs(numeric[k])) if numeric else "?"
+        raise BundleError(
+            f"{where}: the spec describes a {part.family!r} network of about "
+            f"{size / 2**30:.3g} GiB (spec key {key!r}={numeric.get(key)!r}); more than the "
+            f"{MAX_PARAMETER_BYTES >> 30} GiB galforge allocates for a bundle part: the file is "
+            f"corrupt or not made by galforge"
+        )
+
+
 def read_json(path: Path, what: str) -> dict:
     """A JSON object from ``path``; BundleError naming the file (and ``what`` to do) otherwise."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise BundleError(f"{path}: file missing; {what}") from exc
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: not a text (UTF-8) JSON file; the file is corrupt: "
+                          f"{what}") from exc
     except OSError as exc:
         raise BundleError(f"{path}: cannot be read ({exc}); {what}") from exc
+    if len(text) > MAX_JSON_CHARS:
+        raise BundleError(f"{path}: {len(text)} characters is far more than a description "
+                          f"needs; the file is corrupt: {what}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BundleError(
             f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); the file is corrupt: {what}"
         ) from exc
+    except RecursionError as exc:
+        raise BundleError(f"{path}: JSON nested too deeply; the file is corrupt: {what}") from exc
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise BundleError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels; the file "
+                          f"is corrupt: {what}")
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object; the file is corrupt: {what}")
     return data
@@ -221,9 +292,10 @@ def safe_module(module) -> str | None:
 def _build_part(part: Part, where: Path) -> nn.Module:
     from galforge.models.registry import build_generator, known_families
 
+    _spec_size(part, where)
     try:
         net = build_generator(part.family, dict(part.spec), module=safe_module(part.module))
-    except (GalforgeError, ValueError, KeyError) as exc:
+    except (GalforgeError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         if part.family not in known_families():
             raise BundleError(
                 f"{where}: unknown generator family {part.family!r}; known families: "
@@ -345,6 +417,9 @@ def describe_bundle(
             if not isinstance(value, torch.Tensor):
                 raise BundleError(f"{out_dir}: part {name!r} entry {key!r} is not a tensor")
             tensors[str(key)] = value.detach().to("cpu").contiguous().clone()
+        _check_finite(tensors, f"{out_dir}: part {name!r}",
+                      "the weights are broken (a diverged run?): export an earlier kept "
+                      "snapshot (galforge export RUN --step N) or resume from one")
         clean[str(name)] = Part(str(part.family), dict(part.spec), tensors, part.module)
     sampler, _ = build_parts(clean, family, module, out_dir, device=torch.device("cpu"))
     image_shape = probe_image_shape(sampler)
@@ -461,9 +536,11 @@ class BundleFile:
 def _parts_meta(meta: dict, json_path: Path) -> dict[str, dict]:
     """The ``parts`` of a bundle description (format 1: the single part ``generator``)."""
     if meta.get("format_version", 1) == 1 or "parts" not in meta:
+        weights = meta.get("weights") or {}
+        if not isinstance(weights, dict):
+            raise BundleError(f"{json_path}: 'weights' must be an object; {HINT}")
         if not isinstance(meta.get("spec"), dict):
             raise BundleError(f"{json_path}: 'spec' must be an object; {HINT}")
-        weights = meta.get("weights") or {}
         return {"generator": {"family": meta["family"], "spec": meta["spec"],
                               "module": meta.get("module"),
                               "file": weights.get("file", WEIGHTS_FILE),
@@ -474,7 +551,22 @@ def _parts_meta(meta: dict, json_path: Path) -> dict[str, dict]:
     for name, p in parts.items():
         if not isinstance(p, dict) or not isinstance(p.get("spec"), dict) or "family" not in p:
             raise BundleError(f"{json_path}: part {name!r} needs a 'family' and a 'spec'; {HINT}")
+        for key in ("family", "file", "sha256", "module"):
+            if p.get(key) is not None and not isinstance(p[key], str):
+                raise BundleError(f"{json_path}: part {name!r} '{key}' must be a string, not "
+                                  f"{type(p[key]).__name__}; {HINT}")
     return parts
+
+
+def _part_path(folder: Path, name: str, p: dict, json_path: Path) -> Path:
+    """The weights file of a part: a file inside the bundle folder, never outside it."""
+    rel = str(p.get("file") or part_file(name))
+    root = folder.resolve()
+    path = (folder / rel).resolve()
+    if Path(rel).is_absolute() or not path.is_relative_to(root):
+        raise BundleError(f"{json_path}: part {name!r} file {rel!r} lies outside the bundle "
+                          f"folder; a bundle's files must be inside it: {HINT}")
+    return folder / rel
 
 
 def bundle_from_description(folder: Path, meta: dict, tensors: Mapping[str, dict]) -> BundleFile:
@@ -501,15 +593,24 @@ def read_bundle(folder) -> BundleFile:
             f"{json_path}: bundle format version {version!r} is newer than this galforge "
             f"understands ({BUNDLE_FORMAT_VERSION}); upgrade galforge"
         )
-    if not isinstance(meta["bands"], list):
-        raise BundleError(f"{json_path}: 'bands' must be a list; {HINT}")
+    if not isinstance(meta["family"], str):
+        raise BundleError(f"{json_path}: 'family' must be a string, not "
+                          f"{type(meta['family']).__name__}; {HINT}")
+    if not isinstance(meta["bands"], list) or not all(isinstance(b, str) for b in meta["bands"]):
+        raise BundleError(f"{json_path}: 'bands' must be a list of band names; {HINT}")
+    if not isinstance(meta["units"], str):
+        raise BundleError(f"{json_path}: 'units' must be a string; {HINT}")
+    rng = meta["output_range"]
+    if (not isinstance(rng, list) or len(rng) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+        raise BundleError(f"{json_path}: 'output_range' must be [low, high]; {HINT}")
     if meta["normalizer"] is not None and not isinstance(meta["normalizer"], dict):
         raise BundleError(f"{json_path}: 'normalizer' must be an object or null; {HINT}")
     if "bundle_id" not in meta:
         meta["bundle_id"] = hashlib.sha256(_canonical(meta).encode()).hexdigest()[:12]
     tensors = {}
     for name, p in _parts_meta(meta, json_path).items():
-        path = folder / str(p.get("file") or part_file(name))
+        path = _part_path(folder, name, p, json_path)
         if not path.is_file():
             raise BundleError(f"{path}: file missing; {HINT}")
         recorded = p.get("sha256")
@@ -519,4 +620,6 @@ def read_bundle(folder) -> BundleFile:
                 f"(file changed or corrupt); {HINT}"
             )
         tensors[name] = read_weights(path, HINT)
+        _check_finite(tensors[name], path, "the weights are broken: re-export the bundle from "
+                      "an intact run (galforge export RUN, or --step N for a kept snapshot)")
     return bundle_from_description(folder, meta, tensors)

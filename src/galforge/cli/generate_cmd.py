@@ -10,6 +10,32 @@ from galforge.errors import ConfigError
 from galforge.fileio import check_output_path
 
 
+def _check_space(out: Path, n: int, image_shape, fmt: str) -> int:
+    """Refuse (ConfigError) ``n`` galaxies whose files would not fit on the disk of ``out``."""
+    import math
+    import shutil
+
+    from galforge.generation.fieldio import FITS_BLOCK, _existing_folder, human_bytes
+
+    pixels = math.prod(int(s) for s in image_shape)
+    if fmt == "png":
+        one = pixels + 4096                                     # 8-bit view, at most
+    elif fmt == "npy":
+        one = pixels * 4
+    else:                                                       # FITS: header + padded data
+        one = -(-pixels * 4 // FITS_BLOCK) * FITS_BLOCK + 2 * FITS_BLOCK
+    need = int(n) * one
+    folder = _existing_folder(Path(out))
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        shape = "x".join(str(int(s)) for s in image_shape)
+        raise ConfigError(
+            f"-n {n}: {n} galaxies of {shape} as {fmt.upper()} need about {human_bytes(need)} "
+            f"but {folder} has {human_bytes(free)} free; lower -n or choose another --out"
+        )
+    return need
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``generate`` and ``export`` commands to ``app``."""
 
@@ -82,6 +108,7 @@ def register(app: typer.Typer) -> None:
             require(bundle.generator, INTERMEDIATE, "--truncation-cutoff")
         if stage is not None:
             bundle = bundle.stage(stage)
+        _check_space(out, n, bundle.image_shape, fmt.lower())
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
             progress=None if progress else False, overwrite=overwrite, conditions=conditions,

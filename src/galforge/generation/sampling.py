@@ -317,11 +317,20 @@ class Bundle:
                     conditions, dtype=torch.float32)[s : s + batch].to(self.device),)
                 kw = {} if noise is None else {"noise": self._noise_rows(noise, s, s + batch)}
                 out = self.generator.synthesis(w[s : s + batch].to(self.device), *args, **kw)
+                self._check_finite(out)
                 chunks.append(out.float().clamp_(lo, hi).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)
         physical = self.normalizer.inverse(np.concatenate(chunks, axis=0))
         return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
+
+    def _check_finite(self, out: torch.Tensor) -> None:
+        """Refuse NaN or infinite pixels (broken weights) instead of writing them."""
+        if not bool(torch.isfinite(out).all()):
+            raise BundleError(
+                f"{self.path}: the generator produced NaN or infinite pixels; its weights are "
+                "broken: re-export the bundle from an intact run (galforge export RUN)"
+            )
 
     def _noise_rows(self, noise, s: int, e: int) -> list[torch.Tensor]:
         require(self.generator, NOISE, "noise maps")
@@ -351,6 +360,7 @@ class Bundle:
                 nz = None if noise is None else self._noise_rows(noise, s, s + batch)
                 out = self._forward(z[s : s + batch].to(self.device), c, truncation, nz,
                                     truncation_cutoff).float()
+                self._check_finite(out)
                 chunks.append((out if physical else out.clamp_(lo, hi)).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)

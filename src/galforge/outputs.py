@@ -32,8 +32,10 @@ again when nothing was written into it).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -55,7 +57,9 @@ _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 _ENTRY_LOCK = re.compile(r"^\..+\.galforge-lock$")
 
 __all__ = ["LOCK", "MANIFEST", "OutputBusy", "OutputFolder", "check_folder", "claim_entry",
-           "claim_folder", "close_all", "command_line", "recorded", "remove_path", "set_command"]
+           "claim_folder", "close_all", "command_line", "owning", "recorded", "remove_entry",
+           "remove_path",
+           "scope", "set_command"]
 
 
 class OutputBusy(ConfigError):
@@ -164,14 +168,19 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _remove_recorded(base: Path, paths) -> None:
-    """Remove the recorded ``paths`` (relative to ``base``): files first, then the recorded
-    folders that are left empty, deepest first."""
-    paths = set(paths)
-    for rel in sorted(paths):
-        p = base / rel
-        if p.is_symlink() or p.is_file():
-            p.unlink(missing_ok=True)
+def _covered(rel: str, units: set[str]) -> bool:
+    """Whether ``rel`` or a folder above it is recorded as a unit (a file entry)."""
+    parts = rel.split("/")
+    return any("/".join(parts[:k]) in units for k in range(1, len(parts) + 1))
+
+
+def _remove_recorded(base: Path, files, dirs=()) -> None:
+    """Remove the recorded ``files`` (relative to ``base``; a folder recorded as a file is a
+    unit such as a zarr store, removed whole), then the recorded ``dirs`` left empty,
+    deepest first."""
+    for rel in sorted(set(files)):
+        remove_path(base / rel)
+    paths = set(dirs)
     for rel in sorted(paths, key=lambda r: r.count("/"), reverse=True):
         p = base / rel
         if p.is_dir() and not p.is_symlink():
@@ -342,7 +351,8 @@ def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resu
         if files or dirs:
             if not resume:
                 _check_replaceable(folder, files, dirs, overwrite, option, holds, command)
-                _remove_recorded(folder, recorded(folder))
+                listed = read_manifest(folder)
+                _remove_recorded(folder, listed["files"], listed["dirs"])
                 _update_manifest(folder, [], [], drop=recorded(folder))
                 files, dirs = _walk(folder)
         before = {f: _stat(folder / f) for f in files}
@@ -384,8 +394,10 @@ def _check_replaceable(folder: Path, files, dirs, overwrite: bool, option: str, 
         raise ConfigError(
             f"{option} {folder}: the folder is not empty ({what}); pass --overwrite to replace "
             f"the earlier galforge{cmd} outputs, or choose an empty or new folder")
-    mine = recorded(folder)
-    foreign = [p for p in files if p not in mine] + [d for d in dirs if d not in mine]
+    listed = read_manifest(folder)
+    units, mine = set(listed["files"]), recorded(folder)
+    foreign = [p for p in files if not _covered(p, units)] + [
+        d for d in dirs if d not in mine and not _covered(d, units)]
     if foreign:
         if not (folder / MANIFEST).exists():
             raise ConfigError(
@@ -400,13 +412,12 @@ def _check_replaceable(folder: Path, files, dirs, overwrite: bool, option: str, 
 
 # ---------------------------------------------------------------------- single outputs
 class OutputEntry:
-    """A single output (a file, or a folder written as one unit such as a zarr store) that
-    this process owns; recorded in the manifest of the folder it lies in on :meth:`close`."""
+    """A single output (a file, or a folder written as one unit such as a zarr store) this
+    process owns and holds locked; its name is recorded in the manifest of the folder it
+    lies in as soon as it is claimed."""
 
-    def __init__(self, path: Path, option: str, lock: _Lock, created: list[Path],
-                 extra: tuple[Path, ...]):
+    def __init__(self, path: Path, lock: _Lock, created: list[Path], extra: tuple[Path, ...]):
         self.path = path
-        self.option = option
         self._lock = lock
         self._created = created
         self._extra = extra
@@ -416,37 +427,24 @@ class OutputEntry:
     def closed(self) -> bool:
         return self._lock.fd is None
 
-    def record(self) -> None:
-        parent = self.path.parent
-        if not parent.is_dir():
-            return
-        files, dirs = [], []
-        for p in (self.path, *self._extra):
-            if p.is_dir() and not p.is_symlink():
-                f, d = _walk(p)
-                files += [f"{p.name}/{x}" for x in f]
-                dirs += [p.name, *(f"{p.name}/{x}" for x in d)]
-            elif p.exists() or p.is_symlink():
-                files.append(p.name)
-        if files or dirs:
-            _update_manifest(parent, files, dirs)
-
     def close(self, failed: bool = False) -> None:
         if self.closed:
             return
-        try:
-            self.record()
-        finally:
-            self._lock.release()
-            if self in _OPEN:
-                _OPEN.remove(self)
-            written = any(p.exists() for p in (self.path, *self._extra))
-            if failed and not written:
-                for p in reversed(self._created):
-                    try:
-                        p.rmdir()
-                    except OSError:
-                        break
+        self._lock.release()
+        if self in _OPEN:
+            _OPEN.remove(self)
+        paths = (self.path, *self._extra)
+        if failed and not any(p.exists() or p.is_symlink() for p in paths):
+            # refused or failed before writing: forget the names, remove folders it made
+            _update_manifest(self.path.parent, [], [], drop=[p.name for p in paths])
+            manifest = self.path.parent / MANIFEST
+            if not recorded(self.path.parent) and self._created:
+                manifest.unlink(missing_ok=True)
+            for p in reversed(self._created):
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
 
     def __enter__(self) -> OutputEntry:
         return self
@@ -455,54 +453,51 @@ class OutputEntry:
         self.close(failed=exc_type is not None)
 
 
-def entry_owned(path: Path) -> bool:
-    """Whether everything at ``path`` (a file, or a folder and all in it) is recorded as
-    galforge's in the manifest beside it."""
+def entry_owned(path) -> bool:
+    """Whether ``path`` is recorded as a galforge output in the manifest of its folder."""
     path = Path(path)
-    mine = recorded(path.parent)
-    if path.is_dir() and not path.is_symlink():
-        files, dirs = _walk(path)
-        return path.name in mine and all(f"{path.name}/{x}" in mine for x in files + dirs)
-    return path.name in mine
+    return path.name in recorded(path.parent)
 
 
 def claim_entry(path, *, overwrite: bool = False, option: str = "--out", resume: bool = False,
                 extra=(), hint: str = "") -> OutputEntry:
-    """Make ``path`` (and the ``extra`` paths written with it) ready to be written, locked.
+    """Make the single output ``path`` (and the ``extra`` paths beside it written with it, such
+    as a progress folder) ready to be written, locked by this process; return its handle.
 
-    An existing one is refused unless ``overwrite`` (or ``resume``: it is the caller's own
-    unfinished output); with ``overwrite`` it is removed when the manifest beside it records
-    all of it as galforge's, and refused otherwise.  ``hint`` is added to the refusal
-    without ``--overwrite`` (e.g. "pass --resume to finish it").
+    An existing one is refused unless ``overwrite``; with ``overwrite`` it is removed when
+    the manifest beside it records it as galforge's and refused otherwise.  ``resume``: an
+    existing one recorded as galforge's is kept as it is (the caller continues it).  ``hint``
+    is added to the refusal without ``--overwrite`` (e.g. "pass --resume to finish it").
     """
-    path = Path(path).expanduser()
-    extra = tuple(Path(p).expanduser() for p in extra)
+    path = Path(os.path.abspath(Path(path).expanduser()))  # "." has a name and a parent
+    extra = tuple(Path(os.path.abspath(Path(p).expanduser())) for p in extra)
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose another "
+                          f"{option}")
     created = _make_folder(parent)
     lock = None
     try:
         lock = _Lock(parent / f".{path.name}.galforge-lock", str(path), option)
         present = [p for p in (path, *extra) if p.exists() or p.is_symlink()]
-        if present and not resume:
+        if present and resume and all(entry_owned(p) for p in present):
+            present = []
+        if present:
             if not overwrite:
                 alt = f" ({hint})" if hint else ""
                 raise ConfigError(
                     f"{option} {path}: already exists; pass --overwrite to replace it{alt}, "
                     f"or choose another {option}")
-            foreign = [p for p in present if not entry_owned(p)]
-            if foreign:
+            foreign = next((p for p in present if not entry_owned(p)), None)
+            if foreign is not None:
                 raise ConfigError(
                     f"{option} {path}: --overwrite replaces only what galforge wrote, and "
-                    f"{foreign[0]} was not recorded as galforge's (no entry in "
-                    f"{parent / MANIFEST}); move it away or choose another {option}")
+                    f"{foreign} is not recorded as galforge's (in {parent / MANIFEST}); move "
+                    f"it away or choose another {option}")
             for p in present:
-                rels = [p.name]
-                if p.is_dir() and not p.is_symlink():
-                    f, d = _walk(p)
-                    rels += [f"{p.name}/{x}" for x in f + d]
                 remove_path(p)
-                _update_manifest(parent, [], [], drop=rels)
-        return OutputEntry(path, option, lock, created, extra)
+        _update_manifest(parent, [p.name for p in (path, *extra)], [])
+        return OutputEntry(path, lock, created, extra)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -514,7 +509,41 @@ def claim_entry(path, *, overwrite: bool = False, option: str = "--out", resume:
         raise
 
 
+def remove_entry(path) -> None:
+    """Remove a single output galforge recorded (e.g. a finished job's progress records) and
+    drop it from the manifest beside it; an unrecorded path is left alone."""
+    path = Path(path)
+    if entry_owned(path):
+        remove_path(path)
+        _update_manifest(path.parent, [], [], drop=[path.name])
+
+
 def close_all(failed: bool = False) -> None:
     """Close every claim still open in this process (the CLI calls this when a command ends)."""
     for handle in list(reversed(_OPEN)):
         handle.close(failed=failed)
+
+
+@contextlib.contextmanager
+def scope():
+    """Close, when the block ends, the claims made inside it (recording what was written; after
+    a failure that wrote nothing, removing what the claims created)."""
+    first = len(_OPEN)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        for handle in list(reversed(_OPEN[first:])):
+            handle.close(failed=failed)
+
+
+def owning(fn):
+    """Decorator: run ``fn`` in a :func:`scope`, so its claims end with it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with scope():
+            return fn(*args, **kwargs)
+
+    return wrapper

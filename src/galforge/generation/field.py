@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from galforge import fitsheader, interrupt
+from galforge import fitsheader, interrupt, outputs
 from galforge.errors import BundleError, ConfigError, Interrupted, ModelError
 from galforge.fileio import atomic_write_json
 from galforge.generation import fieldio
@@ -467,6 +467,7 @@ def _compile_available() -> bool:
     return shutil.which(os.environ.get("CXX", "g++")) is not None or shutil.which("cc") is not None
 
 
+@outputs.owning
 def generate_field(
     generator: nn.Module | Sequence[nn.Module],
     normalizer,
@@ -577,9 +578,16 @@ def generate_field(
             out, (g0.channels, h, w), extra_copies=int(fits_out is not None and fmt != "fits"),
             todo_fraction=1.0 - n_done / (job.grid[0] * job.grid[1]),
             freed=fieldio.disk_usage(out) if overwrite and not started else 0)
+    for option, path in (("--fits", fits_out if fmt != "fits" else None),
+                         ("--preview", preview)):
+        if path is not None:
+            outputs.claim_entry(path, overwrite=overwrite, option=option)
     if finished:
-        pass  # a finished field (its progress records removed): nothing left to make
+        # a finished field (its progress records removed): nothing left to make
+        outputs.claim_entry(out, resume=True, extra=(job.progress_dir,))
     elif resume and out.exists() and job_json.exists():
+        outputs.claim_entry(out, resume=True, extra=(job.progress_dir,),
+                            hint="or drop --resume and pass --overwrite to start again")
         previous = json.loads(job_json.read_text())
         if previous != fingerprint:
             changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
@@ -594,16 +602,8 @@ def generate_field(
                     f"--resume: {out} has no progress record ({job_json}) of a field started "
                     "by galforge; pass --overwrite to replace it"
                 )
-            if not overwrite:
-                raise ConfigError(
-                    f"{out} already exists; pass --resume to finish it or --overwrite to replace it"
-                )
-            if out.is_dir():
-                shutil.rmtree(out)
-            elif out.exists():
-                out.unlink()
-            shutil.rmtree(job.progress_dir, ignore_errors=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        outputs.claim_entry(out, overwrite=overwrite, extra=(job.progress_dir,),
+                            hint="or --resume to finish it")
         sink.create(meta)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(job_json, fingerprint)
@@ -629,7 +629,7 @@ def generate_field(
         result.fits_path = out
     if preview is not None:
         result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
-    shutil.rmtree(job.progress_dir, ignore_errors=True)  # finished: the tile records go
+    outputs.remove_entry(job.progress_dir)  # finished: the tile records go
     return result
 
 

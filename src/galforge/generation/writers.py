@@ -14,7 +14,7 @@ FITS-standard unit; ``GFUNIT`` galforge's name, see :mod:`galforge.fitsheader`),
 placeholder (where the training data's pixel scale is known), ``MAGZP`` (where its zero
 point is), and comments saying what the file is. ``--format fits-cube`` writes all the
 galaxies as one ``N×C×H×W`` cube with a table of one row per galaxy
-(:func:`write_fits_cube`).
+(:mod:`galforge.generation.cube`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ __all__ = [
     "write_samples",
 ]
 
-FORMATS = ("fits", "png", "npy")
+FORMATS = ("fits", "png", "npy", "fits-cube")
 #: How many samples the grid image shows at most.
 GRID_MAX = 64
 
@@ -279,6 +279,23 @@ class GenerationResult:
         return "\n".join(lines)
 
 
+def _cube_writer(bundle, out: Path, n: int, seed: int, start: int, truncation, cards: dict,
+                 cond):
+    """The stamp-cube writer of ``--format fits-cube`` (cards of one stamp, conditions in
+    its table)."""
+    from galforge.generation.cube import CUBE_NAME, FitsCubeWriter
+
+    header = fits_header(
+        bands=bundle.bands, units=bundle.units, seed=seed, index=start,
+        bundle_id=bundle.bundle_id, family=bundle.family, date=bundle.created or None,
+        truncation=truncation, extra=cards or None, shape_hw=tuple(bundle.image_shape[1:]),
+        pixel_scale=bundle.pixel_scale, zeropoint=bundle.zeropoint,
+    )
+    return FitsCubeWriter(out / CUBE_NAME, n, bundle.image_shape, header, seed=seed,
+                          condition_names=bundle.condition_names if cond is not None else (),
+                          conditions=cond)
+
+
 def _condition_cards(names, cond, row: int) -> dict | None:
     """FITS cards of one sample's conditions: ``CNAMEn`` (name) and ``CONDn`` (value)."""
     if cond is None:
@@ -310,9 +327,10 @@ def write_samples(
     """Generate ``n`` galaxies from ``bundle`` and write them to ``out_dir``.
 
     ``fmt``: ``fits`` (one ``galaxy_NNNNNN.fits`` per galaxy, physical units), ``png`` (one
-    8-bit colour view per galaxy, all on the stretch fitted on the first samples) or
-    ``npy`` (``samples.npy`` + ``samples.json``). With ``grid`` a ``grid.png`` of the first
-    (up to 64) samples is written too. Samples are produced ``batch`` at a time, so memory
+    8-bit colour view per galaxy, all on the stretch fitted on the first samples),
+    ``npy`` (``samples.npy`` + ``samples.json``) or ``fits-cube`` (``galaxies.fits``: one
+    ``N×C×H×W`` cube and a table of one row per galaxy, :mod:`galforge.generation.cube`).
+    With ``grid`` a ``grid.png`` of the first (up to 64) samples is written too. Samples are produced ``batch`` at a time, so memory
     stays bounded whatever ``n``. ``conditions`` (conditional generators): one row for every
     galaxy (a ``{name: value}`` mapping or K numbers) or ``n`` rows; recorded in the FITS
     headers (``CONDn``/``CNAMEn``) and ``samples.json``. ``truncation_cutoff`` (truncate the
@@ -376,6 +394,8 @@ def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, star
         info["condition_names"] = list(bundle.condition_names)
         info["conditions"] = cond.tolist()
     npy = NpyWriter(out / "samples.npy", n, bundle.image_shape, info) if fmt == "npy" else None
+    if fmt == "fits-cube":
+        npy = _cube_writer(bundle, out, n, seed, start, truncation, cards, cond)
     try:
         for first, images in iter_samples(
             bundle, n, seed, batch, start=start, truncation=truncation, conditions=cond,

@@ -1,0 +1,153 @@
+"""Every kind of FITS galforge writes opens in the astronomer's ordinary tools: astropy's
+``HDUList.verify('exception')``, ``CCDData.read`` (images) and HEASARC's ``fitsverify``
+(skipped, with the reason, only where the binary is not installed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy import units as u
+from astropy.io import fits
+from astropy.nddata import CCDData
+from astropy.time import Time
+from astropy.wcs import WCS
+from test_generate import BANDS, FAMILY, SPEC, TinyConvGenerator, _data
+
+import galforge
+from galforge.bundle import save_bundle
+from galforge.cli import main
+from galforge.data import load_images
+from galforge.data.normalize import Normalizer
+from galforge.generation.cube import read_cube_table
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _bundle(path, units="counts", bands=BANDS, config=None):
+    torch.manual_seed(0)
+    spec = {**SPEC, "channels": len(bands)}
+    gen = TinyConvGenerator(**spec)
+    data = _data()[:, : len(bands)]
+    return save_bundle(
+        path, family=FAMILY, spec=spec, state_dict=gen.state_dict(),
+        normalizer=Normalizer.fit(data, target=(-1.0, 1.0)), bands=bands, units=units,
+        output_range=(-1.0, 1.0), config=config if config is not None else {},
+        data_fingerprint="0" * 64,
+    )
+
+
+def _fitsverify(path) -> None:
+    exe = shutil.which("fitsverify")
+    if exe is None:
+        pytest.skip("fitsverify (HEASARC) is not installed: apt-get install fitsverify")
+    run = subprocess.run([exe, "-q", "-e", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0 and "verification OK" in run.stdout, run.stdout + run.stderr
+
+
+def _valid(path, image: bool = True):
+    """astropy's verify (raising), CCDData for images, and the header of the first HDU."""
+    with fits.open(path, checksum=True) as hdul:
+        hdul.verify("exception")
+        header = hdul[0].header.copy()
+    Time(header["DATE"], format="fits")  # a FITS date: no trailing Z
+    ccd = CCDData.read(path) if image else None
+    return header, ccd
+
+
+def test_generated_galaxy_fits_pass_astropy_ccddata_and_fitsverify(tmp_path):
+    bundle = _bundle(tmp_path / "b", config={"data": {"pixel_scale": 0.2, "zeropoint": 27.0}})
+    out = tmp_path / "o"
+    assert main(["generate", str(bundle), "-n", "2", "--out", str(out), "--no-progress"]) == 0
+    path = out / "galaxy_000000.fits"
+    header, ccd = _valid(path)
+    assert ccd.unit == u.count and header["GFUNIT"] == "counts"
+    assert header["PIXSCALE"] == pytest.approx(0.2) and header["MAGZP"] == pytest.approx(27.0)
+    assert header["MODDATE"] == galforge.load(bundle).created.rstrip("Z")
+    scale = WCS(header).celestial.proj_plane_pixel_scales()[0].to_value(u.arcsec)
+    assert scale == pytest.approx(0.2)
+    assert header["CRVAL1"] == 0.0 and "placeholder" in header.comments["CRVAL1"]
+    again = load_images(str(path))
+    assert again.units == "counts" and again.bands == BANDS
+    _fitsverify(path)
+
+
+def test_display_level_galaxies_say_what_a_display_level_is(tmp_path):
+    bundle = _bundle(tmp_path / "b", units="8-bit level", bands=("grey",))
+    out = tmp_path / "o"
+    assert main(["generate", str(bundle), "-n", "1", "--out", str(out), "--no-progress"]) == 0
+    path = out / "galaxy_000000.fits"
+    header, ccd = _valid(path)
+    assert ccd.unit == u.adu and header["GFUNIT"] == "8-bit level"
+    assert "display level" in " ".join(str(c) for c in header["COMMENT"])
+    assert "CTYPE1" not in header and "No WCS" in " ".join(str(c) for c in header["COMMENT"])
+    assert load_images(str(path)).units == "8-bit level"  # linear stretch again on retraining
+    _fitsverify(path)
+
+
+def test_fits_cube_round_trips_through_galforges_reader(tmp_path):
+    bundle = _bundle(tmp_path / "b", config={"data": {"pixel_scale": 0.2}})
+    cube_out, one_out = tmp_path / "cube", tmp_path / "one"
+    base = ["generate", str(bundle), "-n", "4", "--seed", "5", "--no-progress"]
+    assert main([*base, "--out", str(cube_out), "--format", "fits-cube"]) == 0
+    assert main([*base, "--out", str(one_out)]) == 0
+    path = cube_out / "galaxies.fits"
+    header, ccd = _valid(path)
+    assert ccd.data.shape == (4, 3, 8, 8) and ccd.unit == u.count
+    assert header["NAXIS4"] == 4 and header["BANDS"] == "g,r,i"
+    assert header["PIXSCALE"] == pytest.approx(0.2) and header["CTYPE1"] == "RA---TAN"
+    read = load_images(str(path))
+    assert read.images.shape == (4, 3, 8, 8) and read.bands == BANDS and read.units == "counts"
+    for k in range(4):
+        single = fits.getdata(one_out / f"galaxy_00000{k}.fits")
+        np.testing.assert_allclose(read.images[k], single, rtol=1e-6, atol=0)
+    table = read_cube_table(path)
+    assert table["INDEX"].tolist() == [0, 1, 2, 3] and table["SEED"].tolist() == [5] * 4
+    _fitsverify(path)
+
+
+def test_field_fits_is_valid(tmp_path):
+    out = tmp_path / "f.fits"
+    assert main(["field", str(FIXTURES / "sgan_v01"), "--size", "48x40", "--tile", "32",
+                 "--out", str(out), "--no-progress", "--compile", "off"]) == 0
+    header, ccd = _valid(out)
+    assert ccd.data.shape[-2:] == (48, 40) and header["NAXIS"] == 3
+    assert header["BUNIT"] == "count" and header["GFUNIT"] == "counts"
+    _fitsverify(out)
+
+
+def test_baseline_and_ladder_fits_are_valid(tmp_path):
+    like = "builtin:sparse?n=2&size=96&count=4&seed=2&stamp=16"
+    assert main(["baseline", "b1", "--like", like, "-n", "1", "--out", str(tmp_path / "b")]) == 0
+    path = tmp_path / "b" / "baseline_000000.fits"
+    header, ccd = _valid(path)
+    assert ccd.unit == u.count
+    _fitsverify(path)
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    for i in range(2):
+        blob = 80.0 * np.exp(-((yy - 12 - 4 * i) ** 2 + (xx - 16) ** 2) / 8.0)
+        blob += rng.uniform(0, 1, blob.shape) * (blob > 2)
+        np.save(real / f"f{i}.npy", np.where(blob > 2, blob, 0).astype(np.float32))
+    assert main(["score", "ladder", str(real), "--out", str(tmp_path / "l")]) == 0
+    rung = sorted((tmp_path / "l").glob("*.fits"))[0]
+    _valid(rung)
+    _fitsverify(rung)
+
+
+@pytest.mark.parametrize("old, read_as", [("counts", "counts"), ("8-bit level", "8-bit level"),
+                                          ("nanomaggy", "nanomaggy"), ("nmgy", "nanomaggy"),
+                                          ("count", "counts"), ("electron/s", "electron/s")])
+def test_old_and_standard_unit_strings_are_read(tmp_path, old, read_as):
+    """Files galforge wrote before (BUNIT 'counts', '8-bit level') keep their units."""
+    hdu = fits.PrimaryHDU(np.ones((6, 6), np.float32))
+    hdu.header["BUNIT"] = old
+    hdu.header["DATE"] = "2026-11-25T00:29:30Z"
+    hdu.writeto(tmp_path / "old.fits")
+    assert load_images(str(tmp_path / "old.fits")).units == read_as

@@ -1,5 +1,5 @@
 """The latent tools of the style families: truncation in w, style mixing, interpolation,
-arithmetic and the projection of real galaxies (galforge.latent)."""
+arithmetic and the projection of real galaxies (galforge.projection)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from astropy.io import fits
 
-from galforge import latent as LT
+from galforge import projection as LT
 from galforge.bundle import save_bundle
 from galforge.data.normalize import Normalizer
 from galforge.errors import ConfigError, ModelError

@@ -237,7 +237,7 @@ def test_non_square_model_trains_exports_and_generates(tmp_path):
 
     assert fits.getdata(out / "galaxy_000000.fits").shape == (2, 16, 32)
     from galforge.generation import load_bundle
-    from galforge.latent import interpolation, project, style_mix
+    from galforge.projection import interpolation, project, style_mix
 
     b = load_bundle(run / "bundle")
     assert style_mix(b, [1, 2], [3], "0-1").images.shape == (2, 1, 2, 16, 32)

@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         """Style-mixing grid: one FITS per cell (and per row/column seed) plus grid.png."""
         from galforge import outputs
         from galforge.fileio import check_output_path
-        from galforge.latent import style_mix
+        from galforge.projection import style_mix
 
         row_seeds, col_seeds = _seeds(rows, "--rows"), _seeds(cols, "--cols")
         check_output_path(out, "--out")
@@ -151,7 +151,7 @@ def register(app: typer.Typer) -> None:
         from galforge import outputs
         from galforge.data.display import fit_stretch
         from galforge.fileio import atomic_write_bytes, check_output_path
-        from galforge.latent import interpolation
+        from galforge.projection import interpolation
 
         suffix = out.suffix.lower()
         if suffix not in (".gif", ".png"):
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         """Find the w whose image best matches TARGET (χ² in physical units + encoder features)."""
         from galforge import outputs
         from galforge.fileio import check_output_path
-        from galforge.latent import project, write_projection
+        from galforge.projection import project, write_projection
 
         if steps < 1:
             raise ConfigError(f"--steps {steps}: must be at least 1")

@@ -16,15 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from galforge.errors import EvaluationError
-from galforge.evaluation.registry import (
-    DerivedMeasure,
-    ObjectMeasure,
-    SetMeasure,
-    register,
-    summary_row,
-)
+from galforge.evaluation.kinds import DerivedMeasure, ObjectMeasure, SetMeasure, summary_row
 
-__all__ = ["hash_file"]
+__all__ = ["BUILTINS", "hash_file"]
 
 
 def hash_file(path) -> str:
@@ -37,10 +31,6 @@ def hash_file(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:24]
-
-
-def _fmt_pct(v) -> str:
-    return "–" if v is None or not math.isfinite(float(v)) else f"{float(v):.1%}"
 
 
 # --------------------------------------------------------------------------- per object
@@ -543,6 +533,6 @@ class Inception(SetMeasure):
                 "num_features": res["num_features"], "weights": str(o["inception_weights"])}
 
 
-for _m in (Isophotes(), Moments(), Morphology(), Photometry(), Colour(), Memorization(),
-           PowerSpectrum(), FrechetGalaxyDistance(), Inception()):
-    register(_m)
+#: The built-in measures in report order; :mod:`galforge.evaluation.registry` registers them.
+BUILTINS = (Isophotes(), Moments(), Morphology(), Photometry(), Colour(), Memorization(),
+            PowerSpectrum(), FrechetGalaxyDistance(), Inception())

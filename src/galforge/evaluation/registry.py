@@ -39,15 +39,21 @@ appear in ``metrics.json`` and ``report.html``.  Results are cached by content: 
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from galforge.errors import EvaluationError
-from galforge.evaluation.verdicts import failure_counts, ks_rows, object_details, summary_row
+from galforge.evaluation.kinds import (
+    COMMON_THRESHOLDS,
+    Context,
+    DerivedMeasure,
+    Measure,
+    ObjectMeasure,
+    SetMeasure,
+    summary_row,
+)
+from galforge.evaluation.measures import BUILTINS
+from galforge.jsonsafe import json_safe
 
 __all__ = [
     "COMMON_THRESHOLDS",
@@ -68,208 +74,15 @@ __all__ = [
     "unregister",
 ]
 
-#: Thresholds of the shared rules (:mod:`galforge.evaluation.verdicts`); each measure adds
-#: its own (``Measure.thresholds``).
-COMMON_THRESHOLDS = {
-    "ks_p": 0.05,            # family-wise level of the KS rows (Bonferroni over all of them)
-    "min_objects": 10,       # fewer measured objects in a set: too few to test, the row fails
-    "failure_margin": 0.05,  # fake failure rate may exceed the real one by this much...
-    "failure_alpha": 0.01,   # ...or by more, when a one-sided Fisher test gives p >= this
-    "z": 2.0,                # standard errors of sampling noise allowed by size-aware rules
-}
-
-
-def json_safe(obj):
-    """Recursively replace numpy scalars/arrays and non-finite floats (-> None)."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return json_safe(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    return obj
-
-
-@dataclass
-class Context:
-    """What a measure sees besides the pixels.
-
-    ``bands`` and ``units`` of both sets; ``options`` every evaluate option (defaults
-    filled in); ``detection`` the :class:`~galforge.evaluation.photometry.DetectionOptions`
-    of this evaluation; ``magnitudes`` the magnitude system (``zeropoint``, ``system``,
-    ``source``)."""
-
-    bands: tuple
-    units: str
-    options: dict
-    detection: object = None
-    magnitudes: dict = field(default_factory=dict)
-    #: the thresholds of this evaluation (set when the summary is built)
-    thresholds: dict = field(default_factory=dict)
-    #: number of KS rows in the summary (the Bonferroni family of the KS rule)
-    ks_tests: int = 1
-
-
-class Measure:
-    """Base of every measure.
-
-    Attributes: ``name`` (the ``--measures`` word), ``title`` (report section), ``options``
-    (names of evaluate options the result depends on: they enter the cache key),
-    ``thresholds`` (``{name: default}`` of the thresholds its rule uses), ``default`` (run
-    when no measures are named), ``requires`` (measures it needs; added automatically),
-    ``version`` (bump when the computation changes, to invalidate cached results),
-    ``imports`` (modules to import before the parallel run)."""
-
-    kind = "set"
-    name: str = ""
-    title: str = ""
-    options: tuple = ()
-    thresholds: dict = {}
-    default: bool = True
-    requires: tuple = ()
-    version: str = "1"
-    #: modules imported once in the main thread before the parallel run: a first import of
-    #: a large package (torch, scipy.stats) from several worker threads at once can see a
-    #: partially initialised module
-    imports: tuple = ()
-
-    def is_default(self, ctx: Context) -> bool:
-        """Whether the measure runs when no measures are named."""
-        return bool(self.default)
-
-    def cache_options(self, ctx: Context) -> dict:
-        """Everything besides the pixels that the result depends on."""
-        return {k: ctx.options.get(k) for k in self.options}
-
-    def unavailable(self, ctx: Context) -> str | None:
-        """Why this measure cannot run with these options (a note), or ``None``."""
-        return None
-
-    def summary(self, result: dict, thresholds: dict, ctx: Context) -> list[dict]:
-        """The measure's rows of the summary table (:func:`summary_row`)."""
-        return []
-
-    def details(self, result: dict, ctx: Context) -> list[dict]:
-        """Tables for the report's Details section: ``[{"title", "columns", "rows"}]``.
-        The default shows the result's scalar entries."""
-        rows = [[k, v] for k, v in result.items()
-                if not isinstance(v, (list, dict)) and v is not None]
-        return [{"title": self.title or self.name, "columns": ["quantity", "value"],
-                 "rows": rows}] if rows else []
-
-    def outputs(self, out, real, fake, result: dict, catalogue, ctx: Context) -> dict:
-        """Write the measure's figures and files into ``out``; return ``{"figures":
-        [{"file", "caption"}], "csv": [names]}``.  An exception becomes a note."""
-        return {"figures": [], "csv": []}
-
-
-class ObjectMeasure(Measure):
-    """A per-object measure: ``measure_chunk(images, bands, ctx) -> rows`` (one dict per
-    image or per source, ``ok``/``reason`` where a fit can fail), compared column by column.
-
-    ``fitted``: rows carry ``ok``; the failure rates of both sets enter the verdict.
-    ``per_image``: one row per image (an ``image`` index is added); otherwise the rows carry
-    their own ``image`` index within the chunk (sources)."""
-
-    kind = "object"
-    fitted = True
-    per_image = True
-    label = ""
-
-    def measure_chunk(self, images: np.ndarray, bands: tuple, ctx: Context) -> list[dict]:
-        raise EvaluationError(f"measure {self.name!r} does not define measure_chunk")
-
-    def columns(self, ctx: Context) -> tuple:
-        return ()
-
-    def limits(self, ctx: Context) -> dict | None:
-        return None
-
-    def compare(self, rows: dict, ctx: Context) -> dict:
-        """``{"columns", "comparison", "failures"}`` from both sets' rows."""
-        from galforge.evaluation.stats import compare_columns
-
-        cols = self.columns(ctx)
-        return {"columns": list(cols),
-                "comparison": compare_columns(rows["real"], rows["fake"], cols,
-                                              limits=self.limits(ctx)),
-                "failures": {"real": failure_counts(rows["real"]),
-                             "fake": failure_counts(rows["fake"])}}
-
-    def summary(self, result, thresholds, ctx):
-        return ks_rows(self, result, thresholds, ctx.ks_tests)
-
-    def details(self, result, ctx):
-        return object_details(self, result)
-
-    def outputs(self, out, real, fake, result, catalogue, ctx):
-        from galforge.evaluation.figures import write_csv
-        from galforge.evaluation.stats import plot_histograms
-
-        csvs = []
-        for s_name in ("real", "fake"):
-            name = f"catalogue_{self.name}_{s_name}.csv"
-            write_csv(out / name, catalogue[s_name])
-            csvs.append(name)
-        cols = result["columns"]
-        figures = []
-        if cols:
-            plot_histograms(catalogue["real"], catalogue["fake"], cols,
-                            out / f"hist_{self.name}.png")
-            figures.append({"file": f"hist_{self.name}.png",
-                            "caption": f"Real vs fake histograms of {', '.join(cols)}"
-                                       + (" (failed measurements left out, counted in Details)."
-                                          if self.fitted else ".")})
-        return {"figures": figures, "csv": csvs}
-
-
-class SetMeasure(Measure):
-    """A set-level measure: ``compute(real, fake, ctx) -> dict`` on whole ``N×C×H×W``
-    arrays (one task, cached by the content of both sets)."""
-
-    kind = "set"
-
-    def compute(self, real: np.ndarray, fake: np.ndarray, ctx: Context) -> dict:
-        raise EvaluationError(f"measure {self.name!r} does not define compute")
-
-
-class DerivedMeasure(Measure):
-    """Computed from the catalogues of the measures in ``requires``:
-    ``derive(catalogues, ctx) -> dict`` with ``catalogues[name] = {"real": rows, "fake":
-    rows}``; not cached (it is cheap by design)."""
-
-    kind = "derived"
-
-    def derive(self, catalogues: dict, ctx: Context) -> dict:
-        raise EvaluationError(f"measure {self.name!r} does not define derive")
-
-
 # --------------------------------------------------------------------------- the registry
 
 _REGISTRY: dict[str, Measure] = {}
 _LOCK = threading.RLock()
-_BUILTINS_LOADED = False
-
-
-def _ensure_builtins() -> None:
-    global _BUILTINS_LOADED
-    with _LOCK:
-        if _BUILTINS_LOADED:
-            return
-        _BUILTINS_LOADED = True
-        from galforge.evaluation import measures as _builtin  # noqa: F401  (registers them)
 
 
 def register(m: Measure, *, replace: bool = False) -> Measure:
-    """Add a measure instance to the registry (report order is registration order)."""
-    _ensure_builtins()
+    """Add a measure instance to the registry (report order is registration order: the
+    built-ins, registered when this module is imported, come first)."""
     if not isinstance(m, Measure):
         raise EvaluationError(f"register() takes a Measure instance, got {type(m).__name__}")
     name = str(m.name or "").strip()
@@ -302,7 +115,6 @@ def unregister(name: str) -> None:
 
 def measures() -> list[Measure]:
     """Every registered measure, in report order."""
-    _ensure_builtins()
     with _LOCK:
         return list(_REGISTRY.values())
 
@@ -312,7 +124,6 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> Measure:
-    _ensure_builtins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -327,6 +138,10 @@ def default_thresholds() -> dict:
         for k, v in m.thresholds.items():
             out.setdefault(k, v)
     return out
+
+
+for _builtin in BUILTINS:
+    register(_builtin)
 
 
 # --------------------------------------------------------------------------- decorators

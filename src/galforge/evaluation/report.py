@@ -25,7 +25,8 @@ from galforge.evaluation.figures import (  # noqa: F401  (public names of the re
     rgb_views,
     write_csv,
 )
-from galforge.evaluation.registry import Context, json_safe
+from galforge.evaluation.registry import Context
+from galforge.jsonsafe import json_safe
 
 __all__ = ["build_summary", "json_safe", "plot_pixel_histograms",
            "plot_spectra", "plot_spectra_summary", "rgb_views", "write_csv", "write_outputs",

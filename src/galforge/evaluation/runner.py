@@ -47,7 +47,8 @@ import numpy as np
 from galforge import __version__
 from galforge.errors import EvaluationError
 from galforge.evaluation import registry
-from galforge.evaluation.registry import Context, json_safe
+from galforge.evaluation.registry import Context
+from galforge.jsonsafe import json_safe
 
 #: images measured object by object (REAL + FAKE, still to compute) from which
 #: ``scheduler="auto"`` starts worker processes instead of threads

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -165,3 +167,62 @@ def test_crossmatch_is_one_to_one():
     truth = np.array([[10.0, 10.0], [11.0, 10.0], [50.0, 50.0]])
     found = np.array([[10.2, 10.0], [80.0, 80.0]])
     assert fieldstats.crossmatch(truth, found, 2.0).tolist() == [0, -1, -1]
+
+
+def _write_fits_cube(path, field):
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    hdr["BANDS"] = ",".join(BANDS)
+    hdr["BUNIT"] = "adu"
+    fits.PrimaryHDU(field, header=hdr).writeto(path)
+
+
+def test_cli_writes_field_report(tmp_path, capsys, base):
+    from galforge.cli import main
+
+    real, fake = tmp_path / "real.fits", tmp_path / "fake.npy"
+    _write_fits_cube(real, base[0])
+    field, truth = make_field(2)
+    np.save(fake, field)
+    truth_csv = tmp_path / "truth.csv"
+    keys = list(truth)
+    lines = [",".join(keys)] + [",".join(f"{truth[k][i]:.6g}" for k in keys)
+                                for i in range(len(truth["x"]))]
+    truth_csv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    rc = main(["evaluate", str(real), str(fake), "--fields", "--out", str(out),
+               "--truth", str(truth_csv), "--threshold", "sky=0.1"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert (out / "report.html").is_file()
+    assert (out / "fields.png").is_file() and (out / "completeness.png").is_file()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["kind"] == "fields" and m["bands"] == list(BANDS)
+    for key in ("summary", "density", "magnitudes", "colours", "shapes", "wtheta", "sky",
+                "classifier", "truth", "settings", "figures"):
+        assert key in m, key
+    assert m["settings"]["thresholds"]["sky"] == 0.1
+    assert set(m["colours"]) == {"R-G", "G-B"}
+    comp = m["truth"]["bands"]["R"]
+    assert comp["n_true_total"] == len(truth["x"]) and comp["n_found_total"] > 0
+    assert "rows pass" in text and "detections per Mpix" in text
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys, base):
+    from galforge.cli import main
+
+    real, two = tmp_path / "real.fits", tmp_path / "two.npy"
+    _write_fits_cube(real, base[0])
+    np.save(two, base[0][:2])
+    out = str(tmp_path / "o")
+    assert main(["evaluate", str(real), str(two), "--fields", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "band" in err and "FAKE_FIELD" in err
+    assert main(["evaluate", str(real), str(tmp_path / "missing.fits"), "--fields",
+                 "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.fits" in err
+    assert main(["evaluate", str(real), str(real), "--fields", "--out", out,
+                 "--threshold", "nope=1"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -153,6 +153,17 @@ def register(app: typer.Typer) -> None:
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached measures."),
         device: str = typer.Option("cpu", "--device", help="Device for sampling a bundle."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+        fields: bool = typer.Option(
+            False, "--fields",
+            help="REAL and FAKE are deep fields (FITS, zarr, npy, builtin:hdf; FAKE also a "
+                 "run/bundle/pretrained:NAME, tiled to REAL's size with --seed): write the "
+                 "field report (density, magnitudes, colours, sizes, w(θ), sky, classifier)."),
+        truth: Path = typer.Option(
+            None, "--truth",
+            help="With --fields: truth catalogue of FAKE (FITS table or CSV: x, y, "
+                 "flux_<band>/mag_<band>) for completeness and magnitude bias."),
+        match_radius: float = typer.Option(2.0, "--match-radius",
+                                           help="With --truth: match radius in pixels."),
     ) -> None:
         """Measure FAKE against REAL; write DIR/report.html, metrics.json and CSV catalogues.
 
@@ -164,6 +175,16 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"-n {n}: sample at least 2 images")
         if seed < 0:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        if fields:
+            from galforge.cli import evaluate_fields
+
+            evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
+                                seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
+                                minarea=minarea, threshold=threshold, device=device)
+            return
+        if truth is not None:
+            raise ConfigError(f"--truth {truth}: a truth catalogue belongs to a field; add "
+                              "--fields")
         for path, name in ((encoder_weights, "--encoder-weights"),
                            (inception_weights, "--inception-weights")):
             if path is not None and not Path(path).is_file():

@@ -317,6 +317,7 @@ def evaluate_fields(
     options: DetectionOptions | None = None,
     tile: int = 1024,
     overlap: int = 128,
+    notes: Sequence[str] | None = None,
     **detect_overrides,
 ) -> dict:
     """Compare two ``C×H×W`` fields; write the report into ``out_dir`` (when given) and
@@ -326,7 +327,8 @@ def evaluate_fields(
     (:func:`galforge.evaluation.fieldstats.read_truth`), matched to the generated field's
     sources within ``match_radius`` px.  ``options``/``detect_overrides``: source extraction
     (:class:`~galforge.evaluation.photometry.DetectionOptions`, e.g. ``zeropoint=``,
-    ``thresh=``, ``minarea=``).  ``thresholds`` override :data:`FIELD_THRESHOLDS`.
+    ``thresh=``, ``minarea=``).  ``thresholds`` override :data:`FIELD_THRESHOLDS`;
+    ``notes`` start the report's notes.
     """
     bands = tuple(str(b) for b in bands)
     real, fake = check_fields(real_field, fake_field, bands)
@@ -339,7 +341,7 @@ def evaluate_fields(
     # KS rows: magnitudes per band, adjacent colours, half-light radius, ellipticity
     t["_ks_rows"] = 2 * len(bands) + 1
     rng = np.random.default_rng(seed)
-    notes: list[str] = []
+    notes = list(notes or [])
     cats = {k: measure_field(v, bands, opts, tile=tile, overlap=overlap)
             for k, v in (("real", real), ("fake", fake))}
     rows: list[dict] = []

@@ -1,6 +1,7 @@
 # galforge: two commands on a fresh machine.
 #   make demo   create .venv, install galforge, train a small model on bundled data, write a report
 #   make test   create/update .venv and run the test suite
+#   make check  lint and format check (ruff), then make test: what CI runs
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ PIP    := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: venv install demo test lint bench clean
+.PHONY: venv install demo test check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +28,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest tests
 
+LINTED := src tests benchmarks scripts
+
+check: $(VENV)/.installed
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(MAKE) test
+
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -33,8 +33,16 @@ def plot_spectra(path, k, p_real, p_fake, bands) -> str:
     return plot_spectra_summary(path, k, summary(p_real), summary(p_fake), bands)
 
 
-def write_csv(path, rows: list[dict]) -> str:
-    """Write a catalogue (list of dicts) as CSV; the header is the union of the keys."""
+def write_csv(path, rows: list[dict], units: str | None = None, *, ecsv: bool = True) -> str:
+    """Write a catalogue (list of dicts) as CSV; the header is the union of the keys.
+
+    With ``ecsv`` (default) the same table is written beside it as ECSV with each column's
+    unit (:mod:`galforge.tables`; fluxes in ``units``, the images' pixel unit, when given).
+    """
+    if ecsv:
+        from galforge.tables import ecsv_path, write_ecsv
+
+        write_ecsv(ecsv_path(path), rows, pixel_units=units)
     keys: list[str] = []
     for row in rows:
         for key in row:

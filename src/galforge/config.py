@@ -98,6 +98,8 @@ class TrainConfig:
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
     amp: bool = False                     # mixed precision, CUDA only
     amp_dtype: str = "bf16"               # bf16 | fp16 (fp16 uses a gradient scaler)
+    sync_bn: bool = False                 # DDP runs: SyncBatchNorm (global-batch statistics,
+                                          # CUDA only)
     ema: float | None = None              # EMA decay of the generator (0: off; None: the
                                           # model config's default); warm-up
                                           # min(ema, (1 + t) / (10 + t)) at step t

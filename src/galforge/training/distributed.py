@@ -6,8 +6,13 @@ process group (NCCL on CUDA, gloo on the CPU).  Without them everything runs in 
 and nothing here touches ``torch.distributed``.
 
 Each process takes the slice ``rank::world_size`` of the global, deterministic batch of a
-step (the same split a ``DistributedSampler`` makes), gradients are averaged over processes
-after every backward pass (bucketed ``all_reduce``), and only rank 0 writes files.
+step (the same split a ``DistributedSampler`` makes) and only rank 0 writes files.  The
+networks a recipe calls through their ``forward`` (``Recipe.DDP_NETWORKS``) are wrapped in
+:class:`torch.nn.parallel.DistributedDataParallel` (:func:`wrap`), which averages their
+gradients in buckets while the backward pass still runs; ``train.sync_bn`` turns their batch
+norms into :class:`torch.nn.SyncBatchNorm` (statistics of the global batch; CUDA only, as in
+torch).  Trained parameters of networks a recipe reaches past their ``forward`` (sub-network
+calls) are averaged after the backward pass by :func:`average_gradients`.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from galforge.errors import TrainingError
+from galforge.errors import ConfigError, TrainingError
 
 
 @dataclass
@@ -86,6 +92,36 @@ def shard(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
             "use a batch of at least one image per process"
         )
     return part
+
+
+class DataParallel(DistributedDataParallel):
+    """``DistributedDataParallel`` that also answers the wrapped network's own attributes
+    (``G.latent_shape(n)``, ``D.spec()``), so a recipe's code runs unchanged on the wrapper."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: bool = False,
+         sync_bn: bool = False) -> DataParallel:
+    """``module`` in DDP (its parameters broadcast from rank 0 on construction).
+
+    Buffers are synced once, on construction, and not at each forward: batch-norm running statistics stay per
+    process as before (rank 0's are saved; the EMA generator recomputes its own), and a
+    network called several times before one backward (a discriminator on reals and fakes)
+    has nothing modified in place under autograd.
+    """
+    if sync_bn:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm "
+                              "does not run on the CPU); drop it or train with --device cuda")
+        nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
+    return DataParallel(module, device_ids=ids, forward_sync_buffers=False,
+                        find_unused_parameters=find_unused_parameters)
 
 
 def average_gradients(params: Iterable[torch.Tensor]) -> None:

@@ -20,7 +20,16 @@ precision, data parallelism, in-training metrics).  A recipe declares:
 
 Every random draw of a step comes from ``ctx.rng`` (seeded from ``(seed, step, rank)``);
 dropout and other draws on torch's global generator happen inside the trainer's seeded,
-forked scope (:func:`galforge.seeding.global_scope`).
+forked scope (:func:`galforge.seeding.global_scope`).  Draws of one value per image (latents,
+smoothed labels) made with ``ctx.rows(draw, n)`` are the rows ``rank::world`` of one draw for
+the global batch, so a run on K processes sees the latents a single process would see with
+the K-fold batch.
+
+Data parallelism: the networks named in ``DDP_NETWORKS`` (recipe attributes whose
+``forward`` the phases call) are wrapped by the trainer in ``DistributedDataParallel`` for
+the duration of a step (:meth:`Recipe.data_parallel`): inside a phase ``self.D`` is the
+wrapper, outside (EMA, checkpoints, bundles) it is the network itself, with its own state
+dict names.  Other trained parameters are averaged by :meth:`Recipe.optimize`.
 """
 
 from __future__ import annotations
@@ -75,10 +84,25 @@ class StepContext:
     step: int
     rng: torch.Generator
     phase: Phase
+    rank: int = 0
+    world_size: int = 1
+    #: seeded from ``(seed, step)`` alone, the same on every process (for :meth:`rows`)
+    shared_rng: torch.Generator | None = None
 
     @property
     def gain(self) -> float:
         return self.phase.loss_gain
+
+    def rows(self, draw, n: int) -> Tensor:
+        """``draw(m)`` (m values along dim 0) for this process's ``n`` images of the step.
+
+        On one process ``draw(n)`` from :attr:`rng`; on K processes rows ``rank::K`` of
+        ``draw(n * K)`` from :attr:`shared_rng`, which is seeded like the single process's
+        ``rng`` — the global batch gets the draws one process with the K-fold batch would
+        make. ``draw`` must use the generator it is given: ``draw(m, rng)``."""
+        if self.world_size <= 1 or self.shared_rng is None:
+            return draw(n, self.rng)
+        return draw(n * self.world_size, self.shared_rng)[self.rank::self.world_size]
 
 
 class Recipe:
@@ -110,6 +134,13 @@ class Recipe:
     PHASES: ClassVar[tuple[Phase, ...]] = ()
     #: snapshot cadence (steps) when ``train.snapshot_every`` is not set; 0 keeps none
     SNAPSHOT_EVERY: ClassVar[int] = 0
+    #: data parallelism: recipe attributes holding networks that the phases call only through
+    #: their ``forward`` (never a sub-network directly), each wrapped in DDP during a step
+    #: (see the module docstring); other trained parameters are averaged after backward
+    DDP_NETWORKS: ClassVar[tuple[str, ...]] = ()
+    #: ``find_unused_parameters`` of those wrappers: True when a phase runs a network in the
+    #: graph with some of its parameters frozen or unused (e.g. D with requires_grad off)
+    DDP_FIND_UNUSED: ClassVar[bool] = False
 
     def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
                  seed: int = 0, normalizer: dict | None = None):
@@ -129,7 +160,11 @@ class Recipe:
         self.normalizer = normalizer
         self.amp_dtype: torch.dtype | None = None
         self.world_size = 1
+        self.rank = 0
         self._scalers: dict[str, Any] = {}
+        #: DDP wrappers by attribute name (set by :meth:`wrap_data_parallel`)
+        self._ddp: dict[str, nn.Module] = {}
+        self._ddp_params: set[int] = set()
 
     # ------------------------------------------------------------------ settings
     @classmethod
@@ -315,18 +350,50 @@ class Recipe:
         """Restore what :meth:`state_dict` returned."""
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, batch, step: int, rng: torch.Generator) -> dict[str, float]:
-        """Run the phases due at ``step`` on ``batch``, in order; return their scalars."""
+    def train_step(self, batch, step: int, rng: torch.Generator,
+                   shared_rng: torch.Generator | None = None) -> dict[str, float]:
+        """Run the phases due at ``step`` on ``batch``, in order; return their scalars.
+
+        ``shared_rng`` (data-parallel runs): the generator of :meth:`StepContext.rows`."""
         out: dict[str, float] = {}
-        for phase in self.phases():
-            if phase.due(step):
-                result = getattr(self, phase.name)(batch, StepContext(int(step), rng, phase))
-                out.update({k: float(v) for k, v in (result or {}).items()})
+        with self.data_parallel():
+            for phase in self.phases():
+                if phase.due(step):
+                    ctx = StepContext(int(step), rng, phase, rank=self.rank,
+                                      world_size=self.world_size, shared_rng=shared_rng)
+                    result = getattr(self, phase.name)(batch, ctx)
+                    out.update({k: float(v) for k, v in (result or {}).items()})
         return out
+
+    def wrap_data_parallel(self, wrap) -> None:
+        """Wrap the networks of :attr:`DDP_NETWORKS` with ``wrap(network)`` (the trainer's
+        DDP constructor); called once, after the networks are final (resume, freeze)."""
+        self._ddp = getattr(self, "_ddp", {})
+        self._ddp_params = getattr(self, "_ddp_params", set())
+        for attr in self.DDP_NETWORKS:
+            net = getattr(self, attr)
+            self._ddp[attr] = wrap(net)
+            self._ddp_params.update(id(p) for p in net.parameters() if p.requires_grad)
+
+    @contextlib.contextmanager
+    def data_parallel(self):
+        """Inside: the attributes of :attr:`DDP_NETWORKS` are their DDP wrappers."""
+        if not getattr(self, "_ddp", None):   # plug-in recipes that skip Recipe.__init__
+            yield
+            return
+        plain = {attr: getattr(self, attr) for attr in self._ddp}
+        try:
+            for attr, wrapped in self._ddp.items():
+                setattr(self, attr, wrapped)
+            yield
+        finally:
+            for attr, net in plain.items():
+                setattr(self, attr, net)
 
     # ------------------------------------------------------------------ provided
     def setup(self, *, amp_dtype: torch.dtype | None = None, world_size: int = 1) -> None:
-        """Called by the trainer: mixed precision dtype (None: off) and data-parallel size."""
+        """Called by the trainer: mixed precision dtype (None: off) and data-parallel size
+        (the trainer sets :attr:`rank` beside it)."""
         self.amp_dtype = amp_dtype
         self.world_size = int(world_size)
         self._scalers = {}
@@ -343,8 +410,10 @@ class Recipe:
     def optimize(self, name: str, loss: Tensor, params=None) -> None:
         """Zero the grads of optimiser ``name``, back-propagate ``loss`` and step.
 
-        Gradients are averaged over processes in a data-parallel run, and scaled/unscaled
-        when fp16 AMP is on.  ``params`` restricts the zeroing to a parameter list.
+        Gradients are averaged over processes in a data-parallel run (by DDP during the
+        backward pass for the networks of :attr:`DDP_NETWORKS`, here for the others), and
+        scaled/unscaled when fp16 AMP is on.  ``params`` restricts the zeroing to a
+        parameter list.
         """
         opt = self.optimizers()[name]
         opt.zero_grad(set_to_none=True)
@@ -356,7 +425,8 @@ class Recipe:
         if self.world_size > 1:
             from galforge.training.distributed import average_gradients
 
-            average_gradients(p for group in opt.param_groups for p in group["params"])
+            average_gradients(p for group in opt.param_groups for p in group["params"]
+                              if id(p) not in getattr(self, "_ddp_params", ()))
         if scaler is not None:
             scaler.step(opt)
             scaler.update()

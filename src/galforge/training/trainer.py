@@ -203,7 +203,8 @@ class Trainer:
                  normalizer=None, bands=None, units: str = "adu", data_fingerprint: str = "",
                  config: Any = None, model_name: str | None = None,
                  augment: Mapping | None = None, output=None, resume: bool = False,
-                 dist_info: ddp.DistInfo | None = None, metrics: Sequence[MetricHook] = ()):
+                 dist_info: ddp.DistInfo | None = None, metrics: Sequence[MetricHook] = (),
+                 overwrite: bool = False):
         self.recipe = recipe
         self.data = as_tensors(data)
         self.run_dir = Path(run_dir)
@@ -219,6 +220,9 @@ class Trainer:
         self.model_name = model_name or recipe.name or recipe.family
         self.augment = dict(augment or {"flips": True, "rot90": True, "rotate": None})
         self.resume = bool(resume)
+        #: replace an earlier run's recorded files in run_dir (galforge.outputs)
+        self.overwrite = bool(overwrite)
+        self.owner = None  # the claimed, locked run folder while fit() runs (rank 0)
         self.dist = dist_info
         self.metrics = list(metrics)
         self.metric_best: dict[str, dict] = {}
@@ -268,6 +272,7 @@ class Trainer:
         return copy.deepcopy(dict(c))
 
     # ------------------------------------------------------------------ main loop
+    @outputs.owning
     def fit(self) -> dict:
         """Train up to ``train.steps`` (or ``train.epochs``) steps in total; return a summary."""
         start = self._begin()
@@ -332,6 +337,11 @@ class Trainer:
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         start = 0
+        if info.is_main:  # the run folder is this process's, locked, while it trains
+            earlier = find_checkpoint(self.latest_dir) is not None
+            self.owner = outputs.claim_folder(
+                self.run_dir, overwrite=self.overwrite, resume=self.resume, command="train",
+                holds="an earlier run; pass --resume to continue it" if earlier else "")
         if self.resume:
             if find_checkpoint(self.latest_dir) is None:
                 raise TrainingError(
@@ -356,6 +366,9 @@ class Trainer:
             recipe.wrap_data_parallel(lambda net: ddp.wrap(
                 net, device, find_unused_parameters=recipe.DDP_FIND_UNUSED,
                 sync_bn=bool(getattr(t, "sync_bn", False))))
+            wrapped = ", ".join(recipe.DDP_NETWORKS) or "none"
+            self.notes.append(f"data-parallel on {info.world_size} processes: "
+                              f"DistributedDataParallel wraps {wrapped}")
         elif getattr(t, "sync_bn", False) and info.is_main:
             self.notes.append("train.sync_bn=true does nothing in a single process")
         self.step = start
@@ -601,6 +614,8 @@ class Trainer:
         self._write_run_json(self.step)
         if self.output.loss_plot and time.perf_counter() - self._last_plot > 60.0:
             self._plot()
+        if self.owner is not None:
+            self.owner.record()  # a killed run's files stay galforge's up to here
 
     def _load_newest_intact(self) -> int:
         """Resume from ``checkpoints/latest``, or (said in one line) from the newest intact
@@ -794,7 +809,7 @@ def _accepts(cls, keyword: str) -> bool:
 
 
 def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None,
-                      metrics: Sequence[MetricHook] = ()) -> dict:
+                      metrics: Sequence[MetricHook] = (), overwrite: bool = False) -> dict:
     """Train the model of a resolved :class:`galforge.config.RunConfig`; return the summary.
 
     The pipeline reads the data the recipe needs and normalises it
@@ -841,6 +856,7 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         config=cfg, model_name=cfg.model.name,
         augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
         output=cfg.output, resume=resume, dist_info=dist_info, metrics=metrics,
+        overwrite=overwrite,
     )
     if parent is not None:
         trainer.parent, trainer.initial_ema = parent, init_ema

@@ -126,6 +126,7 @@ class DCGANRecipe(Recipe):
     CONFIGS = DCGAN_CONFIGS
     DEFAULT_CONFIG = "cpu"
     PHASES = (Phase("adversarial"),)
+    DDP_NETWORKS = ("G", "D")             # both only ever called through their forward
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
                  seed: int = 0, normalizer: dict | None = None):
@@ -188,17 +189,20 @@ class DCGANRecipe(Recipe):
         with self.autocast():
             logits = self.D(x)
         penalty = r1_penalty(logits.float(), x)
-        self.optimize("D", penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain))
+        # + 0 · logits: every parameter of D (its last bias too, which ∇ₓD does not see)
+        # gets a gradient, as data-parallel training expects of a backward pass
+        self.optimize("D", penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain)
+                      + 0.0 * logits.float().sum())
         return {"r1": penalty.item()}
 
     def adversarial(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """One D update (BCE, smoothed real labels) then one G update (non-saturating)."""
         s = self.settings
-        rng = ctx.rng
         n = real.shape[0]
-        z = self.sample_latent(n, rng).to(self.device)
-        targets = smooth_real_labels(n, float(s.label_smoothing), rng,
-                                     clip=s.label_clip, device=self.device)
+        # per-image draws: this process's rows of the global batch's (StepContext.rows)
+        z = ctx.rows(self.sample_latent, n).to(self.device)
+        targets = ctx.rows(lambda m, g: smooth_real_labels(
+            m, float(s.label_smoothing), g, clip=s.label_clip, device=self.device), n)
         # discriminator: real images towards the (smoothed) real label, fakes towards 0
         with self.autocast():
             fake = self.G(z)

@@ -9,7 +9,7 @@ from astropy import units as u
 from astropy.table import QTable
 
 from galforge.evaluation.figures import write_csv
-from galforge.tables import column_unit, to_qtable, write_ecsv
+from galforge.data.tables import column_unit, to_qtable, write_ecsv
 
 ROWS = [
     {"image": 0, "id": 1, "x": 3.5, "y": 4.25, "theta": 0.5, "pa_deg": 28.6,

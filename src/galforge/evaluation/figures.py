@@ -37,10 +37,10 @@ def write_csv(path, rows: list[dict], units: str | None = None, *, ecsv: bool = 
     """Write a catalogue (list of dicts) as CSV; the header is the union of the keys.
 
     With ``ecsv`` (default) the same table is written beside it as ECSV with each column's
-    unit (:mod:`galforge.tables`; fluxes in ``units``, the images' pixel unit, when given).
+    unit (:mod:`galforge.data.tables`; fluxes in ``units``, the images' pixel unit, when given).
     """
     if ecsv:
-        from galforge.tables import ecsv_path, write_ecsv
+        from galforge.data.tables import ecsv_path, write_ecsv
 
         write_ecsv(ecsv_path(path), rows, pixel_units=units)
     keys: list[str] = []

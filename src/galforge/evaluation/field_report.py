@@ -7,8 +7,9 @@ catalogues as CSV and PNG figures into a folder.  Its summary rows (each with it
 threshold, rule, ``n_real``/``n_fake`` and verdict; targets in :data:`FIELD_THRESHOLDS`):
 
 * **density** -- detections per Mpix, generated / real within ``density`` (10 %), widened to
-  ``z·√(1/n_real + 1/n_fake)`` (the Poisson error of the ratio) on fields too small to
-  measure 10 %;
+  ``z·σ_ratio`` on fields too small to measure 10 %: σ_ratio combines the relative errors of
+  both densities, each the larger of Poisson ``1/√n`` and the scatter of the counts over
+  4×4 sub-areas of its field (clustered sources vary more than Poisson);
 * **magnitudes** per band -- two-sample KS p ≥ ``ks_p / m`` (``ks_p`` 0.05 family-wise:
   Bonferroni over the ``m`` KS rows, as for stamps, so two draws of one process fail any
   KS row with probability at most 0.05), and the median magnitude
@@ -127,6 +128,22 @@ def _ks_row(name, a, b, t, group, **extra) -> tuple[dict, dict]:
                   median_fake=float(np.median(b)))
     return summary_row(name, float(p), thr, p >= thr, KS_RULE, group,
                        n_real=a.size, n_fake=b.size, **extra), detail
+
+
+def _density_rel_error(rows, shape, grid: int = 4) -> float:
+    """Relative error of a field's source density: the larger of Poisson (1/√n) and the
+    scatter of the counts in ``grid``² sub-areas (clustering makes counts vary more than
+    Poisson), ``std(cell counts) / (mean · √cells)``."""
+    n = len(rows)
+    if n == 0:
+        return math.inf
+    h, w = shape[-2], shape[-1]
+    xy = np.array([[r["x"], r["y"]] for r in rows])
+    cx = np.clip(((xy[:, 0] + 0.5) / w * grid).astype(int), 0, grid - 1)
+    cy = np.clip(((xy[:, 1] + 0.5) / h * grid).astype(int), 0, grid - 1)
+    counts = np.bincount(cy * grid + cx, minlength=grid * grid).astype(float)
+    cells = float(np.std(counts, ddof=1) / (counts.mean() * math.sqrt(grid * grid)))
+    return max(1.0 / math.sqrt(n), cells)
 
 
 def _crops(field: np.ndarray, size: int) -> np.ndarray:
@@ -352,15 +369,17 @@ def evaluate_fields(
     n = {k: len(v) for k, v in cats.items()}
     dens = {k: n[k] / area[k] for k in n}
     ratio = dens["fake"] / dens["real"] if dens["real"] > 0 else math.nan
+    rel = {k: _density_rel_error(cats[k], v.shape) for k, v in (("real", real),
+                                                                  ("fake", fake))}
     tol = t["density"]
     if n["real"] and n["fake"]:
-        tol = max(tol, t["z"] * math.sqrt(1 / n["real"] + 1 / n["fake"]))
+        tol = max(tol, t["z"] * math.sqrt(rel["real"] ** 2 + rel["fake"] ** 2))
     res["density"] = {"per_mpix": dens, "ratio": ratio, "n": n, "area_mpix": area,
-                      "tolerance": tol}
+                      "relative_error": rel, "tolerance": tol}
     few = min(n.values()) < t["min_objects"]
     rows.append(summary_row("detections per Mpix (generated / real)", ratio, tol,
                             (not few) and abs(ratio - 1) <= tol,
-                            "|ratio − 1| ≤ max(density, z·√(1/n_real + 1/n_fake))",
+                            "|ratio − 1| ≤ max(density, z·σ_ratio)",
                             "density", n_real=n["real"], n_fake=n["fake"],
                             note="too few objects measured to test" if few else None))
 

@@ -37,6 +37,12 @@ these names, never on a family's name or class.
     ``forward(z)`` returns physical images (the generator maps its parts' model-space output
     with the normalisers it holds, e.g. to add galaxies into a field); sampling and training
     use it as it is, without the clamp to ``output_range`` and the normaliser's inverse.
+``"sources"`` — fields composed of sources, each window drawn from the seed alone
+    ``channels``, ``upscale`` (1), ``spec() -> dict``, ``render_window(seed, y0, x0, h, w,
+    field_hw) -> C×h×w`` (physical units; equal to the matching part of the whole field) and
+    ``sources_window(seed, y0, x0, h, w, field_hw) -> dict`` (the truth catalogue of the
+    sources centred in the window: ``id``, ``x``, ``y``, ``flux`` N×C, ``hlr``,
+    ``ellipticity``, ``pa_deg``); ``galforge field`` writes it beside the pixels.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ INTERMEDIATE = "intermediate"
 STAGED = "staged"
 NOISE = "noise"
 PHYSICAL = "physical"
+SOURCES = "sources"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
@@ -62,10 +69,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     STAGED: ("stages", "stage_output"),
     NOISE: ("noise_shapes", "const_noise", "forward"),
     PHYSICAL: ("latent_shape", "forward"),
+    SOURCES: ("channels", "upscale", "spec", "render_window", "sources_window"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "REQUIRED", "STAGED",
-           "WINDOWED", "capabilities", "require"]
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "REQUIRED", "SOURCES",
+           "STAGED", "WINDOWED", "capabilities", "require"]
 
 
 def capabilities(generator: nn.Module) -> frozenset[str]:

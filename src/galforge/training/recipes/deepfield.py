@@ -1,0 +1,276 @@
+"""``deepfield`` training recipe: a deep field as learned sources on a learned sky.
+
+``galforge train FIELD --model deepfield --out RUN`` reads one field (``builtin:hdf`` or a
+user's multi-band FITS field) whole and, before the first step
+(:meth:`DeepFieldRecipe.make_batches`, :mod:`galforge.data.sources`):
+
+1. detects its sources on the band sum (``model.thresh`` × σ, ``model.minarea`` pixels) and
+   measures per band flux and magnitude, half-light radius, ellipticity and position angle;
+2. measures the sky on the source-free pixels (level, σ, a 3×3 correlation kernel, the
+   correlation between bands; for 8-bit composites the clip at 0 and the rounding);
+3. fits the positions' two-point correlation with a Thomas cluster process
+   (``model.clustering=false``: a Poisson process at the real density);
+4. cuts a ``model.stamp``-pixel stamp per source (neighbours replaced by sky noise); the
+   sources with a signal-to-noise of at least ``model.min_snr`` whose half-light radius is
+   under a quarter of the stamp train the stamp network.
+
+Those measurements go into the generator (its spec and the ``rows`` buffer: the catalogue
+the KDE resamples), so the exported bundle needs nothing else. The training steps (``--steps``)
+are the stamp GAN's: the conditional stamp generator draws a noiseless source for the real
+stamp's (log flux, log hlr); :func:`galforge.models.deepfield.conform` gives it the real
+source's flux per band, size, ellipticity, position angle and sub-pixel centre; the field's
+sky noise is added, rounded and clipped as the real pixels are; the projection
+discriminator sees both through ``asinh(x / σ_band)``. Non-saturating logistic loss, R1 on
+real stamps every ``model.r1_interval`` steps, Adam (``lr``, β = (0, 0.99)); flips and
+quarter turns of the real stamps (the fakes are drawn at random orientations already).
+
+The data are read through the run's normaliser (fitted as for every family); its 99.99th
+percentile clip caps the brightest pixels of a float field, so ``--set
+data.clip_percentile=100`` keeps them (8-bit composites are not affected: they saturate
+at 255 anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from galforge.errors import ConfigError, TrainingError
+from galforge.models.deepfield import DeepFieldGenerator, StampDiscriminator, sky_noise
+from galforge.models.deepfield import output_transform as pixel_transform
+from galforge.models.layers import PhysicalStretch
+from galforge.seeding import global_scope
+from galforge.training.losses import nonsaturating_d_loss, nonsaturating_g_loss, r1_penalty
+from galforge.training.pipeline import BatchSource, Fields, StampBatches
+from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipes import register_recipe
+
+__all__ = ["DeepFieldRecipe", "DeepFieldSettings"]
+
+
+@dataclass
+class DeepFieldSettings:
+    """Hyper-parameters of the deepfield recipe (module docstring)."""
+
+    stamp: int = 32                 # stamp side the network draws and D sees (px)
+    render: int = 64                # canvas a source is drawn on in a field (px)
+    cell: int = 128                 # position-seeded cells of the source process (px)
+    latent_dim: int = 32
+    width: int = 32                 # channels of G's last and D's first layer
+    thresh: float = 2.0             # detection threshold (× the band sum's sky σ)
+    minarea: int = 5                # detection: minimum pixels
+    min_snr: float = 5.0            # training stamps: flux / (σ √npix) at least this
+    clustering: bool = True         # fit a Thomas process to w(θ); false: Poisson
+    kde_scale: float = 1.0          # × Silverman's bandwidth of the catalogue resampling
+    zeropoint: float | None = None  # magnitudes zeropoint - 2.5 log10 flux (None: 0)
+    lr: float = 2e-4
+    r1_gamma: float = 1.0
+    r1_interval: int = 4
+    ema: float = 0.999
+
+    def __post_init__(self):
+        for name in ("stamp", "render", "cell", "latent_dim", "width", "minarea", "r1_interval"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name}={getattr(self, name)} must be >= 1")
+        if int(self.stamp) & (int(self.stamp) - 1) or int(self.stamp) < 8:
+            raise ConfigError(f"model.stamp={self.stamp}: give a power of 2, at least 8")
+        if int(self.render) < int(self.stamp):
+            raise ConfigError(f"model.render={self.render} must be at least model.stamp="
+                              f"{self.stamp}")
+        if not float(self.thresh) > 0 or not float(self.lr) > 0:
+            raise ConfigError("model.thresh and model.lr must be > 0")
+        if not float(self.kde_scale) >= 0:
+            raise ConfigError(f"model.kde_scale={self.kde_scale} must be >= 0")
+
+
+class _StampSource(BatchSource):
+    """``{"images", "rows"}``: shuffled epochs of real stamps with their catalogue rows
+    (flux per band, hlr, ellipticity, pa, sub-pixel shift x, y)."""
+
+    def __init__(self, stamps: Tensor, rows: Tensor, batch_size: int, seed: int):
+        self.inner = StampBatches(stamps, batch_size, seed, conditions=rows)
+        self.steps_per_epoch = self.inner.steps_per_epoch
+
+    def batch(self, step: int) -> dict:
+        b = self.inner.batch(step)
+        return {"images": b["images"], "rows": b["conditions"]}
+
+
+@register_recipe("deepfield")
+class DeepFieldRecipe(Recipe):
+    """Sources on a sky: catalogue, process and sky measured, the stamp network trained."""
+
+    family = "deepfield"
+    Settings = DeepFieldSettings
+    #: ``small``: tiny networks for tests
+    CONFIGS = {"small": {"latent_dim": 8, "width": 8, "stamp": 16, "render": 32, "cell": 64}}
+    SNAPSHOT_EVERY = 0
+
+    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
+                 normalizer: dict | None = None):
+        super().__init__(config, channels, image_size, device, seed, normalizer)
+        s = self.settings
+        with global_scope(self.seed, "deepfield-init"):
+            self.G = DeepFieldGenerator(
+                self.channels, latent_dim=int(s.latent_dim), width=int(s.width),
+                stamp=int(s.stamp), render=int(s.render), cell=int(s.cell),
+                kde_scale=float(s.kde_scale), zeropoint=s.zeropoint).to(self.device)
+            self.D = StampDiscriminator(self.channels, int(s.width), int(s.stamp)).to(self.device)
+        betas = (0.0, 0.99)
+        self.opt_g = torch.optim.Adam(self.G.net.parameters(), lr=float(s.lr), betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
+        self.notes: dict = {}
+
+    def phases(self) -> tuple[Phase, ...]:
+        s = self.settings
+        out = [Phase("discriminator")]
+        if float(s.r1_gamma) > 0:
+            out.append(Phase("d_r1", interval=int(s.r1_interval)))
+        out.append(Phase("generator_update"))
+        return tuple(out)
+
+    @classmethod
+    def data_need(cls, settings) -> Fields:
+        return Fields()
+
+    # ------------------------------------------------------------------ data
+    def physical_field(self, data) -> np.ndarray:
+        """The first training field in physical units (the run's normaliser inverted)."""
+        x = torch.as_tensor(data, dtype=torch.float32)
+        if x.dim() != 4 or x.shape[0] < 1:
+            raise TrainingError(f"--model deepfield trains on one field, got data of shape "
+                                f"{tuple(x.shape)}")
+        if self.normalizer is None:
+            return x[0].numpy()
+        units = PhysicalStretch(self.channels, self.normalizer)
+        with torch.no_grad():
+            field = units.to_physical(x[:1].double())[0].numpy()
+        snapped = np.round(field)
+        if np.all(np.abs(field - snapped) < 1e-3):
+            field = snapped      # integer data (8-bit levels) survive the round trip exactly
+        return field.astype(np.float32)
+
+    def make_batches(self, data, batch_size: int, seed: int) -> BatchSource:
+        """Measure the field (module docstring) into G, and batch the real stamps."""
+        from galforge.data.sources import cut_stamps, detect_sources, fit_thomas, pair_correlation
+
+        s = self.settings
+        field = self.physical_field(data)
+        c, h, w = field.shape
+        bands = tuple(f"b{i}" for i in range(c))
+        det = detect_sources(field, bands, thresh=float(s.thresh), minarea=int(s.minarea),
+                             zeropoint=s.zeropoint)
+        cat, sky = det.catalogue, det.sky
+        n = len(cat["x"])
+        flux = np.stack([cat[f"flux_{b}"] for b in bands], 1)
+        rows = np.concatenate([flux, cat["hlr"][:, None], cat["ellipticity"][:, None]], 1)
+        density = n / float(h * w)
+        process = {"density": density, "kappa": density, "mu": 1.0, "sigma": 1.0,
+                   "clustered": False}
+        if s.clustering and n >= 20:
+            r, wr, dd = pair_correlation(cat["x"], cat["y"], (h, w), seed=self.seed)
+            fit = fit_thomas(r, wr, dd, density)
+            process.update({k: fit[k] for k in ("kappa", "mu", "sigma", "clustered")})
+            process["w_r"] = [float(v) for v in r]
+            process["w"] = [float(v) for v in wr]
+        sig = np.asarray(sky.sigma)
+        noise_sum = float(np.sqrt(sig @ np.asarray(sky.band_corr) @ sig))
+        snr = cat["flux"] / (noise_sum * np.sqrt(np.maximum(cat["npix"], 1)))
+        train = np.nonzero((snr >= float(s.min_snr)) & (cat["hlr"] < s.stamp / 4.0)
+                           & np.all(flux > 0, 1))[0]
+        if len(train) < 8:
+            raise TrainingError(f"--model deepfield: only {len(train)} sources of the field "
+                                f"have S/N >= {s.min_snr} and fit a {s.stamp}-px stamp; lower "
+                                "model.min_snr or model.thresh, or give a deeper field")
+        stamps, idx = cut_stamps(field, det, int(s.stamp), seed=self.seed, select=train)
+        shift = np.stack([cat["x"][idx] - np.round(cat["x"][idx]),
+                          cat["y"][idx] - np.round(cat["y"][idx])], 1)
+        batch_rows = np.concatenate([rows[idx], cat["pa_deg"][idx, None], shift], 1)
+        lf = np.log(np.maximum(cat["flux"][train], 1e-6))
+        lh = np.log(cat["hlr"][train])
+        cond_stats = torch.tensor([[lf.mean(), lh.mean()],
+                                   [max(lf.std(), 1e-3), max(lh.std(), 1e-3)]])
+        self.G.set_model(torch.from_numpy(rows), cond_stats, sky.to_dict(), process,
+                         s.zeropoint, flux_soft=sig.tolist())
+        self.G.to(self.device)
+        self.notes = {"sources": n, "training_stamps": int(len(train)),
+                      "density_per_px2": density, "clustered": process["clustered"]}
+        self._sky_sigma = torch.tensor(sig, dtype=torch.float32, device=self.device)
+        return _StampSource(torch.from_numpy(stamps), torch.from_numpy(batch_rows).float(),
+                            batch_size, seed)
+
+    # ------------------------------------------------------------------ contract
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G": self.opt_g, "D": self.opt_d}
+
+    def generator(self) -> nn.Module:
+        return self.G
+
+    def generator_spec(self) -> dict:
+        return self.G.spec()
+
+    def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
+
+    # ------------------------------------------------------------------ the step
+    def _view(self, x: Tensor) -> Tensor:
+        """What D sees: ``asinh(x / σ_band)`` (sky-subtracted stamps)."""
+        sig = getattr(self, "_sky_sigma", None)
+        if sig is None:
+            sig = torch.ones(x.shape[1], device=x.device)
+        return torch.asinh(x / sig[None, :, None, None]) / 3.0
+
+    def _conditions(self, rows: Tensor) -> Tensor:
+        c = self.channels
+        return self.G.conditions(rows[:, :c], rows[:, c])
+
+    def _fake(self, rows: Tensor, rng: torch.Generator) -> Tensor:
+        """Noisy fake stamps for the real rows: drawn, conformed, sky noise added, pixels
+        rounded and clipped as the field's, the level subtracted again."""
+        g, c, s = self.G, self.channels, int(self.settings.stamp)
+        n = rows.shape[0]
+        z = torch.randn((n, g.latent_dim), generator=rng, device=rng.device).to(self.device)
+        attrs = {"flux": rows[:, :c], "hlr": rows[:, c], "ellipticity": rows[:, c + 1],
+                 "pa_deg": rows[:, c + 2]}
+        clean = g.draw(z, attrs, rows[:, c + 3:c + 5], s)
+        eps = torch.randn((n, c, s + 2, s + 2), generator=rng, device=rng.device).to(self.device)
+        noise = sky_noise(eps, g._sigma.to(self.device), g._kernel.to(self.device),
+                          g._mix.to(self.device))
+        level = g._level.to(self.device)[None, :, None, None]
+        x = pixel_transform(level + clean + noise, float(g.sky.get("quantize") or 0.0),
+                            g.sky.get("clip"))
+        return x - level
+
+    def discriminator(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        real = batch["images"].to(self.device)
+        rows = batch["rows"].to(self.device)
+        cond = self._conditions(rows)
+        with torch.no_grad():
+            fake = self._fake(rows, ctx.rng)
+        self.D.requires_grad_(True)
+        loss = nonsaturating_d_loss(self.D(self._view(real), cond),
+                                    self.D(self._view(fake), cond))
+        self.optimize("D", loss)
+        return {"loss_d": float(loss.detach())}
+
+    def d_r1(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        real = self._view(batch["images"].to(self.device)).detach().requires_grad_(True)
+        cond = self._conditions(batch["rows"].to(self.device))
+        penalty = r1_penalty(self.D(real, cond), real)
+        self.optimize("D", penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain))
+        return {"r1": float(penalty.detach())}
+
+    def generator_update(self, batch: dict, ctx: StepContext) -> dict[str, float]:
+        rows = batch["rows"].to(self.device)
+        cond = self._conditions(rows)
+        self.D.requires_grad_(False)
+        loss = nonsaturating_g_loss(self.D(self._view(self._fake(rows, ctx.rng)), cond))
+        self.optimize("G", loss)
+        self.D.requires_grad_(True)
+        return {"loss_g": float(loss.detach())}

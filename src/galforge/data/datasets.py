@@ -18,51 +18,22 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 
-from galforge.data.imageset import ImageSet, ReadReport
+from galforge.data.imageset import ReadReport
+from galforge.data.prepared import (  # noqa: F401  (re-exported: read side of the format)
+    FORMAT,
+    FORMAT_VERSION,
+    is_prepared,
+    load_prepared,
+    read_manifest,
+)
 from galforge.errors import ConfigError, DataError
 from galforge.fileio import atomic_write_text
-
-FORMAT = "galforge-prepared"
-FORMAT_VERSION = 1
-
-
-def _json_safe(v):
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, np.ndarray):
-        return _json_safe(v.tolist())
-    if isinstance(v, (Path,)):
-        return str(v)
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    return str(v)
-
-
-
-
-def is_prepared(path) -> bool:
-    """True when ``path`` is a folder written by :func:`prepare`."""
-    p = Path(path)
-    mf = p / "manifest.json"
-    if not mf.is_file():
-        return False
-    try:
-        return json.loads(mf.read_text()).get("format") == FORMAT
-    except (OSError, ValueError):
-        return False
+from galforge.jsonsafe import json_safe
 
 
 def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> Path:
@@ -78,7 +49,7 @@ def prepare(source, out_dir, *, normalizer=None, overwrite=False, **options) -> 
     always refused.
     """
     from galforge import outputs
-    from galforge.data import load_images, normalize_options
+    from galforge.data.loading import load_images, normalize_options
 
     opts = normalize_options(options)
     out = Path(out_dir).expanduser()
@@ -108,7 +79,7 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
 
     with open(out / ".meta.jsonl.tmp", "w", encoding="utf-8") as fh:
         for m in iset.meta:
-            fh.write(json.dumps(_json_safe(m)) + "\n")
+            fh.write(json.dumps(json_safe(m)) + "\n")
     os.replace(out / ".meta.jsonl.tmp", out / "meta.jsonl")
 
     norm_kw = dict(normalizer or {})
@@ -149,73 +120,19 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
         "units": iset.units,
         "fingerprint": iset.fingerprint(),
         "normalizer": norm.to_dict(),
-        "normalizer_options": _json_safe(norm_kw),
+        "normalizer_options": json_safe(norm_kw),
         "n_skipped": rep["n_skipped"],
         "skipped": rep["skipped"],
         "warnings": rep.get("warnings", []),
         "nan_pixels": rep["nan_pixels"],
         "nan_filled_images": rep["nan_filled_images"],
         "catalog": rep.get("catalog"),
-        "options": _json_safe({k: v for k, v in opts.items() if k != "progress"}),
-        "extra": _json_safe({k: v for k, v in iset.extra.items()}),
+        "options": json_safe({k: v for k, v in opts.items() if k != "progress"}),
+        "extra": json_safe({k: v for k, v in iset.extra.items()}),
         "files": {"images": "images.npy", "meta": "meta.jsonl", "truth": truth_file},
     }
-    atomic_write_text(out / "manifest.json", json.dumps(_json_safe(manifest), indent=2))
+    atomic_write_text(out / "manifest.json", json.dumps(json_safe(manifest), indent=2))
     return out / "manifest.json"
-
-
-def read_manifest(path) -> dict:
-    p = Path(path)
-    mf = p / "manifest.json" if p.is_dir() else p
-    try:
-        man = json.loads(mf.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{mf}: unreadable manifest ({exc}); run galforge data prepare again") from exc
-    if man.get("format") != FORMAT:
-        raise DataError(f"{mf}: not a galforge prepared data set manifest")
-    return man
-
-
-def load_prepared(path, mmap: bool = True) -> ImageSet:
-    """Read a prepared data set (images memory-mapped by default)."""
-    p = Path(path)
-    man = read_manifest(p)
-    img_path = p / man.get("files", {}).get("images", "images.npy")
-    try:
-        images = np.load(img_path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{img_path}: cannot read the prepared images ({exc}); prepare again") from exc
-    if images.dtype != np.float32 or images.ndim != 4 or list(images.shape[1:]) != man["shape"]:
-        raise DataError(
-            f"{img_path}: array {images.dtype} {images.shape} does not match the manifest "
-            f"({man['count']}×{man['shape']}); prepare the data set again"
-        )
-    if images.shape[0] != man["count"]:
-        raise DataError(f"{img_path}: {images.shape[0]} images but the manifest says {man['count']}")
-    meta = []
-    meta_path = p / man.get("files", {}).get("meta", "meta.jsonl")
-    if meta_path.is_file():
-        with open(meta_path, encoding="utf-8") as fh:
-            meta = [json.loads(line) for line in fh if line.strip()]
-        if len(meta) != images.shape[0]:
-            meta = []
-    report = ReadReport(
-        n_read=int(man["count"]),
-        skipped=list(man.get("skipped", [])),
-        nan_pixels=int(man.get("nan_pixels", 0)),
-        nan_filled_images=int(man.get("nan_filled_images", 0)),
-        catalog=man.get("catalog"),
-        warnings=list(man.get("warnings", [])),
-    )
-    extra = dict(man.get("extra") or {})
-    extra.pop("resize", None)  # done when the set was prepared, not when it is read back
-    extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
-    if man.get("normalizer"):
-        # The Normalizer fitted at prepare time (dict). Its target range is the one chosen at
-        # prepare time ((-1, 1) by default): reuse it only for a model with that output range.
-        extra["prepared_normalizer"] = man["normalizer"]
-    return ImageSet(images=images, bands=tuple(man["bands"]), meta=meta, units=man["units"],
-                    report=report, source=str(p), extra=extra)
 
 
 def inspect(source, **options) -> dict:
@@ -225,8 +142,8 @@ def inspect(source, **options) -> dict:
     number of images), ``bands``, ``units``, ``files`` (number, and the first names),
     ``skipped`` (with reasons) and, for a catalogue, its matching summary.
     """
-    from galforge.data import normalize_options
     from galforge.data.builtin import describe_spec
+    from galforge.data.loading import normalize_options
 
     opts = normalize_options(options)
     src = str(source)

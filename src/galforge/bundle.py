@@ -359,19 +359,40 @@ def probe_image_shape(sampler: nn.Module) -> tuple[int, ...]:
     return tuple(int(s) for s in out.shape[1:])
 
 
-def resolve_device(device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ConfigError for devices not here."""
+def resolve_device(device="auto", local_rank: int = 0) -> torch.device:
+    """The torch device for ``--device``: ``auto`` (the default) -> CUDA when available, else
+    Apple's MPS, else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps`` are checked to exist here
+    (ConfigError in one line naming ``--device`` otherwise). ``local_rank`` picks the GPU of
+    a data-parallel process for ``auto``/``cuda``."""
     if isinstance(device, torch.device):
         return device
-    name = str(device or "cpu")
+    name = str(device or "auto").strip().lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(local_rank))
+        return torch.device("mps") if has_mps else torch.device("cpu")
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r}: not a device; use auto, cpu or cuda") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available here; use --device cpu")
+        raise ConfigError(f"--device {name!r}: not a device; use auto, cpu, cuda, cuda:N "
+                          "or mps") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available here; use --device "
+                              "auto or cpu")
+        if dev.index is None:
+            return torch.device("cuda", int(local_rank))
+        if dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s); use --device auto or cuda:0")
+    elif dev.type == "mps":
+        if not has_mps:
+            raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device "
+                              "auto or cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return dev
 
 

@@ -22,7 +22,7 @@ def _is_model_folder(source: str) -> bool:
 
 
 def load_set(source: str, what: str, *, n: int | None, seed: int, size: int | None,
-             limit: int | None, device: str = "cpu"):
+             limit: int | None, device: str = "auto"):
     """Read REAL or FAKE: anything :func:`galforge.data.load_images` reads, or (FAKE only) a
     run/bundle folder, sampled with ``n`` and ``seed``."""
     from galforge.data import ImageSet, load_images
@@ -151,7 +151,9 @@ def register(app: typer.Typer) -> None:
                                     help="Local Dask workers (default: the usable CPUs)."),
         chunk_size: int = typer.Option(16, "--chunk-size", help="Images per parallel task."),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached measures."),
-        device: str = typer.Option("cpu", "--device", help="Device for sampling a bundle."),
+        device: str = typer.Option(
+            "auto", "--device", help="Device for sampling a bundle: auto (CUDA, then Apple "
+            "MPS, then CPU), cpu, cuda, cuda:N or mps."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         fields: bool = typer.Option(
             False, "--fields",

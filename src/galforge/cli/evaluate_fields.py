@@ -40,7 +40,7 @@ def _from_model(source: str, shape, seed: int, device: str, work: Path):
             f"{source} (tiled {h}×{w}, seed {seed})", truth)
 
 
-def load_field(source: str, what: str, *, shape=None, seed: int = 0, device: str = "cpu",
+def load_field(source: str, what: str, *, shape=None, seed: int = 0, device: str = "auto",
                work: Path | None = None):
     """``(C×H×W array, bands, units, description, truth path or None)`` of REAL_FIELD or
     FAKE_FIELD; raises :class:`DataError`/:class:`ConfigError` naming ``what``."""

@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         no_space_check: bool = typer.Option(
             False, "--no-space-check",
             help="Write the field even when the free disk space looks too small for it."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
         """Generate a deep field tile by tile, streamed to disk (bounded memory, resumable)."""

@@ -47,7 +47,10 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(16, "-n", "--n", help="Number of galaxies to generate."),
         seed: int = typer.Option(0, "--seed", help="Seed: the same seed and bundle give identical files."),
         out: Path = typer.Option(..., "--out", help="Folder for the generated files."),
-        fmt: str = typer.Option("fits", "--format", help="fits (physical units), png (8-bit view) or npy."),
+        fmt: str = typer.Option(
+            "fits", "--format", help="fits (one FITS per galaxy, physical units), fits-cube "
+            "(all in one N×C×H×W FITS with a table of galaxies), png (8-bit view) or npy."
+        ),
         batch: int = typer.Option(64, "--batch", help="Galaxies generated per forward pass."),
         truncation: float = typer.Option(
             None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none); "
@@ -69,7 +72,9 @@ def register(app: typer.Typer) -> None:
             None, "--stage", help="Chained models: write the images of this stage (1: the "
             "64 px stage-I intermediate of a stackgan2 model); default: the last."
         ),
-        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option(
+            "auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
+            "cuda:N or mps."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the galaxies an earlier generate wrote to --out."

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         truncation: float = typer.Option(None, "--truncation", help="Truncation psi in w."),
         noise_mode: str = typer.Option(None, "--noise-mode", help="random (default: each row "
                                        "seed's own maps), const or none."),
-        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier mix in --out."),
     ) -> None:
         """Style-mixing grid: one FITS per cell (and per row/column seed) plus grid.png."""
@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         noise_mode: str = typer.Option(None, "--noise-mode", help="random (default: the seeds' "
                                        "maps blended along the path), const or none."),
         fps: float = typer.Option(25.0, "--fps", help="GIF frames per second."),
-        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace earlier frames."),
     ) -> None:
         """Frames between seeds as FITS plus an animated GIF (or a PNG strip)."""
@@ -199,7 +199,7 @@ def register(app: typer.Typer) -> None:
         feature_weight: float = typer.Option(1.0, "--feature-weight", help="Weight of the "
                                              "galaxy-encoder feature distance."),
         seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
-        device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier projection."),
     ) -> None:

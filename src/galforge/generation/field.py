@@ -739,7 +739,7 @@ def load_snapshot_generator(snapshot: Path, template: nn.Module) -> nn.Module:
 
 def field_from_bundle(
     path, out, size, *, ensemble: int | None = None, realisations: int | None = None,
-    device="cpu", **options,
+    device="auto", **options,
 ) -> list[FieldResult]:
     """Generate a field from a bundle or run folder (see :func:`generate_field`).
 

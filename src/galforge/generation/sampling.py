@@ -445,13 +445,14 @@ def _check_cutoff(cutoff) -> int | None:
     return int(cutoff)
 
 
-def load_bundle(path, device="cpu") -> Bundle:
+def load_bundle(path, device="auto") -> Bundle:
     """Load a bundle for sampling, from a bundle folder or a run folder; writes nothing.
 
     ``path`` may be a bundle folder (``bundle.json`` + one safetensors file per part), its
     ``bundle.json``, ``pretrained:NAME`` (a shipped bundle), or a training run folder (``run.json``): a run folder means its present
     weights (``RUN/bundle`` when it was exported from them, otherwise the bundle the export
-    would write, built in memory). ``device``: ``cpu``, ``cuda`` or ``auto``. Raises
+    would write, built in memory). ``device``: ``auto`` (CUDA, then Apple MPS, then CPU),
+    ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Raises
     :class:`BundleError` naming the file for anything missing, corrupt or inconsistent.
     """
     from galforge import pretrained

@@ -226,3 +226,27 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, base):
     assert main(["evaluate", str(real), str(real), "--fields", "--out", out,
                  "--threshold", "nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_load_field_reads_mef_and_tiles_a_model(tmp_path, base):
+    from astropy.io import fits
+
+    from galforge.cli.evaluate_fields import load_field
+    from galforge.errors import ConfigError
+
+    mef = tmp_path / "mef.fits"
+    hdus = [fits.PrimaryHDU()]
+    for c, b in enumerate(BANDS):
+        h = fits.ImageHDU(base[0][c], name=b)
+        h.header["FILTER"] = b
+        hdus.append(h)
+    fits.HDUList(hdus).writeto(mef)
+    arr, bands, *_ = load_field(str(mef), "REAL_FIELD")
+    assert arr.shape == (3, SIZE, SIZE) and bands == BANDS
+    np.testing.assert_array_equal(arr, base[0])
+    arr, bands, units, desc, _ = load_field("pretrained:xdf-sgan", "FAKE_FIELD",
+                                            shape=(3, 128, 160), seed=3, work=tmp_path)
+    assert arr.shape == (3, 128, 160) and bands == BANDS and np.isfinite(arr).all()
+    assert "seed 3" in desc and units
+    with pytest.raises(ConfigError, match="REAL_FIELD"):
+        load_field("pretrained:xdf-sgan", "REAL_FIELD")

@@ -10,6 +10,7 @@ Usage::
 
     python benchmarks/field_validation.py --steps 2000 --out /tmp/sgan-val
     python benchmarks/field_validation.py --run RUN   # an existing sgan run or bundle
+    python benchmarks/field_validation.py --run pretrained:xdf-sgan --report /tmp/xdf-report
 
 Short CPU trainings are far from the paper's 200 epochs: read the figures as a check of
 the pipeline unless the run was trained to convergence.  Prints a table, then one JSON line.
@@ -34,6 +35,8 @@ def main() -> None:
     p.add_argument("--d-widths", default="[64,128,256,512,512]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresh", type=float, default=5.0)
+    p.add_argument("--report", default=None,
+                   help="also write the full field report (evaluate --fields) into this folder")
     args = p.parse_args()
 
     from galforge.cli import main as cli
@@ -43,7 +46,7 @@ def main() -> None:
 
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
-    run = Path(args.run) if args.run else work / "run"
+    run = args.run if args.run else work / "run"  # a str keeps pretrained:NAME
     if args.run is None and not (run / "bundle").exists():
         rc = cli(["train", "builtin:hdf", "--model", "sgan", "--out", str(run),
                   "--steps", str(args.steps), "--batch", str(args.batch),
@@ -64,6 +67,16 @@ def main() -> None:
     summary = {"size": [h, w], "units": real.units, "run": str(run), **result}
     print(f"field {h}x{w} ({real.units})")
     print(format_comparison(result))
+    if args.report:
+        from galforge.evaluation.field_report import evaluate_fields, format_summary
+
+        metrics = evaluate_fields(real_img, fake_img, list(real.bands), args.report,
+                                  units=real.units, real_source="builtin:hdf",
+                                  fake_source=f"{run} (seed {args.seed})", seed=args.seed,
+                                  thresh=args.thresh)
+        print(format_summary(metrics))
+        summary["field_report"] = {"folder": args.report, "passed": metrics["passed"],
+                                   "rows": metrics["n_rows"]}
     print(json.dumps(summary))
 
 

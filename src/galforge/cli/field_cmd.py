@@ -108,4 +108,6 @@ def register(app: typer.Typer) -> None:
                 line += f"; FITS {r.fits_path}"
             if r.preview_path:
                 line += f"; preview {r.preview_path}"
+            if getattr(r, "truth_path", None):
+                line += f"; truth catalogue {r.truth_path} ({r.truth_rows} sources)"
             typer.echo(line)

@@ -57,7 +57,7 @@ from galforge import fitsheader, interrupt, outputs
 from galforge.errors import BundleError, ConfigError, Interrupted, ModelError
 from galforge.fileio import atomic_write_json
 from galforge.generation import fieldio
-from galforge.models.capabilities import WINDOWED, require
+from galforge.models.capabilities import SOURCES, WINDOWED, capabilities, require
 from galforge.runfolder import RunFolder
 from galforge.seeding import check_seed, derive_seed, field_chunk_generator
 
@@ -377,6 +377,11 @@ class FieldJob:
             torch.set_num_threads(self.threads)
         y0, x0, h, w = self.tile_box(ty, tx)
         g = self.generators[0]
+        if SOURCES in capabilities(g):
+            # a field of sources: the generator draws any window from the seed (physical units)
+            with torch.inference_mode():
+                y = g.render_window(self.seed, y0, x0, h, w, self.size)
+            return np.ascontiguousarray(y.cpu().numpy(), dtype=np.float32)
         plan = g.plan_window(self.tile)
         oy, ox = y0 // self.upscale, x0 // self.upscale
         latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
@@ -420,8 +425,11 @@ def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
 
 def render_one_shot(generator: nn.Module, normalizer, size, seed: int = 0) -> np.ndarray:
     """The whole field in one pass over the whole latent (for small fields and checks)."""
-    require(generator, WINDOWED, "a deep field")
     h, w = parse_size(size)
+    if SOURCES in capabilities(generator):
+        with torch.inference_mode():
+            return generator.render_window(seed, 0, 0, h, w, (h, w)).cpu().numpy()
+    require(generator, WINDOWED, "a deep field")
     u = int(generator.upscale)
     latent = FieldLatent(seed, (math.ceil(h / u), math.ceil(w / u)), generator.latent_channels)
     device = next(generator.parameters()).device
@@ -446,6 +454,9 @@ class FieldResult:
     seconds: float
     fits_path: Path | None = None
     preview_path: Path | None = None
+    #: the truth catalogue (``<out>.truth.csv``; ``.truth.fits`` beside it) of a field of sources
+    truth_path: Path | None = None
+    truth_rows: int = 0
 
     @property
     def mpix_per_s(self) -> float:
@@ -519,8 +530,10 @@ def generate_field(
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     if not generators:
         raise ModelError("generate_field: no generator given")
+    sources = SOURCES in capabilities(generators[0])
     for g in generators:
-        require(g, WINDOWED, "a deep field")
+        if not sources:
+            require(g, WINDOWED, "a deep field")
         g.eval()
     g0 = generators[0]
     for g in generators[1:]:
@@ -548,6 +561,8 @@ def generate_field(
         raise ConfigError(f"--workers {workers}: give at least 1")
     seed = check_seed(seed)
     tile = min(tile, upscale * math.ceil(max(h, w) / upscale))
+    if sources:
+        compile = False      # no tile network to compile: sources are drawn one by one
     if compile == "auto":
         # compiling gains ~5-10 % per tile over the eager path on CPU but costs 15-60 s once:
         # worth it only for many large tiles
@@ -582,6 +597,11 @@ def generate_field(
                          ("--preview", preview)):
         if path is not None:
             outputs.claim_entry(path, overwrite=overwrite, option=option)
+    if sources:
+        from galforge.generation.truth import truth_paths
+
+        for path in truth_paths(out):  # the truth catalogue is written beside the pixels
+            outputs.claim_entry(path, overwrite=overwrite, resume=resume, option="--out")
     if finished:
         # a finished field (its progress records removed): nothing left to make
         outputs.claim_entry(out, resume=True, extra=(job.progress_dir,))
@@ -629,6 +649,11 @@ def generate_field(
         result.fits_path = out
     if preview is not None:
         result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
+    if sources:
+        from galforge.generation.truth import write_truth
+
+        result.truth_path, _, result.truth_rows = write_truth(
+            g0, seed, (h, w), out, bands, tile=tile, pixel_scale=meta.get("pixel_scale"))
     outputs.remove_entry(job.progress_dir)  # finished: the tile records go
     return result
 
@@ -751,10 +776,11 @@ def field_from_bundle(
 
     bundle = load_bundle(path, device=device)
     gen = bundle.generator
-    if WINDOWED not in bundle.capabilities:
+    if WINDOWED not in bundle.capabilities and SOURCES not in bundle.capabilities:
         raise ModelError(
-            f"{path}: a {bundle.family!r} generator cannot make deep fields: it has no "
-            "'windowed' capability (fully convolutional generators such as sgan have it)"
+            f"{path}: a {bundle.family!r} generator cannot make deep fields: it has neither "
+            "the 'windowed' capability (fully convolutional generators such as sgan) nor "
+            "'sources' (fields composed of sources such as deepfield)"
         )
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)

@@ -43,6 +43,7 @@ def _fits_folder(path, size=32, n=4, cd=0.262 / 3600, seed=0):
         h = hdu.header
         h["BUNIT"] = "nanomaggy"
         h["FILTER"] = "r"
+        h["MAGZP"] = 22.5
         h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
         h["CD1_1"], h["CD1_2"], h["CD2_1"], h["CD2_2"] = -cd, 0.0, 0.0, cd
         hdu.writeto(path / f"cut{k}.fits")
@@ -76,6 +77,7 @@ def test_float_fits_default_to_asinh_and_record_the_pixel_scale(tmp_path):
     assert info["normalizer"]["stretch"] == "asinh" and info["units"] == "nanomaggy"
     # 32 px resized to 64 px: the pixels the model sees are half as large
     assert cfg["data"]["pixel_scale"] == pytest.approx(0.131, rel=1e-4)
+    assert cfg["data"]["zeropoint"] == 22.5  # MAGZP of the data: the generated FITS's MAGZP
 
 
 def test_prepared_stretch_is_what_the_config_says(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -55,6 +56,8 @@ class DataConfig:
     asinh_softening: float | None = None
     pixel_scale: float | None = None      # arcsec/pixel of the images trained on; None: from
                                           # the data's WCS (FITS) when it has one
+    zeropoint: float | None = None        # AB mag of one pixel unit (MAGZP of generated FITS);
+                                          # None: from the data's MAGZP/ZEROPT cards
     flips: bool = True                    # augmentation: random flips, p = 0.5 each
     rot90: bool = True                    # augmentation: random 90° rotations
     rotate: str | None = None             # arbitrary-angle rotation fill: constant | reflect
@@ -515,6 +518,9 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
     need(d.resize is None or d.resize >= 8, f"data.resize={d.resize} must be at least 8 pixels")
     need(d.pixel_scale is None or d.pixel_scale > 0,
          f"data.pixel_scale={d.pixel_scale} must be > 0 (arcsec per pixel)")
+    need(d.zeropoint is None or (isinstance(d.zeropoint, (int, float))
+                                 and math.isfinite(d.zeropoint)),
+         f"data.zeropoint={d.zeropoint} must be a finite number (AB mag of one pixel unit)")
     taken = [k for k in d.options if k in CROP_RESIZE_OPTIONS]
     need(not taken,
          f"data.options.{taken[0] if taken else ''} is set through data.resize, "

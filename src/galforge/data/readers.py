@@ -1031,13 +1031,18 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
 
 
 def set_level_extra(metas: list[dict], stats: dict, size, method) -> dict:
-    """``extra`` of a read set: the common ``pixel_scale`` (arcsec/pixel, after any resize)
-    and, when images were resized on reading, what the resize did."""
+    """``extra`` of a read set: the common ``pixel_scale`` (arcsec/pixel, after any resize),
+    the common ``zeropoint`` (FITS ``MAGZP``/``ZEROPT``) and, when images were resized on
+    reading, what the resize did."""
     extra: dict = {}
     scales = [m.get("pixel_scale") for m in metas]
     if scales and all(isinstance(v, (int, float)) for v in scales):
         if max(scales) - min(scales) <= 1e-6 * max(abs(max(scales)), 1e-12):
             extra["pixel_scale"] = float(scales[0])
+    zps = [m.get("magzp", m.get("zeropt")) for m in metas]
+    if zps and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in zps):
+        if max(zps) - min(zps) <= 1e-6:
+            extra["zeropoint"] = float(zps[0])  # one zero point (FITS MAGZP/ZEROPT) for all
     if stats.get("resized"):
         h, w = (int(size), int(size)) if np.isscalar(size) else (int(v) for v in size)
         extra["resize"] = {"images": int(stats["resized"]), "from": dict(stats["from"]),

@@ -97,6 +97,9 @@ def load_training_data(cfg, image_size) -> TrainingData:
     scale = iset.extra.get("pixel_scale")
     if d.pixel_scale is None and isinstance(scale, (int, float)) and scale > 0:
         d.pixel_scale = float(f"{float(scale):.6g}")
+    zp = iset.extra.get("zeropoint")
+    if getattr(d, "zeropoint", None) is None and isinstance(zp, (int, float)):
+        d.zeropoint = float(zp)  # recorded in the bundle: MAGZP of the generated FITS
     return TrainingData(iset=iset, images=images, notes=notes)
 
 

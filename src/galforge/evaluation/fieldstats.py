@@ -10,7 +10,8 @@ field pixels, truth catalogues as columns) and is used by
   background-subtracted, source-free pixels) and the noise autocorrelation of those pixels
   (masked, zero-padded FFT: ``ρ(lag) = Σ m·r·m·r(·+lag) / Σ m·m(·+lag)``, normalised to
   ``ρ(0) = 1``), averaged in rings of integer radius; the *correlation length* is the radius
-  at which the ring average first falls below ``1/e`` (linear interpolation between rings).
+  at which the ring average first falls below ``1/e`` (linear interpolation between rings;
+  on the central 2048×2048 px of larger fields).
   White noise has ``ρ(1) ≈ 0`` and a length of ``1 − 1/e ≈ 0.63`` px; noise smoothed by a
   Gaussian of σ px has ``2σ`` px.
 * :func:`angular_correlation` -- the two-point correlation function ``w(θ)`` of source
@@ -49,6 +50,15 @@ __all__ = [
 
 #: ring radii (pixels) of the noise autocorrelation profile kept in the results
 ACF_RADIUS = 8
+#: the autocorrelation is measured on the central part of a larger field, at most this side
+ACF_MAX_SIDE = 2048
+
+
+def _central(resid: np.ndarray, good: np.ndarray, side: int):
+    h, w = resid.shape
+    y0, x0 = max((h - side) // 2, 0), max((w - side) // 2, 0)
+    sl = (slice(y0, y0 + side), slice(x0, x0 + side))
+    return resid[sl], good[sl]
 
 
 def _sep_background(plane: np.ndarray, mask, box: int = 64):
@@ -146,7 +156,7 @@ def sky_statistics(field_chw, bands: Sequence[str], mask: np.ndarray, *,
         sigma = 1.4826 * float(np.median(np.abs(vals - med)))
         if sigma == 0.0:  # quantised data with most sky pixels on one level
             sigma = float(np.std(vals))
-        acf = noise_acf(resid, good)
+        acf = noise_acf(*_central(resid, good, ACF_MAX_SIDE))
         out[str(band)] = {"sigma": sigma, "median": float(np.median(arr[c][good])),
                           "n_pixels": n, "corr_length": acf["corr_length"],
                           "rho1": acf["rho1"], "acf": {"radius": acf["radius"],

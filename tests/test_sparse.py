@@ -127,3 +127,18 @@ def test_non_zero_background_is_refused_in_one_line():
         analyse(np.zeros((1, 3, 8, 8)))
     with pytest.raises(DataError, match="no galaxy"):
         analyse(np.zeros((1, 1, 32, 32)))
+
+
+def test_zero_background_rule_names_the_image_that_kept_its_sky():
+    sparse = np.zeros((3, 16, 16), np.float32)
+    sparse[:, 4:8, 4:8] = 5.0
+    check_zero_background(sparse)  # 94 % zeros in every image
+    crowded = sparse.copy()
+    crowded[1, :13] = 1.0  # a crowded field: 19 % zeros, the set still well over a fifth
+    check_zero_background(crowded)
+    sky = sparse.copy()
+    sky[2] = np.random.default_rng(1).normal(size=(16, 16))
+    with pytest.raises(DataError, match=r"sky.fits: image 2 has no pixel exactly 0"):
+        check_zero_background(sky, "sky.fits")
+    with pytest.raises(DataError, match="non-finite"):
+        check_zero_background(np.where(sparse > 0, np.nan, 0.0))

@@ -5,6 +5,12 @@ baselines read single-band images whose background is exactly 0 and where a gala
 connected cluster of non-zero pixels (``builtin:sparse``, or a user's own images of that
 kind). This module turns such images into what the two stages learn:
 
+* :func:`check_zero_background` — the one rule of a zero background: finite pixels, at least
+  a fifth of the set's pixels exactly 0, and no image without an exactly-0 pixel (a sky with
+  noise has none; a crowded field on a zero sky has some), used by the two-stage model, its baselines and the
+  realism ladder (:mod:`galforge.evaluation.realism`).
+* :func:`label_clusters` — the galaxies of one image as labels: 8-connected clusters of
+  non-zero pixels (also what the realism statistics and the ``builtin:sparse`` maker count).
 * :func:`detect_sources` — the 8-connected clusters of non-zero pixels of one image; for each,
   the flux-weighted centroid ``x`` (column) and ``y`` (row), ``flux`` (sum), ``npix`` (pixel
   count), ``peak`` and ``hlr`` (half-light radius in pixels: the distance from the centroid
@@ -38,11 +44,13 @@ from galforge.errors import ConfigError, DataError
 
 __all__ = ["SIZE_CLASSES", "SparseAnalysis", "analyse", "cell_centres", "cell_index", "field_stack",
            "cell_offsets", "check_zero_background", "class_grid", "compose", "detect_sources",
-           "extract_patches", "occupancy_grid", "size_class", "size_thresholds"]
+           "extract_patches", "label_clusters", "MIN_ZERO_FRACTION", "occupancy_grid", "size_class", "size_thresholds"]
 
 #: the size classes of the conditional model, in order (class index 0, 1, 2)
 SIZE_CLASSES = ("small", "medium", "large")
 _EIGHT = np.ones((3, 3), dtype=bool)
+#: fewest exactly-0 pixels (fraction of all pixels of a set) that make a zero background
+MIN_ZERO_FRACTION = 0.2
 _COLUMNS = ("x", "y", "flux", "npix", "peak", "hlr")
 
 
@@ -62,22 +70,38 @@ def field_stack(images, source: str = "the data") -> np.ndarray:
     return arr
 
 
+_ZERO_FIX = ("the two-stage model and the baselines need sparse fields whose background is "
+             "exactly 0 (subtract the sky and set every pixel below your detection threshold to 0)")
+
+
 def check_zero_background(images, source: str = "the data", *,
-                          min_zero_fraction: float = 0.5) -> None:
-    """DataError unless the images are sparse fields: finite, and at least
-    ``min_zero_fraction`` of the pixels of every image exactly 0 (the background)."""
+                          min_zero_fraction: float = MIN_ZERO_FRACTION,
+                          fix: str = _ZERO_FIX) -> None:
+    """DataError unless the images are sparse fields (galaxies on a background of exactly 0):
+    every pixel finite, at least ``min_zero_fraction`` (a fifth) of all the pixels exactly 0,
+    and every image with some exactly-0 pixels (a sky left in one image is named).
+
+    The one-line message names ``source`` and the share of zeros (of the set, or of the image
+    without any), then ``fix`` (what the caller's user can do about it)."""
     arr = field_stack(images, source)
     if not np.all(np.isfinite(arr)):
         raise DataError(f"{source}: non-finite pixels; sparse fields need a background of "
                         "exactly 0 and finite galaxies (read with data.options.nan_policy=fill)")
     zero = (arr == 0).reshape(arr.shape[0], -1).mean(axis=1)
+    total = float(zero.mean())
+    if total < float(min_zero_fraction):
+        raise DataError(f"{source}: only {100 * total:.1f}% of the pixels are exactly 0; " + fix)
     worst = int(np.argmin(zero))
-    if zero[worst] < float(min_zero_fraction):
-        raise DataError(
-            f"{source}: image {worst} has only {100 * zero[worst]:.1f}% of its pixels exactly 0; "
-            "the two-stage model and the baselines need sparse fields whose background is exactly "
-            "0 (subtract the sky and set every pixel below your detection threshold to 0)"
-        )
+    if zero[worst] == 0:
+        raise DataError(f"{source}: image {worst} has no pixel exactly 0; " + fix)
+
+
+def label_clusters(image) -> tuple[np.ndarray, int]:
+    """The galaxies of one ``H×W`` image: ``(labels, n)``, the 8-connected clusters of its
+    non-zero pixels numbered 1..n in scan order (rows first), 0 on the background."""
+    from scipy import ndimage
+
+    return ndimage.label(np.asarray(image) != 0, structure=_EIGHT)
 
 
 def detect_sources(image) -> dict[str, np.ndarray]:
@@ -92,7 +116,7 @@ def detect_sources(image) -> dict[str, np.ndarray]:
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise DataError(f"detect_sources takes one H×W image, got shape {img.shape}")
-    labels, k = ndimage.label(img != 0, structure=_EIGHT)
+    labels, k = label_clusters(img)
     if k == 0:
         return {c: np.zeros(0, dtype=np.float64) for c in _COLUMNS}
     idx = np.arange(1, k + 1)

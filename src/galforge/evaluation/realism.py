@@ -53,6 +53,8 @@ from pathlib import Path
 
 import numpy as np
 
+from galforge.data.sparse import check_zero_background as check_sparse_background
+from galforge.data.sparse import label_clusters
 from galforge.errors import ConfigError, DataError, EvaluationError
 
 FEATURE_SETS = ("histogram", "spectrum", "galaxies", "hog_lbp", "fft_row")
@@ -140,11 +142,9 @@ def _summary(values: np.ndarray) -> list[float]:
             float(values.max())]
 
 
-def label_galaxies(plane: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected (8-neighbour) clusters of the non-zero pixels of ``plane``: ``(labels, n)``."""
-    from scipy import ndimage
-
-    return ndimage.label(plane != 0, structure=np.ones((3, 3), dtype=bool))
+#: Connected (8-neighbour) clusters of the non-zero pixels of a plane: ``(labels, n)`` (the one
+#: labelling of sparse fields, :func:`galforge.data.sparse.label_clusters`).
+label_galaxies = label_clusters
 
 
 def galaxy_statistics(planes) -> np.ndarray:
@@ -698,10 +698,6 @@ DEFAULT_LADDER = (
                                        ("move", {"fraction": 1.0}))),
 )
 
-#: fewest exactly-zero pixels (fraction of the set) the ladder accepts as a zero background
-MIN_ZERO_FRACTION = 0.2
-
-
 def _clusters(plane: np.ndarray):
     """``(slices, masks)`` of the galaxies (connected non-zero clusters) of ``plane``."""
     from scipy import ndimage
@@ -823,13 +819,13 @@ def degrade(plane, steps: Sequence[tuple[str, dict]], rng: np.random.Generator) 
 
 
 def check_zero_background(planes, *, what: str = "the images") -> None:
-    """Raise :class:`DataError` unless the planes look like galaxies on an exactly-0 sky."""
+    """Raise :class:`DataError` unless the planes (band means) look like galaxies on an
+    exactly-0 sky: the rule of :func:`galforge.data.sparse.check_zero_background` (finite, a
+    fifth of the pixels 0, no image without a 0), and no image without a galaxy."""
     x = as_planes(planes)
-    zero = float(np.mean(x == 0))
-    if zero < MIN_ZERO_FRACTION:
-        raise DataError(
-            f"{what}: only {zero:.1%} of the pixels are exactly 0; the ladder needs galaxies on a "
-            "zero background (pass --threshold T to set pixels with |value| <= T to 0)")
+    check_sparse_background(
+        x, what, fix="the ladder needs galaxies on a zero background (pass --threshold T to set "
+                     "pixels with |value| <= T to 0)")
     blank = [i for i, p in enumerate(x) if not np.any(p)]
     if blank:
         raise DataError(f"{what}: image(s) {blank[:5]} hold no galaxy (every pixel is 0); "

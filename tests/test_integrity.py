@@ -14,10 +14,26 @@ from galforge.cli import main
 from galforge.errors import DiskFullError, TrainingError
 from galforge.training import checkpoint as ck
 
-TINY = ["--model", "dcgan64", "--batch", "3", "--seed", "1", "--device", "cpu",
-        "--set", "model.width=4", "--set", "train.progress=false",
-        "--set", "output.tensorboard=false", "--set", "output.loss_plot=false",
-        "--set", "train.sample_every=100"]
+TINY = [
+    "--model",
+    "dcgan64",
+    "--batch",
+    "3",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "output.loss_plot=false",
+    "--set",
+    "train.sample_every=100",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +76,7 @@ def _tensors(v: float) -> dict:
 def test_checkpoint_checksum_catches_one_changed_float(tmp_path):
     d = ck.write_checkpoint(tmp_path / "latest", _tensors(1.0), {"step": 5})
     raw = bytearray((d / "state.safetensors").read_bytes())
-    raw[-3] ^= 0x01   # one bit of one float: still a valid safetensors file
+    raw[-3] ^= 0x01  # one bit of one float: still a valid safetensors file
     (d / "state.safetensors").write_bytes(bytes(raw))
     with pytest.raises(TrainingError, match="sha256"):
         ck.read_checkpoint(d)
@@ -112,8 +128,19 @@ def test_disk_full_while_checkpointing_leaves_no_temporary(tmp_path, monkeypatch
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_resume_falls_back_to_newest_intact_checkpoint(npy_data, tmp_path, capsys, damage):
     run = tmp_path / "run"
-    assert _train(npy_data, run, "--steps", "3", "--set", "train.snapshot_every=2",
-                  "--set", "train.checkpoint_every=1") == 0
+    assert (
+        _train(
+            npy_data,
+            run,
+            "--steps",
+            "3",
+            "--set",
+            "train.snapshot_every=2",
+            "--set",
+            "train.checkpoint_every=1",
+        )
+        == 0
+    )
     state = run / "checkpoints/latest/state.safetensors"
     if damage == "flip":
         raw = bytearray(state.read_bytes())
@@ -128,7 +155,7 @@ def test_resume_falls_back_to_newest_intact_checkpoint(npy_data, tmp_path, capsy
     assert "Traceback" not in err
     notes = [x for x in err.splitlines() if "newest intact checkpoint" in x]
     assert len(notes) == 1 and "step-00000002" in notes[0]
-    assert ck.read_checkpoint(run / "checkpoints/latest")[1]["step"] == 4   # intact again
+    assert ck.read_checkpoint(run / "checkpoints/latest")[1]["step"] == 4  # intact again
     assert json.loads((run / "run.json").read_text())["step"] == 4
 
 
@@ -224,18 +251,21 @@ def test_generated_nan_pixels_are_refused(bundle_copy, tmp_path, capsys, monkeyp
     assert not out.exists() or not any(out.rglob("*.fits"))
 
 
-@pytest.mark.parametrize("case, expect", [
-    ("escape", "outside the bundle folder"),
-    ("absolute", "outside the bundle folder"),
-    ("bytes", "not a text"),
-    ("deep", "nested"),
-    ("family_list", "'family' must be a string"),
-    ("huge_width", "spec key 'width'"),
-    ("huge_width_float", "spec key 'width'"),
-    ("bands_numbers", "'bands' must be a list of band names"),
-    ("range", "'output_range' must be"),
-    ("spec_list", "cannot be rebuilt"),
-])
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("escape", "outside the bundle folder"),
+        ("absolute", "outside the bundle folder"),
+        ("bytes", "not a text"),
+        ("deep", "nested"),
+        ("family_list", "'family' must be a string"),
+        ("huge_width", "spec key 'width'"),
+        ("huge_width_float", "spec key 'width'"),
+        ("bands_numbers", "'bands' must be a list of band names"),
+        ("range", "'output_range' must be"),
+        ("spec_list", "cannot be rebuilt"),
+    ],
+)
 def test_bad_bundle_json_is_one_line(bundle_copy, tmp_path, capsys, case, expect):
     import shutil
 
@@ -244,11 +274,14 @@ def test_bad_bundle_json_is_one_line(bundle_copy, tmp_path, capsys, case, expect
         other = tmp_path / "elsewhere"
         other.mkdir()
         shutil.copy(bundle_copy / "generator.safetensors", other / "w.safetensors")
-        _edit_json(bundle_copy, lambda m: m["weights"].__setitem__(
-            "file", "../elsewhere/w.safetensors"))
+        _edit_json(
+            bundle_copy, lambda m: m["weights"].__setitem__("file", "../elsewhere/w.safetensors")
+        )
     elif case == "absolute":
-        _edit_json(bundle_copy, lambda m: m["weights"].__setitem__(
-            "file", str(bundle_copy / "generator.safetensors")))
+        _edit_json(
+            bundle_copy,
+            lambda m: m["weights"].__setitem__("file", str(bundle_copy / "generator.safetensors")),
+        )
     elif case == "bytes":
         path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
     elif case == "deep":
@@ -282,16 +315,148 @@ def test_shipped_and_old_bundles_still_load():
     from galforge.bundle import read_bundle
     from galforge.pretrained import __file__ as zoo
 
-    for folder in [FIXTURE, FIXTURE.parent / "sgan_v01",
-                   *sorted(p for p in __import__("pathlib").Path(zoo).parent.iterdir()
-                           if (p / "bundle.json").is_file())]:
+    for folder in [
+        FIXTURE,
+        FIXTURE.parent / "sgan_v01",
+        *sorted(
+            p
+            for p in __import__("pathlib").Path(zoo).parent.iterdir()
+            if (p / "bundle.json").is_file()
+        ),
+    ]:
         assert read_bundle(folder).parts
 
 
 def test_generate_checks_disk_space_first(bundle_copy, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["generate", str(bundle_copy), "-n", "1000000000000", "--out", str(out),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                str(bundle_copy),
+                "-n",
+                "1000000000000",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     line = _stderr_line(capsys)
     assert "-n 1000000000000" in line and "free" in line
     assert not out.exists() or not any(out.iterdir())
+
+
+# ----------------------------------------------------------------------------- small n
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory):
+    from galforge.data import load_images
+
+    d = tmp_path_factory.mktemp("sets")
+    real = load_images("builtin:galsim?n=16&size=64&seed=1").images
+    np.save(d / "real.npy", real.transpose(0, 2, 3, 1))
+    np.save(d / "zero.npy", np.zeros((8, 64, 64, 3), np.float32))
+    noise = np.random.default_rng(1).normal(0, real.std(), (8, 64, 64, 3)).astype(np.float32)
+    np.save(d / "noise.npy", noise)
+    return d
+
+
+@pytest.mark.parametrize("garbage", ["zero", "noise"])
+def test_frechet_distance_at_small_n_is_too_few_to_judge(small_sets, tmp_path, garbage):
+    out = tmp_path / "ev"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(small_sets / "real.npy"),
+                str(small_sets / f"{garbage}.npy"),
+                "--out",
+                str(out),
+                "--measures",
+                "fid",
+                "--no-progress",
+                "--no-cache",
+            ]
+        )
+        == 0
+    )
+    rows = json.loads((out / "metrics.json").read_text())["summary"]
+    row = next(r for r in rows if r["measure"] == "Fréchet galaxy distance")
+    assert row["passed"] is False and row["note"].startswith("too few to judge")
+
+
+def test_frechet_verdict_stands_when_garbage_fails():
+    from galforge.evaluation.measures import FrechetGalaxyDistance
+
+    m = FrechetGalaxyDistance()
+    base = {"fgd": 10.0, "fgd_real_halves": 5.0, "n_real": 500, "n_fake": 500}
+    ok = m.summary({**base, "fgd_zeros": 300.0, "fgd_noise": 200.0}, {"fgd_factor": 3.0}, None)
+    assert ok[0]["passed"] and "note" not in ok[0]
+    few = m.summary({**base, "fgd_zeros": 300.0, "fgd_noise": 12.0}, {"fgd_factor": 3.0}, None)
+    assert not few[0]["passed"] and "pure noise" in few[0]["note"]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize(
+    "argv, expect",
+    [
+        (
+            ["train", "builtin:galsim?n=4", "--set", "model.lr=-1", "--dry-run"],
+            "model.lr=-1.0 must be > 0",
+        ),
+        (
+            ["train", "builtin:galsim?n=4", "--set", "model.ema=2", "--dry-run"],
+            "model.ema=2.0 must be in [0, 1)",
+        ),
+        (
+            ["train", "builtin:galsim?n=4", "--keep-best", "bogus", "--dry-run"],
+            "train.keep_best='bogus'",
+        ),
+        (
+            ["train", "builtin:galsim?n=4", "--set", "model.width=100000000", "--dry-run"],
+            "model.width=100000000 must be in [1, 65536]",
+        ),
+        (["train", "builtin:galsim?n=4", "--metric-n", "1", "--dry-run"], "train.metric_n=1"),
+        (["data", "inspect", "builtin:galsim?n=-5"], "n=-5"),
+        (["data", "inspect", "builtin:galsim?size=2"], "size=2"),
+        (
+            [
+                "data",
+                "prepare",
+                "builtin:galsim?n=2&size=16",
+                "--nan-policy",
+                "bogus",
+                "--out",
+                "{tmp}/p",
+            ],
+            "--nan-policy",
+        ),
+        (
+            ["evaluate", "a", "b", "--out", "{tmp}/e", "--holdout-fraction", "1.5"],
+            "--holdout-fraction 1.5 must be in (0, 1)",
+        ),
+        (["evaluate", "a", "b", "--out", "{tmp}/e", "--chunk-size", "0"], "--chunk-size 0"),
+    ],
+)
+def test_out_of_range_options_are_one_line(tmp_path, capsys, argv, expect):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("error: ") and expect in line, line
+    assert not (tmp_path / "p").exists() and not (tmp_path / "e").exists()
+
+
+def test_every_shipped_model_config_is_in_range():
+    from galforge.config import resolve_config
+    from galforge.training.recipes import model_configs, model_defaults
+
+    defaults, configs = model_defaults(), model_configs()
+    for name in defaults:
+        for conf in [None, *sorted(configs.get(name) or {})]:
+            sets = [f"model.name={name}"] + ([f"model.config={conf}"] if conf else [])
+            resolve_config(sets=sets, model_defaults=defaults, model_configs=configs)

@@ -478,8 +478,92 @@ def resolve_config(
     return cfg
 
 
+# ----------------------------------------------------------------------------- ranges
+# A range is written as the user reads it: "> 0", ">= 1", "(0, 1)", "[0, 1)", "[0, 1]";
+# a tuple of strings is a choice.  Every numeric option is checked against one, in the config
+# (tables below) and on the command line (:func:`check_ranges`), with one message form.
+
+#: ranges of the section keys not checked one by one in :func:`_check_values`
+RANGES: dict[str, str | tuple] = {
+    "train.seed": ">= 0", "train.threads": ">= 1", "train.freeze_g": ">= 0",
+    "train.freeze_d": ">= 0", "train.metric_every": ">= 0", "train.metric_n": ">= 2",
+    "train.keep_best": ("fgd", "kid"), "data.clip_percentile": "(0, 100]",
+    "data.asinh_softening": "> 0",
+}
+
+#: ranges of recipe hyper-parameters (``model.*``), by name, whichever model has them
+MODEL_RANGES: dict[str, str] = {
+    **dict.fromkeys(("lr", "lr_d", "lr_g", "gal_lr", "pos_lr", "gamma", "lr_decay", "eps",
+                     "conv_clamp", "thresh", "kde_scale"), "> 0"),
+    **dict.fromkeys(("ema", "beta1", "beta2", "gal_beta1", "pos_beta1", "dropout",
+                     "label_smoothing", "style_mixing", "pl_decay"), "[0, 1)"),
+    **dict.fromkeys(("ada_target", "ada_cutout"), "[0, 1]"),
+    **dict.fromkeys(("width", "latent_dim", "z_dim", "w_dim", "image_size", "kernel_size",
+                     "mapping_layers", "n_res", "pack", "patch", "patch_batch", "grid", "cell",
+                     "stamp", "render", "sample_size", "channel_base", "channel_max",
+                     "d_width", "gal_width", "pos_width", "up_width", "gal_latent_dim",
+                     "pos_latent_dim", "start_resolution", "mbstd_group", "d_mbstd_group",
+                     "pl_batch_shrink", "ada_interval", "pl_interval", "r1_interval",
+                     "lr_decay_epochs", "minarea", "amp_res"), "[1, 65536]"),
+    **dict.fromkeys(("r1_gamma", "gp_lambda", "pl_weight", "scene_blur", "adv_weight",
+                     "pixel_weight", "drift", "ada_kimg", "ema_kimg", "fade_kimg",
+                     "stable_kimg", "ada_noise_std", "ada_scale_std", "ada_sky_std",
+                     "ada_xfrac_std", "ada_max_shift", "lambda_k", "leaky_slope", "min_snr",
+                     "k0", "d_profile_group", "color_scatter"), ">= 0"),
+}
+
+
+def in_range(value, rule: str | tuple) -> bool:
+    """Whether ``value`` satisfies ``rule`` (see :data:`RANGES`); ``None`` always does."""
+    if value is None:
+        return True
+    if isinstance(rule, tuple):
+        return value in rule
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return False
+    rule = rule.strip()
+    if rule[0] in "<>":
+        op, bound = rule.split()
+        bound = float(bound)
+        return {">": value > bound, ">=": value >= bound, "<": value < bound,
+                "<=": value <= bound}[op]
+    lo, hi = (float(v) for v in rule[1:-1].split(","))
+    above = value > lo if rule[0] == "(" else value >= lo
+    below = value < hi if rule[-1] == ")" else value <= hi
+    return above and below
+
+
+def range_text(rule: str | tuple) -> str:
+    if isinstance(rule, tuple):
+        return "one of " + ", ".join(map(str, rule))
+    if rule.strip()[0] in "<>":
+        return rule.strip()
+    return f"in {rule.strip()}"
+
+
+def check_range(option: str, value, rule: str | tuple, origin: str = "") -> None:
+    """ConfigError ``"<origin>: <option>=<value> must be <rule>"`` when ``value`` is out of it."""
+    if not in_range(value, rule):
+        where = f"{origin}: " if origin else ""
+        sep = "=" if option[:1] != "-" else " "
+        raise ConfigError(f"{where}{option}{sep}{value!r} must be {range_text(rule)}")
+
+
+def check_ranges(items: dict[str, tuple], origin: str = "") -> None:
+    """:func:`check_range` for ``{option: (value, rule)}`` (command-line options)."""
+    for option, (value, rule) in items.items():
+        check_range(option, value, rule, origin)
+
+
 def _check_values(cfg: RunConfig, origin: str) -> None:
     t = cfg.train
+    sections = {"train": cfg.train, "data": cfg.data, "output": cfg.output}
+    for key, rule in RANGES.items():
+        sec, name = key.split(".")
+        check_range(key, getattr(sections[sec], name), rule, origin)
+    for name, value in cfg.model.params.items():
+        if name in MODEL_RANGES and isinstance(value, (int, float)):
+            check_range(f"model.{name}", value, MODEL_RANGES[name], origin)
 
     def need(cond: bool, msg: str) -> None:
         if not cond:

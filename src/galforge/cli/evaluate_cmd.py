@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from galforge.config import check_ranges
 from galforge.errors import ConfigError, DataError, EvaluationError
 
 
@@ -182,6 +183,13 @@ def register(app: typer.Typer) -> None:
 
             evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
                                 seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
+        check_ranges({
+            "--holdout-fraction": (holdout_fraction, "(0, 1)"), "--upscale": (upscale, ">= 0"),
+            "--detect-thresh": (detect_thresh, "> 0"), "--minarea": (minarea, ">= 1"),
+            "--box-k": (box_k, "> 0"), "--size": (size, ">= 8"), "--limit": (limit, ">= 1"),
+            "--workers": (workers, ">= 1"), "--chunk-size": (chunk_size, ">= 1"),
+            "--match-radius": (match_radius, "> 0"), "--redshift": (redshift, "> 0"),
+        })
                                 minarea=minarea, threshold=threshold, device=device)
             return
         if truth is not None:

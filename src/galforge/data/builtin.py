@@ -696,6 +696,33 @@ def _check_params(name: str, params: dict, spec: str) -> None:
             raise ConfigError(
                 f"builtin:{name}: {key}={value!r} in {spec!r} must be {kind}"
             )
+        low, high, why = _RANGES.get(key, (None, None, ""))
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and (
+                    (low is not None and v < low) or (high is not None and v > high)
+                    or v != v):
+                bounds = (f"between {low} and {high}" if high is not None else f">= {low}")
+                raise ConfigError(f"builtin:{name}: {key}={value!r} in {spec!r} must be "
+                                  f"{bounds}{why}")
+
+
+# ranges of the numeric spec parameters (low, high, why); others are checked by their maker
+_RANGES = {
+    "n": (1, 10_000_000, " (the number of images)"),
+    "size": (8, 65536, " pixels"),
+    "stamp": (8, 65536, " pixels"),
+    "seed": (0, None, ""),
+    "count": (0, 1_000_000, " (galaxies per field)"),
+    "pixel_scale": (1e-6, None, " arcsec per pixel"),
+    "psf_fwhm": (0, None, " arcsec"),
+    "snr": (1e-6, None, ""),
+    "flux": (0, None, ""),
+    "hlr": (1e-6, None, " arcsec"),
+    "q": (1e-3, 1.0, ""),
+    "bulge_frac": (0.0, 1.0, ""),
+    "min_area": (1, None, " pixels"),
+}
 
 
 def describe_spec(spec: str) -> dict:

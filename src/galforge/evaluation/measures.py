@@ -439,9 +439,13 @@ class PowerSpectrum(SetMeasure):
 
 class FrechetGalaxyDistance(SetMeasure):
     name = "fid"
+GARBAGE_MAX = 1000   # images per garbage control set of the Fréchet galaxy distance
+
+
     title = "Fréchet galaxy distance"
     imports = ("galforge.evaluation.features", "galforge.evaluation.metrics")
     options = ("encoder_weights", "kid_subsets", "kid_subset_size", "seed")
+    version = "2"   # 2: the garbage controls (fgd_zeros, fgd_noise)
     thresholds = {"fgd_factor": 3.0}
 
     def cache_options(self, ctx):
@@ -469,7 +473,22 @@ class FrechetGalaxyDistance(SetMeasure):
         ref = features_fid_kid(feats[perm[:half]], feats[perm[half:2 * half]], **kw)
         return {"fgd": main["fid"], "kid_mean": main["kid_mean"], "kid_std": main["kid_std"],
                 "kid_subset_size": main["kid_subset_size"],
+        # garbage controls: the distance of all-zero images and of pure noise (with the real
+        # pixels' mean and spread per band), as many as the fakes.  A threshold these pass is
+        # no test at this n ("too few to judge").
+        garbage = {}
+        m = min(len(fake), GARBAGE_MAX)
+        rng = np.random.default_rng([int(o["seed"]), 29])
+        mean = real.mean(axis=(0, 2, 3), keepdims=True)
+        std = real.std(axis=(0, 2, 3), keepdims=True)
+        for name, images in (
+                ("zeros", np.zeros((m, *real.shape[1:]), np.float32)),
+                ("noise", (mean + std * rng.standard_normal((m, *real.shape[1:])))
+                 .astype(np.float32))):
+            garbage[name] = features_fid_kid(
+                feats, features.encoder_features(enc, images, scale), **kw)["fid"]
                 "num_features": main["num_features"],
+                "fgd_zeros": garbage["zeros"], "fgd_noise": garbage["noise"],
                 "fgd_real_halves": ref["fid"], "kid_real_halves": ref["kid_mean"],
                 "n_real": int(len(real)), "n_fake": int(len(fake)), "n_half": int(half),
                 "set_scale": scale, "encoder": features.galaxy_encoder_card(
@@ -480,9 +499,19 @@ class FrechetGalaxyDistance(SetMeasure):
             return []
         thr = thresholds["fgd_factor"] * max(result["fgd_real_halves"], 1e-12)
         v = result["fgd"]
-        return [summary_row("Fréchet galaxy distance", v, thr, v is not None and v < thr,
+        garbage = {k: result.get(f"fgd_{k}") for k in ("zeros", "noise")}
+        passed_by = [k for k, g in garbage.items() if g is not None and not g >= thr]
+        note = None
+        if passed_by:
+            note = (f"too few to judge: at this n the threshold {thr:.4g} also passes "
+                    + " and ".join(f"{'all-zero images' if k == 'zeros' else 'pure noise'} "
+                                   f"(FGD {garbage[k]:.4g})" for k in passed_by)
+                    + "; evaluate more images")
+        return [summary_row("Fréchet galaxy distance", v, thr,
+                            v is not None and v < thr and not passed_by,
                             f"< {thresholds['fgd_factor']:g} × real-vs-real FGD", self.name,
-                            n_real=result.get("n_real"), n_fake=result.get("n_fake"))]
+                            n_real=result.get("n_real"), n_fake=result.get("n_fake"),
+                            note=note)]
 
 
 class Inception(SetMeasure):

@@ -104,7 +104,7 @@ def realism_classifier(real_features, fake_features, *, folds: int = 5, seed: in
     if n < folds:
         raise EvaluationError(
             f"the realism classifier needs at least {folds} images per set (got {n}); "
-            "pass more images or lower --classifier-folds"
+            "pass more images (evaluate -n) or, from Python, a lower classifier_folds="
         )
     xr = xr[rng.permutation(len(xr))[:n]]
     xf = xf[rng.permutation(len(xf))[:n]]

@@ -112,7 +112,7 @@ def read_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict
                                         "sha256 (corrupt or changed); restore the folder")
         tensors = load_file(str(found / TENSORS))
         meta = json.loads((found / META).read_text())
-    except (OSError, ValueError, SafetensorError) as exc:
+    except (OSError, ValueError, RecursionError, SafetensorError) as exc:
         raise TrainingError(f"checkpoint {found} cannot be read ({exc}); start a new run "
                             "or restore the folder") from exc
     if not isinstance(meta, dict) or "step" not in meta:

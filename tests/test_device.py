@@ -41,8 +41,22 @@ def test_load_and_commands_default_to_auto(tmp_path, no_gpu, capsys):
     assert bundle.device == resolve_device("auto") == torch.device("cpu")
     out = tmp_path / "o"
     assert main(["generate", str(path), "-n", "1", "--out", str(out), "--no-progress"]) == 0
-    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "c"), "--device",
-                 "cuda", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "1",
+                "--out",
+                str(tmp_path / "c"),
+                "--device",
+                "cuda",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "--device cuda" in err and "CUDA is not available" in err
     assert len(err.splitlines()) == 1

@@ -34,9 +34,15 @@ def _bundle(path, units="counts", bands=BANDS, config=None):
     gen = TinyConvGenerator(**spec)
     data = _data()[:, : len(bands)]
     return save_bundle(
-        path, family=FAMILY, spec=spec, state_dict=gen.state_dict(),
-        normalizer=Normalizer.fit(data, target=(-1.0, 1.0)), bands=bands, units=units,
-        output_range=(-1.0, 1.0), config=config if config is not None else {},
+        path,
+        family=FAMILY,
+        spec=spec,
+        state_dict=gen.state_dict(),
+        normalizer=Normalizer.fit(data, target=(-1.0, 1.0)),
+        bands=bands,
+        units=units,
+        output_range=(-1.0, 1.0),
+        config=config if config is not None else {},
         data_fingerprint="0" * 64,
     )
 
@@ -112,8 +118,24 @@ def test_fits_cube_round_trips_through_galforges_reader(tmp_path):
 
 def test_field_fits_is_valid(tmp_path):
     out = tmp_path / "f.fits"
-    assert main(["field", str(FIXTURES / "sgan_v01"), "--size", "48x40", "--tile", "32",
-                 "--out", str(out), "--no-progress", "--compile", "off"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(FIXTURES / "sgan_v01"),
+                "--size",
+                "48x40",
+                "--tile",
+                "32",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--compile",
+                "off",
+            ]
+        )
+        == 0
+    )
     header, ccd = _valid(out)
     assert ccd.data.shape[-2:] == (48, 40) and header["NAXIS"] == 3
     assert header["BUNIT"] == "count" and header["GFUNIT"] == "counts"
@@ -141,9 +163,17 @@ def test_baseline_and_ladder_fits_are_valid(tmp_path):
     _fitsverify(rung)
 
 
-@pytest.mark.parametrize("old, read_as", [("counts", "counts"), ("8-bit level", "8-bit level"),
-                                          ("nanomaggy", "nanomaggy"), ("nmgy", "nanomaggy"),
-                                          ("count", "counts"), ("electron/s", "electron/s")])
+@pytest.mark.parametrize(
+    "old, read_as",
+    [
+        ("counts", "counts"),
+        ("8-bit level", "8-bit level"),
+        ("nanomaggy", "nanomaggy"),
+        ("nmgy", "nanomaggy"),
+        ("count", "counts"),
+        ("electron/s", "electron/s"),
+    ],
+)
 def test_old_and_standard_unit_strings_are_read(tmp_path, old, read_as):
     """Files galforge wrote before (BUNIT 'counts', '8-bit level') keep their units."""
     hdu = fits.PrimaryHDU(np.ones((6, 6), np.float32))

@@ -8,16 +8,40 @@ import pytest
 from astropy import units as u
 from astropy.table import QTable
 
-from galforge.evaluation.figures import write_csv
 from galforge.data.tables import column_unit, to_qtable, write_ecsv
+from galforge.evaluation.figures import write_csv
 
 ROWS = [
-    {"image": 0, "id": 1, "x": 3.5, "y": 4.25, "theta": 0.5, "pa_deg": 28.6,
-     "half_light_radius": 2.0, "hlr_arcsec": 0.4, "flux_r": 120.0, "mag_r": 19.8,
-     "magerr_r": 0.02, "flag": 0, "band": "r"},
-    {"image": 1, "id": 1, "x": 7.0, "y": 1.0, "theta": -1.0, "pa_deg": None,
-     "half_light_radius": 1.5, "hlr_arcsec": 0.3, "flux_r": 80.0, "mag_r": 20.2,
-     "magerr_r": 0.05, "flag": 2, "band": "r"},
+    {
+        "image": 0,
+        "id": 1,
+        "x": 3.5,
+        "y": 4.25,
+        "theta": 0.5,
+        "pa_deg": 28.6,
+        "half_light_radius": 2.0,
+        "hlr_arcsec": 0.4,
+        "flux_r": 120.0,
+        "mag_r": 19.8,
+        "magerr_r": 0.02,
+        "flag": 0,
+        "band": "r",
+    },
+    {
+        "image": 1,
+        "id": 1,
+        "x": 7.0,
+        "y": 1.0,
+        "theta": -1.0,
+        "pa_deg": None,
+        "half_light_radius": 1.5,
+        "hlr_arcsec": 0.3,
+        "flux_r": 80.0,
+        "mag_r": 20.2,
+        "magerr_r": 0.05,
+        "flag": 2,
+        "band": "r",
+    },
 ]
 
 
@@ -32,8 +56,13 @@ def test_column_units_follow_the_names():
 
 
 def test_ecsv_units_round_trip_through_qtable(tmp_path):
-    path = write_ecsv(tmp_path / "cat.ecsv", ROWS, pixel_units="counts",
-                      units={"hlr_arcsec": "arcsec"}, meta={"seed": 3})
+    path = write_ecsv(
+        tmp_path / "cat.ecsv",
+        ROWS,
+        pixel_units="counts",
+        units={"hlr_arcsec": "arcsec"},
+        meta={"seed": 3},
+    )
     table = QTable.read(path)
     assert table["x"].unit == u.pix and table["theta"].unit == u.rad
     assert table["pa_deg"].unit == u.deg and math.isnan(table["pa_deg"][1].value)

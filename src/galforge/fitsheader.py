@@ -161,8 +161,10 @@ def wcs_cards(header, height: int, width: int, pixel_scale: float | None) -> Non
         if math.isfinite(pixel_scale) and pixel_scale > 0:
             scale = float(pixel_scale)
     if scale is None:
-        header.add_comment("No WCS: the training data had no known pixel scale; axes are "
-                           "pixels, not sky coordinates.")
+        header.add_comment(
+            "No WCS: the training data had no known pixel scale; axes are "
+            "pixels, not sky coordinates."
+        )
         return
     deg = scale / 3600.0
     header["PIXSCALE"] = (scale, "[arcsec/pixel] pixel scale of the training data")
@@ -178,8 +180,10 @@ def wcs_cards(header, height: int, width: int, pixel_scale: float | None) -> Non
     header["CUNIT1"] = ("deg", "unit of CRVAL1 and CDELT1")
     header["CUNIT2"] = ("deg", "unit of CRVAL2 and CDELT2")
     header["RADESYS"] = ("ICRS", "frame of the placeholder position")
-    header.add_comment("The WCS carries the training data's pixel scale only: CRVAL (0, 0) "
-                       "is a placeholder, not a position on the sky.")
+    header.add_comment(
+        "The WCS carries the training data's pixel scale only: CRVAL (0, 0) "
+        "is a placeholder, not a position on the sky."
+    )
 
 
 def zeropoint_card(header, zeropoint: float | None) -> None:
@@ -219,8 +223,10 @@ def file_date() -> str:
         except (ValueError, OverflowError, OSError):
             from galforge.errors import ConfigError
 
-            raise ConfigError(f"SOURCE_DATE_EPOCH={epoch!r}: must be whole seconds since "
-                              "1970-01-01 UTC; unset it or fix it") from None
+            raise ConfigError(
+                f"SOURCE_DATE_EPOCH={epoch!r}: must be whole seconds since "
+                "1970-01-01 UTC; unset it or fix it"
+            ) from None
     else:
         moment = _dt.datetime.now(_dt.timezone.utc)
     return fits_date(moment)

@@ -22,9 +22,29 @@ from pathlib import Path
 
 __all__ = ["column_unit", "ecsv_path", "to_qtable", "write_ecsv"]
 
-_PIX = {"x", "y", "a", "b", "kron_radius", "aper_radius", "half_light_radius", "sma",
-        "rpetro_circ", "rpetro_ellip", "r20", "r50", "r80", "rhalf_circ", "rhalf_ellip",
-        "xc", "yc", "x_peak", "y_peak", "x_true", "y_true"}
+_PIX = {
+    "x",
+    "y",
+    "a",
+    "b",
+    "kron_radius",
+    "aper_radius",
+    "half_light_radius",
+    "sma",
+    "rpetro_circ",
+    "rpetro_ellip",
+    "r20",
+    "r50",
+    "r80",
+    "rhalf_circ",
+    "rhalf_ellip",
+    "xc",
+    "yc",
+    "x_peak",
+    "y_peak",
+    "x_true",
+    "y_true",
+}
 _NO_UNIT = {"id", "image", "index", "flag", "npix", "n", "seed"}
 
 
@@ -60,19 +80,27 @@ def _column(values):
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
         return np.array([bool(v) for v in values])
-    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                       for v in present):
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
         if all(isinstance(v, int) for v in present) and len(present) == len(values):
             return np.array(values, dtype=np.int64)
         return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
     import json
 
-    return np.array(["" if v is None else (json.dumps(v) if isinstance(v, (list, dict, tuple))
-                                          else str(v)) for v in values])
+    return np.array(
+        [
+            "" if v is None else (json.dumps(v) if isinstance(v, (list, dict, tuple)) else str(v))
+            for v in values
+        ]
+    )
 
 
-def to_qtable(rows: Sequence[Mapping], *, pixel_units: str | None = None,
-              units: Mapping[str, str] | None = None, meta: Mapping | None = None):
+def to_qtable(
+    rows: Sequence[Mapping],
+    *,
+    pixel_units: str | None = None,
+    units: Mapping[str, str] | None = None,
+    meta: Mapping | None = None,
+):
     """An astropy ``QTable`` of ``rows`` (dicts; the columns are the union of their keys)
     with the units of :func:`column_unit`, ``units`` (name -> unit string) overriding."""
     from astropy import units as u
@@ -101,8 +129,14 @@ def ecsv_path(csv_path) -> Path:
     return path.with_suffix(".ecsv")
 
 
-def write_ecsv(path, rows: Sequence[Mapping], *, pixel_units: str | None = None,
-               units: Mapping[str, str] | None = None, meta: Mapping | None = None) -> Path:
+def write_ecsv(
+    path,
+    rows: Sequence[Mapping],
+    *,
+    pixel_units: str | None = None,
+    units: Mapping[str, str] | None = None,
+    meta: Mapping | None = None,
+) -> Path:
     """Write ``rows`` as an ECSV table with units (atomically); returns the path."""
     from galforge.fileio import atomic_write_bytes
 

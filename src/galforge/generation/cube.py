@@ -35,8 +35,17 @@ class FitsCubeWriter:
     interface as :class:`galforge.generation.writers.NpyWriter`.
     """
 
-    def __init__(self, path, n: int, image_shape: Sequence[int], header, *, seed: int,
-                 condition_names: Sequence[str] = (), conditions: np.ndarray | None = None):
+    def __init__(
+        self,
+        path,
+        n: int,
+        image_shape: Sequence[int],
+        header,
+        *,
+        seed: int,
+        condition_names: Sequence[str] = (),
+        conditions: np.ndarray | None = None,
+    ):
         from astropy.io import fits
 
         self.path = Path(path)
@@ -63,8 +72,10 @@ class FitsCubeWriter:
         for comment in header.get("COMMENT", []):
             if not str(comment).startswith("The third axis"):
                 cube.add_comment(str(comment))
-        cube.add_comment("Axes: NAXIS1 x NAXIS2 pixels of one stamp, NAXIS3 bands (BANDS), "
-                         "NAXIS4 galaxies (one row each in the GALAXIES table).")
+        cube.add_comment(
+            "Axes: NAXIS1 x NAXIS2 pixels of one stamp, NAXIS3 bands (BANDS), "
+            "NAXIS4 galaxies (one row each in the GALAXIES table)."
+        )
         self._indices: list[int] = []
         fd, tmp = make_temp_file(self.path)
         self._tmp = Path(tmp)
@@ -76,8 +87,9 @@ class FitsCubeWriter:
         if len(self._indices) + len(images) > self.n:
             raise ConfigError(f"{self.path}: more than the {self.n} samples announced")
         if tuple(images.shape[1:]) != self.shape:
-            raise ConfigError(f"{self.path}: images of shape {tuple(images.shape[1:])}, "
-                              f"expected {self.shape}")
+            raise ConfigError(
+                f"{self.path}: images of shape {tuple(images.shape[1:])}, expected {self.shape}"
+            )
         self._fh.write(np.ascontiguousarray(images, dtype=">f4").tobytes())
         self._indices.extend(range(int(first_index), int(first_index) + len(images)))
 
@@ -85,9 +97,12 @@ class FitsCubeWriter:
         from astropy.io import fits
 
         index = np.asarray(self._indices, dtype=np.int64)
-        cols = [fits.Column(name="INDEX", format="K", array=index),
-                fits.Column(name="SEED", format="K",
-                            array=np.full(len(index), self.seed, dtype=np.int64))]
+        cols = [
+            fits.Column(name="INDEX", format="K", array=index),
+            fits.Column(
+                name="SEED", format="K", array=np.full(len(index), self.seed, dtype=np.int64)
+            ),
+        ]
         if self.conditions is not None:
             values = np.asarray(self.conditions, dtype=np.float32)
             for k, name in enumerate(self.condition_names):

@@ -176,13 +176,6 @@ def register(app: typer.Typer) -> None:
 
         if n is not None and n < 2:
             raise ConfigError(f"-n {n}: sample at least 2 images")
-        if seed < 0:
-            raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
-        if fields:
-            from galforge.cli import evaluate_fields
-
-            evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
-                                seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
         check_ranges({
             "--holdout-fraction": (holdout_fraction, "(0, 1)"), "--upscale": (upscale, ">= 0"),
             "--detect-thresh": (detect_thresh, "> 0"), "--minarea": (minarea, ">= 1"),
@@ -190,6 +183,13 @@ def register(app: typer.Typer) -> None:
             "--workers": (workers, ">= 1"), "--chunk-size": (chunk_size, ">= 1"),
             "--match-radius": (match_radius, "> 0"), "--redshift": (redshift, "> 0"),
         })
+        if seed < 0:
+            raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        if fields:
+            from galforge.cli import evaluate_fields
+
+            evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
+                                seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
                                 minarea=minarea, threshold=threshold, device=device)
             return
         if truth is not None:

@@ -437,15 +437,15 @@ class PowerSpectrum(SetMeasure):
         return {"figures": figs, "csv": []}
 
 
-class FrechetGalaxyDistance(SetMeasure):
-    name = "fid"
 GARBAGE_MAX = 1000   # images per garbage control set of the Fréchet galaxy distance
 
 
+class FrechetGalaxyDistance(SetMeasure):
+    name = "fid"
     title = "Fréchet galaxy distance"
+    version = "2"   # 2: the garbage controls (fgd_zeros, fgd_noise)
     imports = ("galforge.evaluation.features", "galforge.evaluation.metrics")
     options = ("encoder_weights", "kid_subsets", "kid_subset_size", "seed")
-    version = "2"   # 2: the garbage controls (fgd_zeros, fgd_noise)
     thresholds = {"fgd_factor": 3.0}
 
     def cache_options(self, ctx):
@@ -471,8 +471,6 @@ GARBAGE_MAX = 1000   # images per garbage control set of the Fréchet galaxy dis
         half = len(real) // 2
         feats = features.encoder_features(enc, real, scale)
         ref = features_fid_kid(feats[perm[:half]], feats[perm[half:2 * half]], **kw)
-        return {"fgd": main["fid"], "kid_mean": main["kid_mean"], "kid_std": main["kid_std"],
-                "kid_subset_size": main["kid_subset_size"],
         # garbage controls: the distance of all-zero images and of pure noise (with the real
         # pixels' mean and spread per band), as many as the fakes.  A threshold these pass is
         # no test at this n ("too few to judge").
@@ -487,8 +485,10 @@ GARBAGE_MAX = 1000   # images per garbage control set of the Fréchet galaxy dis
                  .astype(np.float32))):
             garbage[name] = features_fid_kid(
                 feats, features.encoder_features(enc, images, scale), **kw)["fid"]
-                "num_features": main["num_features"],
+        return {"fgd": main["fid"], "kid_mean": main["kid_mean"], "kid_std": main["kid_std"],
                 "fgd_zeros": garbage["zeros"], "fgd_noise": garbage["noise"],
+                "kid_subset_size": main["kid_subset_size"],
+                "num_features": main["num_features"],
                 "fgd_real_halves": ref["fid"], "kid_real_halves": ref["kid_mean"],
                 "n_real": int(len(real)), "n_fake": int(len(fake)), "n_half": int(half),
                 "set_scale": scale, "encoder": features.galaxy_encoder_card(

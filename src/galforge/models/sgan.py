@@ -22,7 +22,6 @@ relativistic average GAN loss (:mod:`galforge.training.losses`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -381,7 +380,3 @@ def build_sgan_generator(spec: dict) -> SGANGenerator:
         raise ModelError(f"sgan: unknown spec keys {sorted(unknown)}; expected {sorted(known)}")
     return SGANGenerator(**spec)
 
-
-def latent_size_for(pixels: int) -> int:
-    """Latent pixels needed for ``pixels`` output pixels (rounded up to a multiple of 16)."""
-    return math.ceil(pixels / UPSCALE)

@@ -5,7 +5,7 @@ binary cross-entropy with logits, which equals ``BCE(sigmoid(x), t)`` without ov
 
 Adversarial losses: standard / non-saturating (Goodfellow et al. 2014), relativistic
 average (Jolicoeur-Martineau 2018), Wasserstein with gradient penalty (Gulrajani et al.
-2017), hinge (Lim & Ye 2017; Miyato et al. 2018). Regularisers: R1 (Mescheder et al. 2018)
+2017). Regularisers: R1 (Mescheder et al. 2018)
 and path-length (Karras et al. 2020), usually run lazily (:class:`galforge.training.recipe.Phase`
 with an interval; the phase's ``ctx.gain`` scales them back to their average strength).
 """
@@ -86,16 +86,6 @@ def nonsaturating_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
 def nonsaturating_g_loss(fake_logits: Tensor) -> Tensor:
     """``-log D(G(z))`` as a softplus of logits."""
     return F.softplus(-fake_logits.float()).mean()
-
-
-def hinge_d_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
-    """Hinge discriminator loss ``E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]``."""
-    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
-
-
-def hinge_g_loss(fake_logits: Tensor) -> Tensor:
-    """Hinge generator loss ``-E[D(G(z))]``."""
-    return -fake_logits.float().mean()
 
 
 def wgan_d_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:

@@ -51,6 +51,13 @@ def test_prepare_galsim_writes_truth_csv(tmp_path, capsys):
     assert float(rows[3]["pa_deg"]) == pytest.approx(direct.meta[3]["pa_deg"])
     assert float(rows[3]["q"]) == pytest.approx(direct.meta[3]["q"])
     np.testing.assert_array_equal(np.load(out / "images.npy"), direct.images)
+    from astropy import units as u
+    from astropy.table import QTable
+
+    table = QTable.read(out / "truth.ecsv")  # the same catalogue, with units
+    assert len(table) == 5 and table["x"].unit == u.pix and table["hlr"].unit == u.arcsec
+    assert table["pa_deg"].unit == u.deg and table["flux_r"].unit == u.count
+    assert table["hlr"][3].to_value(u.arcsec) == pytest.approx(float(rows[3]["hlr"]))
 
 
 def test_inspect_without_reading_everything(png_folder, fits_band_folder, tmp_path, capsys):
@@ -130,3 +137,4 @@ def test_prepare_onto_an_existing_set_needs_overwrite(tmp_path, capsys):
     back = load_images(out)
     assert back.images.shape[0] == 2 and back.bands == ("R", "G", "B")
     assert not (out / "truth.csv").exists()  # nothing of the earlier set is left
+    assert not (out / "truth.ecsv").exists()

@@ -371,6 +371,7 @@ def galsim_galaxies(
             "conventions": "q=b/a; ellipticity=1-q; pa_deg CCW from +x (columns); "
             "e1,e2 = (1-q)(cos2PA, sin2PA); g1,g2 = (1-q)/(1+q)(cos2PA, sin2PA); "
             "hlr circularised, arcsec",
+            "truth_units": {"hlr": "arcsec", "hlr_bulge": "arcsec", "hlr_disk": "arcsec"},
         },
     )
     if return_noiseless:

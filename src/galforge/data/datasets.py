@@ -9,6 +9,7 @@
                       read options, galforge version
       meta.jsonl      one JSON object per image (file, id, catalogue values, truth)
       truth.csv       the truth catalogue, for simulated (builtin:galsim) sets
+      truth.ecsv      the same with each column's unit (astropy QTable.read)
 
 ``load_images(OUT)`` reads it back; ``inspect(source)`` says what a read would give without
 decoding every file.
@@ -97,6 +98,11 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
             for m in iset.meta:
                 w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
         os.replace(out / ".truth.csv.tmp", out / truth_file)
+        from galforge.data.tables import write_ecsv
+
+        write_ecsv(out / "truth.ecsv", [{k: m.get(k) for k in truth_keys} for m in iset.meta],
+                   pixel_units=iset.units, units=iset.extra.get("truth_units"),
+                   meta={"source": str(source)})
 
     rep = iset.report.to_dict()
     manifest = {

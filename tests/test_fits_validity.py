@@ -73,7 +73,10 @@ def test_generated_galaxy_fits_pass_astropy_ccddata_and_fitsverify(tmp_path):
     header, ccd = _valid(path)
     assert ccd.unit == u.count and header["GFUNIT"] == "counts"
     assert header["PIXSCALE"] == pytest.approx(0.2) and header["MAGZP"] == pytest.approx(27.0)
-    assert header["MODDATE"] == galforge.load(bundle).created.rstrip("Z")
+    loaded = galforge.load(bundle)
+    assert header["MODDATE"] == loaded.created.rstrip("Z")
+    assert (loaded.pixel_scale, loaded.zeropoint) == (0.2, 27.0)
+    assert loaded.bands == BANDS and loaded.units == "counts"
     scale = WCS(header).celestial.proj_plane_pixel_scales()[0].to_value(u.arcsec)
     assert scale == pytest.approx(0.2)
     assert header["CRVAL1"] == 0.0 and "placeholder" in header.comments["CRVAL1"]
@@ -92,6 +95,8 @@ def test_display_level_galaxies_say_what_a_display_level_is(tmp_path):
     assert "display level" in " ".join(str(c) for c in header["COMMENT"])
     assert "CTYPE1" not in header and "No WCS" in " ".join(str(c) for c in header["COMMENT"])
     assert load_images(str(path)).units == "8-bit level"  # linear stretch again on retraining
+    loaded = galforge.load(bundle)
+    assert loaded.pixel_scale is None and loaded.zeropoint is None
     _fitsverify(path)
 
 

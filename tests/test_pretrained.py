@@ -60,8 +60,13 @@ def test_list_shows_models_with_training_and_evaluation(zoo, capsys):
     cards = json.loads(capsys.readouterr().out)
     assert [c["name"] for c in cards] == ["tiny-dcgan", "tiny-sgan"]
     assert cards[0]["training"]["steps"] == 123
+    assert main(["pretrained", "show", "tiny-sgan", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["family"] == "sgan"
     assert main(["pretrained", "show", "tiny-sgan"]) == 0
-    assert '"family": "sgan"' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("tiny-sgan — tiny sgan") and "45 steps" in out
+    assert "9/10 measures pass, FGD 12.5 (real-vs-real 6.0)" in out
+    assert "bands g r i in counts" in out and "pretrained:tiny-sgan" in out
 
 
 def test_load_generate_field_evaluate_accept_pretrained(zoo, tmp_path, capsys):

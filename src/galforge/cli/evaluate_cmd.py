@@ -118,6 +118,10 @@ def register(app: typer.Typer) -> None:
         band: str = typer.Option("sum", "--band", help="Band for shapes/morphology, or 'sum'."),
         upscale: int = typer.Option(512, "--upscale",
                                     help="Isophote fits: bicubic upscale to this size (0: off)."),
+        isophote_engine: str = typer.Option(
+            "galforge", "--isophote-engine",
+            help="Isophote fitter: galforge (batched, fast) or photutils (one stamp at a "
+                 "time)."),
         zeropoint: float = typer.Option(
             None, "--zeropoint",
             help="Magnitude zero point of REAL's pixel units (22.5 for nanomaggies). Default: "
@@ -211,7 +215,8 @@ def register(app: typer.Typer) -> None:
                 real_set, fake_set, out,
                 measures=measures.split(",") if measures else None,
                 thresholds=_parse_thresholds(threshold), seed=seed, band=band,
-                upscale=upscale or None, zeropoint=zeropoint, detect_thresh=detect_thresh,
+                upscale=upscale or None, isophote_engine=isophote_engine,
+                zeropoint=zeropoint, detect_thresh=detect_thresh,
                 minarea=minarea, mag_limit=mag_limit, colour_bands=cb, redshift=redshift,
                 box_k=box_k, holdout_fraction=holdout_fraction,
                 encoder_weights=str(encoder_weights) if encoder_weights else None,

@@ -73,90 +73,109 @@ def _radius(phi, sma, eps):
 
 
 def _polar_angles(sma, eps, astep, csma, ceps):
-    """Sample angles of each ellipse (rows), NaN-padded: φ_{k+1} = φ_k + min(1/r(φ_k), 0.5).
+    """Sample angles of all ellipses (rows): φ_{k+1} = φ_k + min(1/r(φ_k), 0.5) up to 2π.
 
     The first angle and radius are those of the ellipse ``(csma, ceps)`` the geometry was
     first made for (photutils carries them over when a geometry is reused at another size,
-    and the sampling must follow it to give the same answers). Returns (phi, first radius).
+    and the sampling follows it to give the same answers). Returns flat arrays
+    ``(phi, row, radius)``; each row's first sample comes first, in row order.
     """
+    n_rows = len(sma)
     q = 1.0 - eps
     m = 1.0 - q * q
     inv_b = 1.0 / (sma * q)
-    phi = _initial_phi(csma, astep)
-    r0 = _radius(phi, csma, ceps)
+    phi0 = _initial_phi(csma, astep)
+    r0 = _radius(phi0, csma, ceps)
     limit = 2.0 * np.pi + _PHI_MIN
-    cols = [phi.copy()]
-    phi = phi + np.minimum(1.0 / r0, 0.5)
-    c = np.empty_like(phi)
+    rows = np.arange(n_rows)
+    out_phi, out_row, out_inv = [phi0], [rows], [1.0 / r0]
+    phi = phi0 + np.minimum(out_inv[0], 0.5)
     while True:
         alive = phi <= limit
-        if not alive.any():
-            break
-        cols.append(np.where(alive, phi, np.nan))
-        np.cos(phi, out=c)
+        if not alive.all():
+            rows, phi, m, inv_b = rows[alive], phi[alive], m[alive], inv_b[alive]
+            if not rows.size:
+                break
+        out_phi.append(phi)
+        out_row.append(rows)
+        c = np.cos(phi)
         c *= c
         c *= -m
         c += 1.0
         np.sqrt(c, out=c)
-        c *= inv_b
-        np.minimum(c, 0.5, out=c)
-        phi = phi + c
-    return np.stack(cols, axis=1), r0
+        c *= inv_b                  # 1 / r(φ)
+        out_inv.append(c)
+        phi = phi + np.minimum(c, 0.5)
+    return np.concatenate(out_phi), np.concatenate(out_row), 1.0 / np.concatenate(out_inv)
 
 
 def _sample(flat: np.ndarray, shape, stamp: np.ndarray, x0, y0, sma, eps, pa, astep,
             csma=None, ceps=None):
-    """Bilinear samples along each ellipse. Returns (phi, values, valid, n_total)."""
+    """Bilinear samples along each ellipse (rows), as flat arrays.
+
+    Returns ``(phi, row, values, valid, n_total)``: every sample's angle, row and value,
+    whether it fell on the image, and each row's number of samples.
+    """
     h, w = shape
-    phi, r0 = _polar_angles(sma, eps, astep, sma if csma is None else csma,
-                            eps if ceps is None else ceps)
-    inside = np.isfinite(phi)
-    n_total = inside.sum(axis=1)
-    ph = np.where(inside, phi, 0.0)
-    r = _radius(ph, sma[:, None], eps[:, None])
-    r[:, 0] = r0
-    ang = ph + pa[:, None]
-    x = r * np.cos(ang) + x0[:, None]
-    y = r * np.sin(ang) + y0[:, None]
-    ok = inside & np.isfinite(x) & np.isfinite(y)
-    x = np.where(ok, x, 0.0)
-    y = np.where(ok, y, 0.0)
+    phi, row, r = _polar_angles(sma, eps, astep, sma if csma is None else csma,
+                                eps if ceps is None else ceps)
+    n_total = np.bincount(row, minlength=len(sma))
+    ang = phi + pa[row]
+    x = r * np.cos(ang) + x0[row]
+    y = r * np.sin(ang) + y0[row]
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.all():
+        x = np.where(ok, x, 0.0)
+        y = np.where(ok, y, 0.0)
     i = np.trunc(x)
     j = np.trunc(y)
     ok &= (i >= 0) & (i <= w - 2) & (j >= 0) & (j <= h - 2)
     fx, fy = x - i, y - j
-    ii = np.where(ok, i, 0).astype(np.intp)
-    jj = np.where(ok, j, 0).astype(np.intp)
-    base = (stamp[:, None] * (h * w) + jj * w + ii)
+    base = stamp[row] * (h * w) + j.astype(np.intp) * w + i.astype(np.intp)
+    base[~ok] = 0
     qx, qy = 1.0 - fx, 1.0 - fy
     v = (flat[base] * qx * qy + flat[base + w] * qx * fy + flat[base + 1] * fx * qy
          + flat[base + w + 1] * fy * fx)
-    v = np.where(ok, v, 0.0)
-    return phi, v, ok, n_total
+    v[~ok] = 0.0
+    return phi, row, v, ok, n_total
 
 
-def _moments(v: np.ndarray, ok: np.ndarray):
+def _moments(row: np.ndarray, v: np.ndarray, ok: np.ndarray, n_rows: int):
     """Count, mean and (population) standard deviation of the valid samples of each row."""
-    n = ok.sum(axis=1)
+    n = np.bincount(row, weights=ok, minlength=n_rows)
     nn = np.maximum(n, 1)
-    mean = v.sum(axis=1) / nn
-    d = np.where(ok, v - mean[:, None], 0.0)
-    std = np.sqrt((d * d).sum(axis=1) / nn)
-    mean = np.where(n > 0, mean, np.nan)
-    std = np.where(n > 0, std, np.nan)
-    return n, mean, std
+    mean = np.bincount(row, weights=v, minlength=n_rows) / nn
+    d = v - mean[row]
+    d[~ok] = 0.0
+    std = np.sqrt(np.bincount(row, weights=d * d, minlength=n_rows) / nn)
+    mean[n == 0] = np.nan
+    std[n == 0] = np.nan
+    return n.astype(np.int64), mean, std
 
 
-def _harmonics(phi: np.ndarray, v: np.ndarray, ok: np.ndarray):
+_PAIRS = [(i, j) for i in range(5) for j in range(i, 5)]
+
+
+def _harmonics(phi: np.ndarray, row: np.ndarray, v: np.ndarray, ok: np.ndarray, n_rows: int):
     """Least-squares I0, A1, B1, A2, B2 of each row and the rms of its residual."""
-    ph = np.where(ok, phi, 0.0)
-    wgt = ok.astype(np.float64)
-    s1, c1 = np.sin(ph), np.cos(ph)
+    phi, row, v = phi[ok], row[ok], v[ok]
+    s1, c1 = np.sin(phi), np.cos(phi)
     s2, c2 = 2.0 * s1 * c1, c1 * c1 - s1 * s1
-    design = np.stack([wgt, s1 * wgt, c1 * wgt, s2 * wgt, c2 * wgt], axis=2)
-    normal = np.einsum("rki,rkj->rij", design, design)
-    rhs = np.einsum("rki,rk->ri", design, v)
-    n = ok.sum(axis=1)
+    design = (None, s1, c1, s2, c2)
+    normal = np.empty((n_rows, 5, 5))
+    rhs = np.empty((n_rows, 5))
+    for i, j in _PAIRS:
+        if i == 0:
+            wts = None if j == 0 else design[j]
+        else:
+            wts = design[i] * design[j]
+        col = np.bincount(row, weights=wts, minlength=n_rows)
+        normal[:, i, j] = col
+        normal[:, j, i] = col
+    rhs[:, 0] = np.bincount(row, weights=v, minlength=n_rows)
+    for i in range(1, 5):
+        rhs[:, i] = np.bincount(row, weights=design[i] * v, minlength=n_rows)
+    n = normal[:, 0, 0]
     usable = n >= 5
     normal[~usable] = np.eye(5)
     rhs[~usable] = 0.0
@@ -165,35 +184,36 @@ def _harmonics(phi: np.ndarray, v: np.ndarray, ok: np.ndarray):
     except np.linalg.LinAlgError:
         coef = np.stack([np.linalg.lstsq(a, b, rcond=None)[0]
                          for a, b in zip(normal, rhs, strict=True)])
-    model = np.einsum("rki,ri->rk", design, coef)
-    res = np.where(ok, v - model, 0.0)
+    c = coef[row]
+    res = v - (c[:, 0] + c[:, 1] * s1 + c[:, 2] * c1 + c[:, 3] * s2 + c[:, 4] * c2)
     nn = np.maximum(n, 1)
-    mres = res.sum(axis=1) / nn
-    d = np.where(ok, res - mres[:, None], 0.0)
-    rms = np.sqrt((d * d).sum(axis=1) / nn)
+    mres = np.bincount(row, weights=res, minlength=n_rows) / nn
+    d = res - mres[row]
+    rms = np.sqrt(np.bincount(row, weights=d * d, minlength=n_rows) / nn)
     return coef, rms, usable
 
 
-def _gradient(m0, s0, n0, m1, s1, n1, m2, s2, n2, sma, step, prev):
-    """Radial intensity gradient and its error from the isophote and the ellipses
-    ``1 + step`` and ``1 + 2 step`` times larger (the second is used when the first
-    estimate is not clearly negative). ``prev`` is the gradient measured before on this
-    sample (``None`` for a new sample). The error is NaN when no usable gradient was found.
+def _gradient(m0, s0, n0, m1, s1, n1, sma, step, prev, second):
+    """Radial intensity gradient and its error from the isophote and the ellipse ``1 + step``
+    times larger, or, when that estimate is not clearly negative, the one ``1 + 2 step``
+    times larger: ``second(mask)`` gives the count, mean and deviation of those rows.
+    ``prev`` is the gradient measured before on this sample (``None`` for a new sample).
+    The error is NaN when no usable gradient was found.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         var0 = s0 ** 2 / n0
-        g1 = (m1 - m0) / sma / step
-        e1 = np.sqrt(var0 + s1 ** 2 / n1) / sma / step
+        grad = (m1 - m0) / sma / step
+        gerr = np.sqrt(var0 + s1 ** 2 / n1) / sma / step
         if prev is None:
-            prev = g1 + e1
-        retry = g1 >= prev / 3.0
-        g2 = (m2 - m0) / sma / (2.0 * step)
-        e2 = np.sqrt(var0 + s2 ** 2 / n2) / sma / (2.0 * step)
-        grad = np.where(retry, g2, g1)
-        gerr = np.where(retry, e2, e1)
-        lost = retry & (g2 >= prev / 3.0)
-        grad = np.where(lost, 0.8 * prev, grad)
-        gerr = np.where(lost, np.nan, gerr)
+            prev = grad + gerr
+        retry = grad >= prev / 3.0
+        if retry.any():
+            n2, m2, s2 = second(retry)
+            g2 = (m2 - m0[retry]) / sma[retry] / (2.0 * step)
+            e2 = np.sqrt(var0[retry] + s2 ** 2 / n2) / sma[retry] / (2.0 * step)
+            lost = g2 >= prev[retry] / 3.0
+            grad[retry] = np.where(lost, 0.8 * prev[retry], g2)
+            gerr[retry] = np.where(lost, np.nan, e2)
     return grad, gerr
 
 
@@ -344,18 +364,23 @@ def fit_isophotes(
         a_idx = np.flatnonzero(active)
         n = len(a_idx)
         ax, ay, ae, ap, asma = gx[a_idx], gy[a_idx], ge[a_idx], gp[a_idx], gs[a_idx]
-        # the isophote and its two gradient ellipses (1 + step, 1 + 2 step), in one pass
-        stamp3 = np.concatenate([a_idx, a_idx, a_idx])
-        phi, v, ok, n_total = _sample(
-            flat, (h, w), stamp3, np.tile(ax, 3), np.tile(ay, 3),
-            np.concatenate([asma, asma * (1.0 + step), asma * (1.0 + 2.0 * step)]),
-            np.tile(ae, 3), np.tile(ap, 3), step,
-            np.concatenate([gcs[a_idx], asma * (1.0 + step), asma * (1.0 + 2.0 * step)]),
-            np.concatenate([gce[a_idx], ae, ae]))
-        cnt, mean, std = _moments(v, ok)
+        # the isophote and its gradient ellipse (1 + step), in one pass
+        stamp2 = np.concatenate([a_idx, a_idx])
+        phi, row, v, ok, n_total = _sample(
+            flat, (h, w), stamp2, np.tile(ax, 2), np.tile(ay, 2),
+            np.concatenate([asma, asma * (1.0 + step)]), np.tile(ae, 2), np.tile(ap, 2),
+            step, np.concatenate([gcs[a_idx], asma * (1.0 + step)]),
+            np.concatenate([gce[a_idx], ae]))
+        cnt, mean, std = _moments(row, v, ok, 2 * n)
         n0, m0, s0 = cnt[:n], mean[:n], std[:n]
-        grad, gerr = _gradient(m0, s0, n0, mean[n:2 * n], std[n:2 * n], cnt[n:2 * n],
-                               mean[2 * n:], std[2 * n:], cnt[2 * n:], asma, step, None)
+
+        def second(mask, x=ax, y=ay, e=ae, p=ap, a_=asma, ids=a_idx):
+            _, r2, v2, ok2, _ = _sample(flat, (h, w), ids[mask], x[mask], y[mask],
+                                        a_[mask] * (1.0 + 2.0 * step), e[mask], p[mask], step)
+            return _moments(r2, v2, ok2, int(mask.sum()))
+
+        grad, gerr = _gradient(m0, s0, n0, mean[n:], std[n:], cnt[n:], asma, step, None,
+                               second)
         with np.errstate(divide="ignore", invalid="ignore"):
             has_err = np.isfinite(gerr) & (gerr != 0) & (grad < 0)
             rel = np.where(has_err, gerr / np.abs(grad), np.nan)
@@ -385,17 +410,17 @@ def fit_isophotes(
             moved = (neg | zero) & ~stop
             if moved.any():
                 mi = np.flatnonzero(moved)
-                ki = a_idx[mi]
-                sm = asma[mi]
-                _, v2, ok2, _ = _sample(
-                    flat, (h, w), np.concatenate([ki, ki]), np.tile(ax[mi], 2),
-                    np.tile(ay[mi], 2), np.concatenate([sm * (1.0 + step),
-                                                        sm * (1.0 + 2.0 * step)]),
-                    np.tile(ae[mi], 2), np.tile(ap[mi], 2), step)
-                c2, mn2, sd2 = _moments(v2, ok2)
-                k2 = len(mi)
-                grad[mi], _ = _gradient(m0[mi], s0[mi], n0[mi], mn2[:k2], sd2[:k2], c2[:k2],
-                                        mn2[k2:], sd2[k2:], c2[k2:], sm, step, grad[mi])
+                ki, sm = a_idx[mi], asma[mi]
+                xm, ym, em, pm = ax[mi], ay[mi], ae[mi], ap[mi]
+                _, row2, v2, ok2, _ = _sample(flat, (h, w), ki, xm, ym, sm * (1.0 + step),
+                                              em, pm, step)
+                c2, mn2, sd2 = _moments(row2, v2, ok2, len(mi))
+
+                def second2(mask, x=xm, y=ym, e=em, p=pm, a_=sm, ids=ki):
+                    return second(mask, x, y, e, p, a_, ids)
+
+                grad[mi], _ = _gradient(m0[mi], s0[mi], n0[mi], mn2, sd2, c2, sm, step,
+                                        grad[mi], second2)
             codes[stop] = -1
             limit = pend & ~stop & (it[a_idx] >= maxit)
             codes[limit] = 2
@@ -403,7 +428,8 @@ def fit_isophotes(
 
         # 2) one iteration of the fit for the others
         body = codes == -99
-        coef, rms, usable = _harmonics(phi[:n], v[:n], ok[:n])
+        main = row < n
+        coef, rms, usable = _harmonics(phi[main], row[main], v[main], ok[main], n)
         few = body & (~usable | (n0 < 1))
         codes[few] = 3
         body &= ~few

@@ -39,15 +39,17 @@ def hash_file(path) -> str:
 class Isophotes(ObjectMeasure):
     name = "isophotes"
     label = "isophote"
-    title = "Isophote shapes (photutils ellipse fits)"
-    options = ("band", "upscale")
-    imports = ("galforge.evaluation.morphology", "photutils.isophote", "scipy.stats")
+    title = "Isophote shapes (ellipse fits)"
+    options = ("band", "upscale", "isophote_engine")
+    imports = ("galforge.evaluation.morphology", "galforge.evaluation.isophote_fit",
+               "photutils.isophote", "scipy.stats")
 
     def measure_chunk(self, images, bands, ctx):
         from galforge.evaluation import morphology
 
         return morphology.measure_isophotes(images, bands, band=ctx.options["band"],
-                                            upscale=ctx.options["upscale"])
+                                            upscale=ctx.options["upscale"],
+                                            engine=ctx.options["isophote_engine"])
 
     def columns(self, ctx):
         return ("ellipticity", "pa_deg", "flux", "sma", "half_light_sma")

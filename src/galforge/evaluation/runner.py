@@ -64,6 +64,7 @@ DEFAULTS = {
     "chunk_size": 16,
     "band": "sum",              # band (or "sum") for shapes and morphology
     "upscale": 512,             # isophote upscaling (None: native resolution)
+    "isophote_engine": "galforge",  # isophote fitter: "galforge" (batched) or "photutils"
     "zeropoint": None,          # None: from the REAL meta, else instrumental magnitudes
     "detect_thresh": 5.0,
     "minarea": 5,
@@ -318,8 +319,9 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     :data:`MEASURES`), ``thresholds`` (see
     :func:`galforge.evaluation.registry.default_thresholds` and the rules in
     :mod:`galforge.evaluation.verdicts`), ``seed``, ``scheduler``, ``workers``,
-    ``chunk_size``, ``band``, ``upscale``, ``zeropoint``, ``detect_thresh``, ``minarea``,
-    ``mag_limit``, ``colour_bands``, ``mag_band``, ``redshift``, ``box_k``, ``nn_crop``,
+    ``chunk_size``, ``band``, ``upscale``, ``isophote_engine``, ``zeropoint``,
+    ``detect_thresh``, ``minarea``, ``mag_limit``, ``colour_bands``, ``mag_band``,
+    ``redshift``, ``box_k``, ``nn_crop``,
     ``nn_k``, ``nn_normalize``, ``holdout_fraction``, ``classifier_folds``, ``hist_bins``,
     ``max_k``, ``encoder_weights``, ``inception_weights``, ``kid_subsets``,
     ``kid_subset_size``, ``grid_n``, ``progress``, ``cache``.  The command's outcome does not
@@ -342,6 +344,11 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     if unknown:
         raise EvaluationError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
     opts = {**DEFAULTS, **options}
+    from galforge.evaluation.morphology import ISOPHOTE_ENGINES
+
+    if opts["isophote_engine"] not in ISOPHOTE_ENGINES:
+        raise EvaluationError(f"isophote_engine={opts['isophote_engine']!r} is not one of "
+                              f"{', '.join(ISOPHOTE_ENGINES)}; choose one of them")
     r = _Set(real, "REAL", bands_opt, units_opt)
     f = _Set(fake, "FAKE", bands_opt, units_opt)
     if r.bands != f.bands:

@@ -251,3 +251,22 @@ def test_load_field_reads_mef_and_tiles_a_model(tmp_path, base):
     assert "seed 3" in desc and units
     with pytest.raises(ConfigError, match="REAL_FIELD"):
         load_field("pretrained:xdf-sgan", "REAL_FIELD")
+
+
+def test_read_truth_fits_and_bad_catalogues(tmp_path):
+    from astropy.table import Table
+
+    from galforge.errors import DataError
+
+    path = tmp_path / "t.truth.fits"
+    Table({"id": [1, 2], "x": [3.0, 4.0], "y": [5.0, 6.0], "flux_R": [10.0, 20.0],
+           "name": ["a", "b"]}).write(path)
+    cols = fieldstats.read_truth(path)
+    assert cols["x"].tolist() == [3.0, 4.0] and cols["flux_R"].tolist() == [10.0, 20.0]
+    assert "name" not in cols
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,ra,dec\n1,2,3\n")
+    with pytest.raises(DataError, match="no column x or y"):
+        fieldstats.read_truth(bad)
+    with pytest.raises(DataError, match="no such file"):
+        fieldstats.read_truth(tmp_path / "none.csv")

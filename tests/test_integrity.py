@@ -460,3 +460,77 @@ def test_every_shipped_model_config_is_in_range():
         for conf in [None, *sorted(configs.get(name) or {})]:
             sets = [f"model.name={name}"] + ([f"model.config={conf}"] if conf else [])
             resolve_config(sets=sets, model_defaults=defaults, model_configs=configs)
+
+
+# ----------------------------------------------------------------------------- fields
+
+
+@pytest.fixture(scope="module")
+def sgan_bundle(tmp_path_factory):
+    from galforge.bundle import save_bundle
+    from galforge.data.normalize import Normalizer
+    from galforge.models.sgan import SGANGenerator
+
+    torch.manual_seed(0)
+    gen = SGANGenerator(3, (8, 8, 4, 4)).eval()
+    phys = np.random.default_rng(0).gamma(2.0, 3.0, size=(1, 3, 64, 64)).astype(np.float32)
+    norm = Normalizer.fit(phys, clip_percentile=99.99, target=(0.0, 1.0))
+    path = tmp_path_factory.mktemp("sgan") / "b"
+    save_bundle(
+        path,
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=norm,
+        bands=("g", "r", "i"),
+        units="nanomaggy",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["fits", "npy"])
+def test_unfinished_field_never_sits_under_its_name(
+    sgan_bundle, tmp_path, capsys, monkeypatch, fmt
+):
+    from galforge.generation import field as field_mod
+    from galforge.generation.field import read_field
+
+    args = [
+        "field",
+        str(sgan_bundle),
+        "--size",
+        "80x96",
+        "--tile",
+        "32",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--compile",
+        "off",
+    ]
+    ref = tmp_path / f"ref.{fmt}"
+    assert main([*args, "--out", str(ref)]) == 0
+    out = tmp_path / f"f.{fmt}"
+    calls = {"n": 0}
+    real_run = field_mod._run_tile
+
+    def full_disk_after_three(job, ty, tx):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(job.write_path))
+        return real_run(job, ty, tx)
+
+    monkeypatch.setattr(field_mod, "_run_tile", full_disk_after_three)
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("error: disk full while writing") and "--resume" in line
+    assert not out.exists()  # the half-made field is in the progress folder only
+    assert (tmp_path / f"f.{fmt}.progress" / out.name).is_file()
+    monkeypatch.undo()
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert np.array_equal(read_field(out)[0], read_field(ref)[0])
+    assert not (tmp_path / f"f.{fmt}.progress").exists()

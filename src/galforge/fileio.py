@@ -150,6 +150,13 @@ def atomic_folder(path: str | Path):
         raise
 
 
+def publish(done: str | Path, path: str | Path) -> Path:
+    """Give a finished file (written elsewhere on the same disk, e.g. in a progress folder)
+    its final name ``path`` in one rename."""
+    os.replace(done, path)
+    return Path(path)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename; return the path."""
     path = Path(path)

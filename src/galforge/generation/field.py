@@ -54,8 +54,8 @@ import torch
 from torch import nn
 
 from galforge import fitsheader, interrupt, outputs
-from galforge.errors import BundleError, ConfigError, Interrupted, ModelError
-from galforge.fileio import atomic_write_json
+from galforge.errors import BundleError, ConfigError, DiskFullError, Interrupted, ModelError
+from galforge.fileio import atomic_file, atomic_write_json, is_disk_full, publish
 from galforge.generation import fieldio
 from galforge.models.capabilities import SOURCES, WINDOWED, capabilities, require
 from galforge.runfolder import RunFolder
@@ -201,7 +201,7 @@ class _Sink:
 
             arr = zarr.open_array(
                 str(self.path), mode="w", shape=self.shape, chunks=(c, self.tile, self.tile),
-                dtype="float32", fill_value=float("nan"),
+                dtype="float32", fill_value=float("nan"), dimension_names=("band", "y", "x"),
             )
             arr.attrs.update(meta)
         elif self.fmt == "npy":
@@ -284,8 +284,10 @@ def read_field(path) -> tuple[np.ndarray, dict]:
     from astropy.io import fits
 
     with fits.open(path, memmap=False) as hdul:
-        hdr = hdul[0].header
-        data = np.asarray(hdul[0].data, dtype=np.float32)
+        # the primary HDU, or the image extension of a tile-compressed field
+        hdu = next((h for h in hdul if h.is_image and h.data is not None), hdul[0])
+        hdr = hdu.header
+        data = np.asarray(hdu.data, dtype=np.float32)
         meta = {
             "bands": [b for b in str(hdr.get("BANDS", "")).split(",") if b],
             "units": fitsheader.units_from_header(hdr, default=""),
@@ -310,6 +312,7 @@ class FieldJob:
     channels_last: bool = True
     compile: bool = False
     threads: int | None = None
+    write_to: Path | None = None    # where tiles go while the field is made (None: out)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self):
@@ -334,6 +337,16 @@ class FieldJob:
     def progress_dir(self) -> Path:
         return self.out.with_name(self.out.name + ".progress")
 
+    @property
+    def staged(self) -> Path:
+        """Where a FITS or npy field is made: inside the progress folder, moved to ``out``
+        when every tile is written (a half-made field never sits under the final name)."""
+        return self.progress_dir / self.out.name
+
+    @property
+    def write_path(self) -> Path:
+        return self.write_to or self.out
+
     def marker(self, ty: int, tx: int) -> Path:
         return self.progress_dir / f"tile-{ty:05d}-{tx:05d}.done"
 
@@ -348,7 +361,7 @@ class FieldJob:
     def sink(self) -> _Sink:
         if "sink" not in self._cache:
             c = self.generators[0].channels
-            sink = _Sink(self.out, self.fmt, (c, *self.size), self.tile)
+            sink = _Sink(self.write_path, self.fmt, (c, *self.size), self.tile)
             sink.open()
             self._cache["sink"] = sink
         return self._cache["sink"]
@@ -579,7 +592,11 @@ def generate_field(
                    channels_last=channels_last, compile=bool(compile),
                    threads=int(threads) if threads else torch.get_num_threads())
     c = g0.channels
-    sink = _Sink(out, fmt, (c, h, w), tile)
+    staged = fmt in ("fits", "npy")
+    # a finished field, or one begun before staging existed, stays where it is
+    if staged and not (out.exists() and not job.staged.exists()):
+        job.write_to = job.staged
+    sink = _Sink(job.write_path, fmt, (c, h, w), tile)
     job_json = job.progress_dir / "job.json"
     fingerprint = {k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble",
                                          "format", "generator")}
@@ -587,7 +604,7 @@ def generate_field(
     finished = (resume and not job.progress_dir.exists()
                 and fieldio.stored_job_hash(out, fmt) == meta["job_hash"])
     if space_check and not finished:
-        started = resume and out.exists() and job_json.exists()
+        started = resume and job.write_path.exists() and job_json.exists()
         n_done = len(list(job.progress_dir.glob("*.done"))) if started else 0
         fieldio.check_space(
             out, (g0.channels, h, w), extra_copies=int(fits_out is not None and fmt != "fits"),
@@ -605,7 +622,7 @@ def generate_field(
     if finished:
         # a finished field (its progress records removed): nothing left to make
         outputs.claim_entry(out, resume=True, extra=(job.progress_dir,))
-    elif resume and out.exists() and job_json.exists():
+    elif resume and job.write_path.exists() and job_json.exists():
         outputs.claim_entry(out, resume=True, extra=(job.progress_dir,),
                             hint="or drop --resume and pass --overwrite to start again")
         previous = json.loads(job_json.read_text())
@@ -624,8 +641,10 @@ def generate_field(
                 )
         outputs.claim_entry(out, overwrite=overwrite, extra=(job.progress_dir,),
                             hint="or --resume to finish it")
-        sink.create(meta)
+        job.write_to = job.staged if staged else None
+        sink = _Sink(job.write_path, fmt, (c, h, w), tile)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
+        sink.create(meta)
         atomic_write_json(job_json, fingerprint)
     todo = [] if finished else [t for t in job.tiles() if not job.marker(*t).exists()]
     total_tiles = len(job.tiles())
@@ -635,13 +654,22 @@ def generate_field(
     if todo:
         try:
             _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(job.write_path, "resume with the same command and "
+                                    "--resume (the written tiles are kept)") from None
             if interrupt.requested() is None:
                 raise
         _stop_if_interrupted(job)
     seconds = time.perf_counter() - t0
     result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
                          tiles_pixels=todo_pixels)
+    if job.write_path != out:   # every tile written: the field takes its name
+        publish(job.write_path, out)
+        if fmt == "npy":
+            publish(job.write_path.with_name(out.name + ".json"), out.with_name(out.name + ".json"))
+        job.write_to = None
+        sink = _Sink(out, fmt, (c, h, w), tile)
     sink.open()
     if fits_out is not None and fmt != "fits":
         result.fits_path = write_fits_from(sink, Path(fits_out), meta)
@@ -712,13 +740,14 @@ def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_
 def write_fits_from(sink: _Sink, path: Path, meta: dict, rows: int | None = None) -> Path:
     """Stream a zarr/npy field into a FITS cube, a band of rows at a time."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fits_sink = _Sink(path, "fits", sink.shape, sink.tile)
-    fits_sink.create(meta)
-    fits_sink.open()
-    rows = rows or sink.tile
-    _, h, _ = sink.shape
-    for y0 in range(0, h, rows):
-        fits_sink.write(y0, 0, sink.read(y0, min(h, y0 + rows)))
+    with atomic_file(path) as tmp:
+        fits_sink = _Sink(tmp, "fits", sink.shape, sink.tile)
+        fits_sink.create(meta)
+        fits_sink.open()
+        rows = rows or sink.tile
+        _, h, _ = sink.shape
+        for y0 in range(0, h, rows):
+            fits_sink.write(y0, 0, sink.read(y0, min(h, y0 + rows)))
     return path
 
 
@@ -741,7 +770,9 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
         small[:, y0 // f : y1 // f] = block.reshape(c, (y1 - y0) // f, f, pw, f).mean(axis=(2, 4))
     rgb = lupton_rgb(small, list(bands), units)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(path, pnginfo=preview_png_info())
+    with atomic_file(path) as tmp:
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG",
+                                                              pnginfo=preview_png_info())
     return path
 
 

@@ -5,9 +5,10 @@ real field. The model is made of what was measured there (``galforge.data.source
 one small network:
 
 * **catalogue model** — the real catalogue's rows (per band flux, half-light radius,
-  ellipticity) resampled with a Gaussian kernel jitter in standardised coordinates (a KDE;
-  fluxes as ``asinh(flux / σ_band)``, sizes as ``log hlr``, ellipticities as ``logit``);
-  position angles are isotropic (uniform);
+  ellipticity) resampled with a Gaussian kernel jitter (a KDE in the coordinates
+  ``asinh(flux / σ_band)``, ``log hlr``, ``logit e``, whose kernel has the catalogue's own
+  covariance times Silverman's factor × ``kde_scale``², so colours stay those of real
+  sources); position angles are isotropic (uniform);
 * **positions** — a Thomas (Neyman–Scott) process fitted to the real two-point correlation
   (parents of density κ per px², Poisson(μ) children each, Gaussian-scattered with σ px;
   κμ = the real source density), or a Poisson process when clustering does not describe
@@ -345,11 +346,11 @@ class DeepFieldGenerator(nn.Module):
         """Source attributes from uniform/normal draws ``u`` (``N×(F + 2)``: column 0 picks a
         row (Φ of a normal), columns 1..F the kernel jitter, the last the position angle)."""
         n_rows = self.rows.shape[0]
-        feats, std, bw = self._kde()
+        feats, chol, bw = self._kde()
         d = feats.shape[1]
         u = u.double()
         k = torch.clamp((_phi(u[:, 0]) * n_rows).long(), 0, n_rows - 1)
-        f = feats[k] + bw * std[None] * u[:, 1:1 + d]
+        f = feats[k] + bw * u[:, 1:1 + d] @ chol.T
         vals = self.from_features(f)
         c = self.channels
         pa = (_phi(u[:, 1 + d]) * 180.0 - 90.0)
@@ -366,10 +367,16 @@ class DeepFieldGenerator(nn.Module):
         if cached is None or cached[0] != key:
             n_rows = self.rows.shape[0]
             feats = self.features(self.rows.double())
-            std = feats.std(0, unbiased=True) if n_rows > 1 else torch.ones_like(feats[0])
             d = feats.shape[1]
+            if n_rows > d:
+                # the kernel has the catalogue's own covariance (fluxes of one source are
+                # strongly correlated between bands: a jitter along the data keeps colours)
+                cov = torch.cov(feats.T) + 1e-9 * torch.eye(d, dtype=feats.dtype)
+                chol = torch.linalg.cholesky(cov)
+            else:
+                chol = torch.eye(d, dtype=feats.dtype)
             bw = self.kde_scale * (4.0 / (n_rows * (d + 2))) ** (1.0 / (d + 4))   # Silverman
-            cached = (key, (feats, std, bw))
+            cached = (key, (feats, chol, bw))
             self.__dict__["_kde_cache"] = cached
         return cached[1]
 

@@ -64,7 +64,7 @@ class DeepFieldSettings:
     minarea: int = 5                # detection: minimum pixels
     min_snr: float = 5.0            # training stamps: flux / (σ √npix) at least this
     clustering: bool = True         # fit a Thomas process to w(θ); false: Poisson
-    kde_scale: float = 1.0          # × Silverman's bandwidth of the catalogue resampling
+    kde_scale: float = 0.5          # × Silverman's bandwidth of the catalogue resampling
     zeropoint: float | None = None  # magnitudes zeropoint - 2.5 log10 flux (None: 0)
     lr: float = 2e-4
     r1_gamma: float = 1.0

@@ -534,3 +534,49 @@ def test_unfinished_field_never_sits_under_its_name(
     assert main([*args, "--out", str(out), "--resume"]) == 0
     assert np.array_equal(read_field(out)[0], read_field(ref)[0])
     assert not (tmp_path / f"f.{fmt}.progress").exists()
+
+
+def _full_disk_for_temporaries(monkeypatch):
+    real_open = open
+
+    def full_open(path, mode="r", *a, **kw):
+        if "w" in mode and ".tmp" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", full_open)
+
+
+@pytest.mark.parametrize("fmt", ["fits", "png"])
+def test_disk_full_during_generate_is_one_line(bundle_copy, tmp_path, capsys, monkeypatch, fmt):
+    out = tmp_path / "out"
+    _full_disk_for_temporaries(monkeypatch)
+    assert _generate(bundle_copy, out, "--format", fmt) == 2
+    line = _stderr_line(capsys)
+    assert line.startswith("error: disk full while writing")
+    assert _temporaries(tmp_path) == []
+
+
+def test_disk_full_during_generate_npy_is_caught_before_writing(
+    bundle_copy, tmp_path, capsys, monkeypatch
+):
+    import os
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    out = tmp_path / "out"
+    assert _generate(bundle_copy, out, "--format", "npy") == 2
+    assert _stderr_line(capsys).startswith("error: disk full while writing")
+    assert _temporaries(tmp_path) == []
+
+
+def test_disk_full_during_export_is_one_line(npy_data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert _train(npy_data, run, "--steps", "1", "--set", "output.export_bundle=false") == 0
+    _full_disk_for_temporaries(monkeypatch)
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 2
+    assert _stderr_line(capsys).startswith("error: disk full while writing")
+    assert _temporaries(run) == []

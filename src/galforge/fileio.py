@@ -150,6 +150,22 @@ def atomic_folder(path: str | Path):
         raise
 
 
+def reserve_space(path: str | Path) -> None:
+    """Allocate the disk blocks of a (sparse) file now: a full disk raises ENOSPC here, not
+    as a crash when a memory map touches a page later.  A no-op where unsupported."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size and hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+    finally:
+        os.close(fd)
+
+
 def publish(done: str | Path, path: str | Path) -> Path:
     """Give a finished file (written elsewhere on the same disk, e.g. in a progress folder)
     its final name ``path`` in one rename."""

@@ -55,7 +55,13 @@ from torch import nn
 
 from galforge import fitsheader, interrupt, outputs
 from galforge.errors import BundleError, ConfigError, DiskFullError, Interrupted, ModelError
-from galforge.fileio import atomic_file, atomic_write_json, is_disk_full, publish
+from galforge.fileio import (
+    atomic_file,
+    atomic_write_json,
+    is_disk_full,
+    publish,
+    reserve_space,
+)
 from galforge.generation import fieldio
 from galforge.models.capabilities import SOURCES, WINDOWED, capabilities, require
 from galforge.runfolder import RunFolder
@@ -206,6 +212,7 @@ class _Sink:
             arr.attrs.update(meta)
         elif self.fmt == "npy":
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+            reserve_space(self.path)   # a full disk now, not a crash when a tile is written
             atomic_write_json(self.path.with_name(self.path.name + ".json"), meta)
         else:
             header = _fits_header(self.shape, meta).tostring().encode("ascii")

@@ -30,8 +30,15 @@ import numpy as np
 
 from galforge import __version__, outputs
 from galforge.data.display import DisplayStretch, fit_stretch, lupton_rgb, save_grid
-from galforge.errors import ConfigError
-from galforge.fileio import atomic_write_bytes, make_temp_file
+from galforge.errors import ConfigError, DiskFullError
+from galforge.fileio import (
+    atomic_write_bytes,
+    is_disk_full,
+    make_temp_file,
+    publish,
+    remove_temp,
+    reserve_space,
+)
 from galforge.generation.sampling import Bundle, iter_samples
 
 __all__ = [
@@ -216,9 +223,16 @@ class NpyWriter:
         fd, tmp = make_temp_file(self.path)
         os.close(fd)
         self._tmp = tmp
-        self._array = np.lib.format.open_memmap(
-            self._tmp, mode="w+", dtype=np.float32, shape=(self.n, *self.image_shape)
-        )
+        try:
+            self._array = np.lib.format.open_memmap(
+                self._tmp, mode="w+", dtype=np.float32, shape=(self.n, *self.image_shape)
+            )
+            reserve_space(self._tmp)   # a full disk now, not as a crash half-way through
+        except BaseException as exc:
+            self.abort()
+            if is_disk_full(exc):
+                raise DiskFullError(self.path) from None
+            raise
         self._indices = [-1] * self.n
         self._row = 0
 
@@ -234,7 +248,7 @@ class NpyWriter:
         """Finish both files; return ``(npy_path, json_path)``."""
         self._array.flush()
         del self._array
-        os.replace(self._tmp, self.path)
+        publish(self._tmp, self.path)
         index = dict(self.info)
         index.update(
             {
@@ -252,8 +266,7 @@ class NpyWriter:
         """Drop the partial array."""
         if hasattr(self, "_array"):
             del self._array
-        if self._tmp.exists():
-            self._tmp.unlink()
+        remove_temp(self._tmp)
 
 
 @dataclass

@@ -221,6 +221,9 @@ def test_tensorboard_scalars_when_available(tmp_path, monkeypatch):
         def add_scalar(self, tag, value, step):
             calls.append((tag, step))
 
+        def add_image(self, tag, img, step, dataformats="CHW"):
+            calls.append((tag, step))
+
         def close(self):
             calls.append(("closed", None))
 

@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     from galforge import outputs
+    from galforge.log import configure_cli
 
+    configure_cli()   # galforge's log records: one line each on stderr
     outputs.set_command(argv)
     done = False
     try:

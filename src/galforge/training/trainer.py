@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from galforge import __version__, interrupt
+from galforge import __version__, interrupt, outputs
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
+from galforge.log import get_logger, interactive
 from galforge.models.capabilities import NOISE, PHYSICAL, capabilities
 from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
 from galforge.seeding import global_scope, step_generator
@@ -52,6 +53,10 @@ from galforge.training.checkpoint import (
 from galforge.training.ema import ema_update, recalibrate_batchnorm
 from galforge.training.pipeline import BatchSource, as_tensors, batch_source, prepare_data
 from galforge.training.recipe import Recipe
+
+log = get_logger("train")
+#: the "TensorBoard is not installed" line is said once per process
+_TENSORBOARD_NOTICE_SAID = False
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: images the EMA generator's batch-norm statistics are recomputed from
@@ -247,6 +252,7 @@ class Trainer:
         self._t_begin = 0.0
         self._images_last = 0
         self.notes: list[str] = []  # said about the data; logged when the run starts
+        self._tb = None             # the TensorBoard writer while fit() runs (rank 0)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -278,7 +284,7 @@ class Trainer:
         start = self._begin()
         info = self.dist
         main = info.is_main
-        tb = self._tensorboard() if main else None
+        tb = self._tb = self._tensorboard() if main else None
         bar = self._progress(self.total, start) if main else None
         self._t_begin = time.perf_counter()
         try:
@@ -289,7 +295,9 @@ class Trainer:
                 done = self.step
                 self._accumulate(losses)
                 if main and (done % self.train.log_every == 0 or done == self.total):
-                    self._log(done, tb, bar)
+                    rec = self._log(done, tb, bar)
+                    if bar is None:   # no terminal to draw a bar on: one line per interval
+                        log.info(progress_line(rec, self.total, start))
                 if bar is not None:
                     bar.update(1)
                 self._cadence(done)
@@ -303,6 +311,7 @@ class Trainer:
                 bar.close()
             if tb is not None:
                 tb.close()
+            self._tb = None
         return self._finish()
 
     def _begin(self) -> int:
@@ -427,8 +436,9 @@ class Trainer:
         for k, v in losses.items():
             self._window[k] = self._window.get(k, 0.0) + float(v)
 
-    def _log(self, done: int, tb, bar) -> None:
-        """Write the log line of the steps since the last one (means), TensorBoard, bar."""
+    def _log(self, done: int, tb, bar) -> dict:
+        """Write the log line of the steps since the last one (means), TensorBoard, bar;
+        return the line's record."""
         n = max(self._n_window, 1)
         rec = {"step": done, "epoch": round(done / self.spe, 4)}
         rec.update({k: v / n for k, v in self._window.items()})
@@ -451,6 +461,7 @@ class Trainer:
             bar.set_postfix({k: f"{v / n:.3f}" for k, v in self._window.items()
                              if k.startswith("loss")})
         self._window, self._n_window, self._t_data, self._t_step = {}, 0, 0.0, 0.0
+        return rec
 
     def _cadence(self, done: int) -> None:
         """Sample grids, checkpoints, snapshots and metrics due after step ``done``."""
@@ -749,6 +760,12 @@ class Trainer:
         path = self.folder.sample_grid(step)
         save_grid(path, imgs, self.bands, units=self.units)
         self.samples_written.append(path)
+        if self._tb is not None:   # the same grid, as TensorBoard shows images
+            from PIL import Image
+
+            with Image.open(path) as im:
+                grid = np.asarray(im.convert("RGB"))
+            self._tb.add_image("samples", grid, step, dataformats="HWC")
         return path
 
     def _plot(self) -> None:
@@ -758,16 +775,26 @@ class Trainer:
 
     def _tensorboard(self):
         # optional dependency: used when installed (or already imported), never required
+        if not self.output.tensorboard:
+            return None
         available = ("torch.utils.tensorboard" in sys.modules
                      or importlib.util.find_spec("tensorboard") is not None)
-        if not self.output.tensorboard or not available:
+        if not available:
+            global _TENSORBOARD_NOTICE_SAID
+            if not _TENSORBOARD_NOTICE_SAID:
+                log.info("TensorBoard is not installed: no TensorBoard logs (log.jsonl and "
+                         "loss.png are written); pip install tensorboard, or "
+                         "--set output.tensorboard=false to silence this")
+                _TENSORBOARD_NOTICE_SAID = True
             return None
         from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(str(self.folder.tensorboard))
 
     def _progress(self, total: int, start: int):
-        if not self.train.progress:
+        """A progress bar on a terminal; None when off or when output is redirected (then
+        :meth:`fit` logs one line per log interval)."""
+        if not self.train.progress or not interactive():
             return None
         from tqdm import tqdm
 
@@ -776,6 +803,30 @@ class Trainer:
 
     def _export(self) -> None:
         self.bundle_dir = self.folder.export()
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_line(rec: Mapping[str, Any], total: int, start: int = 0) -> str:
+    """One line of training progress from a ``log.jsonl`` record (redirected output);
+    ``start``: the step this session began at (for the time left)."""
+    step = int(rec["step"])
+    parts = [f"step {step}/{total} ({100.0 * step / max(total, 1):.0f}%)",
+             f"epoch {float(rec.get('epoch', 0)):.2f}"]
+    losses = [f"{k} {v:.4g}" for k, v in rec.items()
+              if isinstance(v, (int, float)) and (k.startswith("loss") or k in ("r1", "gp"))]
+    if losses:
+        parts.append(" ".join(losses))
+    rate, elapsed = rec.get("images_per_s"), rec.get("elapsed_s")
+    if rate:
+        parts.append(f"{rate:.1f} img/s")
+    if elapsed is not None:
+        left = elapsed / max(step - int(start), 1) * (total - step)
+        parts.append(f"elapsed {_clock(elapsed)} eta {_clock(left)}")
+    return " | ".join(parts)
 
 
 def _to_device(batch, device):
@@ -839,7 +890,8 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
                         seed=cfg.train.seed, **extra)
     notes = data.notes
     if (dist_info is None or dist_info.is_main) and notes:
-        print("\n".join(f"note: {n}" for n in notes), file=sys.stderr, flush=True)
+        for note in notes:
+            log.info(f"note: {note}")
     parent, init_ema = None, None
     if cfg.train.init and not resume:
         from galforge.training.init import initialise_from

@@ -24,6 +24,13 @@ from galforge.cli import main
 from galforge.data import load_images
 from galforge.data.normalize import Normalizer
 from galforge.generation.cube import read_cube_table
+from galforge.generation.field import read_field
+from galforge.generation.fieldio import stored_job_hash
+
+
+def galforge_stored_hash(path):
+    return stored_job_hash(path, "fits")
+
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,13 +62,14 @@ def _fitsverify(path) -> None:
     assert run.returncode == 0 and "verification OK" in run.stdout, run.stdout + run.stderr
 
 
-def _valid(path, image: bool = True):
-    """astropy's verify (raising), CCDData for images, and the header of the first HDU."""
+def _valid(path, image: bool = True, hdu: int = 0):
+    """astropy's verify (raising), CCDData for images (of HDU ``hdu``), and the header of
+    the first HDU."""
     with fits.open(path, checksum=True) as hdul:
         hdul.verify("exception")
         header = hdul[0].header.copy()
     Time(header["DATE"], format="fits")  # a FITS date: no trailing Z
-    ccd = CCDData.read(path) if image else None
+    ccd = CCDData.read(path, hdu=hdu) if image else None
     return header, ccd
 
 
@@ -186,3 +194,63 @@ def test_old_and_standard_unit_strings_are_read(tmp_path, old, read_as):
     hdu.header["DATE"] = "2026-11-25T00:29:30Z"
     hdu.writeto(tmp_path / "old.fits")
     assert load_images(str(tmp_path / "old.fits")).units == read_as
+
+
+@pytest.mark.parametrize("method", ["gzip2", "rice"])
+def test_tile_compressed_field_fits(tmp_path, method):
+    plain, packed = tmp_path / "plain.fits", tmp_path / f"{method}.fits"
+    args = [
+        "field",
+        str(FIXTURES / "sgan_v01"),
+        "--size",
+        "96x64",
+        "--tile",
+        "32",
+        "--seed",
+        "3",
+        "--no-progress",
+        "--compile",
+        "off",
+    ]
+    assert main([*args, "--out", str(plain)]) == 0
+    assert main([*args, "--out", str(packed), "--fits-compression", method]) == 0
+    # CCDData finds plain image extensions by itself, compressed ones when named
+    header, ccd = _valid(packed, hdu=1)
+    with fits.open(packed) as hdul:
+        image = hdul[1]
+        assert image.compression_type == {"gzip2": "GZIP_2", "rice": "RICE_1"}[method]
+        assert image.header["BUNIT"] == "count" and image.header["JOBHASH"]
+    expected, _ = read_field(plain)
+    got, meta = read_field(packed)
+    assert meta["units"] == "counts" and got.shape == expected.shape == ccd.data.shape
+    if method == "gzip2":  # lossless
+        np.testing.assert_array_equal(got, expected)
+    else:  # quantised to 1/16 of each tile's noise: far below the pixels' spread
+        assert 0 < np.abs(got - expected).max() < 0.05 * expected.std()
+    assert galforge_stored_hash(packed) == galforge_stored_hash(plain)
+    _fitsverify(packed)
+
+
+def test_zarr_fields_name_their_dimensions(tmp_path):
+    import zarr
+
+    out = tmp_path / "f.zarr"
+    assert (
+        main(
+            [
+                "field",
+                str(FIXTURES / "sgan_v01"),
+                "--size",
+                "32x32",
+                "--tile",
+                "32",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--compile",
+                "off",
+            ]
+        )
+        == 0
+    )
+    assert zarr.open_array(str(out), mode="r").metadata.dimension_names == ("band", "y", "x")

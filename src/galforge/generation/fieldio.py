@@ -137,9 +137,65 @@ def stored_job_hash(out, fmt: str) -> str | None:
         from astropy.io import fits
 
         with open(out, "rb") as fh:
-            return fits.Header.fromfile(fh).get("JOBHASH")
+            found = fits.Header.fromfile(fh).get("JOBHASH")
+        if found is None:  # a tile-compressed field: the cards are in its image extension
+            with fits.open(out) as hdul:
+                found = next((h.header["JOBHASH"] for h in hdul if "JOBHASH" in h.header), None)
+        return found
     except Exception:  # not a field galforge wrote: no record
         return None
+
+
+#: ``--fits-compression`` choices: none, lossless GZIP_2, RICE_1 (quantised: lossy for floats)
+FITS_COMPRESSIONS = ("none", "gzip2", "rice")
+
+
+def compress_fits(path, method: str, *, quantize_level: float = 16.0) -> Path:
+    """Rewrite the field FITS at ``path`` (a primary-HDU cube) as a tile-compressed FITS, in
+    place and atomically: an empty primary HDU, then the image as a ``CompImageHDU`` with every
+    card of the original (tiles of one row of one band).
+
+    ``gzip2``: GZIP_2 (bytes shuffled, then gzip) with no quantisation: lossless, the pixels
+    read back bit for bit (smaller by a sixth on noisy float fields). ``rice``: RICE_1
+    on float pixels quantised first: each tile is scaled to integers with a step of the tile's
+    noise sigma / ``quantize_level`` (16: 1/16 of the noise) with subtractive dithering seeded
+    from the data, so the loss is far below the noise but the pixels are not the same (files
+    about 3 times smaller on a 512x512 sgan field, GZIP_2 17 %). ``none`` leaves the file as it is.
+    """
+    from astropy.io import fits
+
+    from galforge.fileio import atomic_file
+
+    method = str(method).lower()
+    if method not in FITS_COMPRESSIONS:
+        raise ConfigError(f"--fits-compression {method!r}: use one of "
+                          f"{', '.join(FITS_COMPRESSIONS)}")
+    path = Path(path)
+    if method == "none":
+        return path
+    if method == "gzip2":
+        options = {"compression_type": "GZIP_2", "quantize_level": 0.0}
+        note = "GZIP_2 tile compression, lossless (no quantisation)"
+    else:
+        options = {"compression_type": "RICE_1", "quantize_level": float(quantize_level),
+                   "quantize_method": 1, "dither_seed": -1}
+        note = (f"RICE_1 tile compression of pixels quantised to noise/{quantize_level:g} "
+                "(subtractive dither): lossy below the noise")
+    with fits.open(path, memmap=True) as hdul:
+        header = hdul[0].header.copy()
+        data = hdul[0].data
+        for key in ("SIMPLE", "EXTEND"):
+            header.remove(key, ignore_missing=True)
+        header.add_comment(f"Stored with {note}.")
+        image = fits.CompImageHDU(data=data, header=header, **options)
+        primary = fits.PrimaryHDU()
+        primary.header["CREATOR"] = (header.get("CREATOR", f"galforge {__version__}"),
+                                     "software version that wrote this file")
+        fitsheader.date_cards(primary.header)
+        primary.header.add_comment("The field is the tile-compressed image in extension 1.")
+        with atomic_file(path) as tmp:
+            fits.HDUList([primary, image]).writeto(tmp)
+    return path
 
 
 def bundle_pixel_scale(bundle) -> float | None:

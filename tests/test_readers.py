@@ -41,6 +41,32 @@ def test_png_16bit_grey_and_rgb(tmp_path):
     np.testing.assert_array_equal(g.images[0, 0], grey.astype(np.float32))
 
 
+def test_png_16bit_every_filter_alpha_interlace_and_damage(tmp_path):
+    import png
+
+    rng = np.random.default_rng(4)
+    # smooth data, so that the row filters (None, Sub, Up, Average, Paeth) all carry values
+    ramp = np.add.outer(np.arange(12), np.arange(10))[..., None] * 517
+    rgba = (ramp + rng.integers(0, 300, (12, 10, 4))).astype(np.uint16)
+    for f in range(5):  # each filter alone, written by the tests' own encoder
+        write_png16(tmp_path / f"f{f}.png", rgba, filters=(f,))
+        s = load_images(tmp_path / f"f{f}.png")
+        assert s.bands == ("R", "G", "B") and s.units == "16-bit level"  # alpha dropped
+        np.testing.assert_array_equal(s.images[0], rgba[..., :3].transpose(2, 0, 1))
+    # an Adam7-interlaced file (pypng's writer)
+    with open(tmp_path / "adam7.png", "wb") as fh:
+        png.Writer(10, 12, greyscale=False, bitdepth=16, interlace=True).write(
+            fh, rgba[..., :3].reshape(12, 30).tolist())
+    np.testing.assert_array_equal(load_images(tmp_path / "adam7.png").images[0],
+                                  rgba[..., :3].transpose(2, 0, 1))
+    # a file cut short is named, in one line
+    whole = (tmp_path / "f4.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="cut.png") as err:
+        load_images(tmp_path / "cut.png", strict=True)
+    assert "\n" not in str(err.value)
+
+
 def test_jpeg_grey_and_tiff_8_16(tmp_path):
     import tifffile
     from PIL import Image

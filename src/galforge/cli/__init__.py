@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import errno
 import importlib
+import inspect
 import os
 import re
+import shutil
 import sys
 
 import typer
@@ -48,6 +50,41 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"galforge.cli.{_name}").register(app)
+
+
+#: Terminals narrower than this get plain help (click's layout: each option with its help
+#: wrapped beside it, or on the next lines under a long option) instead of rich's panels,
+#: whose six-column option tables leave the help text a column of 15-20 characters at 80.
+RICH_HELP_MIN_COLUMNS = 100
+
+
+def terminal_columns() -> int:
+    """The width help is formatted for: ``COLUMNS``, else the terminal's, else 80.
+
+    ``TERMINAL_WIDTH`` (typer's cap on the width of rich help) narrows it further.
+    """
+    columns = shutil.get_terminal_size((80, 24)).columns
+    cap = os.environ.get("TERMINAL_WIDTH", "")
+    if cap.isdigit() and int(cap) > 0:
+        columns = min(columns, int(cap))
+    return columns
+
+
+def command(columns: int | None = None):
+    """The click command of :data:`app`, its help formatted for ``columns`` (default: the terminal's).
+
+    At ``columns < RICH_HELP_MIN_COLUMNS`` every command and group prints plain help.
+    """
+    cmd = typer.main.get_command(app)
+    if (terminal_columns() if columns is None else columns) < RICH_HELP_MIN_COLUMNS:
+        stack = [cmd]
+        while stack:
+            node = stack.pop()
+            node.rich_markup_mode = None
+            if not node.short_help and node.help:  # whole first paragraph in command lists
+                node.short_help = " ".join(inspect.cleandoc(node.help).split("\n\n")[0].split())
+            stack.extend(getattr(node, "commands", {}).values())
+    return cmd
 
 
 def _usage_error_class() -> type[Exception]:
@@ -111,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs.set_command(argv)
     done = False
     try:
-        status = app(args=argv, prog_name="galforge", standalone_mode=False)
+        status = command().main(args=argv, prog_name="galforge", standalone_mode=False)
         done = True
     except Interrupted as exc:
         typer.echo(str(exc), err=True)

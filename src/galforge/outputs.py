@@ -290,7 +290,13 @@ class OutputFolder:
             return
         try:
             files, dirs = _walk(self.path) if self.path.is_dir() else ([], [])
-            if failed and not files and not dirs:  # refused: leave nothing behind
+            if failed and not files and not recorded(self.path):
+                # refused before writing anything: leave nothing behind
+                for d in sorted(set(dirs) - self._before_dirs, key=len, reverse=True):
+                    try:
+                        (self.path / d).rmdir()
+                    except OSError:
+                        pass
                 self._lock.release()
                 if not recorded(self.path):
                     (self.path / MANIFEST).unlink(missing_ok=True)
@@ -328,13 +334,15 @@ def _make_folder(folder: Path) -> list[Path]:
 
 
 def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resume: bool = False,
-                 holds: str = "", command: str = "") -> OutputFolder:
+                 holds: str = "", command: str = "", keep=()) -> OutputFolder:
     """Make ``folder`` ready for new outputs, locked by this process; return its handle.
 
     A missing or empty folder is used as it is.  ``resume``: the folder is an earlier run's
     own, kept as it is.  Otherwise a folder holding anything is refused unless ``overwrite``;
     with ``overwrite`` what its manifest lists is removed, and a folder holding anything
     else is refused, naming it.  ``holds`` describes earlier outputs in the messages.
+    ``keep``: top-level names of recorded outputs ``overwrite`` keeps (a cache of results
+    that stay valid).
     """
     folder = Path(folder).expanduser()
     if folder.exists() and not folder.is_dir():
@@ -352,8 +360,10 @@ def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resu
             if not resume:
                 _check_replaceable(folder, files, dirs, overwrite, option, holds, command)
                 listed = read_manifest(folder)
-                _remove_recorded(folder, listed["files"], listed["dirs"])
-                _update_manifest(folder, [], [], drop=recorded(folder))
+                gone = {k: [p for p in listed[k] if p.split("/")[0] not in set(keep)]
+                        for k in ("files", "dirs")}
+                _remove_recorded(folder, gone["files"], gone["dirs"])
+                _update_manifest(folder, [], [], drop=gone["files"] + gone["dirs"])
                 files, dirs = _walk(folder)
         before = {f: _stat(folder / f) for f in files}
         if resume:

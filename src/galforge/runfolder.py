@@ -284,19 +284,26 @@ class RunFolder:
         raise BundleError(f"{self.path}: no kept snapshot of step {int(step)}; kept steps: "
                           f"{listed}")
 
-    def export(self, out=None, step: int | None = None) -> Path:
+    def export(self, out=None, step: int | None = None, overwrite: bool = False) -> Path:
         """Write the bundle of the run's present weights to ``RUN/bundle`` (or ``out``).
 
         ``step`` exports a kept snapshot (``checkpoints/step-XXXXXXXX``) instead, by default
         to ``RUN/bundle-step-XXXXXXXX``: the generator it was training then, its EMA copy
         (with the batch-norm statistics of its own weights) when the run uses EMA.
+        The bundle folder is an owned output (:mod:`galforge.outputs`): ``out`` holding
+        anything is refused unless ``overwrite``, which replaces only a bundle galforge
+        recorded writing there; the run's own default folders are replaced that way always.
         """
+        from galforge import outputs
+
         if out is not None:
             out_dir = Path(out)
         else:
             out_dir = self.bundle_dir if step is None else self.snapshot_bundle_dir(step)
+            overwrite = True
         meta, payloads, _ = self.describe_bundle(out_dir, step=step)
-        return write_bundle(out_dir, meta, payloads)
+        with outputs.claim_folder(out_dir, overwrite=overwrite, command="export"):
+            return write_bundle(out_dir, meta, payloads)
 
     def bundle_is_current(self) -> bool:
         """Whether ``RUN/bundle`` was exported from the run's present weights."""

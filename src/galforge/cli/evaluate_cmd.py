@@ -171,11 +171,14 @@ def register(app: typer.Typer) -> None:
                  "flux_<band>/mag_<band>) for completeness and magnitude bias."),
         match_radius: float = typer.Option(2.0, "--match-radius",
                                            help="With --truth: match radius in pixels."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier "
+                                       "evaluation in --out (its measure cache is kept)."),
     ) -> None:
         """Measure FAKE against REAL; write DIR/report.html, metrics.json and CSV catalogues.
 
         Exits 0 whether or not the measures pass (failures are results, listed in the
         summary); exits 2 on bad input."""
+        from galforge import outputs
         from galforge.evaluation import evaluate
 
         if n is not None and n < 2:
@@ -189,9 +192,11 @@ def register(app: typer.Typer) -> None:
         })
         if seed < 0:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
+        outputs.check_folder(out, overwrite=overwrite, command="evaluate")
         if fields:
             from galforge.cli import evaluate_fields
 
+            outputs.claim_folder(out, overwrite=overwrite, command="evaluate")
             evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
                                 seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
                                 minarea=minarea, threshold=threshold, device=device)
@@ -210,6 +215,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--colour-bands {colour_bands!r}: give two bands, BLUE,RED")
         real_set = load_set(real, "REAL", n=None, seed=seed, size=size, limit=limit)
         fake_set = load_set(fake, "FAKE", n=n, seed=seed, size=size, limit=limit, device=device)
+        outputs.claim_folder(out, overwrite=overwrite, command="evaluate", keep=("cache",))
         try:
             metrics = evaluate(
                 real_set, fake_set, out,

@@ -130,8 +130,12 @@ def register(app: typer.Typer) -> None:
                  "the present weights; default folder RUN/bundle-step-XXXXXXXX."),
         out: Path | None = typer.Option(
             None, "--out", "-o", help="Bundle folder to write (default RUN/bundle)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a bundle an earlier export wrote to --out."),
     ) -> None:
         """Export RUN/bundle (bundle.json + one safetensors file per part); print its path."""
         from galforge.runfolder import RunFolder
 
-        typer.echo(str(RunFolder(run).export(out, step=step)))
+        if out is not None:
+            check_output_path(out, "--out")
+        typer.echo(str(RunFolder(run).export(out, step=step, overwrite=overwrite)))

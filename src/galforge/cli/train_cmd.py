@@ -140,6 +140,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(None, "--seed", help="Seed of every random draw."),
         resume: bool = typer.Option(False, "--resume",
                                     help="Continue the run in --out up to the new total."),
+        overwrite: bool = typer.Option(False, "--overwrite",
+                                       help="Start again in --out, replacing the files an "
+                                       "earlier run recorded writing there."),
         config: Path = typer.Option(None, "--config", help="YAML config file."),
         dry_run: bool = typer.Option(False, "--dry-run",
                                      help="Print the resolved config and exit."),
@@ -177,6 +180,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(cfg.to_yaml().rstrip())
             return
         check_output_path(cfg.output.out, "--out")
+        if resume and overwrite:
+            raise ConfigError("--resume and --overwrite both given: continue the run, or "
+                              "start it again, not both")
+        if not resume:  # refused before the data are read (galforge.outputs)
+            from galforge import outputs
+
+            earlier = (Path(cfg.output.out) / "run.json").is_file()
+            outputs.check_folder(cfg.output.out, overwrite=overwrite, command="train",
+                                 holds="an earlier run; pass --resume to continue it"
+                                 if earlier else "")
         from galforge.training.trainer import train_from_config
 
         again = f"galforge train {shlex.quote(str(cfg.data.source))} --out " \
@@ -186,7 +199,8 @@ def register(app: typer.Typer) -> None:
                 t = cfg.train
                 hooks = (galaxy_metric_hooks(t.metric_every, t.metric_n, t.keep_best)
                          if t.metric_every else [])
-                summary = train_from_config(cfg, resume=resume, metrics=hooks)
+                summary = train_from_config(cfg, resume=resume, metrics=hooks,
+                                            overwrite=overwrite)
             except Interrupted as exc:
                 raise Interrupted(f"{exc}; continue with `{again}`", signum=exc.signum,
                                   step=exc.step, checkpoint=exc.checkpoint) from None

@@ -346,11 +346,6 @@ class Trainer:
             for p in self.ema.parameters():
                 p.requires_grad_(False)
         start = 0
-        if info.is_main:  # the run folder is this process's, locked, while it trains
-            earlier = find_checkpoint(self.latest_dir) is not None
-            self.owner = outputs.claim_folder(
-                self.run_dir, overwrite=self.overwrite, resume=self.resume, command="train",
-                holds="an earlier run; pass --resume to continue it" if earlier else "")
         if self.resume:
             if find_checkpoint(self.latest_dir) is None:
                 raise TrainingError(
@@ -363,11 +358,14 @@ class Trainer:
                           else f"--epochs {t.epochs} ({self.total} steps)")
                 raise ConfigError(f"--resume: {length} is below the run's step {start}; give "
                                   f"a total of at least {start} steps to continue it")
-        elif find_checkpoint(self.latest_dir) is not None:
+        elif find_checkpoint(self.latest_dir) is not None and not self.overwrite:
             raise TrainingError(
                 f"{self.run_dir} already holds a run (checkpoints/latest): pass --resume to "
                 "continue it or choose another --out"
             )
+        if info.is_main:  # the run folder is this process's, locked, while it trains
+            self.owner = outputs.claim_folder(self.run_dir, overwrite=self.overwrite,
+                                              resume=self.resume, command="train")
         if info.enabled:
             ddp.broadcast_modules(list(recipe.modules().values()))
             # after resume and EMA copy: the EMA keeps plain batch norms, checkpoints the

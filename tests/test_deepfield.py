@@ -104,6 +104,13 @@ def test_sky_of_an_8bit_composite_is_rounded_and_clipped():
     # the level and σ of the Gaussian under the clip, not of the clipped values
     assert sky.level == pytest.approx([3.0, 3.0], abs=0.1)
     assert sky.sigma == pytest.approx([4.0, 4.0], rel=0.04)
+    # a generated sky has the same histogram of levels (the zeros of the clip included)
+    g = tiny_generator(density=0.0, sky=sky.to_dict(), c=2)
+    fake = g.render_window(0, 0, 0, 200, 200, (200, 200)).numpy()
+    assert np.array_equal(fake, np.round(fake)) and fake.min() == 0
+    real_hist = np.bincount(x[0].astype(int).ravel(), minlength=40)[:40] / x[0].size
+    fake_hist = np.bincount(fake[0].astype(int).ravel(), minlength=40)[:40] / fake[0].size
+    assert np.abs(real_hist - fake_hist).max() < 0.01
 
 
 def test_thomas_fit_finds_clustering_and_poisson_does_not_have_it():

@@ -254,3 +254,26 @@ def test_zarr_fields_name_their_dimensions(tmp_path):
         == 0
     )
     assert zarr.open_array(str(out), mode="r").metadata.dimension_names == ("band", "y", "x")
+
+
+def test_deepfield_truth_table_is_valid_with_units(tmp_path):
+    from astropy.table import QTable
+    from test_deepfield import tiny_generator
+
+    from galforge.generation.truth import write_truth
+
+    _, path, n = write_truth(
+        tiny_generator(),
+        3,
+        (128, 128),
+        tmp_path / "f.fits",
+        ("g", "r", "i"),
+        tile=64,
+        pixel_scale=0.2,
+    )
+    header, _ = _valid(path, image=False)
+    table = QTable.read(path, hdu="TRUTH")
+    assert n > 0 and len(table) == n
+    assert table["x"].unit == u.pix and table["ra"].unit == u.deg
+    assert table["mag_r"].unit == u.mag
+    _fitsverify(path)

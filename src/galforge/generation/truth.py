@@ -51,6 +51,7 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
     ``(csv path, fits path, rows)``."""
     from astropy.io import fits
 
+    from galforge import __version__, fitsheader
     from galforge.fileio import atomic_file
 
     h, w = (int(v) for v in size_hw)
@@ -95,7 +96,7 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
             columns.append(fits.Column(name=c, format="K", array=data.astype(np.int64)))
         else:
             unit = {"x": "pix", "y": "pix", "hlr": "pix", "ra": "deg", "dec": "deg",
-                    "pa_deg": "deg"}.get(c)
+                    "pa_deg": "deg"}.get(c, "mag" if c.startswith("mag_") else None)
             columns.append(fits.Column(name=c, format="D", array=data.astype(np.float64),
                                        unit=unit))
     table = fits.BinTableHDU.from_columns(columns, name="TRUTH")
@@ -104,6 +105,11 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
     table.header["FIELDH"] = (h, "field height (px)")
     table.header["FIELDW"] = (w, "field width (px)")
     table.header["PIXCONV"] = ("(0,0) = centre of the first pixel", "x column, y row")
+    primary = fits.PrimaryHDU()
+    primary.header["CREATOR"] = (f"galforge {__version__}", "software version that wrote this file")
+    primary.header["OBJECT"] = ("truth catalogue of a synthetic field", "not real sources")
+    fitsheader.date_cards(primary.header)
+    fitsheader.date_cards(table.header)
     with atomic_file(fits_path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(), table]).writeto(tmp, overwrite=True)
+        fits.HDUList([primary, table]).writeto(tmp, overwrite=True)
     return csv_path, fits_path, n

@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 venv install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/galforge demo --out $(DEMO_OUT)
+	$(VENV)/bin/galforge demo --out $(DEMO_OUT) --overwrite
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests

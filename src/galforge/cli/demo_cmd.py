@@ -21,6 +21,8 @@ from pathlib import Path
 
 import typer
 
+from galforge import outputs
+
 # the parts of the time budget each training stage may use (the rest is generation,
 # evaluation and I/O)
 _LIVE_SHARE = 0.15
@@ -33,9 +35,6 @@ FIELD_MODEL = "xdf-sgan"
 #: the galaxy model's training data (seed 1) and the held-out draw the demo compares with
 TRAIN_SPEC = "builtin:galsim?n={n}&size=64&seed=1"
 HELDOUT_SPEC = "builtin:galsim?n={n}&size=64&seed={seed}"
-#: everything the demo writes in its folder
-DEMO_OUTPUTS = {"galaxies", "real_vs_generated.png", "evaluation", "field", "sgan", "dcgan",
-                "train-live", "finetune-xdf", "demo.json"}
 #: the measures the demo runs (the zoo card has the full set, isophotes included, on 500)
 DEMO_MEASURES = ("moments", "morphology", "photometry", "colour", "memorization",
                  "power_spectrum", "fid")
@@ -111,21 +110,29 @@ def _train(spec: str, model: str, out: Path, seconds: float, family: str, seed: 
 
 
 def run_demo(out: str | Path = "demo-out", minutes: float = 6.0, seed: int = 0,
-             progress: bool = True, n_eval: int = 150) -> dict:
-    """Run the demo pipeline into ``out``; return a dict of the paths written and figures."""
+             progress: bool = True, n_eval: int = 150, overwrite: bool = False) -> dict:
+    """Run the demo pipeline into ``out``; return a dict of the paths written and figures.
+
+    ``out`` is an owned output folder (:mod:`galforge.outputs`): a used one is refused unless
+    ``overwrite``, which replaces only what an earlier demo recorded writing there."""
+    with outputs.scope():
+        return _run_demo(Path(out), minutes, seed, progress, n_eval, overwrite)
+
+
+def _run_demo(out: Path, minutes: float, seed: int, progress: bool, n_eval: int,
+              overwrite: bool) -> dict:
     import galforge
     from galforge import pretrained
     from galforge.data import load_images
     from galforge.data.display import save_side_by_side
     from galforge.data.imageset import ImageSet
     from galforge.evaluation import evaluate
-    from galforge.fileio import claim_output_folder
     from galforge.generation.field import field_from_bundle
     from galforge.generation.writers import write_samples
 
-    # the demo's folder holds only what the demo writes: an earlier demo's outputs are
-    # replaced, anything else there is refused
-    out = claim_output_folder(out, overwrite=True, ours=lambda p: p.name in DEMO_OUTPUTS)
+    # the demo's folder holds only what the demo writes: with overwrite an earlier demo's
+    # recorded outputs are replaced; anything else there (at any depth) is refused
+    outputs.claim_folder(out, overwrite=overwrite, command="demo")
     budget = max(float(minutes), 1.0) * 60.0
     t_start = time.perf_counter()
     say = typer.echo
@@ -273,6 +280,9 @@ def register(app: typer.Typer) -> None:
                                       help="Time budget; training steps are sized to fit it."),
         seed: int = typer.Option(0, "--seed", help="Seed of every random draw."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs an "
+                                       "earlier demo recorded writing to --out."),
     ) -> None:
         """Pretrained galaxies and a deep field, their evaluation, live training and fine-tuning."""
-        _print_result(run_demo(out, minutes=minutes, seed=seed, progress=progress))
+        _print_result(run_demo(out, minutes=minutes, seed=seed, progress=progress,
+                               overwrite=overwrite))

@@ -172,6 +172,12 @@ def test_magnitudes_are_instrumental_unless_a_zero_point_is_known(tmp_path, caps
     capsys.readouterr()
     head = (tmp_path / "zp" / "catalogue_photometry_real.csv").read_text().splitlines()[0]
     assert "mag_band0" in head and "mag_inst" not in head
+    from astropy import units as u
+    from astropy.table import QTable
+
+    cat = QTable.read(tmp_path / "zp" / "catalogue_photometry_real.ecsv")  # the CSV, with units
+    assert cat["mag_band0"].unit == u.mag and cat["x"].unit == u.pix
+    assert cat["theta"].unit == u.rad and cat["flux_band0"].unit == u.adu  # npy: adu
     zp = json.loads((tmp_path / "zp" / "metrics.json").read_text())
     assert zp["magnitudes"] == {"zeropoint": 25.0, "system": "zero point 25",
                                 "source": "--zeropoint"}

@@ -520,8 +520,8 @@ def evaluate_fields(
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "sources_real.csv", cats["real"])
-        write_csv(out / "sources_fake.csv", cats["fake"])
+        write_csv(out / "sources_real.csv", cats["real"], units)  # + ECSV with units
+        write_csv(out / "sources_fake.csv", cats["fake"], units)
         metrics["figures"] = _figures(out, real, fake, bands, units, cats, res, notes)
         metrics = json_safe(metrics)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -149,7 +149,7 @@ class ObjectMeasure(Measure):
         csvs = []
         for s_name in ("real", "fake"):
             name = f"catalogue_{self.name}_{s_name}.csv"
-            write_csv(out / name, catalogue[s_name])
+            write_csv(out / name, catalogue[s_name], ctx.units)  # + ECSV, fluxes in units
             csvs.append(name)
         cols = result["columns"]
         figures = []

@@ -11,7 +11,9 @@ temporary file or folder is removed (:func:`remove_temp`).  The file gets the pe
 022 can be read by collaborators.
 
 :func:`check_output_path` tells, before any work is done, whether an output path can be
-written at all (a parent that is a file, a read-only folder), naming the option.
+written at all (a parent that is a file, a read-only folder), naming the option.  Which
+outputs galforge may replace or remove, and the locks of output folders, are
+:mod:`galforge.outputs`.
 """
 
 from __future__ import annotations
@@ -219,50 +221,3 @@ def check_output_path(path: str | Path, option: str = "--out") -> Path:
     if path.exists() and path.is_file() and not os.access(path, os.W_OK):
         raise ConfigError(f"{option} {path}: the file is read-only; choose another {option}")
     return path
-
-
-def _names(paths, limit: int = 3) -> str:
-    shown = ", ".join(p.name for p in paths[:limit])
-    return shown + (f", ... ({len(paths)} in all)" if len(paths) > limit else "")
-
-
-def claim_output_folder(folder: str | Path, *, overwrite: bool, ours, option: str = "--out",
-                        holds: str = "") -> Path:
-    """Make ``folder`` ready for a new set of outputs that must not mix with earlier ones.
-
-    A missing folder is created; an empty one is used as it is.  A folder that holds
-    anything is refused (ConfigError naming it and ``--overwrite``) unless ``overwrite``;
-    with ``overwrite`` the entries for which ``ours(path)`` is true (what the command itself
-    writes) are removed first, and a folder holding anything else is still refused, so that
-    nothing a user put there is deleted.  ``holds`` describes the earlier content in the
-    message (e.g. "a prepared data set").
-    """
-    import shutil
-
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{option} {folder}: is a file; give a folder")
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        return folder
-    entries = sorted(folder.iterdir(), key=lambda p: p.name)
-    if not entries:
-        return folder
-    what = holds or _names(entries)
-    if not overwrite:
-        raise ConfigError(
-            f"{option} {folder}: the folder is not empty ({what}); pass --overwrite to replace "
-            f"the earlier outputs, or choose an empty or new folder"
-        )
-    foreign = [p for p in entries if not ours(p)]
-    if foreign:
-        raise ConfigError(
-            f"{option} {folder}: --overwrite removes only what galforge wrote there, and the "
-            f"folder also holds {_names(foreign)}; choose an empty or new folder"
-        )
-    for p in entries:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    return folder

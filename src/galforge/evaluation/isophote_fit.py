@@ -83,30 +83,37 @@ def _polar_angles(sma, eps, astep, csma, ceps):
     n_rows = len(sma)
     q = 1.0 - eps
     m = 1.0 - q * q
-    inv_b = 1.0 / (sma * q)
+    inv_b2 = 1.0 / (sma * q) ** 2
+    # 1/r(φ)² = (1 − m cos²φ) / b² = a2 + nb2 cos 2φ; the loop runs on ψ = 2φ (exact in binary)
+    a2 = (1.0 - 0.5 * m) * inv_b2
+    nb2 = -0.5 * m * inv_b2
     phi0 = _initial_phi(csma, astep)
     r0 = _radius(phi0, csma, ceps)
-    limit = 2.0 * np.pi + _PHI_MIN
+    limit = 2.0 * (2.0 * np.pi + _PHI_MIN)
     rows = np.arange(n_rows)
-    out_phi, out_row, out_inv = [phi0], [rows], [1.0 / r0]
-    phi = phi0 + np.minimum(out_inv[0], 0.5)
+    out_psi, out_row, out_inv = [2.0 * phi0], [rows], [1.0 / r0]
+    psi = out_psi[0] + np.minimum(2.0 / r0, 1.0)
     while True:
-        alive = phi <= limit
+        alive = psi <= limit
         if not alive.all():
-            rows, phi, m, inv_b = rows[alive], phi[alive], m[alive], inv_b[alive]
+            rows, psi, a2, nb2 = rows[alive], psi[alive], a2[alive], nb2[alive]
             if not rows.size:
                 break
-        out_phi.append(phi)
-        out_row.append(rows)
-        c = np.cos(phi)
-        c *= c
-        c *= -m
-        c += 1.0
-        np.sqrt(c, out=c)
-        c *= inv_b                  # 1 / r(φ)
-        out_inv.append(c)
-        phi = phi + np.minimum(c, 0.5)
-    return np.concatenate(out_phi), np.concatenate(out_row), 1.0 / np.concatenate(out_inv)
+        for _ in range(8):              # rows that pass the limit here are dropped below
+            out_psi.append(psi)
+            out_row.append(rows)
+            c = np.cos(psi)
+            c *= nb2
+            c += a2
+            np.sqrt(c, out=c)           # 1 / r(φ)
+            out_inv.append(c)
+            d = c + c
+            np.minimum(d, 1.0, out=d)
+            psi = psi + d
+    psi = np.concatenate(out_psi)
+    keep = psi <= limit
+    return (0.5 * psi[keep], np.concatenate(out_row)[keep],
+            1.0 / np.concatenate(out_inv)[keep])
 
 
 def _sample(flat: np.ndarray, shape, stamp: np.ndarray, x0, y0, sma, eps, pa, astep,

@@ -119,6 +119,11 @@ class ObjectMeasure(Measure):
     def measure_chunk(self, images: np.ndarray, bands: tuple, ctx: Context) -> list[dict]:
         raise EvaluationError(f"measure {self.name!r} does not define measure_chunk")
 
+    def chunk_size(self, ctx: Context) -> int:
+        """Images per parallel task (the ``chunk_size`` option unless the measure needs
+        more at once, as a batched fitter does)."""
+        return int(ctx.options["chunk_size"])
+
     def columns(self, ctx: Context) -> tuple:
         return ()
 

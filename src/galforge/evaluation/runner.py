@@ -254,10 +254,26 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
                         bar.update(1)
 
             kw = {"scheduler": sched}
-            if opts["workers"] and sched in ("threads", "processes"):
-                kw["num_workers"] = int(opts["workers"])
-            with _Bar():
-                results = dask.compute(*delayed, **kw)
+            pool = None
+            if sched in ("threads", "processes"):
+                # a pool of our own, so that an interrupt drops the queued tasks at once
+                # (the shared pool would run every queued task before the process exits)
+                from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+                n = int(opts["workers"]) if opts["workers"] else (os.cpu_count() or 1)
+                pool = (ThreadPoolExecutor if sched == "threads" else ProcessPoolExecutor)(n)
+                kw.update(pool=pool, num_workers=n)
+            try:
+                with _Bar():
+                    results = dask.compute(*delayed, **kw)
+            except BaseException:
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
+                raise
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True)
         else:
             try:
                 from distributed import Client, as_completed
@@ -399,7 +415,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
         if m.kind == "object":
             keys = []
             for s_name, s in (("real", r), ("fake", f)):
-                for a, b in _chunks(len(s.images), int(opts["chunk_size"])):
+                for a, b in _chunks(len(s.images), m.chunk_size(ctx)):
                     chunk = s.images[a:b]
                     key = f"{m.name}-" + _hash(__version__, CACHE_FORMAT, m.name, m.version,
                                                 sub, list(s.bands), chunk)

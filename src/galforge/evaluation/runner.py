@@ -254,26 +254,10 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
                         bar.update(1)
 
             kw = {"scheduler": sched}
-            pool = None
-            if sched in ("threads", "processes"):
-                # a pool of our own, so that an interrupt drops the queued tasks at once
-                # (the shared pool would run every queued task before the process exits)
-                from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-
-                n = int(opts["workers"]) if opts["workers"] else (os.cpu_count() or 1)
-                pool = (ThreadPoolExecutor if sched == "threads" else ProcessPoolExecutor)(n)
-                kw.update(pool=pool, num_workers=n)
-            try:
-                with _Bar():
-                    results = dask.compute(*delayed, **kw)
-            except BaseException:
-                if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = None
-                raise
-            finally:
-                if pool is not None:
-                    pool.shutdown(wait=True)
+            if opts["workers"] and sched in ("threads", "processes"):
+                kw["num_workers"] = int(opts["workers"])
+            with _Bar():
+                results = dask.compute(*delayed, **kw)
         else:
             try:
                 from distributed import Client, as_completed

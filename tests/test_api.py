@@ -82,11 +82,12 @@ def test_generate_writes_what_the_command_writes(zoo, tmp_path):
         galforge.generate(bundle, tmp_path / "c", 1, fmt="jpeg")
 
 
-def test_field(zoo, tmp_path):
+def test_field(zoo, tmp_path, capsys):
     (r,) = galforge.field("pretrained:tiny-sgan", tmp_path / "f.npy", "64x48", seed=2,
-                          device="cpu")
+                          device="cpu", progress=True)
     arr = np.load(tmp_path / "f.npy")
     assert arr.shape == (3, 64, 48) == tuple(r.shape) and np.isfinite(arr).all()
+    assert "pix" not in capsys.readouterr().err   # no bar when stderr is not a terminal
     with pytest.raises(ConfigError, match=r"field\(size=\.\.\.\)"):
         galforge.field("pretrained:tiny-sgan", tmp_path / "g.npy", "big")
     with pytest.raises(ConfigError, match=r"field\(workers=0\)"):

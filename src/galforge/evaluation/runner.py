@@ -243,7 +243,8 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
     keys = list(tasks)
     delayed = [dask.delayed(fn, pure=True)(*args, dask_key_name=f"galforge-{k}")
                for k, (fn, args) in tasks.items()]
-    bar = tqdm(total=len(keys), desc="evaluate", unit="task", disable=not opts["progress"])
+    bar = tqdm(total=len(keys), desc="evaluate", unit="task",   # a bar on a terminal only
+               disable=None if opts["progress"] else True)
     try:
         if sched in ("threads", "processes", "synchronous", "sync", "single-threaded"):
             from dask.callbacks import Callback

@@ -708,7 +708,8 @@ def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_
     from tqdm.auto import tqdm
 
     # pixels with SI prefixes: the rate reads "Mpix/s", the remaining time is the ETA
-    bar = tqdm(total=todo_pixels, unit="pix", unit_scale=True, disable=not progress,
+    bar = tqdm(total=todo_pixels, unit="pix", unit_scale=True,   # a bar on a terminal only
+               disable=None if progress else True,
                desc="field", dynamic_ncols=True, smoothing=0.1)
     try:
         if job.compile and scheduler is None and not processes:

@@ -277,3 +277,36 @@ def test_deepfield_truth_table_is_valid_with_units(tmp_path):
     assert table["x"].unit == u.pix and table["ra"].unit == u.deg
     assert table["mag_r"].unit == u.mag
     _fitsverify(path)
+
+
+def test_mix_and_projection_fits_are_valid(tmp_path):
+    from test_latent import make_style_bundle
+
+    style = make_style_bundle(tmp_path / "sg2")
+    mix = tmp_path / "mix"
+    assert (
+        main(
+            ["mix", str(style), "--rows", "1", "--cols", "2", "--styles", "0-1", "--out", str(mix)]
+        )
+        == 0
+    )
+    proj = tmp_path / "p"
+    assert (
+        main(
+            [
+                "project",
+                str(style),
+                "builtin:hdf-stamps?size=16&n=1",
+                "--steps",
+                "1",
+                "--out",
+                str(proj),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    for path in (mix / "mix_r000_c000.fits", proj / "reconstruction.fits", proj / "residual.fits"):
+        header, ccd = _valid(path)
+        assert ccd.unit is not None and header["BANDS"] and "MODDATE" in header
+        _fitsverify(path)

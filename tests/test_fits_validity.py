@@ -310,3 +310,38 @@ def test_mix_and_projection_fits_are_valid(tmp_path):
         header, ccd = _valid(path)
         assert ccd.unit is not None and header["BANDS"] and "MODDATE" in header
         _fitsverify(path)
+
+
+def test_fits_cube_on_a_full_disk_is_one_line_and_leaves_no_temporary(
+    tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    from galforge.generation import cube
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(cube, "reserve_space", full)
+    bundle = _bundle(tmp_path / "b")
+    out = tmp_path / "cube"
+    assert (
+        main(
+            [
+                "generate",
+                str(bundle),
+                "-n",
+                "3",
+                "--out",
+                str(out),
+                "--format",
+                "fits-cube",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert "disk full" in err and "galaxies.fits" in err and len(err.splitlines()) == 1
+    left = [p.name for p in out.iterdir()] if out.exists() else []
+    assert "galaxies.fits" not in left and not [n for n in left if n.endswith(".tmp")]

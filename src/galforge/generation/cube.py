@@ -9,6 +9,7 @@ galaxy: ``INDEX``, ``SEED`` and, for conditional generators, one column per cond
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Sequence
@@ -17,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from galforge import fitsheader
-from galforge.errors import ConfigError
-from galforge.fileio import make_temp_file
+from galforge.errors import ConfigError, DiskFullError
+from galforge.fileio import is_disk_full, make_temp_file, publish, remove_temp, reserve_space
 
 __all__ = ["CUBE_NAME", "FitsCubeWriter", "read_cube_table"]
 
@@ -77,10 +78,28 @@ class FitsCubeWriter:
             "NAXIS4 galaxies (one row each in the GALAXIES table)."
         )
         self._indices: list[int] = []
+        head = cube.tostring().encode("ascii")
+        self._end = len(head) + -(-self.n * int(np.prod(self.shape)) * 4 // _BLOCK) * _BLOCK
         fd, tmp = make_temp_file(self.path)
         self._tmp = Path(tmp)
         self._fh = os.fdopen(fd, "wb")
-        self._fh.write(cube.tostring().encode("ascii"))
+        with self._disk_full():
+            self._fh.write(head)
+            self._fh.truncate(self._end)  # the padded cube, zeros until written
+            self._fh.flush()
+            reserve_space(self._tmp)  # a full disk now, not half-way through the galaxies
+            self._fh.seek(len(head))
+
+    @contextlib.contextmanager
+    def _disk_full(self):
+        """A full disk becomes :class:`DiskFullError` (one line), the partial file removed."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.abort()
+            raise DiskFullError(self.path) from None
 
     def write(self, first_index: int, images: np.ndarray) -> None:
         images = np.asarray(images, dtype=np.float32)
@@ -90,7 +109,8 @@ class FitsCubeWriter:
             raise ConfigError(
                 f"{self.path}: images of shape {tuple(images.shape[1:])}, expected {self.shape}"
             )
-        self._fh.write(np.ascontiguousarray(images, dtype=">f4").tobytes())
+        with self._disk_full():
+            self._fh.write(np.ascontiguousarray(images, dtype=">f4").tobytes())
         self._indices.extend(range(int(first_index), int(first_index) + len(images)))
 
     def _table(self):
@@ -119,23 +139,25 @@ class FitsCubeWriter:
         """Finish the file (pad the cube, append the table): ``(path, None)``."""
         if len(self._indices) != self.n:
             raise ConfigError(f"{self.path}: {len(self._indices)} of {self.n} samples written")
-        written = self.n * int(np.prod(self.shape)) * 4
-        self._fh.write(b"\0" * (-written % _BLOCK))
         buffer = io.BytesIO()
         self._table().writeto(buffer)  # astropy puts an empty primary HDU (one block) first
-        self._fh.write(buffer.getvalue()[_BLOCK:])
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self._tmp, self.path)
+        with self._disk_full():
+            self._fh.seek(self._end)
+            self._fh.write(buffer.getvalue()[_BLOCK:])
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        publish(self._tmp, self.path)
         return self.path, None
 
     def abort(self) -> None:
         """Drop the partial file."""
         if not self._fh.closed:
-            self._fh.close()
-        if self._tmp.exists():
-            self._tmp.unlink()
+            try:
+                self._fh.close()
+            except OSError:  # the buffered bytes could not be written (a full disk): dropped
+                pass
+        remove_temp(self._tmp)
 
 
 def read_cube_table(path) -> dict[str, np.ndarray]:

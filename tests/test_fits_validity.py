@@ -345,3 +345,45 @@ def test_fits_cube_on_a_full_disk_is_one_line_and_leaves_no_temporary(
     assert "disk full" in err and "galaxies.fits" in err and len(err.splitlines()) == 1
     left = [p.name for p in out.iterdir()] if out.exists() else []
     assert "galaxies.fits" not in left and not [n for n in left if n.endswith(".tmp")]
+
+
+def test_fits_cube_table_holds_the_conditions(tmp_path):
+    from test_generate import CondGenerator
+
+    torch.manual_seed(0)
+    gen = CondGenerator()
+    path = save_bundle(
+        tmp_path / "cond",
+        family="tiny_cond",
+        spec={},
+        state_dict=gen.state_dict(),
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint=None,
+    )
+    out = tmp_path / "o"
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "3",
+                "--out",
+                str(out),
+                "--format",
+                "fits-cube",
+                "--condition",
+                "flux=0.25",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    table = read_cube_table(out / "galaxies.fits")
+    assert table["INDEX"].tolist() == [0, 1, 2] and table["flux"].tolist() == [0.25] * 3
+    _valid(out / "galaxies.fits")
+    _fitsverify(out / "galaxies.fits")

@@ -14,6 +14,8 @@ after the fact, lives above training).
   band aperture flux and magnitude, half-light radius, ellipticity and position angle;
 * :func:`cut_stamps` — one sky-subtracted stamp per source, neighbours' pixels replaced by
   sky noise;
+* :func:`denoise_colours` — faint sources' colours with their measurement noise shrunk
+  out (what a catalogue model should draw, before the sky's noise is added again);
 * :func:`pair_correlation` / :func:`fit_thomas` — the angular two-point correlation of the
   positions and the Thomas (Neyman–Scott) cluster process fitted to it.
 
@@ -29,8 +31,8 @@ import numpy as np
 
 from galforge.errors import DataError
 
-__all__ = ["Detection", "SkyStats", "cut_stamps", "detect_sources", "fit_thomas",
-           "measure_sky", "pair_correlation", "thomas_w"]
+__all__ = ["Detection", "SkyStats", "cut_stamps", "denoise_colours", "detect_sources",
+           "fit_thomas", "measure_sky", "pair_correlation", "thomas_w"]
 
 _SMOOTH = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 
@@ -205,8 +207,9 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
     Fluxes are summed in a circle of radius ``6 a`` (at least 4 px) with the other sources'
     pixels left out; the half-light radius is the radius holding half of the band sum's
     flux in that circle (so flux and size describe the same light). The catalogue has
-    ``x, y, flux_<band>, mag_<band>`` (``zeropoint - 2.5 log10 flux``, zero point 0 when
-    none is given; NaN for a non-positive flux), ``flux`` (band sum), ``hlr`` (px),
+    ``x, y, flux_<band>, fluxerr_<band>`` (the sky noise's), ``mag_<band>`` (``zeropoint -
+    2.5 log10 flux``, zero point 0 when none is given; NaN for a non-positive flux),
+    ``flux`` (band sum), ``hlr`` (px),
     ``ellipticity``, ``pa_deg``, ``npix``.
     """
     import sep
@@ -244,6 +247,11 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
                                  subpix=5)
         cat[f"flux_{name}"] = np.asarray(f, np.float64)
         total += f
+    # the error of an aperture sum of correlated noise: σ √area × the kernel's sum
+    area = np.pi * rmax ** 2
+    for b, name in enumerate(bands):
+        ksum = abs(float(np.sum(sky.kernel[b])))
+        cat[f"fluxerr_{name}"] = float(sky.sigma[b]) * ksum * np.sqrt(area)
     zp = 0.0 if zeropoint is None else float(zeropoint)
     for name in bands:
         f = cat[f"flux_{name}"]
@@ -263,6 +271,38 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
     cat["pa_deg"] = np.degrees(objs["theta"].astype(np.float64))
     cat["npix"] = objs["npix"].astype(np.float64)
     return Detection(cat, seg.astype(np.int32), sky, bands)
+
+
+def denoise_colours(flux: np.ndarray, err: np.ndarray, *, bright_snr: float = 20.0) -> np.ndarray:
+    """Per band fluxes ``N×C`` with their measurement noise shrunk out of the colours.
+
+    A faint source's measured colour is its true colour plus noise; drawing such a source
+    and adding the sky's noise again would double that noise. Each band's departure from the
+    population's mean band fraction ``p_b`` (of sources with S/N ≥ ``bright_snr``) is shrunk
+    by ``s_b² / (s_b² + (err_b / F)²)`` (``F`` the band sum, ``s_b²`` the intrinsic variance
+    of the band fraction among bright sources): the posterior mean of a Gaussian colour
+    prior. The band sum is kept.
+    """
+    flux = np.asarray(flux, np.float64)
+    err = np.asarray(err, np.float64)
+    total = flux.sum(1)
+    tot_err = np.sqrt((err ** 2).sum(1))
+    good = total > 0
+    bright = good & (total >= bright_snr * tot_err)
+    if bright.sum() < 10:
+        return flux.copy()
+    frac = flux[bright] / total[bright, None]
+    p = np.median(frac, 0)
+    noise = (err[bright] / total[bright, None]) ** 2
+    s2 = np.maximum(frac.var(0) - noise.mean(0), 1e-6)
+    out = flux.copy()
+    t = np.where(good, total, 1.0)[:, None]
+    w = s2[None] / (s2[None] + (err / t) ** 2)
+    frac_all = flux / t
+    new = p[None] + w * (frac_all - p[None])
+    new = new / np.clip(new.sum(1, keepdims=True), 1e-12, None)
+    out[good] = new[good] * total[good, None]
+    return out
 
 
 def _dilate(mask: np.ndarray, r: int) -> np.ndarray:

@@ -10,7 +10,9 @@ user's multi-band FITS field) whole and, before the first step
    correlation between bands; for 8-bit composites the clip at 0 and the rounding);
 3. fits the positions' two-point correlation with a Thomas cluster process
    (``model.clustering=false``: a Poisson process at the real density);
-4. cuts a ``model.stamp``-pixel stamp per source (neighbours replaced by sky noise); the
+4. with ``model.denoise_colours`` (default), shrinks the measurement noise out of faint
+   sources' colours in the catalogue the model draws from (the sky adds it back);
+5. cuts a ``model.stamp``-pixel stamp per source (neighbours replaced by sky noise); the
    sources with a signal-to-noise of at least ``model.min_snr`` whose half-light radius is
    under a quarter of the stamp train the stamp network.
 
@@ -65,6 +67,7 @@ class DeepFieldSettings:
     min_snr: float = 5.0            # training stamps: flux / (σ √npix) at least this
     clustering: bool = True         # fit a Thomas process to w(θ); false: Poisson
     kde_scale: float = 0.5          # × Silverman's bandwidth of the catalogue resampling
+    denoise_colours: bool = True    # shrink faint sources' measured colour noise (catalogue)
     zeropoint: float | None = None  # magnitudes zeropoint - 2.5 log10 flux (None: 0)
     lr: float = 2e-4
     r1_gamma: float = 1.0
@@ -157,7 +160,13 @@ class DeepFieldRecipe(Recipe):
 
     def make_batches(self, data, batch_size: int, seed: int) -> BatchSource:
         """Measure the field (module docstring) into G, and batch the real stamps."""
-        from galforge.data.sources import cut_stamps, detect_sources, fit_thomas, pair_correlation
+        from galforge.data.sources import (
+            cut_stamps,
+            denoise_colours,
+            detect_sources,
+            fit_thomas,
+            pair_correlation,
+        )
 
         s = self.settings
         field = self.physical_field(data)
@@ -169,6 +178,11 @@ class DeepFieldRecipe(Recipe):
         n = len(cat["x"])
         flux = np.stack([cat[f"flux_{b}"] for b in bands], 1)
         rows = np.concatenate([flux, cat["hlr"][:, None], cat["ellipticity"][:, None]], 1)
+        model_flux = flux
+        if s.denoise_colours:
+            err = np.stack([cat[f"fluxerr_{b}"] for b in bands], 1)
+            model_flux = denoise_colours(flux, err)
+        model_rows = np.concatenate([model_flux, rows[:, c:]], 1)
         density = n / float(h * w)
         process = {"density": density, "kappa": density, "mu": 1.0, "sigma": 1.0,
                    "clustered": False}
@@ -195,7 +209,7 @@ class DeepFieldRecipe(Recipe):
         lh = np.log(cat["hlr"][train])
         cond_stats = torch.tensor([[lf.mean(), lh.mean()],
                                    [max(lf.std(), 1e-3), max(lh.std(), 1e-3)]])
-        self.G.set_model(torch.from_numpy(rows), cond_stats, sky.to_dict(), process,
+        self.G.set_model(torch.from_numpy(model_rows), cond_stats, sky.to_dict(), process,
                          s.zeropoint, flux_soft=sig.tolist())
         self.G.to(self.device)
         self.notes = {"sources": n, "training_stamps": int(len(train)),

@@ -1,12 +1,12 @@
 """Reproduce ``pretrained:xdf-deepfield``: the XDF as learned sources on a learned sky.
 
     python scripts/zoo/xdf-deepfield.py                  # train (resumes), validate, ship
-    python scripts/zoo/xdf-deepfield.py --steps 18000 --no-ship   # train and validate only
+    python scripts/zoo/xdf-deepfield.py --steps 15000 --no-ship   # train and validate only
 
 Training data: ``builtin:hdf``, the XDF colour image bundled with scikit-image (1000×872,
 8-bit levels).  The ``deepfield`` family measures the field's sources (catalogue, clustering)
 and sky (level, σ, correlations, the composite's rounding and clip at 0) and trains its
-stamp network (``--steps``, batch 32, one thread; 0.4–0.55 s a step, so the default 18000
+stamp network (``--steps``, batch 32, one thread; 0.4–0.7 s a step, so the default 15000
 steps are within 3 CPU hours).  Validation as for ``xdf-sgan``: a generated field of the XDF's
 size (seed 7) is source-extracted like the real one and compared by detections per
 Mpix, per-band magnitude KS p and median Δmag (targets: density within 20 %, KS p ≥ 0.05 and
@@ -45,7 +45,7 @@ def more(ap) -> None:
 
 
 def main() -> None:
-    args, run = zoo.parse_args(__doc__, NAME, 18000, n_eval=False, more=more)
+    args, run = zoo.parse_args(__doc__, NAME, 15000, n_eval=False, more=more)
 
     import numpy as np
 

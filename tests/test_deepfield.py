@@ -201,6 +201,21 @@ def test_tiles_equal_the_whole_field(tmp_path, clustered):
     assert np.array_equal(np.sort(big["id"]), np.sort(table["id"]))
 
 
+def test_truth_radec_follows_the_fits_wcs(tmp_path):
+    from astropy.wcs import WCS
+
+    g = tiny_generator(density=3e-3)
+    out = tmp_path / "f.fits"
+    res = generate_field(g, None, ("a", "b", "c"), out, "96x128", tile=64, seed=1,
+                         progress=False, extra_meta={"pixel_scale": 0.06})
+    t = fits.getdata(res.truth_path.with_suffix(".fits"))
+    assert len(t) == res.truth_rows > 3
+    wcs = WCS(fits.getheader(out)).celestial
+    ra, dec = wcs.all_pix2world(t["x"], t["y"], 0)
+    assert np.allclose(((t["ra"] - ra + 180) % 360) - 180, 0, atol=1e-9)
+    assert np.allclose(t["dec"], dec, atol=1e-9)
+
+
 def test_truth_catalogue_matches_the_drawn_sources(tmp_path):
     sky = {"level": [0.0] * 3, "sigma": [0.05] * 3,
            "kernel": [[[0, 0, 0], [0, 1.0, 0], [0, 0, 0]]] * 3,

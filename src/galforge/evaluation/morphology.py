@@ -2,8 +2,10 @@
 
 Three measurements, each returning one dict per galaxy (stamp), in stamp order:
 
-* :func:`measure_isophotes` — photutils isophote ellipse fitting (Fussell & Moews §4.2),
-  by default after bicubic upscaling of the stamp to 512 px as in the paper. Each fit starts
+* :func:`measure_isophotes` — isophote ellipse fitting (Fussell & Moews §4.2) with galforge's
+  batched fitter (:mod:`galforge.evaluation.isophote_fit`, photutils' method and answers) or
+  photutils itself (``engine="photutils"``), by default after bicubic upscaling of the stamp
+  to 512 px as in the paper. Each fit starts
   from the central source's moments measured with ``sep`` (centre, a, b, θ); a fit that
   finds no usable isophote is retried with the centre fixed and with other starting sizes,
   and if all attempts fail the row says ``ok=False`` with the ``reason``: failures are

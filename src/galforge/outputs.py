@@ -391,9 +391,30 @@ def check_folder(folder, *, overwrite: bool = False, option: str = "--out", hold
         return
     if not folder.is_dir():
         raise ConfigError(f"{option} {folder}: is a file; give a folder")
+    _check_not_busy(folder / LOCK, str(folder), option)
     files, dirs = _walk(folder)
     if files or dirs:
         _check_replaceable(folder, files, dirs, overwrite, option, holds, command)
+
+
+def _check_not_busy(lock: Path, what: str, option: str) -> None:
+    """Refuse (naming the holder's PID) when another process holds ``lock`` now."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pid = _read_pid(lock)
+            who = f"process {pid}" if pid else "another process"
+            raise OutputBusy(
+                f"{option} {what}: {who} is writing it now (lock {lock.name}); wait for it to "
+                f"finish or choose another {option}") from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _check_replaceable(folder: Path, files, dirs, overwrite: bool, option: str, holds: str,

@@ -568,6 +568,8 @@ def generate_field(
     upscale = int(g0.upscale)
     tile = _check_tile(tile, upscale)
     out = Path(out)
+    if out.name in ("", ".."):
+        out = Path(os.path.abspath(out))  # "." or "..": the folder's own name
     fmt = (fmt or _default_format(out)).lower()
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")

@@ -80,3 +80,46 @@ def test_sync_batchnorm_needs_cuda():
     with pytest.raises(ConfigError, match="train.sync_bn"):
         ddp.wrap(torch.nn.Sequential(torch.nn.BatchNorm2d(2)), torch.device("cpu"),
                  sync_bn=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sgan_worker(rank, world, port, run, result_dir):
+    from galforge.training.recipes import get_recipe
+    from galforge.training.trainer import Trainer
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    model = {"widths": [8, 8, 4, 4], "d_widths": [4, 4, 4, 4, 4], "crop_sizes": [32],
+             "sky_noise": True}
+    recipe = get_recipe("sgan")(model, channels=3, image_size=None, device="cpu", seed=2)
+    data = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    Trainer(recipe, data, run, {"steps": 3, "batch": 4, "seed": 2, "progress": False,
+                                "sample_every": 100, "n_samples": 2, "log_every": 1},
+            output={"export_bundle": False, "tensorboard": False, "loss_plot": False}).fit()
+    torch.save({f"{m}.{k}": v for m, net in recipe.modules().items()
+                for k, v in net.state_dict().items()},
+               os.path.join(result_dir, f"w{rank}.pt"))
+
+
+def test_sgan_trains_under_ddp_and_processes_stay_in_step(tmp_path):
+    """SGAN's D is frozen during G's update (no D gradients in that backward) and G's sky
+    layer may be called beside G's forward: DDP must keep both processes' weights equal."""
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "run"
+    mp.spawn(_sgan_worker, args=(2, _free_port(), run, str(tmp_path)), nprocs=2, join=True)
+    w0 = torch.load(tmp_path / "w0.pt", weights_only=True)
+    w1 = torch.load(tmp_path / "w1.pt", weights_only=True)
+    for k, v in w0.items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.allclose(v, w1[k], rtol=0, atol=1e-6), k
+    notes = [json.loads(line).get("note", "") for line in (run / "log.jsonl").open()]
+    assert any("DistributedDataParallel wraps G, D" in n for n in notes)

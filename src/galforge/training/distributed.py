@@ -109,10 +109,14 @@ def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: boo
          sync_bn: bool = False) -> DataParallel:
     """``module`` in DDP (its parameters broadcast from rank 0 on construction).
 
-    Buffers are synced once, on construction, and not at each forward: batch-norm running statistics stay per
-    process as before (rank 0's are saved; the EMA generator recomputes its own), and a
-    network called several times before one backward (a discriminator on reals and fakes)
-    has nothing modified in place under autograd.
+    Buffers are synced once, on construction, not at each forward: batch-norm running
+    statistics stay per process as before (rank 0's are saved; the EMA generator recomputes
+    its own), and a network called several times before one backward (a discriminator on
+    reals and fakes) has nothing modified in place under autograd.
+
+    A network run with all its parameters frozen (``requires_grad_(False)``, a discriminator
+    during the generator's update) fires none of DDP's gradient hooks, which DDP accepts; one
+    run with only some of them used needs ``find_unused_parameters``.
     """
     if sync_bn:
         if device.type != "cuda":

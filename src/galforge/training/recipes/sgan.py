@@ -120,6 +120,9 @@ class SGANRecipe(PairRecipe):
     #: ``small``: a quarter of the paper's widths, for CPU-sized runs
     CONFIGS = {"small": {"widths": [64, 32, 16, 8], "d_widths": [16, 32, 64, 128, 128]}}
     PHASES = (Phase("discriminator"), Phase("generator_update"))
+    # data parallelism: both called through their forward (G's sky noise, called beside it,
+    # is a part of G whose gradients DDP's hooks average with the rest)
+    DDP_NETWORKS = ("G", "D")
     # the paper's self-ensemble drew on 21 generators saved along the run
     SNAPSHOT_EVERY = 500
 

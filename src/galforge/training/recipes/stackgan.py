@@ -206,6 +206,9 @@ class StackGAN2Recipe(Recipe):
     Settings = StackGAN2Settings
     CONFIGS = STACKGAN2_CONFIGS
     PHASES = (Phase("adversarial"),)
+    # data parallelism: D only (stage II of G is called as G.stage2, past G's forward; its
+    # gradients are averaged after the backward pass)
+    DDP_NETWORKS = ("D",)
 
     @classmethod
     def data_need(cls, settings) -> PairedStamps:

@@ -628,11 +628,13 @@ def generate_field(
 
         for path in truth_paths(out):  # the truth catalogue is written beside the pixels
             outputs.claim_entry(path, overwrite=overwrite, resume=resume, option="--out")
+    # written with the field: its progress records and an npy field's .json
+    extra = (job.progress_dir, *([out.with_name(out.name + ".json")] if fmt == "npy" else []))
     if finished:
         # a finished field (its progress records removed): nothing left to make
-        outputs.claim_entry(out, resume=True, extra=(job.progress_dir,))
+        outputs.claim_entry(out, resume=True, extra=extra)
     elif resume and job.write_path.exists() and job_json.exists():
-        outputs.claim_entry(out, resume=True, extra=(job.progress_dir,),
+        outputs.claim_entry(out, resume=True, extra=extra,
                             hint="or drop --resume and pass --overwrite to start again")
         previous = json.loads(job_json.read_text())
         if previous != fingerprint:
@@ -648,7 +650,7 @@ def generate_field(
                     f"--resume: {out} has no progress record ({job_json}) of a field started "
                     "by galforge; pass --overwrite to replace it"
                 )
-        outputs.claim_entry(out, overwrite=overwrite, extra=(job.progress_dir,),
+        outputs.claim_entry(out, overwrite=overwrite, extra=extra,
                             hint="or --resume to finish it")
         job.write_to = job.staged if staged else None
         sink = _Sink(job.write_path, fmt, (c, h, w), tile)

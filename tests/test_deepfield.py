@@ -234,7 +234,7 @@ def test_truth_catalogue_matches_the_drawn_sources(tmp_path):
             continue        # isolated sources away from the edges only
         d = np.hypot(det["x"] - x, det["y"] - y)
         j = int(np.argmin(d))
-        assert d[j] < 1.0
+        assert d[j] < 0.3
         flux, _, _ = sep.sum_circle(np.ascontiguousarray(img.sum(0)), [x], [y], [14.0])
         assert flux[0] == pytest.approx(float(truth["flux"][k].sum()), rel=0.05)
         checked += 1

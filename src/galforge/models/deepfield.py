@@ -43,7 +43,8 @@ from galforge.errors import ModelError
 from galforge.models.registry import register_generator
 from galforge.seeding import derive_seed, field_chunk_generator
 
-__all__ = ["DeepFieldGenerator", "StampDiscriminator", "StampGenerator", "conform",
+__all__ = ["DeepFieldGenerator", "StampDiscriminator", "StampGenerator", "canvas_offset",
+           "conform",
            "half_light_radius", "sky_noise"]
 
 CONDITIONS = ("log_flux", "log_hlr")
@@ -109,6 +110,13 @@ class StampDiscriminator(nn.Module):
 
 
 # ---------------------------------------------------------------------------- by construction
+def canvas_offset(size: int) -> float:
+    """Where a source at the pixel ``c`` lies on a ``size``-pixel canvas whose first pixel is
+    ``c − size // 2``, relative to the canvas centre ``(size − 1) / 2`` (½ for even sizes):
+    the shift :func:`conform` needs besides the source's sub-pixel offset."""
+    return size // 2 - (size - 1) / 2.0
+
+
 def _radii(size: int, shift: torch.Tensor) -> torch.Tensor:
     """Distance ``N×size×size`` of every pixel from ``centre + shift`` (shift ``N×2``, x, y)."""
     c = (size - 1) / 2.0
@@ -425,8 +433,12 @@ class DeepFieldGenerator(nn.Module):
                                  generator=g).long()
             n = int(kids.sum())
             owner = torch.repeat_interleave(torch.arange(n_par), kids)
-            pos = par[owner] + torch.randn((n, 2), generator=g, dtype=torch.float64) * float(
-                p["sigma"])
+            off = torch.randn((n, 2), generator=g, dtype=torch.float64) * float(p["sigma"])
+            # children stay within 4σ of their parent (cut at 4σ: 3e-4 of them move in), so
+            # a window that enumerates the cells within 4σ of it meets all of its sources
+            reach = 4.0 * float(p["sigma"])
+            norm = off.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            pos = par[owner] + off * torch.clamp(reach / norm, max=1.0)
         else:
             n, pos = n_par, par
         z = torch.randn((n, self.latent_dim + self.n_features + 2), generator=g)
@@ -495,13 +507,13 @@ class DeepFieldGenerator(nn.Module):
             if not bool(inside.any()):
                 continue
             z = s["z"].to(dev)
-            shift = (pos - torch.stack([cx, cy], 1)).float().to(dev)
+            shift = (pos - torch.stack([cx, cy], 1)).float().to(dev) + canvas_offset(p)
             for k in torch.nonzero(inside)[:, 0].tolist():
                 # one source at a time: its pixels never depend on what else is drawn
                 attrs = self.attributes(z[k:k + 1, self.latent_dim:])
                 stamp = self.draw(z[k:k + 1, :self.latent_dim], attrs, shift[k:k + 1], p)[0]
-                sx0 = int(cx[k]) - (p - 1) // 2
-                sy0 = int(cy[k]) - (p - 1) // 2
+                sx0 = int(cx[k]) - p // 2
+                sy0 = int(cy[k]) - p // 2
                 ys, ye = max(sy0, y0), min(sy0 + p, y0 + h, H)
                 xs, xe = max(sx0, x0), min(sx0 + p, x0 + w, W)
                 if ys >= ye or xs >= xe:

@@ -23,8 +23,9 @@ stamp's (log flux, log hlr); :func:`galforge.models.deepfield.conform` gives it 
 source's flux per band, size, ellipticity, position angle and sub-pixel centre; the field's
 sky noise is added, rounded and clipped as the real pixels are; the projection
 discriminator sees both through ``asinh(x / σ_band)``. Non-saturating logistic loss, R1 on
-real stamps every ``model.r1_interval`` steps, Adam (``lr``, β = (0, 0.99)); flips and
-quarter turns of the real stamps (the fakes are drawn at random orientations already).
+real stamps every ``model.r1_interval`` steps, Adam (``lr``, β = (0, 0.99)). No flips or
+quarter turns: each fake is drawn at its real stamp's angle and sub-pixel centre, which a
+flip of the real stamp alone would break.
 
 The data are read through the run's normaliser (fitted as for every family); its 99.99th
 percentile clip caps the brightest pixels of a float field, so ``--set
@@ -41,7 +42,12 @@ import torch
 from torch import Tensor, nn
 
 from galforge.errors import ConfigError, TrainingError
-from galforge.models.deepfield import DeepFieldGenerator, StampDiscriminator, sky_noise
+from galforge.models.deepfield import (
+    DeepFieldGenerator,
+    StampDiscriminator,
+    canvas_offset,
+    sky_noise,
+)
 from galforge.models.deepfield import output_transform as pixel_transform
 from galforge.models.layers import PhysicalStretch
 from galforge.seeding import global_scope
@@ -94,7 +100,10 @@ class _StampSource(BatchSource):
     (flux per band, hlr, ellipticity, pa, sub-pixel shift x, y)."""
 
     def __init__(self, stamps: Tensor, rows: Tensor, batch_size: int, seed: int):
-        self.inner = StampBatches(stamps, batch_size, seed, conditions=rows)
+        # no flips or quarter turns: each fake is drawn at its real stamp's angle and
+        # sub-pixel centre, which a flip of the real stamp alone would break
+        self.inner = StampBatches(stamps, batch_size, seed, conditions=rows, flips=False,
+                                  rot90=False)
         self.steps_per_epoch = self.inner.steps_per_epoch
 
     def batch(self, step: int) -> dict:
@@ -202,8 +211,9 @@ class DeepFieldRecipe(Recipe):
                                 f"have S/N >= {s.min_snr} and fit a {s.stamp}-px stamp; lower "
                                 "model.min_snr or model.thresh, or give a deeper field")
         stamps, idx = cut_stamps(field, det, int(s.stamp), seed=self.seed, select=train)
+        # the stamps' first pixel is round(x) - stamp // 2: the sources sit that far off centre
         shift = np.stack([cat["x"][idx] - np.round(cat["x"][idx]),
-                          cat["y"][idx] - np.round(cat["y"][idx])], 1)
+                          cat["y"][idx] - np.round(cat["y"][idx])], 1) + canvas_offset(int(s.stamp))
         batch_rows = np.concatenate([rows[idx], cat["pa_deg"][idx, None], shift], 1)
         lf = np.log(np.maximum(cat["flux"][train], 1e-6))
         lh = np.log(cat["hlr"][train])

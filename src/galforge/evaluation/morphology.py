@@ -372,77 +372,86 @@ def measure_isophotes(
     stack = select_band(images, bands, band)
     nan_row = {k: math.nan for k in ("ellipticity", "pa_deg", "flux", "sma", "half_light_sma")}
     rows: list[dict | None] = [None] * len(stack)
-    preps: dict[int, dict] = {}
-    for idx, img in enumerate(stack):
-        t0 = time.perf_counter()
-        sub, rms = _prepare(img, background, border)
-        found = _detect_central(sub, rms, thresh, minarea)
-        if found is None:
-            rows[idx] = _fail("no source detected", **nan_row, attempts=0,
-                              seconds=time.perf_counter() - t0)
-            continue
-        objs, _, i = found
-        o = objs[i]
-        h, w = sub.shape
-        fit_src = sub
-        if smooth:
-            from scipy.ndimage import gaussian_filter
+    # the galforge engine fits a block of stamps at once: as many as fit in _BLOCK_BYTES
+    # (upscaled images), photutils one at a time
+    h_in, w_in = stack.shape[1:]
+    up = upscale is not None and max(h_in, w_in) < int(upscale)
+    fit_pixels = int(upscale) ** 2 if up else h_in * w_in
+    block = max(16, _BLOCK_BYTES // (8 * fit_pixels)) if engine == "galforge" else 1
+    for lo in range(0, len(stack), block):
+        preps: dict[int, dict] = {}
+        for idx in range(lo, min(lo + block, len(stack))):
+            img = stack[idx]
+            t0 = time.perf_counter()
+            sub, rms = _prepare(img, background, border)
+            found = _detect_central(sub, rms, thresh, minarea)
+            if found is None:
+                rows[idx] = _fail("no source detected", **nan_row, attempts=0,
+                                  seconds=time.perf_counter() - t0)
+                continue
+            objs, _, i = found
+            o = objs[i]
+            h, w = sub.shape
+            fit_src = sub
+            if smooth:
+                from scipy.ndimage import gaussian_filter
 
-            fit_src = gaussian_filter(sub, float(smooth), mode="nearest")
-        if upscale is not None and max(h, w) < int(upscale):
-            fit_img, sx, sy = _upscale(fit_src, int(upscale))
+                fit_src = gaussian_filter(sub, float(smooth), mode="nearest")
+            if upscale is not None and max(h, w) < int(upscale):
+                fit_img, sx, sy = _upscale(fit_src, int(upscale))
+            else:
+                fit_img, sx, sy = fit_src, 1.0, 1.0
+            s = math.sqrt(sx * sy)
+            x0 = (float(o["x"]) + 0.5) * sx - 0.5
+            y0 = (float(o["y"]) + 0.5) * sy - 0.5
+            a, b = float(max(o["a"], 0.5)), float(max(o["b"], 0.5))
+            maxsma = max(min(x0, y0, fit_img.shape[1] - 1 - x0, fit_img.shape[0] - 1 - y0), 4.0)
+            preps[idx] = {
+                "image": fit_img, "sx": sx, "sy": sy, "s": s, "x0": x0, "y0": y0,
+                "eps0": float(np.clip(1.0 - b / a, 0.05, 0.9)), "pa0": float(o["theta"]) % math.pi,
+                "maxsma": maxsma, "sma_start": float(np.clip(2.0 * a * s, 3.0, 0.8 * maxsma)),
+                "attempts": 0, "good": None, "error": "no good isophote",
+                "seconds": time.perf_counter() - t0,
+            }
+        # first the moments' start; then the retries photutils suggests: a larger tolerance
+        # on the radial gradient error, other starting sizes, a fixed centre
+        tolerant = {"maxgerr": 1.0}
+        tries = ((lambda p: p["sma_start"], False, {}),
+                 (lambda p: p["sma_start"], False, tolerant),
+                 (lambda p: 0.6 * p["sma_start"], False, tolerant),
+                 (lambda p: min(1.5 * p["sma_start"], 0.9 * p["maxsma"]), True, tolerant))
+        if engine == "photutils":
+            for p in preps.values():
+                for sma_of, fix_center, extra in tries:
+                    t0 = time.perf_counter()
+                    sma0 = sma_of(p)
+                    if sma0 < 2.0:
+                        continue
+                    p["attempts"] += 1
+                    try:
+                        p["good"] = _fit(p["image"], p["x0"], p["y0"], sma0, p["eps0"], p["pa0"],
+                                         min_sma * p["s"], p["maxsma"], fix_center,
+                                         {**fit_options, **extra})
+                    except Exception as exc:  # photutils raises assorted errors on degenerate data
+                        p["good"], p["error"] = None, f"{type(exc).__name__}: {exc}"
+                    p["seconds"] += time.perf_counter() - t0
+                    if p["good"] is not None and len(p["good"]["sma"]) >= 3:
+                        break
         else:
-            fit_img, sx, sy = fit_src, 1.0, 1.0
-        s = math.sqrt(sx * sy)
-        x0 = (float(o["x"]) + 0.5) * sx - 0.5
-        y0 = (float(o["y"]) + 0.5) * sy - 0.5
-        a, b = float(max(o["a"], 0.5)), float(max(o["b"], 0.5))
-        maxsma = max(min(x0, y0, fit_img.shape[1] - 1 - x0, fit_img.shape[0] - 1 - y0), 4.0)
-        preps[idx] = {
-            "image": fit_img, "sx": sx, "sy": sy, "s": s, "x0": x0, "y0": y0,
-            "eps0": float(np.clip(1.0 - b / a, 0.05, 0.9)), "pa0": float(o["theta"]) % math.pi,
-            "maxsma": maxsma, "sma_start": float(np.clip(2.0 * a * s, 3.0, 0.8 * maxsma)),
-            "attempts": 0, "good": None, "error": "no good isophote",
-            "seconds": time.perf_counter() - t0,
-        }
-    # first the moments' start; then the retries photutils suggests: a larger tolerance
-    # on the radial gradient error, other starting sizes, a fixed centre
-    tolerant = {"maxgerr": 1.0}
-    tries = ((lambda p: p["sma_start"], False, {}),
-             (lambda p: p["sma_start"], False, tolerant),
-             (lambda p: 0.6 * p["sma_start"], False, tolerant),
-             (lambda p: min(1.5 * p["sma_start"], 0.9 * p["maxsma"]), True, tolerant))
-    if engine == "photutils":
-        for p in preps.values():
-            for sma_of, fix_center, extra in tries:
-                t0 = time.perf_counter()
-                sma0 = sma_of(p)
-                if sma0 < 2.0:
-                    continue
-                p["attempts"] += 1
-                try:
-                    p["good"] = _fit(p["image"], p["x0"], p["y0"], sma0, p["eps0"], p["pa0"],
-                                     min_sma * p["s"], p["maxsma"], fix_center,
-                                     {**fit_options, **extra})
-                except Exception as exc:  # photutils raises assorted errors on degenerate data
-                    p["good"], p["error"] = None, f"{type(exc).__name__}: {exc}"
-                p["seconds"] += time.perf_counter() - t0
-                if p["good"] is not None and len(p["good"]["sma"]) >= 3:
-                    break
-    else:
-        _fit_batched(preps, tries, min_sma, fit_options)
-    for idx, p in preps.items():
-        good = p["good"]
-        if good is None or len(good["sma"]) < 3:
-            rows[idx] = _fail(f"isophote fit failed ({p['error']})", **nan_row,
-                              attempts=p["attempts"], seconds=p["seconds"])
-            continue
-        rows[idx] = _combine(good, p, lo_w, hi_w)
+            _fit_batched(preps, tries, min_sma, fit_options)
+        for idx, p in preps.items():
+            good = p["good"]
+            if good is None or len(good["sma"]) < 3:
+                rows[idx] = _fail(f"isophote fit failed ({p['error']})", **nan_row,
+                                  attempts=p["attempts"], seconds=p["seconds"])
+                continue
+            rows[idx] = _combine(good, p, lo_w, hi_w)
     return rows
 
 
 #: Engines of :func:`measure_isophotes`.
 ISOPHOTE_ENGINES = ("galforge", "photutils")
+_BLOCK_BYTES = 256 * 2**20
 _GALFORGE_FIT_OPTIONS = ("step", "conver", "minit", "maxit", "fflag", "maxgerr")
 
 

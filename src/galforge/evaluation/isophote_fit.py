@@ -281,6 +281,8 @@ def fit_isophotes(
     gcs, gce = gs.copy(), ge.copy()            # size and ε the geometry was made for
     fixc = per(fix_center, bool)
     mins, maxs = per(minsma), per(maxsma)
+    if not (np.all(np.isfinite(maxs)) and np.all(maxs > 0) and np.all(mins >= 0)):
+        raise ValueError("maxsma must be finite and positive and minsma >= 0")
     stamps = [_Stamp(float(mins[k]), float(maxs[k])) for k in range(n_st)]
     it = np.zeros(n_st, dtype=np.int64)
     minit_now = np.full(n_st, 2 * minit, dtype=np.int64)

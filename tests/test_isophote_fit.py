@@ -137,3 +137,18 @@ def test_engine_and_options_are_checked(stamps):
         morph.measure_isophotes(img, ("r",), upscale=None, fit_options={"sclip": 2.0})
     row = morph.measure_isophotes(img, ("r",), upscale=None, fit_options={"maxit": 30})[0]
     assert row["ok"]
+
+
+def test_evaluate_takes_the_engine_option(tmp_path, stamps):
+    from galforge.evaluation import evaluate
+
+    rng = np.random.default_rng(6)
+    imgs = (stamps[:, None] + rng.normal(0.0, 1.0, (len(stamps), 1, 64, 64))).astype(np.float32)
+    with pytest.raises(EvaluationError, match="isophote_engine"):
+        evaluate(imgs, imgs, tmp_path / "bad", bands=("r",), measures=["isophotes"],
+                 isophote_engine="iraf", progress=False)
+    metrics = evaluate(imgs, imgs, tmp_path / "ok", bands=("r",), measures=["isophotes"],
+                       upscale=None, scheduler="synchronous", progress=False)
+    assert metrics["settings"]["isophote_engine"] == "galforge"
+    rows = [r for r in metrics["summary"] if r["measure"].startswith("isophote")]
+    assert rows and all(r["failure_rate_real"] == 0.0 for r in rows)

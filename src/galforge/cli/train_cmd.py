@@ -70,6 +70,7 @@ def resolve_train_config(
     init: str | None = None, band_map: str | None = None, stage1: str | None = None,
     freeze_g: int | None = None, freeze_d: int | None = None,
     metric_every: int | None = None, metric_n: int | None = None, keep_best: str | None = None,
+    psf: str | None = None, condition_columns: str | None = None,
 ):
     """Resolve the :class:`galforge.config.RunConfig` of ``galforge train`` from its options.
 
@@ -89,7 +90,9 @@ def resolve_train_config(
         "train.band_map": band_map, "model.stage1": stage1,
         "train.freeze_g": freeze_g, "train.freeze_d": freeze_d,
         "train.metric_every": metric_every, "train.metric_n": metric_n,
-        "train.keep_best": keep_best,
+        "train.keep_best": keep_best, "model.psf": psf,
+        "model.conditions": None if condition_columns is None else
+        [c.strip() for c in str(condition_columns).split(",") if c.strip()],
     }
     defaults = model_defaults()
     if stage1 is not None and model is not None and "stage1" not in defaults.get(model, {}):
@@ -168,6 +171,13 @@ def register(app: typer.Typer) -> None:
                                      "--metric-every (default 256)."),
         keep_best: str = typer.Option(None, "--keep-best", help="fgd or kid: the metric "
                                       "whose best value keeps checkpoints/best (default fgd)."),
+        psf: str = typer.Option(None, "--psf", help="The data's PSF: train a forward model "
+                                "(G draws the galaxy before it). moffat:fwhm=0.7[,beta=3.5], "
+                                "gaussian:fwhm=ARCSEC, a FITS image, or auto (what the data "
+                                "say, e.g. builtin:galsim)."),
+        condition_columns: str = typer.Option(None, "--condition-columns", help="Condition "
+                                              "G and D on these catalogue columns, e.g. "
+                                              "flux,hlr."),
     ) -> None:
         """Train a GAN on galaxy images; writes checkpoints, samples, logs and a bundle."""
         cfg = resolve_train_config(
@@ -175,6 +185,7 @@ def register(app: typer.Typer) -> None:
             resume=resume, config=config, device=device, amp=amp, sets=set_ or [],
             init=init, band_map=band_map, stage1=stage1, freeze_g=freeze_g, freeze_d=freeze_d,
             metric_every=metric_every, metric_n=metric_n, keep_best=keep_best,
+            psf=psf, condition_columns=condition_columns,
         )
         if dry_run:
             typer.echo(cfg.to_yaml().rstrip())

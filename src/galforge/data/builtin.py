@@ -368,6 +368,7 @@ def galsim_galaxies(
             "pixel_scale": pixel_scale,
             "psf_fwhm": psf_fwhm,
             "psf": psf_kind,
+            "moffat_beta": moffat_beta,
             "conventions": "q=b/a; ellipticity=1-q; pa_deg CCW from +x (columns); "
             "e1,e2 = (1-q)(cos2PA, sin2PA); g1,g2 = (1-q)/(1+q)(cos2PA, sin2PA); "
             "hlr circularised, arcsec",

@@ -43,6 +43,13 @@ these names, never on a family's name or class.
     ``sources_window(seed, y0, x0, h, w, field_hw) -> dict`` (the truth catalogue of the
     sources centred in the window: ``id``, ``x``, ``y``, ``flux`` N×C, ``hlr``,
     ``ellipticity``, ``pa_deg``); ``galforge field`` writes it beside the pixels.
+``"prepsf"`` — the galaxy before the telescope (a physical forward model)
+    ``scene(z[, conditions]) -> N×C×H×W``, the scene before the PSF in the bundle's physical
+    units on the training data's pixel grid (``forward`` is that scene through the PSF plus
+    sky noise), and ``psf_info() -> dict``: ``psf`` (one description per band,
+    :mod:`galforge.data.psf`), ``pixel_scale`` (arcsec) and ``kernel`` (``C×k×k`` images of
+    the PSF with the pixel response, each summing to one). ``galforge generate --psf`` and
+    :mod:`galforge.galsim` re-observe such scenes through another PSF and pixel scale.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ STAGED = "staged"
 NOISE = "noise"
 PHYSICAL = "physical"
 SOURCES = "sources"
+PREPSF = "prepsf"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
@@ -70,10 +78,11 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     NOISE: ("noise_shapes", "const_noise", "forward"),
     PHYSICAL: ("latent_shape", "forward"),
     SOURCES: ("channels", "upscale", "spec", "render_window", "sources_window"),
+    PREPSF: ("scene", "psf_info"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "REQUIRED", "SOURCES",
-           "STAGED", "WINDOWED", "capabilities", "require"]
+__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "PREPSF", "REQUIRED",
+           "SOURCES", "STAGED", "WINDOWED", "capabilities", "require"]
 
 
 def capabilities(generator: nn.Module) -> frozenset[str]:

@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from galforge.errors import ModelError
+from galforge.models.forward import PSFConvolution, prepsf_physical
 from galforge.models.layers import (  # noqa: F401 (GroupSpread, MinibatchStd re-exported)
     GroupSpread,
     MinibatchStd,
@@ -110,6 +111,16 @@ class DCGANGenerator(nn.Module):
         galaxy.
     scene_blur: with ``sky_noise``, σ (pixels) of the Gaussian band limit of the scene
         (:class:`galforge.models.layers.SkyNoise`; 0: none).
+    psf: with ``sky_noise``, the physical forward model (:mod:`galforge.models.forward`):
+        ``{"psf": [one description per band], "pixel_scale": arcsec, "size": k}``. The
+        network then draws the galaxy before the PSF in physical units (:meth:`scene`), a
+        fixed convolution with each band's PSF image (a buffer, in the weights) and the sky
+        noise make the observation. Such a generator has the ``prepsf`` capability.
+    conditions: continuous conditions (capability ``conditional``): ``{"names": [...],
+        "log": [bool, ...], "mean": [...], "std": [...], "sample": [[...], ...]}``; each
+        condition is standardised (log10 first where ``log``) and joins the latent vector.
+        ``sample`` is a sample of the training catalogue's rows, drawn from when a galaxy is
+        asked for without conditions.
     """
 
     CAPABILITIES = frozenset({"latent"})
@@ -128,11 +139,18 @@ class DCGANGenerator(nn.Module):
         upsample: str = "transposed",
         sky_noise: dict | None = None,
         scene_blur: float = 0.0,
+        psf: dict | None = None,
+        conditions: dict | None = None,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
         widths = _stage_widths(int(image_size), width)
+        caps = {"latent"}
+        self.condition_names: tuple[str, ...] = ()
+        n_cond = self._init_conditions(conditions) if conditions is not None else 0
+        if n_cond:
+            caps.add("conditional")
         pad = same_size_padding(kernel_size)
         if upsample not in UPSAMPLE_MODES:
             raise ModelError(
@@ -146,7 +164,7 @@ class DCGANGenerator(nn.Module):
             raise ModelError(f"model.latent_dim={latent_dim} must be >= 1")
         # the first layer has no batch norm (paper), so it keeps its bias
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(self.latent_dim, widths[0], 4, 1, 0, bias=True),
+            nn.ConvTranspose2d(self.latent_dim + n_cond, widths[0], 4, 1, 0, bias=True),
             nn.ReLU(inplace=True),
         ]
 
@@ -176,9 +194,71 @@ class DCGANGenerator(nn.Module):
             const = torch.randn((1, channels, size, size),
                                 generator=torch.Generator().manual_seed(int(init_seed) + 7919))
             self.register_buffer("noise_const", const)
-            self.CAPABILITIES = frozenset({"latent", "noise"})
+            caps.add("noise")
+        self.psf = None
+        if psf is not None:
+            if self.sky is None or float(scene_blur) > 0:
+                raise ModelError("model.psf needs model.sky_noise=true and model.scene_blur=0: "
+                                 "the PSF acts on the pre-PSF scene in physical units")
+            try:
+                self.psf = PSFConvolution(channels, int(psf["size"]), psf["psf"],
+                                          float(psf["pixel_scale"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"model.psf: a spec with psf, pixel_scale and size; {exc}") \
+                    from None
+            caps.add("prepsf")
+        self.CAPABILITIES = frozenset(caps)
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
+
+    def _init_conditions(self, spec: dict) -> int:
+        try:
+            names = tuple(str(n) for n in spec["names"])
+            k = len(names)
+            log = torch.tensor([bool(v) for v in spec.get("log") or [False] * k],
+                               dtype=torch.float32)
+            mean = torch.tensor([float(v) for v in spec.get("mean") or [0.0] * k])
+            std = torch.tensor([float(v) for v in spec.get("std") or [1.0] * k])
+            sample = [[float(v) for v in row] for row in spec.get("sample") or []]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"DCGAN conditions spec: names, log, mean, std, sample; {exc}") \
+                from None
+        if not k or any(t.numel() != k for t in (log, mean, std)) \
+                or any(len(row) != k for row in sample) or bool((std <= 0).any()):
+            raise ModelError(f"DCGAN conditions spec: {k} names need as many log, mean, std "
+                             "(> 0) values and sample rows of that length")
+        self.condition_names = names
+        self.condition_sample = sample
+        self.register_buffer("cond_log", log)
+        self.register_buffer("cond_mean", mean)
+        self.register_buffer("cond_std", std)
+        return k
+
+    def set_condition_scaling(self, log, mean, std, sample) -> None:
+        """Set the standardisation of the conditions (fitted on the training catalogue) and
+        the catalogue sample drawn from for galaxies asked for without conditions."""
+        with torch.no_grad():
+            for buf, v in ((self.cond_log, log), (self.cond_mean, mean), (self.cond_std, std)):
+                buf.copy_(torch.as_tensor(v, dtype=torch.float32))
+        self.condition_sample = [[float(v) for v in row] for row in sample]
+
+    def conditions_spec(self) -> dict:
+        """The ``conditions`` entry of this generator's spec."""
+        return {"names": list(self.condition_names),
+                "log": [bool(v) for v in self.cond_log.tolist()],
+                "mean": [float(v) for v in self.cond_mean.tolist()],
+                "std": [float(v) for v in self.cond_std.tolist()],
+                "sample": [list(row) for row in self.condition_sample]}
+
+    def standardise(self, conditions: torch.Tensor) -> torch.Tensor:
+        """Physical conditions (``N×K``) → the network's standardised inputs."""
+        c = torch.as_tensor(conditions, dtype=torch.float32).to(self.cond_mean.device)
+        if c.dim() != 2 or c.shape[1] != len(self.condition_names):
+            raise ModelError(f"conditions of shape {tuple(c.shape)}: give N×"
+                             f"{len(self.condition_names)} ({', '.join(self.condition_names)})")
+        logged = torch.log10(c.clamp_min(1e-30))
+        t = torch.where(self.cond_log.bool(), logged, c)
+        return (t - self.cond_mean) / self.cond_std
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
         """Shape of the latent input for ``n`` images: ``(n, latent_dim, 1, 1)``."""
@@ -208,16 +288,40 @@ class DCGANGenerator(nn.Module):
                 self.sky.permute_bands(perm)
                 self.noise_const.copy_(self.noise_const.index_select(1, idx))
 
-    def _raw(self, z: torch.Tensor) -> torch.Tensor:
+    def _raw(self, z: torch.Tensor, conditions=None) -> torch.Tensor:
+        if self.condition_names:
+            if conditions is None:
+                raise ModelError(f"this DCGAN generator is conditioned on "
+                                 f"{', '.join(self.condition_names)}: give their values")
+            c = self.standardise(conditions).to(z.device, z.dtype)
+            z = torch.cat([z.flatten(1), c], dim=1)
+        elif conditions is not None:
+            raise ModelError("this DCGAN generator takes no conditions")
         return self.net(z[:, :, None, None] if z.dim() == 2 else z)
 
-    def clean(self, z: torch.Tensor) -> torch.Tensor:
-        """The noiseless scene in model space (the image itself without ``sky_noise``)."""
-        out = self._raw(z)
+    def clean(self, z: torch.Tensor, conditions=None) -> torch.Tensor:
+        """The noiseless scene in model space (the image itself without ``sky_noise``;
+        through the PSF with a forward model)."""
+        out = self._raw(z, conditions)
+        if self.psf is not None:
+            return self.sky.to_model(self.psf(prepsf_physical(self.sky, out)))
         return out if self.sky is None else self.sky.scene(out)
 
-    def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
-        out = self._raw(z)
+    def scene(self, z: torch.Tensor, conditions=None) -> torch.Tensor:
+        """The galaxy before the PSF, in the data's physical units (capability ``prepsf``)."""
+        if self.psf is None:
+            raise ModelError("this DCGAN generator has no forward model (model.psf)")
+        return prepsf_physical(self.sky, self._raw(z, conditions))
+
+    def psf_info(self) -> dict:
+        """The PSF of the observations: its description per band, the pixel scale (arcsec)
+        and the ``C×k×k`` kernel (pixel response included) as a numpy array."""
+        if self.psf is None:
+            raise ModelError("this DCGAN generator has no forward model (model.psf)")
+        return {**self.psf.spec(), "kernel": self.psf.kernel.detach().float().cpu().numpy()}
+
+    def forward(self, z: torch.Tensor, conditions=None, noise: list | None = None) -> torch.Tensor:
+        out = self._raw(z, conditions)
         if self.sky is None:
             if noise is not None:
                 raise ModelError("this DCGAN generator has no noise inputs (no sky_noise)")
@@ -231,6 +335,10 @@ class DCGANGenerator(nn.Module):
             eps = torch.randn_like(out)
         else:
             eps = self.noise_const.to(out.dtype).expand_as(out)
+        if self.psf is not None:
+            sigma = self.sky.sigma(z).to(out.dtype)[:, :, None, None]
+            observed = self.psf(prepsf_physical(self.sky, out))
+            return self.sky.to_model(observed + sigma * eps.to(out.dtype))
         return self.sky(out, z, eps)
 
 
@@ -261,10 +369,14 @@ class DCGANDiscriminator(nn.Module):
     (:class:`galforge.models.layers.ShapeMoments`) through its own small MLP, whose logit is
     added too.  Built after the other paths, so their initial weights are unchanged; it
     starts fresh under ``--init`` like the profile path.
+
+    ``conditions`` = K > 0 makes it a projection discriminator (Miyato & Koyama 2018): the
+    inner product of a linear embedding of the (standardised) conditions with the pooled
+    features before the last convolution is added to the logit; ``forward(x, conditions)``.
     """
 
     #: parameter names that ``--init`` may leave freshly initialised (an added path)
-    INIT_FRESH = ("profile", "moments")
+    INIT_FRESH = ("profile", "moments", "embed")
 
     def __init__(
         self,
@@ -280,6 +392,7 @@ class DCGANDiscriminator(nn.Module):
         profile_group: int = 0,
         mbstd_group: int = 0,
         moments: bool = False,
+        conditions: int = 0,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -323,11 +436,24 @@ class DCGANDiscriminator(nn.Module):
             self.moments = _feature_logit(ShapeMoments(self.image_size), nn.Flatten(1),
                                           features=channels * ShapeMoments.N_FEATURES,
                                           hidden=4 * int(width))
+        self.n_conditions = int(conditions)
+        self.embed = None
+        if self.n_conditions:
+            self.embed = nn.Linear(self.n_conditions, widths[-1] + (1 if self.mbstd_group else 0),
+                                   bias=False)
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net(x).reshape(x.shape[0])
+    def forward(self, x: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if conditions is None:
+                raise ModelError("this DCGAN discriminator is conditioned: give the conditions")
+            h = self.net[:-1](x)
+            logits = self.net[-1](h).reshape(x.shape[0])
+            proj = (self.embed(conditions.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)
+            logits = logits + proj
+        else:
+            logits = self.net(x).reshape(x.shape[0])
         if self.profile is not None:
             logits = logits + self.profile(x).reshape(x.shape[0])
         if self.moments is not None:
@@ -361,14 +487,16 @@ def build_dcgan_pair(
     dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
     upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
     d_profile_group: int = 0, d_mbstd_group: int = 0, d_moments: bool = False,
-    scene_blur: float = 0.0,
+    scene_blur: float = 0.0, psf: dict | None = None, conditions: dict | None = None,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
     spread of the profiles over groups of that many images); ``d_mbstd_group``: a minibatch
     standard deviation map before the discriminator's last convolution; ``d_moments``: the
     discriminator's size-and-ellipticity path; ``scene_blur``: σ (pixels) of the generator's
-    band limit of its noiseless scene (with ``sky_noise``)."""
+    band limit of its noiseless scene (with ``sky_noise``); ``psf``: the generator's forward
+    model; ``conditions``: the generator's conditions spec (D becomes a projection
+    discriminator)."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -377,11 +505,13 @@ def build_dcgan_pair(
     d_drop = dropout if dropout_where in ("D", "both") else 0.0
     g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
                        g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample,
-                       sky_noise=sky_noise, scene_blur=scene_blur)
+                       sky_noise=sky_noise, scene_blur=scene_blur, psf=psf,
+                       conditions=conditions)
     d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
                            d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
                            profile=d_profile, profile_group=d_profile_group,
-                           mbstd_group=d_mbstd_group, moments=d_moments)
+                           mbstd_group=d_mbstd_group, moments=d_moments,
+                           conditions=len(g.condition_names))
     return g, d
 
 
@@ -403,6 +533,10 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
         spec["sky_noise"] = dict(g.sky.description)
         if g.sky.blur > 0:
             spec["scene_blur"] = g.sky.blur
+    if g.psf is not None:
+        spec["psf"] = g.psf.spec()
+    if g.condition_names:
+        spec["conditions"] = g.conditions_spec()
     return spec
 
 
@@ -410,7 +544,8 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
 def build_dcgan_generator(spec: dict) -> DCGANGenerator:
     """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
     known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
-             "dropout", "spatial_dropout", "upsample", "sky_noise", "scene_blur"}
+             "dropout", "spatial_dropout", "upsample", "sky_noise", "scene_blur", "psf",
+             "conditions"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(

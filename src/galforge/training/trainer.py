@@ -884,6 +884,12 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     if data.normalizer is not None and _accepts(recipe_cls, "normalizer"):
         # recipes written before the keyword existed (plug-in families) are built without it
         extra["normalizer"] = data.normalizer.to_dict()
+    if _accepts(recipe_cls, "data_info"):
+        # what the data say of themselves that a recipe may need (a forward model's PSF)
+        from galforge.data.psf import data_psf
+
+        extra["data_info"] = {"pixel_scale": cfg.data.pixel_scale, "bands": list(data.iset.bands),
+                              "psf": data_psf(data.iset.extra)}
     recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
                         seed=cfg.train.seed, **extra)
     notes = data.notes

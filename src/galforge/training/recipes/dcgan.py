@@ -42,6 +42,20 @@ measures both.
 ``dcgan64`` is the 64×64 model of appendix A; ``dcgan128`` the 128×128 model of
 appendix C, whose discriminator has a dropout layer before its last convolution that is
 removed after epoch 200.  The dropout rate is an option (0.5 by default).
+
+``model.psf`` (``galforge train --psf``; needs ``sky_noise``) turns on the physical forward
+model (:mod:`galforge.models.forward`): G draws the galaxy before the PSF, a fixed convolution
+with the PSF of the data (``moffat:fwhm=0.7,beta=3.5``, ``gaussian:fwhm=...`` in arcsec at the
+data's pixel scale, or a FITS image, :mod:`galforge.data.psf`; ``auto``: what the data say of
+their own PSF, as ``builtin:galsim`` does) and the sky noise make what D sees.  The rendered PSF
+travels in the bundle, which can then re-observe its galaxies through another telescope.
+
+``model.conditions`` (``galforge train --condition-columns flux,hlr``) conditions both
+networks on catalogue columns of the training images: G takes the standardised conditions
+beside z (log10 first for a column whose values are all positive and span a factor of 3 or
+more), D is a projection discriminator; the fake images of a step get the conditions of the
+real ones. The standardisation and a sample of the catalogue (drawn from for galaxies asked
+for without conditions) are stored in the generator's spec.
 """
 
 from __future__ import annotations
@@ -51,7 +65,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from galforge.errors import ConfigError
+from galforge.errors import ConfigError, DataError
 from galforge.models.dcgan import DROPOUT_PLACES, build_dcgan_pair, dcgan_generator_spec
 from galforge.models.layers import ScheduledDropout
 from galforge.training.losses import (
@@ -92,8 +106,22 @@ class DCGANSettings:
     d_moments: bool = False               # D also judges each band's windowed size and ellipticity
     r1_gamma: float = 0.0                 # γ of the R1 penalty on real images (0: off)
     r1_interval: int = 16                 # lazy R1: every this many steps, with this gain
+    psf: str | None = None                # forward model: the data's PSF (auto: as the data
+                                          # describe it), None: off
+    conditions: list | str | None = None  # catalogue columns G and D are conditioned on
 
     def __post_init__(self):
+        if isinstance(self.conditions, str):
+            self.conditions = [c.strip() for c in self.conditions.split(",") if c.strip()]
+        self.conditions = [str(c) for c in (self.conditions or [])]
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ConfigError(f"model.conditions={self.conditions}: a column is named twice")
+        if self.psf is not None and not str(self.psf).strip():
+            self.psf = None
+        if self.psf is not None and (not self.sky_noise or float(self.scene_blur) > 0):
+            raise ConfigError("model.psf (--psf) needs model.sky_noise=true and "
+                              "model.scene_blur=0 (the PSF acts on the pre-PSF scene in physical "
+                              "units, before the sky noise; the cpu config has them)")
         if self.dropout_where not in DROPOUT_PLACES:
             raise ConfigError(f"model.dropout_where={self.dropout_where!r} must be one of "
                               f"{', '.join(DROPOUT_PLACES)}")
@@ -129,7 +157,7 @@ class DCGANRecipe(Recipe):
     DDP_NETWORKS = ("G", "D")             # both only ever called through their forward
 
     def __init__(self, config: dict, channels: int, image_size: int | None, device,
-                 seed: int = 0, normalizer: dict | None = None):
+                 seed: int = 0, normalizer: dict | None = None, data_info: dict | None = None):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         size = int(image_size or s.image_size)
@@ -139,6 +167,12 @@ class DCGANRecipe(Recipe):
                 "data.resize or pick the matching model"
             )
         dropout = float(s.dropout) if s.dropout_where != "none" else 0.0
+        psf_spec, kernel = (self._psf(channels, size, data_info or {}) if s.psf is not None
+                            else (None, None))
+        k = len(s.conditions)
+        cond_spec = ({"names": list(s.conditions), "log": [False] * k, "mean": [0.0] * k,
+                      "std": [1.0] * k, "sample": []} if k else None)
+        self._cond_sample: Tensor | None = None
         self.G, self.D = build_dcgan_pair(
             size, channels, latent_dim=int(s.latent_dim), width=int(s.width),
             kernel_size=int(s.kernel_size), batch_norm=bool(s.batch_norm),
@@ -148,8 +182,11 @@ class DCGANRecipe(Recipe):
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
             d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
             d_mbstd_group=int(s.d_mbstd_group), d_moments=bool(s.d_moments),
-            scene_blur=float(s.scene_blur),
+            scene_blur=float(s.scene_blur), psf=psf_spec, conditions=cond_spec,
         )
+        if kernel is not None:
+            self.G.psf.set_kernel(kernel)
+        self._g = self.G                 # the network itself (self.G may become a DDP wrapper)
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)
         self.D.to(self.device)
@@ -158,6 +195,61 @@ class DCGANRecipe(Recipe):
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
         self._modules = {"G": self.G, "D": self.D}
         self._optims = {"G": self.opt_g, "D": self.opt_d}
+
+    def _psf(self, channels: int, size: int, info: dict):
+        """The generator's PSF spec and rendered kernel for ``model.psf`` and the data."""
+        from galforge.data.psf import kernel_size, parse_psf, render_psf
+
+        text = self.settings.psf
+        if str(text).strip().lower() == "auto":
+            text = info.get("psf")
+            if not text:
+                raise ConfigError("--psf auto (model.psf): the training data do not describe "
+                                  "their PSF; give it, e.g. --psf moffat:fwhm=0.7,beta=3.5 or "
+                                  "--psf psf.fits")
+        scale = info.get("pixel_scale")
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise ConfigError("--psf: the pixel scale of the training images is unknown; give "
+                              "it with --set data.pixel_scale=ARCSEC")
+        bands = info.get("bands") or [f"band{c}" for c in range(channels)]
+        psfs = parse_psf(text, bands, "--psf")
+        k = kernel_size(size)
+        spec = {"psf": [p.describe() for p in psfs], "pixel_scale": float(scale), "size": k}
+        return spec, render_psf(psfs, float(scale), k)
+
+    @classmethod
+    def data_need(cls, settings):
+        from galforge.training.pipeline import Stamps
+
+        return Stamps(int(settings.image_size), conditions=tuple(settings.conditions or ()))
+
+    def make_batches(self, data, batch_size: int, seed: int):
+        """Fit the standardisation of the conditions on the training catalogue (the batches
+        themselves are the pipeline's)."""
+        if not self.settings.conditions:
+            return None
+        cond = data["conditions"] if isinstance(data, dict) else None
+        if cond is None:
+            raise DataError("model.conditions: the data came without their catalogue columns")
+        c = torch.as_tensor(cond, dtype=torch.float64).cpu()
+        positive = (c > 0).all(dim=0)
+        span = c.abs().amax(dim=0) / c.abs().amin(dim=0).clamp_min(1e-300)
+        log = positive & (span >= 3.0)
+        t = torch.where(log, torch.log10(c.clamp_min(1e-300)), c)
+        mean, std = t.mean(dim=0), t.std(dim=0) if len(t) > 1 else torch.ones(c.shape[1])
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        pick = torch.randperm(len(c), generator=torch.Generator().manual_seed(int(seed)))[:1000]
+        sample = c[pick].float()
+        self._g.set_condition_scaling(log.float(), mean.float(), std.float(), sample.tolist())
+        self._cond_sample = sample
+        return None
+
+    def sample_conditions(self, n: int, rng: torch.Generator) -> Tensor | None:
+        """Rows of the training catalogue's sample (conditional models)."""
+        if self._cond_sample is None:
+            return None
+        idx = torch.randint(len(self._cond_sample), (int(n),), generator=rng, device=rng.device)
+        return self._cond_sample.to(rng.device)[idx]
 
     def modules(self) -> dict[str, nn.Module]:
         return self._modules
@@ -183,11 +275,19 @@ class DCGANRecipe(Recipe):
             return (*self.PHASES, Phase("d_r1", interval=int(self.settings.r1_interval)))
         return tuple(self.PHASES)
 
+    def _split(self, real) -> tuple[Tensor, tuple]:
+        """Images and D's extra arguments (the standardised conditions) of a batch."""
+        if isinstance(real, dict):
+            c = real["conditions"].to(self.device)
+            return real["images"], (c, self._g.standardise(c))
+        return real, ()
+
     def d_r1(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """Lazy R1: ``γ / 2 · interval · E‖∇ₓD(x)‖²`` on real images, its own D update."""
+        real, cond = self._split(real)
         x = real.detach().requires_grad_(True)
         with self.autocast():
-            logits = self.D(x)
+            logits = self.D(x, *cond[1:])
         penalty = r1_penalty(logits.float(), x)
         # + 0 · logits: every parameter of D (its last bias too, which ∇ₓD does not see)
         # gets a gradient, as data-parallel training expects of a backward pass
@@ -198,6 +298,7 @@ class DCGANRecipe(Recipe):
     def adversarial(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """One D update (BCE, smoothed real labels) then one G update (non-saturating)."""
         s = self.settings
+        real, cond = self._split(real)     # conditioned: fakes get the real ones' conditions
         n = real.shape[0]
         # per-image draws: this process's rows of the global batch's (StepContext.rows)
         z = ctx.rows(self.sample_latent, n).to(self.device)
@@ -205,15 +306,15 @@ class DCGANRecipe(Recipe):
             m, float(s.label_smoothing), g, clip=s.label_clip, device=self.device), n)
         # discriminator: real images towards the (smoothed) real label, fakes towards 0
         with self.autocast():
-            fake = self.G(z)
-            real_logits = self.D(real)
-            fake_logits = self.D(fake.detach())
+            fake = self.G(z, *cond[:1])
+            real_logits = self.D(real, *cond[1:])
+            fake_logits = self.D(fake.detach(), *cond[1:])
             loss_real, loss_fake = discriminator_loss(real_logits, fake_logits, targets)
             loss_d = loss_real + loss_fake
         self.optimize("D", loss_d)
         # generator: non-saturating loss on the same fakes
         with self.autocast():
-            gen_logits = self.D(fake)
+            gen_logits = self.D(fake, *cond[1:])
             loss_g = generator_loss_nonsaturating(gen_logits)
         self.optimize("G", loss_g)
         with torch.no_grad():

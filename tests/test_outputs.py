@@ -428,3 +428,29 @@ def test_claim_folder_refuses_a_folder_without_a_manifest(tmp_path):
         outputs.claim_folder(tmp_path / "old", overwrite=True)
     assert (tmp_path / "old" / "galaxy_000000.fits").read_bytes() == b"x"
     assert not (tmp_path / "old" / outputs.MANIFEST).exists()
+
+
+def test_a_damaged_manifest_never_points_outside_its_folder(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "data.fits").write_text("mine too")
+    out = tmp_path / "out"
+    with outputs.claim_folder(out):
+        (out / "sub").mkdir()
+        (out / "sub" / "data.fits").write_text("galforge's")
+    # a hand-edited manifest and a recorded folder swapped for a link to the user's folder
+    manifest = json.loads((out / outputs.MANIFEST).read_text())
+    manifest["files"] += ["../victim.txt", str(victim)]
+    (out / outputs.MANIFEST).write_text(json.dumps(manifest))
+    (out / "sub" / "data.fits").unlink()
+    (out / "sub").rmdir()
+    (out / "sub").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="sub"):
+        outputs.claim_folder(out, overwrite=True)   # the link is not galforge's
+    (out / "sub").unlink()
+    with outputs.claim_folder(out, overwrite=True):
+        pass
+    assert victim.read_text() == "mine" and (elsewhere / "data.fits").read_text() == "mine too"
+    assert "../victim.txt" not in outputs.recorded(out)

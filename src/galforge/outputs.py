@@ -95,8 +95,17 @@ def read_manifest(folder: Path) -> dict:
         return {"files": [], "dirs": []}
     for key in ("files", "dirs"):
         value = data.get(key)
-        data[key] = [str(v) for v in value] if isinstance(value, list) else []
+        data[key] = [str(v) for v in value if _inside(v)] if isinstance(value, list) else []
     return data
+
+
+def _inside(rel) -> bool:
+    """Whether a manifest entry names a place inside its folder (never ``..`` or absolute:
+    a damaged or hand-edited manifest cannot point galforge at anything outside)."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return False
+    parts = rel.split("/")
+    return all(p not in ("", ".", "..") for p in parts)
 
 
 def recorded(folder: Path) -> set[str]:
@@ -174,13 +183,25 @@ def _covered(rel: str, units: set[str]) -> bool:
     return any("/".join(parts[:k]) in units for k in range(1, len(parts) + 1))
 
 
+def _real_parents(base: Path, rel: str) -> bool:
+    """Whether every folder between ``base`` and ``base/rel`` is a real folder, not a link
+    (a link put in place of a recorded folder is never followed)."""
+    p = base
+    for part in rel.split("/")[:-1]:
+        p = p / part
+        if p.is_symlink() or not p.is_dir():
+            return False
+    return True
+
+
 def _remove_recorded(base: Path, files, dirs=()) -> None:
     """Remove the recorded ``files`` (relative to ``base``; a folder recorded as a file is a
     unit such as a zarr store, removed whole), then the recorded ``dirs`` left empty,
     deepest first."""
     for rel in sorted(set(files)):
-        remove_path(base / rel)
-    paths = set(dirs)
+        if _real_parents(base, rel):
+            remove_path(base / rel)
+    paths = {d for d in dirs if _real_parents(base, d)}
     for rel in sorted(paths, key=lambda r: r.count("/"), reverse=True):
         p = base / rel
         if p.is_dir() and not p.is_symlink():

@@ -164,13 +164,15 @@ def ship_galaxies(name: str, run: Path, card: dict, held_out: str, reference: st
 
 def ship(name: str, run: Path, card: dict, extra_files=()) -> Path:
     """Copy ``run``'s bundle and the card into the package's zoo folder."""
+    from galforge import outputs
+
     src = run / "bundle"
     dst = ZOO / name
     if dst.exists():
-        shutil.rmtree(dst)
+        outputs.remove_path(dst)  # the zoo folder is the repository's own, replaced whole
     dst.mkdir(parents=True)
     for f in src.iterdir():
-        if f.is_file():
+        if f.is_file() and f.name != outputs.MANIFEST:  # the run's record stays with the run
             shutil.copy2(f, dst / f.name)
     for f in extra_files:
         shutil.copy2(f, dst / Path(f).name)

@@ -580,3 +580,78 @@ def test_disk_full_during_export_is_one_line(npy_data, tmp_path, capsys, monkeyp
     assert main(["export", str(run)]) == 2
     assert _stderr_line(capsys).startswith("error: disk full while writing")
     assert _temporaries(run) == []
+
+
+def test_config_folder_and_resume_with_another_model_are_named(npy_data, tmp_path, capsys):
+    assert main(["train", "x", "--config", str(tmp_path), "--dry-run"]) == 2
+    assert "is a folder: give a YAML file" in _stderr_line(capsys)
+    run = tmp_path / "run"
+    assert _train(npy_data, run, "--steps", "1") == 0
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "train",
+                str(npy_data),
+                "--out",
+                str(run),
+                "--resume",
+                "--steps",
+                "2",
+                "--model",
+                "dcgan128",
+            ]
+        )
+        == 2
+    )
+    line = _stderr_line(capsys)
+    assert "--model (model.name) 'dcgan64' -> 'dcgan128'" in line
+
+
+def test_score_ladder_limit_zero_is_refused(tmp_path, capsys):
+    out = tmp_path / "lad"
+    assert (
+        main(
+            [
+                "score",
+                "ladder",
+                "builtin:sparse?n=2&size=64&count=3",
+                "--out",
+                str(out),
+                "--limit",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert "--limit 0 must be >= 1" in _stderr_line(capsys)
+    assert not out.exists()
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_interrupted_evaluation_drops_its_workers_at_once():
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from dask.multiprocessing import get_context
+
+    from galforge.evaluation.runner import _drop_pool
+
+    pool = ProcessPoolExecutor(1, mp_context=get_context())
+    running = pool.submit(_sleep, 60)
+    pool.submit(_sleep, 60)  # queued: dropped with the pool
+    while not running.running():
+        time.sleep(0.05)
+    procs = list(pool._processes.values())
+    t0 = time.perf_counter()
+    _drop_pool(pool)
+    for p in procs:
+        p.join(10)
+    assert all(not p.is_alive() for p in procs)
+    assert time.perf_counter() - t0 < 10

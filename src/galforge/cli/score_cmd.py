@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from galforge.config import check_ranges
 from galforge.errors import ConfigError
 
 _FEATURES = typer.Option("histogram,spectrum", "--features",
@@ -74,6 +75,7 @@ def register(app: typer.Typer) -> None:
         from galforge.fileio import check_output_path
 
         sets = realism.parse_feature_sets(features)
+        check_ranges({"--folds": (folds, ">= 2"), "--seed": (seed, ">= 0")})
         if trees < 1 or depth < 1 or not learning_rate > 0:
             raise ConfigError("--trees and --depth must be at least 1 and --learning-rate > 0")
         if not images.exists():
@@ -147,8 +149,9 @@ def register(app: typer.Typer) -> None:
 
         if threshold < 0:
             raise ConfigError(f"--threshold must be >= 0, got {threshold}")
+        check_ranges({"--limit": (limit, ">= 1"), "--seed": (seed, ">= 0")})
         check_output_path(out, "--out")
-        iset = load_images(data, **({"limit": limit} if limit else {}))
+        iset = load_images(data, **({"limit": limit} if limit is not None else {}))
         steps = realism.degradation_ladder(iset.images, seed=seed, threshold=threshold, what=data)
         first = next(steps)  # checks the data before anything is written
         outputs.claim_folder(out, overwrite=overwrite, command="score ladder")

@@ -11,6 +11,13 @@ from galforge import interrupt
 from galforge.errors import ConfigError, DiskFullError, Interrupted
 from galforge.fileio import check_output_path
 
+# the command-line flag of a config key, where there is one (named in messages)
+FLAG_KEYS = {
+    "--model": "model.name", "--batch": "train.batch", "--seed": "train.seed",
+    "--init": "train.init", "--band-map": "train.band_map", "--stage1": "model.stage1",
+    "--freeze-g": "train.freeze_g", "--freeze-d": "train.freeze_d",
+}
+
 # keys a resumed run may change; everything else must match the run's saved config
 RESUME_MUTABLE = (
     "train.steps", "train.epochs", "train.device", "train.amp", "train.amp_dtype",
@@ -123,9 +130,19 @@ def resolve_train_config(
                   if not any(k == m or (m.endswith(".") and k.startswith(m))
                              for m in RESUME_MUTABLE)]
         if frozen:
+            now = cfg.to_dict()
+
+            def show(key: str) -> str:
+                sec, _, name = key.partition(".")
+                was = saved.get(sec, {}).get(name) if isinstance(saved.get(sec), dict) else None
+                new = now.get(sec, {}).get(name) if isinstance(now.get(sec), dict) else None
+                flag = {v: k for k, v in FLAG_KEYS.items()}.get(key)
+                named = f"{flag} ({key})" if flag else key
+                return f"{named} {was!r} -> {new!r}"
+
             raise ConfigError(
-                f"--resume cannot change {', '.join(frozen)} of the run in {out}: resume with "
-                "the run's settings, or start a new run with another --out"
+                f"--resume cannot change {', '.join(show(k) for k in frozen)} of the run in "
+                f"{out}: resume with the run's settings, or start a new run with another --out"
             )
     return cfg
 

@@ -232,6 +232,16 @@ def choose_scheduler(tasks: dict, opts: dict) -> str:
     return "processes"
 
 
+def _drop_pool(pool) -> None:
+    """Stop a worker pool now: queued tasks are cancelled and worker processes ended (a
+    running thread cannot be stopped; it finishes its one task).  Workers are killed: they
+    inherit the parent's SIGTERM handling, which would let them finish their task."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())   # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.kill()
+
+
 def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
     """Compute ``{key: (fn, args)}`` with Dask on engine ``sched`` (:func:`choose_scheduler`)
     and a progress bar; returns ``{key: result}``."""
@@ -255,10 +265,34 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
                         bar.update(1)
 
             kw = {"scheduler": sched}
-            if opts["workers"] and sched in ("threads", "processes"):
-                kw["num_workers"] = int(opts["workers"])
-            with _Bar():
-                results = dask.compute(*delayed, **kw)
+            pool = None
+            if sched in ("threads", "processes"):
+                # a pool of our own, so that an interrupt drops the queued tasks at once
+                # (the shared pool would run every queued task before the process exits)
+                from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+                n = int(opts["workers"]) if opts["workers"] else (os.cpu_count() or 1)
+                if sched == "threads":
+                    pool = ThreadPoolExecutor(n)
+                else:   # as dask makes its own: its start method and worker set-up
+                    from dask.multiprocessing import get_context, initialize_worker_process
+
+                    if os.environ.get("PYTHONHASHSEED") in (None, "0"):
+                        os.environ["PYTHONHASHSEED"] = "6640"   # as dask does
+                    pool = ProcessPoolExecutor(n, mp_context=get_context(),
+                                               initializer=initialize_worker_process)
+                kw.update(pool=pool, num_workers=n)
+            try:
+                with _Bar():
+                    results = dask.compute(*delayed, **kw)
+            except BaseException:
+                if pool is not None:
+                    _drop_pool(pool)
+                    pool = None
+                raise
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True)
         else:
             try:
                 from distributed import Client, as_completed

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from galforge.cli import main
 from galforge.errors import ConfigError
 from galforge.training import distributed as ddp
 from galforge.training.recipe import Phase, StepContext
@@ -34,16 +35,18 @@ def _env() -> dict:
 
 
 def test_torchrun_two_processes_equal_one_process_with_the_global_batch(tmp_path):
+    """Same global batch, same latents and labels: the same weights (and resume is exact)."""
     rng = np.random.default_rng(0)
     np.save(tmp_path / "gal.npy", (rng.random((16, 64, 64, 3)) * 255).astype(np.uint8))
     one, two = tmp_path / "one", tmp_path / "two"
-    train = [sys.executable, "-m", "galforge", "train", str(tmp_path / "gal.npy")]
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
               "--nproc_per_node", "2", "-m", "galforge", "train", str(tmp_path / "gal.npy")]
-    for cmd, out in ((launch, two), (train, one)):
-        res = subprocess.run([*cmd, "--out", str(out), *TINY], env=_env(), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120)
+    # two processes: 2 steps, then resumed to 4; one process (this one): 4 steps in one go
+    for extra in (["--steps", "2"], ["--resume"]):
+        res = subprocess.run([*launch, "--out", str(two), *TINY, *extra], env=_env(),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr[-3000:]
+    assert main(["train", str(tmp_path / "gal.npy"), "--out", str(one), *TINY]) == 0
     notes = [json.loads(line).get("note", "") for line in (two / "log.jsonl").open()]
     assert any("DistributedDataParallel wraps G, D" in n for n in notes)
     assert json.loads((two / "checkpoints/latest/state.json").read_text())["world_size"] == 2

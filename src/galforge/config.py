@@ -181,9 +181,6 @@ class RunConfig:
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a dict; ConfigError names the file (and line) on failure."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. "
-                          f"{path / 'config.yaml'})")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: give a readable YAML file")
     try:
@@ -505,7 +502,7 @@ MODEL_RANGES: dict[str, str] = {
                      "mapping_layers", "n_res", "pack", "patch", "patch_batch", "grid", "cell",
                      "stamp", "render", "sample_size", "channel_base", "channel_max",
                      "d_width", "gal_width", "pos_width", "up_width", "gal_latent_dim",
-                     "pos_latent_dim", "start_resolution", "mbstd_group", "d_mbstd_group",
+                     "pos_latent_dim", "start_resolution", "mbstd_group",
                      "pl_batch_shrink", "ada_interval", "pl_interval", "r1_interval",
                      "lr_decay_epochs", "minarea", "amp_res"), "[1, 65536]"),
     **dict.fromkeys(("r1_gamma", "gp_lambda", "pl_weight", "scene_blur", "adv_weight",
@@ -513,6 +510,7 @@ MODEL_RANGES: dict[str, str] = {
                      "stable_kimg", "ada_noise_std", "ada_scale_std", "ada_sky_std",
                      "ada_xfrac_std", "ada_max_shift", "lambda_k", "leaky_slope", "min_snr",
                      "k0", "d_profile_group", "color_scatter"), ">= 0"),
+    "d_mbstd_group": "[0, 65536]",        # the DCGAN's minibatch std map; 0: off (its default)
 }
 
 

@@ -181,6 +181,9 @@ class RunConfig:
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a dict; ConfigError names the file (and line) on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. "
+                          f"{path / 'config.yaml'})")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: give a readable YAML file")
     try:

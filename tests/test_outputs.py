@@ -454,3 +454,18 @@ def test_a_damaged_manifest_never_points_outside_its_folder(tmp_path):
         pass
     assert victim.read_text() == "mine" and (elsewhere / "data.fits").read_text() == "mine too"
     assert "../victim.txt" not in outputs.recorded(out)
+
+
+def test_a_run_from_before_manifests_still_exports_its_own_bundle(run, tmp_path, capsys):
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(run, old)
+    ok(["export", old], capsys)
+    for p in list(old.rglob(outputs.MANIFEST)):
+        p.unlink()   # as a galforge without output manifests left it
+    ok(["export", old], capsys)   # RUN/bundle is the run's own: replaced
+    assert "bundle.json" in outputs.recorded(old / "bundle")
+    (old / "bundle" / "notes.txt").write_text("mine")
+    refused(["export", old], capsys, "notes.txt")
+    assert (old / "bundle" / "notes.txt").read_text() == "mine"

@@ -56,10 +56,9 @@ _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 #: lock files of single-file outputs, beside them
 _ENTRY_LOCK = re.compile(r"^\..+\.galforge-lock$")
 
-__all__ = ["LOCK", "MANIFEST", "OutputBusy", "OutputFolder", "check_folder", "claim_entry",
-           "claim_folder", "close_all", "command_line", "owning", "recorded", "remove_entry",
-           "remove_path",
-           "scope", "set_command"]
+__all__ = ["LOCK", "MANIFEST", "OutputBusy", "OutputFolder", "adopt", "check_folder",
+           "claim_entry", "claim_folder", "close_all", "command_line", "owning", "recorded",
+           "remove_entry", "remove_path", "scope", "set_command"]
 
 
 class OutputBusy(ConfigError):
@@ -401,6 +400,17 @@ def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resu
             except OSError:
                 break
         raise
+
+
+def adopt(folder, names) -> None:
+    """Record the existing files ``names`` of ``folder`` as galforge's, for a folder that has
+    no manifest yet and is known to be galforge's (a run's own bundle folder written before
+    manifests existed, when the run is continued)."""
+    folder = Path(folder)
+    if (folder / MANIFEST).exists() or not folder.is_dir():
+        return
+    _update_manifest(folder, [n for n in names if _inside(n) and (folder / n).is_file()
+                              and not (folder / n).is_symlink()], [])
 
 
 def check_folder(folder, *, overwrite: bool = False, option: str = "--out", holds: str = "",

@@ -301,6 +301,9 @@ class RunFolder:
         else:
             out_dir = self.bundle_dir if step is None else self.snapshot_bundle_dir(step)
             overwrite = True
+            if out_dir.is_dir():  # the run's own bundle, written before output manifests
+                outputs.adopt(out_dir, [p.name for p in out_dir.iterdir()
+                                        if p.name == BUNDLE_JSON or p.suffix == ".safetensors"])
         meta, payloads, _ = self.describe_bundle(out_dir, step=step)
         with outputs.claim_folder(out_dir, overwrite=overwrite, command="export"):
             return write_bundle(out_dir, meta, payloads)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ from galforge.data.prepared import (  # noqa: F401  (re-exported: read side of t
     read_manifest,
 )
 from galforge.errors import ConfigError, DataError
-from galforge.fileio import atomic_write_text
+from galforge.fileio import atomic_file, atomic_write_text, reserve_space
 from galforge.jsonsafe import json_safe
 
 
@@ -69,19 +68,19 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
     from galforge import __version__
     from galforge.data.normalize import Normalizer, default_stretch
 
-    tmp = out / ".images.npy.tmp"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)
-    step = 1024
-    for i in range(0, len(iset), step):
-        arr[i : i + step] = iset.images[i : i + step]
-    arr.flush()
-    del arr
-    os.replace(tmp, out / "images.npy")
+    with atomic_file(out / "images.npy") as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=iset.images.shape)
+        reserve_space(tmp)   # a full disk now, not a crash half-way through the copy
+        step = 1024
+        for i in range(0, len(iset), step):
+            arr[i : i + step] = iset.images[i : i + step]
+        arr.flush()
+        del arr
 
-    with open(out / ".meta.jsonl.tmp", "w", encoding="utf-8") as fh:
+    with atomic_file(out / "meta.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for m in iset.meta:
             fh.write(json.dumps(json_safe(m)) + "\n")
-    os.replace(out / ".meta.jsonl.tmp", out / "meta.jsonl")
 
     norm_kw = dict(normalizer or {})
     if norm_kw.get("stretch") is None:
@@ -92,12 +91,12 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
     truth_keys = iset.extra.get("truth_keys")
     if truth_keys:
         truth_file = "truth.csv"
-        with open(out / ".truth.csv.tmp", "w", newline="", encoding="utf-8") as fh:
+        with (atomic_file(out / truth_file) as tmp,
+              open(tmp, "w", newline="", encoding="utf-8") as fh):
             w = csv.writer(fh)
             w.writerow(truth_keys)
             for m in iset.meta:
                 w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
-        os.replace(out / ".truth.csv.tmp", out / truth_file)
         from galforge.data.tables import write_ecsv
 
         write_ecsv(out / "truth.ecsv", [{k: m.get(k) for k in truth_keys} for m in iset.meta],

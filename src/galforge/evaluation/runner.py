@@ -48,6 +48,7 @@ from galforge import __version__
 from galforge.errors import EvaluationError
 from galforge.evaluation import registry
 from galforge.evaluation.registry import Context
+from galforge.fileio import atomic_write_text
 from galforge.jsonsafe import json_safe
 
 #: images measured object by object (REAL + FAKE, still to compute) from which
@@ -459,9 +460,7 @@ def evaluate(real, fake, out_dir, **options) -> dict:
         value = json_safe(value)
         computed[key] = value
         if opts["cache"]:
-            tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(value))
-            os.replace(tmp, cache_dir / f"{key}.json")
+            atomic_write_text(cache_dir / f"{key}.json", json.dumps(value), fsync=False)
     have.update(computed)
     cache_info = {"computed": sorted(computed), "reused": sorted(set(have) - set(computed))}
 

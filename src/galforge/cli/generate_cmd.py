@@ -68,6 +68,24 @@ def register(app: typer.Typer) -> None:
             None, "--condition", help="Condition of a conditional generator, NAME=VALUE "
             "(repeatable; the same for every galaxy)."
         ),
+        conditions_table: Path = typer.Option(
+            None, "--conditions", help="Conditional generators: a CSV table with a header "
+            "naming the conditions, one galaxy per row (sets -n). Without conditions they are "
+            "drawn from the training catalogue."
+        ),
+        psf: str = typer.Option(
+            None, "--psf", help="Observe the galaxies (drawn before the PSF: models trained with "
+            "--psf) through this PSF: moffat:fwhm=0.9[,beta=3.5], gaussian:fwhm=ARCSEC or a "
+            "FITS image; writes catalog.csv beside the FITS."
+        ),
+        pixel_scale: float = typer.Option(
+            None, "--pixel-scale", help="With --psf: the new pixel scale (arcsec; default the "
+            "model's); the stamps keep their size."
+        ),
+        noise: str = typer.Option(
+            None, "--noise", help="With --psf: sigma=VALUE, a fixed per-pixel noise σ; default "
+            "each galaxy keeps its S/N in the training population (--noise-mode none: none)."
+        ),
         stage: int = typer.Option(
             None, "--stage", help="Chained models: write the images of this stage (1: the "
             "64 px stage-I intermediate of a stackgan2 model); default: the last."
@@ -113,6 +131,29 @@ def register(app: typer.Typer) -> None:
             require(bundle.generator, INTERMEDIATE, "--truncation-cutoff")
         if stage is not None:
             bundle = bundle.stage(stage)
+        from galforge.generation import observe
+
+        if conditions_table is not None:
+            if conditions is not None:
+                raise ConfigError("--condition and --conditions both given: use one of them")
+            conditions = observe.read_condition_table(conditions_table, bundle.condition_names)
+            n = len(conditions)
+        elif conditions is None:
+            conditions = observe.draw_conditions(bundle, n, seed)  # the training catalogue's
+        if psf is not None or pixel_scale is not None or noise is not None:
+            from galforge.models.capabilities import PREPSF, require
+
+            require(bundle.generator, PREPSF, "--psf (observing the galaxies through another "
+                    "PSF; train with --psf)")
+            if fmt.lower() != "fits":
+                raise ConfigError(f"--format {fmt}: --psf writes FITS (one per galaxy)")
+            _check_space(out, n, bundle.image_shape, "fits")
+            result = observe.write_observed(
+                bundle, out, n, seed, psf=psf or bundle.generator.psf_info()["psf"],
+                pixel_scale=pixel_scale, noise=observe.parse_noise(noise, noise_mode),
+                conditions=conditions, batch=batch, overwrite=overwrite)
+            typer.echo(result.summary())
+            return
         _check_space(out, n, bundle.image_shape, fmt.lower())
         result = write_samples(
             bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,

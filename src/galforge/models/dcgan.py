@@ -320,6 +320,12 @@ class DCGANGenerator(nn.Module):
             raise ModelError("this DCGAN generator has no forward model (model.psf)")
         return {**self.psf.spec(), "kernel": self.psf.kernel.detach().float().cpu().numpy()}
 
+    def noise_sigma(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-band sky noise σ (physical units) the generator gives each latent, ``N×C``."""
+        if self.sky is None:
+            raise ModelError("this DCGAN generator has no sky noise (model.sky_noise)")
+        return self.sky.sigma(z)
+
     def forward(self, z: torch.Tensor, conditions=None, noise: list | None = None) -> torch.Tensor:
         out = self._raw(z, conditions)
         if self.sky is None:

@@ -126,3 +126,23 @@ def test_sgan_trains_under_ddp_and_processes_stay_in_step(tmp_path):
             assert torch.allclose(v, w1[k], rtol=0, atol=1e-6), k
     notes = [json.loads(line).get("note", "") for line in (run / "log.jsonl").open()]
     assert any("DistributedDataParallel wraps G, D" in n for n in notes)
+
+
+def test_the_wrapper_answers_the_networks_own_attributes(tmp_path):
+    """In a one-process gloo group: the DDP wrapper is transparent to a recipe's calls."""
+    import torch.distributed as dist
+
+    from galforge.models.dcgan import DCGANGenerator
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0,
+                            world_size=1)
+    try:
+        g = DCGANGenerator(64, 3, width=2, init_seed=1)
+        w = ddp.wrap(g, torch.device("cpu"))
+        assert w.latent_shape(3) == g.latent_shape(3)
+        with pytest.raises(AttributeError):
+            w.no_such_attribute   # noqa: B018
+        z = torch.randn(g.latent_shape(2), generator=torch.Generator().manual_seed(0))
+        assert torch.equal(w(z), g(z))
+    finally:
+        dist.destroy_process_group()

@@ -102,6 +102,8 @@ class DataParallel(DistributedDataParallel):
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name == "module":   # not set yet (inside DDP's constructor)
+                raise
             return getattr(self.module, name)
 
 

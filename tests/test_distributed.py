@@ -146,3 +146,29 @@ def test_the_wrapper_answers_the_networks_own_attributes(tmp_path):
         assert torch.equal(w(z), g(z))
     finally:
         dist.destroy_process_group()
+
+
+def _ada_worker(rank, world, port, result_dir):
+    import torch.distributed as dist
+
+    from galforge.training.augment import AdaptiveAugment
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        ada = AdaptiveAugment(p=0.5, target=0.6, interval=2, speed_images=100)
+        sign = 1.0 if rank == 0 else -1.0      # D sure of the reals on one process only
+        for _ in range(2):
+            ada.observe(torch.full((4, 1), sign))
+        torch.save(ada.state_dict(), os.path.join(result_dir, f"ada{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ada_adjusts_p_from_the_global_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ada_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"ada{r}.pt", weights_only=False) for r in range(2)]
+    # global r_t = 0 over 16 images: p steps down by 16/100 on both processes
+    assert states[0]["p"] == states[1]["p"] == pytest.approx(0.5 - 16 / 100)

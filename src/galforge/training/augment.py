@@ -311,15 +311,21 @@ class AdaptiveAugment(Augment):
         return x
 
     def observe(self, real_logits: Tensor) -> None:
-        """Feed the discriminator's outputs on real images; adjusts ``p`` every ``interval``."""
+        """Feed the discriminator's outputs on real images; adjusts ``p`` every ``interval``.
+
+        In a data-parallel run the signs are summed over every process at each adjustment, so
+        all processes take the same step from the global batch (and ``p`` stays one value)."""
         signs = torch.sign(real_logits.detach().float())
         self._sign_sum += float(signs.sum())
         self._images += int(signs.numel())
         self._calls += 1
-        if self._calls % self.interval == 0 and self._images:
-            rt = self._sign_sum / self._images
-            step = math.copysign(self._images / self.speed_images, rt - self.target)
-            self.p = min(1.0, max(0.0, self.p + step))
+        if self._calls % self.interval == 0:
+            sign_sum, images = _summed_over_processes(self._sign_sum, self._images,
+                                                      real_logits.device)
+            if images:
+                rt = sign_sum / images
+                step = math.copysign(images / self.speed_images, rt - self.target)
+                self.p = min(1.0, max(0.0, self.p + step))
             self._sign_sum, self._images = 0.0, 0
 
     def state_dict(self) -> dict:
@@ -331,6 +337,20 @@ class AdaptiveAugment(Augment):
         self._sign_sum = float(state.get("sign_sum", 0.0))
         self._images = int(state.get("images", 0))
         self._calls = int(state.get("calls", 0))
+
+
+def _summed_over_processes(sign_sum: float, images: int, device) -> tuple[float, int]:
+    """``(sign_sum, images)`` summed over the processes of a data-parallel run (as they are
+    in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return sign_sum, images
+    if dist.get_backend() != "nccl":   # gloo reduces CPU tensors
+        device = "cpu"
+    t = torch.tensor([sign_sum, float(images)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return float(t[0]), int(round(float(t[1])))
 
 
 class DiffAugment(Augment):

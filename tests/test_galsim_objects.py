@@ -138,6 +138,10 @@ def test_condition_sampler_draws_within_the_training_range(psf_bundle, tmp_path)
     assert (drawn >= train.min(axis=0)).all() and (drawn <= train.max(axis=0)).all()
     assert len(np.unique(drawn[:, 0])) > 20            # many catalogue rows, not one
     np.testing.assert_array_equal(draw_conditions(psf_bundle, 5, seed=1), drawn[:5])
+    # sampling without conditions draws the same rows
+    np.testing.assert_array_equal(
+        psf_bundle.sample(2, seed=1, noise_mode="none"),
+        psf_bundle.sample(2, seed=1, noise_mode="none", conditions=drawn[:2]))
     # generate without conditions writes the drawn ones
     assert main(["generate", str(psf_bundle.path), "-n", "2", "--seed", "1", "--out",
                  str(tmp_path / "o"), "--psf", "gaussian:fwhm=1.0", "--no-progress"]) == 0

@@ -382,7 +382,7 @@ class Bundle:
         """
         n = _check_count(n, "n")
         batch = _check_count(batch, "batch", minimum=1)
-        cond = self.conditions(conditions, n)
+        cond = _given_or_drawn(self, conditions, n, seed, int(start))
         self.noise_mode(noise_mode)
         out = np.empty((n, *self.image_shape), dtype=np.float32) if not shape_options else None
         for s in range(0, n, batch):
@@ -425,6 +425,19 @@ class _StageSampler(torch.nn.Module):
         if noise is None:
             return self.chain.stage_output(z, self.stage)
         return self.chain.stage_output(z, self.stage, noise=noise)
+
+
+def _given_or_drawn(bundle: Bundle, conditions, n: int, seed: int, start: int):
+    """The conditions as given (:meth:`Bundle.conditions`); none given to a conditional
+    generator that carries a sample of its training catalogue: rows drawn from it per sample
+    (:func:`galforge.generation.observe.draw_conditions`)."""
+    if conditions is None:
+        from galforge.generation.observe import draw_conditions
+
+        drawn = draw_conditions(bundle, n, seed, start=start)
+        if drawn is not None:
+            return drawn
+    return bundle.conditions(conditions, n)
 
 
 def _check_psi(truncation) -> float | None:
@@ -508,7 +521,7 @@ def iter_samples(
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ConfigError(f"--batch {batch!r}: the batch size must be an integer >= 1")
     n, batch, start = int(n), int(batch), int(start)
-    cond = bundle.conditions(conditions, n)
+    cond = _given_or_drawn(bundle, conditions, n, seed, start)
     bundle.noise_mode(noise_mode)
     from tqdm.auto import tqdm
 

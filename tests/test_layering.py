@@ -3,11 +3,11 @@
 Floors, bottom up (docs/architecture.md): `errors`, `fileio`, `seeding`, `interrupt`,
 `fitsheader`, `outputs`, `jsonsafe`, `tables`, `log` and `pretrained` (shipped files only);
 `models`, `data`, `config`; `training`, `bundle`, `runfolder`; `generation` and, beside it
-using only `data` and the bottom floor, `evaluation`; `projection` (uses both); `cli` on top,
-with the package's own `galforge/__init__.py` (`galforge.load`) and `__main__`. Every import
-counts, at any depth (function-local ones too), absolute or relative. Inside a package,
-module-level imports must not form a circle. A new module or package of `src/galforge` must be
-given its floor in FLOORS (the test says so).
+using only `data` and the bottom floor, `evaluation`; `projection` (uses both) and `galsim`
+(GalSim objects from bundles); `cli` on top, with the package's own `galforge/__init__.py`
+(`galforge.load`) and `__main__`. Every import counts, at any depth (function-local ones too),
+absolute or relative. Inside a package, module-level imports must not form a circle. A new
+module or package of `src/galforge` must be given its floor in FLOORS (the test says so).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ FLOORS: list[set[str]] = [
     {"models", "data", "config"},
     {"training", "bundle", "runfolder"},
     {"generation", "evaluation"},
-    {"projection"},
+    {"projection", "galsim"},
     {"cli", "__init__", "__main__"},
 ]
 # Imports between packages of one floor are forbidden (data→models, generation→evaluation) but

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import galforge.training.distributed as ddp
 from galforge import __version__, interrupt, outputs
+from galforge.bundle import resolve_device
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
@@ -39,7 +41,6 @@ from galforge.log import get_logger, interactive
 from galforge.models.capabilities import NOISE, PHYSICAL, capabilities
 from galforge.runfolder import CHECKPOINT_META, RunFolder, RunInfo
 from galforge.seeding import global_scope, step_generator
-from galforge.training import distributed as ddp
 from galforge.training.checkpoint import (
     find_checkpoint,
     pack_modules,
@@ -61,25 +62,6 @@ _TENSORBOARD_NOTICE_SAID = False
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: images the EMA generator's batch-norm statistics are recomputed from
 EMA_BN_IMAGES = 2048
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` checks that CUDA is there."""
-    name = (name or "auto").strip()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available on this machine; use --device cpu "
-                "or --device auto"
-            )
-        if name == "cuda":
-            return torch.device("cuda", local_rank)
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def resolve_amp(amp: bool, dtype: str, device: torch.device) -> torch.dtype | None:

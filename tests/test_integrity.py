@@ -655,3 +655,45 @@ def test_interrupted_evaluation_drops_its_workers_at_once():
         p.join(10)
     assert all(not p.is_alive() for p in procs)
     assert time.perf_counter() - t0 < 10
+
+
+def test_one_band_scorer_refuses_three_band_images(tmp_path, capsys):
+    lad, scorer = tmp_path / "lad", tmp_path / "scorer"
+    assert main(["score", "ladder", "builtin:sparse?n=2&size=64&count=3", "--out", str(lad)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "fit",
+                str(lad),
+                "--scores",
+                str(lad / "scores.csv"),
+                "--out",
+                str(scorer),
+                "--trees",
+                "5",
+                "--folds",
+                "2",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "pred.csv"
+    assert (
+        main(
+            [
+                "score",
+                "predict",
+                "builtin:galsim?n=2&size=64",
+                "--scorer",
+                str(scorer),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    line = _stderr_line(capsys)
+    assert "3 band(s) but the scorer was fitted on images of 1" in line
+    assert not out.exists()

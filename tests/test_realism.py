@@ -102,8 +102,13 @@ def test_feature_spec_sizes_match_every_set_and_reject_another_image_size():
                             "hog_lbp": 7 * 7 * 36 + 10, "fft_row": 25}
     assert np.all(np.isfinite(x))
     assert (spec.lo, spec.hi) == (0.0, float(imgs.max()))
+    # a spec knows the bands it was fitted on: another band count is refused
+    with pytest.raises(EvaluationError, match="2 band"):
+        spec.extract(np.stack([imgs, imgs], axis=1))
     # multi-band images are scored on their band mean
-    np.testing.assert_allclose(spec.extract(np.stack([imgs, imgs], axis=1)), x)
+    two = R.FeatureSpec.fit(np.stack([imgs, imgs], axis=1), R.FEATURE_SETS)
+    assert two.channels == 2 and R.FeatureSpec.from_dict(two.to_dict()) == two
+    np.testing.assert_allclose(two.extract(np.stack([imgs, imgs], axis=1)), x)
     with pytest.raises(EvaluationError, match="fitted on 48×48"):
         spec.extract(sparse_images(1, size=32))
     with pytest.raises(ConfigError, match="unknown feature set 'hog'"):

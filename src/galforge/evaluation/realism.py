@@ -67,6 +67,7 @@ from galforge.evaluation.realism_features import (  # noqa: F401
     WINDOW,
     FeatureSpec,
     as_planes,
+    band_count,
     fft_row,
     galaxy_statistics,
     hog_lbp,
@@ -323,14 +324,19 @@ def read_scores_csv(path, images_dir) -> list[ScoreRow]:
     return rows
 
 
-def read_plane(path, **read_options) -> np.ndarray:
-    """The one image of ``path`` (any format galforge reads) as a float64 ``H×W`` band mean."""
+def read_image(path, **read_options) -> np.ndarray:
+    """The one image of ``path`` (any format galforge reads) as ``1×C×H×W``."""
     from galforge.data import load_images
 
     iset = load_images(path, **read_options)
     if len(iset) != 1:
         raise DataError(f"{path}: holds {len(iset)} images; the scorer takes one image per file")
-    return as_planes(iset.images)[0]
+    return np.asarray(iset.images)
+
+
+def read_plane(path, **read_options) -> np.ndarray:
+    """The one image of ``path`` (any format galforge reads) as a float64 ``H×W`` band mean."""
+    return as_planes(read_image(path, **read_options))[0]
 
 
 def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int = DEFAULT_FOLDS,
@@ -348,19 +354,25 @@ def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int =
     if len(rows) < folds:
         raise EvaluationError(f"--scores {scores_csv}: {len(rows)} images are too few for "
                               f"{folds}-fold cross-validation; list at least {folds} or lower --folds")
-    lo, hi, shape = np.inf, -np.inf, None
+    lo, hi, shape, bands = np.inf, -np.inf, None, None
     for r in rows:
-        p = read_plane(r.path)
+        image = read_image(r.path)
+        p = as_planes(image)[0]
+        if bands is None:
+            bands = band_count(image)
+        elif band_count(image) != bands:
+            raise DataError(f"{r.path}: {band_count(image)} band(s), but {rows[0].path} has "
+                            f"{bands}; the scorer needs images with the same bands")
         if shape is None:
             shape = p.shape
         elif p.shape != shape:
             raise DataError(f"{r.path}: {p.shape[0]}×{p.shape[1]} pixels, but {rows[0].path} is "
                             f"{shape[0]}×{shape[1]}; the scorer needs images of one size")
         lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
-    spec = FeatureSpec.from_range(sets, shape, lo, hi)
+    spec = FeatureSpec.from_range(sets, shape, lo, hi, channels=bands)
     feats = []
     for i, r in enumerate(rows):
-        feats.append(spec.extract(read_plane(r.path), what=str(r.path))[0])
+        feats.append(spec.extract(read_image(r.path), what=str(r.path))[0])
         if progress is not None:
             progress(i + 1, len(rows))
     groups = [r.group or r.file for r in rows] if any(r.group for r in rows) else None
@@ -370,8 +382,8 @@ def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int =
 
 
 def iter_image_files(source) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, N×H×W planes)`` of every image file of a folder (names relative to it), or of
-    one file / ``builtin:`` spec / prepared set read whole (one name per image)."""
+    """``(name, N×C×H×W images)`` of every image file of a folder (names relative to it), or
+    of one file / ``builtin:`` spec / prepared set read whole (one name per image)."""
     from galforge.data import load_images
     from galforge.data.imageset import ReadReport
     from galforge.data.readers import list_folder
@@ -379,21 +391,21 @@ def iter_image_files(source) -> Iterator[tuple[str, np.ndarray]]:
     path = Path(str(source)).expanduser()
     if path.is_dir() and not (path / "manifest.json").is_file():
         for f in list_folder(path, ReadReport()):
-            yield f.name, as_planes(load_images(f).images)
+            yield f.name, np.asarray(load_images(f).images)
         return
     iset = load_images(source)
-    planes = as_planes(iset.images)
+    images = np.asarray(iset.images)
     for k, meta in enumerate(iset.meta):
         name = meta.get("file", meta.get("id"))
-        yield (f"image-{k}" if name is None else str(name)), planes[k:k + 1]
+        yield (f"image-{k}" if name is None else str(name)), images[k:k + 1]
 
 
 def predict_files(scorer: RealismScorer, source) -> list[dict]:
     """Score every image of ``source``: rows ``{"file", "index", "score"}`` (``index`` is the
     image's place in a file that holds several, else 0)."""
     rows = []
-    for name, planes in iter_image_files(source):
-        scores = scorer.predict(planes, what=name)
+    for name, images in iter_image_files(source):
+        scores = scorer.predict(images, what=name)
         for k, s in enumerate(scores):
             rows.append({"file": name, "index": k, "score": float(s)})
     if not rows:

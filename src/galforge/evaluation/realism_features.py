@@ -141,6 +141,12 @@ def fft_row(planes) -> np.ndarray:
     return np.log10(power.mean(axis=1) + _LOG_FLOOR)
 
 
+def band_count(images) -> int:
+    """Bands of ``N×C×H×W`` images (``H×W`` and ``N×H×W`` planes are one band)."""
+    x = np.asarray(images)
+    return int(x.shape[1]) if x.ndim == 4 else 1
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """What a scorer computes from an image: the feature sets, the image size and the pixel
@@ -150,21 +156,25 @@ class FeatureSpec:
     shape: tuple[int, int]
     lo: float
     hi: float
+    channels: int | None = None   # bands of the fitting images (None: not recorded)
 
     @classmethod
     def fit(cls, images, sets: Sequence[str] = DEFAULT_FEATURES) -> FeatureSpec:
-        """The spec for ``images``: their size and their lowest and highest pixel."""
+        """The spec for ``images``: their size, bands and lowest and highest pixel."""
         x = as_planes(images)
-        return cls.from_range(sets, x.shape[1:], float(x.min()), float(x.max()))
+        return cls.from_range(sets, x.shape[1:], float(x.min()), float(x.max()),
+                              channels=band_count(images))
 
     @classmethod
-    def from_range(cls, sets, shape, lo: float, hi: float) -> FeatureSpec:
+    def from_range(cls, sets, shape, lo: float, hi: float,
+                   channels: int | None = None) -> FeatureSpec:
         sets = parse_feature_sets(sets)
         if not hi > lo:
             raise EvaluationError(
                 f"the training images are constant (every pixel is {lo}); a scorer needs images "
                 "that differ")
-        return cls(sets=sets, shape=(int(shape[0]), int(shape[1])), lo=float(lo), hi=float(hi))
+        return cls(sets=sets, shape=(int(shape[0]), int(shape[1])), lo=float(lo), hi=float(hi),
+                   channels=None if channels is None else int(channels))
 
     def sizes(self) -> dict[str, int]:
         h, w = self.shape
@@ -180,6 +190,11 @@ class FeatureSpec:
 
     def extract(self, images, *, what: str = "images") -> np.ndarray:
         """The feature vectors of ``images`` (``N×n_features`` float64)."""
+        bands = band_count(images)
+        if self.channels is not None and bands != self.channels:
+            raise EvaluationError(
+                f"{what} have {bands} band(s) but the scorer was fitted on images of "
+                f"{self.channels}; score images with the bands it was fitted on")
         x = as_planes(images)
         if tuple(x.shape[1:]) != self.shape:
             raise EvaluationError(
@@ -200,9 +215,12 @@ class FeatureSpec:
         return np.concatenate(parts, axis=1)
 
     def to_dict(self) -> dict:
-        return {"sets": list(self.sets), "shape": list(self.shape), "lo": self.lo, "hi": self.hi,
-                "window": WINDOW, "histogram_bins": HIST_BINS, "sizes": self.sizes()}
+        out = {"sets": list(self.sets), "shape": list(self.shape), "lo": self.lo, "hi": self.hi,
+               "window": WINDOW, "histogram_bins": HIST_BINS, "sizes": self.sizes()}
+        if self.channels is not None:
+            out["channels"] = self.channels
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
-        return cls.from_range(d["sets"], d["shape"], d["lo"], d["hi"])
+        return cls.from_range(d["sets"], d["shape"], d["lo"], d["hi"], d.get("channels"))

@@ -411,7 +411,7 @@ def sparse_fields(
     ``hlr`` (arcsec), ``hlr_pix``, ``q``, ``pa_deg``. Each field's meta holds its galaxies
     (``galaxies``) and ``n_galaxies``. Units are ``"counts"``; band ``r``.
     """
-    from scipy import ndimage
+    from galforge.data.sparse import label_clusters
 
     n, size, stamp = int(n), int(size), int(stamp)
     if n < 1:
@@ -438,7 +438,6 @@ def sparse_fields(
             total, size=stamp, bands=("r",), seed=seed, pixel_scale=pixel_scale,
             psf_fwhm=psf_fwhm, noise="none", flux=flux, hlr=hlr, q=q, bulge_frac=(0.0, 0.4),
             max_offset=0.5, color_scatter=0.0)
-        eight = np.ones((3, 3), dtype=bool)
         k = 0
         for i in range(n):
             field = images[i, 0]
@@ -446,7 +445,7 @@ def sparse_fields(
                 g, img = gal[k], stamps.images[k, 0]
                 k += 1
                 cut = np.where(img >= threshold, img, 0.0).astype(np.float32)
-                labels, _ = ndimage.label(cut > 0, structure=eight)
+                labels, _ = label_clusters(cut)  # threshold > 0: the kept pixels
                 cy, cx = int(round(g["y"])), int(round(g["x"]))
                 keep = labels[cy, cx]
                 cut = np.where(labels == keep, cut, 0.0) if keep else np.zeros_like(cut)

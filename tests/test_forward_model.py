@@ -87,7 +87,8 @@ def psf_run(tmp_path_factory):
     rc = main(["train", "builtin:galsim?n=48&size=64&bands=g,r", "--out", str(out),
                "--steps", "2", "--batch", "8", "--psf", "auto",
                "--condition-columns", "flux,hlr", "--set", "model.width=4",
-               "--set", "train.progress=false"])
+               "--set", "train.progress=false", "--set", "train.ema=0",
+               "--set", "train.n_samples=4"])
     assert rc == 0
     return out
 

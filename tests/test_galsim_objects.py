@@ -12,7 +12,7 @@ import torch
 from galforge.cli import main
 
 TRAIN = ["--steps", "2", "--batch", "8", "--set", "model.width=4", "--set",
-         "train.progress=false"]
+         "train.progress=false", "--set", "train.ema=0", "--set", "train.n_samples=4"]
 
 
 @pytest.fixture(scope="module")

@@ -228,8 +228,17 @@ class Recipe:
 
     @classmethod
     def config_overrides(cls) -> dict[str, dict[str, Any]]:
-        """Named configs as full ``model.*`` dicts (for the config resolver)."""
-        return {name: {**cls.OVERRIDES, **over} for name, over in cls.named_configs().items()}
+        """Named configs as full ``model.*`` dicts (for the config resolver): every key, so
+        that choosing one (``model.config=paper``) leaves nothing of the default config
+        behind when the default is another (the DCGAN's ``cpu`` turns on sky noise, which
+        ``paper`` does not mention)."""
+        out = {}
+        for name, over in cls.named_configs().items():
+            try:
+                out[name] = cls.settings_dict(cls.resolve_settings({"config": name})[1], name)
+            except ConfigError:   # a config that needs other keys: its overrides alone
+                out[name] = {**cls.OVERRIDES, **over}
+        return out
 
     def default_ema(self) -> float:
         """EMA decay of the generator when ``train.ema`` is not set (0: no EMA).

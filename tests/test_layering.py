@@ -150,15 +150,14 @@ def root_name_violations(sources: dict[str, tuple[str, str, bool]]) -> list[str]
 
 def import_cycles(sources: dict[str, tuple[str, str, bool]]) -> list[list[str]]:
     """Circles of module-level imports between modules of one package (incl. its __init__)."""
-    known = set(sources)
+    def package(name: str) -> str:  # a package's __init__ belongs to the package itself
+        return name if sources[name][2] else name.rsplit(".", 1)[0]
+
     graph: dict[str, set[str]] = {m: set() for m in sources}
     for module, (_, source, is_package) in sources.items():
-        pkg = module if is_package else module.rsplit(".", 1)[0]
-        for target, _ in imports_of(module, source, is_package, known, module_level_only=True):
-            target_pkg = target if sources.get(target, ("", "", False))[2] \
-                else target.rsplit(".", 1)[0]
-            if target in graph and target != module and target_pkg == pkg or \
-                    target in graph and target == pkg and target != module:
+        for target, _ in imports_of(module, source, is_package, set(sources),
+                                    module_level_only=True):
+            if target in sources and target != module and package(target) == package(module):
                 graph[module].add(target)
     # strongly connected components (Tarjan)
     index: dict[str, int] = {}

@@ -697,3 +697,48 @@ def test_one_band_scorer_refuses_three_band_images(tmp_path, capsys):
     line = _stderr_line(capsys)
     assert "3 band(s) but the scorer was fitted on images of 1" in line
     assert not out.exists()
+
+
+def test_export_refuses_non_finite_weights(npy_data, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    run = tmp_path / "run"
+    assert _train(npy_data, run, "--steps", "1", "--set", "output.export_bundle=false") == 0
+    state = load_file(str(run / "generator.safetensors"))
+    key = next(k for k, v in state.items() if torch.is_floating_point(v) and v.numel() > 1)
+    state[key][0] = float("inf")
+    save_file(state, str(run / "generator.safetensors"))
+    capsys.readouterr()
+    assert main(["export", str(run)]) == 2
+    assert "NaN or infinity" in _stderr_line(capsys)
+    assert not (run / "bundle").exists()
+
+
+@pytest.mark.parametrize("command", ["field", "evaluate", "train --init"])
+def test_huge_spec_is_refused_by_every_command(bundle_copy, npy_data, tmp_path, capsys, command):
+    _edit_json(bundle_copy, lambda m: m["spec"].__setitem__("width", 100_000_000))
+    argv = {
+        "field": ["field", str(bundle_copy), "--size", "64x64", "--out", str(tmp_path / "f.fits")],
+        "evaluate": [
+            "evaluate",
+            str(npy_data),
+            str(bundle_copy),
+            "-n",
+            "4",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        "train --init": [
+            "train",
+            str(npy_data),
+            "--init",
+            str(bundle_copy),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "1",
+        ],
+    }[command]
+    assert main(argv) == 2
+    line = _stderr_line(capsys)
+    assert "spec key 'width'" in line, line

@@ -631,6 +631,7 @@ def read_bundle(folder) -> BundleFile:
         meta["bundle_id"] = hashlib.sha256(_canonical(meta).encode()).hexdigest()[:12]
     tensors = {}
     for name, p in _parts_meta(meta, json_path).items():
+        _spec_size(Part(p["family"], p["spec"], {}, p.get("module")), folder / part_file(name))
         path = _part_path(folder, name, p, json_path)
         if not path.is_file():
             raise BundleError(f"{path}: file missing; {HINT}")

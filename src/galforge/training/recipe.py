@@ -86,7 +86,8 @@ class StepContext:
     phase: Phase
     rank: int = 0
     world_size: int = 1
-    #: seeded from ``(seed, step)`` alone, the same on every process (for :meth:`rows`)
+    #: seeded like a one-process run's ``rng`` (``(seed, step, 0)``), the same on every
+    #: process (for :meth:`rows`)
     shared_rng: torch.Generator | None = None
 
     @property
@@ -138,8 +139,9 @@ class Recipe:
     #: their ``forward`` (never a sub-network directly), each wrapped in DDP during a step
     #: (see the module docstring); other trained parameters are averaged after backward
     DDP_NETWORKS: ClassVar[tuple[str, ...]] = ()
-    #: ``find_unused_parameters`` of those wrappers: True when a phase runs a network in the
-    #: graph with some of its parameters frozen or unused (e.g. D with requires_grad off)
+    #: ``find_unused_parameters`` of those wrappers: True when a backward reaches some but not
+    #: all of a wrapped network's trainable parameters (one with all of them frozen, D during
+    #: G's update, fires no DDP hook and needs nothing)
     DDP_FIND_UNUSED: ClassVar[bool] = False
 
     def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
@@ -380,6 +382,8 @@ class Recipe:
         self._ddp = getattr(self, "_ddp", {})
         self._ddp_params = getattr(self, "_ddp_params", set())
         for attr in self.DDP_NETWORKS:
+            if attr in self._ddp:   # wrapped by an earlier fit() of this recipe
+                continue
             net = getattr(self, attr)
             self._ddp[attr] = wrap(net)
             self._ddp_params.update(id(p) for p in net.parameters() if p.requires_grad)

@@ -104,6 +104,10 @@ def test_generate_psf_writes_the_conditions_and_matched_noise(psf_bundle, tmp_pa
     rows = _rows(out / "catalog.csv")
     assert [(float(r["flux"]), float(r["hlr"])) for r in rows] == \
         [(1e4, 0.5), (3e4, 0.8), (7e4, 1.1)]
+    from astropy.table import QTable
+
+    ecsv = QTable.read(out / "catalog.ecsv")
+    assert str(ecsv["hlr"].unit) == "arcsec" and ecsv.meta["pixel_scale_arcsec"] == 0.26
     header = fits.getheader(out / "galaxy_000001.fits")
     assert header["PIXSCALE"] == pytest.approx(0.26)
     assert header["PSF"].startswith("moffat:fwhm=0.9")

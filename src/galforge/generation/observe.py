@@ -201,7 +201,7 @@ def write_observed(bundle, out, n: int, seed: int = 0, *, psf, pixel_scale=None,
                    noise="matched", conditions=None, batch: int = 64, overwrite: bool = False):
     """Re-observe ``n`` galaxies (:func:`reobserve`) and write one FITS per galaxy
     (``galaxy_NNNNNN.fits``, the new pixel scale and PSF in the header), a ``grid.png`` and
-    ``catalog.csv`` (per galaxy: ``index``, the conditions by name, the measured noiseless
+    ``catalog.csv`` and its ECSV twin with units (per galaxy: ``index``, the conditions by name, the measured noiseless
     flux per band ``meas_flux_<band>``, the half-light radius ``meas_hlr`` (arcsec) in the
     reference band, ``noise_sigma_<band>`` and the matched-filter ``snr_<band>``)
     into the folder ``out``, owned as every galforge output is (:mod:`galforge.outputs`)."""
@@ -255,6 +255,20 @@ def write_observed(bundle, out, n: int, seed: int = 0, *, psf, pixel_scale=None,
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["index"])
             writer.writeheader()
             writer.writerows(rows)
+        if rows:      # the ECSV twin, with units (galforge.data.tables)
+            from galforge.data.tables import ecsv_path, write_ecsv
+            from galforge.fitsheader import fits_unit
+
+            pix = fits_unit(bundle.units)[0] or ""
+            typed = [{k: (float(v) if k in names else v) for k, v in row.items()}
+                     for row in rows]
+            write_ecsv(ecsv_path(out / CATALOG), typed, pixel_units=bundle.units,
+                       units={"index": "", "hlr": "arcsec", "meas_hlr": "arcsec",
+                              **{f"snr_{b}": "" for b in bands},
+                              **{f"{k}_{b}": pix for b in bands
+                                 for k in ("meas_flux", "noise_sigma")}},
+                       meta={"psf": obs.psf, "pixel_scale_arcsec": obs.pixel_scale,
+                             "seed": int(seed), "bundle_id": bundle.bundle_id})
         result.index = out / CATALOG
         preview = obs.images[: min(int(n), 64)]
         if len(preview):

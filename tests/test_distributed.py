@@ -172,3 +172,43 @@ def test_ada_adjusts_p_from_the_global_batch(tmp_path):
     states = [torch.load(tmp_path / f"ada{r}.pt", weights_only=False) for r in range(2)]
     # global r_t = 0 over 16 images: p steps down by 16/100 on both processes
     assert states[0]["p"] == states[1]["p"] == pytest.approx(0.5 - 16 / 100)
+
+
+def _stylegan2_worker(rank, world, port, run, result_dir):
+    from galforge.training.recipes import get_recipe
+    from galforge.training.trainer import Trainer
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    model = {"config": "small", "image_size": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2,
+             "channel_base": 64, "channel_max": 8, "r1_interval": 2, "pl_interval": 2,
+             "ada_target": 0.0, "ada_interval": 1, "ada_kimg": 0.02}
+    recipe = get_recipe("stylegan2")(model, channels=2, image_size=16, device="cpu", seed=3)
+    data = torch.rand(8, 2, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    Trainer(recipe, data, run, {"steps": 4, "batch": 4, "seed": 3, "progress": False,
+                                "sample_every": 100, "n_samples": 2, "log_every": 1},
+            output={"export_bundle": False, "tensorboard": False, "loss_plot": False}).fit()
+    # parameters (buffers such as w_avg, running means of each process's own draws, may
+    # differ: rank 0's are saved)
+    state = {f"{m}.{k}": v.detach() for m, net in recipe.modules().items()
+             for k, v in net.named_parameters()}
+    state["ada_p"] = torch.tensor(recipe.augment.p)
+    torch.save(state, os.path.join(result_dir, f"s{rank}.pt"))
+
+
+def test_stylegan2_with_ada_r1_and_path_length_stays_in_step_under_ddp(tmp_path):
+    """D in DDP (R1's double backward included), G's mapping and synthesis averaged after
+    the backward pass, ADA's p from the global batch: both processes end identical."""
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "run"
+    mp.spawn(_stylegan2_worker, args=(2, _free_port(), run, str(tmp_path)), nprocs=2,
+             join=True)
+    s0 = torch.load(tmp_path / "s0.pt", weights_only=True)
+    s1 = torch.load(tmp_path / "s1.pt", weights_only=True)
+    assert float(s0["ada_p"]) > 0   # p moved, by the same steps on both
+    for k, v in s0.items():
+        assert torch.allclose(v.float(), s1[k].float(), rtol=0, atol=1e-6), k
+    notes = [json.loads(line).get("note", "") for line in (run / "log.jsonl").open()]
+    assert any("DistributedDataParallel wraps D" in n for n in notes)

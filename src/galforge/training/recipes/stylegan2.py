@@ -187,6 +187,7 @@ class StyleGAN2Recipe(PairRecipe):
     Settings = StyleGAN2Settings
     CONFIGS = STYLEGAN2_CONFIGS
     DEFAULT_CONFIG = "paper256"
+    DDP_NETWORKS = ("D",)   # see wrap_data_parallel
 
     def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
                  normalizer: dict | None = None):
@@ -334,6 +335,18 @@ class StyleGAN2Recipe(PairRecipe):
         self.images_seen = int(state.get("images_seen", 0))
 
     # ------------------------------------------------------------------ helpers
+    def wrap_data_parallel(self, wrap) -> None:
+        """D in DDP (G's mapping and synthesis networks are called one by one, past G's
+        forward: their gradients are averaged after the backward pass). The main phases'
+        critic is the same wrapper, compiled when ``compile`` is on."""
+        if "D" in self._ddp:
+            return
+        wrapped = wrap(self.D)
+        self._ddp["D"] = wrapped
+        self._ddp_params.update(id(p) for p in self.D.parameters() if p.requires_grad)
+        critic = self._critic
+        self._ddp["_critic"] = (torch.compile(wrapped) if critic is not self.D else wrapped)
+
     def _trainable(self, net: nn.Module, flag: bool) -> None:
         for p in net.parameters():
             p.requires_grad_(flag and id(p) not in self._frozen)
@@ -414,5 +427,8 @@ class StyleGAN2Recipe(PairRecipe):
         with self.autocast():
             logits = self.D(self._aug(x, ctx.rng))
         penalty = r1_penalty(logits.float(), x)
-        self.optimize("D", penalty * (0.5 * self.r1_gamma() * ctx.gain))
+        # + 0 · logits: every parameter of D gets a gradient (∇ₓD does not reach the last
+        # bias), as DDP expects of a backward pass
+        self.optimize("D", penalty * (0.5 * self.r1_gamma() * ctx.gain)
+                      + 0.0 * logits.float().sum())
         return {"r1": penalty.item()}

@@ -450,7 +450,7 @@ def _check_not_busy(lock: Path, what: str, option: str) -> None:
 
 def _check_replaceable(folder: Path, files, dirs, overwrite: bool, option: str, holds: str,
                        command: str) -> None:
-    what = holds or _names([p.split("/")[0] for p in set(files) | set(dirs)])
+    what = holds or _names({p.split("/")[0] for p in [*files, *dirs]})
     if not overwrite:
         cmd = f" {command}" if command else ""
         raise ConfigError(

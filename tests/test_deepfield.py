@@ -183,9 +183,9 @@ def test_the_sky_has_the_sigma_and_correlation_asked_for():
 @pytest.mark.parametrize("clustered", [False, True])
 def test_tiles_equal_the_whole_field(tmp_path, clustered):
     g = tiny_generator(density=4e-3, clustered=clustered)
-    whole = render_one_shot(g, None, "150x170", seed=3)
+    whole = render_one_shot(g, None, "100x130", seed=3)
     out = tmp_path / "f.npy"
-    res = generate_field(g, None, ("a", "b", "c"), out, "150x170", tile=48, seed=3,
+    res = generate_field(g, None, ("a", "b", "c"), out, "100x130", tile=48, seed=3,
                          progress=False)
     tiled = np.load(out)
     assert np.array_equal(tiled, whole)
@@ -197,7 +197,7 @@ def test_tiles_equal_the_whole_field(tmp_path, clustered):
     table = fits.getdata(str(out) + ".truth.fits")
     assert len(table) == len(rows)
     # a larger field holds the same sources where they overlap (position-seeded cells)
-    big = g.sources_window(3, 0, 0, 150, 170, (400, 400))
+    big = g.sources_window(3, 0, 0, 100, 130, (400, 400))
     assert np.array_equal(np.sort(big["id"]), np.sort(table["id"]))
 
 

@@ -8,8 +8,10 @@ in photutils, whose conventions and defaults it follows so that the two engines 
   bilinear interpolation at polar angles ``φ`` (measured from the major axis) spaced by
   ``min(1/r(φ), 0.5)`` radians, ``r(φ)`` the ellipse's radius, so that samples lie about one
   pixel apart along it;
-* the intensities are fitted by least squares with
-  ``I(φ) = I0 + A1 sin φ + B1 cos φ + A2 sin 2φ + B2 cos 2φ``;
+* the intensities are fitted by (exact, linear) least squares with
+  ``I(φ) = I0 + A1 sin φ + B1 cos φ + A2 sin 2φ + B2 cos 2φ`` — photutils solves the same
+  problem iteratively, so the two differ in the last digits, which on rare isophotes tips
+  a convergence test the other way;
 * the local radial intensity gradient comes from a second ellipse 10 % larger (20 % when the
   first estimate is not decreasing); its relative error stops the outward growth;
 * the largest harmonic amplitude (of those not held fixed) is turned into a correction of

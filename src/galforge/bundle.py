@@ -176,16 +176,16 @@ def _spec_size(part, where: Path) -> None:
                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if not any(abs(v) > 1e6 for v in numbers):
             return
-        size = MAX_PARAMETER_BYTES + 1
-    if size > MAX_PARAMETER_BYTES:
+        size = None   # not measurable: a spec value beyond any network galforge builds
+    if size is None or size > MAX_PARAMETER_BYTES:
         numeric = {k: v for k, v in part.spec.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         key = max(numeric, key=lambda k: abs(numeric[k])) if numeric else "?"
+        about = "an unmeasurable size" if size is None else f"about {size / 2**30:.3g} GiB"
         raise BundleError(
-            f"{where}: the spec describes a {part.family!r} network of about "
-            f"{size / 2**30:.3g} GiB (spec key {key!r}={numeric.get(key)!r}); more than the "
-            f"{MAX_PARAMETER_BYTES >> 30} GiB galforge allocates for a bundle part: the file is "
-            f"corrupt or not made by galforge"
+            f"{where}: the spec describes a {part.family!r} network of {about} "
+            f"(spec key {key!r}={numeric.get(key)!r}); galforge builds bundle parts of at "
+            f"most {MAX_PARAMETER_BYTES >> 30} GiB: the file is corrupt or not made by galforge"
         )
 
 
@@ -631,7 +631,7 @@ def read_bundle(folder) -> BundleFile:
         meta["bundle_id"] = hashlib.sha256(_canonical(meta).encode()).hexdigest()[:12]
     tensors = {}
     for name, p in _parts_meta(meta, json_path).items():
-        _spec_size(Part(p["family"], p["spec"], {}, p.get("module")), folder / part_file(name))
+        _spec_size(Part(p["family"], p["spec"], {}, p.get("module")), json_path)
         path = _part_path(folder, name, p, json_path)
         if not path.is_file():
             raise BundleError(f"{path}: file missing; {HINT}")

@@ -336,6 +336,14 @@ def test_v01_dcgan_bundle_samples_like_0_1(one_thread):
                                   expected_v01("dcgan_latent_seed9_n3"))
 
 
+def test_v01_latent_streams_are_the_same_bits_on_any_machine():
+    from galforge.generation.latent import truncated_gaussian_latents
+
+    # resampled truncated normal latents (threshold 1) of 0.1: a random stream, not arithmetic
+    np.testing.assert_array_equal(truncated_gaussian_latents((8, 1, 1), 3, seed=4, threshold=1.0),
+                                  expected_v01("trunc_gauss_seed4_n3"))
+
+
 def test_v01_sgan_bundle_samples_like_0_1(one_thread):
     b = load_bundle(FIXTURES / "sgan_v01")
     tol = {"rtol": V01_RTOL, "atol": V01_ATOL["sgan"]}

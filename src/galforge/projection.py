@@ -334,7 +334,7 @@ def _fits_bytes(image_chw: np.ndarray, bundle, what: str) -> bytes:
     return buffer.getvalue()
 
 
-#: the files :func:`write_projection` writes (``--overwrite`` removes only these)
+#: the files :func:`write_projection` writes
 PROJECTION_FILES = ("projected_w.npy", "reconstruction.fits", "residual.fits",
                     "projection.json", "projection.png", "projected_noise.npz")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from test_fits_validity import _bundle
@@ -64,3 +65,13 @@ def test_load_and_commands_default_to_auto(tmp_path, no_gpu, capsys):
         assert main([command, "--help"]) == 0
         text = " ".join(capsys.readouterr().out.split())
         assert "--device" in text and "auto" in text and "MPS" in text, command
+
+
+def test_train_resolves_devices_like_every_other_command(tmp_path, no_gpu, capsys):
+    data = tmp_path / "d.npy"
+    np.save(data, np.zeros((4, 3, 64, 64), np.float32))
+    rc = main(["train", str(data), "--model", "dcgan64", "--steps", "1", "--batch", "2",
+               "--out", str(tmp_path / "run"), "--device", "mps"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--device mps" in err and "MPS is not available" in err
+    assert len(err.splitlines()) == 1

@@ -98,7 +98,7 @@ class TrainConfig:
     epochs: int | None = None             # total epochs
     batch: int = 64
     seed: int = 0
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps
     amp: bool = False                     # mixed precision, CUDA only
     amp_dtype: str = "bf16"               # bf16 | fp16 (fp16 uses a gradient scaler)
     sync_bn: bool = False                 # DDP runs: SyncBatchNorm (global-batch statistics,
@@ -583,8 +583,8 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
     need(t.lr_step_epochs >= 1, f"train.lr_step_epochs={t.lr_step_epochs} must be >= 1")
     need(t.lr_gamma > 0, f"train.lr_gamma={t.lr_gamma} must be > 0")
     need(t.amp_dtype in ("bf16", "fp16"), f"train.amp_dtype={t.amp_dtype!r} must be bf16 or fp16")
-    need(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-         f"train.device={t.device!r} must be auto, cpu or cuda[:N]")
+    need(t.device in ("auto", "cpu", "mps") or t.device.startswith("cuda"),
+         f"train.device={t.device!r} must be auto, cpu, cuda[:N] or mps")
     for k in ("sample_every", "checkpoint_every", "log_every"):
         need(getattr(t, k) >= 1, f"train.{k}={getattr(t, k)} must be >= 1")
     need(t.snapshot_every is None or t.snapshot_every >= 0,

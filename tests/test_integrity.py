@@ -125,7 +125,7 @@ def test_disk_full_while_checkpointing_leaves_no_temporary(tmp_path, monkeypatch
     assert ck.read_checkpoint(tmp_path / "latest")[1]["step"] == 1
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "json"])
 def test_resume_falls_back_to_newest_intact_checkpoint(npy_data, tmp_path, capsys, damage):
     run = tmp_path / "run"
     assert (
@@ -146,9 +146,11 @@ def test_resume_falls_back_to_newest_intact_checkpoint(npy_data, tmp_path, capsy
         raw = bytearray(state.read_bytes())
         raw[-5] ^= 0x40
         state.write_bytes(bytes(raw))
-    else:
+    elif damage == "truncate":
         with open(state, "r+b") as fh:
             fh.truncate(state.stat().st_size // 2)
+    else:  # random bytes as state.json
+        state.with_name("state.json").write_bytes(bytes(range(256)) * 2)
     capsys.readouterr()
     assert _train(npy_data, run, "--steps", "4", "--resume") == 0
     err = capsys.readouterr().err
@@ -742,3 +744,13 @@ def test_huge_spec_is_refused_by_every_command(bundle_copy, npy_data, tmp_path, 
     assert main(argv) == 2
     line = _stderr_line(capsys)
     assert "spec key 'width'" in line, line
+
+
+def test_export_of_a_damaged_snapshot_is_one_line(npy_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(npy_data, run, "--steps", "2", "--set", "train.snapshot_every=1") == 0
+    with open(run / "checkpoints/step-00000001/state.safetensors", "r+b") as fh:
+        fh.truncate(100)
+    capsys.readouterr()
+    assert main(["export", str(run), "--step", "1"]) == 2
+    assert "export another --step" in _stderr_line(capsys)

@@ -205,13 +205,11 @@ class RunFolder:
         ``part`` names a bundle part that is a sub-network of the trained generator (a
         chain's ``stage2``): its weights are looked for under ``<network>.<part>.`` too.
         """
-        from safetensors.torch import load_file
-
         candidates = [snapshot / part_file(part), snapshot / CHECKPOINT_TENSORS]
         path = next((p for p in candidates if p.exists()), None)
         if path is None:
             raise BundleError(f"{snapshot}: no {candidates[0].name} or {CHECKPOINT_TENSORS} in it")
-        tensors = load_file(str(path))
+        tensors = read_weights(path, "the kept snapshot is damaged; export another --step")
         networks = ["ema."] + sorted({".".join(k.split(".")[:2]) + "." for k in tensors
                                       if k.startswith("module.")})
         prefixes = [q for n in networks for q in (n, f"{n}{part}.")] + [""]

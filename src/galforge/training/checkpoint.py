@@ -132,7 +132,7 @@ def checkpoint_step(ckpt_dir: Path) -> int | None:
     try:
         step = json.loads((found / META).read_text()).get("step")
         return int(step)
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError):
         return None
 
 
@@ -144,8 +144,11 @@ def read_newest_intact(candidates: list[Path]) -> tuple[Path, dict, dict, list[s
     intact, naming the first problem.
     """
     steps = {c: checkpoint_step(c) for c in candidates if find_checkpoint(c) is not None}
-    # newest first; among equal steps the order given (a stable sort)
-    order = sorted(steps, key=lambda c: -(steps[c] if steps[c] is not None else -1))
+    # the first candidate (latest) first, whatever it holds, then the others newest first
+    # (among equal steps in the order given: a stable sort)
+    first = [c for c in candidates[:1] if c in steps]
+    order = first + sorted((c for c in steps if c not in first),
+                           key=lambda c: -(steps[c] if steps[c] is not None else -1))
     problems: list[str] = []
     for cand in order:
         try:

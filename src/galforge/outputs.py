@@ -234,11 +234,7 @@ class _Lock:
                 os.close(fd)
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                pid = _read_pid(path)
-                who = f"process {pid}" if pid else "another process"
-                raise OutputBusy(
-                    f"{option} {what}: {who} is writing it now (lock {path.name}); wait for "
-                    f"it to finish or choose another {option}") from None
+                raise _busy(path, what, option) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:
@@ -261,6 +257,14 @@ class _Lock:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = None
+
+
+def _busy(lock: Path, what: str, option: str) -> OutputBusy:
+    """The refusal of a second writer, naming the PID the lock file holds."""
+    pid = _read_pid(lock)
+    who = f"process {pid}" if pid else "another process"
+    return OutputBusy(f"{option} {what}: {who} is writing it now (lock {lock.name}); wait for "
+                      f"it to finish or choose another {option}")
 
 
 def _read_pid(path: Path) -> int | None:
@@ -438,11 +442,7 @@ def _check_not_busy(lock: Path, what: str, option: str) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            pid = _read_pid(lock)
-            who = f"process {pid}" if pid else "another process"
-            raise OutputBusy(
-                f"{option} {what}: {who} is writing it now (lock {lock.name}); wait for it to "
-                f"finish or choose another {option}") from None
+            raise _busy(lock, what, option) from None
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -30,11 +30,32 @@ from galforge.cli import main
 from galforge.data.normalize import Normalizer
 from galforge.errors import ConfigError
 
-TINY_TRAIN = ["--model", "dcgan64", "--steps", "1", "--batch", "2", "--seed", "1",
-              "--device", "cpu", "--set", "model.width=4", "--set", "train.progress=false",
-              "--set", "train.threads=1", "--set", "output.tensorboard=false",
-              "--set", "output.export_bundle=false", "--set", "output.loss_plot=false",
-              "--set", "train.n_samples=2"]
+TINY_TRAIN = [
+    "--model",
+    "dcgan64",
+    "--steps",
+    "1",
+    "--batch",
+    "2",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "output.export_bundle=false",
+    "--set",
+    "output.loss_plot=false",
+    "--set",
+    "train.n_samples=2",
+]
 EVAL_FAST = ["--measures", "power_spectrum", "--no-progress", "--holdout-fraction", "0.25"]
 
 
@@ -43,8 +64,11 @@ def hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (relative names), galforge's bookkeeping aside."""
     out = {}
     for p in sorted(Path(root).rglob("*")):
-        if p.is_file() and p.name != outputs.MANIFEST and not p.name.endswith(
-                (outputs.LOCK, ".galforge-lock")):
+        if (
+            p.is_file()
+            and p.name != outputs.MANIFEST
+            and not p.name.endswith((outputs.LOCK, ".galforge-lock"))
+        ):
             out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -92,12 +116,19 @@ def style(work):
 def sgan(work):
     gen = tiny_generator()
     rng = np.random.default_rng(0)
-    norm = Normalizer.fit(rng.gamma(2.0, 3.0, (1, 3, 32, 32)).astype(np.float32),
-                          target=(0.0, 1.0))
-    return save_bundle(work / "sgan", family="sgan", spec=gen.spec(),
-                       state_dict=gen.state_dict(), normalizer=norm, bands=("g", "r", "i"),
-                       units="nanomaggy", output_range=(0, 1), config={},
-                       data_fingerprint="test")
+    norm = Normalizer.fit(rng.gamma(2.0, 3.0, (1, 3, 32, 32)).astype(np.float32), target=(0.0, 1.0))
+    return save_bundle(
+        work / "sgan",
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=norm,
+        bands=("g", "r", "i"),
+        units="nanomaggy",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +155,26 @@ def scoring(work):
     ladder = work / "ladder"
     assert main(["score", "ladder", str(real), "--out", str(ladder), "--seed", "3"]) == 0
     scorer = work / "scorer"
-    assert main(["score", "fit", str(ladder), "--scores", str(ladder / "scores.csv"), "--out",
-                 str(scorer), "--folds", "2", "--trees", "5", "--features", "histogram"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "fit",
+                str(ladder),
+                "--scores",
+                str(ladder / "scores.csv"),
+                "--out",
+                str(scorer),
+                "--folds",
+                "2",
+                "--trees",
+                "5",
+                "--features",
+                "histogram",
+            ]
+        )
+        == 0
+    )
     return real, ladder, scorer
 
 
@@ -133,8 +182,7 @@ def scoring(work):
 def test_field_overwrite_never_removes_a_user_folder(sgan, tmp_path, capsys, monkeypatch):
     proj = tmp_path / "proj"
     before = user_files(proj, ["thesis.tex", "sub/notes.txt"])
-    field = ["field", sgan, "--size", "32x32", "--tile", "32", "--no-progress", "--compile",
-             "off"]
+    field = ["field", sgan, "--size", "32x32", "--tile", "32", "--no-progress", "--compile", "off"]
     refused([*field, "--out", proj, "--overwrite"], capsys, proj, "not recorded")
     monkeypatch.chdir(proj)
     refused([*field, "--out", ".", "--overwrite"], capsys, "not recorded")
@@ -151,8 +199,7 @@ def test_demo_never_deletes_user_files_in_its_subfolders(tmp_path, capsys):
     w = tmp_path / "w"
     before = user_files(w, ["galaxies/NGC1300.fits"])
     refused(["demo", "--out", w, "--no-progress"], capsys, w, "--overwrite")
-    refused(["demo", "--out", w, "--no-progress", "--overwrite"], capsys,
-            "galaxies/NGC1300.fits")
+    refused(["demo", "--out", w, "--no-progress", "--overwrite"], capsys, "galaxies/NGC1300.fits")
     assert hashes(w) == before
 
 
@@ -161,27 +208,49 @@ def test_train_refuses_a_user_folder(tmp_path, capsys):
     np.save(tmp_path / "gal.npy", np.zeros((2, 3, 64, 64), np.float32))
     userrun = tmp_path / "userrun"
     before = user_files(userrun, ["config.yaml", "log.jsonl"])
-    refused(["train", tmp_path / "gal.npy", "--out", userrun, *TINY_TRAIN], capsys,
-            userrun, "--overwrite")
-    refused(["train", tmp_path / "gal.npy", "--out", userrun, "--overwrite", *TINY_TRAIN],
-            capsys, "config.yaml")
+    refused(
+        ["train", tmp_path / "gal.npy", "--out", userrun, *TINY_TRAIN],
+        capsys,
+        userrun,
+        "--overwrite",
+    )
+    refused(
+        ["train", tmp_path / "gal.npy", "--out", userrun, "--overwrite", *TINY_TRAIN],
+        capsys,
+        "config.yaml",
+    )
     assert hashes(userrun) == before
 
 
 def test_evaluate_refuses_a_used_folder_and_overwrite_leaves_no_stale_outputs(
-        stamps, tmp_path, capsys):
+    stamps, tmp_path, capsys
+):
     real, fake = stamps
     ev = tmp_path / "ev"
     before = user_files(ev, ["report.html", "metrics.json"])
     refused(["evaluate", real, fake, "--out", ev, *EVAL_FAST], capsys, ev, "--overwrite")
-    refused(["evaluate", real, fake, "--out", ev, "--overwrite", *EVAL_FAST], capsys,
-            "metrics.json")
+    refused(
+        ["evaluate", real, fake, "--out", ev, "--overwrite", *EVAL_FAST], capsys, "metrics.json"
+    )
     assert hashes(ev) == before
     # into an earlier evaluation's folder: refused, then replaced whole by --overwrite (no
     # catalogue of the earlier measures left beside the new metrics)
     earlier, fresh = tmp_path / "earlier", tmp_path / "fresh"
-    ok(["evaluate", real, fake, "--out", earlier, "--measures", "memorization,power_spectrum",
-        "--no-progress", "--holdout-fraction", "0.25"], capsys)
+    ok(
+        [
+            "evaluate",
+            real,
+            fake,
+            "--out",
+            earlier,
+            "--measures",
+            "memorization,power_spectrum",
+            "--no-progress",
+            "--holdout-fraction",
+            "0.25",
+        ],
+        capsys,
+    )
     refused(["evaluate", real, fake, "--out", earlier, *EVAL_FAST], capsys, "--overwrite")
     ok(["evaluate", real, fake, "--out", earlier, "--overwrite", *EVAL_FAST], capsys)
     ok(["evaluate", real, fake, "--out", fresh, *EVAL_FAST], capsys)
@@ -209,22 +278,55 @@ def test_export_refuses_another_bundle(run, tmp_path, capsys):
 def test_single_output_files_are_not_overwritten(style, sgan, scoring, tmp_path, capsys):
     real, _, scorer = scoring
     before = user_files(tmp_path, ["anim.gif", "scores.csv", "p.png", "cube.fits"])
-    refused(["interpolate", style, "--seeds", "1,2", "--frames", "3", "--out",
-             tmp_path / "anim.gif"], capsys, "anim.gif", "--overwrite")
-    refused(["score", "predict", real, "--scorer", scorer, "--out", tmp_path / "scores.csv"],
-            capsys, "scores.csv", "--overwrite")
-    field = ["field", sgan, "--size", "32x32", "--tile", "32", "--no-progress", "--compile",
-             "off", "--out", tmp_path / "f.zarr"]
+    refused(
+        ["interpolate", style, "--seeds", "1,2", "--frames", "3", "--out", tmp_path / "anim.gif"],
+        capsys,
+        "anim.gif",
+        "--overwrite",
+    )
+    refused(
+        ["score", "predict", real, "--scorer", scorer, "--out", tmp_path / "scores.csv"],
+        capsys,
+        "scores.csv",
+        "--overwrite",
+    )
+    field = [
+        "field",
+        sgan,
+        "--size",
+        "32x32",
+        "--tile",
+        "32",
+        "--no-progress",
+        "--compile",
+        "off",
+        "--out",
+        tmp_path / "f.zarr",
+    ]
     refused([*field, "--preview", tmp_path / "p.png"], capsys, "p.png", "--overwrite")
     refused([*field, "--fits", tmp_path / "cube.fits"], capsys, "cube.fits", "--overwrite")
-    for name in ("anim.gif", "scores.csv"):   # --overwrite replaces only galforge's own
-        argv = (["interpolate", style, "--seeds", "1,2", "--frames", "3"] if name == "anim.gif"
-                else ["score", "predict", real, "--scorer", scorer])
+    for name in ("anim.gif", "scores.csv"):  # --overwrite replaces only galforge's own
+        argv = (
+            ["interpolate", style, "--seeds", "1,2", "--frames", "3"]
+            if name == "anim.gif"
+            else ["score", "predict", real, "--scorer", scorer]
+        )
         refused([*argv, "--out", tmp_path / name, "--overwrite"], capsys, "not recorded")
     assert hashes(tmp_path) == before
     ok(["score", "predict", real, "--scorer", scorer, "--out", tmp_path / "mine.csv"], capsys)
-    ok(["score", "predict", real, "--scorer", scorer, "--out", tmp_path / "mine.csv",
-        "--overwrite"], capsys)
+    ok(
+        [
+            "score",
+            "predict",
+            real,
+            "--scorer",
+            scorer,
+            "--out",
+            tmp_path / "mine.csv",
+            "--overwrite",
+        ],
+        capsys,
+    )
 
 
 # --------------------------------------------------------------------------- 4. by record, not name
@@ -232,8 +334,11 @@ def test_overwrite_keeps_a_user_file_named_like_galforge_output(style, tmp_path,
     out = tmp_path / "gen"
     ok(["generate", style, "-n", "3", "--no-progress", "--out", out], capsys)
     mine = user_files(out, ["galaxy_000007.fits"], seed=1)["galaxy_000007.fits"]
-    refused(["generate", style, "-n", "3", "--no-progress", "--out", out, "--overwrite"],
-            capsys, "galaxy_000007.fits")
+    refused(
+        ["generate", style, "-n", "3", "--no-progress", "--out", out, "--overwrite"],
+        capsys,
+        "galaxy_000007.fits",
+    )
     assert hashes(out)["galaxy_000007.fits"] == mine
     (out / "galaxy_000007.fits").unlink()
     ok(["generate", style, "-n", "2", "--no-progress", "--out", out, "--overwrite"], capsys)
@@ -252,10 +357,13 @@ def test_data_prepare_overwrite_keeps_a_user_data_set(stamps, tmp_path, capsys):
 # --------------------------------------------------------------------------- 5. locks
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process that claims ``folder`` and keeps writing it until killed."""
-    code = ("import sys, time; from galforge import outputs; "
-            "outputs.claim_folder(sys.argv[1]); print('ready', flush=True); time.sleep(120)")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
-                            text=True)
+    code = (
+        "import sys, time; from galforge import outputs; "
+        "outputs.claim_folder(sys.argv[1]); print('ready', flush=True); time.sleep(120)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -266,11 +374,18 @@ def test_a_second_writer_is_refused_naming_the_holder(style, tmp_path, capsys):
     try:
         assert int((out / outputs.LOCK).read_text()) == proc.pid
         np.save(tmp_path / "gal.npy", np.zeros((2, 3, 64, 64), np.float32))
-        err = refused(["train", tmp_path / "gal.npy", "--out", out, *TINY_TRAIN], capsys,
-                      f"process {proc.pid}", out)
+        err = refused(
+            ["train", tmp_path / "gal.npy", "--out", out, *TINY_TRAIN],
+            capsys,
+            f"process {proc.pid}",
+            out,
+        )
         assert "is writing it now" in err
-        refused(["generate", style, "-n", "2", "--no-progress", "--out", out], capsys,
-                f"process {proc.pid}")
+        refused(
+            ["generate", style, "-n", "2", "--no-progress", "--out", out],
+            capsys,
+            f"process {proc.pid}",
+        )
         with pytest.raises(outputs.OutputBusy, match=str(proc.pid)):
             outputs.claim_folder(out)
     finally:
@@ -284,14 +399,24 @@ def test_a_second_writer_is_refused_naming_the_holder(style, tmp_path, capsys):
 
 def test_two_trainings_into_one_folder(tmp_path):
     """Two real `galforge train` processes at once: one trains, the other is refused."""
-    np.save(tmp_path / "gal.npy", np.random.default_rng(0).random((4, 3, 64, 64))
-            .astype(np.float32))
-    args = [sys.executable, "-m", "galforge", "train", str(tmp_path / "gal.npy"), "--out",
-            str(tmp_path / "conc"), *TINY_TRAIN]
+    np.save(
+        tmp_path / "gal.npy", np.random.default_rng(0).random((4, 3, 64, 64)).astype(np.float32)
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "galforge",
+        "train",
+        str(tmp_path / "gal.npy"),
+        "--out",
+        str(tmp_path / "conc"),
+        *TINY_TRAIN,
+    ]
     args[args.index("--steps") + 1] = "3"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
+    first = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     lock = tmp_path / "conc" / outputs.LOCK
     deadline = time.monotonic() + 120
     while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -300,13 +425,15 @@ def test_two_trainings_into_one_folder(tmp_path):
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
-    if "is writing it now" in second.stderr:   # they overlapped
+    if "is writing it now" in second.stderr:  # they overlapped
         assert f"process {first.pid}" in second.stderr
     else:  # the first was done before the second started: the folder is used
         assert "--resume" in second.stderr
-    steps = [json.loads(line)["step"] for line in
-             (tmp_path / "conc" / "log.jsonl").read_text().splitlines()]
-    assert steps == sorted(steps) and steps[-1] == 3   # one run's log, not two interleaved
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "conc" / "log.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps) and steps[-1] == 3  # one run's log, not two interleaved
 
 
 def test_lock_file_holds_the_pid_and_goes_with_the_claim(tmp_path):
@@ -321,10 +448,23 @@ def test_lock_file_holds_the_pid_and_goes_with_the_claim(tmp_path):
 def test_refused_commands_leave_no_folder(style, stamps, scoring, tmp_path, capsys):
     real, fake = stamps
     _, ladder, _ = scoring
-    refused(["project", style, tmp_path / "missing.fits", "--steps", "1", "--no-progress",
-             "--out", tmp_path / "p"], capsys)
-    refused(["score", "fit", ladder, "--scores", tmp_path / "missing.csv", "--out",
-             tmp_path / "s"], capsys)
+    refused(
+        [
+            "project",
+            style,
+            tmp_path / "missing.fits",
+            "--steps",
+            "1",
+            "--no-progress",
+            "--out",
+            tmp_path / "p",
+        ],
+        capsys,
+    )
+    refused(
+        ["score", "fit", ladder, "--scores", tmp_path / "missing.csv", "--out", tmp_path / "s"],
+        capsys,
+    )
     refused(["evaluate", real, fake, "--out", tmp_path / "e", "--measures", "nope"], capsys)
     refused(["evaluate", real, tmp_path / "missing.npy", "--out", tmp_path / "e2"], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -337,15 +477,27 @@ def test_resume_continues_the_runs_own_folder(run, tmp_path, capsys):
     argv[argv.index("--steps") + 1] = "2"
     ok([*argv, "--resume"], capsys)
     assert notes.read_text() == "kept"
-    assert "my-notes.txt" not in outputs.recorded(run)   # the user's, never galforge's
+    assert "my-notes.txt" not in outputs.recorded(run)  # the user's, never galforge's
     refused([*argv, "--overwrite"], capsys, "my-notes.txt")
     notes.unlink()
 
 
 # --------------------------------------------------------------------------- property
-USED_NAMES = ["galaxy_000007.fits", "images.npy", "config.yaml", "manifest.json",
-              "report.html", "metrics.json", "bundle.json", "generator.safetensors",
-              "scorer.json", "grid.png", "run.json", "log.jsonl", "checkpoints/latest/state.json"]
+USED_NAMES = [
+    "galaxy_000007.fits",
+    "images.npy",
+    "config.yaml",
+    "manifest.json",
+    "report.html",
+    "metrics.json",
+    "bundle.json",
+    "generator.safetensors",
+    "scorer.json",
+    "grid.png",
+    "run.json",
+    "log.jsonl",
+    "checkpoints/latest/state.json",
+]
 
 
 def _random_names(rng, k: int) -> list[str]:
@@ -364,29 +516,66 @@ def _commands(style, sgan, stamps, run, scoring, gal):
     return {
         "train": (["train", gal, *TINY_TRAIN], "folder", ""),
         "generate": (["generate", style, "-n", "2", "--no-progress"], "folder", ""),
-        "field": (["field", sgan, "--size", "32x32", "--tile", "32", "--no-progress",
-                   "--compile", "off"], "entry", "f.zarr"),
+        "field": (
+            ["field", sgan, "--size", "32x32", "--tile", "32", "--no-progress", "--compile", "off"],
+            "entry",
+            "f.zarr",
+        ),
         "evaluate": (["evaluate", real, fake, *EVAL_FAST], "folder", ""),
         "export": (["export", run], "folder", ""),
-        "interpolate": (["interpolate", style, "--seeds", "1,2", "--frames", "3"], "entry",
-                        "anim.gif"),
-        "score predict": (["score", "predict", sparse, "--scorer", scorer], "entry",
-                          "scores.csv"),
+        "interpolate": (
+            ["interpolate", style, "--seeds", "1,2", "--frames", "3"],
+            "entry",
+            "anim.gif",
+        ),
+        "score predict": (["score", "predict", sparse, "--scorer", scorer], "entry", "scores.csv"),
         "data prepare": (["data", "prepare", real], "folder", ""),
-        "project": (["project", style, "builtin:hdf-stamps?size=16&n=1", "--steps", "1",
-                     "--no-progress"], "folder", ""),
-        "score fit": (["score", "fit", ladder, "--scores", ladder / "scores.csv", "--folds",
-                       "2", "--trees", "3", "--features", "histogram"], "folder", ""),
+        "project": (
+            ["project", style, "builtin:hdf-stamps?size=16&n=1", "--steps", "1", "--no-progress"],
+            "folder",
+            "",
+        ),
+        "score fit": (
+            [
+                "score",
+                "fit",
+                ladder,
+                "--scores",
+                ladder / "scores.csv",
+                "--folds",
+                "2",
+                "--trees",
+                "3",
+                "--features",
+                "histogram",
+            ],
+            "folder",
+            "",
+        ),
     }
 
 
-@pytest.mark.parametrize("command", ["train", "generate", "field", "evaluate", "export",
-                                     "interpolate", "score predict", "data prepare", "project",
-                                     "score fit"])
-def test_no_user_byte_changes_whatever_the_command(command, style, sgan, stamps, run, scoring,
-                                                   tmp_path, capsys):
-    np.save(tmp_path / "gal.npy", np.random.default_rng(1).random((2, 3, 64, 64))
-            .astype(np.float32))
+@pytest.mark.parametrize(
+    "command",
+    [
+        "train",
+        "generate",
+        "field",
+        "evaluate",
+        "export",
+        "interpolate",
+        "score predict",
+        "data prepare",
+        "project",
+        "score fit",
+    ],
+)
+def test_no_user_byte_changes_whatever_the_command(
+    command, style, sgan, stamps, run, scoring, tmp_path, capsys
+):
+    np.save(
+        tmp_path / "gal.npy", np.random.default_rng(1).random((2, 3, 64, 64)).astype(np.float32)
+    )
     argv, kind, name = _commands(style, sgan, stamps, run, scoring, tmp_path / "gal.npy")[command]
     rng = np.random.default_rng(zlib.crc32(command.encode()))
     home = tmp_path / "home"
@@ -398,8 +587,9 @@ def test_no_user_byte_changes_whatever_the_command(command, style, sgan, stamps,
     if kind == "entry" and not taken.exists():
         before = user_files(home, [name], seed=2)
     elif kind == "folder" and not taken.is_dir():
-        before = user_files(home, ["sub0/" + USED_NAMES[int(rng.integers(len(USED_NAMES)))]],
-                            seed=3)
+        before = user_files(
+            home, ["sub0/" + USED_NAMES[int(rng.integers(len(USED_NAMES)))]], seed=3
+        )
     refused([*argv, "--out", taken], capsys, "--overwrite")
     refused([*argv, "--out", taken, "--overwrite"], capsys)
     assert hashes(home) == before
@@ -410,7 +600,7 @@ def test_no_user_byte_changes_whatever_the_command(command, style, sgan, stamps,
     ok([*argv, "--out", fresh], capsys)
     refused([*argv, "--out", fresh], capsys, "--overwrite")
     ok([*argv, "--out", fresh, "--overwrite"], capsys)
-    if kind == "folder":   # a user file dropped into galforge's folder blocks --overwrite
+    if kind == "folder":  # a user file dropped into galforge's folder blocks --overwrite
         intruder = fresh / USED_NAMES[int(rng.integers(len(USED_NAMES)))]
         if not intruder.exists():
             intruder.parent.mkdir(parents=True, exist_ok=True)
@@ -448,7 +638,7 @@ def test_a_damaged_manifest_never_points_outside_its_folder(tmp_path):
     (out / "sub").rmdir()
     (out / "sub").symlink_to(elsewhere)
     with pytest.raises(ConfigError, match="sub"):
-        outputs.claim_folder(out, overwrite=True)   # the link is not galforge's
+        outputs.claim_folder(out, overwrite=True)  # the link is not galforge's
     (out / "sub").unlink()
     with outputs.claim_folder(out, overwrite=True):
         pass
@@ -463,8 +653,8 @@ def test_a_run_from_before_manifests_still_exports_its_own_bundle(run, tmp_path,
     shutil.copytree(run, old)
     ok(["export", old], capsys)
     for p in list(old.rglob(outputs.MANIFEST)):
-        p.unlink()   # as a galforge without output manifests left it
-    ok(["export", old], capsys)   # RUN/bundle is the run's own: replaced
+        p.unlink()  # as a galforge without output manifests left it
+    ok(["export", old], capsys)  # RUN/bundle is the run's own: replaced
     assert "bundle.json" in outputs.recorded(old / "bundle")
     (old / "bundle" / "notes.txt").write_text("mine")
     refused(["export", old], capsys, "notes.txt")

@@ -56,9 +56,24 @@ _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 #: lock files of single-file outputs, beside them
 _ENTRY_LOCK = re.compile(r"^\..+\.galforge-lock$")
 
-__all__ = ["LOCK", "MANIFEST", "OutputBusy", "OutputFolder", "adopt", "check_folder",
-           "claim_entry", "claim_folder", "close_all", "command_line", "owning", "recorded",
-           "remove_entry", "remove_path", "scope", "set_command"]
+__all__ = [
+    "LOCK",
+    "MANIFEST",
+    "OutputBusy",
+    "OutputFolder",
+    "adopt",
+    "check_folder",
+    "claim_entry",
+    "claim_folder",
+    "close_all",
+    "command_line",
+    "owning",
+    "recorded",
+    "remove_entry",
+    "remove_path",
+    "scope",
+    "set_command",
+]
 
 
 class OutputBusy(ConfigError):
@@ -123,16 +138,27 @@ def _update_manifest(folder: Path, files, dirs, drop=()) -> None:
         drop = set(drop)
         new_files = sorted((set(data["files"]) | set(files)) - drop)
         new_dirs = sorted((set(data["dirs"]) | set(dirs)) - drop)
-        if (new_files == sorted(data["files"]) and new_dirs == sorted(data["dirs"])
-                and (folder / MANIFEST).exists()):
+        if (
+            new_files == sorted(data["files"])
+            and new_dirs == sorted(data["dirs"])
+            and (folder / MANIFEST).exists()
+        ):
             return
         commands = data.get("commands") if isinstance(data.get("commands"), list) else []
         line = command_line()
         if not commands or commands[-1] != line:
             commands = [*commands, line][-20:]
-        atomic_write_json(folder / MANIFEST, {
-            "written_by": "galforge", "galforge_version": __version__, "commands": commands,
-            "files": new_files, "dirs": new_dirs}, fsync=False)
+        atomic_write_json(
+            folder / MANIFEST,
+            {
+                "written_by": "galforge",
+                "galforge_version": __version__,
+                "commands": commands,
+                "files": new_files,
+                "dirs": new_dirs,
+            },
+            fsync=False,
+        )
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
@@ -152,8 +178,9 @@ def _walk(folder: Path) -> tuple[list[str], list[str]]:
             else:
                 dirs.append(prefix + d)
         # bookkeeping (locks, temporary files) at any depth; the manifest of this folder
-        files.extend(prefix + f for f in fnames
-                     if not (_is_own(f) and (prefix == "" or f != MANIFEST)))
+        files.extend(
+            prefix + f for f in fnames if not (_is_own(f) and (prefix == "" or f != MANIFEST))
+        )
     return files, dirs
 
 
@@ -263,8 +290,10 @@ def _busy(lock: Path, what: str, option: str) -> OutputBusy:
     """The refusal of a second writer, naming the PID the lock file holds."""
     pid = _read_pid(lock)
     who = f"process {pid}" if pid else "another process"
-    return OutputBusy(f"{option} {what}: {who} is writing it now (lock {lock.name}); wait for "
-                      f"it to finish or choose another {option}")
+    return OutputBusy(
+        f"{option} {what}: {who} is writing it now (lock {lock.name}); wait for "
+        f"it to finish or choose another {option}"
+    )
 
 
 def _read_pid(path: Path) -> int | None:
@@ -284,8 +313,15 @@ class OutputFolder:
     fails before anything was written, a folder the claim created is removed again.
     """
 
-    def __init__(self, path: Path, option: str, created: list[Path], lock: _Lock,
-                 before: dict[str, tuple], before_dirs: set[str]):
+    def __init__(
+        self,
+        path: Path,
+        option: str,
+        created: list[Path],
+        lock: _Lock,
+        before: dict[str, tuple],
+        before_dirs: set[str],
+    ):
         self.path = path
         self.option = option
         self._created = created
@@ -303,8 +339,9 @@ class OutputFolder:
         if not self.path.is_dir():
             return
         files, dirs = _walk(self.path)
-        mine = [f for f in files
-                if f not in self._before or _stat(self.path / f) != self._before[f]]
+        mine = [
+            f for f in files if f not in self._before or _stat(self.path / f) != self._before[f]
+        ]
         new_dirs = [d for d in dirs if d not in self._before_dirs]
         _update_manifest(self.path, mine, new_dirs)
 
@@ -357,8 +394,16 @@ def _make_folder(folder: Path) -> list[Path]:
     return list(reversed(missing))
 
 
-def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resume: bool = False,
-                 holds: str = "", command: str = "", keep=()) -> OutputFolder:
+def claim_folder(
+    folder,
+    *,
+    overwrite: bool = False,
+    option: str = "--out",
+    resume: bool = False,
+    holds: str = "",
+    command: str = "",
+    keep=(),
+) -> OutputFolder:
     """Make ``folder`` ready for new outputs, locked by this process; return its handle.
 
     A missing or empty folder is used as it is.  ``resume``: the folder is an earlier run's
@@ -384,8 +429,10 @@ def claim_folder(folder, *, overwrite: bool = False, option: str = "--out", resu
             if not resume:
                 _check_replaceable(folder, files, dirs, overwrite, option, holds, command)
                 listed = read_manifest(folder)
-                gone = {k: [p for p in listed[k] if p.split("/")[0] not in set(keep)]
-                        for k in ("files", "dirs")}
+                gone = {
+                    k: [p for p in listed[k] if p.split("/")[0] not in set(keep)]
+                    for k in ("files", "dirs")
+                }
                 _remove_recorded(folder, gone["files"], gone["dirs"])
                 _update_manifest(folder, [], [], drop=gone["files"] + gone["dirs"])
                 files, dirs = _walk(folder)
@@ -413,12 +460,20 @@ def adopt(folder, names) -> None:
     folder = Path(folder)
     if (folder / MANIFEST).exists() or not folder.is_dir():
         return
-    _update_manifest(folder, [n for n in names if _inside(n) and (folder / n).is_file()
-                              and not (folder / n).is_symlink()], [])
+    _update_manifest(
+        folder,
+        [
+            n
+            for n in names
+            if _inside(n) and (folder / n).is_file() and not (folder / n).is_symlink()
+        ],
+        [],
+    )
 
 
-def check_folder(folder, *, overwrite: bool = False, option: str = "--out", holds: str = "",
-                 command: str = "") -> None:
+def check_folder(
+    folder, *, overwrite: bool = False, option: str = "--out", holds: str = "", command: str = ""
+) -> None:
     """Refuse, before any work and without creating anything, a folder :func:`claim_folder`
     would refuse (not empty without ``overwrite``; holding foreign files with it)."""
     folder = Path(folder).expanduser()
@@ -448,28 +503,33 @@ def _check_not_busy(lock: Path, what: str, option: str) -> None:
         os.close(fd)
 
 
-def _check_replaceable(folder: Path, files, dirs, overwrite: bool, option: str, holds: str,
-                       command: str) -> None:
+def _check_replaceable(
+    folder: Path, files, dirs, overwrite: bool, option: str, holds: str, command: str
+) -> None:
     what = holds or _names({p.split("/")[0] for p in [*files, *dirs]})
     if not overwrite:
         cmd = f" {command}" if command else ""
         raise ConfigError(
             f"{option} {folder}: the folder is not empty ({what}); pass --overwrite to replace "
-            f"the earlier galforge{cmd} outputs, or choose an empty or new folder")
+            f"the earlier galforge{cmd} outputs, or choose an empty or new folder"
+        )
     listed = read_manifest(folder)
     units, mine = set(listed["files"]), recorded(folder)
     foreign = [p for p in files if not _covered(p, units)] + [
-        d for d in dirs if d not in mine and not _covered(d, units)]
+        d for d in dirs if d not in mine and not _covered(d, units)
+    ]
     if foreign:
         if not (folder / MANIFEST).exists():
             raise ConfigError(
                 f"{option} {folder}: holds files galforge did not record ({_names(foreign)}); "
                 "--overwrite removes only what galforge recorded writing there; choose an "
-                "empty or new folder")
+                "empty or new folder"
+            )
         raise ConfigError(
             f"{option} {folder}: --overwrite removes only what galforge wrote there, and the "
             f"folder also holds {_names(foreign)}, which galforge did not write; move it away "
-            "or choose an empty or new folder")
+            "or choose an empty or new folder"
+        )
 
 
 # ---------------------------------------------------------------------- single outputs
@@ -521,8 +581,15 @@ def entry_owned(path) -> bool:
     return path.name in recorded(path.parent)
 
 
-def claim_entry(path, *, overwrite: bool = False, option: str = "--out", resume: bool = False,
-                extra=(), hint: str = "") -> OutputEntry:
+def claim_entry(
+    path,
+    *,
+    overwrite: bool = False,
+    option: str = "--out",
+    resume: bool = False,
+    extra=(),
+    hint: str = "",
+) -> OutputEntry:
     """Make the single output ``path`` (and the ``extra`` paths beside it written with it, such
     as a progress folder) ready to be written, locked by this process; return its handle.
 
@@ -535,8 +602,9 @@ def claim_entry(path, *, overwrite: bool = False, option: str = "--out", resume:
     extra = tuple(Path(os.path.abspath(Path(p).expanduser())) for p in extra)
     parent = path.parent
     if parent.exists() and not parent.is_dir():
-        raise ConfigError(f"{option} {path}: {parent} is a file, not a folder; choose another "
-                          f"{option}")
+        raise ConfigError(
+            f"{option} {path}: {parent} is a file, not a folder; choose another {option}"
+        )
     created = _make_folder(parent)
     lock = None
     try:
@@ -549,13 +617,15 @@ def claim_entry(path, *, overwrite: bool = False, option: str = "--out", resume:
                 alt = f" ({hint})" if hint else ""
                 raise ConfigError(
                     f"{option} {path}: already exists; pass --overwrite to replace it{alt}, "
-                    f"or choose another {option}")
+                    f"or choose another {option}"
+                )
             foreign = next((p for p in present if not entry_owned(p)), None)
             if foreign is not None:
                 raise ConfigError(
                     f"{option} {path}: --overwrite replaces only what galforge wrote, and "
                     f"{foreign} is not recorded as galforge's (in {parent / MANIFEST}); move "
-                    f"it away or choose another {option}")
+                    f"it away or choose another {option}"
+                )
             for p in present:
                 remove_path(p)
         _update_manifest(parent, [p.name for p in (path, *extra)], [])

@@ -201,6 +201,44 @@ def test_tiles_equal_the_whole_field(tmp_path, clustered):
     assert np.array_equal(np.sort(big["id"]), np.sort(table["id"]))
 
 
+class _Crashing(DeepFieldGenerator):
+    """Fails after ``limit`` windows, as a crash would."""
+
+    limit = 10 ** 6
+    calls = 0
+
+    def render_window(self, *args, **kwargs):
+        type(self).calls += 1
+        if type(self).calls > self.limit:
+            raise RuntimeError("simulated crash")
+        return super().render_window(*args, **kwargs)
+
+
+def test_a_zarr_field_resumes_after_a_crash_with_its_truth(tmp_path):
+    import zarr
+
+    g = tiny_generator(density=3e-3)
+    ref = generate_field(g, None, ("a", "b", "c"), tmp_path / "ref.zarr", "64x96", tile=32,
+                         seed=2, progress=False)
+    crashing = _Crashing(3, latent_dim=8, width=8, stamp=16, render=32, cell=64,
+                         n_rows=g.rows.shape[0])
+    crashing.load_state_dict(g.state_dict())
+    crashing.set_model(g.rows, g.cond_stats, g.sky, g.process, g.zeropoint, g.flux_soft)
+    crashing.eval()
+    _Crashing.limit, _Crashing.calls = 2, 0
+    out = tmp_path / "f.zarr"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_field(crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2,
+                       progress=False)
+    _Crashing.limit, _Crashing.calls = 10 ** 6, 0
+    again = generate_field(crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2,
+                           progress=False, resume=True)
+    assert again.tiles_done == 2 and _Crashing.calls == 6 - 2
+    assert np.array_equal(np.asarray(zarr.open_array(str(out), mode="r")[:]),
+                          np.asarray(zarr.open_array(str(ref.path), mode="r")[:]))
+    assert again.truth_path.read_text() == ref.truth_path.read_text()
+
+
 def test_truth_radec_follows_the_fits_wcs(tmp_path):
     from astropy.wcs import WCS
 

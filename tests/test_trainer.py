@@ -282,7 +282,8 @@ def test_cli_in_training_galaxy_metrics(tmp_path, capsys):
     assert main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out",
                  str(tmp_path / "r2"), "--steps", "1", "--metric-every", "1",
                  "--keep-best", "fid"]) == 2
-    assert "--keep-best 'fid'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--keep-best" in err and "'fid'" in err
 
 
 def test_metric_samples_of_a_noise_generator_get_their_own_noise(tmp_path):

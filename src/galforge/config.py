@@ -545,12 +545,21 @@ def range_text(rule: str | tuple) -> str:
     return f"in {rule.strip()}"
 
 
+#: the command-line flag of a config key, named beside it in range messages
+KEY_FLAGS = {
+    "train.seed": "--seed", "train.freeze_g": "--freeze-g", "train.freeze_d": "--freeze-d",
+    "train.metric_every": "--metric-every", "train.metric_n": "--metric-n",
+    "train.keep_best": "--keep-best",
+}
+
+
 def check_range(option: str, value, rule: str | tuple, origin: str = "") -> None:
     """ConfigError ``"<origin>: <option>=<value> must be <rule>"`` when ``value`` is out of it."""
     if not in_range(value, rule):
         where = f"{origin}: " if origin else ""
         sep = "=" if option[:1] != "-" else " "
-        raise ConfigError(f"{where}{option}{sep}{value!r} must be {range_text(rule)}")
+        flag = f" ({KEY_FLAGS[option]})" if option in KEY_FLAGS else ""
+        raise ConfigError(f"{where}{option}{sep}{value!r} must be {range_text(rule)}{flag}")
 
 
 def check_ranges(items: dict[str, tuple], origin: str = "") -> None:

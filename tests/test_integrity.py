@@ -409,7 +409,7 @@ def test_frechet_verdict_stands_when_garbage_fails():
     [
         (
             ["train", "builtin:galsim?n=4", "--set", "model.lr=-1", "--dry-run"],
-            "model.lr=-1.0 must be > 0",
+            "model.lr=-1.0 must be >= 0",
         ),
         (
             ["train", "builtin:galsim?n=4", "--set", "model.ema=2", "--dry-run"],

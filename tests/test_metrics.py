@@ -110,7 +110,7 @@ def test_realism_classifier_halves_vs_broken(real):
 
 
 def test_realism_classifier_needs_enough_images():
-    with pytest.raises(EvaluationError, match="classifier-folds"):
+    with pytest.raises(EvaluationError, match="evaluate -n"):
         realism_classifier(np.zeros((3, 2)), np.zeros((3, 2)), folds=5)
 
 

@@ -496,8 +496,9 @@ RANGES: dict[str, str | tuple] = {
 
 #: ranges of recipe hyper-parameters (``model.*``), by name, whichever model has them
 MODEL_RANGES: dict[str, str] = {
-    **dict.fromkeys(("lr", "lr_d", "lr_g", "gal_lr", "pos_lr", "gamma", "lr_decay", "eps",
-                     "conv_clamp", "thresh", "kde_scale"), "> 0"),
+    # a learning rate of 0 keeps a network as it is (an --init check, a frozen part)
+    **dict.fromkeys(("lr", "lr_d", "lr_g", "gal_lr", "pos_lr"), ">= 0"),
+    **dict.fromkeys(("gamma", "lr_decay", "eps", "conv_clamp", "thresh", "kde_scale"), "> 0"),
     **dict.fromkeys(("ema", "beta1", "beta2", "gal_beta1", "pos_beta1", "dropout",
                      "label_smoothing", "style_mixing", "pl_decay"), "[0, 1)"),
     **dict.fromkeys(("ada_target", "ada_cutout"), "[0, 1]"),

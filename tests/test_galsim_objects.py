@@ -152,6 +152,16 @@ def test_condition_sampler_draws_within_the_training_range(psf_bundle, tmp_path)
     rows = _rows(tmp_path / "o" / "catalog.csv")
     np.testing.assert_allclose([[float(r["flux"]), float(r["hlr"])] for r in rows], drawn[:2],
                                rtol=1e-6)
+    # so does plain generate (the observation through the training PSF), FITS cards too
+    from astropy.io import fits
+
+    assert main(["generate", str(psf_bundle.path), "-n", "2", "--seed", "1", "--out",
+                 str(tmp_path / "p"), "--no-progress"]) == 0
+    rows = _rows(tmp_path / "p" / "catalog.csv")
+    np.testing.assert_allclose([[float(r["flux"]), float(r["hlr"])] for r in rows], drawn[:2],
+                               rtol=1e-6)
+    assert fits.getheader(tmp_path / "p" / "galaxy_000001.fits")["COND2"] == \
+        pytest.approx(drawn[1, 1], rel=1e-6)
 
 
 def test_psf_on_a_model_without_a_forward_model_is_one_line(tmp_path, capsys):

@@ -279,6 +279,7 @@ class GenerationResult:
     files: list[Path] = field(default_factory=list)
     grid: Path | None = None
     index: Path | None = None
+    catalog: Path | None = None        # conditions of the galaxies (conditional generators)
 
     def summary(self) -> str:
         lines = [f"wrote {self.n} galaxies as {self.format.upper()} to {self.out_dir}"]
@@ -287,6 +288,8 @@ class GenerationResult:
             lines.append(f"  files: {first}" + (f" .. {last}" if len(self.files) > 1 else ""))
         if self.index is not None:
             lines.append(f"  index: {self.index}")
+        if self.catalog is not None:
+            lines.append(f"  catalogue: {self.catalog}")
         if self.grid is not None:
             lines.append(f"  grid:  {self.grid}")
         return "\n".join(lines)
@@ -442,4 +445,28 @@ def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, star
         npy_path, json_path = npy.close()
         result.files.append(npy_path)
         result.index = json_path
+    if cond is not None:
+        result.catalog = _write_conditions(out, bundle.condition_names, cond, start,
+                                           bundle.units)
     return result
+
+
+def _write_conditions(out: Path, names, cond, start: int, units) -> Path:
+    """``catalog.csv`` (and its ECSV twin) of the galaxies' conditions: ``index`` and one
+    column per condition."""
+    import csv
+
+    from galforge.data.tables import ecsv_path, write_ecsv
+
+    rows = [{"index": int(start) + i, **{str(k): float(v) for k, v in zip(names, row,
+                                                                          strict=True)}}
+            for i, row in enumerate(np.asarray(cond, dtype=np.float32).tolist())]
+    path = out / "catalog.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["index", *[str(k) for k in names]])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (str(np.float32(v)) if k != "index" else v)
+                             for k, v in row.items()})
+    write_ecsv(ecsv_path(path), rows, pixel_units=units, units={"index": ""})
+    return path

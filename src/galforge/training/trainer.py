@@ -615,7 +615,8 @@ class Trainer:
         candidates = [self.latest_dir, folder.best, *reversed(folder.snapshots())]
         ckpt, tensors, meta, problems = read_newest_intact(candidates)
         if problems:
-            note = (f"{problems[0]}; resuming from the newest intact checkpoint {ckpt} "
+            damage = problems[0].removesuffix("; restore the folder")
+            note = (f"{damage}; resuming from the newest intact checkpoint {ckpt} "
                     f"(step {meta['step']})")
             print(f"note: {note}", file=sys.stderr, flush=True)
             self.notes.append(note)

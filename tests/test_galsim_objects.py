@@ -131,6 +131,9 @@ def test_generate_psf_fixed_and_no_noise(psf_bundle, tmp_path):
     assert float(rows[0]["noise_sigma_r"]) == 0
     assert float(image[1].sum()) == pytest.approx(float(rows[0]["meas_flux_r"]), rel=1e-4)
     assert main([*args, "--out", str(tmp_path / "c"), "--noise", "level=3"]) == 2
+    assert main([*args[:4], "--psf", "moffat:fwhm=zero", *args[6:],
+                 "--out", str(tmp_path / "d")]) == 2
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()
 
 
 def test_condition_sampler_draws_within_the_training_range(psf_bundle, tmp_path):

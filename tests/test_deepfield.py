@@ -58,9 +58,10 @@ def synthetic_field(seed=0, size=192, n=40, sigma=1.0, level=10.0):
     return img.astype(np.float32), truth
 
 
-def tiny_generator(seed=0, density=2e-3, clustered=False, sky=None, c=3):
+def tiny_generator(seed=0, density=2e-3, clustered=False, sky=None, c=3, achromatic=False):
     torch.manual_seed(seed)
-    g = DeepFieldGenerator(c, latent_dim=8, width=8, stamp=16, render=32, cell=64)
+    g = DeepFieldGenerator(c, latent_dim=8, width=8, stamp=16, render=32, cell=64,
+                           achromatic=achromatic)
     rng = np.random.default_rng(seed)
     n = 200
     rows = np.concatenate([10 ** rng.uniform(2, 3, (n, 1)) * rng.uniform(0.5, 1, (n, c)),
@@ -131,8 +132,9 @@ def test_thomas_fit_finds_clustering_and_poisson_does_not_have_it():
 
 
 # ---------------------------------------------------------------------------- the generator
-def test_a_conditioned_stamp_has_the_flux_size_and_shape_asked_for():
-    g = tiny_generator()
+@pytest.mark.parametrize("achromatic", [False, True])
+def test_a_conditioned_stamp_has_the_flux_size_and_shape_asked_for(achromatic):
+    g = tiny_generator(achromatic=achromatic)
     n = 6
     flux = torch.tensor([[300.0, 200.0, 100.0]] * n) * torch.arange(1, n + 1)[:, None]
     hlr = torch.tensor([1.0, 1.5, 2.0, 3.0, 4.0, 5.0])
@@ -144,6 +146,11 @@ def test_a_conditioned_stamp_has_the_flux_size_and_shape_asked_for():
                      out=64).double()
     # flux per band: by construction
     assert torch.allclose(img.sum((2, 3)), flux.double(), rtol=1e-4)
+    if achromatic:      # one profile: the colour is the same in any aperture
+        ratio = img[:, 0] / img[:, 2].clamp_min(1e-12)
+        core = img[:, 2] > 1e-3 * img[:, 2].amax((1, 2), keepdim=True)
+        assert torch.allclose(ratio[core], (flux[:, 0] / flux[:, 2]).double()[
+            torch.nonzero(core)[:, 0]], rtol=1e-3)
     c = (64 - 1) / 2.0
     for k in range(n):
         total = np.ascontiguousarray(img[k].sum(0).numpy())

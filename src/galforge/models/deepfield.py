@@ -197,7 +197,8 @@ def _resample(stamps: torch.Tensor, a_inv: torch.Tensor, centre_x, centre_y,
 
 def conform(stamps: torch.Tensor, flux: torch.Tensor, hlr: torch.Tensor, ellipticity, pa_deg,
             shift: torch.Tensor | None = None, out: int | None = None) -> torch.Tensor:
-    """Noiseless ``stamps`` (``N×C×S×S``, non-negative) resampled onto an ``out``-pixel canvas
+    """Noiseless ``stamps`` (``N×C×S×S``, non-negative; ``N×1×S×S``: one profile for every
+    band of ``flux``) resampled onto an ``out``-pixel canvas
     so that each has the asked ellipticity ``1 − b/a``, position angle (degrees, from +x
     towards +y), half-light radius (px, of the band sum), centre (``shift`` px from the canvas
     centre) and per band flux (``N×C``; negative fluxes count as 0). Differentiable."""
@@ -277,7 +278,8 @@ class DeepFieldGenerator(nn.Module):
     def __init__(self, channels: int, *, latent_dim: int = 32, width: int = 32,
                  stamp: int = 32, render: int = 64, cell: int = 128, n_rows: int = 1,
                  kde_scale: float = 1.0, sky: dict | None = None, process: dict | None = None,
-                 zeropoint: float | None = None, flux_soft: list | None = None):
+                 zeropoint: float | None = None, flux_soft: list | None = None,
+                 achromatic: bool = False):
         super().__init__()
         c = int(channels)
         self.channels = c
@@ -286,7 +288,10 @@ class DeepFieldGenerator(nn.Module):
         if self.render < self.stamp or self.cell < 8:
             raise ModelError(f"deepfield: render={render} must be >= stamp={stamp} and "
                              f"cell={cell} >= 8")
-        self.net = StampGenerator(c, self.latent_dim, self.width, self.stamp)
+        # achromatic: one profile for every band (colours then hold in any aperture)
+        self.achromatic = bool(achromatic)
+        self.net = StampGenerator(1 if self.achromatic else c, self.latent_dim, self.width,
+                                  self.stamp)
         self.register_buffer("rows", torch.zeros((int(n_rows), c + 2)))
         self.register_buffer("cond_stats", torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
         self.sky = dict(sky) if sky else {
@@ -331,6 +336,7 @@ class DeepFieldGenerator(nn.Module):
     def spec(self) -> dict:
         return {"channels": self.channels, "latent_dim": self.latent_dim, "width": self.width,
                 "stamp": self.stamp, "render": self.render, "cell": self.cell,
+                "achromatic": self.achromatic,
                 "n_rows": int(self.rows.shape[0]), "kde_scale": self.kde_scale,
                 "sky": self.sky, "process": self.process, "zeropoint": self.zeropoint,
                 "flux_soft": self.flux_soft}

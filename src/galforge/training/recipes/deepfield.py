@@ -74,6 +74,7 @@ class DeepFieldSettings:
     clustering: bool = True         # fit a Thomas process to w(θ); false: Poisson
     kde_scale: float = 0.5          # × Silverman's bandwidth of the catalogue resampling
     denoise_colours: bool = True    # shrink faint sources' measured colour noise (catalogue)
+    achromatic: bool = True         # one drawn profile for every band (false: one per band)
     zeropoint: float | None = None  # magnitudes zeropoint - 2.5 log10 flux (None: 0)
     lr: float = 2e-4
     r1_gamma: float = 1.0
@@ -129,7 +130,8 @@ class DeepFieldRecipe(Recipe):
             self.G = DeepFieldGenerator(
                 self.channels, latent_dim=int(s.latent_dim), width=int(s.width),
                 stamp=int(s.stamp), render=int(s.render), cell=int(s.cell),
-                kde_scale=float(s.kde_scale), zeropoint=s.zeropoint).to(self.device)
+                kde_scale=float(s.kde_scale), zeropoint=s.zeropoint,
+                achromatic=bool(s.achromatic)).to(self.device)
             self.D = StampDiscriminator(self.channels, int(s.width), int(s.stamp)).to(self.device)
         betas = (0.0, 0.99)
         self.opt_g = torch.optim.Adam(self.G.net.parameters(), lr=float(s.lr), betas=betas)

@@ -62,7 +62,8 @@ def sample_objects(model, n: int, *, seed: int = 0, start: int = 0, device: str 
     """``n`` galaxies of ``model`` (a bundle, its folder, a run folder or ``pretrained:NAME``)
     before the PSF, as ``[{band: galsim.InterpolatedImage}, ...]``.
 
-    Each object is the pre-PSF stamp of its band at the model's pixel scale (arcsec), its
+    Each object is the pre-PSF stamp of its band on the model's scene grid (the data's pixel
+    scale, or a finer one for a model trained with ``model.oversample``), its
     flux the stamp's sum in the bundle's units: ready to convolve with any PSF and draw.
     ``conditions``: ``name=value`` (or ``name=[one value per galaxy]``) for conditional
     bundles. Sample ``i`` of a seed is the galaxy ``galforge generate`` draws for it.
@@ -74,7 +75,8 @@ def sample_objects(model, n: int, *, seed: int = 0, start: int = 0, device: str 
     bundle = _bundle(model, device)
     scenes, _, _ = prepsf_galaxies(bundle, n, seed, start=start,
                                    conditions=_condition_rows(bundle, n, conditions))
-    scale = float(bundle.generator.psf_info()["pixel_scale"])
+    info = bundle.generator.psf_info()
+    scale = float(info.get("scene_pixel_scale", info["pixel_scale"]))
     out = []
     for stamp in scenes:
         galaxy = {}

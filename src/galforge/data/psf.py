@@ -182,10 +182,11 @@ def kernel_size(image_size: int) -> int:
     return k if k % 2 else k - 1
 
 
-def render_psf(psfs, pixel_scale: float, size: int) -> np.ndarray:
+def render_psf(psfs, pixel_scale: float, size: int, *, pixel: bool = True) -> np.ndarray:
     """``C×size×size`` float32 images of the PSFs (one per band) on pixels of ``pixel_scale``
-    arcsec, centred on the middle pixel (``size`` odd), pixel response included, each summing
-    to one."""
+    arcsec, centred on the middle pixel (``size`` odd), pixel response included (``pixel``;
+    False: the PSF alone sampled at the pixel centres, for a finer grid than the data's; not
+    possible for an image PSF, which holds its pixel), each summing to one."""
 
     if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0):
         raise ConfigError("the PSF needs the pixel scale of the images (data.pixel_scale, "
@@ -196,8 +197,11 @@ def render_psf(psfs, pixel_scale: float, size: int) -> np.ndarray:
     out = np.empty((len(psfs), size, size), dtype=np.float32)
     for c, psf in enumerate(psfs):
         obj, effective = psf_object(psf, float(pixel_scale), c, len(psfs))
+        if effective and not pixel:
+            raise ConfigError(f"{psf.describe()}: an image PSF holds the pixel response of its "
+                              "own pixels; it cannot be used on a finer grid (model.oversample)")
         img = obj.drawImage(nx=size, ny=size, scale=float(pixel_scale),
-                            method="no_pixel" if effective else "auto")
+                            method="no_pixel" if effective or not pixel else "auto")
         arr = np.asarray(img.array, dtype=np.float64)
         out[c] = arr / arr.sum()
     return out

@@ -63,7 +63,8 @@ def _conditions(bundle, conditions, n: int, seed: int, start: int) -> np.ndarray
 def prepsf_galaxies(bundle, n: int, seed: int = 0, *, start: int = 0, conditions=None,
                     batch: int = 64) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(scenes, conditions, snr)``: ``n`` galaxies before the PSF (float32 ``N×C×H×W``,
-    physical units, the bundle's pixel scale), the conditions used (None for unconditional
+    physical units, on the scene's grid: ``psf_info()["scene_pixel_scale"]``, the data's
+    pixel scale unless the model oversamples), the conditions used (None for unconditional
     bundles) and each galaxy's matched-filter S/N per band in the model's own observation
     (``N×C``; NaN where the generator reports no noise level). Sample ``i`` of a seed is the
     galaxy :meth:`Bundle.sample` draws for it."""
@@ -74,7 +75,11 @@ def prepsf_galaxies(bundle, n: int, seed: int = 0, *, start: int = 0, conditions
     n = int(n)
     cond = _conditions(bundle, conditions, n, seed, start)
     kernel = torch.as_tensor(g.psf_info()["kernel"], dtype=torch.float32).to(bundle.device)
-    scenes = np.empty((n, *bundle.image_shape), dtype=np.float32)
+    observe = getattr(g, "observe", None)
+    if not callable(observe):
+        def observe(scene):
+            return fft_convolve(scene, kernel)
+    scenes = None
     snr = np.full((n, bundle.image_shape[0]), np.nan, dtype=np.float64)
     sigma_of = getattr(g, "noise_sigma", None)
     for s in range(0, n, int(batch)):
@@ -84,10 +89,14 @@ def prepsf_galaxies(bundle, n: int, seed: int = 0, *, start: int = 0, conditions
         with torch.inference_mode():
             scene = g.scene(z, *args).float()
             if callable(sigma_of):
-                observed = fft_convolve(scene, kernel).double()
+                observed = observe(scene).double()
                 sigma = sigma_of(z).double()
                 snr[s:s + m] = (observed.square().sum(dim=(2, 3)).sqrt() / sigma).cpu().numpy()
+        if scenes is None:
+            scenes = np.empty((n, *scene.shape[1:]), dtype=np.float32)
         scenes[s:s + m] = scene.cpu().numpy()
+    if scenes is None:
+        scenes = np.empty((0, *bundle.image_shape), dtype=np.float32)
     return scenes, cond, snr
 
 
@@ -137,16 +146,17 @@ def reobserve(bundle, n: int, seed: int = 0, *, psf, pixel_scale: float | None =
 
     require(bundle.generator, PREPSF, "--psf (observing through another PSF)")
     info = bundle.generator.psf_info()
-    scale_in = float(info["pixel_scale"])
-    scale = scale_in if pixel_scale is None else float(pixel_scale)
+    scale_in = float(info.get("scene_pixel_scale", info["pixel_scale"]))
+    scale = float(info["pixel_scale"]) if pixel_scale is None else float(pixel_scale)
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"--pixel-scale {pixel_scale}: must be > 0 (arcsec per pixel)")
     psfs = parse_psf(psf, bundle.bands, "--psf")
     scenes, cond, snr = prepsf_galaxies(bundle, n, seed, start=start, conditions=conditions,
                                         batch=batch)
-    n, c, h, w = scenes.shape
+    n, c = scenes.shape[:2]
+    h, w = bundle.image_shape[-2:]               # the stamps keep the observation's size
     objects = [psf_object(p, scale, b, c) for b, p in enumerate(psfs)]
-    noiseless = np.empty_like(scenes)
+    noiseless = np.empty((n, c, h, w), dtype=np.float32)
     for i in range(n):
         for b in range(c):
             gal = galsim.InterpolatedImage(galsim.ImageD(scenes[i, b].astype(np.float64),

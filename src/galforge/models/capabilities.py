@@ -48,7 +48,10 @@ these names, never on a family's name or class.
     units on the training data's pixel grid (``forward`` is that scene through the PSF plus
     sky noise), and ``psf_info() -> dict``: ``psf`` (one description per band,
     :mod:`galforge.data.psf`), ``pixel_scale`` (arcsec) and ``kernel`` (``C×k×k`` images of
-    the PSF with the pixel response, each summing to one). ``galforge generate --psf`` and
+    the PSF with the pixel response, each summing to one; with ``oversample`` > 1 the scene and
+    kernel are on a grid that much finer, ``scene_pixel_scale``, the kernel without the pixel,
+    which summing each block over the data's pixel supplies; an optional ``observe(scene)``
+    gives the noiseless observation). ``galforge generate --psf`` and
     :mod:`galforge.galsim` re-observe such scenes through another PSF and pixel scale.
 """
 

@@ -145,7 +145,11 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
-        widths = _stage_widths(int(image_size), width)
+        self.oversample = int((psf or {}).get("oversample", 1)) if isinstance(psf, dict) else 1
+        if self.oversample != 1 and (self.oversample != 2 or int(image_size) != 64):
+            raise ModelError(f"model.oversample={self.oversample}: the DCGAN draws 64 or 128 "
+                             "pixels; use 1, or 2 with 64×64 data (a 128-pixel pre-PSF scene)")
+        widths = _stage_widths(int(image_size) * self.oversample, width)
         caps = {"latent"}
         self.condition_names: tuple[str, ...] = ()
         n_cond = self._init_conditions(conditions) if conditions is not None else 0
@@ -202,7 +206,7 @@ class DCGANGenerator(nn.Module):
                                  "the PSF acts on the pre-PSF scene in physical units")
             try:
                 self.psf = PSFConvolution(channels, int(psf["size"]), psf["psf"],
-                                          float(psf["pixel_scale"]))
+                                          float(psf["pixel_scale"]), self.oversample)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ModelError(f"model.psf: a spec with psf, pixel_scale and size; {exc}") \
                     from None
@@ -304,21 +308,35 @@ class DCGANGenerator(nn.Module):
         through the PSF with a forward model)."""
         out = self._raw(z, conditions)
         if self.psf is not None:
-            return self.sky.to_model(self.psf(prepsf_physical(self.sky, out)))
+            return self.sky.to_model(self.psf(self._prepsf(out)))
         return out if self.sky is None else self.sky.scene(out)
 
     def scene(self, z: torch.Tensor, conditions=None) -> torch.Tensor:
         """The galaxy before the PSF, in the data's physical units (capability ``prepsf``)."""
         if self.psf is None:
             raise ModelError("this DCGAN generator has no forward model (model.psf)")
-        return prepsf_physical(self.sky, self._raw(z, conditions))
+        return self._prepsf(self._raw(z, conditions))
 
-    def psf_info(self) -> dict:
-        """The PSF of the observations: its description per band, the pixel scale (arcsec)
-        and the ``C×k×k`` kernel (pixel response included) as a numpy array."""
+    def _prepsf(self, raw: torch.Tensor) -> torch.Tensor:
+        # on an oversampled grid each fine pixel holds 1/o² of what a data pixel would
+        return prepsf_physical(self.sky, raw) / float(self.oversample ** 2)
+
+    def observe(self, scene: torch.Tensor) -> torch.Tensor:
+        """The noiseless observation (physical units, the data's pixels) of a pre-PSF scene:
+        the PSF and the pixel response, without the normaliser's clip."""
         if self.psf is None:
             raise ModelError("this DCGAN generator has no forward model (model.psf)")
-        return {**self.psf.spec(), "kernel": self.psf.kernel.detach().float().cpu().numpy()}
+        return self.psf(scene)
+
+    def psf_info(self) -> dict:
+        """The PSF of the observations: its description per band, the data's pixel scale
+        (arcsec), ``oversample`` and ``scene_pixel_scale`` (the pre-PSF grid's), and the
+        ``C×k×k`` kernel on that grid (pixel response included when not oversampled)."""
+        if self.psf is None:
+            raise ModelError("this DCGAN generator has no forward model (model.psf)")
+        return {**self.psf.spec(), "oversample": self.oversample,
+                "scene_pixel_scale": self.psf.pixel_scale / self.oversample,
+                "kernel": self.psf.kernel.detach().float().cpu().numpy()}
 
     def noise_sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Per-band sky noise σ (physical units) the generator gives each latent, ``N×C``."""
@@ -332,18 +350,20 @@ class DCGANGenerator(nn.Module):
             if noise is not None:
                 raise ModelError("this DCGAN generator has no noise inputs (no sky_noise)")
             return out
+        # with a forward model the noise goes on the observation (the data's pixels)
+        observed = self.psf(self._prepsf(out)) if self.psf is not None else None
+        ref = out if observed is None else observed
         if noise is not None:
             if len(noise) != self.channels:
                 raise ModelError(f"noise: give {self.channels} maps (one per band), got {len(noise)}")
-            eps = torch.cat([m.to(out.device, out.dtype).expand(out.shape[0], 1, *out.shape[-2:])
+            eps = torch.cat([m.to(ref.device, ref.dtype).expand(ref.shape[0], 1, *ref.shape[-2:])
                              for m in noise], dim=1)
         elif self.training:
-            eps = torch.randn_like(out)
+            eps = torch.randn_like(ref)
         else:
-            eps = self.noise_const.to(out.dtype).expand_as(out)
-        if self.psf is not None:
+            eps = self.noise_const.to(ref.dtype).expand_as(ref)
+        if observed is not None:
             sigma = self.sky.sigma(z).to(out.dtype)[:, :, None, None]
-            observed = self.psf(prepsf_physical(self.sky, out))
             return self.sky.to_model(observed + sigma * eps.to(out.dtype))
         return self.sky(out, z, eps)
 

@@ -15,6 +15,7 @@ observed pixel (``headroom`` × the stretched range of the data's normaliser).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from galforge.errors import ModelError
@@ -42,11 +43,16 @@ class PSFConvolution(nn.Module):
     """Convolution with one fixed PSF image per band (a buffer, saved with the weights).
 
     ``describe`` lists each band's PSF as text (:mod:`galforge.data.psf`), ``pixel_scale``
-    the arcsec per pixel it was rendered at; the kernel itself is set with :meth:`set_kernel`
+    the arcsec per pixel of the observations; the kernel itself is set with :meth:`set_kernel`
     (a delta until then) and travels in the weights, so a bundle alone can re-observe.
+
+    ``oversample`` = o > 1: the scene is drawn on a grid o times finer (``pixel_scale / o``),
+    the kernel is the PSF alone sampled on that grid, and the pixel response is the sum over
+    each o×o block (the observation's pixel integrates the light falling on it).
     """
 
-    def __init__(self, channels: int, size: int, describe, pixel_scale: float):
+    def __init__(self, channels: int, size: int, describe, pixel_scale: float,
+                 oversample: int = 1):
         super().__init__()
         size, channels = int(size), int(channels)
         if size < 1 or size % 2 == 0:
@@ -56,6 +62,9 @@ class PSFConvolution(nn.Module):
             raise ModelError(f"model.psf: {len(describe)} PSF descriptions for {channels} bands")
         if not float(pixel_scale) > 0:
             raise ModelError(f"model.psf: pixel scale {pixel_scale} must be > 0 (arcsec)")
+        self.oversample = int(oversample)
+        if self.oversample < 1:
+            raise ModelError(f"model.oversample={oversample} must be >= 1")
         self.channels, self.size = channels, size
         self.describe = describe
         self.pixel_scale = float(pixel_scale)
@@ -74,10 +83,16 @@ class PSFConvolution(nn.Module):
 
     def spec(self) -> dict:
         """The JSON description a generator's spec carries."""
-        return {"psf": list(self.describe), "pixel_scale": self.pixel_scale, "size": self.size}
+        spec = {"psf": list(self.describe), "pixel_scale": self.pixel_scale, "size": self.size}
+        if self.oversample > 1:
+            spec["oversample"] = self.oversample
+        return spec
 
     def forward(self, scene: torch.Tensor) -> torch.Tensor:
-        return fft_convolve(scene, self.kernel)
+        """The observation (the data's pixels) of a pre-PSF ``scene`` (the fine grid)."""
+        out = fft_convolve(scene, self.kernel)
+        o = self.oversample
+        return out if o == 1 else F.avg_pool2d(out, o) * float(o * o)
 
 
 def prepsf_physical(stretch: nn.Module, raw: torch.Tensor,

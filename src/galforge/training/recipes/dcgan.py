@@ -50,6 +50,9 @@ data's pixel scale, or a FITS image, :mod:`galforge.data.psf`; ``auto``: what th
 their own PSF, as ``builtin:galsim`` does) and the sky noise make what D sees.  The rendered PSF
 travels in the bundle, which can then re-observe its galaxies through another telescope.
 
+``model.oversample=2`` (64×64 data) makes G draw the pre-PSF scene on a grid twice as fine
+(128×128, the PSF sampled there without a pixel); each data pixel then sums its 2×2 block.
+
 ``model.conditions`` (``galforge train --condition-columns flux,hlr``) conditions both
 networks on catalogue columns of the training images: G takes the standardised conditions
 beside z (log10 first for a column whose values are all positive and span a factor of 3 or
@@ -109,6 +112,8 @@ class DCGANSettings:
     psf: str | None = None                # forward model: the data's PSF (auto: as the data
                                           # describe it), None: off
     conditions: list | str | None = None  # catalogue columns G and D are conditioned on
+    oversample: int = 1                   # with psf: G draws the pre-PSF scene this many
+                                          # times finer (2: 128 px for 64 px data)
 
     def __post_init__(self):
         if isinstance(self.conditions, str):
@@ -118,6 +123,9 @@ class DCGANSettings:
             raise ConfigError(f"model.conditions={self.conditions}: a column is named twice")
         if self.psf is not None and not str(self.psf).strip():
             self.psf = None
+        if int(self.oversample) < 1 or (int(self.oversample) > 1 and self.psf is None):
+            raise ConfigError(f"model.oversample={self.oversample} must be >= 1, and > 1 only "
+                              "with --psf (the pre-PSF scene is drawn on the finer grid)")
         if self.psf is not None and (not self.sky_noise or float(self.scene_blur) > 0):
             raise ConfigError("model.psf (--psf) needs model.sky_noise=true and "
                               "model.scene_blur=0 (the PSF acts on the pre-PSF scene in physical "
@@ -213,9 +221,12 @@ class DCGANRecipe(Recipe):
                               "it with --set data.pixel_scale=ARCSEC")
         bands = info.get("bands") or [f"band{c}" for c in range(channels)]
         psfs = parse_psf(text, bands, "--psf")
-        k = kernel_size(size)
+        o = int(self.settings.oversample)
+        k = kernel_size(size * o)
         spec = {"psf": [p.describe() for p in psfs], "pixel_scale": float(scale), "size": k}
-        return spec, render_psf(psfs, float(scale), k)
+        if o > 1:
+            spec["oversample"] = o
+        return spec, render_psf(psfs, float(scale) / o, k, pixel=o == 1)
 
     @classmethod
     def data_need(cls, settings):

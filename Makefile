@@ -29,7 +29,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest tests
 
-LINTED := src tests benchmarks scripts
+LINTED := src tests benchmarks scripts docs/conf.py docs/cli_reference.py
 
 check: $(VENV)/.installed
 	$(VENV)/bin/ruff check $(LINTED)

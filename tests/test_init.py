@@ -114,6 +114,7 @@ def test_band_map_reorders_the_sky_noise_of_a_sky_noise_parent(tmp_path, capsys)
     for key in ("module.G.sky.level.2.weight", "module.G.sky.level.2.bias"):
         assert torch.equal(c[key], p[key].flip(0))
     assert torch.equal(c["module.G.noise_const"], p["module.G.noise_const"].flip(1))
+    capsys.readouterr()  # the trainings' progress lines
     rc = main(["train", _data(tmp_path, "gri2", ["g", "r", "i"], 2), "--model", "dcgan64",
                "--out", str(tmp_path / "plain"), "--steps", "1", "--init", str(parent),
                *TINY, "--set", "model.sky_noise=false"])

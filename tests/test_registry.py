@@ -78,11 +78,12 @@ def test_a_measure_of_ones_own_runs_and_is_reported(tmp_path, capsys):
     details = html.split("<h2>Details</h2>")[1]
     assert "mean_real" in details.split("<h2>")[0]
     assert "toy mean-flux ratio" in text
-    # its threshold is set like the built-ins'; the cached result is reused
+    # its threshold is set like the built-ins'; the cached result is reused (--overwrite keeps
+    # the cache)
     calls = CALLS["set"]
     code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
                  "--out", str(out), "--measures", "toy_flux_ratio", "--no-progress",
-                 "--threshold", "toy_ratio_max=5"])
+                 "--threshold", "toy_ratio_max=5", "--overwrite"])
     assert code == 0 and CALLS["set"] == calls
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["summary"][0]["passed"] is True and metrics["summary"][0]["threshold"] == 5

@@ -137,6 +137,17 @@ def _train(data, run, steps, *extra):
 ADA = ["--set=model.ada_target=-2", "--set=model.ada_interval=1", "--set=model.ada_kimg=0.02"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ada_target_below_any_sign():
+    """A user's ada_target lies in [0, 1]; these tests lift that range for the module so that
+    p grows at every step whatever D says (the mean sign r_t is never below -1)."""
+    from galforge.config import MODEL_RANGES
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(MODEL_RANGES, "ada_target", "[-2, 1]")
+        yield
+
+
 @pytest.fixture(scope="module")
 def run4(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "a"

@@ -27,20 +27,35 @@ from galforge.training.recipes import RECIPES
 
 def plain_generator(nz: int, w: int, nc: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.ConvTranspose2d(nz, 8 * w, 4, 1, 0, bias=True), nn.ReLU(True),
-        nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), nn.ReLU(True),
-        nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(True),
-        nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),
-        nn.ConvTranspose2d(w, nc, 4, 2, 1, bias=True), nn.Tanh(),
+        nn.ConvTranspose2d(nz, 8 * w, 4, 1, 0, bias=True),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(8 * w, 4 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(4 * w),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(2 * w),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(w, nc, 4, 2, 1, bias=True),
+        nn.Tanh(),
     )
 
 
 def plain_discriminator(w: int, nc: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(nc, w, 4, 2, 1, bias=True), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * w), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(4 * w), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(4 * w, 8 * w, 4, 2, 1, bias=False), nn.BatchNorm2d(8 * w), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(nc, w, 4, 2, 1, bias=True),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(w, 2 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(2 * w),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(2 * w, 4 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(4 * w),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(4 * w, 8 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(8 * w),
+        nn.LeakyReLU(0.2, True),
         nn.Conv2d(8 * w, 1, 4, 1, 0, bias=True),
     )
 
@@ -100,11 +115,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
 
-    recipe = RECIPES["dcgan64"]({"width": args.width}, channels=args.channels, image_size=64,
-                                device=device, seed=0)
+    recipe = RECIPES["dcgan64"](
+        {"width": args.width}, channels=args.channels, image_size=64, device=device, seed=0
+    )
     plain = PlainLoop(args.width, args.channels, device)
     data_rng = torch.Generator().manual_seed(0)
     real = (torch.rand(args.batch, args.channels, 64, 64, generator=data_rng) * 2 - 1).to(device)
@@ -144,20 +163,35 @@ def main() -> None:
     ratio = mg / mp
     n_g = sum(p.numel() for p in recipe.G.parameters())
     n_d = sum(p.numel() for p in recipe.D.parameters())
-    print(f"DCGAN-64 training step, W={args.width}, batch={args.batch}, bands={args.channels}, "
-          f"device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}")
-    print(f"G {n_g / 1e6:.2f} M parameters, D {n_d / 1e6:.2f} M parameters, "
-          f"{args.steps} timed steps each after {args.warmup} warm-up, interleaved")
+    print(
+        f"DCGAN-64 training step, W={args.width}, batch={args.batch}, bands={args.channels}, "
+        f"device={device}, threads={torch.get_num_threads()}, torch {torch.__version__}"
+    )
+    print(
+        f"G {n_g / 1e6:.2f} M parameters, D {n_d / 1e6:.2f} M parameters, "
+        f"{args.steps} timed steps each after {args.warmup} warm-up, interleaved"
+    )
     print(f"{'implementation':<16}{'median s/step':>15}{'min s/step':>13}{'images/s':>11}")
     for name, ts, med in (("galforge", tg, mg), ("plain pytorch", tp, mp)):
         print(f"{name:<16}{med:>15.4f}{min(ts):>13.4f}{args.batch / med:>11.1f}")
     print(f"ratio galforge / plain: {ratio:.3f}")
-    print(json.dumps({
-        "benchmark": "dcgan_step", "ratio": round(ratio, 4), "galforge_median_s": round(mg, 5),
-        "plain_median_s": round(mp, 5), "width": args.width, "batch": args.batch,
-        "steps": args.steps, "device": str(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dcgan_step",
+                "ratio": round(ratio, 4),
+                "galforge_median_s": round(mg, 5),
+                "plain_median_s": round(mp, 5),
+                "width": args.width,
+                "batch": args.batch,
+                "steps": args.steps,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

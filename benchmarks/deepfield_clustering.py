@@ -43,11 +43,16 @@ def main() -> None:
     err = (1.0 + np.abs(w_real)) / np.sqrt(np.maximum(dd, 1))
     rows = torch.ones((4, 5))
     table = {}
-    for name, process in (("thomas", {**fit, "density": density, "clustered": True}),
-                          ("poisson", {"density": density, "kappa": density, "mu": 1.0,
-                                       "sigma": 1.0, "clustered": False})):
-        g = DeepFieldGenerator(3, latent_dim=4, width=4, stamp=8, render=8, cell=128,
-                               n_rows=4, process=process)
+    for name, process in (
+        ("thomas", {**fit, "density": density, "clustered": True}),
+        (
+            "poisson",
+            {"density": density, "kappa": density, "mu": 1.0, "sigma": 1.0, "clustered": False},
+        ),
+    ):
+        g = DeepFieldGenerator(
+            3, latent_dim=4, width=4, stamp=8, render=8, cell=128, n_rows=4, process=process
+        )
         g.rows.copy_(rows)
         ws, counts = [], []
         for seed in range(args.fields):
@@ -57,17 +62,32 @@ def main() -> None:
         mean = np.mean(ws, 0)
         chi2 = float(np.sum(((mean - w_real) / err)[use] ** 2))
         table[name] = {"w": mean.tolist(), "chi2": chi2, "count_mean": float(np.mean(counts))}
-    print(f"real field: {n} sources, density {density:.3e} /px²; Thomas fit κ={fit['kappa']:.3e}"
-          f" μ={fit['mu']:.2f} σ={fit['sigma']:.1f} px (clustered: {fit['clustered']})")
+    print(
+        f"real field: {n} sources, density {density:.3e} /px²; Thomas fit κ={fit['kappa']:.3e}"
+        f" μ={fit['mu']:.2f} σ={fit['sigma']:.1f} px (clustered: {fit['clustered']})"
+    )
     print(f"{'r px':>7} {'w real':>8} {'Thomas':>8} {'Poisson':>8}")
     for k in range(len(r)):
-        print(f"{r[k]:7.1f} {w_real[k]:8.3f} {table['thomas']['w'][k]:8.3f} "
-              f"{table['poisson']['w'][k]:8.3f}")
-    print(f"χ² (r ≥ 6 px, {int(use.sum())} bins): Thomas {table['thomas']['chi2']:.1f}, "
-          f"Poisson {table['poisson']['chi2']:.1f}; sources per field: real {n}, Thomas "
-          f"{table['thomas']['count_mean']:.0f}, Poisson {table['poisson']['count_mean']:.0f}")
-    print(json.dumps({"r": r.tolist(), "w_real": w_real.tolist(), "fit": fit,
-                      "thomas": table["thomas"], "poisson": table["poisson"]}))
+        print(
+            f"{r[k]:7.1f} {w_real[k]:8.3f} {table['thomas']['w'][k]:8.3f} "
+            f"{table['poisson']['w'][k]:8.3f}"
+        )
+    print(
+        f"χ² (r ≥ 6 px, {int(use.sum())} bins): Thomas {table['thomas']['chi2']:.1f}, "
+        f"Poisson {table['poisson']['chi2']:.1f}; sources per field: real {n}, Thomas "
+        f"{table['thomas']['count_mean']:.0f}, Poisson {table['poisson']['count_mean']:.0f}"
+    )
+    print(
+        json.dumps(
+            {
+                "r": r.tolist(),
+                "w_real": w_real.tolist(),
+                "fit": fit,
+                "thomas": table["thomas"],
+                "poisson": table["poisson"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

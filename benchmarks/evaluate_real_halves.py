@@ -37,13 +37,24 @@ def main() -> None:
     t0 = time.perf_counter()
     full = load_images(f"builtin:galsim?n={2 * args.n}&size={args.size}&seed={args.seed}")
     n = args.n
-    a = ImageSet(images=full.images[:n], bands=full.bands, meta=full.meta[:n],
-                 units=full.units, source=f"{full.source} [first half]")
-    b = ImageSet(images=full.images[n:], bands=full.bands, meta=full.meta[n:],
-                 units=full.units, source=f"{full.source} [second half]")
+    a = ImageSet(
+        images=full.images[:n],
+        bands=full.bands,
+        meta=full.meta[:n],
+        units=full.units,
+        source=f"{full.source} [first half]",
+    )
+    b = ImageSet(
+        images=full.images[n:],
+        bands=full.bands,
+        meta=full.meta[n:],
+        units=full.units,
+        source=f"{full.source} [second half]",
+    )
     out = args.out or tempfile.mkdtemp(prefix="galforge-halves-")
-    m = evaluate(a, b, out, upscale=None, workers=args.workers, progress=False, cache=False,
-                 seed=args.seed)
+    m = evaluate(
+        a, b, out, upscale=None, workers=args.workers, progress=False, cache=False, seed=args.seed
+    )
     seconds = time.perf_counter() - t0
 
     def f(v, pct=False):
@@ -54,23 +65,41 @@ def main() -> None:
     rows = m["summary"]
     width = max(len(r["measure"]) for r in rows)
     print(f"two halves of builtin:galsim (n = {n} each, {args.size} px, seed {args.seed})")
-    print(f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  {'n real':>6}  "
-          f"{'n fake':>6}  {'fail real':>9}  {'fail fake':>9}  result")
+    print(
+        f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  {'n real':>6}  "
+        f"{'n fake':>6}  {'fail real':>9}  {'fail fake':>9}  result"
+    )
     for r in rows:
-        print(f"{r['measure']:<{width}}  {f(r['value']):>10}  {f(r['threshold']):>10}  "
-              f"{f(r['n_real']):>6}  {f(r['n_fake']):>6}  "
-              f"{f(r.get('failure_rate_real'), True):>9}  "
-              f"{f(r.get('failure_rate_fake'), True):>9}  "
-              f"{'pass' if r['passed'] else 'FAIL'}"
-              + (f" ({r['note']})" if r.get("note") else ""))
+        print(
+            f"{r['measure']:<{width}}  {f(r['value']):>10}  {f(r['threshold']):>10}  "
+            f"{f(r['n_real']):>6}  {f(r['n_fake']):>6}  "
+            f"{f(r.get('failure_rate_real'), True):>9}  "
+            f"{f(r.get('failure_rate_fake'), True):>9}  "
+            f"{'pass' if r['passed'] else 'FAIL'}" + (f" ({r['note']})" if r.get("note") else "")
+        )
     n_pass = sum(r["passed"] for r in rows)
     print(f"{n_pass}/{len(rows)} measures pass in {seconds / 60:.1f} min")
-    print(json.dumps({"benchmark": "evaluate_real_halves", "n": n, "size": args.size,
-                      "seed": args.seed, "passed": n_pass, "measures": len(rows),
-                      "seconds": round(seconds, 1),
-                      "summary": {r["measure"]: {"value": r["value"],
-                                                 "threshold": r["threshold"],
-                                                 "passed": r["passed"]} for r in rows}}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "evaluate_real_halves",
+                "n": n,
+                "size": args.size,
+                "seed": args.seed,
+                "passed": n_pass,
+                "measures": len(rows),
+                "seconds": round(seconds, 1),
+                "summary": {
+                    r["measure"]: {
+                        "value": r["value"],
+                        "threshold": r["threshold"],
+                        "passed": r["passed"],
+                    }
+                    for r in rows
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

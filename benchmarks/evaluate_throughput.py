@@ -28,8 +28,13 @@ import time
 import numpy as np
 
 # images per measurement at --scale 1 (isophote fits are slow)
-BASE_N = {"moments": 256, "photometry": 256, "isophotes_native": 24, "isophotes_512": 6,
-          "statmorph": 24}
+BASE_N = {
+    "moments": 256,
+    "photometry": 256,
+    "isophotes_native": 24,
+    "isophotes_512": 6,
+    "statmorph": 24,
+}
 
 
 def _run(name, images, bands):
@@ -98,24 +103,30 @@ def main(argv=None) -> int:
                 results[name][f"images_per_s_{w}w"] = rate
                 if cpu is not None:
                     results[name]["cpu_seconds_per_image"] = cpu
-                print(f"{name} {w}w: {results[name][f'images_per_s_{w}w']:.2f} img/s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{name} {w}w: {results[name][f'images_per_s_{w}w']:.2f} img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             if pool is not None:
                 pool.shutdown()
 
     ref = results.get("moments", {}).get(f"images_per_s_{args.workers[0]}w")
     w1, wl = args.workers[0], args.workers[-1]
-    print(f"\nPer-object measurement throughput, 64-px g/r/i GalSim stamps, "
-          f"{os.cpu_count()} CPUs (Dask local processes)")
+    print(
+        f"\nPer-object measurement throughput, 64-px g/r/i GalSim stamps, "
+        f"{os.cpu_count()} CPUs (Dask local processes)"
+    )
     hdr = f"{'measurement':<18}{'n':>5}" + "".join(f"{f'img/s {w}w':>12}" for w in args.workers)
     hdr += f"{'speed-up':>10}{'vs moments':>12}{'CPU s/img':>11}{'9k+9k CPU-h':>13}"
     print(hdr)
     print("-" * len(hdr))
     for name, r in results.items():
         rate1 = r[f"images_per_s_{w1}w"]
-        line = f"{name:<18}{r['n']:>5}" + "".join(f"{r[f'images_per_s_{w}w']:>12.2f}"
-                                                   for w in args.workers)
+        line = f"{name:<18}{r['n']:>5}" + "".join(
+            f"{r[f'images_per_s_{w}w']:>12.2f}" for w in args.workers
+        )
         r["speedup"] = r[f"images_per_s_{wl}w"] / rate1
         r["seconds_per_image_1w"] = 1.0 / rate1
         cpu = r.get("cpu_seconds_per_image", 1.0 / rate1)
@@ -124,12 +135,23 @@ def main(argv=None) -> int:
         line += f"{(rate1 / ref) if ref else float('nan'):>12.4f}"
         line += f"{cpu:>11.3f}{r['cpu_hours_18000']:>13.2f}"
         print(line)
-    print(f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
-          "(other work on the machine lowers these figures)")
-    print(json.dumps({"benchmark": "evaluate_throughput", "cpu_count": os.cpu_count(),
-                      "load_average_before": load_before[0],
-                      "load_average_after": os.getloadavg()[0],
-                      "workers": args.workers, "scale": args.scale, "results": results}))
+    print(
+        f"load average before/after: {load_before[0]:.1f} / {os.getloadavg()[0]:.1f} "
+        "(other work on the machine lowers these figures)"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "evaluate_throughput",
+                "cpu_count": os.cpu_count(),
+                "load_average_before": load_before[0],
+                "load_average_after": os.getloadavg()[0],
+                "workers": args.workers,
+                "scale": args.scale,
+                "results": results,
+            }
+        )
+    )
     return 0
 
 

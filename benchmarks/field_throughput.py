@@ -63,14 +63,26 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"field.{args.format}"
         t0 = time.perf_counter()
-        res = generate_field(g, None, ("g", "r", "i"), out, f"{args.child}x{args.child}",
-                             tile=args.tile, seed=0, fmt=args.format, compile=compile_,
-                             channels_last=not args.no_channels_last, progress=False)
+        res = generate_field(
+            g,
+            None,
+            ("g", "r", "i"),
+            out,
+            f"{args.child}x{args.child}",
+            tile=args.tile,
+            seed=0,
+            fmt=args.format,
+            compile=compile_,
+            channels_last=not args.no_channels_last,
+            progress=False,
+        )
         total = time.perf_counter() - t0
     gflops_after = matmul_gflops(repeats=3)
     pixels = args.child * args.child
     return {
-        "size": args.child, "tiles": res.tiles_total, "seconds": total,
+        "size": args.child,
+        "tiles": res.tiles_total,
+        "seconds": total,
         "mpix_s": pixels / total / 1e6,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
@@ -88,8 +100,18 @@ def check_exact(args) -> float:
     compile_ = {"auto": False, "on": True, "off": False}[args.compile]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "small.npy"
-        generate_field(g, None, ("g", "r", "i"), out, "320x288", tile=128, seed=1,
-                       compile=compile_, channels_last=not args.no_channels_last, progress=False)
+        generate_field(
+            g,
+            None,
+            ("g", "r", "i"),
+            out,
+            "320x288",
+            tile=128,
+            seed=1,
+            compile=compile_,
+            channels_last=not args.no_channels_last,
+            progress=False,
+        )
         tiled, _ = read_field(out)
     ref = render_one_shot(g, None, "320x288", seed=1)
     return float(np.abs(tiled - ref).max())
@@ -119,19 +141,36 @@ def main() -> None:
     fpp = g.flops_per_pixel()
     bound = gflops * 1e9 / fpp / 1e6
     print(f"matmul float32: {gflops:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print(f"generator: widths {args.widths}, {fpp / 1e3:.1f} kFLOP per output pixel, "
-          f"receptive margin {g.receptive_field()} latent px")
+    print(
+        f"generator: widths {args.widths}, {fpp / 1e3:.1f} kFLOP per output pixel, "
+        f"receptive margin {g.receptive_field()} latent px"
+    )
     print(f"FLOP bound: {bound:.3f} Mpix/s")
     max_diff = None if args.skip_check else check_exact(args)
     if max_diff is not None:
-        print(f"tiled vs one-shot (320x288, tile 128, compile {args.compile}): "
-              f"max |diff| = {max_diff:.2e}")
+        print(
+            f"tiled vs one-shot (320x288, tile 128, compile {args.compile}): "
+            f"max |diff| = {max_diff:.2e}"
+        )
 
     rows = []
     for size in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(size), "--tile", str(args.tile),
-               "--compile", args.compile, "--format", args.format,
-               "--device", args.device, "--widths", *map(str, args.widths)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(size),
+            "--tile",
+            str(args.tile),
+            "--compile",
+            args.compile,
+            "--format",
+            args.format,
+            "--device",
+            args.device,
+            "--widths",
+            *map(str, args.widths),
+        ]
         if args.no_channels_last:
             cmd.append("--no-channels-last")
         if args.threads:
@@ -146,30 +185,47 @@ def main() -> None:
         print(f"  done {size}: {row['mpix_s']:.3f} Mpix/s", flush=True)
 
     print()
-    print(f"{'field':>12} {'tiles':>6} {'seconds':>9} {'Mpix/s':>8} {'bound':>8} "
-          f"{'of bound':>9} {'peak RSS MB':>12}")
+    print(
+        f"{'field':>12} {'tiles':>6} {'seconds':>9} {'Mpix/s':>8} {'bound':>8} "
+        f"{'of bound':>9} {'peak RSS MB':>12}"
+    )
     for r in rows:
-        print(f"{r['size']:>5}x{r['size']:<6} {r['tiles']:>6} {r['seconds']:>9.1f} "
-              f"{r['mpix_s']:>8.3f} {r['bound_mpix_s']:>8.3f} {r['fraction_of_bound']:>9.2f} "
-              f"{r['peak_rss_mb']:>12.0f}")
-    print("(bound per size: float32 matmul GFLOP/s measured just before and after that field, "
-          "divided by the FLOPs per pixel; Mpix/s includes the compile warm-up)")
+        print(
+            f"{r['size']:>5}x{r['size']:<6} {r['tiles']:>6} {r['seconds']:>9.1f} "
+            f"{r['mpix_s']:>8.3f} {r['bound_mpix_s']:>8.3f} {r['fraction_of_bound']:>9.2f} "
+            f"{r['peak_rss_mb']:>12.0f}"
+        )
+    print(
+        "(bound per size: float32 matmul GFLOP/s measured just before and after that field, "
+        "divided by the FLOPs per pixel; Mpix/s includes the compile warm-up)"
+    )
     largest = max(rows, key=lambda r: r["size"]) if rows else None
-    print(json.dumps({
-        "matmul_gflops": round(gflops, 2),
-        "flops_per_pixel": fpp,
-        "bound_mpix_s": round(bound, 4),
-        "mpix_s": round(largest["mpix_s"], 4) if largest else None,
-        "fraction_of_bound": round(largest["fraction_of_bound"], 3) if largest else None,
-        "tile": args.tile, "compile": args.compile, "channels_last": not args.no_channels_last,
-        "max_abs_diff_tiled_vs_one_shot": max_diff,
-        "sizes": {str(r["size"]): {"mpix_s": round(r["mpix_s"], 4),
-                                   "bound_mpix_s": round(r["bound_mpix_s"], 4),
-                                   "fraction_of_bound": round(r["fraction_of_bound"], 3),
-                                   "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                                   "seconds": round(r["seconds"], 1)} for r in rows},
-        "peak_rss_mb": {str(r["size"]): round(r["peak_rss_mb"], 1) for r in rows},
-    }))
+    print(
+        json.dumps(
+            {
+                "matmul_gflops": round(gflops, 2),
+                "flops_per_pixel": fpp,
+                "bound_mpix_s": round(bound, 4),
+                "mpix_s": round(largest["mpix_s"], 4) if largest else None,
+                "fraction_of_bound": round(largest["fraction_of_bound"], 3) if largest else None,
+                "tile": args.tile,
+                "compile": args.compile,
+                "channels_last": not args.no_channels_last,
+                "max_abs_diff_tiled_vs_one_shot": max_diff,
+                "sizes": {
+                    str(r["size"]): {
+                        "mpix_s": round(r["mpix_s"], 4),
+                        "bound_mpix_s": round(r["bound_mpix_s"], 4),
+                        "fraction_of_bound": round(r["fraction_of_bound"], 3),
+                        "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                        "seconds": round(r["seconds"], 1),
+                    }
+                    for r in rows
+                },
+                "peak_rss_mb": {str(r["size"]): round(r["peak_rss_mb"], 1) for r in rows},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def main() -> None:
     p.add_argument("--d-widths", default="[64,128,256,512,512]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresh", type=float, default=5.0)
-    p.add_argument("--report", default=None,
-                   help="also write the full field report (evaluate --fields) into this folder")
+    p.add_argument(
+        "--report",
+        default=None,
+        help="also write the full field report (evaluate --fields) into this folder",
+    )
     args = p.parse_args()
 
     from galforge.cli import main as cli
@@ -48,11 +51,28 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     run = args.run if args.run else work / "run"  # a str keeps pretrained:NAME
     if args.run is None and not (run / "bundle").exists():
-        rc = cli(["train", "builtin:hdf", "--model", "sgan", "--out", str(run),
-                  "--steps", str(args.steps), "--batch", str(args.batch),
-                  "--seed", str(args.seed), "--set", f"model.widths={args.widths}",
-                  "--set", f"model.d_widths={args.d_widths}",
-                  "--set", f"train.snapshot_every={max(1, args.steps // 4)}"])
+        rc = cli(
+            [
+                "train",
+                "builtin:hdf",
+                "--model",
+                "sgan",
+                "--out",
+                str(run),
+                "--steps",
+                str(args.steps),
+                "--batch",
+                str(args.batch),
+                "--seed",
+                str(args.seed),
+                "--set",
+                f"model.widths={args.widths}",
+                "--set",
+                f"model.d_widths={args.d_widths}",
+                "--set",
+                f"train.snapshot_every={max(1, args.steps // 4)}",
+            ]
+        )
         if rc != 0:
             raise SystemExit(rc)
 
@@ -70,13 +90,23 @@ def main() -> None:
     if args.report:
         from galforge.evaluation.field_report import evaluate_fields, format_summary
 
-        metrics = evaluate_fields(real_img, fake_img, list(real.bands), args.report,
-                                  units=real.units, real_source="builtin:hdf",
-                                  fake_source=f"{run} (seed {args.seed})", seed=args.seed,
-                                  thresh=args.thresh)
+        metrics = evaluate_fields(
+            real_img,
+            fake_img,
+            list(real.bands),
+            args.report,
+            units=real.units,
+            real_source="builtin:hdf",
+            fake_source=f"{run} (seed {args.seed})",
+            seed=args.seed,
+            thresh=args.thresh,
+        )
         print(format_summary(metrics))
-        summary["field_report"] = {"folder": args.report, "passed": metrics["passed"],
-                                   "rows": metrics["n_rows"]}
+        summary["field_report"] = {
+            "folder": args.report,
+            "passed": metrics["passed"],
+            "rows": metrics["n_rows"],
+        }
     print(json.dumps(summary))
 
 

@@ -112,9 +112,17 @@ def photutils_loop(images, bands) -> tuple[float, float]:
         x0, y0 = float(o["x"]), float(o["y"])
         a, b = float(max(o["a"], 0.5)), float(max(o["b"], 0.5))
         maxsma = max(min(x0, y0, sub.shape[1] - 1 - x0, sub.shape[0] - 1 - y0), 4.0)
-        starts.append((sub, x0, y0, float(np.clip(2.0 * a, 3.0, 0.8 * maxsma)),
-                       float(np.clip(1.0 - b / a, 0.05, 0.9)), float(o["theta"]) % math.pi,
-                       maxsma))
+        starts.append(
+            (
+                sub,
+                x0,
+                y0,
+                float(np.clip(2.0 * a, 3.0, 0.8 * maxsma)),
+                float(np.clip(1.0 - b / a, 0.05, 0.9)),
+                float(o["theta"]) % math.pi,
+                maxsma,
+            )
+        )
     t0, c0 = time.perf_counter(), time.process_time()
     for sub, x0, y0, sma0, eps0, pa0, maxsma in starts:
         geometry = EllipseGeometry(x0=x0, y0=y0, sma=sma0, eps=eps0, pa=pa0)
@@ -138,10 +146,26 @@ def evaluate_cli(n: int, seed: int, workers: int | None, engine: str) -> tuple[f
     """Wall and CPU seconds (all its processes) of ``galforge evaluate`` (isophotes only,
     native resolution)."""
     exe = Path(sys.executable).with_name("galforge")
-    cmd = [str(exe) if exe.exists() else "galforge", "evaluate",
-           f"builtin:galsim?n={n}&size=64&seed={seed}", MODEL, "-n", str(n), "--seed",
-           str(seed), "--measures", "isophotes", "--upscale", "0", "--no-cache",
-           "--no-progress", "--device", "cpu", "--isophote-engine", engine]
+    cmd = [
+        str(exe) if exe.exists() else "galforge",
+        "evaluate",
+        f"builtin:galsim?n={n}&size=64&seed={seed}",
+        MODEL,
+        "-n",
+        str(n),
+        "--seed",
+        str(seed),
+        "--measures",
+        "isophotes",
+        "--upscale",
+        "0",
+        "--no-cache",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--isophote-engine",
+        engine,
+    ]
     if workers:
         cmd += ["--workers", str(workers)]
     tmp = Path(tempfile.mkdtemp(prefix="galforge-iso-"))
@@ -159,10 +183,15 @@ def main() -> None:
     ap.add_argument("--n-fake", type=int, default=100)
     ap.add_argument("--n-speed", type=int, default=100, help="stamps per set in the timing")
     ap.add_argument("--seed", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="evaluate's --workers (default: its own choice)")
-    ap.add_argument("--upscale", type=int, default=0,
-                    help="agreement at this upscaling (0: native, as the timing)")
+    ap.add_argument(
+        "--workers", type=int, default=None, help="evaluate's --workers (default: its own choice)"
+    )
+    ap.add_argument(
+        "--upscale",
+        type=int,
+        default=0,
+        help="agreement at this upscaling (0: native, as the timing)",
+    )
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
@@ -173,27 +202,37 @@ def main() -> None:
     up = args.upscale or None
     res["galsim"], raw["galsim"] = compare(gal.images, gal.bands, up)
     res["dcgan"], raw["dcgan"] = compare(fake, fbands, up)
-    print(f"{'set':<8} {'n':>4} {'fail g/p':>9} {'same verdict':>12} {'med|Δε|':>8} "
-          f"{'p90|Δε|':>8} {'med|ΔPA|°':>9} {'flux':>7} {'sma':>7} {'r_half':>7} "
-          f"{'t galforge':>10} {'t photutils':>11} {'speed-up':>8}")
+    print(
+        f"{'set':<8} {'n':>4} {'fail g/p':>9} {'same verdict':>12} {'med|Δε|':>8} "
+        f"{'p90|Δε|':>8} {'med|ΔPA|°':>9} {'flux':>7} {'sma':>7} {'r_half':>7} "
+        f"{'t galforge':>10} {'t photutils':>11} {'speed-up':>8}"
+    )
     for name, r in res.items():
-        print(f"{name:<8} {r['n']:>4} {r['failures_galforge']:>4}/{r['failures_photutils']:<4} "
-              f"{r['same_verdict']:>12.1%} {r['median_abs_d_eps']:>8.4f} "
-              f"{r['p90_abs_d_eps']:>8.4f} {r['median_abs_d_pa_deg']:>9.3f} "
-              f"{r['median_rel_d_flux']:>7.1e} {r['median_rel_d_sma']:>7.1e} "
-              f"{r['median_rel_d_half_light_sma']:>7.1e} {r['seconds_galforge']:>9.1f}s "
-              f"{r['seconds_photutils']:>10.1f}s {r['speedup_in_process']:>7.1f}×")
+        print(
+            f"{name:<8} {r['n']:>4} {r['failures_galforge']:>4}/{r['failures_photutils']:<4} "
+            f"{r['same_verdict']:>12.1%} {r['median_abs_d_eps']:>8.4f} "
+            f"{r['p90_abs_d_eps']:>8.4f} {r['median_abs_d_pa_deg']:>9.3f} "
+            f"{r['median_rel_d_flux']:>7.1e} {r['median_rel_d_sma']:>7.1e} "
+            f"{r['median_rel_d_half_light_sma']:>7.1e} {r['seconds_galforge']:>9.1f}s "
+            f"{r['seconds_photutils']:>10.1f}s {r['speedup_in_process']:>7.1f}×"
+        )
     # pooled over both sets: the targets
     cat = {k: np.concatenate([r[k] for r in raw.values()]) for k in ("d_eps", "d_pa", "same")}
-    pooled = {"same_verdict": float(np.mean(cat["same"])),
-              "median_abs_d_eps": float(np.median(cat["d_eps"])),
-              "median_abs_d_pa_deg": float(np.median(cat["d_pa"]))}
-    pooled["targets_met"] = bool(pooled["same_verdict"] >= 0.98
-                                 and pooled["median_abs_d_eps"] <= 0.005
-                                 and pooled["median_abs_d_pa_deg"] <= 1.0)
-    print(f"{'pooled':<8} {len(cat['same']):>4} {'':>9} {pooled['same_verdict']:>12.1%} "
-          f"{pooled['median_abs_d_eps']:>8.4f} {'':>8} {pooled['median_abs_d_pa_deg']:>9.3f}"
-          f"   targets (≥ 98 %, ≤ 0.005, ≤ 1°) met: {pooled['targets_met']}")
+    pooled = {
+        "same_verdict": float(np.mean(cat["same"])),
+        "median_abs_d_eps": float(np.median(cat["d_eps"])),
+        "median_abs_d_pa_deg": float(np.median(cat["d_pa"])),
+    }
+    pooled["targets_met"] = bool(
+        pooled["same_verdict"] >= 0.98
+        and pooled["median_abs_d_eps"] <= 0.005
+        and pooled["median_abs_d_pa_deg"] <= 1.0
+    )
+    print(
+        f"{'pooled':<8} {len(cat['same']):>4} {'':>9} {pooled['same_verdict']:>12.1%} "
+        f"{pooled['median_abs_d_eps']:>8.4f} {'':>8} {pooled['median_abs_d_pa_deg']:>9.3f}"
+        f"   targets (≥ 98 %, ≤ 0.005, ≤ 1°) met: {pooled['targets_met']}"
+    )
     out = {"upscale": up, "sets": res, "pooled": pooled, "load_average_before": load0}
     if not args.skip_speed:
         real = _galsim(args.n_speed, args.seed)
@@ -201,16 +240,23 @@ def main() -> None:
         (w1, c1), (w2, c2) = photutils_loop(real.images, real.bands), photutils_loop(fk, fb)
         t_loop, c_loop = w1 + w2, c1 + c2
         t_eval, c_eval = evaluate_cli(args.n_speed, args.seed, args.workers, "galforge")
-        out["speed"] = {"n_per_set": args.n_speed, "seconds_evaluate_galforge": t_eval,
-                        "seconds_photutils_loop": t_loop, "ratio": t_eval / t_loop,
-                        "cpu_seconds_evaluate_galforge": c_eval,
-                        "cpu_seconds_photutils_loop": c_loop, "cpu_ratio": c_eval / c_loop,
-                        "workers": args.workers}
-        print(f"\nspeed: galforge evaluate {args.n_speed} vs {args.n_speed} --measures isophotes "
-              f"--upscale 0: {t_eval:.1f} s wall ({c_eval:.1f} CPU-s); photutils "
-              f"Ellipse.fit_image loop over the same {2 * args.n_speed} stamps: {t_loop:.1f} s "
-              f"wall ({c_loop:.1f} CPU-s); ratio {t_eval / t_loop:.3f} wall, "
-              f"{c_eval / c_loop:.3f} CPU (target ≤ 0.2)")
+        out["speed"] = {
+            "n_per_set": args.n_speed,
+            "seconds_evaluate_galforge": t_eval,
+            "seconds_photutils_loop": t_loop,
+            "ratio": t_eval / t_loop,
+            "cpu_seconds_evaluate_galforge": c_eval,
+            "cpu_seconds_photutils_loop": c_loop,
+            "cpu_ratio": c_eval / c_loop,
+            "workers": args.workers,
+        }
+        print(
+            f"\nspeed: galforge evaluate {args.n_speed} vs {args.n_speed} --measures isophotes "
+            f"--upscale 0: {t_eval:.1f} s wall ({c_eval:.1f} CPU-s); photutils "
+            f"Ellipse.fit_image loop over the same {2 * args.n_speed} stamps: {t_loop:.1f} s "
+            f"wall ({c_loop:.1f} CPU-s); ratio {t_eval / t_loop:.3f} wall, "
+            f"{c_eval / c_loop:.3f} CPU (target ≤ 0.2)"
+        )
     out["load_average_after"] = os.getloadavg()[0]
     print(f"load average before/after: {load0:.1f} / {out['load_average_after']:.1f}")
     print(json.dumps(out))

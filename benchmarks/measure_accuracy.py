@@ -133,17 +133,25 @@ def _default_smooth():
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=500, help="galaxies for the native-resolution path")
-    ap.add_argument("--n-upscaled", type=int, default=None,
-                    help="galaxies for the 512-px upscaled path (default: --n)")
+    ap.add_argument(
+        "--n-upscaled",
+        type=int,
+        default=None,
+        help="galaxies for the 512-px upscaled path (default: --n)",
+    )
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--band", default="sum", help="band to fit or 'sum' (the default)")
     ap.add_argument("--upscale", type=int, default=512)
     ap.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     ap.add_argument("--pa-min-eps", type=float, default=0.1)
-    ap.add_argument("--smooth", type=float, default=None,
-                    help="Gaussian sigma (native px) of measure_isophotes' smoothing; "
-                         "default: the function's default; 0 turns it off")
+    ap.add_argument(
+        "--smooth",
+        type=float,
+        default=None,
+        help="Gaussian sigma (native px) of measure_isophotes' smoothing; "
+        "default: the function's default; 0 turns it off",
+    )
     ap.add_argument("--skip-native", action="store_true")
     ap.add_argument("--skip-upscaled", action="store_true")
     args = ap.parse_args(argv)
@@ -153,53 +161,88 @@ def main(argv=None) -> int:
     n_up = args.n if args.n_upscaled is None else args.n_upscaled
     n_all = max(args.n, n_up)
     t0 = time.perf_counter()
-    imgset, truth, noiseless = galsim_galaxies(n_all, size=args.size, seed=args.seed,
-                                               return_noiseless=True)
-    print(f"simulated {n_all} GalSim galaxies in {time.perf_counter() - t0:.1f} s "
-          f"(S/N {min(t['snr'] for t in truth):.0f}–{max(t['snr'] for t in truth):.0f})",
-          file=sys.stderr)
+    imgset, truth, noiseless = galsim_galaxies(
+        n_all, size=args.size, seed=args.seed, return_noiseless=True
+    )
+    print(
+        f"simulated {n_all} GalSim galaxies in {time.perf_counter() - t0:.1f} s "
+        f"(S/N {min(t['snr'] for t in truth):.0f}–{max(t['snr'] for t in truth):.0f})",
+        file=sys.stderr,
+    )
     images, bands = imgset.images, imgset.bands
     opts = {} if args.smooth is None else {"smooth": args.smooth}
     modes = {}
-    modes["moments"] = moments_accuracy(images[:args.n], noiseless[:args.n], truth[:args.n],
-                                        bands, args.band, args.pa_min_eps)
+    modes["moments"] = moments_accuracy(
+        images[: args.n], noiseless[: args.n], truth[: args.n], bands, args.band, args.pa_min_eps
+    )
     if not args.skip_native:
-        modes["native"] = run_mode(images[:args.n], noiseless[:args.n], truth[:args.n], bands,
-                                   args.band, None, args.workers, args.pa_min_eps, opts)
+        modes["native"] = run_mode(
+            images[: args.n],
+            noiseless[: args.n],
+            truth[: args.n],
+            bands,
+            args.band,
+            None,
+            args.workers,
+            args.pa_min_eps,
+            opts,
+        )
         print("native done", json.dumps(modes["native"]), file=sys.stderr, flush=True)
     if not args.skip_upscaled and n_up > 0:
-        modes["upscaled"] = run_mode(images[:n_up], noiseless[:n_up], truth[:n_up], bands,
-                                     args.band, args.upscale, args.workers, args.pa_min_eps,
-                                     opts)
+        modes["upscaled"] = run_mode(
+            images[:n_up],
+            noiseless[:n_up],
+            truth[:n_up],
+            bands,
+            args.band,
+            args.upscale,
+            args.workers,
+            args.pa_min_eps,
+            opts,
+        )
 
-    print(f"\nIsophote shape accuracy on GalSim galaxies ({args.size}px, band={args.band}, "
-          f"PA over noiseless eps >= {args.pa_min_eps})")
-    hdr = (f"{'mode':<10}{'n':>6}{'|de| nl':>10}{'|dPA| nl':>10}{'|de| true':>11}"
-           f"{'|dPA| true':>12}{'fail':>8}{'s/img':>8}")
+    print(
+        f"\nIsophote shape accuracy on GalSim galaxies ({args.size}px, band={args.band}, "
+        f"PA over noiseless eps >= {args.pa_min_eps})"
+    )
+    hdr = (
+        f"{'mode':<10}{'n':>6}{'|de| nl':>10}{'|dPA| nl':>10}{'|de| true':>11}"
+        f"{'|dPA| true':>12}{'fail':>8}{'s/img':>8}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, m in modes.items():
-        print(f"{name:<10}{m['n']:>6}{m['median_abs_deps_noiseless']:>10.4f}"
-              f"{m['median_abs_dpa_noiseless_deg']:>10.2f}{m['median_abs_deps_intrinsic']:>11.4f}"
-              f"{m.get('median_abs_dpa_intrinsic_deg', float('nan')):>12.2f}"
-              f"{m['failure_rate']:>8.3f}{m['seconds_per_image']:>8.3f}")
+        print(
+            f"{name:<10}{m['n']:>6}{m['median_abs_deps_noiseless']:>10.4f}"
+            f"{m['median_abs_dpa_noiseless_deg']:>10.2f}{m['median_abs_deps_intrinsic']:>11.4f}"
+            f"{m.get('median_abs_dpa_intrinsic_deg', float('nan')):>12.2f}"
+            f"{m['failure_rate']:>8.3f}{m['seconds_per_image']:>8.3f}"
+        )
     if "native" in modes and "upscaled" in modes:
         ratio = modes["upscaled"]["seconds_per_image"] / modes["native"]["seconds_per_image"]
         print(f"upscaled / native time per image: {ratio:.1f}x")
     default = modes.get("upscaled") or modes.get("native") or modes["moments"]
     out = {
         "benchmark": "measure_accuracy",
-        "default_mode": "upscaled" if "upscaled" in modes else
-                        ("native" if "native" in modes else "moments"),
+        "default_mode": "upscaled"
+        if "upscaled" in modes
+        else ("native" if "native" in modes else "moments"),
         "band": args.band,
         "size": args.size,
         "seed": args.seed,
         "cpu_count": os.cpu_count(),
         "workers": args.workers,
         "smooth": opts.get("smooth", _default_smooth()),
-        **{k: default[k] for k in ("median_abs_deps_noiseless", "median_abs_dpa_noiseless_deg",
-                                   "median_abs_deps_intrinsic", "failure_rate",
-                                   "seconds_per_image")},
+        **{
+            k: default[k]
+            for k in (
+                "median_abs_deps_noiseless",
+                "median_abs_dpa_noiseless_deg",
+                "median_abs_deps_intrinsic",
+                "failure_rate",
+                "seconds_per_image",
+            )
+        },
         "modes": modes,
     }
     print(json.dumps(out))

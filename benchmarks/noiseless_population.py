@@ -69,8 +69,14 @@ def measure(images: np.ndarray, band: int = 1) -> dict[str, np.ndarray]:
     qyy = (x * dy * dy).sum(axis=(1, 2)) / s
     qxy = (x * dx * dy).sum(axis=(1, 2)) / s
     e = np.hypot(qxx - qyy, 2 * qxy) / np.maximum(qxx + qyy, 1e-12)
-    return {"r20": r20, "r50": r50, "r80": r80, "C": 5 * np.log10(r80 / np.maximum(r20, 1e-6)),
-            "e": e, "log F": np.log10(np.maximum(total, 1e-12))}
+    return {
+        "r20": r20,
+        "r50": r50,
+        "r80": r80,
+        "C": 5 * np.log10(r80 / np.maximum(r20, 1e-6)),
+        "e": e,
+        "log F": np.log10(np.maximum(total, 1e-12)),
+    }
 
 
 def noiseless_real(n: int, seed: int) -> np.ndarray:
@@ -84,17 +90,23 @@ def noiseless_fake(source: str, n: int, seed: int) -> np.ndarray:
 
     bundle = galforge.load(source)
     if "noise" not in bundle.capabilities:
-        raise SystemExit(f"{source}: its generator has no sky noise (no noiseless scene to "
-                         "compare); train it with model.sky_noise=true")
+        raise SystemExit(
+            f"{source}: its generator has no sky noise (no noiseless scene to "
+            "compare); train it with model.sky_noise=true"
+        )
     return np.asarray(bundle.sample(n, seed=seed, noise_mode="none"), dtype=np.float64)
 
 
 def compare(real: dict, other: dict) -> dict:
     from scipy.stats import ks_2samp
 
-    return {k: {"ks_p": float(ks_2samp(real[k], other[k]).pvalue),
-                "pct": [float(v) for v in np.percentile(other[k], [5, 50, 95])]}
-            for k in MEASURES}
+    return {
+        k: {
+            "ks_p": float(ks_2samp(real[k], other[k]).pvalue),
+            "pct": [float(v) for v in np.percentile(other[k], [5, 50, 95])],
+        }
+        for k in MEASURES
+    }
 
 
 def main() -> None:
@@ -106,23 +118,43 @@ def main() -> None:
 
     t0 = time.perf_counter()
     real = measure(noiseless_real(args.n, VALIDATION_SEED))
-    rows = {f"real (seed {REFERENCE_SEED}) vs real":
-            compare(real, measure(noiseless_real(args.n, REFERENCE_SEED)))}
+    rows = {
+        f"real (seed {REFERENCE_SEED}) vs real": compare(
+            real, measure(noiseless_real(args.n, REFERENCE_SEED))
+        )
+    }
     for src in args.sources:
         rows[src] = compare(real, measure(noiseless_fake(src, args.n, args.seed)))
 
     width = max(len(k) for k in rows) + 2
-    print(f"noiseless r-band population, {args.n} galaxies each, against builtin:galsim "
-          f"seed {VALIDATION_SEED}; cell: KS p  (5 / 50 / 95 %)")
-    print(f"{'real seed ' + str(VALIDATION_SEED):{width}s}" + "".join(
-        f"{k + ' ' + '/'.join(f'{v:.3g}' for v in np.percentile(real[k], [5, 50, 95])):>30s}"
-        for k in MEASURES))
+    print(
+        f"noiseless r-band population, {args.n} galaxies each, against builtin:galsim "
+        f"seed {VALIDATION_SEED}; cell: KS p  (5 / 50 / 95 %)"
+    )
+    print(
+        f"{'real seed ' + str(VALIDATION_SEED):{width}s}"
+        + "".join(
+            f"{k + ' ' + '/'.join(f'{v:.3g}' for v in np.percentile(real[k], [5, 50, 95])):>30s}"
+            for k in MEASURES
+        )
+    )
     for name, res in rows.items():
-        cells = [f"{res[k]['ks_p']:.2g} ({'/'.join(f'{v:.3g}' for v in res[k]['pct'])})"
-                 for k in MEASURES]
+        cells = [
+            f"{res[k]['ks_p']:.2g} ({'/'.join(f'{v:.3g}' for v in res[k]['pct'])})"
+            for k in MEASURES
+        ]
         print(f"{name:{width}s}" + "".join(f"{c:>30s}" for c in cells))
-    print(json.dumps({"n": args.n, "seed": args.seed, "validation_seed": VALIDATION_SEED,
-                      "rows": rows, "seconds": round(time.perf_counter() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "seed": args.seed,
+                "validation_seed": VALIDATION_SEED,
+                "rows": rows,
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

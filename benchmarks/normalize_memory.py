@@ -44,8 +44,12 @@ print(json.dumps({"extra_mb": (after - before) / 1024.0, "input_mb": x.nbytes / 
 
 
 def run(n: int, size: int, whole: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(n), str(size), "1" if whole else "0"],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(n), str(size), "1" if whole else "0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,8 +62,10 @@ def main(argv=None) -> int:
     ref = run(args.n, args.size, True)
     new = run(args.n, args.size, False)
     same = ref["checksum"] == new["checksum"]
-    print(f"Normalizer.forward on {args.n} × 3 × {args.size}² float32 images "
-          f"({ref['input_mb']:.0f} MB), peak memory above the input")
+    print(
+        f"Normalizer.forward on {args.n} × 3 × {args.size}² float32 images "
+        f"({ref['input_mb']:.0f} MB), peak memory above the input"
+    )
     hdr = f"{'variant':<14}{'extra MB':>10}{'× input':>9}"
     print(hdr)
     print("-" * len(hdr))
@@ -67,10 +73,21 @@ def main(argv=None) -> int:
         print(f"{name:<14}{r['extra_mb']:>10.0f}{r['extra_mb'] / r['input_mb']:>9.2f}")
     ratio = ref["extra_mb"] / max(new["extra_mb"], 1.0)
     print(f"blocks need {ratio:.1f}× less extra memory; same values: {'yes' if same else 'NO'}")
-    print(json.dumps({"benchmark": "normalize_memory", "n": args.n, "size": args.size,
-                      "cpu_count": os.cpu_count(), "input_mb": ref["input_mb"],
-                      "whole_array_extra_mb": ref["extra_mb"], "blocks_extra_mb": new["extra_mb"],
-                      "reduction": ratio, "same_values": same}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "normalize_memory",
+                "n": args.n,
+                "size": args.size,
+                "cpu_count": os.cpu_count(),
+                "input_mb": ref["input_mb"],
+                "whole_array_extra_mb": ref["extra_mb"],
+                "blocks_extra_mb": new["extra_mb"],
+                "reduction": ratio,
+                "same_values": same,
+            }
+        )
+    )
     return 0 if same else 1
 
 

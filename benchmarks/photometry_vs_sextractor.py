@@ -69,16 +69,26 @@ def run_sextractor(binary, det_path, meas_path, workdir, args) -> dict[str, np.n
     cat = workdir / f"{meas_path.stem}.cat"
     image_arg = str(det_path) if meas_path == det_path else f"{det_path},{meas_path}"
     cmd = [
-        binary, image_arg,
-        "-c", str(HERE / "sextractor" / "galforge.sex"),
-        "-PARAMETERS_NAME", str(HERE / "sextractor" / "galforge.param"),
-        "-FILTER_NAME", str(SHARE / "default.conv"),
-        "-STARNNW_NAME", str(SHARE / "default.nnw"),
-        "-CATALOG_NAME", str(cat),
-        "-DETECT_THRESH", str(args.thresh),
-        "-ANALYSIS_THRESH", str(args.thresh),
-        "-DETECT_MINAREA", str(args.minarea),
-        "-MAG_ZEROPOINT", str(args.zeropoint),
+        binary,
+        image_arg,
+        "-c",
+        str(HERE / "sextractor" / "galforge.sex"),
+        "-PARAMETERS_NAME",
+        str(HERE / "sextractor" / "galforge.param"),
+        "-FILTER_NAME",
+        str(SHARE / "default.conv"),
+        "-STARNNW_NAME",
+        str(SHARE / "default.nnw"),
+        "-CATALOG_NAME",
+        str(cat),
+        "-DETECT_THRESH",
+        str(args.thresh),
+        "-ANALYSIS_THRESH",
+        str(args.thresh),
+        "-DETECT_MINAREA",
+        str(args.minarea),
+        "-MAG_ZEROPOINT",
+        str(args.zeropoint),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if res.returncode != 0:
@@ -131,15 +141,31 @@ def main(argv=None) -> int:
 
     binary = find_sextractor()
     if binary is None:
-        print("SExtractor not found (neither 'source-extractor' nor 'sex' is on PATH): install "
-              "it with 'apt-get install -y source-extractor' to run this benchmark; skipping.")
-        print(json.dumps({"benchmark": "photometry_vs_sextractor", "skipped": True,
-                          "reason": "source-extractor binary not found"}))
+        print(
+            "SExtractor not found (neither 'source-extractor' nor 'sex' is on PATH): install "
+            "it with 'apt-get install -y source-extractor' to run this benchmark; skipping."
+        )
+        print(
+            json.dumps(
+                {
+                    "benchmark": "photometry_vs_sextractor",
+                    "skipped": True,
+                    "reason": "source-extractor binary not found",
+                }
+            )
+        )
         return 0
     if not (SHARE / "default.conv").exists():
         print(f"SExtractor's filter files are not under {SHARE}; skipping.")
-        print(json.dumps({"benchmark": "photometry_vs_sextractor", "skipped": True,
-                          "reason": f"{SHARE}/default.conv missing"}))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "photometry_vs_sextractor",
+                    "skipped": True,
+                    "reason": f"{SHARE}/default.conv missing",
+                }
+            )
+        )
         return 0
 
     from astropy.io import fits
@@ -156,40 +182,50 @@ def main(argv=None) -> int:
     for c, band in enumerate(bands):
         band_paths[band] = workdir / f"band_{band}.fits"
         fits.PrimaryHDU(np.ascontiguousarray(field[c], dtype=np.float32)).writeto(
-            band_paths[band], overwrite=True)
+            band_paths[band], overwrite=True
+        )
 
     t0 = time.perf_counter()
     sex_det = run_sextractor(binary, det_path, det_path, workdir, args)
     t_sex = time.perf_counter() - t0
-    sex_bands = {b: run_sextractor(binary, det_path, p, workdir, args)
-                 for b, p in band_paths.items()}
+    sex_bands = {
+        b: run_sextractor(binary, det_path, p, workdir, args) for b, p in band_paths.items()
+    }
     t0 = time.perf_counter()
-    rows = detect_and_measure(field[None], bands, zeropoint=args.zeropoint, thresh=args.thresh,
-                              minarea=args.minarea)
+    rows = detect_and_measure(
+        field[None], bands, zeropoint=args.zeropoint, thresh=args.thresh, minarea=args.minarea
+    )
     t_gal = time.perf_counter() - t0
 
     results = {"det": compare(sex_det, rows, "mag_det", "flux_det", args.radius)}
     for b in bands:
         results[b] = compare(sex_bands[b], rows, f"mag_{b}", f"flux_{b}", args.radius)
 
-    print(f"\ngalforge photometry vs SExtractor ({Path(binary).name}) on the XDF field "
-          f"{field.shape[2]}x{field.shape[1]}, bands {bands}, thresh {args.thresh} sigma, "
-          f"minarea {args.minarea}, match radius {args.radius} px")
-    hdr = (f"{'image':<6}{'N sex':>7}{'N gal':>7}{'matched':>9}{'med dmag':>11}{'med|dmag|':>11}"
-           f"{'NMAD':>10}{'|dmag|<0.01':>13}{'flux ratio':>12}")
+    print(
+        f"\ngalforge photometry vs SExtractor ({Path(binary).name}) on the XDF field "
+        f"{field.shape[2]}x{field.shape[1]}, bands {bands}, thresh {args.thresh} sigma, "
+        f"minarea {args.minarea}, match radius {args.radius} px"
+    )
+    hdr = (
+        f"{'image':<6}{'N sex':>7}{'N gal':>7}{'matched':>9}{'med dmag':>11}{'med|dmag|':>11}"
+        f"{'NMAD':>10}{'|dmag|<0.01':>13}{'flux ratio':>12}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, r in results.items():
-        print(f"{name:<6}{r['n_sextractor']:>7}{r['n_galforge']:>7}{r['matched_fraction']:>9.4f}"
-              f"{r['median_dmag']:>11.2e}{r['median_abs_dmag']:>11.2e}{r['dmag_nmad']:>10.2e}"
-              f"{r['frac_abs_dmag_lt_0.01']:>13.3f}{r['median_flux_ratio']:>12.6f}")
-    print(f"time: SExtractor {t_sex:.2f} s (detection image), galforge {t_gal:.2f} s "
-          f"(detection + {len(bands)} bands); ratio {t_gal / t_sex:.2f}")
+        print(
+            f"{name:<6}{r['n_sextractor']:>7}{r['n_galforge']:>7}{r['matched_fraction']:>9.4f}"
+            f"{r['median_dmag']:>11.2e}{r['median_abs_dmag']:>11.2e}{r['dmag_nmad']:>10.2e}"
+            f"{r['frac_abs_dmag_lt_0.01']:>13.3f}{r['median_flux_ratio']:>12.6f}"
+        )
+    print(
+        f"time: SExtractor {t_sex:.2f} s (detection image), galforge {t_gal:.2f} s "
+        f"(detection + {len(bands)} bands); ratio {t_gal / t_sex:.2f}"
+    )
     out = {
         "benchmark": "photometry_vs_sextractor",
         "skipped": False,
-        "sextractor": subprocess.run([binary, "-v"], capture_output=True,
-                                     text=True).stdout.strip(),
+        "sextractor": subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.strip(),
         "thresh": args.thresh,
         "minarea": args.minarea,
         "match_radius_px": args.radius,

@@ -46,8 +46,9 @@ def step_minutes(run: Path) -> dict[int, float]:
         step = int(r["step"])
         if step <= prev:
             prev = min(prev, step)
-        total += max(0, step - prev) * (float(r.get("time_step_s", 0.0))
-                                        + float(r.get("time_data_s", 0.0)))
+        total += max(0, step - prev) * (
+            float(r.get("time_step_s", 0.0)) + float(r.get("time_data_s", 0.0))
+        )
         prev = step
         out[step] = total / 60.0
     return out
@@ -87,19 +88,24 @@ def _row_value(summary: list[dict], *needles: str):
 def galaxy_columns(metrics: dict, bands) -> dict:
     s = metrics.get("summary", [])
     cols = {
-        "passed": sum(1 for r in s if r.get("passed")), "total": len(s),
+        "passed": sum(1 for r in s if r.get("passed")),
+        "total": len(s),
         "fgd": _row_value(s, "Fréchet"),
         "auc": _row_value(s, "classifier"),
-        "ks_ellipticity": (_row_value(s, "isophote", "ellipticity")
-                           if _row_value(s, "isophote", "ellipticity") is not None
-                           else _row_value(s, "moments", "ellipticity")),
+        "ks_ellipticity": (
+            _row_value(s, "isophote", "ellipticity")
+            if _row_value(s, "isophote", "ellipticity") is not None
+            else _row_value(s, "moments", "ellipticity")
+        ),
         "ks_pa": _row_value(s, "isophote", "pa_deg") or _row_value(s, "moments", "pa_deg"),
         "ks_size": _row_value(s, "isophote", "half_light_sma"),
     }
-    for b in bands:   # AB magnitudes with a zero point, instrumental ones without
-        cols[f"ks_mag_{b}"] = (_row_value(s, "photometry", f"mag_{b} ")
-                               if _row_value(s, "photometry", f"mag_{b} ") is not None
-                               else _row_value(s, "photometry", f"mag_inst_{b} "))
+    for b in bands:  # AB magnitudes with a zero point, instrumental ones without
+        cols[f"ks_mag_{b}"] = (
+            _row_value(s, "photometry", f"mag_{b} ")
+            if _row_value(s, "photometry", f"mag_{b} ") is not None
+            else _row_value(s, "photometry", f"mag_inst_{b} ")
+        )
     return cols
 
 
@@ -116,8 +122,7 @@ def run_galaxies(args, run: Path) -> dict:
     size = int(bundle.image_shape[-1]) if hasattr(bundle, "image_shape") else 64
     real = load_images(f"builtin:galsim?n={args.n_eval}&size={size}&seed={HELD_OUT_SEED}")
     other = load_images(f"builtin:galsim?n={args.n_eval}&size={size}&seed={REFERENCE_SEED}")
-    opts = {"upscale": args.upscale or None, "workers": args.workers, "seed": 11,
-            "progress": False}
+    opts = {"upscale": args.upscale or None, "workers": args.workers, "seed": 11, "progress": False}
     if args.measures:
         opts["measures"] = args.measures.split(",")
     mins = step_minutes(run)
@@ -129,27 +134,53 @@ def run_galaxies(args, run: Path) -> dict:
             continue
         bundle.generator = generator_at(gen0, snap)
         t0 = time.time()
-        fake = ImageSet(images=bundle.sample(args.n_eval, seed=11), bands=tuple(bundle.bands),
-                        units=bundle.units, source=f"{run} step {step}")
+        fake = ImageSet(
+            images=bundle.sample(args.n_eval, seed=11),
+            bands=tuple(bundle.bands),
+            units=bundle.units,
+            source=f"{run} step {step}",
+        )
         m = evaluate(real, fake, out / f"step-{step:08d}", **opts)
-        rows.append({"minutes": minutes_at(mins, step), "step": step,
-                     **galaxy_columns(m, bundle.bands), "eval_s": round(time.time() - t0, 1)})
-        print(f"  step {step}: {rows[-1]['passed']}/{rows[-1]['total']} pass "
-              f"(evaluated in {rows[-1]['eval_s']:.0f} s)", flush=True)
+        rows.append(
+            {
+                "minutes": minutes_at(mins, step),
+                "step": step,
+                **galaxy_columns(m, bundle.bands),
+                "eval_s": round(time.time() - t0, 1),
+            }
+        )
+        print(
+            f"  step {step}: {rows[-1]['passed']}/{rows[-1]['total']} pass "
+            f"(evaluated in {rows[-1]['eval_s']:.0f} s)",
+            flush=True,
+        )
     bundle.generator = gen0
     ref = evaluate(real, other, out / "reference", **opts)
     reference = {"minutes": None, "step": "real-vs-real", **galaxy_columns(ref, bundle.bands)}
-    keys = ["passed", "fgd", "auc", "ks_ellipticity", "ks_pa", "ks_size",
-            *[f"ks_mag_{b}" for b in bundle.bands]]
+    keys = [
+        "passed",
+        "fgd",
+        "auc",
+        "ks_ellipticity",
+        "ks_pa",
+        "ks_size",
+        *[f"ks_mag_{b}" for b in bundle.bands],
+    ]
     head = f"{'minutes':>8} {'step':>12} {'pass':>7} " + " ".join(f"{k:>14}" for k in keys[1:])
     print(f"\nquality vs training time: {run} (n = {args.n_eval} fake and held-out real)")
     print(head)
     for r in [*rows, reference]:
-        print(f"{_fmt(r['minutes'], '.1f'):>8} {r['step']!s:>12} "
-              f"{r['passed']:>3}/{r['total']:<3} "
-              + " ".join(f"{_fmt(r[k]):>14}" for k in keys[1:]))
-    return {"family": "galaxies", "run": str(run), "n_eval": args.n_eval, "rows": rows,
-            "reference": reference}
+        print(
+            f"{_fmt(r['minutes'], '.1f'):>8} {r['step']!s:>12} "
+            f"{r['passed']:>3}/{r['total']:<3} " + " ".join(f"{_fmt(r[k]):>14}" for k in keys[1:])
+        )
+    return {
+        "family": "galaxies",
+        "run": str(run),
+        "n_eval": args.n_eval,
+        "rows": rows,
+        "reference": reference,
+    }
 
 
 def run_fields(args, run: Path) -> dict:
@@ -170,23 +201,34 @@ def run_fields(args, run: Path) -> dict:
         gen = generator_at(bundle.generator, snap)
         fake = render_one_shot(gen, bundle.normalizer, (h, w), seed=args.field_seed)
         res = compare_fields(real_img, fake, list(real.bands))
-        row = {"minutes": minutes_at(mins, step), "step": step,
-               "det_real": res["detections_per_mpix"]["real"],
-               "det_fake": res["detections_per_mpix"]["fake"],
-               "density_ratio": res["density_ratio"], "passed": res["passed"]}
+        row = {
+            "minutes": minutes_at(mins, step),
+            "step": step,
+            "det_real": res["detections_per_mpix"]["real"],
+            "det_fake": res["detections_per_mpix"]["fake"],
+            "density_ratio": res["density_ratio"],
+            "passed": res["passed"],
+        }
         for b, br in res["bands"].items():
             row[f"ks_p_{b}"] = br.get("ks_p")
             row[f"dmag_{b}"] = br.get("median_dmag")
         rows.append(row)
     bands = list(real.bands)
     print(f"\nfield quality vs training time: {run} (field {h}×{w}, seed {args.field_seed})")
-    print(f"{'minutes':>8} {'step':>7} {'det/Mpix real':>13} {'gen':>8} {'ratio':>6} "
-          + " ".join(f"{'KS p ' + b:>8} {'dmag ' + b:>8}" for b in bands) + "  targets")
+    print(
+        f"{'minutes':>8} {'step':>7} {'det/Mpix real':>13} {'gen':>8} {'ratio':>6} "
+        + " ".join(f"{'KS p ' + b:>8} {'dmag ' + b:>8}" for b in bands)
+        + "  targets"
+    )
     for r in rows:
-        print(f"{_fmt(r['minutes'], '.1f'):>8} {r['step']:>7} {r['det_real']:>13.1f} "
-              f"{r['det_fake']:>8.1f} {_fmt(r['density_ratio'], '.2f'):>6} "
-              + " ".join(f"{_fmt(r[f'ks_p_{b}']):>8} {_fmt(r[f'dmag_{b}'], '+.3f'):>8}"
-                         for b in bands) + f"  {'met' if r['passed'] else 'missed'}")
+        print(
+            f"{_fmt(r['minutes'], '.1f'):>8} {r['step']:>7} {r['det_real']:>13.1f} "
+            f"{r['det_fake']:>8.1f} {_fmt(r['density_ratio'], '.2f'):>6} "
+            + " ".join(
+                f"{_fmt(r[f'ks_p_{b}']):>8} {_fmt(r[f'dmag_{b}'], '+.3f'):>8}" for b in bands
+            )
+            + f"  {'met' if r['passed'] else 'missed'}"
+        )
     return {"family": "fields", "run": str(run), "size": [h, w], "rows": rows}
 
 
@@ -217,10 +259,24 @@ def main(argv=None) -> dict:
     if args.train or run is None:
         run = Path(args.out) / "run"
         data = "builtin:hdf" if fields else f"builtin:galsim?n={args.n_train}&size=64&seed=1"
-        cmd = ["train", data, "--model", args.model or ("sgan" if fields else "dcgan64"),
-               "--out", str(run), "--steps", str(args.steps), "--batch", str(args.batch),
-               "--set", f"train.snapshot_every={args.snapshot_every}",
-               "--set", "train.progress=false", "--set", "train.threads=1"]
+        cmd = [
+            "train",
+            data,
+            "--model",
+            args.model or ("sgan" if fields else "dcgan64"),
+            "--out",
+            str(run),
+            "--steps",
+            str(args.steps),
+            "--batch",
+            str(args.batch),
+            "--set",
+            f"train.snapshot_every={args.snapshot_every}",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "train.threads=1",
+        ]
         for s in args.sets:
             cmd += ["--set", s]
         if (run / "checkpoints" / "latest").is_dir():

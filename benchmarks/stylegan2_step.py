@@ -28,14 +28,22 @@ def time_config(name: str, args, device: torch.device) -> dict:
     cls = get_recipe("stylegan2")
     over = dict(kv.split("=", 1) for kv in args.set)
     over = {k: json.loads(v) if v[:1] in "0123456789-[{tfn" else v for k, v in over.items()}
-    recipe = cls({"config": name, "image_size": args.resolution, **over}, channels=args.channels,
-                 image_size=args.resolution, device=device, seed=0)
+    recipe = cls(
+        {"config": name, "image_size": args.resolution, **over},
+        channels=args.channels,
+        image_size=args.resolution,
+        device=device,
+        seed=0,
+    )
     recipe.make_batches(None, args.batch, 0)
     if recipe.augment is not None and hasattr(recipe.augment, "p"):
         recipe.augment.p = float(args.ada_p)
     data_rng = torch.Generator().manual_seed(0)
-    real = (torch.rand(args.batch, args.channels, args.resolution, args.resolution,
-                       generator=data_rng) * 2 - 1).to(device)
+    real = (
+        torch.rand(args.batch, args.channels, args.resolution, args.resolution, generator=data_rng)
+        * 2
+        - 1
+    ).to(device)
 
     def sync():
         if device.type == "cuda":
@@ -79,31 +87,54 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--ada-p", type=float, default=0.2, help="ADA's starting probability")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a model option of every config (model.KEY)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a model option of every config (model.KEY)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     rows = [time_config(name, args, device) for name in args.configs]
-    print(f"StyleGAN2 + ADA training step at {args.resolution}², batch {args.batch}, "
-          f"{args.channels} bands, device={device}, threads={torch.get_num_threads()}, "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
-    print(f"{'config':<10} {'G M':>6} {'D M':>6} {'steps':>5} {'s/step':>8} {'s/kimg':>9} "
-          f"{'min':>7} {'max':>7} {'ratio':>6}  phases run")
+    print(
+        f"StyleGAN2 + ADA training step at {args.resolution}², batch {args.batch}, "
+        f"{args.channels} bands, device={device}, threads={torch.get_num_threads()}, "
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{'config':<10} {'G M':>6} {'D M':>6} {'steps':>5} {'s/step':>8} {'s/kimg':>9} "
+        f"{'min':>7} {'max':>7} {'ratio':>6}  phases run"
+    )
     base = rows[0]["sec_per_kimg"]
     for r in rows:
         r["ratio_to_first"] = r["sec_per_kimg"] / base
         runs = ", ".join(f"{k} {v}" for k, v in r["phase_runs"].items())
-        print(f"{r['config']:<10} {r['g_params'] / 1e6:6.2f} {r['d_params'] / 1e6:6.2f} "
-              f"{r['steps']:5d} {r['sec_per_step']:8.3f} {r['sec_per_kimg']:9.1f} "
-              f"{r['min_step_s']:7.3f} {r['max_step_s']:7.3f} {r['ratio_to_first']:6.2f}  {runs}")
+        print(
+            f"{r['config']:<10} {r['g_params'] / 1e6:6.2f} {r['d_params'] / 1e6:6.2f} "
+            f"{r['steps']:5d} {r['sec_per_step']:8.3f} {r['sec_per_kimg']:9.1f} "
+            f"{r['min_step_s']:7.3f} {r['max_step_s']:7.3f} {r['ratio_to_first']:6.2f}  {runs}"
+        )
     first = rows[0]
-    print(json.dumps({**{k: first[k] for k in ("sec_per_kimg", "config", "resolution", "batch",
-                                              "device", "threads")}, "configs": rows}))
+    print(
+        json.dumps(
+            {
+                **{
+                    k: first[k]
+                    for k in ("sec_per_kimg", "config", "resolution", "batch", "device", "threads")
+                },
+                "configs": rows,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-PAPER = {"real": 1.93, "B1": 0.60, "B2": 0.89, "end-to-end GAN": 0.85, "two-stage": 1.85,
-         "conditional two-stage": 1.90}
+PAPER = {
+    "real": 1.93,
+    "B1": 0.60,
+    "B2": 0.89,
+    "end-to-end GAN": 0.85,
+    "two-stage": 1.85,
+    "conditional two-stage": 1.90,
+}
 
 
 def _spec(n: int, size: int, count: int, seed: int) -> str:
@@ -40,9 +46,25 @@ def _spec(n: int, size: int, count: int, seed: int) -> str:
 
 
 def _train(main, data: str, out: Path, extra: list[str], steps: int, seed: int) -> float:
-    args = ["train", data, "--out", str(out), "--steps", str(steps), "--seed", str(seed),
-            "--set", "train.progress=false", "--set", "output.tensorboard=false",
-            "--set", "train.n_samples=4", "--set", "data.clip_percentile=100", *extra]
+    args = [
+        "train",
+        data,
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--set",
+        "train.progress=false",
+        "--set",
+        "output.tensorboard=false",
+        "--set",
+        "train.n_samples=4",
+        "--set",
+        "data.clip_percentile=100",
+        *extra,
+    ]
     t0 = time.perf_counter()
     if main(args) != 0:
         raise SystemExit(f"training failed: galforge {' '.join(args)}")
@@ -61,8 +83,9 @@ def _scorer(train_images: np.ndarray, seed: int):
             planes.append(plane)
             scores.append(float(rung.score))
             groups.append(i)
-        scorer = realism.fit_images(np.stack(planes)[:, None], np.asarray(scores),
-                                    groups=np.asarray(groups), seed=seed)
+        scorer = realism.fit_images(
+            np.stack(planes)[:, None], np.asarray(scores), groups=np.asarray(groups), seed=seed
+        )
     except (AttributeError, TypeError) as exc:
         return None, f"realism scorer API not as expected ({exc}): no scores"
     return scorer, "scores: realism scorer fitted on the degradation ladder (0-8)"
@@ -110,33 +133,61 @@ def main_() -> int:
     common = ["--batch", str(args.batch)]
     train_s = {}
     e2e = work / "e2e"
-    train_s["end-to-end GAN"] = _train(main, train_spec, e2e, [
-        "--model", "dcgan64", "--set", "data.resize=64", "--set", "data.resize_method=area",
-        *common], args.e2e_steps, args.seed)
-    for name, extra in (("two-stage", []), ("conditional two-stage",
-                                             ["--set", "model.conditional=true"])):
+    train_s["end-to-end GAN"] = _train(
+        main,
+        train_spec,
+        e2e,
+        [
+            "--model",
+            "dcgan64",
+            "--set",
+            "data.resize=64",
+            "--set",
+            "data.resize_method=area",
+            *common,
+        ],
+        args.e2e_steps,
+        args.seed,
+    )
+    for name, extra in (
+        ("two-stage", []),
+        ("conditional two-stage", ["--set", "model.conditional=true"]),
+    ):
         run = work / name.replace(" ", "-")
-        train_s[name] = _train(main, train_spec, run, [
-            "--model", "twostage", "--set", f"model.config={args.config}", *extra, *common],
-            args.steps, args.seed)
-    for name, run in (("end-to-end GAN", e2e), ("two-stage", work / "two-stage"),
-                      ("conditional two-stage", work / "conditional-two-stage")):
+        train_s[name] = _train(
+            main,
+            train_spec,
+            run,
+            ["--model", "twostage", "--set", f"model.config={args.config}", *extra, *common],
+            args.steps,
+            args.seed,
+        )
+    for name, run in (
+        ("end-to-end GAN", e2e),
+        ("two-stage", work / "two-stage"),
+        ("conditional two-stage", work / "conditional-two-stage"),
+    ):
         bundle = load_bundle(run)
         t0 = time.perf_counter()
         imgs = bundle.sample(args.n, seed=args.seed)
-        if imgs.shape[-1] != args.size:   # the end-to-end GAN's 64 px fields, back to full size
+        if imgs.shape[-1] != args.size:  # the end-to-end GAN's 64 px fields, back to full size
             imgs = resize(imgs, args.size, method="nearest")
-        rows[name] = {"seconds": time.perf_counter() - t0, "images": imgs,
-                      "train_seconds": train_s[name]}
+        rows[name] = {
+            "seconds": time.perf_counter() - t0,
+            "images": imgs,
+            "train_seconds": train_s[name],
+        }
 
     scorer, message = _scorer(train, args.seed)
     for row in rows.values():
         row["score"] = None if scorer is None else float(np.mean(scorer.predict(row["images"])))
 
-    print(f"Table II on built-in data: {args.n} images per row, fields {args.size}×{args.size} "
-          f"with {args.count} galaxies, trained on {args.train} fields ({args.steps} two-stage "
-          f"steps, {args.e2e_steps} end-to-end steps, config {args.config}), CPU, "
-          f"{args.threads} thread(s)")
+    print(
+        f"Table II on built-in data: {args.n} images per row, fields {args.size}×{args.size} "
+        f"with {args.count} galaxies, trained on {args.train} fields ({args.steps} two-stage "
+        f"steps, {args.e2e_steps} end-to-end steps, config {args.config}), CPU, "
+        f"{args.threads} thread(s)"
+    )
     print(message)
     print(f"{'model':<24}{'score':>8}{'paper':>8}{'gen s':>10}{'s/image':>10}{'train s':>10}")
     figures = {}
@@ -144,15 +195,33 @@ def main_() -> int:
         score = "-" if row["score"] is None else f"{row['score']:.2f}"
         per = row["seconds"] / max(args.n, 1)
         tr = row.get("train_seconds")
-        print(f"{name:<24}{score:>8}{PAPER[name]:>8.2f}{row['seconds']:>10.3f}{per:>10.4f}"
-              f"{'-' if tr is None else f'{tr:.1f}':>10}")
-        figures[name] = {"score": row["score"], "paper_score": PAPER[name],
-                         "generation_s": row["seconds"], "per_image_s": per,
-                         "train_s": tr}
-    print(json.dumps({"benchmark": "twostage_table", "n": args.n, "size": args.size,
-                      "count": args.count, "train_fields": args.train, "steps": args.steps,
-                      "e2e_steps": args.e2e_steps, "scored": scorer is not None,
-                      "rows": figures, "runs": str(work)}))
+        print(
+            f"{name:<24}{score:>8}{PAPER[name]:>8.2f}{row['seconds']:>10.3f}{per:>10.4f}"
+            f"{'-' if tr is None else f'{tr:.1f}':>10}"
+        )
+        figures[name] = {
+            "score": row["score"],
+            "paper_score": PAPER[name],
+            "generation_s": row["seconds"],
+            "per_image_s": per,
+            "train_s": tr,
+        }
+    print(
+        json.dumps(
+            {
+                "benchmark": "twostage_table",
+                "n": args.n,
+                "size": args.size,
+                "count": args.count,
+                "train_fields": args.train,
+                "steps": args.steps,
+                "e2e_steps": args.e2e_steps,
+                "scored": scorer is not None,
+                "rows": figures,
+                "runs": str(work),
+            }
+        )
+    )
     return 0
 
 

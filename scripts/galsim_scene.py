@@ -64,7 +64,8 @@ def main() -> None:
         if args.shear:
             obj = obj.shear(g1=args.shear, g2=0.0)
         stamp = galsim.Convolve(obj, psf).drawImage(
-            nx=64, ny=64, scale=args.pixel_scale, center=galsim.PositionD(x, y))
+            nx=64, ny=64, scale=args.pixel_scale, center=galsim.PositionD(x, y)
+        )
         bounds = stamp.bounds & scene.bounds
         scene[bounds] += stamp[bounds]
 
@@ -85,9 +86,11 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 7), dpi=110)
     ax.imshow(view, origin="lower", cmap="gray_r", vmin=-1, vmax=np.percentile(view, 99.8))
     ax.axvline(half - 0.5, color="tab:red", lw=0.8, ls="--")
-    ax.set_title(f"left: galforge ({args.model}); right: GalSim bulge+disk\n"
-                 f"Moffat {args.fwhm}\" PSF, {args.pixel_scale}\"/px, sky sigma {args.sigma:g}",
-                 fontsize=9)
+    ax.set_title(
+        f"left: galforge ({args.model}); right: GalSim bulge+disk\n"
+        f'Moffat {args.fwhm}" PSF, {args.pixel_scale}"/px, sky sigma {args.sigma:g}',
+        fontsize=9,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,17 @@ def main() -> None:
     fake = bundle.sample(args.n, seed=args.seed)
     clean = bundle.sample(args.n, seed=args.seed, noise_mode="none")
     name = args.model.removeprefix("pretrained:")
-    path = save_side_by_side(args.out, {"real (held-out GalSim)": real.images,
-                                        f"generated (pretrained:{name})": fake,
-                                        "the same, noiseless (--noise-mode none)": clean},
-                             bundle.bands, nrow=4, units=bundle.units)
+    path = save_side_by_side(
+        args.out,
+        {
+            "real (held-out GalSim)": real.images,
+            f"generated (pretrained:{name})": fake,
+            "the same, noiseless (--noise-mode none)": clean,
+        },
+        bundle.bands,
+        nrow=4,
+        units=bundle.units,
+    )
     print(path)
 
 

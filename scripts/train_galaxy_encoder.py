@@ -65,8 +65,10 @@ def make_galaxies(n: int, seed: int, size: int = ENCODER_SIZE):
         if rng.uniform() < 0.2:  # a faint neighbour near the edge
             r = rng.uniform(20, 28) * PIXEL_SCALE
             phi = rng.uniform(0, 2 * np.pi)
-            nb = galsim.Exponential(half_light_radius=float(rng.uniform(0.2, 0.6)),
-                                    flux=flux * float(rng.uniform(0.02, 0.2)))
+            nb = galsim.Exponential(
+                half_light_radius=float(rng.uniform(0.2, 0.6)),
+                flux=flux * float(rng.uniform(0.02, 0.2)),
+            )
             gal = gal + nb.shift(r * np.cos(phi), r * np.sin(phi))
         psf = galsim.Moffat(beta=3.0, fwhm=fwhm)
         img = galsim.Convolve(gal, psf).drawImage(nx=size, ny=size, scale=PIXEL_SCALE)
@@ -76,8 +78,14 @@ def make_galaxies(n: int, seed: int, size: int = ENCODER_SIZE):
         arr = arr + rng.normal(0.0, sigma, size=arr.shape)
         images[i, 0] = arr
         eps = 1.0 - q
-        truth[i] = [eps, np.cos(2 * theta), np.sin(2 * theta),
-                    np.log10(hlr / PIXEL_SCALE), 0.0, sersic_n]
+        truth[i] = [
+            eps,
+            np.cos(2 * theta),
+            np.sin(2 * theta),
+            np.log10(hlr / PIXEL_SCALE),
+            0.0,
+            sersic_n,
+        ]
         fluxes[i] = flux
     return images, truth, fluxes
 
@@ -122,7 +130,7 @@ def main(argv=None) -> None:
         perm = torch.randperm(args.n_train, generator=gen)
         run = 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * args.batch:(b + 1) * args.batch]
+            idx = perm[b * args.batch : (b + 1) * args.batch]
             xb = xt[idx]
             # flips keep eps/hlr/flux/n and change PA to -θ (sin 2θ flips sign)
             yb = yt[idx].clone()
@@ -137,49 +145,78 @@ def main(argv=None) -> None:
             sched.step()
             step += 1
             run += loss.item()
-        print(f"epoch {epoch + 1}/{args.epochs} loss {run / steps_per_epoch:.4f} "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs} loss {run / steps_per_epoch:.4f} "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
     model.eval()
     with torch.no_grad():
         pred = model.predict(xv).double().numpy() * sd + mu
     err = pred - y_va
     validation = {
-        name: {"rms": float(np.sqrt(np.mean(err[:, j] ** 2))),
-               "median_abs": float(np.median(np.abs(err[:, j]))),
-               "truth_std": float(np.std(y_va[:, j]))}
+        name: {
+            "rms": float(np.sqrt(np.mean(err[:, j] ** 2))),
+            "median_abs": float(np.median(np.abs(err[:, j]))),
+            "truth_std": float(np.std(y_va[:, j])),
+        }
         for j, name in enumerate(ENCODER_PARAMS)
     }
     pa_pred = 0.5 * np.degrees(np.arctan2(pred[:, 2], pred[:, 1]))
     pa_true = 0.5 * np.degrees(np.arctan2(y_va[:, 2], y_va[:, 1]))
     dpa = (pa_pred - pa_true + 90) % 180 - 90
     elong = y_va[:, 0] > 0.3
-    validation["pa_deg_eps_gt_0.3"] = {"rms": float(np.sqrt(np.mean(dpa[elong] ** 2))),
-                                       "median_abs": float(np.median(np.abs(dpa[elong])))}
+    validation["pa_deg_eps_gt_0.3"] = {
+        "rms": float(np.sqrt(np.mean(dpa[elong] ** 2))),
+        "median_abs": float(np.median(np.abs(dpa[elong]))),
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "galaxy_encoder.safetensors"))
     card = {
         "name": "galforge galaxy encoder",
-        "architecture": {"class": "galforge.evaluation.features.GalaxyEncoder",
-                         "width": model.width, "num_features": model.num_features,
-                         "input": f"1x{ENCODER_SIZE}x{ENCODER_SIZE} encoder_inputs()"},
+        "architecture": {
+            "class": "galforge.evaluation.features.GalaxyEncoder",
+            "width": model.width,
+            "num_features": model.num_features,
+            "input": f"1x{ENCODER_SIZE}x{ENCODER_SIZE} encoder_inputs()",
+        },
         "parameters": list(ENCODER_PARAMS),
-        "parameter_units": {"eps": "1 - b/a", "cos2theta": "", "sin2theta": "",
-                            "log_hlr": "log10 pixels (64-px stamp)",
-                            "log_flux": "log10 flux / set scale", "sersic_n": ""},
-        "target_mean": mu.tolist(), "target_std": sd.tolist(),
-        "training": {"n_train": args.n_train, "n_val": args.n_val, "epochs": args.epochs,
-                     "batch": args.batch, "lr": args.lr, "seed": args.seed,
-                     "pixel_scale_arcsec": PIXEL_SCALE, "set_scale": scale,
-                     "seconds": round(time.time() - t0, 1),
-                     "script": "scripts/train_galaxy_encoder.py"},
+        "parameter_units": {
+            "eps": "1 - b/a",
+            "cos2theta": "",
+            "sin2theta": "",
+            "log_hlr": "log10 pixels (64-px stamp)",
+            "log_flux": "log10 flux / set scale",
+            "sersic_n": "",
+        },
+        "target_mean": mu.tolist(),
+        "target_std": sd.tolist(),
+        "training": {
+            "n_train": args.n_train,
+            "n_val": args.n_val,
+            "epochs": args.epochs,
+            "batch": args.batch,
+            "lr": args.lr,
+            "seed": args.seed,
+            "pixel_scale_arcsec": PIXEL_SCALE,
+            "set_scale": scale,
+            "seconds": round(time.time() - t0, 1),
+            "script": "scripts/train_galaxy_encoder.py",
+        },
         "validation": validation,
     }
     (out / "galaxy_encoder.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps({"validation_rms": {k: round(v["rms"], 4) for k, v in validation.items()},
-                      "seconds": card["training"]["seconds"]}))
+    print(
+        json.dumps(
+            {
+                "validation_rms": {k: round(v["rms"], 4) for k, v in validation.items()},
+                "seconds": card["training"]["seconds"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,12 @@ def write_png16(path, arr: np.ndarray, filters=(0, 1, 2, 3, 4)) -> None:
         prev = row
 
     def chunk(tag, body):
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + tag
+            + body
+            + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        )
 
     data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, ctype, 0, 0, 0))
     data += chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
@@ -63,7 +68,9 @@ def blob(size=24, seed=0, amp=200.0, channels=3):
     c = (size - 1) / 2
     r2 = (x - c) ** 2 + (y - c) ** 2
     base = amp * np.exp(-r2 / (2 * (size / 6) ** 2))
-    return np.stack([base * (0.6 + 0.2 * k) + rng.uniform(0, 5, (size, size)) for k in range(channels)])
+    return np.stack(
+        [base * (0.6 + 0.2 * k) + rng.uniform(0, 5, (size, size)) for k in range(channels)]
+    )
 
 
 @pytest.fixture

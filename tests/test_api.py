@@ -27,30 +27,64 @@ def zoo(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     phys = np.random.default_rng(0).gamma(2.0, 3.0, (8, 3, 64, 64)).astype(np.float32)
     g = DCGANGenerator(64, 3, width=2, init_seed=3, upsample="resize")
-    spec = dcgan_generator_spec(g, width=2, kernel_size=4, batch_norm=True, dropout=0.0,
-                                spatial_dropout=False)
-    save_bundle(tmp_path / "tiny-dcgan", family="dcgan", spec=spec, state_dict=g.state_dict(),
-                normalizer=Normalizer.fit(phys), bands=BANDS, units="counts",
-                output_range=(-1, 1), config={}, data_fingerprint="test")
+    spec = dcgan_generator_spec(
+        g, width=2, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
+    save_bundle(
+        tmp_path / "tiny-dcgan",
+        family="dcgan",
+        spec=spec,
+        state_dict=g.state_dict(),
+        normalizer=Normalizer.fit(phys),
+        bands=BANDS,
+        units="counts",
+        output_range=(-1, 1),
+        config={},
+        data_fingerprint="test",
+    )
     torch.manual_seed(0)
     s = SGANGenerator(3, (8, 8, 4, 4)).eval()
-    save_bundle(tmp_path / "tiny-sgan", family="sgan", spec=s.spec(), state_dict=s.state_dict(),
-                normalizer=Normalizer.fit(phys, target=(0.0, 1.0)), bands=BANDS,
-                units="counts", output_range=(0, 1), config={}, data_fingerprint="test")
+    save_bundle(
+        tmp_path / "tiny-sgan",
+        family="sgan",
+        spec=s.spec(),
+        state_dict=s.state_dict(),
+        normalizer=Normalizer.fit(phys, target=(0.0, 1.0)),
+        bands=BANDS,
+        units="counts",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
     for name, fam in (("tiny-dcgan", "dcgan"), ("tiny-sgan", "sgan")):
-        (tmp_path / name / "card.json").write_text(json.dumps(
-            {"name": name, "title": f"tiny {fam}", "family": fam, "model": fam,
-             "config": "test", "data": "builtin:test", "bands": list(BANDS),
-             "units": "counts", "training": {"steps": 1}, "evaluation": {}}))
+        (tmp_path / name / "card.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "title": f"tiny {fam}",
+                    "family": fam,
+                    "model": fam,
+                    "config": "test",
+                    "data": "builtin:test",
+                    "bands": list(BANDS),
+                    "units": "counts",
+                    "training": {"steps": 1},
+                    "evaluation": {},
+                }
+            )
+        )
     monkeypatch.setattr(galforge.pretrained, "ZOO_DIR", tmp_path)
     return tmp_path
 
 
 def test_import_is_light():
-    code = ("import sys, galforge; print(any(m in sys.modules for m in "
-            "('torch', 'numpy', 'galforge.pretrained')), sorted(galforge.__all__))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split(" ", 1)
+    code = (
+        "import sys, galforge; print(any(m in sys.modules for m in "
+        "('torch', 'numpy', 'galforge.pretrained')), sorted(galforge.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split(" ", 1)
     assert out[0] == "False"
     for name in ("load", "generate", "field", "evaluate", "pretrained"):
         assert name in out[1]
@@ -64,12 +98,30 @@ def test_pretrained_and_load(zoo):
 
 
 def test_generate_writes_what_the_command_writes(zoo, tmp_path):
-    res = galforge.generate("pretrained:tiny-dcgan", tmp_path / "api", 3, seed=5, fmt="npy",
-                            device="cpu")
+    res = galforge.generate(
+        "pretrained:tiny-dcgan", tmp_path / "api", 3, seed=5, fmt="npy", device="cpu"
+    )
     assert res.n == 3 and res.format == "npy"
-    assert main(["generate", "pretrained:tiny-dcgan", "-n", "3", "--seed", "5", "--format",
-                 "npy", "--out", str(tmp_path / "cli"), "--device", "cpu",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "pretrained:tiny-dcgan",
+                "-n",
+                "3",
+                "--seed",
+                "5",
+                "--format",
+                "npy",
+                "--out",
+                str(tmp_path / "cli"),
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     api = np.load(tmp_path / "api" / "samples.npy")
     assert api.shape == (3, 3, 64, 64)
     assert np.array_equal(api, np.load(tmp_path / "cli" / "samples.npy"))
@@ -83,11 +135,12 @@ def test_generate_writes_what_the_command_writes(zoo, tmp_path):
 
 
 def test_field(zoo, tmp_path, capsys):
-    (r,) = galforge.field("pretrained:tiny-sgan", tmp_path / "f.npy", "64x48", seed=2,
-                          device="cpu", progress=True)
+    (r,) = galforge.field(
+        "pretrained:tiny-sgan", tmp_path / "f.npy", "64x48", seed=2, device="cpu", progress=True
+    )
     arr = np.load(tmp_path / "f.npy")
     assert arr.shape == (3, 64, 48) == tuple(r.shape) and np.isfinite(arr).all()
-    assert "pix" not in capsys.readouterr().err   # no bar when stderr is not a terminal
+    assert "pix" not in capsys.readouterr().err  # no bar when stderr is not a terminal
     with pytest.raises(ConfigError, match=r"field\(size=\.\.\.\)"):
         galforge.field("pretrained:tiny-sgan", tmp_path / "g.npy", "big")
     with pytest.raises(ConfigError, match=r"field\(workers=0\)"):
@@ -96,10 +149,15 @@ def test_field(zoo, tmp_path, capsys):
 
 def test_evaluate(zoo, tmp_path):
     real = tmp_path / "real.npz"
-    np.savez(real, images=np.random.default_rng(1).gamma(2.0, 3.0, (6, 3, 64, 64)).astype(
-        np.float32), bands=np.array(BANDS), units=np.array(["counts"]))
-    metrics = galforge.evaluate(real, "pretrained:tiny-dcgan", tmp_path / "ev", n=6,
-                                measures=["moments"], device="cpu")
+    np.savez(
+        real,
+        images=np.random.default_rng(1).gamma(2.0, 3.0, (6, 3, 64, 64)).astype(np.float32),
+        bands=np.array(BANDS),
+        units=np.array(["counts"]),
+    )
+    metrics = galforge.evaluate(
+        real, "pretrained:tiny-dcgan", tmp_path / "ev", n=6, measures=["moments"], device="cpu"
+    )
     assert [row["measure"] for row in metrics["summary"]]
     assert "pretrained:tiny-dcgan" in metrics["fake"]["source"]
     assert (tmp_path / "ev" / "report.html").is_file()

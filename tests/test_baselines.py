@@ -46,7 +46,7 @@ def test_b1_draws_from_the_fitted_normals(data):
     # radii: the normal rounded to whole pixels (its mean survives rounding within 0.05)
     assert rr.mean() == pytest.approx(fit.radius_mean, abs=0.05)
     assert rr.std() == pytest.approx(np.sqrt(fit.radius_std**2 + 1 / 12), rel=0.03)
-    above = ii[ii > fit.intensity_min]   # intensities below the data's faintest are raised
+    above = ii[ii > fit.intensity_min]  # intensities below the data's faintest are raised
     z = (fit.intensity_min - fit.intensity_mean) / fit.intensity_std
     from scipy.stats import norm
 
@@ -68,12 +68,15 @@ def test_b2_fits_geometric_groups_to_the_data(data):
 def test_b2_draws_from_its_geometric_distributions():
     from galforge.generation.baselines import BaselineFit
 
-    groups = {"small": {"r_min": 0.0, "p_r": 0.8, "k_min": 10.0, "p_i": 0.3},
-              "large": {"r_min": 20.0, "p_r": 0.25, "k_min": 100.0, "p_i": 0.05}}
-    fit = BaselineFit("b2", (64, 64), [5], split_radius=10.0, p_large=0.3, groups=groups,
-                      intensity_step=0.5)
+    groups = {
+        "small": {"r_min": 0.0, "p_r": 0.8, "k_min": 10.0, "p_i": 0.3},
+        "large": {"r_min": 20.0, "p_r": 0.25, "k_min": 100.0, "p_i": 0.05},
+    }
+    fit = BaselineFit(
+        "b2", (64, 64), [5], split_radius=10.0, p_large=0.3, groups=groups, intensity_step=0.5
+    )
     rr, ii = draw_galaxies(fit, 40000, np.random.default_rng(1))
-    big = rr >= 20          # the small group never reaches 20 (P = 0.2^20)
+    big = rr >= 20  # the small group never reaches 20 (P = 0.2^20)
     assert big.mean() == pytest.approx(0.3, abs=0.01)
     k = ii / 0.5
     for sel, g in ((~big, groups["small"]), (big, groups["large"])):
@@ -107,8 +110,9 @@ def test_baseline_command_writes_fits_and_a_preview(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     noisy = tmp_path / "noisy.npy"
     np.save(noisy, np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32))
-    assert main(["baseline", "b1", "--like", str(noisy), "-n", "1",
-                 "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(["baseline", "b1", "--like", str(noisy), "-n", "1", "--out", str(tmp_path / "x")]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "exactly 0" in err and len(err.splitlines()) == 1
     assert main(["baseline", "b9", "--like", LIKE, "--out", str(tmp_path / "y")]) == 2

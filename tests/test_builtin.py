@@ -41,8 +41,15 @@ def test_galsim_shapes_truth_and_determinism():
 
 def test_noiseless_stamps_match_truth_conventions():
     s, truth, clean = galsim_galaxies(
-        8, size=64, bands=("r",), seed=1, return_noiseless=True, q=(0.3, 0.6),
-        hlr=(0.8, 1.0), psf_fwhm=0.3, max_offset=2.0,
+        8,
+        size=64,
+        bands=("r",),
+        seed=1,
+        return_noiseless=True,
+        q=(0.3, 0.6),
+        hlr=(0.8, 1.0),
+        psf_fwhm=0.3,
+        max_offset=2.0,
     )
     assert clean.shape == s.images.shape
     for img, t in zip(clean[:, 0], truth, strict=True):
@@ -65,8 +72,9 @@ def test_hlr_factor_and_options():
     assert composite_hlr_factor(0.0, 0.5, 4.0) == 1.0
     f = composite_hlr_factor(0.5, 0.5, 4.0)
     assert 0.5 < f < 1.0
-    s, truth = galsim_galaxies(3, size=24, bands="gri", noise="correlated", psf="gaussian",
-                               bulge_n=(1.0, 6.0), seed=2)
+    s, truth = galsim_galaxies(
+        3, size=24, bands="gri", noise="correlated", psf="gaussian", bulge_n=(1.0, 6.0), seed=2
+    )
     assert s.bands == ("g", "r", "i") and all(1.0 <= t["sersic_n"] <= 6.0 for t in truth)
     n, _ = galsim_galaxies(2, size=24, bands=("x", "y2"), noise="none", seed=0)
     assert n.images.min() >= -1e-6  # no noise: non-negative light
@@ -81,7 +89,9 @@ def test_specs_through_load_images():
     assert s.images.shape == (4, 2, 24, 24) and s.source.startswith("builtin:galsim")
     assert "hlr" in s.meta[0] and "truth_keys" in s.extra
     assert parse_spec("builtin:galsim?snr=10,50&noise=correlated&bands=g,r") == (
-        "galsim", {"snr": (10.0, 50.0), "noise": "correlated", "bands": ("g", "r")})
+        "galsim",
+        {"snr": (10.0, 50.0), "noise": "correlated", "bands": ("g", "r")},
+    )
     with pytest.raises(ConfigError, match="unknown builtin"):
         load_images("builtin:illustris")
     with pytest.raises(ConfigError, match="unknown parameter"):
@@ -97,7 +107,9 @@ def test_hdf_field_and_stamps():
     fluxes = [m["flux"] for m in st.meta]
     assert fluxes == sorted(fluxes, reverse=True)
     m = st.meta[0]
-    np.testing.assert_array_equal(st.images[0], f.images[0, :, m["y0"]:m["y0"] + 32, m["x0"]:m["x0"] + 32])
+    np.testing.assert_array_equal(
+        st.images[0], f.images[0, :, m["y0"] : m["y0"] + 32, m["x0"] : m["x0"] + 32]
+    )
     # the stamp is centred on the source: the centre is brighter than the border
     grey = st.images[0].sum(0)
     assert grey[14:18, 14:18].mean() > grey[0].mean()
@@ -106,8 +118,9 @@ def test_hdf_field_and_stamps():
 def test_correlated_noise_keeps_sigma_and_correlates_neighbours():
     corr = {}
     for kind in ("gaussian", "correlated"):
-        s, truth, clean = galsim_galaxies(4, size=32, bands=("r",), seed=0, noise=kind,
-                                          return_noiseless=True)
+        s, truth, clean = galsim_galaxies(
+            4, size=32, bands=("r",), seed=0, noise=kind, return_noiseless=True
+        )
         r = (s.images - clean)[:, 0] / np.array([t["noise_sigma"] for t in truth])[:, None, None]
         assert r.std() == pytest.approx(1.0, rel=0.08)
         corr[kind] = float((r[:, :, 1:] * r[:, :, :-1]).mean())

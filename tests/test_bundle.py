@@ -55,9 +55,10 @@ def training_data():
     """Images in 'physical' units far from model space: g ~ 10..20, r ~ 100..300, i ~ 1000.."""
     rng = np.random.default_rng(0)
     base = rng.uniform(0, 1, (20, 3, 8, 8)).astype(np.float32)
-    return base * np.array([10, 200, 3000], np.float32)[None, :, None, None] + np.array(
-        [10, 100, 1000], np.float32
-    )[None, :, None, None]
+    return (
+        base * np.array([10, 200, 3000], np.float32)[None, :, None, None]
+        + np.array([10, 100, 1000], np.float32)[None, :, None, None]
+    )
 
 
 def make_generator(seed=0):
@@ -87,13 +88,19 @@ def make_run(run_dir, seed=0):
     run_dir.mkdir(parents=True, exist_ok=True)
     data = training_data()
     info = RunInfo(
-        family=FAMILY, model="tiny",
-        parts={"generator": {"family": FAMILY, "spec": SPEC,
-                             "module": "tests_not_a_galforge_module"}},
-        bands=list(BANDS), units="nanomaggy",
+        family=FAMILY,
+        model="tiny",
+        parts={
+            "generator": {"family": FAMILY, "spec": SPEC, "module": "tests_not_a_galforge_module"}
+        },
+        bands=list(BANDS),
+        units="nanomaggy",
         normalizer=Normalizer.fit(data, target=(-1.0, 1.0)).to_dict(),
-        output_range=[-1.0, 1.0], data_fingerprint="a" * 64,
-        module="tests_not_a_galforge_module", step=3, epoch=0,
+        output_range=[-1.0, 1.0],
+        data_fingerprint="a" * 64,
+        module="tests_not_a_galforge_module",
+        step=3,
+        epoch=0,
     )
     folder = RunFolder(run_dir)
     folder.write_info(info)
@@ -110,8 +117,19 @@ def test_round_trip_keeps_weights_normalizer_and_description(tmp_path):
     path = make_bundle(tmp_path / "b")
     assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "generator.safetensors"]
     meta = json.loads((path / "bundle.json").read_text())
-    for key in ("family", "parts", "config", "bands", "units", "normalizer", "output_range",
-                "data_fingerprint", "galforge_version", "bundle_id", "created"):
+    for key in (
+        "family",
+        "parts",
+        "config",
+        "bands",
+        "units",
+        "normalizer",
+        "output_range",
+        "data_fingerprint",
+        "galforge_version",
+        "bundle_id",
+        "created",
+    ):
         assert key in meta, key
     assert meta["format_version"] == 2
     part = meta["parts"]["generator"]
@@ -263,7 +281,9 @@ def test_band_count_must_match_the_generator(tmp_path):
 
 def test_not_a_bundle_or_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code, err = _cli_error(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], capsys)
+    code, err = _cli_error(
+        ["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 2 and "bundle.json" in err and "run.json" in err
     code, err = _cli_error(["export", str(tmp_path / "empty")], capsys)
     assert code == 2 and "run.json" in err
@@ -325,31 +345,38 @@ def test_v01_dcgan_bundle_samples_like_0_1(one_thread):
     b = load_bundle(FIXTURES / "dcgan_v01")
     assert b.family == "dcgan" and b.bands == ("g", "r")
     tol = {"rtol": V01_RTOL, "atol": V01_ATOL["dcgan"]}
-    assert_network_output_matches(b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"),
-                                  **tol)
-    assert_network_output_matches(b.sample(3, seed=3, start=2),
-                                  expected_v01("dcgan_seed3_start2_n3"), **tol)
-    assert_network_output_matches(b.sample(4, seed=0, truncation=0.7),
-                                  expected_v01("dcgan_seed0_trunc07_n4"), **tol)
+    assert_network_output_matches(
+        b.sample(5, seed=3, batch=2), expected_v01("dcgan_seed3_n5"), **tol
+    )
+    assert_network_output_matches(
+        b.sample(3, seed=3, start=2), expected_v01("dcgan_seed3_start2_n3"), **tol
+    )
+    assert_network_output_matches(
+        b.sample(4, seed=0, truncation=0.7), expected_v01("dcgan_seed0_trunc07_n4"), **tol
+    )
     # latents are a random stream, not a network output: the same bits on any machine
-    np.testing.assert_array_equal(b.latent(3, seed=9).numpy(),
-                                  expected_v01("dcgan_latent_seed9_n3"))
+    np.testing.assert_array_equal(
+        b.latent(3, seed=9).numpy(), expected_v01("dcgan_latent_seed9_n3")
+    )
 
 
 def test_v01_latent_streams_are_the_same_bits_on_any_machine():
     from galforge.generation.latent import truncated_gaussian_latents
 
     # resampled truncated normal latents (threshold 1) of 0.1: a random stream, not arithmetic
-    np.testing.assert_array_equal(truncated_gaussian_latents((8, 1, 1), 3, seed=4, threshold=1.0),
-                                  expected_v01("trunc_gauss_seed4_n3"))
+    np.testing.assert_array_equal(
+        truncated_gaussian_latents((8, 1, 1), 3, seed=4, threshold=1.0),
+        expected_v01("trunc_gauss_seed4_n3"),
+    )
 
 
 def test_v01_sgan_bundle_samples_like_0_1(one_thread):
     b = load_bundle(FIXTURES / "sgan_v01")
     tol = {"rtol": V01_RTOL, "atol": V01_ATOL["sgan"]}
     assert_network_output_matches(b.sample(2, seed=1), expected_v01("sgan_seed1_n2"), **tol)
-    assert_network_output_matches(b.sample(1, seed=1, image_size=48),
-                                  expected_v01("sgan_seed1_n1_size48"), **tol)
+    assert_network_output_matches(
+        b.sample(1, seed=1, image_size=48), expected_v01("sgan_seed1_n1_size48"), **tol
+    )
 
 
 def test_v01_bundles_load_to_the_stored_tensors():
@@ -425,14 +452,24 @@ def test_a_family_of_two_parts_is_saved_as_two_files_and_composed(tmp_path):
     torch.manual_seed(3)
     s1, s2 = Stage1(), Stage2()
     path = save_bundle(
-        tmp_path / "chain", family="tiny_chain",
-        parts={"stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict()),
-               "stage2": Part("tiny_stage2", {}, s2.state_dict())},
-        normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1), config={},
+        tmp_path / "chain",
+        family="tiny_chain",
+        parts={
+            "stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict()),
+            "stage2": Part("tiny_stage2", {}, s2.state_dict()),
+        },
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1, 1),
+        config={},
         data_fingerprint=None,
     )
-    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "stage1.safetensors",
-                                                      "stage2.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "bundle.json",
+        "stage1.safetensors",
+        "stage2.safetensors",
+    ]
     meta = json.loads((path / "bundle.json").read_text())
     assert meta["family"] == "tiny_chain" and sorted(meta["parts"]) == ["stage1", "stage2"]
     g = load_bundle(path)
@@ -448,7 +485,14 @@ def test_a_family_of_two_parts_is_saved_as_two_files_and_composed(tmp_path):
         load_bundle(path)
     # parts that do not match the family's are refused
     with pytest.raises(BundleError, match="stage1"):
-        save_bundle(tmp_path / "bad", family="tiny_chain",
-                    parts={"stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict())},
-                    normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
-                    config={}, data_fingerprint=None)
+        save_bundle(
+            tmp_path / "bad",
+            family="tiny_chain",
+            parts={"stage1": Part("tiny_stage1", {"latent_dim": 4}, s1.state_dict())},
+            normalizer=None,
+            bands=BANDS,
+            units="adu",
+            output_range=(-1, 1),
+            config={},
+            data_fingerprint=None,
+        )

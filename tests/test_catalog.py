@@ -17,7 +17,10 @@ def test_parse_conditions():
     assert parse_condition("P_EL>0.8") == Condition("P_EL", ">", "0.8")
     assert parse_condition(" MERGER = 1 ") == Condition("MERGER", "==", "1")
     assert parse_condition("CLASS=='Sc'") == Condition("CLASS", "==", "Sc")
-    assert [str(c) for c in parse_conditions(["P_EL>=0.5 and MERGER!=1"])] == ["P_EL>=0.5", "MERGER!=1"]
+    assert [str(c) for c in parse_conditions(["P_EL>=0.5 and MERGER!=1"])] == [
+        "P_EL>=0.5",
+        "MERGER!=1",
+    ]
     c = parse_condition("P_EL<0.5")
     assert c.test("0.2") and not c.test("0.7") and not c.test("") and not c.test("nan")
     with pytest.raises(ConfigError, match="COLUMN OP VALUE"):
@@ -65,9 +68,27 @@ def test_no_match_is_a_data_error(gz_folder):
 def test_cli_prepare_with_catalog_writes_unmatched_in_manifest(gz_folder, tmp_path, capsys):
     folder, cat, ids = gz_folder
     out = tmp_path / "prep"
-    code = main(["data", "prepare", str(folder), "--out", str(out), "--catalog", str(cat),
-                 "--where", "P_EL>0.8", "--where", "MERGER==0", "--id-column", "OBJID",
-                 "--template", "{id}.jpg", "--size", "16"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            str(folder),
+            "--out",
+            str(out),
+            "--catalog",
+            str(cat),
+            "--where",
+            "P_EL>0.8",
+            "--where",
+            "MERGER==0",
+            "--id-column",
+            "OBJID",
+            "--template",
+            "{id}.jpg",
+            "--size",
+            "16",
+        ]
+    )
     assert code == 0
     man = json.loads((out / "manifest.json").read_text())
     assert man["count"] == 2 and man["shape"] == [3, 16, 16]
@@ -76,8 +97,21 @@ def test_cli_prepare_with_catalog_writes_unmatched_in_manifest(gz_folder, tmp_pa
     assert man["catalog"]["where"] == ["P_EL>0.8", "MERGER==0"]
     assert np.load(out / "images.npy").shape == (2, 3, 16, 16)
 
-    code = main(["data", "prepare", str(folder), "--out", str(tmp_path / "p2"), "--catalog",
-                 str(cat), "--where", "SPIRAL==1", "--id-column", "OBJID"])
+    code = main(
+        [
+            "data",
+            "prepare",
+            str(folder),
+            "--out",
+            str(tmp_path / "p2"),
+            "--catalog",
+            str(cat),
+            "--where",
+            "SPIRAL==1",
+            "--id-column",
+            "OBJID",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "SPIRAL" in err and "available columns" in err
 
@@ -85,16 +119,28 @@ def test_cli_prepare_with_catalog_writes_unmatched_in_manifest(gz_folder, tmp_pa
 def test_catalog_with_band_template(tmp_path, fits_band_folder):
     cat = tmp_path / "cat.csv"
     cat.write_text("name,mag\nobj0,18.1\nobj1,19.5\nobj2,17.0\nobj7,16.0\n")
-    s = load_images(fits_band_folder, catalog=cat, where="mag<19", id_column="name",
-                    template="{id}_{band}.fits")
+    s = load_images(
+        fits_band_folder, catalog=cat, where="mag<19", id_column="name", template="{id}_{band}.fits"
+    )
     assert s.bands == ("g", "r", "z") and [m["id"] for m in s.meta] == ["obj0"]
     assert s.report.catalog["unmatched_ids"] == ["obj2", "obj7"]  # obj2 lacks z, obj7 all
 
 
 def test_where_syntax_error_is_named(gz_folder, tmp_path, capsys):
     folder, cat, _ = gz_folder
-    rc = main(["data", "prepare", str(folder), "--catalog", str(cat), "--where", "MERGER===1",
-               "--out", str(tmp_path / "o")])
+    rc = main(
+        [
+            "data",
+            "prepare",
+            str(folder),
+            "--catalog",
+            str(cat),
+            "--where",
+            "MERGER===1",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "'===' is not an operator" in err and "MERGER==1" in err

@@ -17,8 +17,7 @@ def _tensors(v: float) -> dict:
 
 def test_write_and_read(tmp_path):
     d = ck.write_checkpoint(tmp_path / "latest", _tensors(1.0), {"step": 5})
-    assert sorted(p.name for p in d.iterdir()) == ["sha256.json", "state.json",
-                                                   "state.safetensors"]
+    assert sorted(p.name for p in d.iterdir()) == ["sha256.json", "state.json", "state.safetensors"]
     t, meta = ck.read_checkpoint(d)
     assert meta == {"step": 5}
     assert torch.equal(t["module.G.w"], torch.ones(3, 2)) and int(t["module.G.n"]) == 7
@@ -26,7 +25,7 @@ def test_write_and_read(tmp_path):
     json.loads((d / "state.json").read_text())
     raw = (d / "state.safetensors").read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    assert set(json.loads(raw[8:8 + n])) == {"module.G.w", "module.G.n"}
+    assert set(json.loads(raw[8 : 8 + n])) == {"module.G.w", "module.G.n"}
 
 
 def test_overwrite_leaves_no_temporary_files(tmp_path):
@@ -83,7 +82,10 @@ def test_optimizer_round_trip():
     opt2 = torch.optim.Adam(net.parameters(), lr=5.0)
     ck.unpack_optimizers({"G": opt2}, tensors, meta)
     a, b = opt.state_dict(), opt2.state_dict()
-    assert b["param_groups"][0]["lr"] == 1e-3 and tuple(b["param_groups"][0]["betas"]) == (0.5, 0.999)
+    assert b["param_groups"][0]["lr"] == 1e-3 and tuple(b["param_groups"][0]["betas"]) == (
+        0.5,
+        0.999,
+    )
     for k in a["state"]:
         for name, v in a["state"][k].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][k][name]))

@@ -46,8 +46,19 @@ def _one_line(capsys) -> str:
 
 def test_every_command_is_walked():
     names = {" ".join(w) for w, _ in COMMANDS}
-    assert {"train", "generate", "export", "field", "evaluate", "demo", "data prepare",
-            "data inspect", "mix", "interpolate", "project"} <= names
+    assert {
+        "train",
+        "generate",
+        "export",
+        "field",
+        "evaluate",
+        "demo",
+        "data prepare",
+        "data inspect",
+        "mix",
+        "interpolate",
+        "project",
+    } <= names
     assert any(w == ["train"] and o == "--steps" for w, o, _ in NUMERIC)
     assert any(w == ["data", "prepare"] and o == "--limit" for w, o, _ in NUMERIC)
 
@@ -60,8 +71,9 @@ def test_unknown_option_is_one_line(words, capsys):
     assert "--no-such-option" in line and f"galforge {' '.join(words)}" in line
 
 
-@pytest.mark.parametrize("words,option,kind", NUMERIC,
-                         ids=[f"{' '.join(w)} {o}" for w, o, _ in NUMERIC])
+@pytest.mark.parametrize(
+    "words,option,kind", NUMERIC, ids=[f"{' '.join(w)} {o}" for w, o, _ in NUMERIC]
+)
 def test_non_numeric_value_is_one_line(words, option, kind, capsys):
     rc = main([*words, option, "ten"])
     line = _one_line(capsys)

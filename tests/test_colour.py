@@ -31,8 +31,9 @@ def test_absolute_magnitude_from_redshift_matches_astropy():
     ref = FlatLambdaCDM(H0=70, Om0=0.3).distmod([0.1, 0.3]).value
     assert np.allclose(cm["mag"], [19.0 - ref[0], 20.0 - ref[1]])
     assert cm["absolute"] and cm["mag_label"] == "M_r"
-    one_z = colour.colour_magnitude(cat, "g", "r", "r", redshift=0.1, cosmology="Planck18",
-                                    k_correction=0.2)
+    one_z = colour.colour_magnitude(
+        cat, "g", "r", "r", redshift=0.1, cosmology="Planck18", k_correction=0.2
+    )
     assert one_z["mag"][1] == pytest.approx(20.0 - Planck18.distmod(0.1).value - 0.2)
 
 

@@ -19,12 +19,19 @@ def _yaml(tmp_path, text, name="run.yaml"):
 
 
 def test_paper_config_gives_paper_values():
-    cfg = resolve_config(sets=["model.config=paper"], model_defaults=model_defaults(),
-                         model_configs=model_configs())
+    cfg = resolve_config(
+        sets=["model.config=paper"], model_defaults=model_defaults(), model_configs=model_configs()
+    )
     assert cfg.model.name == "dcgan64"
     p = cfg.model.params
     assert (p["width"], p["latent_dim"], p["kernel_size"], p["lr"], p["beta1"], p["beta2"]) == (
-        128, 100, 4, 2e-4, 0.5, 0.999)
+        128,
+        100,
+        4,
+        2e-4,
+        0.5,
+        0.999,
+    )
     assert (p["upsample"], p["ema"]) == ("transposed", 0.0)
     assert cfg.data.resize_method == "nearest"
 
@@ -34,25 +41,37 @@ def test_default_config_is_the_cpu_one_and_explicit_keys_win():
     p = cfg.model.params
     assert (p["config"], p["width"], p["upsample"], p["ema"]) == ("cpu", 32, "resize", 0.999)
     assert (p["lr"], p["beta1"], p["kernel_size"]) == (2e-4, 0.5, 4)
-    cfg = resolve_config(sets=["model.config=paper", "model.width=64"],
-                         model_defaults=model_defaults(), model_configs=model_configs())
+    cfg = resolve_config(
+        sets=["model.config=paper", "model.width=64"],
+        model_defaults=model_defaults(),
+        model_configs=model_configs(),
+    )
     assert (cfg.model.params["width"], cfg.model.params["upsample"]) == (64, "transposed")
     with pytest.raises(ConfigError, match="model.config='fast'.*cpu, paper"):
-        resolve_config(sets=["model.config=fast"], model_defaults=model_defaults(),
-                       model_configs=model_configs())
+        resolve_config(
+            sets=["model.config=fast"],
+            model_defaults=model_defaults(),
+            model_configs=model_configs(),
+        )
 
 
 def test_yaml_then_flags_then_set(tmp_path):
-    f = _yaml(tmp_path, "model:\n  name: dcgan128\n  width: 16\ntrain:\n  batch: 8\n"
-                        "  seed: 3\n  steps: 10\n")
-    cfg = resolve_train_config("builtin:galsim", out=str(tmp_path / "run"), batch=4, config=f,
-                               sets=["train.batch=2", "model.label_smoothing=0.1",
-                                     "train.amp=false", "data.rotate=null"])
+    f = _yaml(
+        tmp_path,
+        "model:\n  name: dcgan128\n  width: 16\ntrain:\n  batch: 8\n  seed: 3\n  steps: 10\n",
+    )
+    cfg = resolve_train_config(
+        "builtin:galsim",
+        out=str(tmp_path / "run"),
+        batch=4,
+        config=f,
+        sets=["train.batch=2", "model.label_smoothing=0.1", "train.amp=false", "data.rotate=null"],
+    )
     assert cfg.model.name == "dcgan128"
-    assert cfg.model.params["width"] == 16            # from YAML
+    assert cfg.model.params["width"] == 16  # from YAML
     assert cfg.model.params["dropout_until_epoch"] == 200  # dcgan128 default
-    assert cfg.train.seed == 3                        # YAML, no flag
-    assert cfg.train.batch == 2                       # --set beats the flag, which beat YAML
+    assert cfg.train.seed == 3  # YAML, no flag
+    assert cfg.train.batch == 2  # --set beats the flag, which beat YAML
     assert cfg.model.params["label_smoothing"] == 0.1
     assert cfg.data.source == "builtin:galsim"
     # a flag beats YAML
@@ -115,8 +134,21 @@ def test_yaml_round_trip():
 
 
 def test_cli_dry_run_prints_resolved_config(capsys, tmp_path):
-    rc = main(["train", "builtin:galsim?n=4", "--model", "dcgan64", "--out", str(tmp_path / "r"),
-               "--steps", "7", "--dry-run", "--set", "model.width=32"])
+    rc = main(
+        [
+            "train",
+            "builtin:galsim?n=4",
+            "--model",
+            "dcgan64",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "7",
+            "--dry-run",
+            "--set",
+            "model.width=32",
+        ]
+    )
     assert rc == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["model"]["width"] == 32 and printed["train"]["steps"] == 7

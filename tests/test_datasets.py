@@ -91,8 +91,24 @@ def test_cli_options_are_checked(png_folder, tmp_path, capsys):
     assert "nan_policy" in capsys.readouterr().err
     assert main(["data", "prepare", str(png_folder), "--out", out, "--where", "A>1"]) == 2
     assert "--catalog" in capsys.readouterr().err
-    assert main(["data", "prepare", str(png_folder), "--out", out, "--crop", "0.5",
-                 "--size", "8", "--resize-method", "bicubic"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                str(png_folder),
+                "--out",
+                out,
+                "--crop",
+                "0.5",
+                "--size",
+                "8",
+                "--resize-method",
+                "bicubic",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "o" / "images.npy").shape == (3, 3, 8, 8)
 
 
@@ -115,10 +131,26 @@ def test_inspect_hdf5_and_cli_bands(tmp_path, capsys):
     with h5py.File(tmp_path / "g10.h5", "w") as f:
         f["images"] = np.zeros((4, 20, 20, 3), np.uint8)
     info = inspect(tmp_path / "g10.h5")
-    assert info["count"] == 4 and info["shapes"] == {"3×20×20": 4} and info["units"] == "8-bit level"
+    assert (
+        info["count"] == 4 and info["shapes"] == {"3×20×20": 4} and info["units"] == "8-bit level"
+    )
     out = tmp_path / "p"
-    assert main(["data", "prepare", str(tmp_path / "g10.h5"), "--out", str(out),
-                 "--bands", "g,r,i", "--limit", "3"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "prepare",
+                str(tmp_path / "g10.h5"),
+                "--out",
+                str(out),
+                "--bands",
+                "g,r,i",
+                "--limit",
+                "3",
+            ]
+        )
+        == 0
+    )
     man = json.loads((out / "manifest.json").read_text())
     assert man["bands"] == ["g", "r", "i"] and man["count"] == 3
 
@@ -132,8 +164,12 @@ def test_prepare_onto_an_existing_set_needs_overwrite(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
     assert load_images(out).images.shape[0] == 3
-    assert main(["data", "prepare", "builtin:hdf-stamps?size=16&n=2", "--out", str(out),
-                 "--overwrite"]) == 0
+    assert (
+        main(
+            ["data", "prepare", "builtin:hdf-stamps?size=16&n=2", "--out", str(out), "--overwrite"]
+        )
+        == 0
+    )
     back = load_images(out)
     assert back.images.shape[0] == 2 and back.bands == ("R", "G", "B")
     assert not (out / "truth.csv").exists()  # nothing of the earlier set is left

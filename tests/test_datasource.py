@@ -12,10 +12,32 @@ import yaml
 
 from galforge.cli import main
 
-TINY = ["--model", "dcgan64", "--steps", "1", "--batch", "2", "--seed", "1", "--device", "cpu",
-        "--set", "model.width=4", "--set", "train.progress=false", "--set", "train.threads=1",
-        "--set", "output.tensorboard=false", "--set", "output.export_bundle=false",
-        "--set", "output.loss_plot=false", "--set", "train.n_samples=2"]
+TINY = [
+    "--model",
+    "dcgan64",
+    "--steps",
+    "1",
+    "--batch",
+    "2",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "output.export_bundle=false",
+    "--set",
+    "output.loss_plot=false",
+    "--set",
+    "train.n_samples=2",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +85,10 @@ def test_resize_is_printed_logged_and_recorded(tmp_path, capsys):
     notes = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("resized 6 of 6" in r.get("note", "") for r in notes)
     # the recorded config resumes as it is
-    assert main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--resume",
-                 "--steps", "2"]) == 0
+    assert (
+        main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--resume", "--steps", "2"])
+        == 0
+    )
 
 
 def test_float_fits_default_to_asinh_and_record_the_pixel_scale(tmp_path):
@@ -84,16 +108,21 @@ def test_prepared_stretch_is_what_the_config_says(tmp_path):
     rng = np.random.default_rng(1)
     np.save(tmp_path / "gal.npy", (rng.random((6, 64, 64, 3)) * 255).astype(np.uint8))
     prep = tmp_path / "prep"
-    assert main(["data", "prepare", str(tmp_path / "gal.npy"), "--out", str(prep),
-                 "--stretch", "asinh"]) == 0
+    assert (
+        main(
+            ["data", "prepare", str(tmp_path / "gal.npy"), "--out", str(prep), "--stretch", "asinh"]
+        )
+        == 0
+    )
     run = tmp_path / "run"
     assert main(["train", str(prep), "--out", str(run), *TINY]) == 0
     assert _config(run)["data"]["stretch"] == "asinh"
     assert json.loads((run / "run.json").read_text())["normalizer"]["stretch"] == "asinh"
     # asking for another stretch fits a new normalizer, and says so
     run2 = tmp_path / "run2"
-    assert main(["train", str(prep), "--out", str(run2), *TINY,
-                 "--set", "data.stretch=linear"]) == 0
+    assert (
+        main(["train", str(prep), "--out", str(run2), *TINY, "--set", "data.stretch=linear"]) == 0
+    )
     assert json.loads((run2 / "run.json").read_text())["normalizer"]["stretch"] == "linear"
 
 
@@ -117,12 +146,27 @@ def test_one_crop_resize_route(tmp_path, capsys):
     rc = main(["train", data, "--out", str(tmp_path / "r"), *TINY, "--set", "data.options.size=64"])
     err = capsys.readouterr().err
     assert rc == 2 and "data.options.size" in err and "data.resize" in err
-    rc = main(["train", data, "--out", str(tmp_path / "r"), *TINY,
-               "--set", "data.crop_fraction=2.0"])
+    rc = main(
+        ["train", data, "--out", str(tmp_path / "r"), *TINY, "--set", "data.crop_fraction=2.0"]
+    )
     assert rc == 2 and "(0, 1]" in capsys.readouterr().err
     run = tmp_path / "crop"
-    assert main(["train", data, "--out", str(run), *TINY, "--set", "data.crop_pixels=32",
-                 "--set", "data.resize_method=area"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                data,
+                "--out",
+                str(run),
+                *TINY,
+                "--set",
+                "data.crop_pixels=32",
+                "--set",
+                "data.resize_method=area",
+            ]
+        )
+        == 0
+    )
     assert "from 32×32 to 64×64 pixels (area)" in capsys.readouterr().err
 
 
@@ -132,10 +176,21 @@ def test_mixed_sizes_name_the_train_option(tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
     for k, size in enumerate((40, 48)):
-        Image.fromarray(np.full((size, size, 3), 40 * (k + 1), np.uint8)).save(
-            folder / f"g{k}.png")
-    rc = main(["train", str(folder), "--model", "sgan", "--out", str(tmp_path / "r"),
-               "--steps", "1", "--set", "train.progress=false"])
+        Image.fromarray(np.full((size, size, 3), 40 * (k + 1), np.uint8)).save(folder / f"g{k}.png")
+    rc = main(
+        [
+            "train",
+            str(folder),
+            "--model",
+            "sgan",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "1",
+            "--set",
+            "train.progress=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "images of different sizes" in err
     assert "data.resize" in err and "--size" not in err

@@ -94,14 +94,20 @@ def test_init_statistics():
     state = torch.get_rng_state()
     g2 = DCGANGenerator(64, 3, width=32, init_seed=3)
     assert torch.equal(state, torch.get_rng_state())
-    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(),
-                                                 g2.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(g.state_dict().values(), g2.state_dict().values(), strict=True)
+    )
 
 
 def test_dropout_removed_after_scheduled_epoch():
     cls = get_recipe("dcgan128")
-    r = cls({"config": "paper", "width": 4, "dropout_until_epoch": 3}, channels=1, image_size=128,
-            device="cpu")
+    r = cls(
+        {"config": "paper", "width": 4, "dropout_until_epoch": 3},
+        channels=1,
+        image_size=128,
+        device="cpu",
+    )
     d = r.D.train()
     x = torch.randn(4, 1, 128, 128)
 
@@ -154,8 +160,7 @@ def test_options_batch_norm_off_and_bad_values():
 
 
 def test_dropout_in_generator_and_spatial():
-    g, d = build_dcgan_pair(64, 3, width=4, dropout=0.5, dropout_where="both",
-                            spatial_dropout=True)
+    g, d = build_dcgan_pair(64, 3, width=4, dropout=0.5, dropout_where="both", spatial_dropout=True)
     assert any(isinstance(m, ScheduledDropout) and m.spatial for m in g.modules())
     assert any(isinstance(m, ScheduledDropout) and m.spatial for m in d.modules())
 
@@ -177,10 +182,11 @@ def test_train_step_updates_both_networks():
 def test_resize_upsampling_generator_and_spec():
     """``upsample="resize"``: no transposed convolution after the first layer; the spec says
     so and rebuilds the same network; the paper's spec keeps the keys galforge 0.1 wrote."""
-    r = RECIPES["dcgan64"]({"width": 4, "upsample": "resize"}, channels=3, image_size=64,
-                           device="cpu", seed=1)
+    r = RECIPES["dcgan64"](
+        {"width": 4, "upsample": "resize"}, channels=3, image_size=64, device="cpu", seed=1
+    )
     convt = [m for m in r.G.modules() if isinstance(m, nn.ConvTranspose2d)]
-    assert len(convt) == 1 and convt[0].kernel_size == (4, 4)   # only z -> 4×4
+    assert len(convt) == 1 and convt[0].kernel_size == (4, 4)  # only z -> 4×4
     assert sum(isinstance(m, nn.Upsample) for m in r.G.modules()) == 4
     spec = r.generator_spec()
     assert spec["upsample"] == "resize"
@@ -243,19 +249,22 @@ def test_sky_noise_generator_adds_noise_of_its_own_level():
     clean = g.sky.to_physical(g(z, noise=zero))
     noisy = g.sky.to_physical(g(z, noise=eps))
     sigma = g.sky.sigma(z).detach()
-    inside = (noisy > torch.as_tensor(nm.lo).reshape(1, 3, 1, 1)) & \
-             (noisy < torch.as_tensor(nm.hi).reshape(1, 3, 1, 1))
+    inside = (noisy > torch.as_tensor(nm.lo).reshape(1, 3, 1, 1)) & (
+        noisy < torch.as_tensor(nm.hi).reshape(1, 3, 1, 1)
+    )
     expect = clean + sigma[:, :, None, None] * torch.cat(eps, 1)
     assert torch.allclose(noisy[inside], expect[inside], rtol=1e-3, atol=1e-2)
-    assert torch.allclose(sigma, torch.as_tensor(nm.softening, dtype=torch.float32).expand(5, 3),
-                          rtol=0.2)
+    assert torch.allclose(
+        sigma, torch.as_tensor(nm.softening, dtype=torch.float32).expand(5, 3), rtol=0.2
+    )
     # eval mode without maps uses the stored ones; training mode draws fresh ones
     assert torch.equal(g(z), g(z, noise=g.const_noise()))
     g.train()
     assert not torch.equal(g(z), g(z))
     g.eval()
-    spec = dcgan_generator_spec(g, width=4, kernel_size=4, batch_norm=True, dropout=0.0,
-                                spatial_dropout=False)
+    spec = dcgan_generator_spec(
+        g, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
     assert spec["sky_noise"]["stretch"] == "asinh"
     g2 = build_generator("dcgan", spec)
     g2.load_state_dict(g.state_dict())
@@ -275,18 +284,22 @@ def test_scene_blur_band_limits_the_noiseless_scene_only():
     σ, and σ without sky noise or below 0 is refused."""
     nm, _ = _normalizer()
     g0 = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict()).eval()
-    g = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict(),
-                       scene_blur=1.5).eval()
-    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(),
-                                                 g0.state_dict().values(), strict=True))
+    g = DCGANGenerator(
+        64, 3, width=4, upsample="resize", sky_noise=nm.to_dict(), scene_blur=1.5
+    ).eval()
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(g.state_dict().values(), g0.state_dict().values(), strict=True)
+    )
     point = torch.zeros(1, 3, 25, 25)
     point[..., 12, 12] = 1.0
     spread = g.sky.band_limit(point)[0, 0]
     r = torch.arange(25.0) - 12
     assert spread.sum().item() == pytest.approx(1.0, abs=1e-5)
-    assert (spread.sum(0) * r ** 2).sum().item() == pytest.approx(1.5 ** 2, rel=0.02)
-    assert torch.allclose(g.sky.band_limit(torch.full((2, 3, 9, 9), 7.0)),
-                          torch.full((2, 3, 9, 9), 7.0))
+    assert (spread.sum(0) * r**2).sum().item() == pytest.approx(1.5**2, rel=0.02)
+    assert torch.allclose(
+        g.sky.band_limit(torch.full((2, 3, 9, 9), 7.0)), torch.full((2, 3, 9, 9), 7.0)
+    )
     z = torch.randn(g.latent_shape(4))
     zero = [torch.zeros(1, 1, 64, 64)] * 3
     raw = g0.clean(z)
@@ -299,12 +312,13 @@ def test_scene_blur_band_limits_the_noiseless_scene_only():
     sigma = g.sky.sigma(z).detach()[:, :, None, None]
     ratio = (diff / sigma)[..., 8:-8, 8:-8]
     assert torch.allclose(ratio, torch.cat(eps, 1)[..., 8:-8, 8:-8], atol=0.05)
-    spec = dcgan_generator_spec(g, width=4, kernel_size=4, batch_norm=True, dropout=0.0,
-                                spatial_dropout=False)
+    spec = dcgan_generator_spec(
+        g, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
     assert spec["scene_blur"] == 1.5
-    assert "scene_blur" not in dcgan_generator_spec(g0, width=4, kernel_size=4,
-                                                    batch_norm=True, dropout=0.0,
-                                                    spatial_dropout=False)
+    assert "scene_blur" not in dcgan_generator_spec(
+        g0, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
     g2 = build_generator("dcgan", spec)
     g2.load_state_dict(g.state_dict())
     assert torch.equal(g2.eval()(z), g(z))
@@ -330,18 +344,50 @@ def test_sky_noise_recipe_trains_in_the_data_units(tmp_path):
     imgs[:, :, 28:36, 28:36] += 30.0
     np.savez(data, images=imgs, bands=np.array(["g", "r", "i"]), units=np.array(["counts"]))
     run = tmp_path / "run"
-    tiny = ["--set", "model.width=2", "--set", "model.sky_noise=true", "--set",
-            "train.progress=false", "--set", "output.tensorboard=false", "--set",
-            "train.sample_every=1000", "--set", "train.threads=1", "--batch", "4"]
-    assert main(["train", str(data), "--model", "dcgan64", "--out", str(run), "--steps", "2",
-                 *tiny]) == 0
+    tiny = [
+        "--set",
+        "model.width=2",
+        "--set",
+        "model.sky_noise=true",
+        "--set",
+        "train.progress=false",
+        "--set",
+        "output.tensorboard=false",
+        "--set",
+        "train.sample_every=1000",
+        "--set",
+        "train.threads=1",
+        "--batch",
+        "4",
+    ]
+    assert (
+        main(["train", str(data), "--model", "dcgan64", "--out", str(run), "--steps", "2", *tiny])
+        == 0
+    )
     r = RECIPES["dcgan64"]({"width": 2, "sky_noise": True}, 3, 64, "cpu")
-    assert r.G.sky is not None and r.G.sky.stretch == "linear"   # no data: model space itself
+    assert r.G.sky is not None and r.G.sky.stretch == "linear"  # no data: model space itself
     outs = {}
     for mode in ("random", "none"):
         out = tmp_path / mode
-        assert main(["generate", str(run), "-n", "3", "--out", str(out), "--format", "fits",
-                     "--noise-mode", mode, "--seed", "4"]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    str(run),
+                    "-n",
+                    "3",
+                    "--out",
+                    str(out),
+                    "--format",
+                    "fits",
+                    "--noise-mode",
+                    mode,
+                    "--seed",
+                    "4",
+                ]
+            )
+            == 0
+        )
         files = sorted(out.glob("*.fits"))
         assert len(files) == 3
         outs[mode] = np.stack([fits.getdata(f) for f in files])
@@ -354,7 +400,7 @@ def test_radial_profile_averages_annuli_about_the_centre():
     from galforge.models.layers import RadialProfile, annulus_edges
 
     edges = annulus_edges(64)
-    assert edges[0] == 0 and edges[-1] > 32 * 2 ** 0.5          # the corners are covered
+    assert edges[0] == 0 and edges[-1] > 32 * 2**0.5  # the corners are covered
     assert all(b > a for a, b in zip(edges[:-1], edges[1:], strict=True))
     prof = RadialProfile(64)
     # every pixel belongs to exactly one annulus, and each annulus is a mean
@@ -363,11 +409,13 @@ def test_radial_profile_averages_annuli_about_the_centre():
     c = 31.5
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     disk = torch.exp(-torch.sqrt((yy - c) ** 2 + (xx - c) ** 2) / 6.0)
-    x = torch.stack([disk, 2 * disk, torch.ones(64, 64)])[None]         # 1×3×64×64
+    x = torch.stack([disk, 2 * disk, torch.ones(64, 64)])[None]  # 1×3×64×64
     p = prof(x)
     assert p.shape == (1, 3, prof.n_annuli)
-    assert torch.all(p[0, 0, 1:] < p[0, 0, :-1])                        # falls outwards
-    assert torch.allclose(p[0, 1], 2 * p[0, 0]) and torch.allclose(p[0, 2], torch.ones(prof.n_annuli))
+    assert torch.all(p[0, 0, 1:] < p[0, 0, :-1])  # falls outwards
+    assert torch.allclose(p[0, 1], 2 * p[0, 0]) and torch.allclose(
+        p[0, 2], torch.ones(prof.n_annuli)
+    )
     # the mean of an annulus of pure noise shrinks with its pixel count
     noise = prof(torch.randn(200, 1, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert noise[:, 0, -2].std() < 0.1 < noise[:, 0, 0].std()
@@ -378,8 +426,9 @@ def test_discriminator_profile_path_adds_to_the_paper_logit():
     without it (same seed, same weights), and it trains in the recipe."""
     plain = DCGANDiscriminator(64, 3, width=4, init_seed=3)
     prof = DCGANDiscriminator(64, 3, width=4, init_seed=3, profile=True)
-    for (k, a), (k2, b) in zip(plain.net.state_dict().items(), prof.net.state_dict().items(),
-                               strict=True):
+    for (k, a), (k2, b) in zip(
+        plain.net.state_dict().items(), prof.net.state_dict().items(), strict=True
+    ):
         assert k == k2 and torch.equal(a, b)
     x = torch.randn(5, 3, 64, 64)
     plain.eval(), prof.eval()
@@ -387,13 +436,16 @@ def test_discriminator_profile_path_adds_to_the_paper_logit():
         assert torch.allclose(prof(x), plain(x) + prof.profile(x).reshape(5))
     assert plain.profile is None
     recipe = RECIPES["dcgan64"]({"width": 4, "config": "paper", "d_profile": True}, 3, 64, "cpu")
-    assert recipe.D.profile is not None and RECIPES["dcgan64"]({"width": 4, "config": "paper"},
-                                                              3, 64, "cpu").D.profile is None
+    assert (
+        recipe.D.profile is not None
+        and RECIPES["dcgan64"]({"width": 4, "config": "paper"}, 3, 64, "cpu").D.profile is None
+    )
     # the cpu config has all three of D's side paths on; any of them can be turned off
     cpu = RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu")
     assert cpu.D.profile is not None and cpu.D.moments is not None and cpu.D.mbstd_group == 4
-    off = RECIPES["dcgan64"]({"width": 4, "d_profile": False, "d_moments": False,
-                              "d_mbstd_group": 0}, 3, 64, "cpu")
+    off = RECIPES["dcgan64"](
+        {"width": 4, "d_profile": False, "d_moments": False, "d_mbstd_group": 0}, 3, 64, "cpu"
+    )
     assert off.D.profile is None and off.D.moments is None and off.D.mbstd_group == 0
     before = recipe.D.profile[-1].weight.detach().clone()
     recipe.train_step(torch.rand(4, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
@@ -433,7 +485,7 @@ def test_profile_group_spread_tells_alike_batches_apart():
     # groups of 3 take rows i, i+2, i+4: spread of (0, 4, 8) is sqrt(32/3)
     assert torch.allclose(out[:, 2:], torch.full((6, 2), (32 / 3) ** 0.5))
     assert torch.equal(GroupSpread(0)(x), x)
-    assert GroupSpread(4)(x).shape == (6, 4)          # largest divisor of 6 up to 4: 3
+    assert GroupSpread(4)(x).shape == (6, 4)  # largest divisor of 6 up to 4: 3
     same = GroupSpread(4)(torch.ones(8, 5))
     assert same[:, 5:].max() < 1e-3
     d = DCGANDiscriminator(64, 3, width=4, profile=True, profile_group=4)
@@ -466,7 +518,8 @@ def test_lazy_r1_penalty_on_real_images():
     penalty's gradient; off by default; bad values are one-line config errors."""
     real = torch.rand(8, 3, 64, 64) * 2 - 1
     assert [p.name for p in RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu").phases()] == [
-        "adversarial"]
+        "adversarial"
+    ]
     r = RECIPES["dcgan64"]({"width": 4, "r1_gamma": 1.0, "r1_interval": 2}, 3, 64, "cpu")
     assert [(p.name, p.interval) for p in r.phases()] == [("adversarial", 1), ("d_r1", 2)]
     assert "r1" in r.train_step(real, 0, torch.Generator().manual_seed(0))
@@ -496,8 +549,9 @@ def test_shape_moments_measure_size_and_ellipticity():
         return torch.exp(-0.5 * ((u / sx) ** 2 + (v / sy) ** 2))
 
     m = ShapeMoments(64)
-    feats = m(torch.stack([gauss(3, 3), gauss(5, 2), gauss(5, 2, np.pi / 4), gauss(6, 6)])
-              [:, None] + 0.3)      # + a flat sky
+    feats = m(
+        torch.stack([gauss(3, 3), gauss(5, 2), gauss(5, 2, np.pi / 4), gauss(6, 6)])[:, None] + 0.3
+    )  # + a flat sky
     assert feats.shape == (4, 1, ShapeMoments.N_FEATURES)
     m0, mr, m1, m2, e1, e2, mod, size = feats[:, 0].unbind(-1)
     assert abs(e1[0]) < 1e-4 and abs(e2[0]) < 1e-4 and mod[0] < 1e-3
@@ -508,8 +562,10 @@ def test_shape_moments_measure_size_and_ellipticity():
     # the path in D: its own logit added, the other paths' initial weights unchanged
     plain = DCGANDiscriminator(64, 3, width=4, profile=True)
     both = DCGANDiscriminator(64, 3, width=4, profile=True, moments=True)
-    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
-                                                 list(both.state_dict().values()), strict=False))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), list(both.state_dict().values()), strict=False)
+    )
     assert both(torch.randn(4, 3, 64, 64)).shape == (4,)
     r = RECIPES["dcgan64"]({"width": 4, "d_moments": True}, 3, 64, "cpu")
     assert r.D.moments is not None

@@ -25,10 +25,28 @@ from galforge.generation.field import generate_field, render_one_shot
 from galforge.generation.sampling import load_bundle
 from galforge.models.deepfield import DeepFieldGenerator, half_light_radius
 
-COMMON = ["--model", "deepfield", "--batch", "8", "--seed", "2", "--set", "model.config=small",
-          "--set", "train.progress=false", "--set", "output.tensorboard=false",
-          "--set", "train.n_samples=2", "--set", "train.log_every=1",
-          "--set", "data.clip_percentile=100", "--set", "model.min_snr=3"]
+COMMON = [
+    "--model",
+    "deepfield",
+    "--batch",
+    "8",
+    "--seed",
+    "2",
+    "--set",
+    "model.config=small",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "train.n_samples=2",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "data.clip_percentile=100",
+    "--set",
+    "model.min_snr=3",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -60,19 +78,42 @@ def synthetic_field(seed=0, size=192, n=40, sigma=1.0, level=10.0):
 
 def tiny_generator(seed=0, density=2e-3, clustered=False, sky=None, c=3, achromatic=False):
     torch.manual_seed(seed)
-    g = DeepFieldGenerator(c, latent_dim=8, width=8, stamp=16, render=32, cell=64,
-                           achromatic=achromatic)
+    g = DeepFieldGenerator(
+        c, latent_dim=8, width=8, stamp=16, render=32, cell=64, achromatic=achromatic
+    )
     rng = np.random.default_rng(seed)
     n = 200
-    rows = np.concatenate([10 ** rng.uniform(2, 3, (n, 1)) * rng.uniform(0.5, 1, (n, c)),
-                           rng.uniform(0.8, 3.0, (n, 1)), rng.uniform(0, 0.5, (n, 1))], 1)
-    process = {"density": density, "kappa": density / 3 if clustered else density,
-               "mu": 3.0 if clustered else 1.0, "sigma": 10.0, "clustered": clustered}
-    sky = sky or {"level": [5.0] * c, "sigma": [1.0] * c,
-                  "kernel": [[[0, 0.2, 0], [0.2, 1.0, 0.2], [0, 0.2, 0]]] * c,
-                  "band_corr": np.eye(c).tolist(), "quantize": 0.0, "clip": None}
-    g.set_model(torch.tensor(rows, dtype=torch.float32),
-                torch.tensor([[6.0, 0.5], [1.0, 0.5]]), sky, process, 25.0, [1.0] * c)
+    rows = np.concatenate(
+        [
+            10 ** rng.uniform(2, 3, (n, 1)) * rng.uniform(0.5, 1, (n, c)),
+            rng.uniform(0.8, 3.0, (n, 1)),
+            rng.uniform(0, 0.5, (n, 1)),
+        ],
+        1,
+    )
+    process = {
+        "density": density,
+        "kappa": density / 3 if clustered else density,
+        "mu": 3.0 if clustered else 1.0,
+        "sigma": 10.0,
+        "clustered": clustered,
+    }
+    sky = sky or {
+        "level": [5.0] * c,
+        "sigma": [1.0] * c,
+        "kernel": [[[0, 0.2, 0], [0.2, 1.0, 0.2], [0, 0.2, 0]]] * c,
+        "band_corr": np.eye(c).tolist(),
+        "quantize": 0.0,
+        "clip": None,
+    }
+    g.set_model(
+        torch.tensor(rows, dtype=torch.float32),
+        torch.tensor([[6.0, 0.5], [1.0, 0.5]]),
+        sky,
+        process,
+        25.0,
+        [1.0] * c,
+    )
     return g.eval()
 
 
@@ -121,7 +162,7 @@ def test_thomas_fit_finds_clustering_and_poisson_does_not_have_it():
     kids = rng.poisson(mu, len(par))
     pts = np.repeat(par, kids, 0) + sigma * rng.standard_normal((kids.sum(), 2))
     pts = pts[(pts >= 0).all(1) & (pts < size).all(1)]
-    dens = len(pts) / size ** 2
+    dens = len(pts) / size**2
     r, w, dd = pair_correlation(pts[:, 0], pts[:, 1], (1000, 1000))
     fit = fit_thomas(r, w, dd, dens, r_min=3.0)
     assert fit["clustered"] and fit["sigma"] == pytest.approx(sigma, rel=0.35)
@@ -142,15 +183,15 @@ def test_a_conditioned_stamp_has_the_flux_size_and_shape_asked_for(achromatic):
     pa = torch.tensor([0.0, 30.0, -45.0, 80.0, 10.0, -70.0])
     z = torch.randn((n, g.latent_dim), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        img = g.draw(z, {"flux": flux, "hlr": hlr, "ellipticity": e, "pa_deg": pa},
-                     out=64).double()
+        img = g.draw(z, {"flux": flux, "hlr": hlr, "ellipticity": e, "pa_deg": pa}, out=64).double()
     # flux per band: by construction
     assert torch.allclose(img.sum((2, 3)), flux.double(), rtol=1e-4)
-    if achromatic:      # one profile: the colour is the same in any aperture
+    if achromatic:  # one profile: the colour is the same in any aperture
         ratio = img[:, 0] / img[:, 2].clamp_min(1e-12)
         core = img[:, 2] > 1e-3 * img[:, 2].amax((1, 2), keepdim=True)
-        assert torch.allclose(ratio[core], (flux[:, 0] / flux[:, 2]).double()[
-            torch.nonzero(core)[:, 0]], rtol=1e-3)
+        assert torch.allclose(
+            ratio[core], (flux[:, 0] / flux[:, 2]).double()[torch.nonzero(core)[:, 0]], rtol=1e-3
+        )
     c = (64 - 1) / 2.0
     for k in range(n):
         total = np.ascontiguousarray(img[k].sum(0).numpy())
@@ -168,9 +209,15 @@ def test_a_conditioned_stamp_has_the_flux_size_and_shape_asked_for(achromatic):
 def test_the_sky_has_the_sigma_and_correlation_asked_for():
     c = 2
     kernel = np.array([[0.0, 0.3, 0.0], [0.3, 1.0, 0.3], [0.0, 0.3, 0.0]])
-    kernel /= np.sqrt((kernel ** 2).sum())
-    sky = {"level": [4.0, 7.0], "sigma": [2.0, 3.0], "kernel": [kernel.tolist()] * c,
-           "band_corr": [[1.0, 0.6], [0.6, 1.0]], "quantize": 0.0, "clip": None}
+    kernel /= np.sqrt((kernel**2).sum())
+    sky = {
+        "level": [4.0, 7.0],
+        "sigma": [2.0, 3.0],
+        "kernel": [kernel.tolist()] * c,
+        "band_corr": [[1.0, 0.6], [0.6, 1.0]],
+        "quantize": 0.0,
+        "clip": None,
+    }
     g = tiny_generator(density=0.0, sky=sky, c=c)
     x = g.render_window(5, 0, 0, 400, 400, (400, 400)).double().numpy()[:, 1:-1, 1:-1]
     assert x.mean((1, 2)) == pytest.approx([4.0, 7.0], abs=0.05)
@@ -192,8 +239,7 @@ def test_tiles_equal_the_whole_field(tmp_path, clustered):
     g = tiny_generator(density=4e-3, clustered=clustered)
     whole = render_one_shot(g, None, "100x130", seed=3)
     out = tmp_path / "f.npy"
-    res = generate_field(g, None, ("a", "b", "c"), out, "100x130", tile=48, seed=3,
-                         progress=False)
+    res = generate_field(g, None, ("a", "b", "c"), out, "100x130", tile=48, seed=3, progress=False)
     tiled = np.load(out)
     assert np.array_equal(tiled, whole)
     assert res.truth_rows > 10
@@ -211,7 +257,7 @@ def test_tiles_equal_the_whole_field(tmp_path, clustered):
 class _Crashing(DeepFieldGenerator):
     """Fails after ``limit`` windows, as a crash would."""
 
-    limit = 10 ** 6
+    limit = 10**6
     calls = 0
 
     def render_window(self, *args, **kwargs):
@@ -225,24 +271,30 @@ def test_a_zarr_field_resumes_after_a_crash_with_its_truth(tmp_path):
     import zarr
 
     g = tiny_generator(density=3e-3)
-    ref = generate_field(g, None, ("a", "b", "c"), tmp_path / "ref.zarr", "64x96", tile=32,
-                         seed=2, progress=False)
-    crashing = _Crashing(3, latent_dim=8, width=8, stamp=16, render=32, cell=64,
-                         n_rows=g.rows.shape[0])
+    ref = generate_field(
+        g, None, ("a", "b", "c"), tmp_path / "ref.zarr", "64x96", tile=32, seed=2, progress=False
+    )
+    crashing = _Crashing(
+        3, latent_dim=8, width=8, stamp=16, render=32, cell=64, n_rows=g.rows.shape[0]
+    )
     crashing.load_state_dict(g.state_dict())
     crashing.set_model(g.rows, g.cond_stats, g.sky, g.process, g.zeropoint, g.flux_soft)
     crashing.eval()
     _Crashing.limit, _Crashing.calls = 2, 0
     out = tmp_path / "f.zarr"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        generate_field(crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2,
-                       progress=False)
-    _Crashing.limit, _Crashing.calls = 10 ** 6, 0
-    again = generate_field(crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2,
-                           progress=False, resume=True)
+        generate_field(
+            crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2, progress=False
+        )
+    _Crashing.limit, _Crashing.calls = 10**6, 0
+    again = generate_field(
+        crashing, None, ("a", "b", "c"), out, "64x96", tile=32, seed=2, progress=False, resume=True
+    )
     assert again.tiles_done == 2 and _Crashing.calls == 6 - 2
-    assert np.array_equal(np.asarray(zarr.open_array(str(out), mode="r")[:]),
-                          np.asarray(zarr.open_array(str(ref.path), mode="r")[:]))
+    assert np.array_equal(
+        np.asarray(zarr.open_array(str(out), mode="r")[:]),
+        np.asarray(zarr.open_array(str(ref.path), mode="r")[:]),
+    )
     assert again.truth_path.read_text() == ref.truth_path.read_text()
 
 
@@ -251,8 +303,17 @@ def test_truth_radec_follows_the_fits_wcs(tmp_path):
 
     g = tiny_generator(density=3e-3)
     out = tmp_path / "f.fits"
-    res = generate_field(g, None, ("a", "b", "c"), out, "96x128", tile=64, seed=1,
-                         progress=False, extra_meta={"pixel_scale": 0.06})
+    res = generate_field(
+        g,
+        None,
+        ("a", "b", "c"),
+        out,
+        "96x128",
+        tile=64,
+        seed=1,
+        progress=False,
+        extra_meta={"pixel_scale": 0.06},
+    )
     t = fits.getdata(res.truth_path.with_suffix(".fits"))
     assert len(t) == res.truth_rows > 3
     wcs = WCS(fits.getheader(out)).celestial
@@ -262,9 +323,14 @@ def test_truth_radec_follows_the_fits_wcs(tmp_path):
 
 
 def test_truth_catalogue_matches_the_drawn_sources(tmp_path):
-    sky = {"level": [0.0] * 3, "sigma": [0.05] * 3,
-           "kernel": [[[0, 0, 0], [0, 1.0, 0], [0, 0, 0]]] * 3,
-           "band_corr": np.eye(3).tolist(), "quantize": 0.0, "clip": None}
+    sky = {
+        "level": [0.0] * 3,
+        "sigma": [0.05] * 3,
+        "kernel": [[[0, 0, 0], [0, 1.0, 0], [0, 0, 0]]] * 3,
+        "band_corr": np.eye(3).tolist(),
+        "quantize": 0.0,
+        "clip": None,
+    }
     g = tiny_generator(density=6e-4, sky=sky)
     size = (256, 256)
     img = render_one_shot(g, None, "256x256", seed=7).astype(np.float64)
@@ -276,7 +342,7 @@ def test_truth_catalogue_matches_the_drawn_sources(tmp_path):
         others = np.hypot(truth["x"] - x, truth["y"] - y)
         others[k] = np.inf
         if others.min() < 25 or not (16 < x < 240 and 16 < y < 240):
-            continue        # isolated sources away from the edges only
+            continue  # isolated sources away from the edges only
         d = np.hypot(det["x"] - x, det["y"] - y)
         j = int(np.argmin(d))
         assert d[j] < 0.3
@@ -306,9 +372,12 @@ def run(field_file, tmp_path_factory):
 def test_resume_is_exact(run, field_file, tmp_path):
     b = tmp_path / "b"
     assert main(["train", str(field_file), "--out", str(b), "--steps", "3", *COMMON]) == 0
-    assert main(["train", str(field_file), "--out", str(b), "--steps", "4", "--resume",
-                 *COMMON]) == 0
-    assert (run / "generator.safetensors").read_bytes() == (b / "generator.safetensors").read_bytes()
+    assert (
+        main(["train", str(field_file), "--out", str(b), "--steps", "4", "--resume", *COMMON]) == 0
+    )
+    assert (run / "generator.safetensors").read_bytes() == (
+        b / "generator.safetensors"
+    ).read_bytes()
     sa = load_file(str(run / "checkpoints/latest/state.safetensors"))
     sb = load_file(str(b / "checkpoints/latest/state.safetensors"))
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -325,21 +394,50 @@ def test_bundle_stores_catalogue_sky_and_weights_and_makes_fields(run, tmp_path)
     b = load_bundle(run / "bundle")
     assert "sources" in b.capabilities
     out = tmp_path / "f.fits"
-    assert main(["field", str(run / "bundle"), "--size", "100x120", "--out", str(out),
-                 "--tile", "64", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(run / "bundle"),
+                "--size",
+                "100x120",
+                "--out",
+                str(out),
+                "--tile",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     data = fits.getdata(out)
     assert data.shape == (3, 100, 120)
     assert float(np.median(data)) == pytest.approx(10.0, abs=0.5)
     assert (tmp_path / "f.fits.truth.csv").exists() and (tmp_path / "f.fits.truth.fits").exists()
     # the truth files are the field's own outputs: a second run refuses them without --overwrite
-    assert main(["field", str(run / "bundle"), "--size", "100x120", "--out", str(out),
-                 "--no-progress"]) == 2
-    assert main(["generate", str(run / "bundle"), "-n", "2", "--out", str(tmp_path / "g"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["field", str(run / "bundle"), "--size", "100x120", "--out", str(out), "--no-progress"]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "generate",
+                str(run / "bundle"),
+                "-n",
+                "2",
+                "--out",
+                str(tmp_path / "g"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_field_too_small_is_refused(tmp_path):
     path = tmp_path / "small.fits"
     fits.PrimaryHDU(np.ones((3, 40, 40), np.float32)).writeto(path)
-    assert main(["train", str(path), "--out", str(tmp_path / "r"), "--steps", "1",
-                 *COMMON]) == 2
+    assert main(["train", str(path), "--out", str(tmp_path / "r"), "--steps", "1", *COMMON]) == 2

@@ -9,9 +9,15 @@ from galforge.cli.train_cmd import resolve_train_config
 
 
 def _tiny_cfg(tmp_path):
-    return resolve_train_config("builtin:galsim?n=8&size=64", model="dcgan64",
-                                out=str(tmp_path / "run"), batch=4, steps=1, device="cpu",
-                                sets=["model.width=4"])
+    return resolve_train_config(
+        "builtin:galsim?n=8&size=64",
+        model="dcgan64",
+        out=str(tmp_path / "run"),
+        batch=4,
+        steps=1,
+        device="cpu",
+        sets=["model.width=4"],
+    )
 
 
 def test_size_steps_fits_the_budget_within_bounds(tmp_path):
@@ -36,7 +42,7 @@ def test_demo_help_lists_its_options(capsys):
 
 def test_demo_refuses_a_folder_with_other_files(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    (tmp_path / "galaxies").mkdir()                       # an earlier demo's output
+    (tmp_path / "galaxies").mkdir()  # an earlier demo's output
     assert main(["demo", "--out", str(tmp_path), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "notes.txt" in err and len(err.strip().splitlines()) == 1

@@ -70,8 +70,22 @@ def test_load_and_commands_default_to_auto(tmp_path, no_gpu, capsys):
 def test_train_resolves_devices_like_every_other_command(tmp_path, no_gpu, capsys):
     data = tmp_path / "d.npy"
     np.save(data, np.zeros((4, 3, 64, 64), np.float32))
-    rc = main(["train", str(data), "--model", "dcgan64", "--steps", "1", "--batch", "2",
-               "--out", str(tmp_path / "run"), "--device", "mps"])
+    rc = main(
+        [
+            "train",
+            str(data),
+            "--model",
+            "dcgan64",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "mps",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--device mps" in err and "MPS is not available" in err
     assert len(err.splitlines()) == 1

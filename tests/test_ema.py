@@ -27,8 +27,7 @@ def test_ema_update_averages_parameters_and_copies_buffers():
     torch.manual_seed(0)
     gen, ema = _Net(), _Net()
     gen.bn.running_mean.fill_(3.0)
-    want = {k: 0.75 * v + 0.25 * dict(gen.named_parameters())[k]
-            for k, v in ema.named_parameters()}
+    want = {k: 0.75 * v + 0.25 * dict(gen.named_parameters())[k] for k, v in ema.named_parameters()}
     ema_update(ema, gen, 0.75)
     for k, v in ema.named_parameters():
         assert torch.allclose(v, want[k].detach())
@@ -38,7 +37,7 @@ def test_ema_update_averages_parameters_and_copies_buffers():
 def test_recalibration_is_the_plain_average_of_the_batch_statistics():
     torch.manual_seed(1)
     net = _Net()
-    net.bn.running_mean.fill_(100.0)       # stale statistics, e.g. copied from another net
+    net.bn.running_mean.fill_(100.0)  # stale statistics, e.g. copied from another net
     xs = [torch.randn(8, 3) * (i + 1) + i for i in range(3)]
     n = recalibrate_batchnorm(net, batchnorm_layers(net), lambda i: ((xs[i],), {}), batches=3)
     assert n == 1

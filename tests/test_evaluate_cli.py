@@ -20,8 +20,7 @@ def _stamps(n, seed, size=16):
     return out
 
 
-FAST = ["--measures", "memorization,power_spectrum", "--no-progress",
-        "--holdout-fraction", "0.25"]
+FAST = ["--measures", "memorization,power_spectrum", "--no-progress", "--holdout-fraction", "0.25"]
 
 
 def test_failing_measures_still_exit_zero(tmp_path, capsys):
@@ -29,8 +28,16 @@ def test_failing_measures_still_exit_zero(tmp_path, capsys):
     np.save(tmp_path / "real.npy", real)
     np.save(tmp_path / "fake.npy", real.copy())  # the same set: memorised
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
-                 "--out", str(out), *FAST])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -47,9 +54,20 @@ def test_thresholds_from_the_command_line(tmp_path, capsys):
     np.save(tmp_path / "real.npy", real)
     np.save(tmp_path / "fake.npy", _stamps(40, 1))
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
-                 "--out", str(out), *FAST, "--threshold", "auc=0.99",
-                 "--threshold", "nn_ratio=0.01"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(out),
+            *FAST,
+            "--threshold",
+            "auc=0.99",
+            "--threshold",
+            "nn_ratio=0.01",
+        ]
+    )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["thresholds"]["auc"] == 0.99 and metrics["thresholds"]["nn_ratio"] == 0.01
@@ -58,17 +76,43 @@ def test_thresholds_from_the_command_line(tmp_path, capsys):
 
 def test_bad_input_exits_two_and_names_the_path(tmp_path, capsys):
     missing = tmp_path / "nowhere" / "real.npy"
-    code = main(["evaluate", str(missing), "builtin:galsim?n=4&size=16", "--out",
-                 str(tmp_path / "o"), "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(missing),
+            "builtin:galsim?n=4&size=16",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert str(missing) in capsys.readouterr().err
     np.save(tmp_path / "real.npy", _stamps(8, 0))
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"), "--out",
-                 str(tmp_path / "o"), "--measures", "bogus"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "real.npy"),
+            "--out",
+            str(tmp_path / "o"),
+            "--measures",
+            "bogus",
+        ]
+    )
     assert code == 2
     assert "bogus" in capsys.readouterr().err
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "real.npy"), "--out",
-                 str(tmp_path / "o"), "--threshold", "auc"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "real.npy"),
+            "--out",
+            str(tmp_path / "o"),
+            "--threshold",
+            "auc",
+        ]
+    )
     assert code == 2
     assert "--threshold" in capsys.readouterr().err
 
@@ -77,8 +121,15 @@ def test_a_model_folder_as_real_is_refused(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text("{}")
     np.save(tmp_path / "fake.npy", _stamps(8, 0))
-    code = main(["evaluate", str(tmp_path / "run"), str(tmp_path / "fake.npy"), "--out",
-                 str(tmp_path / "o")])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "run"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 2
     assert "REAL" in capsys.readouterr().err
 
@@ -95,14 +146,36 @@ def test_a_bundle_as_fake_is_sampled_with_n_and_seed(tmp_path, capsys):
     gen = build_generator("dcgan", spec)
     real = np.stack([np.pad(s, ((0, 0), (24, 24), (24, 24))) for s in _stamps(24, 0)])
     real += np.random.default_rng(1).normal(0, 1.0, real.shape).astype(np.float32)
-    save_bundle(tmp_path / "bundle", family="dcgan", spec=spec, state_dict=gen.state_dict(),
-                normalizer=Normalizer.fit(real), bands=("band0", "band1"), units="adu",
-                output_range=(-1.0, 1.0), config={}, data_fingerprint="0" * 64)
+    save_bundle(
+        tmp_path / "bundle",
+        family="dcgan",
+        spec=spec,
+        state_dict=gen.state_dict(),
+        normalizer=Normalizer.fit(real),
+        bands=("band0", "band1"),
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint="0" * 64,
+    )
     np.save(tmp_path / "real.npy", real)
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "bundle"), "-n", "12",
-                 "--seed", "3", "--out", str(out), "--measures", "memorization",
-                 "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "bundle"),
+            "-n",
+            "12",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "--measures",
+            "memorization",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["fake"]["n"] == 12 and "seed=3" in metrics["fake"]["source"]
@@ -113,9 +186,18 @@ def test_two_independent_real_sets_pass_at_n30(tmp_path, capsys):
     """Two independent draws of one population pass every measure that is cheap enough for
     the suite (benchmarks/evaluate_real_halves.py checks all of them at n = 500)."""
     out = tmp_path / "ev"
-    code = main(["evaluate", "builtin:galsim?n=30&size=32&seed=11",
-                 "builtin:galsim?n=30&size=32&seed=12", "--out", str(out), "--measures",
-                 "moments,photometry,colour,memorization,power_spectrum,fid", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            "builtin:galsim?n=30&size=32&seed=11",
+            "builtin:galsim?n=30&size=32&seed=12",
+            "--out",
+            str(out),
+            "--measures",
+            "moments,photometry,colour,memorization,power_spectrum,fid",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -154,8 +236,13 @@ def _fits_folder(path, n, seed, header):
 def test_magnitudes_are_instrumental_unless_a_zero_point_is_known(tmp_path, capsys):
     np.save(tmp_path / "real.npy", _stamps(24, 0, size=32))
     np.save(tmp_path / "fake.npy", _stamps(24, 1, size=32))
-    args = [str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"), "--measures",
-            "photometry", "--no-progress"]
+    args = [
+        str(tmp_path / "real.npy"),
+        str(tmp_path / "fake.npy"),
+        "--measures",
+        "photometry",
+        "--no-progress",
+    ]
     assert main(["evaluate", *args, "--out", str(tmp_path / "inst")]) == 0
     text = capsys.readouterr().out
     head = (tmp_path / "inst" / "catalogue_photometry_real.csv").read_text().splitlines()[0]
@@ -179,8 +266,11 @@ def test_magnitudes_are_instrumental_unless_a_zero_point_is_known(tmp_path, caps
     assert cat["mag_band0"].unit == u.mag and cat["x"].unit == u.pix
     assert cat["theta"].unit == u.rad and cat["flux_band0"].unit == u.adu  # npy: adu
     zp = json.loads((tmp_path / "zp" / "metrics.json").read_text())
-    assert zp["magnitudes"] == {"zeropoint": 25.0, "system": "zero point 25",
-                                "source": "--zeropoint"}
+    assert zp["magnitudes"] == {
+        "zeropoint": 25.0,
+        "system": "zero point 25",
+        "source": "--zeropoint",
+    }
     # the KS statistics do not depend on the zero point
     assert [r["value"] for r in zp["summary"]] == [r["value"] for r in metrics["summary"]]
 
@@ -189,8 +279,18 @@ def test_zero_point_from_the_fits_headers(tmp_path, capsys):
     _fits_folder(tmp_path / "real", 12, 0, {"MAGZP": 27.0})
     _fits_folder(tmp_path / "fake", 12, 1, {})
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real"), str(tmp_path / "fake"), "--out", str(out),
-                 "--measures", "photometry", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real"),
+            str(tmp_path / "fake"),
+            "--out",
+            str(out),
+            "--measures",
+            "photometry",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["magnitudes"]["zeropoint"] == 27.0
@@ -203,8 +303,18 @@ def test_zero_point_from_the_fits_headers(tmp_path, capsys):
 
     with fits.open(tmp_path / "mixed" / "g000.fits", mode="update") as hl:
         hl[0].header["MAGZP"] = 26.0
-    code = main(["evaluate", str(tmp_path / "mixed"), str(tmp_path / "fake"), "--out",
-                 str(tmp_path / "ev2"), "--measures", "photometry", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "mixed"),
+            str(tmp_path / "fake"),
+            "--out",
+            str(tmp_path / "ev2"),
+            "--measures",
+            "photometry",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     mixed = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert mixed["magnitudes"]["zeropoint"] is None
@@ -215,8 +325,18 @@ def test_cmd_without_fake_colours_says_so_instead_of_nan(tmp_path, capsys):
     np.save(tmp_path / "real.npy", _stamps(24, 0, size=32))
     np.save(tmp_path / "fake.npy", np.zeros((24, 2, 32, 32), np.float32))
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
-                 "--out", str(out), "--measures", "colour", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(out),
+            "--measures",
+            "colour",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -122,12 +122,14 @@ class _TinyFeatures(nn.Module):
 def test_inception_plumbing_with_an_exported_program(tmp_path):
     path = tmp_path / "feat.pt2"
     batch = torch.export.Dim("batch", min=1, max=1024)
-    prog = torch.export.export(_TinyFeatures(), (torch.zeros(2, 3, 32, 32),),
-                               dynamic_shapes={"x": {0: batch}})
+    prog = torch.export.export(
+        _TinyFeatures(), (torch.zeros(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}}
+    )
     torch.export.save(prog, str(path))
     net = features.load_inception(path)
-    x = features.inception_inputs(np.random.default_rng(0).random((3, 3, 16, 16)),
-                                  ("g", "r", "i"), size=32)
+    x = features.inception_inputs(
+        np.random.default_rng(0).random((3, 3, 16, 16)), ("g", "r", "i"), size=32
+    )
     assert x.shape == (3, 3, 32, 32) and float(x.min()) >= 0 and float(x.max()) <= 1
     out = net(x)
     assert out.shape == (3, 12)

@@ -87,8 +87,17 @@ def test_worker_count_does_not_change_output(tmp_path, normalizer):
     three, _ = field(tmp_path, "w3.npy", gen, normalizer, tile=32, seed=9, workers=3)
     assert np.array_equal(one, two) and np.array_equal(one, three)
     small, _ = field(tmp_path, "p1.npy", gen, normalizer, size="96x64", tile=32, seed=9)
-    procs, _ = field(tmp_path, "p2.npy", gen, normalizer, size="96x64", tile=32, seed=9,
-                     workers=2, processes=True)
+    procs, _ = field(
+        tmp_path,
+        "p2.npy",
+        gen,
+        normalizer,
+        size="96x64",
+        tile=32,
+        seed=9,
+        workers=2,
+        processes=True,
+    )
     assert np.array_equal(small, procs)
     other, _ = field(tmp_path, "s.zarr", gen, normalizer, tile=32, seed=10)
     assert not np.array_equal(one, other)
@@ -117,19 +126,53 @@ def test_resume_after_interruption(tmp_path, normalizer, fmt):
     crashing = _StopAfter(gen, limit=11)
     out = tmp_path / f"part.{fmt}"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        generate_field(crashing, normalizer, BANDS, out, "200x150", tile=32, seed=2,
-                       progress=False, compile=False, units="nanomaggy", bundle_id="b123")
+        generate_field(
+            crashing,
+            normalizer,
+            BANDS,
+            out,
+            "200x150",
+            tile=32,
+            seed=2,
+            progress=False,
+            compile=False,
+            units="nanomaggy",
+            bundle_id="b123",
+        )
     assert len(list((tmp_path / f"part.{fmt}.progress").glob("*.done"))) == 11
     with pytest.raises(ConfigError, match="--resume"):
-        generate_field(gen, normalizer, BANDS, out, "200x150", tile=32, seed=2,
-                       progress=False, compile=False)
+        generate_field(
+            gen, normalizer, BANDS, out, "200x150", tile=32, seed=2, progress=False, compile=False
+        )
     with pytest.raises(ConfigError, match="seed"):
-        generate_field(gen, normalizer, BANDS, out, "200x150", tile=32, seed=3, resume=True,
-                       progress=False, compile=False, bundle_id="b123")
+        generate_field(
+            gen,
+            normalizer,
+            BANDS,
+            out,
+            "200x150",
+            tile=32,
+            seed=3,
+            resume=True,
+            progress=False,
+            compile=False,
+            bundle_id="b123",
+        )
     counting = _StopAfter(gen, limit=10**6)
-    res = generate_field(counting, normalizer, BANDS, out, "200x150", tile=32, seed=2,
-                         resume=True, progress=False, compile=False, units="nanomaggy",
-                         bundle_id="b123")
+    res = generate_field(
+        counting,
+        normalizer,
+        BANDS,
+        out,
+        "200x150",
+        tile=32,
+        seed=2,
+        resume=True,
+        progress=False,
+        compile=False,
+        units="nanomaggy",
+        bundle_id="b123",
+    )
     assert res.tiles_total == 7 * 5 and res.tiles_done == 11
     assert counting.calls == 7 * 5 - 11
     data, _ = read_field(out)
@@ -141,10 +184,22 @@ def test_headers_and_units(tmp_path, normalizer):
 
     gen = tiny_generator()
     out = tmp_path / "f.zarr"
-    res = generate_field(gen, normalizer, BANDS, out, "96x64", tile=32, seed=4,
-                         units="nanomaggy", bundle_id="abc", progress=False, compile=False,
-                         fits_out=tmp_path / "f.fits", preview=tmp_path / "f.png",
-                         preview_size=32)
+    res = generate_field(
+        gen,
+        normalizer,
+        BANDS,
+        out,
+        "96x64",
+        tile=32,
+        seed=4,
+        units="nanomaggy",
+        bundle_id="abc",
+        progress=False,
+        compile=False,
+        fits_out=tmp_path / "f.fits",
+        preview=tmp_path / "f.png",
+        preview_size=32,
+    )
     import zarr
 
     arr = zarr.open_array(str(out), mode="r")
@@ -170,13 +225,34 @@ def test_headers_and_units(tmp_path, normalizer):
     assert Image.open(res.preview_path).size == (21, 32)
     # direct FITS output and npy sidecar
     direct = tmp_path / "d.fits"
-    generate_field(gen, normalizer, BANDS, direct, "96x64", tile=32, seed=4, units="nanomaggy",
-                   bundle_id="abc", progress=False, compile=False)
+    generate_field(
+        gen,
+        normalizer,
+        BANDS,
+        direct,
+        "96x64",
+        tile=32,
+        seed=4,
+        units="nanomaggy",
+        bundle_id="abc",
+        progress=False,
+        compile=False,
+    )
     d, meta = read_field(direct)
     assert np.array_equal(d, data) and meta["bands"] == list(BANDS)
     assert meta["units"] == "nanomaggy"
-    generate_field(gen, normalizer, BANDS, tmp_path / "n.npy", "96x64", tile=32, seed=4,
-                   units="nanomaggy", progress=False, compile=False)
+    generate_field(
+        gen,
+        normalizer,
+        BANDS,
+        tmp_path / "n.npy",
+        "96x64",
+        tile=32,
+        seed=4,
+        units="nanomaggy",
+        progress=False,
+        compile=False,
+    )
     side = json.loads((tmp_path / "n.npy.json").read_text())
     assert side["units"] == "nanomaggy" and side["bands"] == list(BANDS)
 
@@ -186,8 +262,8 @@ def test_ensemble_pattern_and_tiles(tmp_path):
     k = 5
     grid = np.array([[ensemble_index(ty, tx, k) for tx in range(10)] for ty in range(10)])
     for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a = grid[max(0, -dy): 10 - max(0, dy), max(0, -dx): 10 - max(0, dx)]
-        b = grid[max(0, dy):, max(0, dx):][: a.shape[0], : a.shape[1]]
+        a = grid[max(0, -dy) : 10 - max(0, dy), max(0, -dx) : 10 - max(0, dx)]
+        b = grid[max(0, dy) :, max(0, dx) :][: a.shape[0], : a.shape[1]]
         assert not np.any(a == b)
     assert np.all(np.bincount(grid.ravel(), minlength=k) == 20)
     g0, g1 = tiny_generator(0), tiny_generator(1)
@@ -197,7 +273,7 @@ def test_ensemble_pattern_and_tiles(tmp_path):
     for ty in range(2):
         for tx in range(2):
             src = (a, b)[ensemble_index(ty, tx, 2)]
-            sl = np.s_[:, ty * 32:(ty + 1) * 32, tx * 32:(tx + 1) * 32]
+            sl = np.s_[:, ty * 32 : (ty + 1) * 32, tx * 32 : (tx + 1) * 32]
             assert np.array_equal(mix[sl], src[sl])
     assert meta["ensemble"] == 2
 
@@ -221,46 +297,153 @@ def tiny_bundle(tmp_path_factory, normalizer):
 
     gen = tiny_generator()
     path = tmp_path_factory.mktemp("bundle") / "b"
-    save_bundle(path, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
-                normalizer=normalizer, bands=BANDS, units="nanomaggy", output_range=(0, 1),
-                config={}, data_fingerprint="test")
+    save_bundle(
+        path,
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=normalizer,
+        bands=BANDS,
+        units="nanomaggy",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
     return path, gen
 
 
 def test_cli_field(tmp_path, tiny_bundle, normalizer):
     path, gen = tiny_bundle
     out = tmp_path / "cli.fits"
-    rc = main(["field", str(path), "--size", "80x96", "--out", str(out), "--tile", "32",
-               "--seed", "5", "--no-progress", "--compile", "off"])
+    rc = main(
+        [
+            "field",
+            str(path),
+            "--size",
+            "80x96",
+            "--out",
+            str(out),
+            "--tile",
+            "32",
+            "--seed",
+            "5",
+            "--no-progress",
+            "--compile",
+            "off",
+        ]
+    )
     assert rc == 0
     data, meta = read_field(out)
     assert data.shape == (3, 80, 96) and meta["units"] == "nanomaggy" and meta["seed"] == 5
     assert np.abs(data - render_one_shot(gen, normalizer, "80x96", seed=5)).max() < 1e-3
-    assert main(["field", str(path), "--size", "80x96", "--out", str(out), "--resume",
-                 "--tile", "32", "--seed", "5", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(path),
+                "--size",
+                "80x96",
+                "--out",
+                str(out),
+                "--resume",
+                "--tile",
+                "32",
+                "--seed",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for bad in ("80by96", "0x32", "8x8"):
         assert main(["field", str(path), "--size", bad, "--out", str(tmp_path / "x.zarr")]) == 2
-    assert main(["field", str(path), "--size", "64x64", "--out", str(tmp_path / "y.zarr"),
-                 "--ensemble", "3"]) == 2  # a bundle has no snapshots
+    assert (
+        main(
+            [
+                "field",
+                str(path),
+                "--size",
+                "64x64",
+                "--out",
+                str(tmp_path / "y.zarr"),
+                "--ensemble",
+                "3",
+            ]
+        )
+        == 2
+    )  # a bundle has no snapshots
 
 
 def test_train_sgan_then_ensemble_field(tmp_path):
     run = tmp_path / "run"
-    rc = main(["train", "builtin:hdf", "--model", "sgan", "--out", str(run), "--steps", "2",
-               "--batch", "2", "--set", "model.widths=[4,4,4,4]",
-               "--set", "model.d_widths=[4,4,4,4,4]", "--set", "model.crop_sizes=[64]",
-               "--set", "train.snapshot_every=1", "--set", "train.sample_every=2",
-               "--set", "train.n_samples=2", "--set", "train.progress=false"])
+    rc = main(
+        [
+            "train",
+            "builtin:hdf",
+            "--model",
+            "sgan",
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--set",
+            "model.widths=[4,4,4,4]",
+            "--set",
+            "model.d_widths=[4,4,4,4,4]",
+            "--set",
+            "model.crop_sizes=[64]",
+            "--set",
+            "train.snapshot_every=1",
+            "--set",
+            "train.sample_every=2",
+            "--set",
+            "train.n_samples=2",
+            "--set",
+            "train.progress=false",
+        ]
+    )
     assert rc == 0
     assert (run / "checkpoints" / "step-00000001").is_dir()
     out = tmp_path / "ens.zarr"
-    assert main(["field", str(run), "--size", "64x64", "--out", str(out), "--tile", "32",
-                 "--ensemble", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(run),
+                "--size",
+                "64x64",
+                "--out",
+                str(out),
+                "--tile",
+                "32",
+                "--ensemble",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     data, meta = read_field(out)
     assert meta["snapshots"] == ["step-00000001", "step-00000002"]
     assert meta["bands"] == ["R", "G", "B"] and np.isfinite(data).all()
-    assert main(["field", str(run), "--size", "64x64", "--out", str(tmp_path / "r.npy"),
-                 "--realisations", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(run),
+                "--size",
+                "64x64",
+                "--out",
+                str(tmp_path / "r.npy"),
+                "--realisations",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "r_r00.npy").exists() and (tmp_path / "r_r01.npy").exists()
 
 
@@ -273,19 +456,23 @@ def test_v01_sgan_field_is_unchanged(tmp_path, one_thread):
 
     fixtures = Path(__file__).parent / "fixtures"
     with np.load(fixtures / "expected_v01.npz") as data:
-        tiled, one_shot = data["sgan_field_seed5_80x96_tile32"], data[
-            "sgan_field_oneshot_seed5_80x96"]
+        tiled, one_shot = (
+            data["sgan_field_seed5_80x96_tile32"],
+            data["sgan_field_oneshot_seed5_80x96"],
+        )
     b = load_bundle(fixtures / "sgan_v01")
     out = tmp_path / "f.npy"
-    generate_field(b.generator, b.normalizer, b.bands, out, "80x96", tile=32, seed=5,
-                   progress=False)
+    generate_field(
+        b.generator, b.normalizer, b.bands, out, "80x96", tile=32, seed=5, progress=False
+    )
     # Other CPU kernels order float sums differently (seen: 4e-7 relative on AVX-512); another
     # latent, tile offset or weight moves pixels by percents. Values span 0.2..104 units, so
     # 1e-4 relative plus 1e-2 units (1e-4 of the peak) tells the two apart.
     tol = {"rtol": 1e-4, "atol": 1e-2}
     assert_network_output_matches(np.load(out), tiled, **tol)
-    assert_network_output_matches(render_one_shot(b.generator, b.normalizer, "80x96", 5),
-                                  one_shot, **tol)
+    assert_network_output_matches(
+        render_one_shot(b.generator, b.normalizer, "80x96", 5), one_shot, **tol
+    )
 
 
 def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkeypatch, capsys):
@@ -300,8 +487,20 @@ def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkey
         err = capsys.readouterr().err
         assert "extension" in err and out in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / out).exists()
-    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "f.zarr"),
-                 "--preview", str(tmp_path / "p.jpg")]) == 2
+    assert (
+        main(
+            [
+                *base,
+                "--size",
+                "64x64",
+                "--out",
+                str(tmp_path / "f.zarr"),
+                "--preview",
+                str(tmp_path / "p.jpg"),
+            ]
+        )
+        == 2
+    )
     assert ".png" in capsys.readouterr().err
     # 2e6 x 2e6 pixels in 3 bands: about 48 TB, more than any test disk
     assert main([*base, "--size", "2000000x2000000", "--out", str(tmp_path / "big.fits")]) == 2
@@ -311,15 +510,28 @@ def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkey
     monkeypatch.setattr(fieldio.shutil, "disk_usage", lambda p: usage(10**9, 10**9, 1000))
     assert main([*base, "--size", "64x64", "--out", str(tmp_path / "small.npy")]) == 2
     assert "1.0 kB free" in capsys.readouterr().err
-    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "small.npy"),
-                 "--no-space-check"]) == 0
+    assert (
+        main([*base, "--size", "64x64", "--out", str(tmp_path / "small.npy"), "--no-space-check"])
+        == 0
+    )
 
 
 def test_progress_records_go_after_success(tmp_path, tiny_bundle, capsys):
     path, _ = tiny_bundle
     out = tmp_path / "f.zarr"
-    args = ["field", str(path), "--size", "64x96", "--out", str(out), "--tile", "32",
-            "--no-progress", "--compile", "off"]
+    args = [
+        "field",
+        str(path),
+        "--size",
+        "64x96",
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--no-progress",
+        "--compile",
+        "off",
+    ]
     assert main(args) == 0
     assert not (tmp_path / "f.zarr.progress").exists()
     capsys.readouterr()
@@ -340,12 +552,37 @@ def test_field_fits_says_what_it_is(tmp_path, normalizer, scale):
 
     gen = tiny_generator()
     path = tmp_path / "b"
-    save_bundle(path, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
-                normalizer=normalizer, bands=BANDS, units="nanomaggy", output_range=(0, 1),
-                config={"data": {"pixel_scale": scale}}, data_fingerprint="test")
+    save_bundle(
+        path,
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=normalizer,
+        bands=BANDS,
+        units="nanomaggy",
+        output_range=(0, 1),
+        config={"data": {"pixel_scale": scale}},
+        data_fingerprint="test",
+    )
     out = tmp_path / "f.fits"
-    assert main(["field", str(path), "--size", "64x64", "--out", str(out), "--tile", "32",
-                 "--no-progress", "--compile", "off"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(path),
+                "--size",
+                "64x64",
+                "--out",
+                str(out),
+                "--tile",
+                "32",
+                "--no-progress",
+                "--compile",
+                "off",
+            ]
+        )
+        == 0
+    )
     with fits.open(out) as hdul:
         h = hdul[0].header
     comments = " ".join(str(c) for c in h["COMMENT"])
@@ -374,8 +611,9 @@ def test_sky_noise_fields_are_seamless_and_carry_the_learned_noise(tmp_path, nor
     assert np.abs(data - ref).max() <= 1e-5 * span
     clean = render_one_shot(_without_sky(gen), normalizer, "200x150", seed=3)
     resid = (ref - clean)[:, 20:-20, 20:-20]
-    inside = (ref > normalizer.lo[:, None, None] + 1e-3)[:, 20:-20, 20:-20] & \
-             (ref < normalizer.hi[:, None, None] - 1e-3)[:, 20:-20, 20:-20]
+    inside = (ref > normalizer.lo[:, None, None] + 1e-3)[:, 20:-20, 20:-20] & (
+        ref < normalizer.hi[:, None, None] - 1e-3
+    )[:, 20:-20, 20:-20]
     # the caller's generator is untouched by the field jobs: still usable with autograd
     sigma = gen.sky.sigma()
     sigma.sum().backward()
@@ -385,14 +623,17 @@ def test_sky_noise_fields_are_seamless_and_carry_the_learned_noise(tmp_path, nor
         assert np.std(resid[c][inside[c]]) == pytest.approx(sigma[c], rel=0.15)
     again = build_generator("sgan", gen.spec())
     again.load_state_dict(gen.state_dict())
-    assert np.allclose(render_one_shot(again.eval(), normalizer, "64x64", seed=1),
-                       render_one_shot(gen, normalizer, "64x64", seed=1), rtol=1e-5, atol=1e-4)
+    assert np.allclose(
+        render_one_shot(again.eval(), normalizer, "64x64", seed=1),
+        render_one_shot(gen, normalizer, "64x64", seed=1),
+        rtol=1e-5,
+        atol=1e-4,
+    )
 
 
 def _without_sky(gen):
     plain = SGANGenerator(3, (8, 8, 4, 4)).eval()
-    plain.load_state_dict({k: v for k, v in gen.state_dict().items()
-                           if not k.startswith("sky.")})
+    plain.load_state_dict({k: v for k, v in gen.state_dict().items() if not k.startswith("sky.")})
     return plain
 
 
@@ -400,11 +641,30 @@ def test_train_sgan_with_sky_noise_then_field(tmp_path):
     """``model.sky_noise=true`` trains, resumes exactly and renders a field whose noise is
     the learned one (the noiseless field plus position-seeded noise)."""
     run = tmp_path / "run"
-    args = ["train", "builtin:hdf", "--model", "sgan", "--out", str(run), "--batch", "2",
-            "--set", "model.widths=[4,4,4,4]", "--set", "model.d_widths=[4,4,4,4,4]",
-            "--set", "model.crop_sizes=[32]", "--set", "model.sky_noise=true",
-            "--set", "train.progress=false", "--set", "train.sample_every=100",
-            "--set", "train.threads=1"]
+    args = [
+        "train",
+        "builtin:hdf",
+        "--model",
+        "sgan",
+        "--out",
+        str(run),
+        "--batch",
+        "2",
+        "--set",
+        "model.widths=[4,4,4,4]",
+        "--set",
+        "model.d_widths=[4,4,4,4,4]",
+        "--set",
+        "model.crop_sizes=[32]",
+        "--set",
+        "model.sky_noise=true",
+        "--set",
+        "train.progress=false",
+        "--set",
+        "train.sample_every=100",
+        "--set",
+        "train.threads=1",
+    ]
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     straight = tmp_path / "straight"

@@ -132,20 +132,20 @@ def test_wtheta_separates_clustered_from_poisson():
     assert wc["w"][0] > 5.0 and abs(wp["w"][0]) < 0.5
     assert fieldstats.compare_wtheta(wp, wp2)["fraction"] >= 0.75
     clustered = fieldstats.compare_wtheta(wp, wc)
-    assert clustered["within"][:2] == [False, False]     # the small scales tell them apart
-    assert clustered["fraction"] < 0.75                  # the report's verdict fails
+    assert clustered["within"][:2] == [False, False]  # the small scales tell them apart
+    assert clustered["fraction"] < 0.75  # the report's verdict fails
 
 
 def test_truth_completeness_falls_for_faint_sources():
     rng = np.random.default_rng(7)
     size, n = 256, 120
     xy = rng.uniform(10, size - 10, (n, 2))
-    mag = rng.uniform(-7.5, -2.0, n)           # instrumental: flux 1000 … 6
+    mag = rng.uniform(-7.5, -2.0, n)  # instrumental: flux 1000 … 6
     flux = 10 ** (-0.4 * mag)
     yy, xx = np.mgrid[0:size, 0:size]
     img = rng.normal(0, 1.0, (1, size, size))
     for (x, y), f in zip(xy, flux, strict=True):
-        img[0] += f / (2 * np.pi * 1.5 ** 2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.5)
+        img[0] += f / (2 * np.pi * 1.5**2) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 4.5)
     truth = {"x": xy[:, 0], "y": xy[:, 1], "mag_a": mag}
     from galforge.evaluation.photometry import measure_field
 
@@ -159,8 +159,13 @@ def test_truth_completeness_falls_for_faint_sources():
     assert np.nanmin(comp[centres < -5.5]) >= 0.9
     assert np.nanmax(comp[centres > -3.0]) <= 0.5
     assert curve["mag_50"] is not None and -5.5 < curve["mag_50"] < -2.5
-    bright = np.array([d for c, d in zip(centres, curve["dmag_median"], strict=True)
-                       if c < -5.5 and d is not None])
+    bright = np.array(
+        [
+            d
+            for c, d in zip(centres, curve["dmag_median"], strict=True)
+            if c < -5.5 and d is not None
+        ]
+    )
     assert np.all(np.abs(bright) < 0.2)
 
 
@@ -188,20 +193,44 @@ def test_cli_writes_field_report(tmp_path, capsys, base):
     np.save(fake, field)
     truth_csv = tmp_path / "truth.csv"
     keys = list(truth)
-    lines = [",".join(keys)] + [",".join(f"{truth[k][i]:.6g}" for k in keys)
-                                for i in range(len(truth["x"]))]
+    lines = [",".join(keys)] + [
+        ",".join(f"{truth[k][i]:.6g}" for k in keys) for i in range(len(truth["x"]))
+    ]
     truth_csv.write_text("\n".join(lines) + "\n")
     out = tmp_path / "report"
-    rc = main(["evaluate", str(real), str(fake), "--fields", "--out", str(out),
-               "--truth", str(truth_csv), "--threshold", "sky=0.1"])
+    rc = main(
+        [
+            "evaluate",
+            str(real),
+            str(fake),
+            "--fields",
+            "--out",
+            str(out),
+            "--truth",
+            str(truth_csv),
+            "--threshold",
+            "sky=0.1",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert (out / "report.html").is_file()
     assert (out / "fields.png").is_file() and (out / "completeness.png").is_file()
     m = json.loads((out / "metrics.json").read_text())
     assert m["kind"] == "fields" and m["bands"] == list(BANDS)
-    for key in ("summary", "density", "magnitudes", "colours", "shapes", "wtheta", "sky",
-                "classifier", "truth", "settings", "figures"):
+    for key in (
+        "summary",
+        "density",
+        "magnitudes",
+        "colours",
+        "shapes",
+        "wtheta",
+        "sky",
+        "classifier",
+        "truth",
+        "settings",
+        "figures",
+    ):
         assert key in m, key
     assert m["settings"]["thresholds"]["sky"] == 0.1
     assert set(m["colours"]) == {"R-G", "G-B"}
@@ -220,12 +249,15 @@ def test_cli_bad_input_exits_2(tmp_path, capsys, base):
     assert main(["evaluate", str(real), str(two), "--fields", "--out", out]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "band" in err and "FAKE_FIELD" in err
-    assert main(["evaluate", str(real), str(tmp_path / "missing.fits"), "--fields",
-                 "--out", out]) == 2
+    assert (
+        main(["evaluate", str(real), str(tmp_path / "missing.fits"), "--fields", "--out", out]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.fits" in err
-    assert main(["evaluate", str(real), str(real), "--fields", "--out", out,
-                 "--threshold", "nope=1"]) == 2
+    assert (
+        main(["evaluate", str(real), str(real), "--fields", "--out", out, "--threshold", "nope=1"])
+        == 2
+    )
     assert "nope" in capsys.readouterr().err
 
 
@@ -245,8 +277,9 @@ def test_load_field_reads_mef_and_tiles_a_model(tmp_path, base):
     arr, bands, *_ = load_field(str(mef), "REAL_FIELD")
     assert arr.shape == (3, SIZE, SIZE) and bands == BANDS
     np.testing.assert_array_equal(arr, base[0])
-    arr, bands, units, desc, _ = load_field("pretrained:xdf-sgan", "FAKE_FIELD",
-                                            shape=(3, 128, 160), seed=3, work=tmp_path)
+    arr, bands, units, desc, _ = load_field(
+        "pretrained:xdf-sgan", "FAKE_FIELD", shape=(3, 128, 160), seed=3, work=tmp_path
+    )
     assert arr.shape == (3, 128, 160) and bands == BANDS and np.isfinite(arr).all()
     assert "seed 3" in desc and units
     with pytest.raises(ConfigError, match="REAL_FIELD"):
@@ -259,8 +292,9 @@ def test_read_truth_fits_and_bad_catalogues(tmp_path):
     from galforge.errors import DataError
 
     path = tmp_path / "t.truth.fits"
-    Table({"id": [1, 2], "x": [3.0, 4.0], "y": [5.0, 6.0], "flux_R": [10.0, 20.0],
-           "name": ["a", "b"]}).write(path)
+    Table(
+        {"id": [1, 2], "x": [3.0, 4.0], "y": [5.0, 6.0], "flux_R": [10.0, 20.0], "name": ["a", "b"]}
+    ).write(path)
     cols = fieldstats.read_truth(path)
     assert cols["x"].tolist() == [3.0, 4.0] and cols["flux_R"].tolist() == [10.0, 20.0]
     assert "name" not in cols

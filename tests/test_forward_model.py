@@ -20,8 +20,7 @@ SCALE = 0.2
 def _fwhm(image: np.ndarray, scale: float) -> float:
     import galsim
 
-    return galsim.ImageD(np.ascontiguousarray(image, dtype=np.float64),
-                         scale=scale).calculateFWHM()
+    return galsim.ImageD(np.ascontiguousarray(image, dtype=np.float64), scale=scale).calculateFWHM()
 
 
 def test_parse_psf_descriptions_and_errors(tmp_path):
@@ -29,11 +28,18 @@ def test_parse_psf_descriptions_and_errors(tmp_path):
     assert moffat.describe() == "moffat:fwhm=0.7,beta=3.5"
     g, r = parse_psf("g=gaussian:fwhm=0.9;r=moffat:fwhm=0.7,beta=2.5", ["g", "r"])
     assert (g.kind, g.fwhm, r.kind, dict(r.params)["beta"]) == ("gaussian", 0.9, "moffat", 2.5)
-    assert data_psf({"psf": "moffat", "psf_fwhm": 0.7, "moffat_beta": 3.5}) == \
-        "moffat:fwhm=0.7,beta=3.5"
+    assert (
+        data_psf({"psf": "moffat", "psf_fwhm": 0.7, "moffat_beta": 3.5})
+        == "moffat:fwhm=0.7,beta=3.5"
+    )
     assert data_psf({}) is None
-    for bad in ("moffat", "moffat:fwhm=-1", "airy:fwhm=0.7", "moffat:size=3",
-                str(tmp_path / "missing.fits")):
+    for bad in (
+        "moffat",
+        "moffat:fwhm=-1",
+        "airy:fwhm=0.7",
+        "moffat:size=3",
+        str(tmp_path / "missing.fits"),
+    ):
         with pytest.raises(ConfigError, match="--psf"):
             parse_psf(bad, ["r"])
 
@@ -69,12 +75,16 @@ def test_convolution_keeps_flux_and_matches_galsim():
 
     (psf,) = parse_psf("moffat:fwhm=0.7,beta=3.5", ["r"])
     kernel = torch.from_numpy(render_psf([psf], SCALE, 63))
-    gal = galsim.Exponential(half_light_radius=0.5, flux=1000.0).shear(q=0.6, beta=0.4 *
-                                                                          galsim.radians)
+    gal = galsim.Exponential(half_light_radius=0.5, flux=1000.0).shear(
+        q=0.6, beta=0.4 * galsim.radians
+    )
     scene = gal.drawImage(nx=64, ny=64, scale=SCALE, method="no_pixel").array
     observed = fft_convolve(torch.from_numpy(scene)[None, None].float(), kernel)[0, 0].numpy()
-    truth = galsim.Convolve(gal, galsim.Moffat(beta=3.5, fwhm=0.7)).drawImage(
-        nx=64, ny=64, scale=SCALE).array
+    truth = (
+        galsim.Convolve(gal, galsim.Moffat(beta=3.5, fwhm=0.7))
+        .drawImage(nx=64, ny=64, scale=SCALE)
+        .array
+    )
     assert observed.sum() == pytest.approx(scene.sum(), rel=1e-4)
     # the pre-PSF scene is sampled on the pixel grid: within 2% of the peak of GalSim's
     assert np.abs(observed - truth).max() < 0.02 * truth.max()
@@ -84,11 +94,30 @@ def test_convolution_keeps_flux_and_matches_galsim():
 @pytest.fixture(scope="module")
 def psf_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("psf") / "run"
-    rc = main(["train", "builtin:galsim?n=48&size=64&bands=g,r", "--out", str(out),
-               "--steps", "2", "--batch", "8", "--psf", "auto",
-               "--condition-columns", "flux,hlr", "--set", "model.width=4",
-               "--set", "train.progress=false", "--set", "train.ema=0",
-               "--set", "train.n_samples=4"])
+    rc = main(
+        [
+            "train",
+            "builtin:galsim?n=48&size=64&bands=g,r",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--batch",
+            "8",
+            "--psf",
+            "auto",
+            "--condition-columns",
+            "flux,hlr",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "train.ema=0",
+            "--set",
+            "train.n_samples=4",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -98,8 +127,7 @@ def test_psf_model_round_trips_through_its_bundle(psf_run):
 
     meta = json.loads((psf_run / "bundle" / "bundle.json").read_text())
     spec = meta["parts"]["generator"]["spec"]
-    assert spec["psf"] == {"psf": ["moffat:fwhm=0.7,beta=3.5"] * 2, "pixel_scale": 0.2,
-                           "size": 63}
+    assert spec["psf"] == {"psf": ["moffat:fwhm=0.7,beta=3.5"] * 2, "pixel_scale": 0.2, "size": 63}
     bundle = load_bundle(psf_run / "bundle", device="cpu")
     assert {"prepsf", "conditional", "noise"} <= bundle.capabilities
     info = bundle.generator.psf_info()
@@ -137,8 +165,20 @@ def test_psf_needs_sky_noise_and_a_known_psf(tmp_path):
 
     with pytest.raises(ConfigError, match="sky_noise"):
         DCGANSettings(psf="moffat:fwhm=0.7", sky_noise=False)
-    rc = main(["train", "builtin:galsim?n=4&size=64", "--out", str(tmp_path / "r"),
-               "--steps", "1", "--set", "model.width=4", "--psf", "airy:fwhm=1"])
+    rc = main(
+        [
+            "train",
+            "builtin:galsim?n=4&size=64",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "1",
+            "--set",
+            "model.width=4",
+            "--psf",
+            "airy:fwhm=1",
+        ]
+    )
     assert rc == 2
 
 
@@ -152,14 +192,40 @@ def test_oversampled_scene_is_pixel_integrated_and_matches_galsim(tmp_path):
     from galforge.generation.sampling import load_bundle
 
     out = tmp_path / "os"
-    assert main(["train", "builtin:galsim?n=16&size=64&bands=r", "--out", str(out), "--steps",
-                 "1", "--batch", "8", "--psf", "auto", "--set", "model.oversample=2",
-                 "--set", "model.width=4", "--set", "train.ema=0", "--set",
-                 "train.n_samples=4", "--set", "train.progress=false"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "builtin:galsim?n=16&size=64&bands=r",
+                "--out",
+                str(out),
+                "--steps",
+                "1",
+                "--batch",
+                "8",
+                "--psf",
+                "auto",
+                "--set",
+                "model.oversample=2",
+                "--set",
+                "model.width=4",
+                "--set",
+                "train.ema=0",
+                "--set",
+                "train.n_samples=4",
+                "--set",
+                "train.progress=false",
+            ]
+        )
+        == 0
+    )
     bundle = load_bundle(out / "bundle", device="cpu")
     info = bundle.generator.psf_info()
-    assert (info["oversample"], info["scene_pixel_scale"], info["kernel"].shape) == \
-        (2, 0.1, (1, 127, 127))
+    assert (info["oversample"], info["scene_pixel_scale"], info["kernel"].shape) == (
+        2,
+        0.1,
+        (1, 127, 127),
+    )
     assert bundle.image_shape == (1, 64, 64)
     z = bundle.latent(2, seed=0)
     with torch.no_grad():

@@ -62,15 +62,23 @@ def bundle_dir(tmp_path):
     torch.manual_seed(0)
     gen = TinyConvGenerator(**SPEC)
     return save_bundle(
-        tmp_path / "bundle", family=FAMILY, spec=SPEC, state_dict=gen.state_dict(),
-        normalizer=Normalizer.fit(_data(), target=(-1.0, 1.0)), bands=BANDS, units="counts",
-        output_range=(-1.0, 1.0), config={}, data_fingerprint="0" * 64,
+        tmp_path / "bundle",
+        family=FAMILY,
+        spec=SPEC,
+        state_dict=gen.state_dict(),
+        normalizer=Normalizer.fit(_data(), target=(-1.0, 1.0)),
+        bands=BANDS,
+        units="counts",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint="0" * 64,
     )
 
 
 def _generate(src, out, *extra):
-    return main(["generate", str(src), "-n", "5", "--seed", "3", "--out", str(out),
-                 "--no-progress", *extra])
+    return main(
+        ["generate", str(src), "-n", "5", "--seed", "3", "--out", str(out), "--no-progress", *extra]
+    )
 
 
 def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path, monkeypatch):
@@ -121,7 +129,9 @@ def test_png_and_npy_formats(bundle_dir, tmp_path):
     arr = np.load(tmp_path / "n" / "samples.npy", allow_pickle=False)
     index = json.loads((tmp_path / "n" / "samples.json").read_text())
     assert arr.shape == (5, 3, 8, 8) and arr.dtype == np.float32
-    assert index["indices"] == list(range(5)) and index["seed"] == 3 and index["bands"] == list(BANDS)
+    assert (
+        index["indices"] == list(range(5)) and index["seed"] == 3 and index["bands"] == list(BANDS)
+    )
     np.testing.assert_allclose(arr, load_bundle(bundle_dir).sample(5, seed=3), rtol=1e-6)
 
 
@@ -165,8 +175,12 @@ def test_iter_samples_streams_chunks(bundle_dir):
     chunks = list(iter_samples(g, 7, seed=1, batch=3, progress=False))
     assert [first for first, _ in chunks] == [0, 3, 6]
     assert [len(images) for _, images in chunks] == [3, 3, 1]
-    np.testing.assert_allclose(np.concatenate([c for _, c in chunks]), g.sample(7, seed=1), rtol=1e-5)
-    np.testing.assert_allclose(sample(g, 7, seed=1, batch=2, progress=False), g.sample(7, seed=1), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([c for _, c in chunks]), g.sample(7, seed=1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        sample(g, 7, seed=1, batch=2, progress=False), g.sample(7, seed=1), rtol=1e-5
+    )
     with pytest.raises(ConfigError, match="--batch"):
         list(iter_samples(g, 3, batch=0))
 
@@ -184,7 +198,9 @@ def test_latent_helpers():
         L.truncate(z, -1)
     t = L.truncated_gaussian_latents((6,), 50, seed=0, threshold=0.5)
     assert t.abs().max() <= 0.5
-    assert torch.equal(t[10:], L.truncated_gaussian_latents((6,), 40, seed=0, threshold=0.5, start=10))
+    assert torch.equal(
+        t[10:], L.truncated_gaussian_latents((6,), 40, seed=0, threshold=0.5, start=10)
+    )
     # interpolation: endpoints exact, slerp keeps the norm between equal-norm latents
     a, b = z[0], z[1] * (z[0].norm() / z[1].norm())
     path = L.interpolate(a, b, 5)
@@ -260,9 +276,20 @@ register_generator("tiny_style")(lambda spec: StyleGenerator())
 
 
 def _cap_bundle(tmp_path, family, gen):
-    return load_bundle(save_bundle(
-        tmp_path / family, family=family, spec={}, state_dict=gen.state_dict(), normalizer=None,
-        bands=BANDS, units="adu", output_range=(-1.0, 1.0), config={}, data_fingerprint=None))
+    return load_bundle(
+        save_bundle(
+            tmp_path / family,
+            family=family,
+            spec={},
+            state_dict=gen.state_dict(),
+            normalizer=None,
+            bands=BANDS,
+            units="adu",
+            output_range=(-1.0, 1.0),
+            config={},
+            data_fingerprint=None,
+        )
+    )
 
 
 def test_conditional_generators_take_conditions(tmp_path):
@@ -274,10 +301,20 @@ def test_conditional_generators_take_conditions(tmp_path):
     assert bright.mean() > dim.mean() + 0.8
     with pytest.raises(ConfigError, match="conditions"):
         b.sample(2, seed=0)
-    plain = load_bundle(save_bundle(
-        tmp_path / "plain", family=FAMILY, spec=SPEC, state_dict=TinyConvGenerator(**SPEC)
-        .state_dict(), normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
-        config={}, data_fingerprint=None))
+    plain = load_bundle(
+        save_bundle(
+            tmp_path / "plain",
+            family=FAMILY,
+            spec=SPEC,
+            state_dict=TinyConvGenerator(**SPEC).state_dict(),
+            normalizer=None,
+            bands=BANDS,
+            units="adu",
+            output_range=(-1, 1),
+            config={},
+            data_fingerprint=None,
+        )
+    )
     with pytest.raises(galforge.errors.ModelError, match="conditional"):
         plain.sample(1, seed=0, conditions=[[0.0]])
 
@@ -299,21 +336,61 @@ def test_truncation_of_an_intermediate_latent_space_happens_in_w(tmp_path):
 def test_generate_cli_passes_conditions_and_records_them(tmp_path, capsys):
     torch.manual_seed(0)
     gen = CondGenerator()
-    path = save_bundle(tmp_path / "cond", family="tiny_cond", spec={}, state_dict=gen.state_dict(),
-                       normalizer=None, bands=BANDS, units="adu", output_range=(-1.0, 1.0),
-                       config={}, data_fingerprint=None)
+    path = save_bundle(
+        tmp_path / "cond",
+        family="tiny_cond",
+        spec={},
+        state_dict=gen.state_dict(),
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint=None,
+    )
     out = tmp_path / "o"
-    assert main(["generate", str(path), "-n", "2", "--out", str(out), "--condition",
-                 "flux=0.25", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "2",
+                "--out",
+                str(out),
+                "--condition",
+                "flux=0.25",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     header = fits.getheader(out / "galaxy_000000.fits")
     assert header["CNAME1"] == "flux" and header["COND1"] == 0.25
     expected = load_bundle(path).sample(2, seed=0, conditions={"flux": 0.25})
     np.testing.assert_array_equal(fits.getdata(out / "galaxy_000001.fits"), expected[1])
-    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "x"),
-                 "--condition", "size=1"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "1",
+                "--out",
+                str(tmp_path / "x"),
+                "--condition",
+                "size=1",
+            ]
+        )
+        == 2
+    )
     assert "flux" in capsys.readouterr().err
-    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "y"),
-                 "--condition", "flux"]) == 2
+    assert (
+        main(
+            ["generate", str(path), "-n", "1", "--out", str(tmp_path / "y"), "--condition", "flux"]
+        )
+        == 2
+    )
 
 
 def test_w_space_tools_for_intermediate_generators(tmp_path):
@@ -327,10 +404,20 @@ def test_w_space_tools_for_intermediate_generators(tmp_path):
     frames = b.generate_from_w(path)
     assert frames.shape == (5, 3, 4, 4)
     np.testing.assert_allclose(frames[-1], b.generate_from_latent(z)[1], rtol=1e-5)
-    plain = load_bundle(save_bundle(
-        tmp_path / "plain2", family=FAMILY, spec=SPEC, state_dict=TinyConvGenerator(**SPEC)
-        .state_dict(), normalizer=None, bands=BANDS, units="adu", output_range=(-1, 1),
-        config={}, data_fingerprint=None))
+    plain = load_bundle(
+        save_bundle(
+            tmp_path / "plain2",
+            family=FAMILY,
+            spec=SPEC,
+            state_dict=TinyConvGenerator(**SPEC).state_dict(),
+            normalizer=None,
+            bands=BANDS,
+            units="adu",
+            output_range=(-1, 1),
+            config={},
+            data_fingerprint=None,
+        )
+    )
     with pytest.raises(galforge.errors.ModelError, match="intermediate"):
         plain.to_w(plain.latent(1))
 
@@ -342,11 +429,31 @@ def test_used_out_folder_is_refused_unless_overwrite(bundle_dir, tmp_path, capsy
     assert _generate(bundle_dir, out, "--seed", "9") == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(out) in err and "--overwrite" in err
-    assert main(["generate", str(bundle_dir), "-n", "2", "--seed", "9", "--out", str(out),
-                 "--no-progress", "--overwrite", "--format", "npy"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(bundle_dir),
+                "-n",
+                "2",
+                "--seed",
+                "9",
+                "--out",
+                str(out),
+                "--no-progress",
+                "--overwrite",
+                "--format",
+                "npy",
+            ]
+        )
+        == 0
+    )
     # the earlier run's galaxies are gone: the folder holds one run only
     assert sorted(p.name for p in out.iterdir() if p.name != MANIFEST) == [
-        "grid.png", "samples.json", "samples.npy"]
+        "grid.png",
+        "samples.json",
+        "samples.npy",
+    ]
     (out / "notes.txt").write_text("mine")
     assert _generate(bundle_dir, out, "--overwrite") == 2
     assert "notes.txt" in capsys.readouterr().err and (out / "notes.txt").is_file()
@@ -383,14 +490,24 @@ def test_generated_folder_reads_back_as_data_without_the_grid(bundle_dir, tmp_pa
 def _noisy_style_bundle(tmp_path):
     from galforge.models.stylegan2 import StyleGAN2Generator
 
-    g = StyleGAN2Generator(16, 3, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128,
-                           channel_max=8).eval()
+    g = StyleGAN2Generator(
+        16, 3, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=8
+    ).eval()
     with torch.no_grad():
         for c in g.convs:
             c.noise_strength.fill_(0.5)
-    path = save_bundle(tmp_path / "sg2", family="stylegan2", spec=g.spec(),
-                       state_dict=g.state_dict(), normalizer=None, bands=BANDS, units="adu",
-                       output_range=(-1.0, 1.0), config={}, data_fingerprint=None)
+    path = save_bundle(
+        tmp_path / "sg2",
+        family="stylegan2",
+        spec=g.spec(),
+        state_dict=g.state_dict(),
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint=None,
+    )
     return path, g
 
 
@@ -399,24 +516,25 @@ def test_style_samples_get_their_own_noise_from_their_seed(tmp_path):
     b = load_bundle(path)
     assert "noise" in b.capabilities
     n1, n2 = b.noise(2, seed=3), b.noise(1, seed=3, start=1)
-    assert not torch.equal(n1[-1][0], n1[-1][1])            # no shared realisation
+    assert not torch.equal(n1[-1][0], n1[-1][1])  # no shared realisation
     assert all(torch.equal(a[1], c[0]) for a, c in zip(n1, n2, strict=True))
     # the noise a sample sees is its own: the same w with the const maps differs from it
     z = b.latent(2, seed=3)
     with torch.no_grad():
         w = g.mapping(z)
         own = g.synthesis(w, [m for m in n1]).clamp(-1, 1).numpy()
-        shared = g(z).clamp(-1, 1).numpy()               # eval: the stored maps
+        shared = g(z).clamp(-1, 1).numpy()  # eval: the stored maps
     np.testing.assert_allclose(b.sample(2, seed=3), own, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(b.sample(2, seed=3, noise_mode="const"), shared,
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        b.sample(2, seed=3, noise_mode="const"), shared, rtol=1e-5, atol=1e-5
+    )
     zero = [torch.zeros(1, 1, *s) for s in g.noise_shapes()]
     with torch.no_grad():
         quiet = g.synthesis(w, zero).clamp(-1, 1).numpy()
-    np.testing.assert_allclose(b.sample(2, seed=3, noise_mode="none"), quiet, rtol=1e-5,
-                               atol=1e-5)
-    np.testing.assert_allclose(b.sample(4, seed=3, batch=4), b.sample(4, seed=3, batch=3),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.sample(2, seed=3, noise_mode="none"), quiet, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        b.sample(4, seed=3, batch=4), b.sample(4, seed=3, batch=3), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ConfigError, match="--noise-mode"):
         b.sample(1, noise_mode="fresh")
 
@@ -427,14 +545,58 @@ def test_generate_noise_mode_is_reproducible_and_recorded(tmp_path, monkeypatch)
     outs = {}
     for name, extra in (("a", []), ("b", []), ("c", ["--noise-mode", "const"])):
         outs[name] = tmp_path / name
-        assert main(["generate", str(path), "-n", "2", "--seed", "4", "--out", str(outs[name]),
-                     "--no-progress", *extra]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    str(path),
+                    "-n",
+                    "2",
+                    "--seed",
+                    "4",
+                    "--out",
+                    str(outs[name]),
+                    "--no-progress",
+                    *extra,
+                ]
+            )
+            == 0
+        )
     a = (outs["a"] / "galaxy_000000.fits").read_bytes()
     assert a == (outs["b"] / "galaxy_000000.fits").read_bytes()
     assert fits.getheader(outs["a"] / "galaxy_000000.fits")["NOISEMOD"] == "random"
     assert fits.getheader(outs["c"] / "galaxy_000001.fits")["NOISEMOD"] == "const"
-    assert main(["generate", str(path), "-n", "2", "--out", str(tmp_path / "t"), "--truncation",
-                 "0.5", "--truncation-cutoff", "3", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "2",
+                "--out",
+                str(tmp_path / "t"),
+                "--truncation",
+                "0.5",
+                "--truncation-cutoff",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert fits.getheader(tmp_path / "t" / "galaxy_000000.fits")["TRUNCCUT"] == 3
-    assert main(["generate", str(path), "-n", "1", "--out", str(tmp_path / "u"),
-                 "--truncation-cutoff", "3"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                str(path),
+                "-n",
+                "1",
+                "--out",
+                str(tmp_path / "u"),
+                "--truncation-cutoff",
+                "3",
+            ]
+        )
+        == 2
+    )

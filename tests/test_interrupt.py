@@ -19,11 +19,34 @@ from galforge import interrupt
 from galforge.cli import main
 from galforge.training.checkpoint import find_checkpoint, read_checkpoint
 
-TINY = ["--model", "dcgan64", "--batch", "4", "--seed", "3", "--device", "cpu",
-        "--set", "model.width=4", "--set", "train.threads=1", "--set", "train.progress=false",
-        "--set", "train.log_every=1", "--set", "train.sample_every=100000",
-        "--set", "train.checkpoint_every=100000", "--set", "output.tensorboard=false",
-        "--set", "output.export_bundle=false", "--set", "output.loss_plot=false"]
+TINY = [
+    "--model",
+    "dcgan64",
+    "--batch",
+    "4",
+    "--seed",
+    "3",
+    "--device",
+    "cpu",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.sample_every=100000",
+    "--set",
+    "train.checkpoint_every=100000",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "output.export_bundle=false",
+    "--set",
+    "output.loss_plot=false",
+]
 
 
 @pytest.fixture
@@ -39,8 +62,14 @@ def _spawn(args, tmp_path):
     src = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     env.update(OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    return subprocess.Popen([sys.executable, "-m", "galforge", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "galforge", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, proc, timeout=180.0):
@@ -98,8 +127,9 @@ def test_sigint_checkpoints_and_resume_is_exact(tmp_path, data):
     assert resumed.keys() == straight.keys()
     for k in straight:
         assert torch.equal(resumed[k], straight[k]), k
-    assert (run / "generator.safetensors").read_bytes() == \
-        (ref / "generator.safetensors").read_bytes()
+    assert (run / "generator.safetensors").read_bytes() == (
+        ref / "generator.safetensors"
+    ).read_bytes()
 
 
 def test_sigterm_exits_143(tmp_path, data):
@@ -115,10 +145,26 @@ def test_sigterm_exits_143(tmp_path, data):
 
 def test_second_sigint_aborts_and_keeps_the_last_checkpoint(tmp_path, data):
     run = tmp_path / "run"
-    proc = _spawn(["train", str(data), "--out", str(run), "--steps", "100000", *TINY,
-                   "--set", "train.checkpoint_every=1"], tmp_path)
-    _wait_for(lambda: find_checkpoint(run / "checkpoints" / "latest") is not None
-              and _logged_steps(run) >= 2, proc)
+    proc = _spawn(
+        [
+            "train",
+            str(data),
+            "--out",
+            str(run),
+            "--steps",
+            "100000",
+            *TINY,
+            "--set",
+            "train.checkpoint_every=1",
+        ],
+        tmp_path,
+    )
+    _wait_for(
+        lambda: (
+            find_checkpoint(run / "checkpoints" / "latest") is not None and _logged_steps(run) >= 2
+        ),
+        proc,
+    )
     proc.send_signal(signal.SIGINT)
     time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
@@ -128,8 +174,10 @@ def test_second_sigint_aborts_and_keeps_the_last_checkpoint(tmp_path, data):
     tensors, meta = read_checkpoint(run / "checkpoints" / "latest")
     assert meta["step"] >= 1 and tensors
     # the kept checkpoint is good enough to continue from
-    assert main(["train", str(data), "--out", str(run), "--resume",
-                 "--steps", str(meta["step"] + 1)]) == 0
+    assert (
+        main(["train", str(data), "--out", str(run), "--resume", "--steps", str(meta["step"] + 1)])
+        == 0
+    )
 
 
 def test_stop_requests_restores_handlers():
@@ -153,12 +201,20 @@ def test_field_stops_on_sigint_and_resumes(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     gen = SGANGenerator(3, (8, 8, 4, 4)).eval()
     rng = np.random.default_rng(0)
-    norm = Normalizer.fit(rng.gamma(2.0, 3.0, (1, 3, 32, 32)).astype(np.float32),
-                          target=(0.0, 1.0))
+    norm = Normalizer.fit(rng.gamma(2.0, 3.0, (1, 3, 32, 32)).astype(np.float32), target=(0.0, 1.0))
     bundle = tmp_path / "b"
-    save_bundle(bundle, family="sgan", spec=gen.spec(), state_dict=gen.state_dict(),
-                normalizer=norm, bands=("g", "r", "i"), units="nanomaggy", output_range=(0, 1),
-                config={}, data_fingerprint="test")
+    save_bundle(
+        bundle,
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=norm,
+        bands=("g", "r", "i"),
+        units="nanomaggy",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
     render = field_mod.FieldJob.render
     rendered = []
 
@@ -170,8 +226,19 @@ def test_field_stops_on_sigint_and_resumes(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(field_mod.FieldJob, "render", render_then_signal)
     out = tmp_path / "f.npy"
-    args = ["field", str(bundle), "--size", "64x96", "--out", str(out), "--tile", "32",
-            "--no-progress", "--compile", "off"]
+    args = [
+        "field",
+        str(bundle),
+        "--size",
+        "64x96",
+        "--out",
+        str(out),
+        "--tile",
+        "32",
+        "--no-progress",
+        "--compile",
+        "off",
+    ]
     assert main(args) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("interrupted with 2 of 6 tiles")

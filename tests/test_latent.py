@@ -40,18 +40,35 @@ def make_style_bundle(path, size=16, seed=0):
         g.mapping_net.w_avg.copy_(g.mapping(torch.randn(256, 8)).mean(0))
     rng = np.random.default_rng(seed)
     data = (rng.gamma(2.0, 5.0, (16, 3, size, size)) + 1.0).astype(np.float32)
-    return save_bundle(path, family="stylegan2", spec=g.spec(), state_dict=g.state_dict(),
-                       normalizer=Normalizer.fit(data, target=(-1.0, 1.0)), bands=BANDS,
-                       units="counts", output_range=(-1.0, 1.0), config={},
-                       data_fingerprint="0" * 64)
+    return save_bundle(
+        path,
+        family="stylegan2",
+        spec=g.spec(),
+        state_dict=g.state_dict(),
+        normalizer=Normalizer.fit(data, target=(-1.0, 1.0)),
+        bands=BANDS,
+        units="counts",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint="0" * 64,
+    )
 
 
 def make_dcgan_bundle(path):
     spec = {"latent_dim": 8, "channels": 3, "image_size": 64, "width": 4}
     g = DCGANGenerator(**spec)
-    return save_bundle(path, family="dcgan", spec=spec,
-                       state_dict=g.state_dict(), normalizer=None, bands=BANDS, units="adu",
-                       output_range=(-1.0, 1.0), config={}, data_fingerprint=None)
+    return save_bundle(
+        path,
+        family="dcgan",
+        spec=spec,
+        state_dict=g.state_dict(),
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint=None,
+    )
 
 
 @pytest.fixture
@@ -65,8 +82,9 @@ def test_truncation_psi_zero_is_the_w_avg_image_and_one_is_untruncated(style):
     avg = style.generate_from_w(g.mean_w()[None].repeat(3, 1), noise=const)
     zero = style.sample(3, seed=5, truncation=0.0, noise_mode="const")
     np.testing.assert_allclose(zero, avg, rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(style.sample(3, seed=5, truncation=1.0),
-                               style.sample(3, seed=5), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        style.sample(3, seed=5, truncation=1.0), style.sample(3, seed=5), rtol=1e-5, atol=1e-4
+    )
     # cutoff: only the first layers are pulled toward w_avg
     w = style.to_w(style.latent(2, seed=5))
     ws = style.truncate_w(w, 0.0, cutoff=3)
@@ -84,11 +102,14 @@ def test_mixing_grid_styles_come_from_the_right_seeds(style):
     for r, rs in enumerate([1, 2, 3]):
         for c, cs in enumerate([10, 11]):
             torch.testing.assert_close(grid.ws[r, c, :3], w[cs].expand(3, -1))
-            torch.testing.assert_close(grid.ws[r, c, 3:],
-                                       w[rs].expand(style.generator.num_ws - 3, -1))
+            torch.testing.assert_close(
+                grid.ws[r, c, 3:], w[rs].expand(style.generator.num_ws - 3, -1)
+            )
     # headers are the seeds' own samples; a cell differs from both of its sources
     np.testing.assert_allclose(grid.row_images[1], style.sample(1, seed=2)[0], rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(grid.col_images[0], style.sample(1, seed=10)[0], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        grid.col_images[0], style.sample(1, seed=10)[0], rtol=1e-5, atol=1e-4
+    )
     assert not np.allclose(grid.images[1, 0], grid.row_images[1])
     assert not np.allclose(grid.images[1, 0], grid.col_images[0])
     with pytest.raises(ConfigError, match="--styles"):
@@ -102,7 +123,7 @@ def test_interpolation_end_frames_are_the_seeds_own_samples(style, space):
     for k, s in ((0, 42), (4, 1234), (8, 7)):
         np.testing.assert_allclose(frames[k], style.sample(1, seed=s)[0], rtol=1e-5, atol=1e-4)
     assert not np.allclose(frames[1], frames[0]) and not np.allclose(frames[1], frames[4])
-    if space == "w":   # lerp in w: the middle frame's w is the mean of its ends
+    if space == "w":  # lerp in w: the middle frame's w is the mean of its ends
         w = style.to_w(LT.seed_latents(style, [42, 1234]))
         torch.testing.assert_close(path[2], w.mean(0))
     with pytest.raises(ConfigError, match="two seeds"):
@@ -111,8 +132,9 @@ def test_interpolation_end_frames_are_the_seeds_own_samples(style, space):
 
 def test_seed_arithmetic_in_z_and_w(style):
     z = LT.seed_latents(style, [1, 2, 3])
-    torch.testing.assert_close(LT.seed_arithmetic(style, [1, 3], [2], space="z"),
-                               z[0] - z[1] + z[2])
+    torch.testing.assert_close(
+        LT.seed_arithmetic(style, [1, 3], [2], space="z"), z[0] - z[1] + z[2]
+    )
     w = style.to_w(z)
     v = LT.seed_arithmetic(style, [1, 3], [2], space="w")
     torch.testing.assert_close(v, w[0] - w[1] + w[2])
@@ -121,8 +143,9 @@ def test_seed_arithmetic_in_z_and_w(style):
 
 def test_projection_of_a_self_generated_sample_recovers_it(style):
     target = style.sample(1, seed=9, noise_mode="const")[0]
-    start = style.generate_from_w(style.generator.mean_w()[None],
-                                  noise=style.noise(1, mode="const"))[0]
+    start = style.generate_from_w(
+        style.generator.mean_w()[None], noise=style.noise(1, mode="const")
+    )[0]
     res = LT.project(style, target, steps=80, noise_mode="const", lr=0.1, progress=False)
     before = float(np.sqrt(np.mean((target - start) ** 2)))
     assert res.rmse < 0.25 * before, (res.rmse, before)
@@ -133,13 +156,19 @@ def test_projection_of_a_self_generated_sample_recovers_it(style):
 
 
 def test_projection_of_a_real_galaxy_writes_every_output(style, tmp_path):
-    res = LT.project(style, "builtin:hdf-stamps?size=16&n=2", steps=3, wplus=True, noise=True,
-                     progress=False)
+    res = LT.project(
+        style, "builtin:hdf-stamps?size=16&n=2", steps=3, wplus=True, noise=True, progress=False
+    )
     assert res.w.shape == (style.generator.num_ws, 8)
     paths = LT.write_projection(res, style, tmp_path / "p")
     names = {p.name for p in paths.values()}
-    assert {"projected_w.npy", "reconstruction.fits", "residual.fits", "projection.json",
-            "projected_noise.npz"} <= names
+    assert {
+        "projected_w.npy",
+        "reconstruction.fits",
+        "residual.fits",
+        "projection.json",
+        "projected_noise.npz",
+    } <= names
     info = json.loads((tmp_path / "p" / "projection.json").read_text())
     assert info["chi2_per_pixel"] > 0 and info["rmse"] > 0
     assert set(info["sigma_per_band"]) == set(BANDS)
@@ -156,10 +185,12 @@ def test_robust_sigma_reads_the_sky_not_the_galaxy():
 
 def test_plain_latent_families_are_refused(tmp_path):
     plain = load_bundle(make_dcgan_bundle(tmp_path / "dc"))
-    for call in (lambda: LT.style_mix(plain, [1], [2], "0"),
-                 lambda: LT.interpolation(plain, [1, 2], 3),
-                 lambda: LT.project(plain, np.zeros(plain.image_shape, np.float32), steps=1),
-                 lambda: plain.sample(1, truncation=0.5, truncation_cutoff=2),
-                 lambda: plain.sample(1, noise_mode="const")):
+    for call in (
+        lambda: LT.style_mix(plain, [1], [2], "0"),
+        lambda: LT.interpolation(plain, [1, 2], 3),
+        lambda: LT.project(plain, np.zeros(plain.image_shape, np.float32), steps=1),
+        lambda: plain.sample(1, truncation=0.5, truncation_cutoff=2),
+        lambda: plain.sample(1, noise_mode="const"),
+    ):
         with pytest.raises(ModelError, match="'(intermediate|noise)' capability"):
             call()

@@ -20,8 +20,18 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 
 FLOORS: list[set[str]] = [
-    {"errors", "fileio", "seeding", "interrupt", "pretrained", "fitsheader", "outputs",
-     "jsonsafe", "tables", "log"},
+    {
+        "errors",
+        "fileio",
+        "seeding",
+        "interrupt",
+        "pretrained",
+        "fitsheader",
+        "outputs",
+        "jsonsafe",
+        "tables",
+        "log",
+    },
     {"models", "data", "config"},
     {"training", "bundle", "runfolder"},
     {"generation", "evaluation"},
@@ -54,8 +64,9 @@ def _package_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def imports_of(module: str, source: str, is_package: bool, known: set[str], *,
-               module_level_only: bool = False) -> list[tuple[str, int]]:
+def imports_of(
+    module: str, source: str, is_package: bool, known: set[str], *, module_level_only: bool = False
+) -> list[tuple[str, int]]:
     """The galforge modules ``module`` imports, as (module, line), resolving relative imports.
 
     ``from P import name`` counts as importing ``P.name`` when that is a module in ``known``, else
@@ -68,10 +79,14 @@ def imports_of(module: str, source: str, is_package: bool, known: set[str], *,
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if module_level_only and isinstance(
-                    child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+            ):
                 continue
-            if module_level_only and isinstance(child, ast.If) and "TYPE_CHECKING" in \
-                    ast.unparse(child.test):
+            if (
+                module_level_only
+                and isinstance(child, ast.If)
+                and "TYPE_CHECKING" in ast.unparse(child.test)
+            ):
                 nodes.extend(child.orelse)
                 for n in child.orelse:
                     visit(n)
@@ -87,7 +102,7 @@ def imports_of(module: str, source: str, is_package: bool, known: set[str], *,
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = module.split(".") if is_package else module.split(".")[:-1]
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -117,20 +132,24 @@ def layering_violations(sources: dict[str, tuple[str, str, bool]]) -> list[str]:
     for module, (label, source, is_package) in sorted(sources.items()):
         importer = _package_of(module)
         if importer not in FLOOR_OF:
-            problems.append(f"{label}:1: {module} is in {importer}, a package no floor names "
-                            "(add it to FLOORS)")
+            problems.append(
+                f"{label}:1: {module} is in {importer}, a package no floor names (add it to FLOORS)"
+            )
             continue
         for target_module, line in imports_of(module, source, is_package, known):
             if target_module == "galforge":
                 continue  # the root's constants (ROOT_NAMES); its own imports are checked
             target = _package_of(target_module)
             if target not in FLOOR_OF:
-                problems.append(f"{label}:{line}: {module} imports {target_module}, a package "
-                                "no floor names (add it to FLOORS)")
+                problems.append(
+                    f"{label}:{line}: {module} imports {target_module}, a package "
+                    "no floor names (add it to FLOORS)"
+                )
             elif not _allowed(importer, target):
                 problems.append(
                     f"{label}:{line}: {module} (floor {FLOOR_OF[importer]}, {importer}) imports "
-                    f"{target_module} (floor {FLOOR_OF[target]}, {target})")
+                    f"{target_module} (floor {FLOOR_OF[target]}, {target})"
+                )
     return problems
 
 
@@ -141,22 +160,29 @@ def root_name_violations(sources: dict[str, tuple[str, str, bool]]) -> list[str]
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ImportFrom) and node.module == "galforge" and not node.level:
                 for alias in node.names:
-                    if f"galforge.{alias.name}" not in sources and alias.name not in ROOT_NAMES \
-                            and _package_of(module) not in ("__init__", "__main__", "cli"):
-                        problems.append(f"{label}:{node.lineno}: {module} imports "
-                                        f"galforge.{alias.name} from the package root")
+                    if (
+                        f"galforge.{alias.name}" not in sources
+                        and alias.name not in ROOT_NAMES
+                        and _package_of(module) not in ("__init__", "__main__", "cli")
+                    ):
+                        problems.append(
+                            f"{label}:{node.lineno}: {module} imports "
+                            f"galforge.{alias.name} from the package root"
+                        )
     return problems
 
 
 def import_cycles(sources: dict[str, tuple[str, str, bool]]) -> list[list[str]]:
     """Circles of module-level imports between modules of one package (incl. its __init__)."""
+
     def package(name: str) -> str:  # a package's __init__ belongs to the package itself
         return name if sources[name][2] else name.rsplit(".", 1)[0]
 
     graph: dict[str, set[str]] = {m: set() for m in sources}
     for module, (_, source, is_package) in sources.items():
-        for target, _ in imports_of(module, source, is_package, set(sources),
-                                    module_level_only=True):
+        for target, _ in imports_of(
+            module, source, is_package, set(sources), module_level_only=True
+        ):
             if target in sources and target != module and package(target) == package(module):
                 graph[module].add(target)
     # strongly connected components (Tarjan)
@@ -195,8 +221,11 @@ def import_cycles(sources: dict[str, tuple[str, str, bool]]) -> list[list[str]]:
 
 def galforge_sources() -> dict[str, tuple[str, str, bool]]:
     return {
-        module_name(path, SRC): (str(path.relative_to(SRC.parent)), path.read_text(),
-                                 path.name == "__init__.py")
+        module_name(path, SRC): (
+            str(path.relative_to(SRC.parent)),
+            path.read_text(),
+            path.name == "__init__.py",
+        )
         for path in sorted((SRC / "galforge").rglob("*.py"))
     }
 
@@ -224,19 +253,30 @@ def _planted(module: str, source: str, is_package: bool = False):
     return sources
 
 
-@pytest.mark.parametrize("module, source, line, target", [
-    # an upward import hidden inside a function
-    ("galforge.data.planted", '"""x"""\n\n\ndef f():\n    from galforge.training import trainer\n',
-     5, "galforge.training.trainer"),
-    # a forbidden sideways import, relative
-    ("galforge.data.planted", "from ..models import registry\n", 1, "galforge.models.registry"),
-    # evaluation may use data and the bottom floor only
-    ("galforge.evaluation.planted", "import galforge.bundle\n", 1, "galforge.bundle"),
-    ("galforge.evaluation.planted", "from ..generation import sampling as s\n", 1,
-     "galforge.generation.sampling"),
-    # the bottom floor knows nothing above it, not even through `from galforge import`
-    ("galforge.seeding", "from galforge import models\n", 1, "galforge.models"),
-])
+@pytest.mark.parametrize(
+    "module, source, line, target",
+    [
+        # an upward import hidden inside a function
+        (
+            "galforge.data.planted",
+            '"""x"""\n\n\ndef f():\n    from galforge.training import trainer\n',
+            5,
+            "galforge.training.trainer",
+        ),
+        # a forbidden sideways import, relative
+        ("galforge.data.planted", "from ..models import registry\n", 1, "galforge.models.registry"),
+        # evaluation may use data and the bottom floor only
+        ("galforge.evaluation.planted", "import galforge.bundle\n", 1, "galforge.bundle"),
+        (
+            "galforge.evaluation.planted",
+            "from ..generation import sampling as s\n",
+            1,
+            "galforge.generation.sampling",
+        ),
+        # the bottom floor knows nothing above it, not even through `from galforge import`
+        ("galforge.seeding", "from galforge import models\n", 1, "galforge.models"),
+    ],
+)
 def test_the_checker_names_a_planted_import(module, source, line, target):
     problems = layering_violations(_planted(module, source))
     label = "src/" + module.replace(".", "/") + ".py"
@@ -244,14 +284,17 @@ def test_the_checker_names_a_planted_import(module, source, line, target):
 
 
 def test_the_checker_lets_allowed_imports_pass():
-    source = ("from galforge import __version__\nfrom galforge.errors import DataError\n"
-              "from . import normalize\n\n\ndef f():\n    import galforge.fileio\n")
-    for module, text in (("galforge.data.planted", source),
-                         ("galforge.cli.planted", "import galforge.training\n"),
-                         ("galforge.training.planted", "from ..runfolder import RunFolder\n")):
+    source = (
+        "from galforge import __version__\nfrom galforge.errors import DataError\n"
+        "from . import normalize\n\n\ndef f():\n    import galforge.fileio\n"
+    )
+    for module, text in (
+        ("galforge.data.planted", source),
+        ("galforge.cli.planted", "import galforge.training\n"),
+        ("galforge.training.planted", "from ..runfolder import RunFolder\n"),
+    ):
         label = "src/" + module.replace(".", "/") + ".py:"
-        assert [p for p in layering_violations(_planted(module, text)) if p.startswith(label)] \
-            == []
+        assert [p for p in layering_violations(_planted(module, text)) if p.startswith(label)] == []
 
 
 def test_the_cycle_check_finds_a_planted_circle():
@@ -259,6 +302,5 @@ def test_the_cycle_check_finds_a_planted_circle():
     sources["galforge.data.planted_b"] = ("b.py", "from .planted_a import x\n", False)
     assert ["galforge.data.planted_a", "galforge.data.planted_b"] in import_cycles(sources)
     # a function-local import breaks no circle at import time
-    sources["galforge.data.planted_b"] = ("b.py", "def f():\n    from .planted_a import x\n",
-                                          False)
+    sources["galforge.data.planted_b"] = ("b.py", "def f():\n    from .planted_a import x\n", False)
     assert ["galforge.data.planted_a", "galforge.data.planted_b"] not in import_cycles(sources)

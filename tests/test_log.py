@@ -17,8 +17,17 @@ from galforge.training import trainer as trainer_mod
 from galforge.training.recipes import RECIPES
 from galforge.training.trainer import Trainer
 
-TRAIN = {"batch": 4, "seed": 1, "ema": 0.0, "sample_every": 2, "n_samples": 4,
-         "checkpoint_every": 100, "log_every": 2, "progress": True, "threads": 1}
+TRAIN = {
+    "batch": 4,
+    "seed": 1,
+    "ema": 0.0,
+    "sample_every": 2,
+    "n_samples": 4,
+    "checkpoint_every": 100,
+    "log_every": 2,
+    "progress": True,
+    "threads": 1,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -41,20 +50,28 @@ def _one_thread():
 def _trainer(run, steps=4, tensorboard=False, **train):
     recipe = RECIPES["dcgan64"]({"width": 4}, channels=3, image_size=64, device="cpu", seed=1)
     data = torch.rand(8, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    return Trainer(recipe, data, run, {**TRAIN, **train, "steps": steps},
-                   bands=("g", "r", "i"), model_name="dcgan64",
-                   output={"export_bundle": False, "tensorboard": tensorboard,
-                           "loss_plot": False})
+    return Trainer(
+        recipe,
+        data,
+        run,
+        {**TRAIN, **train, "steps": steps},
+        bands=("g", "r", "i"),
+        model_name="dcgan64",
+        output={"export_bundle": False, "tensorboard": tensorboard, "loss_plot": False},
+    )
 
 
 def _progress_records(caplog):
-    return [r.getMessage() for r in caplog.records
-            if r.name == "galforge.train" and r.getMessage().startswith("step ")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "galforge.train" and r.getMessage().startswith("step ")
+    ]
 
 
 def test_redirected_training_logs_one_line_per_interval(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="galforge")
-    assert not glog.interactive()      # pytest captures stdout: not a terminal
+    assert not glog.interactive()  # pytest captures stdout: not a terminal
     _trainer(tmp_path / "run", steps=4).fit()
     lines = _progress_records(caplog)
     assert [m.split(" ")[1] for m in lines] == ["2/4", "4/4"]
@@ -64,10 +81,30 @@ def test_redirected_training_logs_one_line_per_interval(tmp_path, caplog):
 def test_cli_train_prints_progress_lines_not_a_bar(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "gal.npy", (rng.random((6, 64, 64, 3)) * 255).astype(np.uint8))
-    rc = main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out",
-               str(tmp_path / "run"), "--steps", "4", "--batch", "3", "--device", "cpu",
-               "--set", "model.width=4", "--set", "train.log_every=2",
-               "--set", "output.tensorboard=false", "--set", "output.export_bundle=false"])
+    rc = main(
+        [
+            "train",
+            str(tmp_path / "gal.npy"),
+            "--model",
+            "dcgan64",
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "4",
+            "--batch",
+            "3",
+            "--device",
+            "cpu",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.log_every=2",
+            "--set",
+            "output.tensorboard=false",
+            "--set",
+            "output.export_bundle=false",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0, err
     steps = [line for line in err.splitlines() if line.startswith("step ")]
@@ -93,8 +130,11 @@ def test_tensorboard_missing_is_said_once(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.INFO, logger="galforge")
     monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
     real_find = trainer_mod.importlib.util.find_spec
-    monkeypatch.setattr(trainer_mod.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "tensorboard" else real_find(name, *a))
+    monkeypatch.setattr(
+        trainer_mod.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "tensorboard" else real_find(name, *a),
+    )
     monkeypatch.setattr(trainer_mod, "_TENSORBOARD_NOTICE_SAID", False)
     _trainer(tmp_path / "a", steps=2, tensorboard=True).fit()
     _trainer(tmp_path / "b", steps=2, tensorboard=True).fit()

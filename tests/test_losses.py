@@ -84,7 +84,8 @@ def test_nonsaturating_and_wgan_by_hand():
     fake = torch.tensor([0.5, -3.0])
     sp = lambda v: math.log1p(math.exp(v))  # noqa: E731  softplus
     assert float(nonsaturating_d_loss(real, fake)) == pytest.approx(
-        (sp(-2.0) + sp(0.5)) / 2 + (sp(0.5) + sp(-3.0)) / 2, rel=1e-6)
+        (sp(-2.0) + sp(0.5)) / 2 + (sp(0.5) + sp(-3.0)) / 2, rel=1e-6
+    )
     assert float(nonsaturating_g_loss(fake)) == pytest.approx((sp(-0.5) + sp(3.0)) / 2, rel=1e-6)
     # the BCE form of the same loss agrees
     a, b = discriminator_loss(real, fake)
@@ -109,7 +110,7 @@ def test_gradient_penalty_and_r1_of_a_linear_critic():
     assert float(r1_penalty(critic(x), x)) == pytest.approx(25.0, rel=1e-6)
     # a quadratic critic D = sum x^2: the gradient is 2x, so R1 = E[4 |x|^2]
     x = real.clone().requires_grad_(True)
-    r1 = r1_penalty((x ** 2).flatten(1).sum(1), x)
+    r1 = r1_penalty((x**2).flatten(1).sum(1), x)
     expected = float((2 * real).flatten(1).pow(2).sum(1).mean())
     assert float(r1.detach()) == pytest.approx(expected, rel=1e-5)
     r1.backward()  # create_graph: the penalty itself is differentiable

@@ -57,10 +57,8 @@ def test_independent_draws_score_small_compared_with_blur(real):
     enc = features.load_galaxy_encoder()
     scale = features.set_scale(real)
     xr = features.encoder_inputs(real, scale)
-    other = fid_kid(xr, features.encoder_inputs(blobs(96, seed=2), scale), enc,
-                    kid_subset_size=50)
-    blurred = fid_kid(xr, features.encoder_inputs(blur(real, 2.5), scale), enc,
-                      kid_subset_size=50)
+    other = fid_kid(xr, features.encoder_inputs(blobs(96, seed=2), scale), enc, kid_subset_size=50)
+    blurred = fid_kid(xr, features.encoder_inputs(blur(real, 2.5), scale), enc, kid_subset_size=50)
     assert other["fid"] < 0.5 * blurred["fid"]
     # KID is unbiased: independent draws of one population give 0 within its scatter
     assert abs(other["kid_mean"]) < 3 * other["kid_std"] + 1e-6
@@ -79,8 +77,7 @@ def test_kid_is_reproducible_with_a_seed_and_caps_the_subset():
     # Fréchet distance of Gaussians with shifted means ≈ squared shift
     big_a = rng.normal(size=(4000, 4))
     big_b = rng.normal(loc=1.0, size=(4000, 4))
-    assert features_fid_kid(big_a, big_b, kid_subset_size=100)["fid"] == pytest.approx(4.0,
-                                                                                         rel=0.1)
+    assert features_fid_kid(big_a, big_b, kid_subset_size=100)["fid"] == pytest.approx(4.0, rel=0.1)
 
 
 def test_fid_needs_two_images():
@@ -90,8 +87,12 @@ def test_fid_needs_two_images():
 
 def _realism(real, fake, seed=0):
     edges = features.histogram_edges(real)
-    return realism_classifier(features.realism_features(real, edges),
-                              features.realism_features(fake, edges), folds=4, seed=seed)
+    return realism_classifier(
+        features.realism_features(real, edges),
+        features.realism_features(fake, edges),
+        folds=4,
+        seed=seed,
+    )
 
 
 def test_realism_classifier_halves_vs_broken(real):

@@ -31,8 +31,14 @@ def galaxy_set(n, rng, size=40, noise=0.5):
     """A small GalSim-like set: exponential discs, PA in [0, 90) (not uniform), noise."""
     out = []
     for _ in range(n):
-        img = sersic_stamp(size, flux=rng.uniform(1500, 4000), hlr=rng.uniform(2.5, 4.0),
-                           q=rng.uniform(0.3, 0.7), pa_deg=rng.uniform(0, 90), sub=2)
+        img = sersic_stamp(
+            size,
+            flux=rng.uniform(1500, 4000),
+            hlr=rng.uniform(2.5, 4.0),
+            q=rng.uniform(0.3, 0.7),
+            pa_deg=rng.uniform(0, 90),
+            sub=2,
+        )
         out.append(img[None] + rng.normal(0, noise, (1, size, size)))
     return np.stack(out).astype(np.float32)
 
@@ -156,8 +162,9 @@ def test_plot_shapes_and_isophotes(tmp_path):
 def test_conventions_agree_with_builtin_galsim_truth():
     from galforge.data.builtin import galsim_galaxies
 
-    imgset, truth, noiseless = galsim_galaxies(4, size=48, seed=3, q=(0.3, 0.6),
-                                               hlr=(0.8, 1.2), return_noiseless=True)
+    imgset, truth, noiseless = galsim_galaxies(
+        4, size=48, seed=3, q=(0.3, 0.6), hlr=(0.8, 1.2), return_noiseless=True
+    )
     rows = morph.measure_isophotes(noiseless, imgset.bands, upscale=None)
     moments = morph.measure_moments(imgset.images, imgset.bands)
     for row, mom, t in zip(rows, moments, truth, strict=True):

@@ -32,8 +32,9 @@ def make_field(shape, sources, noise, rng):
 def test_recovers_injected_fluxes_and_magnitudes():
     rng = np.random.default_rng(0)
     fluxes = (2000.0, 4000.0, 6000.0)
-    stamps = np.stack([make_field((48, 48), [(23.5, 23.5, fluxes, 2.0)], 1.0, rng)
-                       for _ in range(3)])
+    stamps = np.stack(
+        [make_field((48, 48), [(23.5, 23.5, fluxes, 2.0)], 1.0, rng) for _ in range(3)]
+    )
     rows = phot.detect_and_measure(stamps, BANDS, zeropoint=27.0)
     assert [r["image"] for r in rows] == [0, 1, 2]
     for row in rows:
@@ -43,7 +44,8 @@ def test_recovers_injected_fluxes_and_magnitudes():
             # a Kron aperture of 2.5 r1 holds >= 94 % of a Gaussian's light
             assert 0.93 * f < row[f"flux_{band}"] < 1.04 * f
             assert row[f"mag_{band}"] == pytest.approx(
-                27.0 - 2.5 * math.log10(row[f"flux_{band}"]), abs=1e-9)
+                27.0 - 2.5 * math.log10(row[f"flux_{band}"]), abs=1e-9
+            )
             assert row[f"flux_err_{band}"] > 0
         # colours are measured through one aperture: g - r is exact up to noise
         assert row["mag_g"] - row["mag_r"] == pytest.approx(2.5 * math.log10(2.0), abs=0.03)
@@ -66,8 +68,7 @@ def test_noise_only_gives_almost_no_detections():
 def test_detection_threshold_and_minarea_are_honoured():
     rng = np.random.default_rng(3)
     # one bright and one faint source
-    field = make_field((64, 96), [(20, 30, (3000,) * 3, 2.0), (70, 30, (60,) * 3, 2.0)],
-                       1.0, rng)
+    field = make_field((64, 96), [(20, 30, (3000,) * 3, 2.0), (70, 30, (60,) * 3, 2.0)], 1.0, rng)
 
     def has_faint(rows):
         return any(abs(r["x"] - 70) < 2 and abs(r["y"] - 30) < 2 for r in rows)

@@ -39,6 +39,7 @@ def test_paired_batches_hold_the_same_images_at_each_size():
 def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "d.npy", rng.gamma(2.0, 3.0, (5, 2, 32, 32)).astype(np.float32))
+
     def cfg_():  # reading records in cfg.data what it did (e.g. the resize): one per read
         return resolve_config(base={"data": {"source": str(tmp_path / "d.npy")}})
 
@@ -55,9 +56,17 @@ def test_prepare_data_resizes_for_the_need_and_checks_the_fingerprint(tmp_path):
 
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()
-    run.write_info(RunInfo(family="x", parts={"generator": {"family": "x", "spec": {}}},
-                           bands=["a", "b"], units="adu", normalizer=None,
-                           output_range=[-1, 1], data_fingerprint="not-these-data"))
+    run.write_info(
+        RunInfo(
+            family="x",
+            parts={"generator": {"family": "x", "spec": {}}},
+            bands=["a", "b"],
+            units="adu",
+            normalizer=None,
+            output_range=[-1, 1],
+            data_fingerprint="not-these-data",
+        )
+    )
     with pytest.raises(TrainingError, match="fingerprint"):
         prepare_data(cfg_(), Stamps(16), (-1.0, 1.0), run_dir=run.path, resume=True)
 
@@ -72,9 +81,12 @@ def test_conditions_come_from_each_images_meta_and_travel_with_the_batch():
     iset = ImageSet(images=images, bands=("r",), meta=meta)
     table = condition_table(iset, ("mag", "hlr"))
     assert table.dtype == np.float32 and table[4].tolist() == [22.0, 2.0]
-    src = batch_source(Stamps(8, conditions=("mag", "hlr")),
-                       {"images": torch.from_numpy(images), "conditions": torch.from_numpy(table)},
-                       3, seed=0)
+    src = batch_source(
+        Stamps(8, conditions=("mag", "hlr")),
+        {"images": torch.from_numpy(images), "conditions": torch.from_numpy(table)},
+        3,
+        seed=0,
+    )
     batch = src.batch(1)
     idx = src.indices(1)
     assert torch.equal(batch["conditions"], torch.from_numpy(table)[idx])

@@ -50,8 +50,12 @@ class ToyFieldGenerator(nn.Module):
         self.head = nn.Conv2d(hidden, channels, 1)
 
     def spec(self):
-        return {"channels": self.channels, "latent_channels": self.latent_channels,
-                "hidden": self.hidden, "image_size": self.image_size}
+        return {
+            "channels": self.channels,
+            "latent_channels": self.latent_channels,
+            "hidden": self.hidden,
+            "image_size": self.image_size,
+        }
 
     def latent_shape(self, n, image_size=None):
         side = (image_size or self.image_size) // UPSCALE
@@ -121,8 +125,11 @@ class ToyRecipe(Recipe):
         s = self.settings
         g = torch.Generator().manual_seed(seed)
         self.G = ToyFieldGenerator(channels, s.latent_channels, s.hidden, s.image_size)
-        self.D = nn.Sequential(nn.Conv2d(channels, s.d_hidden, 4, 2, 1), nn.LeakyReLU(0.2),
-                               nn.Conv2d(s.d_hidden, 1, s.image_size // 2))
+        self.D = nn.Sequential(
+            nn.Conv2d(channels, s.d_hidden, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(s.d_hidden, 1, s.image_size // 2),
+        )
         for p in [*self.G.parameters(), *self.D.parameters()]:
             with torch.no_grad():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
@@ -131,8 +138,7 @@ class ToyRecipe(Recipe):
         self.jitter = JitterAugment()
 
     def phases(self):
-        return (Phase("d_main"), Phase("d_r1", interval=self.settings.r1_interval),
-                Phase("g_main"))
+        return (Phase("d_main"), Phase("d_r1", interval=self.settings.r1_interval), Phase("g_main"))
 
     def augmentations(self):
         return {"jitter": self.jitter}
@@ -161,8 +167,9 @@ class ToyRecipe(Recipe):
 
     def d_main(self, real, ctx: StepContext):
         fake = self.G(self.sample_latent(real.shape[0], ctx.rng)).detach()
-        loss = nonsaturating_d_loss(self._d(self.jitter(real, ctx.rng)),
-                                    self._d(self.jitter(fake, ctx.rng)))
+        loss = nonsaturating_d_loss(
+            self._d(self.jitter(real, ctx.rng)), self._d(self.jitter(fake, ctx.rng))
+        )
         self.optimize("D", loss)
         return {"loss_d": loss.item()}
 
@@ -188,11 +195,35 @@ def _one_thread():
 
 
 def _train(data, run, steps, *extra):
-    return main(["train", str(data), "--model", FAMILY, "--out", str(run), "--steps", str(steps),
-                 "--batch", "4", "--seed", "3", "--device", "cpu",
-                 "--set", "train.progress=false", "--set", "train.sample_every=2",
-                 "--set", "train.n_samples=4", "--set", "train.log_every=1",
-                 "--set", "output.tensorboard=false", *extra])
+    return main(
+        [
+            "train",
+            str(data),
+            "--model",
+            FAMILY,
+            "--out",
+            str(run),
+            "--steps",
+            str(steps),
+            "--batch",
+            "4",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "train.sample_every=2",
+            "--set",
+            "train.n_samples=4",
+            "--set",
+            "train.log_every=1",
+            "--set",
+            "output.tensorboard=false",
+            *extra,
+        ]
+    )
 
 
 def test_a_family_defined_outside_galforge_trains_resumes_exports_samples_and_tiles(tmp_path):
@@ -235,14 +266,52 @@ def test_a_family_defined_outside_galforge_trains_resumes_exports_samples_and_ti
     assert images.shape == (5, 2, 16, 16) and np.isfinite(images).all()
     np.testing.assert_array_equal(images[2:], g.sample(3, seed=1, start=2))
     out = tmp_path / "gen"
-    assert main(["generate", str(bundle_dir), "-n", "3", "--seed", "1", "--out", str(out),
-                 "--format", "npy", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(bundle_dir),
+                "-n",
+                "3",
+                "--seed",
+                "1",
+                "--out",
+                str(out),
+                "--format",
+                "npy",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
     # tile a field: seamless, equal to one pass over the whole latent
     field = tmp_path / "field.npy"
-    assert main(["field", str(bundle_dir), "--size", "40x56", "--tile", "16", "--seed", "2",
-                 "--out", str(field), "--no-progress", "--compile", "off"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                str(bundle_dir),
+                "--size",
+                "40x56",
+                "--tile",
+                "16",
+                "--seed",
+                "2",
+                "--out",
+                str(field),
+                "--no-progress",
+                "--compile",
+                "off",
+            ]
+        )
+        == 0
+    )
     tiled, fmeta = read_field(field)
     assert tiled.shape == (2, 40, 56) and fmeta["bands"] == list(g.bands)
-    np.testing.assert_allclose(tiled, render_one_shot(g.generator, g.normalizer, "40x56", 2),
-                               rtol=1e-5, atol=1e-5 * float(np.abs(tiled).max()))
+    np.testing.assert_allclose(
+        tiled,
+        render_one_shot(g.generator, g.normalizer, "40x56", 2),
+        rtol=1e-5,
+        atol=1e-5 * float(np.abs(tiled).max()),
+    )

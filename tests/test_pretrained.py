@@ -20,10 +20,18 @@ BANDS = ("g", "r", "i")
 
 
 def _card(name, family, steps):
-    return {"name": name, "title": f"tiny {family}", "family": family, "model": family,
-            "config": "test", "data": "builtin:test", "bands": list(BANDS), "units": "counts",
-            "training": {"steps": steps, "cpu_hours": 0.01},
-            "evaluation": {"passed": 9, "total": 10, "fgd": 12.5, "fgd_real_vs_real": 6.0}}
+    return {
+        "name": name,
+        "title": f"tiny {family}",
+        "family": family,
+        "model": family,
+        "config": "test",
+        "data": "builtin:test",
+        "bands": list(BANDS),
+        "units": "counts",
+        "training": {"steps": steps, "cpu_hours": 0.01},
+        "evaluation": {"passed": 9, "total": 10, "fgd": 12.5, "fgd_real_vs_real": 6.0},
+    }
 
 
 @pytest.fixture
@@ -33,19 +41,38 @@ def zoo(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     phys = rng.gamma(2.0, 3.0, (8, 3, 64, 64)).astype(np.float32)
     g = DCGANGenerator(64, 3, width=2, init_seed=3, upsample="resize")
-    spec = dcgan_generator_spec(g, width=2, kernel_size=4, batch_norm=True, dropout=0.0,
-                                spatial_dropout=False)
-    save_bundle(tmp_path / "tiny-dcgan", family="dcgan", spec=spec, state_dict=g.state_dict(),
-                normalizer=Normalizer.fit(phys), bands=BANDS, units="counts",
-                output_range=(-1, 1), config={}, data_fingerprint="test")
+    spec = dcgan_generator_spec(
+        g, width=2, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
+    save_bundle(
+        tmp_path / "tiny-dcgan",
+        family="dcgan",
+        spec=spec,
+        state_dict=g.state_dict(),
+        normalizer=Normalizer.fit(phys),
+        bands=BANDS,
+        units="counts",
+        output_range=(-1, 1),
+        config={},
+        data_fingerprint="test",
+    )
     torch.manual_seed(0)
     s = SGANGenerator(3, (8, 8, 4, 4)).eval()
-    save_bundle(tmp_path / "tiny-sgan", family="sgan", spec=s.spec(), state_dict=s.state_dict(),
-                normalizer=Normalizer.fit(phys, target=(0.0, 1.0)), bands=BANDS,
-                units="counts", output_range=(0, 1), config={}, data_fingerprint="test")
+    save_bundle(
+        tmp_path / "tiny-sgan",
+        family="sgan",
+        spec=s.spec(),
+        state_dict=s.state_dict(),
+        normalizer=Normalizer.fit(phys, target=(0.0, 1.0)),
+        bands=BANDS,
+        units="counts",
+        output_range=(0, 1),
+        config={},
+        data_fingerprint="test",
+    )
     for name, fam, steps in (("tiny-dcgan", "dcgan", 123), ("tiny-sgan", "sgan", 45)):
         (tmp_path / name / "card.json").write_text(json.dumps(_card(name, fam, steps)))
-    (tmp_path / "not-a-model").mkdir()          # a folder without a card is not listed
+    (tmp_path / "not-a-model").mkdir()  # a folder without a card is not listed
     monkeypatch.setattr(pretrained, "ZOO_DIR", tmp_path)
     return tmp_path
 
@@ -73,17 +100,60 @@ def test_load_generate_field_evaluate_accept_pretrained(zoo, tmp_path, capsys):
     a = galforge.load("pretrained:tiny-dcgan").sample(3, seed=4)
     b = galforge.load(zoo / "tiny-dcgan").sample(3, seed=4)
     assert a.shape == (3, 3, 64, 64) and np.array_equal(a, b)
-    assert main(["generate", "pretrained:tiny-dcgan", "-n", "2", "--out", str(tmp_path / "g"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "pretrained:tiny-dcgan",
+                "-n",
+                "2",
+                "--out",
+                str(tmp_path / "g"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "g").glob("*.fits"))) == 2
-    assert main(["field", "pretrained:tiny-sgan", "--size", "64x48",
-                 "--out", str(tmp_path / "f.npy"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "field",
+                "pretrained:tiny-sgan",
+                "--size",
+                "64x48",
+                "--out",
+                str(tmp_path / "f.npy"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "f.npy").shape == (3, 64, 48)
     real = tmp_path / "real.npz"
-    np.savez(real, images=np.random.default_rng(1).gamma(2.0, 3.0, (6, 3, 64, 64)).astype(
-        np.float32), bands=np.array(BANDS), units=np.array(["counts"]))
-    assert main(["evaluate", str(real), "pretrained:tiny-dcgan", "-n", "6", "--measures",
-                 "moments", "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    np.savez(
+        real,
+        images=np.random.default_rng(1).gamma(2.0, 3.0, (6, 3, 64, 64)).astype(np.float32),
+        bands=np.array(BANDS),
+        units=np.array(["counts"]),
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                str(real),
+                "pretrained:tiny-dcgan",
+                "-n",
+                "6",
+                "--measures",
+                "moments",
+                "--out",
+                str(tmp_path / "ev"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert "pretrained:tiny-dcgan" in metrics["fake"]["source"]
 

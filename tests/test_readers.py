@@ -56,9 +56,11 @@ def test_png_16bit_every_filter_alpha_interlace_and_damage(tmp_path):
     # an Adam7-interlaced file (pypng's writer)
     with open(tmp_path / "adam7.png", "wb") as fh:
         png.Writer(10, 12, greyscale=False, bitdepth=16, interlace=True).write(
-            fh, rgba[..., :3].reshape(12, 30).tolist())
-    np.testing.assert_array_equal(load_images(tmp_path / "adam7.png").images[0],
-                                  rgba[..., :3].transpose(2, 0, 1))
+            fh, rgba[..., :3].reshape(12, 30).tolist()
+        )
+    np.testing.assert_array_equal(
+        load_images(tmp_path / "adam7.png").images[0], rgba[..., :3].transpose(2, 0, 1)
+    )
     # a file cut short is named, in one line
     whole = (tmp_path / "f4.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
@@ -162,8 +164,12 @@ def test_npy_and_npz(tmp_path):
     np.save(tmp_path / "a.npy", arr)
     s = load_images(tmp_path / "a.npy")
     np.testing.assert_array_equal(s.images, arr)
-    np.savez(tmp_path / "b.npz", images=arr.transpose(0, 2, 3, 1), bands=np.array(["g", "r"]),
-             label=np.arange(4))
+    np.savez(
+        tmp_path / "b.npz",
+        images=arr.transpose(0, 2, 3, 1),
+        bands=np.array(["g", "r"]),
+        label=np.arange(4),
+    )
     z = load_images(tmp_path / "b.npz")
     np.testing.assert_array_equal(z.images, arr)
     assert z.bands == ("g", "r") and [m["label"] for m in z.meta] == [0, 1, 2, 3]
@@ -191,9 +197,20 @@ def _cli_error(capsys, args):
     return code, err
 
 
-@pytest.mark.parametrize("case", ["empty_folder", "truncated_fits", "all_nan", "mixed_sizes",
-                                  "zero_png", "only_text", "band_count", "unknown_path",
-                                  "corrupt_fits_header"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "empty_folder",
+        "truncated_fits",
+        "all_nan",
+        "mixed_sizes",
+        "zero_png",
+        "only_text",
+        "band_count",
+        "unknown_path",
+        "corrupt_fits_header",
+    ],
+)
 def test_bad_input_exits_2_and_names_the_file(tmp_path, capsys, case):
     from astropy.io import fits
     from PIL import Image
@@ -286,8 +303,7 @@ def _hsc_exposure(path, image, mask, variance, bits=None, band="HSC-I"):
                 key = f"MP_{plane}"
                 h.header[key if len(key) <= 8 else f"HIERARCH {key}"] = bit
         hdus.append(h)
-    hdus.append(fits.BinTableHDU.from_columns([fits.Column("psf", "E", array=[1.0])],
-                                              name="PSF"))
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column("psf", "E", array=[1.0])], name="PSF"))
     fits.HDUList(hdus).writeto(path)
 
 
@@ -322,8 +338,9 @@ def test_extensions_that_are_not_bands_are_warned(tmp_path, capsys):
     from astropy.io import fits
 
     path = tmp_path / "ccds.fits"
-    hdus = [fits.PrimaryHDU()] + [fits.ImageHDU(np.ones((16, 16), np.float32) * k,
-                                                name=f"CCD{k}") for k in (1, 2)]
+    hdus = [fits.PrimaryHDU()] + [
+        fits.ImageHDU(np.ones((16, 16), np.float32) * k, name=f"CCD{k}") for k in (1, 2)
+    ]
     fits.HDUList(hdus).writeto(path)
     s = load_images(path)
     assert s.bands == ("CCD1", "CCD2")

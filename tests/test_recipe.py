@@ -60,20 +60,35 @@ def test_named_configs_reach_the_command_line_resolution():
     cls = get_recipe("dcgan64")
     assert {"paper", "cpu"} <= set(cls.named_configs())
     assert cls.default_config()["config"] == "cpu" and cls.default_config()["width"] == 32
-    cfg = resolve_config(base={"model": {"name": "dcgan64", "config": "paper"}},
-                         model_defaults=model_defaults(), model_configs=model_configs())
+    cfg = resolve_config(
+        base={"model": {"name": "dcgan64", "config": "paper"}},
+        model_defaults=model_defaults(),
+        model_configs=model_configs(),
+    )
     assert cfg.model.params["width"] == 128 and cfg.model.params["upsample"] == "transposed"
     # nothing of the default (cpu) config stays behind: paper is Fussell & Moews exactly
     assert cfg.model.params["sky_noise"] is False and cfg.model.params["d_mbstd_group"] == 0
-    assert cfg.model.params == {**cls.default_config(), **cls.resolve_settings({"config":
-                                "paper"})[1].__dict__, "config": "paper"}
-    cfg = resolve_config(base={"model": {"name": "dcgan64", "config": "paper", "width": 16}},
-                         model_defaults=model_defaults(), model_configs=model_configs())
+    assert cfg.model.params == {
+        **cls.default_config(),
+        **cls.resolve_settings({"config": "paper"})[1].__dict__,
+        "config": "paper",
+    }
+    cfg = resolve_config(
+        base={"model": {"name": "dcgan64", "config": "paper", "width": 16}},
+        model_defaults=model_defaults(),
+        model_configs=model_configs(),
+    )
     assert cfg.model.params["width"] == 16  # an explicit key wins over the named config
     assert get_recipe("dcgan128").default_config()["image_size"] == 128
-    cfg = resolve_config(base={"model": {"name": "sgan", "config": "small"}},
-                         model_defaults=model_defaults(), model_configs=model_configs())
+    cfg = resolve_config(
+        base={"model": {"name": "sgan", "config": "small"}},
+        model_defaults=model_defaults(),
+        model_configs=model_configs(),
+    )
     assert cfg.model.params["widths"] == [64, 32, 16, 8]
     with pytest.raises(ConfigError, match="model.config"):
-        resolve_config(base={"model": {"name": "sgan", "config": "nope"}},
-                       model_defaults=model_defaults(), model_configs=model_configs())
+        resolve_config(
+            base={"model": {"name": "sgan", "config": "nope"}},
+            model_defaults=model_defaults(),
+            model_configs=model_configs(),
+        )

@@ -25,14 +25,27 @@ def _toy_figure(out_dir, real, fake, result, ctx):
     return [("toy_mean_flux.png", f"Mean flux per image in {ctx.units}.")]
 
 
-@measure("toy_flux_ratio", statistic="ratio", rule="<", threshold=("toy_ratio_max", 1.2),
-         title="toy mean-flux ratio", default=False, figure=_toy_figure)
+@measure(
+    "toy_flux_ratio",
+    statistic="ratio",
+    rule="<",
+    threshold=("toy_ratio_max", 1.2),
+    title="toy mean-flux ratio",
+    default=False,
+    figure=_toy_figure,
+)
 def toy_flux_ratio(real, fake, ctx):
     CALLS["set"] += 1
     r = float(real.sum(axis=(1, 2, 3)).mean())
     f = float(fake.sum(axis=(1, 2, 3)).mean())
-    return {"ratio": max(r, f) / min(r, f), "mean_real": r, "mean_fake": f,
-            "n_real": len(real), "n_fake": len(fake), "bands": list(ctx.bands)}
+    return {
+        "ratio": max(r, f) / min(r, f),
+        "mean_real": r,
+        "mean_fake": f,
+        "n_real": len(real),
+        "n_fake": len(fake),
+        "bands": list(ctx.bands),
+    }
 
 
 @object_measure("toy_peak", columns=("peak",), fitted=True, default=False)
@@ -58,8 +71,18 @@ def test_a_measure_of_ones_own_runs_and_is_reported(tmp_path, capsys):
     np.save(tmp_path / "real.npy", _stamps(24, 0))
     np.save(tmp_path / "fake.npy", _stamps(24, 1, scale=2.0))
     out = tmp_path / "ev"
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
-                 "--out", str(out), "--measures", "toy_flux_ratio,toy_peak", "--no-progress"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(out),
+            "--measures",
+            "toy_flux_ratio,toy_peak",
+            "--no-progress",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -81,9 +104,21 @@ def test_a_measure_of_ones_own_runs_and_is_reported(tmp_path, capsys):
     # its threshold is set like the built-ins'; the cached result is reused (--overwrite keeps
     # the cache)
     calls = CALLS["set"]
-    code = main(["evaluate", str(tmp_path / "real.npy"), str(tmp_path / "fake.npy"),
-                 "--out", str(out), "--measures", "toy_flux_ratio", "--no-progress",
-                 "--threshold", "toy_ratio_max=5", "--overwrite"])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "real.npy"),
+            str(tmp_path / "fake.npy"),
+            "--out",
+            str(out),
+            "--measures",
+            "toy_flux_ratio",
+            "--no-progress",
+            "--threshold",
+            "toy_ratio_max=5",
+            "--overwrite",
+        ]
+    )
     assert code == 0 and CALLS["set"] == calls
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["summary"][0]["passed"] is True and metrics["summary"][0]["threshold"] == 5
@@ -91,8 +126,17 @@ def test_a_measure_of_ones_own_runs_and_is_reported(tmp_path, capsys):
 
 def test_registry_lists_builtins_in_report_order_and_refuses_clashes():
     names = registry.names()
-    assert names[:9] == ("isophotes", "moments", "morphology", "photometry", "colour",
-                         "memorization", "power_spectrum", "fid", "inception")
+    assert names[:9] == (
+        "isophotes",
+        "moments",
+        "morphology",
+        "photometry",
+        "colour",
+        "memorization",
+        "power_spectrum",
+        "fid",
+        "inception",
+    )
     assert "toy_flux_ratio" in names
     from galforge.evaluation import DEFAULT_MEASURES, MEASURES
 
@@ -104,7 +148,8 @@ def test_registry_lists_builtins_in_report_order_and_refuses_clashes():
     with pytest.raises(EvaluationError, match="rule"):
         measure("toy_bad_rule", statistic="x", rule="!=", threshold=("t_x", 1.0))
     measure("toy_tmp", statistic="x", threshold=("t_tmp", 1.0), default=False)(
-        lambda r, f, c: {"x": 0.0})
+        lambda r, f, c: {"x": 0.0}
+    )
     assert "toy_tmp" in registry.names()
     registry.unregister("toy_tmp")
     assert "toy_tmp" not in registry.names()
@@ -115,5 +160,11 @@ def test_unknown_threshold_names_are_refused(tmp_path):
 
     real = _stamps(8, 0)
     with pytest.raises(EvaluationError, match="unknown threshold"):
-        evaluate(real, real, tmp_path, measures=["toy_flux_ratio"], progress=False,
-                 thresholds={"nope": 1.0})
+        evaluate(
+            real,
+            real,
+            tmp_path,
+            measures=["toy_flux_ratio"],
+            progress=False,
+            thresholds={"nope": 1.0},
+        )

@@ -29,8 +29,14 @@ def blobs(n, size=24, seed=0, bands=("g", "r")):
 
 
 MEASURES = ["moments", "memorization", "power_spectrum", "fid"]
-FAST = {"progress": False, "classifier_folds": 3, "kid_subsets": 5, "kid_subset_size": 20,
-        "chunk_size": 32, "holdout_fraction": 0.25}
+FAST = {
+    "progress": False,
+    "classifier_folds": 3,
+    "kid_subsets": 5,
+    "kid_subset_size": 20,
+    "chunk_size": 32,
+    "holdout_fraction": 0.25,
+}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +50,18 @@ def test_metrics_json_summary_and_report(tmp_path, sets):
     real, fake = sets
     m = evaluate(real, fake, tmp_path, measures=MEASURES, **FAST)
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    for key in ("summary", "results", "settings", "thresholds", "real", "fake", "bands",
-                "cache", "files", "galforge_version"):
+    for key in (
+        "summary",
+        "results",
+        "settings",
+        "thresholds",
+        "real",
+        "fake",
+        "bands",
+        "cache",
+        "files",
+        "galforge_version",
+    ):
         assert key in on_disk, key
     assert on_disk["summary"] == m["summary"]
     assert on_disk["thresholds"] == DEFAULT_THRESHOLDS
@@ -53,8 +69,12 @@ def test_metrics_json_summary_and_report(tmp_path, sets):
     for row in on_disk["summary"]:
         assert set(row) >= {"measure", "value", "threshold", "passed"}
         assert isinstance(row["passed"], bool)
-    assert {"moments ellipticity KS p", "memorisation NN ratio (L1)",
-            "realism classifier ROC AUC", "Fréchet galaxy distance"} <= set(measures)
+    assert {
+        "moments ellipticity KS p",
+        "memorisation NN ratio (L1)",
+        "realism classifier ROC AUC",
+        "Fréchet galaxy distance",
+    } <= set(measures)
     # two independent draws of the same population pass these measures
     assert measures["memorisation NN ratio (L1)"]["passed"]
     assert measures["realism classifier ROC AUC"]["passed"]
@@ -62,21 +82,28 @@ def test_metrics_json_summary_and_report(tmp_path, sets):
     # the AUC threshold is widened by z standard errors of the fold mean
     clf = on_disk["results"]["power_spectrum"]["classifier"]
     assert measures["realism classifier ROC AUC"]["threshold"] == pytest.approx(
-        0.6 + 2.0 * clf["auc_std"] / np.sqrt(clf["folds"]))
+        0.6 + 2.0 * clf["auc_std"] / np.sqrt(clf["folds"])
+    )
     for row in on_disk["summary"]:
         assert row["n_real"] and row["n_fake"]
     html = (tmp_path / "report.html").read_text()
     for fig in on_disk["files"]["figures"]:
         assert fig["file"] in html
         assert (tmp_path / fig["file"]).is_file()
-    for name in ("samples_real.png", "samples_fake.png", "nn_grid.png", "power_spectra.png",
-                 "hist_moments.png"):
+    for name in (
+        "samples_real.png",
+        "samples_fake.png",
+        "nn_grid.png",
+        "power_spectra.png",
+        "hist_moments.png",
+    ):
         assert name in html
     for csv in on_disk["files"]["csv"]:
         assert (tmp_path / csv).is_file()
     assert "catalogue_moments_real.csv" in on_disk["files"]["csv"]
     assert "FAIL" not in html.split("<h2>Summary</h2>")[1].split("</table>")[0] or not all(
-        r["passed"] for r in on_disk["summary"])
+        r["passed"] for r in on_disk["summary"]
+    )
 
 
 def test_broken_fake_fails_and_thresholds_are_configurable(tmp_path, sets):
@@ -87,8 +114,9 @@ def test_broken_fake_fails_and_thresholds_are_configurable(tmp_path, sets):
     row = m["summary"][0]
     assert row["measure"] == "realism classifier ROC AUC"
     assert row["value"] > 0.9 and row["passed"] is False
-    m2 = evaluate(real, noise, tmp_path, measures=["power_spectrum"],
-                  thresholds={"auc": 1.01}, **FAST)
+    m2 = evaluate(
+        real, noise, tmp_path, measures=["power_spectrum"], thresholds={"auc": 1.01}, **FAST
+    )
     assert m2["summary"][0]["passed"] is True and m2["summary"][0]["threshold"] >= 1.01
     # changing a threshold reuses the cached measure
     assert m2["cache"]["computed"] == [] and len(m2["cache"]["reused"]) == 1
@@ -102,8 +130,9 @@ def test_second_run_reuses_the_cache_and_adds_only_new_measures(tmp_path, sets):
     assert first["cache"]["reused"] == []
     n_first = len(first["cache"]["computed"])
     assert n_first == 2 * 2 + 1  # two chunks per set for moments, one memorisation task
-    second = evaluate(real, fake, tmp_path,
-                      measures=["moments", "memorization", "power_spectrum"], **FAST)
+    second = evaluate(
+        real, fake, tmp_path, measures=["moments", "memorization", "power_spectrum"], **FAST
+    )
     assert sorted(second["cache"]["reused"]) == sorted(first["cache"]["computed"])
     assert len(second["cache"]["computed"]) == 1
     assert second["cache"]["computed"][0].startswith("power_spectrum-")
@@ -120,17 +149,29 @@ def test_schedulers_give_the_same_numbers(tmp_path, sets):
 
     real, fake = sets
     a = evaluate(real, fake, tmp_path / "a", measures=["moments"], **FAST)
-    b = evaluate(real, fake, tmp_path / "b", measures=["moments"],
-                 **{**FAST, "scheduler": "synchronous"})
+    b = evaluate(
+        real, fake, tmp_path / "b", measures=["moments"], **{**FAST, "scheduler": "synchronous"}
+    )
     assert a["summary"] == b["summary"]
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
-        c = evaluate(real, fake, tmp_path / "c", measures=["moments"],
-                     **{**FAST, "scheduler": cluster.scheduler_address})
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        c = evaluate(
+            real,
+            fake,
+            tmp_path / "c",
+            measures=["moments"],
+            **{**FAST, "scheduler": cluster.scheduler_address},
+        )
     assert c["summary"] == a["summary"]
     # 64 + 64 images on two workers: "auto" starts worker processes, with the same numbers
-    d = evaluate(real, fake, tmp_path / "d", measures=["moments"],
-                 **{**FAST, "workers": 2, "scheduler": "auto"})
+    d = evaluate(
+        real,
+        fake,
+        tmp_path / "d",
+        measures=["moments"],
+        **{**FAST, "workers": 2, "scheduler": "auto"},
+    )
     assert d["settings"]["scheduler_used"] == "processes"
     assert d["summary"] == a["summary"]
 
@@ -149,8 +190,9 @@ def test_auto_scheduler_picks_processes_only_where_they_pay(sets):
     images = real.images[:16]
 
     def plan(n_chunks, measure=moments):
-        tasks = {f"m{i}": (_object_task, (measure, images, real.bands, None))
-                 for i in range(n_chunks)}
+        tasks = {
+            f"m{i}": (_object_task, (measure, images, real.bands, None)) for i in range(n_chunks)
+        }
         tasks["set"] = (_set_task, (measure, images, images, None))
         return tasks
 
@@ -181,8 +223,13 @@ def test_bad_inputs_raise_evaluation_errors(tmp_path, sets):
     with pytest.raises(EvaluationError, match="unknown measure"):
         evaluate(real, fake, tmp_path, measures=["nope"], **FAST)
     with pytest.raises(EvaluationError, match="bands"):
-        evaluate(real, ImageSet(images=fake.images, bands=("x", "y")), tmp_path,
-                 measures=["memorization"], **FAST)
+        evaluate(
+            real,
+            ImageSet(images=fake.images, bands=("x", "y")),
+            tmp_path,
+            measures=["memorization"],
+            **FAST,
+        )
     with pytest.raises(EvaluationError, match="unknown evaluate option"):
         evaluate(real, fake, tmp_path, colour_band="g")
 
@@ -206,10 +253,15 @@ def test_inception_measure_plumbing(tmp_path, sets):
 
     path = tmp_path / "feat.pt2"
     batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.export.save(torch.export.export(Pool(), (torch.zeros(2, 3, 299, 299),),
-                                          dynamic_shapes={"x": {0: batch}}), str(path))
-    m = evaluate(real, fake, tmp_path / "with", measures=["inception"],
-                 inception_weights=str(path), **FAST)
+    torch.export.save(
+        torch.export.export(
+            Pool(), (torch.zeros(2, 3, 299, 299),), dynamic_shapes={"x": {0: batch}}
+        ),
+        str(path),
+    )
+    m = evaluate(
+        real, fake, tmp_path / "with", measures=["inception"], inception_weights=str(path), **FAST
+    )
     assert m["results"]["inception"]["num_features"] == 12
     assert m["results"]["inception"]["fid"] >= 0
     try:
@@ -225,9 +277,14 @@ def test_inception_measure_plumbing(tmp_path, sets):
 def test_summary_marks_uncomputable_values_as_failed_with_a_note():
     from galforge.evaluation.report import build_summary
 
-    results = {"moments": {"comparison": {
-        "ellipticity": {"ks_p": None, "note": "no finite values in fake set"},
-        "flux": {"ks_p": 0.5}}}}
+    results = {
+        "moments": {
+            "comparison": {
+                "ellipticity": {"ks_p": None, "note": "no finite values in fake set"},
+                "flux": {"ks_p": 0.5},
+            }
+        }
+    }
     rows = {r["measure"]: r for r in build_summary(results, {"ks_p": 0.6})}
     bad = rows["moments ellipticity KS p"]
     assert bad["value"] is None and bad["passed"] is False

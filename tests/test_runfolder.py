@@ -15,8 +15,15 @@ SPEC = {"image_size": 64, "channels": 1, "latent_dim": 4, "width": 2}
 
 
 def _info(**kw):
-    base = dict(family="dcgan", parts={"generator": {"family": "dcgan", "spec": SPEC}},
-                bands=["r"], units="adu", normalizer=None, output_range=[-1.0, 1.0], step=2)
+    base = dict(
+        family="dcgan",
+        parts={"generator": {"family": "dcgan", "spec": SPEC}},
+        bands=["r"],
+        units="adu",
+        normalizer=None,
+        output_range=[-1.0, 1.0],
+        step=2,
+    )
     base.update(kw)
     return RunInfo(**base)
 
@@ -27,13 +34,23 @@ def test_run_json_round_trip_and_the_0_1_layout(tmp_path):
     run.write_info(_info(model="dcgan64"))
     info = run.read_info()
     assert info == _info(model="dcgan64")
-    old = {"family": "dcgan", "spec": SPEC, "bands": ["r"], "units": "adu", "normalizer": None,
-           "output_range": [-1, 1], "export_module": "galforge.models.dcgan", "step": 3,
-           "epoch": 1, "galforge_version": "0.1.0"}
+    old = {
+        "family": "dcgan",
+        "spec": SPEC,
+        "bands": ["r"],
+        "units": "adu",
+        "normalizer": None,
+        "output_range": [-1, 1],
+        "export_module": "galforge.models.dcgan",
+        "step": 3,
+        "epoch": 1,
+        "galforge_version": "0.1.0",
+    }
     run.run_json.write_text(json.dumps(old))
     info = run.read_info()
-    assert info.parts == {"generator": {"family": "dcgan", "spec": SPEC,
-                                        "module": "galforge.models.dcgan"}}
+    assert info.parts == {
+        "generator": {"family": "dcgan", "spec": SPEC, "module": "galforge.models.dcgan"}
+    }
     assert info.step == 3 and info.module == "galforge.models.dcgan"
     run.run_json.write_text(json.dumps({"family": "dcgan", "spec": SPEC}))
     with pytest.raises(BundleError, match="bands"):
@@ -52,8 +69,10 @@ def test_layout_weights_export_and_snapshots(tmp_path):
     assert not run.bundle_is_current()
     out = run.export()
     assert out == run.bundle_dir and run.bundle_is_current()
-    assert run.bundle_file().meta["bundle_id"] == json.loads(
-        (out / "bundle.json").read_text())["bundle_id"]
+    assert (
+        run.bundle_file().meta["bundle_id"]
+        == json.loads((out / "bundle.json").read_text())["bundle_id"]
+    )
     # a kept snapshot holds the EMA weights first
     from safetensors.torch import save_file
 

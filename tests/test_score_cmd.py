@@ -20,7 +20,7 @@ def blobs(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
         for _ in range(rng.integers(2, 7)):
             cy, cx = rng.uniform(3, size - 3, 2)
             sig = rng.uniform(0.8, 2.5)
-            g = rng.uniform(20, 100) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig ** 2))
+            g = rng.uniform(20, 100) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sig**2))
             out[i] += np.where(g > 1, g, 0).astype(np.float32)
     return out
 
@@ -62,9 +62,26 @@ def test_ladder_writes_scored_fits_images(ladder_dir, capsys):
 
 def test_fit_then_predict_round_trip(ladder_dir, real_dir, tmp_path, capsys):
     scorer_dir = tmp_path / "scorer"
-    assert main(["score", "fit", str(ladder_dir), "--scores", str(ladder_dir / "scores.csv"),
-                 "--out", str(scorer_dir), "--folds", "3", "--trees", "40",
-                 "--learning-rate", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "fit",
+                str(ladder_dir),
+                "--scores",
+                str(ladder_dir / "scores.csv"),
+                "--out",
+                str(scorer_dir),
+                "--folds",
+                "3",
+                "--trees",
+                "40",
+                "--learning-rate",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "cross-validated MAE" in out and "3-fold, grouped" in out
     scorer = RealismScorer.load(scorer_dir)
@@ -72,8 +89,20 @@ def test_fit_then_predict_round_trip(ladder_dir, real_dir, tmp_path, capsys):
     assert f"MAE {scorer.cv['mae']:.3f}" in out
 
     pred_csv = tmp_path / "pred.csv"
-    assert main(["score", "predict", str(ladder_dir), "--scorer", str(scorer_dir),
-                 "--out", str(pred_csv)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "predict",
+                str(ladder_dir),
+                "--scorer",
+                str(scorer_dir),
+                "--out",
+                str(pred_csv),
+            ]
+        )
+        == 0
+    )
     pred = {r["file"]: float(r["score"]) for r in _csv(pred_csv)}
     rows = _csv(ladder_dir / "scores.csv")
     assert set(pred) == {r["file"] for r in rows}
@@ -85,14 +114,37 @@ def test_fit_then_predict_round_trip(ladder_dir, real_dir, tmp_path, capsys):
     assert real > worst + 3
 
     # a folder of the real images scores too (other file names, same scorer)
-    assert main(["score", "predict", str(real_dir), "--scorer", str(scorer_dir), "--out",
-                 str(tmp_path / "real.csv")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "predict",
+                str(real_dir),
+                "--scorer",
+                str(scorer_dir),
+                "--out",
+                str(tmp_path / "real.csv"),
+            ]
+        )
+        == 0
+    )
     assert [r["file"] for r in _csv(tmp_path / "real.csv")] == [f"field{i}.npy" for i in range(6)]
 
     # the same fit again: the same scorer; a used --out needs --overwrite
     again = tmp_path / "again"
-    args = ["score", "fit", str(ladder_dir), "--scores", str(ladder_dir / "scores.csv"),
-            "--folds", "3", "--trees", "40", "--learning-rate", "0.2"]
+    args = [
+        "score",
+        "fit",
+        str(ladder_dir),
+        "--scores",
+        str(ladder_dir / "scores.csv"),
+        "--folds",
+        "3",
+        "--trees",
+        "40",
+        "--learning-rate",
+        "0.2",
+    ]
     assert main([*args, "--out", str(again)]) == 0
     assert (again / "trees.npz").read_bytes() == (scorer_dir / "trees.npz").read_bytes()
     assert main([*args, "--out", str(again)]) == 2
@@ -134,12 +186,38 @@ def test_errors_are_one_line_with_exit_2(ladder_dir, real_dir, tmp_path, capsys)
     np.save(other / "a.npy", blobs(1, size=40)[0])
     np.save(other / "b.npy", blobs(1, size=32)[0])
     (other / "s.csv").write_text("file,score\na.npy,1\nb.npy,2\n")
-    assert main(["score", "fit", str(other), "--scores", str(other / "s.csv"), "--folds", "2",
-                 "--out", str(tmp_path / "s")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "fit",
+                str(other),
+                "--scores",
+                str(other / "s.csv"),
+                "--folds",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
     assert "b.npy: 32×32 pixels" in _err(capsys)
 
-    assert main(["score", "predict", str(real_dir), "--scorer", str(tmp_path / "nothing"),
-                 "--out", str(tmp_path / "p.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "predict",
+                str(real_dir),
+                "--scorer",
+                str(tmp_path / "nothing"),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 2
+    )
     assert "no scorer.json" in _err(capsys)
 
     noisy = tmp_path / "noisy"
@@ -158,8 +236,36 @@ def test_ladder_and_predict_take_a_builtin_spec(tmp_path, capsys):
     from astropy.io import fits
 
     assert fits.getheader(tmp_path / "lad" / rows[-1]["file"])["SOURCE"] == "1"
-    assert main(["score", "fit", str(tmp_path / "lad"), "--scores", str(tmp_path / "lad" / "scores.csv"),
-                 "--folds", "2", "--trees", "10", "--out", str(tmp_path / "s")]) == 0
-    assert main(["score", "predict", spec, "--scorer", str(tmp_path / "s"),
-                 "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "fit",
+                str(tmp_path / "lad"),
+                "--scores",
+                str(tmp_path / "lad" / "scores.csv"),
+                "--folds",
+                "2",
+                "--trees",
+                "10",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "predict",
+                spec,
+                "--scorer",
+                str(tmp_path / "s"),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     assert [r["file"] for r in _csv(tmp_path / "p.csv")] == ["0", "1"]

@@ -26,8 +26,17 @@ def test_sample_latents_depend_only_on_seed_and_index():
 
 def test_keyed_streams_are_reproducible_and_independent():
     assert derive_seed(1, 7, "augment") == derive_seed(1, 7, "augment")
-    assert len({derive_seed(1, 7, "augment"), derive_seed(1, 8, "augment"),
-                derive_seed(1, 7, "epoch"), derive_seed(2, 7, "augment")}) == 4
+    assert (
+        len(
+            {
+                derive_seed(1, 7, "augment"),
+                derive_seed(1, 8, "augment"),
+                derive_seed(1, 7, "epoch"),
+                derive_seed(2, 7, "augment"),
+            }
+        )
+        == 4
+    )
     a = torch.rand(4, generator=step_generator(3, 10, 0))
     assert torch.equal(a, torch.rand(4, generator=step_generator(3, 10, 0)))
     assert not torch.equal(a, torch.rand(4, generator=step_generator(3, 11, 0)))

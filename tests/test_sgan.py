@@ -34,17 +34,26 @@ def test_output_is_sixteen_times_latent(hw):
 
 def test_default_architecture_matches_paper():
     g = SGANGenerator(3)
-    kinds = [(m.conv.in_channels, m.conv.out_channels, m.geometry.kernel, m.geometry.stride)
-             for m in g.layers]
+    kinds = [
+        (m.conv.in_channels, m.conv.out_channels, m.geometry.kernel, m.geometry.stride)
+        for m in g.layers
+    ]
     assert kinds[0] == (50, 256, 4, 2)
     assert kinds[1:4] == [(256, 128, 4, 2), (128, 128, 4, 1), (128, 128, 4, 1)]
     assert kinds[4:7] == [(128, 64, 4, 2), (64, 64, 4, 1), (64, 64, 4, 1)]
     assert kinds[7:10] == [(64, 32, 4, 2), (32, 32, 4, 1), (32, 32, 4, 1)]
     assert kinds[10] == (32, 3, 3, 1)
     # FLOPs per output pixel, counted by hand: 2 * c_in * c_out * k^2 / (pixels per input)
-    by_hand = 2 * (50 * 256 * 16 / 256 + 256 * 128 * 16 / 64 + 2 * 128 * 128 * 16 / 16
-                   + 128 * 64 * 16 / 16 + 2 * 64 * 64 * 16 / 4 + 64 * 32 * 16 / 4
-                   + 2 * 32 * 32 * 16 + 32 * 3 * 9)
+    by_hand = 2 * (
+        50 * 256 * 16 / 256
+        + 256 * 128 * 16 / 64
+        + 2 * 128 * 128 * 16 / 16
+        + 128 * 64 * 16 / 16
+        + 2 * 64 * 64 * 16 / 4
+        + 64 * 32 * 16 / 4
+        + 2 * 32 * 32 * 16
+        + 32 * 3 * 9
+    )
     assert g.flops_per_pixel() == pytest.approx(by_hand)
 
 
@@ -152,8 +161,13 @@ def test_recipe_trains_on_variable_crops():
 
     cls = get_recipe("sgan")
     assert cls.image_size_for(cls.default_config()) is None
-    recipe = cls({"widths": [8, 8, 4, 4], "d_widths": [4, 4, 4, 4, 4],
-                  "crop_sizes": [32, 64]}, channels=3, image_size=None, device="cpu", seed=0)
+    recipe = cls(
+        {"widths": [8, 8, 4, 4], "d_widths": [4, 4, 4, 4, 4], "crop_sizes": [32, 64]},
+        channels=3,
+        image_size=None,
+        device="cpu",
+        seed=0,
+    )
     assert recipe.output_range() == (0.0, 1.0)
     opt = recipe.optimizers()["G"]
     assert opt.defaults["lr"] == pytest.approx(2e-4) and opt.defaults["betas"] == (0.5, 0.999)

@@ -30,8 +30,10 @@ def fields():
 
 def _match(truth, found):
     """Index of the detection nearest each truth galaxy and the distance to it."""
-    d = np.hypot(found["x"][None] - np.array([t["x"] for t in truth])[:, None],
-                 found["y"][None] - np.array([t["y"] for t in truth])[:, None])
+    d = np.hypot(
+        found["x"][None] - np.array([t["x"] for t in truth])[:, None],
+        found["y"][None] - np.array([t["y"] for t in truth])[:, None],
+    )
     return d.argmin(axis=1), d.min(axis=1)
 
 
@@ -75,8 +77,7 @@ def test_patches_round_trip_against_truth(fields):
         patches = extract_patches(iset.images[i, 0], x, y, 32)
         assert patches.shape == (len(gals), 32, 32)
         # every galaxy is whole in its patch, centred at index 16
-        np.testing.assert_allclose(patches.sum(axis=(1, 2)), [t["flux"] for t in gals],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(patches.sum(axis=(1, 2)), [t["flux"] for t in gals], rtol=1e-5)
         for p in patches:
             cy, cx = np.unravel_index(np.argmax(p), p.shape)
             assert abs(cy - 16) <= 2 and abs(cx - 16) <= 2
@@ -105,8 +106,8 @@ def test_size_classes_from_terciles_or_given_thresholds(fields):
 
 def test_cells_and_grids_on_a_hand_made_image():
     img = np.zeros((64, 64), np.float32)
-    img[10:13, 20:23] = 1.0          # centre (21, 11) -> cell (row 1, col 2) of 8-px cells
-    img[40, 60] = 5.0                # centre (60, 40) -> cell (5, 7)
+    img[10:13, 20:23] = 1.0  # centre (21, 11) -> cell (row 1, col 2) of 8-px cells
+    img[40, 60] = 5.0  # centre (60, 40) -> cell (5, 7)
     src = detect_sources(img)
     assert src["npix"].tolist() == [9, 1]
     np.testing.assert_allclose(src["x"], [21, 60])

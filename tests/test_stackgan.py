@@ -24,10 +24,26 @@ from galforge.training.pipeline import PairedBatches, prepare_data
 from galforge.training.recipes import get_recipe
 from galforge.training.recipes.stackgan import band_pixel_loss, band_sum_pixel_loss
 
-SMALL = ["--set", "model.width=4", "--set", "model.up_width=4", "--set", "model.d_width=2",
-         "--set", "model.n_res=1"]
-QUIET = ["--set", "train.progress=false", "--set", "output.tensorboard=false",
-         "--set", "train.n_samples=2", "--set", "train.log_every=1"]
+SMALL = [
+    "--set",
+    "model.width=4",
+    "--set",
+    "model.up_width=4",
+    "--set",
+    "model.d_width=2",
+    "--set",
+    "model.n_res=1",
+]
+QUIET = [
+    "--set",
+    "train.progress=false",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "train.n_samples=2",
+    "--set",
+    "train.log_every=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -48,19 +64,58 @@ def runs(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["train", str(data), "--model", "dcgan64", "--out", str(root / "s1"),
-                     "--steps", "1", "--batch", "4", "--set", "data.resize=64",
-                     "--set", "model.width=2", *QUIET]) == 0
-        assert main(["train", str(data), "--model", "stackgan2", "--stage1", str(root / "s1"),
-                     "--out", str(root / "s2"), "--steps", "2", "--batch", "4", "--seed", "1",
-                     *SMALL, *QUIET]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    str(data),
+                    "--model",
+                    "dcgan64",
+                    "--out",
+                    str(root / "s1"),
+                    "--steps",
+                    "1",
+                    "--batch",
+                    "4",
+                    "--set",
+                    "data.resize=64",
+                    "--set",
+                    "model.width=2",
+                    *QUIET,
+                ]
+            )
+            == 0
+        )
+        assert (
+            main(
+                [
+                    "train",
+                    str(data),
+                    "--model",
+                    "stackgan2",
+                    "--stage1",
+                    str(root / "s1"),
+                    "--out",
+                    str(root / "s2"),
+                    "--steps",
+                    "2",
+                    "--batch",
+                    "4",
+                    "--seed",
+                    "1",
+                    *SMALL,
+                    *QUIET,
+                ]
+            )
+            == 0
+        )
     finally:
         torch.set_num_threads(n)
     return root
 
 
 def test_stage2_generator_shapes_and_paper_parameter_count():
-    g, d = build_stage2_pair(3)   # paper widths: W = 128, U = 512, six residual blocks
+    g, d = build_stage2_pair(3)  # paper widths: W = 128, U = 512, six residual blocks
     # 6 272 (4×4 bottleneck conv) + 6 × 295 424 (residual blocks) + 147 712 (conv + BN)
     # + 590 848 (128 -> 512 + BN) + 13 827 (512 -> 3)
     assert n_parameters(g) == 2_531_203
@@ -69,7 +124,7 @@ def test_stage2_generator_shapes_and_paper_parameter_count():
     g.encode.register_forward_hook(lambda m, i, o: seen.update(bottleneck=tuple(o.shape)))
     x = torch.rand(3, 5, 64, 64)
     y = g(x)
-    assert seen["bottleneck"] == (3, 8, 32, 32)          # the deliberate 32×32 bottleneck
+    assert seen["bottleneck"] == (3, 8, 32, 32)  # the deliberate 32×32 bottleneck
     assert y.shape == (3, 5, 128, 128) and y.abs().max() <= 1.0
     assert d(y).shape == (3,)
     _, dc = build_stage2_pair(5, width=8, up_width=12, d_width=4, conditional_d=True)
@@ -79,7 +134,7 @@ def test_stage2_generator_shapes_and_paper_parameter_count():
 
 
 def test_band_sum_pixel_loss_matches_a_hand_computation():
-    real = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])      # 1 image, 2 bands, 1×2 pixels
+    real = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])  # 1 image, 2 bands, 1×2 pixels
     fake = torch.tensor([[[[0.5, 2.0]], [[1.0, -1.0]]]])
     # band sums: real (4, 6), fake (1.5, 1): squared differences 6.25 and 25, mean 15.625
     assert band_sum_pixel_loss(real, fake).item() == pytest.approx(15.625)
@@ -121,8 +176,9 @@ def test_paired_batches_flip_and_turn_both_sizes_alike():
 
 def test_training_pairs_nearest_downscaled_with_stage1_normaliser(runs, tmp_path):
     data = runs / "stamps128.npy"
-    cfg = resolve_train_config(str(data), model="stackgan2", out=str(tmp_path / "x"),
-                               steps=1, stage1=str(runs / "s1"))
+    cfg = resolve_train_config(
+        str(data), model="stackgan2", out=str(tmp_path / "x"), steps=1, stage1=str(runs / "s1")
+    )
     recipe = get_recipe("stackgan2")
     settings = recipe.make_settings(dict(cfg.model.params))
     prepared = prepare_data(cfg, recipe.data_need(settings), (-1.0, 1.0))
@@ -130,8 +186,9 @@ def test_training_pairs_nearest_downscaled_with_stage1_normaliser(runs, tmp_path
     n2 = prepared.normalizer
     n1 = Normalizer.from_dict(json.loads((runs / "s1" / "run.json").read_text())["normalizer"])
     np.testing.assert_allclose(prepared.data[128], n2.forward(phys), atol=1e-6)
-    np.testing.assert_allclose(prepared.data[64], n1.forward(resize(phys, 64, "nearest")),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        prepared.data[64], n1.forward(resize(phys, 64, "nearest")), atol=1e-6
+    )
     assert n1 != n2
 
 
@@ -153,9 +210,13 @@ def test_chained_bundle_loads_without_training_code_and_is_deterministic(runs):
         "np.save(sys.argv[1], x)\n"
     )
     out = runs / "chained.npy"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(galforge.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(galforge.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+        "OMP_NUM_THREADS": "1",
+    }
     subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, timeout=300)
     b = galforge.load(bundle)
     x = np.load(out)
@@ -175,27 +236,115 @@ def test_chained_bundle_loads_without_training_code_and_is_deterministic(runs):
 
 
 def test_generate_stage1_writes_the_64px_intermediate_in_physical_units(runs, tmp_path):
-    assert main(["generate", str(runs / "s2"), "-n", "3", "--seed", "5", "--format", "npy",
-                 "--out", str(tmp_path / "st1"), "--stage", "1", "--no-progress"]) == 0
-    assert main(["generate", str(runs / "s2"), "-n", "3", "--seed", "5", "--format", "npy",
-                 "--out", str(tmp_path / "st2"), "--no-progress"]) == 0
-    assert main(["generate", str(runs / "s1"), "-n", "3", "--seed", "5", "--format", "npy",
-                 "--out", str(tmp_path / "dc"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(runs / "s2"),
+                "-n",
+                "3",
+                "--seed",
+                "5",
+                "--format",
+                "npy",
+                "--out",
+                str(tmp_path / "st1"),
+                "--stage",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "generate",
+                str(runs / "s2"),
+                "-n",
+                "3",
+                "--seed",
+                "5",
+                "--format",
+                "npy",
+                "--out",
+                str(tmp_path / "st2"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "generate",
+                str(runs / "s1"),
+                "-n",
+                "3",
+                "--seed",
+                "5",
+                "--format",
+                "npy",
+                "--out",
+                str(tmp_path / "dc"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     st1 = np.load(tmp_path / "st1" / "samples.npy")
     st2 = np.load(tmp_path / "st2" / "samples.npy")
     assert st1.shape == (3, 2, 64, 64) and st2.shape == (3, 2, 128, 128)
     # the intermediate is stage I's own galaxy for the same seed, in stage I's units
     np.testing.assert_allclose(st1, np.load(tmp_path / "dc" / "samples.npy"), rtol=1e-6)
-    assert main(["generate", str(runs / "s2"), "-n", "1", "--stage", "3",
-                 "--out", str(tmp_path / "bad")]) == 2
-    assert main(["generate", str(runs / "s1"), "-n", "1", "--stage", "1",
-                 "--out", str(tmp_path / "bad2")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                str(runs / "s2"),
+                "-n",
+                "1",
+                "--stage",
+                "3",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "generate",
+                str(runs / "s1"),
+                "-n",
+                "1",
+                "--stage",
+                "1",
+                "--out",
+                str(tmp_path / "bad2"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_resume_is_bit_identical(runs, tmp_path):
     data, s1 = str(runs / "stamps128.npy"), str(runs / "s1")
-    common = ["--model", "stackgan2", "--stage1", s1, "--batch", "4", "--seed", "2",
-              "--set", "model.lr_decay_epochs=1", *SMALL, *QUIET]
+    common = [
+        "--model",
+        "stackgan2",
+        "--stage1",
+        s1,
+        "--batch",
+        "4",
+        "--seed",
+        "2",
+        "--set",
+        "model.lr_decay_epochs=1",
+        *SMALL,
+        *QUIET,
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", data, "--out", str(a), "--steps", "4", *common]) == 0
     assert main(["train", data, "--out", str(b), "--steps", "3", *common]) == 0
@@ -211,8 +360,9 @@ def test_resume_is_bit_identical(runs, tmp_path):
     # shows the rates after its step, so after the epoch's end on steps 2 and 4)
     assert [r["lr_G"] for r in steps] == pytest.approx([2e-4, 1e-4, 1e-4, 5e-5])
     lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["loss_g"]) for r in steps] == \
-        [(r["step"], r["loss_g"]) for r in lb if "loss_pixel" in r]
+    assert [(r["step"], r["loss_g"]) for r in steps] == [
+        (r["step"], r["loss_g"]) for r in lb if "loss_pixel" in r
+    ]
     # stage I is frozen: its weights are the stage-I run's
     s1w = load_file(str(runs / "s1" / "generator.safetensors"))
     s1a = load_file(str(a / "stage1.safetensors"))
@@ -222,41 +372,106 @@ def test_resume_is_bit_identical(runs, tmp_path):
 def test_stage1_must_be_a_dcgan64_model(runs, tmp_path):
     data = str(runs / "stamps128.npy")
     base = ["train", data, "--model", "stackgan2", "--steps", "1", *SMALL, *QUIET]
-    assert main([*base, "--out", str(tmp_path / "none")]) == 2                 # no --stage1
+    assert main([*base, "--out", str(tmp_path / "none")]) == 2  # no --stage1
     assert main([*base, "--stage1", str(runs / "s2"), "--out", str(tmp_path / "x")]) == 2
     assert main([*base, "--stage1", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
-    assert main(["train", data, "--model", "dcgan64", "--stage1", str(runs / "s1"),
-                 "--out", str(tmp_path / "z"), "--steps", "1"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                data,
+                "--model",
+                "dcgan64",
+                "--stage1",
+                str(runs / "s1"),
+                "--out",
+                str(tmp_path / "z"),
+                "--steps",
+                "1",
+            ]
+        )
+        == 2
+    )
     # pairs are never made from images smaller than 128 px, nor from other bands than stage I's
     small = tmp_path / "stamps64.npy"
     np.save(small, np.load(data)[:, :, ::2, ::2])
-    assert main(["train", str(small), *base[2:], "--stage1", str(runs / "s1"),
-                 "--out", str(tmp_path / "s")]) == 2
-    assert main([*base, "--stage1", str(runs / "s1"), "--out", str(tmp_path / "b"),
-                 "--set", "data.options.bands=[g,r]"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(small),
+                *base[2:],
+                "--stage1",
+                str(runs / "s1"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                *base,
+                "--stage1",
+                str(runs / "s1"),
+                "--out",
+                str(tmp_path / "b"),
+                "--set",
+                "data.options.bands=[g,r]",
+            ]
+        )
+        == 2
+    )
     assert not (tmp_path / "s").exists() and not (tmp_path / "b" / "run.json").exists()
     # a bundle (its folder or its bundle.json) is as good as the run
-    assert main([*base, "--stage1", str(runs / "s1" / "bundle" / "bundle.json"),
-                 "--out", str(tmp_path / "ok")]) == 0
+    assert (
+        main(
+            [
+                *base,
+                "--stage1",
+                str(runs / "s1" / "bundle" / "bundle.json"),
+                "--out",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
-    assert info["hyperparameters"]["stage1_normalizer"] == json.loads(
-        (runs / "s1" / "bundle" / "bundle.json").read_text())["normalizer"]
+    assert (
+        info["hyperparameters"]["stage1_normalizer"]
+        == json.loads((runs / "s1" / "bundle" / "bundle.json").read_text())["normalizer"]
+    )
 
 
 def test_conditional_discriminator_option_trains_on_the_pair(runs):
     recipe = get_recipe("stackgan2")(
-        {"stage1": str(runs / "s1"), "conditional_d": True, "width": 4, "up_width": 4,
-         "d_width": 2, "n_res": 1}, channels=2, image_size=128, device="cpu")
+        {
+            "stage1": str(runs / "s1"),
+            "conditional_d": True,
+            "width": 4,
+            "up_width": 4,
+            "d_width": 2,
+            "n_res": 1,
+        },
+        channels=2,
+        image_size=128,
+        device="cpu",
+    )
     first = next(m for m in recipe.D.modules() if isinstance(m, torch.nn.Conv2d))
-    assert first.in_channels == 4          # the 128 px image and the upsampled 64 px input
+    assert first.in_channels == 4  # the 128 px image and the upsampled 64 px input
     g = torch.Generator().manual_seed(0)
-    batch = {64: torch.rand(3, 2, 64, 64, generator=g) * 2 - 1,
-             128: torch.rand(3, 2, 128, 128, generator=g) * 2 - 1}
+    batch = {
+        64: torch.rand(3, 2, 64, 64, generator=g) * 2 - 1,
+        128: torch.rand(3, 2, 128, 128, generator=g) * 2 - 1,
+    }
     before = [p.clone() for p in recipe.G.stage2.parameters()]
     out = recipe.train_step(batch, 0, g)
     assert {"loss_d", "loss_g", "loss_adv", "loss_pixel"} <= set(out)
     assert all(np.isfinite(v) for v in out.values())
-    assert any(not torch.equal(a, b) for a, b in zip(before, recipe.G.stage2.parameters(),
-                                                     strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(before, recipe.G.stage2.parameters(), strict=True)
+    )
     assert recipe.G.stage1.training is False and all(
-        not p.requires_grad for p in recipe.G.stage1.parameters())
+        not p.requires_grad for p in recipe.G.stage1.parameters()
+    )

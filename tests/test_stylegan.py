@@ -46,40 +46,74 @@ def test_fade_in_goes_from_the_upsampled_coarse_image_to_the_new_one():
     w = g.mapping(torch.randn(3, 8))
     with torch.no_grad():
         coarse = g.synthesis_at(w, 8, 1.0)
-        torch.testing.assert_close(g.synthesis_at(w, 16, 0.0),
-                                   coarse.repeat_interleave(2, -1).repeat_interleave(2, -2))
+        torch.testing.assert_close(
+            g.synthesis_at(w, 16, 0.0), coarse.repeat_interleave(2, -1).repeat_interleave(2, -2)
+        )
         assert not torch.allclose(g.synthesis_at(w, 16, 1.0), g.synthesis_at(w, 16, 0.0))
 
 
 def test_progressive_growing_switches_resolution_on_schedule():
     cls = get_recipe("stylegan")
-    r = cls({**TINY, "image_size": 32, "stable_kimg": 0.008, "fade_kimg": 0.008}, channels=1,
-            image_size=32, device="cpu")
+    r = cls(
+        {**TINY, "image_size": 32, "stable_kimg": 0.008, "fade_kimg": 0.008},
+        channels=1,
+        image_size=32,
+        device="cpu",
+    )
     assert [r.stage_at(i) for i in (0, 4, 8, 12, 16, 24, 32, 100)] == [
-        (8, 1.0), (8, 1.0), (16, 0.0), (16, 0.5), (16, 1.0), (32, 0.0), (32, 1.0), (32, 1.0)]
+        (8, 1.0),
+        (8, 1.0),
+        (16, 0.0),
+        (16, 0.5),
+        (16, 1.0),
+        (32, 0.0),
+        (32, 1.0),
+        (32, 1.0),
+    ]
     real = torch.randn(4, 1, 32, 32)
     seen = []
     for step in range(8):
         out = r.train_step(real, step, torch.Generator().manual_seed(step))
         seen.append((int(out["resolution"]), out["alpha"]))
         assert np.isfinite(out["loss_d"]) and np.isfinite(out["loss_g"]) and "gp" in out
-    assert seen == [(8, 1.0), (8, 1.0), (16, 0.0), (16, 0.5), (16, 1.0), (16, 1.0),
-                    (32, 0.0), (32, 0.5)]
+    assert seen == [
+        (8, 1.0),
+        (8, 1.0),
+        (16, 0.0),
+        (16, 0.5),
+        (16, 1.0),
+        (16, 1.0),
+        (32, 0.0),
+        (32, 0.5),
+    ]
     assert int(r.G.resolution) == 32 and r.state_dict()["images_seen"] == 32
     r2 = cls({**TINY, "image_size": 32, "stable_kimg": 0.008, "fade_kimg": 0.008}, 1, 32, "cpu")
     r2.load_state_dict(json.loads(json.dumps(r.state_dict())))
-    assert (int(r2.G.resolution), float(r2.G.alpha)) == (32, 1.0)   # the next step's stage
+    assert (int(r2.G.resolution), float(r2.G.alpha)) == (32, 1.0)  # the next step's stage
 
 
 def test_train_resume_and_export_through_the_cli(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "d.npy"
     np.save(data, rng.gamma(2.0, 5.0, (8, 2, 16, 16)).astype(np.float32))
-    args = ["--model", "stylegan", "--batch", "4", "--seed", "1", "--device", "cpu",
-            *[f"--set=model.{k}={v}" for k, v in TINY.items()], "--set=model.image_size=16",
-            "--set=model.stable_kimg=0.008", "--set=model.fade_kimg=0.008",
-            "--set=train.progress=false", "--set=output.tensorboard=false",
-            "--set=train.sample_every=1000", "--set=train.n_samples=4"]
+    args = [
+        "--model",
+        "stylegan",
+        "--batch",
+        "4",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+        *[f"--set=model.{k}={v}" for k, v in TINY.items()],
+        "--set=model.image_size=16",
+        "--set=model.stable_kimg=0.008",
+        "--set=model.fade_kimg=0.008",
+        "--set=train.progress=false",
+        "--set=output.tensorboard=false",
+        "--set=train.sample_every=1000",
+        "--set=train.n_samples=4",
+    ]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", str(data), "--out", str(a), "--steps", "4", *args]) == 0
     assert main(["train", str(data), "--out", str(b), "--steps", "2", *args]) == 0
@@ -95,12 +129,26 @@ def test_train_resume_and_export_through_the_cli(tmp_path):
 
 def test_freezing_keeps_layers_fixed_through_steps():
     cls = get_recipe("stylegan")
-    r = cls({**TINY, "image_size": 16, "start_resolution": 16, "loss": "nonsaturating",
-             "r1_interval": 2}, 1, 16, "cpu")
+    r = cls(
+        {
+            **TINY,
+            "image_size": 16,
+            "start_resolution": 16,
+            "loss": "nonsaturating",
+            "r1_interval": 2,
+        },
+        1,
+        16,
+        "cpu",
+    )
     r.freeze(2, 1)
-    frozen = {"const": r.G.const, "l1": r.G.layers[1].conv.weight,
-              "rgb0": r.G.torgbs[0].weight, "d_top": r.D.blocks[-1][0].weight,
-              "d_rgb": r.D.fromrgbs[-1].weight}
+    frozen = {
+        "const": r.G.const,
+        "l1": r.G.layers[1].conv.weight,
+        "rgb0": r.G.torgbs[0].weight,
+        "d_top": r.D.blocks[-1][0].weight,
+        "d_rgb": r.D.fromrgbs[-1].weight,
+    }
     before = {k: v.detach().clone() for k, v in frozen.items()}
     moving = [r.G.layers[2].conv.weight.detach().clone(), r.D.blocks[-2][0].weight.detach().clone()]
     for step in range(3):

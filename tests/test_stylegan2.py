@@ -69,7 +69,7 @@ def test_modulated_convolution_equals_a_convolution_per_sample():
                     w = w / (w.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()
                 if up == 1:
                     ref = F.conv2d(x[i : i + 1], w, padding=1)
-                else:   # transposed stride-2 convolution of the sample's own weights, then FIR
+                else:  # transposed stride-2 convolution of the sample's own weights, then FIR
                     ref = F.conv_transpose2d(x[i : i + 1], w.transpose(0, 1), stride=2)
                     ref = upfirdn2d(ref, fir, pad=(1, 1, 1, 1), gain=4)
                 assert ref.shape[-1] == 6 * up
@@ -89,7 +89,7 @@ def test_equalised_learning_rate_by_hand():
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     # effective weight = stored × 0.01 / sqrt(4); effective bias = stored × 0.01
     torch.testing.assert_close(fc(x), torch.tensor([[0.5 + 1.0, 2.0 - 2.0]]))
-    big = EqualLinear(512, 512, lr_mul=0.01)    # stored ~ N(0, 1/lr_mul²): large steps of Adam
+    big = EqualLinear(512, 512, lr_mul=0.01)  # stored ~ N(0, 1/lr_mul²): large steps of Adam
     assert abs(big.weight.std().item() - 100.0) < 2.0
     conv = EqualConv2d(2, 1, 3, activation=False)
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_equalised_learning_rate_by_hand():
     act = EqualConv2d(1, 1, 1)
     with torch.no_grad():
         act.weight.fill_(1.0)
-    y = act(torch.tensor([[[[2.0, -2.0]]]]))     # leaky ReLU(0.2) × sqrt(2)
+    y = act(torch.tensor([[[[2.0, -2.0]]]]))  # leaky ReLU(0.2) × sqrt(2)
     torch.testing.assert_close(y, torch.tensor([[[[2 * math.sqrt(2), -0.4 * math.sqrt(2)]]]]))
 
 
@@ -150,7 +150,7 @@ def test_evaluation_is_deterministic_and_per_sample():
         torch.testing.assert_close(g(z[2:]), a[2:])
         assert torch.equal(g(z), a)
         g.train()
-        assert not torch.equal(g(z), a)       # training draws fresh noise
+        assert not torch.equal(g(z), a)  # training draws fresh noise
         # per-layer ws: the same w everywhere is the plain synthesis
         g.eval()
         w = g.mapping(z)
@@ -159,11 +159,12 @@ def test_evaluation_is_deterministic_and_per_sample():
 
 def test_minibatch_stddev_by_hand():
     x = torch.zeros(4, 2, 1, 1)
-    x[:, 0, 0, 0] = torch.tensor([0.0, 2.0, 0.0, 2.0])   # std 1 in channel 0, 0 in channel 1
+    x[:, 0, 0, 0] = torch.tensor([0.0, 2.0, 0.0, 2.0])  # std 1 in channel 0, 0 in channel 1
     out = minibatch_stddev(x, group_size=4)
     assert out.shape == (4, 3, 1, 1)
-    torch.testing.assert_close(out[:, 2, 0, 0], torch.full((4,), (1 + 1e-8) ** 0.5 / 2
-                                                           + (1e-8) ** 0.5 / 2))
+    torch.testing.assert_close(
+        out[:, 2, 0, 0], torch.full((4,), (1 + 1e-8) ** 0.5 / 2 + (1e-8) ** 0.5 / 2)
+    )
     assert minibatch_stddev(torch.randn(6, 2, 4, 4), 4).shape == (6, 3, 4, 4)  # group 3
 
 
@@ -192,11 +193,11 @@ def test_non_square_generator_and_discriminator(hw):
     h, w = hw
     g, d = build_stylegan2_pair(h, 2, image_width=w, **TINY)
     ah, aw = (1, 2) if w > h else (4, 1)
-    assert g.const.shape[1:] == (4 * ah, 4 * aw)                  # the constant's aspect
+    assert g.const.shape[1:] == (4 * ah, 4 * aw)  # the constant's aspect
     img = g(torch.randn(3, 8))
     assert img.shape == (3, 2, h, w) and torch.isfinite(img).all()
     assert d(img).shape == (3,)
-    assert d.fc.weight.shape[1] == d.conv.weight.shape[0] * 16 * ah * aw   # sized epilogue
+    assert d.fc.weight.shape[1] == d.conv.weight.shape[0] * 16 * ah * aw  # sized epilogue
     assert g.noise_shapes()[0] == (4 * ah, 4 * aw) and g.noise_shapes()[-1] == (h, w)
     g.eval()
     explicit = [torch.zeros(1, 1, *s) for s in g.noise_shapes()]
@@ -225,19 +226,24 @@ def test_mixed_precision_runs_only_the_highest_resolutions_reduced_and_clamps():
     seen = {}
     for name in ("convs.2", "torgbs.1", "convs.3", "torgbs.3"):
         g.get_submodule(name).register_forward_hook(
-            lambda m, i, o, name=name: seen.__setitem__(name, o.dtype))
-    g.set_mixed_precision(torch.bfloat16, 2, 256.0)       # 16² and 32² (CPU autocast here)
+            lambda m, i, o, name=name: seen.__setitem__(name, o.dtype)
+        )
+    g.set_mixed_precision(torch.bfloat16, 2, 256.0)  # 16² and 32² (CPU autocast here)
     d.set_mixed_precision(torch.bfloat16, 2, 256.0)
     out = g(z)
-    assert seen == {"convs.2": torch.float32, "torgbs.1": torch.float32,
-                    "convs.3": torch.bfloat16, "torgbs.3": torch.bfloat16}
+    assert seen == {
+        "convs.2": torch.float32,
+        "torgbs.1": torch.float32,
+        "convs.3": torch.bfloat16,
+        "torgbs.3": torch.bfloat16,
+    }
     assert out.dtype == torch.float32 and d(out).dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=0.05 * ref.detach().abs().max().item(), rtol=0)
     torch.testing.assert_close(d(ref), ref_d, atol=0.05, rtol=0.05)
     # every level reduced, activations clamped to ±1e-3: the image is a sum of 4 such layers
     g.set_mixed_precision(torch.bfloat16, 4, 1e-3)
     assert g(z).detach().abs().max().item() <= 4 * 1e-3 * 1.01
-    g.set_mixed_precision(None)                           # off: float32 bit for bit again
+    g.set_mixed_precision(None)  # off: float32 bit for bit again
     d.set_mixed_precision(torch.float16, 0)
     assert torch.equal(g(z), ref) and torch.equal(d(ref), ref_d)
     with pytest.raises(ModelError, match="bfloat16"):
@@ -249,10 +255,17 @@ def test_sky_noise_generator_noise_inputs_and_noiseless_scene():
     give the noiseless scene, the stored maps are used in eval mode, the spec rebuilds it."""
     from galforge.models.stylegan2 import build_stylegan2_generator
 
-    desc = {"stretch": "linear", "target": [-1.0, 1.0], "lo": [-1.0] * 3, "hi": [1.0] * 3,
-            "offset": [0.0] * 3, "softening": [0.05] * 3}
-    g = StyleGAN2Generator(16, 3, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64,
-                           channel_max=16, sky_noise=desc).eval()
+    desc = {
+        "stretch": "linear",
+        "target": [-1.0, 1.0],
+        "lo": [-1.0] * 3,
+        "hi": [1.0] * 3,
+        "offset": [0.0] * 3,
+        "softening": [0.05] * 3,
+    }
+    g = StyleGAN2Generator(
+        16, 3, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=16, sky_noise=desc
+    ).eval()
     shapes = g.noise_shapes()
     assert shapes[-3:] == [(16, 16)] * 3 and len(shapes) == len(g.convs) + 3
     z = torch.randn(2, 8, generator=torch.Generator().manual_seed(0))
@@ -267,7 +280,7 @@ def test_sky_noise_generator_noise_inputs_and_noiseless_scene():
     assert inside.float().mean() > 0.5
     want = sigma[:, :, None, None].expand_as(clean)
     assert torch.allclose((noisy - clean)[inside], want[inside], atol=1e-5)
-    assert torch.equal(g(z), g(z, noise=g.const_noise()))      # eval: the stored maps
+    assert torch.equal(g(z), g(z, noise=g.const_noise()))  # eval: the stored maps
     h = build_stylegan2_generator(g.spec())
     h.load_state_dict(g.state_dict())
     assert torch.equal(h.eval()(z), g(z))

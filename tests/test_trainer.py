@@ -19,9 +19,19 @@ from galforge.training.recipes import RECIPES
 from galforge.training.trainer import Trainer
 
 MODEL = {"width": 4, "dropout": 0.3, "label_smoothing": 0.1, "dropout_until_epoch": 1}
-TRAIN = {"batch": 4, "seed": 5, "ema": 0.9, "lr_schedule": "step", "lr_step_epochs": 1,
-         "lr_gamma": 0.5, "sample_every": 2, "n_samples": 4, "checkpoint_every": 2,
-         "log_every": 1, "progress": False}
+TRAIN = {
+    "batch": 4,
+    "seed": 5,
+    "ema": 0.9,
+    "lr_schedule": "step",
+    "lr_step_epochs": 1,
+    "lr_gamma": 0.5,
+    "sample_every": 2,
+    "n_samples": 4,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "progress": False,
+}
 OUTPUT = {"export_bundle": False, "tensorboard": False}
 
 
@@ -41,21 +51,41 @@ def _data(n=10, c=3, size=64, seed=0):
 
 def _trainer(run, steps=None, epochs=None, resume=False, model=None, recipe_cls=None, **train):
     cls = recipe_cls or RECIPES["dcgan64"]
-    recipe = cls({**MODEL, **(model or {})}, channels=3, image_size=64, device="cpu",
-                 seed=TRAIN["seed"])
+    recipe = cls(
+        {**MODEL, **(model or {})}, channels=3, image_size=64, device="cpu", seed=TRAIN["seed"]
+    )
     cfg = {**TRAIN, **train, "steps": steps, "epochs": epochs}
-    return Trainer(recipe, _data(), run, cfg, bands=("g", "r", "i"), units="counts",
-                   data_fingerprint="abc", model_name="dcgan64", output=OUTPUT, resume=resume)
+    return Trainer(
+        recipe,
+        _data(),
+        run,
+        cfg,
+        bands=("g", "r", "i"),
+        units="counts",
+        data_fingerprint="abc",
+        model_name="dcgan64",
+        output=OUTPUT,
+        resume=resume,
+    )
 
 
 def test_run_folder_layout(tmp_path):
     run = tmp_path / "run"
     summary = _trainer(run, steps=4, snapshot_every=2).fit()
     assert summary["step"] == 4
-    for rel in ["config.yaml", "run.json", "generator.safetensors", "log.jsonl", "loss.png",
-                "checkpoints/latest/state.safetensors", "checkpoints/latest/state.json",
-                "checkpoints/step-00000002/state.json", "checkpoints/step-00000004/state.json",
-                "samples/step-00000002.png", "samples/step-00000004.png"]:
+    for rel in [
+        "config.yaml",
+        "run.json",
+        "generator.safetensors",
+        "log.jsonl",
+        "loss.png",
+        "checkpoints/latest/state.safetensors",
+        "checkpoints/latest/state.json",
+        "checkpoints/step-00000002/state.json",
+        "checkpoints/step-00000004/state.json",
+        "samples/step-00000002.png",
+        "samples/step-00000004.png",
+    ]:
         assert (run / rel).is_file(), rel
     info = RunFolder(run).read_info()
     assert info.family == "dcgan" and info.step == 4 and info.bands == ["g", "r", "i"]
@@ -84,8 +114,9 @@ def test_resume_is_exact(tmp_path):
     t = _trainer(b, steps=6, resume=True)
     t.fit()
     assert (a / "generator.safetensors").read_bytes() == (b / "generator.safetensors").read_bytes()
-    assert (a / "samples/step-00000006.png").read_bytes() == \
-        (b / "samples/step-00000006.png").read_bytes()
+    assert (a / "samples/step-00000006.png").read_bytes() == (
+        b / "samples/step-00000006.png"
+    ).read_bytes()
     sa = load_file(str(a / "checkpoints/latest/state.safetensors"))
     sb = load_file(str(b / "checkpoints/latest/state.safetensors"))
     assert sa.keys() == sb.keys()
@@ -93,8 +124,9 @@ def test_resume_is_exact(tmp_path):
     # the log of the resumed run matches the uninterrupted one (losses, lr)
     la = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["loss_d"], r["lr_D"]) for r in la] == \
-        [(r["step"], r["loss_d"], r["lr_D"]) for r in lb]
+    assert [(r["step"], r["loss_d"], r["lr_D"]) for r in la] == [
+        (r["step"], r["loss_d"], r["lr_D"]) for r in lb
+    ]
     # dropout was switched off after epoch 1 and stays off after resume
     assert not t.recipe.dropout_active()
 
@@ -151,15 +183,41 @@ def test_cli_train_on_npy(tmp_path, capsys):
     arr = (rng.random((6, 32, 32, 3)) * 255).astype(np.uint8)  # Galaxy10-like N×H×W×C
     np.save(tmp_path / "gal.npy", arr)
     run = tmp_path / "run"
-    rc = main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out", str(run),
-               "--steps", "2", "--batch", "3", "--seed", "1", "--device", "cpu",
-               "--set", "model.width=4", "--set", "train.progress=false",
-               "--set", "output.tensorboard=false"])
+    rc = main(
+        [
+            "train",
+            str(tmp_path / "gal.npy"),
+            "--model",
+            "dcgan64",
+            "--out",
+            str(run),
+            "--steps",
+            "2",
+            "--batch",
+            "3",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--set",
+            "model.width=4",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "output.tensorboard=false",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert str(run) in out and "samples" in out
-    for rel in ["config.yaml", "run.json", "generator.safetensors", "log.jsonl",
-                "checkpoints/latest/state.json", "samples/step-00000002.png"]:
+    for rel in [
+        "config.yaml",
+        "run.json",
+        "generator.safetensors",
+        "log.jsonl",
+        "checkpoints/latest/state.json",
+        "samples/step-00000002.png",
+    ]:
         assert (run / rel).is_file(), rel
     info = RunFolder(run).read_info()
     spec = info.parts["generator"]["spec"]
@@ -167,13 +225,37 @@ def test_cli_train_on_npy(tmp_path, capsys):
     assert info.normalizer is not None and info.data_fingerprint
     assert (run / "bundle" / "bundle.json").is_file()
     # resume to a longer run through the CLI
-    rc = main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--steps", "3",
-               "--resume", "--device", "cpu", "--set", "train.progress=false"])
+    rc = main(
+        [
+            "train",
+            str(tmp_path / "gal.npy"),
+            "--out",
+            str(run),
+            "--steps",
+            "3",
+            "--resume",
+            "--device",
+            "cpu",
+            "--set",
+            "train.progress=false",
+        ]
+    )
     assert rc == 0
     assert json.loads((run / "run.json").read_text())["step"] == 3
     # changing the architecture on resume is refused
-    rc = main(["train", str(tmp_path / "gal.npy"), "--out", str(run), "--steps", "4",
-               "--resume", "--set", "model.width=8"])
+    rc = main(
+        [
+            "train",
+            str(tmp_path / "gal.npy"),
+            "--out",
+            str(run),
+            "--steps",
+            "4",
+            "--resume",
+            "--set",
+            "model.width=8",
+        ]
+    )
     assert rc == 2 and "model.width" in capsys.readouterr().err
 
 
@@ -184,8 +266,15 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank, world, port, run, result_dir):
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
     t = _trainer(run, steps=2, model={"dropout": 0.0}, ema=0.0)
     t.fit()
@@ -252,12 +341,17 @@ def test_metric_hook_logs_and_keeps_the_best_checkpoint(tmp_path):
     summary = t.fit()
     assert seen == [(2, 3, 64, 64)] * 3
     log = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["metric_score"]) for r in log if "metric_score" in r] == \
-        [(2, 3.0), (4, 1.0), (6, 2.0)]
+    assert [(r["step"], r["metric_score"]) for r in log if "metric_score" in r] == [
+        (2, 3.0),
+        (4, 1.0),
+        (6, 2.0),
+    ]
     best = json.loads((tmp_path / "r" / "checkpoints" / "best" / "best.json").read_text())
     assert best == {"metric": "score", "value": 1.0, "step": 4, "mode": "min"}
-    assert json.loads((tmp_path / "r" / "checkpoints" / "best" / "state.json").read_text())[
-        "step"] == 4
+    assert (
+        json.loads((tmp_path / "r" / "checkpoints" / "best" / "state.json").read_text())["step"]
+        == 4
+    )
     assert summary["metric_best"]["score"]["step"] == 4
     with pytest.raises(ConfigError, match="mode"):
         MetricHook("x", metric, every=1, mode="best")
@@ -267,10 +361,34 @@ def test_cli_in_training_galaxy_metrics(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "gal.npy", rng.gamma(2.0, 5.0, (8, 2, 64, 64)).astype(np.float32))
     run = tmp_path / "run"
-    rc = main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out", str(run),
-               "--steps", "4", "--batch", "4", "--device", "cpu", "--set", "model.width=2",
-               "--set", "train.progress=false", "--set", "output.tensorboard=false",
-               "--metric-every", "2", "--metric-n", "6", "--keep-best", "kid"])
+    rc = main(
+        [
+            "train",
+            str(tmp_path / "gal.npy"),
+            "--model",
+            "dcgan64",
+            "--out",
+            str(run),
+            "--steps",
+            "4",
+            "--batch",
+            "4",
+            "--device",
+            "cpu",
+            "--set",
+            "model.width=2",
+            "--set",
+            "train.progress=false",
+            "--set",
+            "output.tensorboard=false",
+            "--metric-every",
+            "2",
+            "--metric-n",
+            "6",
+            "--keep-best",
+            "kid",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     fgd = [(r["step"], r["metric_fgd"]) for r in log if "metric_fgd" in r]
@@ -279,9 +397,25 @@ def test_cli_in_training_galaxy_metrics(tmp_path, capsys):
     assert all(v > 0 and np.isfinite(v) for _, v in fgd)
     best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
     assert best["metric"] == "kid" and best["value"] == min(v for _, v in kid)
-    assert main(["train", str(tmp_path / "gal.npy"), "--model", "dcgan64", "--out",
-                 str(tmp_path / "r2"), "--steps", "1", "--metric-every", "1",
-                 "--keep-best", "fid"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tmp_path / "gal.npy"),
+                "--model",
+                "dcgan64",
+                "--out",
+                str(tmp_path / "r2"),
+                "--steps",
+                "1",
+                "--metric-every",
+                "1",
+                "--keep-best",
+                "fid",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "--keep-best" in err and "'fid'" in err
 
@@ -290,17 +424,33 @@ def test_metric_samples_of_a_noise_generator_get_their_own_noise(tmp_path):
     from galforge.training.recipes import get_recipe
 
     cls = get_recipe("stylegan2")
-    tiny = {"image_size": 16, "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "channel_base": 64,
-            "channel_max": 8, "config": "small"}
+    tiny = {
+        "image_size": 16,
+        "z_dim": 8,
+        "w_dim": 8,
+        "mapping_layers": 2,
+        "channel_base": 64,
+        "channel_max": 8,
+        "config": "small",
+    }
     recipe = cls(tiny, channels=3, image_size=16, device="cpu", seed=0)
-    t = Trainer(recipe, _data(size=16), tmp_path / "r", {**TRAIN, "steps": 1}, bands=("g", "r", "i"),
-                units="counts", data_fingerprint="abc", model_name="stylegan2", output=OUTPUT)
+    t = Trainer(
+        recipe,
+        _data(size=16),
+        tmp_path / "r",
+        {**TRAIN, "steps": 1},
+        bands=("g", "r", "i"),
+        units="counts",
+        data_fingerprint="abc",
+        model_name="stylegan2",
+        output=OUTPUT,
+    )
     gen = t.export_generator()
     with torch.no_grad():
         for c in gen.convs:
             c.noise_strength.fill_(1.0)
         for p in gen.mapping_net.parameters():
-            p.zero_()            # every sample has the same w: only the noise tells them apart
+            p.zero_()  # every sample has the same w: only the noise tells them apart
     a = t.sample_physical(2)
     assert not np.allclose(a[0], a[1])
     np.testing.assert_array_equal(a, t.sample_physical(2))

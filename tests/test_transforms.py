@@ -40,8 +40,12 @@ def test_resize_nearest_area_bicubic():
     np.testing.assert_allclose(ar[0, 0], [[2.5, 4.5], [10.5, 12.5]])  # block means
     rng = np.random.default_rng(0)
     img = rng.normal(size=(3, 12, 9)).astype(np.float32)
-    np.testing.assert_allclose(resize(img, (5, 7), "area").mean(axis=(1, 2)), img.mean(axis=(1, 2)), rtol=1e-5)
-    smooth = np.fromfunction(lambda y, x: np.sin(x / 5) + np.cos(y / 7), (32, 32)).astype(np.float32)
+    np.testing.assert_allclose(
+        resize(img, (5, 7), "area").mean(axis=(1, 2)), img.mean(axis=(1, 2)), rtol=1e-5
+    )
+    smooth = np.fromfunction(lambda y, x: np.sin(x / 5) + np.cos(y / 7), (32, 32)).astype(
+        np.float32
+    )
     bc = resize(smooth, 16, "bicubic")
     assert bc.shape == (16, 16)
     assert np.abs(bc - resize(smooth, 16, "area")).max() < 0.05
@@ -73,7 +77,10 @@ def test_augment_batch_is_seeded_and_a_symmetry():
     # flips and 90° rotations permute pixels: every image keeps its values
     for i in range(4):
         assert torch.equal(a[i].flatten().sort().values, x[i].flatten().sort().values)
-    outs = {tuple(augment_batch(x[:1], torch.Generator().manual_seed(s))[0, 0, 0, :2].tolist()) for s in range(40)}
+    outs = {
+        tuple(augment_batch(x[:1], torch.Generator().manual_seed(s))[0, 0, 0, :2].tolist())
+        for s in range(40)
+    }
     assert len(outs) == 8  # the 8 elements of the dihedral group all occur
     none = augment_batch(x, torch.Generator().manual_seed(0), flips=False, rot90=False)
     assert torch.equal(none, x) and none is not x
@@ -88,10 +95,18 @@ def test_augment_arbitrary_rotation_fills():
     corner = const[:, :, 0, 0]
     assert torch.allclose(corner, torch.full_like(corner, 5.0))  # sky fill, not zero
     assert const[:, :, 8, 8].min() > 5.5  # centre stays bright
-    refl = augment_batch(x, torch.Generator().manual_seed(1), flips=False, rot90=False, rotate="reflect")
+    refl = augment_batch(
+        x, torch.Generator().manual_seed(1), flips=False, rot90=False, rotate="reflect"
+    )
     assert refl.min() >= 5.0 - 1e-5 and torch.isfinite(refl).all()
-    fixed = augment_batch(x, torch.Generator().manual_seed(1), flips=False, rot90=False,
-                          rotate="constant", fill_value=-1.0)
+    fixed = augment_batch(
+        x,
+        torch.Generator().manual_seed(1),
+        flips=False,
+        rot90=False,
+        rotate="constant",
+        fill_value=-1.0,
+    )
     assert fixed.min() < 0
     with pytest.raises(ConfigError):
         augment_batch(x, g, rotate="wrap")

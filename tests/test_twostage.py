@@ -45,9 +45,9 @@ def test_began_k_update_follows_the_equilibrium_rule():
     # k + λ (γ L(x) − L(G(z))): 0.5 + 0.1 (0.5·0.2 − 0.05) = 0.505
     assert began_k_update(0.5, 0.2, 0.05, 0.5, 0.1) == pytest.approx(0.505)
     assert began_k_update(0.5, 0.2, 0.3, 0.5, 0.1) == pytest.approx(0.48)
-    assert began_k_update(0.0, 0.1, 0.9, 0.5, 1.0) == 0.0      # clipped at 0
-    assert began_k_update(0.99, 1.0, 0.0, 1.0, 1.0) == 1.0     # clipped at 1
-    assert began_k_update(0.3, 0.4, 0.2, 0.5, 0.0) == 0.3      # λ_k = 0: k stays
+    assert began_k_update(0.0, 0.1, 0.9, 0.5, 1.0) == 0.0  # clipped at 0
+    assert began_k_update(0.99, 1.0, 0.0, 1.0, 1.0) == 1.0  # clipped at 1
+    assert began_k_update(0.3, 0.4, 0.2, 0.5, 0.0) == 0.3  # λ_k = 0: k stays
     assert convergence_measure(0.2, 0.05, 0.5) == pytest.approx(0.2 + 0.05)
     # a run of updates equals the recurrence computed by hand
     k, lr, lg = 0.0, [0.3, 0.25, 0.2], [0.1, 0.05, 0.2]
@@ -62,7 +62,7 @@ def test_networks_shapes_and_reconstruction_loss():
     out = g(torch.randn(3, 8))
     assert out.shape == (3, 4, 32, 32)
     occ01 = (out[:, 0] + 1) / 2
-    torch.testing.assert_close(out[:, 1:].sum(dim=1), occ01)   # classes × occupancy
+    torch.testing.assert_close(out[:, 1:].sum(dim=1), occ01)  # classes × occupancy
     assert PositionsDiscriminator(4, 4, 32)(out).shape == (3,)
     real = grid_input(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]), torch.tensor([[[2, 0], [0, 1]]]))
     assert real[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0, 1.0]
@@ -84,9 +84,9 @@ def test_networks_shapes_and_reconstruction_loss():
 def test_composition_puts_each_patch_exactly_at_its_cell():
     s = _sampler(h=64, w=48, grid=8)
     delta = torch.zeros((3, 1, 8, 8))
-    delta[:, 0, 4, 4] = torch.tensor([1.0, 2.0, 3.0])          # the centre pixel (index 8 // 2)
+    delta[:, 0, 4, 4] = torch.tensor([1.0, 2.0, 3.0])  # the centre pixel (index 8 // 2)
     image = torch.tensor([0, 0, 1])
-    cell = torch.tensor([0, 8 * 3 + 5, 63])                     # (0,0), (3,5), (7,7)
+    cell = torch.tensor([0, 8 * 3 + 5, 63])  # (0,0), (3,5), (7,7)
     offsets = torch.tensor([[0.0, 0.0], [1.2, -2.4], [0.0, 0.0]])
     out = s.place(delta, image, cell, offsets, 2)
     assert out.shape == (2, 1, 64, 48)
@@ -95,8 +95,9 @@ def test_composition_puts_each_patch_exactly_at_its_cell():
     assert nz == {(0, 0, 4, 3), (0, 0, round(27.5 - 2.4), round(32.5 + 1.2)), (1, 0, 60, 45)}
     assert out[0, 0, 4, 3] == 1.0 and out[1, 0, 60, 45] == 3.0
     # overlapping patches add; what falls outside the field is dropped
-    both = s.place(torch.ones((2, 1, 8, 8)), torch.tensor([0, 0]), torch.tensor([0, 0]),
-                   torch.zeros((2, 2)), 1)
+    both = s.place(
+        torch.ones((2, 1, 8, 8)), torch.tensor([0, 0]), torch.tensor([0, 0]), torch.zeros((2, 2)), 1
+    )
     # centre pixel (4, 3): rows 0..7 inside, columns −1..6 of which column −1 is dropped
     assert both.max() == 2.0 and both.sum() == 2 * 8 * 7
 
@@ -119,16 +120,24 @@ def test_sampler_places_one_galaxy_per_occupied_cell(monkeypatch):
     for i in range(2):
         r, c = np.nonzero(occ[i].numpy())
         # centre (8r + 3.5, 8c + 3.5) plus the one stored offset (dx, dy) = (1, −1), rounded
-        expect = {(int(8 * a + 3.5 - 1 + 0.5), int(8 * b + 3.5 + 1 + 0.5))
-                  for a, b in zip(r, c, strict=True)}
+        expect = {
+            (int(8 * a + 3.5 - 1 + 0.5), int(8 * b + 3.5 + 1 + 0.5))
+            for a, b in zip(r, c, strict=True)
+        }
         got = {tuple(int(v) for v in p) for p in torch.nonzero(out[i, 0])}
         assert got == expect
         assert out[i].sum() == occ[i].sum()
 
 
 def test_galaxies_part_maps_to_physical_units_with_a_zero_background():
-    norm = {"stretch": "linear", "target": [-1.0, 1.0], "lo": [0.0], "hi": [100.0],
-            "offset": [0.0], "softening": [1.0]}
+    norm = {
+        "stretch": "linear",
+        "target": [-1.0, 1.0],
+        "lo": [0.0],
+        "hi": [100.0],
+        "offset": [0.0],
+        "softening": [1.0],
+    }
     gal = GalaxiesPart(8, 4, 8, 1, False, norm)
     gal.floor.fill_(5.0)
     x = gal.physical(torch.tensor([-1.0, -0.95, -0.8, 1.0]).reshape(1, 1, 2, 2))
@@ -156,7 +165,7 @@ def test_occupied_cells_threshold_bernoulli_and_count_rules():
     prob[:, 0, 0], prob[:, 1, 2] = 0.75, 0.25
     u = torch.rand(prob.shape, generator=gen)
     thr = occupied_cells(prob, u, "threshold")
-    assert thr[:, 0, 0].all() and thr.sum() == 4000            # only p > 1/2
+    assert thr[:, 0, 0].all() and thr.sum() == 4000  # only p > 1/2
     bern = occupied_cells(prob, u, "bernoulli")
     torch.testing.assert_close(bern.float().mean(0), prob[0], atol=0.03, rtol=0)
     # count: exactly K = counts[⌊u_K · len⌋] cells per field, drawn in proportion to p
@@ -172,7 +181,7 @@ def test_occupied_cells_threshold_bernoulli_and_count_rules():
     many = occupied_cells(prob[:4], u[:4], "count", counts, cu)
     assert many.sum(dim=(1, 2)).tolist() == [2, 5, 16, 2]
     zero = prob[:1].clone()
-    zero[0, 3] = 0.0                                           # p = 0: never drawn while others are left
+    zero[0, 3] = 0.0  # p = 0: never drawn while others are left
     assert not occupied_cells(zero, u[:1], "count", torch.tensor([12.0]), cu[:1])[0, 3].any()
     with pytest.raises(ModelError, match="counts"):
         occupied_cells(prob, u, "count")

@@ -16,10 +16,28 @@ from galforge.data.sparse import analyse
 from galforge.generation.sampling import load_bundle
 
 DATA = "builtin:sparse?n=4&size=128&count=4&seed=0&stamp=24"
-COMMON = ["--model", "twostage", "--batch", "2", "--seed", "3", "--set", "model.config=small",
-          "--set", "model.patch_batch=4", "--set", "train.progress=false",
-          "--set", "output.tensorboard=false", "--set", "train.n_samples=2",
-          "--set", "train.log_every=1", "--set", "data.clip_percentile=100"]
+COMMON = [
+    "--model",
+    "twostage",
+    "--batch",
+    "2",
+    "--seed",
+    "3",
+    "--set",
+    "model.config=small",
+    "--set",
+    "model.patch_batch=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "train.n_samples=2",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "data.clip_percentile=100",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +71,9 @@ def test_resume_is_exact_and_keeps_k(run, tmp_path):
     la = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
     rows = [(r["step"], r["k_t"], r["convergence_M"]) for r in la if "k_t" in r]
-    assert len(rows) == 4 and rows == [(r["step"], r["k_t"], r["convergence_M"])
-                                       for r in lb if "k_t" in r]
+    assert len(rows) == 4 and rows == [
+        (r["step"], r["k_t"], r["convergence_M"]) for r in lb if "k_t" in r
+    ]
     # k_t follows k ← clip(k + λ_k (γ L(x) − L(G)), 0, 1) from k_0 = 0, γ = 0.5, λ_k = 0.001
     k = 0.0
     for r in (r for r in la if "k_t" in r):
@@ -70,8 +89,10 @@ def test_generate_writes_full_size_fits_from_both_parts(run, tmp_path):
     found = analyse(from_spec(DATA).images)
     assert meta["parts"]["positions"]["spec"]["n_offsets"] == len(found.catalogue["x"])
     out = tmp_path / "gen"
-    assert main(["generate", str(run), "-n", "3", "--seed", "1", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["generate", str(run), "-n", "3", "--seed", "1", "--out", str(out), "--no-progress"])
+        == 0
+    )
     files = sorted(out.glob("*.fits"))
     assert len(files) == 3 and (out / "grid.png").is_file()
     data = fits.getdata(files[0])
@@ -79,7 +100,7 @@ def test_generate_writes_full_size_fits_from_both_parts(run, tmp_path):
     b = load_bundle(run)
     assert b.capabilities == {"latent", "physical"} and b.image_shape == (1, 128, 128)
     again = b.sample(3, seed=1)
-    np.testing.assert_array_equal(again[0, 0], data)    # same seed, same field
+    np.testing.assert_array_equal(again[0, 0], data)  # same seed, same field
     assert b.image_shape == (1, 128, 128)
 
 
@@ -91,8 +112,9 @@ def test_generated_fields_hold_the_datas_numbers_of_galaxies(run):
     allowed = set(found.grids.sum(axis=(1, 2)).astype(int).tolist())
     sampler = load_bundle(run).generator
     with torch.no_grad():
-        occ, _ = sampler.layout(torch.randn(sampler.latent_shape(32),
-                                            generator=torch.Generator().manual_seed(0)))
+        occ, _ = sampler.layout(
+            torch.randn(sampler.latent_shape(32), generator=torch.Generator().manual_seed(0))
+        )
     counts = occ.sum(dim=(1, 2)).tolist()
     assert set(counts) <= allowed and len(set(occ.reshape(32, -1).float().argmax(1).tolist())) > 1
     # bernoulli sampling of the same bundle: the count follows the map (its sum of p)
@@ -100,15 +122,30 @@ def test_generated_fields_hold_the_datas_numbers_of_galaxies(run):
     with torch.no_grad():
         z = torch.randn(sampler.latent_shape(64), generator=torch.Generator().manual_seed(1))
         occ, _ = sampler.layout(z)
-        prob, _ = sampler.positions.net.maps(z[:, :sampler.positions.net.latent_dim])
+        prob, _ = sampler.positions.net.maps(z[:, : sampler.positions.net.latent_dim])
     assert abs(float(occ.sum(dim=(1, 2)).float().mean() - prob.sum(dim=(1, 2)).mean())) < 2.0
 
 
 def test_conditional_model_trains_and_generates(tmp_path):
     out = tmp_path / "cond"
-    assert main(["train", DATA, "--out", str(out), "--steps", "2", *COMMON,
-                 "--set", "model.conditional=true",
-                 "--set", "model.size_thresholds=[100,300]"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                DATA,
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                *COMMON,
+                "--set",
+                "model.conditional=true",
+                "--set",
+                "model.size_thresholds=[100,300]",
+            ]
+        )
+        == 0
+    )
     spec = json.loads((out / "bundle" / "bundle.json").read_text())["parts"]
     assert spec["positions"]["spec"]["conditional"] is True
     assert spec["positions"]["spec"]["size_thresholds"] == [100.0, 300.0]
@@ -119,21 +156,61 @@ def test_conditional_model_trains_and_generates(tmp_path):
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     noisy = tmp_path / "noisy.npy"
     np.save(noisy, np.random.default_rng(0).normal(size=(3, 1, 64, 64)).astype(np.float32))
-    assert main(["train", str(noisy), "--out", str(tmp_path / "r1"), "--steps", "1",
-                 *COMMON]) == 2
+    assert main(["train", str(noisy), "--out", str(tmp_path / "r1"), "--steps", "1", *COMMON]) == 2
     err = capsys.readouterr().err.strip()
     assert "exactly 0" in err and len(err.splitlines()) == 1
-    assert main(["train", DATA, "--out", str(tmp_path / "r2"), "--steps", "1", *COMMON,
-                 "--set", "model.gamma=2"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                DATA,
+                "--out",
+                str(tmp_path / "r2"),
+                "--steps",
+                "1",
+                *COMMON,
+                "--set",
+                "model.gamma=2",
+            ]
+        )
+        == 2
+    )
     assert "model.gamma" in capsys.readouterr().err
-    assert main(["train", DATA, "--out", str(tmp_path / "r3"), "--steps", "1", *COMMON,
-                 "--set", "model.size_thresholds=[5,1]"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                DATA,
+                "--out",
+                str(tmp_path / "r3"),
+                "--steps",
+                "1",
+                *COMMON,
+                "--set",
+                "model.size_thresholds=[5,1]",
+            ]
+        )
+        == 2
+    )
     assert "model.size_thresholds" in capsys.readouterr().err
-    assert main(["train", DATA, "--out", str(tmp_path / "r5"), "--steps", "1", *COMMON,
-                 "--set", "model.pos_sampling=poisson"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                DATA,
+                "--out",
+                str(tmp_path / "r5"),
+                "--steps",
+                "1",
+                *COMMON,
+                "--set",
+                "model.pos_sampling=poisson",
+            ]
+        )
+        == 2
+    )
     assert "model.pos_sampling" in capsys.readouterr().err
     rgb = tmp_path / "rgb.npy"
     np.save(rgb, np.zeros((2, 3, 64, 64), np.float32) + np.eye(64, dtype=np.float32))
-    assert main(["train", str(rgb), "--out", str(tmp_path / "r4"), "--steps", "1",
-                 *COMMON]) == 2
+    assert main(["train", str(rgb), "--out", str(tmp_path / "r4"), "--steps", "1", *COMMON]) == 2
     assert "single-band" in capsys.readouterr().err

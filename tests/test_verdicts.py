@@ -23,18 +23,24 @@ from galforge.evaluation.verdicts import (
 def _fits(n, n_ok, seed=0, shift=0.0):
     """Rows of a fitted measure: ``n_ok`` good fits with a column drawn from one population."""
     rng = np.random.default_rng(seed)
-    rows = [{"ok": True, "reason": "", "ellipticity": float(v)}
-            for v in rng.uniform(0, 0.8, n_ok) + shift]
-    rows += [{"ok": False, "reason": "no isophote", "ellipticity": math.nan}
-             for _ in range(n - n_ok)]
+    rows = [
+        {"ok": True, "reason": "", "ellipticity": float(v)}
+        for v in rng.uniform(0, 0.8, n_ok) + shift
+    ]
+    rows += [
+        {"ok": False, "reason": "no isophote", "ellipticity": math.nan} for _ in range(n - n_ok)
+    ]
     return rows
 
 
 def _isophote_result(real_rows, fake_rows):
     """The result of the isophote measure for catalogues of one column."""
     cols = ["ellipticity"]
-    return {"columns": cols, "comparison": compare_columns(real_rows, fake_rows, cols),
-            "failures": {"real": failure_counts(real_rows), "fake": failure_counts(fake_rows)}}
+    return {
+        "columns": cols,
+        "comparison": compare_columns(real_rows, fake_rows, cols),
+        "failures": {"real": failure_counts(real_rows), "fake": failure_counts(fake_rows)},
+    }
 
 
 def test_a_shape_fitted_on_5_of_100_fakes_fails_and_shows_n_and_failure_rates():
@@ -67,9 +73,15 @@ def test_too_few_objects_fail_even_with_a_high_ks_p():
 
 
 def test_ks_level_is_family_wise_over_all_ks_rows():
-    results = {"moments": {"comparison": {c: {"ks_p": 0.02, "n_real": 50, "n_fake": 50}
-                                          for c in ("ellipticity", "pa_deg", "flux")},
-                           "failures": {}}}
+    results = {
+        "moments": {
+            "comparison": {
+                c: {"ks_p": 0.02, "n_real": 50, "n_fake": 50}
+                for c in ("ellipticity", "pa_deg", "flux")
+            },
+            "failures": {},
+        }
+    }
     rows = build_summary(results, {"ks_p": 0.05})
     assert [r["threshold"] for r in rows] == pytest.approx([0.05 / 3] * 3)
     assert all(r["passed"] for r in rows)
@@ -77,10 +89,19 @@ def test_ks_level_is_family_wise_over_all_ks_rows():
 
 
 def _colour(fraction, real_fraction, n_real, n_fake):
-    return {"colour": {"k": 1.75, "fraction_in_box": fraction,
-                       "real_fraction_in_box": real_fraction,
-                       "box": {"n_real": n_real, "n_fake": n_fake,
-                               "fraction": fraction, "fraction_real": real_fraction}}}
+    return {
+        "colour": {
+            "k": 1.75,
+            "fraction_in_box": fraction,
+            "real_fraction_in_box": real_fraction,
+            "box": {
+                "n_real": n_real,
+                "n_fake": n_fake,
+                "fraction": fraction,
+                "fraction_real": real_fraction,
+            },
+        }
+    }
 
 
 def test_cmd_box_is_judged_with_at_least_and_sampling_noise():
@@ -121,8 +142,11 @@ def test_memorisation_cannot_pass_on_degenerate_fakes(blank):
 
     real = _blobs(40, seed=1)
     rng = np.random.default_rng(3)
-    fake = (np.full((40, 2, 16, 16), 5.0, np.float32) if blank == "constant"
-            else rng.normal(0, 1.0, (40, 2, 16, 16)).astype(np.float32))
+    fake = (
+        np.full((40, 2, 16, 16), 5.0, np.float32)
+        if blank == "constant"
+        else rng.normal(0, 1.0, (40, 2, 16, 16)).astype(np.float32)
+    )
     res = memorization(real, fake, holdout_fraction=0.25, detection=DetectionOptions())
     assert res["degenerate_fake"]["n_failed"] >= 36
     rows = build_summary({"memorization": res}, {})
@@ -136,17 +160,21 @@ def test_memorisation_cannot_pass_on_degenerate_fakes(blank):
 
 def test_failure_counts_and_fisher_test():
     c = failure_counts([{"ok": True}, {"ok": False, "reason": "x"}, {"ok": False}])
-    assert c == {"n": 3, "n_failed": 2, "failure_rate": pytest.approx(2 / 3),
-                 "reasons": {"x": 1, "failed": 1}}
+    assert c == {
+        "n": 3,
+        "n_failed": 2,
+        "failure_rate": pytest.approx(2 / 3),
+        "reasons": {"x": 1, "failed": 1},
+    }
     assert fisher_greater(0, 30, 0, 30) == 1.0
     assert fisher_greater(20, 30, 1, 30) < 1e-5
     assert fisher_greater(1, 30, 20, 30) > 0.99
 
 
 def test_median_bounds_are_order_statistics_that_widen_for_small_samples():
-    x = np.arange(1, 7, dtype=float)           # n = 6: the extremes
+    x = np.arange(1, 7, dtype=float)  # n = 6: the extremes
     assert median_bounds(x, 2.0) == (1.0, 6.0)
-    y = np.arange(1, 501, dtype=float)          # n = 500: near the median
+    y = np.arange(1, 501, dtype=float)  # n = 500: near the median
     lo, hi = median_bounds(y, 2.0)
     assert 220 <= lo < 250.5 < hi <= 280
     assert ratio_upper_bound([1.0] * 10, [2.0] * 10, 2.0) == pytest.approx(0.5)

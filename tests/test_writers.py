@@ -23,8 +23,15 @@ def _image(c=3, seed=0):
 
 
 def _fits(path, image, bands=BANDS, **kw):
-    args = dict(bands=bands, units="nanomaggy", seed=7, index=42, bundle_id="0123456789ab",
-                family="dcgan", date="2026-01-02T03:04:05Z")
+    args = dict(
+        bands=bands,
+        units="nanomaggy",
+        seed=7,
+        index=42,
+        bundle_id="0123456789ab",
+        family="dcgan",
+        date="2026-01-02T03:04:05Z",
+    )
     args.update(kw)
     return write_fits(path, image, **args)
 
@@ -96,7 +103,9 @@ def test_png_view(tmp_path):
 
 def test_npy_writer_streams_chunks(tmp_path):
     images = np.stack([_image(seed=k) for k in range(5)])
-    writer = NpyWriter(tmp_path / "samples.npy", 5, images.shape[1:], {"seed": 3, "bands": list(BANDS)})
+    writer = NpyWriter(
+        tmp_path / "samples.npy", 5, images.shape[1:], {"seed": 3, "bands": list(BANDS)}
+    )
     writer.write(10, images[:2])
     writer.write(12, images[2:])
     npy, index = writer.close()

@@ -31,23 +31,36 @@ NAME = "galsim-dcgan64-psf"
 DATA = "builtin:galsim?n={n}&size=64&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&size=64&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&size=64&seed=2027"
-SETS = ["model.sky_noise=true", "data.stretch=asinh", "train.threads=1",
-        "train.checkpoint_every=250", "train.snapshot_every=1000", "train.sample_every=500",
-        "train.progress=false", "model.d_profile=true", "model.d_mbstd_group=4",
-        "model.d_moments=true"]
+SETS = [
+    "model.sky_noise=true",
+    "data.stretch=asinh",
+    "train.threads=1",
+    "train.checkpoint_every=250",
+    "train.snapshot_every=1000",
+    "train.sample_every=500",
+    "train.progress=false",
+    "model.d_profile=true",
+    "model.d_mbstd_group=4",
+    "model.d_moments=true",
+]
 EXTRA = ["--psf", "auto", "--condition-columns", "flux,hlr"]
 
 #: written after the evaluation and the sample grids have been looked at
-NOTES = ("A DCGAN-64 (cpu config) with a physical forward model (the data's 0.7\" Moffat PSF "
-         "and pixel response applied to the galaxy G draws, then learned sky noise), "
-         "conditioned on flux and half-light radius. Not yet trained and evaluated: this card "
-         "is rewritten by the script when the model is shipped.")
+NOTES = (
+    "A DCGAN-64 (cpu config) with a physical forward model (the data's 0.7\" Moffat PSF "
+    "and pixel response applied to the galaxy G draws, then learned sky noise), "
+    "conditioned on flux and half-light radius. Not yet trained and evaluated: this card "
+    "is rewritten by the script when the model is shipped."
+)
 
 
 def more(ap) -> None:
     ap.add_argument("--n-train", type=int, default=8192, help="training galaxies")
-    ap.add_argument("--no-ship", action="store_true",
-                    help="train and export only (no evaluation, nothing written to the zoo)")
+    ap.add_argument(
+        "--no-ship",
+        action="store_true",
+        help="train and export only (no evaluation, nothing written to the zoo)",
+    )
 
 
 def main() -> None:
@@ -58,15 +71,39 @@ def main() -> None:
     if args.no_ship:
         zoo.cli(["export", str(run), "--overwrite"])
         return
-    training = {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
-                "settings": SETS + EXTRA}
-    card = zoo.card(NAME, "DCGAN-64 with a PSF forward model, conditioned on flux and hlr, on "
-                    "GalSim bulge+disk galaxies (g, r, i)", "dcgan", "dcgan64", "cpu", data,
-                    "gri", "counts", [64, 64], training, NOTES,
-                    psf="moffat:fwhm=0.7,beta=3.5", pixel_scale=0.2,
-                    conditions=["flux", "hlr"])
-    zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
-                      options=["--upscale", "0", "--workers", "2"])
+    training = {
+        **zoo.training_time(run),
+        "batch": 32,
+        "seed": 0,
+        "threads": 1,
+        "settings": SETS + EXTRA,
+    }
+    card = zoo.card(
+        NAME,
+        "DCGAN-64 with a PSF forward model, conditioned on flux and hlr, on "
+        "GalSim bulge+disk galaxies (g, r, i)",
+        "dcgan",
+        "dcgan64",
+        "cpu",
+        data,
+        "gri",
+        "counts",
+        [64, 64],
+        training,
+        NOTES,
+        psf="moffat:fwhm=0.7,beta=3.5",
+        pixel_scale=0.2,
+        conditions=["flux", "hlr"],
+    )
+    zoo.ship_galaxies(
+        NAME,
+        run,
+        card,
+        HELD_OUT,
+        REFERENCE,
+        n=args.n_eval,
+        options=["--upscale", "0", "--workers", "2"],
+    )
 
 
 if __name__ == "__main__":

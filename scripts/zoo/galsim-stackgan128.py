@@ -39,42 +39,70 @@ POP = "size=128&pixel_scale=0.1&flux=4000,400000&snr=40,400"
 DATA = f"builtin:galsim?n=8192&{POP}&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&" + POP + "&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&" + POP + "&seed=2027"
-SETS = ["model.config=cpu", "data.stretch=asinh", "train.threads=1",
-        "train.checkpoint_every=250", "train.snapshot_every=1000", "train.sample_every=250",
-        "train.progress=false"]
+SETS = [
+    "model.config=cpu",
+    "data.stretch=asinh",
+    "train.threads=1",
+    "train.checkpoint_every=250",
+    "train.snapshot_every=1000",
+    "train.sample_every=250",
+    "train.progress=false",
+]
 
 #: what the evaluation and the sample grids show (written after looking at both)
-NOTES = ("What it is and is not yet: the 64 -> 128 px chain of Fussell & Moews after "
-         "galsim-dcgan64, in counts, with positions, sizes, orientations and yellow-orange "
-         "colours of the right kind and no isophote fit failures (0 of 500 at 128 px, as the "
-         "real set). It does not look like the real 128 px stamps: its sky noise is too faint "
-         "and blurred where the real stamps carry white pixel noise (stage II regresses the "
-         "noisy targets with a pixel loss), and the bright galaxies have red/green striped "
-         "cores. On 500 held-out galaxies 7 of 22 measures pass (PA, isophote flux, g and i "
-         "magnitudes, CMD box, MSE memorisation ratio); morphology, sizes, ellipticity and "
-         "the classifier (AUC 1.0) fail, FGD 70.8. Recipe: the cpu config (W 32, U 64, D 16) "
-         "with the per-band pixel loss (the paper's band sum turned the galaxies blue-green). "
-         "What limits it: CPU compute (1500 steps, 5.9 epochs against the paper's 150) and "
-         "no sky-noise layer on stage II's output yet. Its stage I is the galsim-dcgan64 "
-         "shipped before 2026-11-25 (two phases, 8000 steps), carried inside this bundle.")
+NOTES = (
+    "What it is and is not yet: the 64 -> 128 px chain of Fussell & Moews after "
+    "galsim-dcgan64, in counts, with positions, sizes, orientations and yellow-orange "
+    "colours of the right kind and no isophote fit failures (0 of 500 at 128 px, as the "
+    "real set). It does not look like the real 128 px stamps: its sky noise is too faint "
+    "and blurred where the real stamps carry white pixel noise (stage II regresses the "
+    "noisy targets with a pixel loss), and the bright galaxies have red/green striped "
+    "cores. On 500 held-out galaxies 7 of 22 measures pass (PA, isophote flux, g and i "
+    "magnitudes, CMD box, MSE memorisation ratio); morphology, sizes, ellipticity and "
+    "the classifier (AUC 1.0) fail, FGD 70.8. Recipe: the cpu config (W 32, U 64, D 16) "
+    "with the per-band pixel loss (the paper's band sum turned the galaxies blue-green). "
+    "What limits it: CPU compute (1500 steps, 5.9 epochs against the paper's 150) and "
+    "no sky-noise layer on stage II's output yet. Its stage I is the galsim-dcgan64 "
+    "shipped before 2026-11-25 (two phases, 8000 steps), carried inside this bundle."
+)
 
 
 def main() -> None:
     def more(ap):
-        ap.add_argument("--stage1", default=STAGE1,
-                        help="the stage-I bundle (see the docstring for the one shipped)")
+        ap.add_argument(
+            "--stage1",
+            default=STAGE1,
+            help="the stage-I bundle (see the docstring for the one shipped)",
+        )
 
     args, run = zoo.parse_args(__doc__, NAME, 1500, more=more)
     sets = [SETS[0], f"model.stage1={args.stage1}", *SETS[1:]]
     if not args.no_train:
         zoo.train(run, DATA, "stackgan2", args.steps, 32, 0, sets)
-    card = zoo.card(NAME, "StackGAN stage II 64→128 chained after galsim-dcgan64 (g, r, i)",
-                    "stackgan2", "stackgan2", "cpu", DATA, "gri", "counts", [128, 128],
-                    {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1,
-                     "settings": sets}, NOTES, stage1=STAGE1_SHIPPED)
+    card = zoo.card(
+        NAME,
+        "StackGAN stage II 64→128 chained after galsim-dcgan64 (g, r, i)",
+        "stackgan2",
+        "stackgan2",
+        "cpu",
+        DATA,
+        "gri",
+        "counts",
+        [128, 128],
+        {**zoo.training_time(run), "batch": 32, "seed": 0, "threads": 1, "settings": sets},
+        NOTES,
+        stage1=STAGE1_SHIPPED,
+    )
     # isophotes fitted at the stamps' own 128 px (no upscaling), as the paper's 128 px check
-    zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
-                      options=["--upscale", "0", "--workers", "2"])
+    zoo.ship_galaxies(
+        NAME,
+        run,
+        card,
+        HELD_OUT,
+        REFERENCE,
+        n=args.n_eval,
+        options=["--upscale", "0", "--workers", "2"],
+    )
 
 
 if __name__ == "__main__":

@@ -23,39 +23,63 @@ DATA = "builtin:galsim?n=8192&size=64&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&size=64&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&size=64&seed=2027"
 BATCH = 16
-SETS = ["model.config=small", "data.stretch=asinh", "train.threads=1",
-        "train.checkpoint_every=250", "train.snapshot_every=1000", "train.sample_every=500",
-        "train.progress=false"]
+SETS = [
+    "model.config=small",
+    "data.stretch=asinh",
+    "train.threads=1",
+    "train.checkpoint_every=250",
+    "train.snapshot_every=1000",
+    "train.sample_every=500",
+    "train.progress=false",
+]
 
 #: what the evaluation and the sample grids show (written after looking at both)
-NOTES = ("What it is and is not yet: centred galaxies of the right colours on sky noise of "
-         "the right range of levels, from faint galaxies on dark sky to bright ones on strong "
-         "noise; median g-r 0.473 and r-i 0.216 against the real 0.469 and 0.214. Its shapes "
-         "are not right: every galaxy leans the same way (moment position angles 48-74 deg for "
-         "80 % of the fakes, real ones uniform over 0-180 deg; KS p 1e-54), ellipticities are "
-         "too narrow (0.14-0.33 against 0.07-0.52) and the light profiles too shallow (Sersic n "
-         "median 0.64 against 0.82, concentration 2.43 against 2.65). On 500 held-out galaxies "
-         "4 of 22 measures pass (asymmetry, the CMD box and both memorisation ratios), FGD 77 "
-         "and classifier AUC 0.87. Before step 7000 every sample was the same compact round "
-         "blob; the variety of brightness and noise came between steps 7000 and 9000, so it "
-         "is still learning at the end of its 2 CPU-hours. The orientation collapse is the "
-         "next thing to fix; a likely cause, not yet tested: ADA (p 0.44 at the end) flips and "
-         "quarter-turns the fakes before the discriminator sees them, spreading one "
-         "orientation over four and weakening the discriminator's view of it. It is shipped "
-         "for the latent tools (mixing, interpolation, projection) on a CPU, and as the "
-         "StyleGAN2 baseline of the zoo, not as a source of realistic galaxies.")
+NOTES = (
+    "What it is and is not yet: centred galaxies of the right colours on sky noise of "
+    "the right range of levels, from faint galaxies on dark sky to bright ones on strong "
+    "noise; median g-r 0.473 and r-i 0.216 against the real 0.469 and 0.214. Its shapes "
+    "are not right: every galaxy leans the same way (moment position angles 48-74 deg for "
+    "80 % of the fakes, real ones uniform over 0-180 deg; KS p 1e-54), ellipticities are "
+    "too narrow (0.14-0.33 against 0.07-0.52) and the light profiles too shallow (Sersic n "
+    "median 0.64 against 0.82, concentration 2.43 against 2.65). On 500 held-out galaxies "
+    "4 of 22 measures pass (asymmetry, the CMD box and both memorisation ratios), FGD 77 "
+    "and classifier AUC 0.87. Before step 7000 every sample was the same compact round "
+    "blob; the variety of brightness and noise came between steps 7000 and 9000, so it "
+    "is still learning at the end of its 2 CPU-hours. The orientation collapse is the "
+    "next thing to fix; a likely cause, not yet tested: ADA (p 0.44 at the end) flips and "
+    "quarter-turns the fakes before the discriminator sees them, spreading one "
+    "orientation over four and weakening the discriminator's view of it. It is shipped "
+    "for the latent tools (mixing, interpolation, projection) on a CPU, and as the "
+    "StyleGAN2 baseline of the zoo, not as a source of realistic galaxies."
+)
 
 
 def main() -> None:
     args, run = zoo.parse_args(__doc__, NAME, 9000)
     if not args.no_train:
         zoo.train(run, DATA, "stylegan2", args.steps, BATCH, 0, SETS)
-    card = zoo.card(NAME, "StyleGAN2 (small) on GalSim bulge+disk galaxies (g, r, i)",
-                    "stylegan2", "stylegan2", "small", DATA, "gri", "counts", [64, 64],
-                    {**zoo.training_time(run), "batch": BATCH, "seed": 0, "threads": 1,
-                     "settings": SETS}, NOTES)
-    zoo.ship_galaxies(NAME, run, card, HELD_OUT, REFERENCE, n=args.n_eval,
-                      options=["--upscale", "0", "--workers", "2"])
+    card = zoo.card(
+        NAME,
+        "StyleGAN2 (small) on GalSim bulge+disk galaxies (g, r, i)",
+        "stylegan2",
+        "stylegan2",
+        "small",
+        DATA,
+        "gri",
+        "counts",
+        [64, 64],
+        {**zoo.training_time(run), "batch": BATCH, "seed": 0, "threads": 1, "settings": SETS},
+        NOTES,
+    )
+    zoo.ship_galaxies(
+        NAME,
+        run,
+        card,
+        HELD_OUT,
+        REFERENCE,
+        n=args.n_eval,
+        options=["--upscale", "0", "--workers", "2"],
+    )
 
 
 if __name__ == "__main__":

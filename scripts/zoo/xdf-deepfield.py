@@ -26,22 +26,33 @@ import zoo_common as zoo  # noqa: E402
 NAME = "xdf-deepfield"
 DATA = "builtin:hdf"
 BATCH = 32
-SETS = ["train.threads=1", "train.checkpoint_every=250", "train.sample_every=1000",
-        "train.snapshot_every=0", "train.progress=false", "train.log_every=50",
-        "output.tensorboard=false"]
+SETS = [
+    "train.threads=1",
+    "train.checkpoint_every=250",
+    "train.sample_every=1000",
+    "train.snapshot_every=0",
+    "train.progress=false",
+    "train.log_every=50",
+    "output.tensorboard=false",
+]
 FIELD_SEED = 7
-NOTES = ("A deep field composed of sources on a sky, every part measured in the real XDF "
-         "composite: the catalogue (per band flux, half-light radius, ellipticity) resampled "
-         "with a small kernel jitter, positions from a Thomas cluster process fitted to the "
-         "real two-point correlation, a conditional stamp network drawing each source's "
-         "noiseless light (its flux, size, ellipticity and angle fixed by construction to the "
-         "catalogue draw), and a sky with the real level, noise, noise correlations and 8-bit "
-         "rounding/clip. Every field comes with its truth catalogue.")
+NOTES = (
+    "A deep field composed of sources on a sky, every part measured in the real XDF "
+    "composite: the catalogue (per band flux, half-light radius, ellipticity) resampled "
+    "with a small kernel jitter, positions from a Thomas cluster process fitted to the "
+    "real two-point correlation, a conditional stamp network drawing each source's "
+    "noiseless light (its flux, size, ellipticity and angle fixed by construction to the "
+    "catalogue draw), and a sky with the real level, noise, noise correlations and 8-bit "
+    "rounding/clip. Every field comes with its truth catalogue."
+)
 
 
 def more(ap) -> None:
-    ap.add_argument("--no-ship", action="store_true",
-                    help="train and validate, but do not copy the bundle into the package")
+    ap.add_argument(
+        "--no-ship",
+        action="store_true",
+        help="train and validate, but do not copy the bundle into the package",
+    )
 
 
 def main() -> None:
@@ -67,18 +78,30 @@ def main() -> None:
     result = compare_fields(real_img, fake, list(real.bands))
     print(format_comparison(result))
     preview = run / "field-preview.png"
-    stretch = fit_stretch(real_img, real.bands, real.units)      # one stretch for both
+    stretch = fit_stretch(real_img, real.bands, real.units)  # one stretch for both
     write_png(preview, fake, real.bands, units=real.units, stretch=stretch)
     write_png(run / "real-field.png", real_img, real.bands, units=real.units, stretch=stretch)
     if args.no_ship:
         return
-    card = zoo.card(NAME, "Sources on a sky, learned from the Hubble eXtreme Deep Field "
-                    "(R, G, B composite)", "deepfield", "deepfield", "paper", DATA, real.bands,
-                    real.units, None, {**zoo.training_time(run), "batch": BATCH, "seed": 0,
-                                       "threads": 1, "settings": SETS}, NOTES)
-    card["evaluation"] = {"field": {"size": [h, w], "seed": FIELD_SEED, **result},
-                          "passed": int(result["passed"]), "total": 1,
-                          "date": dt.date.today().isoformat()}
+    card = zoo.card(
+        NAME,
+        "Sources on a sky, learned from the Hubble eXtreme Deep Field (R, G, B composite)",
+        "deepfield",
+        "deepfield",
+        "paper",
+        DATA,
+        real.bands,
+        real.units,
+        None,
+        {**zoo.training_time(run), "batch": BATCH, "seed": 0, "threads": 1, "settings": SETS},
+        NOTES,
+    )
+    card["evaluation"] = {
+        "field": {"size": [h, w], "seed": FIELD_SEED, **result},
+        "passed": int(result["passed"]),
+        "total": 1,
+        "date": dt.date.today().isoformat(),
+    }
     zoo.ship(NAME, run, card, extra_files=[preview])
 
 

@@ -31,8 +31,7 @@ def parse_args(doc: str, name: str, steps: int, *, n_eval: bool = True, more=Non
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=default_runs())
-    ap.add_argument("--run", type=Path, default=None,
-                    help=f"the run folder (default: RUNS/{name})")
+    ap.add_argument("--run", type=Path, default=None, help=f"the run folder (default: RUNS/{name})")
     ap.add_argument("--steps", type=int, default=steps)
     if n_eval:
         ap.add_argument("--n-eval", type=int, default=500)
@@ -43,12 +42,35 @@ def parse_args(doc: str, name: str, steps: int, *, n_eval: bool = True, more=Non
     return args, args.run or args.runs / name
 
 
-def card(name: str, title: str, family: str, model: str, config: str, data: str, bands,
-         units: str, image_size, training: dict, notes: str, **extra) -> dict:
+def card(
+    name: str,
+    title: str,
+    family: str,
+    model: str,
+    config: str,
+    data: str,
+    bands,
+    units: str,
+    image_size,
+    training: dict,
+    notes: str,
+    **extra,
+) -> dict:
     """A model card's common fields (``evaluation`` is added by the caller)."""
-    return {"title": title, "family": family, "model": model, "config": config, **extra,
-            "data": data, "bands": list(bands), "units": units, "image_size": image_size,
-            "training": training, "reproduce": f"python scripts/zoo/{name}.py", "notes": notes}
+    return {
+        "title": title,
+        "family": family,
+        "model": model,
+        "config": config,
+        **extra,
+        "data": data,
+        "bands": list(bands),
+        "units": units,
+        "image_size": image_size,
+        "training": training,
+        "reproduce": f"python scripts/zoo/{name}.py",
+        "notes": notes,
+    }
 
 
 def cli(args: list[str]) -> None:
@@ -60,16 +82,36 @@ def cli(args: list[str]) -> None:
         raise SystemExit(rc)
 
 
-def train(run: Path, data: str, model: str, steps: int, batch: int, seed: int,
-          sets: list[str], extra: list[str] = ()) -> None:
+def train(
+    run: Path,
+    data: str,
+    model: str,
+    steps: int,
+    batch: int,
+    seed: int,
+    sets: list[str],
+    extra: list[str] = (),
+) -> None:
     """Train (or resume) ``run``; a finished run is left as it is.  ``extra``: more CLI
     arguments (``--init PARENT`` for a fine-tuning phase)."""
     info = run / "run.json"
     if info.is_file() and json.loads(info.read_text()).get("step", 0) >= steps:
         print(f"{run}: already trained to {steps} steps")
         return
-    args = ["train", data, "--model", model, "--out", str(run), "--steps", str(steps),
-            "--batch", str(batch), "--seed", str(seed)]
+    args = [
+        "train",
+        data,
+        "--model",
+        model,
+        "--out",
+        str(run),
+        "--steps",
+        str(steps),
+        "--batch",
+        str(batch),
+        "--seed",
+        str(seed),
+    ]
     for s in sets:
         args += ["--set", s]
     args += list(extra)
@@ -82,36 +124,57 @@ def training_time(run: Path) -> dict:
     """Steps and time spent in training steps, from ``log.jsonl`` (every session summed),
     up to the step of the weights the run holds."""
     saved = json.loads((run / "run.json").read_text()).get("step")
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
-            if line.strip()]
-    if saved is not None:          # steps logged after the last checkpoint are not in the model
+    rows = [
+        json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()
+    ]
+    if saved is not None:  # steps logged after the last checkpoint are not in the model
         rows = [r for r in rows if int(r["step"]) <= int(saved)]
     seconds, prev = 0.0, 0
     for r in rows:
         step = int(r["step"])
-        if step <= prev:          # a resumed session re-logs from its checkpoint
+        if step <= prev:  # a resumed session re-logs from its checkpoint
             prev = min(prev, step)
-        seconds += max(0, step - prev) * (float(r.get("time_step_s", 0.0))
-                                          + float(r.get("time_data_s", 0.0)))
+        seconds += max(0, step - prev) * (
+            float(r.get("time_step_s", 0.0)) + float(r.get("time_data_s", 0.0))
+        )
         prev = step
-    return {"steps": int(rows[-1]["step"]) if rows else 0, "train_seconds": round(seconds, 1),
-            "cpu_hours": round(seconds / 3600.0, 3)}
+    return {
+        "steps": int(rows[-1]["step"]) if rows else 0,
+        "train_seconds": round(seconds, 1),
+        "cpu_hours": round(seconds / 3600.0, 3),
+    }
 
 
 def combined_time(runs: list[Path]) -> dict:
     """:func:`training_time` of runs trained one after the other (``--init`` phases)."""
     parts = [training_time(r) for r in runs]
     seconds = sum(p["train_seconds"] for p in parts)
-    return {"steps": sum(p["steps"] for p in parts), "train_seconds": round(seconds, 1),
-            "cpu_hours": round(seconds / 3600.0, 3)}
+    return {
+        "steps": sum(p["steps"] for p in parts),
+        "train_seconds": round(seconds, 1),
+        "cpu_hours": round(seconds / 3600.0, 3),
+    }
 
 
 def evaluate(real: str, fake: str, out: Path, *, n: int, seed: int, extra=()) -> dict:
     """``galforge evaluate`` into ``out`` (reused when already there); return metrics.json."""
     metrics = out / "metrics.json"
     if not metrics.is_file():
-        cli(["evaluate", real, fake, "--out", str(out), "-n", str(n), "--seed", str(seed),
-             "--no-progress", *extra])
+        cli(
+            [
+                "evaluate",
+                real,
+                fake,
+                "--out",
+                str(out),
+                "-n",
+                str(n),
+                "--seed",
+                str(seed),
+                "--no-progress",
+                *extra,
+            ]
+        )
     return json.loads(metrics.read_text())
 
 
@@ -133,32 +196,49 @@ def summary_value(metrics: dict, name: str):
     return None
 
 
-def ship_galaxies(name: str, run: Path, card: dict, held_out: str, reference: str, *,
-                  n: int, options: list[str]) -> dict:
+def ship_galaxies(
+    name: str, run: Path, card: dict, held_out: str, reference: str, *, n: int, options: list[str]
+) -> dict:
     """Export ``run``, evaluate its bundle and a second real draw (``reference``) against
     ``held_out`` (``{n}`` in both filled in), write the evaluation into ``card`` and ship."""
     cli(["export", str(run)])
     held = held_out.format(n=n)
     fake = evaluate(held, str(run / "bundle"), run / f"eval-{n}", n=n, seed=11, extra=options)
-    ref = evaluate(held, reference.format(n=n), run / f"eval-reference-{n}", n=n, seed=11,
-                   extra=options)
+    ref = evaluate(
+        held, reference.format(n=n), run / f"eval-reference-{n}", n=n, seed=11, extra=options
+    )
     passed, total = summary_counts(fake)
     rpassed, rtotal = summary_counts(ref)
     fgd = summary_value(fake, "Fréchet galaxy distance")
     fgd_ref = summary_value(ref, "Fréchet galaxy distance")
-    card = {**card, "evaluation": {
-        "date": metrics_date(run / f"eval-{n}"),
-        "held_out": held, "n_real": n, "n_fake": n, "sample_seed": 11,
-        "options": list(options), "passed": passed, "total": total,
-        "fgd": fgd, "fgd_real_vs_real": fgd_ref,
-        "reference_passed": rpassed, "reference_total": rtotal,
-        "summary": fake.get("summary", []),
-    }}
-    card = {k: card[k] for k in [*(k for k in card if k not in ("reproduce", "notes")),
-                                 "reproduce", "notes"] if k in card}
+    card = {
+        **card,
+        "evaluation": {
+            "date": metrics_date(run / f"eval-{n}"),
+            "held_out": held,
+            "n_real": n,
+            "n_fake": n,
+            "sample_seed": 11,
+            "options": list(options),
+            "passed": passed,
+            "total": total,
+            "fgd": fgd,
+            "fgd_real_vs_real": fgd_ref,
+            "reference_passed": rpassed,
+            "reference_total": rtotal,
+            "summary": fake.get("summary", []),
+        },
+    }
+    card = {
+        k: card[k]
+        for k in [*(k for k in card if k not in ("reproduce", "notes")), "reproduce", "notes"]
+        if k in card
+    }
     ship(name, run, card)
-    print(f"{name}: {passed}/{total} measures pass (real-vs-real {rpassed}/{rtotal}); "
-          f"FGD {fgd} (real-vs-real {fgd_ref})")
+    print(
+        f"{name}: {passed}/{total} measures pass (real-vs-real {rpassed}/{rtotal}); "
+        f"FGD {fgd} (real-vs-real {fgd_ref})"
+    )
     return card
 
 
@@ -176,8 +256,12 @@ def ship(name: str, run: Path, card: dict, extra_files=()) -> Path:
             shutil.copy2(f, dst / f.name)
     for f in extra_files:
         shutil.copy2(f, dst / Path(f).name)
-    card = {"name": name, **card, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-            "card_date": dt.date.today().isoformat()}
+    card = {
+        "name": name,
+        **card,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "card_date": dt.date.today().isoformat(),
+    }
     (dst / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     for f in dst.iterdir():
         f.chmod(0o644)
@@ -192,14 +276,15 @@ def _fmt(v, spec=".3g") -> str:
 
 def write_docs() -> Path:
     """Rewrite ``docs/pretrained.md`` from the model cards of every shipped model."""
-    cards = sorted((json.loads(p.read_text()) for p in ZOO.glob("*/card.json")),
-                   key=lambda c: c["name"])
+    cards = sorted(
+        (json.loads(p.read_text()) for p in ZOO.glob("*/card.json")), key=lambda c: c["name"]
+    )
     lines = [
         "# Pretrained models",
         "",
         "Shipped inside the package and usable offline wherever a run or bundle is accepted, as",
         "`pretrained:NAME` (`galforge generate pretrained:galsim-dcgan64 -n 16 --out gal/`,",
-        "`galforge.load(\"pretrained:galsim-dcgan64\")`, `galforge train DATA --init pretrained:NAME`).",
+        '`galforge.load("pretrained:galsim-dcgan64")`, `galforge train DATA --init pretrained:NAME`).',
         "`galforge pretrained list` prints this table; `galforge pretrained show NAME` the full card.",
         "Each model is reproduced by `scripts/zoo/NAME.py` (resumable; its run folder lives outside",
         "the repository). This page is written from the cards by `scripts/zoo/zoo_common.py`.",
@@ -210,19 +295,22 @@ def write_docs() -> Path:
         lines += [f"## `{c['name']}` — {c.get('title', '')}", ""]
         if t.get("phases"):
             how = "; then ".join(
-                f"{p.get('steps')} steps" + (f" from {p['init']}" if p.get("init") else "")
+                f"{p.get('steps')} steps"
+                + (f" from {p['init']}" if p.get("init") else "")
                 + f" with seed {p.get('seed')} and `{' '.join(p.get('settings', []))}`"
-                for p in t["phases"])
+                for p in t["phases"]
+            )
             how = f"in {len(t['phases'])} phases: {how}"
         else:
-            how = (f"with seed {t.get('seed')} and `{' '.join(t.get('settings', []))}`")
+            how = f"with seed {t.get('seed')} and `{' '.join(t.get('settings', []))}`"
         stage1 = f", chained after `{c['stage1']}`" if c.get("stage1") else ""
         lines.append(
             f"Trained on `{c.get('data')}` (bands {', '.join(c.get('bands', []))}; "
             f"{c.get('units')}) with `{c.get('model')}`{stage1}, config `{c.get('config')}`, "
             f"batch {t.get('batch')}, {t.get('steps')} steps in all: "
             f"{_fmt(t.get('cpu_hours'), '.2f')} hours of training steps on one CPU thread "
-            f"({c.get('machine', '')}). Trained {how}.")
+            f"({c.get('machine', '')}). Trained {how}."
+        )
         lines.append("")
         if "field" in ev:
             f = ev["field"]
@@ -233,10 +321,13 @@ def write_docs() -> Path:
                 f"{_fmt(d.get('fake'), '.0f')} detections per Mpix against "
                 f"{_fmt(d.get('real'), '.0f')} in the real field (ratio "
                 f"{_fmt(f.get('density_ratio'), '.2f')}); per band KS p / median Δmag: "
-                + ", ".join(f"{b} {_fmt(r.get('ks_p'))} / {_fmt(r.get('median_dmag'), '+.3f')}"
-                            for b, r in f.get("bands", {}).items())
+                + ", ".join(
+                    f"{b} {_fmt(r.get('ks_p'))} / {_fmt(r.get('median_dmag'), '+.3f')}"
+                    for b, r in f.get("bands", {}).items()
+                )
                 + f". Targets (density within 20 %, p ≥ 0.05, |Δmag| ≤ 0.1): "
-                f"{'met' if f.get('passed') else 'not met'}.")
+                f"{'met' if f.get('passed') else 'not met'}."
+            )
         elif ev:
             lines.append(
                 f"Evaluated {ev.get('date')} with `galforge evaluate` on {ev.get('n_fake')} "
@@ -245,13 +336,16 @@ def write_docs() -> Path:
                 f"**{ev.get('passed')} of {ev.get('total')} measures pass**, Fréchet galaxy "
                 f"distance {_fmt(ev.get('fgd'), '.1f')} (real-vs-real "
                 f"{_fmt(ev.get('fgd_real_vs_real'), '.1f')}; a second real draw passes "
-                f"{ev.get('reference_passed')} of {ev.get('reference_total')}).")
+                f"{ev.get('reference_passed')} of {ev.get('reference_total')})."
+            )
             rows = ev.get("summary", [])
             if rows:
                 lines += ["", "| measure | value | threshold | result |", "|---|---|---|---|"]
-                lines += [f"| {r.get('measure')} | {_fmt(r.get('value'))} | "
-                          f"{_fmt(r.get('threshold'))} | {'pass' if r.get('passed') else 'FAIL'} |"
-                          for r in rows]
+                lines += [
+                    f"| {r.get('measure')} | {_fmt(r.get('value'))} | "
+                    f"{_fmt(r.get('threshold'))} | {'pass' if r.get('passed') else 'FAIL'} |"
+                    for r in rows
+                ]
         if c.get("notes"):
             lines += ["", c["notes"]]
         lines += ["", f"Reproduce: `{c.get('reproduce')}`.", ""]

@@ -36,8 +36,7 @@ if TYPE_CHECKING:
 
     Source = str | PathLike[str]
 
-__all__ = ["GalforgeError", "__version__", "evaluate", "field", "generate", "load",
-           "pretrained"]
+__all__ = ["GalforgeError", "__version__", "evaluate", "field", "generate", "load", "pretrained"]
 
 
 def load(path: Source, device: str = "auto") -> Bundle:
@@ -64,12 +63,23 @@ def load(path: Source, device: str = "auto") -> Bundle:
     return load_bundle(path, device=device)
 
 
-def generate(source: Source | Bundle, out: Source, n: int = 16, *, seed: int = 0,
-             fmt: str = "fits", batch: int = 64, truncation: float | None = None,
-             truncation_cutoff: int | None = None, noise_mode: str | None = None,
-             conditions: Mapping[str, float] | Sequence[float] | None = None,
-             stage: int | None = None, device: str = "auto", progress: bool = False,
-             overwrite: bool = False) -> GenerationResult:
+def generate(
+    source: Source | Bundle,
+    out: Source,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    fmt: str = "fits",
+    batch: int = 64,
+    truncation: float | None = None,
+    truncation_cutoff: int | None = None,
+    noise_mode: str | None = None,
+    conditions: Mapping[str, float] | Sequence[float] | None = None,
+    stage: int | None = None,
+    device: str = "auto",
+    progress: bool = False,
+    overwrite: bool = False,
+) -> GenerationResult:
     """Generate ``n`` galaxies and write them, with a ``grid.png`` preview, into ``out``.
 
     Parameters
@@ -115,8 +125,7 @@ def generate(source: Source | Bundle, out: Source, n: int = 16, *, seed: int = 0
     from galforge.generation.writers import FORMATS, write_samples
 
     if str(fmt).lower() not in FORMATS:
-        raise ConfigError(f"generate(fmt={fmt!r}): unknown format; use one of "
-                          f"{', '.join(FORMATS)}")
+        raise ConfigError(f"generate(fmt={fmt!r}): unknown format; use one of {', '.join(FORMATS)}")
     for name, value, low in (("n", n, 1), ("batch", batch, 1), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"generate({name}={value!r}): give an integer >= {low}")
@@ -129,19 +138,44 @@ def generate(source: Source | Bundle, out: Source, n: int = 16, *, seed: int = 0
         require(bundle.generator, INTERMEDIATE, "truncation_cutoff")
     if stage is not None:
         bundle = bundle.stage(stage)
-    return write_samples(bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-                         progress=None if progress else False, overwrite=overwrite,
-                         conditions=conditions, truncation_cutoff=truncation_cutoff,
-                         noise_mode=noise_mode)
+    return write_samples(
+        bundle,
+        out,
+        n,
+        seed,
+        fmt=fmt,
+        batch=batch,
+        truncation=truncation,
+        progress=None if progress else False,
+        overwrite=overwrite,
+        conditions=conditions,
+        truncation_cutoff=truncation_cutoff,
+        noise_mode=noise_mode,
+    )
 
 
-def field(source: Source, out: Source, size: str | Sequence[int], *, tile: int = 1024,
-          seed: int = 0, fmt: str | None = None, ensemble: int | None = None,
-          realisations: int | None = None, workers: int = 1, processes: bool = False,
-          scheduler: str | None = None, resume: bool = False, overwrite: bool = False,
-          device: str = "auto", progress: bool = False, fits: Source | None = None,
-          preview: Source | None = None, threads: int | None = None,
-          **options: Any) -> list[FieldResult]:
+def field(
+    source: Source,
+    out: Source,
+    size: str | Sequence[int],
+    *,
+    tile: int = 1024,
+    seed: int = 0,
+    fmt: str | None = None,
+    ensemble: int | None = None,
+    realisations: int | None = None,
+    workers: int = 1,
+    processes: bool = False,
+    scheduler: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    progress: bool = False,
+    fits: Source | None = None,
+    preview: Source | None = None,
+    threads: int | None = None,
+    **options: Any,
+) -> list[FieldResult]:
     """Generate a seamless deep field tile by tile, streamed to disk (``galforge field``).
 
     Parameters
@@ -188,25 +222,58 @@ def field(source: Source, out: Source, size: str | Sequence[int], *, tile: int =
     from galforge.generation.field import field_from_bundle, parse_size
 
     parse_size(size, option="field(size=...)")
-    for name, value in (("tile", tile), ("workers", workers), ("ensemble", ensemble),
-                        ("realisations", realisations), ("threads", threads)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
+    for name, value in (
+        ("tile", tile),
+        ("workers", workers),
+        ("ensemble", ensemble),
+        ("realisations", realisations),
+        ("threads", threads),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise ConfigError(f"field({name}={value!r}): give an integer >= 1")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"field(seed={seed!r}): give an integer >= 0")
     return field_from_bundle(
-        source, out, size, ensemble=ensemble, realisations=realisations, device=device,
-        tile=tile, seed=seed, fmt=fmt, workers=workers, processes=processes,
-        scheduler=scheduler, resume=resume, overwrite=overwrite, progress=progress,
-        fits_out=fits, preview=preview, threads=threads, **options)
+        source,
+        out,
+        size,
+        ensemble=ensemble,
+        realisations=realisations,
+        device=device,
+        tile=tile,
+        seed=seed,
+        fmt=fmt,
+        workers=workers,
+        processes=processes,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        fits_out=fits,
+        preview=preview,
+        threads=threads,
+        **options,
+    )
 
 
-def evaluate(real: Source | ImageSet, fake: Source | ImageSet | Bundle, out: Source, *,
-             n: int = 256, seed: int = 0, measures: Sequence[str] | None = None,
-             thresholds: Mapping[str, float] | None = None, size: int | None = None,
-             limit: int | None = None, device: str = "auto", overwrite: bool = False,
-             progress: bool = False, **options: Any) -> dict[str, Any]:
+def evaluate(
+    real: Source | ImageSet,
+    fake: Source | ImageSet | Bundle,
+    out: Source,
+    *,
+    n: int = 256,
+    seed: int = 0,
+    measures: Sequence[str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    size: int | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
     """Measure generated galaxies against real ones; write the report (``galforge evaluate``).
 
     Parameters
@@ -250,20 +317,27 @@ def evaluate(real: Source | ImageSet, fake: Source | ImageSet | Bundle, out: Sou
     for name, value, low in (("n", n, 2), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ConfigError(f"evaluate({name}={value!r}): give an integer >= {low}")
-    outputs.check_folder(out, overwrite=overwrite, option="evaluate(out=...)",
-                         command="evaluate")
+    outputs.check_folder(out, overwrite=overwrite, option="evaluate(out=...)", command="evaluate")
     real_set = _image_set(real, "real", n=n, seed=seed, size=size, limit=limit, device=device)
     fake_set = _image_set(fake, "fake", n=n, seed=seed, size=size, limit=limit, device=device)
-    outputs.claim_folder(out, overwrite=overwrite, option="evaluate(out=...)",
-                         command="evaluate", keep=("cache",))
-    return run_evaluation(real_set, fake_set, out,
-                          measures=list(measures) if measures is not None else None,
-                          thresholds=dict(thresholds or {}), seed=seed, progress=progress,
-                          **options)
+    outputs.claim_folder(
+        out, overwrite=overwrite, option="evaluate(out=...)", command="evaluate", keep=("cache",)
+    )
+    return run_evaluation(
+        real_set,
+        fake_set,
+        out,
+        measures=list(measures) if measures is not None else None,
+        thresholds=dict(thresholds or {}),
+        seed=seed,
+        progress=progress,
+        **options,
+    )
 
 
-def _image_set(source, what: str, *, n: int, seed: int, size: int | None, limit: int | None,
-               device: str):
+def _image_set(
+    source, what: str, *, n: int, seed: int, size: int | None, limit: int | None, device: str
+):
     """``source`` as an ImageSet: as it is, read from files, or (``fake``) sampled from a
     model."""
     from galforge.data import ImageSet, load_images
@@ -274,13 +348,20 @@ def _image_set(source, what: str, *, n: int, seed: int, size: int | None, limit:
         return source
     if isinstance(source, Bundle) or _is_model(source):
         if what == "real":
-            raise ConfigError(f"evaluate(real={str(source)!r}): a model, not data; give the "
-                              "real galaxies (a folder, file, prepared set or builtin: spec)")
+            raise ConfigError(
+                f"evaluate(real={str(source)!r}): a model, not data; give the "
+                "real galaxies (a folder, file, prepared set or builtin: spec)"
+            )
         bundle = source if isinstance(source, Bundle) else load(source, device=device)
         images = bundle.sample(n, seed=seed)
         meta = [{"id": f"sample-{i}", "seed": seed, "index": i} for i in range(n)]
-        return ImageSet(images=images, bands=tuple(bundle.bands), meta=meta,
-                        units=bundle.units, source=f"{source} (sampled n={n}, seed={seed})")
+        return ImageSet(
+            images=images,
+            bands=tuple(bundle.bands),
+            meta=meta,
+            units=bundle.units,
+            source=f"{source} (sampled n={n}, seed={seed})",
+        )
     opts = {k: v for k, v in (("size", size), ("limit", limit)) if v}
     return load_images(str(source), **opts)
 

@@ -129,9 +129,9 @@ def _tensor_digest(tensors: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-MAX_JSON_CHARS = 64 << 20    # a bundle.json / run.json is kilobytes; a config a few MB at most
-MAX_JSON_DEPTH = 32          # deeper than any description galforge writes
-MAX_PARAMETER_BYTES = 2 << 30   # a part whose parameters and buffers exceed 2 GiB is refused
+MAX_JSON_CHARS = 64 << 20  # a bundle.json / run.json is kilobytes; a config a few MB at most
+MAX_JSON_DEPTH = 32  # deeper than any description galforge writes
+MAX_PARAMETER_BYTES = 2 << 30  # a part whose parameters and buffers exceed 2 GiB is refused
 
 
 def _depth(obj, level: int = 0) -> int:
@@ -147,15 +147,19 @@ def _depth(obj, level: int = 0) -> int:
 
 def non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors that hold NaN or infinity."""
-    return [k for k, v in tensors.items()
-            if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    return [
+        k
+        for k, v in tensors.items()
+        if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())
+    ]
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], where, what: str) -> None:
     bad = non_finite(tensors)
     if bad:
-        raise BundleError(f"{where}: {len(bad)} weight tensor(s) hold NaN or infinity "
-                          f"({bad[0]}, ...); {what}")
+        raise BundleError(
+            f"{where}: {len(bad)} weight tensor(s) hold NaN or infinity ({bad[0]}, ...); {what}"
+        )
 
 
 def _spec_size(part, where: Path) -> None:
@@ -166,20 +170,23 @@ def _spec_size(part, where: Path) -> None:
     try:
         with torch.device("meta"):
             net = build_generator(part.family, dict(part.spec), module=safe_module(part.module))
-        size = sum(t.numel() * t.element_size()
-                   for t in (*net.parameters(), *net.buffers()))
+        size = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
     except GalforgeError:
-        return   # reported with its own message when the part is built for real
-    except Exception:   # noqa: BLE001 - a family that cannot be built on meta is built for real
+        return  # reported with its own message when the part is built for real
+    except Exception:  # noqa: BLE001 - a family that cannot be built on meta is built for real
         size = 0
-        numbers = [v for v in part.spec.values()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numbers = [
+            v for v in part.spec.values() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         if not any(abs(v) > 1e6 for v in numbers):
             return
-        size = None   # not measurable: a spec value beyond any network galforge builds
+        size = None  # not measurable: a spec value beyond any network galforge builds
     if size is None or size > MAX_PARAMETER_BYTES:
-        numeric = {k: v for k, v in part.spec.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numeric = {
+            k: v
+            for k, v in part.spec.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         key = max(numeric, key=lambda k: abs(numeric[k])) if numeric else "?"
         about = "an unmeasurable size" if size is None else f"about {size / 2**30:.3g} GiB"
         raise BundleError(
@@ -196,13 +203,16 @@ def read_json(path: Path, what: str) -> dict:
     except FileNotFoundError as exc:
         raise BundleError(f"{path}: file missing; {what}") from exc
     except UnicodeDecodeError as exc:
-        raise BundleError(f"{path}: not a text (UTF-8) JSON file; the file is corrupt: "
-                          f"{what}") from exc
+        raise BundleError(
+            f"{path}: not a text (UTF-8) JSON file; the file is corrupt: {what}"
+        ) from exc
     except OSError as exc:
         raise BundleError(f"{path}: cannot be read ({exc}); {what}") from exc
     if len(text) > MAX_JSON_CHARS:
-        raise BundleError(f"{path}: {len(text)} characters is far more than a description "
-                          f"needs; the file is corrupt: {what}")
+        raise BundleError(
+            f"{path}: {len(text)} characters is far more than a description "
+            f"needs; the file is corrupt: {what}"
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -212,8 +222,9 @@ def read_json(path: Path, what: str) -> dict:
     except RecursionError as exc:
         raise BundleError(f"{path}: JSON nested too deeply; the file is corrupt: {what}") from exc
     if _depth(data) > MAX_JSON_DEPTH:
-        raise BundleError(f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels; the file "
-                          f"is corrupt: {what}")
+        raise BundleError(
+            f"{path}: JSON nested deeper than {MAX_JSON_DEPTH} levels; the file is corrupt: {what}"
+        )
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object; the file is corrupt: {what}")
     return data
@@ -302,7 +313,9 @@ def _build_part(part: Part, where: Path) -> nn.Module:
                 f"{', '.join(known_families()) or 'none'} (was the bundle made by a newer "
                 "galforge or a plug-in that is not installed?)"
             ) from exc
-        raise BundleError(f"{where}: the {part.family!r} generator cannot be rebuilt: {exc}") from exc
+        raise BundleError(
+            f"{where}: the {part.family!r} generator cannot be rebuilt: {exc}"
+        ) from exc
     try:
         net.load_state_dict(dict(part.state_dict), strict=True)
     except RuntimeError as exc:
@@ -314,8 +327,9 @@ def _build_part(part: Part, where: Path) -> nn.Module:
     return net
 
 
-def build_parts(parts: Mapping[str, Part], family: str, module: str | None, where: Path,
-                device=None) -> tuple[nn.Module, dict[str, nn.Module]]:
+def build_parts(
+    parts: Mapping[str, Part], family: str, module: str | None, where: Path, device=None
+) -> tuple[nn.Module, dict[str, nn.Module]]:
     """Rebuild every part (weights loaded, eval mode, frozen) and compose the sampler."""
     from galforge.models.capabilities import capabilities
     from galforge.models.registry import compose
@@ -376,21 +390,26 @@ def resolve_device(device="auto", local_rank: int = 0) -> torch.device:
     try:
         dev = torch.device(name)
     except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r}: not a device; use auto, cpu, cuda, cuda:N "
-                          "or mps") from exc
+        raise ConfigError(
+            f"--device {name!r}: not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from exc
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available here; use --device "
-                              "auto or cpu")
+            raise ConfigError(
+                f"--device {name}: CUDA is not available here; use --device auto or cpu"
+            )
         if dev.index is None:
             return torch.device("cuda", int(local_rank))
         if dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} "
-                              "CUDA device(s); use --device auto or cuda:0")
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} "
+                "CUDA device(s); use --device auto or cuda:0"
+            )
     elif dev.type == "mps":
         if not has_mps:
-            raise ConfigError(f"--device {name}: Apple MPS is not available here; use --device "
-                              "auto or cpu")
+            raise ConfigError(
+                f"--device {name}: Apple MPS is not available here; use --device auto or cpu"
+            )
     elif dev.type != "cpu":
         raise ConfigError(f"--device {name!r}: use auto, cpu, cuda, cuda:N or mps")
     return dev
@@ -438,9 +457,12 @@ def describe_bundle(
             if not isinstance(value, torch.Tensor):
                 raise BundleError(f"{out_dir}: part {name!r} entry {key!r} is not a tensor")
             tensors[str(key)] = value.detach().to("cpu").contiguous().clone()
-        _check_finite(tensors, f"{out_dir}: part {name!r}",
-                      "the weights are broken (a diverged run?): export an earlier kept "
-                      "snapshot (galforge export RUN --step N) or resume from one")
+        _check_finite(
+            tensors,
+            f"{out_dir}: part {name!r}",
+            "the weights are broken (a diverged run?): export an earlier kept "
+            "snapshot (galforge export RUN --step N) or resume from one",
+        )
         clean[str(name)] = Part(str(part.family), dict(part.spec), tensors, part.module)
     sampler, _ = build_parts(clean, family, module, out_dir, device=torch.device("cpu"))
     image_shape = probe_image_shape(sampler)
@@ -458,8 +480,11 @@ def describe_bundle(
         payload = save_tensors(dict(part.state_dict), metadata={"format": "pt"})
         payloads[part_file(name)] = payload
         part_meta[name] = {
-            "family": part.family, "module": part.module, "spec": part.spec,
-            "file": part_file(name), "sha256": hashlib.sha256(payload).hexdigest(),
+            "family": part.family,
+            "module": part.module,
+            "spec": part.spec,
+            "file": part_file(name),
+            "sha256": hashlib.sha256(payload).hexdigest(),
             "tensors": len(part.state_dict),
         }
         identity.update(f"{name}|{_tensor_digest(part.state_dict)}|".encode())
@@ -485,8 +510,10 @@ def describe_bundle(
     except TypeError as exc:
         raise BundleError(f"{out_dir}: bundle description is not JSON-serialisable: {exc}") from exc
     described = {k: v for k, v in meta.items() if k != "parts"}
-    described["parts"] = {n: {k: v for k, v in p.items() if k not in ("sha256", "tensors")}
-                          for n, p in meta["parts"].items()}
+    described["parts"] = {
+        n: {k: v for k, v in p.items() if k not in ("sha256", "tensors")}
+        for n, p in meta["parts"].items()
+    }
     identity.update(_canonical(described).encode())
     meta["bundle_id"] = identity.hexdigest()[:12]
     meta["created"] = created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -527,8 +554,7 @@ def save_bundle(
         if spec is None or state_dict is None:
             raise BundleError(f"{dir}: give the bundle's parts, or spec and state_dict")
         parts = {"generator": Part(family, dict(spec), state_dict, module)}
-    meta, payloads = describe_bundle(dir, family=family, parts=parts, module=module,
-                                     **description)
+    meta, payloads = describe_bundle(dir, family=family, parts=parts, module=module, **description)
     return write_bundle(dir, meta, payloads)
 
 
@@ -550,8 +576,13 @@ class BundleFile:
 
     def sampler(self, device="cpu") -> tuple[nn.Module, dict[str, nn.Module]]:
         """Rebuilt networks on ``device``: ``(sampler, parts by name)``."""
-        return build_parts(self.parts, self.family, self.meta.get("module"),
-                           self.path, device=resolve_device(device))
+        return build_parts(
+            self.parts,
+            self.family,
+            self.meta.get("module"),
+            self.path,
+            device=resolve_device(device),
+        )
 
 
 def _parts_meta(meta: dict, json_path: Path) -> dict[str, dict]:
@@ -562,10 +593,15 @@ def _parts_meta(meta: dict, json_path: Path) -> dict[str, dict]:
             raise BundleError(f"{json_path}: 'weights' must be an object; {HINT}")
         if not isinstance(meta.get("spec"), dict):
             raise BundleError(f"{json_path}: 'spec' must be an object; {HINT}")
-        return {"generator": {"family": meta["family"], "spec": meta["spec"],
-                              "module": meta.get("module"),
-                              "file": weights.get("file", WEIGHTS_FILE),
-                              "sha256": weights.get("sha256")}}
+        return {
+            "generator": {
+                "family": meta["family"],
+                "spec": meta["spec"],
+                "module": meta.get("module"),
+                "file": weights.get("file", WEIGHTS_FILE),
+                "sha256": weights.get("sha256"),
+            }
+        }
     parts = meta["parts"]
     if not isinstance(parts, dict) or not parts:
         raise BundleError(f"{json_path}: 'parts' must be a non-empty object; {HINT}")
@@ -574,8 +610,10 @@ def _parts_meta(meta: dict, json_path: Path) -> dict[str, dict]:
             raise BundleError(f"{json_path}: part {name!r} needs a 'family' and a 'spec'; {HINT}")
         for key in ("family", "file", "sha256", "module"):
             if p.get(key) is not None and not isinstance(p[key], str):
-                raise BundleError(f"{json_path}: part {name!r} '{key}' must be a string, not "
-                                  f"{type(p[key]).__name__}; {HINT}")
+                raise BundleError(
+                    f"{json_path}: part {name!r} '{key}' must be a string, not "
+                    f"{type(p[key]).__name__}; {HINT}"
+                )
     return parts
 
 
@@ -585,16 +623,20 @@ def _part_path(folder: Path, name: str, p: dict, json_path: Path) -> Path:
     root = folder.resolve()
     path = (folder / rel).resolve()
     if Path(rel).is_absolute() or not path.is_relative_to(root):
-        raise BundleError(f"{json_path}: part {name!r} file {rel!r} lies outside the bundle "
-                          f"folder; a bundle's files must be inside it: {HINT}")
+        raise BundleError(
+            f"{json_path}: part {name!r} file {rel!r} lies outside the bundle "
+            f"folder; a bundle's files must be inside it: {HINT}"
+        )
     return folder / rel
 
 
 def bundle_from_description(folder: Path, meta: dict, tensors: Mapping[str, dict]) -> BundleFile:
     """A :class:`BundleFile` from a description and the tensors of its parts (by name)."""
     json_path = folder / BUNDLE_JSON
-    parts = {name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
-             for name, p in _parts_meta(meta, json_path).items()}
+    parts = {
+        name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
+        for name, p in _parts_meta(meta, json_path).items()
+    }
     return BundleFile(folder, meta, parts, _normalizer_from(meta, json_path))
 
 
@@ -615,15 +657,19 @@ def read_bundle(folder) -> BundleFile:
             f"understands ({BUNDLE_FORMAT_VERSION}); upgrade galforge"
         )
     if not isinstance(meta["family"], str):
-        raise BundleError(f"{json_path}: 'family' must be a string, not "
-                          f"{type(meta['family']).__name__}; {HINT}")
+        raise BundleError(
+            f"{json_path}: 'family' must be a string, not {type(meta['family']).__name__}; {HINT}"
+        )
     if not isinstance(meta["bands"], list) or not all(isinstance(b, str) for b in meta["bands"]):
         raise BundleError(f"{json_path}: 'bands' must be a list of band names; {HINT}")
     if not isinstance(meta["units"], str):
         raise BundleError(f"{json_path}: 'units' must be a string; {HINT}")
     rng = meta["output_range"]
-    if (not isinstance(rng, list) or len(rng) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
+    if (
+        not isinstance(rng, list)
+        or len(rng) != 2
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+    ):
         raise BundleError(f"{json_path}: 'output_range' must be [low, high]; {HINT}")
     if meta["normalizer"] is not None and not isinstance(meta["normalizer"], dict):
         raise BundleError(f"{json_path}: 'normalizer' must be an object or null; {HINT}")
@@ -642,6 +688,10 @@ def read_bundle(folder) -> BundleFile:
                 f"(file changed or corrupt); {HINT}"
             )
         tensors[name] = read_weights(path, HINT)
-        _check_finite(tensors[name], path, "the weights are broken: re-export the bundle from "
-                      "an intact run (galforge export RUN, or --step N for a kept snapshot)")
+        _check_finite(
+            tensors[name],
+            path,
+            "the weights are broken: re-export the bundle from "
+            "an intact run (galforge export RUN, or --step N for a kept snapshot)",
+        )
     return bundle_from_description(folder, meta, tensors)

@@ -45,22 +45,22 @@ class DataConfig:
     the stretch of the normalizer used, the pixel scale found in the data.
     """
 
-    source: str = ""                      # folder, file, prepared set or builtin: spec
-    resize: int | None = None             # None: the model's image size
-    resize_method: str = "nearest"        # nearest (paper) | bicubic | area
-    crop_fraction: float | None = None    # centre crop before resizing, fraction in (0, 1]
-    crop_pixels: int | None = None        # ... or in pixels (one of the two)
-    clip_percentile: float = 99.99        # Normalizer percentile clip
-    stretch: str | None = None            # linear | asinh; None: asinh for physical units
-                                          # (counts, nanomaggies), linear for 8/16-bit levels
+    source: str = ""  # folder, file, prepared set or builtin: spec
+    resize: int | None = None  # None: the model's image size
+    resize_method: str = "nearest"  # nearest (paper) | bicubic | area
+    crop_fraction: float | None = None  # centre crop before resizing, fraction in (0, 1]
+    crop_pixels: int | None = None  # ... or in pixels (one of the two)
+    clip_percentile: float = 99.99  # Normalizer percentile clip
+    stretch: str | None = None  # linear | asinh; None: asinh for physical units
+    # (counts, nanomaggies), linear for 8/16-bit levels
     asinh_softening: float | None = None
-    pixel_scale: float | None = None      # arcsec/pixel of the images trained on; None: from
-                                          # the data's WCS (FITS) when it has one
-    zeropoint: float | None = None        # AB mag of one pixel unit (MAGZP of generated FITS);
-                                          # None: from the data's MAGZP/ZEROPT cards
-    flips: bool = True                    # augmentation: random flips, p = 0.5 each
-    rot90: bool = True                    # augmentation: random 90° rotations
-    rotate: str | None = None             # arbitrary-angle rotation fill: constant | reflect
+    pixel_scale: float | None = None  # arcsec/pixel of the images trained on; None: from
+    # the data's WCS (FITS) when it has one
+    zeropoint: float | None = None  # AB mag of one pixel unit (MAGZP of generated FITS);
+    # None: from the data's MAGZP/ZEROPT cards
+    flips: bool = True  # augmentation: random flips, p = 0.5 each
+    rot90: bool = True  # augmentation: random 90° rotations
+    rotate: str | None = None  # arbitrary-angle rotation fill: constant | reflect
     options: dict = field(default_factory=dict)  # passed on to galforge.data.load_images
 
     def read_options(self, image_size: int | None = None) -> dict:
@@ -94,36 +94,36 @@ class ModelConfig:
 class TrainConfig:
     """The training loop."""
 
-    steps: int | None = None              # total optimisation steps (or give epochs)
-    epochs: int | None = None             # total epochs
+    steps: int | None = None  # total optimisation steps (or give epochs)
+    epochs: int | None = None  # total epochs
     batch: int = 64
     seed: int = 0
-    device: str = "auto"                  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = False                     # mixed precision, CUDA only
-    amp_dtype: str = "bf16"               # bf16 | fp16 (fp16 uses a gradient scaler)
-    sync_bn: bool = False                 # DDP runs: SyncBatchNorm (global-batch statistics,
-                                          # CUDA only)
-    ema: float | None = None              # EMA decay of the generator (0: off; None: the
-                                          # model config's default); warm-up
-                                          # min(ema, (1 + t) / (10 + t)) at step t
-    lr_schedule: str = "none"             # none | step
-    lr_step_epochs: int = 10              # step schedule: every k epochs ...
-    lr_gamma: float = 0.5                 # ... multiply the learning rates by gamma
-    sample_every: int = 500               # fixed-latent sample grid every k steps
-    n_samples: int = 36                   # images in a sample grid
-    checkpoint_every: int = 1000          # checkpoints/latest every k steps (and at the end)
-    snapshot_every: int | None = None     # keep checkpoints/step-XXXXXXXX every k steps
-                                          # (0: none; None: the model's default)
-    log_every: int = 10                   # log.jsonl line every k steps
-    progress: bool = True                 # progress bar
-    threads: int | None = None            # torch CPU threads (None: torch's default)
-    init: str | None = None               # start from this run/bundle/pretrained:NAME
-    band_map: str | None = None           # with init: DATA=MODEL band pairs, e.g. R=i,G=r,B=g
-    freeze_g: int = 0                     # keep the first N synthesis layers of G fixed
-    freeze_d: int = 0                     # keep the first M blocks of D fixed (highest res.)
-    metric_every: int = 0                 # FGD and KID (galaxy encoder) every k steps (0: off)
-    metric_n: int = 256                   # images per set for the in-training metrics
-    keep_best: str = "fgd"                # fgd | kid: the metric that keeps checkpoints/best
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = False  # mixed precision, CUDA only
+    amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 uses a gradient scaler)
+    sync_bn: bool = False  # DDP runs: SyncBatchNorm (global-batch statistics,
+    # CUDA only)
+    ema: float | None = None  # EMA decay of the generator (0: off; None: the
+    # model config's default); warm-up
+    # min(ema, (1 + t) / (10 + t)) at step t
+    lr_schedule: str = "none"  # none | step
+    lr_step_epochs: int = 10  # step schedule: every k epochs ...
+    lr_gamma: float = 0.5  # ... multiply the learning rates by gamma
+    sample_every: int = 500  # fixed-latent sample grid every k steps
+    n_samples: int = 36  # images in a sample grid
+    checkpoint_every: int = 1000  # checkpoints/latest every k steps (and at the end)
+    snapshot_every: int | None = None  # keep checkpoints/step-XXXXXXXX every k steps
+    # (0: none; None: the model's default)
+    log_every: int = 10  # log.jsonl line every k steps
+    progress: bool = True  # progress bar
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    init: str | None = None  # start from this run/bundle/pretrained:NAME
+    band_map: str | None = None  # with init: DATA=MODEL band pairs, e.g. R=i,G=r,B=g
+    freeze_g: int = 0  # keep the first N synthesis layers of G fixed
+    freeze_d: int = 0  # keep the first M blocks of D fixed (highest res.)
+    metric_every: int = 0  # FGD and KID (galaxy encoder) every k steps (0: off)
+    metric_n: int = 256  # images per set for the in-training metrics
+    keep_best: str = "fgd"  # fgd | kid: the metric that keeps checkpoints/best
 
 
 @dataclass
@@ -131,9 +131,9 @@ class OutputConfig:
     """Where the run goes and what is written besides checkpoints."""
 
     out: str = "runs/run"
-    export_bundle: bool = True            # export RUN/bundle at the end
-    tensorboard: bool = True              # TensorBoard scalars when tensorboard is installed
-    loss_plot: bool = True                # loss.png
+    export_bundle: bool = True  # export RUN/bundle at the end
+    tensorboard: bool = True  # TensorBoard scalars when tensorboard is installed
+    loss_plot: bool = True  # loss.png
 
 
 SECTIONS: dict[str, type] = {
@@ -169,8 +169,9 @@ class RunConfig:
         return atomic_write_text(path, self.to_yaml())
 
     @classmethod
-    def from_dict(cls, d: Mapping, model_defaults: Mapping[str, Mapping] | None = None,
-                  origin: str = "config") -> RunConfig:
+    def from_dict(
+        cls, d: Mapping, model_defaults: Mapping[str, Mapping] | None = None, origin: str = "config"
+    ) -> RunConfig:
         """Validate a nested dict against the schema (see :func:`resolve_config`)."""
         return resolve_config(base=d, model_defaults=model_defaults, origin=origin)
 
@@ -182,8 +183,9 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML config file into a dict; ConfigError names the file (and line) on failure."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"config file {path} is a folder: give a YAML file (e.g. "
-                          f"{path / 'config.yaml'})")
+        raise ConfigError(
+            f"config file {path} is a folder: give a YAML file (e.g. {path / 'config.yaml'})"
+        )
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist: give a readable YAML file")
     try:
@@ -300,9 +302,7 @@ def _coerce(value: Any, tp: Any, key: str, origin: str) -> Any:
 
 def _coerce_to(value: Any, tp: Any, key: str, origin: str) -> Any:
     def bad() -> ConfigError:
-        return ConfigError(
-            f"{origin}: {key}={value!r} must be of type {_type_name(tp)}"
-        )
+        return ConfigError(f"{origin}: {key}={value!r} must be of type {_type_name(tp)}")
 
     if tp is Any or tp is None:
         return value
@@ -366,8 +366,9 @@ def _unknown(key: str, valid: Iterable[str], origin: str) -> ConfigError:
     )
 
 
-def _check_keys(layer: Mapping, origin: str, sections: list[str],
-                model_keys: list[str] | None) -> None:
+def _check_keys(
+    layer: Mapping, origin: str, sections: list[str], model_keys: list[str] | None
+) -> None:
     """Unknown keys of one config layer, reported with the layer's name (file, --set)."""
     for sec, values in layer.items():
         if sec not in sections:
@@ -431,8 +432,11 @@ def resolve_config(
         merged = deep_merge(merged, layer)
 
     valid_sections = ["data", "model", "train", "output"]
-    name = (merged.get("model") or {}).get("name", ModelConfig.name) \
-        if isinstance(merged.get("model"), Mapping) else ModelConfig.name
+    name = (
+        (merged.get("model") or {}).get("name", ModelConfig.name)
+        if isinstance(merged.get("model"), Mapping)
+        else ModelConfig.name
+    )
     model_keys = None
     if model_defaults is not None and isinstance(name, str) and name in model_defaults:
         model_keys = ["name", *model_defaults[name]]
@@ -460,8 +464,9 @@ def resolve_config(
         defaults = dict(model_defaults[name])
         for k, v in model_raw.items():
             if k not in defaults:
-                raise _unknown(f"model.{k}", ["model.name"] + [f"model.{d}" for d in defaults],
-                               origin)
+                raise _unknown(
+                    f"model.{k}", ["model.name"] + [f"model.{d}" for d in defaults], origin
+                )
             params[k] = _coerce_like(v, defaults[k], f"model.{k}", origin)
         named = (model_configs or {}).get(name)
         if named and "config" in defaults:
@@ -475,8 +480,12 @@ def resolve_config(
         params = {**defaults, **params}
     else:
         params = model_raw
-    cfg = RunConfig(data=sections["data"], model=ModelConfig(name=name, params=params),
-                    train=sections["train"], output=sections["output"])
+    cfg = RunConfig(
+        data=sections["data"],
+        model=ModelConfig(name=name, params=params),
+        train=sections["train"],
+        output=sections["output"],
+    )
     _check_values(cfg, origin)
     return cfg
 
@@ -488,9 +497,14 @@ def resolve_config(
 
 #: ranges of the section keys not checked one by one in :func:`_check_values`
 RANGES: dict[str, str | tuple] = {
-    "train.seed": ">= 0", "train.threads": ">= 1", "train.freeze_g": ">= 0",
-    "train.freeze_d": ">= 0", "train.metric_every": ">= 0", "train.metric_n": ">= 2",
-    "train.keep_best": ("fgd", "kid"), "data.clip_percentile": "(0, 100]",
+    "train.seed": ">= 0",
+    "train.threads": ">= 1",
+    "train.freeze_g": ">= 0",
+    "train.freeze_d": ">= 0",
+    "train.metric_every": ">= 0",
+    "train.metric_n": ">= 2",
+    "train.keep_best": ("fgd", "kid"),
+    "data.clip_percentile": "(0, 100]",
     "data.asinh_softening": "> 0",
 }
 
@@ -499,22 +513,87 @@ MODEL_RANGES: dict[str, str] = {
     # a learning rate of 0 keeps a network as it is (an --init check, a frozen part)
     **dict.fromkeys(("lr", "lr_d", "lr_g", "gal_lr", "pos_lr"), ">= 0"),
     **dict.fromkeys(("gamma", "lr_decay", "eps", "conv_clamp", "thresh", "kde_scale"), "> 0"),
-    **dict.fromkeys(("ema", "beta1", "beta2", "gal_beta1", "pos_beta1", "dropout",
-                     "label_smoothing", "style_mixing", "pl_decay"), "[0, 1)"),
+    **dict.fromkeys(
+        (
+            "ema",
+            "beta1",
+            "beta2",
+            "gal_beta1",
+            "pos_beta1",
+            "dropout",
+            "label_smoothing",
+            "style_mixing",
+            "pl_decay",
+        ),
+        "[0, 1)",
+    ),
     **dict.fromkeys(("ada_target", "ada_cutout"), "[0, 1]"),
-    **dict.fromkeys(("width", "latent_dim", "z_dim", "w_dim", "image_size", "kernel_size",
-                     "mapping_layers", "n_res", "pack", "patch", "patch_batch", "grid", "cell",
-                     "stamp", "render", "sample_size", "channel_base", "channel_max",
-                     "d_width", "gal_width", "pos_width", "up_width", "gal_latent_dim",
-                     "pos_latent_dim", "start_resolution", "mbstd_group",
-                     "pl_batch_shrink", "ada_interval", "pl_interval", "r1_interval",
-                     "lr_decay_epochs", "minarea", "amp_res"), "[1, 65536]"),
-    **dict.fromkeys(("r1_gamma", "gp_lambda", "pl_weight", "scene_blur", "adv_weight",
-                     "pixel_weight", "drift", "ada_kimg", "ema_kimg", "fade_kimg",
-                     "stable_kimg", "ada_noise_std", "ada_scale_std", "ada_sky_std",
-                     "ada_xfrac_std", "ada_max_shift", "lambda_k", "leaky_slope", "min_snr",
-                     "k0", "d_profile_group", "color_scatter"), ">= 0"),
-    "d_mbstd_group": "[0, 65536]",        # the DCGAN's minibatch std map; 0: off (its default)
+    **dict.fromkeys(
+        (
+            "width",
+            "latent_dim",
+            "z_dim",
+            "w_dim",
+            "image_size",
+            "kernel_size",
+            "mapping_layers",
+            "n_res",
+            "pack",
+            "patch",
+            "patch_batch",
+            "grid",
+            "cell",
+            "stamp",
+            "render",
+            "sample_size",
+            "channel_base",
+            "channel_max",
+            "d_width",
+            "gal_width",
+            "pos_width",
+            "up_width",
+            "gal_latent_dim",
+            "pos_latent_dim",
+            "start_resolution",
+            "mbstd_group",
+            "pl_batch_shrink",
+            "ada_interval",
+            "pl_interval",
+            "r1_interval",
+            "lr_decay_epochs",
+            "minarea",
+            "amp_res",
+        ),
+        "[1, 65536]",
+    ),
+    **dict.fromkeys(
+        (
+            "r1_gamma",
+            "gp_lambda",
+            "pl_weight",
+            "scene_blur",
+            "adv_weight",
+            "pixel_weight",
+            "drift",
+            "ada_kimg",
+            "ema_kimg",
+            "fade_kimg",
+            "stable_kimg",
+            "ada_noise_std",
+            "ada_scale_std",
+            "ada_sky_std",
+            "ada_xfrac_std",
+            "ada_max_shift",
+            "lambda_k",
+            "leaky_slope",
+            "min_snr",
+            "k0",
+            "d_profile_group",
+            "color_scatter",
+        ),
+        ">= 0",
+    ),
+    "d_mbstd_group": "[0, 65536]",  # the DCGAN's minibatch std map; 0: off (its default)
 }
 
 
@@ -530,8 +609,9 @@ def in_range(value, rule: str | tuple) -> bool:
     if rule[0] in "<>":
         op, bound = rule.split()
         bound = float(bound)
-        return {">": value > bound, ">=": value >= bound, "<": value < bound,
-                "<=": value <= bound}[op]
+        return {">": value > bound, ">=": value >= bound, "<": value < bound, "<=": value <= bound}[
+            op
+        ]
     lo, hi = (float(v) for v in rule[1:-1].split(","))
     above = value > lo if rule[0] == "(" else value >= lo
     below = value < hi if rule[-1] == ")" else value <= hi
@@ -548,8 +628,11 @@ def range_text(rule: str | tuple) -> str:
 
 #: the command-line flag of a config key, named beside it in range messages
 KEY_FLAGS = {
-    "train.seed": "--seed", "train.freeze_g": "--freeze-g", "train.freeze_d": "--freeze-d",
-    "train.metric_every": "--metric-every", "train.metric_n": "--metric-n",
+    "train.seed": "--seed",
+    "train.freeze_g": "--freeze-g",
+    "train.freeze_d": "--freeze-d",
+    "train.metric_every": "--metric-every",
+    "train.metric_n": "--metric-n",
     "train.keep_best": "--keep-best",
 }
 
@@ -586,46 +669,72 @@ def _check_values(cfg: RunConfig, origin: str) -> None:
     need(t.steps is None or t.steps >= 1, f"train.steps={t.steps} must be >= 1")
     need(t.epochs is None or t.epochs >= 1, f"train.epochs={t.epochs} must be >= 1")
     need(t.batch >= 1, f"train.batch={t.batch} must be >= 1")
-    need(t.ema is None or 0.0 <= t.ema < 1.0,
-         f"train.ema={t.ema} must be in [0, 1) (0 switches EMA off; null: the model's default)")
-    need(t.lr_schedule in ("none", "step"),
-         f"train.lr_schedule={t.lr_schedule!r} must be one of: none, step")
+    need(
+        t.ema is None or 0.0 <= t.ema < 1.0,
+        f"train.ema={t.ema} must be in [0, 1) (0 switches EMA off; null: the model's default)",
+    )
+    need(
+        t.lr_schedule in ("none", "step"),
+        f"train.lr_schedule={t.lr_schedule!r} must be one of: none, step",
+    )
     need(t.lr_step_epochs >= 1, f"train.lr_step_epochs={t.lr_step_epochs} must be >= 1")
     need(t.lr_gamma > 0, f"train.lr_gamma={t.lr_gamma} must be > 0")
     need(t.amp_dtype in ("bf16", "fp16"), f"train.amp_dtype={t.amp_dtype!r} must be bf16 or fp16")
-    need(t.device in ("auto", "cpu", "mps") or t.device.startswith("cuda"),
-         f"train.device={t.device!r} must be auto, cpu, cuda[:N] or mps")
+    need(
+        t.device in ("auto", "cpu", "mps") or t.device.startswith("cuda"),
+        f"train.device={t.device!r} must be auto, cpu, cuda[:N] or mps",
+    )
     for k in ("sample_every", "checkpoint_every", "log_every"):
         need(getattr(t, k) >= 1, f"train.{k}={getattr(t, k)} must be >= 1")
-    need(t.snapshot_every is None or t.snapshot_every >= 0,
-         f"train.snapshot_every={t.snapshot_every} must be >= 0 (or null: the model's default)")
+    need(
+        t.snapshot_every is None or t.snapshot_every >= 0,
+        f"train.snapshot_every={t.snapshot_every} must be >= 0 (or null: the model's default)",
+    )
     need(t.n_samples >= 1, f"train.n_samples={t.n_samples} must be >= 1")
-    need(cfg.data.resize_method in ("nearest", "bicubic", "area"),
-         f"data.resize_method={cfg.data.resize_method!r} must be nearest, bicubic or area")
+    need(
+        cfg.data.resize_method in ("nearest", "bicubic", "area"),
+        f"data.resize_method={cfg.data.resize_method!r} must be nearest, bicubic or area",
+    )
     d = cfg.data
-    need(d.stretch in (None, "linear", "asinh"),
-         f"data.stretch={d.stretch!r} must be linear, asinh or null (asinh for physical "
-         "units, linear for 8/16-bit levels)")
-    need(d.crop_fraction is None or 0.0 < d.crop_fraction <= 1.0,
-         f"data.crop_fraction={d.crop_fraction} must be a fraction in (0, 1] (0.5 keeps the "
-         "central half of each side); a size in pixels goes in data.crop_pixels")
-    need(d.crop_pixels is None or d.crop_pixels >= 8,
-         f"data.crop_pixels={d.crop_pixels} must be at least 8 pixels")
-    need(d.crop_fraction is None or d.crop_pixels is None,
-         "data.crop_fraction and data.crop_pixels are both set: keep one")
+    need(
+        d.stretch in (None, "linear", "asinh"),
+        f"data.stretch={d.stretch!r} must be linear, asinh or null (asinh for physical "
+        "units, linear for 8/16-bit levels)",
+    )
+    need(
+        d.crop_fraction is None or 0.0 < d.crop_fraction <= 1.0,
+        f"data.crop_fraction={d.crop_fraction} must be a fraction in (0, 1] (0.5 keeps the "
+        "central half of each side); a size in pixels goes in data.crop_pixels",
+    )
+    need(
+        d.crop_pixels is None or d.crop_pixels >= 8,
+        f"data.crop_pixels={d.crop_pixels} must be at least 8 pixels",
+    )
+    need(
+        d.crop_fraction is None or d.crop_pixels is None,
+        "data.crop_fraction and data.crop_pixels are both set: keep one",
+    )
     need(d.resize is None or d.resize >= 8, f"data.resize={d.resize} must be at least 8 pixels")
-    need(d.pixel_scale is None or d.pixel_scale > 0,
-         f"data.pixel_scale={d.pixel_scale} must be > 0 (arcsec per pixel)")
-    need(d.zeropoint is None or (isinstance(d.zeropoint, (int, float))
-                                 and math.isfinite(d.zeropoint)),
-         f"data.zeropoint={d.zeropoint} must be a finite number (AB mag of one pixel unit)")
+    need(
+        d.pixel_scale is None or d.pixel_scale > 0,
+        f"data.pixel_scale={d.pixel_scale} must be > 0 (arcsec per pixel)",
+    )
+    need(
+        d.zeropoint is None
+        or (isinstance(d.zeropoint, (int, float)) and math.isfinite(d.zeropoint)),
+        f"data.zeropoint={d.zeropoint} must be a finite number (AB mag of one pixel unit)",
+    )
     taken = [k for k in d.options if k in CROP_RESIZE_OPTIONS]
-    need(not taken,
-         f"data.options.{taken[0] if taken else ''} is set through data.resize, "
-         "data.resize_method, data.crop_fraction or data.crop_pixels (one crop/resize route); "
-         "move it there")
-    need(cfg.data.rotate in (None, "constant", "reflect"),
-         f"data.rotate={cfg.data.rotate!r} must be null, constant or reflect")
+    need(
+        not taken,
+        f"data.options.{taken[0] if taken else ''} is set through data.resize, "
+        "data.resize_method, data.crop_fraction or data.crop_pixels (one crop/resize route); "
+        "move it there",
+    )
+    need(
+        cfg.data.rotate in (None, "constant", "reflect"),
+        f"data.rotate={cfg.data.rotate!r} must be null, constant or reflect",
+    )
 
 
 def changed_keys(a: Mapping, b: Mapping, prefix: str = "") -> list[str]:

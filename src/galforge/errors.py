@@ -59,8 +59,9 @@ class Interrupted(GalforgeError):
     (130 for SIGINT, 143 for SIGTERM), as a shell reports a process ended by that signal.
     """
 
-    def __init__(self, message: str, signum: int = 2, step: int | None = None,
-                 checkpoint: str | None = None):
+    def __init__(
+        self, message: str, signum: int = 2, step: int | None = None, checkpoint: str | None = None
+    ):
         super().__init__(message)
         self.signum = int(signum)
         self.exit_code = 128 + self.signum

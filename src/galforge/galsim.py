@@ -38,27 +38,33 @@ def _condition_rows(bundle, n: int, conditions: dict):
         return None
     names = bundle.condition_names
     if not names:
-        raise ConfigError(f"conditions {sorted(conditions)}: the {bundle.family!r} generator "
-                          "takes none")
+        raise ConfigError(
+            f"conditions {sorted(conditions)}: the {bundle.family!r} generator takes none"
+        )
     unknown = sorted(set(conditions) - set(names))
     missing = [k for k in names if k not in conditions]
     if unknown or missing:
-        raise ConfigError(f"sample_objects: the generator takes the conditions "
-                          f"{', '.join(names)}" + (f"; unknown: {', '.join(unknown)}"
-                                                  if unknown else "")
-                          + (f"; missing: {', '.join(missing)}" if missing else ""))
+        raise ConfigError(
+            f"sample_objects: the generator takes the conditions "
+            f"{', '.join(names)}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
     cols = []
     for k in names:
         v = np.asarray(conditions[k], dtype=np.float32).reshape(-1)
         if v.size not in (1, n):
-            raise ConfigError(f"sample_objects: condition {k!r} has {v.size} values; give one, "
-                              f"or one per galaxy ({n})")
+            raise ConfigError(
+                f"sample_objects: condition {k!r} has {v.size} values; give one, "
+                f"or one per galaxy ({n})"
+            )
         cols.append(np.broadcast_to(v, (n,)))
     return np.stack(cols, axis=1)
 
 
-def sample_objects(model, n: int, *, seed: int = 0, start: int = 0, device: str = "cpu",
-                   **conditions) -> list[dict[str, galsim.GSObject]]:
+def sample_objects(
+    model, n: int, *, seed: int = 0, start: int = 0, device: str = "cpu", **conditions
+) -> list[dict[str, galsim.GSObject]]:
     """``n`` galaxies of ``model`` (a bundle, its folder, a run folder or ``pretrained:NAME``)
     before the PSF, as ``[{band: galsim.InterpolatedImage}, ...]``.
 
@@ -73,8 +79,9 @@ def sample_objects(model, n: int, *, seed: int = 0, start: int = 0, device: str 
 
     n = _check_count(n, "n", 0)
     bundle = _bundle(model, device)
-    scenes, _, _ = prepsf_galaxies(bundle, n, seed, start=start,
-                                   conditions=_condition_rows(bundle, n, conditions))
+    scenes, _, _ = prepsf_galaxies(
+        bundle, n, seed, start=start, conditions=_condition_rows(bundle, n, conditions)
+    )
     info = bundle.generator.psf_info()
     scale = float(info.get("scene_pixel_scale", info["pixel_scale"]))
     out = []
@@ -82,7 +89,8 @@ def sample_objects(model, n: int, *, seed: int = 0, start: int = 0, device: str 
         galaxy = {}
         for band, plane in zip(bundle.bands, stamp, strict=True):
             arr = np.ascontiguousarray(plane, dtype=np.float64)
-            galaxy[band] = galsim.InterpolatedImage(galsim.ImageD(arr, scale=scale),
-                                                    flux=float(arr.sum()))
+            galaxy[band] = galsim.InterpolatedImage(
+                galsim.ImageD(arr, scale=scale), flux=float(arr.sum())
+            )
         out.append(galaxy)
     return out

@@ -77,8 +77,12 @@ def stop_requests(what: str = "the run", unit: str = "step") -> Iterator[None]:
     def handler(signum, frame) -> None:
         if requested() is None:
             request(signum)
-            print(f"\n{signal_name(signum)}: stopping {what} after the current {unit}; "
-                  "press Ctrl-C again to abort at once", file=sys.stderr, flush=True)
+            print(
+                f"\n{signal_name(signum)}: stopping {what} after the current {unit}; "
+                "press Ctrl-C again to abort at once",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         restore()
         if signum == signal.SIGINT:

@@ -31,7 +31,7 @@ def interactive() -> bool:
     """Whether stdout and stderr are both terminals (a progress bar can redraw in place)."""
     try:
         return bool(sys.stdout.isatty() and sys.stderr.isatty())
-    except (AttributeError, ValueError):   # replaced or closed streams
+    except (AttributeError, ValueError):  # replaced or closed streams
         return False
 
 
@@ -46,7 +46,7 @@ class _StderrHandler(logging.StreamHandler):
         return sys.stderr
 
     @stream.setter
-    def stream(self, value):   # StreamHandler.__init__ assigns it; the property wins
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the property wins
         pass
 
 

@@ -84,8 +84,9 @@ def robust_sigma(image_chw: np.ndarray, border: float = 0.125) -> np.ndarray:
     for k in range(c):
         for values in (x[k][frame], x[k].ravel()):
             values = values[np.isfinite(values)]
-            mad = MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if values.size \
-                else 0.0
+            mad = (
+                MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))) if values.size else 0.0
+            )
             if mad > 0:
                 break
         if not mad > 0:
@@ -107,11 +108,17 @@ def load_target(source, bundle) -> tuple[np.ndarray, dict]:
         raise DataError(f"{source}: no image to project")
     x = np.asarray(images.images[0], dtype=np.float32)
     c, h, w = bundle.image_shape
-    info = {"source": str(source), "bands": list(images.bands), "units": images.units,
-            "shape": list(x.shape)}
+    info = {
+        "source": str(source),
+        "bands": list(images.bands),
+        "units": images.units,
+        "shape": list(x.shape),
+    }
     if x.shape[0] != c:
-        raise DataError(f"{source}: the image has {x.shape[0]} bands {list(images.bands)}; the "
-                        f"model makes {c} ({', '.join(bundle.bands)})")
+        raise DataError(
+            f"{source}: the image has {x.shape[0]} bands {list(images.bands)}; the "
+            f"model makes {c} ({', '.join(bundle.bands)})"
+        )
     weights = None if images.weights is None else np.asarray(images.weights[0], np.float32)
     if x.shape[1:] != (h, w):
         method = "area" if x.shape[1] >= h and x.shape[2] >= w else "bicubic"
@@ -172,10 +179,23 @@ class Projection:
     settings: dict = field(default_factory=dict)
 
 
-def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bool = False,
-            noise_mode: str | None = None, seed: int = 0, lr: float = 0.1,
-            feature_weight: float = 1.0, noise_weight: float = 1e3, sigma=None,
-            encoder=None, progress: bool | None = None, log_every: int = 50) -> Projection:
+def project(
+    bundle,
+    target,
+    *,
+    steps: int = 1000,
+    wplus: bool = False,
+    noise: bool = False,
+    noise_mode: str | None = None,
+    seed: int = 0,
+    lr: float = 0.1,
+    feature_weight: float = 1.0,
+    noise_weight: float = 1e3,
+    sigma=None,
+    encoder=None,
+    progress: bool | None = None,
+    log_every: int = 50,
+) -> Projection:
     """Find the w whose image best matches ``target`` (``C×H×W`` physical units, or anything
     :func:`load_target` reads).
 
@@ -203,8 +223,9 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
         target, info = load_target(target, bundle)
     target = np.asarray(target, dtype=np.float32)
     if target.shape != tuple(bundle.image_shape):
-        raise DataError(f"target of shape {target.shape}: the model makes "
-                        f"{tuple(bundle.image_shape)}")
+        raise DataError(
+            f"target of shape {target.shape}: the model makes {tuple(bundle.image_shape)}"
+        )
     weights = info.pop("_weights", None)
     if sigma is not None:
         sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (target.shape[0],)).copy()
@@ -261,8 +282,12 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
             feat = (encoder(_encoder_view(img, scale)) - f_target).square().sum() / f_norm
             return chi2, feat
 
-        bar = tqdm(range(n_steps), desc="projecting", unit="step",
-                   disable=(None if progress is None else not progress))
+        bar = tqdm(
+            range(n_steps),
+            desc="projecting",
+            unit="step",
+            disable=(None if progress is None else not progress),
+        )
         for step in bar:
             t = step / n_steps
             down = min(1.0, (1.0 - t) / 0.25)
@@ -285,8 +310,15 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
                     for m in maps:
                         m.sub_(m.mean()).div_(m.square().mean().sqrt().clamp_min(1e-8))
             if step % max(1, int(log_every)) == 0 or step == n_steps - 1:
-                history.append({"step": step, "loss": loss.item(), "chi2_per_pixel": chi2.item(),
-                                "feature_distance": feat.item(), "lr": rate})
+                history.append(
+                    {
+                        "step": step,
+                        "loss": loss.item(),
+                        "chi2_per_pixel": chi2.item(),
+                        "feature_distance": feat.item(),
+                        "lr": rate,
+                    }
+                )
                 bar.set_postfix(chi2=f"{chi2.item():.3g}")
         bar.close()
         with torch.no_grad():
@@ -298,17 +330,32 @@ def project(bundle, target, *, steps: int = 1000, wplus: bool = False, noise: bo
     recon = recon_t[0].float().cpu().numpy()
     residual = target - recon
     per_band = np.sqrt(np.mean(residual.astype(np.float64) ** 2, axis=(1, 2)))
-    settings = {"steps": n_steps, "wplus": bool(wplus), "noise": bool(noise),
-                "noise_mode": bundle.noise_mode(noise_mode), "seed": seed, "lr": float(lr),
-                "feature_weight": float(feature_weight), "noise_weight": float(noise_weight),
-                "w_std": w_std, **info}
+    settings = {
+        "steps": n_steps,
+        "wplus": bool(wplus),
+        "noise": bool(noise),
+        "noise_mode": bundle.noise_mode(noise_mode),
+        "seed": seed,
+        "lr": float(lr),
+        "feature_weight": float(feature_weight),
+        "noise_weight": float(noise_weight),
+        "w_std": w_std,
+        **info,
+    }
     return Projection(
-        w=w_opt.detach()[0].cpu().numpy().astype(np.float32), target=target,
-        reconstruction=recon, residual=residual.astype(np.float32), sigma=np.asarray(sig),
-        chi2_per_pixel=float(chi2), rmse=float(np.sqrt(np.mean(residual.astype(np.float64)**2))),
-        rmse_per_band=[float(v) for v in per_band], feature_distance=float(feat),
+        w=w_opt.detach()[0].cpu().numpy().astype(np.float32),
+        target=target,
+        reconstruction=recon,
+        residual=residual.astype(np.float32),
+        sigma=np.asarray(sig),
+        chi2_per_pixel=float(chi2),
+        rmse=float(np.sqrt(np.mean(residual.astype(np.float64) ** 2))),
+        rmse_per_band=[float(v) for v in per_band],
+        feature_distance=float(feat),
         noise=None if maps is None else [m.detach().cpu().numpy()[0, 0] for m in maps],
-        history=history, settings=settings)
+        history=history,
+        settings=settings,
+    )
 
 
 def _fits_bytes(image_chw: np.ndarray, bundle, what: str) -> bytes:
@@ -325,18 +372,26 @@ def _fits_bytes(image_chw: np.ndarray, bundle, what: str) -> bytes:
     fitsheader.date_cards(header, getattr(bundle, "created", None))
     fitsheader.zeropoint_card(header, getattr(bundle, "zeropoint", None))
     header.add_comment(what)
-    fitsheader.wcs_cards(header, image_chw.shape[-2], image_chw.shape[-1],
-                         getattr(bundle, "pixel_scale", None))
+    fitsheader.wcs_cards(
+        header, image_chw.shape[-2], image_chw.shape[-1], getattr(bundle, "pixel_scale", None)
+    )
     data = image_chw[0] if image_chw.shape[0] == 1 else image_chw
     buffer = io.BytesIO()
-    fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header) \
-        .writeto(buffer)
+    fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header).writeto(
+        buffer
+    )
     return buffer.getvalue()
 
 
 #: the files :func:`write_projection` writes
-PROJECTION_FILES = ("projected_w.npy", "reconstruction.fits", "residual.fits",
-                    "projection.json", "projection.png", "projected_noise.npz")
+PROJECTION_FILES = (
+    "projected_w.npy",
+    "reconstruction.fits",
+    "residual.fits",
+    "projection.json",
+    "projection.png",
+    "projected_noise.npz",
+)
 
 
 def write_projection(result: Projection, bundle, out_dir) -> dict[str, Path]:
@@ -353,27 +408,43 @@ def write_projection(result: Projection, bundle, out_dir) -> dict[str, Path]:
     buf = io.BytesIO()
     np.save(buf, result.w, allow_pickle=False)
     paths["w"] = atomic_write_bytes(out / "projected_w.npy", buf.getvalue())
-    paths["reconstruction"] = atomic_write_bytes(out / "reconstruction.fits", _fits_bytes(
-        result.reconstruction, bundle, "Projection of a target: the generator's image of w."))
-    paths["residual"] = atomic_write_bytes(out / "residual.fits", _fits_bytes(
-        result.residual, bundle, "Target minus reconstruction (physical units)."))
+    paths["reconstruction"] = atomic_write_bytes(
+        out / "reconstruction.fits",
+        _fits_bytes(
+            result.reconstruction, bundle, "Projection of a target: the generator's image of w."
+        ),
+    )
+    paths["residual"] = atomic_write_bytes(
+        out / "residual.fits",
+        _fits_bytes(result.residual, bundle, "Target minus reconstruction (physical units)."),
+    )
     if result.noise is not None:
         buf = io.BytesIO()
         np.savez(buf, **{f"noise{k:02d}": m for k, m in enumerate(result.noise)})
         paths["noise"] = atomic_write_bytes(out / "projected_noise.npz", buf.getvalue())
-    paths["png"] = save_grid(out / "projection.png",
-                             np.stack([result.target, result.reconstruction, result.residual]),
-                             bundle.bands, nrow=3, units=bundle.units,
-                             title="target | reconstruction | residual")
+    paths["png"] = save_grid(
+        out / "projection.png",
+        np.stack([result.target, result.reconstruction, result.residual]),
+        bundle.bands,
+        nrow=3,
+        units=bundle.units,
+        title="target | reconstruction | residual",
+    )
     summary = {
-        "chi2_per_pixel": result.chi2_per_pixel, "rmse": result.rmse,
+        "chi2_per_pixel": result.chi2_per_pixel,
+        "rmse": result.rmse,
         "rmse_per_band": dict(zip(bundle.bands, result.rmse_per_band, strict=True)),
         "sigma_per_band": dict(zip(bundle.bands, [float(s) for s in result.sigma], strict=True)),
-        "feature_distance": result.feature_distance, "units": bundle.units,
-        "bundle_id": bundle.bundle_id, "family": bundle.family,
-        "w_shape": list(result.w.shape), "settings": result.settings,
-        "history": result.history, "galforge_version": __version__,
+        "feature_distance": result.feature_distance,
+        "units": bundle.units,
+        "bundle_id": bundle.bundle_id,
+        "family": bundle.family,
+        "w_shape": list(result.w.shape),
+        "settings": result.settings,
+        "history": result.history,
+        "galforge_version": __version__,
     }
-    paths["json"] = atomic_write_json(out / "projection.json", json.loads(json.dumps(
-        summary, default=float)))
+    paths["json"] = atomic_write_json(
+        out / "projection.json", json.loads(json.dumps(summary, default=float))
+    )
     return paths

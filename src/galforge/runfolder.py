@@ -53,8 +53,14 @@ _HINT = "is this the --out folder of galforge train, and has it written a checkp
 # DDP and torch.compile wrap modules; their key prefixes never belong in a bundle
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
-__all__ = ["CHECKPOINT_META", "CHECKPOINT_TENSORS", "CONFIG_YAML", "RUN_JSON", "RunFolder",
-           "RunInfo"]
+__all__ = [
+    "CHECKPOINT_META",
+    "CHECKPOINT_TENSORS",
+    "CONFIG_YAML",
+    "RUN_JSON",
+    "RunFolder",
+    "RunInfo",
+]
 
 
 @dataclass
@@ -62,21 +68,21 @@ class RunInfo:
     """The contents of ``run.json``: everything a bundle export needs, plus progress."""
 
     family: str
-    parts: dict[str, dict]          # name -> {"family": ..., "spec": ..., "module": ...}
+    parts: dict[str, dict]  # name -> {"family": ..., "spec": ..., "module": ...}
     bands: list[str]
     units: str
     normalizer: dict | None
     output_range: list[float]
     data_fingerprint: str | None = None
     model: str = ""
-    module: str | None = None       # module that registers the family (plug-ins)
+    module: str | None = None  # module that registers the family (plug-ins)
     step: int = 0
     epoch: int = 0
     steps_per_epoch: int = 1
     ema: bool = False
     hyperparameters: dict = field(default_factory=dict)
     config: dict | None = None
-    parent: dict | None = None      # the run or bundle this run was initialised from (--init)
+    parent: dict | None = None  # the run or bundle this run was initialised from (--init)
     galforge_version: str = __version__
 
     def to_dict(self) -> dict:
@@ -92,13 +98,18 @@ class RunInfo:
         if parts is None:
             if not isinstance(spec, dict):
                 raise BundleError(f"{where}: missing key(s) parts (or spec); {_HINT}")
-            parts = {"generator": {"family": data.get("family"), "spec": spec,
-                                   "module": export_module}}
+            parts = {
+                "generator": {"family": data.get("family"), "spec": spec, "module": export_module}
+            }
         data.setdefault("module", export_module)
         known = {f.name for f in dataclasses.fields(cls)}
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-                    and f.name != "parts"]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+            and f.name != "parts"
+        ]
         missing = [k for k in required if k not in data]
         if missing:
             raise BundleError(f"{where}: missing key(s) {', '.join(missing)}; {_HINT}")
@@ -139,8 +150,9 @@ class RunFolder:
         """Kept snapshots ``checkpoints/step-XXXXXXXX``, oldest first."""
         if not self.checkpoints.is_dir():
             return []
-        return sorted(p for p in self.checkpoints.iterdir()
-                      if p.is_dir() and p.name.startswith("step-"))
+        return sorted(
+            p for p in self.checkpoints.iterdir() if p.is_dir() and p.name.startswith("step-")
+        )
 
     @property
     def samples(self) -> Path:
@@ -177,8 +189,9 @@ class RunFolder:
 
     def read_info(self) -> RunInfo:
         if not self.path.is_dir():
-            raise BundleError(f"{self.path}: no such run folder; pass the --out folder of "
-                              "galforge train")
+            raise BundleError(
+                f"{self.path}: no such run folder; pass the --out folder of galforge train"
+            )
         return RunInfo.from_dict(read_json(self.run_json, _HINT), self.run_json)
 
     def write_weights(self, parts: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
@@ -195,11 +208,12 @@ class RunFolder:
         state = read_weights(self.part_weights(name), _HINT)
         for prefix in _WRAPPER_PREFIXES:
             if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
+                state = {k[len(prefix) :]: v for k, v in state.items()}
         return state
 
-    def snapshot_weights(self, snapshot: Path, template: Mapping[str, torch.Tensor],
-                         part: str = "generator") -> dict[str, torch.Tensor]:
+    def snapshot_weights(
+        self, snapshot: Path, template: Mapping[str, torch.Tensor], part: str = "generator"
+    ) -> dict[str, torch.Tensor]:
         """Weights of a kept snapshot matching ``template``'s keys: EMA first, then any network.
 
         ``part`` names a bundle part that is a sub-network of the trained generator (a
@@ -210,13 +224,17 @@ class RunFolder:
         if path is None:
             raise BundleError(f"{snapshot}: no {candidates[0].name} or {CHECKPOINT_TENSORS} in it")
         tensors = read_weights(path, "the kept snapshot is damaged; export another --step")
-        networks = ["ema."] + sorted({".".join(k.split(".")[:2]) + "." for k in tensors
-                                      if k.startswith("module.")})
+        networks = ["ema."] + sorted(
+            {".".join(k.split(".")[:2]) + "." for k in tensors if k.startswith("module.")}
+        )
         prefixes = [q for n in networks for q in (n, f"{n}{part}.")] + [""]
         for prefix in prefixes:
-            picked = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if picked and set(template) <= set(picked) and all(
-                    picked[k].shape == template[k].shape for k in template):
+            picked = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if (
+                picked
+                and set(template) <= set(picked)
+                and all(picked[k].shape == template[k].shape for k in template)
+            ):
                 return {k: picked[k] for k in template}
         raise BundleError(
             f"{path}: holds no weights of this generator (keys like {next(iter(tensors), '')!r})"
@@ -234,8 +252,9 @@ class RunFolder:
             raise BundleError(f"{self.config_yaml}: not valid YAML ({exc}); {_HINT}") from exc
         return config if isinstance(config, dict) else {}
 
-    def describe_bundle(self, where: Path | None = None, step: int | None = None
-                        ) -> tuple[dict, dict[str, bytes], dict]:
+    def describe_bundle(
+        self, where: Path | None = None, step: int | None = None
+    ) -> tuple[dict, dict[str, bytes], dict]:
         """The bundle of the run's present weights, in memory: (meta, payloads, tensors);
         of kept snapshot ``step`` when given (see :meth:`export`)."""
         info = self.read_info()
@@ -243,28 +262,41 @@ class RunFolder:
         source = {"model": info.model, "step": info.step, "epoch": info.epoch}
         if step is not None:
             snap = self.kept_snapshot(step)
-            tensors = {name: self.snapshot_weights(snap, tensors[name], name)
-                       for name in info.parts}
+            tensors = {
+                name: self.snapshot_weights(snap, tensors[name], name) for name in info.parts
+            }
             spe = info.steps_per_epoch
-            source.update(step=int(step), snapshot=snap.name,
-                          epoch=int(step) // int(spe) if spe else None)
-        parts = {name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
-                 for name, p in info.parts.items()}
+            source.update(
+                step=int(step), snapshot=snap.name, epoch=int(step) // int(spe) if spe else None
+            )
+        parts = {
+            name: Part(p["family"], p["spec"], tensors[name], p.get("module"))
+            for name, p in info.parts.items()
+        }
         if info.parent:
             source["parent"] = info.parent
         if step is None:
-            source["run_weights_sha256"] = {name: sha256_file(self.part_weights(name))
-                                            for name in info.parts}
-        else:   # the snapshot's file: never "current", the run's present weights are not these
+            source["run_weights_sha256"] = {
+                name: sha256_file(self.part_weights(name)) for name in info.parts
+            }
+        else:  # the snapshot's file: never "current", the run's present weights are not these
             digest = sha256_file(snap / CHECKPOINT_TENSORS)
             source["run_weights_sha256"] = {name: digest for name in info.parts}
         if list(info.parts) == ["generator"]:
             source["run_weights_sha256"] = source["run_weights_sha256"]["generator"]
         meta, payloads = describe_bundle(
-            where or self.bundle_dir, family=info.family, parts=parts, normalizer=info.normalizer,
-            bands=info.bands, units=info.units, output_range=info.output_range,
-            config=self._config(info), data_fingerprint=info.data_fingerprint,
-            module=info.module, source=source, hyperparameters=info.hyperparameters,
+            where or self.bundle_dir,
+            family=info.family,
+            parts=parts,
+            normalizer=info.normalizer,
+            bands=info.bands,
+            units=info.units,
+            output_range=info.output_range,
+            config=self._config(info),
+            data_fingerprint=info.data_fingerprint,
+            module=info.module,
+            source=source,
+            hyperparameters=info.hyperparameters,
         )
         return meta, payloads, tensors
 
@@ -279,8 +311,9 @@ class RunFolder:
             return snap
         kept = [int(p.name[5:]) for p in self.snapshots() if p.name[5:].isdigit()]
         listed = ", ".join(str(k) for k in kept) if kept else "none (train.snapshot_every=0?)"
-        raise BundleError(f"{self.path}: no kept snapshot of step {int(step)}; kept steps: "
-                          f"{listed}")
+        raise BundleError(
+            f"{self.path}: no kept snapshot of step {int(step)}; kept steps: {listed}"
+        )
 
     def export(self, out=None, step: int | None = None, overwrite: bool = False) -> Path:
         """Write the bundle of the run's present weights to ``RUN/bundle`` (or ``out``).
@@ -300,8 +333,14 @@ class RunFolder:
             out_dir = self.bundle_dir if step is None else self.snapshot_bundle_dir(step)
             overwrite = True
             if out_dir.is_dir():  # the run's own bundle, written before output manifests
-                outputs.adopt(out_dir, [p.name for p in out_dir.iterdir()
-                                        if p.name == BUNDLE_JSON or p.suffix == ".safetensors"])
+                outputs.adopt(
+                    out_dir,
+                    [
+                        p.name
+                        for p in out_dir.iterdir()
+                        if p.name == BUNDLE_JSON or p.suffix == ".safetensors"
+                    ],
+                )
         meta, payloads, _ = self.describe_bundle(out_dir, step=step)
         with outputs.claim_folder(out_dir, overwrite=overwrite, command="export"):
             return write_bundle(out_dir, meta, payloads)
@@ -321,8 +360,10 @@ class RunFolder:
         weights = [self.part_weights(name) for name in info.parts]
         if not all(w.is_file() for w in weights):
             return True  # nothing newer to export from
-        return all(recorded.get(name) == sha256_file(w) for name, w in zip(info.parts, weights,
-                                                                            strict=True))
+        return all(
+            recorded.get(name) == sha256_file(w)
+            for name, w in zip(info.parts, weights, strict=True)
+        )
 
     def bundle_file(self) -> BundleFile:
         """The run's bundle as it would be exported now; reads only, writes nothing."""

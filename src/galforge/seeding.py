@@ -53,7 +53,9 @@ __all__ = [
 def check_seed(seed, option: str = "--seed") -> int:
     """``seed`` as an int; ConfigError naming ``option`` unless it is an integer >= 0."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ConfigError(f"{option} {seed!r}: the seed must be a non-negative integer (e.g. {option} 0)")
+        raise ConfigError(
+            f"{option} {seed!r}: the seed must be a non-negative integer (e.g. {option} 0)"
+        )
     return int(seed)
 
 
@@ -87,8 +89,9 @@ def sample_generator(seed: int, index: int) -> torch.Generator:
     return gen
 
 
-def sample_latents(per_sample_shape: Sequence[int], n: int, seed: int, *,
-                   start: int = 0) -> torch.Tensor:
+def sample_latents(
+    per_sample_shape: Sequence[int], n: int, seed: int, *, start: int = 0
+) -> torch.Tensor:
     """Standard normal latents ``(n, *per_sample_shape)`` of samples ``start..start+n-1``.
 
     Row ``k`` depends only on ``(seed, start + k)``. Drawn on the CPU in float32.
@@ -114,8 +117,9 @@ def sample_noise_generator(seed: int, index: int) -> torch.Generator:
     return gen
 
 
-def sample_noise(shapes: Sequence[Sequence[int]], n: int, seed: int, *,
-                 start: int = 0) -> list[torch.Tensor]:
+def sample_noise(
+    shapes: Sequence[Sequence[int]], n: int, seed: int, *, start: int = 0
+) -> list[torch.Tensor]:
     """Standard normal noise maps ``[n×1×h×w for (h, w) in shapes]`` of samples
     ``start..start+n-1``; row ``k`` of every map depends only on ``(seed, start + k)``."""
     check_seed(seed)

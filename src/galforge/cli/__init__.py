@@ -23,8 +23,18 @@ import typer
 from galforge import __version__
 from galforge.errors import GalforgeError, Interrupted
 
-COMMAND_MODULES = ("data_cmd", "train_cmd", "generate_cmd", "latent_cmd", "field_cmd", "evaluate_cmd",
-                   "score_cmd", "pretrained_cmd", "demo_cmd", "baseline_cmd")
+COMMAND_MODULES = (
+    "data_cmd",
+    "train_cmd",
+    "generate_cmd",
+    "latent_cmd",
+    "field_cmd",
+    "evaluate_cmd",
+    "score_cmd",
+    "pretrained_cmd",
+    "demo_cmd",
+    "baseline_cmd",
+)
 
 app = typer.Typer(
     name="galforge",
@@ -43,7 +53,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     """galforge: generative models of galaxies, in physical units."""
 
@@ -100,8 +112,10 @@ def _usage_error_class() -> type[Exception]:
 
 
 _PYDANTIC_WORDING = (
-    (r"Input should be a valid integer, unable to parse string as an integer",
-     "expected a whole number"),
+    (
+        r"Input should be a valid integer, unable to parse string as an integer",
+        "expected a whole number",
+    ),
     (r"Input should be a valid number, unable to parse string as a number", "expected a number"),
     (r"Input should be a valid boolean, unable to interpret input", "expected true or false"),
 )
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from galforge import outputs
     from galforge.log import configure_cli
 
-    configure_cli()   # galforge's log records: one line each on stderr
+    configure_cli()  # galforge's log records: one line each on stderr
     outputs.set_command(argv)
     done = False
     try:
@@ -193,8 +207,10 @@ def os_error_line(exc: OSError) -> str:
         where = f" {names[-1]}" if names else ""
         return f"disk full while writing{where}; free space and run the command again"
     if names:
-        return (f"{' -> '.join(map(str, names))}: {what.lower()}; check the path and its "
-                "permissions (or choose another --out)")
+        return (
+            f"{' -> '.join(map(str, names))}: {what.lower()}; check the path and its "
+            "permissions (or choose another --out)"
+        )
     return f"{what}; check the paths and free disk space"
 
 

@@ -14,17 +14,26 @@ def register(app: typer.Typer) -> None:
 
     @app.command("baseline")
     def baseline(
-        kind: str = typer.Argument(..., metavar="b1|b2", help="b1: normal sizes and intensities; "
-                                   "b2: geometric, small and large galaxies apart."),
-        like: str = typer.Option(..., "--like", help="Sparse fields to fit (a folder, a file or "
-                                 "builtin:sparse?...): one band, background exactly 0."),
+        kind: str = typer.Argument(
+            ...,
+            metavar="b1|b2",
+            help="b1: normal sizes and intensities; b2: geometric, small and large galaxies apart.",
+        ),
+        like: str = typer.Option(
+            ...,
+            "--like",
+            help="Sparse fields to fit (a folder, a file or "
+            "builtin:sparse?...): one band, background exactly 0.",
+        ),
         n: int = typer.Option(16, "-n", "--n", help="Number of images to draw."),
-        out: Path = typer.Option(..., "--out", help="Folder for the FITS images, baseline.json "
-                                 "and grid.png."),
+        out: Path = typer.Option(
+            ..., "--out", help="Folder for the FITS images, baseline.json and grid.png."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives identical files."),
         limit: int = typer.Option(None, "--limit", help="Fit on the first N images of --like."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier baseline "
-                                       "in --out."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace an earlier baseline in --out."
+        ),
     ) -> None:
         """Draw N sparse fields from a baseline fitted to --like (positions uniform, diamonds)."""
         from galforge import outputs
@@ -49,13 +58,18 @@ def register(app: typer.Typer) -> None:
         opts = {} if limit is None else {"limit": int(limit)}
         data = load_images(like, **opts)
         if len(data.bands) != 1:
-            raise ConfigError(f"--like {like}: {len(data.bands)} bands; the baselines fit "
-                              "single-band sparse fields")
+            raise ConfigError(
+                f"--like {like}: {len(data.bands)} bands; the baselines fit "
+                "single-band sparse fields"
+            )
         fit = fit_baseline(kind, data.images, source=str(like))
         images = sample_baseline(fit, n, seed)
         outputs.claim_folder(out, overwrite=overwrite, command="baseline")
-        paths = write_baseline(out, images, fit, seed=seed, units=data.units, band=data.bands[0],
-                               source=str(like))
-        typer.echo(f"wrote {len(paths)} {kind.upper()} baseline images of {fit.shape[0]}×"
-                   f"{fit.shape[1]} pixels to {out} (fit: {out / 'baseline.json'}, preview: "
-                   f"{out / 'grid.png'})")
+        paths = write_baseline(
+            out, images, fit, seed=seed, units=data.units, band=data.bands[0], source=str(like)
+        )
+        typer.echo(
+            f"wrote {len(paths)} {kind.upper()} baseline images of {fit.shape[0]}×"
+            f"{fit.shape[1]} pixels to {out} (fit: {out / 'baseline.json'}, preview: "
+            f"{out / 'grid.png'})"
+        )

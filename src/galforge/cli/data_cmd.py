@@ -17,8 +17,23 @@ data_app = typer.Typer(
 )
 
 
-def _read_options(where, catalog, id_column, template, crop, size, resize_method, nan_policy,
-                  bands, pattern, dataset, hdu, limit, recursive, strict) -> dict:
+def _read_options(
+    where,
+    catalog,
+    id_column,
+    template,
+    crop,
+    size,
+    resize_method,
+    nan_policy,
+    bands,
+    pattern,
+    dataset,
+    hdu,
+    limit,
+    recursive,
+    strict,
+) -> dict:
     from galforge.data.transforms import parse_crop
 
     crop_v = None if crop is None else parse_crop(crop, "--crop")
@@ -50,21 +65,33 @@ def _read_options(where, catalog, id_column, template, crop, size, resize_method
     return {k: v for k, v in opts.items() if v is not None}
 
 
-_WHERE = typer.Option(None, "--where", help="Catalogue condition, e.g. 'P_EL>0.8' (repeatable; all must hold).")
+_WHERE = typer.Option(
+    None, "--where", help="Catalogue condition, e.g. 'P_EL>0.8' (repeatable; all must hold)."
+)
 _CATALOG = typer.Option(None, "--catalog", help="CSV catalogue selecting the images.")
 _IDCOL = typer.Option(None, "--id-column", help="Catalogue column holding the image id.")
-_TEMPLATE = typer.Option(None, "--template", help="File name of an id, e.g. '{id}.jpg' or '{id}_{band}.fits'.")
-_CROP = typer.Option(None, "--crop", help="Centre crop: fraction of the side (0.5) or pixels (128).")
+_TEMPLATE = typer.Option(
+    None, "--template", help="File name of an id, e.g. '{id}.jpg' or '{id}_{band}.fits'."
+)
+_CROP = typer.Option(
+    None, "--crop", help="Centre crop: fraction of the side (0.5) or pixels (128)."
+)
 _SIZE = typer.Option(None, "--size", "--resize", help="Resize every image to SIZE×SIZE pixels.")
 _METHOD = typer.Option("nearest", "--resize-method", help="nearest (default), bicubic or area.")
-_NAN = typer.Option("fill", "--nan-policy", help="NaN/inf pixels: fill (background median) or reject the image.")
-_BANDS = typer.Option(None, "--bands", help="Bands to keep/reorder, or new names (repeatable or comma separated).")
+_NAN = typer.Option(
+    "fill", "--nan-policy", help="NaN/inf pixels: fill (background median) or reject the image."
+)
+_BANDS = typer.Option(
+    None, "--bands", help="Bands to keep/reorder, or new names (repeatable or comma separated)."
+)
 _PATTERN = typer.Option(None, "--pattern", help="Join one file per band, e.g. '{id}_{band}.fits'.")
 _DATASET = typer.Option(None, "--dataset", help="HDF5/npz array name (default: images).")
 _HDU = typer.Option(None, "--hdu", help="FITS HDU to read (index or EXTNAME).")
 _LIMIT = typer.Option(None, "--limit", help="Read at most this many images.")
 _RECURSIVE = typer.Option(False, "--recursive", help="Read sub-folders too.")
-_STRICT = typer.Option(False, "--strict", help="Stop at the first unreadable file instead of skipping it.")
+_STRICT = typer.Option(
+    False, "--strict", help="Stop at the first unreadable file instead of skipping it."
+)
 
 
 @data_app.command("prepare")
@@ -86,20 +113,41 @@ def prepare_cmd(
     limit: int = _LIMIT,
     recursive: bool = _RECURSIVE,
     strict: bool = _STRICT,
-    clip_percentile: float = typer.Option(99.99, "--clip-percentile", help="Normalizer clip percentile."),
+    clip_percentile: float = typer.Option(
+        99.99, "--clip-percentile", help="Normalizer clip percentile."
+    ),
     stretch: str = typer.Option(
-        None, "--stretch", help="Normalizer stretch: linear or asinh (default: asinh for "
-        "physical units such as counts or nanomaggies, linear for 8/16-bit images)."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace a prepared data set already in --out."),
+        None,
+        "--stretch",
+        help="Normalizer stretch: linear or asinh (default: asinh for "
+        "physical units such as counts or nanomaggies, linear for 8/16-bit images).",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a prepared data set already in --out."
+    ),
 ) -> None:
     """Read SOURCE once and write images.npy + manifest.json (+ meta.jsonl, truth.csv)."""
     from rich.console import Console
 
     from galforge.data.datasets import prepare, read_manifest
 
-    opts = _read_options(where, catalog, id_column, template, crop, size, resize_method,
-                         nan_policy, bands, pattern, dataset, hdu, limit, recursive, strict)
+    opts = _read_options(
+        where,
+        catalog,
+        id_column,
+        template,
+        crop,
+        size,
+        resize_method,
+        nan_policy,
+        bands,
+        pattern,
+        dataset,
+        hdu,
+        limit,
+        recursive,
+        strict,
+    )
     if stretch not in (None, "linear", "asinh"):
         raise ConfigError(f"--stretch {stretch!r}: use linear or asinh")
     check_output_path(out, "--out")
@@ -109,8 +157,9 @@ def prepare_cmd(
         with console.status(f"making {source} ..."):
             manifest_path = prepare(source, out, normalizer=norm, overwrite=overwrite, **opts)
     else:
-        manifest_path = prepare(source, out, normalizer=norm, progress=True,
-                                overwrite=overwrite, **opts)
+        manifest_path = prepare(
+            source, out, normalizer=norm, progress=True, overwrite=overwrite, **opts
+        )
     console = Console()
     man = read_manifest(manifest_path.parent)
     c, h, w = man["shape"]
@@ -126,7 +175,9 @@ def prepare_cmd(
         if man["n_skipped"] > 10:
             console.print(f"  ... and {man['n_skipped'] - 10} more")
     if man["nan_pixels"]:
-        console.print(f"filled {man['nan_pixels']} NaN/inf pixels in {man['nan_filled_images']} images")
+        console.print(
+            f"filled {man['nan_pixels']} NaN/inf pixels in {man['nan_filled_images']} images"
+        )
     for message in man.get("warnings") or []:
         console.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
     cat = man.get("catalog")
@@ -161,8 +212,23 @@ def inspect_cmd(
 
     from galforge.data.datasets import inspect
 
-    opts = _read_options(where, catalog, id_column, template, None, None, None, None, bands,
-                         pattern, dataset, hdu, None, recursive, None)
+    opts = _read_options(
+        where,
+        catalog,
+        id_column,
+        template,
+        None,
+        None,
+        None,
+        None,
+        bands,
+        pattern,
+        dataset,
+        hdu,
+        None,
+        recursive,
+        None,
+    )
     info = inspect(path, **opts)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
@@ -171,10 +237,14 @@ def inspect_cmd(
     table = Table(title=f"galforge data inspect {path}", show_header=False)
     table.add_row("kind", str(info.get("kind")))
     table.add_row("images", str(info.get("count")))
-    table.add_row("shapes (C×H×W)", ", ".join(f"{k}: {v}" for k, v in info.get("shapes", {}).items()))
+    table.add_row(
+        "shapes (C×H×W)", ", ".join(f"{k}: {v}" for k, v in info.get("shapes", {}).items())
+    )
     band_sets = info.get("band_sets") or {}
     if len(band_sets) > 1:
-        table.add_row("bands", "mixed: " + ", ".join(f"{k} ({v} files)" for k, v in band_sets.items()))
+        table.add_row(
+            "bands", "mixed: " + ", ".join(f"{k} ({v} files)" for k, v in band_sets.items())
+        )
     else:
         table.add_row("bands", ", ".join(map(str, info.get("bands") or [])))
     table.add_row("units", str(info.get("units")))

@@ -22,8 +22,16 @@ def _is_model_folder(source: str) -> bool:
     return p.is_dir() and ((p / "bundle.json").is_file() or (p / "run.json").is_file())
 
 
-def load_set(source: str, what: str, *, n: int | None, seed: int, size: int | None,
-             limit: int | None, device: str = "auto"):
+def load_set(
+    source: str,
+    what: str,
+    *,
+    n: int | None,
+    seed: int,
+    size: int | None,
+    limit: int | None,
+    device: str = "auto",
+):
     """Read REAL or FAKE: anything :func:`galforge.data.load_images` reads, or (FAKE only) a
     run/bundle folder, sampled with ``n`` and ``seed``."""
     from galforge.data import ImageSet, load_images
@@ -40,8 +48,13 @@ def load_set(source: str, what: str, *, n: int | None, seed: int, size: int | No
         count = n or 256
         images = bundle.sample(count, seed=seed)
         meta = [{"id": f"sample-{i}", "seed": seed, "index": i} for i in range(count)]
-        return ImageSet(images=images, bands=tuple(bundle.bands), meta=meta, units=bundle.units,
-                        source=f"{source} (sampled n={count}, seed={seed})")
+        return ImageSet(
+            images=images,
+            bands=tuple(bundle.bands),
+            meta=meta,
+            units=bundle.units,
+            source=f"{source} (sampled n={count}, seed={seed})",
+        )
     opts = {}
     if size:
         opts["size"] = size
@@ -67,9 +80,7 @@ def _parse_thresholds(items: list[str]) -> dict:
         name, value = item.split("=", 1)
         name = name.strip()
         if name not in known:
-            raise ConfigError(
-                f"--threshold {name}: unknown; choose from {', '.join(known)}"
-            )
+            raise ConfigError(f"--threshold {name}: unknown; choose from {', '.join(known)}")
         try:
             out[name] = float(value)
         except ValueError as exc:
@@ -94,85 +105,119 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate_cmd(
-        real: str = typer.Argument(..., metavar="REAL",
-                                   help="Real images: folder, file, prepared set or "
-                                        "builtin: spec."),
-        fake: str = typer.Argument(..., metavar="FAKE",
-                                   help="Generated images (same kinds as REAL) or a run/bundle "
-                                        "folder to sample with -n/--seed."),
+        real: str = typer.Argument(
+            ..., metavar="REAL", help="Real images: folder, file, prepared set or builtin: spec."
+        ),
+        fake: str = typer.Argument(
+            ...,
+            metavar="FAKE",
+            help="Generated images (same kinds as REAL) or a run/bundle "
+            "folder to sample with -n/--seed.",
+        ),
         out: Path = typer.Option(..., "--out", help="Folder for report.html, metrics.json, CSVs."),
-        n: int = typer.Option(None, "-n", "--n",
-                              help="Images to sample when FAKE is a run/bundle (default 256)."),
+        n: int = typer.Option(
+            None, "-n", "--n", help="Images to sample when FAKE is a run/bundle (default 256)."
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed for sampling, splits, classifier, KID."),
         measures: str = typer.Option(
-            None, "--measures",
+            None,
+            "--measures",
             help="Comma-separated subset of the registered measures: isophotes, moments, "
-                 "morphology, photometry, colour, memorization, power_spectrum, fid, inception "
-                 "and any registered by the user (default: all but inception, which runs when "
-                 "--inception-weights is given)."),
+            "morphology, photometry, colour, memorization, power_spectrum, fid, inception "
+            "and any registered by the user (default: all but inception, which runs when "
+            "--inception-weights is given).",
+        ),
         threshold: list[str] = typer.Option(
-            None, "--threshold",
+            None,
+            "--threshold",
             help="NAME=VALUE, repeatable: ks_p (0.05, family-wise over the KS rows), "
-                 "min_objects (10), failure_margin (0.05), failure_alpha (0.01), z (2), "
-                 "box_margin (0.1), nn_ratio (0.9), auc (0.6), fgd_factor (3)."),
+            "min_objects (10), failure_margin (0.05), failure_alpha (0.01), z (2), "
+            "box_margin (0.1), nn_ratio (0.9), auc (0.6), fgd_factor (3).",
+        ),
         band: str = typer.Option("sum", "--band", help="Band for shapes/morphology, or 'sum'."),
-        upscale: int = typer.Option(512, "--upscale",
-                                    help="Isophote fits: bicubic upscale to this size (0: off)."),
+        upscale: int = typer.Option(
+            512, "--upscale", help="Isophote fits: bicubic upscale to this size (0: off)."
+        ),
         isophote_engine: str = typer.Option(
-            "galforge", "--isophote-engine",
-            help="Isophote fitter: galforge (batched, fast) or photutils (one stamp at a "
-                 "time)."),
+            "galforge",
+            "--isophote-engine",
+            help="Isophote fitter: galforge (batched, fast) or photutils (one stamp at a time).",
+        ),
         zeropoint: float = typer.Option(
-            None, "--zeropoint",
+            None,
+            "--zeropoint",
             help="Magnitude zero point of REAL's pixel units (22.5 for nanomaggies). Default: "
-                 "the REAL FITS headers' MAGZERO/MAGZP/ZP/PHOTZP when all agree, else "
-                 "instrumental magnitudes (-2.5 log10 flux)."),
-        detect_thresh: float = typer.Option(5.0, "--detect-thresh",
-                                            help="Detection threshold in background sigma."),
+            "the REAL FITS headers' MAGZERO/MAGZP/ZP/PHOTZP when all agree, else "
+            "instrumental magnitudes (-2.5 log10 flux).",
+        ),
+        detect_thresh: float = typer.Option(
+            5.0, "--detect-thresh", help="Detection threshold in background sigma."
+        ),
         minarea: int = typer.Option(5, "--minarea", help="Minimum connected pixels per source."),
-        mag_limit: float = typer.Option(None, "--mag-limit",
-                                        help="KS of magnitudes only for sources brighter "
-                                             "than this."),
-        colour_bands: str = typer.Option(None, "--colour-bands",
-                                         help="BLUE,RED bands of the colour (default first,last)."),
-        redshift: float = typer.Option(None, "--redshift",
-                                       help="Redshift for absolute magnitudes in the CMD."),
+        mag_limit: float = typer.Option(
+            None, "--mag-limit", help="KS of magnitudes only for sources brighter than this."
+        ),
+        colour_bands: str = typer.Option(
+            None, "--colour-bands", help="BLUE,RED bands of the colour (default first,last)."
+        ),
+        redshift: float = typer.Option(
+            None, "--redshift", help="Redshift for absolute magnitudes in the CMD."
+        ),
         box_k: float = typer.Option(1.75, "--box-k", help="CMD box half-width in sigma."),
-        holdout_fraction: float = typer.Option(0.2, "--holdout-fraction",
-                                               help="Part of REAL held out for memorisation."),
-        encoder_weights: Path = typer.Option(None, "--encoder-weights",
-                                             help="Galaxy encoder weights (default: shipped)."),
+        holdout_fraction: float = typer.Option(
+            0.2, "--holdout-fraction", help="Part of REAL held out for memorisation."
+        ),
+        encoder_weights: Path = typer.Option(
+            None, "--encoder-weights", help="Galaxy encoder weights (default: shipped)."
+        ),
         inception_weights: Path = typer.Option(
-            None, "--inception-weights",
-            help="TorchScript/.pt2 Inception-v3 feature network for literature FID/KID."),
+            None,
+            "--inception-weights",
+            help="TorchScript/.pt2 Inception-v3 feature network for literature FID/KID.",
+        ),
         size: int = typer.Option(None, "--size", help="Resize images read from files to SIZE."),
         limit: int = typer.Option(None, "--limit", help="Read at most this many images per set."),
-        scheduler: str = typer.Option("auto", "--scheduler",
-                                      help="auto (processes for large sets on several "
-                                           "CPUs, else threads), threads, processes, "
-                                           "synchronous or a dask.distributed address "
-                                           "(tcp://host:8786)."),
-        workers: int = typer.Option(None, "--workers",
-                                    help="Local Dask workers (default: the usable CPUs)."),
+        scheduler: str = typer.Option(
+            "auto",
+            "--scheduler",
+            help="auto (processes for large sets on several "
+            "CPUs, else threads), threads, processes, "
+            "synchronous or a dask.distributed address "
+            "(tcp://host:8786).",
+        ),
+        workers: int = typer.Option(
+            None, "--workers", help="Local Dask workers (default: the usable CPUs)."
+        ),
         chunk_size: int = typer.Option(16, "--chunk-size", help="Images per parallel task."),
         cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse cached measures."),
         device: str = typer.Option(
-            "auto", "--device", help="Device for sampling a bundle: auto (CUDA, then Apple "
-            "MPS, then CPU), cpu, cuda, cuda:N or mps."),
+            "auto",
+            "--device",
+            help="Device for sampling a bundle: auto (CUDA, then Apple "
+            "MPS, then CPU), cpu, cuda, cuda:N or mps.",
+        ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
         fields: bool = typer.Option(
-            False, "--fields",
+            False,
+            "--fields",
             help="REAL and FAKE are deep fields (FITS, zarr, npy, builtin:hdf; FAKE also a "
-                 "run/bundle/pretrained:NAME, tiled to REAL's size with --seed): write the "
-                 "field report (density, magnitudes, colours, sizes, w(θ), sky, classifier)."),
+            "run/bundle/pretrained:NAME, tiled to REAL's size with --seed): write the "
+            "field report (density, magnitudes, colours, sizes, w(θ), sky, classifier).",
+        ),
         truth: Path = typer.Option(
-            None, "--truth",
+            None,
+            "--truth",
             help="With --fields: truth catalogue of FAKE (FITS table or CSV: x, y, "
-                 "flux_<band>/mag_<band>) for completeness and magnitude bias."),
-        match_radius: float = typer.Option(2.0, "--match-radius",
-                                           help="With --truth: match radius in pixels."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier "
-                                       "evaluation in --out (its measure cache is kept)."),
+            "flux_<band>/mag_<band>) for completeness and magnitude bias.",
+        ),
+        match_radius: float = typer.Option(
+            2.0, "--match-radius", help="With --truth: match radius in pixels."
+        ),
+        overwrite: bool = typer.Option(
+            False,
+            "--overwrite",
+            help="Replace an earlier evaluation in --out (its measure cache is kept).",
+        ),
     ) -> None:
         """Measure FAKE against REAL; write DIR/report.html, metrics.json and CSV catalogues.
 
@@ -183,13 +228,21 @@ def register(app: typer.Typer) -> None:
 
         if n is not None and n < 2:
             raise ConfigError(f"-n {n}: sample at least 2 images")
-        check_ranges({
-            "--holdout-fraction": (holdout_fraction, "(0, 1)"), "--upscale": (upscale, ">= 0"),
-            "--detect-thresh": (detect_thresh, "> 0"), "--minarea": (minarea, ">= 1"),
-            "--box-k": (box_k, "> 0"), "--size": (size, ">= 8"), "--limit": (limit, ">= 1"),
-            "--workers": (workers, ">= 1"), "--chunk-size": (chunk_size, ">= 1"),
-            "--match-radius": (match_radius, "> 0"), "--redshift": (redshift, "> 0"),
-        })
+        check_ranges(
+            {
+                "--holdout-fraction": (holdout_fraction, "(0, 1)"),
+                "--upscale": (upscale, ">= 0"),
+                "--detect-thresh": (detect_thresh, "> 0"),
+                "--minarea": (minarea, ">= 1"),
+                "--box-k": (box_k, "> 0"),
+                "--size": (size, ">= 8"),
+                "--limit": (limit, ">= 1"),
+                "--workers": (workers, ">= 1"),
+                "--chunk-size": (chunk_size, ">= 1"),
+                "--match-radius": (match_radius, "> 0"),
+                "--redshift": (redshift, "> 0"),
+            }
+        )
         if seed < 0:
             raise ConfigError(f"--seed {seed}: the seed must be a non-negative integer")
         outputs.check_folder(out, overwrite=overwrite, command="evaluate")
@@ -197,15 +250,28 @@ def register(app: typer.Typer) -> None:
             from galforge.cli import evaluate_fields
 
             outputs.claim_folder(out, overwrite=overwrite, command="evaluate")
-            evaluate_fields.run(real, fake, out, truth=truth, match_radius=match_radius,
-                                seed=seed, zeropoint=zeropoint, detect_thresh=detect_thresh,
-                                minarea=minarea, threshold=threshold, device=device)
+            evaluate_fields.run(
+                real,
+                fake,
+                out,
+                truth=truth,
+                match_radius=match_radius,
+                seed=seed,
+                zeropoint=zeropoint,
+                detect_thresh=detect_thresh,
+                minarea=minarea,
+                threshold=threshold,
+                device=device,
+            )
             return
         if truth is not None:
-            raise ConfigError(f"--truth {truth}: a truth catalogue belongs to a field; add "
-                              "--fields")
-        for path, name in ((encoder_weights, "--encoder-weights"),
-                           (inception_weights, "--inception-weights")):
+            raise ConfigError(
+                f"--truth {truth}: a truth catalogue belongs to a field; add --fields"
+            )
+        for path, name in (
+            (encoder_weights, "--encoder-weights"),
+            (inception_weights, "--inception-weights"),
+        ):
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"{name} {path}: no such file")
         cb = None
@@ -218,31 +284,48 @@ def register(app: typer.Typer) -> None:
         outputs.claim_folder(out, overwrite=overwrite, command="evaluate", keep=("cache",))
         try:
             metrics = evaluate(
-                real_set, fake_set, out,
+                real_set,
+                fake_set,
+                out,
                 measures=measures.split(",") if measures else None,
-                thresholds=_parse_thresholds(threshold), seed=seed, band=band,
-                upscale=upscale or None, isophote_engine=isophote_engine,
-                zeropoint=zeropoint, detect_thresh=detect_thresh,
-                minarea=minarea, mag_limit=mag_limit, colour_bands=cb, redshift=redshift,
-                box_k=box_k, holdout_fraction=holdout_fraction,
+                thresholds=_parse_thresholds(threshold),
+                seed=seed,
+                band=band,
+                upscale=upscale or None,
+                isophote_engine=isophote_engine,
+                zeropoint=zeropoint,
+                detect_thresh=detect_thresh,
+                minarea=minarea,
+                mag_limit=mag_limit,
+                colour_bands=cb,
+                redshift=redshift,
+                box_k=box_k,
+                holdout_fraction=holdout_fraction,
                 encoder_weights=str(encoder_weights) if encoder_weights else None,
                 inception_weights=str(inception_weights) if inception_weights else None,
-                scheduler=scheduler, workers=workers, chunk_size=chunk_size, cache=cache,
+                scheduler=scheduler,
+                workers=workers,
+                chunk_size=chunk_size,
+                cache=cache,
                 progress=progress,
             )
         except EvaluationError as exc:
             raise EvaluationError(f"evaluate {real} vs {fake}: {exc}") from exc
         rows = metrics["summary"]
         width = max([len(r["measure"]) for r in rows] + [7])
-        typer.echo(f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  {'n real':>6}  "
-                   f"{'n fake':>6}  {'fail real':>9}  {'fail fake':>9}  result")
+        typer.echo(
+            f"{'measure':<{width}}  {'value':>10}  {'threshold':>10}  {'n real':>6}  "
+            f"{'n fake':>6}  {'fail real':>9}  {'fail fake':>9}  result"
+        )
         for r in rows:
             note = f" ({r['note']})" if r.get("note") else ""
-            typer.echo(f"{r['measure']:<{width}}  {_num(r['value']):>10}  "
-                       f"{_num(r['threshold']):>10}  {_count(r.get('n_real')):>6}  "
-                       f"{_count(r.get('n_fake')):>6}  {_pct(r.get('failure_rate_real')):>9}  "
-                       f"{_pct(r.get('failure_rate_fake')):>9}  "
-                       f"{'pass' if r['passed'] else 'FAIL'}{note}")
+            typer.echo(
+                f"{r['measure']:<{width}}  {_num(r['value']):>10}  "
+                f"{_num(r['threshold']):>10}  {_count(r.get('n_real')):>6}  "
+                f"{_count(r.get('n_fake')):>6}  {_pct(r.get('failure_rate_real')):>9}  "
+                f"{_pct(r.get('failure_rate_fake')):>9}  "
+                f"{'pass' if r['passed'] else 'FAIL'}{note}"
+            )
         mags = metrics.get("magnitudes") or {}
         if mags:
             typer.echo(f"magnitudes: {mags.get('system')} ({mags.get('source')})")
@@ -251,5 +334,8 @@ def register(app: typer.Typer) -> None:
         n_pass = sum(r["passed"] for r in rows)
         typer.echo(f"{n_pass}/{len(rows)} measures pass")
         typer.echo(f"report: {Path(out) / 'report.html'}")
-        typer.echo(json.dumps({"report": str(Path(out) / "report.html"),
-                               "passed": n_pass, "measures": len(rows)}))
+        typer.echo(
+            json.dumps(
+                {"report": str(Path(out) / "report.html"), "passed": n_pass, "measures": len(rows)}
+            )
+        )

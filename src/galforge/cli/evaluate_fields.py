@@ -29,32 +29,66 @@ def _from_model(source: str, shape, seed: int, device: str, work: Path):
 
     _, h, w = shape
     out = work / "field.npy"
-    field_from_bundle(source, out, f"{h}x{w}", seed=seed, device=device, overwrite=True,
-                      compile=False, progress=False)
+    field_from_bundle(
+        source,
+        out,
+        f"{h}x{w}",
+        seed=seed,
+        device=device,
+        overwrite=True,
+        compile=False,
+        progress=False,
+    )
     arr, meta = read_field(out)
-    truth = next((p for p in (work / "field.truth.fits", work / "field.truth.csv",
-                              work / "field.npy.truth.fits", work / "field.npy.truth.csv")
-                  if p.is_file()), None)
+    truth = next(
+        (
+            p
+            for p in (
+                work / "field.truth.fits",
+                work / "field.truth.csv",
+                work / "field.npy.truth.fits",
+                work / "field.npy.truth.csv",
+            )
+            if p.is_file()
+        ),
+        None,
+    )
     bands = tuple(meta.get("bands") or ())
-    return (np.asarray(arr, dtype=np.float32), bands, str(meta.get("units") or ""),
-            f"{source} (tiled {h}×{w}, seed {seed})", truth)
+    return (
+        np.asarray(arr, dtype=np.float32),
+        bands,
+        str(meta.get("units") or ""),
+        f"{source} (tiled {h}×{w}, seed {seed})",
+        truth,
+    )
 
 
-def load_field(source: str, what: str, *, shape=None, seed: int = 0, device: str = "auto",
-               work: Path | None = None):
+def load_field(
+    source: str,
+    what: str,
+    *,
+    shape=None,
+    seed: int = 0,
+    device: str = "auto",
+    work: Path | None = None,
+):
     """``(C×H×W array, bands, units, description, truth path or None)`` of REAL_FIELD or
     FAKE_FIELD; raises :class:`DataError`/:class:`ConfigError` naming ``what``."""
     from galforge.cli.evaluate_cmd import _is_model_folder
 
     if _is_model_folder(source):
         if what == "REAL_FIELD":
-            raise ConfigError(f"REAL_FIELD {source} is a model (run/bundle) folder; REAL_FIELD "
-                              "must be a field (FITS, zarr, npy or builtin:hdf)")
+            raise ConfigError(
+                f"REAL_FIELD {source} is a model (run/bundle) folder; REAL_FIELD "
+                "must be a field (FITS, zarr, npy or builtin:hdf)"
+            )
         return _from_model(source, shape, seed, device, work)
     p = Path(source).expanduser()
     if not source.startswith("builtin:") and not p.exists():
-        raise DataError(f"{what} {source}: no such file or folder; pass a field as FITS, "
-                        "zarr, npy, builtin:hdf, or a run/bundle/pretrained:NAME to tile")
+        raise DataError(
+            f"{what} {source}: no such file or folder; pass a field as FITS, "
+            "zarr, npy, builtin:hdf, or a run/bundle/pretrained:NAME to tile"
+        )
     if _is_zarr(p) or p.suffix.lower() == ".npy":
         from galforge.generation.field import read_field
 
@@ -71,8 +105,7 @@ def load_field(source: str, what: str, *, shape=None, seed: int = 0, device: str
         from galforge.data.readers import read_fits
 
         raw = next(iter(read_fits(p)))
-        return (np.asarray(raw.data, dtype=np.float32), tuple(raw.bands), raw.units, source,
-                None)
+        return (np.asarray(raw.data, dtype=np.float32), tuple(raw.bands), raw.units, source, None)
     from galforge.data import load_images
 
     try:
@@ -81,8 +114,10 @@ def load_field(source: str, what: str, *, shape=None, seed: int = 0, device: str
         msg = str(exc) if source in str(exc) else f"{what} {source}: {exc}"
         raise type(exc)(msg) from exc
     if len(s.images) != 1:
-        raise DataError(f"{what} {source}: holds {len(s.images)} images; a field is one image "
-                        "(use evaluate without --fields for sets of stamps)")
+        raise DataError(
+            f"{what} {source}: holds {len(s.images)} images; a field is one image "
+            "(use evaluate without --fields for sets of stamps)"
+        )
     return (np.asarray(s.images[0], dtype=np.float32), tuple(s.bands), s.units, source, None)
 
 
@@ -96,8 +131,10 @@ def parse_field_thresholds(items) -> dict:
         if not sep:
             raise ConfigError(f"--threshold {item!r}: use NAME=VALUE, e.g. --threshold sky=0.1")
         if name not in FIELD_THRESHOLDS:
-            raise ConfigError(f"--threshold {name}: unknown with --fields; choose from "
-                              f"{', '.join(FIELD_THRESHOLDS)}")
+            raise ConfigError(
+                f"--threshold {name}: unknown with --fields; choose from "
+                f"{', '.join(FIELD_THRESHOLDS)}"
+            )
         try:
             out[name] = float(value)
         except ValueError as exc:
@@ -105,8 +142,20 @@ def parse_field_thresholds(items) -> dict:
     return out
 
 
-def run(real: str, fake: str, out: Path, *, truth: Path | None, match_radius: float, seed: int,
-        zeropoint: float | None, detect_thresh: float, minarea: int, threshold, device: str):
+def run(
+    real: str,
+    fake: str,
+    out: Path,
+    *,
+    truth: Path | None,
+    match_radius: float,
+    seed: int,
+    zeropoint: float | None,
+    detect_thresh: float,
+    minarea: int,
+    threshold,
+    device: str,
+):
     """Evaluate FAKE_FIELD against REAL_FIELD and print the summary (the CLI's work)."""
     from galforge.evaluation.field_report import evaluate_fields, format_summary
     from galforge.evaluation.fieldstats import read_truth
@@ -117,42 +166,69 @@ def run(real: str, fake: str, out: Path, *, truth: Path | None, match_radius: fl
     truth_cols = read_truth(truth) if truth is not None else None
     r_arr, r_bands, units, r_desc, _ = load_field(real, "REAL_FIELD")
     if r_arr.ndim != 3:
-        raise DataError(f"REAL_FIELD {real}: expected one C×H×W field, got shape "
-                        f"{r_arr.shape}")
+        raise DataError(f"REAL_FIELD {real}: expected one C×H×W field, got shape {r_arr.shape}")
     if not r_bands:
         from galforge.data.readers import default_bands
 
         r_bands = default_bands(r_arr.shape[0])
     with tempfile.TemporaryDirectory(prefix="galforge-field-") as tmp:
         f_arr, f_bands, f_units, f_desc, f_truth = load_field(
-            fake, "FAKE_FIELD", shape=r_arr.shape, seed=seed, device=device, work=Path(tmp))
+            fake, "FAKE_FIELD", shape=r_arr.shape, seed=seed, device=device, work=Path(tmp)
+        )
         if f_arr.ndim != 3 or f_arr.shape[0] != r_arr.shape[0]:
             raise DataError(
                 f"FAKE_FIELD {fake}: {f_arr.shape[0] if f_arr.ndim == 3 else '?'} band(s) "
                 f"{f_bands} but REAL_FIELD {real} has {r_arr.shape[0]} {r_bands}; compare "
-                "fields with the same bands")
+                "fields with the same bands"
+            )
         if truth_cols is None and f_truth is not None:
             truth_cols = read_truth(f_truth)
             truth = f"{f_desc} truth catalogue"
     notes = []
-    if f_bands and tuple(f_bands) != tuple(r_bands) and not all(
-            b.startswith("band") for b in f_bands):
-        notes.append(f"bands of FAKE_FIELD {f_bands} differ in name from REAL_FIELD's "
-                     f"{r_bands}; compared in order")
+    if (
+        f_bands
+        and tuple(f_bands) != tuple(r_bands)
+        and not all(b.startswith("band") for b in f_bands)
+    ):
+        notes.append(
+            f"bands of FAKE_FIELD {f_bands} differ in name from REAL_FIELD's "
+            f"{r_bands}; compared in order"
+        )
     if f_units and units and f_units != units:
         notes.append(f"units differ: REAL_FIELD {units!r}, FAKE_FIELD {f_units!r}")
     metrics = evaluate_fields(
-        r_arr, f_arr, r_bands, out, units=units, real_source=r_desc, fake_source=f_desc,
-        truth=truth_cols, match_radius=match_radius, thresholds=thresholds, seed=seed,
-        zeropoint=zeropoint, thresh=detect_thresh, minarea=minarea, notes=notes)
+        r_arr,
+        f_arr,
+        r_bands,
+        out,
+        units=units,
+        real_source=r_desc,
+        fake_source=f_desc,
+        truth=truth_cols,
+        match_radius=match_radius,
+        thresholds=thresholds,
+        seed=seed,
+        zeropoint=zeropoint,
+        thresh=detect_thresh,
+        minarea=minarea,
+        notes=notes,
+    )
     typer.echo(format_summary(metrics))
     for note in metrics.get("notes", []):
         typer.echo(f"note: {note}")
     if metrics.get("truth"):
         for b, cu in metrics["truth"]["bands"].items():
-            typer.echo(f"truth {b}: 90 % complete to {cu['mag_90']}, 50 % to {cu['mag_50']} "
-                       f"({truth})")
+            typer.echo(
+                f"truth {b}: 90 % complete to {cu['mag_90']}, 50 % to {cu['mag_50']} ({truth})"
+            )
     typer.echo(f"{metrics['passed']}/{metrics['n_rows']} rows pass")
     typer.echo(f"report: {Path(out) / 'report.html'}")
-    typer.echo(json.dumps({"report": str(Path(out) / "report.html"),
-                           "passed": metrics["passed"], "measures": metrics["n_rows"]}))
+    typer.echo(
+        json.dumps(
+            {
+                "report": str(Path(out) / "report.html"),
+                "passed": metrics["passed"],
+                "measures": metrics["n_rows"],
+            }
+        )
+    )

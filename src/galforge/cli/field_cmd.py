@@ -19,14 +19,17 @@ def register(app: typer.Typer) -> None:
     @app.command("field")
     def field(
         source: str = typer.Argument(
-            ..., metavar="RUN_OR_BUNDLE",
-            help="A run or bundle folder (or pretrained:NAME) of a windowed generator, e.g. sgan."
+            ...,
+            metavar="RUN_OR_BUNDLE",
+            help="A run or bundle folder (or pretrained:NAME) of a windowed generator, e.g. sgan.",
         ),
         size: str = typer.Option(..., "--size", help="Field size HxW in pixels, e.g. 8192x8192."),
         out: Path = typer.Option(..., "--out", help="Output: a .zarr folder, .fits or .npy file."),
         tile: int = typer.Option(
-            1024, "--tile", help="Tile side in pixels (a multiple of the generator's upscale, "
-            "16 for sgan)."),
+            1024,
+            "--tile",
+            help="Tile side in pixels (a multiple of the generator's upscale, 16 for sgan).",
+        ),
         seed: int = typer.Option(0, "--seed", help="Latent seed: same seed, same field."),
         fmt: str = typer.Option(
             None, "--format", help="zarr (default), fits or npy; guessed from --out's suffix."
@@ -51,21 +54,32 @@ def register(app: typer.Typer) -> None:
         ),
         preview: Path = typer.Option(None, "--preview", help="Write an RGB preview PNG here."),
         fits_compression: str = typer.Option(
-            "none", "--fits-compression", help="Tile-compress the FITS field once it is "
+            "none",
+            "--fits-compression",
+            help="Tile-compress the FITS field once it is "
             "complete: none, gzip2 (GZIP_2, lossless for float pixels) or rice (RICE_1 of "
             "pixels quantised to 1/16 of each tile's noise: lossy below the noise, ~3x "
-            "smaller)."),
+            "smaller).",
+        ),
         compile_: str = typer.Option(
             "auto", "--compile", help="torch.compile the tile function: auto, on or off."
         ),
         threads: int = typer.Option(
-            None, "--threads-per-tile", help="torch threads per tile, the same on every worker "
-            "(default: this machine's count); fixing it keeps fields bit-identical."
+            None,
+            "--threads-per-tile",
+            help="torch threads per tile, the same on every worker "
+            "(default: this machine's count); fixing it keeps fields bit-identical.",
         ),
         no_space_check: bool = typer.Option(
-            False, "--no-space-check",
-            help="Write the field even when the free disk space looks too small for it."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps."),
+            False,
+            "--no-space-check",
+            help="Write the field even when the free disk space looks too small for it.",
+        ),
+        device: str = typer.Option(
+            "auto",
+            "--device",
+            help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.",
+        ),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
         """Generate a deep field tile by tile, streamed to disk (bounded memory, resumable)."""
@@ -74,47 +88,83 @@ def register(app: typer.Typer) -> None:
 
         parse_size(size)
         if fits_compression.lower() not in FITS_COMPRESSIONS:
-            raise ConfigError(f"--fits-compression {fits_compression!r}: use one of "
-                              f"{', '.join(FITS_COMPRESSIONS)}")
+            raise ConfigError(
+                f"--fits-compression {fits_compression!r}: use one of "
+                f"{', '.join(FITS_COMPRESSIONS)}"
+            )
         for option, path in (("--out", out), ("--fits", fits), ("--preview", preview)):
             if path is not None:
                 check_output_path(path, option)
         modes = {"auto": "auto", "on": True, "off": False}
         if compile_ not in modes:
             raise ConfigError(f"--compile {compile_!r}: use auto, on or off")
-        for name, value in (("--ensemble", ensemble), ("--realisations", realisations),
-                            ("--threads-per-tile", threads)):
+        for name, value in (
+            ("--ensemble", ensemble),
+            ("--realisations", realisations),
+            ("--threads-per-tile", threads),
+        ):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} {value}: give at least 1")
-        again = ["galforge", "field", source, "--size", size, "--out", str(out), "--tile",
-                 str(tile), "--seed", str(seed)]
-        for name, value in (("--format", fmt), ("--ensemble", ensemble),
-                            ("--realisations", realisations), ("--fits", fits),
-                            ("--preview", preview), ("--threads-per-tile", threads)):
+        again = [
+            "galforge",
+            "field",
+            source,
+            "--size",
+            size,
+            "--out",
+            str(out),
+            "--tile",
+            str(tile),
+            "--seed",
+            str(seed),
+        ]
+        for name, value in (
+            ("--format", fmt),
+            ("--ensemble", ensemble),
+            ("--realisations", realisations),
+            ("--fits", fits),
+            ("--preview", preview),
+            ("--threads-per-tile", threads),
+        ):
             if value is not None:
                 again += [name, str(value)]
         with interrupt.stop_requests("the field", "tile"):
             try:
                 results = field_from_bundle(
-                    source, out, size, ensemble=ensemble, realisations=realisations,
-                    device=device, tile=tile, seed=seed, fmt=fmt, workers=workers,
-                    processes=processes, scheduler=scheduler, resume=resume,
-                    overwrite=overwrite, compile=modes[compile_], progress=progress,
-                    fits_out=fits, preview=preview, threads=threads,
+                    source,
+                    out,
+                    size,
+                    ensemble=ensemble,
+                    realisations=realisations,
+                    device=device,
+                    tile=tile,
+                    seed=seed,
+                    fmt=fmt,
+                    workers=workers,
+                    processes=processes,
+                    scheduler=scheduler,
+                    resume=resume,
+                    overwrite=overwrite,
+                    compile=modes[compile_],
+                    progress=progress,
+                    fits_out=fits,
+                    preview=preview,
+                    threads=threads,
                     space_check=not no_space_check,
                 )
             except Interrupted as exc:
                 command = shlex.join([*again, "--resume"])
-                raise Interrupted(f"{exc}; continue with `{command}`",
-                                  signum=exc.signum) from None
+                raise Interrupted(f"{exc}; continue with `{command}`", signum=exc.signum) from None
         for r in results:
             direct = Path(r.path).suffix.lower() in (".fits", ".fit")
             for path in (r.fits_path, r.path if direct else None):
                 if path is not None and fits_compression.lower() != "none":
                     compress_fits(path, fits_compression)
             c, h, w = r.shape
-            line = (f"{r.path}: {c}x{h}x{w}, {r.tiles_total} tiles "
-                    f"({r.tiles_done} already done), {r.seconds:.1f} s")
+            line = (
+                f"{r.path}: {c}x{h}x{w}, {r.tiles_total} tiles "
+                f"({r.tiles_done} already done), {r.seconds:.1f} s"
+            )
             if r.tiles_pixels:
                 line += f", {r.mpix_per_s:.3f} Mpix/s"
             if r.fits_path:

@@ -19,10 +19,10 @@ def _check_space(out: Path, n: int, image_shape, fmt: str) -> int:
 
     pixels = math.prod(int(s) for s in image_shape)
     if fmt == "png":
-        one = pixels + 4096                                     # 8-bit view, at most
+        one = pixels + 4096  # 8-bit view, at most
     elif fmt == "npy":
         one = pixels * 4
-    else:                                                       # FITS: header + padded data
+    else:  # FITS: header + padded data
         one = -(-pixels * 4 // FITS_BLOCK) * FITS_BLOCK + 2 * FITS_BLOCK
     need = int(n) * one
     folder = _existing_folder(Path(out))
@@ -42,58 +42,85 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
         source: str = typer.Argument(
-            ..., metavar="RUN_OR_BUNDLE", help="A run folder (galforge train --out) or a bundle folder."
+            ...,
+            metavar="RUN_OR_BUNDLE",
+            help="A run folder (galforge train --out) or a bundle folder.",
         ),
         n: int = typer.Option(16, "-n", "--n", help="Number of galaxies to generate."),
-        seed: int = typer.Option(0, "--seed", help="Seed: the same seed and bundle give identical files."),
+        seed: int = typer.Option(
+            0, "--seed", help="Seed: the same seed and bundle give identical files."
+        ),
         out: Path = typer.Option(..., "--out", help="Folder for the generated files."),
         fmt: str = typer.Option(
-            "fits", "--format", help="fits (one FITS per galaxy, physical units), fits-cube "
-            "(all in one N×C×H×W FITS with a table of galaxies), png (8-bit view) or npy."
+            "fits",
+            "--format",
+            help="fits (one FITS per galaxy, physical units), fits-cube "
+            "(all in one N×C×H×W FITS with a table of galaxies), png (8-bit view) or npy.",
         ),
         batch: int = typer.Option(64, "--batch", help="Galaxies generated per forward pass."),
         truncation: float = typer.Option(
-            None, "--truncation", help="Truncation psi: pull latents toward the mean (1 = none); "
-            "in w toward w_avg for models with an intermediate latent space."
+            None,
+            "--truncation",
+            help="Truncation psi: pull latents toward the mean (1 = none); "
+            "in w toward w_avg for models with an intermediate latent space.",
         ),
         truncation_cutoff: int = typer.Option(
-            None, "--truncation-cutoff", help="Truncate only the first L layers of w "
-            "(intermediate-latent models)."
+            None,
+            "--truncation-cutoff",
+            help="Truncate only the first L layers of w (intermediate-latent models).",
         ),
         noise_mode: str = typer.Option(
-            None, "--noise-mode", help="Models with noise inputs: random (default: maps drawn "
-            "per galaxy from its seed), const (the maps stored with the weights) or none."
+            None,
+            "--noise-mode",
+            help="Models with noise inputs: random (default: maps drawn "
+            "per galaxy from its seed), const (the maps stored with the weights) or none.",
         ),
         condition: list[str] = typer.Option(
-            None, "--condition", help="Condition of a conditional generator, NAME=VALUE "
-            "(repeatable; the same for every galaxy)."
+            None,
+            "--condition",
+            help="Condition of a conditional generator, NAME=VALUE "
+            "(repeatable; the same for every galaxy).",
         ),
         conditions_table: Path = typer.Option(
-            None, "--conditions", help="Conditional generators: a CSV table with a header "
+            None,
+            "--conditions",
+            help="Conditional generators: a CSV table with a header "
             "naming the conditions, one galaxy per row (sets -n). Without conditions they are "
-            "drawn from the training catalogue."
+            "drawn from the training catalogue.",
         ),
         psf: str = typer.Option(
-            None, "--psf", help="Observe the galaxies (drawn before the PSF: models trained with "
+            None,
+            "--psf",
+            help="Observe the galaxies (drawn before the PSF: models trained with "
             "--psf) through this PSF: moffat:fwhm=0.9[,beta=3.5], gaussian:fwhm=ARCSEC or a "
-            "FITS image; writes catalog.csv beside the FITS."
+            "FITS image; writes catalog.csv beside the FITS.",
         ),
         pixel_scale: float = typer.Option(
-            None, "--pixel-scale", help="With --psf: the new pixel scale (arcsec; default the "
-            "model's); the stamps keep their size."
+            None,
+            "--pixel-scale",
+            help="With --psf: the new pixel scale (arcsec; default the "
+            "model's); the stamps keep their size.",
         ),
         noise: str = typer.Option(
-            None, "--noise", help="With --psf: sigma=VALUE, a fixed per-pixel noise σ; default "
-            "each galaxy keeps its S/N in the training population (--noise-mode none: none)."
+            None,
+            "--noise",
+            help="With --psf: sigma=VALUE, a fixed per-pixel noise σ; default "
+            "each galaxy keeps its S/N in the training population (--noise-mode none: none).",
         ),
         stage: int = typer.Option(
-            None, "--stage", help="Chained models: write the images of this stage (1: the "
-            "64 px stage-I intermediate of a stackgan2 model); default: the last."
+            None,
+            "--stage",
+            help="Chained models: write the images of this stage (1: the "
+            "64 px stage-I intermediate of a stackgan2 model); default: the last.",
         ),
         device: str = typer.Option(
-            "auto", "--device", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, "
-            "cuda:N or mps."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+            "auto",
+            "--device",
+            help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:N or mps.",
+        ),
+        progress: bool = typer.Option(
+            True, "--progress/--no-progress", help="Show a progress bar."
+        ),
         overwrite: bool = typer.Option(
             False, "--overwrite", help="Replace the galaxies an earlier generate wrote to --out."
         ),
@@ -143,36 +170,63 @@ def register(app: typer.Typer) -> None:
         if psf is not None or pixel_scale is not None or noise is not None:
             from galforge.models.capabilities import PREPSF, require
 
-            require(bundle.generator, PREPSF, "--psf (observing the galaxies through another "
-                    "PSF; train with --psf)")
+            require(
+                bundle.generator,
+                PREPSF,
+                "--psf (observing the galaxies through another PSF; train with --psf)",
+            )
             if fmt.lower() != "fits":
                 raise ConfigError(f"--format {fmt}: --psf writes FITS (one per galaxy)")
             _check_space(out, n, bundle.image_shape, "fits")
             result = observe.write_observed(
-                bundle, out, n, seed, psf=psf or bundle.generator.psf_info()["psf"],
-                pixel_scale=pixel_scale, noise=observe.parse_noise(noise, noise_mode),
-                conditions=conditions, batch=batch, overwrite=overwrite)
+                bundle,
+                out,
+                n,
+                seed,
+                psf=psf or bundle.generator.psf_info()["psf"],
+                pixel_scale=pixel_scale,
+                noise=observe.parse_noise(noise, noise_mode),
+                conditions=conditions,
+                batch=batch,
+                overwrite=overwrite,
+            )
             typer.echo(result.summary())
             return
         _check_space(out, n, bundle.image_shape, fmt.lower())
         result = write_samples(
-            bundle, out, n, seed, fmt=fmt, batch=batch, truncation=truncation,
-            progress=None if progress else False, overwrite=overwrite, conditions=conditions,
-            truncation_cutoff=truncation_cutoff, noise_mode=noise_mode,
+            bundle,
+            out,
+            n,
+            seed,
+            fmt=fmt,
+            batch=batch,
+            truncation=truncation,
+            progress=None if progress else False,
+            overwrite=overwrite,
+            conditions=conditions,
+            truncation_cutoff=truncation_cutoff,
+            noise_mode=noise_mode,
         )
         typer.echo(result.summary())
 
     @app.command("export")
     def export(
-        run: Path = typer.Argument(..., metavar="RUN", help="A run folder written by galforge train."),
+        run: Path = typer.Argument(
+            ..., metavar="RUN", help="A run folder written by galforge train."
+        ),
         step: int | None = typer.Option(
-            None, "--step", min=0,
+            None,
+            "--step",
+            min=0,
             help="Export the kept snapshot of this step (checkpoints/step-XXXXXXXX) instead of "
-                 "the present weights; default folder RUN/bundle-step-XXXXXXXX."),
+            "the present weights; default folder RUN/bundle-step-XXXXXXXX.",
+        ),
         out: Path | None = typer.Option(
-            None, "--out", "-o", help="Bundle folder to write (default RUN/bundle)."),
+            None, "--out", "-o", help="Bundle folder to write (default RUN/bundle)."
+        ),
         overwrite: bool = typer.Option(
-            False, "--overwrite", help="Replace a bundle an earlier export wrote to --out."),
+            False, "--overwrite", help="Replace a bundle an earlier export wrote to --out."
+        ),
     ) -> None:
         """Export RUN/bundle (bundle.json + one safetensors file per part); print its path."""
         from galforge.runfolder import RunFolder

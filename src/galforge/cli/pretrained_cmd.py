@@ -20,8 +20,9 @@ def card_text(card, folder, width: int = 100) -> str:
     from galforge.bundle import BUNDLE_JSON
 
     def rows(label: str, text: str) -> list[str]:
-        return textwrap.wrap(str(text), width=width, initial_indent=f"  {label:<11} ",
-                             subsequent_indent=" " * 14) or [f"  {label}"]
+        return textwrap.wrap(
+            str(text), width=width, initial_indent=f"  {label:<11} ", subsequent_indent=" " * 14
+        ) or [f"  {label}"]
 
     scale = None
     try:
@@ -30,19 +31,24 @@ def card_text(card, folder, width: int = 100) -> str:
     except (OSError, ValueError, AttributeError):
         pass
     lines = [f"{card.name} — {card.title}".rstrip(" —")]
-    lines += rows("model", f"{card.model or card.family} (family {card.family}, config "
-                           f"{card.config or 'default'})")
+    lines += rows(
+        "model",
+        f"{card.model or card.family} (family {card.family}, config {card.config or 'default'})",
+    )
     lines += rows("data", card.data)
     size = "×".join(str(s) for s in card.image_size or []) or "?"
     pixel = f', {scale}"/px' if isinstance(scale, (int, float)) else ""
-    lines += rows("images", f"bands {' '.join(card.bands)} in {card.units or '?'}; "
-                            f"{size} px{pixel}")
+    lines += rows(
+        "images", f"bands {' '.join(card.bands)} in {card.units or '?'}; {size} px{pixel}"
+    )
     t = card.training or {}
     if t:
-        parts = [f"{t['steps']} steps" if "steps" in t else "",
-                 f"batch {t['batch']}" if "batch" in t else "",
-                 _minutes(card) if "cpu_hours" in t else "",
-                 f"seed {t['seed']}" if "seed" in t else ""]
+        parts = [
+            f"{t['steps']} steps" if "steps" in t else "",
+            f"batch {t['batch']}" if "batch" in t else "",
+            _minutes(card) if "cpu_hours" in t else "",
+            f"seed {t['seed']}" if "seed" in t else "",
+        ]
         machine = card.extra.get("machine")
         text = ", ".join(p for p in parts if p) + (f" on {machine}" if machine else "")
         lines += rows("training", text)
@@ -59,8 +65,9 @@ def card_text(card, folder, width: int = 100) -> str:
         if isinstance(item, dict) and item.get("passed") is False:
             value = item.get("value")
             shown = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
-            lines += rows("  fails", f"{item.get('measure', '?')} = {shown} "
-                                     f"(needs {item.get('rule', '?')})")
+            lines += rows(
+                "  fails", f"{item.get('measure', '?')} = {shown} (needs {item.get('rule', '?')})"
+            )
     for key in ("reproduce", "notes"):
         if card.extra.get(key):
             lines += rows(key, card.extra[key])
@@ -72,8 +79,10 @@ def card_text(card, folder, width: int = 100) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``pretrained`` command group to ``app``."""
-    group = typer.Typer(help="Pretrained models shipped with galforge (use as pretrained:NAME).",
-                        no_args_is_help=True)
+    group = typer.Typer(
+        help="Pretrained models shipped with galforge (use as pretrained:NAME).",
+        no_args_is_help=True,
+    )
     app.add_typer(group, name="pretrained")
 
     @group.command("list")
@@ -88,11 +97,26 @@ def register(app: typer.Typer) -> None:
 
         found = cards()
         if as_json:
-            typer.echo(json.dumps([{"name": c.name, "title": c.title, "family": c.family,
-                                    "model": c.model, "config": c.config, "data": c.data,
-                                    "bands": c.bands, "units": c.units,
-                                    "training": c.training, "evaluation": c.evaluation}
-                                   for c in found], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "name": c.name,
+                            "title": c.title,
+                            "family": c.family,
+                            "model": c.model,
+                            "config": c.config,
+                            "data": c.data,
+                            "bands": c.bands,
+                            "units": c.units,
+                            "training": c.training,
+                            "evaluation": c.evaluation,
+                        }
+                        for c in found
+                    ],
+                    indent=2,
+                )
+            )
             return
         if not found:
             typer.echo("no pretrained models are installed")
@@ -103,8 +127,14 @@ def register(app: typer.Typer) -> None:
         for c in found:
             t = c.training or {}
             bands = " ".join(c.bands)
-            table.add_row(c.name, f"{c.data} [{bands}, {c.units}]", f"{c.model} / {c.config}",
-                          str(t.get("steps", "–")), _minutes(c), c.summary_line())
+            table.add_row(
+                c.name,
+                f"{c.data} [{bands}, {c.units}]",
+                f"{c.model} / {c.config}",
+                str(t.get("steps", "–")),
+                _minutes(c),
+                c.summary_line(),
+            )
         Console(width=max(160, Console().width)).print(table)
 
     @group.command("show")

@@ -11,9 +11,11 @@ import typer
 from galforge.config import check_ranges
 from galforge.errors import ConfigError
 
-_FEATURES = typer.Option("histogram,spectrum", "--features",
-                         help="Feature sets, comma separated: histogram, spectrum, galaxies, "
-                              "hog_lbp, fft_row.")
+_FEATURES = typer.Option(
+    "histogram,spectrum",
+    "--features",
+    help="Feature sets, comma separated: histogram, spectrum, galaxies, hog_lbp, fft_row.",
+)
 
 
 def _fits_bytes(plane, header: dict, bands=(), units: str | None = None) -> bytes:
@@ -51,22 +53,31 @@ def _score_text(score: float) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the ``score`` command group to ``app``."""
-    group = typer.Typer(help="Realism scorer: fit on scored images, predict scores, make a "
-                             "degradation ladder of scored images.", no_args_is_help=True)
+    group = typer.Typer(
+        help="Realism scorer: fit on scored images, predict scores, make a "
+        "degradation ladder of scored images.",
+        no_args_is_help=True,
+    )
     app.add_typer(group, name="score")
 
     @group.command("fit")
     def fit(
         images: Path = typer.Argument(..., help="Folder of the images (FITS, PNG, npy, ...)."),
-        scores: Path = typer.Option(..., "--scores", help="CSV with columns file,score "
-                                    "(optional group); names relative to IMAGES or absolute."),
+        scores: Path = typer.Option(
+            ...,
+            "--scores",
+            help="CSV with columns file,score "
+            "(optional group); names relative to IMAGES or absolute.",
+        ),
         out: Path = typer.Option(..., "--out", help="Folder to write the scorer to."),
         features: str = _FEATURES,
         folds: int = typer.Option(5, "--folds", help="Cross-validation folds (K of K-fold)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the folds and the trees."),
         trees: int = typer.Option(300, "--trees", help="Number of boosted trees."),
         depth: int = typer.Option(3, "--depth", help="Depth of each tree."),
-        learning_rate: float = typer.Option(0.05, "--learning-rate", help="Shrinkage of each tree."),
+        learning_rate: float = typer.Option(
+            0.05, "--learning-rate", help="Shrinkage of each tree."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a scorer in --out."),
     ) -> None:
         """Fit a realism scorer and report its cross-validated mean absolute error."""
@@ -79,32 +90,41 @@ def register(app: typer.Typer) -> None:
         if trees < 1 or depth < 1 or not learning_rate > 0:
             raise ConfigError("--trees and --depth must be at least 1 and --learning-rate > 0")
         if not images.exists():
-            raise ConfigError(f"IMAGES {images}: no such folder; give the folder the CSV names "
-                              "are relative to")
+            raise ConfigError(
+                f"IMAGES {images}: no such folder; give the folder the CSV names are relative to"
+            )
         check_output_path(out, "--out")
         # refuse a used folder before the work, not after
         outputs.check_folder(out, overwrite=overwrite, command="score fit")
         params = {"n_estimators": trees, "max_depth": depth, "learning_rate": learning_rate}
-        scorer = realism.fit_files(images, scores, features=sets, folds=folds, seed=seed,
-                                   params=params)
+        scorer = realism.fit_files(
+            images, scores, features=sets, folds=folds, seed=seed, params=params
+        )
         outputs.claim_folder(out, overwrite=overwrite, command="score fit")
         scorer.save(out)
         cv = scorer.cv
         how = "grouped by the CSV's group column" if cv["grouped"] else "shuffled"
-        typer.echo(f"cross-validated MAE {cv['mae']:.3f} ± {cv['mae_std']:.3f} ({cv['folds']}-fold, "
-                   f"{how}; always predicting the mean score: {cv['baseline_mae']:.3f}) on "
-                   f"{cv['n']} images, scores {scorer.training['score_min']:g} to "
-                   f"{scorer.training['score_max']:g}")
-        typer.echo(f"features {'+'.join(sets)} ({scorer.spec.n_features} values per "
-                   f"{scorer.spec.shape[0]}×{scorer.spec.shape[1]} image); scorer written to {out}")
+        typer.echo(
+            f"cross-validated MAE {cv['mae']:.3f} ± {cv['mae_std']:.3f} ({cv['folds']}-fold, "
+            f"{how}; always predicting the mean score: {cv['baseline_mae']:.3f}) on "
+            f"{cv['n']} images, scores {scorer.training['score_min']:g} to "
+            f"{scorer.training['score_max']:g}"
+        )
+        typer.echo(
+            f"features {'+'.join(sets)} ({scorer.spec.n_features} values per "
+            f"{scorer.spec.shape[0]}×{scorer.spec.shape[1]} image); scorer written to {out}"
+        )
 
     @group.command("predict")
     def predict(
         images: str = typer.Argument(..., help="Folder or file of images, or a builtin: spec."),
-        scorer: Path = typer.Option(..., "--scorer", help="Folder written by `galforge score fit`."),
+        scorer: Path = typer.Option(
+            ..., "--scorer", help="Folder written by `galforge score fit`."
+        ),
         out: Path = typer.Option(..., "--out", help="CSV to write (columns file,score)."),
-        overwrite: bool = typer.Option(False, "--overwrite",
-                                       help="Replace a CSV an earlier predict wrote."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite", help="Replace a CSV an earlier predict wrote."
+        ),
     ) -> None:
         """Predict the realism score of every image."""
         import numpy as np
@@ -119,18 +139,23 @@ def register(app: typer.Typer) -> None:
         outputs.claim_entry(out, overwrite=overwrite)
         atomic_write_text(out, realism.scores_csv_text(rows))
         s = np.array([r["score"] for r in rows])
-        typer.echo(f"{len(rows)} images scored: mean {s.mean():.3f}, median {np.median(s):.3f}, "
-                   f"min {s.min():.3f}, max {s.max():.3f} (scorer cross-validated MAE "
-                   f"{model.cv.get('mae', float('nan')):.3f}); written to {out}")
+        typer.echo(
+            f"{len(rows)} images scored: mean {s.mean():.3f}, median {np.median(s):.3f}, "
+            f"min {s.min():.3f}, max {s.max():.3f} (scorer cross-validated MAE "
+            f"{model.cv.get('mae', float('nan')):.3f}); written to {out}"
+        )
 
     @group.command("ladder")
     def ladder(
-        data: str = typer.Argument(..., help="Real images: folder, file, prepared set or builtin: spec."),
+        data: str = typer.Argument(
+            ..., help="Real images: folder, file, prepared set or builtin: spec."
+        ),
         out: Path = typer.Option(..., "--out", help="Folder for the FITS images and scores.csv."),
         limit: int = typer.Option(None, "--limit", help="Use at most this many real images."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random damage."),
-        threshold: float = typer.Option(0.0, "--threshold",
-                                        help="Set pixels with |value| <= T to 0 first."),
+        threshold: float = typer.Option(
+            0.0, "--threshold", help="Set pixels with |value| <= T to 0 first."
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace a ladder in --out."),
     ) -> None:
         """Degraded versions of real images with known scores (8 = real … 0), ready for
@@ -162,19 +187,37 @@ def register(app: typer.Typer) -> None:
         for i, rung, plane in (first, *steps):
             name = f"{i:05d}_s{_score_text(rung.score)}_{rung.name}.fits"
             source = _source_name(iset.meta[i], data, i)
-            atomic_write_bytes(out / name, _fits_bytes(plane, {
-                "RSCORE": (float(rung.score), "realism score of this ladder rung"),
-                "RUNG": (rung.name, "degradation ladder rung"),
-                "SOURCE": (source[-40:], "real image it was made from"),
-                "LADSEED": (seed, "seed of the ladder's damage")}, iset.bands, iset.units),
-                fsync=False)
+            atomic_write_bytes(
+                out / name,
+                _fits_bytes(
+                    plane,
+                    {
+                        "RSCORE": (float(rung.score), "realism score of this ladder rung"),
+                        "RUNG": (rung.name, "degradation ladder rung"),
+                        "SOURCE": (source[-40:], "real image it was made from"),
+                        "LADSEED": (seed, "seed of the ladder's damage"),
+                    },
+                    iset.bands,
+                    iset.units,
+                ),
+                fsync=False,
+            )
             table.writerow([name, _score_text(rung.score), f"{i:05d}", rung.name])
             count += 1
         atomic_write_text(out / "scores.csv", buf.getvalue())
-        atomic_write_json(out / "ladder.json", {
-            "source": data, "n_real": len(iset), "seed": seed, "threshold": threshold,
-            "rungs": [r.to_dict() for r in realism.DEFAULT_LADDER]})
-        typer.echo(f"{count} images ({len(iset)} real × {len(realism.DEFAULT_LADDER)} rungs, "
-                   f"scores {', '.join(_score_text(r.score) for r in realism.DEFAULT_LADDER)}) "
-                   f"written to {out}; fit with: galforge score fit {out} --scores "
-                   f"{out / 'scores.csv'} --out SCORER")
+        atomic_write_json(
+            out / "ladder.json",
+            {
+                "source": data,
+                "n_real": len(iset),
+                "seed": seed,
+                "threshold": threshold,
+                "rungs": [r.to_dict() for r in realism.DEFAULT_LADDER],
+            },
+        )
+        typer.echo(
+            f"{count} images ({len(iset)} real × {len(realism.DEFAULT_LADDER)} rungs, "
+            f"scores {', '.join(_score_text(r.score) for r in realism.DEFAULT_LADDER)}) "
+            f"written to {out}; fit with: galforge score fit {out} --scores "
+            f"{out / 'scores.csv'} --out SCORER"
+        )

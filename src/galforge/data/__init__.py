@@ -9,8 +9,14 @@ from __future__ import annotations
 from galforge.data.imageset import ImageSet, ReadReport
 from galforge.data.loading import KNOWN_OPTIONS, load_images, normalize_options
 
-__all__ = ["KNOWN_OPTIONS", "ImageSet", "ReadReport", "Normalizer", "load_images",
-           "normalize_options"]
+__all__ = [
+    "KNOWN_OPTIONS",
+    "ImageSet",
+    "ReadReport",
+    "Normalizer",
+    "load_images",
+    "normalize_options",
+]
 
 
 def __getattr__(name):

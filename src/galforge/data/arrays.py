@@ -65,9 +65,20 @@ def _array_images(path, arr, layout, bands, units, extra_cols, limit) -> Iterato
     n = 1 if lay in ("HW", "HWC", "CHW") else int(arr.shape[0])
     if limit is not None:
         n = min(n, int(limit))
-    c = {"HW": 1, "NHW": 1, "HWC": arr.shape[-1], "NHWC": arr.shape[-1], "CHW": arr.shape[0], "NCHW": arr.shape[1]}[lay]
+    c = {
+        "HW": 1,
+        "NHW": 1,
+        "HWC": arr.shape[-1],
+        "NHWC": arr.shape[-1],
+        "CHW": arr.shape[0],
+        "NCHW": arr.shape[1],
+    }[lay]
     rgb = np.dtype(arr.dtype) in (np.uint8, np.uint16) and int(c) == 3
-    names = tuple(bands) if bands is not None and len(bands) == int(c) else default_bands(int(c), rgb=rgb)
+    names = (
+        tuple(bands)
+        if bands is not None and len(bands) == int(c)
+        else default_bands(int(c), rgb=rgb)
+    )
     chunk = 256
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -187,7 +198,12 @@ def read_numpy(path, *, dataset=None, layout=None, limit=None) -> Iterator[RawIm
             lay0 = infer_layout(arr.shape, layout)
             n0 = arr.shape[0] if lay0.startswith("N") else 1
             for k in keys:
-                if k not in (dataset, "bands", "units") and z[k].ndim == 1 and z[k].shape[0] == n0 and n0 > 1:
+                if (
+                    k not in (dataset, "bands", "units")
+                    and z[k].ndim == 1
+                    and z[k].shape[0] == n0
+                    and n0 > 1
+                ):
                     extra[k] = z[k]
     except DataError:
         raise

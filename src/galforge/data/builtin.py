@@ -57,8 +57,26 @@ _DEFAULT_COLOURS = {
 }
 
 _TRUTH_KEYS = (
-    "id", "x", "y", "flux", "flux_stamp", "ref_band", "hlr", "hlr_pix", "hlr_bulge", "hlr_disk", "q",
-    "ellipticity", "pa_deg", "e1", "e2", "g1", "g2", "sersic_n", "bulge_frac", "snr",
+    "id",
+    "x",
+    "y",
+    "flux",
+    "flux_stamp",
+    "ref_band",
+    "hlr",
+    "hlr_pix",
+    "hlr_bulge",
+    "hlr_disk",
+    "q",
+    "ellipticity",
+    "pa_deg",
+    "e1",
+    "e2",
+    "g1",
+    "g2",
+    "sersic_n",
+    "bulge_frac",
+    "snr",
     "noise_sigma",
 )
 
@@ -82,7 +100,9 @@ def _as_range(value, name: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"galsim_galaxies: {name} must be a number or (low, high), got {value!r}") from exc
+        raise ConfigError(
+            f"galsim_galaxies: {name} must be a number or (low, high), got {value!r}"
+        ) from exc
     if hi < lo:
         raise ConfigError(f"galsim_galaxies: {name} range ({lo}, {hi}) has low > high")
     return lo, hi
@@ -115,9 +135,11 @@ def composite_hlr_factor(bulge_frac: float, size_ratio: float, bulge_n: float) -
     bb, bd = _sersic_b(bulge_n), _sersic_b(1.0)
 
     def f(x):
-        return bulge_frac * _enclosed(bulge_n, bb, x / size_ratio) + (1 - bulge_frac) * _enclosed(
-            1.0, bd, x
-        ) - 0.5
+        return (
+            bulge_frac * _enclosed(bulge_n, bb, x / size_ratio)
+            + (1 - bulge_frac) * _enclosed(1.0, bd, x)
+            - 0.5
+        )
 
     lo, hi = min(size_ratio, 1.0), max(size_ratio, 1.0)
     return float(brentq(f, lo, hi, xtol=1e-10))
@@ -232,19 +254,27 @@ def galsim_galaxies(
         raise ConfigError("galsim_galaxies: bands must name at least one band")
     noise = "none" if noise is None else str(noise).lower()
     if noise not in ("gaussian", "correlated", "none"):
-        raise ConfigError(f"galsim_galaxies: noise must be gaussian, correlated or none, got {noise!r}")
+        raise ConfigError(
+            f"galsim_galaxies: noise must be gaussian, correlated or none, got {noise!r}"
+        )
     psf_kind = str(psf).lower()
     if psf_kind not in ("moffat", "gaussian"):
         raise ConfigError(f"galsim_galaxies: psf must be moffat or gaussian, got {psf!r}")
 
     flux_r, hlr_r, q_r = _as_range(flux, "flux"), _as_range(hlr, "hlr"), _as_range(q, "q")
-    bf_r, snr_r, n_r = _as_range(bulge_frac, "bulge_frac"), _as_range(snr, "snr"), _as_range(bulge_n, "bulge_n")
+    bf_r, snr_r, n_r = (
+        _as_range(bulge_frac, "bulge_frac"),
+        _as_range(snr, "snr"),
+        _as_range(bulge_n, "bulge_n"),
+    )
     if not (0 < q_r[0] <= q_r[1] <= 1):
         raise ConfigError(f"galsim_galaxies: q must lie in (0, 1], got {q}")
     if not (0 <= bf_r[0] <= bf_r[1] <= 1):
         raise ConfigError(f"galsim_galaxies: bulge_frac must lie in [0, 1], got {bulge_frac}")
     if not (0.3 <= n_r[0] <= n_r[1] <= 6.2):
-        raise ConfigError(f"galsim_galaxies: bulge_n must lie in [0.3, 6.2] (GalSim), got {bulge_n}")
+        raise ConfigError(
+            f"galsim_galaxies: bulge_n must lie in [0.3, 6.2] (GalSim), got {bulge_n}"
+        )
     if flux_r[0] <= 0 or snr_r[0] <= 0 or hlr_r[0] <= 0:
         raise ConfigError("galsim_galaxies: flux, snr and hlr must be positive")
 
@@ -274,8 +304,10 @@ def galsim_galaxies(
         bf = float(rng.uniform(*bf_r))
         sn = float(rng.uniform(*n_r))
         snr_i = float(np.exp(rng.uniform(np.log(snr_r[0]), np.log(snr_r[1]))))
-        dx, dy = (rng.uniform(-max_offset, max_offset, size=2) if max_offset > 0 else (0.0, 0.0))
-        scatter = rng.normal(0.0, color_scatter, size=(nb, 2)) if color_scatter > 0 else np.zeros((nb, 2))
+        dx, dy = rng.uniform(-max_offset, max_offset, size=2) if max_offset > 0 else (0.0, 0.0)
+        scatter = (
+            rng.normal(0.0, color_scatter, size=(nb, 2)) if color_scatter > 0 else np.zeros((nb, 2))
+        )
         scatter[ref] = 0.0
 
         key = (round(bf, 12), round(sn, 12))
@@ -288,7 +320,9 @@ def galsim_galaxies(
         disk = galsim.Exponential(half_light_radius=r_disk, flux=1.0, gsparams=gsp).shear(shear)
         comps = [galsim.Convolve(disk, psf_obj)]
         if bf > 0:
-            bulge = galsim.Sersic(n=sn, half_light_radius=r_bulge, flux=1.0, gsparams=gsp).shear(shear)
+            bulge = galsim.Sersic(n=sn, half_light_radius=r_bulge, flux=1.0, gsparams=gsp).shear(
+                shear
+            )
             comps.append(galsim.Convolve(bulge, psf_obj))
         drawn = []
         for c in comps:
@@ -424,20 +458,34 @@ def sparse_fields(
         raise ConfigError(f"builtin:sparse: threshold must be > 0 counts, got {threshold}")
     c_lo, c_hi = _as_range(count, "count")
     if c_lo < 0 or not float(c_lo).is_integer() or not float(c_hi).is_integer():
-        raise ConfigError(f"builtin:sparse: count must be a whole number >= 0 or a range "
-                          f"LOW,HIGH of them, got {count}")
+        raise ConfigError(
+            f"builtin:sparse: count must be a whole number >= 0 or a range "
+            f"LOW,HIGH of them, got {count}"
+        )
     rng = np.random.default_rng([int(seed), 7])
     counts = rng.integers(int(c_lo), int(c_hi) + 1, size=n)
     total = int(counts.sum())
     images = np.zeros((n, 1, size, size), dtype=np.float32)
     truth: list[dict] = []
-    meta: list[dict] = [{"id": i, "index": i, "n_galaxies": int(counts[i]), "galaxies": []}
-                        for i in range(n)]
+    meta: list[dict] = [
+        {"id": i, "index": i, "n_galaxies": int(counts[i]), "galaxies": []} for i in range(n)
+    ]
     if total:
         stamps, gal = galsim_galaxies(
-            total, size=stamp, bands=("r",), seed=seed, pixel_scale=pixel_scale,
-            psf_fwhm=psf_fwhm, noise="none", flux=flux, hlr=hlr, q=q, bulge_frac=(0.0, 0.4),
-            max_offset=0.5, color_scatter=0.0)
+            total,
+            size=stamp,
+            bands=("r",),
+            seed=seed,
+            pixel_scale=pixel_scale,
+            psf_fwhm=psf_fwhm,
+            noise="none",
+            flux=flux,
+            hlr=hlr,
+            q=q,
+            bulge_frac=(0.0, 0.4),
+            max_offset=0.5,
+            color_scatter=0.0,
+        )
         k = 0
         for i in range(n):
             field = images[i, 0]
@@ -457,7 +505,7 @@ def sparse_fields(
                 y0 += int(y0 + g["y"] < 0)
                 fy0, fx0 = max(y0, 0), max(x0, 0)
                 fy1, fx1 = min(y0 + stamp, size), min(x0 + stamp, size)
-                part = cut[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+                part = cut[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
                 field[fy0:fy1, fx0:fx1] += part
                 t = {
                     "image": i,
@@ -475,7 +523,7 @@ def sparse_fields(
                 }
                 truth.append(t)
                 meta[i]["galaxies"].append({k2: v for k2, v in t.items() if k2 != "image"})
-    count_text = (f"{int(c_lo)}" if c_lo == c_hi else f"{int(c_lo)},{int(c_hi)}")
+    count_text = f"{int(c_lo)}" if c_lo == c_hi else f"{int(c_lo)},{int(c_hi)}"
     spec = f"builtin:sparse?n={n}&size={size}&count={count_text}&seed={seed}"
     iset = ImageSet(
         images=images,
@@ -484,8 +532,12 @@ def sparse_fields(
         units="counts",
         report=ReadReport(n_read=n),
         source=spec,
-        extra={"pixel_scale": pixel_scale, "psf_fwhm": psf_fwhm, "background": 0.0,
-               "threshold": float(threshold)},
+        extra={
+            "pixel_scale": pixel_scale,
+            "psf_fwhm": psf_fwhm,
+            "background": 0.0,
+            "threshold": float(threshold),
+        },
     )
     return iset, truth
 
@@ -655,8 +707,12 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, params
 
 
-_FUNCS = {"galsim": "galsim_galaxies", "hdf": "hdf_field", "hdf-stamps": "hdf_stamps",
-          "sparse": "sparse_fields"}
+_FUNCS = {
+    "galsim": "galsim_galaxies",
+    "hdf": "hdf_field",
+    "hdf-stamps": "hdf_stamps",
+    "sparse": "sparse_fields",
+}
 
 
 def _check_params(name: str, params: dict, spec: str) -> None:
@@ -681,31 +737,36 @@ def _check_params(name: str, params: dict, spec: str) -> None:
             continue
         if ann.startswith("int") or (isinstance(default, int) and not isinstance(default, bool)):
             ok = (isinstance(value, int) and not isinstance(value, bool)) or (
-                isinstance(value, float) and value.is_integer())
+                isinstance(value, float) and value.is_integer()
+            )
             kind = "a whole number"
         elif ann.startswith("float") or isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
             kind = "a number"
-        elif isinstance(default, tuple) and default and all(
-                isinstance(v, (int, float)) for v in default):
+        elif (
+            isinstance(default, tuple)
+            and default
+            and all(isinstance(v, (int, float)) for v in default)
+        ):
             values = value if isinstance(value, tuple) else (value,)
             ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
             kind = "a number or a range LOW,HIGH"
         else:
             continue
         if not ok:
-            raise ConfigError(
-                f"builtin:{name}: {key}={value!r} in {spec!r} must be {kind}"
-            )
+            raise ConfigError(f"builtin:{name}: {key}={value!r} in {spec!r} must be {kind}")
         low, high, why = _RANGES.get(key, (None, None, ""))
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and (
-                    (low is not None and v < low) or (high is not None and v > high)
-                    or v != v):
-                bounds = (f"between {low} and {high}" if high is not None else f">= {low}")
-                raise ConfigError(f"builtin:{name}: {key}={value!r} in {spec!r} must be "
-                                  f"{bounds}{why}")
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and ((low is not None and v < low) or (high is not None and v > high) or v != v)
+            ):
+                bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise ConfigError(
+                    f"builtin:{name}: {key}={value!r} in {spec!r} must be {bounds}{why}"
+                )
 
 
 # ranges of the numeric spec parameters (low, high, why); others are checked by their maker
@@ -744,17 +805,36 @@ def describe_spec(spec: str) -> dict:
         }
     if name == "sparse":
         size = int(p.get("size", 1000))
-        return {"kind": "builtin", "name": name, "count": int(p.get("n", 16)),
-                "shape": [1, size, size], "bands": ["r"], "units": "counts",
-                "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}}
+        return {
+            "kind": "builtin",
+            "name": name,
+            "count": int(p.get("n", 16)),
+            "shape": [1, size, size],
+            "bands": ["r"],
+            "units": "counts",
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+        }
     if name == "hdf":
-        return {"kind": "builtin", "name": name, "count": 1, "shape": [3, 872, 1000],
-                "bands": ["R", "G", "B"], "units": "8-bit level", "params": {}}
+        return {
+            "kind": "builtin",
+            "name": name,
+            "count": 1,
+            "shape": [3, 872, 1000],
+            "bands": ["R", "G", "B"],
+            "units": "8-bit level",
+            "params": {},
+        }
     size = int(p.get("size", 64))
     count = len(from_spec(spec))  # detection on the bundled field takes about a second
-    return {"kind": "builtin", "name": name, "count": count, "shape": [3, size, size],
-            "bands": ["R", "G", "B"], "units": "8-bit level",
-            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()}}
+    return {
+        "kind": "builtin",
+        "name": name,
+        "count": count,
+        "shape": [3, size, size],
+        "bands": ["R", "G", "B"],
+        "units": "8-bit level",
+        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
+    }
 
 
 def from_spec(spec: str) -> ImageSet:

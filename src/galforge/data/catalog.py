@@ -21,7 +21,19 @@ from galforge.errors import ConfigError, DataError
 
 _OPS = ("==", "!=", ">=", "<=", ">", "<", "=")
 _COND_RX = re.compile(r"^\s*([^<>=!\s]+)\s*(==|!=|>=|<=|>|<|=)\s*(.*?)\s*$")
-_ID_GUESSES = ("id", "ID", "Id", "objid", "OBJID", "dr7objid", "DR7OBJID", "asset_id", "GalaxyID", "name", "NAME")
+_ID_GUESSES = (
+    "id",
+    "ID",
+    "Id",
+    "objid",
+    "OBJID",
+    "dr7objid",
+    "DR7OBJID",
+    "asset_id",
+    "GalaxyID",
+    "name",
+    "NAME",
+)
 
 
 def _num(text):
@@ -140,7 +152,9 @@ def _require_column(col: str, columns: list[str], path, what: str) -> None:
         )
 
 
-def select_rows(rows: list[dict], columns: list[str], conditions: list[Condition], path) -> list[dict]:
+def select_rows(
+    rows: list[dict], columns: list[str], conditions: list[Condition], path
+) -> list[dict]:
     """Rows for which every condition holds (missing column → ConfigError naming it)."""
     for c in conditions:
         _require_column(c.column, columns, path, f"used in --where {str(c)!r}")
@@ -160,7 +174,9 @@ def guess_id_column(columns: list[str], path) -> str:
 def _guess_template(files: list[Path]) -> str:
     from collections import Counter
 
-    exts = Counter("".join(p.suffixes[-2:]) if p.name.lower().endswith(".gz") else p.suffix for p in files)
+    exts = Counter(
+        "".join(p.suffixes[-2:]) if p.name.lower().endswith(".gz") else p.suffix for p in files
+    )
     return "{id}" + exts.most_common(1)[0][0]
 
 
@@ -183,8 +199,18 @@ def _value(text: str):
     return int(v) if v.is_integer() and re.fullmatch(r"[-+]?\d+", text) and abs(v) < 2**53 else v
 
 
-def match_catalog(folder, catalog, *, where=None, id_column=None, template=None, bands=None,
-                  catalog_columns=None, report: ReadReport | None = None, recursive=False):
+def match_catalog(
+    folder,
+    catalog,
+    *,
+    where=None,
+    id_column=None,
+    template=None,
+    bands=None,
+    catalog_columns=None,
+    report: ReadReport | None = None,
+    recursive=False,
+):
     """Select catalogue rows and find their files in ``folder``.
 
     Returns ``(items, summary)``: the readable items (one per matched row) and a JSON-safe
@@ -254,7 +280,9 @@ def match_catalog(folder, catalog, *, where=None, id_column=None, template=None,
         if band_list is None:
             items.append(Item(key=rid, paths=[by_name[names[0]]], meta=meta))
         else:
-            items.append(Item(key=rid, paths=[by_name[n] for n in names], band_names=band_list, meta=meta))
+            items.append(
+                Item(key=rid, paths=[by_name[n] for n in names], band_names=band_list, meta=meta)
+            )
     unmatched_files = sorted((n for n in by_name if n not in expected_all), key=str)
     summary = {
         "path": str(catalog),

@@ -69,9 +69,8 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
     from galforge.data.normalize import Normalizer, default_stretch
 
     with atomic_file(out / "images.npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                        shape=iset.images.shape)
-        reserve_space(tmp)   # a full disk now, not a crash half-way through the copy
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=iset.images.shape)
+        reserve_space(tmp)  # a full disk now, not a crash half-way through the copy
         step = 1024
         for i in range(0, len(iset), step):
             arr[i : i + step] = iset.images[i : i + step]
@@ -91,17 +90,23 @@ def _write_prepared(out: Path, iset, source, opts: dict, normalizer) -> Path:
     truth_keys = iset.extra.get("truth_keys")
     if truth_keys:
         truth_file = "truth.csv"
-        with (atomic_file(out / truth_file) as tmp,
-              open(tmp, "w", newline="", encoding="utf-8") as fh):
+        with (
+            atomic_file(out / truth_file) as tmp,
+            open(tmp, "w", newline="", encoding="utf-8") as fh,
+        ):
             w = csv.writer(fh)
             w.writerow(truth_keys)
             for m in iset.meta:
                 w.writerow(["" if m.get(k) is None else m.get(k) for k in truth_keys])
         from galforge.data.tables import write_ecsv
 
-        write_ecsv(out / "truth.ecsv", [{k: m.get(k) for k in truth_keys} for m in iset.meta],
-                   pixel_units=iset.units, units=iset.extra.get("truth_units"),
-                   meta={"source": str(source)})
+        write_ecsv(
+            out / "truth.ecsv",
+            [{k: m.get(k) for k in truth_keys} for m in iset.meta],
+            pixel_units=iset.units,
+            units=iset.extra.get("truth_units"),
+            meta={"source": str(source)},
+        )
 
     rep = iset.report.to_dict()
     manifest = {
@@ -164,10 +169,16 @@ def inspect(source, **options) -> dict:
     if path.is_dir() and is_prepared(path):
         man = read_manifest(path)
         return {
-            "kind": "prepared", "source": src, "count": man["count"],
-            "shapes": {"×".join(map(str, man["shape"])): man["count"]}, "shape": man["shape"],
-            "bands": man["bands"], "units": man["units"], "fingerprint": man["fingerprint"],
-            "skipped": man.get("skipped", []), "catalog": man.get("catalog"),
+            "kind": "prepared",
+            "source": src,
+            "count": man["count"],
+            "shapes": {"×".join(map(str, man["shape"])): man["count"]},
+            "shape": man["shape"],
+            "bands": man["bands"],
+            "units": man["units"],
+            "fingerprint": man["fingerprint"],
+            "skipped": man.get("skipped", []),
+            "catalog": man.get("catalog"),
             "galforge_version": man.get("galforge_version"),
         }
     from galforge.data import readers
@@ -178,21 +189,30 @@ def inspect(source, **options) -> dict:
             from galforge.data.catalog import match_catalog
 
             items, _ = match_catalog(
-                path, opts["catalog"], where=opts.get("where"), id_column=opts.get("id_column"),
-                template=opts.get("template"), bands=opts.get("bands"),
-                catalog_columns=opts.get("catalog_columns"), report=report,
+                path,
+                opts["catalog"],
+                where=opts.get("where"),
+                id_column=opts.get("id_column"),
+                template=opts.get("template"),
+                bands=opts.get("bands"),
+                catalog_columns=opts.get("catalog_columns"),
+                report=report,
                 recursive=bool(opts.get("recursive")),
             )
         else:
             files = readers.list_folder(path, report, recursive=bool(opts.get("recursive")))
             if opts.get("pattern"):
-                items = readers.pattern_items(files, path, opts["pattern"], opts.get("bands"), report)
+                items = readers.pattern_items(
+                    files, path, opts["pattern"], opts.get("bands"), report
+                )
             else:
                 items = [readers.Item(key=p.name, paths=[p]) for p in files]
         kind = "folder"
     else:
         if readers.file_kind(path) is None:
-            raise DataError(f"{path}: unsupported file type; supported: {', '.join(readers.SUPPORTED)}")
+            raise DataError(
+                f"{path}: unsupported file type; supported: {', '.join(readers.SUPPORTED)}"
+            )
         items = [readers.Item(key=path.name, paths=[path])]
         kind = "file"
     shapes: dict[str, int] = {}
@@ -235,13 +255,17 @@ def inspect(source, **options) -> dict:
             guess = readers.guess_band_pattern([p for it in items for p in it.paths])
         if guess:
             out["pattern_guess"] = guess
-            out["warning"] = (f"the files hold one band each ({', '.join(out['band_sets'])}); "
-                              f"they look like one file per band: pass --pattern '{guess}' to "
-                              "join them into multi-band images")
+            out["warning"] = (
+                f"the files hold one band each ({', '.join(out['band_sets'])}); "
+                f"they look like one file per band: pass --pattern '{guess}' to "
+                "join them into multi-band images"
+            )
         else:
-            out["warning"] = (f"the files hold different bands ({', '.join(out['band_sets'])}); "
-                              "join one file per band with --pattern '{id}_{band}.fits' or "
-                              "select bands with --bands")
+            out["warning"] = (
+                f"the files hold different bands ({', '.join(out['band_sets'])}); "
+                "join one file per band with --pattern '{id}_{band}.fits' or "
+                "select bands with --bands"
+            )
     if report.warnings:
         out["warnings"] = list(report.warnings)
     return out
@@ -276,7 +300,12 @@ def _peek_file(path: Path, opts, report):
         grey = mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16")
         sixteen = (hdr is not None and hdr[0] == 16) or mode.startswith("I;16")
         c = 1 if grey else 3
-        yield 1, (c, h, w), readers.default_bands(c, rgb=True), "16-bit level" if sixteen else "8-bit level"
+        yield (
+            1,
+            (c, h, w),
+            readers.default_bands(c, rgb=True),
+            "16-bit level" if sixteen else "8-bit level",
+        )
         return
     if kind == "npy":
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -316,4 +345,9 @@ def _peek_array(path, shape, dtype, opts):
     dims = dict(zip(lay, shape, strict=True))
     c = int(dims.get("C", 1))
     rgb = np.dtype(dtype) in (np.uint8, np.uint16) and c == 3
-    yield n, (c, int(dims["H"]), int(dims["W"])), readers.default_bands(c, rgb=rgb), readers._units_for_dtype(dtype)
+    yield (
+        n,
+        (c, int(dims["H"]), int(dims["W"])),
+        readers.default_bands(c, rgb=rgb),
+        readers._units_for_dtype(dtype),
+    )

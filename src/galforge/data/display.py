@@ -339,7 +339,9 @@ def lupton_rgb(
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        raise DataError(f"lupton_rgb: expected a C×H×W image, got shape {tuple(np.shape(image_chw))}")
+        raise DataError(
+            f"lupton_rgb: expected a C×H×W image, got shape {tuple(np.shape(image_chw))}"
+        )
     if stretch is None:
         stretch = fit_stretch(arr, bands, units, **options)
     return stretch.apply(arr)
@@ -362,16 +364,12 @@ def make_grid(
         raise DataError(f"make_grid: nrow must be at least 1, got {nrow}")
     ncol = min(ncol, n)
     rows = math.ceil(n / ncol)
-    grid = np.full(
-        (c, rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=arr.dtype
-    )
+    grid = np.full((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=arr.dtype)
     for k in range(n):
         r, col = divmod(k, ncol)
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         grid[:, y : y + h, x : x + w] = arr[k]
     return grid
-
-
 
 
 def save_grid(
@@ -443,8 +441,9 @@ def _as_nchw(images, path) -> np.ndarray:
     return arr
 
 
-def _grid_picture(arr: np.ndarray, stretch: DisplayStretch, nrow, title, pad: int,
-                  min_tile: int) -> Image.Image:
+def _grid_picture(
+    arr: np.ndarray, stretch: DisplayStretch, nrow, title, pad: int, min_tile: int
+) -> Image.Image:
     rgb = stretch.apply(arr).transpose(0, 3, 1, 2)  # N×3×H×W uint8
     factor = max(1, math.ceil(min_tile / max(1, min(arr.shape[2], arr.shape[3]))))
     if factor > 1:

@@ -48,7 +48,13 @@ def header_pixel_scale(header) -> float | None:
     ``CDELT``, in degrees) or a ``PIXSCALE``/``PIXSCAL1``/``SECPIX`` card; None without one."""
     ctype = str(header.get("CTYPE1", ""))
     celestial = "-" in ctype and ctype[:4].strip("-").upper() in (
-        "RA", "DEC", "GLON", "GLAT", "ELON", "ELAT")
+        "RA",
+        "DEC",
+        "GLON",
+        "GLAT",
+        "ELON",
+        "ELAT",
+    )
 
     def num(key):
         v = header.get(key)
@@ -150,22 +156,30 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
             if ax is None:
                 ax = 2 if (data.shape[0] > 16 and data.shape[2] <= 16) else 0
             if ax not in (0, 2, -1):
-                raise ConfigError(f"{path}: band_axis must be 0 (first) or -1 (last), got {band_axis}")
+                raise ConfigError(
+                    f"{path}: band_axis must be 0 (first) or -1 (last), got {band_axis}"
+                )
             chw = data if ax == 0 else np.moveaxis(data, -1, 0)
             bands = _cube_bands(header, chw.shape[0]) or _cube_bands(primary_header, chw.shape[0])
             bands = bands or default_bands(chw.shape[0])
         elif data.ndim == 4:
             # a stamp cube (galforge generate --format fits-cube): N galaxies x C bands x H x W
-            bands = _cube_bands(header, data.shape[1]) or _cube_bands(primary_header,
-                                                                      data.shape[1])
+            bands = _cube_bands(header, data.shape[1]) or _cube_bands(primary_header, data.shape[1])
             bands = bands or default_bands(data.shape[1])
             for k in range(data.shape[0]):
-                yield RawImage(np.ascontiguousarray(data[k]), tuple(bands), units_of(header),
-                               {**meta, "plane": k}, f"{path}[{k}]")
+                yield RawImage(
+                    np.ascontiguousarray(data[k]),
+                    tuple(bands),
+                    units_of(header),
+                    {**meta, "plane": k},
+                    f"{path}[{k}]",
+                )
             return
         else:
-            raise DataError(f"{path}: FITS data of {data.ndim} dimensions {data.shape}; "
-                            "expected 2-D, 3-D or a 4-D stamp cube")
+            raise DataError(
+                f"{path}: FITS data of {data.ndim} dimensions {data.shape}; "
+                "expected 2-D, 3-D or a 4-D stamp cube"
+            )
         yield RawImage(np.ascontiguousarray(chw), tuple(bands), units_of(header), meta, str(path))
         return
 
@@ -180,7 +194,11 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
     for i, name, header, _ in items:
         b = _header_band(header)
         named.append(bool(b) or band_sort_key(name or "")[0] < 2)
-        if not b and name and name.upper() not in ("PRIMARY", "SCI", "IMAGE", "COMPRESSED_IMAGE", ""):
+        if (
+            not b
+            and name
+            and name.upper() not in ("PRIMARY", "SCI", "IMAGE", "COMPRESSED_IMAGE", "")
+        ):
             b = name
         bands.append(b or f"band{i}")
     if len(set(bands)) != len(bands):
@@ -197,18 +215,36 @@ def read_fits(path, *, hdu=None, band_axis=None) -> Iterator[RawImage]:
             f"{tuple(bands)}, but they do not look like filters (no FILTER/BAND card, not a "
             "filter name); read one with --hdu, or name them with --bands if they are bands"
         )
-    yield RawImage(np.ascontiguousarray(chw), tuple(bands), units_of(items[0][2]), meta,
-                   str(path), warnings=warned)
+    yield RawImage(
+        np.ascontiguousarray(chw),
+        tuple(bands),
+        units_of(items[0][2]),
+        meta,
+        str(path),
+        warnings=warned,
+    )
 
 
 # Roles of the image extensions of a science + mask + variance file (HSC/LSST ``IMAGE``,
 # ``MASK``, ``VARIANCE``; HST ``SCI``, ``ERR``, ``DQ``, ``WHT``), by EXTTYPE, else EXTNAME.
 _ROLES = {
-    "IMAGE": "science", "SCI": "science", "SCIENCE": "science",
-    "MASK": "mask", "DQ": "mask", "BPM": "mask", "FLAGS": "mask",
-    "VARIANCE": "variance", "VAR": "variance",
-    "ERR": "error", "SIGMA": "error", "RMS": "error", "NOISE": "error",
-    "WHT": "weight", "WEIGHT": "weight", "IVAR": "weight", "INVVAR": "weight",
+    "IMAGE": "science",
+    "SCI": "science",
+    "SCIENCE": "science",
+    "MASK": "mask",
+    "DQ": "mask",
+    "BPM": "mask",
+    "FLAGS": "mask",
+    "VARIANCE": "variance",
+    "VAR": "variance",
+    "ERR": "error",
+    "SIGMA": "error",
+    "RMS": "error",
+    "NOISE": "error",
+    "WHT": "weight",
+    "WEIGHT": "weight",
+    "IVAR": "weight",
+    "INVVAR": "weight",
 }
 #: Mask planes (LSST/HSC ``MP_<NAME>`` bit cards) whose pixels carry no usable value.
 BAD_MASK_PLANES = ("BAD", "SAT", "CR", "NO_DATA", "SUSPECT", "UNMASKEDNAN")
@@ -233,8 +269,11 @@ def bad_pixels(mask: np.ndarray, header) -> tuple[np.ndarray, list[str]]:
     if mask.dtype.kind == "f":
         mask = np.where(np.isfinite(mask), mask, 1).astype(np.int64)
     mask = mask.astype(np.int64)
-    planes = {k[3:]: int(v) for k, v in header.items()
-              if k.startswith("MP_") and isinstance(v, int) and not isinstance(v, bool)}
+    planes = {
+        k[3:]: int(v)
+        for k, v in header.items()
+        if k.startswith("MP_") and isinstance(v, int) and not isinstance(v, bool)
+    }
     if not planes:
         return mask != 0, ["any non-zero value"]
     used = [name for name in BAD_MASK_PLANES if name in planes]
@@ -278,8 +317,7 @@ def _science_with_planes(path, items, roles, meta, primary_header, units_of) -> 
         weight = np.where(np.isfinite(var) & (var > 0), 1.0 / np.where(var > 0, var, 1.0), 0.0)
     elif "error" in by_role:
         err = np.asarray(by_role["error"][0][3], dtype=np.float64)
-        weight = np.where(np.isfinite(err) & (err > 0), 1.0 / np.where(err > 0, err, 1.0) ** 2,
-                          0.0)
+        weight = np.where(np.isfinite(err) & (err > 0), 1.0 / np.where(err > 0, err, 1.0) ** 2, 0.0)
     elif "weight" in by_role:
         wht = np.asarray(by_role["weight"][0][3], dtype=np.float64)
         weight = np.where(np.isfinite(wht) & (wht > 0), wht, 0.0)
@@ -301,10 +339,15 @@ def _science_with_planes(path, items, roles, meta, primary_header, units_of) -> 
     warned = []
     if "other" in by_role:
         names = ", ".join(str(n or j) for j, n, _, _ in by_role["other"])
-        warned.append(f"{path}: extensions {names} are not science, mask or variance planes "
-                      "and were not read")
+        warned.append(
+            f"{path}: extensions {names} are not science, mask or variance planes and were not read"
+        )
     return RawImage(
-        np.ascontiguousarray(data[None]), (band,) if band else default_bands(1), units, meta,
-        str(path), weight=None if weight is None else weight[None].astype(np.float32),
+        np.ascontiguousarray(data[None]),
+        (band,) if band else default_bands(1),
+        units,
+        meta,
+        str(path),
+        weight=None if weight is None else weight[None].astype(np.float32),
         warnings=warned,
     )

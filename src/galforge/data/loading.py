@@ -25,9 +25,25 @@ _OPTION_ALIASES = {
 }
 
 KNOWN_OPTIONS = (
-    "catalog", "where", "id_column", "template", "catalog_columns", "nan_policy", "bands",
-    "pattern", "dataset", "hdu", "band_axis", "layout", "crop", "size", "resize_method",
-    "limit", "recursive", "strict", "progress",
+    "catalog",
+    "where",
+    "id_column",
+    "template",
+    "catalog_columns",
+    "nan_policy",
+    "bands",
+    "pattern",
+    "dataset",
+    "hdu",
+    "band_axis",
+    "layout",
+    "crop",
+    "size",
+    "resize_method",
+    "limit",
+    "recursive",
+    "strict",
+    "progress",
 )
 
 
@@ -41,7 +57,9 @@ def normalize_options(options: dict) -> dict:
             raise ConfigError(
                 f"unknown data option {k!r}; known options: {', '.join(KNOWN_OPTIONS)}"
             )
-        if v is None or (isinstance(v, (list, tuple)) and len(v) == 0 and key in ("where", "bands")):
+        if v is None or (
+            isinstance(v, (list, tuple)) and len(v) == 0 and key in ("where", "bands")
+        ):
             continue
         out[key] = v
     if isinstance(out.get("where"), str):
@@ -50,7 +68,9 @@ def normalize_options(options: dict) -> dict:
         try:
             out["size"] = int(out["size"])
         except ValueError as exc:
-            raise ConfigError(f"size/resize must be an integer number of pixels, got {out['size']!r}") from exc
+            raise ConfigError(
+                f"size/resize must be an integer number of pixels, got {out['size']!r}"
+            ) from exc
     if "crop" in out:
         from galforge.data.transforms import parse_crop
 
@@ -60,8 +80,9 @@ def normalize_options(options: dict) -> dict:
         if out["limit"] < 1:
             raise ConfigError(f"limit must be >= 1, got {out['limit']}")
     if out.get("nan_policy", "fill") not in ("fill", "reject"):
-        raise ConfigError(f"nan_policy (--nan-policy) must be fill or reject, got "
-                          f"{out['nan_policy']!r}")
+        raise ConfigError(
+            f"nan_policy (--nan-policy) must be fill or reject, got {out['nan_policy']!r}"
+        )
     return out
 
 
@@ -129,7 +150,16 @@ def _post_process(iset: ImageSet, opts: dict) -> ImageSet:
     from galforge.data import transforms
     from galforge.data.readers import _crop, select_bands
 
-    ignored = ("limit", "crop", "size", "resize_method", "bands", "nan_policy", "strict", "progress")
+    ignored = (
+        "limit",
+        "crop",
+        "size",
+        "resize_method",
+        "bands",
+        "nan_policy",
+        "strict",
+        "progress",
+    )
     unsupported = [k for k in opts if k not in ignored]
     if unsupported:
         raise ConfigError(
@@ -149,11 +179,16 @@ def _post_process(iset: ImageSet, opts: dict) -> ImageSet:
         imgs = transforms.resize(np.asarray(imgs), opts["size"], method)
         changed = True
         if imgs.shape[-2:] != (hc, wc):
-            extra["resize"] = {"images": int(imgs.shape[0]), "from": {f"{hc}×{wc}": int(imgs.shape[0])},
-                               "to": list(imgs.shape[-2:]), "method": method}
+            extra["resize"] = {
+                "images": int(imgs.shape[0]),
+                "from": {f"{hc}×{wc}": int(imgs.shape[0])},
+                "to": list(imgs.shape[-2:]),
+                "method": method,
+            }
             if isinstance(extra.get("pixel_scale"), (int, float)):
                 extra["pixel_scale"] = float(extra["pixel_scale"]) * float(
-                    np.sqrt(hc * wc / (imgs.shape[-2] * imgs.shape[-1])))
+                    np.sqrt(hc * wc / (imgs.shape[-2] * imgs.shape[-1]))
+                )
     if changed:
         iset = iset.with_images(imgs)
         iset.extra = extra

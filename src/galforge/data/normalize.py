@@ -42,7 +42,7 @@ def _blockwise(fn, arr: np.ndarray) -> np.ndarray:
     out = np.empty(arr.shape, np.float32)
     step = max(1, _BLOCK_VALUES // per_image)
     for a in range(0, len(arr), step):
-        out[a:a + step] = fn(arr[a:a + step])
+        out[a : a + step] = fn(arr[a : a + step])
     return out
 
 
@@ -75,8 +75,18 @@ class Normalizer:
     ``N×C×H×W`` or ``C×H×W`` and return the same type (float32 for numpy).
     """
 
-    def __init__(self, *, lo, hi, target=(-1.0, 1.0), stretch="linear", offset=None,
-                 softening=None, clip_percentile=99.99, clip_low_percentile=None):
+    def __init__(
+        self,
+        *,
+        lo,
+        hi,
+        target=(-1.0, 1.0),
+        stretch="linear",
+        offset=None,
+        softening=None,
+        clip_percentile=99.99,
+        clip_low_percentile=None,
+    ):
         self.lo = np.asarray(lo, dtype=np.float64).reshape(-1)
         self.hi = np.asarray(hi, dtype=np.float64).reshape(-1)
         c = self.lo.size
@@ -88,11 +98,17 @@ class Normalizer:
             raise ConfigError(f"Normalizer stretch must be 'linear' or 'asinh', got {stretch!r}")
         t0, t1 = (float(t) for t in target)
         if not t1 > t0:
-            raise ConfigError(f"Normalizer target must be (low, high) with high > low, got {target}")
+            raise ConfigError(
+                f"Normalizer target must be (low, high) with high > low, got {target}"
+            )
         self.target = (t0, t1)
         self.stretch = stretch
-        self.offset = np.zeros(c) if offset is None else np.asarray(offset, dtype=np.float64).reshape(-1)
-        self.softening = np.ones(c) if softening is None else np.asarray(softening, dtype=np.float64).reshape(-1)
+        self.offset = (
+            np.zeros(c) if offset is None else np.asarray(offset, dtype=np.float64).reshape(-1)
+        )
+        self.softening = (
+            np.ones(c) if softening is None else np.asarray(softening, dtype=np.float64).reshape(-1)
+        )
         if np.any(self.softening <= 0):
             raise ConfigError("Normalizer: asinh softening must be positive")
         self.clip_percentile = float(clip_percentile) if clip_percentile is not None else None
@@ -106,8 +122,16 @@ class Normalizer:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, images, *, clip_percentile=99.99, stretch="linear", asinh_softening=None,
-            target=(-1.0, 1.0), clip_low_percentile=None) -> Normalizer:
+    def fit(
+        cls,
+        images,
+        *,
+        clip_percentile=99.99,
+        stretch="linear",
+        asinh_softening=None,
+        target=(-1.0, 1.0),
+        clip_low_percentile=None,
+    ) -> Normalizer:
         """Fit on ``images`` (N×C×H×W or C×H×W, numpy or torch).
 
         ``clip_percentile`` sets each channel's upper clip (99.99 by default; 100 = the
@@ -126,7 +150,11 @@ class Normalizer:
             clip_percentile = 100.0
         if not 50 < float(clip_percentile) <= 100:
             raise ConfigError(f"clip_percentile must be in (50, 100], got {clip_percentile}")
-        low_p = 100.0 - float(clip_percentile) if clip_low_percentile is None else float(clip_low_percentile)
+        low_p = (
+            100.0 - float(clip_percentile)
+            if clip_low_percentile is None
+            else float(clip_low_percentile)
+        )
         lo, hi, med, soft = [], [], [], []
         for ch in range(c):
             v = _channel_values(arr, ch)
@@ -144,8 +172,16 @@ class Normalizer:
             soft = np.broadcast_to(s, (c,)).copy() if s.size in (1, c) else None
             if soft is None:
                 raise ConfigError(f"asinh_softening needs 1 or {c} values")
-        return cls(lo=lo, hi=hi, target=target, stretch=stretch, offset=med, softening=soft,
-                   clip_percentile=clip_percentile, clip_low_percentile=clip_low_percentile)
+        return cls(
+            lo=lo,
+            hi=hi,
+            target=target,
+            stretch=stretch,
+            offset=med,
+            softening=soft,
+            clip_percentile=clip_percentile,
+            clip_low_percentile=clip_low_percentile,
+        )
 
     @property
     def channels(self) -> int:
@@ -174,8 +210,11 @@ class Normalizer:
 
         dt = x.dtype if x.is_floating_point() else torch.float32
         return {
-            k: torch.as_tensor(getattr(self, k), dtype=torch.float64 if dt == torch.float64 else dt,
-                               device=x.device).reshape(shape)
+            k: torch.as_tensor(
+                getattr(self, k),
+                dtype=torch.float64 if dt == torch.float64 else dt,
+                device=x.device,
+            ).reshape(shape)
             for k in names
         }
 
@@ -253,9 +292,13 @@ class Normalizer:
             raise ConfigError(f"not a galforge Normalizer description: {str(d)[:120]}")
         try:
             return cls(
-                lo=d["lo"], hi=d["hi"], target=tuple(d.get("target", (-1.0, 1.0))),
-                stretch=d.get("stretch", "linear"), offset=d.get("offset"),
-                softening=d.get("softening"), clip_percentile=d.get("clip_percentile"),
+                lo=d["lo"],
+                hi=d["hi"],
+                target=tuple(d.get("target", (-1.0, 1.0))),
+                stretch=d.get("stretch", "linear"),
+                offset=d.get("offset"),
+                softening=d.get("softening"),
+                clip_percentile=d.get("clip_percentile"),
                 clip_low_percentile=d.get("clip_low_percentile"),
             )
         except KeyError as exc:

@@ -38,8 +38,9 @@ def decode_png16(path) -> np.ndarray:
     try:
         width, height, rows, info = png.Reader(filename=str(path)).read()
         if info["bitdepth"] != 16:
-            raise DataError(f"{path}: decode_png16 needs a 16-bit PNG, this one has "
-                            f"{info['bitdepth']} bits")
+            raise DataError(
+                f"{path}: decode_png16 needs a 16-bit PNG, this one has {info['bitdepth']} bits"
+            )
         samples = int(info["planes"])
         out = np.empty((height, width * samples), dtype=np.uint16)
         for y, row in enumerate(rows):

@@ -38,7 +38,9 @@ def read_manifest(path) -> dict:
     try:
         man = json.loads(mf.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"{mf}: unreadable manifest ({exc}); run galforge data prepare again") from exc
+        raise DataError(
+            f"{mf}: unreadable manifest ({exc}); run galforge data prepare again"
+        ) from exc
     if man.get("format") != FORMAT:
         raise DataError(f"{mf}: not a galforge prepared data set manifest")
     return man
@@ -52,14 +54,18 @@ def load_prepared(path, mmap: bool = True) -> ImageSet:
     try:
         images = np.load(img_path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{img_path}: cannot read the prepared images ({exc}); prepare again") from exc
+        raise DataError(
+            f"{img_path}: cannot read the prepared images ({exc}); prepare again"
+        ) from exc
     if images.dtype != np.float32 or images.ndim != 4 or list(images.shape[1:]) != man["shape"]:
         raise DataError(
             f"{img_path}: array {images.dtype} {images.shape} does not match the manifest "
             f"({man['count']}×{man['shape']}); prepare the data set again"
         )
     if images.shape[0] != man["count"]:
-        raise DataError(f"{img_path}: {images.shape[0]} images but the manifest says {man['count']}")
+        raise DataError(
+            f"{img_path}: {images.shape[0]} images but the manifest says {man['count']}"
+        )
     meta = []
     meta_path = p / man.get("files", {}).get("meta", "meta.jsonl")
     if meta_path.is_file():
@@ -77,10 +83,19 @@ def load_prepared(path, mmap: bool = True) -> ImageSet:
     )
     extra = dict(man.get("extra") or {})
     extra.pop("resize", None)  # done when the set was prepared, not when it is read back
-    extra["manifest"] = {k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man}
+    extra["manifest"] = {
+        k: man[k] for k in ("fingerprint", "normalizer", "galforge_version") if k in man
+    }
     if man.get("normalizer"):
         # The Normalizer fitted at prepare time (dict). Its target range is the one chosen at
         # prepare time ((-1, 1) by default): reuse it only for a model with that output range.
         extra["prepared_normalizer"] = man["normalizer"]
-    return ImageSet(images=images, bands=tuple(man["bands"]), meta=meta, units=man["units"],
-                    report=report, source=str(p), extra=extra)
+    return ImageSet(
+        images=images,
+        bands=tuple(man["bands"]),
+        meta=meta,
+        units=man["units"],
+        report=report,
+        source=str(p),
+        extra=extra,
+    )

@@ -66,8 +66,10 @@ def _parse_one(text: str, option: str) -> PSF:
             except ValueError:
                 eq = ""
             if not eq or key not in PARAMETRIC[kind]:
-                raise ConfigError(f"{option} {text!r}: {kind} takes "
-                                  f"{', '.join(k + '=NUMBER' for k in PARAMETRIC[kind])}")
+                raise ConfigError(
+                    f"{option} {text!r}: {kind} takes "
+                    f"{', '.join(k + '=NUMBER' for k in PARAMETRIC[kind])}"
+                )
         if "fwhm" not in values or not (math.isfinite(values["fwhm"]) and values["fwhm"] > 0):
             raise ConfigError(f"{option} {text!r}: give the FWHM in arcsec, e.g. {kind}:fwhm=0.7")
         if kind == "moffat":
@@ -78,11 +80,15 @@ def _parse_one(text: str, option: str) -> PSF:
     if text.lower().endswith((".fits", ".fit", ".fits.gz", ".fit.gz")):
         path = Path(text).expanduser()
         if not path.is_file():
-            raise ConfigError(f"{option} {text}: no such FITS file; give a PSF image or a "
-                              "parametric PSF such as moffat:fwhm=0.7")
+            raise ConfigError(
+                f"{option} {text}: no such FITS file; give a PSF image or a "
+                "parametric PSF such as moffat:fwhm=0.7"
+            )
         return PSF("image", (), str(path))
-    raise ConfigError(f"{option} {text!r}: write moffat:fwhm=ARCSEC[,beta=B], "
-                      "gaussian:fwhm=ARCSEC or a FITS image path")
+    raise ConfigError(
+        f"{option} {text!r}: write moffat:fwhm=ARCSEC[,beta=B], "
+        "gaussian:fwhm=ARCSEC or a FITS image path"
+    )
 
 
 def parse_psf(text, bands, option: str = "--psf") -> tuple[PSF, ...]:
@@ -91,8 +97,10 @@ def parse_psf(text, bands, option: str = "--psf") -> tuple[PSF, ...]:
     bands = tuple(str(b) for b in bands)
     if isinstance(text, (list, tuple)):
         if len(text) != len(bands):
-            raise ConfigError(f"{option}: {len(text)} PSFs for {len(bands)} bands "
-                              f"({', '.join(bands)}); give one, or one per band")
+            raise ConfigError(
+                f"{option}: {len(text)} PSFs for {len(bands)} bands "
+                f"({', '.join(bands)}); give one, or one per band"
+            )
         return tuple(_parse_one(str(t), option) for t in text)
     text = str(text or "").strip()
     if not text:
@@ -108,8 +116,10 @@ def parse_psf(text, bands, option: str = "--psf") -> tuple[PSF, ...]:
         elif len(parts) == 1:
             first = _parse_one(part, option)
         else:
-            raise ConfigError(f"{option} {part!r}: name the band, one of {', '.join(bands)} "
-                              "(e.g. r=moffat:fwhm=0.7)")
+            raise ConfigError(
+                f"{option} {part!r}: name the band, one of {', '.join(bands)} "
+                "(e.g. r=moffat:fwhm=0.7)"
+            )
     return tuple(named.get(b, first) for b in bands)
 
 
@@ -128,8 +138,13 @@ def data_psf(extra: dict | None) -> str | None:
 
 
 def _image_scale(header, fallback: float) -> float:
-    for key, factor in (("PIXSCALE", 1.0), ("PIXSCAL1", 1.0), ("SCALE", 1.0),
-                        ("CDELT1", 3600.0), ("CD1_1", 3600.0)):
+    for key, factor in (
+        ("PIXSCALE", 1.0),
+        ("PIXSCAL1", 1.0),
+        ("SCALE", 1.0),
+        ("CDELT1", 3600.0),
+        ("CD1_1", 3600.0),
+    ):
         value = header.get(key)
         if isinstance(value, (int, float)) and value != 0:
             return abs(float(value)) * factor
@@ -141,19 +156,29 @@ def _read_image(psf: PSF, band_index: int, n_bands: int, pixel_scale: float):
 
     try:
         with fits.open(psf.path, memmap=False) as hdul:
-            hdu = next((h for h in hdul if getattr(h, "data", None) is not None
-                        and np.ndim(h.data) in (2, 3)), None)
+            hdu = next(
+                (
+                    h
+                    for h in hdul
+                    if getattr(h, "data", None) is not None and np.ndim(h.data) in (2, 3)
+                ),
+                None,
+            )
             if hdu is None:
-                raise DataError(f"{psf.path}: no 2-D image or cube in the file; give a PSF "
-                                "image (one plane, or one per band)")
+                raise DataError(
+                    f"{psf.path}: no 2-D image or cube in the file; give a PSF "
+                    "image (one plane, or one per band)"
+                )
             data = np.asarray(hdu.data, dtype=np.float64)
             scale = _image_scale(hdu.header, pixel_scale)
     except OSError as exc:
         raise DataError(f"{psf.path}: not a readable FITS file ({exc}); give a PSF image") from None
     if data.ndim == 3:
         if data.shape[0] != n_bands:
-            raise DataError(f"{psf.path}: a cube of {data.shape[0]} PSF planes for {n_bands} "
-                            "bands; give one plane, or one per band")
+            raise DataError(
+                f"{psf.path}: a cube of {data.shape[0]} PSF planes for {n_bands} "
+                "bands; give one plane, or one per band"
+            )
         data = data[band_index]
     if not np.all(np.isfinite(data)) or not data.sum() > 0:
         raise DataError(f"{psf.path}: the PSF image must be finite with a positive sum")
@@ -189,8 +214,9 @@ def render_psf(psfs, pixel_scale: float, size: int, *, pixel: bool = True) -> np
     possible for an image PSF, which holds its pixel), each summing to one."""
 
     if not (isinstance(pixel_scale, (int, float)) and pixel_scale > 0):
-        raise ConfigError("the PSF needs the pixel scale of the images (data.pixel_scale, "
-                          "arcsec per pixel)")
+        raise ConfigError(
+            "the PSF needs the pixel scale of the images (data.pixel_scale, arcsec per pixel)"
+        )
     size = int(size)
     if size < 1 or size % 2 == 0:
         raise ConfigError(f"PSF kernel size {size} must be odd")
@@ -198,10 +224,16 @@ def render_psf(psfs, pixel_scale: float, size: int, *, pixel: bool = True) -> np
     for c, psf in enumerate(psfs):
         obj, effective = psf_object(psf, float(pixel_scale), c, len(psfs))
         if effective and not pixel:
-            raise ConfigError(f"{psf.describe()}: an image PSF holds the pixel response of its "
-                              "own pixels; it cannot be used on a finer grid (model.oversample)")
-        img = obj.drawImage(nx=size, ny=size, scale=float(pixel_scale),
-                            method="no_pixel" if effective or not pixel else "auto")
+            raise ConfigError(
+                f"{psf.describe()}: an image PSF holds the pixel response of its "
+                "own pixels; it cannot be used on a finer grid (model.oversample)"
+            )
+        img = obj.drawImage(
+            nx=size,
+            ny=size,
+            scale=float(pixel_scale),
+            method="no_pixel" if effective or not pixel else "auto",
+        )
         arr = np.asarray(img.array, dtype=np.float64)
         out[c] = arr / arr.sum()
     return out

@@ -59,7 +59,20 @@ def _read_pil(path: Path, hdr) -> tuple[np.ndarray, str]:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
-            if mode in ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+            if mode in (
+                "1",
+                "L",
+                "P",
+                "LA",
+                "PA",
+                "RGB",
+                "RGBA",
+                "CMYK",
+                "YCbCr",
+                "LAB",
+                "HSV",
+                "RGBX",
+            ):
                 if mode in ("1", "LA"):
                     im = im.convert("L")
                 elif mode in ("P", "PA"):
@@ -72,7 +85,9 @@ def _read_pil(path: Path, hdr) -> tuple[np.ndarray, str]:
                 return arr, "8-bit level"
             if mode.startswith("I;16") or mode == "I":
                 arr = np.asarray(im).astype(np.int64)
-                sixteen = mode.startswith("I;16") or (hdr is not None and hdr[0] == 16) or arr.max() > 255
+                sixteen = (
+                    mode.startswith("I;16") or (hdr is not None and hdr[0] == 16) or arr.max() > 255
+                )
                 return arr.astype(np.uint16 if sixteen else np.uint8), (
                     "16-bit level" if sixteen else "8-bit level"
                 )

@@ -22,8 +22,30 @@ LAYOUTS = ("HW", "HWC", "CHW", "NHW", "NHWC", "NCHW")
 
 # Wavelength order of common filter names, used to order bands found by a filename pattern.
 _BAND_ORDER = [
-    "FUV", "NUV", "u", "U", "B", "g", "G", "V", "r", "R", "i", "I", "z", "Z", "y", "Y",
-    "J", "H", "K", "Ks", "W1", "W2", "W3", "W4",
+    "FUV",
+    "NUV",
+    "u",
+    "U",
+    "B",
+    "g",
+    "G",
+    "V",
+    "r",
+    "R",
+    "i",
+    "I",
+    "z",
+    "Z",
+    "y",
+    "Y",
+    "J",
+    "H",
+    "K",
+    "Ks",
+    "W1",
+    "W2",
+    "W3",
+    "W4",
 ]
 
 

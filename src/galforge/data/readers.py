@@ -60,7 +60,9 @@ from galforge.data.rawimage import (  # noqa: F401
 from galforge.errors import ConfigError, DataError
 
 
-def read_file(path, *, dataset=None, hdu=None, band_axis=None, layout=None, limit=None) -> Iterator[RawImage]:
+def read_file(
+    path, *, dataset=None, hdu=None, band_axis=None, layout=None, limit=None
+) -> Iterator[RawImage]:
     """Yield the images of one file, chosen by its extension. Raises DataError for a file
     that cannot be read or has an unsupported extension."""
     path = Path(path)
@@ -73,9 +75,7 @@ def read_file(path, *, dataset=None, hdu=None, band_axis=None, layout=None, limi
         return read_hdf5(path, dataset=dataset, layout=layout, limit=limit)
     if kind in ("npy", "npz"):
         return read_numpy(path, dataset=dataset, layout=layout, limit=limit)
-    raise DataError(
-        f"{path}: unsupported file type; supported extensions: {', '.join(SUPPORTED)}"
-    )
+    raise DataError(f"{path}: unsupported file type; supported extensions: {', '.join(SUPPORTED)}")
 
 
 # ------------------------------------------------------------------------------ sources
@@ -110,7 +110,9 @@ class Item:
 
 def list_folder(folder: Path, report: ReadReport, recursive: bool = False) -> list[Path]:
     """Image files of a folder (natural order); other entries are recorded as skipped."""
-    entries = sorted(folder.rglob("*") if recursive else folder.iterdir(), key=lambda p: natural_key(str(p)))
+    entries = sorted(
+        folder.rglob("*") if recursive else folder.iterdir(), key=lambda p: natural_key(str(p))
+    )
     if not entries:
         raise DataError(f"{folder}: the folder is empty; point to a folder with images")
     files, others = [], []
@@ -145,8 +147,10 @@ def guess_band_pattern(files: list[Path]) -> str | None:
     """
     if len(files) < 2:
         return None
-    exts = {"".join(p.suffixes[-2:]) if p.name.lower().endswith((".gz", ".fz")) else p.suffix
-            for p in files}
+    exts = {
+        "".join(p.suffixes[-2:]) if p.name.lower().endswith((".gz", ".fz")) else p.suffix
+        for p in files
+    }
     if len(exts) != 1:
         return None
     ext = exts.pop()
@@ -167,12 +171,16 @@ def guess_band_pattern(files: list[Path]) -> str | None:
     return None
 
 
-def pattern_items(files: list[Path], folder: Path, pattern: str, bands, report: ReadReport) -> list[Item]:
+def pattern_items(
+    files: list[Path], folder: Path, pattern: str, bands, report: ReadReport
+) -> list[Item]:
     """Group one-file-per-band files by the ``{id}`` of ``pattern`` (needs ``{band}``)."""
     from galforge.data.builtin import parse_bands
 
     if "{band}" not in pattern:
-        raise ConfigError(f"pattern {pattern!r} must contain {{band}} (e.g. '{{id}}_{{band}}.fits')")
+        raise ConfigError(
+            f"pattern {pattern!r} must contain {{band}} (e.g. '{{id}}_{{band}}.fits')"
+        )
     rx = compile_template(pattern)
     groups: dict[str, dict[str, Path]] = {}
     for p in files:
@@ -187,17 +195,24 @@ def pattern_items(files: list[Path], folder: Path, pattern: str, bands, report: 
         groups.setdefault(key, {})[band] = p
     if not groups:
         raise DataError(f"{folder}: no file name matches pattern {pattern!r}")
-    wanted = parse_bands(bands) if bands else tuple(
-        sorted({b for g in groups.values() for b in g}, key=band_sort_key)
+    wanted = (
+        parse_bands(bands)
+        if bands
+        else tuple(sorted({b for g in groups.values() for b in g}, key=band_sort_key))
     )
     items = []
     for key in sorted(groups, key=natural_key):
         g = groups[key]
         missing = [b for b in wanted if b not in g]
         if missing:
-            report.skip(folder / key, f"id {key!r}: missing band file(s) for {missing} (pattern {pattern!r})")
+            report.skip(
+                folder / key,
+                f"id {key!r}: missing band file(s) for {missing} (pattern {pattern!r})",
+            )
             continue
-        items.append(Item(key=key, paths=[g[b] for b in wanted], band_names=tuple(wanted), meta={"id": key}))
+        items.append(
+            Item(key=key, paths=[g[b] for b in wanted], band_names=tuple(wanted), meta={"id": key})
+        )
     if not items:
         raise DataError(
             f"{folder}: no id has a file for every band {list(wanted)} with pattern {pattern!r}"
@@ -217,7 +232,9 @@ def _iter_item(item: Item, opts: dict) -> Iterator[RawImage]:
         imgs = list(read_file(p, **kw))
         if len(imgs) != 1 or imgs[0].data.shape[0] != 1:
             got = imgs[0].data.shape[0] if len(imgs) == 1 else f"{len(imgs)} images"
-            raise DataError(f"{p}: band file for {b!r} must hold one single-band image, found {got} bands")
+            raise DataError(
+                f"{p}: band file for {b!r} must hold one single-band image, found {got} bands"
+            )
         planes.append(imgs[0].data[0])
         units = units or imgs[0].units
     shapes = {pl.shape for pl in planes}
@@ -227,10 +244,14 @@ def _iter_item(item: Item, opts: dict) -> Iterator[RawImage]:
         )
     meta = {"file": str(item.paths[0]), "files": [str(p) for p in item.paths]}
     meta.update(item.meta)
-    yield RawImage(np.stack(planes), tuple(item.band_names), units or "adu", meta, str(item.paths[0]))
+    yield RawImage(
+        np.stack(planes), tuple(item.band_names), units or "adu", meta, str(item.paths[0])
+    )
 
 
-def collect(items: list[Item], opts: dict, report: ReadReport, source: str, single: bool) -> ImageSet:
+def collect(
+    items: list[Item], opts: dict, report: ReadReport, source: str, single: bool
+) -> ImageSet:
     """Read ``items`` into an ImageSet with the set-level policies (see module docstring)."""
     policy = opts.get("nan_policy") or "fill"
     if policy not in NAN_POLICIES:
@@ -250,8 +271,24 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
         progress.start()
         task = progress.add_task(f"reading {source}", total=len(items))
     try:
-        first = _collect_items(items, opts, report, single, policy, strict, limit, crop, size,
-                               method, arrays, metas, progress, task, weights, stats)
+        first = _collect_items(
+            items,
+            opts,
+            report,
+            single,
+            policy,
+            strict,
+            limit,
+            crop,
+            size,
+            method,
+            arrays,
+            metas,
+            progress,
+            task,
+            weights,
+            stats,
+        )
     finally:
         if progress is not None:
             progress.stop()
@@ -270,10 +307,20 @@ def collect(items: list[Item], opts: dict, report: ReadReport, source: str, sing
     if all(w is not None for w in weights):
         stack = np.stack(weights).astype(np.float32, copy=False)
     elif any(w is not None for w in weights):
-        report.warn(f"{source}: only {sum(w is not None for w in weights)} of {len(weights)} "
-                    "images have a variance plane; the weights were dropped")
-    iset = ImageSet(images=images, bands=bands, meta=metas, units=first[2], report=report,
-                    source=source, extra=extra, weights=stack)
+        report.warn(
+            f"{source}: only {sum(w is not None for w in weights)} of {len(weights)} "
+            "images have a variance plane; the weights were dropped"
+        )
+    iset = ImageSet(
+        images=images,
+        bands=bands,
+        meta=metas,
+        units=first[2],
+        report=report,
+        source=source,
+        extra=extra,
+        weights=stack,
+    )
     return select_bands(iset, opts.get("bands"))
 
 
@@ -292,8 +339,12 @@ def set_level_extra(metas: list[dict], stats: dict, size, method) -> dict:
             extra["zeropoint"] = float(zps[0])  # one zero point (FITS MAGZP/ZEROPT) for all
     if stats.get("resized"):
         h, w = (int(size), int(size)) if np.isscalar(size) else (int(v) for v in size)
-        extra["resize"] = {"images": int(stats["resized"]), "from": dict(stats["from"]),
-                           "to": [h, w], "method": method}
+        extra["resize"] = {
+            "images": int(stats["resized"]),
+            "from": dict(stats["from"]),
+            "to": [h, w],
+            "method": method,
+        }
     return extra
 
 
@@ -313,7 +364,7 @@ def skip_entry(item: Item, exc: Exception) -> tuple[str, str]:
 def strip_path(message: str, path) -> str:
     """The reason part of a ``"PATH: reason"`` message (the path is recorded beside it)."""
     prefix = f"{path}: "
-    return message[len(prefix):] if message.startswith(prefix) else message
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 class _SetLevelError(DataError):
@@ -337,8 +388,24 @@ def _is_set_level(exc: Exception) -> bool:
     return isinstance(exc, _SetLevelError)
 
 
-def _collect_items(items, opts, report, single, policy, strict, limit, crop, size, method,
-                   arrays, metas, progress, task, weights, stats):
+def _collect_items(
+    items,
+    opts,
+    report,
+    single,
+    policy,
+    strict,
+    limit,
+    crop,
+    size,
+    method,
+    arrays,
+    metas,
+    progress,
+    task,
+    weights,
+    stats,
+):
     """The reading loop of :func:`collect`; appends to ``arrays``/``metas`` and returns the
     (label, bands, units, shape) of the first image kept."""
     from galforge.data import transforms
@@ -359,7 +426,9 @@ def _collect_items(items, opts, report, single, policy, strict, limit, crop, siz
                     data, nbad = apply_nan_policy(raw.data, policy, raw.label)
                 except _Rejected as rej:
                     if single and not raw.label.endswith("]"):
-                        raise DataError(f"{raw.label}: {rej.reason}; the image cannot be used") from None
+                        raise DataError(
+                            f"{raw.label}: {rej.reason}; the image cannot be used"
+                        ) from None
                     report.skip(raw.label, rej.reason, nan_pixels=rej.nan_pixels)
                     continue
                 if nbad:
@@ -380,8 +449,9 @@ def _collect_items(items, opts, report, single, policy, strict, limit, crop, siz
                         stats["resized"] += 1
                         stats["from"][key] = stats["from"].get(key, 0) + 1
                         if isinstance(raw.meta.get("pixel_scale"), float):
-                            raw.meta["pixel_scale"] *= float(np.sqrt(
-                                hc * wc / (data.shape[-2] * data.shape[-1])))
+                            raw.meta["pixel_scale"] *= float(
+                                np.sqrt(hc * wc / (data.shape[-2] * data.shape[-1]))
+                            )
                 if first is None:
                     first = (raw.label, raw.bands, raw.units, data.shape)
                 else:
@@ -415,11 +485,15 @@ def _check_consistent(first, raw: RawImage, data: np.ndarray, crop, size) -> Non
             "split the folder)"
         )
     if data.shape[1:] != shape0[1:]:
-        detail = (f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} "
-                  f"but {label0} is {shape0[1]}×{shape0[2]}")
+        detail = (
+            f"images of different sizes: {raw.label} is {data.shape[1]}×{data.shape[2]} "
+            f"but {label0} is {shape0[1]}×{shape0[2]}"
+        )
         raise SizeMismatch(
             f"{detail}; pass resize=/--size N (with --resize-method) or crop=/--crop to bring "
-            "every image to one size", detail=detail)
+            "every image to one size",
+            detail=detail,
+        )
     if raw.bands != bands0 and not all(b.startswith(("band", "grey")) for b in raw.bands + bands0):
         raise _BandMismatch(
             f"{raw.label} has bands {raw.bands} but {label0} has {bands0}; to join one file per "
@@ -443,8 +517,13 @@ def select_bands(iset: ImageSet, bands) -> ImageSet:
         if idx == list(range(len(iset.bands))):
             return iset
         return ImageSet(
-            images=np.ascontiguousarray(iset.images[:, idx]), bands=want, meta=iset.meta,
-            units=iset.units, report=iset.report, source=iset.source, extra=iset.extra,
+            images=np.ascontiguousarray(iset.images[:, idx]),
+            bands=want,
+            meta=iset.meta,
+            units=iset.units,
+            report=iset.report,
+            source=iset.source,
+            extra=iset.extra,
             weights=None if iset.weights is None else np.ascontiguousarray(iset.weights[:, idx]),
         )
     if len(want) == len(iset.bands):

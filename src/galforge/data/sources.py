@@ -33,8 +33,17 @@ import numpy as np
 
 from galforge.errors import DataError
 
-__all__ = ["Detection", "SkyStats", "cut_stamps", "denoise_colours", "detect_sources",
-           "fit_thomas", "measure_sky", "pair_correlation", "thomas_w"]
+__all__ = [
+    "Detection",
+    "SkyStats",
+    "cut_stamps",
+    "denoise_colours",
+    "detect_sources",
+    "fit_thomas",
+    "measure_sky",
+    "pair_correlation",
+    "thomas_w",
+]
 
 _SMOOTH = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 
@@ -43,17 +52,23 @@ _SMOOTH = np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]])
 class SkyStats:
     """The sky of a field, per band (lists of floats, JSON-safe)."""
 
-    level: list            # background level per band (physical units)
-    sigma: list            # noise σ per band
-    kernel: list           # C × 3 × 3, unit L2 norm: the noise's spatial correlation
-    band_corr: list        # C × C correlation of the noise between bands
+    level: list  # background level per band (physical units)
+    sigma: list  # noise σ per band
+    kernel: list  # C × 3 × 3, unit L2 norm: the noise's spatial correlation
+    band_corr: list  # C × C correlation of the noise between bands
     quantize: float = 0.0  # output step (1 for 8-bit levels), 0: none
-    clip: list | None = None   # [lo, hi] of the pixel values, None: none
-    histogram: dict = field(default_factory=dict)   # source-free pixels: {"edges", "counts"}
+    clip: list | None = None  # [lo, hi] of the pixel values, None: none
+    histogram: dict = field(default_factory=dict)  # source-free pixels: {"edges", "counts"}
 
     def to_dict(self) -> dict:
-        return {"level": self.level, "sigma": self.sigma, "kernel": self.kernel,
-                "band_corr": self.band_corr, "quantize": self.quantize, "clip": self.clip}
+        return {
+            "level": self.level,
+            "sigma": self.sigma,
+            "kernel": self.kernel,
+            "band_corr": self.band_corr,
+            "quantize": self.quantize,
+            "clip": self.clip,
+        }
 
 
 @dataclass
@@ -72,11 +87,15 @@ def _check(image) -> np.ndarray:
     if x.ndim == 4 and x.shape[0] == 1:
         x = x[0]
     if x.ndim != 3:
-        raise DataError(f"deepfield: the training field must be one C×H×W image, got shape "
-                        f"{x.shape}; give a single field (one file or builtin:hdf)")
+        raise DataError(
+            f"deepfield: the training field must be one C×H×W image, got shape "
+            f"{x.shape}; give a single field (one file or builtin:hdf)"
+        )
     if min(x.shape[1:]) < 64:
-        raise DataError(f"deepfield: the field is {x.shape[1]}×{x.shape[2]} pixels; it needs "
-                        "at least 64×64 to measure its sources and sky")
+        raise DataError(
+            f"deepfield: the field is {x.shape[1]}×{x.shape[2]} pixels; it needs "
+            "at least 64×64 to measure its sources and sky"
+        )
     return np.ascontiguousarray(np.nan_to_num(x, nan=0.0))
 
 
@@ -102,12 +121,16 @@ def _censored_gaussian(values: np.ndarray, lo: float) -> tuple[float, float]:
         s = np.exp(log_s)
         upper = norm.cdf((ks + 0.5 - mu) / s)
         lower = norm.cdf((ks - 0.5 - mu) / s)
-        lower[0] = 0.0                     # everything below lo lands on lo
+        lower[0] = 0.0  # everything below lo lands on lo
         prob = np.clip(upper - lower, 1e-300, None)
         return -float(np.sum(counts * np.log(prob)))
 
-    res = minimize(nll, [med, np.log(mad)], method="Nelder-Mead",
-                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})
+    res = minimize(
+        nll,
+        [med, np.log(mad)],
+        method="Nelder-Mead",
+        options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000},
+    )
     return float(res.x[0]), float(np.exp(res.x[1]))
 
 
@@ -119,10 +142,10 @@ def _autocorr(noise: np.ndarray, good: np.ndarray, reach: int = 2) -> np.ndarray
     var = float((z * z).sum() / max(good.sum(), 1))
     for dy in range(-reach, reach + 1):
         for dx in range(-reach, reach + 1):
-            a = z[max(0, dy): h + min(0, dy), max(0, dx): w + min(0, dx)]
-            b = z[max(0, -dy): h + min(0, -dy), max(0, -dx): w + min(0, -dx)]
-            ga = good[max(0, dy): h + min(0, dy), max(0, dx): w + min(0, dx)]
-            gb = good[max(0, -dy): h + min(0, -dy), max(0, -dx): w + min(0, -dx)]
+            a = z[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+            b = z[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+            ga = good[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+            gb = good[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
             n = max(int((ga & gb).sum()), 1)
             out[dy + reach, dx + reach] = float((a * b).sum()) / n / max(var, 1e-30)
     return out
@@ -159,8 +182,10 @@ def measure_sky(image, source_mask: np.ndarray | None = None, *, units: str = ""
         source_mask = s > np.percentile(s, 90)
     good = ~np.asarray(source_mask, bool)
     if good.sum() < 1000:
-        raise DataError("deepfield: fewer than 1000 source-free pixels to measure the sky on; "
-                        "give a larger field")
+        raise DataError(
+            "deepfield: fewer than 1000 source-free pixels to measure the sky on; "
+            "give a larger field"
+        )
     quantised = _is_quantised(x) or "8-bit" in units
     clip = None
     quantize = 0.0
@@ -191,18 +216,28 @@ def measure_sky(image, source_mask: np.ndarray | None = None, *, units: str = ""
     s = x[0][good]
     if quantised:
         counts = np.bincount(s.astype(np.int64))
-        hist = {"edges": [float(i) - 0.5 for i in range(len(counts) + 1)],
-                "counts": counts.tolist()}
+        hist = {
+            "edges": [float(i) - 0.5 for i in range(len(counts) + 1)],
+            "counts": counts.tolist(),
+        }
     else:
         counts, edges = np.histogram(s, bins=64)
         hist = {"edges": edges.tolist(), "counts": counts.tolist()}
-    return SkyStats(level, sigma, [k.tolist() for k in kernels], corr.tolist(), quantize, clip,
-                    hist)
+    return SkyStats(
+        level, sigma, [k.tolist() for k in kernels], corr.tolist(), quantize, clip, hist
+    )
 
 
-def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
-                   zeropoint: float | None = None, units: str = "",
-                   deblend_cont: float = 0.005) -> Detection:
+def detect_sources(
+    image,
+    bands,
+    *,
+    thresh: float = 1.5,
+    minarea: int = 5,
+    zeropoint: float | None = None,
+    units: str = "",
+    deblend_cont: float = 0.005,
+) -> Detection:
     """Sources of a ``C×H×W`` field: detection on the sky-subtracted band sum smoothed with
     a 3×3 pyramidal kernel at ``thresh`` × its σ, ``minarea`` pixels.
 
@@ -224,19 +259,31 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
     rough = det0 > bkg.back() + 3 * bkg.globalrms
     sky = measure_sky(x, _dilate(rough, 3), units=units)
     level = np.asarray(sky.level, np.float64)
-    det = np.ascontiguousarray((x - level[:, None, None].astype(np.float32)).sum(axis=0),
-                               dtype=np.float64)
+    det = np.ascontiguousarray(
+        (x - level[:, None, None].astype(np.float32)).sum(axis=0), dtype=np.float64
+    )
     corr = np.asarray(sky.band_corr)
     sig = np.asarray(sky.sigma)
     err = float(np.sqrt(sig @ corr @ sig))
-    objs, seg = sep.extract(det, thresh, err=err, minarea=int(minarea), filter_kernel=_SMOOTH,
-                            deblend_cont=deblend_cont, segmentation_map=True)
+    objs, seg = sep.extract(
+        det,
+        thresh,
+        err=err,
+        minarea=int(minarea),
+        filter_kernel=_SMOOTH,
+        deblend_cont=deblend_cont,
+        segmentation_map=True,
+    )
     if len(objs) == 0:
-        raise DataError("deepfield: no sources detected in the training field; is it a deep "
-                        "field (sky with galaxies)?")
+        raise DataError(
+            "deepfield: no sources detected in the training field; is it a deep "
+            "field (sky with galaxies)?"
+        )
     n = len(objs)
-    cat: dict[str, np.ndarray] = {"x": objs["x"].astype(np.float64),
-                                  "y": objs["y"].astype(np.float64)}
+    cat: dict[str, np.ndarray] = {
+        "x": objs["x"].astype(np.float64),
+        "y": objs["y"].astype(np.float64),
+    }
     a = np.maximum(objs["a"], 1e-3)
     b_ = np.maximum(objs["b"], 1e-3)
     rmax = np.clip(6.0 * a, 4.0, 0.25 * min(h, w))
@@ -245,12 +292,13 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
     for b, name in enumerate(bands):
         # circular aperture of radius rmax; other sources' pixels left out
         sub = np.ascontiguousarray(x[b].astype(np.float64) - level[b])
-        f, _, _ = sep.sum_circle(sub, cat["x"], cat["y"], rmax, segmap=seg, seg_id=seg_ids,
-                                 subpix=5)
+        f, _, _ = sep.sum_circle(
+            sub, cat["x"], cat["y"], rmax, segmap=seg, seg_id=seg_ids, subpix=5
+        )
         cat[f"flux_{name}"] = np.asarray(f, np.float64)
         total += f
     # the error of an aperture sum of correlated noise: σ √area × the kernel's sum
-    area = np.pi * rmax ** 2
+    area = np.pi * rmax**2
     for b, name in enumerate(bands):
         ksum = abs(float(np.sum(sky.kernel[b])))
         cat[f"fluxerr_{name}"] = float(sky.sigma[b]) * ksum * np.sqrt(area)
@@ -258,8 +306,7 @@ def detect_sources(image, bands, *, thresh: float = 1.5, minarea: int = 5,
     for name in bands:
         f = cat[f"flux_{name}"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            cat[f"mag_{name}"] = np.where(f > 0, zp - 2.5 * np.log10(np.where(f > 0, f, 1)),
-                                          np.nan)
+            cat[f"mag_{name}"] = np.where(f > 0, zp - 2.5 * np.log10(np.where(f > 0, f, 1)), np.nan)
     cat["flux"] = total
     hlr = _half_light(det, seg, cat["x"], cat["y"], rmax)
     cat["hlr"] = np.clip(hlr, 0.3, None)
@@ -314,8 +361,9 @@ def _half_light(det: np.ndarray, seg: np.ndarray, x, y, rmax) -> np.ndarray:
         y0, y1 = max(0, int(y[k]) - r), min(h, int(y[k]) + r + 1)
         x0, x1 = max(0, int(x[k]) - r), min(w, int(x[k]) + r + 1)
         sub_seg = seg[y0:y1, x0:x1]
-        box = np.ascontiguousarray(np.where((sub_seg == 0) | (sub_seg == k + 1),
-                                            det[y0:y1, x0:x1], 0.0), dtype=np.float64)
+        box = np.ascontiguousarray(
+            np.where((sub_seg == 0) | (sub_seg == k + 1), det[y0:y1, x0:x1], 0.0), dtype=np.float64
+        )
         rad, _ = sep.flux_radius(box, [x[k] - x0], [y[k] - y0], [rmax[k]], 0.5, subpix=5)
         out[k] = float(rad[0])
     return out
@@ -327,8 +375,9 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
     return binary_dilation(mask, iterations=int(r))
 
 
-def cut_stamps(image, detection: Detection, size: int = 32, *, seed: int = 0,
-               select=None) -> tuple[np.ndarray, np.ndarray]:
+def cut_stamps(
+    image, detection: Detection, size: int = 32, *, seed: int = 0, select=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Sky-subtracted stamps ``N×C×size×size`` centred on the (rounded) positions of the
     selected sources (default: all), pixels of other sources and outside the field replaced
     by sky noise (level and σ of :func:`measure_sky`, rounded and clipped as the field's own
@@ -357,8 +406,9 @@ def cut_stamps(image, detection: Detection, size: int = 32, *, seed: int = 0,
             own = seg[ys:ye, xs:xe]
             keep = (own == 0) | (own == k + 1)
             win = x[:, ys:ye, xs:xe]
-            stamp[:, ys - y0: ye - y0, xs - x0: xe - x0] = np.where(
-                keep[None], win, fill[:, ys - y0: ye - y0, xs - x0: xe - x0])
+            stamp[:, ys - y0 : ye - y0, xs - x0 : xe - x0] = np.where(
+                keep[None], win, fill[:, ys - y0 : ye - y0, xs - x0 : xe - x0]
+            )
         out[n] = stamp - level
     return out, idx
 
@@ -411,10 +461,16 @@ def fit_thomas(r, w, dd, density: float, *, r_min: float = 6.0) -> dict:
     r, w, dd = (np.asarray(v, float) for v in (r, w, dd))
     use = (r >= r_min) & (dd > 0)
     if use.sum() < 3:
-        return {"kappa": density, "mu": 1.0, "sigma": 1.0, "clustered": False,
-                "chi2_thomas": 0.0, "chi2_poisson": 0.0}
+        return {
+            "kappa": density,
+            "mu": 1.0,
+            "sigma": 1.0,
+            "clustered": False,
+            "chi2_thomas": 0.0,
+            "chi2_poisson": 0.0,
+        }
     rr, ww = r[use], w[use]
-    err = (1.0 + np.abs(ww)) / np.sqrt(dd[use])        # Poisson errors of the pair counts
+    err = (1.0 + np.abs(ww)) / np.sqrt(dd[use])  # Poisson errors of the pair counts
 
     def resid(p):
         log_amp, log_s = p
@@ -434,5 +490,11 @@ def fit_thomas(r, w, dd, density: float, *, r_min: float = 6.0) -> dict:
     clustered = bool(chi2_t < chi2_p - 4.0)
     if not clustered:
         kappa, mu = density, 1.0
-    return {"kappa": float(kappa), "mu": float(mu), "sigma": float(s), "clustered": clustered,
-            "chi2_thomas": chi2_t, "chi2_poisson": chi2_p}
+    return {
+        "kappa": float(kappa),
+        "mu": float(mu),
+        "sigma": float(s),
+        "clustered": clustered,
+        "chi2_thomas": chi2_t,
+        "chi2_poisson": chi2_p,
+    }

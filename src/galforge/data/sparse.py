@@ -42,9 +42,25 @@ import numpy as np
 
 from galforge.errors import ConfigError, DataError
 
-__all__ = ["SIZE_CLASSES", "SparseAnalysis", "analyse", "cell_centres", "cell_index", "field_stack",
-           "cell_offsets", "check_zero_background", "class_grid", "compose", "detect_sources",
-           "extract_patches", "label_clusters", "MIN_ZERO_FRACTION", "occupancy_grid", "size_class", "size_thresholds"]
+__all__ = [
+    "SIZE_CLASSES",
+    "SparseAnalysis",
+    "analyse",
+    "cell_centres",
+    "cell_index",
+    "field_stack",
+    "cell_offsets",
+    "check_zero_background",
+    "class_grid",
+    "compose",
+    "detect_sources",
+    "extract_patches",
+    "label_clusters",
+    "MIN_ZERO_FRACTION",
+    "occupancy_grid",
+    "size_class",
+    "size_thresholds",
+]
 
 #: the size classes of the conditional model, in order (class index 0, 1, 2)
 SIZE_CLASSES = ("small", "medium", "large")
@@ -59,24 +75,33 @@ def field_stack(images, source: str = "the data") -> np.ndarray:
     arr = np.asarray(images)
     if arr.ndim == 4:
         if arr.shape[1] != 1:
-            raise DataError(f"{source}: {arr.shape[1]} bands; sparse fields have one band "
-                            "(select it with --set data.options.bands=[NAME] or data.bands)")
+            raise DataError(
+                f"{source}: {arr.shape[1]} bands; sparse fields have one band "
+                "(select it with --set data.options.bands=[NAME] or data.bands)"
+            )
         arr = arr[:, 0]
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[0] == 0:
-        raise DataError(f"{source}: expected single-band images N×H×W, got shape "
-                        f"{np.shape(images)}")
+        raise DataError(
+            f"{source}: expected single-band images N×H×W, got shape {np.shape(images)}"
+        )
     return arr
 
 
-_ZERO_FIX = ("the two-stage model and the baselines need sparse fields whose background is "
-             "exactly 0 (subtract the sky and set every pixel below your detection threshold to 0)")
+_ZERO_FIX = (
+    "the two-stage model and the baselines need sparse fields whose background is "
+    "exactly 0 (subtract the sky and set every pixel below your detection threshold to 0)"
+)
 
 
-def check_zero_background(images, source: str = "the data", *,
-                          min_zero_fraction: float = MIN_ZERO_FRACTION,
-                          fix: str = _ZERO_FIX) -> None:
+def check_zero_background(
+    images,
+    source: str = "the data",
+    *,
+    min_zero_fraction: float = MIN_ZERO_FRACTION,
+    fix: str = _ZERO_FIX,
+) -> None:
     """DataError unless the images are sparse fields (galaxies on a background of exactly 0):
     every pixel finite, at least ``min_zero_fraction`` (a fifth) of all the pixels exactly 0,
     and every image with some exactly-0 pixels (a sky left in one image is named).
@@ -85,8 +110,10 @@ def check_zero_background(images, source: str = "the data", *,
     without any), then ``fix`` (what the caller's user can do about it)."""
     arr = field_stack(images, source)
     if not np.all(np.isfinite(arr)):
-        raise DataError(f"{source}: non-finite pixels; sparse fields need a background of "
-                        "exactly 0 and finite galaxies (read with data.options.nan_policy=fill)")
+        raise DataError(
+            f"{source}: non-finite pixels; sparse fields need a background of "
+            "exactly 0 and finite galaxies (read with data.options.nan_policy=fill)"
+        )
     zero = (arr == 0).reshape(arr.shape[0], -1).mean(axis=1)
     total = float(zero.mean())
     if total < float(min_zero_fraction):
@@ -137,8 +164,14 @@ def detect_sources(image) -> dict[str, np.ndarray]:
         order = np.argsort(r, kind="stable")
         cum = np.cumsum(vals[order])
         hlr[j] = float(r[order][np.searchsorted(cum, 0.5 * cum[-1])])
-    return {"x": np.asarray(x), "y": np.asarray(y), "flux": np.asarray(flux),
-            "npix": np.asarray(npix), "peak": np.asarray(peak), "hlr": hlr}
+    return {
+        "x": np.asarray(x),
+        "y": np.asarray(y),
+        "flux": np.asarray(flux),
+        "npix": np.asarray(npix),
+        "peak": np.asarray(peak),
+        "hlr": hlr,
+    }
 
 
 def _check_grid(shape, grid: int) -> tuple[int, int, int]:
@@ -168,8 +201,9 @@ def cell_offsets(x, y, shape, grid: int = 32) -> np.ndarray:
     """``M×2`` offsets ``(dx, dy)`` in pixels of each centre from its cell's centre."""
     r, c = cell_index(x, y, shape, grid)
     cy, cx = cell_centres(shape, grid)
-    return np.stack([np.asarray(x, dtype=np.float64) - cx[c],
-                     np.asarray(y, dtype=np.float64) - cy[r]], axis=1)
+    return np.stack(
+        [np.asarray(x, dtype=np.float64) - cx[c], np.asarray(y, dtype=np.float64) - cy[r]], axis=1
+    )
 
 
 def occupancy_grid(x, y, shape, grid: int = 32) -> np.ndarray:
@@ -188,11 +222,12 @@ def size_thresholds(sizes, thresholds=None) -> tuple[float, float]:
         try:
             t1, t2 = (float(v) for v in thresholds)
         except (TypeError, ValueError):
-            raise ConfigError(f"size thresholds {thresholds!r}: give two numbers SMALL_MAX,"
-                              "MEDIUM_MAX (pixel counts)") from None
+            raise ConfigError(
+                f"size thresholds {thresholds!r}: give two numbers SMALL_MAX,"
+                "MEDIUM_MAX (pixel counts)"
+            ) from None
         if not t1 < t2:
-            raise ConfigError(f"size thresholds {thresholds!r}: the first must be below the "
-                              "second")
+            raise ConfigError(f"size thresholds {thresholds!r}: the first must be below the second")
         return t1, t2
     s = np.asarray(sizes, dtype=np.float64)
     if s.size == 0:
@@ -205,7 +240,7 @@ def size_class(sizes, thresholds) -> np.ndarray:
     """Class index of each size: 0 (small, ≤ t1), 1 (medium, ≤ t2), 2 (large)."""
     t1, t2 = thresholds
     s = np.asarray(sizes, dtype=np.float64)
-    return ((s > t1).astype(np.int64) + (s > t2).astype(np.int64))
+    return (s > t1).astype(np.int64) + (s > t2).astype(np.int64)
 
 
 def class_grid(x, y, classes, shape, grid: int = 32, sizes=None) -> np.ndarray:
@@ -215,15 +250,16 @@ def class_grid(x, y, classes, shape, grid: int = 32, sizes=None) -> np.ndarray:
     if not np.size(x):
         return out
     r, c = cell_index(x, y, shape, grid)
-    order = np.argsort(np.asarray(sizes), kind="stable") if sizes is not None \
-        else np.arange(len(r))
+    order = np.argsort(np.asarray(sizes), kind="stable") if sizes is not None else np.arange(len(r))
     out[r[order], c[order]] = 1 + np.asarray(classes, dtype=np.int8)[order]
     return out
 
 
 def _centre_pixels(x, y) -> tuple[np.ndarray, np.ndarray]:
-    return (np.floor(np.asarray(y, dtype=np.float64) + 0.5).astype(np.int64),
-            np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64))
+    return (
+        np.floor(np.asarray(y, dtype=np.float64) + 0.5).astype(np.int64),
+        np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64),
+    )
 
 
 def extract_patches(image, x, y, patch: int = 32) -> np.ndarray:
@@ -236,13 +272,13 @@ def extract_patches(image, x, y, patch: int = 32) -> np.ndarray:
     h, w = img.shape
     half = patch // 2
     pad = np.zeros((h + 2 * patch, w + 2 * patch), dtype=np.float32)
-    pad[patch:patch + h, patch:patch + w] = img
+    pad[patch : patch + h, patch : patch + w] = img
     cy, cx = _centre_pixels(x, y)
     out = np.zeros((len(cy), patch, patch), dtype=np.float32)
     for k, (py, px) in enumerate(zip(cy, cx, strict=True)):
         y0, x0 = py - half + patch, px - half + patch
         if -patch < py < h + patch and -patch < px < w + patch:
-            out[k] = pad[y0:y0 + patch, x0:x0 + patch]
+            out[k] = pad[y0 : y0 + patch, x0 : x0 + patch]
     return out
 
 
@@ -262,7 +298,7 @@ def compose(patches, x, y, shape) -> np.ndarray:
         fy0, fx0 = max(y0, 0), max(x0, 0)
         fy1, fx1 = min(y0 + size, h), min(x0 + size, w)
         if fy1 > fy0 and fx1 > fx0:
-            out[fy0:fy1, fx0:fx1] += p[k, fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+            out[fy0:fy1, fx0:fx1] += p[k, fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
     return out
 
 
@@ -270,16 +306,16 @@ def compose(patches, x, y, shape) -> np.ndarray:
 class SparseAnalysis:
     """What :func:`analyse` finds in a stack of sparse fields."""
 
-    shape: tuple[int, int]            # H, W of the fields
+    shape: tuple[int, int]  # H, W of the fields
     grid: int
     patch: int
-    thresholds: tuple[float, float]   # size-class limits (pixel counts)
-    grids: np.ndarray                 # N×grid×grid float32 occupancy
-    class_grids: np.ndarray           # N×grid×grid int8: 0 empty, 1 + size class
+    thresholds: tuple[float, float]  # size-class limits (pixel counts)
+    grids: np.ndarray  # N×grid×grid float32 occupancy
+    class_grids: np.ndarray  # N×grid×grid int8: 0 empty, 1 + size class
     catalogue: dict[str, np.ndarray]  # per galaxy: image, x, y, flux, npix, peak, hlr,
-                                      # row, col, dx, dy, size_class
-    patches: np.ndarray               # M×patch×patch float32, one per galaxy of the catalogue
-    counts: np.ndarray                # galaxies per image
+    # row, col, dx, dy, size_class
+    patches: np.ndarray  # M×patch×patch float32, one per galaxy of the catalogue
+    counts: np.ndarray  # galaxies per image
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -288,8 +324,9 @@ class SparseAnalysis:
         return np.stack([self.catalogue["dx"], self.catalogue["dy"]], axis=1)
 
 
-def analyse(images, *, grid: int = 32, patch: int = 32, thresholds=None,
-            source: str = "the data") -> SparseAnalysis:
+def analyse(
+    images, *, grid: int = 32, patch: int = 32, thresholds=None, source: str = "the data"
+) -> SparseAnalysis:
     """Detect the galaxies of every field (N×1×H×W or N×H×W, background exactly 0) and
     make the occupancy and class grids, patches and offsets (see the module docstring)."""
     arr = field_stack(images, source)
@@ -318,13 +355,30 @@ def analyse(images, *, grid: int = 32, patch: int = 32, thresholds=None,
     for i in range(len(arr)):
         sel = cat["image"] == i
         grids[i] = occupancy_grid(cat["x"][sel], cat["y"][sel], shape, grid)
-        cgrids[i] = class_grid(cat["x"][sel], cat["y"][sel], cat["size_class"][sel], shape,
-                               grid, sizes=cat["npix"][sel])
+        cgrids[i] = class_grid(
+            cat["x"][sel],
+            cat["y"][sel],
+            cat["size_class"][sel],
+            shape,
+            grid,
+            sizes=cat["npix"][sel],
+        )
     notes = []
     shared = int(len(cat["x"]) - grids.sum())
     if shared:
-        notes.append(f"{shared} of {len(cat['x'])} galaxies share a grid cell with another; "
-                     "an occupancy grid keeps one galaxy per cell")
-    return SparseAnalysis(shape, int(grid), int(patch), t, grids, cgrids, cat,
-                          np.concatenate(patches).astype(np.float32), np.asarray(counts),
-                          notes)
+        notes.append(
+            f"{shared} of {len(cat['x'])} galaxies share a grid cell with another; "
+            "an occupancy grid keeps one galaxy per cell"
+        )
+    return SparseAnalysis(
+        shape,
+        int(grid),
+        int(patch),
+        t,
+        grids,
+        cgrids,
+        cat,
+        np.concatenate(patches).astype(np.float32),
+        np.asarray(counts),
+        notes,
+    )

@@ -36,23 +36,29 @@ def parse_crop(value, option: str = "--crop") -> float | int:
             number = float(text)
         except ValueError:
             raise ConfigError(
-                f"{option} {value!r}: give a fraction (0.5) or a size in pixels (128)") from None
+                f"{option} {value!r}: give a fraction (0.5) or a size in pixels (128)"
+            ) from None
         is_fraction = any(ch in text for ch in ".eE")
     else:
         number = float(value)
         is_fraction = isinstance(value, (float, np.floating))
     if is_fraction:
         if not 0.0 < number <= 1.0:
-            hint = (f"; for a size in pixels give a whole number ({int(number)})"
-                    if number >= MIN_CROP_PIXELS and number.is_integer() else "")
+            hint = (
+                f"; for a size in pixels give a whole number ({int(number)})"
+                if number >= MIN_CROP_PIXELS and number.is_integer()
+                else ""
+            )
             raise ConfigError(
                 f"{option} {text}: a crop fraction must be in (0, 1] (0.5 keeps the central "
-                f"half of each side){hint}")
+                f"half of each side){hint}"
+            )
         return float(number)
     if not number.is_integer() or number < MIN_CROP_PIXELS:
         raise ConfigError(
             f"{option} {text}: a crop in pixels must be a whole number of at least "
-            f"{MIN_CROP_PIXELS} (or give a fraction in (0, 1] such as 0.5)")
+            f"{MIN_CROP_PIXELS} (or give a fraction in (0, 1] such as 0.5)"
+        )
     return int(number)
 
 
@@ -113,7 +119,9 @@ def resize(images, size, method: str = "nearest") -> np.ndarray:
         raise ConfigError(f"resize size must be positive, got {size!r}")
     method = str(method).lower()
     if method not in RESIZE_METHODS:
-        raise ConfigError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {method!r}")
+        raise ConfigError(
+            f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {method!r}"
+        )
     H, W = arr.shape[-2:]
     if (H, W) == (h, w):
         return np.ascontiguousarray(arr)
@@ -251,7 +259,9 @@ def augment_batch(x, rng, *, flips: bool = True, rot90: bool = True, rotate=None
         theta[:, 1, 0], theta[:, 1, 1] = sin, cos
         grid = F.affine_grid(theta, list(out.shape), align_corners=False)
         if rotate == "reflect":
-            out = F.grid_sample(out, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            out = F.grid_sample(
+                out, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            )
         else:
             if fill_value is None:
                 border = torch.cat(
@@ -260,6 +270,8 @@ def augment_batch(x, rng, *, flips: bool = True, rot90: bool = True, rotate=None
                 fill = border.median(dim=-1).values[..., None, None]
             else:
                 fill = torch.as_tensor(float(fill_value), dtype=out.dtype, device=out.device)
-            shifted = F.grid_sample(out - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            shifted = F.grid_sample(
+                out - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
             out = shifted + fill
     return out.contiguous() if out is not x else out.clone()

@@ -20,8 +20,18 @@ bundles: whoever has a generator samples it and hands the images over.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_MEASURES", "DEFAULT_THRESHOLDS", "MEASURES", "Context", "DetectionOptions",
-           "Measure", "evaluate", "measure", "object_measure", "register"]
+__all__ = [
+    "DEFAULT_MEASURES",
+    "DEFAULT_THRESHOLDS",
+    "MEASURES",
+    "Context",
+    "DetectionOptions",
+    "Measure",
+    "evaluate",
+    "measure",
+    "object_measure",
+    "register",
+]
 
 _REGISTRY_NAMES = ("Context", "Measure", "measure", "object_measure", "register")
 

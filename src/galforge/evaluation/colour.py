@@ -52,8 +52,10 @@ def _cosmology(cosmology):
                 "'WMAP9', or pass an astropy cosmology object"
             ) from None
     if not hasattr(cosmology, "luminosity_distance"):
-        raise EvaluationError("cosmology must be an astropy cosmology, a name like 'Planck18', "
-                              "or None for flat LCDM (H0=70, Om0=0.3)")
+        raise EvaluationError(
+            "cosmology must be an astropy cosmology, a name like 'Planck18', "
+            "or None for flat LCDM (H0=70, Om0=0.3)"
+        )
     return cosmology
 
 
@@ -81,8 +83,10 @@ def _mags(cat, band: str) -> np.ndarray:
     key = _mag_key(cat, band)
     if isinstance(cat, dict):
         if key not in cat:
-            raise EvaluationError(f"catalogue has no column {key!r}; available: "
-                                  f"{sorted(k for k in cat if k.startswith('mag_'))}")
+            raise EvaluationError(
+                f"catalogue has no column {key!r}; available: "
+                f"{sorted(k for k in cat if k.startswith('mag_'))}"
+            )
         return np.asarray(cat[key], dtype=np.float64)
     if len(cat) and key not in cat[0]:
         raise EvaluationError(
@@ -139,16 +143,20 @@ def colour_magnitude(
                 z = np.asarray(cat.get(redshift, []), dtype=np.float64)
             else:
                 if len(cat) and redshift not in cat[0]:
-                    raise EvaluationError(f"redshift column {redshift!r} is not in the "
-                                          "catalogue; give a number or a column that exists")
+                    raise EvaluationError(
+                        f"redshift column {redshift!r} is not in the "
+                        "catalogue; give a number or a column that exists"
+                    )
                 z = np.array([r.get(redshift, math.nan) for r in cat], dtype=np.float64)
         else:
             z = np.asarray(redshift, dtype=np.float64)
         if z.ndim == 0:
             z = np.full(mag.shape, float(z))
         if z.shape != mag.shape:
-            raise EvaluationError(f"redshift has {z.size} values for {mag.size} objects; give "
-                                  "one redshift, or one per object")
+            raise EvaluationError(
+                f"redshift has {z.size} values for {mag.size} objects; give "
+                "one redshift, or one per object"
+            )
         if np.any(np.isfinite(z) & (z < 0)):
             raise EvaluationError("redshift must not be negative")
         mag = mag - distance_modulus(z, cosmology)
@@ -175,8 +183,10 @@ def _xy(cm) -> tuple[np.ndarray, np.ndarray]:
     else:
         arr = np.asarray(cm, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != 2:
-            raise EvaluationError("colour–magnitude data must be a colour_magnitude() dict or an "
-                                  f"N×2 array (colour, mag); got shape {arr.shape}")
+            raise EvaluationError(
+                "colour–magnitude data must be a colour_magnitude() dict or an "
+                f"N×2 array (colour, mag); got shape {arr.shape}"
+            )
         c, m = arr[:, 0], arr[:, 1]
     ok = np.isfinite(c) & np.isfinite(m)
     return c[ok], m[ok]
@@ -199,8 +209,10 @@ def fraction_in_box(real_cm, fake_cm, k: float = 1.75, *, robust: bool = False) 
     rc, rm = _xy(real_cm)
     fc, fm = _xy(fake_cm)
     if rc.size < 2:
-        raise EvaluationError(f"fraction_in_box needs at least 2 real objects with finite "
-                              f"colour and magnitude, got {rc.size}")
+        raise EvaluationError(
+            f"fraction_in_box needs at least 2 real objects with finite "
+            f"colour and magnitude, got {rc.size}"
+        )
 
     def spread(v):
         if robust:
@@ -262,8 +274,18 @@ def plot_cmd(
         (c0, c1), (m0, m1) = res["box"]["colour"], res["box"]["mag"]
         frac = res["fraction"]
         inside = f"{frac:.1%}" if math.isfinite(frac) else "– (no fake with a finite colour)"
-        ax.add_patch(Rectangle((m0, c0), m1 - m0, c1 - c0, fill=False, color="k", lw=1.2,
-                               ls="--", label=f"real median ± {k:g}σ (fake inside: {inside})"))
+        ax.add_patch(
+            Rectangle(
+                (m0, c0),
+                m1 - m0,
+                c1 - c0,
+                fill=False,
+                color="k",
+                lw=1.2,
+                ls="--",
+                label=f"real median ± {k:g}σ (fake inside: {inside})",
+            )
+        )
     if isinstance(real_cm, dict):
         colour_label = colour_label or real_cm.get("colour_label")
         mag_label = mag_label or real_cm.get("mag_label")

@@ -86,9 +86,14 @@ def window_2d(h: int, w: int, window: str | None) -> np.ndarray | None:
     raise EvaluationError(f"unknown window {window!r}; use 'hann' or None")
 
 
-def power_spectra(images, *, max_k: int | None = None, window: str | None = None,
-                  statistic: str = "mean", subtract_mean: bool = True,
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def power_spectra(
+    images,
+    *,
+    max_k: int | None = None,
+    window: str | None = None,
+    statistic: str = "mean",
+    subtract_mean: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Azimuthally averaged (or summed) power spectrum of every image and band.
 
     Each band of each image has its mean removed (``subtract_mean``), is multiplied by the
@@ -181,11 +186,16 @@ class GalaxyEncoder(nn.Module):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            nn.Conv2d(1, w, 5, stride=2, padding=2), nn.SiLU(),             # 32
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),         # 16
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),     # 8
-            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),     # 4
+            nn.Conv2d(1, w, 5, stride=2, padding=2),
+            nn.SiLU(),  # 32
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.SiLU(),  # 16
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1),
+            nn.SiLU(),  # 8
+            nn.Conv2d(4 * w, 4 * w, 3, stride=2, padding=1),
+            nn.SiLU(),  # 4
         )
         self.fc = nn.Linear(4 * w * 16, num_features)
         self.head = nn.Linear(num_features, len(ENCODER_PARAMS))
@@ -255,8 +265,9 @@ def load_galaxy_encoder(path: str | Path | None = None) -> GalaxyEncoder:
         )
     card = galaxy_encoder_card(p)
     arch = card.get("architecture", {})
-    model = GalaxyEncoder(width=int(arch.get("width", 32)),
-                          num_features=int(arch.get("num_features", 128)))
+    model = GalaxyEncoder(
+        width=int(arch.get("width", 32)), num_features=int(arch.get("num_features", 128))
+    )
     try:
         model.load_state_dict(load_file(str(p)))
     except (RuntimeError, OSError) as exc:
@@ -270,7 +281,7 @@ def encoder_features(encoder: nn.Module, images, scale: float, *, batch: int = 2
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out.append(encoder(x[i:i + batch]).double())
+            out.append(encoder(x[i : i + batch]).double())
     return torch.cat(out).numpy()
 
 

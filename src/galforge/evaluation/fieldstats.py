@@ -65,12 +65,19 @@ def _sep_background(plane: np.ndarray, mask, box: int = 64):
     import sep
 
     h, w = plane.shape
-    return sep.Background(np.ascontiguousarray(plane, dtype=np.float64), mask=mask,
-                          bw=min(box, w), bh=min(box, h), fw=3, fh=3)
+    return sep.Background(
+        np.ascontiguousarray(plane, dtype=np.float64),
+        mask=mask,
+        bw=min(box, w),
+        bh=min(box, h),
+        fw=3,
+        fh=3,
+    )
 
 
-def source_mask(field_chw, *, thresh: float = 1.5, minarea: int = 5, dilate: int = 2,
-                box: int = 64) -> np.ndarray:
+def source_mask(
+    field_chw, *, thresh: float = 1.5, minarea: int = 5, dilate: int = 2, box: int = 64
+) -> np.ndarray:
     """Boolean ``H×W`` mask of the pixels covered by sources (or not finite) in a field."""
     import sep
     from scipy import ndimage
@@ -85,12 +92,18 @@ def source_mask(field_chw, *, thresh: float = 1.5, minarea: int = 5, dilate: int
         old = sep.get_extract_pixstack()
         sep.set_extract_pixstack(max(old, det.size))
         try:
-            _, seg = sep.extract(np.ascontiguousarray(det - bkg.back()), thresh, err=rms,
-                                 mask=bad if bad.any() else None, minarea=minarea,
-                                 segmentation_map=True)
+            _, seg = sep.extract(
+                np.ascontiguousarray(det - bkg.back()),
+                thresh,
+                err=rms,
+                mask=bad if bad.any() else None,
+                minarea=minarea,
+                segmentation_map=True,
+            )
         except Exception as exc:  # sep raises plain Exceptions on overflows
-            raise EvaluationError(f"source masking failed ({exc}); the field may be "
-                                  "mostly sources or constant") from exc
+            raise EvaluationError(
+                f"source masking failed ({exc}); the field may be mostly sources or constant"
+            ) from exc
         finally:
             sep.set_extract_pixstack(old)
         mask |= seg > 0
@@ -132,20 +145,25 @@ def noise_acf(residual: np.ndarray, good: np.ndarray, radius: int = ACF_RADIUS) 
             break
     else:
         length = float(R) if np.isfinite(prof).all() else math.nan
-    return {"radius": list(range(R + 1)), "rho": prof.tolist(), "rho1": rho1,
-            "corr_length": float(length)}
+    return {
+        "radius": list(range(R + 1)),
+        "rho": prof.tolist(),
+        "rho1": rho1,
+        "corr_length": float(length),
+    }
 
 
-def sky_statistics(field_chw, bands: Sequence[str], mask: np.ndarray, *,
-                   box: int = 64) -> dict:
+def sky_statistics(field_chw, bands: Sequence[str], mask: np.ndarray, *, box: int = 64) -> dict:
     """Per band: ``{"sigma", "median", "n_pixels", "corr_length", "rho1", "acf": {...}}``
     from the source-free pixels (``~mask``) of the background-subtracted band."""
     arr = np.asarray(field_chw, dtype=np.float64)
     good = ~mask & np.isfinite(arr).all(axis=0)
     n = int(good.sum())
     if n < 100:
-        raise EvaluationError(f"only {n} source-free pixels in the field; the sky cannot be "
-                              "measured (is the field all sources, or tiny?)")
+        raise EvaluationError(
+            f"only {n} source-free pixels in the field; the sky cannot be "
+            "measured (is the field all sources, or tiny?)"
+        )
     out = {}
     for c, band in enumerate(bands):
         plane = np.where(good, arr[c], 0.0)
@@ -157,25 +175,32 @@ def sky_statistics(field_chw, bands: Sequence[str], mask: np.ndarray, *,
         if sigma == 0.0:  # quantised data with most sky pixels on one level
             sigma = float(np.std(vals))
         acf = noise_acf(*_central(resid, good, ACF_MAX_SIDE))
-        out[str(band)] = {"sigma": sigma, "median": float(np.median(arr[c][good])),
-                          "n_pixels": n, "corr_length": acf["corr_length"],
-                          "rho1": acf["rho1"], "acf": {"radius": acf["radius"],
-                                                      "rho": acf["rho"]}}
+        out[str(band)] = {
+            "sigma": sigma,
+            "median": float(np.median(arr[c][good])),
+            "n_pixels": n,
+            "corr_length": acf["corr_length"],
+            "rho1": acf["rho1"],
+            "acf": {"radius": acf["radius"], "rho": acf["rho"]},
+        }
     return out
 
 
 # ---------------------------------------------------------------------------- clustering
 
 
-def separation_bins(shape, n_bins: int = 8, theta_min: float = 5.0,
-                    theta_max: float | None = None) -> np.ndarray:
+def separation_bins(
+    shape, n_bins: int = 8, theta_min: float = 5.0, theta_max: float | None = None
+) -> np.ndarray:
     """Logarithmic bin edges (pixels) of ``w(θ)`` over the scales a field of ``shape``
     (``H, W``) holds: ``theta_min`` to a quarter of the shorter side."""
     h, w = int(shape[-2]), int(shape[-1])
     hi = float(theta_max) if theta_max else min(h, w) / 4.0
     if not hi > theta_min:
-        raise EvaluationError(f"field {h}×{w} too small for w(θ): the largest scale "
-                              f"{hi:.1f} px is below the smallest {theta_min} px")
+        raise EvaluationError(
+            f"field {h}×{w} too small for w(θ): the largest scale "
+            f"{hi:.1f} px is below the smallest {theta_min} px"
+        )
     return np.geomspace(theta_min, hi, n_bins + 1)
 
 
@@ -201,9 +226,18 @@ def _ls(dd, dr, rr, nd, nr) -> np.ndarray:
         return np.where(rr > 0, (ddn - 2.0 * drn + rrn) / rrn, np.nan)
 
 
-def angular_correlation(x, y, shape, *, edges=None, n_bins: int = 8, seed: int = 0,
-                        randoms_per_source: int = 10, max_randoms: int = 20000,
-                        jackknife: int = 4) -> dict:
+def angular_correlation(
+    x,
+    y,
+    shape,
+    *,
+    edges=None,
+    n_bins: int = 8,
+    seed: int = 0,
+    randoms_per_source: int = 10,
+    max_randoms: int = 20000,
+    jackknife: int = 4,
+) -> dict:
     """Landy–Szalay ``w(θ)`` of positions ``(x, y)`` in a field of ``shape`` (``H, W``).
 
     Returns ``{"edges", "centres", "w", "sigma", "sigma_poisson", "sigma_jackknife",
@@ -216,13 +250,20 @@ def angular_correlation(x, y, shape, *, edges=None, n_bins: int = 8, seed: int =
     xy = np.column_stack([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
     edges = separation_bins((h, w), n_bins) if edges is None else np.asarray(edges, float)
     nd = len(xy)
-    out = {"edges": edges.tolist(), "centres": np.sqrt(edges[1:] * edges[:-1]).tolist(),
-           "n": nd}
+    out = {"edges": edges.tolist(), "centres": np.sqrt(edges[1:] * edges[:-1]).tolist(), "n": nd}
     nb = len(edges) - 1
     if nd < 3:
         nan = [math.nan] * nb
-        return {**out, "w": nan, "sigma": nan, "sigma_poisson": nan, "sigma_jackknife": nan,
-                "error": "none", "dd": [0] * nb, "n_random": 0}
+        return {
+            **out,
+            "w": nan,
+            "sigma": nan,
+            "sigma_poisson": nan,
+            "sigma_jackknife": nan,
+            "error": "none",
+            "dd": [0] * nb,
+            "n_random": 0,
+        }
     rng = np.random.default_rng(seed)
     nr = int(min(max(randoms_per_source * nd, 2000), max_randoms))
     rxy = np.column_stack([rng.uniform(-0.5, w - 0.5, nr), rng.uniform(-0.5, h - 0.5, nr)])
@@ -247,8 +288,12 @@ def angular_correlation(x, y, shape, *, edges=None, n_bins: int = 8, seed: int =
         if ndk < 2 or nrk < 2:
             continue
         ddk = dd - 2 * _cum_pairs(tdk, td, edges) + _cum_pairs(tdk, tdk, edges)
-        drk = (dr - _cum_pairs(tdk, tr, edges) - _cum_pairs(td, trk, edges)
-               + _cum_pairs(tdk, trk, edges))
+        drk = (
+            dr
+            - _cum_pairs(tdk, tr, edges)
+            - _cum_pairs(td, trk, edges)
+            + _cum_pairs(tdk, trk, edges)
+        )
         rrk = rr - 2 * _cum_pairs(trk, tr, edges) + _cum_pairs(trk, trk, edges)
         wk.append(_ls(np.diff(ddk), np.diff(drk), np.diff(rrk), ndk, nrk))
     sig_j = np.full(nb, np.nan)
@@ -259,10 +304,16 @@ def angular_correlation(x, y, shape, *, edges=None, n_bins: int = 8, seed: int =
             sig_j = np.sqrt((kk - 1) / kk * np.nansum((arr - np.nanmean(arr, 0)) ** 2, 0))
     use_jk = len(wk) >= 8 and nd >= 50
     sigma = sig_j if use_jk else sig_p
-    return {**out, "w": w_all.tolist(), "sigma": sigma.tolist(),
-            "sigma_poisson": sig_p.tolist(), "sigma_jackknife": sig_j.tolist(),
-            "error": "jackknife" if use_jk else "poisson", "dd": dd_bin.tolist(),
-            "n_random": nr}
+    return {
+        **out,
+        "w": w_all.tolist(),
+        "sigma": sigma.tolist(),
+        "sigma_poisson": sig_p.tolist(),
+        "sigma_jackknife": sig_j.tolist(),
+        "error": "jackknife" if use_jk else "poisson",
+        "dd": dd_bin.tolist(),
+        "n_random": nr,
+    }
 
 
 def compare_wtheta(real: dict, fake: dict, *, z: float = 2.0) -> dict:
@@ -272,10 +323,12 @@ def compare_wtheta(real: dict, fake: dict, *, z: float = 2.0) -> dict:
     usable when both ``w`` and both σ are finite and positive."""
     wr, wf = np.asarray(real["w"], float), np.asarray(fake["w"], float)
     sr, sf = np.asarray(real["sigma"], float), np.asarray(fake["sigma"], float)
-    s = np.sqrt(sr ** 2 + sf ** 2)
+    s = np.sqrt(sr**2 + sf**2)
     ok = np.isfinite(wr) & np.isfinite(wf) & np.isfinite(s) & (s > 0)
-    within = [bool(abs(a - b) <= z * c) if good else None
-              for a, b, c, good in zip(wr, wf, s, ok, strict=True)]
+    within = [
+        bool(abs(a - b) <= z * c) if good else None
+        for a, b, c, good in zip(wr, wf, s, ok, strict=True)
+    ]
     n = int(ok.sum())
     frac = float(np.mean([v for v in within if v is not None])) if n else math.nan
     return {"within": within, "fraction": frac, "n_bins": n, "z": z}
@@ -291,8 +344,10 @@ def read_truth(path) -> dict[str, np.ndarray]:
     numeric column is kept.  Raises :class:`DataError` naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"--truth {p}: no such file; pass the truth catalogue (FITS or CSV) "
-                        "written beside the generated field")
+        raise DataError(
+            f"--truth {p}: no such file; pass the truth catalogue (FITS or CSV) "
+            "written beside the generated field"
+        )
     cols: dict[str, np.ndarray] = {}
     if p.suffix.lower() in (".fits", ".fit", ".fts") or p.name.lower().endswith(".fits.gz"):
         from astropy.table import Table
@@ -315,14 +370,17 @@ def read_truth(path) -> dict[str, np.ndarray]:
         names = list(rows[0]) if rows else []
         for name in names:
             try:
-                cols[name] = np.array([float(r[name]) if r[name] not in ("", None) else math.nan
-                                       for r in rows])
+                cols[name] = np.array(
+                    [float(r[name]) if r[name] not in ("", None) else math.nan for r in rows]
+                )
             except (TypeError, ValueError):
                 continue
     missing = [c for c in ("x", "y") if c not in cols]
     if missing:
-        raise DataError(f"--truth {p}: no column {' or '.join(missing)}; a truth catalogue "
-                        f"needs x and y in field pixels (has: {', '.join(cols) or 'nothing'})")
+        raise DataError(
+            f"--truth {p}: no column {' or '.join(missing)}; a truth catalogue "
+            f"needs x and y in field pixels (has: {', '.join(cols) or 'nothing'})"
+        )
     if len(cols["x"]) == 0:
         raise DataError(f"--truth {p}: the catalogue has no rows")
     return cols
@@ -336,8 +394,9 @@ def crossmatch(truth_xy: np.ndarray, found_xy: np.ndarray, radius: float) -> np.
     match = np.full(len(truth_xy), -1, dtype=np.int64)
     if len(truth_xy) == 0 or len(found_xy) == 0:
         return match
-    pairs = cKDTree(truth_xy).sparse_distance_matrix(cKDTree(found_xy), radius,
-                                                     output_type="ndarray")
+    pairs = cKDTree(truth_xy).sparse_distance_matrix(
+        cKDTree(found_xy), radius, output_type="ndarray"
+    )
     if len(pairs) == 0:
         return match
     order = np.argsort(pairs["v"], kind="stable")
@@ -365,8 +424,9 @@ def _crossing(centres, frac, level: float) -> float | None:
     return None
 
 
-def completeness(true_mag: np.ndarray, matched: np.ndarray, measured_mag: np.ndarray, *,
-                 bin_width: float = 0.5) -> dict:
+def completeness(
+    true_mag: np.ndarray, matched: np.ndarray, measured_mag: np.ndarray, *, bin_width: float = 0.5
+) -> dict:
     """Completeness and magnitude bias per bin of true magnitude.
 
     ``matched`` is a boolean per truth source, ``measured_mag`` the extracted magnitude of
@@ -382,8 +442,9 @@ def completeness(true_mag: np.ndarray, matched: np.ndarray, measured_mag: np.nda
     hi = math.ceil(tm.max() / bin_width) * bin_width + bin_width
     edges = np.arange(lo, hi + 1e-9, bin_width)
     idx = np.clip(np.digitize(tm, edges) - 1, 0, len(edges) - 2)
-    out = {k: [] for k in ("n_true", "n_found", "completeness", "dmag_median", "dmag_p16",
-                           "dmag_p84")}
+    out = {
+        k: [] for k in ("n_true", "n_found", "completeness", "dmag_median", "dmag_p16", "dmag_p84")
+    }
     for b in range(len(edges) - 1):
         sel = idx == b
         nt, nf = int(sel.sum()), int((sel & matched).sum())
@@ -400,7 +461,12 @@ def completeness(true_mag: np.ndarray, matched: np.ndarray, measured_mag: np.nda
             for k in ("dmag_median", "dmag_p16", "dmag_p84"):
                 out[k].append(None)
     centres = (0.5 * (edges[1:] + edges[:-1])).tolist()
-    return {"edges": edges.tolist(), "centres": centres, **out,
-            "mag_90": _crossing(centres, out["completeness"], 0.9),
-            "mag_50": _crossing(centres, out["completeness"], 0.5),
-            "n_true_total": int(tm.size), "n_found_total": int(matched.sum())}
+    return {
+        "edges": edges.tolist(),
+        "centres": centres,
+        **out,
+        "mag_90": _crossing(centres, out["completeness"], 0.9),
+        "mag_50": _crossing(centres, out["completeness"], 0.5),
+        "n_true_total": int(tm.size),
+        "n_found_total": int(matched.sum()),
+    }

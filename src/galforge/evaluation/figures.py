@@ -10,8 +10,13 @@ import math
 
 import numpy as np
 
-__all__ = ["plot_pixel_histograms", "plot_spectra", "plot_spectra_summary", "rgb_views",
-           "write_csv"]
+__all__ = [
+    "plot_pixel_histograms",
+    "plot_spectra",
+    "plot_spectra_summary",
+    "rgb_views",
+    "write_csv",
+]
 
 
 def rgb_views(images, bands, units: str | None = None, stretch=None) -> np.ndarray:
@@ -27,8 +32,11 @@ def plot_spectra(path, k, p_real, p_fake, bands) -> str:
 
     def summary(p):
         q = np.log10(np.maximum(np.asarray(p), 1e-30))
-        return {"log10_mean": q.mean(0), "log10_p16": np.percentile(q, 16, axis=0),
-                "log10_p84": np.percentile(q, 84, axis=0)}
+        return {
+            "log10_mean": q.mean(0),
+            "log10_p16": np.percentile(q, 16, axis=0),
+            "log10_p84": np.percentile(q, 84, axis=0),
+        }
 
     return plot_spectra_summary(path, k, summary(p_real), summary(p_fake), bands)
 

@@ -56,7 +56,7 @@ class IsophoteFits:
 
     sma: np.ndarray
     eps: np.ndarray
-    pa: np.ndarray        # radians
+    pa: np.ndarray  # radians
     x0: np.ndarray
     y0: np.ndarray
     stop_code: np.ndarray
@@ -101,33 +101,34 @@ def _polar_angles(sma, eps, astep, csma, ceps):
             rows, psi, a2, nb2 = rows[alive], psi[alive], a2[alive], nb2[alive]
             if not rows.size:
                 break
-        for _ in range(8):              # rows that pass the limit here are dropped below
+        for _ in range(8):  # rows that pass the limit here are dropped below
             out_psi.append(psi)
             out_row.append(rows)
             c = np.cos(psi)
             c *= nb2
             c += a2
-            np.sqrt(c, out=c)           # 1 / r(φ)
+            np.sqrt(c, out=c)  # 1 / r(φ)
             out_inv.append(c)
             d = c + c
             np.minimum(d, 1.0, out=d)
             psi = psi + d
     psi = np.concatenate(out_psi)
     keep = psi <= limit
-    return (0.5 * psi[keep], np.concatenate(out_row)[keep],
-            1.0 / np.concatenate(out_inv)[keep])
+    return (0.5 * psi[keep], np.concatenate(out_row)[keep], 1.0 / np.concatenate(out_inv)[keep])
 
 
-def _sample(flat: np.ndarray, shape, stamp: np.ndarray, x0, y0, sma, eps, pa, astep,
-            csma=None, ceps=None):
+def _sample(
+    flat: np.ndarray, shape, stamp: np.ndarray, x0, y0, sma, eps, pa, astep, csma=None, ceps=None
+):
     """Bilinear samples along each ellipse (rows), as flat arrays.
 
     Returns ``(phi, row, values, valid, n_total)``: every sample's angle, row and value,
     whether it fell on the image, and each row's number of samples.
     """
     h, w = shape
-    phi, row, r = _polar_angles(sma, eps, astep, sma if csma is None else csma,
-                                eps if ceps is None else ceps)
+    phi, row, r = _polar_angles(
+        sma, eps, astep, sma if csma is None else csma, eps if ceps is None else ceps
+    )
     n_total = np.bincount(row, minlength=len(sma))
     ang = phi + pa[row]
     x = r * np.cos(ang) + x0[row]
@@ -143,8 +144,12 @@ def _sample(flat: np.ndarray, shape, stamp: np.ndarray, x0, y0, sma, eps, pa, as
     base = stamp[row] * (h * w) + j.astype(np.intp) * w + i.astype(np.intp)
     base[~ok] = 0
     qx, qy = 1.0 - fx, 1.0 - fy
-    v = (flat[base] * qx * qy + flat[base + w] * qx * fy + flat[base + 1] * fx * qy
-         + flat[base + w + 1] * fy * fx)
+    v = (
+        flat[base] * qx * qy
+        + flat[base + w] * qx * fy
+        + flat[base + 1] * fx * qy
+        + flat[base + w + 1] * fy * fx
+    )
     v[~ok] = 0.0
     return phi, row, v, ok, n_total
 
@@ -191,8 +196,9 @@ def _harmonics(phi: np.ndarray, row: np.ndarray, v: np.ndarray, ok: np.ndarray, 
     try:
         coef = np.linalg.solve(normal, rhs[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        coef = np.stack([np.linalg.lstsq(a, b, rcond=None)[0]
-                         for a, b in zip(normal, rhs, strict=True)])
+        coef = np.stack(
+            [np.linalg.lstsq(a, b, rcond=None)[0] for a, b in zip(normal, rhs, strict=True)]
+        )
     c = coef[row]
     res = v - (c[:, 0] + c[:, 1] * s1 + c[:, 2] * c1 + c[:, 3] * s2 + c[:, 4] * c2)
     nn = np.maximum(n, 1)
@@ -210,16 +216,16 @@ def _gradient(m0, s0, n0, m1, s1, n1, sma, step, prev, second):
     The error is NaN when no usable gradient was found.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        var0 = s0 ** 2 / n0
+        var0 = s0**2 / n0
         grad = (m1 - m0) / sma / step
-        gerr = np.sqrt(var0 + s1 ** 2 / n1) / sma / step
+        gerr = np.sqrt(var0 + s1**2 / n1) / sma / step
         if prev is None:
             prev = grad + gerr
         retry = grad >= prev / 3.0
         if retry.any():
             n2, m2, s2 = second(retry)
             g2 = (m2 - m0[retry]) / sma[retry] / (2.0 * step)
-            e2 = np.sqrt(var0[retry] + s2 ** 2 / n2) / sma[retry] / (2.0 * step)
+            e2 = np.sqrt(var0[retry] + s2**2 / n2) / sma[retry] / (2.0 * step)
             lost = g2 >= prev[retry] / 3.0
             grad[retry] = np.where(lost, 0.8 * prev[retry], g2)
             gerr[retry] = np.where(lost, np.nan, e2)
@@ -237,7 +243,7 @@ class _Stamp:
     __slots__ = ("isos", "inward", "noiter", "maxsma", "minsma")
 
     def __init__(self, minsma, maxsma):
-        self.isos: list[list[float]] = []   # [sma, x0, y0, eps, pa, code]
+        self.isos: list[list[float]] = []  # [sma, x0, y0, eps, pa, code]
         self.inward = False
         self.noiter = False
         self.minsma = minsma
@@ -280,7 +286,7 @@ def fit_isophotes(
         return np.broadcast_to(np.asarray(v, dtype=dtype), (n_st,)).copy()
 
     gx, gy, ge, gp, gs = per(x0), per(y0), per(eps0), per(pa0), per(sma0)
-    gcs, gce = gs.copy(), ge.copy()            # size and ε the geometry was made for
+    gcs, gce = gs.copy(), ge.copy()  # size and ε the geometry was made for
     fixc = per(fix_center, bool)
     mins, maxs = per(minsma), per(maxsma)
     if not (np.all(np.isfinite(maxs)) and np.all(maxs > 0) and np.all(mins >= 0)):
@@ -292,7 +298,7 @@ def fit_isophotes(
     pending = np.zeros(n_st, dtype=bool)
     lexceed = np.zeros(n_st, dtype=bool)
     min_amp = np.full(n_st, np.inf)
-    mgeo = np.zeros((n_st, 6))                 # geometry with the smallest amplitude
+    mgeo = np.zeros((n_st, 6))  # geometry with the smallest amplitude
     active = np.ones(n_st, dtype=bool)
     step_in = 1.0 / (1.0 + step) - 1.0
 
@@ -303,13 +309,13 @@ def fit_isophotes(
         pending[k] = False
         lexceed[k] = False
         min_amp[k] = np.inf
-        minit_now[k] = minit                   # twice that for the first isophote only
+        minit_now[k] = minit  # twice that for the first isophote only
         inward[k] = stamps[k].inward
 
     def fix_last(st, index):
         last = st.isos.pop()
         ref = st.isos[index]
-        last[1:5] = ref[1:5]             # the geometry, not the sampling origin
+        last[1:5] = ref[1:5]  # the geometry, not the sampling origin
         if last[5] < 0:
             last[5] = 5
         st.isos.append(last)
@@ -334,14 +340,13 @@ def fit_isophotes(
                 go_inward(k)
                 return
             if code < 0 or code == 1:
-                if len(st.isos) == 1:         # no meaningful fit from this start
+                if len(st.isos) == 1:  # no meaningful fit from this start
                     st.isos.clear()
                     active[k] = False
                     return
                 fix_last(st, -1)
                 last = st.isos[-1]
-                if len(st.isos) > 2 and ((last[5] == 5 and st.isos[-2][5] == 5)
-                                         or last[5] == 1):
+                if len(st.isos) > 2 and ((last[5] == 5 and st.isos[-2][5] == 5) or last[5] == 1):
                     if st.maxsma > last[0]:
                         st.noiter = True
                     else:
@@ -351,7 +356,7 @@ def fit_isophotes(
             if nxt >= st.maxsma:
                 go_inward(k)
                 return
-            if st.noiter:                     # frozen geometry out to maxsma
+            if st.noiter:  # frozen geometry out to maxsma
                 while nxt < st.maxsma:
                     last = st.isos[-1]
                     st.isos.append([nxt, *last[1:5], 4, *last[6:8]])
@@ -378,24 +383,40 @@ def fit_isophotes(
         # the isophote and its gradient ellipse (1 + step), in one pass
         stamp2 = np.concatenate([a_idx, a_idx])
         phi, row, v, ok, n_total = _sample(
-            flat, (h, w), stamp2, np.tile(ax, 2), np.tile(ay, 2),
-            np.concatenate([asma, asma * (1.0 + step)]), np.tile(ae, 2), np.tile(ap, 2),
-            step, np.concatenate([gcs[a_idx], asma * (1.0 + step)]),
-            np.concatenate([gce[a_idx], ae]))
+            flat,
+            (h, w),
+            stamp2,
+            np.tile(ax, 2),
+            np.tile(ay, 2),
+            np.concatenate([asma, asma * (1.0 + step)]),
+            np.tile(ae, 2),
+            np.tile(ap, 2),
+            step,
+            np.concatenate([gcs[a_idx], asma * (1.0 + step)]),
+            np.concatenate([gce[a_idx], ae]),
+        )
         cnt, mean, std = _moments(row, v, ok, 2 * n)
         n0, m0, s0 = cnt[:n], mean[:n], std[:n]
 
         def second(mask, x=ax, y=ay, e=ae, p=ap, a_=asma, ids=a_idx):
-            _, r2, v2, ok2, _ = _sample(flat, (h, w), ids[mask], x[mask], y[mask],
-                                        a_[mask] * (1.0 + 2.0 * step), e[mask], p[mask], step)
+            _, r2, v2, ok2, _ = _sample(
+                flat,
+                (h, w),
+                ids[mask],
+                x[mask],
+                y[mask],
+                a_[mask] * (1.0 + 2.0 * step),
+                e[mask],
+                p[mask],
+                step,
+            )
             return _moments(r2, v2, ok2, int(mask.sum()))
 
-        grad, gerr = _gradient(m0, s0, n0, mean[n:], std[n:], cnt[n:], asma, step, None,
-                               second)
+        grad, gerr = _gradient(m0, s0, n0, mean[n:], std[n:], cnt[n:], asma, step, None, second)
         with np.errstate(divide="ignore", invalid="ignore"):
             has_err = np.isfinite(gerr) & (gerr != 0) & (grad < 0)
             rel = np.where(has_err, gerr / np.abs(grad), np.nan)
-        codes = np.full(n, -99, dtype=np.int64)   # -99: still iterating
+        codes = np.full(n, -99, dtype=np.int64)  # -99: still iterating
         use_min = np.zeros(n, dtype=bool)
 
         # 1) conditions on a geometry that a correction just produced
@@ -411,8 +432,7 @@ def fit_isophotes(
             if neg.any():
                 ki = a_idx[neg]
                 ge[ki] = np.minimum(-ae[neg], _MAX_EPS)
-                gp[ki] = np.where(ap[neg] < np.pi / 2, ap[neg] + np.pi / 2,
-                                  ap[neg] - np.pi / 2)
+                gp[ki] = np.where(ap[neg] < np.pi / 2, ap[neg] + np.pi / 2, ap[neg] - np.pi / 2)
             zero = pend & (ge[a_idx] == 0.0)
             ge[a_idx[zero]] = _MIN_EPS
             ae, ap = ge[a_idx], gp[a_idx]
@@ -423,15 +443,17 @@ def fit_isophotes(
                 mi = np.flatnonzero(moved)
                 ki, sm = a_idx[mi], asma[mi]
                 xm, ym, em, pm = ax[mi], ay[mi], ae[mi], ap[mi]
-                _, row2, v2, ok2, _ = _sample(flat, (h, w), ki, xm, ym, sm * (1.0 + step),
-                                              em, pm, step)
+                _, row2, v2, ok2, _ = _sample(
+                    flat, (h, w), ki, xm, ym, sm * (1.0 + step), em, pm, step
+                )
                 c2, mn2, sd2 = _moments(row2, v2, ok2, len(mi))
 
                 def second2(mask, x=xm, y=ym, e=em, p=pm, a_=sm, ids=ki):
                     return second(mask, x, y, e, p, a_, ids)
 
-                grad[mi], _ = _gradient(m0[mi], s0[mi], n0[mi], mn2, sd2, c2, sm, step,
-                                        grad[mi], second2)
+                grad[mi], _ = _gradient(
+                    m0[mi], s0[mi], n0[mi], mn2, sd2, c2, sm, step, grad[mi], second2
+                )
             codes[stop] = -1
             limit = pend & ~stop & (it[a_idx] >= maxit)
             codes[limit] = 2
@@ -453,8 +475,9 @@ def fit_isophotes(
         if newmin.any():
             ki = a_idx[newmin]
             min_amp[ki] = amp[newmin]
-            mgeo[ki] = np.stack([ax[newmin], ay[newmin], ae[newmin], ap[newmin],
-                                 gcs[ki], gce[ki]], axis=1)
+            mgeo[ki] = np.stack(
+                [ax[newmin], ay[newmin], ae[newmin], ap[newmin], gcs[ki], gce[ki]], axis=1
+            )
         conv = body & (conver * 2.0 * rms > amp) & (it[a_idx] >= minit_now[a_idx] - 1)
         codes[conv] = 0
         body &= ~conv
@@ -469,10 +492,10 @@ def fit_isophotes(
             with np.errstate(divide="ignore", invalid="ignore"):
                 aux0 = -hb * (1.0 - eb) / gb
                 aux1 = -hb / gb
-                dx = np.where(bb == 0, -aux0 * np.sin(pb),
-                              np.where(bb == 1, aux1 * np.cos(pb), 0.0))
-                dy = np.where(bb == 0, aux0 * np.cos(pb),
-                              np.where(bb == 1, aux1 * np.sin(pb), 0.0))
+                dx = np.where(
+                    bb == 0, -aux0 * np.sin(pb), np.where(bb == 1, aux1 * np.cos(pb), 0.0)
+                )
+                dy = np.where(bb == 0, aux0 * np.cos(pb), np.where(bb == 1, aux1 * np.sin(pb), 0.0))
                 dpa = hb * 2.0 * (1.0 - eb) / sb / gb / ((1.0 - eb) ** 2 - 1.0)
                 deps = hb * 2.0 * (1.0 - eb) / sb / gb
             gx[ki] = ax[body] + dx
@@ -486,20 +509,28 @@ def fit_isophotes(
 
         for j in np.flatnonzero(codes != -99):
             k = int(a_idx[j])
-            geo = (list(mgeo[k]) if use_min[j]
-                   else [ax[j], ay[j], ae[j], ap[j], gcs[k], gce[k]])
+            geo = list(mgeo[k]) if use_min[j] else [ax[j], ay[j], ae[j], ap[j], gcs[k], gce[k]]
             finish(k, int(codes[j]), [float(g) for g in geo])
 
     out = []
     for st in stamps:
         arr = np.array(sorted(st.isos, key=lambda r: r[0]), dtype=np.float64).reshape(-1, 8)
-        out.append(IsophoteFits(sma=arr[:, 0], x0=arr[:, 1], y0=arr[:, 2], eps=arr[:, 3],
-                                pa=arr[:, 4], stop_code=arr[:, 5].astype(np.int64)))
+        out.append(
+            IsophoteFits(
+                sma=arr[:, 0],
+                x0=arr[:, 1],
+                y0=arr[:, 2],
+                eps=arr[:, 3],
+                pa=arr[:, 4],
+                stop_code=arr[:, 5].astype(np.int64),
+            )
+        )
     return out
 
 
-def ellipse_flux(image: np.ndarray, x0: float, y0: float, sma: float, eps: float,
-                 pa: float) -> float:
+def ellipse_flux(
+    image: np.ndarray, x0: float, y0: float, sma: float, eps: float, pa: float
+) -> float:
     """Sum of the pixels whose centres lie inside the ellipse (photutils' ``tflux_e``)."""
     hh, ww = image.shape
     imin = max(0, int(x0 - sma - 0.5) - 1)

@@ -16,17 +16,24 @@ import numpy as np
 from galforge.errors import EvaluationError
 from galforge.evaluation.verdicts import failure_counts, ks_rows, object_details, summary_row
 
-__all__ = ["COMMON_THRESHOLDS", "Context", "DerivedMeasure", "Measure", "ObjectMeasure",
-           "SetMeasure", "summary_row"]
+__all__ = [
+    "COMMON_THRESHOLDS",
+    "Context",
+    "DerivedMeasure",
+    "Measure",
+    "ObjectMeasure",
+    "SetMeasure",
+    "summary_row",
+]
 
 #: Thresholds of the shared rules (:mod:`galforge.evaluation.verdicts`); each measure adds
 #: its own (``Measure.thresholds``).
 COMMON_THRESHOLDS = {
-    "ks_p": 0.05,            # family-wise level of the KS rows (Bonferroni over all of them)
-    "min_objects": 10,       # fewer measured objects in a set: too few to test, the row fails
+    "ks_p": 0.05,  # family-wise level of the KS rows (Bonferroni over all of them)
+    "min_objects": 10,  # fewer measured objects in a set: too few to test, the row fails
     "failure_margin": 0.05,  # fake failure rate may exceed the real one by this much...
-    "failure_alpha": 0.01,   # ...or by more, when a one-sided Fisher test gives p >= this
-    "z": 2.0,                # standard errors of sampling noise allowed by size-aware rules
+    "failure_alpha": 0.01,  # ...or by more, when a one-sided Fisher test gives p >= this
+    "z": 2.0,  # standard errors of sampling noise allowed by size-aware rules
 }
 
 
@@ -92,10 +99,14 @@ class Measure:
     def details(self, result: dict, ctx: Context) -> list[dict]:
         """Tables for the report's Details section: ``[{"title", "columns", "rows"}]``.
         The default shows the result's scalar entries."""
-        rows = [[k, v] for k, v in result.items()
-                if not isinstance(v, (list, dict)) and v is not None]
-        return [{"title": self.title or self.name, "columns": ["quantity", "value"],
-                 "rows": rows}] if rows else []
+        rows = [
+            [k, v] for k, v in result.items() if not isinstance(v, (list, dict)) and v is not None
+        ]
+        return (
+            [{"title": self.title or self.name, "columns": ["quantity", "value"], "rows": rows}]
+            if rows
+            else []
+        )
 
     def outputs(self, out, real, fake, result: dict, catalogue, ctx: Context) -> dict:
         """Write the measure's figures and files into ``out``; return ``{"figures":
@@ -135,11 +146,16 @@ class ObjectMeasure(Measure):
         from galforge.evaluation.stats import compare_columns
 
         cols = self.columns(ctx)
-        return {"columns": list(cols),
-                "comparison": compare_columns(rows["real"], rows["fake"], cols,
-                                              limits=self.limits(ctx)),
-                "failures": {"real": failure_counts(rows["real"]),
-                             "fake": failure_counts(rows["fake"])}}
+        return {
+            "columns": list(cols),
+            "comparison": compare_columns(
+                rows["real"], rows["fake"], cols, limits=self.limits(ctx)
+            ),
+            "failures": {
+                "real": failure_counts(rows["real"]),
+                "fake": failure_counts(rows["fake"]),
+            },
+        }
 
     def summary(self, result, thresholds, ctx):
         return ks_rows(self, result, thresholds, ctx.ks_tests)
@@ -159,12 +175,20 @@ class ObjectMeasure(Measure):
         cols = result["columns"]
         figures = []
         if cols:
-            plot_histograms(catalogue["real"], catalogue["fake"], cols,
-                            out / f"hist_{self.name}.png")
-            figures.append({"file": f"hist_{self.name}.png",
-                            "caption": f"Real vs fake histograms of {', '.join(cols)}"
-                                       + (" (failed measurements left out, counted in Details)."
-                                          if self.fitted else ".")})
+            plot_histograms(
+                catalogue["real"], catalogue["fake"], cols, out / f"hist_{self.name}.png"
+            )
+            figures.append(
+                {
+                    "file": f"hist_{self.name}.png",
+                    "caption": f"Real vs fake histograms of {', '.join(cols)}"
+                    + (
+                        " (failed measurements left out, counted in Details)."
+                        if self.fitted
+                        else "."
+                    ),
+                }
+            )
         return {"figures": figures, "csv": csvs}
 
 

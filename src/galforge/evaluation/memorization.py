@@ -50,7 +50,7 @@ def central_crop(images, fraction: float = 0.5) -> np.ndarray:
     h, w = x.shape[-2:]
     ch, cw = max(1, int(round(h * fraction))), max(1, int(round(w * fraction)))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    return x[..., y0:y0 + ch, x0:x0 + cw]
+    return x[..., y0 : y0 + ch, x0 : x0 + cw]
 
 
 def split_holdout(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +68,9 @@ def split_holdout(n: int, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndar
     return np.sort(perm[k:]), np.sort(perm[:k])
 
 
-def nearest_neighbours(query, reference, *, metric: str = "l1", k: int = 1,
-                       batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    query, reference, *, metric: str = "l1", k: int = 1, batch: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest ``reference`` images of every ``query`` image.
 
     ``metric`` is ``"l1"`` (mean absolute difference per pixel) or ``"mse"`` (mean squared
@@ -88,7 +89,7 @@ def nearest_neighbours(query, reference, *, metric: str = "l1", k: int = 1,
     npx = q.shape[1]
     dists, idxs = [], []
     for i in range(0, len(q), batch):
-        qb = q[i:i + batch].double()
+        qb = q[i : i + batch].double()
         if metric == "l1":
             d = torch.cdist(qb, r.double(), p=1.0) / npx
         else:
@@ -126,15 +127,29 @@ def degenerate_images(images, detection=None) -> dict:
         found = {int(r["image"]) for r in rows}
         no_source[idx] = [i not in found for i in range(idx.size)]
     flags = constant | no_source
-    return {"n": int(n), "n_failed": int(flags.sum()),
-            "failure_rate": float(flags.mean()) if n else None,
-            "reasons": {"constant image": int(constant.sum()),
-                        "no source detected": int(no_source.sum())},
-            "flags": flags.tolist()}
+    return {
+        "n": int(n),
+        "n_failed": int(flags.sum()),
+        "failure_rate": float(flags.mean()) if n else None,
+        "reasons": {
+            "constant image": int(constant.sum()),
+            "no source detected": int(no_source.sum()),
+        },
+        "flags": flags.tolist(),
+    }
 
 
-def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction: float = 0.2,
-                 seed: int = 0, normalize: bool = True, detection=None) -> dict:
+def memorization(
+    real,
+    fake,
+    *,
+    crop: float = 0.5,
+    k: int = 3,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    normalize: bool = True,
+    detection=None,
+) -> dict:
     """Nearest-neighbour memorisation test of ``fake`` against ``real`` (``N×C×H×W`` arrays).
 
     Returns a JSON-safe dict with ``nn_ratio_l1`` and ``nn_ratio_mse`` (the summary
@@ -155,10 +170,17 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
     fc = central_crop(fake, crop)
     if normalize:
         rc, fc = normalize_crops(rc), normalize_crops(fc)
-    out = {"crop_fraction": crop, "k": k, "holdout_fraction": holdout_fraction, "seed": seed,
-           "normalize": normalize,
-           "n_train": int(len(train_idx)), "n_holdout": int(len(hold_idx)),
-           "n_fake": int(len(fake)), "holdout_indices": hold_idx.tolist()}
+    out = {
+        "crop_fraction": crop,
+        "k": k,
+        "holdout_fraction": holdout_fraction,
+        "seed": seed,
+        "normalize": normalize,
+        "n_train": int(len(train_idx)),
+        "n_holdout": int(len(hold_idx)),
+        "n_fake": int(len(fake)),
+        "holdout_indices": hold_idx.tolist(),
+    }
     for metric in ("l1", "mse"):
         fd, fi = nearest_neighbours(fc, rc[train_idx], metric=metric, k=k)
         hd, _ = nearest_neighbours(rc[hold_idx], rc[train_idx], metric=metric, k=1)
@@ -176,8 +198,9 @@ def memorization(real, fake, *, crop: float = 0.5, k: int = 3, holdout_fraction:
     return out
 
 
-def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
-                 metric: str = "l1") -> str:
+def plot_nn_grid(
+    path, fake, real, result: dict, bands, *, n_show: int = 8, metric: str = "l1"
+) -> str:
     """Figure: rows of [fake | its k nearest real images | |fake - match|] for the
     ``n_show`` fakes closest to the training set (one montage, labelled)."""
     import matplotlib
@@ -197,7 +220,7 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
     cmap = matplotlib.colormaps["magma"]
     labels = []
     for row, i in enumerate(order):
-        f = fake[i:i + 1]
+        f = fake[i : i + 1]
         matches = real[idx[i]]
         views = to_rgb(np.concatenate([f, matches]), tuple(bands)).astype(np.float32) / 255
         diffs = np.abs(matches - f).mean(axis=1)
@@ -207,9 +230,8 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
         y = pad + row * (h + pad)
         for c, tile in enumerate(tiles):
             x = pad + c * (w + pad)
-            canvas[y:y + h, x:x + w] = tile[::-1]  # origin at the bottom, as in imshow(lower)
-        labels.append((y, f"fake {i}", [f"real {idx[i, j]}  d={dist[i, j]:.3g}"
-                                        for j in range(k)]))
+            canvas[y : y + h, x : x + w] = tile[::-1]  # origin at the bottom, as in imshow(lower)
+        labels.append((y, f"fake {i}", [f"real {idx[i, j]}  d={dist[i, j]:.3g}" for j in range(k)]))
     scale = 1.9 / (w + pad)
     fig = Figure(figsize=(canvas.shape[1] * scale, canvas.shape[0] * scale + 0.4))
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / (canvas.shape[0] * scale + 0.4)))
@@ -219,7 +241,10 @@ def plot_nn_grid(path, fake, real, result: dict, bands, *, n_show: int = 8,
         for j, t in enumerate(mlabels):
             ax.text(pad + (1 + j) * (w + pad), y + 1, t, color="w", fontsize=5, va="top")
     ax.set_axis_off()
-    fig.suptitle(f"Fakes closest to the training set ({metric.upper()}, central crop): fake, "
-                 f"{k} nearest real, |difference| (band mean)", fontsize=7)
+    fig.suptitle(
+        f"Fakes closest to the training set ({metric.upper()}, central crop): fake, "
+        f"{k} nearest real, |difference| (band mean)",
+        fontsize=7,
+    )
     fig.savefig(path, dpi=100)
     return str(path)

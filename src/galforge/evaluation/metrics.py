@@ -33,9 +33,17 @@ class _Identity(nn.Module):
         return x
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module, *, batch: int = 128,
-            kid_subsets: int = 50, kid_subset_size: int = 1000, kid_degree: int = 3,
-            seed: int = 0) -> dict:
+def fid_kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    extractor: nn.Module,
+    *,
+    batch: int = 128,
+    kid_subsets: int = 50,
+    kid_subset_size: int = 1000,
+    kid_degree: int = 3,
+    seed: int = 0,
+) -> dict:
     """FID and KID between two sets of network inputs through ``extractor``.
 
     ``real``/``fake`` are tensors already in the extractor's input format.  KID's subset size
@@ -57,22 +65,33 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, extractor: nn.Module, *, bat
     subset = int(min(kid_subset_size, n_min))
     with warnings.catch_warnings():  # KID keeps every feature vector: that is intended here
         warnings.simplefilter("ignore", UserWarning)
-        kid = KernelInceptionDistance(feature=extractor, subsets=kid_subsets, subset_size=subset,
-                                      degree=kid_degree, reset_real_features=True)
+        kid = KernelInceptionDistance(
+            feature=extractor,
+            subsets=kid_subsets,
+            subset_size=subset,
+            degree=kid_degree,
+            reset_real_features=True,
+        )
     with torch.no_grad():
         for data, is_real in ((real, True), (fake, False)):
             for i in range(0, len(data), batch):
-                xb = data[i:i + batch]
+                xb = data[i : i + batch]
                 fid.update(xb, real=is_real)
                 kid.update(xb, real=is_real)
         fid_value = float(fid.compute())
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             kid_mean, kid_std = kid.compute()
-    return {"fid": max(fid_value, 0.0), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-            "kid_subset_size": subset, "kid_subsets": kid_subsets,
-            "n_real": int(len(real)), "n_fake": int(len(fake)),
-            "num_features": int(extractor.num_features)}
+    return {
+        "fid": max(fid_value, 0.0),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+        "kid_subset_size": subset,
+        "kid_subsets": kid_subsets,
+        "n_real": int(len(real)),
+        "n_fake": int(len(fake)),
+        "num_features": int(extractor.num_features),
+    }
 
 
 def features_fid_kid(real_features, fake_features, **kw) -> dict:
@@ -82,8 +101,15 @@ def features_fid_kid(real_features, fake_features, **kw) -> dict:
     return fid_kid(r, f, _Identity(r.shape[1]), **kw)
 
 
-def realism_classifier(real_features, fake_features, *, folds: int = 5, seed: int = 0,
-                       max_iter: int = 100, threads: int = 1) -> dict:
+def realism_classifier(
+    real_features,
+    fake_features,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    max_iter: int = 100,
+    threads: int = 1,
+) -> dict:
     """Cross-validated ROC AUC of a gradient-boosting real-vs-fake classifier.
 
     The two sets are balanced by subsampling the larger one (seeded); each of ``folds``
@@ -117,10 +143,20 @@ def realism_classifier(real_features, fake_features, *, folds: int = 5, seed: in
         for k, (tr, te) in enumerate(cv.split(x, y)):
             # leaves of at most a tenth of the training fold, so small sets can still split
             leaf = int(np.clip(len(tr) // 10, 2, 20))
-            clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1,
-                                                 min_samples_leaf=leaf, early_stopping=False,
-                                                 random_state=seed + k)
+            clf = HistGradientBoostingClassifier(
+                max_iter=max_iter,
+                learning_rate=0.1,
+                min_samples_leaf=leaf,
+                early_stopping=False,
+                random_state=seed + k,
+            )
             clf.fit(x[tr], y[tr])
             aucs.append(float(roc_auc_score(y[te], clf.predict_proba(x[te])[:, 1])))
-    return {"auc": float(np.mean(aucs)), "auc_std": float(np.std(aucs)), "auc_folds": aucs,
-            "n_per_class": int(n), "folds": folds, "n_features": int(x.shape[1])}
+    return {
+        "auc": float(np.mean(aucs)),
+        "auc_std": float(np.std(aucs)),
+        "auc_folds": aucs,
+        "n_per_class": int(n),
+        "folds": folds,
+        "n_features": int(x.shape[1]),
+    }

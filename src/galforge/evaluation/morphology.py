@@ -95,8 +95,9 @@ def stamp_background(img: np.ndarray, border: int = 4) -> tuple[float, float]:
     """
     h, w = img.shape
     bw = max(1, min(border, h // 4, w // 4))
-    edge = np.concatenate([img[:bw].ravel(), img[-bw:].ravel(),
-                           img[bw:-bw, :bw].ravel(), img[bw:-bw, -bw:].ravel()])
+    edge = np.concatenate(
+        [img[:bw].ravel(), img[-bw:].ravel(), img[bw:-bw, :bw].ravel(), img[bw:-bw, -bw:].ravel()]
+    )
     edge = edge[np.isfinite(edge)]
     if edge.size == 0:
         return 0.0, 0.0
@@ -128,8 +129,14 @@ def _detect_central(sub: np.ndarray, rms: float, thresh: float, minarea: int):
     else:
         err, level = None, 1e-3 * peak
     try:
-        objs, segmap = sep.extract(sub, level, err=err, minarea=minarea,
-                                   filter_kernel=DEFAULT_FILTER, segmentation_map=True)
+        objs, segmap = sep.extract(
+            sub,
+            level,
+            err=err,
+            minarea=minarea,
+            filter_kernel=DEFAULT_FILTER,
+            segmentation_map=True,
+        )
     except Exception:  # sep raises plain Exceptions on pixel-stack overflow
         return None
     if len(objs) == 0:
@@ -164,8 +171,12 @@ def failure_summary(rows: Sequence[dict]) -> dict:
             key = str(row.get("reason", "unknown"))
             reasons[key] = reasons.get(key, 0) + 1
     n = len(rows)
-    return {"n": n, "n_failed": n_failed,
-            "failure_rate": (n_failed / n) if n else 0.0, "reasons": reasons}
+    return {
+        "n": n,
+        "n_failed": n_failed,
+        "failure_rate": (n_failed / n) if n else 0.0,
+        "reasons": reasons,
+    }
 
 
 # --------------------------------------------------------------------------- moments
@@ -197,25 +208,42 @@ def measure_moments(
         sub, rms = _prepare(img, background, border)
         found = _detect_central(sub, rms, thresh, minarea)
         if found is None:
-            rows.append(_fail("no source detected", ellipticity=math.nan, pa_deg=math.nan,
-                              flux=math.nan, a=math.nan))
+            rows.append(
+                _fail(
+                    "no source detected",
+                    ellipticity=math.nan,
+                    pa_deg=math.nan,
+                    flux=math.nan,
+                    a=math.nan,
+                )
+            )
             continue
         objs, segmap, i = found
         o = objs[i]
         a, b = float(max(o["a"], 1e-3)), float(max(o["b"], 1e-3))
         x, y, th = float(o["x"]), float(o["y"]), float(o["theta"])
         seg_id = np.array([i + 1], dtype=np.int32)
-        kr, _ = sep.kron_radius(sub, [x], [y], [a], [b], [th], 6.0, segmap=segmap,
-                                seg_id=seg_id)
+        kr, _ = sep.kron_radius(sub, [x], [y], [a], [b], [th], 6.0, segmap=segmap, seg_id=seg_id)
         r = max(kron_factor * float(kr[0]) if np.isfinite(kr[0]) else 0.0, min_radius)
-        flux, _, _ = sep.sum_ellipse(sub, [x], [y], [a], [b], [th], r, segmap=segmap,
-                                     seg_id=seg_id, subpix=1)
-        rows.append({
-            "ok": True, "reason": "", "x": x, "y": y, "a": a, "b": b,
-            "ellipticity": 1.0 - b / a, "pa_deg": _pa_deg(th),
-            "flux": float(flux[0]), "flux_iso": float(o["flux"]), "npix": int(o["npix"]),
-            "noise_rms": rms,
-        })
+        flux, _, _ = sep.sum_ellipse(
+            sub, [x], [y], [a], [b], [th], r, segmap=segmap, seg_id=seg_id, subpix=1
+        )
+        rows.append(
+            {
+                "ok": True,
+                "reason": "",
+                "x": x,
+                "y": y,
+                "a": a,
+                "b": b,
+                "ellipticity": 1.0 - b / a,
+                "pa_deg": _pa_deg(th),
+                "flux": float(flux[0]),
+                "flux_iso": float(o["flux"]),
+                "npix": int(o["npix"]),
+                "noise_rms": rms,
+            }
+        )
     return rows
 
 
@@ -229,8 +257,7 @@ def _upscale(img: np.ndarray, size: int) -> tuple[np.ndarray, float, float]:
     h, w = img.shape
     s = size / max(h, w)
     nh, nw = int(round(h * s)), int(round(w * s))
-    up = resize(img, (nh, nw), order=3, mode="reflect", anti_aliasing=False,
-                preserve_range=True)
+    up = resize(img, (nh, nw), order=3, mode="reflect", anti_aliasing=False, preserve_range=True)
     return np.ascontiguousarray(up, dtype=np.float64), nw / w, nh / h
 
 
@@ -243,12 +270,14 @@ def _good_isophotes(isolist) -> dict:
             continue
         good.append(iso)
     good.sort(key=lambda it: it.sma)
-    return {"sma": np.array([it.sma for it in good], dtype=np.float64),
-            "eps": np.array([it.eps for it in good], dtype=np.float64),
-            "pa": np.array([it.pa for it in good], dtype=np.float64),
-            "tflux": np.array([it.tflux_e for it in good], dtype=np.float64),
-            "x0": np.array([it.x0 for it in good], dtype=np.float64),
-            "y0": np.array([it.y0 for it in good], dtype=np.float64)}
+    return {
+        "sma": np.array([it.sma for it in good], dtype=np.float64),
+        "eps": np.array([it.eps for it in good], dtype=np.float64),
+        "pa": np.array([it.pa for it in good], dtype=np.float64),
+        "tflux": np.array([it.tflux_e for it in good], dtype=np.float64),
+        "x0": np.array([it.x0 for it in good], dtype=np.float64),
+        "y0": np.array([it.y0 for it in good], dtype=np.float64),
+    }
 
 
 def _fit(image, x0, y0, sma0, eps0, pa0, minsma, maxsma, fix_center, fit_options) -> dict:
@@ -258,8 +287,9 @@ def _fit(image, x0, y0, sma0, eps0, pa0, minsma, maxsma, fix_center, fit_options
     ellipse = Ellipse(image, geometry=geometry)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        isolist = ellipse.fit_image(sma0=sma0, minsma=minsma, maxsma=maxsma,
-                                    fix_center=fix_center, **fit_options)
+        isolist = ellipse.fit_image(
+            sma0=sma0, minsma=minsma, maxsma=maxsma, fix_center=fix_center, **fit_options
+        )
     return _good_isophotes(isolist)
 
 
@@ -351,24 +381,28 @@ def measure_isophotes(
     were needed.
     """
     if smooth is not None and not (np.isfinite(smooth) and smooth >= 0):
-        raise EvaluationError(f"smooth must be a Gaussian sigma >= 0 in pixels or None "
-                              f"(got {smooth})")
+        raise EvaluationError(
+            f"smooth must be a Gaussian sigma >= 0 in pixels or None (got {smooth})"
+        )
     if upscale is not None and int(upscale) < 16:
         raise EvaluationError(f"upscale must be at least 16 pixels or None (got {upscale})")
     lo_w, hi_w = shape_window
     if not 0 < lo_w < hi_w:
-        raise EvaluationError(f"shape_window must be (low, high) with 0 < low < high, "
-                              f"got {shape_window}")
+        raise EvaluationError(
+            f"shape_window must be (low, high) with 0 < low < high, got {shape_window}"
+        )
     if engine not in ISOPHOTE_ENGINES:
-        raise EvaluationError(f"isophote engine {engine!r} is not one of {ISOPHOTE_ENGINES}; "
-                              "choose one of them")
+        raise EvaluationError(
+            f"isophote engine {engine!r} is not one of {ISOPHOTE_ENGINES}; choose one of them"
+        )
     fit_options = dict(fit_options or {})
     if engine == "galforge":
         unknown = sorted(set(fit_options) - set(_GALFORGE_FIT_OPTIONS))
         if unknown:
             raise EvaluationError(
                 f"fit_options {unknown} are not supported by the galforge isophote engine "
-                f"(it takes {list(_GALFORGE_FIT_OPTIONS)}); use engine='photutils' for them")
+                f"(it takes {list(_GALFORGE_FIT_OPTIONS)}); use engine='photutils' for them"
+            )
     stack = select_band(images, bands, band)
     nan_row = {k: math.nan for k in ("ellipticity", "pa_deg", "flux", "sma", "half_light_sma")}
     rows: list[dict | None] = [None] * len(stack)
@@ -386,8 +420,9 @@ def measure_isophotes(
             sub, rms = _prepare(img, background, border)
             found = _detect_central(sub, rms, thresh, minarea)
             if found is None:
-                rows[idx] = _fail("no source detected", **nan_row, attempts=0,
-                                  seconds=time.perf_counter() - t0)
+                rows[idx] = _fail(
+                    "no source detected", **nan_row, attempts=0, seconds=time.perf_counter() - t0
+                )
                 continue
             objs, _, i = found
             o = objs[i]
@@ -407,19 +442,30 @@ def measure_isophotes(
             a, b = float(max(o["a"], 0.5)), float(max(o["b"], 0.5))
             maxsma = max(min(x0, y0, fit_img.shape[1] - 1 - x0, fit_img.shape[0] - 1 - y0), 4.0)
             preps[idx] = {
-                "image": fit_img, "sx": sx, "sy": sy, "s": s, "x0": x0, "y0": y0,
-                "eps0": float(np.clip(1.0 - b / a, 0.05, 0.9)), "pa0": float(o["theta"]) % math.pi,
-                "maxsma": maxsma, "sma_start": float(np.clip(2.0 * a * s, 3.0, 0.8 * maxsma)),
-                "attempts": 0, "good": None, "error": "no good isophote",
+                "image": fit_img,
+                "sx": sx,
+                "sy": sy,
+                "s": s,
+                "x0": x0,
+                "y0": y0,
+                "eps0": float(np.clip(1.0 - b / a, 0.05, 0.9)),
+                "pa0": float(o["theta"]) % math.pi,
+                "maxsma": maxsma,
+                "sma_start": float(np.clip(2.0 * a * s, 3.0, 0.8 * maxsma)),
+                "attempts": 0,
+                "good": None,
+                "error": "no good isophote",
                 "seconds": time.perf_counter() - t0,
             }
         # first the moments' start; then the retries photutils suggests: a larger tolerance
         # on the radial gradient error, other starting sizes, a fixed centre
         tolerant = {"maxgerr": 1.0}
-        tries = ((lambda p: p["sma_start"], False, {}),
-                 (lambda p: p["sma_start"], False, tolerant),
-                 (lambda p: 0.6 * p["sma_start"], False, tolerant),
-                 (lambda p: min(1.5 * p["sma_start"], 0.9 * p["maxsma"]), True, tolerant))
+        tries = (
+            (lambda p: p["sma_start"], False, {}),
+            (lambda p: p["sma_start"], False, tolerant),
+            (lambda p: 0.6 * p["sma_start"], False, tolerant),
+            (lambda p: min(1.5 * p["sma_start"], 0.9 * p["maxsma"]), True, tolerant),
+        )
         if engine == "photutils":
             for p in preps.values():
                 for sma_of, fix_center, extra in tries:
@@ -429,9 +475,18 @@ def measure_isophotes(
                         continue
                     p["attempts"] += 1
                     try:
-                        p["good"] = _fit(p["image"], p["x0"], p["y0"], sma0, p["eps0"], p["pa0"],
-                                         min_sma * p["s"], p["maxsma"], fix_center,
-                                         {**fit_options, **extra})
+                        p["good"] = _fit(
+                            p["image"],
+                            p["x0"],
+                            p["y0"],
+                            sma0,
+                            p["eps0"],
+                            p["pa0"],
+                            min_sma * p["s"],
+                            p["maxsma"],
+                            fix_center,
+                            {**fit_options, **extra},
+                        )
                     except Exception as exc:  # photutils raises assorted errors on degenerate data
                         p["good"], p["error"] = None, f"{type(exc).__name__}: {exc}"
                     p["seconds"] += time.perf_counter() - t0
@@ -442,8 +497,12 @@ def measure_isophotes(
         for idx, p in preps.items():
             good = p["good"]
             if good is None or len(good["sma"]) < 3:
-                rows[idx] = _fail(f"isophote fit failed ({p['error']})", **nan_row,
-                                  attempts=p["attempts"], seconds=p["seconds"])
+                rows[idx] = _fail(
+                    f"isophote fit failed ({p['error']})",
+                    **nan_row,
+                    attempts=p["attempts"],
+                    seconds=p["seconds"],
+                )
                 continue
             rows[idx] = _combine(good, p, lo_w, hi_w)
     return rows
@@ -469,19 +528,34 @@ def _fit_batched(preps: dict, tries, min_sma: float, fit_options: dict) -> None:
         ps = [preps[k] for k in sel]
         fits = fit_isophotes(
             np.stack([p["image"] for p in ps]),
-            [p["x0"] for p in ps], [p["y0"] for p in ps], [sma_of(p) for p in ps],
-            [p["eps0"] for p in ps], [p["pa0"] for p in ps],
-            minsma=[min_sma * p["s"] for p in ps], maxsma=[p["maxsma"] for p in ps],
-            fix_center=fix_center, **{**fit_options, **extra})
+            [p["x0"] for p in ps],
+            [p["y0"] for p in ps],
+            [sma_of(p) for p in ps],
+            [p["eps0"] for p in ps],
+            [p["pa0"] for p in ps],
+            minsma=[min_sma * p["s"] for p in ps],
+            maxsma=[p["maxsma"] for p in ps],
+            fix_center=fix_center,
+            **{**fit_options, **extra},
+        )
         for p, fit in zip(ps, fits, strict=True):
             p["attempts"] += 1
-            keep = (np.isin(fit.stop_code, (0, 1, 2)) & (fit.sma > 0) & np.isfinite(fit.eps)
-                    & np.isfinite(fit.pa))
+            keep = (
+                np.isin(fit.stop_code, (0, 1, 2))
+                & (fit.sma > 0)
+                & np.isfinite(fit.eps)
+                & np.isfinite(fit.pa)
+            )
             good = {k: getattr(fit, k)[keep] for k in ("sma", "eps", "pa", "x0", "y0")}
-            good["tflux"] = np.array([
-                ellipse_flux(p["image"], x, y, a, e, t)
-                for a, e, t, x, y in zip(good["sma"], good["eps"], good["pa"], good["x0"],
-                                         good["y0"], strict=True)], dtype=np.float64)
+            good["tflux"] = np.array(
+                [
+                    ellipse_flux(p["image"], x, y, a, e, t)
+                    for a, e, t, x, y in zip(
+                        good["sma"], good["eps"], good["pa"], good["x0"], good["y0"], strict=True
+                    )
+                ],
+                dtype=np.float64,
+            )
             fine = np.isfinite(good["tflux"])
             p["good"] = {k: v[fine] for k, v in good.items()}
         share = (time.perf_counter() - t0) / len(ps)
@@ -595,8 +669,9 @@ def measure_statmorph(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                morph = statmorph.SourceMorphology(sub, seg, 1, mask=mask if mask.any()
-                                                   else None, **kwargs)
+                morph = statmorph.SourceMorphology(
+                    sub, seg, 1, mask=mask if mask.any() else None, **kwargs
+                )
                 values = {
                     "gini": float(morph.gini),
                     "m20": float(morph.m20),
@@ -610,14 +685,20 @@ def measure_statmorph(
                 }
                 flag, flag_sersic = int(morph.flag), int(morph.flag_sersic)
         except Exception as exc:  # statmorph raises assorted errors on degenerate data
-            rows.append(_fail(f"statmorph failed ({type(exc).__name__}: {exc})", **nan_row,
-                              flag=4, flag_sersic=1))
+            rows.append(
+                _fail(
+                    f"statmorph failed ({type(exc).__name__}: {exc})",
+                    **nan_row,
+                    flag=4,
+                    flag_sersic=1,
+                )
+            )
             continue
-        ok = flag <= 1 and all(np.isfinite(v) for k, v in values.items()
-                               if k != "sersic_n")
+        ok = flag <= 1 and all(np.isfinite(v) for k, v in values.items() if k != "sersic_n")
         reason = "" if ok else f"statmorph flag {flag}"
-        rows.append({"ok": ok, "reason": reason, **values, "flag": flag,
-                     "flag_sersic": flag_sersic})
+        rows.append(
+            {"ok": ok, "reason": reason, **values, "flag": flag, "flag_sersic": flag_sersic}
+        )
     return rows
 
 
@@ -647,12 +728,12 @@ def plot_shapes(
         "m20": "M20",
         "sersic_n": "Sérsic n",
     }
-    return plot_histograms(real_rows, fake_rows, list(columns), path, bins=bins,
-                           labels=labels, titles=titles)
+    return plot_histograms(
+        real_rows, fake_rows, list(columns), path, bins=bins, labels=labels, titles=titles
+    )
 
 
-def plot_isophotes(image_hw: np.ndarray, row: dict, path: str | Path, *,
-                   title: str = "") -> Path:
+def plot_isophotes(image_hw: np.ndarray, row: dict, path: str | Path, *, title: str = "") -> Path:
     """Save one stamp with its half-light and outermost fitted ellipses drawn, as PNG."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Ellipse as EllipsePatch
@@ -669,13 +750,31 @@ def plot_isophotes(image_hw: np.ndarray, row: dict, path: str | Path, *,
             (row["half_light_sma"], row["ellipticity_half"], row["pa_deg_half"], "tab:orange"),
             (row["sma"], row["ellipticity_outer"], row["pa_deg_outer"], "tab:cyan"),
         ):
-            ax.add_patch(EllipsePatch((row["x"], row["y"]), 2 * sma, 2 * sma * (1 - eps),
-                                      angle=pa, fill=False, color=colour, lw=1.2))
+            ax.add_patch(
+                EllipsePatch(
+                    (row["x"], row["y"]),
+                    2 * sma,
+                    2 * sma * (1 - eps),
+                    angle=pa,
+                    fill=False,
+                    color=colour,
+                    lw=1.2,
+                )
+            )
     else:
-        ax.text(0.5, 0.95, row.get("reason", "failed"), color="red", ha="center",
-                transform=ax.transAxes, fontsize=7)
-    ax.set_title(title or f"ε={row.get('ellipticity', math.nan):.2f} "
-                          f"PA={row.get('pa_deg', math.nan):.0f}°", fontsize=9)
+        ax.text(
+            0.5,
+            0.95,
+            row.get("reason", "failed"),
+            color="red",
+            ha="center",
+            transform=ax.transAxes,
+            fontsize=7,
+        )
+    ax.set_title(
+        title or f"ε={row.get('ellipticity', math.nan):.2f} PA={row.get('pa_deg', math.nan):.0f}°",
+        fontsize=9,
+    )
     ax.set_axis_off()
     fig.savefig(path, dpi=100)
     return path

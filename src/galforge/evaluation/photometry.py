@@ -123,8 +123,9 @@ class DetectionOptions:
             k = np.asarray(self.filter_kernel, dtype=np.float64)
             if k.ndim != 2:
                 raise EvaluationError(f"filter_kernel must be a 2-D array, got shape {k.shape}")
-            object.__setattr__(self, "filter_kernel",
-                               tuple(tuple(float(v) for v in row) for row in k))
+            object.__setattr__(
+                self, "filter_kernel", tuple(tuple(float(v) for v in row) for row in k)
+            )
         if self.zeropoint is not None:
             zp = float(self.zeropoint)
             if not math.isfinite(zp):
@@ -132,10 +133,12 @@ class DetectionOptions:
             object.__setattr__(self, "zeropoint", zp)
         if not self.thresh > 0:
             raise EvaluationError(
-                f"thresh must be positive (got {self.thresh}); 5 is SExtractor-like")
+                f"thresh must be positive (got {self.thresh}); 5 is SExtractor-like"
+            )
         if self.filter_type not in ("conv", "matched"):
             raise EvaluationError(
-                f"filter_type must be 'conv' or 'matched' (got {self.filter_type!r})")
+                f"filter_type must be 'conv' or 'matched' (got {self.filter_type!r})"
+            )
         if self.minarea < 1:
             raise EvaluationError(f"minarea must be at least 1 pixel (got {self.minarea})")
         if self.noise not in ("global", "local"):
@@ -147,8 +150,7 @@ class DetectionOptions:
         an :class:`EvaluationError` naming it."""
         base = options if options is not None else cls()
         if not isinstance(base, cls):
-            raise EvaluationError(
-                f"options must be a DetectionOptions, got {type(base).__name__}")
+            raise EvaluationError(f"options must be a DetectionOptions, got {type(base).__name__}")
         if not overrides:
             return base
         names = {f.name for f in dataclasses.fields(cls)}
@@ -156,7 +158,8 @@ class DetectionOptions:
         if bad:
             raise EvaluationError(
                 f"unknown detection option(s) {', '.join(bad)}; choose from "
-                f"{', '.join(sorted(names))}")
+                f"{', '.join(sorted(names))}"
+            )
         return dataclasses.replace(base, **overrides)
 
     def kernel(self) -> np.ndarray | None:
@@ -262,17 +265,24 @@ def _backgrounds(data_bands, det, bad, opts: DetectionOptions) -> dict:
 
     det_back, det_rms = one(det)
     bands = [one(data_bands[c]) for c in range(data_bands.shape[0])]
-    return {"det_back": det_back, "det_rms": det_rms,
-            "band_back": [b[0] for b in bands], "band_rms": [b[1] for b in bands]}
+    return {
+        "det_back": det_back,
+        "det_rms": det_rms,
+        "band_back": [b[0] for b in bands],
+        "band_rms": [b[1] for b in bands],
+    }
 
 
 def _slice_background(background: dict, sl) -> dict:
     def cut(v):
         return np.ascontiguousarray(v[sl]) if np.ndim(v) else v
 
-    return {"det_back": cut(background["det_back"]), "det_rms": cut(background["det_rms"]),
-            "band_back": [cut(v) for v in background["band_back"]],
-            "band_rms": [cut(v) for v in background["band_rms"]]}
+    return {
+        "det_back": cut(background["det_back"]),
+        "det_rms": cut(background["det_rms"]),
+        "band_back": [cut(v) for v in background["band_back"]],
+        "band_rms": [cut(v) for v in background["band_rms"]],
+    }
 
 
 def _flux_to_mag(flux, zeropoint: float | None):
@@ -315,10 +325,18 @@ def _extract_one(
         rms = np.ascontiguousarray(np.where(rms > 0, rms, np.min(rms[rms > 0])))
     try:
         objs, segmap = sep.extract(
-            det_sub, opts.thresh, err=rms, mask=bad, minarea=opts.minarea,
-            filter_kernel=opts.kernel(), filter_type=opts.filter_type,
-            deblend_nthresh=opts.deblend_nthresh, deblend_cont=opts.deblend_cont,
-            clean=opts.clean, clean_param=opts.clean_param, segmentation_map=True,
+            det_sub,
+            opts.thresh,
+            err=rms,
+            mask=bad,
+            minarea=opts.minarea,
+            filter_kernel=opts.kernel(),
+            filter_type=opts.filter_type,
+            deblend_nthresh=opts.deblend_nthresh,
+            deblend_cont=opts.deblend_cont,
+            clean=opts.clean,
+            clean_param=opts.clean_param,
+            segmentation_map=True,
         )
     except Exception as exc:  # sep raises plain Exceptions for pixel-stack overflows
         raise EvaluationError(
@@ -339,23 +357,36 @@ def _extract_one(
     seg_id = np.arange(1, n + 1, dtype=np.int32)
     a_safe = np.maximum(a, 1e-3)
     b_safe = np.maximum(b, 1e-3)
-    kron, kflag = sep.kron_radius(det_sub, x, y, a_safe, b_safe, theta, 6.0,
-                                  mask=bad, segmap=segmap, seg_id=seg_id)
+    kron, kflag = sep.kron_radius(
+        det_sub, x, y, a_safe, b_safe, theta, 6.0, mask=bad, segmap=segmap, seg_id=seg_id
+    )
     kron = np.where(np.isfinite(kron) & (kron > 0), kron, 0.0)
     r_ap = np.maximum(opts.kron_factor * kron, opts.min_radius)
 
     def auto_flux(data, err):
-        f, fe, fl = sep.sum_ellipse(data, x, y, a_safe, b_safe, theta, r_ap, err=err,
-                                    mask=bad, segmap=segmap, seg_id=seg_id, gain=opts.gain,
-                                    subpix=1)
+        f, fe, fl = sep.sum_ellipse(
+            data,
+            x,
+            y,
+            a_safe,
+            b_safe,
+            theta,
+            r_ap,
+            err=err,
+            mask=bad,
+            segmap=segmap,
+            seg_id=seg_id,
+            gain=opts.gain,
+            subpix=1,
+        )
         return f, fe, fl
 
     det_flux, det_ferr, det_flag = auto_flux(det_sub, rms)
     # half-light radius (circular, on the detection image) inside the Kron aperture
     rmax = np.maximum(r_ap * a_safe, 1.0)
-    hlr, _ = sep.flux_radius(det_sub, x, y, rmax, 0.5, normflux=np.where(det_flux > 0,
-                                                                          det_flux, 1.0),
-                             mask=bad, subpix=5)
+    hlr, _ = sep.flux_radius(
+        det_sub, x, y, rmax, 0.5, normflux=np.where(det_flux > 0, det_flux, 1.0), mask=bad, subpix=5
+    )
     per_band = {}
     for c, band in enumerate(bands):
         sub = np.ascontiguousarray(data_bands[c] - background["band_back"][c])
@@ -490,8 +521,7 @@ def measure_field(
     if tile < 16:
         raise EvaluationError(f"tile must be at least 16 pixels (got {tile})")
     if not 0 <= overlap < tile:
-        raise EvaluationError(f"overlap must be in [0, tile) (got overlap={overlap}, "
-                              f"tile={tile})")
+        raise EvaluationError(f"overlap must be in [0, tile) (got overlap={overlap}, tile={tile})")
     bands = tuple(bands)
     field = arr[0]
     _, h, w = field.shape
@@ -513,8 +543,9 @@ def measure_field(
                 xlo, xhi = _owned_range(xs, ix, tile, w)
                 sl = (slice(y0, y1), slice(x0, x1))
                 background = _slice_background(full_background, sl)
-                found = _extract_one(np.ascontiguousarray(field[:, y0:y1, x0:x1]), bands, opts,
-                                     background=background)
+                found = _extract_one(
+                    np.ascontiguousarray(field[:, y0:y1, x0:x1]), bands, opts, background=background
+                )
                 for row in found:
                     fx, fy = row["x"] + x0, row["y"] + y0
                     if xlo <= fx < xhi and ylo <= fy < yhi:
@@ -609,10 +640,16 @@ def plot_magnitudes(
 
     keys = list(real_rows[0]) if len(real_rows) else list(fake_rows[0]) if len(fake_rows) else []
     cols = [find_mag_column(keys, b) or f"mag_{b}" for b in bands]
-    return plot_histograms(real_rows, fake_rows, cols, path, bins=bins, labels=labels,
-                           only_ok=False,
-                           titles={c: magnitude_label(c, b) for c, b in zip(cols, bands,
-                                                                             strict=True)})
+    return plot_histograms(
+        real_rows,
+        fake_rows,
+        cols,
+        path,
+        bins=bins,
+        labels=labels,
+        only_ok=False,
+        titles={c: magnitude_label(c, b) for c, b in zip(cols, bands, strict=True)},
+    )
 
 
 def plot_number_counts(
@@ -649,8 +686,9 @@ def plot_number_counts(
         y = np.asarray(nc["per_mag"], dtype=float)
         if n_images is not None and n_images[k] > 0:
             y = y / n_images[k]
-        ax.step(nc["centres"], np.where(y > 0, y, np.nan), where="mid",
-                label=f"{lab} (n={nc['n']})")
+        ax.step(
+            nc["centres"], np.where(y > 0, y, np.nan), where="mid", label=f"{lab} (n={nc['n']})"
+        )
     ax.set_yscale("log")
     keys = list(real_rows[0]) if len(real_rows) else list(fake_rows[0]) if len(fake_rows) else []
     ax.set_xlabel(magnitude_label(find_mag_column(keys, band) or f"mag_{band}", band))

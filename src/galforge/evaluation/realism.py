@@ -87,8 +87,13 @@ from galforge.evaluation.realism_ladder import (  # noqa: F401
 from galforge.evaluation.realism_trees import TreeEnsemble
 
 #: hyper-parameters of the gradient-boosted trees (``random_state`` is the fit's seed)
-DEFAULT_PARAMS = {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 3,
-                  "min_samples_leaf": 1, "subsample": 1.0}
+DEFAULT_PARAMS = {
+    "n_estimators": 300,
+    "learning_rate": 0.05,
+    "max_depth": 3,
+    "min_samples_leaf": 1,
+    "subsample": 1.0,
+}
 DEFAULT_FOLDS = 5
 FORMAT = 1
 SCORER_JSON = "scorer.json"
@@ -104,7 +109,9 @@ def _check_scores(scores, n: int) -> np.ndarray:
     if len(y) != n:
         raise EvaluationError(f"{n} images but {len(y)} scores; give one score per image")
     if not np.all(np.isfinite(y)):
-        raise EvaluationError("the scores hold NaN or infinite values; give a number for every image")
+        raise EvaluationError(
+            "the scores hold NaN or infinite values; give a number for every image"
+        )
     return y
 
 
@@ -114,8 +121,15 @@ def _regressor(params: dict, seed: int):
     return GradientBoostingRegressor(loss="squared_error", random_state=seed, **params)
 
 
-def cross_validate(features, scores, *, groups=None, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                   params: dict | None = None) -> dict:
+def cross_validate(
+    features,
+    scores,
+    *,
+    groups=None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    params: dict | None = None,
+) -> dict:
     """K-fold cross-validated mean absolute error of the regressor on ``features``.
 
     Folds are shuffled with ``seed``; with ``groups`` (one label per image) they are
@@ -139,7 +153,8 @@ def cross_validate(features, scores, *, groups=None, folds: int = DEFAULT_FOLDS,
     if n_units < folds:
         raise EvaluationError(
             f"{folds}-fold cross-validation needs at least {folds} {unit}, got {n_units}; "
-            "add images or lower --folds")
+            "add images or lower --folds"
+        )
     if groups is not None:
         splits = GroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y, groups)
     else:
@@ -151,10 +166,16 @@ def cross_validate(features, scores, *, groups=None, folds: int = DEFAULT_FOLDS,
         pred[te] = TreeEnsemble.from_sklearn(model).predict(x[te])
         maes.append(float(np.mean(np.abs(pred[te] - y[te]))))
         base.append(float(np.mean(np.abs(y[tr].mean() - y[te]))))
-    return {"folds": folds, "grouped": groups is not None, "n": len(y),
-            "mae": float(np.mean(np.abs(pred - y))), "mae_std": float(np.std(maes)),
-            "mae_folds": maes, "baseline_mae": float(np.mean(base)),
-            "predictions": pred.tolist()}
+    return {
+        "folds": folds,
+        "grouped": groups is not None,
+        "n": len(y),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "mae_std": float(np.std(maes)),
+        "mae_folds": maes,
+        "baseline_mae": float(np.mean(base)),
+        "predictions": pred.tolist(),
+    }
 
 
 @dataclass
@@ -178,11 +199,19 @@ class RealismScorer:
     def describe(self) -> dict:
         """The JSON part of the saved scorer (without the tree arrays)."""
         cv = {k: v for k, v in self.cv.items() if k != "predictions"}
-        return {"kind": "galforge-realism-scorer", "format": FORMAT,
-                "features": self.spec.to_dict(), "regressor": "GradientBoostingRegressor",
-                "params": dict(self.params), "seed": self.seed, "init": self.trees.init,
-                "n_trees": int(len(self.trees.roots)), "n_features": self.trees.n_features,
-                "cv": cv, "training": dict(self.training)}
+        return {
+            "kind": "galforge-realism-scorer",
+            "format": FORMAT,
+            "features": self.spec.to_dict(),
+            "regressor": "GradientBoostingRegressor",
+            "params": dict(self.params),
+            "seed": self.seed,
+            "init": self.trees.init,
+            "n_trees": int(len(self.trees.roots)),
+            "n_features": self.trees.n_features,
+            "cv": cv,
+            "training": dict(self.training),
+        }
 
     def save(self, folder) -> Path:
         """Write ``scorer.json`` and ``trees.npz`` into ``folder`` (created if missing)."""
@@ -211,57 +240,102 @@ class RealismScorer:
         if not meta_path.is_file():
             raise EvaluationError(
                 f"--scorer {folder}: no {SCORER_JSON} there; give a folder written by "
-                "`galforge score fit`")
+                "`galforge score fit`"
+            )
         try:
             meta = json.loads(meta_path.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise EvaluationError(f"{meta_path}: not valid JSON ({exc}); fit the scorer again") from exc
+            raise EvaluationError(
+                f"{meta_path}: not valid JSON ({exc}); fit the scorer again"
+            ) from exc
         if not isinstance(meta, dict) or meta.get("kind") != "galforge-realism-scorer":
             raise EvaluationError(f"{meta_path}: not a galforge realism scorer")
         if meta.get("format") != FORMAT:
-            raise EvaluationError(f"{meta_path}: scorer format {meta.get('format')!r} is not "
-                                  f"{FORMAT}; fit the scorer again with this galforge")
+            raise EvaluationError(
+                f"{meta_path}: scorer format {meta.get('format')!r} is not "
+                f"{FORMAT}; fit the scorer again with this galforge"
+            )
         trees_path = folder / meta.get("trees", {}).get("file", TREES_NPZ)
         if not trees_path.is_file():
-            raise EvaluationError(f"{trees_path}: missing; the scorer folder is incomplete, fit it again")
+            raise EvaluationError(
+                f"{trees_path}: missing; the scorer folder is incomplete, fit it again"
+            )
         data = trees_path.read_bytes()
         if hashlib.sha256(data).hexdigest() != meta.get("trees", {}).get("sha256"):
-            raise EvaluationError(f"{trees_path}: checksum differs from {SCORER_JSON}; the "
-                                  "scorer files do not belong together, fit it again")
+            raise EvaluationError(
+                f"{trees_path}: checksum differs from {SCORER_JSON}; the "
+                "scorer files do not belong together, fit it again"
+            )
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in TreeEnsemble.ARRAYS}
-        trees = TreeEnsemble(init=float(meta["init"]),
-                             learning_rate=float(meta["params"]["learning_rate"]),
-                             n_features=int(meta["n_features"]), **arrays)
-        return cls(spec=FeatureSpec.from_dict(meta["features"]), trees=trees,
-                   params=dict(meta["params"]), seed=int(meta.get("seed", 0)),
-                   cv=dict(meta.get("cv", {})), training=dict(meta.get("training", {})))
+        trees = TreeEnsemble(
+            init=float(meta["init"]),
+            learning_rate=float(meta["params"]["learning_rate"]),
+            n_features=int(meta["n_features"]),
+            **arrays,
+        )
+        return cls(
+            spec=FeatureSpec.from_dict(meta["features"]),
+            trees=trees,
+            params=dict(meta["params"]),
+            seed=int(meta.get("seed", 0)),
+            cv=dict(meta.get("cv", {})),
+            training=dict(meta.get("training", {})),
+        )
 
 
-def fit_scorer(features, scores, spec: FeatureSpec, *, groups=None, folds: int = DEFAULT_FOLDS,
-               seed: int = 0, params: dict | None = None, training: dict | None = None,
-               ) -> RealismScorer:
+def fit_scorer(
+    features,
+    scores,
+    spec: FeatureSpec,
+    *,
+    groups=None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    params: dict | None = None,
+    training: dict | None = None,
+) -> RealismScorer:
     """Cross-validate (:func:`cross_validate`), then fit the regressor on all ``features``."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != spec.n_features:
-        raise EvaluationError(f"expected N×{spec.n_features} features for {spec.sets}, got {x.shape}")
+        raise EvaluationError(
+            f"expected N×{spec.n_features} features for {spec.sets}, got {x.shape}"
+        )
     y = _check_scores(scores, len(x))
     params = {**DEFAULT_PARAMS, **(params or {})}
     cv = cross_validate(x, y, groups=groups, folds=folds, seed=seed, params=params)
     model = _regressor(params, seed).fit(x, y)
-    info = {"n_images": len(y), "score_min": float(y.min()), "score_max": float(y.max()),
-            **(training or {})}
-    return RealismScorer(spec=spec, trees=TreeEnsemble.from_sklearn(model), params=params,
-                         seed=seed, cv=cv, training=info)
+    info = {
+        "n_images": len(y),
+        "score_min": float(y.min()),
+        "score_max": float(y.max()),
+        **(training or {}),
+    }
+    return RealismScorer(
+        spec=spec,
+        trees=TreeEnsemble.from_sklearn(model),
+        params=params,
+        seed=seed,
+        cv=cv,
+        training=info,
+    )
 
 
-def fit_images(images, scores, *, features: Sequence[str] | str = DEFAULT_FEATURES, groups=None,
-               folds: int = DEFAULT_FOLDS, seed: int = 0, params: dict | None = None
-               ) -> RealismScorer:
+def fit_images(
+    images,
+    scores,
+    *,
+    features: Sequence[str] | str = DEFAULT_FEATURES,
+    groups=None,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    params: dict | None = None,
+) -> RealismScorer:
     """Fit a scorer on arrays: the feature spec from ``images``, then :func:`fit_scorer`."""
     spec = FeatureSpec.fit(images, features)
-    return fit_scorer(spec.extract(images), scores, spec, groups=groups, folds=folds, seed=seed,
-                      params=params)
+    return fit_scorer(
+        spec.extract(images), scores, spec, groups=groups, folds=folds, seed=seed, params=params
+    )
 
 
 # ---------------------------------------------------------------------------- files
@@ -291,8 +365,10 @@ def read_scores_csv(path, images_dir) -> list[ScoreRow]:
             header = [h.strip() for h in (reader.fieldnames or [])]
             reader.fieldnames = header
             if "file" not in header or "score" not in header:
-                raise DataError(f"--scores {path}: needs the columns file,score (found "
-                                f"{','.join(header) or 'no header'})")
+                raise DataError(
+                    f"--scores {path}: needs the columns file,score (found "
+                    f"{','.join(header) or 'no header'})"
+                )
             rows = []
             for line, rec in enumerate(reader, start=2):
                 name = (rec.get("file") or "").strip()
@@ -302,8 +378,9 @@ def read_scores_csv(path, images_dir) -> list[ScoreRow]:
                 try:
                     score = float(raw)
                 except ValueError:
-                    raise DataError(f"--scores {path}: line {line}: score {raw!r} is not a number"
-                                    ) from None
+                    raise DataError(
+                        f"--scores {path}: line {line}: score {raw!r} is not a number"
+                    ) from None
                 if not np.isfinite(score):
                     raise DataError(f"--scores {path}: line {line}: score {raw!r} is not finite")
                 group = (rec.get("group") or "").strip() or None if "group" in header else None
@@ -319,8 +396,10 @@ def read_scores_csv(path, images_dir) -> list[ScoreRow]:
     if missing:
         shown = ", ".join(str(r.path) for r in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise DataError(f"--scores {path}: {len(missing)} listed file(s) do not exist: "
-                        f"{shown}{more} (names are relative to {base} or absolute)")
+        raise DataError(
+            f"--scores {path}: {len(missing)} listed file(s) do not exist: "
+            f"{shown}{more} (names are relative to {base} or absolute)"
+        )
     return rows
 
 
@@ -339,8 +418,16 @@ def read_plane(path, **read_options) -> np.ndarray:
     return as_planes(read_image(path, **read_options))[0]
 
 
-def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int = DEFAULT_FOLDS,
-              seed: int = 0, params: dict | None = None, progress=None) -> RealismScorer:
+def fit_files(
+    images_dir,
+    scores_csv,
+    *,
+    features=DEFAULT_FEATURES,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+    params: dict | None = None,
+    progress=None,
+) -> RealismScorer:
     """Fit a scorer on the files a ``file,score[,group]`` CSV lists (see :func:`read_scores_csv`).
 
     Files are read twice (first the size and pixel range that fix the features, then the
@@ -352,8 +439,10 @@ def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int =
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2 for cross-validation, got {folds}")
     if len(rows) < folds:
-        raise EvaluationError(f"--scores {scores_csv}: {len(rows)} images are too few for "
-                              f"{folds}-fold cross-validation; list at least {folds} or lower --folds")
+        raise EvaluationError(
+            f"--scores {scores_csv}: {len(rows)} images are too few for "
+            f"{folds}-fold cross-validation; list at least {folds} or lower --folds"
+        )
     lo, hi, shape, bands = np.inf, -np.inf, None, None
     for r in rows:
         image = read_image(r.path)
@@ -361,13 +450,17 @@ def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int =
         if bands is None:
             bands = band_count(image)
         elif band_count(image) != bands:
-            raise DataError(f"{r.path}: {band_count(image)} band(s), but {rows[0].path} has "
-                            f"{bands}; the scorer needs images with the same bands")
+            raise DataError(
+                f"{r.path}: {band_count(image)} band(s), but {rows[0].path} has "
+                f"{bands}; the scorer needs images with the same bands"
+            )
         if shape is None:
             shape = p.shape
         elif p.shape != shape:
-            raise DataError(f"{r.path}: {p.shape[0]}×{p.shape[1]} pixels, but {rows[0].path} is "
-                            f"{shape[0]}×{shape[1]}; the scorer needs images of one size")
+            raise DataError(
+                f"{r.path}: {p.shape[0]}×{p.shape[1]} pixels, but {rows[0].path} is "
+                f"{shape[0]}×{shape[1]}; the scorer needs images of one size"
+            )
         lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
     spec = FeatureSpec.from_range(sets, shape, lo, hi, channels=bands)
     feats = []
@@ -376,9 +469,16 @@ def fit_files(images_dir, scores_csv, *, features=DEFAULT_FEATURES, folds: int =
         if progress is not None:
             progress(i + 1, len(rows))
     groups = [r.group or r.file for r in rows] if any(r.group for r in rows) else None
-    return fit_scorer(np.stack(feats), [r.score for r in rows], spec, groups=groups, folds=folds,
-                      seed=seed, params=params,
-                      training={"images": str(images_dir), "scores": str(scores_csv)})
+    return fit_scorer(
+        np.stack(feats),
+        [r.score for r in rows],
+        spec,
+        groups=groups,
+        folds=folds,
+        seed=seed,
+        params=params,
+        training={"images": str(images_dir), "scores": str(scores_csv)},
+    )
 
 
 def iter_image_files(source) -> Iterator[tuple[str, np.ndarray]]:
@@ -397,7 +497,7 @@ def iter_image_files(source) -> Iterator[tuple[str, np.ndarray]]:
     images = np.asarray(iset.images)
     for k, meta in enumerate(iset.meta):
         name = meta.get("file", meta.get("id"))
-        yield (f"image-{k}" if name is None else str(name)), images[k:k + 1]
+        yield (f"image-{k}" if name is None else str(name)), images[k : k + 1]
 
 
 def predict_files(scorer: RealismScorer, source) -> list[dict]:

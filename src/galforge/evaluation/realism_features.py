@@ -45,8 +45,10 @@ def parse_feature_sets(value: str | Sequence[str] | None) -> tuple[str, ...]:
     names = []
     for item in items:
         if item not in FEATURE_SETS:
-            raise ConfigError(f"--features: unknown feature set {item!r}; choose from "
-                              f"{', '.join(FEATURE_SETS)} (comma separated)")
+            raise ConfigError(
+                f"--features: unknown feature set {item!r}; choose from "
+                f"{', '.join(FEATURE_SETS)} (comma separated)"
+            )
         if item not in names:
             names.append(item)
     if not names:
@@ -81,8 +83,13 @@ def _summary(values: np.ndarray) -> list[float]:
     if values.size == 0:
         return [0.0] * 7
     q = np.percentile(values, [25, 50, 75])
-    return [float(values.mean()), float(values.std()), float(values.min()), *map(float, q),
-            float(values.max())]
+    return [
+        float(values.mean()),
+        float(values.std()),
+        float(values.min()),
+        *map(float, q),
+        float(values.max()),
+    ]
 
 
 #: Connected (8-neighbour) clusters of the non-zero pixels of a plane: ``(labels, n)`` (the one
@@ -101,8 +108,16 @@ def galaxy_statistics(planes) -> np.ndarray:
         flux = np.bincount(flat, weights=p.ravel(), minlength=n + 1)[1:]
         peak = np.full(n + 1, -np.inf)
         np.maximum.at(peak, flat, p.ravel())
-        rows.append([float(n), float(np.mean(p != 0)), float(p.sum()), *_summary(area),
-                     *_summary(flux), *_summary(peak[1:])])
+        rows.append(
+            [
+                float(n),
+                float(np.mean(p != 0)),
+                float(p.sum()),
+                *_summary(area),
+                *_summary(flux),
+                *_summary(peak[1:]),
+            ]
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -124,8 +139,13 @@ def hog_lbp(planes, lo: float, hi: float) -> np.ndarray:
     small = _to_uint8(resize(x, HOG_SIZE, method).astype(np.float64), lo, hi)
     rows = []
     for img in small:
-        h = hog(img, orientations=9, pixels_per_cell=(HOG_CELL, HOG_CELL), cells_per_block=(2, 2),
-                feature_vector=True)
+        h = hog(
+            img,
+            orientations=9,
+            pixels_per_cell=(HOG_CELL, HOG_CELL),
+            cells_per_block=(2, 2),
+            feature_vector=True,
+        )
         codes = local_binary_pattern(img, LBP_POINTS, 1, method="uniform").astype(np.int64)
         lbp = np.bincount(codes.ravel(), minlength=LBP_POINTS + 2) / codes.size
         rows.append(np.concatenate([h, lbp]))
@@ -156,32 +176,44 @@ class FeatureSpec:
     shape: tuple[int, int]
     lo: float
     hi: float
-    channels: int | None = None   # bands of the fitting images (None: not recorded)
+    channels: int | None = None  # bands of the fitting images (None: not recorded)
 
     @classmethod
     def fit(cls, images, sets: Sequence[str] = DEFAULT_FEATURES) -> FeatureSpec:
         """The spec for ``images``: their size, bands and lowest and highest pixel."""
         x = as_planes(images)
-        return cls.from_range(sets, x.shape[1:], float(x.min()), float(x.max()),
-                              channels=band_count(images))
+        return cls.from_range(
+            sets, x.shape[1:], float(x.min()), float(x.max()), channels=band_count(images)
+        )
 
     @classmethod
-    def from_range(cls, sets, shape, lo: float, hi: float,
-                   channels: int | None = None) -> FeatureSpec:
+    def from_range(
+        cls, sets, shape, lo: float, hi: float, channels: int | None = None
+    ) -> FeatureSpec:
         sets = parse_feature_sets(sets)
         if not hi > lo:
             raise EvaluationError(
                 f"the training images are constant (every pixel is {lo}); a scorer needs images "
-                "that differ")
-        return cls(sets=sets, shape=(int(shape[0]), int(shape[1])), lo=float(lo), hi=float(hi),
-                   channels=None if channels is None else int(channels))
+                "that differ"
+            )
+        return cls(
+            sets=sets,
+            shape=(int(shape[0]), int(shape[1])),
+            lo=float(lo),
+            hi=float(hi),
+            channels=None if channels is None else int(channels),
+        )
 
     def sizes(self) -> dict[str, int]:
         h, w = self.shape
         hog_cells = HOG_SIZE // HOG_CELL - 1
-        per_set = {"histogram": HIST_BINS, "spectrum": min(h, w) // 2, "galaxies": 24,
-                   "hog_lbp": hog_cells * hog_cells * 4 * 9 + LBP_POINTS + 2,
-                   "fft_row": w // 2 + 1}
+        per_set = {
+            "histogram": HIST_BINS,
+            "spectrum": min(h, w) // 2,
+            "galaxies": 24,
+            "hog_lbp": hog_cells * hog_cells * 4 * 9 + LBP_POINTS + 2,
+            "fft_row": w // 2 + 1,
+        }
         return {s: per_set[s] for s in self.sets}
 
     @property
@@ -194,12 +226,14 @@ class FeatureSpec:
         if self.channels is not None and bands != self.channels:
             raise EvaluationError(
                 f"{what} have {bands} band(s) but the scorer was fitted on images of "
-                f"{self.channels}; score images with the bands it was fitted on")
+                f"{self.channels}; score images with the bands it was fitted on"
+            )
         x = as_planes(images)
         if tuple(x.shape[1:]) != self.shape:
             raise EvaluationError(
                 f"{what} are {x.shape[1]}×{x.shape[2]} pixels but the scorer was fitted on "
-                f"{self.shape[0]}×{self.shape[1]} images; score images of the training size")
+                f"{self.shape[0]}×{self.shape[1]} images; score images of the training size"
+            )
         parts = []
         for s in self.sets:
             if s == "histogram":
@@ -215,8 +249,15 @@ class FeatureSpec:
         return np.concatenate(parts, axis=1)
 
     def to_dict(self) -> dict:
-        out = {"sets": list(self.sets), "shape": list(self.shape), "lo": self.lo, "hi": self.hi,
-               "window": WINDOW, "histogram_bins": HIST_BINS, "sizes": self.sizes()}
+        out = {
+            "sets": list(self.sets),
+            "shape": list(self.shape),
+            "lo": self.lo,
+            "hi": self.hi,
+            "window": WINDOW,
+            "histogram_bins": HIST_BINS,
+            "sizes": self.sizes(),
+        }
         if self.channels is not None:
             out["channels"] = self.channels
         return out

@@ -37,8 +37,11 @@ class Rung:
     steps: tuple[tuple[str, dict], ...] = ()
 
     def to_dict(self) -> dict:
-        return {"score": self.score, "name": self.name,
-                "steps": [[kind, dict(opts)] for kind, opts in self.steps]}
+        return {
+            "score": self.score,
+            "name": self.name,
+            "steps": [[kind, dict(opts)] for kind, opts in self.steps],
+        }
 
 
 #: the default ladder: 8 = real, down to 0 = fixed diamonds at uniform positions
@@ -50,11 +53,18 @@ DEFAULT_LADDER = (
     Rung(4, "shuffled", (("shuffle", {}),)),
     Rung(3, "half-diamonds", (("diamonds", {"fraction": 0.5, "fixed": False}),)),
     Rung(2, "diamonds", (("diamonds", {"fraction": 1.0, "fixed": False}),)),
-    Rung(1, "diamonds-uniform", (("diamonds", {"fraction": 1.0, "fixed": False}),
-                                 ("move", {"fraction": 1.0}))),
-    Rung(0, "fixed-diamonds-uniform", (("diamonds", {"fraction": 1.0, "fixed": True}),
-                                       ("move", {"fraction": 1.0}))),
+    Rung(
+        1,
+        "diamonds-uniform",
+        (("diamonds", {"fraction": 1.0, "fixed": False}), ("move", {"fraction": 1.0})),
+    ),
+    Rung(
+        0,
+        "fixed-diamonds-uniform",
+        (("diamonds", {"fraction": 1.0, "fixed": True}), ("move", {"fraction": 1.0})),
+    ),
 )
+
 
 def _clusters(plane: np.ndarray):
     """``(slices, masks)`` of the galaxies (connected non-zero clusters) of ``plane``."""
@@ -69,7 +79,7 @@ def _clusters(plane: np.ndarray):
 
 
 def _diamond(radius: int) -> np.ndarray:
-    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return (np.abs(yy) + np.abs(xx)) <= radius
 
 
@@ -85,7 +95,7 @@ def _paste(out: np.ndarray, stamp: np.ndarray, y0: int, x0: int) -> None:
     ys, xs = max(0, y0), max(0, x0)
     ye, xe = min(out.shape[0], y0 + h), min(out.shape[1], x0 + w)
     if ye > ys and xe > xs:
-        out[ys:ye, xs:xe] += stamp[ys - y0:ye - y0, xs - x0:xe - x0]
+        out[ys:ye, xs:xe] += stamp[ys - y0 : ye - y0, xs - x0 : xe - x0]
 
 
 def _pick(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -162,8 +172,13 @@ def _noise(plane, rng, sigma_ln: float) -> np.ndarray:
     return np.where(plane != 0, plane * factor, 0.0)
 
 
-_DAMAGE = {"blur": _blur, "noise": _noise, "shuffle": _shuffle, "diamonds": _diamonds,
-           "move": _move}
+_DAMAGE = {
+    "blur": _blur,
+    "noise": _noise,
+    "shuffle": _shuffle,
+    "diamonds": _diamonds,
+    "move": _move,
+}
 
 
 def degrade(plane, steps: Sequence[tuple[str, dict]], rng: np.random.Generator) -> np.ndarray:
@@ -182,17 +197,26 @@ def check_zero_background(planes, *, what: str = "the images") -> None:
     fifth of the pixels 0, no image without a 0), and no image without a galaxy."""
     x = as_planes(planes)
     check_sparse_background(
-        x, what, fix="the ladder needs galaxies on a zero background (pass --threshold T to set "
-                     "pixels with |value| <= T to 0)")
+        x,
+        what,
+        fix="the ladder needs galaxies on a zero background (pass --threshold T to set "
+        "pixels with |value| <= T to 0)",
+    )
     blank = [i for i, p in enumerate(x) if not np.any(p)]
     if blank:
-        raise DataError(f"{what}: image(s) {blank[:5]} hold no galaxy (every pixel is 0); "
-                        "leave them out")
+        raise DataError(
+            f"{what}: image(s) {blank[:5]} hold no galaxy (every pixel is 0); leave them out"
+        )
 
 
-def degradation_ladder(images, *, rungs: Sequence[Rung] = DEFAULT_LADDER, seed: int = 0,
-                       threshold: float = 0.0, what: str = "the images"
-                       ) -> Iterator[tuple[int, Rung, np.ndarray]]:
+def degradation_ladder(
+    images,
+    *,
+    rungs: Sequence[Rung] = DEFAULT_LADDER,
+    seed: int = 0,
+    threshold: float = 0.0,
+    what: str = "the images",
+) -> Iterator[tuple[int, Rung, np.ndarray]]:
     """Degraded versions of every image, with known scores: yields ``(source index, rung,
     H×W float32 plane)`` for each image and each rung (the source's band mean; pixels with
     ``|value| <= threshold`` set to 0 first).  The draws of image ``i``, rung ``j`` come from

@@ -49,11 +49,17 @@ class TreeEnsemble:
             threshold.append(t.threshold.astype(np.float64))
             value.append(t.value.reshape(t.node_count, -1)[:, 0].astype(np.float64))
             offset += t.node_count
-        return cls(init=init, learning_rate=float(model.learning_rate),
-                   roots=np.asarray(roots, dtype=np.int64), left=np.concatenate(left),
-                   right=np.concatenate(right), feature=np.concatenate(feature),
-                   threshold=np.concatenate(threshold), value=np.concatenate(value),
-                   n_features=int(model.n_features_in_))
+        return cls(
+            init=init,
+            learning_rate=float(model.learning_rate),
+            roots=np.asarray(roots, dtype=np.int64),
+            left=np.concatenate(left),
+            right=np.concatenate(right),
+            feature=np.concatenate(feature),
+            threshold=np.concatenate(threshold),
+            value=np.concatenate(value),
+            n_features=int(model.n_features_in_),
+        )
 
     def predict(self, features) -> np.ndarray:
         x = np.asarray(features, dtype=np.float32)

@@ -88,19 +88,26 @@ def register(m: Measure, *, replace: bool = False) -> Measure:
     name = str(m.name or "").strip()
     if not name or any(c in name for c in ", /\\"):
         raise EvaluationError(
-            f"measure name {m.name!r}: use a non-empty word without commas, spaces or slashes")
+            f"measure name {m.name!r}: use a non-empty word without commas, spaces or slashes"
+        )
     clash = (set(m.thresholds) & set(COMMON_THRESHOLDS)) or {
-        t for other in _REGISTRY.values() if other.name != name
-        for t in other.thresholds if t in m.thresholds and other.thresholds[t] != m.thresholds[t]}
+        t
+        for other in _REGISTRY.values()
+        if other.name != name
+        for t in other.thresholds
+        if t in m.thresholds and other.thresholds[t] != m.thresholds[t]
+    }
     if clash:
         raise EvaluationError(
             f"measure {name!r}: threshold name(s) {', '.join(sorted(clash))} already used "
-            "with another default; choose other names")
+            "with another default; choose other names"
+        )
     with _LOCK:
         if name in _REGISTRY and not replace:
             raise EvaluationError(
                 f"a measure named {name!r} is already registered; pick another name or pass "
-                "replace=True")
+                "replace=True"
+            )
         _REGISTRY[name] = m
     return m
 
@@ -128,7 +135,8 @@ def get(name: str) -> Measure:
         return _REGISTRY[name]
     except KeyError:
         raise EvaluationError(
-            f"unknown measure {name!r}; choose from {', '.join(names())}") from None
+            f"unknown measure {name!r}; choose from {', '.join(names())}"
+        ) from None
 
 
 def default_thresholds() -> dict:
@@ -146,13 +154,18 @@ for _builtin in BUILTINS:
 
 # --------------------------------------------------------------------------- decorators
 
-_RULES = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t,
-          ">": lambda v, t: v > t, ">=": lambda v, t: v >= t}
+_RULES = {
+    "<": lambda v, t: v < t,
+    "<=": lambda v, t: v <= t,
+    ">": lambda v, t: v > t,
+    ">=": lambda v, t: v >= t,
+}
 
 
 class _FunctionSetMeasure(SetMeasure):
-    def __init__(self, fn, *, name, title, statistic, rule, threshold, options, default,
-                 version, figure):
+    def __init__(
+        self, fn, *, name, title, statistic, rule, threshold, options, default, version, figure
+    ):
         self._fn = fn
         self.name = name
         self.title = title or name
@@ -168,8 +181,9 @@ class _FunctionSetMeasure(SetMeasure):
     def compute(self, real, fake, ctx):
         res = self._fn(real, fake, ctx)
         if not isinstance(res, dict):
-            raise EvaluationError(f"measure {self.name!r} must return a dict, got "
-                                  f"{type(res).__name__}")
+            raise EvaluationError(
+                f"measure {self.name!r} must return a dict, got {type(res).__name__}"
+            )
         return res
 
     def summary(self, result, thresholds, ctx):
@@ -177,25 +191,50 @@ class _FunctionSetMeasure(SetMeasure):
             return []
         value = result.get(self.statistic)
         thr = thresholds.get(self.threshold_name) if self.threshold_name else None
-        passed = (value is not None and thr is not None
-                  and bool(_RULES[self.rule](float(value), float(thr))))
-        return [summary_row(f"{self.title} ({self.statistic})" if self.title != self.statistic
-                            else self.title, value, thr, passed, f"{self.rule} threshold",
-                            self.name, n_real=result.get("n_real"),
-                            n_fake=result.get("n_fake"), note=result.get("note"))]
+        passed = (
+            value is not None
+            and thr is not None
+            and bool(_RULES[self.rule](float(value), float(thr)))
+        )
+        return [
+            summary_row(
+                f"{self.title} ({self.statistic})" if self.title != self.statistic else self.title,
+                value,
+                thr,
+                passed,
+                f"{self.rule} threshold",
+                self.name,
+                n_real=result.get("n_real"),
+                n_fake=result.get("n_fake"),
+                note=result.get("note"),
+            )
+        ]
 
     def outputs(self, out, real, fake, result, catalogue, ctx):
         if self._figure is None:
             return {"figures": [], "csv": []}
         figs = self._figure(out, real.images, fake.images, result, ctx) or []
-        return {"figures": [f if isinstance(f, dict) else {"file": f[0], "caption": f[1]}
-                            for f in figs], "csv": []}
+        return {
+            "figures": [
+                f if isinstance(f, dict) else {"file": f[0], "caption": f[1]} for f in figs
+            ],
+            "csv": [],
+        }
 
 
-def measure(name: str, *, statistic: str | None = None, rule: str = "<",
-            threshold: tuple[str, float] | None = None, title: str | None = None,
-            options: Sequence[str] = (), default: bool = True, version: str = "1",
-            figure: Callable | None = None, replace: bool = False):
+def measure(
+    name: str,
+    *,
+    statistic: str | None = None,
+    rule: str = "<",
+    threshold: tuple[str, float] | None = None,
+    title: str | None = None,
+    options: Sequence[str] = (),
+    default: bool = True,
+    version: str = "1",
+    figure: Callable | None = None,
+    replace: bool = False,
+):
     """Decorator: register ``fn(real, fake, ctx) -> dict`` as a set-level measure.
 
     ``statistic`` is the key of the result shown in the summary, judged against the
@@ -208,18 +247,28 @@ def measure(name: str, *, statistic: str | None = None, rule: str = "<",
         raise EvaluationError(f"measure {name!r}: a statistic needs threshold=(name, default)")
 
     def wrap(fn):
-        register(_FunctionSetMeasure(fn, name=name, title=title, statistic=statistic,
-                                     rule=rule, threshold=threshold, options=options,
-                                     default=default, version=version, figure=figure),
-                 replace=replace)
+        register(
+            _FunctionSetMeasure(
+                fn,
+                name=name,
+                title=title,
+                statistic=statistic,
+                rule=rule,
+                threshold=threshold,
+                options=options,
+                default=default,
+                version=version,
+                figure=figure,
+            ),
+            replace=replace,
+        )
         return fn
 
     return wrap
 
 
 class _FunctionObjectMeasure(ObjectMeasure):
-    def __init__(self, fn, *, name, title, columns, fitted, per_image, options, default,
-                 version):
+    def __init__(self, fn, *, name, title, columns, fitted, per_image, options, default, version):
         self._fn = fn
         self.name = name
         self.title = title or name
@@ -238,17 +287,37 @@ class _FunctionObjectMeasure(ObjectMeasure):
         return self._columns
 
 
-def object_measure(name: str, *, columns: Sequence[str], title: str | None = None,
-                   fitted: bool = False, per_image: bool = True, options: Sequence[str] = (),
-                   default: bool = True, version: str = "1", replace: bool = False):
+def object_measure(
+    name: str,
+    *,
+    columns: Sequence[str],
+    title: str | None = None,
+    fitted: bool = False,
+    per_image: bool = True,
+    options: Sequence[str] = (),
+    default: bool = True,
+    version: str = "1",
+    replace: bool = False,
+):
     """Decorator: register ``fn(images, bands, ctx) -> rows`` (one dict per image) as a
     per-object measure whose ``columns`` are compared with the KS test (rows with
     ``ok=False`` count as failed fits when ``fitted``)."""
 
     def wrap(fn):
-        register(_FunctionObjectMeasure(fn, name=name, title=title, columns=columns,
-                                        fitted=fitted, per_image=per_image, options=options,
-                                        default=default, version=version), replace=replace)
+        register(
+            _FunctionObjectMeasure(
+                fn,
+                name=name,
+                title=title,
+                columns=columns,
+                fitted=fitted,
+                per_image=per_image,
+                options=options,
+                default=default,
+                version=version,
+            ),
+            replace=replace,
+        )
         return fn
 
     return wrap

@@ -28,9 +28,17 @@ from galforge.evaluation.figures import (  # noqa: F401  (public names of the re
 from galforge.evaluation.registry import Context
 from galforge.jsonsafe import json_safe
 
-__all__ = ["build_summary", "json_safe", "plot_pixel_histograms",
-           "plot_spectra", "plot_spectra_summary", "rgb_views", "write_csv", "write_outputs",
-           "write_report"]
+__all__ = [
+    "build_summary",
+    "json_safe",
+    "plot_pixel_histograms",
+    "plot_spectra",
+    "plot_spectra_summary",
+    "rgb_views",
+    "write_csv",
+    "write_outputs",
+    "write_report",
+]
 
 
 def __getattr__(name):
@@ -100,8 +108,7 @@ def _rate(v) -> str:
 
 def _table(columns: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
-                   for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -117,8 +124,9 @@ def _details(results: dict, ctx: Context | None) -> list[str]:
             m = registry.Measure()
             m.name = m.title = name
         for tab in m.details(res, ctx):
-            parts.append(f"<h3>{html.escape(tab['title'])}</h3>"
-                         + _table(tab["columns"], tab["rows"]))
+            parts.append(
+                f"<h3>{html.escape(tab['title'])}</h3>" + _table(tab["columns"], tab["rows"])
+            )
     return parts
 
 
@@ -131,11 +139,14 @@ def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | Non
     mags = metrics.get("magnitudes") or {}
     mag_txt = ""
     if mags:
-        mag_txt = (f"<br>Magnitudes: {html.escape(str(mags.get('system')))} "
-                   f"({html.escape(str(mags.get('source')))})")
+        mag_txt = (
+            f"<br>Magnitudes: {html.escape(str(mags.get('system')))} "
+            f"({html.escape(str(mags.get('source')))})"
+        )
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        "<title>galforge evaluation</title>", f"<style>{_CSS}</style></head><body>",
+        "<title>galforge evaluation</title>",
+        f"<style>{_CSS}</style></head><body>",
         "<h1>galforge evaluation report</h1>",
         f"<p>Real: <code>{html.escape(str(metrics['real']['source']))}</code> "
         f"({metrics['real']['n']} images, bands {', '.join(metrics['bands'])}, "
@@ -157,13 +168,16 @@ def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | Non
             f"<td>{_rate(r.get('failure_rate_real'))}</td>"
             f"<td>{_rate(r.get('failure_rate_fake'))}</td>"
             f"<td class='{cls}'>{'pass' if r['passed'] else 'FAIL'}"
-            f"{' (' + html.escape(r['note']) + ')' if r.get('note') else ''}</td></tr>")
+            f"{' (' + html.escape(r['note']) + ')' if r.get('note') else ''}</td></tr>"
+        )
     parts.append("</table>")
-    parts.append("<p style='font-size:13px'>n: objects measured in each set. Rules: KS rows "
-                 "pass above ks_p divided by the number of KS rows (Bonferroni); fitted "
-                 "measures fail when the fake set's failure rate clearly exceeds the real "
-                 "one's; rows resting on fewer than min_objects objects fail; fractions, the "
-                 "classifier AUC and the NN ratio allow for their sampling noise.</p>")
+    parts.append(
+        "<p style='font-size:13px'>n: objects measured in each set. Rules: KS rows "
+        "pass above ks_p divided by the number of KS rows (Bonferroni); fitted "
+        "measures fail when the fake set's failure rate clearly exceeds the real "
+        "one's; rows resting on fewer than min_objects objects fail; fractions, the "
+        "classifier AUC and the NN ratio allow for their sampling noise.</p>"
+    )
     notes = metrics.get("notes") or []
     if notes:
         parts.append("<h2>Notes</h2><ul>")
@@ -178,10 +192,14 @@ def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | Non
             section = fig["section"]
             parts.append(f"<h2>{html.escape(section)}</h2>")
         name = html.escape(fig["file"])
-        parts.append(f"<figure><img src='{name}' alt='{name}'>"
-                     f"<figcaption>{html.escape(fig.get('caption', ''))}</figcaption></figure>")
-    parts.append("<p>Every number is in <a href='metrics.json'>metrics.json</a>; per-object "
-                 "catalogues are the CSV files beside this page.</p></body></html>")
+        parts.append(
+            f"<figure><img src='{name}' alt='{name}'>"
+            f"<figcaption>{html.escape(fig.get('caption', ''))}</figcaption></figure>"
+        )
+    parts.append(
+        "<p>Every number is in <a href='metrics.json'>metrics.json</a>; per-object "
+        "catalogues are the CSV files beside this page.</p></body></html>"
+    )
     path = out_dir / "report.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
@@ -191,8 +209,9 @@ def _fig(section: str, file: str, caption: str) -> dict:
     return {"section": section, "file": file, "caption": caption}
 
 
-def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict,
-                  ctx: Context | None = None) -> dict:
+def write_outputs(
+    out_dir, real, fake, metrics: dict, catalogues: dict, ctx: Context | None = None
+) -> dict:
     """Write the CSV catalogues and every PNG figure of an evaluation into ``out_dir``.
 
     ``real``/``fake`` carry ``images``, ``bands``, ``units``; ``catalogues`` maps a
@@ -220,15 +239,21 @@ def write_outputs(out_dir, real, fake, metrics: dict, catalogues: dict,
     # sample grids, one stretch fitted on the real set for both
     def grids():
         stretch = display.fit_stretch(real.images[:256], bands, real.units)
-        display.save_grid(out / "samples_real.png", real.images[:n_grid], bands,
-                          title="real", stretch=stretch)
-        display.save_grid(out / "samples_fake.png", fake.images[:n_grid], bands,
-                          title="fake", stretch=stretch)
-        figures.append(_fig("Samples", "samples_real.png",
-                            f"First {min(n_grid, len(real.images))} real images "
-                            "(asinh/Lupton stretch fitted on the real set)."))
-        figures.append(_fig("Samples", "samples_fake.png",
-                            "Fake images on the same stretch."))
+        display.save_grid(
+            out / "samples_real.png", real.images[:n_grid], bands, title="real", stretch=stretch
+        )
+        display.save_grid(
+            out / "samples_fake.png", fake.images[:n_grid], bands, title="fake", stretch=stretch
+        )
+        figures.append(
+            _fig(
+                "Samples",
+                "samples_real.png",
+                f"First {min(n_grid, len(real.images))} real images "
+                "(asinh/Lupton stretch fitted on the real set).",
+            )
+        )
+        figures.append(_fig("Samples", "samples_fake.png", "Fake images on the same stretch."))
 
     attempt("sample grids", grids)
 

@@ -63,15 +63,15 @@ DEFAULTS = {
     "scheduler": "auto",
     "workers": None,
     "chunk_size": 16,
-    "band": "sum",              # band (or "sum") for shapes and morphology
-    "upscale": 512,             # isophote upscaling (None: native resolution)
+    "band": "sum",  # band (or "sum") for shapes and morphology
+    "upscale": 512,  # isophote upscaling (None: native resolution)
     "isophote_engine": "galforge",  # isophote fitter: "galforge" (batched) or "photutils"
-    "zeropoint": None,          # None: from the REAL meta, else instrumental magnitudes
+    "zeropoint": None,  # None: from the REAL meta, else instrumental magnitudes
     "detect_thresh": 5.0,
     "minarea": 5,
-    "mag_limit": None,          # KS of magnitudes only brighter than this
-    "colour_bands": None,       # (blue, red); default: first and last band
-    "mag_band": None,           # default: the red band of colour_bands
+    "mag_limit": None,  # KS of magnitudes only brighter than this
+    "colour_bands": None,  # (blue, red); default: first and last band
+    "mag_band": None,  # default: the red band of colour_bands
     "redshift": None,
     "box_k": 1.75,
     "nn_crop": 0.5,
@@ -113,17 +113,16 @@ class _Set:
         if arr.ndim == 3:
             arr = arr[:, None]
         if arr.ndim != 4 or len(arr) == 0:
-            raise EvaluationError(
-                f"{name}: expected N×C×H×W images, got shape {np.shape(images)}"
-            )
+            raise EvaluationError(f"{name}: expected N×C×H×W images, got shape {np.shape(images)}")
         if not np.all(np.isfinite(arr)):
             raise EvaluationError(
                 f"{name}: {int((~np.isfinite(arr)).sum())} non-finite pixels; fill or drop them "
                 "(the data readers' NaN handling does this)"
             )
         self.images = np.ascontiguousarray(arr)
-        self.bands = tuple(getattr(obj, "bands", None) or bands or
-                           [f"b{i}" for i in range(arr.shape[1])])
+        self.bands = tuple(
+            getattr(obj, "bands", None) or bands or [f"b{i}" for i in range(arr.shape[1])]
+        )
         self.units = getattr(obj, "units", None) or units or "adu"
         self.source = getattr(obj, "source", "") or name
         self.meta = getattr(obj, "meta", None) or [{} for _ in range(len(arr))]
@@ -171,8 +170,12 @@ def magnitude_system(zeropoint, real_meta) -> dict:
         hit = None
         for key in ZEROPOINT_KEYS:
             for k, v in (meta or {}).items():
-                if str(k).lower() == key and isinstance(v, (int, float)) and not isinstance(
-                        v, bool) and np.isfinite(v):
+                if (
+                    str(k).lower() == key
+                    and isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                    and np.isfinite(v)
+                ):
                     hit = (key, float(v))
                     break
             if hit:
@@ -184,12 +187,21 @@ def magnitude_system(zeropoint, real_meta) -> dict:
         found.add(hit[1])
     if len(found) == 1:
         zp = found.pop()
-        return {"zeropoint": zp, "system": f"zero point {zp:g}",
-                "source": f"REAL header {'/'.join(sorted(keys))}"}
-    why = ("REAL images carry different zero points" if len(found) > 1
-           else "no --zeropoint and no zero point in the REAL headers")
-    return {"zeropoint": None, "system": "instrumental",
-            "source": f"{why}: m = −2.5 log10(flux in {{units}})"}
+        return {
+            "zeropoint": zp,
+            "system": f"zero point {zp:g}",
+            "source": f"REAL header {'/'.join(sorted(keys))}",
+        }
+    why = (
+        "REAL images carry different zero points"
+        if len(found) > 1
+        else "no --zeropoint and no zero point in the REAL headers"
+    )
+    return {
+        "zeropoint": None,
+        "system": "instrumental",
+        "source": f"{why}: m = −2.5 log10(flux in {{units}})",
+    }
 
 
 # ----------------------------------------------------------------------------- dask
@@ -237,7 +249,7 @@ def _drop_pool(pool) -> None:
     """Stop a worker pool now: queued tasks are cancelled and worker processes ended (a
     running thread cannot be stopped; it finishes its one task).  Workers are killed: they
     inherit the parent's SIGTERM handling, which would let them finish their task."""
-    procs = list((getattr(pool, "_processes", None) or {}).values())   # shutdown forgets them
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in procs:
         proc.kill()
@@ -252,10 +264,16 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
     from tqdm.auto import tqdm
 
     keys = list(tasks)
-    delayed = [dask.delayed(fn, pure=True)(*args, dask_key_name=f"galforge-{k}")
-               for k, (fn, args) in tasks.items()]
-    bar = tqdm(total=len(keys), desc="evaluate", unit="task",   # a bar on a terminal only
-               disable=None if opts["progress"] else True)
+    delayed = [
+        dask.delayed(fn, pure=True)(*args, dask_key_name=f"galforge-{k}")
+        for k, (fn, args) in tasks.items()
+    ]
+    bar = tqdm(
+        total=len(keys),
+        desc="evaluate",
+        unit="task",  # a bar on a terminal only
+        disable=None if opts["progress"] else True,
+    )
     try:
         if sched in ("threads", "processes", "synchronous", "sync", "single-threaded"):
             from dask.callbacks import Callback
@@ -275,13 +293,14 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
                 n = int(opts["workers"]) if opts["workers"] else (os.cpu_count() or 1)
                 if sched == "threads":
                     pool = ThreadPoolExecutor(n)
-                else:   # as dask makes its own: its start method and worker set-up
+                else:  # as dask makes its own: its start method and worker set-up
                     from dask.multiprocessing import get_context, initialize_worker_process
 
                     if os.environ.get("PYTHONHASHSEED") in (None, "0"):
-                        os.environ["PYTHONHASHSEED"] = "6640"   # as dask does
-                    pool = ProcessPoolExecutor(n, mp_context=get_context(),
-                                               initializer=initialize_worker_process)
+                        os.environ["PYTHONHASHSEED"] = "6640"  # as dask does
+                    pool = ProcessPoolExecutor(
+                        n, mp_context=get_context(), initializer=initialize_worker_process
+                    )
                 kw.update(pool=pool, num_workers=n)
             try:
                 with _Bar():
@@ -334,8 +353,8 @@ def _select(measures, ctx: Context) -> list[str]:
         bad = [m for m in chosen if m not in known]
         if bad:
             raise EvaluationError(
-                f"unknown measure(s) {', '.join(bad)} in --measures; choose from "
-                f"{', '.join(known)}")
+                f"unknown measure(s) {', '.join(bad)} in --measures; choose from {', '.join(known)}"
+            )
     for name in list(chosen):
         for need in registry.get(name).requires:
             if need not in chosen:
@@ -373,8 +392,9 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     user_t = dict(options.pop("thresholds", None) or {})
     bad_t = sorted(set(user_t) - set(defaults_t))
     if bad_t:
-        raise EvaluationError(f"unknown threshold(s) {', '.join(bad_t)}; choose from "
-                              f"{', '.join(defaults_t)}")
+        raise EvaluationError(
+            f"unknown threshold(s) {', '.join(bad_t)}; choose from {', '.join(defaults_t)}"
+        )
     thresholds = {**defaults_t, **user_t}
     unknown = set(options) - set(DEFAULTS)
     if unknown:
@@ -383,8 +403,10 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     from galforge.evaluation.morphology import ISOPHOTE_ENGINES
 
     if opts["isophote_engine"] not in ISOPHOTE_ENGINES:
-        raise EvaluationError(f"isophote_engine={opts['isophote_engine']!r} is not one of "
-                              f"{', '.join(ISOPHOTE_ENGINES)}; choose one of them")
+        raise EvaluationError(
+            f"isophote_engine={opts['isophote_engine']!r} is not one of "
+            f"{', '.join(ISOPHOTE_ENGINES)}; choose one of them"
+        )
     r = _Set(real, "REAL", bands_opt, units_opt)
     f = _Set(fake, "FAKE", bands_opt, units_opt)
     if r.bands != f.bands:
@@ -398,10 +420,10 @@ def evaluate(real, fake, out_dir, **options) -> dict:
         )
     mags = magnitude_system(opts["zeropoint"], r.meta)
     mags["source"] = mags["source"].replace("{units}", str(r.units))
-    detection = DetectionOptions(zeropoint=mags["zeropoint"], thresh=opts["detect_thresh"],
-                                 minarea=opts["minarea"])
-    ctx = Context(bands=r.bands, units=r.units, options=opts, detection=detection,
-                  magnitudes=mags)
+    detection = DetectionOptions(
+        zeropoint=mags["zeropoint"], thresh=opts["detect_thresh"], minarea=opts["minarea"]
+    )
+    ctx = Context(bands=r.bands, units=r.units, options=opts, detection=detection, magnitudes=mags)
     measures = _select(measures, ctx)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,14 +459,16 @@ def evaluate(real, fake, out_dir, **options) -> dict:
             for s_name, s in (("real", r), ("fake", f)):
                 for a, b in _chunks(len(s.images), m.chunk_size(ctx)):
                     chunk = s.images[a:b]
-                    key = f"{m.name}-" + _hash(__version__, CACHE_FORMAT, m.name, m.version,
-                                                sub, list(s.bands), chunk)
+                    key = f"{m.name}-" + _hash(
+                        __version__, CACHE_FORMAT, m.name, m.version, sub, list(s.bands), chunk
+                    )
                     keys.append((s_name, a, key))
                     lookup(key, _object_task, (m, chunk, s.bands, ctx))
             plan[m.name] = keys
         else:
-            key = f"{m.name}-" + _hash(__version__, CACHE_FORMAT, m.name, m.version, sub,
-                                        r.hash, f.hash)
+            key = f"{m.name}-" + _hash(
+                __version__, CACHE_FORMAT, m.name, m.version, sub, r.hash, f.hash
+            )
             plan[m.name] = [("set", 0, key)]
             lookup(key, _set_task, (m, r.images, f.images, ctx))
 
@@ -497,14 +521,25 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     summary = build_summary(results, thresholds, ctx)
     metrics = {
         "galforge_version": __version__,
-        "real": {"source": str(r.source), "n": int(len(r.images)), "units": r.units,
-                 "shape": list(r.images.shape[1:]), "content_hash": r.hash},
-        "fake": {"source": str(f.source), "n": int(len(f.images)), "units": f.units,
-                 "shape": list(f.images.shape[1:]), "content_hash": f.hash},
+        "real": {
+            "source": str(r.source),
+            "n": int(len(r.images)),
+            "units": r.units,
+            "shape": list(r.images.shape[1:]),
+            "content_hash": r.hash,
+        },
+        "fake": {
+            "source": str(f.source),
+            "n": int(len(f.images)),
+            "units": f.units,
+            "shape": list(f.images.shape[1:]),
+            "content_hash": f.hash,
+        },
         "bands": list(r.bands),
         "measures": measures,
-        "settings": json_safe({**{k: v for k, v in opts.items() if k != "progress"},
-                               "scheduler_used": engine}),
+        "settings": json_safe(
+            {**{k: v for k, v in opts.items() if k != "progress"}, "scheduler_used": engine}
+        ),
         "detection": detection.to_dict(),
         "magnitudes": mags,
         "thresholds": thresholds,

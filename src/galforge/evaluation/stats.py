@@ -34,8 +34,9 @@ __all__ = [
 
 def finite(values: Iterable[float]) -> np.ndarray:
     """Return the finite entries of ``values`` as a 1-D float64 array."""
-    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
-                     dtype=np.float64).ravel()
+    arr = np.asarray(
+        list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64
+    ).ravel()
     return arr[np.isfinite(arr)]
 
 
@@ -144,10 +145,20 @@ def compare_columns(
             )
         else:
             entry.update(
-                ks_stat=None, ks_p=None, wasserstein=None, median_real=None,
-                median_fake=None, median_diff=None,
-                note="no finite values in " + ("both sets" if not (x.size or y.size)
-                                               else "real set" if not x.size else "fake set"),
+                ks_stat=None,
+                ks_p=None,
+                wasserstein=None,
+                median_real=None,
+                median_fake=None,
+                median_diff=None,
+                note="no finite values in "
+                + (
+                    "both sets"
+                    if not (x.size or y.size)
+                    else "real set"
+                    if not x.size
+                    else "fake set"
+                ),
             )
         out[name] = entry
     return out
@@ -186,8 +197,7 @@ def plot_histograms(
         y = finite(column(fake_rows, name, only_ok=only_ok))
         both = np.concatenate([x, y])
         if both.size == 0:
-            ax.text(0.5, 0.5, "no finite values", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
         else:
             lo, hi = np.percentile(both, [0.5, 99.5])
             if not hi > lo:
@@ -197,15 +207,27 @@ def plot_histograms(
             if x.size and y.size:
                 p_txt = f" (KS p={ks_2samp(x, y)[1]:.3g})"
             if x.size:
-                ax.hist(np.clip(x, lo, hi), bins=edges, density=True, histtype="step",
-                        lw=1.8, label=f"{labels[0]} (n={x.size})")
+                ax.hist(
+                    np.clip(x, lo, hi),
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    lw=1.8,
+                    label=f"{labels[0]} (n={x.size})",
+                )
             if y.size:
-                ax.hist(np.clip(y, lo, hi), bins=edges, density=True, histtype="step",
-                        lw=1.8, label=f"{labels[1]} (n={y.size}){p_txt}")
+                ax.hist(
+                    np.clip(y, lo, hi),
+                    bins=edges,
+                    density=True,
+                    histtype="step",
+                    lw=1.8,
+                    label=f"{labels[1]} (n={y.size}){p_txt}",
+                )
             ax.legend(fontsize=7)
         ax.set_xlabel(titles.get(name, name))
         ax.set_ylabel("density")
-    for ax in axes[len(columns):]:
+    for ax in axes[len(columns) :]:
         ax.set_visible(False)
     fig.savefig(path, dpi=100)
     return path

@@ -55,15 +55,33 @@ __all__ = [
 ]
 
 
-def summary_row(measure: str, value, threshold, passed, rule: str, group: str, *,
-                n_real=None, n_fake=None, note: str | None = None, **extra) -> dict:
+def summary_row(
+    measure: str,
+    value,
+    threshold,
+    passed,
+    rule: str,
+    group: str,
+    *,
+    n_real=None,
+    n_fake=None,
+    note: str | None = None,
+    **extra,
+) -> dict:
     """One entry of the summary table.  A value that could not be computed fails."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         passed = False
         value = None
-    row = {"measure": measure, "value": value, "threshold": threshold,
-           "passed": bool(passed), "rule": rule, "group": group,
-           "n_real": n_real, "n_fake": n_fake}
+    row = {
+        "measure": measure,
+        "value": value,
+        "threshold": threshold,
+        "passed": bool(passed),
+        "rule": rule,
+        "group": group,
+        "n_real": n_real,
+        "n_fake": n_fake,
+    }
     row.update(extra)
     if note:
         row["note"] = note
@@ -79,8 +97,12 @@ def failure_counts(rows: Sequence[dict]) -> dict:
         reason = str(row.get("reason") or "failed")
         reasons[reason] = reasons.get(reason, 0) + 1
     n = len(rows)
-    return {"n": n, "n_failed": len(failed),
-            "failure_rate": (len(failed) / n) if n else None, "reasons": reasons}
+    return {
+        "n": n,
+        "n_failed": len(failed),
+        "failure_rate": (len(failed) / n) if n else None,
+        "reasons": reasons,
+    }
 
 
 def fisher_greater(k_fake: int, n_fake: int, k_real: int, n_real: int) -> float:
@@ -94,8 +116,9 @@ def fisher_greater(k_fake: int, n_fake: int, k_real: int, n_real: int) -> float:
     return float(fisher_exact(table, alternative="greater")[1])
 
 
-def failure_verdict(real: dict, fake: dict, thresholds: dict,
-                    what: str = "failure rate") -> tuple[bool, str | None]:
+def failure_verdict(
+    real: dict, fake: dict, thresholds: dict, what: str = "failure rate"
+) -> tuple[bool, str | None]:
     """Apply the failure-rate rule to two :func:`failure_counts`; returns ``(ok, note)``."""
     nr, nf = int(real.get("n") or 0), int(fake.get("n") or 0)
     kr, kf = int(real.get("n_failed") or 0), int(fake.get("n_failed") or 0)
@@ -104,8 +127,10 @@ def failure_verdict(real: dict, fake: dict, thresholds: dict,
     rr, rf = kr / nr, kf / nf
     p = fisher_greater(kf, nf, kr, nr)
     if rf - rr > thresholds["failure_margin"] and p < thresholds["failure_alpha"]:
-        return False, (f"fake {what} {rf:.0%} ({kf}/{nf}) clearly exceeds real {rr:.0%} "
-                       f"({kr}/{nr}); Fisher p={p:.2g}")
+        return False, (
+            f"fake {what} {rf:.0%} ({kf}/{nf}) clearly exceeds real {rr:.0%} "
+            f"({kr}/{nr}); Fisher p={p:.2g}"
+        )
     return True, None
 
 
@@ -115,8 +140,9 @@ def too_few(n_real, n_fake, thresholds: dict) -> str | None:
     if n_real is None or n_fake is None:
         return None
     if n_real < need or n_fake < need:
-        return (f"too few objects measured to test (real {n_real}, fake {n_fake}; "
-                f"min_objects {need:g})")
+        return (
+            f"too few objects measured to test (real {n_real}, fake {n_fake}; min_objects {need:g})"
+        )
     return None
 
 
@@ -143,9 +169,20 @@ def ks_rows(measure, result: dict, thresholds: dict, n_tests: int = 1) -> list[d
         n_r, n_f = st.get("n_real"), st.get("n_fake")
         few = too_few(n_r, n_f, t)
         passed = p is not None and p > thr and few is None and fail_ok
-        rows.append(summary_row(f"{measure.label or measure.name} {col} KS p", p, thr, passed,
-                                rule, measure.name, n_real=n_r, n_fake=n_f,
-                                note=_join(st.get("note"), few, fail_note), **extra))
+        rows.append(
+            summary_row(
+                f"{measure.label or measure.name} {col} KS p",
+                p,
+                thr,
+                passed,
+                rule,
+                measure.name,
+                n_real=n_r,
+                n_fake=n_f,
+                note=_join(st.get("note"), few, fail_note),
+                **extra,
+            )
+        )
     return rows
 
 
@@ -154,8 +191,9 @@ def _rate(counts: dict):
     return (counts.get("n_failed", 0) / n) if n else None
 
 
-def fraction_threshold(ref: float, n_real: int, n_fake: int, margin: float,
-                       z: float) -> tuple[float, float]:
+def fraction_threshold(
+    ref: float, n_real: int, n_fake: int, margin: float, z: float
+) -> tuple[float, float]:
     """``(threshold, se)`` of the fraction rule: ``ref - max(margin, z·se)``."""
     if n_real <= 0 or n_fake <= 0:
         return ref - margin, math.nan
@@ -195,14 +233,36 @@ def ratio_upper_bound(numerator, denominator, z: float) -> float:
 def object_details(measure, result: dict) -> list[dict]:
     """Details tables of a per-object measure: its column comparison and its failures."""
     comp = result.get("comparison") or {}
-    tables = [{
-        "title": f"{measure.title or measure.name}: real vs fake per column",
-        "columns": ["column", "n real", "n fake", "median real", "median fake",
-                    "median fake − real", "KS D", "KS p", "Wasserstein"],
-        "rows": [[col, st.get("n_real"), st.get("n_fake"), st.get("median_real"),
-                  st.get("median_fake"), st.get("median_diff"), st.get("ks_stat"),
-                  st.get("ks_p"), st.get("wasserstein")] for col, st in comp.items()],
-    }]
+    tables = [
+        {
+            "title": f"{measure.title or measure.name}: real vs fake per column",
+            "columns": [
+                "column",
+                "n real",
+                "n fake",
+                "median real",
+                "median fake",
+                "median fake − real",
+                "KS D",
+                "KS p",
+                "Wasserstein",
+            ],
+            "rows": [
+                [
+                    col,
+                    st.get("n_real"),
+                    st.get("n_fake"),
+                    st.get("median_real"),
+                    st.get("median_fake"),
+                    st.get("median_diff"),
+                    st.get("ks_stat"),
+                    st.get("ks_p"),
+                    st.get("wasserstein"),
+                ]
+                for col, st in comp.items()
+            ],
+        }
+    ]
     fails = result.get("failures") or {}
     if fails:
         rows = []
@@ -210,8 +270,12 @@ def object_details(measure, result: dict) -> list[dict]:
             f = fails.get(s_name) or {}
             reasons = ", ".join(f"{k}: {v}" for k, v in sorted((f.get("reasons") or {}).items()))
             rows.append([s_name, f.get("n"), f.get("n_failed"), _rate(f), reasons or "–"])
-        tables.append({"title": f"{measure.title or measure.name}: "
-                                + ("measurement failures" if measure.fitted else "rows"),
-                       "columns": ["set", "rows", "failed", "failure rate", "reasons"],
-                       "rows": rows})
+        tables.append(
+            {
+                "title": f"{measure.title or measure.name}: "
+                + ("measurement failures" if measure.fitted else "rows"),
+                "columns": ["set", "rows", "failed", "failure rate", "reasons"],
+                "rows": rows,
+            }
+        )
     return tables

@@ -31,8 +31,16 @@ import numpy as np
 
 from galforge.errors import ConfigError, DataError
 
-__all__ = ["KINDS", "BaselineFit", "diamond", "draw_galaxies", "fit_baseline", "radius_of",
-           "sample_baseline", "write_baseline"]
+__all__ = [
+    "KINDS",
+    "BaselineFit",
+    "diamond",
+    "draw_galaxies",
+    "fit_baseline",
+    "radius_of",
+    "sample_baseline",
+    "write_baseline",
+]
 
 KINDS = ("b1", "b2")
 
@@ -70,7 +78,7 @@ class BaselineFit:
     intensity_min: float = 0.0
     split_radius: float = 0.0
     p_large: float = 0.0
-    groups: dict = field(default_factory=dict)   # B2: {"small"|"large": {r_min, p_r, k_min, p_i}}
+    groups: dict = field(default_factory=dict)  # B2: {"small"|"large": {r_min, p_r, k_min, p_i}}
     intensity_step: float = 1.0
 
     def to_dict(self) -> dict:
@@ -98,10 +106,16 @@ def fit_baseline(kind: str, images, source: str = "the data") -> BaselineFit:
     if npix.size == 0:
         raise DataError(f"{source}: no galaxy (non-zero pixel) in any image")
     r = radius_of(npix)
-    fit = BaselineFit(kind, (int(arr.shape[1]), int(arr.shape[2])), [int(c) for c in counts],
-                      radius_mean=float(r.mean()), radius_std=float(r.std()),
-                      intensity_mean=float(peak.mean()), intensity_std=float(peak.std()),
-                      intensity_min=float(peak.min()))
+    fit = BaselineFit(
+        kind,
+        (int(arr.shape[1]), int(arr.shape[2])),
+        [int(c) for c in counts],
+        radius_mean=float(r.mean()),
+        radius_std=float(r.std()),
+        intensity_mean=float(peak.mean()),
+        intensity_std=float(peak.std()),
+        intensity_min=float(peak.min()),
+    )
     if kind == "b2":
         ri = np.rint(r)
         split = float(np.median(ri))
@@ -112,15 +126,20 @@ def fit_baseline(kind: str, images, source: str = "the data") -> BaselineFit:
         for name, sel in (("small", ~large), ("large", large)):
             if not sel.any():
                 continue
-            groups[name] = {"r_min": float(ri[sel].min()), "p_r": _geometric_p(ri[sel], ri[sel].min()),
-                            "k_min": float(k[sel].min()), "p_i": _geometric_p(k[sel], k[sel].min())}
+            groups[name] = {
+                "r_min": float(ri[sel].min()),
+                "p_r": _geometric_p(ri[sel], ri[sel].min()),
+                "k_min": float(k[sel].min()),
+                "p_i": _geometric_p(k[sel], k[sel].min()),
+            }
         fit.split_radius, fit.p_large = split, float(large.mean())
         fit.groups, fit.intensity_step = groups, step
     return fit
 
 
-def draw_galaxies(fit: BaselineFit, m: int, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def draw_galaxies(
+    fit: BaselineFit, m: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Radii (whole pixels) and peak intensities of ``m`` galaxies drawn from ``fit``."""
     m = int(m)
     if fit.kind == "b1":
@@ -158,12 +177,13 @@ def sample_baseline(fit: BaselineFit, n: int, seed: int = 0) -> np.ndarray:
             y0, x0 = int(y) - int(r), int(x) - int(r)
             fy0, fx0 = max(y0, 0), max(x0, 0)
             fy1, fx1 = min(y0 + d.shape[0], h), min(x0 + d.shape[1], w)
-            out[i, 0, fy0:fy1, fx0:fx1] += d[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+            out[i, 0, fy0:fy1, fx0:fx1] += d[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
     return out
 
 
-def write_baseline(out, images: np.ndarray, fit: BaselineFit, *, seed: int, units: str,
-                   band: str, source: str) -> list[Path]:
+def write_baseline(
+    out, images: np.ndarray, fit: BaselineFit, *, seed: int, units: str, band: str, source: str
+) -> list[Path]:
     """Write ``baseline_000000.fits``… (2-D float32), ``baseline.json`` (the fit) and the
     ``grid.png`` preview into ``out``; return the FITS paths."""
     import json
@@ -190,13 +210,19 @@ def write_baseline(out, images: np.ndarray, fit: BaselineFit, *, seed: int, unit
         hdr.add_comment(f"to {source}; not an observation.")
         fitsheader.wcs_cards(hdr, img.shape[-2], img.shape[-1], None)
         buf = io.BytesIO()
-        fits.PrimaryHDU(data=np.ascontiguousarray(img[0], dtype=np.float32),
-                        header=hdr).writeto(buf)
+        fits.PrimaryHDU(data=np.ascontiguousarray(img[0], dtype=np.float32), header=hdr).writeto(
+            buf
+        )
         path = out / f"baseline_{i:06d}.fits"
         atomic_write_bytes(path, buf.getvalue())
         paths.append(path)
-    info = {"kind": fit.kind, "seed": int(seed), "n": len(images), "like": source,
-            "fit": fit.to_dict()}
+    info = {
+        "kind": fit.kind,
+        "seed": int(seed),
+        "n": len(images),
+        "like": source,
+        "fit": fit.to_dict(),
+    }
     atomic_write_bytes(out / "baseline.json", (json.dumps(info, indent=2) + "\n").encode())
     if len(images):
         save_grid(out / "grid.png", images[:16], (band,), units=units)

@@ -84,9 +84,7 @@ def parse_size(text: str | Sequence[int], option: str = "--size") -> tuple[int, 
         try:
             values = [int(p) for p in parts]
         except ValueError:
-            raise ConfigError(
-                f"{option} {text!r} is not HxW in pixels (e.g. 4096x4096)"
-            ) from None
+            raise ConfigError(f"{option} {text!r} is not HxW in pixels (e.g. 4096x4096)") from None
     else:
         values = [int(v) for v in text]
     if len(values) == 1:
@@ -113,8 +111,9 @@ def _check_tile(tile: int, upscale: int) -> int:
 class FieldLatent:
     """The conceptual latent ``[channels, h, w]`` of a field, drawn chunk by chunk."""
 
-    def __init__(self, seed: int, latent_hw: tuple[int, int], channels: int = 50,
-                 chunk: int = LATENT_CHUNK):
+    def __init__(
+        self, seed: int, latent_hw: tuple[int, int], channels: int = 50, chunk: int = LATENT_CHUNK
+    ):
         self.seed = check_seed(seed)
         self.h, self.w = int(latent_hw[0]), int(latent_hw[1])
         self.channels = int(channels)
@@ -147,8 +146,9 @@ class FieldLatent:
         return self.window(0, 0, self.h, self.w)[None]
 
 
-def add_sky_noise(generator: nn.Module, y: torch.Tensor, seed: int, field_hw, y0: int,
-                  x0: int) -> torch.Tensor:
+def add_sky_noise(
+    generator: nn.Module, y: torch.Tensor, seed: int, field_hw, y0: int, x0: int
+) -> torch.Tensor:
     """Pixels ``y`` (model space, ``1×C×h×w``, at ``(y0, x0)`` of a field of ``field_hw``
     pixels) with the generator's learned sky noise added (unchanged for generators without).
 
@@ -206,13 +206,18 @@ class _Sink:
             import zarr
 
             arr = zarr.open_array(
-                str(self.path), mode="w", shape=self.shape, chunks=(c, self.tile, self.tile),
-                dtype="float32", fill_value=float("nan"), dimension_names=("band", "y", "x"),
+                str(self.path),
+                mode="w",
+                shape=self.shape,
+                chunks=(c, self.tile, self.tile),
+                dtype="float32",
+                fill_value=float("nan"),
+                dimension_names=("band", "y", "x"),
             )
             arr.attrs.update(meta)
         elif self.fmt == "npy":
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
-            reserve_space(self.path)   # a full disk now, not a crash when a tile is written
+            reserve_space(self.path)  # a full disk now, not a crash when a tile is written
             atomic_write_json(self.path.with_name(self.path.name + ".json"), meta)
         else:
             header = _fits_header(self.shape, meta).tostring().encode("ascii")
@@ -265,11 +270,8 @@ class _Sink:
         if self.fmt == "npy":
             return np.array(np.load(self.path, mmap_mode="r")[:, y0:y1, :])
         c, h, w = self.shape
-        mm = np.memmap(self.path, dtype=">f4", mode="r", offset=self.data_offset,
-                       shape=(c, h, w))
+        mm = np.memmap(self.path, dtype=">f4", mode="r", offset=self.data_offset, shape=(c, h, w))
         return np.asarray(mm[:, y0:y1, :], dtype=np.float32)
-
-
 
 
 def read_field(path) -> tuple[np.ndarray, dict]:
@@ -319,7 +321,7 @@ class FieldJob:
     channels_last: bool = True
     compile: bool = False
     threads: int | None = None
-    write_to: Path | None = None    # where tiles go while the field is made (None: out)
+    write_to: Path | None = None  # where tiles go while the field is made (None: out)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self):
@@ -406,16 +408,20 @@ class FieldJob:
         oy, ox = y0 // self.upscale, x0 // self.upscale
         latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
         device = next(g.parameters()).device
-        z = latent.window(oy + plan.latent_start, ox + plan.latent_start, plan.latent_size,
-                          plan.latent_size)[None].to(device)
+        z = latent.window(
+            oy + plan.latent_start, ox + plan.latent_start, plan.latent_size, plan.latent_size
+        )[None].to(device)
         if self.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
         lh, lw = self.latent_hw
-        interior = (oy + plan.latent_start >= 0 and ox + plan.latent_start >= 0
-                    and oy + plan.latent_start + plan.latent_size <= lh
-                    and ox + plan.latent_start + plan.latent_size <= lw
-                    and self.tile * (ty + 1) <= self.size[0]
-                    and self.tile * (tx + 1) <= self.size[1])
+        interior = (
+            oy + plan.latent_start >= 0
+            and ox + plan.latent_start >= 0
+            and oy + plan.latent_start + plan.latent_size <= lh
+            and ox + plan.latent_start + plan.latent_size <= lw
+            and self.tile * (ty + 1) <= self.size[0]
+            and self.tile * (tx + 1) <= self.size[1]
+        )
         masks = None
         if self.compile or not interior:
             # a compiled tile function always takes masks so that one graph serves every tile
@@ -423,8 +429,9 @@ class FieldJob:
         index = ensemble_index(ty, tx, len(self.generators), self.seed)
         with torch.inference_mode():
             y = self._runner(index)(z, plan, masks)
-            y = add_sky_noise(self.generators[index], y[:, :, :h, :w].float(), self.seed,
-                              self.size, y0, x0)
+            y = add_sky_noise(
+                self.generators[index], y[:, :, :h, :w].float(), self.seed, self.size, y0, x0
+            )
             y = y.cpu().contiguous()
             if self.normalizer is not None:
                 y = self.normalizer.inverse(y)
@@ -584,22 +591,38 @@ def generate_field(
     seed = check_seed(seed)
     tile = min(tile, upscale * math.ceil(max(h, w) / upscale))
     if sources:
-        compile = False      # no tile network to compile: sources are drawn one by one
+        compile = False  # no tile network to compile: sources are drawn one by one
     if compile == "auto":
         # compiling gains ~5-10 % per tile over the eager path on CPU but costs 15-60 s once:
         # worth it only for many large tiles
         n_tiles = math.ceil(h / tile) * math.ceil(w / tile)
         compile = n_tiles >= COMPILE_MIN_TILES and tile >= 512 and _compile_available()
     meta = {
-        "bands": list(bands), "units": units, "seed": seed, "bundle_id": bundle_id,
-        "size": [h, w], "tile": tile, "ensemble": len(generators), "format": fmt,
-        "latent_chunk": LATENT_CHUNK, "generator": g0.spec(),
+        "bands": list(bands),
+        "units": units,
+        "seed": seed,
+        "bundle_id": bundle_id,
+        "size": [h, w],
+        "tile": tile,
+        "ensemble": len(generators),
+        "format": fmt,
+        "latent_chunk": LATENT_CHUNK,
+        "generator": g0.spec(),
         "ensemble_pattern": "(ty + 2*tx + seed) mod K" if len(generators) > 1 else None,
     }
     meta.update(extra_meta or {})
-    job = FieldJob(generators, normalizer, (h, w), tile, seed, out, fmt,
-                   channels_last=channels_last, compile=bool(compile),
-                   threads=int(threads) if threads else torch.get_num_threads())
+    job = FieldJob(
+        generators,
+        normalizer,
+        (h, w),
+        tile,
+        seed,
+        out,
+        fmt,
+        channels_last=channels_last,
+        compile=bool(compile),
+        threads=int(threads) if threads else torch.get_num_threads(),
+    )
     c = g0.channels
     staged = fmt in ("fits", "npy")
     # a finished field, or one begun before staging existed, stays where it is
@@ -607,20 +630,26 @@ def generate_field(
         job.write_to = job.staged
     sink = _Sink(job.write_path, fmt, (c, h, w), tile)
     job_json = job.progress_dir / "job.json"
-    fingerprint = {k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble",
-                                         "format", "generator")}
+    fingerprint = {
+        k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble", "format", "generator")
+    }
     meta["job_hash"] = fieldio.job_hash(fingerprint)
-    finished = (resume and not job.progress_dir.exists()
-                and fieldio.stored_job_hash(out, fmt) == meta["job_hash"])
+    finished = (
+        resume
+        and not job.progress_dir.exists()
+        and fieldio.stored_job_hash(out, fmt) == meta["job_hash"]
+    )
     if space_check and not finished:
         started = resume and job.write_path.exists() and job_json.exists()
         n_done = len(list(job.progress_dir.glob("*.done"))) if started else 0
         fieldio.check_space(
-            out, (g0.channels, h, w), extra_copies=int(fits_out is not None and fmt != "fits"),
+            out,
+            (g0.channels, h, w),
+            extra_copies=int(fits_out is not None and fmt != "fits"),
             todo_fraction=1.0 - n_done / (job.grid[0] * job.grid[1]),
-            freed=fieldio.disk_usage(out) if overwrite and not started else 0)
-    for option, path in (("--fits", fits_out if fmt != "fits" else None),
-                         ("--preview", preview)):
+            freed=fieldio.disk_usage(out) if overwrite and not started else 0,
+        )
+    for option, path in (("--fits", fits_out if fmt != "fits" else None), ("--preview", preview)):
         if path is not None:
             outputs.claim_entry(path, overwrite=overwrite, option=option)
     if sources:
@@ -634,8 +663,12 @@ def generate_field(
         # a finished field (its progress records removed): nothing left to make
         outputs.claim_entry(out, resume=True, extra=extra)
     elif resume and job.write_path.exists() and job_json.exists():
-        outputs.claim_entry(out, resume=True, extra=extra,
-                            hint="or drop --resume and pass --overwrite to start again")
+        outputs.claim_entry(
+            out,
+            resume=True,
+            extra=extra,
+            hint="or drop --resume and pass --overwrite to start again",
+        )
         previous = json.loads(job_json.read_text())
         if previous != fingerprint:
             changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
@@ -650,8 +683,7 @@ def generate_field(
                     f"--resume: {out} has no progress record ({job_json}) of a field started "
                     "by galforge; pass --overwrite to replace it"
                 )
-        outputs.claim_entry(out, overwrite=overwrite, extra=extra,
-                            hint="or --resume to finish it")
+        outputs.claim_entry(out, overwrite=overwrite, extra=extra, hint="or --resume to finish it")
         job.write_to = job.staged if staged else None
         sink = _Sink(job.write_path, fmt, (c, h, w), tile)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
@@ -667,15 +699,18 @@ def generate_field(
             _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
         except Exception as exc:
             if is_disk_full(exc):
-                raise DiskFullError(job.write_path, "resume with the same command and "
-                                    "--resume (the written tiles are kept)") from None
+                raise DiskFullError(
+                    job.write_path,
+                    "resume with the same command and --resume (the written tiles are kept)",
+                ) from None
             if interrupt.requested() is None:
                 raise
         _stop_if_interrupted(job)
     seconds = time.perf_counter() - t0
-    result = FieldResult(out, (c, h, w), total_tiles, total_tiles - len(todo), seconds,
-                         tiles_pixels=todo_pixels)
-    if job.write_path != out:   # every tile written: the field takes its name
+    result = FieldResult(
+        out, (c, h, w), total_tiles, total_tiles - len(todo), seconds, tiles_pixels=todo_pixels
+    )
+    if job.write_path != out:  # every tile written: the field takes its name
         publish(job.write_path, out)
         if fmt == "npy":
             publish(job.write_path.with_name(out.name + ".json"), out.with_name(out.name + ".json"))
@@ -692,7 +727,8 @@ def generate_field(
         from galforge.generation.truth import write_truth
 
         result.truth_path, _, result.truth_rows = write_truth(
-            g0, seed, (h, w), out, bands, tile=tile, pixel_scale=meta.get("pixel_scale"))
+            g0, seed, (h, w), out, bands, tile=tile, pixel_scale=meta.get("pixel_scale")
+        )
     outputs.remove_entry(job.progress_dir)  # finished: the tile records go
     return result
 
@@ -703,8 +739,11 @@ def _stop_if_interrupted(job: FieldJob) -> None:
     if signum is None:
         return
     done = sum(1 for t in job.tiles() if job.marker(*t).exists())
-    raise Interrupted(f"interrupted with {done} of {len(job.tiles())} tiles of {job.out} "
-                      f"written (recorded in {job.progress_dir})", signum=signum)
+    raise Interrupted(
+        f"interrupted with {done} of {len(job.tiles())} tiles of {job.out} "
+        f"written (recorded in {job.progress_dir})",
+        signum=signum,
+    )
 
 
 def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels) -> None:
@@ -712,9 +751,15 @@ def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_
     from tqdm.auto import tqdm
 
     # pixels with SI prefixes: the rate reads "Mpix/s", the remaining time is the ETA
-    bar = tqdm(total=todo_pixels, unit="pix", unit_scale=True,   # a bar on a terminal only
-               disable=None if progress else True,
-               desc="field", dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=todo_pixels,
+        unit="pix",
+        unit_scale=True,  # a bar on a terminal only
+        disable=None if progress else True,
+        desc="field",
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     try:
         if job.compile and scheduler is None and not processes:
             # compile once here, on the first tile, so that worker threads share the graph
@@ -783,8 +828,9 @@ def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -
     rgb = lupton_rgb(small, list(bands), units)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:
-        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(tmp, format="PNG",
-                                                              pnginfo=preview_png_info())
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(
+            tmp, format="PNG", pnginfo=preview_png_info()
+        )
     return path
 
 
@@ -806,8 +852,14 @@ def load_snapshot_generator(snapshot: Path, template: nn.Module) -> nn.Module:
 
 
 def field_from_bundle(
-    path, out, size, *, ensemble: int | None = None, realisations: int | None = None,
-    device="auto", **options,
+    path,
+    out,
+    size,
+    *,
+    ensemble: int | None = None,
+    realisations: int | None = None,
+    device="auto",
+    **options,
 ) -> list[FieldResult]:
     """Generate a field from a bundle or run folder (see :func:`generate_field`).
 
@@ -828,8 +880,12 @@ def field_from_bundle(
     common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
     common.update(options)
     scale = fieldio.bundle_pixel_scale(bundle)  # the training data's, for the FITS WCS
-    common["extra_meta"] = {**(common.get("extra_meta") or {}), "pixel_scale": scale,
-                            "zeropoint": bundle.zeropoint, "model_created": bundle.created}
+    common["extra_meta"] = {
+        **(common.get("extra_meta") or {}),
+        "pixel_scale": scale,
+        "zeropoint": bundle.zeropoint,
+        "model_created": bundle.created,
+    }
     if ensemble and realisations:
         raise ConfigError("--ensemble and --realisations cannot be used together")
     count = ensemble or realisations
@@ -858,8 +914,9 @@ def field_from_bundle(
         for key in ("fits_out", "preview"):
             if per.get(key) is not None:
                 per[key] = _numbered(Path(per[key]), r)
-        results.append(generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r),
-                                      size, **per))
+        results.append(
+            generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r), size, **per)
+        )
     return results
 
 

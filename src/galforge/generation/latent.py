@@ -119,7 +119,9 @@ def _as_pair(z0, z1) -> tuple[torch.Tensor, torch.Tensor]:
     a = torch.as_tensor(z0, dtype=torch.float32)
     b = torch.as_tensor(z1, dtype=torch.float32)
     if a.shape != b.shape:
-        raise ConfigError(f"latents of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be mixed")
+        raise ConfigError(
+            f"latents of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be mixed"
+        )
     return a, b
 
 
@@ -276,14 +278,21 @@ class MixingGrid:
     cols: list[int]
     styles: list[int]
     images: np.ndarray
-    row_images: np.ndarray      # R×bands×H×W: the row seeds' own images
-    col_images: np.ndarray      # C×bands×H×W: the column seeds' own images
-    ws: torch.Tensor            # R×C×num_ws×w_dim: the per-layer w of every cell
+    row_images: np.ndarray  # R×bands×H×W: the row seeds' own images
+    col_images: np.ndarray  # C×bands×H×W: the column seeds' own images
+    ws: torch.Tensor  # R×C×num_ws×w_dim: the per-layer w of every cell
 
 
-def style_mix(bundle, rows: Sequence[int], cols: Sequence[int], styles, *,
-              truncation: float | None = None, noise_mode: str | None = None,
-              batch: int = 64) -> MixingGrid:
+def style_mix(
+    bundle,
+    rows: Sequence[int],
+    cols: Sequence[int],
+    styles,
+    *,
+    truncation: float | None = None,
+    noise_mode: str | None = None,
+    batch: int = 64,
+) -> MixingGrid:
     """Style mixing (Karras et al. 2019, section 3.1): row seeds give the base w, column
     seeds' w replace the layers ``styles``. A cell keeps its row seed's noise maps, so a
     cell with no layers replaced is the row seed's own image."""
@@ -299,13 +308,21 @@ def style_mix(bundle, rows: Sequence[int], cols: Sequence[int], styles, *,
     ws = w_rows[:, None, None, :].repeat(1, n_c, num_ws, 1)
     ws[:, :, layers] = w_cols[None, :, None, :]
     noise_r, noise_c = seed_noise(bundle, rows, noise_mode), seed_noise(bundle, cols, noise_mode)
-    cell_noise = None if noise_r is None else [
-        m if m.shape[0] == 1 else m.repeat_interleave(n_c, dim=0) for m in noise_r]
-    images = bundle.generate_from_w(ws.reshape(n_r * n_c, num_ws, dim), batch,
-                                    noise=cell_noise)
-    return MixingGrid(rows, cols, layers, images.reshape(n_r, n_c, *images.shape[1:]),
-                      bundle.generate_from_w(w_rows, batch, noise=noise_r),
-                      bundle.generate_from_w(w_cols, batch, noise=noise_c), ws)
+    cell_noise = (
+        None
+        if noise_r is None
+        else [m if m.shape[0] == 1 else m.repeat_interleave(n_c, dim=0) for m in noise_r]
+    )
+    images = bundle.generate_from_w(ws.reshape(n_r * n_c, num_ws, dim), batch, noise=cell_noise)
+    return MixingGrid(
+        rows,
+        cols,
+        layers,
+        images.reshape(n_r, n_c, *images.shape[1:]),
+        bundle.generate_from_w(w_rows, batch, noise=noise_r),
+        bundle.generate_from_w(w_cols, batch, noise=noise_c),
+        ws,
+    )
 
 
 def _path_positions(n_seeds: int, frames: int) -> list[tuple[int, float]]:
@@ -336,9 +353,16 @@ def _noise_path(noise, positions) -> list | None:
     return out
 
 
-def interpolation(bundle, seeds: Sequence[int], frames: int, *, space: str = "z",
-                  truncation: float | None = None, noise_mode: str | None = None,
-                  batch: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+def interpolation(
+    bundle,
+    seeds: Sequence[int],
+    frames: int,
+    *,
+    space: str = "z",
+    truncation: float | None = None,
+    noise_mode: str | None = None,
+    batch: int = 64,
+) -> tuple[torch.Tensor, np.ndarray]:
     """Frames along a path through the seeds' samples: slerp in z or lerp in w
     (``space``), ``frames`` in all, the first and last being the first and last seeds' own
     images. Noise maps (random mode) are blended between the seeds' maps along the path.
@@ -358,8 +382,9 @@ def interpolation(bundle, seeds: Sequence[int], frames: int, *, space: str = "z"
     return path, bundle.generate_from_w(path, batch, noise=noise)
 
 
-def seed_arithmetic(bundle, plus: Sequence[int], minus: Sequence[int] = (), *,
-                    space: str = "w") -> torch.Tensor:
+def seed_arithmetic(
+    bundle, plus: Sequence[int], minus: Sequence[int] = (), *, space: str = "w"
+) -> torch.Tensor:
     """``sum(plus) - sum(minus)`` of the seeds' latents in ``space`` (``z`` or ``w``); render
     the result with ``bundle.generate_from_latent`` (z) or ``bundle.generate_from_w`` (w)."""
     if space not in ("z", "w"):

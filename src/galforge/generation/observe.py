@@ -30,8 +30,15 @@ import torch
 from galforge.errors import ConfigError
 from galforge.models.capabilities import CONDITIONAL, PREPSF, require
 
-__all__ = ["Observation", "draw_conditions", "parse_noise", "prepsf_galaxies",
-           "read_condition_table", "reobserve", "write_observed"]
+__all__ = [
+    "Observation",
+    "draw_conditions",
+    "parse_noise",
+    "prepsf_galaxies",
+    "read_condition_table",
+    "reobserve",
+    "write_observed",
+]
 
 CATALOG = "catalog.csv"
 
@@ -45,8 +52,10 @@ def draw_conditions(bundle, n: int, seed: int = 0, *, start: int = 0) -> np.ndar
     table = np.asarray(getattr(bundle.generator, "condition_sample", None) or [], np.float32)
     if table.ndim != 2 or not len(table):
         return None
-    rows = [np.random.default_rng([int(seed), int(start + i), 0xC0D]).integers(len(table))
-            for i in range(int(n))]
+    rows = [
+        np.random.default_rng([int(seed), int(start + i), 0xC0D]).integers(len(table))
+        for i in range(int(n))
+    ]
     return table[np.asarray(rows, dtype=np.int64)].reshape(int(n), table.shape[1])
 
 
@@ -54,14 +63,17 @@ def _conditions(bundle, conditions, n: int, seed: int, start: int) -> np.ndarray
     if conditions is None:
         drawn = draw_conditions(bundle, n, seed, start=start)
         if drawn is None and CONDITIONAL in bundle.capabilities:
-            raise ConfigError(f"the {bundle.family!r} generator needs conditions "
-                              f"({', '.join(bundle.condition_names)}); give --condition")
+            raise ConfigError(
+                f"the {bundle.family!r} generator needs conditions "
+                f"({', '.join(bundle.condition_names)}); give --condition"
+            )
         return drawn
     return bundle.conditions(conditions, n)
 
 
-def prepsf_galaxies(bundle, n: int, seed: int = 0, *, start: int = 0, conditions=None,
-                    batch: int = 64) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def prepsf_galaxies(
+    bundle, n: int, seed: int = 0, *, start: int = 0, conditions=None, batch: int = 64
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """``(scenes, conditions, snr)``: ``n`` galaxies before the PSF (float32 ``N×C×H×W``,
     physical units, on the scene's grid: ``psf_info()["scene_pixel_scale"]``, the data's
     pixel scale unless the model oversamples), the conditions used (None for unconditional
@@ -77,24 +89,26 @@ def prepsf_galaxies(bundle, n: int, seed: int = 0, *, start: int = 0, conditions
     kernel = torch.as_tensor(g.psf_info()["kernel"], dtype=torch.float32).to(bundle.device)
     observe = getattr(g, "observe", None)
     if not callable(observe):
+
         def observe(scene):
             return fft_convolve(scene, kernel)
+
     scenes = None
     snr = np.full((n, bundle.image_shape[0]), np.nan, dtype=np.float64)
     sigma_of = getattr(g, "noise_sigma", None)
     for s in range(0, n, int(batch)):
         m = min(int(batch), n - s)
         z = bundle.latent(m, seed, start=start + s).to(bundle.device)
-        args = () if cond is None else (torch.as_tensor(cond[s:s + m]).to(bundle.device),)
+        args = () if cond is None else (torch.as_tensor(cond[s : s + m]).to(bundle.device),)
         with torch.inference_mode():
             scene = g.scene(z, *args).float()
             if callable(sigma_of):
                 observed = observe(scene).double()
                 sigma = sigma_of(z).double()
-                snr[s:s + m] = (observed.square().sum(dim=(2, 3)).sqrt() / sigma).cpu().numpy()
+                snr[s : s + m] = (observed.square().sum(dim=(2, 3)).sqrt() / sigma).cpu().numpy()
         if scenes is None:
             scenes = np.empty((n, *scene.shape[1:]), dtype=np.float32)
-        scenes[s:s + m] = scene.cpu().numpy()
+        scenes[s : s + m] = scene.cpu().numpy()
     if scenes is None:
         scenes = np.empty((0, *bundle.image_shape), dtype=np.float32)
     return scenes, cond, snr
@@ -104,8 +118,10 @@ def parse_noise(noise: str | None, noise_mode: str | None = None):
     """``"matched"``, ``"none"`` or ``("sigma", σ)`` from ``--noise`` and ``--noise-mode``."""
     mode = None if noise_mode is None else str(noise_mode).lower()
     if mode not in (None, "random", "none"):
-        raise ConfigError(f"--noise-mode {noise_mode!r}: with --psf use random (noise "
-                          "matched to the training S/N, or --noise sigma=...) or none")
+        raise ConfigError(
+            f"--noise-mode {noise_mode!r}: with --psf use random (noise "
+            "matched to the training S/N, or --noise sigma=...) or none"
+        )
     if noise is not None:
         key, eq, value = str(noise).partition("=")
         try:
@@ -113,8 +129,10 @@ def parse_noise(noise: str | None, noise_mode: str | None = None):
         except ValueError:
             eq = ""
         if key.strip().lower() != "sigma" or not eq or not (math.isfinite(sigma) and sigma >= 0):
-            raise ConfigError(f"--noise {noise!r}: write sigma=VALUE (per-pixel σ in the model's "
-                              "physical units, >= 0)")
+            raise ConfigError(
+                f"--noise {noise!r}: write sigma=VALUE (per-pixel σ in the model's "
+                "physical units, >= 0)"
+            )
         if mode == "none":
             raise ConfigError("--noise and --noise-mode none both given: choose one")
         return ("sigma", sigma)
@@ -135,8 +153,18 @@ class Observation:
     psf: list[str]
 
 
-def reobserve(bundle, n: int, seed: int = 0, *, psf, pixel_scale: float | None = None,
-              noise="matched", conditions=None, start: int = 0, batch: int = 64) -> Observation:
+def reobserve(
+    bundle,
+    n: int,
+    seed: int = 0,
+    *,
+    psf,
+    pixel_scale: float | None = None,
+    noise="matched",
+    conditions=None,
+    start: int = 0,
+    batch: int = 64,
+) -> Observation:
     """``n`` galaxies of ``bundle`` as an instrument with ``psf`` (a description, see
     :mod:`galforge.data.psf`) and ``pixel_scale`` (arcsec; None: the model's) sees them, on
     stamps of the model's size. ``noise``: see the module docstring."""
@@ -151,19 +179,22 @@ def reobserve(bundle, n: int, seed: int = 0, *, psf, pixel_scale: float | None =
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"--pixel-scale {pixel_scale}: must be > 0 (arcsec per pixel)")
     psfs = parse_psf(psf, bundle.bands, "--psf")
-    scenes, cond, snr = prepsf_galaxies(bundle, n, seed, start=start, conditions=conditions,
-                                        batch=batch)
+    scenes, cond, snr = prepsf_galaxies(
+        bundle, n, seed, start=start, conditions=conditions, batch=batch
+    )
     n, c = scenes.shape[:2]
-    h, w = bundle.image_shape[-2:]               # the stamps keep the observation's size
+    h, w = bundle.image_shape[-2:]  # the stamps keep the observation's size
     objects = [psf_object(p, scale, b, c) for b, p in enumerate(psfs)]
     noiseless = np.empty((n, c, h, w), dtype=np.float32)
     for i in range(n):
         for b in range(c):
-            gal = galsim.InterpolatedImage(galsim.ImageD(scenes[i, b].astype(np.float64),
-                                                         scale=scale_in))
+            gal = galsim.InterpolatedImage(
+                galsim.ImageD(scenes[i, b].astype(np.float64), scale=scale_in)
+            )
             obj, effective = objects[b]
             img = galsim.Convolve(gal, obj).drawImage(
-                nx=w, ny=h, scale=scale, method="no_pixel" if effective else "auto")
+                nx=w, ny=h, scale=scale, method="no_pixel" if effective else "auto"
+            )
             noiseless[i, b] = img.array
     sigma = np.zeros((n, c), dtype=np.float64)
     if noise == "matched":
@@ -179,7 +210,8 @@ def reobserve(bundle, n: int, seed: int = 0, *, psf, pixel_scale: float | None =
         if sigma[i].any():
             rng = np.random.default_rng([int(seed), int(start + i), 0x0B5])
             images[i] += (rng.standard_normal((c, h, w)) * sigma[i][:, None, None]).astype(
-                np.float32)
+                np.float32
+            )
     return Observation(images, noiseless, sigma, cond, scale, [p.describe() for p in psfs])
 
 
@@ -207,8 +239,19 @@ def _card_text(psfs) -> str:
     return ";".join(dict.fromkeys(str(p) for p in psfs))[:50]
 
 
-def write_observed(bundle, out, n: int, seed: int = 0, *, psf, pixel_scale=None,
-                   noise="matched", conditions=None, batch: int = 64, overwrite: bool = False):
+def write_observed(
+    bundle,
+    out,
+    n: int,
+    seed: int = 0,
+    *,
+    psf,
+    pixel_scale=None,
+    noise="matched",
+    conditions=None,
+    batch: int = 64,
+    overwrite: bool = False,
+):
     """Re-observe ``n`` galaxies (:func:`reobserve`) and write one FITS per galaxy
     (``galaxy_NNNNNN.fits``, the new pixel scale and PSF in the header), a ``grid.png`` and
     ``catalog.csv`` and its ECSV twin with units (per galaxy: ``index``, the conditions by name, the measured noiseless
@@ -223,8 +266,16 @@ def write_observed(bundle, out, n: int, seed: int = 0, *, psf, pixel_scale=None,
         write_grid,
     )
 
-    obs = reobserve(bundle, n, seed, psf=psf, pixel_scale=pixel_scale, noise=noise,
-                    conditions=conditions, batch=batch)
+    obs = reobserve(
+        bundle,
+        n,
+        seed,
+        psf=psf,
+        pixel_scale=pixel_scale,
+        noise=noise,
+        conditions=conditions,
+        batch=batch,
+    )
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; pass a folder for the generated galaxies")
@@ -236,56 +287,93 @@ def write_observed(bundle, out, n: int, seed: int = 0, *, psf, pixel_scale=None,
         width = max(6, len(str(int(n) - 1)))
         rows = []
         for i in range(int(n)):
-            cards = {"PSF": (_card_text(obs.psf), "PSF observed through"),
-                     "PSFTRAIN": (_card_text(bundle.generator.psf_info()["psf"]),
-                                  "PSF of the training data")}
+            cards = {
+                "PSF": (_card_text(obs.psf), "PSF observed through"),
+                "PSFTRAIN": (
+                    _card_text(bundle.generator.psf_info()["psf"]),
+                    "PSF of the training data",
+                ),
+            }
             for b, band in enumerate(bands):
                 cards[f"NOISE{b + 1}"] = (float(obs.sigma[i, b]), f"noise sigma, {band}")
             for k, name in enumerate(names):
                 cards[f"CNAME{k + 1}"] = (name, "condition name")
                 cards[f"COND{k + 1}"] = (float(obs.conditions[i, k]), "condition value")
-            result.files.append(write_fits(
-                out / sample_name(i, "fits", width), obs.images[i], bands=bands,
-                units=bundle.units, seed=seed, index=i, bundle_id=bundle.bundle_id,
-                family=bundle.family, date=bundle.created or None, extra=cards,
-                pixel_scale=obs.pixel_scale, zeropoint=bundle.zeropoint))
+            result.files.append(
+                write_fits(
+                    out / sample_name(i, "fits", width),
+                    obs.images[i],
+                    bands=bands,
+                    units=bundle.units,
+                    seed=seed,
+                    index=i,
+                    bundle_id=bundle.bundle_id,
+                    family=bundle.family,
+                    date=bundle.created or None,
+                    extra=cards,
+                    pixel_scale=obs.pixel_scale,
+                    zeropoint=bundle.zeropoint,
+                )
+            )
             flux = obs.noiseless[i].astype(np.float64).sum(axis=(1, 2))
             power = np.sqrt(np.square(obs.noiseless[i].astype(np.float64)).sum(axis=(1, 2)))
-            row = {"index": i, **{name: str(np.float32(obs.conditions[i, k]))
-                                  for k, name in enumerate(names)}}
+            row = {
+                "index": i,
+                **{name: str(np.float32(obs.conditions[i, k])) for k, name in enumerate(names)},
+            }
             row.update({f"meas_flux_{band}": float(flux[b]) for b, band in enumerate(bands)})
             row["meas_hlr"] = _measure(obs.noiseless[i, ref], obs.pixel_scale)
-            row.update({f"noise_sigma_{band}": float(obs.sigma[i, b])
-                        for b, band in enumerate(bands)})
-            row.update({f"snr_{band}": (float(power[b] / obs.sigma[i, b])
-                                        if obs.sigma[i, b] > 0 else float("inf"))
-                        for b, band in enumerate(bands)})
+            row.update(
+                {f"noise_sigma_{band}": float(obs.sigma[i, b]) for b, band in enumerate(bands)}
+            )
+            row.update(
+                {
+                    f"snr_{band}": (
+                        float(power[b] / obs.sigma[i, b]) if obs.sigma[i, b] > 0 else float("inf")
+                    )
+                    for b, band in enumerate(bands)
+                }
+            )
             rows.append(row)
         with open(out / CATALOG, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["index"])
             writer.writeheader()
             writer.writerows(rows)
-        if rows:      # the ECSV twin, with units (galforge.data.tables)
+        if rows:  # the ECSV twin, with units (galforge.data.tables)
             from galforge.data.tables import ecsv_path, write_ecsv
             from galforge.fitsheader import fits_unit
 
             pix = fits_unit(bundle.units)[0] or ""
-            typed = [{k: (float(v) if k in names else v) for k, v in row.items()}
-                     for row in rows]
-            write_ecsv(ecsv_path(out / CATALOG), typed, pixel_units=bundle.units,
-                       units={"index": "", "hlr": "arcsec", "meas_hlr": "arcsec",
-                              **{f"snr_{b}": "" for b in bands},
-                              **{f"{k}_{b}": pix for b in bands
-                                 for k in ("meas_flux", "noise_sigma")}},
-                       meta={"psf": obs.psf, "pixel_scale_arcsec": obs.pixel_scale,
-                             "seed": int(seed), "bundle_id": bundle.bundle_id})
+            typed = [{k: (float(v) if k in names else v) for k, v in row.items()} for row in rows]
+            write_ecsv(
+                ecsv_path(out / CATALOG),
+                typed,
+                pixel_units=bundle.units,
+                units={
+                    "index": "",
+                    "hlr": "arcsec",
+                    "meas_hlr": "arcsec",
+                    **{f"snr_{b}": "" for b in bands},
+                    **{f"{k}_{b}": pix for b in bands for k in ("meas_flux", "noise_sigma")},
+                },
+                meta={
+                    "psf": obs.psf,
+                    "pixel_scale_arcsec": obs.pixel_scale,
+                    "seed": int(seed),
+                    "bundle_id": bundle.bundle_id,
+                },
+            )
         result.index = out / CATALOG
         preview = obs.images[: min(int(n), 64)]
         if len(preview):
             result.grid = write_grid(
-                out / "grid.png", preview, bundle.bands, bundle.units,
+                out / "grid.png",
+                preview,
+                bundle.bands,
+                bundle.units,
                 title=f"{bundle.family} {bundle.bundle_id} seed={seed} through "
-                      f"{';'.join(obs.psf)} at {obs.pixel_scale:g}\"/px")
+                f'{";".join(obs.psf)} at {obs.pixel_scale:g}"/px',
+            )
     return result
 
 
@@ -300,23 +388,31 @@ def read_condition_table(path, names) -> np.ndarray:
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise ConfigError(f"--conditions {path}: cannot read the table ({exc.strerror}); give "
-                          "a CSV file with a header row") from None
+        raise ConfigError(
+            f"--conditions {path}: cannot read the table ({exc.strerror}); give "
+            "a CSV file with a header row"
+        ) from None
     if not rows:
-        raise ConfigError(f"--conditions {path}: no rows; give one galaxy per row under a "
-                          f"header naming {', '.join(names)}")
+        raise ConfigError(
+            f"--conditions {path}: no rows; give one galaxy per row under a "
+            f"header naming {', '.join(names)}"
+        )
     missing = [k for k in names if k not in rows[0]]
     if missing:
-        raise ConfigError(f"--conditions {path}: no column {', '.join(missing)}; the header "
-                          f"must name {', '.join(names)}")
+        raise ConfigError(
+            f"--conditions {path}: no column {', '.join(missing)}; the header "
+            f"must name {', '.join(names)}"
+        )
     out = np.empty((len(rows), len(names)), dtype=np.float32)
     for i, row in enumerate(rows):
         for k, name in enumerate(names):
             try:
                 out[i, k] = float(row[name])
             except (TypeError, ValueError):
-                raise ConfigError(f"--conditions {path}: row {i + 2} has no number in column "
-                                  f"{name!r} (got {row[name]!r})") from None
+                raise ConfigError(
+                    f"--conditions {path}: row {i + 2} has no number in column "
+                    f"{name!r} (got {row[name]!r})"
+                ) from None
             if not np.isfinite(out[i, k]):
                 raise ConfigError(f"--conditions {path}: row {i + 2}, {name!r} is not finite")
     return out

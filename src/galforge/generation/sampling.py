@@ -170,10 +170,14 @@ class Bundle:
         """
         require(self.generator, STAGED, "--stage")
         names = tuple(self.generator.stages)
-        if isinstance(stage, bool) or not isinstance(stage, (int, np.integer)) \
-                or not 1 <= int(stage) <= len(names):
-            raise ConfigError(f"--stage {stage}: the {self.family!r} model has stages "
-                              f"1 to {len(names)}")
+        if (
+            isinstance(stage, bool)
+            or not isinstance(stage, (int, np.integer))
+            or not 1 <= int(stage) <= len(names)
+        ):
+            raise ConfigError(
+                f"--stage {stage}: the {self.family!r} model has stages 1 to {len(names)}"
+            )
         stage = int(stage)
         if stage == len(names):
             return self
@@ -197,8 +201,15 @@ class Bundle:
             return torch.as_tensor(custom(), dtype=torch.float32).cpu()
         return torch.zeros(self.latent_sample_shape, dtype=torch.float32)
 
-    def latent(self, n: int, seed: int = 0, *, start: int = 0,
-               truncation: float | None = None, **shape_options) -> torch.Tensor:
+    def latent(
+        self,
+        n: int,
+        seed: int = 0,
+        *,
+        start: int = 0,
+        truncation: float | None = None,
+        **shape_options,
+    ) -> torch.Tensor:
         """Latents of samples ``start..start+n-1`` for ``seed`` (CPU float32 tensor).
 
         ``truncation`` ψ pulls each latent toward the mean latent: ``mean + ψ (z - mean)``
@@ -228,8 +239,9 @@ class Bundle:
             return mode
         return "random" if NOISE in self.capabilities else None
 
-    def noise(self, n: int, seed: int = 0, *, start: int = 0,
-              mode: str | None = None) -> list[torch.Tensor] | None:
+    def noise(
+        self, n: int, seed: int = 0, *, start: int = 0, mode: str | None = None
+    ) -> list[torch.Tensor] | None:
         """Noise maps for samples ``start..start+n-1`` of ``seed`` (capability ``noise``).
 
         ``mode`` (see :data:`NOISE_MODES`; default ``"random"``): ``"random"`` draws the maps of
@@ -249,8 +261,9 @@ class Bundle:
             return [torch.zeros((1, 1, *s)) for s in shapes]
         return sample_noise(shapes, _check_count(n, "n"), seed, start=int(start))
 
-    def truncate_w(self, w: torch.Tensor, psi: float | None,
-                   cutoff: int | None = None) -> torch.Tensor:
+    def truncate_w(
+        self, w: torch.Tensor, psi: float | None, cutoff: int | None = None
+    ) -> torch.Tensor:
         """``w`` pulled toward ``mean_w()``: ``mean + psi (w - mean)``, on the first ``cutoff``
         layers only when given (then per-layer ``N×num_ws×w_dim``)."""
         require(self.generator, INTERMEDIATE, "truncation in w")
@@ -266,8 +279,9 @@ class Bundle:
         ws[:, :cutoff] = mean + psi * (ws[:, :cutoff] - mean)
         return ws
 
-    def _forward(self, z: torch.Tensor, conditions, truncation, noise=None,
-                 truncation_cutoff=None) -> torch.Tensor:
+    def _forward(
+        self, z: torch.Tensor, conditions, truncation, noise=None, truncation_cutoff=None
+    ) -> torch.Tensor:
         caps = self.capabilities
         kw = {} if noise is None else {"noise": noise}
         args = []
@@ -296,13 +310,15 @@ class Bundle:
         """
         require(self.generator, INTERMEDIATE, "w latents")
         z = torch.as_tensor(z, dtype=torch.float32).to(self.device)
-        args = () if conditions is None else (
-            torch.as_tensor(conditions, dtype=torch.float32).to(self.device),)
+        args = (
+            ()
+            if conditions is None
+            else (torch.as_tensor(conditions, dtype=torch.float32).to(self.device),)
+        )
         with torch.inference_mode():
             return self.generator.mapping(z, *args).float().cpu()
 
-    def generate_from_w(self, w, batch: int = 64, *, conditions=None,
-                        noise=None) -> np.ndarray:
+    def generate_from_w(self, w, batch: int = 64, *, conditions=None, noise=None) -> np.ndarray:
         """Images (physical units) for intermediate latents ``w`` (``N×w_dim`` or per layer
         ``N×num_ws×w_dim``, see :meth:`to_w`); ``noise`` from :meth:`noise` (None: the
         generator's stored maps)."""
@@ -313,8 +329,15 @@ class Bundle:
         chunks = []
         with torch.inference_mode():
             for s in range(0, w.shape[0], batch):
-                args = () if conditions is None else (torch.as_tensor(
-                    conditions, dtype=torch.float32)[s : s + batch].to(self.device),)
+                args = (
+                    ()
+                    if conditions is None
+                    else (
+                        torch.as_tensor(conditions, dtype=torch.float32)[s : s + batch].to(
+                            self.device
+                        ),
+                    )
+                )
                 kw = {} if noise is None else {"noise": self._noise_rows(noise, s, s + batch)}
                 out = self.generator.synthesis(w[s : s + batch].to(self.device), *args, **kw)
                 self._check_finite(out)
@@ -336,9 +359,16 @@ class Bundle:
         require(self.generator, NOISE, "noise maps")
         return [(m if m.shape[0] == 1 else m[s:e]).to(self.device) for m in noise]
 
-    def generate_from_latent(self, z, batch: int = 64, *, conditions=None,
-                             truncation: float | None = None,
-                             truncation_cutoff: int | None = None, noise=None) -> np.ndarray:
+    def generate_from_latent(
+        self,
+        z,
+        batch: int = 64,
+        *,
+        conditions=None,
+        truncation: float | None = None,
+        truncation_cutoff: int | None = None,
+        noise=None,
+    ) -> np.ndarray:
         """Images for latents ``z`` as float32 ``N×C×H×W`` in physical units.
 
         The generator's model-space output is clamped to ``output_range`` and mapped back
@@ -358,22 +388,32 @@ class Bundle:
             for s in range(0, z.shape[0], batch):
                 c = None if cond is None else cond[s : s + batch]
                 nz = None if noise is None else self._noise_rows(noise, s, s + batch)
-                out = self._forward(z[s : s + batch].to(self.device), c, truncation, nz,
-                                    truncation_cutoff).float()
+                out = self._forward(
+                    z[s : s + batch].to(self.device), c, truncation, nz, truncation_cutoff
+                ).float()
                 self._check_finite(out)
                 chunks.append((out if physical else out.clamp_(lo, hi)).cpu().numpy())
         if not chunks:
             return np.empty((0, *self.image_shape), dtype=np.float32)
-        if physical:   # the generator maps its output to physical units itself
+        if physical:  # the generator maps its output to physical units itself
             return np.ascontiguousarray(np.concatenate(chunks, axis=0), dtype=np.float32)
         model_space = np.concatenate(chunks, axis=0)
         physical = self.normalizer.inverse(model_space)
         return np.ascontiguousarray(np.asarray(physical, dtype=np.float32))
 
-    def sample(self, n: int, seed: int = 0, batch: int = 64, *, start: int = 0,
-               truncation: float | None = None, truncation_cutoff: int | None = None,
-               noise_mode: str | None = None, conditions=None,
-               **shape_options) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        seed: int = 0,
+        batch: int = 64,
+        *,
+        start: int = 0,
+        truncation: float | None = None,
+        truncation_cutoff: int | None = None,
+        noise_mode: str | None = None,
+        conditions=None,
+        **shape_options,
+    ) -> np.ndarray:
         """``n`` generated images, float32 ``N×C×H×W`` in the training data's units.
 
         Sample ``i`` depends only on ``(seed, start + i)`` (and its conditions), not on
@@ -390,9 +430,14 @@ class Bundle:
             z = self.latent(m, seed, start=int(start) + s, truncation=truncation, **shape_options)
             c = None if cond is None else cond[s : s + m]
             nz = self.noise(m, seed, start=int(start) + s, mode=noise_mode)
-            images = self.generate_from_latent(z, batch=batch, conditions=c,
-                                               truncation=truncation,
-                                               truncation_cutoff=truncation_cutoff, noise=nz)
+            images = self.generate_from_latent(
+                z,
+                batch=batch,
+                conditions=c,
+                truncation=truncation,
+                truncation_cutoff=truncation_cutoff,
+                noise=nz,
+            )
             if out is None:
                 out = np.empty((n, *images.shape[1:]), dtype=np.float32)
             out[s : s + m] = images
@@ -453,8 +498,10 @@ def _check_cutoff(cutoff) -> int | None:
     if cutoff is None:
         return None
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) or cutoff < 0:
-        raise ConfigError(f"--truncation-cutoff {cutoff!r}: must be a whole number >= 0 "
-                          "(the first layers truncated)")
+        raise ConfigError(
+            f"--truncation-cutoff {cutoff!r}: must be a whole number >= 0 "
+            "(the first layers truncated)"
+        )
     return int(cutoff)
 
 
@@ -473,8 +520,9 @@ def load_bundle(path, device="auto") -> Bundle:
     dev = resolve_device(device)
     p = Path(pretrained.resolve(path)).expanduser()
     if not p.exists():
-        raise BundleError(f"{p}: no such bundle or run folder; pass a folder with {BUNDLE_JSON} "
-                          f"or {RUN_JSON}")
+        raise BundleError(
+            f"{p}: no such bundle or run folder; pass a folder with {BUNDLE_JSON} or {RUN_JSON}"
+        )
     if p.is_file():
         if p.name in (BUNDLE_JSON, RUN_JSON):
             p = p.parent
@@ -525,15 +573,22 @@ def iter_samples(
     bundle.noise_mode(noise_mode)
     from tqdm.auto import tqdm
 
-    with tqdm(total=n, desc=desc, unit="img", disable=(None if progress is None else not progress)) as bar:
+    with tqdm(
+        total=n, desc=desc, unit="img", disable=(None if progress is None else not progress)
+    ) as bar:
         for offset in range(0, n, batch):
             m = min(batch, n - offset)
             z = bundle.latent(m, seed, start=start + offset, truncation=truncation)
             c = None if cond is None else cond[offset : offset + m]
             nz = bundle.noise(m, seed, start=start + offset, mode=noise_mode)
-            images = bundle.generate_from_latent(z, batch=batch, truncation=truncation,
-                                                 truncation_cutoff=truncation_cutoff,
-                                                 conditions=c, noise=nz)
+            images = bundle.generate_from_latent(
+                z,
+                batch=batch,
+                truncation=truncation,
+                truncation_cutoff=truncation_cutoff,
+                conditions=c,
+                noise=nz,
+            )
             bar.update(m)
             yield start + offset, images
 
@@ -554,8 +609,15 @@ def sample(
     """All ``n`` samples in one float32 ``N×C×H×W`` array (with an optional progress bar)."""
     out = np.empty((int(n), *bundle.image_shape), dtype=np.float32)
     for first, images in iter_samples(
-        bundle, n, seed, batch, start=start, truncation=truncation,
-        truncation_cutoff=truncation_cutoff, noise_mode=noise_mode, conditions=conditions,
+        bundle,
+        n,
+        seed,
+        batch,
+        start=start,
+        truncation=truncation,
+        truncation_cutoff=truncation_cutoff,
+        noise_mode=noise_mode,
+        conditions=conditions,
         progress=progress,
     ):
         out[first - start : first - start + len(images)] = images

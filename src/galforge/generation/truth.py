@@ -41,12 +41,13 @@ def _radec(x, y, shape_hw, scale):
     eta = (np.asarray(y) + 1.0 - (0.5 + h / 2.0)) * deg
     xi_r, eta_r = np.radians(xi), np.radians(eta)
     ra = np.degrees(np.arctan2(xi_r, 1.0)) % 360.0
-    dec = np.degrees(np.arctan2(eta_r, np.sqrt(1.0 + xi_r ** 2)))
+    dec = np.degrees(np.arctan2(eta_r, np.sqrt(1.0 + xi_r**2)))
     return ra, dec
 
 
-def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
-                pixel_scale: float | None = None) -> tuple[Path, Path, int]:
+def write_truth(
+    generator, seed: int, size_hw, out, bands, *, tile: int, pixel_scale: float | None = None
+) -> tuple[Path, Path, int]:
     """Write the truth catalogue of the field ``(seed, size_hw)`` beside ``out``; returns
     ``(csv path, fits path, rows)``."""
     from astropy.io import fits
@@ -73,8 +74,7 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
                 continue
             flux = np.asarray(cat["flux"], np.float64).reshape(m, len(bands))
             with np.errstate(divide="ignore", invalid="ignore"):
-                mag = np.where(flux > 0, zp - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)),
-                               np.nan)
+                mag = np.where(flux > 0, zp - 2.5 * np.log10(np.where(flux > 0, flux, 1.0)), np.nan)
             block = {"id": cat["id"], "x": cat["x"], "y": cat["y"]}
             if pixel_scale:
                 block["ra"], block["dec"] = _radec(cat["x"], cat["y"], (h, w), pixel_scale)
@@ -86,8 +86,9 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
             for c in cols:
                 parts[c].append(np.asarray(block[c]))
             for i in range(m):
-                writer.writerow([int(block["id"][i])] + [
-                    f"{float(block[c][i]):.10g}" for c in cols[1:]])
+                writer.writerow(
+                    [int(block["id"][i])] + [f"{float(block[c][i]):.10g}" for c in cols[1:]]
+                )
             n += m
     columns = []
     for c in cols:
@@ -95,10 +96,17 @@ def write_truth(generator, seed: int, size_hw, out, bands, *, tile: int,
         if c == "id":
             columns.append(fits.Column(name=c, format="K", array=data.astype(np.int64)))
         else:
-            unit = {"x": "pix", "y": "pix", "hlr": "pix", "ra": "deg", "dec": "deg",
-                    "pa_deg": "deg"}.get(c, "mag" if c.startswith("mag_") else None)
-            columns.append(fits.Column(name=c, format="D", array=data.astype(np.float64),
-                                       unit=unit))
+            unit = {
+                "x": "pix",
+                "y": "pix",
+                "hlr": "pix",
+                "ra": "deg",
+                "dec": "deg",
+                "pa_deg": "deg",
+            }.get(c, "mag" if c.startswith("mag_") else None)
+            columns.append(
+                fits.Column(name=c, format="D", array=data.astype(np.float64), unit=unit)
+            )
     table = fits.BinTableHDU.from_columns(columns, name="TRUTH")
     table.header["ZEROPT"] = (zp, "mag = ZEROPT - 2.5 log10(flux)")
     table.header["SEED"] = (int(seed), "seed of the field")

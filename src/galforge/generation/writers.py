@@ -58,8 +58,6 @@ FORMATS = ("fits", "png", "npy", "fits-cube")
 GRID_MAX = 64
 
 
-
-
 def sample_name(index: int, suffix: str, width: int = 6) -> str:
     """File name of sample ``index``: ``galaxy_000042.fits``."""
     return f"galaxy_{int(index):0{width}d}.{suffix}"
@@ -155,9 +153,19 @@ def write_fits(
             f"{path}: image of shape {np.shape(image_chw)} does not match bands {list(bands)}"
         )
     header = fits_header(
-        bands=bands, units=units, seed=seed, index=index, bundle_id=bundle_id, family=family,
-        galforge_version=galforge_version, date=date, truncation=truncation, extra=extra,
-        shape_hw=data.shape[1:], pixel_scale=pixel_scale, zeropoint=zeropoint,
+        bands=bands,
+        units=units,
+        seed=seed,
+        index=index,
+        bundle_id=bundle_id,
+        family=family,
+        galforge_version=galforge_version,
+        date=date,
+        truncation=truncation,
+        extra=extra,
+        shape_hw=data.shape[1:],
+        pixel_scale=pixel_scale,
+        zeropoint=zeropoint,
     )
     plane = data[0] if data.shape[0] == 1 else data
     hdu = fits.PrimaryHDU(data=np.ascontiguousarray(plane), header=header)
@@ -227,7 +235,7 @@ class NpyWriter:
             self._array = np.lib.format.open_memmap(
                 self._tmp, mode="w+", dtype=np.float32, shape=(self.n, *self.image_shape)
             )
-            reserve_space(self._tmp)   # a full disk now, not as a crash half-way through
+            reserve_space(self._tmp)  # a full disk now, not as a crash half-way through
         except BaseException as exc:
             self.abort()
             if is_disk_full(exc):
@@ -279,7 +287,7 @@ class GenerationResult:
     files: list[Path] = field(default_factory=list)
     grid: Path | None = None
     index: Path | None = None
-    catalog: Path | None = None        # conditions of the galaxies (conditional generators)
+    catalog: Path | None = None  # conditions of the galaxies (conditional generators)
 
     def summary(self) -> str:
         lines = [f"wrote {self.n} galaxies as {self.format.upper()} to {self.out_dir}"]
@@ -295,21 +303,34 @@ class GenerationResult:
         return "\n".join(lines)
 
 
-def _cube_writer(bundle, out: Path, n: int, seed: int, start: int, truncation, cards: dict,
-                 cond):
+def _cube_writer(bundle, out: Path, n: int, seed: int, start: int, truncation, cards: dict, cond):
     """The stamp-cube writer of ``--format fits-cube`` (cards of one stamp, conditions in
     its table)."""
     from galforge.generation.cube import CUBE_NAME, FitsCubeWriter
 
     header = fits_header(
-        bands=bundle.bands, units=bundle.units, seed=seed, index=start,
-        bundle_id=bundle.bundle_id, family=bundle.family, date=bundle.created or None,
-        truncation=truncation, extra=cards or None, shape_hw=tuple(bundle.image_shape[1:]),
-        pixel_scale=bundle.pixel_scale, zeropoint=bundle.zeropoint,
+        bands=bundle.bands,
+        units=bundle.units,
+        seed=seed,
+        index=start,
+        bundle_id=bundle.bundle_id,
+        family=bundle.family,
+        date=bundle.created or None,
+        truncation=truncation,
+        extra=cards or None,
+        shape_hw=tuple(bundle.image_shape[1:]),
+        pixel_scale=bundle.pixel_scale,
+        zeropoint=bundle.zeropoint,
     )
-    return FitsCubeWriter(out / CUBE_NAME, n, bundle.image_shape, header, seed=seed,
-                          condition_names=bundle.condition_names if cond is not None else (),
-                          conditions=cond)
+    return FitsCubeWriter(
+        out / CUBE_NAME,
+        n,
+        bundle.image_shape,
+        header,
+        seed=seed,
+        condition_names=bundle.condition_names if cond is not None else (),
+        conditions=cond,
+    )
 
 
 def _condition_cards(names, cond, row: int) -> dict | None:
@@ -369,21 +390,54 @@ def write_samples(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; pass a folder for the generated galaxies")
     with outputs.claim_folder(out, overwrite=overwrite, command="generate"):
-        return _write_samples(bundle, out, int(n), seed, fmt, batch, truncation, start, grid,
-                              progress, cond, mode, truncation_cutoff)
+        return _write_samples(
+            bundle,
+            out,
+            int(n),
+            seed,
+            fmt,
+            batch,
+            truncation,
+            start,
+            grid,
+            progress,
+            cond,
+            mode,
+            truncation_cutoff,
+        )
 
 
-def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, start, grid,
-                   progress, cond, mode, truncation_cutoff) -> GenerationResult:
+def _write_samples(
+    bundle,
+    out: Path,
+    n: int,
+    seed,
+    fmt,
+    batch,
+    truncation,
+    start,
+    grid,
+    progress,
+    cond,
+    mode,
+    truncation_cutoff,
+) -> GenerationResult:
     """The body of :func:`write_samples`, writing into the claimed folder ``out``."""
     result = GenerationResult(out_dir=out, format=fmt, n=n)
     width = max(6, len(str(start + n - 1)))
     stretch = None
     preview_n = min(n, GRID_MAX)
     if (grid or fmt == "png") and preview_n > 0:
-        preview = bundle.sample(preview_n, seed, batch, start=start, truncation=truncation,
-                                truncation_cutoff=truncation_cutoff, noise_mode=mode,
-                                conditions=None if cond is None else cond[:preview_n])
+        preview = bundle.sample(
+            preview_n,
+            seed,
+            batch,
+            start=start,
+            truncation=truncation,
+            truncation_cutoff=truncation_cutoff,
+            noise_mode=mode,
+            conditions=None if cond is None else cond[:preview_n],
+        )
         stretch = fit_stretch(preview, bundle.bands, bundle.units)
         if grid:
             title = f"{bundle.family} {bundle.bundle_id}  seed={seed}  {preview_n} of {n}"
@@ -414,8 +468,16 @@ def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, star
         npy = _cube_writer(bundle, out, n, seed, start, truncation, cards, cond)
     try:
         for first, images in iter_samples(
-            bundle, n, seed, batch, start=start, truncation=truncation, conditions=cond,
-            truncation_cutoff=truncation_cutoff, noise_mode=mode, progress=progress,
+            bundle,
+            n,
+            seed,
+            batch,
+            start=start,
+            truncation=truncation,
+            conditions=cond,
+            truncation_cutoff=truncation_cutoff,
+            noise_mode=mode,
+            progress=progress,
         ):
             if npy is not None:
                 npy.write(first, images)
@@ -424,17 +486,31 @@ def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, star
                 index = first + k
                 if fmt == "fits":
                     path = write_fits(
-                        out / sample_name(index, "fits", width), image, bands=bundle.bands,
-                        units=bundle.units, seed=seed, index=index, bundle_id=bundle.bundle_id,
-                        family=bundle.family, date=bundle.created or None, truncation=truncation,
-                        pixel_scale=bundle.pixel_scale, zeropoint=bundle.zeropoint,
-                        extra={**cards, **(_condition_cards(bundle.condition_names, cond,
-                                                            index - start) or {})} or None,
+                        out / sample_name(index, "fits", width),
+                        image,
+                        bands=bundle.bands,
+                        units=bundle.units,
+                        seed=seed,
+                        index=index,
+                        bundle_id=bundle.bundle_id,
+                        family=bundle.family,
+                        date=bundle.created or None,
+                        truncation=truncation,
+                        pixel_scale=bundle.pixel_scale,
+                        zeropoint=bundle.zeropoint,
+                        extra={
+                            **cards,
+                            **(_condition_cards(bundle.condition_names, cond, index - start) or {}),
+                        }
+                        or None,
                     )
                 else:
                     path = write_png(
-                        out / sample_name(index, "png", width), image, bundle.bands,
-                        bundle.units, stretch=stretch,
+                        out / sample_name(index, "png", width),
+                        image,
+                        bundle.bands,
+                        bundle.units,
+                        stretch=stretch,
                     )
                 result.files.append(path)
     except BaseException:
@@ -446,8 +522,7 @@ def _write_samples(bundle, out: Path, n: int, seed, fmt, batch, truncation, star
         result.files.append(npy_path)
         result.index = json_path
     if cond is not None:
-        result.catalog = _write_conditions(out, bundle.condition_names, cond, start,
-                                           bundle.units)
+        result.catalog = _write_conditions(out, bundle.condition_names, cond, start, bundle.units)
     return result
 
 
@@ -458,15 +533,17 @@ def _write_conditions(out: Path, names, cond, start: int, units) -> Path:
 
     from galforge.data.tables import ecsv_path, write_ecsv
 
-    rows = [{"index": int(start) + i, **{str(k): float(v) for k, v in zip(names, row,
-                                                                          strict=True)}}
-            for i, row in enumerate(np.asarray(cond, dtype=np.float32).tolist())]
+    rows = [
+        {"index": int(start) + i, **{str(k): float(v) for k, v in zip(names, row, strict=True)}}
+        for i, row in enumerate(np.asarray(cond, dtype=np.float32).tolist())
+    ]
     path = out / "catalog.csv"
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=["index", *[str(k) for k in names]])
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (str(np.float32(v)) if k != "index" else v)
-                             for k, v in row.items()})
+            writer.writerow(
+                {k: (str(np.float32(v)) if k != "index" else v) for k, v in row.items()}
+            )
     write_ecsv(ecsv_path(path), rows, pixel_units=units, units={"index": ""})
     return path

@@ -15,5 +15,11 @@ from galforge.models.registry import (
     register_generator,
 )
 
-__all__ = ["build_generator", "compose", "get_family", "known_families", "register_family",
-           "register_generator"]
+__all__ = [
+    "build_generator",
+    "compose",
+    "get_family",
+    "known_families",
+    "register_family",
+    "register_generator",
+]

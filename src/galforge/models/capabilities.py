@@ -73,8 +73,15 @@ PREPSF = "prepsf"
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     LATENT: ("latent_shape", "forward"),
-    WINDOWED: ("channels", "latent_channels", "upscale", "spec", "plan_window",
-               "window_masks", "forward_window"),
+    WINDOWED: (
+        "channels",
+        "latent_channels",
+        "upscale",
+        "spec",
+        "plan_window",
+        "window_masks",
+        "forward_window",
+    ),
     CONDITIONAL: ("condition_names", "forward"),
     INTERMEDIATE: ("mapping", "synthesis", "mean_w", "num_ws"),
     STAGED: ("stages", "stage_output"),
@@ -84,8 +91,20 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     PREPSF: ("scene", "psf_info"),
 }
 
-__all__ = ["CONDITIONAL", "INTERMEDIATE", "LATENT", "NOISE", "PHYSICAL", "PREPSF", "REQUIRED",
-           "SOURCES", "STAGED", "WINDOWED", "capabilities", "require"]
+__all__ = [
+    "CONDITIONAL",
+    "INTERMEDIATE",
+    "LATENT",
+    "NOISE",
+    "PHYSICAL",
+    "PREPSF",
+    "REQUIRED",
+    "SOURCES",
+    "STAGED",
+    "WINDOWED",
+    "capabilities",
+    "require",
+]
 
 
 def capabilities(generator: nn.Module) -> frozenset[str]:

@@ -147,8 +147,10 @@ class DCGANGenerator(nn.Module):
         channels = _check_channels(channels)
         self.oversample = int((psf or {}).get("oversample", 1)) if isinstance(psf, dict) else 1
         if self.oversample != 1 and (self.oversample != 2 or int(image_size) != 64):
-            raise ModelError(f"model.oversample={self.oversample}: the DCGAN draws 64 or 128 "
-                             "pixels; use 1, or 2 with 64×64 data (a 128-pixel pre-PSF scene)")
+            raise ModelError(
+                f"model.oversample={self.oversample}: the DCGAN draws 64 or 128 "
+                "pixels; use 1, or 2 with 64×64 data (a 128-pixel pre-PSF scene)"
+            )
         widths = _stage_widths(int(image_size) * self.oversample, width)
         caps = {"latent"}
         self.condition_names: tuple[str, ...] = ()
@@ -174,8 +176,10 @@ class DCGANGenerator(nn.Module):
 
         def up(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
             if upsample == "resize":
-                return [nn.Upsample(scale_factor=2, mode="nearest"),
-                        nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias, padding_mode="replicate")]
+                return [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias, padding_mode="replicate"),
+                ]
             return [nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=bias)]
 
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
@@ -190,26 +194,38 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
         self.sky = None
         if float(scene_blur) > 0 and sky_noise is None:
-            raise ModelError("model.scene_blur needs model.sky_noise=true: the band limit "
-                             "applies to the noiseless scene, before the sky noise")
+            raise ModelError(
+                "model.scene_blur needs model.sky_noise=true: the band limit "
+                "applies to the noiseless scene, before the sky noise"
+            )
         if sky_noise is not None:
             self.sky = SkyNoise(self.latent_dim, channels, sky_noise, blur=float(scene_blur))
             size = self.image_size
-            const = torch.randn((1, channels, size, size),
-                                generator=torch.Generator().manual_seed(int(init_seed) + 7919))
+            const = torch.randn(
+                (1, channels, size, size),
+                generator=torch.Generator().manual_seed(int(init_seed) + 7919),
+            )
             self.register_buffer("noise_const", const)
             caps.add("noise")
         self.psf = None
         if psf is not None:
             if self.sky is None or float(scene_blur) > 0:
-                raise ModelError("model.psf needs model.sky_noise=true and model.scene_blur=0: "
-                                 "the PSF acts on the pre-PSF scene in physical units")
+                raise ModelError(
+                    "model.psf needs model.sky_noise=true and model.scene_blur=0: "
+                    "the PSF acts on the pre-PSF scene in physical units"
+                )
             try:
-                self.psf = PSFConvolution(channels, int(psf["size"]), psf["psf"],
-                                          float(psf["pixel_scale"]), self.oversample)
+                self.psf = PSFConvolution(
+                    channels,
+                    int(psf["size"]),
+                    psf["psf"],
+                    float(psf["pixel_scale"]),
+                    self.oversample,
+                )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ModelError(f"model.psf: a spec with psf, pixel_scale and size; {exc}") \
-                    from None
+                raise ModelError(
+                    f"model.psf: a spec with psf, pixel_scale and size; {exc}"
+                ) from None
             caps.add("prepsf")
         self.CAPABILITIES = frozenset(caps)
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
@@ -219,18 +235,26 @@ class DCGANGenerator(nn.Module):
         try:
             names = tuple(str(n) for n in spec["names"])
             k = len(names)
-            log = torch.tensor([bool(v) for v in spec.get("log") or [False] * k],
-                               dtype=torch.float32)
+            log = torch.tensor(
+                [bool(v) for v in spec.get("log") or [False] * k], dtype=torch.float32
+            )
             mean = torch.tensor([float(v) for v in spec.get("mean") or [0.0] * k])
             std = torch.tensor([float(v) for v in spec.get("std") or [1.0] * k])
             sample = [[float(v) for v in row] for row in spec.get("sample") or []]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"DCGAN conditions spec: names, log, mean, std, sample; {exc}") \
-                from None
-        if not k or any(t.numel() != k for t in (log, mean, std)) \
-                or any(len(row) != k for row in sample) or bool((std <= 0).any()):
-            raise ModelError(f"DCGAN conditions spec: {k} names need as many log, mean, std "
-                             "(> 0) values and sample rows of that length")
+            raise ModelError(
+                f"DCGAN conditions spec: names, log, mean, std, sample; {exc}"
+            ) from None
+        if (
+            not k
+            or any(t.numel() != k for t in (log, mean, std))
+            or any(len(row) != k for row in sample)
+            or bool((std <= 0).any())
+        ):
+            raise ModelError(
+                f"DCGAN conditions spec: {k} names need as many log, mean, std "
+                "(> 0) values and sample rows of that length"
+            )
         self.condition_names = names
         self.condition_sample = sample
         self.register_buffer("cond_log", log)
@@ -248,18 +272,22 @@ class DCGANGenerator(nn.Module):
 
     def conditions_spec(self) -> dict:
         """The ``conditions`` entry of this generator's spec."""
-        return {"names": list(self.condition_names),
-                "log": [bool(v) for v in self.cond_log.tolist()],
-                "mean": [float(v) for v in self.cond_mean.tolist()],
-                "std": [float(v) for v in self.cond_std.tolist()],
-                "sample": [list(row) for row in self.condition_sample]}
+        return {
+            "names": list(self.condition_names),
+            "log": [bool(v) for v in self.cond_log.tolist()],
+            "mean": [float(v) for v in self.cond_mean.tolist()],
+            "std": [float(v) for v in self.cond_std.tolist()],
+            "sample": [list(row) for row in self.condition_sample],
+        }
 
     def standardise(self, conditions: torch.Tensor) -> torch.Tensor:
         """Physical conditions (``N×K``) → the network's standardised inputs."""
         c = torch.as_tensor(conditions, dtype=torch.float32).to(self.cond_mean.device)
         if c.dim() != 2 or c.shape[1] != len(self.condition_names):
-            raise ModelError(f"conditions of shape {tuple(c.shape)}: give N×"
-                             f"{len(self.condition_names)} ({', '.join(self.condition_names)})")
+            raise ModelError(
+                f"conditions of shape {tuple(c.shape)}: give N×"
+                f"{len(self.condition_names)} ({', '.join(self.condition_names)})"
+            )
         logged = torch.log10(c.clamp_min(1e-30))
         t = torch.where(self.cond_log.bool(), logged, c)
         return (t - self.cond_mean) / self.cond_std
@@ -276,7 +304,7 @@ class DCGANGenerator(nn.Module):
         """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
         if self.sky is None:
             return []
-        return [self.noise_const[:, c:c + 1] for c in range(self.channels)]
+        return [self.noise_const[:, c : c + 1] for c in range(self.channels)]
 
     def permute_image_channels(self, perm: list[int]) -> None:
         """Reorder the bands this generator makes (``--init ... --band-map``): the last
@@ -295,8 +323,10 @@ class DCGANGenerator(nn.Module):
     def _raw(self, z: torch.Tensor, conditions=None) -> torch.Tensor:
         if self.condition_names:
             if conditions is None:
-                raise ModelError(f"this DCGAN generator is conditioned on "
-                                 f"{', '.join(self.condition_names)}: give their values")
+                raise ModelError(
+                    f"this DCGAN generator is conditioned on "
+                    f"{', '.join(self.condition_names)}: give their values"
+                )
             c = self.standardise(conditions).to(z.device, z.dtype)
             z = torch.cat([z.flatten(1), c], dim=1)
         elif conditions is not None:
@@ -319,7 +349,7 @@ class DCGANGenerator(nn.Module):
 
     def _prepsf(self, raw: torch.Tensor) -> torch.Tensor:
         # on an oversampled grid each fine pixel holds 1/o² of what a data pixel would
-        return prepsf_physical(self.sky, raw) / float(self.oversample ** 2)
+        return prepsf_physical(self.sky, raw) / float(self.oversample**2)
 
     def observe(self, scene: torch.Tensor) -> torch.Tensor:
         """The noiseless observation (physical units, the data's pixels) of a pre-PSF scene:
@@ -334,9 +364,12 @@ class DCGANGenerator(nn.Module):
         ``C×k×k`` kernel on that grid (pixel response included when not oversampled)."""
         if self.psf is None:
             raise ModelError("this DCGAN generator has no forward model (model.psf)")
-        return {**self.psf.spec(), "oversample": self.oversample,
-                "scene_pixel_scale": self.psf.pixel_scale / self.oversample,
-                "kernel": self.psf.kernel.detach().float().cpu().numpy()}
+        return {
+            **self.psf.spec(),
+            "oversample": self.oversample,
+            "scene_pixel_scale": self.psf.pixel_scale / self.oversample,
+            "kernel": self.psf.kernel.detach().float().cpu().numpy(),
+        }
 
     def noise_sigma(self, z: torch.Tensor) -> torch.Tensor:
         """Per-band sky noise σ (physical units) the generator gives each latent, ``N×C``."""
@@ -355,9 +388,16 @@ class DCGANGenerator(nn.Module):
         ref = out if observed is None else observed
         if noise is not None:
             if len(noise) != self.channels:
-                raise ModelError(f"noise: give {self.channels} maps (one per band), got {len(noise)}")
-            eps = torch.cat([m.to(ref.device, ref.dtype).expand(ref.shape[0], 1, *ref.shape[-2:])
-                             for m in noise], dim=1)
+                raise ModelError(
+                    f"noise: give {self.channels} maps (one per band), got {len(noise)}"
+                )
+            eps = torch.cat(
+                [
+                    m.to(ref.device, ref.dtype).expand(ref.shape[0], 1, *ref.shape[-2:])
+                    for m in noise
+                ],
+                dim=1,
+            )
         elif self.training:
             eps = torch.randn_like(ref)
         else:
@@ -443,32 +483,38 @@ class DCGANDiscriminator(nn.Module):
             layers.append(MinibatchStd(self.mbstd_group))
         if dropout > 0:
             layers.append(ScheduledDropout(dropout, spatial_dropout))
-        layers.append(nn.Conv2d(widths[-1] + (1 if self.mbstd_group else 0), 1, 4, 1, 0,
-                                bias=True))
+        layers.append(nn.Conv2d(widths[-1] + (1 if self.mbstd_group else 0), 1, 4, 1, 0, bias=True))
         self.net = nn.Sequential(*layers)
         self.profile = None
         self.profile_group = int(profile_group)
         if self.profile_group < 0 or (self.profile_group and not profile):
-            raise ModelError(f"model.d_profile_group={profile_group}: a group size (2 or more "
-                             "to be of use) needs model.d_profile=true; 0 turns it off")
+            raise ModelError(
+                f"model.d_profile_group={profile_group}: a group size (2 or more "
+                "to be of use) needs model.d_profile=true; 0 turns it off"
+            )
         if profile:
             radial = RadialProfile(self.image_size)
             hidden = 4 * int(width)
             features = channels * radial.n_annuli * (2 if self.profile_group else 1)
-            self.profile = _feature_logit(radial, GroupSpread(self.profile_group),
-                                          features=features, hidden=hidden)
+            self.profile = _feature_logit(
+                radial, GroupSpread(self.profile_group), features=features, hidden=hidden
+            )
         self.moments = None
         if moments:
-            self.moments = _feature_logit(ShapeMoments(self.image_size), nn.Flatten(1),
-                                          features=channels * ShapeMoments.N_FEATURES,
-                                          hidden=4 * int(width))
+            self.moments = _feature_logit(
+                ShapeMoments(self.image_size),
+                nn.Flatten(1),
+                features=channels * ShapeMoments.N_FEATURES,
+                hidden=4 * int(width),
+            )
         self.n_conditions = int(conditions)
         self.embed = None
         if self.n_conditions:
-            self.embed = nn.Linear(self.n_conditions, widths[-1] + (1 if self.mbstd_group else 0),
-                                   bias=False)
+            self.embed = nn.Linear(
+                self.n_conditions, widths[-1] + (1 if self.mbstd_group else 0), bias=False
+            )
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
-        seeded_init(self, init_seed)     # (the convolutions draw first: same with or without)
+        seeded_init(self, init_seed)  # (the convolutions draw first: same with or without)
 
     def forward(self, x: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
@@ -503,17 +549,32 @@ class DCGANDiscriminator(nn.Module):
 def _feature_logit(*front: nn.Module, features: int, hidden: int) -> nn.Sequential:
     """A side path of the discriminator: ``front`` (image -> ``N×features``), then a
     two-layer MLP to one logit."""
-    return nn.Sequential(*front, nn.Linear(features, hidden), nn.LeakyReLU(0.2, inplace=True),
-                         nn.Linear(hidden, 1))
+    return nn.Sequential(
+        *front, nn.Linear(features, hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1)
+    )
 
 
 def build_dcgan_pair(
-    image_size: int, channels: int, *, latent_dim: int = 100, width: int = 128,
-    kernel_size: int = 4, batch_norm: bool = True, dropout: float = 0.0,
-    dropout_where: str = "D", spatial_dropout: bool = False, seed: int = 0,
-    upsample: str = "transposed", sky_noise: dict | None = None, d_profile: bool = False,
-    d_profile_group: int = 0, d_mbstd_group: int = 0, d_moments: bool = False,
-    scene_blur: float = 0.0, psf: dict | None = None, conditions: dict | None = None,
+    image_size: int,
+    channels: int,
+    *,
+    latent_dim: int = 100,
+    width: int = 128,
+    kernel_size: int = 4,
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+    dropout_where: str = "D",
+    spatial_dropout: bool = False,
+    seed: int = 0,
+    upsample: str = "transposed",
+    sky_noise: dict | None = None,
+    d_profile: bool = False,
+    d_profile_group: int = 0,
+    d_mbstd_group: int = 0,
+    d_moments: bool = False,
+    scene_blur: float = 0.0,
+    psf: dict | None = None,
+    conditions: dict | None = None,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
@@ -529,29 +590,63 @@ def build_dcgan_pair(
         )
     g_drop = dropout if dropout_where in ("G", "both") else 0.0
     d_drop = dropout if dropout_where in ("D", "both") else 0.0
-    g = DCGANGenerator(image_size, channels, latent_dim, width, kernel_size, batch_norm,
-                       g_drop, spatial_dropout, init_seed=2 * int(seed), upsample=upsample,
-                       sky_noise=sky_noise, scene_blur=scene_blur, psf=psf,
-                       conditions=conditions)
-    d = DCGANDiscriminator(image_size, channels, width, kernel_size, batch_norm,
-                           d_drop, spatial_dropout, init_seed=2 * int(seed) + 1,
-                           profile=d_profile, profile_group=d_profile_group,
-                           mbstd_group=d_mbstd_group, moments=d_moments,
-                           conditions=len(g.condition_names))
+    g = DCGANGenerator(
+        image_size,
+        channels,
+        latent_dim,
+        width,
+        kernel_size,
+        batch_norm,
+        g_drop,
+        spatial_dropout,
+        init_seed=2 * int(seed),
+        upsample=upsample,
+        sky_noise=sky_noise,
+        scene_blur=scene_blur,
+        psf=psf,
+        conditions=conditions,
+    )
+    d = DCGANDiscriminator(
+        image_size,
+        channels,
+        width,
+        kernel_size,
+        batch_norm,
+        d_drop,
+        spatial_dropout,
+        init_seed=2 * int(seed) + 1,
+        profile=d_profile,
+        profile_group=d_profile_group,
+        mbstd_group=d_mbstd_group,
+        moments=d_moments,
+        conditions=len(g.condition_names),
+    )
     return g, d
 
 
-def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
-                         batch_norm: bool, dropout: float, spatial_dropout: bool) -> dict:
+def dcgan_generator_spec(
+    g: DCGANGenerator,
+    *,
+    width: int,
+    kernel_size: int,
+    batch_norm: bool,
+    dropout: float,
+    spatial_dropout: bool,
+) -> dict:
     """The JSON spec from which :func:`build_dcgan_generator` rebuilds ``g``.
 
     ``upsample`` is written only when it is not the paper's, so bundles of paper models keep
     the spec that galforge 0.1 wrote.
     """
     spec = {
-        "image_size": g.image_size, "channels": g.channels, "latent_dim": g.latent_dim,
-        "width": int(width), "kernel_size": int(kernel_size), "batch_norm": bool(batch_norm),
-        "dropout": float(dropout), "spatial_dropout": bool(spatial_dropout),
+        "image_size": g.image_size,
+        "channels": g.channels,
+        "latent_dim": g.latent_dim,
+        "width": int(width),
+        "kernel_size": int(kernel_size),
+        "batch_norm": bool(batch_norm),
+        "dropout": float(dropout),
+        "spatial_dropout": bool(spatial_dropout),
     }
     if g.upsample != "transposed":
         spec["upsample"] = g.upsample
@@ -569,9 +664,21 @@ def dcgan_generator_spec(g: DCGANGenerator, *, width: int, kernel_size: int,
 @register_generator("dcgan")
 def build_dcgan_generator(spec: dict) -> DCGANGenerator:
     """Rebuild a DCGAN generator from its bundle spec (weights are loaded separately)."""
-    known = {"image_size", "channels", "latent_dim", "width", "kernel_size", "batch_norm",
-             "dropout", "spatial_dropout", "upsample", "sky_noise", "scene_blur", "psf",
-             "conditions"}
+    known = {
+        "image_size",
+        "channels",
+        "latent_dim",
+        "width",
+        "kernel_size",
+        "batch_norm",
+        "dropout",
+        "spatial_dropout",
+        "upsample",
+        "sky_noise",
+        "scene_blur",
+        "psf",
+        "conditions",
+    }
     unknown = set(spec) - known
     if unknown:
         raise ModelError(

@@ -43,9 +43,15 @@ from galforge.errors import ModelError
 from galforge.models.registry import register_generator
 from galforge.seeding import derive_seed, field_chunk_generator
 
-__all__ = ["DeepFieldGenerator", "StampDiscriminator", "StampGenerator", "canvas_offset",
-           "conform",
-           "half_light_radius", "sky_noise"]
+__all__ = [
+    "DeepFieldGenerator",
+    "StampDiscriminator",
+    "StampGenerator",
+    "canvas_offset",
+    "conform",
+    "half_light_radius",
+    "sky_noise",
+]
 
 CONDITIONS = ("log_flux", "log_hlr")
 
@@ -70,8 +76,11 @@ class StampGenerator(nn.Module):
         self.c0 = chans[0]
         blocks = []
         for i in range(n_up):
-            blocks += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), nn.LeakyReLU(0.2)]
+            blocks += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1),
+                nn.LeakyReLU(0.2),
+            ]
         self.body = nn.Sequential(*blocks)
         self.out = nn.Conv2d(chans[-1], channels, 3, padding=1)
         with torch.no_grad():
@@ -96,7 +105,7 @@ class StampDiscriminator(nn.Module):
         super().__init__()
         layers, c = [], channels
         for i in range(int(math.log2(size // 4))):
-            nxt = width * min(2 ** i, 8)
+            nxt = width * min(2**i, 8)
             layers += [nn.Conv2d(c, nxt, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             c = nxt
         self.body = nn.Sequential(*layers)
@@ -127,13 +136,12 @@ def _aperture_weights(size: int, step: float, dtype, device) -> torch.Tensor:
     if key not in _APERTURES:
         sub = (torch.arange(8, dtype=torch.float64) + 0.5) / 8 - 0.5
         ax = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-        xs = (ax[:, None] + sub[None, :]).reshape(-1)                 # size·8
-        d = torch.sqrt(xs[None, :] ** 2 + xs[:, None] ** 2)            # (8 size)²
+        xs = (ax[:, None] + sub[None, :]).reshape(-1)  # size·8
+        d = torch.sqrt(xs[None, :] ** 2 + xs[:, None] ** 2)  # (8 size)²
         d = d.reshape(size, 8, size, 8).permute(0, 2, 1, 3).reshape(size * size, 64)
         radii = torch.arange(0, int(size / 2 / step) + 2, dtype=torch.float64) * step
-        w = (d[None, :, :] < radii[:, None, None]).double().mean(-1)   # K×P
-        _APERTURES[key] = (w.to(device=device, dtype=dtype),
-                           radii.to(device=device, dtype=dtype))
+        w = (d[None, :, :] < radii[:, None, None]).double().mean(-1)  # K×P
+        _APERTURES[key] = (w.to(device=device, dtype=dtype), radii.to(device=device, dtype=dtype))
     return _APERTURES[key]
 
 
@@ -145,7 +153,7 @@ def half_light_radius(image: torch.Tensor, step: float = 0.25) -> torch.Tensor:
     weights, radii = _aperture_weights(size, step, image.dtype, image.device)
     f = image.flatten(1)
     total = f.sum(1, keepdim=True).clamp_min(1e-12)
-    frac = f @ weights.T / total                                        # N×K
+    frac = f @ weights.T / total  # N×K
     k = (frac < 0.5).sum(1, keepdim=True).clamp(1, radii.numel() - 1)
     c0, c1 = torch.gather(frac, 1, k - 1), torch.gather(frac, 1, k)
     t = ((0.5 - c0) / (c1 - c0).clamp_min(1e-12)).clamp(0.0, 1.0)
@@ -178,8 +186,9 @@ def _moments(img: torch.Tensor):
     return mx, my, cov + 0.05 * torch.eye(2, dtype=img.dtype, device=img.device)[None]
 
 
-def _resample(stamps: torch.Tensor, a_inv: torch.Tensor, centre_x, centre_y,
-              shift: torch.Tensor, out: int) -> torch.Tensor:
+def _resample(
+    stamps: torch.Tensor, a_inv: torch.Tensor, centre_x, centre_y, shift: torch.Tensor, out: int
+) -> torch.Tensor:
     """Output pixel ``u`` (about the output centre) takes input ``a_inv (u - shift) + c``."""
     n, _, s, _ = stamps.shape
     c_out = (out - 1) / 2.0
@@ -191,12 +200,18 @@ def _resample(stamps: torch.Tensor, a_inv: torch.Tensor, centre_x, centre_y,
     c_in = (s - 1) / 2.0
     # align_corners=True: -1 and 1 are the centres of the first and last input pixels
     grid = torch.stack([(vx + c_in) * 2 / (s - 1) - 1, (vy + c_in) * 2 / (s - 1) - 1], -1)
-    return F.grid_sample(stamps, grid, mode="bicubic", padding_mode="zeros",
-                         align_corners=True)
+    return F.grid_sample(stamps, grid, mode="bicubic", padding_mode="zeros", align_corners=True)
 
 
-def conform(stamps: torch.Tensor, flux: torch.Tensor, hlr: torch.Tensor, ellipticity, pa_deg,
-            shift: torch.Tensor | None = None, out: int | None = None) -> torch.Tensor:
+def conform(
+    stamps: torch.Tensor,
+    flux: torch.Tensor,
+    hlr: torch.Tensor,
+    ellipticity,
+    pa_deg,
+    shift: torch.Tensor | None = None,
+    out: int | None = None,
+) -> torch.Tensor:
     """Noiseless ``stamps`` (``N×C×S×S``, non-negative; ``N×1×S×S``: one profile for every
     band of ``flux``) resampled onto an ``out``-pixel canvas
     so that each has the asked ellipticity ``1 − b/a``, position angle (degrees, from +x
@@ -208,12 +223,12 @@ def conform(stamps: torch.Tensor, flux: torch.Tensor, hlr: torch.Tensor, ellipti
     shift = stamps.new_zeros((n, 2)) if shift is None else shift.to(dtype)
     total = stamps.sum(1)
     mx, my, cov = _moments(total)
-    q = (1.0 - torch.as_tensor(ellipticity, dtype=dtype).clamp(0.0, 0.95))
+    q = 1.0 - torch.as_tensor(ellipticity, dtype=dtype).clamp(0.0, 0.95)
     th = torch.deg2rad(torch.as_tensor(pa_deg, dtype=dtype))
     ct, st = torch.cos(th), torch.sin(th)
     rot = torch.stack([torch.stack([ct, -st], 1), torch.stack([st, ct], 1)], 1)
     diag = torch.diag_embed(torch.stack([1.0 / torch.sqrt(q), torch.sqrt(q)], 1))
-    target = rot @ diag @ diag @ rot.transpose(1, 2)           # det 1, axis ratio q
+    target = rot @ diag @ diag @ rot.transpose(1, 2)  # det 1, axis ratio q
     root_g = _sqrt2(cov)
     det_g = torch.sqrt(root_g[:, 0, 0] * root_g[:, 1, 1] - root_g[:, 0, 1] ** 2)
     # A maps the drawn ellipse onto the target one at the same area: A = T^½ G^-½ √det G^½
@@ -221,18 +236,19 @@ def conform(stamps: torch.Tensor, flux: torch.Tensor, hlr: torch.Tensor, ellipti
     zero = stamps.new_zeros((n, 2))
     first = _resample(stamps, torch.linalg.inv(a_mat), mx, my, zero, out)
     r_now = half_light_radius(first.sum(1))
-    scale = (torch.as_tensor(hlr, dtype=dtype) / r_now.clamp_min(1e-3))
+    scale = torch.as_tensor(hlr, dtype=dtype) / r_now.clamp_min(1e-3)
     a_mat = a_mat * scale[:, None, None]
     img = _resample(stamps, torch.linalg.inv(a_mat), mx, my, shift, out)
-    band = img.sum((2, 3))                                     # N×C
+    band = img.sum((2, 3))  # N×C
     whole = img.sum(1, keepdim=True)
-    prof = img + 1e-4 * whole / c                              # no band left empty
+    prof = img + 1e-4 * whole / c  # no band left empty
     prof = prof / (band + 1e-4 * whole.sum((2, 3)) / c)[:, :, None, None].clamp_min(1e-30)
     return prof * flux.to(dtype).clamp_min(0.0)[:, :, None, None]
 
 
-def sky_noise(eps: torch.Tensor, sigma: torch.Tensor, kernel: torch.Tensor,
-              mix: torch.Tensor) -> torch.Tensor:
+def sky_noise(
+    eps: torch.Tensor, sigma: torch.Tensor, kernel: torch.Tensor, mix: torch.Tensor
+) -> torch.Tensor:
     """Correlated sky noise ``N×C×h×w`` from unit noise ``N×C×(h+2)×(w+2)``: bands mixed by
     ``mix`` (C×C, lower triangular), then each band convolved with its 3×3 ``kernel`` and
     scaled by ``sigma``."""
@@ -275,31 +291,56 @@ class DeepFieldGenerator(nn.Module):
     family = "deepfield"
     upscale = 1
 
-    def __init__(self, channels: int, *, latent_dim: int = 32, width: int = 32,
-                 stamp: int = 32, render: int = 64, cell: int = 128, n_rows: int = 1,
-                 kde_scale: float = 1.0, sky: dict | None = None, process: dict | None = None,
-                 zeropoint: float | None = None, flux_soft: list | None = None,
-                 achromatic: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        latent_dim: int = 32,
+        width: int = 32,
+        stamp: int = 32,
+        render: int = 64,
+        cell: int = 128,
+        n_rows: int = 1,
+        kde_scale: float = 1.0,
+        sky: dict | None = None,
+        process: dict | None = None,
+        zeropoint: float | None = None,
+        flux_soft: list | None = None,
+        achromatic: bool = False,
+    ):
         super().__init__()
         c = int(channels)
         self.channels = c
         self.latent_dim, self.width, self.stamp = int(latent_dim), int(width), int(stamp)
         self.render, self.cell, self.kde_scale = int(render), int(cell), float(kde_scale)
         if self.render < self.stamp or self.cell < 8:
-            raise ModelError(f"deepfield: render={render} must be >= stamp={stamp} and "
-                             f"cell={cell} >= 8")
+            raise ModelError(
+                f"deepfield: render={render} must be >= stamp={stamp} and cell={cell} >= 8"
+            )
         # achromatic: one profile for every band (colours then hold in any aperture)
         self.achromatic = bool(achromatic)
-        self.net = StampGenerator(1 if self.achromatic else c, self.latent_dim, self.width,
-                                  self.stamp)
+        self.net = StampGenerator(
+            1 if self.achromatic else c, self.latent_dim, self.width, self.stamp
+        )
         self.register_buffer("rows", torch.zeros((int(n_rows), c + 2)))
         self.register_buffer("cond_stats", torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
-        self.sky = dict(sky) if sky else {
-            "level": [0.0] * c, "sigma": [1.0] * c,
-            "kernel": [[[0, 0, 0], [0, 1.0, 0], [0, 0, 0]]] * c,
-            "band_corr": np.eye(c).tolist(), "quantize": 0.0, "clip": None}
-        self.process = dict(process) if process else {
-            "density": 1e-3, "kappa": 1e-3, "mu": 1.0, "sigma": 1.0, "clustered": False}
+        self.sky = (
+            dict(sky)
+            if sky
+            else {
+                "level": [0.0] * c,
+                "sigma": [1.0] * c,
+                "kernel": [[[0, 0, 0], [0, 1.0, 0], [0, 0, 0]]] * c,
+                "band_corr": np.eye(c).tolist(),
+                "quantize": 0.0,
+                "clip": None,
+            }
+        )
+        self.process = (
+            dict(process)
+            if process
+            else {"density": 1e-3, "kappa": 1e-3, "mu": 1.0, "sigma": 1.0, "clustered": False}
+        )
         self.zeropoint = zeropoint
         self.flux_soft = [float(v) for v in (flux_soft or [1.0] * c)]
         self._sky_tensors()
@@ -323,8 +364,15 @@ class DeepFieldGenerator(nn.Module):
         self._sigma = torch.tensor(self.sky["sigma"], dtype=torch.float32)
         self._level = torch.tensor(self.sky["level"], dtype=torch.float32)
 
-    def set_model(self, rows: torch.Tensor, cond_stats: torch.Tensor, sky: dict, process: dict,
-                  zeropoint: float | None, flux_soft) -> None:
+    def set_model(
+        self,
+        rows: torch.Tensor,
+        cond_stats: torch.Tensor,
+        sky: dict,
+        process: dict,
+        zeropoint: float | None,
+        flux_soft,
+    ) -> None:
         """What the recipe measured in the training field (buffers and spec)."""
         self.rows = rows.to(self.rows.device, torch.float32).clone()
         self.cond_stats = cond_stats.to(self.cond_stats.device, torch.float32).clone()
@@ -334,12 +382,21 @@ class DeepFieldGenerator(nn.Module):
         self._sky_tensors()
 
     def spec(self) -> dict:
-        return {"channels": self.channels, "latent_dim": self.latent_dim, "width": self.width,
-                "stamp": self.stamp, "render": self.render, "cell": self.cell,
-                "achromatic": self.achromatic,
-                "n_rows": int(self.rows.shape[0]), "kde_scale": self.kde_scale,
-                "sky": self.sky, "process": self.process, "zeropoint": self.zeropoint,
-                "flux_soft": self.flux_soft}
+        return {
+            "channels": self.channels,
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "stamp": self.stamp,
+            "render": self.render,
+            "cell": self.cell,
+            "achromatic": self.achromatic,
+            "n_rows": int(self.rows.shape[0]),
+            "kde_scale": self.kde_scale,
+            "sky": self.sky,
+            "process": self.process,
+            "zeropoint": self.zeropoint,
+            "flux_soft": self.flux_soft,
+        }
 
     # ------------------------------------------------------------------ catalogue model
     @property
@@ -350,14 +407,26 @@ class DeepFieldGenerator(nn.Module):
         """Catalogue rows (flux per band, hlr, e) → the KDE's coordinates."""
         c = self.channels
         soft = torch.tensor(self.flux_soft, dtype=rows.dtype, device=rows.device)
-        return torch.cat([torch.asinh(rows[:, :c] / soft), torch.log(rows[:, c:c + 1]),
-                          _logit(rows[:, c + 1:c + 2])], 1)
+        return torch.cat(
+            [
+                torch.asinh(rows[:, :c] / soft),
+                torch.log(rows[:, c : c + 1]),
+                _logit(rows[:, c + 1 : c + 2]),
+            ],
+            1,
+        )
 
     def from_features(self, f: torch.Tensor) -> torch.Tensor:
         c = self.channels
         soft = torch.tensor(self.flux_soft, dtype=f.dtype, device=f.device)
-        return torch.cat([torch.sinh(f[:, :c]) * soft, torch.exp(f[:, c:c + 1]),
-                          _unlogit(f[:, c + 1:c + 2])], 1)
+        return torch.cat(
+            [
+                torch.sinh(f[:, :c]) * soft,
+                torch.exp(f[:, c : c + 1]),
+                _unlogit(f[:, c + 1 : c + 2]),
+            ],
+            1,
+        )
 
     def attributes(self, u: torch.Tensor) -> dict:
         """Source attributes from uniform/normal draws ``u`` (``N×(F + 2)``: column 0 picks a
@@ -367,14 +436,17 @@ class DeepFieldGenerator(nn.Module):
         d = feats.shape[1]
         u = u.double()
         k = torch.clamp((_phi(u[:, 0]) * n_rows).long(), 0, n_rows - 1)
-        f = feats[k] + bw * u[:, 1:1 + d] @ chol.T
+        f = feats[k] + bw * u[:, 1 : 1 + d] @ chol.T
         vals = self.from_features(f)
         c = self.channels
-        pa = (_phi(u[:, 1 + d]) * 180.0 - 90.0)
+        pa = _phi(u[:, 1 + d]) * 180.0 - 90.0
         max_hlr = self.render / 4.0
-        return {"flux": vals[:, :c].float().clamp_min(0.0),
-                "hlr": vals[:, c].float().clamp(0.3, max_hlr),
-                "ellipticity": vals[:, c + 1].float(), "pa_deg": pa.float()}
+        return {
+            "flux": vals[:, :c].float().clamp_min(0.0),
+            "hlr": vals[:, c].float().clamp(0.3, max_hlr),
+            "ellipticity": vals[:, c + 1].float(),
+            "pa_deg": pa.float(),
+        }
 
     def _kde(self):
         """The catalogue's KDE coordinates, their spread and the bandwidth (cached while the
@@ -392,7 +464,7 @@ class DeepFieldGenerator(nn.Module):
                 chol = torch.linalg.cholesky(cov)
             else:
                 chol = torch.eye(d, dtype=feats.dtype)
-            bw = self.kde_scale * (4.0 / (n_rows * (d + 2))) ** (1.0 / (d + 4))   # Silverman
+            bw = self.kde_scale * (4.0 / (n_rows * (d + 2))) ** (1.0 / (d + 4))  # Silverman
             cached = (key, (feats, chol, bw))
             self.__dict__["_kde_cache"] = cached
         return cached[1]
@@ -404,14 +476,26 @@ class DeepFieldGenerator(nn.Module):
         cs = self.cond_stats
         return torch.stack([(lf - cs[0, 0]) / cs[1, 0], (lh - cs[0, 1]) / cs[1, 1]], 1)
 
-    def draw(self, z: torch.Tensor, attrs: dict, shift: torch.Tensor | None = None,
-             out: int | None = None) -> torch.Tensor:
+    def draw(
+        self,
+        z: torch.Tensor,
+        attrs: dict,
+        shift: torch.Tensor | None = None,
+        out: int | None = None,
+    ) -> torch.Tensor:
         """Noiseless sources (physical units, sky-subtracted) for stamp latents ``z`` and
         ``attrs``, on ``out``-pixel canvases (default ``render``)."""
         cond = self.conditions(attrs["flux"], attrs["hlr"]).to(z.dtype)
         raw = self.net(z, cond)
-        return conform(raw, attrs["flux"], attrs["hlr"], attrs["ellipticity"],
-                       attrs["pa_deg"], shift, out or self.render)
+        return conform(
+            raw,
+            attrs["flux"],
+            attrs["hlr"],
+            attrs["ellipticity"],
+            attrs["pa_deg"],
+            shift,
+            out or self.render,
+        )
 
     # ------------------------------------------------------------------ latent sampling
     def latent_shape(self, n: int) -> tuple[int, int]:
@@ -419,16 +503,17 @@ class DeepFieldGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Catalogue-model galaxies on the sky level, ``N×C×render×render`` (physical)."""
-        attrs = self.attributes(z[:, self.latent_dim:])
-        img = self.draw(z[:, :self.latent_dim], attrs)
+        attrs = self.attributes(z[:, self.latent_dim :])
+        img = self.draw(z[:, : self.latent_dim], attrs)
         return img + self._level.to(img.device)[None, :, None, None]
 
     # ------------------------------------------------------------------ sources of a window
     def _cell_sources(self, seed: int, i: int, j: int) -> dict:
         """Every source whose parent lies in cell ``(i, j)``: positions (px), latents, ids."""
         # cells left of or above the field (margins) have negative indices: offset them
-        g = field_chunk_generator(derive_seed(seed, "deepfield-sources"), i + _CELL_OFFSET,
-                                  j + _CELL_OFFSET)
+        g = field_chunk_generator(
+            derive_seed(seed, "deepfield-sources"), i + _CELL_OFFSET, j + _CELL_OFFSET
+        )
         p = self.process
         area = float(self.cell) ** 2
         clustered = bool(p.get("clustered"))
@@ -438,8 +523,9 @@ class DeepFieldGenerator(nn.Module):
         par[:, 0] += j * self.cell
         par[:, 1] += i * self.cell
         if clustered:
-            kids = torch.poisson(torch.full((n_par,), float(p["mu"]), dtype=torch.float64),
-                                 generator=g).long()
+            kids = torch.poisson(
+                torch.full((n_par,), float(p["mu"]), dtype=torch.float64), generator=g
+            ).long()
             n = int(kids.sum())
             owner = torch.repeat_interleave(torch.arange(n_par), kids)
             off = torch.randn((n, 2), generator=g, dtype=torch.float64) * float(p["sigma"])
@@ -452,8 +538,9 @@ class DeepFieldGenerator(nn.Module):
             n, pos = n_par, par
         z = torch.randn((n, self.latent_dim + self.n_features + 2), generator=g)
         # unique, non-negative: 21 bits for each (offset) cell index and for the source
-        ids = (((np.int64(i + _CELL_OFFSET) << 42) + (np.int64(j + _CELL_OFFSET) << 21))
-               + np.arange(n, dtype=np.int64))
+        ids = ((np.int64(i + _CELL_OFFSET) << 42) + (np.int64(j + _CELL_OFFSET) << 21)) + np.arange(
+            n, dtype=np.int64
+        )
         return {"pos": pos, "z": z, "id": ids}
 
     def _cells_for(self, y0: int, x0: int, h: int, w: int, margin: float):
@@ -471,16 +558,23 @@ class DeepFieldGenerator(nn.Module):
         ``id, x, y, flux (N×C), hlr, ellipticity, pa_deg`` (numpy arrays, ids ascending)."""
         H, W = (int(v) for v in field_hw)
         spread = 4.0 * float(self.process["sigma"]) if self.process.get("clustered") else 0.0
-        out = {"id": [], "x": [], "y": [], "flux": [], "hlr": [], "ellipticity": [],
-               "pa_deg": []}
+        out = {"id": [], "x": [], "y": [], "flux": [], "hlr": [], "ellipticity": [], "pa_deg": []}
         for i, j in self._cells_for(y0, x0, h, w, spread + 1.0):
             s = self._cell_sources(seed, i, j)
             x, y = s["pos"][:, 0].numpy(), s["pos"][:, 1].numpy()
-            keep = ((x >= x0 - 0.5) & (x < x0 + w - 0.5) & (y >= y0 - 0.5) & (y < y0 + h - 0.5)
-                    & (x >= -0.5) & (x < W - 0.5) & (y >= -0.5) & (y < H - 0.5))
+            keep = (
+                (x >= x0 - 0.5)
+                & (x < x0 + w - 0.5)
+                & (y >= y0 - 0.5)
+                & (y < y0 + h - 0.5)
+                & (x >= -0.5)
+                & (x < W - 0.5)
+                & (y >= -0.5)
+                & (y < H - 0.5)
+            )
             if not keep.any():
                 continue
-            a = self.attributes(s["z"][keep][:, self.latent_dim:])
+            a = self.attributes(s["z"][keep][:, self.latent_dim :])
             out["id"].append(s["id"][keep])
             out["x"].append(x[keep])
             out["y"].append(y[keep])
@@ -488,16 +582,21 @@ class DeepFieldGenerator(nn.Module):
                 out[k].append(a[k].numpy().astype(np.float64))
         c = self.channels
         if not out["id"]:
-            return {"id": np.zeros(0, np.int64), "x": np.zeros(0), "y": np.zeros(0),
-                    "flux": np.zeros((0, c)), "hlr": np.zeros(0), "ellipticity": np.zeros(0),
-                    "pa_deg": np.zeros(0)}
+            return {
+                "id": np.zeros(0, np.int64),
+                "x": np.zeros(0),
+                "y": np.zeros(0),
+                "flux": np.zeros((0, c)),
+                "hlr": np.zeros(0),
+                "ellipticity": np.zeros(0),
+                "pa_deg": np.zeros(0),
+            }
         cat = {k: np.concatenate(v) for k, v in out.items()}
         order = np.argsort(cat["id"], kind="stable")
         return {k: v[order] for k, v in cat.items()}
 
     @torch.no_grad()
-    def render_window(self, seed: int, y0: int, x0: int, h: int, w: int,
-                      field_hw) -> torch.Tensor:
+    def render_window(self, seed: int, y0: int, x0: int, h: int, w: int, field_hw) -> torch.Tensor:
         """Pixels ``[y0, y0+h) × [x0, x0+w)`` of the field of ``seed`` and size ``field_hw``,
         physical units, ``C×h×w``: sky level + Σ sources + sky noise, then the output
         transform. Independent of how the field is cut into windows."""
@@ -511,35 +610,46 @@ class DeepFieldGenerator(nn.Module):
                 continue
             pos = s["pos"]
             cx, cy = torch.round(pos[:, 0]), torch.round(pos[:, 1])
-            inside = ((cx + p // 2 > x0 - 1) & (cx - p // 2 < x0 + w + 1)
-                      & (cy + p // 2 > y0 - 1) & (cy - p // 2 < y0 + h + 1))
+            inside = (
+                (cx + p // 2 > x0 - 1)
+                & (cx - p // 2 < x0 + w + 1)
+                & (cy + p // 2 > y0 - 1)
+                & (cy - p // 2 < y0 + h + 1)
+            )
             if not bool(inside.any()):
                 continue
             z = s["z"].to(dev)
             shift = (pos - torch.stack([cx, cy], 1)).float().to(dev) + canvas_offset(p)
             for k in torch.nonzero(inside)[:, 0].tolist():
                 # one source at a time: its pixels never depend on what else is drawn
-                attrs = self.attributes(z[k:k + 1, self.latent_dim:])
-                stamp = self.draw(z[k:k + 1, :self.latent_dim], attrs, shift[k:k + 1], p)[0]
+                attrs = self.attributes(z[k : k + 1, self.latent_dim :])
+                stamp = self.draw(z[k : k + 1, : self.latent_dim], attrs, shift[k : k + 1], p)[0]
                 sx0 = int(cx[k]) - p // 2
                 sy0 = int(cy[k]) - p // 2
                 ys, ye = max(sy0, y0), min(sy0 + p, y0 + h, H)
                 xs, xe = max(sx0, x0), min(sx0 + p, x0 + w, W)
                 if ys >= ye or xs >= xe:
                     continue
-                scene[:, ys - y0:ye - y0, xs - x0:xe - x0] += stamp[
-                    :, ys - sy0:ye - sy0, xs - sx0:xe - sx0]
+                scene[:, ys - y0 : ye - y0, xs - x0 : xe - x0] += stamp[
+                    :, ys - sy0 : ye - sy0, xs - sx0 : xe - sx0
+                ]
         return self.finish_window(scene, seed, y0, x0, field_hw)
 
-    def finish_window(self, scene: torch.Tensor, seed: int, y0: int, x0: int,
-                      field_hw) -> torch.Tensor:
+    def finish_window(
+        self, scene: torch.Tensor, seed: int, y0: int, x0: int, field_hw
+    ) -> torch.Tensor:
         """Sky level + ``scene`` + the field's sky noise at ``(y0, x0)``, then the output
         transform."""
         c, h, w = scene.shape
-        eps = _field_noise(derive_seed(seed, "deepfield-sky"), field_hw, c, y0 - 1, x0 - 1,
-                           h + 2, w + 2).to(scene.device)
-        noise = sky_noise(eps[None], self._sigma.to(scene.device), self._kernel.to(scene.device),
-                          self._mix.to(scene.device))[0]
+        eps = _field_noise(
+            derive_seed(seed, "deepfield-sky"), field_hw, c, y0 - 1, x0 - 1, h + 2, w + 2
+        ).to(scene.device)
+        noise = sky_noise(
+            eps[None],
+            self._sigma.to(scene.device),
+            self._kernel.to(scene.device),
+            self._mix.to(scene.device),
+        )[0]
         x = self._level.to(scene.device)[:, None, None] + scene + noise
         return output_transform(x, float(self.sky.get("quantize") or 0.0), self.sky.get("clip"))
 
@@ -548,8 +658,9 @@ _NOISE_CHUNK = 64
 _CELL_OFFSET = 1 << 20
 
 
-def _field_noise(seed: int, field_hw, channels: int, y0: int, x0: int, h: int,
-                 w: int) -> torch.Tensor:
+def _field_noise(
+    seed: int, field_hw, channels: int, y0: int, x0: int, h: int, w: int
+) -> torch.Tensor:
     """Unit normal noise ``C×h×w`` of a field at ``(y0, x0)``, drawn in position-seeded chunks
     of 64 px; zero outside the field (as the field engine's latents)."""
     H, W = (int(v) for v in field_hw)
@@ -564,8 +675,9 @@ def _field_noise(seed: int, field_hw, channels: int, y0: int, x0: int, h: int,
             block = torch.randn((channels, c, c), generator=field_chunk_generator(seed, i, j))
             cy0, cy1 = max(ys, i * c), min(ye, (i + 1) * c)
             cx0, cx1 = max(xs, j * c), min(xe, (j + 1) * c)
-            out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = block[
-                :, cy0 - i * c:cy1 - i * c, cx0 - j * c:cx1 - j * c]
+            out[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = block[
+                :, cy0 - i * c : cy1 - i * c, cx0 - j * c : cx1 - j * c
+            ]
     return out
 
 

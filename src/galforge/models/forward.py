@@ -36,7 +36,7 @@ def fft_convolve(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     xf = torch.fft.rfft2(x.float(), s=shape)
     kf = torch.fft.rfft2(kernel.float(), s=shape)
     full = torch.fft.irfft2(xf * kf[None], s=shape)
-    return full[..., r:r + h, r:r + w].to(x.dtype)
+    return full[..., r : r + h, r : r + w].to(x.dtype)
 
 
 class PSFConvolution(nn.Module):
@@ -51,8 +51,7 @@ class PSFConvolution(nn.Module):
     each o×o block (the observation's pixel integrates the light falling on it).
     """
 
-    def __init__(self, channels: int, size: int, describe, pixel_scale: float,
-                 oversample: int = 1):
+    def __init__(self, channels: int, size: int, describe, pixel_scale: float, oversample: int = 1):
         super().__init__()
         size, channels = int(size), int(channels)
         if size < 1 or size % 2 == 0:
@@ -76,8 +75,10 @@ class PSFConvolution(nn.Module):
         """Use ``kernel`` (``C×k×k``, each band summing to one) from now on."""
         t = torch.as_tensor(kernel, dtype=torch.float32)
         if tuple(t.shape) != tuple(self.kernel.shape):
-            raise ModelError(f"PSF kernel of shape {tuple(t.shape)}; the model expects "
-                             f"{tuple(self.kernel.shape)}")
+            raise ModelError(
+                f"PSF kernel of shape {tuple(t.shape)}; the model expects "
+                f"{tuple(self.kernel.shape)}"
+            )
         with torch.no_grad():
             self.kernel.copy_(t.to(self.kernel.device))
 
@@ -95,8 +96,9 @@ class PSFConvolution(nn.Module):
         return out if o == 1 else F.avg_pool2d(out, o) * float(o * o)
 
 
-def prepsf_physical(stretch: nn.Module, raw: torch.Tensor,
-                    headroom: float = PREPSF_HEADROOM) -> torch.Tensor:
+def prepsf_physical(
+    stretch: nn.Module, raw: torch.Tensor, headroom: float = PREPSF_HEADROOM
+) -> torch.Tensor:
     """The pre-PSF scene in physical units from a head's model-space output ``raw``, through
     the normaliser maths of ``stretch`` (:class:`galforge.models.layers.PhysicalStretch`) with
     ``headroom`` times its stretched range."""

@@ -74,7 +74,7 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4, features: int = 1) ->
     n, c, h, w = x.shape
     f = int(features)
     std, g = group_std(x.reshape(n, f, c // f, h, w), group_size)
-    y = std.mean(dim=(2, 3, 4))                          # [n/g, f]
+    y = std.mean(dim=(2, 3, 4))  # [n/g, f]
     y = y.reshape(-1, f, 1, 1).repeat(g, 1, h, w)
     return torch.cat([x, y], dim=1)
 
@@ -157,7 +157,7 @@ def annulus_edges(size: int) -> list[float]:
     edges = [0.0]
     while edges[-1] < half:
         edges.append(min(half, max(edges[-1] + 1.0, float(round(edges[-1] * 1.2)))))
-    edges.append(half * 2.0 ** 0.5 + 1.0)
+    edges.append(half * 2.0**0.5 + 1.0)
     return edges
 
 
@@ -176,10 +176,11 @@ class RadialProfile(nn.Module):
         c = (int(size) - 1) / 2.0
         yy, xx = torch.meshgrid(torch.arange(int(size)), torch.arange(int(size)), indexing="ij")
         r = torch.sqrt((yy - c) ** 2 + (xx - c) ** 2).flatten()
-        rows = [((r >= lo) & (r < hi)).float() for lo, hi in zip(edges[:-1], edges[1:],
-                                                                   strict=True)]
+        rows = [
+            ((r >= lo) & (r < hi)).float() for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+        ]
         weights = torch.stack([w / w.sum() for w in rows if w.sum() > 0])
-        self.register_buffer("weights", weights, persistent=False)   # K × H·W
+        self.register_buffer("weights", weights, persistent=False)  # K × H·W
 
     @property
     def n_annuli(self) -> int:
@@ -208,15 +209,19 @@ class ShapeMoments(nn.Module):
         size = int(size)
         sigma = float(sigma) if sigma else size / 8.0
         c = (size - 1) / 2.0
-        yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float64) - c,
-                                torch.arange(size, dtype=torch.float64) - c, indexing="ij")
-        r2 = (xx ** 2 + yy ** 2) / sigma ** 2
+        yy, xx = torch.meshgrid(
+            torch.arange(size, dtype=torch.float64) - c,
+            torch.arange(size, dtype=torch.float64) - c,
+            indexing="ij",
+        )
+        r2 = (xx**2 + yy**2) / sigma**2
         w = torch.exp(-0.5 * r2)
         w = w / w.sum()
-        basis = torch.stack([w, w * r2, w * (xx ** 2 - yy ** 2) / sigma ** 2,
-                             w * 2 * xx * yy / sigma ** 2]).flatten(1)
-        sky = (r2.flatten() * sigma ** 2 > (size / 2.0) ** 2).double()
-        self.register_buffer("basis", basis.float(), persistent=False)       # 4 × H·W
+        basis = torch.stack(
+            [w, w * r2, w * (xx**2 - yy**2) / sigma**2, w * 2 * xx * yy / sigma**2]
+        ).flatten(1)
+        sky = (r2.flatten() * sigma**2 > (size / 2.0) ** 2).double()
+        self.register_buffer("basis", basis.float(), persistent=False)  # 4 × H·W
         self.register_buffer("sky", (sky / sky.sum()).float(), persistent=False)
         self.eps = float(eps)
 
@@ -249,13 +254,17 @@ class PhysicalStretch(nn.Module):
             t0, t1 = (float(t) for t in normalizer.get("target", (-1.0, 1.0)))
             stretch = str(normalizer.get("stretch", "linear"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"sky_noise needs a normaliser description (lo, hi, ...): {exc}") from None
+            raise ModelError(
+                f"sky_noise needs a normaliser description (lo, hi, ...): {exc}"
+            ) from None
         if not all(t.numel() == c for t in (lo, hi, offset, soft)):
-            raise ModelError(f"sky_noise: the normaliser describes {lo.numel()} bands, the "
-                             f"generator makes {c}")
+            raise ModelError(
+                f"sky_noise: the normaliser describes {lo.numel()} bands, the generator makes {c}"
+            )
         if stretch not in ("linear", "asinh") or bool((soft <= 0).any()):
-            raise ModelError(f"sky_noise: unusable normaliser (stretch {stretch!r}, softening "
-                             f"{soft.tolist()})")
+            raise ModelError(
+                f"sky_noise: unusable normaliser (stretch {stretch!r}, softening {soft.tolist()})"
+            )
         self.channels = c
         self.stretch = stretch
         self.target = (t0, t1)
@@ -265,8 +274,9 @@ class PhysicalStretch(nn.Module):
         smin, smax = self._stretch(self.lo), self._stretch(self.hi)
         span = smax - smin
         self.register_buffer("smin", smin, persistent=False)
-        self.register_buffer("span", torch.where(span > 0, span, torch.ones_like(span)),
-                             persistent=False)
+        self.register_buffer(
+            "span", torch.where(span > 0, span, torch.ones_like(span)), persistent=False
+        )
 
     def _stretch(self, x: torch.Tensor) -> torch.Tensor:
         return torch.asinh((x - self.offset) / self.softening) if self.stretch == "asinh" else x
@@ -318,8 +328,15 @@ class SkyNoise(PhysicalStretch):
     stays within reach: the network then draws the scene deconvolved by this Gaussian.
     """
 
-    def __init__(self, latent_dim: int, channels: int, normalizer: dict, hidden: int = 64,
-                 level: nn.Module | None = None, blur: float = 0.0):
+    def __init__(
+        self,
+        latent_dim: int,
+        channels: int,
+        normalizer: dict,
+        hidden: int = 64,
+        level: nn.Module | None = None,
+        blur: float = 0.0,
+    ):
         super().__init__(channels, normalizer)
         self.blur = float(blur)
         if not self.blur >= 0:
@@ -331,8 +348,15 @@ class SkyNoise(PhysicalStretch):
             self.register_buffer("blur_kernel", (k / k.sum()).float(), persistent=False)
         #: latent -> per-band log level (a network's own MLP may be given, e.g. one with
         #: an equalised learning rate; its last module must be the linear head)
-        self.level = level if level is not None else nn.Sequential(
-            nn.Linear(int(latent_dim), hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, self.channels))
+        self.level = (
+            level
+            if level is not None
+            else nn.Sequential(
+                nn.Linear(int(latent_dim), hidden),
+                nn.LeakyReLU(0.2),
+                nn.Linear(hidden, self.channels),
+            )
+        )
 
     def permute_bands(self, perm) -> None:
         """Reorder the bands of the learned level (``--band-map``)."""
@@ -342,8 +366,9 @@ class SkyNoise(PhysicalStretch):
             head.weight.copy_(head.weight.index_select(0, idx))
             head.bias.copy_(head.bias.index_select(0, idx))
 
-    def unit_noise(self, clean: torch.Tensor, maps, stored: torch.Tensor,
-                   training: bool) -> torch.Tensor:
+    def unit_noise(
+        self, clean: torch.Tensor, maps, stored: torch.Tensor, training: bool
+    ) -> torch.Tensor:
         """The ``N×C×H×W`` unit noise for ``clean``: one given map per band (``1×1×H×W`` or
         ``N×1×H×W``; a None entry, or ``maps`` None, takes the default), the default being
         fresh Gaussian noise in training and the ``stored`` ``1×C×H×W`` maps otherwise."""
@@ -352,8 +377,11 @@ class SkyNoise(PhysicalStretch):
         eps = []
         for c, m in enumerate(maps):
             if m is None:
-                m = (torch.randn((n, 1, *hw), device=clean.device) if training
-                     else stored[:, c:c + 1])
+                m = (
+                    torch.randn((n, 1, *hw), device=clean.device)
+                    if training
+                    else stored[:, c : c + 1]
+                )
             eps.append(m.to(clean.device, clean.dtype).expand(n, 1, *hw))
         return torch.cat(eps, dim=1)
 
@@ -410,7 +438,9 @@ class FieldNoise(PhysicalStretch):
     def forward(self, clean: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         h, w = clean.shape[-2:]
         if tuple(eps.shape[-2:]) != (h + 2, w + 2):
-            raise ModelError(f"field noise: eps must be {h + 2}×{w + 2} for a {h}×{w} image "
-                             f"(a one-pixel margin), got {tuple(eps.shape[-2:])}")
+            raise ModelError(
+                f"field noise: eps must be {h + 2}×{w + 2} for a {h}×{w} image "
+                f"(a one-pixel margin), got {tuple(eps.shape[-2:])}"
+            )
         noise = self.correlated(eps.to(clean.dtype)) * self.sigma().to(clean.dtype)[:, None, None]
         return self.to_model(self.to_physical(clean) + noise)

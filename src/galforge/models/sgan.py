@@ -139,9 +139,7 @@ class SGANGenerator(nn.Module):
         self.widths = widths
         self.latent_channels = int(latent_channels)
         self.image_size = int(image_size)
-        layers: list[SameConvTranspose2d] = [
-            SameConvTranspose2d(latent_channels, widths[0], 4, 2)
-        ]
+        layers: list[SameConvTranspose2d] = [SameConvTranspose2d(latent_channels, widths[0], 4, 2)]
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(SameConvTranspose2d(c_in, c_out, 4, 2))
             layers.append(SameConvTranspose2d(c_out, c_out, 4, 1))
@@ -166,7 +164,11 @@ class SGANGenerator(nn.Module):
         }
 
     def latent_shape(
-        self, n: int, image_size: int | None = None, *, height: int | None = None,
+        self,
+        n: int,
+        image_size: int | None = None,
+        *,
+        height: int | None = None,
         width: int | None = None,
     ) -> tuple[int, int, int, int]:
         """Latent shape for ``n`` images of ``height x width`` pixels (multiples of 16).
@@ -250,8 +252,9 @@ class SGANGenerator(nn.Module):
         self._plans[out_size] = plan
         return plan
 
-    def window_masks(self, plan: WindowPlan, origin: tuple[int, int],
-                     latent_hw: tuple[int, int], device=None):
+    def window_masks(
+        self, plan: WindowPlan, origin: tuple[int, int], latent_hw: tuple[int, int], device=None
+    ):
         """Masks of the hidden layers of a tile at latent ``origin`` (see :func:`same_window_masks`)."""
         return same_window_masks(plan, self, origin, latent_hw, device=device)
 
@@ -270,8 +273,10 @@ class SGANGenerator(nn.Module):
         return x
 
     def forward_window(
-        self, z: torch.Tensor, plan: WindowPlan, masks: list[tuple[torch.Tensor, torch.Tensor]]
-        | None = None,
+        self,
+        z: torch.Tensor,
+        plan: WindowPlan,
+        masks: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """One tile of ``plan.out_size`` pixels from its latent window (margins included).
 
@@ -285,8 +290,9 @@ class SGANGenerator(nn.Module):
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             conv = layer.conv
-            x = F.conv_transpose2d(x, conv.weight, conv.bias, layer.geometry.stride,
-                                   padding=plan.paddings[i])
+            x = F.conv_transpose2d(
+                x, conv.weight, conv.bias, layer.geometry.stride, padding=plan.paddings[i]
+            )
             if i == last:
                 off, n = plan.final_offset, plan.out_size
                 x = torch.sigmoid(x[..., off : off + n, off : off + n])
@@ -299,8 +305,12 @@ class SGANGenerator(nn.Module):
 
 
 def same_window_masks(
-    plan: WindowPlan, generator: SGANGenerator, origin: tuple[int, int],
-    latent_hw: tuple[int, int], device=None, dtype=torch.float32,
+    plan: WindowPlan,
+    generator: SGANGenerator,
+    origin: tuple[int, int],
+    latent_hw: tuple[int, int],
+    device=None,
+    dtype=torch.float32,
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """0/1 masks of the hidden layers of a tile whose latent origin is ``origin`` (y, x).
 
@@ -379,4 +389,3 @@ def build_sgan_generator(spec: dict) -> SGANGenerator:
     if unknown:
         raise ModelError(f"sgan: unknown spec keys {sorted(unknown)}; expected {sorted(known)}")
     return SGANGenerator(**spec)
-

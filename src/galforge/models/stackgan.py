@@ -37,8 +37,13 @@ from galforge.models.dcgan import DCGANDiscriminator
 from galforge.models.layers import seeded_init
 from galforge.models.registry import register_family, register_generator
 
-__all__ = ["ChainedStackGAN", "ResidualBlock", "StackGANStage2Generator", "build_stage2_pair",
-           "stage_to_unit"]
+__all__ = [
+    "ChainedStackGAN",
+    "ResidualBlock",
+    "StackGANStage2Generator",
+    "build_stage2_pair",
+    "stage_to_unit",
+]
 
 #: input and output sizes of stage II
 LOW_SIZE, HIGH_SIZE = 64, 128
@@ -55,9 +60,11 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+            nn.Conv2d(width, width, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(width),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,8 +85,14 @@ class StackGANStage2Generator(nn.Module):
 
     CAPABILITIES = frozenset()
 
-    def __init__(self, channels: int = 3, width: int = 128, up_width: int = 512, n_res: int = 6,
-                 init_seed: int = 0):
+    def __init__(
+        self,
+        channels: int = 3,
+        width: int = 128,
+        up_width: int = 512,
+        n_res: int = 6,
+        init_seed: int = 0,
+    ):
         super().__init__()
         if int(channels) < 1:
             raise ModelError(f"the data have {channels} bands: stage II needs at least one")
@@ -94,23 +107,38 @@ class StackGANStage2Generator(nn.Module):
         self.encode = nn.Sequential(nn.Conv2d(c, w, 4, 2, 1, bias=True), nn.ReLU(inplace=True))
         self.residual = nn.Sequential(*[ResidualBlock(w) for _ in range(self.n_res)])
         self.merge = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w))
-        self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                 nn.Conv2d(w, u, 3, 1, 1, bias=False), nn.BatchNorm2d(u),
-                                 nn.ReLU(inplace=True))
-        self.up2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                 nn.Conv2d(u, c, 3, 1, 1, bias=True), nn.Tanh())
+        self.up1 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(w, u, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(u),
+            nn.ReLU(inplace=True),
+        )
+        self.up2 = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(u, c, 3, 1, 1, bias=True),
+            nn.Tanh(),
+        )
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
 
     def spec(self) -> dict:
-        return {"channels": self.channels, "width": self.width, "up_width": self.up_width,
-                "n_res": self.n_res}
+        return {
+            "channels": self.channels,
+            "width": self.width,
+            "up_width": self.up_width,
+            "n_res": self.n_res,
+        }
 
     def forward(self, low: torch.Tensor) -> torch.Tensor:
-        if low.dim() != 4 or low.shape[1] != self.channels or low.shape[-2:] != (LOW_SIZE,
-                                                                                  LOW_SIZE):
-            raise ModelError(f"stage II takes N×{self.channels}×{LOW_SIZE}×{LOW_SIZE} images, "
-                             f"got {tuple(low.shape)}")
+        if (
+            low.dim() != 4
+            or low.shape[1] != self.channels
+            or low.shape[-2:] != (LOW_SIZE, LOW_SIZE)
+        ):
+            raise ModelError(
+                f"stage II takes N×{self.channels}×{LOW_SIZE}×{LOW_SIZE} images, "
+                f"got {tuple(low.shape)}"
+            )
         first = self.encode(low)
         h = torch.relu(self.merge(self.residual(first)) + first)
         return self.up2(self.up1(h))
@@ -122,8 +150,9 @@ def build_stage2_generator(spec: dict) -> StackGANStage2Generator:
     known = {"channels", "width", "up_width", "n_res"}
     unknown = set(spec) - known
     if unknown:
-        raise ModelError(f"stage-II spec has unknown keys {sorted(unknown)}; known keys: "
-                         f"{sorted(known)}")
+        raise ModelError(
+            f"stage-II spec has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
+        )
     return StackGANStage2Generator(**spec)
 
 
@@ -138,12 +167,17 @@ class ConditionalInput(nn.Module):
 class Stage2Discriminator(nn.Module):
     """128 px DCGAN discriminator (logits); conditional: also sees the upsampled input."""
 
-    def __init__(self, channels: int = 3, width: int = 128, conditional: bool = False,
-                 init_seed: int = 1):
+    def __init__(
+        self, channels: int = 3, width: int = 128, conditional: bool = False, init_seed: int = 1
+    ):
         super().__init__()
         self.conditional = bool(conditional)
-        self.net = DCGANDiscriminator(HIGH_SIZE, int(channels) * (2 if conditional else 1),
-                                      width=int(width), init_seed=init_seed)
+        self.net = DCGANDiscriminator(
+            HIGH_SIZE,
+            int(channels) * (2 if conditional else 1),
+            width=int(width),
+            init_seed=init_seed,
+        )
         self.stack = ConditionalInput()
 
     def forward(self, high: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
@@ -154,9 +188,16 @@ class Stage2Discriminator(nn.Module):
         return self.net(high)
 
 
-def build_stage2_pair(channels: int, *, width: int = 128, up_width: int = 512, n_res: int = 6,
-                      d_width: int = 128, conditional_d: bool = False, seed: int = 0
-                      ) -> tuple[StackGANStage2Generator, Stage2Discriminator]:
+def build_stage2_pair(
+    channels: int,
+    *,
+    width: int = 128,
+    up_width: int = 512,
+    n_res: int = 6,
+    d_width: int = 128,
+    conditional_d: bool = False,
+    seed: int = 0,
+) -> tuple[StackGANStage2Generator, Stage2Discriminator]:
     """A stage-II generator and its discriminator, initialised from ``seed``."""
     g = StackGANStage2Generator(channels, width, up_width, n_res, init_seed=2 * int(seed))
     d = Stage2Discriminator(channels, d_width, conditional_d, init_seed=2 * int(seed) + 1)
@@ -180,8 +221,9 @@ class ChainedStackGAN(nn.Module):
             raise ModelError(f"stage I makes {out_c} bands but stage II takes {stage2.channels}")
         size = getattr(stage1, "image_size", LOW_SIZE)
         if int(size) != LOW_SIZE:
-            raise ModelError(f"stage I makes {size}×{size} images; stage II needs "
-                             f"{LOW_SIZE}×{LOW_SIZE}")
+            raise ModelError(
+                f"stage I makes {size}×{size} images; stage II needs {LOW_SIZE}×{LOW_SIZE}"
+            )
         self.stage1 = stage1
         self.stage2 = stage2
         if "noise" in getattr(stage1, "CAPABILITIES", ()):
@@ -216,6 +258,7 @@ class ChainedStackGAN(nn.Module):
 def compose_stackgan2(parts: dict[str, nn.Module]) -> ChainedStackGAN:
     """Chain a bundle's ``stage1`` and ``stage2`` parts."""
     if not isinstance(parts["stage2"], StackGANStage2Generator):
-        raise ModelError("the stage2 part of a stackgan2 bundle must be a stackgan2_stage2 "
-                         "generator")
+        raise ModelError(
+            "the stage2 part of a stackgan2 bundle must be a stackgan2_stage2 generator"
+        )
     return ChainedStackGAN(parts["stage1"], parts["stage2"])

@@ -58,27 +58,42 @@ def _check(resolution: int, start: int) -> tuple[int, int]:
     r, s = int(resolution), int(start)
     for v in (r, s):
         if v < 4 or v > MAX_RES or v & (v - 1):
-            raise ModelError(f"StyleGAN size {v} is not supported: use powers of 2 from 8 to "
-                             f"{MAX_RES} (resize the data with data.resize)")
+            raise ModelError(
+                f"StyleGAN size {v} is not supported: use powers of 2 from 8 to "
+                f"{MAX_RES} (resize the data with data.resize)"
+            )
     if r < MIN_RES or s > r:
-        raise ModelError(f"StyleGAN: image size {r} must be >= 8 and >= the start resolution "
-                         f"{s} (model.start_resolution)")
+        raise ModelError(
+            f"StyleGAN: image size {r} must be >= 8 and >= the start resolution "
+            f"{s} (model.start_resolution)"
+        )
     return r, s
 
 
 class StyleLayer(nn.Module):
     """(conv) + noise + bias + leaky ReLU + AdaIN."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, *,
-                 conv: bool = True, up: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        *,
+        conv: bool = True,
+        up: bool = False,
+    ):
         super().__init__()
-        self.conv = EqualConv2d(in_channels, out_channels, 3, bias=False, activation=False) \
-            if conv else None
+        self.conv = (
+            EqualConv2d(in_channels, out_channels, 3, bias=False, activation=False)
+            if conv
+            else None
+        )
         self.up = up
         self.noise_strength = nn.Parameter(torch.zeros(out_channels))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.style = EqualLinear(w_dim, 2 * out_channels)
-        with torch.no_grad():      # AdaIN starts as the identity: scale 1 + 0, shift 0
+        with torch.no_grad():  # AdaIN starts as the identity: scale 1 + 0, shift 0
             self.style.bias.zero_()
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.resolution = int(resolution)
@@ -108,9 +123,18 @@ class StyleGANGenerator(nn.Module):
 
     CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
 
-    def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
-                 w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 8192,
-                 channel_max: int = 512, start_resolution: int = 8, init_seed: int = 0):
+    def __init__(
+        self,
+        image_size: int = 256,
+        channels: int = 3,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 8,
+        channel_base: int = 8192,
+        channel_max: int = 512,
+        start_resolution: int = 8,
+        init_seed: int = 0,
+    ):
         super().__init__()
         self.image_size, self.start_resolution = _check(image_size, start_resolution)
         if int(channels) < 1:
@@ -118,28 +142,37 @@ class StyleGANGenerator(nn.Module):
         self.channels, self.z_dim, self.w_dim = int(channels), int(z_dim), int(w_dim)
         self.mapping_layers = int(mapping_layers)
         self.channel_base, self.channel_max = int(channel_base), int(channel_max)
-        self.resolutions = [2 ** i for i in range(2, int(math.log2(self.image_size)) + 1)]
+        self.resolutions = [2**i for i in range(2, int(math.log2(self.image_size)) + 1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
         with seeded_global(int(init_seed)):
             self.mapping_net = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers)
             self.const = nn.Parameter(torch.ones(ch[4], 4, 4))
-            layers = [StyleLayer(ch[4], ch[4], self.w_dim, 4, conv=False),
-                      StyleLayer(ch[4], ch[4], self.w_dim, 4)]
+            layers = [
+                StyleLayer(ch[4], ch[4], self.w_dim, 4, conv=False),
+                StyleLayer(ch[4], ch[4], self.w_dim, 4),
+            ]
             for r in self.resolutions[1:]:
                 layers.append(StyleLayer(ch[r // 2], ch[r], self.w_dim, r, up=True))
                 layers.append(StyleLayer(ch[r], ch[r], self.w_dim, r))
             self.layers = nn.ModuleList(layers)
-            self.torgbs = nn.ModuleList(EqualConv2d(ch[r], self.channels, 1, activation=False)
-                                        for r in self.resolutions)
+            self.torgbs = nn.ModuleList(
+                EqualConv2d(ch[r], self.channels, 1, activation=False) for r in self.resolutions
+            )
         self.num_ws = len(self.layers)
         self.register_buffer("resolution", torch.tensor(self.start_resolution))
         self.register_buffer("alpha", torch.tensor(1.0))
 
     def spec(self) -> dict:
-        return {"image_size": self.image_size, "channels": self.channels, "z_dim": self.z_dim,
-                "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
-                "channel_base": self.channel_base, "channel_max": self.channel_max,
-                "start_resolution": self.start_resolution}
+        return {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "z_dim": self.z_dim,
+            "w_dim": self.w_dim,
+            "mapping_layers": self.mapping_layers,
+            "channel_base": self.channel_base,
+            "channel_max": self.channel_max,
+            "start_resolution": self.start_resolution,
+        }
 
     def set_stage(self, resolution: int, alpha: float) -> None:
         self.resolution.fill_(int(resolution))
@@ -162,13 +195,15 @@ class StyleGANGenerator(nn.Module):
         """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
         return [s.noise_const[None, None] for s in self.layers]
 
-    def synthesis_at(self, w: Tensor, resolution: int, alpha: float,
-                     noise: list | None = None) -> Tensor:
+    def synthesis_at(
+        self, w: Tensor, resolution: int, alpha: float, noise: list | None = None
+    ) -> Tensor:
         """Images at ``resolution`` (the stage's), the newest toRGB faded in by ``alpha``."""
         ws = w[:, None, :].expand(w.shape[0], self.num_ws, w.shape[1]) if w.dim() == 2 else w
         if ws.dim() != 3 or ws.shape[1] != self.num_ws:
-            raise ModelError(f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or "
-                             f"N×{self.num_ws}×{self.w_dim}")
+            raise ModelError(
+                f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or N×{self.num_ws}×{self.w_dim}"
+            )
         nz = noise_list(noise, self.num_ws)
         n_blocks = self.resolutions.index(int(resolution)) + 1
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
@@ -197,8 +232,9 @@ class StyleGANGenerator(nn.Module):
         """Stop training the first ``n_layers`` style layers (coarse first; the constant with
         the first, a resolution's toRGB with its second); return their parameters."""
         if not 0 <= int(n_layers) <= len(self.layers):
-            raise ModelError(f"--freeze-g {n_layers}: this generator has {len(self.layers)} "
-                             "synthesis layers")
+            raise ModelError(
+                f"--freeze-g {n_layers}: this generator has {len(self.layers)} synthesis layers"
+            )
         params = [self.const] if n_layers > 0 else []
         for i in range(int(n_layers)):
             params.extend(self.layers[i].parameters())
@@ -220,20 +256,29 @@ class StyleGANGenerator(nn.Module):
 class StyleGANDiscriminator(nn.Module):
     """Progressive-growing discriminator (fromRGB per resolution, fade-in); returns logits."""
 
-    def __init__(self, image_size: int = 256, channels: int = 3, channel_base: int = 8192,
-                 channel_max: int = 512, mbstd_group: int = 4, init_seed: int = 1):
+    def __init__(
+        self,
+        image_size: int = 256,
+        channels: int = 3,
+        channel_base: int = 8192,
+        channel_max: int = 512,
+        mbstd_group: int = 4,
+        init_seed: int = 1,
+    ):
         super().__init__()
         self.image_size = int(image_size)
         self.mbstd_group = int(mbstd_group)
-        self.resolutions = [2 ** i for i in range(2, int(math.log2(self.image_size)) + 1)]
+        self.resolutions = [2**i for i in range(2, int(math.log2(self.image_size)) + 1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
         with seeded_global(int(init_seed)):
-            self.fromrgbs = nn.ModuleList(EqualConv2d(int(channels), ch[r], 1)
-                                          for r in self.resolutions)
+            self.fromrgbs = nn.ModuleList(
+                EqualConv2d(int(channels), ch[r], 1) for r in self.resolutions
+            )
             # blocks[i] takes resolution resolutions[i + 1] down to resolutions[i]
             self.blocks = nn.ModuleList(
                 nn.ModuleList([EqualConv2d(ch[r], ch[r], 3), EqualConv2d(ch[r], ch[r // 2], 3)])
-                for r in self.resolutions[1:])
+                for r in self.resolutions[1:]
+            )
             c4 = ch[4]
             self.conv = EqualConv2d(c4 + 1, c4, 3)
             self.fc = EqualLinear(c4 * 16, c4, activation=True)
@@ -257,12 +302,13 @@ class StyleGANDiscriminator(nn.Module):
         """Stop training the top ``fromRGB`` and the ``n_blocks`` blocks of the highest
         resolutions; return their parameters."""
         if not 0 <= int(n_blocks) <= len(self.blocks):
-            raise ModelError(f"--freeze-d {n_blocks}: this discriminator has "
-                             f"{len(self.blocks)} blocks")
+            raise ModelError(
+                f"--freeze-d {n_blocks}: this discriminator has {len(self.blocks)} blocks"
+            )
         params: list[nn.Parameter] = []
         if n_blocks > 0:
             params.extend(self.fromrgbs[-1].parameters())
-            for b in list(self.blocks)[len(self.blocks) - int(n_blocks):]:
+            for b in list(self.blocks)[len(self.blocks) - int(n_blocks) :]:
                 params.extend(b.parameters())
         for p in params:
             p.requires_grad_(False)
@@ -276,24 +322,52 @@ class StyleGANDiscriminator(nn.Module):
                 f.weight.copy_(f.weight.index_select(1, idx))
 
 
-def build_stylegan_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,
-                        mapping_layers: int = 8, channel_base: int = 8192,
-                        channel_max: int = 512, start_resolution: int = 8, mbstd_group: int = 4,
-                        seed: int = 0) -> tuple[StyleGANGenerator, StyleGANDiscriminator]:
-    g = StyleGANGenerator(image_size, channels, z_dim, w_dim, mapping_layers, channel_base,
-                          channel_max, start_resolution, init_seed=2 * int(seed))
-    d = StyleGANDiscriminator(image_size, channels, channel_base, channel_max, mbstd_group,
-                              init_seed=2 * int(seed) + 1)
+def build_stylegan_pair(
+    image_size: int,
+    channels: int,
+    *,
+    z_dim: int = 512,
+    w_dim: int = 512,
+    mapping_layers: int = 8,
+    channel_base: int = 8192,
+    channel_max: int = 512,
+    start_resolution: int = 8,
+    mbstd_group: int = 4,
+    seed: int = 0,
+) -> tuple[StyleGANGenerator, StyleGANDiscriminator]:
+    g = StyleGANGenerator(
+        image_size,
+        channels,
+        z_dim,
+        w_dim,
+        mapping_layers,
+        channel_base,
+        channel_max,
+        start_resolution,
+        init_seed=2 * int(seed),
+    )
+    d = StyleGANDiscriminator(
+        image_size, channels, channel_base, channel_max, mbstd_group, init_seed=2 * int(seed) + 1
+    )
     return g, d
 
 
 @register_generator("stylegan")
 def build_stylegan_generator(spec: dict) -> StyleGANGenerator:
     """Rebuild a StyleGAN (v1) generator from its bundle spec."""
-    known = {"image_size", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base",
-             "channel_max", "start_resolution"}
+    known = {
+        "image_size",
+        "channels",
+        "z_dim",
+        "w_dim",
+        "mapping_layers",
+        "channel_base",
+        "channel_max",
+        "start_resolution",
+    }
     unknown = set(spec) - known
     if unknown:
-        raise ModelError(f"StyleGAN spec has unknown keys {sorted(unknown)}; known keys: "
-                         f"{sorted(known)}")
+        raise ModelError(
+            f"StyleGAN spec has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
+        )
     return StyleGANGenerator(**spec)

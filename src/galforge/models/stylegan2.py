@@ -81,8 +81,14 @@ def fir_filter(taps=(1, 3, 3, 1)) -> Tensor:
     return f / f.sum()
 
 
-def upfirdn2d(x: Tensor, f: Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> Tensor:
+def upfirdn2d(
+    x: Tensor,
+    f: Tensor,
+    up: int = 1,
+    down: int = 1,
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0),
+    gain: float = 1.0,
+) -> Tensor:
     """Upsample by zero insertion, pad ``(x0, x1, y0, y1)``, filter with ``f``, decimate.
 
     The filter is applied as a true convolution (flipped), per channel.
@@ -121,8 +127,15 @@ SKY_HIDDEN, SKY_LR_MUL = 64, 0.1
 class EqualLinear(nn.Module):
     """Fully connected layer with equalised learning rate, optional leaky ReLU (gain √2)."""
 
-    def __init__(self, in_features: int, out_features: int, *, bias_init: float = 0.0,
-                 lr_mul: float = 1.0, activation: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: bool = False,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_features,), float(bias_init)))
@@ -138,13 +151,20 @@ class EqualLinear(nn.Module):
 class EqualConv2d(nn.Module):
     """Convolution with equalised learning rate; ``down=2`` blurs then strides (FIR)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *,
-                 bias: bool = True, activation: bool = True, down: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        bias: bool = True,
+        activation: bool = True,
+        down: int = 1,
+    ):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size,
-                                               kernel_size))
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size**2)
         self.activation, self.down, self.kernel_size = activation, int(down), kernel_size
         self.register_buffer("fir", fir_filter(), persistent=False)
 
@@ -168,8 +188,15 @@ class EqualConv2d(nn.Module):
         return x * gain if gain != 1.0 else x
 
 
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: bool = True,
-                     up: int = 1, fir: Tensor | None = None) -> Tensor:
+def modulated_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    *,
+    demodulate: bool = True,
+    up: int = 1,
+    fir: Tensor | None = None,
+) -> Tensor:
     """Convolution of each sample with ``weight`` modulated by its ``styles`` (per input
     channel) and, with ``demodulate``, rescaled to unit output variance.
 
@@ -185,7 +212,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: b
         fw = fir.shape[-1]
         p0 = (fw + up - 1) // 2 - (k - 1) + k // 2
         p1 = (fw - up) // 2 - (k - up) + k // 2
-        x = upfirdn2d(x, fir, pad=(p0, p1, p0, p1), gain=up ** 2)
+        x = upfirdn2d(x, fir, pad=(p0, p1, p0, p1), gain=up**2)
     else:
         x = F.conv2d(x, weight, padding=k // 2)
     if demodulate:
@@ -198,8 +225,7 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, *, demodulate: b
 class SynthesisLayer(nn.Module):
     """Modulated 3×3 convolution + noise + bias + leaky ReLU (one w per layer)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution,
-                 up: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution, up: int = 1):
         super().__init__()
         self.affine = EqualLinear(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
@@ -258,8 +284,10 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 def _check_resolution(resolution: int, what: str = "image size") -> int:
     r = int(resolution)
     if r < MIN_RES or r > MAX_RES or r & (r - 1):
-        raise ModelError(f"StyleGAN2 {what} {resolution} is not supported: use a power of 2 "
-                         f"from {MIN_RES} to {MAX_RES} (resize the data with data.resize)")
+        raise ModelError(
+            f"StyleGAN2 {what} {resolution} is not supported: use a power of 2 "
+            f"from {MIN_RES} to {MAX_RES} (resize the data with data.resize)"
+        )
     return r
 
 
@@ -289,8 +317,9 @@ class MixedPrecision:
 
     _mixed: tuple[torch.dtype, int, float | None] | None = None
 
-    def set_mixed_precision(self, dtype: torch.dtype | None, levels: int = 4,
-                            clamp: float | None = 256.0) -> None:
+    def set_mixed_precision(
+        self, dtype: torch.dtype | None, levels: int = 4, clamp: float | None = 256.0
+    ) -> None:
         """Run the ``levels`` highest resolutions in ``dtype`` (``torch.bfloat16`` or
         ``torch.float16``) with activations clamped to ``±clamp`` (None: no clamp); ``dtype``
         None or ``levels`` 0 turns it off."""
@@ -299,8 +328,7 @@ class MixedPrecision:
         if int(levels) < 0:
             raise ModelError(f"mixed precision levels={levels} must be >= 0")
         on = dtype is not None and int(levels) > 0
-        self._mixed = (dtype, int(levels), None if clamp is None else float(clamp)) if on \
-            else None
+        self._mixed = (dtype, int(levels), None if clamp is None else float(clamp)) if on else None
 
     def _reduced(self, finest_first: int) -> bool:
         """Whether the level ``finest_first`` steps below the top runs in reduced precision."""
@@ -320,14 +348,22 @@ class MixedPrecision:
 class MappingNetwork(nn.Module):
     """z -> w: second-moment normalisation, ``layers`` FC layers (lr multiplier ``lr_mul``)."""
 
-    def __init__(self, z_dim: int, w_dim: int, layers: int = 8, lr_mul: float = 0.01,
-                 w_avg_beta: float = 0.995):
+    def __init__(
+        self,
+        z_dim: int,
+        w_dim: int,
+        layers: int = 8,
+        lr_mul: float = 0.01,
+        w_avg_beta: float = 0.995,
+    ):
         super().__init__()
         if int(layers) < 1:
             raise ModelError(f"model.mapping_layers={layers} must be >= 1")
         dims = [int(z_dim)] + [int(w_dim)] * int(layers)
-        self.fcs = nn.ModuleList(EqualLinear(a, b, lr_mul=lr_mul, activation=True)
-                                 for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.fcs = nn.ModuleList(
+            EqualLinear(a, b, lr_mul=lr_mul, activation=True)
+            for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
         self.w_avg_beta = float(w_avg_beta)
         self.register_buffer("w_avg", torch.zeros(int(w_dim)))
 
@@ -363,10 +399,20 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
 
     CAPABILITIES = frozenset({"latent", "intermediate", "noise"})
 
-    def __init__(self, image_size: int = 256, channels: int = 3, z_dim: int = 512,
-                 w_dim: int = 512, mapping_layers: int = 8, channel_base: int = 32768,
-                 channel_max: int = 512, mapping_lr_mul: float = 0.01, init_seed: int = 0,
-                 image_width: int | None = None, sky_noise: dict | None = None):
+    def __init__(
+        self,
+        image_size: int = 256,
+        channels: int = 3,
+        z_dim: int = 512,
+        w_dim: int = 512,
+        mapping_layers: int = 8,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mapping_lr_mul: float = 0.01,
+        init_seed: int = 0,
+        image_width: int | None = None,
+        sky_noise: dict | None = None,
+    ):
         super().__init__()
         self.image_size, self.image_width = image_shape(image_size, image_width)
         if int(channels) < 1:
@@ -377,14 +423,17 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         ah, aw = self.aspect = aspect_of(self.image_size, self.image_width)
         log2 = int(math.log2(min(self.image_size, self.image_width)))
         #: the short side at each level, coarse to fine (the level's maps are r·a_h × r·a_w)
-        self.resolutions = [2 ** i for i in range(2, log2 + 1)]
+        self.resolutions = [2**i for i in range(2, log2 + 1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in self.resolutions}
         with seeded_global(int(init_seed)):
-            self.mapping_net = MappingNetwork(self.z_dim, self.w_dim, self.mapping_layers,
-                                              self.mapping_lr_mul)
+            self.mapping_net = MappingNetwork(
+                self.z_dim, self.w_dim, self.mapping_layers, self.mapping_lr_mul
+            )
             self.const = nn.Parameter(torch.randn(ch[4], 4 * ah, 4 * aw))
-            convs, torgbs = [SynthesisLayer(ch[4], ch[4], self.w_dim, (4 * ah, 4 * aw))], [
-                ToRGB(ch[4], self.channels, self.w_dim)]
+            convs, torgbs = (
+                [SynthesisLayer(ch[4], ch[4], self.w_dim, (4 * ah, 4 * aw))],
+                [ToRGB(ch[4], self.channels, self.w_dim)],
+            )
             for r in self.resolutions[1:]:
                 hw = (r * ah, r * aw)
                 convs.append(SynthesisLayer(ch[r // 2], ch[r], self.w_dim, hw, up=2))
@@ -398,22 +447,30 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
                 # plain MLP moves log σ by tenths per step and D wins within a few hundred
                 head = EqualLinear(SKY_HIDDEN, self.channels, lr_mul=SKY_LR_MUL)
                 with torch.no_grad():
-                    head.weight.zero_()           # σ starts at the data's noise scale
-                level = nn.Sequential(EqualLinear(self.w_dim, SKY_HIDDEN, lr_mul=SKY_LR_MUL,
-                                                  activation=True), head)
+                    head.weight.zero_()  # σ starts at the data's noise scale
+                level = nn.Sequential(
+                    EqualLinear(self.w_dim, SKY_HIDDEN, lr_mul=SKY_LR_MUL, activation=True), head
+                )
                 self.sky = SkyNoise(self.w_dim, self.channels, sky_noise, level=level)
-                self.register_buffer("sky_const", torch.randn(
-                    1, self.channels, self.image_size, self.image_width))
+                self.register_buffer(
+                    "sky_const", torch.randn(1, self.channels, self.image_size, self.image_width)
+                )
         self.register_buffer("fir", fir_filter(), persistent=False)
         #: number of w inputs of the synthesis network (one per convolution, plus the last toRGB)
         self.num_ws = len(self.convs) + 1
 
     def spec(self) -> dict:
-        out = {"image_size": self.image_size, "channels": self.channels, "z_dim": self.z_dim,
-               "w_dim": self.w_dim, "mapping_layers": self.mapping_layers,
-               "channel_base": self.channel_base, "channel_max": self.channel_max,
-               "mapping_lr_mul": self.mapping_lr_mul}
-        if self.image_width != self.image_size:       # square specs stay as they were
+        out = {
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "z_dim": self.z_dim,
+            "w_dim": self.w_dim,
+            "mapping_layers": self.mapping_layers,
+            "channel_base": self.channel_base,
+            "channel_max": self.channel_max,
+            "mapping_lr_mul": self.mapping_lr_mul,
+        }
+        if self.image_width != self.image_size:  # square specs stay as they were
             out["image_width"] = self.image_width
         if self.sky is not None:
             out["sky_noise"] = dict(self.sky.description)
@@ -435,8 +492,9 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         if w.dim() == 2:
             return w[:, None, :].expand(w.shape[0], self.num_ws, w.shape[1])
         if w.dim() != 3 or w.shape[1] != self.num_ws:
-            raise ModelError(f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or "
-                             f"N×{self.num_ws}×{self.w_dim}")
+            raise ModelError(
+                f"w of shape {tuple(w.shape)}: give N×{self.w_dim} or N×{self.num_ws}×{self.w_dim}"
+            )
         return w
 
     def noise_shapes(self) -> list[tuple[int, int]]:
@@ -447,8 +505,11 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
 
     def const_noise(self) -> list[Tensor]:
         """The fixed noise maps stored with the weights, ``1×1×h×w`` each."""
-        sky = ([self.sky_const[:, c:c + 1] for c in range(self.channels)]
-               if self.sky is not None else [])
+        sky = (
+            [self.sky_const[:, c : c + 1] for c in range(self.channels)]
+            if self.sky is not None
+            else []
+        )
         return [c.noise_const[None, None] for c in self.convs] + sky
 
     def synthesis(self, w: Tensor, noise: list | None = None) -> Tensor:
@@ -461,7 +522,7 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         ws = self.broadcast_w(w)
         n_sky = self.channels if self.sky is not None else 0
         nz = noise_list(noise, len(self.convs) + n_sky)
-        nz, sky_maps = nz[:len(self.convs)], nz[len(self.convs):]
+        nz, sky_maps = nz[: len(self.convs)], nz[len(self.convs) :]
         x = self.const[None].expand(ws.shape[0], *self.const.shape)
         levels = len(self.resolutions)
         img = None
@@ -504,8 +565,9 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         """Stop training the first ``n_layers`` synthesis layers; return their parameters."""
         layers = self.synthesis_layers()
         if not 0 <= int(n_layers) <= len(layers):
-            raise ModelError(f"--freeze-g {n_layers}: this generator has {len(layers)} "
-                             "synthesis layers")
+            raise ModelError(
+                f"--freeze-g {n_layers}: this generator has {len(layers)} synthesis layers"
+            )
         params = [self.const] if n_layers > 0 else []
         for group in layers[: int(n_layers)]:
             for m in group:
@@ -533,8 +595,7 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         self.conv0 = EqualConv2d(in_channels, in_channels, 3)
         self.conv1 = EqualConv2d(in_channels, out_channels, 3, down=2)
-        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activation=False,
-                                down=2)
+        self.skip = EqualConv2d(in_channels, out_channels, 1, bias=False, activation=False, down=2)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.skip(x, gain=SQRT_HALF)
@@ -544,16 +605,24 @@ class DiscriminatorBlock(nn.Module):
 class StyleGAN2Discriminator(MixedPrecision, nn.Module):
     """Residual discriminator of StyleGAN2 config F; returns one logit per image."""
 
-    def __init__(self, image_size: int = 256, channels: int = 3, channel_base: int = 32768,
-                 channel_max: int = 512, mbstd_group: int = 4, mbstd_features: int = 1,
-                 init_seed: int = 1, image_width: int | None = None):
+    def __init__(
+        self,
+        image_size: int = 256,
+        channels: int = 3,
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mbstd_group: int = 4,
+        mbstd_features: int = 1,
+        init_seed: int = 1,
+        image_width: int | None = None,
+    ):
         super().__init__()
         self.image_size, self.image_width = image_shape(image_size, image_width)
         self.channels = int(channels)
         self.mbstd_group, self.mbstd_features = int(mbstd_group), int(mbstd_features)
         ah, aw = self.aspect = aspect_of(self.image_size, self.image_width)
         log2 = int(math.log2(min(self.image_size, self.image_width)))
-        res = [2 ** i for i in range(log2, 1, -1)]
+        res = [2**i for i in range(log2, 1, -1)]
         ch = {r: channels_at(r, channel_base, channel_max) for r in res}
         with seeded_global(int(init_seed)):
             self.fromrgb = EqualConv2d(self.channels, ch[res[0]], 1)
@@ -565,8 +634,10 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
 
     def forward(self, img: Tensor) -> Tensor:
         if tuple(img.shape[-2:]) != (self.image_size, self.image_width):
-            raise ModelError(f"the discriminator reads {self.image_size}×{self.image_width} "
-                             f"images, not {img.shape[-2]}×{img.shape[-1]}")
+            raise ModelError(
+                f"the discriminator reads {self.image_size}×{self.image_width} "
+                f"images, not {img.shape[-2]}×{img.shape[-1]}"
+            )
         reduced = self._reduced(0)
         with self._precision(reduced, img.device):
             x = self._clamp(self.fromrgb(img), reduced)
@@ -574,7 +645,7 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
             with self._precision(reduced, x.device):
                 x = self._clamp(block(x), reduced)
             if reduced and not self._reduced(j + 1):
-                x = x.float()                   # the coarser levels run in float32
+                x = x.float()  # the coarser levels run in float32
             reduced = self._reduced(j + 1)
         x = minibatch_stddev(x, self.mbstd_group, self.mbstd_features)
         x = self.conv(x)
@@ -585,8 +656,9 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
         """Stop training ``fromRGB`` and the first ``n_blocks`` blocks (from the highest
         resolution); return their parameters."""
         if not 0 <= int(n_blocks) <= len(self.blocks):
-            raise ModelError(f"--freeze-d {n_blocks}: this discriminator has "
-                             f"{len(self.blocks)} blocks")
+            raise ModelError(
+                f"--freeze-d {n_blocks}: this discriminator has {len(self.blocks)} blocks"
+            )
         params: list[nn.Parameter] = []
         if n_blocks > 0:
             params.extend(self.fromrgb.parameters())
@@ -603,30 +675,66 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
             w.copy_(w.index_select(1, torch.as_tensor(perm)))
 
 
-def build_stylegan2_pair(image_size: int, channels: int, *, z_dim: int = 512, w_dim: int = 512,
-                         mapping_layers: int = 8, channel_base: int = 32768,
-                         channel_max: int = 512, mbstd_group: int = 4, seed: int = 0,
-                         image_width: int | None = None, sky_noise: dict | None = None
-                         ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
+def build_stylegan2_pair(
+    image_size: int,
+    channels: int,
+    *,
+    z_dim: int = 512,
+    w_dim: int = 512,
+    mapping_layers: int = 8,
+    channel_base: int = 32768,
+    channel_max: int = 512,
+    mbstd_group: int = 4,
+    seed: int = 0,
+    image_width: int | None = None,
+    sky_noise: dict | None = None,
+) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
     """A matching generator and discriminator, initialised from ``seed`` (``image_width``:
     non-square images, ``image_size`` then being the height)."""
-    g = StyleGAN2Generator(image_size, channels, z_dim, w_dim, mapping_layers, channel_base,
-                           channel_max, init_seed=2 * int(seed), image_width=image_width,
-                           sky_noise=sky_noise)
-    d = StyleGAN2Discriminator(image_size, channels, channel_base, channel_max, mbstd_group,
-                               init_seed=2 * int(seed) + 1, image_width=image_width)
+    g = StyleGAN2Generator(
+        image_size,
+        channels,
+        z_dim,
+        w_dim,
+        mapping_layers,
+        channel_base,
+        channel_max,
+        init_seed=2 * int(seed),
+        image_width=image_width,
+        sky_noise=sky_noise,
+    )
+    d = StyleGAN2Discriminator(
+        image_size,
+        channels,
+        channel_base,
+        channel_max,
+        mbstd_group,
+        init_seed=2 * int(seed) + 1,
+        image_width=image_width,
+    )
     return g, d
 
 
 @register_generator("stylegan2")
 def build_stylegan2_generator(spec: dict) -> StyleGAN2Generator:
     """Rebuild a StyleGAN2 generator from its bundle spec (weights loaded separately)."""
-    known = {"image_size", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base",
-             "channel_max", "mapping_lr_mul", "image_width", "sky_noise"}
+    known = {
+        "image_size",
+        "channels",
+        "z_dim",
+        "w_dim",
+        "mapping_layers",
+        "channel_base",
+        "channel_max",
+        "mapping_lr_mul",
+        "image_width",
+        "sky_noise",
+    }
     unknown = set(spec) - known
     if unknown:
-        raise ModelError(f"StyleGAN2 spec has unknown keys {sorted(unknown)}; known keys: "
-                         f"{sorted(known)}")
+        raise ModelError(
+            f"StyleGAN2 spec has unknown keys {sorted(unknown)}; known keys: {sorted(known)}"
+        )
     return StyleGAN2Generator(**spec)
 
 

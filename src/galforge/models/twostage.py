@@ -61,10 +61,23 @@ from galforge.errors import ModelError
 from galforge.models.layers import PhysicalStretch, seeded_init
 from galforge.models.registry import register_family, register_generator
 
-__all__ = ["N_CLASSES", "BEGANDiscriminator", "GalaxiesPart", "PatchGenerator",
-           "PositionsDiscriminator", "PositionsGenerator", "PositionsPart", "TwoStageSampler",
-           "SAMPLING", "began_k_update", "convergence_measure", "grid_input", "grid_view",
-           "occupied_cells", "reconstruction_loss"]
+__all__ = [
+    "N_CLASSES",
+    "BEGANDiscriminator",
+    "GalaxiesPart",
+    "PatchGenerator",
+    "PositionsDiscriminator",
+    "PositionsGenerator",
+    "PositionsPart",
+    "TwoStageSampler",
+    "SAMPLING",
+    "began_k_update",
+    "convergence_measure",
+    "grid_input",
+    "grid_view",
+    "occupied_cells",
+    "reconstruction_loss",
+]
 
 #: size classes of the conditional model (small, medium, large)
 N_CLASSES = 3
@@ -77,16 +90,25 @@ def _levels(size: int, base: int, what: str) -> int:
     size = int(size)
     k = round(math.log2(size / base)) if size >= base else -1
     if k < 0 or base * 2**k != size:
-        raise ModelError(f"{what}={size}: must be {base} × a power of two ({base}, {2 * base}, "
-                         f"{4 * base}, ...)")
+        raise ModelError(
+            f"{what}={size}: must be {base} × a power of two ({base}, {2 * base}, {4 * base}, ...)"
+        )
     return k
 
 
-def began_k_update(k: float, loss_real: float, loss_fake: float, gamma: float,
-                   lambda_k: float) -> float:
+def began_k_update(
+    k: float, loss_real: float, loss_fake: float, gamma: float, lambda_k: float
+) -> float:
     """BEGAN's equilibrium term: ``k ← clip(k + λ_k (γ L(x) − L(G(z))), 0, 1)``."""
-    return float(min(max(float(k) + float(lambda_k) * (float(gamma) * float(loss_real)
-                                                       - float(loss_fake)), 0.0), 1.0))
+    return float(
+        min(
+            max(
+                float(k) + float(lambda_k) * (float(gamma) * float(loss_real) - float(loss_fake)),
+                0.0,
+            ),
+            1.0,
+        )
+    )
 
 
 def convergence_measure(loss_real: float, loss_fake: float, gamma: float) -> float:
@@ -114,9 +136,13 @@ def grid_input(occupancy: torch.Tensor, classes: torch.Tensor | None = None) -> 
     return grid_view(occupancy, onehot)
 
 
-def occupied_cells(prob: torch.Tensor, u: torch.Tensor, sampling: str = "threshold",
-                   counts: torch.Tensor | None = None,
-                   count_u: torch.Tensor | None = None) -> torch.Tensor:
+def occupied_cells(
+    prob: torch.Tensor,
+    u: torch.Tensor,
+    sampling: str = "threshold",
+    counts: torch.Tensor | None = None,
+    count_u: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Binary grids (``N×G×G`` bool) from occupancy probabilities ``prob`` (``N×G×G``) and one
     uniform number per cell ``u`` (same shape, in (0, 1)); see the module docstring.
 
@@ -130,8 +156,10 @@ def occupied_cells(prob: torch.Tensor, u: torch.Tensor, sampling: str = "thresho
     if sampling != "count":
         raise ModelError(f"occupancy sampling {sampling!r}: use one of {', '.join(SAMPLING)}")
     if counts is None or counts.numel() == 0 or count_u is None:
-        raise ModelError("count sampling needs the training data's counts per field (a model "
-                         "trained by galforge stores them; or use threshold/bernoulli)")
+        raise ModelError(
+            "count sampling needs the training data's counts per field (a model "
+            "trained by galforge stores them; or use threshold/bernoulli)"
+        )
     n, cells = prob.shape[0], prob[0].numel()
     pick = torch.clamp((count_u.reshape(-1) * counts.numel()).long(), 0, counts.numel() - 1)
     k = counts.reshape(-1)[pick].round().long().clamp(0, cells)
@@ -148,20 +176,30 @@ class PositionsGenerator(nn.Module):
     """Stage 1: ``z`` (``N×latent_dim``) → ``N×(1 [+3])×grid×grid`` occupancy probability (and
     class probabilities) as :func:`grid_view` shows them to the discriminator."""
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
-                 conditional: bool = False, init_seed: int = 0):
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        width: int = 64,
+        grid: int = 32,
+        conditional: bool = False,
+        init_seed: int = 0,
+    ):
         super().__init__()
         self.latent_dim, self.width, self.grid = int(latent_dim), int(width), int(grid)
         self.conditional = bool(conditional)
         if self.latent_dim < 1 or self.width < 1:
-            raise ModelError(f"positions generator: latent_dim={latent_dim} and width={width} "
-                             "must be >= 1")
+            raise ModelError(
+                f"positions generator: latent_dim={latent_dim} and width={width} must be >= 1"
+            )
         ups = _levels(self.grid, 4, "model.grid")
         self.out_channels = 1 + (N_CLASSES if self.conditional else 0)
         widths = [self.width * 2 ** max(ups - 1 - i, 0) for i in range(ups)]
         first = widths[0] if ups else self.width
-        layers: list[nn.Module] = [nn.ConvTranspose2d(self.latent_dim, first, 4, 1, 0, bias=False),
-                                   nn.BatchNorm2d(first), nn.ReLU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(self.latent_dim, first, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(first),
+            nn.ReLU(inplace=True),
+        ]
         for i in range(ups):
             cin = widths[i]
             last = i == ups - 1
@@ -175,8 +213,12 @@ class PositionsGenerator(nn.Module):
         seeded_init(self, init_seed)
 
     def spec(self) -> dict:
-        return {"latent_dim": self.latent_dim, "width": self.width, "grid": self.grid,
-                "conditional": self.conditional}
+        return {
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "grid": self.grid,
+            "conditional": self.conditional,
+        }
 
     def set_occupancy_prior(self, rate: float) -> None:
         """Start the occupancy logits at the log-odds of ``rate`` (the data's fraction of
@@ -231,8 +273,12 @@ class _Decoder(nn.Module):
         self.fc = nn.Linear(int(latent_dim) + int(extra), self.width * 64)
         blocks: list[nn.Module] = []
         for i in range(ups + 1):
-            blocks += [nn.Conv2d(self.width, self.width, 3, 1, 1), nn.ELU(inplace=True),
-                       nn.Conv2d(self.width, self.width, 3, 1, 1), nn.ELU(inplace=True)]
+            blocks += [
+                nn.Conv2d(self.width, self.width, 3, 1, 1),
+                nn.ELU(inplace=True),
+                nn.Conv2d(self.width, self.width, 3, 1, 1),
+                nn.ELU(inplace=True),
+            ]
             if i < ups:
                 blocks.append(nn.Upsample(scale_factor=2, mode="nearest"))
         blocks.append(nn.Conv2d(self.width, int(channels), 3, 1, 1))
@@ -254,21 +300,39 @@ def _onehot(classes: torch.Tensor | None, n: int, device, dtype) -> torch.Tensor
 class PatchGenerator(nn.Module):
     """Stage 2: ``h`` (``N×latent_dim``, uniform in [−1, 1]) [+ size class] → patches in [−1, 1]."""
 
-    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
-                 channels: int = 1, conditional: bool = False, init_seed: int = 2):
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        width: int = 64,
+        patch: int = 32,
+        channels: int = 1,
+        conditional: bool = False,
+        init_seed: int = 2,
+    ):
         super().__init__()
         self.latent_dim, self.width, self.patch = int(latent_dim), int(width), int(patch)
         self.channels, self.conditional = int(channels), bool(conditional)
         if self.latent_dim < 1 or self.width < 1:
-            raise ModelError(f"galaxy generator: latent_dim={latent_dim} and width={width} "
-                             "must be >= 1")
-        self.decoder = _Decoder(self.latent_dim, self.width, self.patch, self.channels,
-                                N_CLASSES if self.conditional else 0)
+            raise ModelError(
+                f"galaxy generator: latent_dim={latent_dim} and width={width} must be >= 1"
+            )
+        self.decoder = _Decoder(
+            self.latent_dim,
+            self.width,
+            self.patch,
+            self.channels,
+            N_CLASSES if self.conditional else 0,
+        )
         seeded_init(self, init_seed)
 
     def spec(self) -> dict:
-        return {"latent_dim": self.latent_dim, "width": self.width, "patch": self.patch,
-                "channels": self.channels, "conditional": self.conditional}
+        return {
+            "latent_dim": self.latent_dim,
+            "width": self.width,
+            "patch": self.patch,
+            "channels": self.channels,
+            "conditional": self.conditional,
+        }
 
     def forward(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         if self.conditional:
@@ -281,19 +345,32 @@ class PatchGenerator(nn.Module):
 class BEGANDiscriminator(nn.Module):
     """BEGAN's autoencoder discriminator: patches [+ size class] → their reconstruction."""
 
-    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
-                 channels: int = 1, conditional: bool = False, init_seed: int = 3):
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        width: int = 64,
+        patch: int = 32,
+        channels: int = 1,
+        conditional: bool = False,
+        init_seed: int = 3,
+    ):
         super().__init__()
         downs = _levels(patch, 8, "model.patch")
         self.conditional = bool(conditional)
         n = int(width)
         extra = N_CLASSES if self.conditional else 0
-        layers: list[nn.Module] = [nn.Conv2d(int(channels) + extra, n, 3, 1, 1),
-                                   nn.ELU(inplace=True)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(int(channels) + extra, n, 3, 1, 1),
+            nn.ELU(inplace=True),
+        ]
         cin = n
         for i in range(downs + 1):
-            layers += [nn.Conv2d(cin, cin, 3, 1, 1), nn.ELU(inplace=True),
-                       nn.Conv2d(cin, cin, 3, 1, 1), nn.ELU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cin, 3, 1, 1),
+                nn.ELU(inplace=True),
+                nn.Conv2d(cin, cin, 3, 1, 1),
+                nn.ELU(inplace=True),
+            ]
             if i < downs:
                 cout = n * (i + 2)
                 layers += [nn.Conv2d(cin, cout, 3, 2, 1), nn.ELU(inplace=True)]
@@ -307,16 +384,20 @@ class BEGANDiscriminator(nn.Module):
         onehot = _onehot(classes, x.shape[0], x.device, x.dtype) if self.conditional else None
         if self.conditional and onehot is None:
             raise ModelError("the conditional BEGAN discriminator needs the size classes")
-        inp = x if onehot is None else torch.cat(
-            [x, onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+        inp = (
+            x
+            if onehot is None
+            else torch.cat([x, onehot[:, :, None, None].expand(-1, -1, *x.shape[-2:])], dim=1)
+        )
         h = self.fc(self.encoder(inp).flatten(1))
         if onehot is not None:
             h = torch.cat([h, onehot], dim=1)
         return self.decoder(h)
 
 
-def reconstruction_loss(d: BEGANDiscriminator, x: torch.Tensor,
-                        classes: torch.Tensor | None = None) -> torch.Tensor:
+def reconstruction_loss(
+    d: BEGANDiscriminator, x: torch.Tensor, classes: torch.Tensor | None = None
+) -> torch.Tensor:
     """BEGAN's ``L(v) = mean |v − D(v)|`` (L1 reconstruction error of the autoencoder)."""
     return (x - d(x, classes)).abs().mean()
 
@@ -330,44 +411,79 @@ class PositionsPart(nn.Module):
 
     CAPABILITIES = frozenset()
 
-    def __init__(self, latent_dim: int = 100, width: int = 64, grid: int = 32,
-                 conditional: bool = False, image_height: int = 1000, image_width: int = 1000,
-                 n_offsets: int = 0, size_thresholds=None, init_seed: int = 0,
-                 sampling: str = "threshold", n_counts: int = 0):
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        width: int = 64,
+        grid: int = 32,
+        conditional: bool = False,
+        image_height: int = 1000,
+        image_width: int = 1000,
+        n_offsets: int = 0,
+        size_thresholds=None,
+        init_seed: int = 0,
+        sampling: str = "threshold",
+        n_counts: int = 0,
+    ):
         super().__init__()
         if sampling not in SAMPLING:
             raise ModelError(f"model.pos_sampling={sampling!r}: use one of {', '.join(SAMPLING)}")
         self.sampling = str(sampling)
         if int(image_height) < int(grid) or int(image_width) < int(grid):
-            raise ModelError(f"fields of {image_height}×{image_width} pixels are smaller than "
-                             f"the {grid}×{grid} grid")
+            raise ModelError(
+                f"fields of {image_height}×{image_width} pixels are smaller than "
+                f"the {grid}×{grid} grid"
+            )
         self.net = PositionsGenerator(latent_dim, width, grid, conditional, init_seed)
         self.image_height, self.image_width = int(image_height), int(image_width)
-        self.size_thresholds = (None if size_thresholds is None
-                                else [float(v) for v in size_thresholds])
+        self.size_thresholds = (
+            None if size_thresholds is None else [float(v) for v in size_thresholds]
+        )
         self.register_buffer("offsets", torch.zeros((int(n_offsets), 2)))
         self.register_buffer("counts", torch.zeros(int(n_counts)))
 
-    def set_layout(self, height: int, width: int, offsets: torch.Tensor,
-                   size_thresholds=None, counts: torch.Tensor | None = None) -> None:
+    def set_layout(
+        self,
+        height: int,
+        width: int,
+        offsets: torch.Tensor,
+        size_thresholds=None,
+        counts: torch.Tensor | None = None,
+    ) -> None:
         """Field size, offsets, size-class limits and counts per field learnt from the data."""
         if int(height) < self.net.grid or int(width) < self.net.grid:
-            raise ModelError(f"fields of {height}×{width} pixels are smaller than the "
-                             f"{self.net.grid}×{self.net.grid} grid (model.grid)")
+            raise ModelError(
+                f"fields of {height}×{width} pixels are smaller than the "
+                f"{self.net.grid}×{self.net.grid} grid (model.grid)"
+            )
         self.image_height, self.image_width = int(height), int(width)
-        self.offsets = torch.as_tensor(offsets, dtype=torch.float32).reshape(-1, 2).to(
-            self.offsets.device).clone()
-        self.size_thresholds = (None if size_thresholds is None
-                                else [float(v) for v in size_thresholds])
+        self.offsets = (
+            torch.as_tensor(offsets, dtype=torch.float32)
+            .reshape(-1, 2)
+            .to(self.offsets.device)
+            .clone()
+        )
+        self.size_thresholds = (
+            None if size_thresholds is None else [float(v) for v in size_thresholds]
+        )
         if counts is not None:
-            self.counts = torch.as_tensor(counts, dtype=torch.float32).reshape(-1).to(
-                self.counts.device).clone()
+            self.counts = (
+                torch.as_tensor(counts, dtype=torch.float32)
+                .reshape(-1)
+                .to(self.counts.device)
+                .clone()
+            )
 
     def spec(self) -> dict:
-        return {**self.net.spec(), "image_height": self.image_height,
-                "image_width": self.image_width, "n_offsets": int(self.offsets.shape[0]),
-                "size_thresholds": self.size_thresholds, "sampling": self.sampling,
-                "n_counts": int(self.counts.shape[0])}
+        return {
+            **self.net.spec(),
+            "image_height": self.image_height,
+            "image_width": self.image_width,
+            "n_offsets": int(self.offsets.shape[0]),
+            "size_thresholds": self.size_thresholds,
+            "sampling": self.sampling,
+            "n_counts": int(self.counts.shape[0]),
+        }
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -379,9 +495,16 @@ class GalaxiesPart(nn.Module):
 
     CAPABILITIES = frozenset()
 
-    def __init__(self, latent_dim: int = 64, width: int = 64, patch: int = 32,
-                 channels: int = 1, conditional: bool = False, normalizer: dict | None = None,
-                 init_seed: int = 2):
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        width: int = 64,
+        patch: int = 32,
+        channels: int = 1,
+        conditional: bool = False,
+        normalizer: dict | None = None,
+        init_seed: int = 2,
+    ):
         super().__init__()
         self.net = PatchGenerator(latent_dim, width, patch, channels, conditional, init_seed)
         desc = dict(normalizer) if normalizer else _identity(channels)
@@ -403,8 +526,14 @@ class GalaxiesPart(nn.Module):
 def _identity(channels: int) -> dict:
     """A normaliser description mapping [-1, 1] onto itself (a model built without data)."""
     c = int(channels)
-    return {"stretch": "linear", "target": [-1.0, 1.0], "lo": [-1.0] * c, "hi": [1.0] * c,
-            "offset": [0.0] * c, "softening": [1.0] * c}
+    return {
+        "stretch": "linear",
+        "target": [-1.0, 1.0],
+        "lo": [-1.0] * c,
+        "hi": [1.0] * c,
+        "offset": [0.0] * c,
+        "softening": [1.0] * c,
+    }
 
 
 def _phi(z: torch.Tensor) -> torch.Tensor:
@@ -420,8 +549,10 @@ class TwoStageSampler(nn.Module):
     def __init__(self, positions: PositionsPart, galaxies: GalaxiesPart):
         super().__init__()
         if positions.net.conditional != galaxies.net.conditional:
-            raise ModelError("the positions and galaxies parts of a twostage model must both be "
-                             "conditional or both unconditional")
+            raise ModelError(
+                "the positions and galaxies parts of a twostage model must both be "
+                "conditional or both unconditional"
+            )
         self.positions, self.galaxies = positions, galaxies
 
     @property
@@ -434,11 +565,13 @@ class TwoStageSampler(nn.Module):
 
     @property
     def cells(self) -> int:
-        return self.positions.net.grid ** 2
+        return self.positions.net.grid**2
 
     def latent_shape(self, n: int) -> tuple[int, int]:
-        return (int(n), self.positions.net.latent_dim
-                + self.cells * (self.galaxies.net.latent_dim + 2) + 1)
+        return (
+            int(n),
+            self.positions.net.latent_dim + self.cells * (self.galaxies.net.latent_dim + 2) + 1,
+        )
 
     def _split(self, z: torch.Tensor):
         n = z.shape[0]
@@ -447,20 +580,32 @@ class TwoStageSampler(nn.Module):
         if z.dim() != 2 or z.shape[1] != size:
             raise ModelError(f"a twostage latent is N×{size}, got {tuple(z.shape)}")
         a = l1 + cells * l2
-        return (z[:, :l1], z[:, l1:a].reshape(n, cells, l2), z[:, a:a + cells],
-                z[:, a + cells:a + 2 * cells], z[:, -1])
+        return (
+            z[:, :l1],
+            z[:, l1:a].reshape(n, cells, l2),
+            z[:, a : a + cells],
+            z[:, a + cells : a + 2 * cells],
+            z[:, -1],
+        )
 
     def layout(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Occupied cells (``N×G×G`` bool) and their size classes (``N×G×G`` long, or None)."""
         zp, _, _, zu, zk = self._split(z)
         prob, class_probs = self.positions.net.maps(zp)
         part = self.positions
-        occ = occupied_cells(prob, _phi(zu).reshape(prob.shape), part.sampling, part.counts,
-                             _phi(zk))
+        occ = occupied_cells(
+            prob, _phi(zu).reshape(prob.shape), part.sampling, part.counts, _phi(zk)
+        )
         return occ, (class_probs.argmax(dim=1) if self.conditional else None)
 
-    def place(self, patches: torch.Tensor, image: torch.Tensor, cell: torch.Tensor,
-              offsets: torch.Tensor, n: int) -> torch.Tensor:
+    def place(
+        self,
+        patches: torch.Tensor,
+        image: torch.Tensor,
+        cell: torch.Tensor,
+        offsets: torch.Tensor,
+        n: int,
+    ) -> torch.Tensor:
         """Fields ``N×C×H×W``: patch ``m`` added with its centre pixel at the centre of cell
         ``cell[m]`` (flat index) of field ``image[m]`` plus ``offsets[m]`` ``(dx, dy)``."""
         grid = self.positions.net.grid
@@ -475,7 +620,7 @@ class TwoStageSampler(nn.Module):
         py, px = torch.floor(cy + 0.5).long(), torch.floor(cx + 0.5).long()
         ar = torch.arange(p, device=patches.device) - p // 2
         yy, xx = py[:, None] + ar[None], px[:, None] + ar[None]
-        valid = (((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :])
+        valid = ((yy >= 0) & (yy < h))[:, :, None] & ((xx >= 0) & (xx < w))[:, None, :]
         for ch in range(c):
             flat = ((image[:, None, None] * c + ch) * h + yy[:, :, None]) * w + xx[:, None, :]
             out.view(-1).index_add_(0, flat[valid], patches[:, ch][valid])
@@ -517,8 +662,10 @@ def build_galaxies(spec: dict) -> GalaxiesPart:
 @register_family("twostage", parts=("positions", "galaxies"))
 def compose_twostage(parts: dict[str, nn.Module]) -> TwoStageSampler:
     """The sampler of a ``twostage`` bundle from its two parts."""
-    if not isinstance(parts["positions"], PositionsPart) or not isinstance(parts["galaxies"],
-                                                                          GalaxiesPart):
-        raise ModelError("a twostage bundle is made of a twostage_positions and a "
-                         "twostage_galaxies part")
+    if not isinstance(parts["positions"], PositionsPart) or not isinstance(
+        parts["galaxies"], GalaxiesPart
+    ):
+        raise ModelError(
+            "a twostage bundle is made of a twostage_positions and a twostage_galaxies part"
+        )
     return TwoStageSampler(parts["positions"], parts["galaxies"])

@@ -69,13 +69,16 @@ def is_pretrained(source) -> bool:
 
 def names() -> list[str]:
     """Names of the shipped models (folders with a model card and a bundle)."""
-    return sorted(p.name for p in ZOO_DIR.iterdir()
-                  if p.is_dir() and (p / CARD_FILE).is_file() and (p / "bundle.json").is_file())
+    return sorted(
+        p.name
+        for p in ZOO_DIR.iterdir()
+        if p.is_dir() and (p / CARD_FILE).is_file() and (p / "bundle.json").is_file()
+    )
 
 
 def model_dir(name: str) -> Path:
     """The bundle folder of shipped model ``name``; BundleError listing the known ones."""
-    name = name[len(PREFIX):] if is_pretrained(name) else name
+    name = name[len(PREFIX) :] if is_pretrained(name) else name
     known = names()
     if name not in known:
         listing = ", ".join(known) if known else "none are installed"

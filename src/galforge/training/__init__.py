@@ -20,6 +20,19 @@ from galforge.training.pipeline import (
 from galforge.training.recipe import Phase, Recipe, StepContext
 from galforge.training.trainer import MetricHook, Trainer, train_from_config
 
-__all__ = ["AdaptiveAugment", "Augment", "BatchSource", "Fields", "FlipRotate", "MetricHook",
-           "PairedStamps", "Phase", "Recipe", "StampBatches", "Stamps", "StepContext",
-           "Trainer", "train_from_config"]
+__all__ = [
+    "AdaptiveAugment",
+    "Augment",
+    "BatchSource",
+    "Fields",
+    "FlipRotate",
+    "MetricHook",
+    "PairedStamps",
+    "Phase",
+    "Recipe",
+    "StampBatches",
+    "Stamps",
+    "StepContext",
+    "Trainer",
+    "train_from_config",
+]

@@ -55,15 +55,29 @@ from torch import Tensor
 from galforge.data.transforms import augment_batch
 from galforge.errors import ConfigError
 
-__all__ = ["ADA_GROUPS", "ADA_STAGES", "AdaptiveAugment", "Augment", "DiffAugment", "FlipRotate",
-           "affine_resample", "cutout", "gaussian_noise", "geometric_matrix", "parse_pipeline",
-           "sky_offset"]
+__all__ = [
+    "ADA_GROUPS",
+    "ADA_STAGES",
+    "AdaptiveAugment",
+    "Augment",
+    "DiffAugment",
+    "FlipRotate",
+    "affine_resample",
+    "cutout",
+    "gaussian_noise",
+    "geometric_matrix",
+    "parse_pipeline",
+    "sky_offset",
+]
 
 #: the stages of :class:`AdaptiveAugment`, in the order they are applied
 ADA_STAGES = ("xflip", "rot90", "xint", "scale", "rotate", "xfrac", "sky", "gauss", "cutout")
 #: names standing for several stages
-ADA_GROUPS = {"galaxy": ("xflip", "rot90", "xint"), "geom": ("scale", "rotate", "xfrac"),
-              "noise": ("sky", "gauss", "cutout")}
+ADA_GROUPS = {
+    "galaxy": ("xflip", "rot90", "xint"),
+    "geom": ("scale", "rotate", "xfrac"),
+    "noise": ("sky", "gauss", "cutout"),
+}
 GALAXY = ADA_GROUPS["galaxy"]
 
 
@@ -81,7 +95,8 @@ def parse_pipeline(spec, option: str = "model.ada_pipeline") -> tuple[str, ...]:
             raise ConfigError(
                 f"{option}={spec!r}: unknown stage {token!r}; use stages "
                 f"{', '.join(ADA_STAGES)} or groups {', '.join(ADA_GROUPS)} joined by + "
-                "(e.g. galaxy+geom)")
+                "(e.g. galaxy+geom)"
+            )
     if not chosen:
         raise ConfigError(f"{option}={spec!r} names no stage; the default is galaxy")
     return tuple(s for s in ADA_STAGES if s in chosen)
@@ -118,10 +133,13 @@ def affine_resample(x: Tensor, theta: Tensor) -> Tensor:
     n, c, h, w = x.shape
     dev = x.device
     theta = theta.to(device=dev, dtype=torch.float32)
-    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
-                            torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=dev, dtype=torch.float32),
+        torch.arange(w, device=dev, dtype=torch.float32),
+        indexing="ij",
+    )
     pts = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.ones(h * w, device=dev)], 0)
-    src = theta @ pts                                   # N×2×HW
+    src = theta @ pts  # N×2×HW
     sx, sy = _reflect(src[:, 0], w), _reflect(src[:, 1], h)
     x0, y0 = torch.floor(sx), torch.floor(sy)
     fx, fy = (sx - x0).to(x.dtype), (sy - y0).to(x.dtype)
@@ -201,10 +219,20 @@ class AdaptiveAugment(Augment):
     (see the module docstring).
     """
 
-    def __init__(self, p: float = 0.0, target: float = 0.6, interval: int = 4,
-                 speed_images: int = 500_000, max_shift: float = 0.125,
-                 stages="galaxy", scale_std: float = 0.2, xfrac_std: float = 0.125,
-                 sky_std: float = 0.2, noise_std: float = 0.1, cutout_size: float = 0.5):
+    def __init__(
+        self,
+        p: float = 0.0,
+        target: float = 0.6,
+        interval: int = 4,
+        speed_images: int = 500_000,
+        max_shift: float = 0.125,
+        stages="galaxy",
+        scale_std: float = 0.2,
+        xfrac_std: float = 0.125,
+        sky_std: float = 0.2,
+        noise_std: float = 0.1,
+        cutout_size: float = 0.5,
+    ):
         if not 0.0 <= float(p) <= 1.0:
             raise ConfigError(f"augment p={p} must be in [0, 1]")
         if int(interval) < 1 or int(speed_images) < 1:
@@ -233,8 +261,9 @@ class AdaptiveAugment(Augment):
         x = self._galaxy(x, rng, *(s in self.stages for s in GALAXY))
         return self._optional(x, rng)
 
-    def _galaxy(self, x: Tensor, rng: torch.Generator, xflip: bool, rot90: bool,
-                xint: bool) -> Tensor:
+    def _galaxy(
+        self, x: Tensor, rng: torch.Generator, xflip: bool, rot90: bool, xint: bool
+    ) -> Tensor:
         """The exact stages (drawn as they always were, then used when enabled)."""
         n, _, h, w = x.shape
         dev = rng.device
@@ -243,8 +272,13 @@ class AdaptiveAugment(Augment):
         turns = torch.randint(1, 4, (n,), generator=rng, device=dev).cpu()
         sy = max(1, int(round(self.max_shift * h)))
         sx = max(1, int(round(self.max_shift * w)))
-        shifts = torch.stack([torch.randint(-sy, sy + 1, (n,), generator=rng, device=dev),
-                              torch.randint(-sx, sx + 1, (n,), generator=rng, device=dev)], 1).cpu()
+        shifts = torch.stack(
+            [
+                torch.randint(-sy, sy + 1, (n,), generator=rng, device=dev),
+                torch.randint(-sx, sx + 1, (n,), generator=rng, device=dev),
+            ],
+            1,
+        ).cpu()
         if self.p <= 0.0 or not (xflip or rot90 or xint):
             return x
         out = []
@@ -320,8 +354,9 @@ class AdaptiveAugment(Augment):
         self._images += int(signs.numel())
         self._calls += 1
         if self._calls % self.interval == 0:
-            sign_sum, images = _summed_over_processes(self._sign_sum, self._images,
-                                                      real_logits.device)
+            sign_sum, images = _summed_over_processes(
+                self._sign_sum, self._images, real_logits.device
+            )
             if images:
                 rt = sign_sum / images
                 step = math.copysign(images / self.speed_images, rt - self.target)
@@ -329,8 +364,12 @@ class AdaptiveAugment(Augment):
             self._sign_sum, self._images = 0.0, 0
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "sign_sum": self._sign_sum, "images": self._images,
-                "calls": self._calls}
+        return {
+            "p": self.p,
+            "sign_sum": self._sign_sum,
+            "images": self._images,
+            "calls": self._calls,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.p = float(state.get("p", self.p))
@@ -346,7 +385,7 @@ def _summed_over_processes(sign_sum: float, images: int, device) -> tuple[float,
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return sign_sum, images
-    if dist.get_backend() != "nccl":   # gloo reduces CPU tensors
+    if dist.get_backend() != "nccl":  # gloo reduces CPU tensors
         device = "cpu"
     t = torch.tensor([sign_sum, float(images)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -374,8 +413,8 @@ class DiffAugment(Augment):
         cx = torch.randint(0, w, (n, 1), generator=rng, device=dev).to(x.device) - cw // 2
         # translation: output pixel (i, j) reads input (i - ty, j - tx), zero outside
         padded = torch.nn.functional.pad(x, (sx, sx, sy, sy))
-        iy = torch.arange(h, device=x.device)[None] - ty + sy          # n×h
-        ix = torch.arange(w, device=x.device)[None] - tx + sx          # n×w
+        iy = torch.arange(h, device=x.device)[None] - ty + sy  # n×h
+        ix = torch.arange(w, device=x.device)[None] - tx + sx  # n×w
         b = torch.arange(n, device=x.device)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[b, iy[:, :, None], ix[:, None, :]].permute(0, 3, 1, 2)
         # cutout: a ch×cw square with its top-left corner at (cy, cx) set to zero

@@ -35,11 +35,12 @@ from galforge.runfolder import CHECKPOINT_TENSORS as TENSORS
 
 # ----------------------------------------------------------------------------- files
 
-SUMS = "sha256.json"   # {file name: sha256} of the checkpoint's other files
+SUMS = "sha256.json"  # {file name: sha256} of the checkpoint's other files
 
 
-def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
-                        metadata: dict[str, str] | None = None) -> Path:
+def save_tensors_atomic(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> Path:
     """``safetensors`` file written through a temporary file and a rename."""
     return atomic_write_bytes(path, save(_plain(tensors), metadata=metadata))
 
@@ -51,8 +52,11 @@ def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     """Names of the floating-point tensors holding NaN or infinity."""
-    return [k for k, v in tensors.items()
-            if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    return [
+        k
+        for k, v in tensors.items()
+        if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())
+    ]
 
 
 def write_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -66,8 +70,11 @@ def write_checkpoint(ckpt_dir: str | Path, tensors: dict[str, torch.Tensor], met
     text = json.dumps(meta, indent=1).encode("utf-8")
     sums = {TENSORS: hashlib.sha256(payload).hexdigest(), META: hashlib.sha256(text).hexdigest()}
     with atomic_folder(ckpt_dir) as tmp:
-        for name, data in ((TENSORS, payload), (META, text),
-                           (SUMS, json.dumps(sums, indent=1).encode("utf-8"))):
+        for name, data in (
+            (TENSORS, payload),
+            (META, text),
+            (SUMS, json.dumps(sums, indent=1).encode("utf-8")),
+        ):
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
                 fh.flush()
@@ -101,26 +108,33 @@ def read_checkpoint(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict
     """
     found = find_checkpoint(ckpt_dir)
     if found is None:
-        raise TrainingError(f"no complete checkpoint in {ckpt_dir}: expected {TENSORS} and "
-                            f"{META}; start a new run without --resume")
+        raise TrainingError(
+            f"no complete checkpoint in {ckpt_dir}: expected {TENSORS} and "
+            f"{META}; start a new run without --resume"
+        )
     try:
         if (found / SUMS).is_file():
             sums = json.loads((found / SUMS).read_text())
             for name in (TENSORS, META):
                 if not isinstance(sums, dict) or _sha256(found / name) != sums.get(name):
-                    raise TrainingError(f"checkpoint {found}: {name} does not match its recorded "
-                                        "sha256 (corrupt or changed); restore the folder")
+                    raise TrainingError(
+                        f"checkpoint {found}: {name} does not match its recorded "
+                        "sha256 (corrupt or changed); restore the folder"
+                    )
         tensors = load_file(str(found / TENSORS))
         meta = json.loads((found / META).read_text())
     except (OSError, ValueError, RecursionError, SafetensorError) as exc:
-        raise TrainingError(f"checkpoint {found} cannot be read ({exc}); start a new run "
-                            "or restore the folder") from exc
+        raise TrainingError(
+            f"checkpoint {found} cannot be read ({exc}); start a new run or restore the folder"
+        ) from exc
     if not isinstance(meta, dict) or "step" not in meta:
         raise TrainingError(f"checkpoint {found}: {META} holds no step; restore the folder")
     bad = non_finite(tensors)
     if bad:
-        raise TrainingError(f"checkpoint {found}: {len(bad)} tensor(s) hold NaN or infinity "
-                            f"({bad[0]}, ...); restore the folder")
+        raise TrainingError(
+            f"checkpoint {found}: {len(bad)} tensor(s) hold NaN or infinity "
+            f"({bad[0]}, ...); restore the folder"
+        )
     return tensors, meta
 
 
@@ -147,8 +161,10 @@ def read_newest_intact(candidates: list[Path]) -> tuple[Path, dict, dict, list[s
     # the first candidate (latest) first, whatever it holds, then the others newest first
     # (among equal steps in the order given: a stable sort)
     first = [c for c in candidates[:1] if c in steps]
-    order = first + sorted((c for c in steps if c not in first),
-                           key=lambda c: -(steps[c] if steps[c] is not None else -1))
+    order = first + sorted(
+        (c for c in steps if c not in first),
+        key=lambda c: -(steps[c] if steps[c] is not None else -1),
+    )
     problems: list[str] = []
     for cand in order:
         try:
@@ -159,8 +175,10 @@ def read_newest_intact(candidates: list[Path]) -> tuple[Path, dict, dict, list[s
         return cand, tensors, meta, problems
     if problems:
         raise TrainingError(f"--resume: no intact checkpoint left: {problems[0]}")
-    raise TrainingError(f"no complete checkpoint in {candidates[0] if candidates else '?'}; "
-                        "start a new run without --resume")
+    raise TrainingError(
+        f"no complete checkpoint in {candidates[0] if candidates else '?'}; "
+        "start a new run without --resume"
+    )
 
 
 # ----------------------------------------------------------------------------- packing
@@ -177,7 +195,7 @@ def pack_modules(modules: dict[str, torch.nn.Module], prefix: str = "module") ->
 def unpack_modules(modules: dict[str, torch.nn.Module], tensors: dict, prefix: str = "module"):
     for name, mod in modules.items():
         pre = f"{prefix}.{name}."
-        sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        sd = {k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)}
         try:
             mod.load_state_dict(sd, strict=True)
         except RuntimeError as exc:

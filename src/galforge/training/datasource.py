@@ -47,8 +47,10 @@ def load_training_data(cfg, image_size) -> TrainingData:
 
     d = cfg.data
     if not d.source:
-        raise ConfigError("no training data: give DATA (a folder, a file, a prepared data set "
-                          "or a builtin: spec) or data.source")
+        raise ConfigError(
+            "no training data: give DATA (a folder, a file, a prepared data set "
+            "or a builtin: spec) or data.source"
+        )
     try:
         iset = load_images(d.source, **d.read_options(image_size))
     except SizeMismatch as exc:
@@ -62,8 +64,9 @@ def load_training_data(cfg, image_size) -> TrainingData:
     resize = iset.extra.get("resize")
     if resize:
         h, w = resize["to"]
-        sizes = ", ".join(f"{k} ({v})" if len(resize["from"]) > 1 else k
-                          for k, v in resize["from"].items())
+        sizes = ", ".join(
+            f"{k} ({v})" if len(resize["from"]) > 1 else k for k, v in resize["from"].items()
+        )
         why = "data.resize" if d.resize is not None else "the model's image size"
         notes.append(
             f"resized {resize['images']} of {len(images)} images from {sizes} to {h}×{w} "
@@ -91,8 +94,10 @@ def load_training_data(cfg, image_size) -> TrainingData:
     for c, band in enumerate(iset.bands):
         plane = images[:, c]
         if plane.max() == plane.min():
-            notes.append(f"band {band} holds one value ({float(plane.flat[0]):g}) in every "
-                         "image; the model learns a constant for it")
+            notes.append(
+                f"band {band} holds one value ({float(plane.flat[0]):g}) in every "
+                "image; the model learns a constant for it"
+            )
 
     scale = iset.extra.get("pixel_scale")
     if d.pixel_scale is None and isinstance(scale, (int, float)) and scale > 0:
@@ -119,13 +124,20 @@ def resolve_normalizer(cfg, data: TrainingData, output_range, resumed=None):
     if norm is None:
         norm = _stored_normalizer(data.iset, output_range)
         if norm is not None and d.stretch is not None and norm.stretch != d.stretch:
-            note = (f"the prepared data set's normalizer has a {norm.stretch} stretch; "
-                    f"fitting a {d.stretch} one as data.stretch asks")
+            note = (
+                f"the prepared data set's normalizer has a {norm.stretch} stretch; "
+                f"fitting a {d.stretch} one as data.stretch asks"
+            )
             norm = None
     if norm is None:
         stretch = d.stretch or default_stretch(data.iset.units)
-        norm = Normalizer.fit(data.images, clip_percentile=d.clip_percentile, stretch=stretch,
-                              asinh_softening=d.asinh_softening, target=tuple(output_range))
+        norm = Normalizer.fit(
+            data.images,
+            clip_percentile=d.clip_percentile,
+            stretch=stretch,
+            asinh_softening=d.asinh_softening,
+            target=tuple(output_range),
+        )
     d.stretch = norm.stretch
     if norm.clip_percentile is not None:
         d.clip_percentile = float(norm.clip_percentile)
@@ -144,6 +156,7 @@ def _stored_normalizer(iset, output_range):
         return None
     target = getattr(norm, "target", None)
     if target is not None and tuple(float(v) for v in target) != tuple(
-            float(v) for v in output_range):
+        float(v) for v in output_range
+    ):
         return None  # fitted for another output range: fit anew
     return norm

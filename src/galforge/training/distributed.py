@@ -70,8 +70,12 @@ def init_distributed(device_type: str = "cpu") -> DistInfo:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
         here = True
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
-                    initialized_here=here)
+    return DistInfo(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local,
+        initialized_here=here,
+    )
 
 
 def shutdown(info: DistInfo) -> None:
@@ -85,7 +89,7 @@ def shard(batch: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """This process's share of a global batch: items ``rank, rank + world, ...``."""
     if info.world_size <= 1:
         return batch
-    part = batch[info.rank::info.world_size]
+    part = batch[info.rank :: info.world_size]
     if part.shape[0] == 0:
         raise TrainingError(
             f"train.batch={batch.shape[0]} is smaller than the {info.world_size} processes: "
@@ -102,13 +106,18 @@ class DataParallel(DistributedDataParallel):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name == "module":   # not set yet (inside DDP's constructor)
+            if name == "module":  # not set yet (inside DDP's constructor)
                 raise
             return getattr(self.module, name)
 
 
-def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: bool = False,
-         sync_bn: bool = False) -> DataParallel:
+def wrap(
+    module: nn.Module,
+    device: torch.device,
+    *,
+    find_unused_parameters: bool = False,
+    sync_bn: bool = False,
+) -> DataParallel:
     """``module`` in DDP (its parameters broadcast from rank 0 on construction).
 
     Buffers are synced once, on construction, not at each forward: batch-norm running
@@ -122,12 +131,18 @@ def wrap(module: nn.Module, device: torch.device, *, find_unused_parameters: boo
     """
     if sync_bn:
         if device.type != "cuda":
-            raise ConfigError("train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm "
-                              "does not run on the CPU); drop it or train with --device cuda")
+            raise ConfigError(
+                "train.sync_bn=true needs CUDA devices (torch's SyncBatchNorm "
+                "does not run on the CPU); drop it or train with --device cuda"
+            )
         nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
-    return DataParallel(module, device_ids=ids, forward_sync_buffers=False,
-                        find_unused_parameters=find_unused_parameters)
+    return DataParallel(
+        module,
+        device_ids=ids,
+        forward_sync_buffers=False,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def average_gradients(params: Iterable[torch.Tensor]) -> None:
@@ -142,7 +157,7 @@ def average_gradients(params: Iterable[torch.Tensor]) -> None:
     offset = 0
     for g in grads:
         n = g.numel()
-        g.copy_(flat[offset:offset + n].view_as(g))
+        g.copy_(flat[offset : offset + n].view_as(g))
         offset += n
 
 

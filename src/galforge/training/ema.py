@@ -33,13 +33,20 @@ def ema_update(ema: nn.Module, gen: nn.Module, decay: float) -> None:
 
 def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
     """The batch-norm layers of ``module`` that keep running statistics."""
-    return [m for m in module.modules()
-            if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None]
+    return [
+        m
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None
+    ]
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(gen: nn.Module, layers: Sequence[_BatchNorm],
-                          draw: Callable[[int], tuple[tuple, dict]], batches: int) -> int:
+def recalibrate_batchnorm(
+    gen: nn.Module,
+    layers: Sequence[_BatchNorm],
+    draw: Callable[[int], tuple[tuple, dict]],
+    batches: int,
+) -> int:
     """Recompute the running statistics of ``layers`` (batch-norm layers inside ``gen``).
 
     ``draw(i)`` returns the ``(args, kwargs)`` of ``gen``'s ``i``-th forward call.  Every
@@ -55,7 +62,7 @@ def recalibrate_batchnorm(gen: nn.Module, layers: Sequence[_BatchNorm],
     try:
         for m in layers:
             m.reset_running_stats()
-            m.momentum = None          # cumulative average over the batches
+            m.momentum = None  # cumulative average over the batches
             m.train()
         for i in range(int(batches)):
             args, kwargs = draw(i)

@@ -27,7 +27,7 @@ def _wavelength_order(bands: Sequence[str]) -> list[int] | None:
     """Indices of ``bands`` from blue to red, or None when a band's wavelength is unknown."""
     from galforge.data.display import band_wavelength
 
-    if set(bands) <= {"R", "G", "B"}:        # an RGB composite: B < G < R
+    if set(bands) <= {"R", "G", "B"}:  # an RGB composite: B < G < R
         keys = [{"B": 0, "G": 1, "R": 2}[b] for b in bands]
     else:
         keys = [band_wavelength(b) for b in bands]
@@ -46,8 +46,9 @@ def _suggest_pairs(data_bands: list[str], model_bands: list[str]) -> list[tuple[
     return [(d, pairs[d]) for d in data_bands]
 
 
-def parse_band_map(text: str | None, data_bands: Sequence[str],
-                   model_bands: Sequence[str]) -> list[int]:
+def parse_band_map(
+    text: str | None, data_bands: Sequence[str], model_bands: Sequence[str]
+) -> list[int]:
     """Index into ``model_bands`` of each data band (``text``: ``"R=i,G=r,B=g"``)."""
     data_bands, model_bands = list(data_bands), list(model_bands)
     if not text:
@@ -61,8 +62,10 @@ def parse_band_map(text: str | None, data_bands: Sequence[str],
     pairs = {}
     for item in str(text).split(","):
         if item.count("=") != 1 or not all(s.strip() for s in item.split("=")):
-            raise ConfigError(f"--band-map {text!r}: write DATA_BAND=MODEL_BAND pairs separated "
-                              "by commas, e.g. R=i,G=r,B=g")
+            raise ConfigError(
+                f"--band-map {text!r}: write DATA_BAND=MODEL_BAND pairs separated "
+                "by commas, e.g. R=i,G=r,B=g"
+            )
         d, m = (s.strip() for s in item.split("="))
         pairs[d] = m
     missing = [d for d in data_bands if d not in pairs]
@@ -117,8 +120,7 @@ def _permute_image_channels(net: nn.Module, perm: list[int], *, output: bool) ->
             m.weight.copy_(m.weight.index_select(dim, idx))
 
 
-def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
-               hint: str) -> None:
+def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str, hint: str) -> None:
     own = net.state_dict()
     # paths a network declares optional (a discriminator's added profile path) may be
     # present on one side only: they start fresh, or the init model's copy is left out
@@ -141,15 +143,19 @@ def _load_into(net: nn.Module, state: dict[str, Tensor], what: str, source: str,
 def _spec_hint(spec: dict | None) -> str:
     if not spec:
         return ""
-    keys = [k for k in ("width", "upsample", "kernel_size", "latent_dim", "widths", "scene_blur")
-            if k in spec]
+    keys = [
+        k
+        for k in ("width", "upsample", "kernel_size", "latent_dim", "widths", "scene_blur")
+        if k in spec
+    ]
     sets = [f"--set model.{k}={spec[k]}" for k in keys]
     sets.append(f"--set model.sky_noise={'true' if spec.get('sky_noise') else 'false'}")
     return " (" + ", ".join(sets) + ")"
 
 
-def initialise_from(recipe, source: str, data_bands: Sequence[str],
-                    band_map: str | None = None) -> tuple[dict, nn.Module | None]:
+def initialise_from(
+    recipe, source: str, data_bands: Sequence[str], band_map: str | None = None
+) -> tuple[dict, nn.Module | None]:
     """Load ``source``'s weights into ``recipe``'s networks (see the module docstring).
 
     Returns ``(parent, ema)``: what the run records about its parent (source, bundle id or
@@ -169,14 +175,18 @@ def initialise_from(recipe, source: str, data_bands: Sequence[str],
     if run.is_run() and ckpt.is_file():
         info = run.read_info()
         if info.family != recipe.family:
-            raise ConfigError(f"--init {source}: a {info.family!r} run cannot start a "
-                              f"{recipe.family!r} model")
+            raise ConfigError(
+                f"--init {source}: a {info.family!r} run cannot start a {recipe.family!r} model"
+            )
         perm = parse_band_map(band_map, data_bands, info.bands)
         tensors = load_file(str(ckpt))
         hint = _spec_hint(info.parts.get("generator", {}).get("spec"))
         for name, net in modules.items():
-            state = {k[len(f"module.{name}."):]: v for k, v in tensors.items()
-                     if k.startswith(f"module.{name}.")}
+            state = {
+                k[len(f"module.{name}.") :]: v
+                for k, v in tensors.items()
+                if k.startswith(f"module.{name}.")
+            }
             if state:
                 _load_into(net, state, f"network {name}", source, hint)
         ema_state = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
@@ -186,26 +196,31 @@ def initialise_from(recipe, source: str, data_bands: Sequence[str],
 
             ema = copy.deepcopy(gen)
             _load_into(ema, ema_state, "generator EMA", source, hint)
-        parent = {"source": str(source), "kind": "run", "step": info.step,
-                  "bands": info.bands}
+        parent = {"source": str(source), "kind": "run", "step": info.step, "bands": info.bands}
     else:
         if not (path / BUNDLE_JSON).is_file() and (run.bundle_dir / BUNDLE_JSON).is_file():
             path = run.bundle_dir
         bundle = read_bundle(path)
         if bundle.family != recipe.family or "generator" not in bundle.parts:
-            raise ConfigError(f"--init {source}: a {bundle.family!r} bundle cannot start a "
-                              f"{recipe.family!r} model")
+            raise ConfigError(
+                f"--init {source}: a {bundle.family!r} bundle cannot start a "
+                f"{recipe.family!r} model"
+            )
         bands = list(bundle.meta["bands"])
         perm = parse_band_map(band_map, data_bands, bands)
         part = bundle.parts["generator"]
         _load_into(gen, dict(part.state_dict), "generator", source, _spec_hint(part.spec))
         ema = None
-        parent = {"source": str(source), "kind": "bundle", "bundle_id": bundle.meta["bundle_id"],
-                  "bands": bands}
+        parent = {
+            "source": str(source),
+            "kind": "bundle",
+            "bundle_id": bundle.meta["bundle_id"],
+            "bands": bands,
+        }
     if perm != list(range(len(perm))):
         for net in [gen] + ([ema] if ema is not None else []):
             _permute_image_channels(net, perm, output=True)
-        if parent["kind"] == "run":   # a bundle's discriminator is fresh: nothing to reorder
+        if parent["kind"] == "run":  # a bundle's discriminator is fresh: nothing to reorder
             for net in modules.values():
                 if net is not gen:
                     _permute_image_channels(net, perm, output=False)

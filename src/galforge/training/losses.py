@@ -21,8 +21,9 @@ from torch import Tensor
 from galforge.errors import ConfigError
 
 
-def smooth_real_labels(n: int, delta: float, rng: torch.Generator, *,
-                       clip: float | None = None, device=None) -> Tensor:
+def smooth_real_labels(
+    n: int, delta: float, rng: torch.Generator, *, clip: float | None = None, device=None
+) -> Tensor:
     """Targets for real images: ``U[1 - delta, 1 + delta]`` (all ones when ``delta`` = 0).
 
     ``clip`` (e.g. 1.0) caps the targets from above: targets above 1 make the
@@ -50,8 +51,9 @@ def bce_logits(logits: Tensor, target: Tensor | float) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target.float())
 
 
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor,
-                       real_targets: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
+def discriminator_loss(
+    real_logits: Tensor, fake_logits: Tensor, real_targets: Tensor | float = 1.0
+) -> tuple[Tensor, Tensor]:
     """Standard GAN discriminator loss ``-log D(x) - log(1 - D(G(z)))``: (real, fake) parts."""
     return bce_logits(real_logits, real_targets), bce_logits(fake_logits, 0.0)
 
@@ -102,14 +104,16 @@ def _per_sample_norm(grad: Tensor) -> Tensor:
     return grad.reshape(grad.shape[0], -1).norm(2, dim=1)
 
 
-def gradient_penalty(critic, real: Tensor, fake: Tensor, rng: torch.Generator,
-                     target: float = 1.0) -> Tensor:
+def gradient_penalty(
+    critic, real: Tensor, fake: Tensor, rng: torch.Generator, target: float = 1.0
+) -> Tensor:
     """WGAN-GP term ``E[(||∇C(x̂)|| - target)^2]`` at ``x̂ = ε x + (1 - ε) G(z)``.
 
     ``ε ~ U[0, 1]`` per sample, drawn from ``rng``. Multiply by λ (10 in the paper).
     """
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), generator=rng,
-                     device=rng.device).to(real.device, real.dtype)
+    eps = torch.rand(
+        (real.shape[0],) + (1,) * (real.dim() - 1), generator=rng, device=rng.device
+    ).to(real.device, real.dtype)
     mixed = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     scores = critic(mixed)
     (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
@@ -125,9 +129,13 @@ def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
     return grad.reshape(grad.shape[0], -1).pow(2).sum(dim=1).mean()
 
 
-def path_length_penalty(images: Tensor, w: Tensor, mean_length: Tensor | float,
-                        rng: torch.Generator, decay: float = 0.01
-                        ) -> tuple[Tensor, Tensor]:
+def path_length_penalty(
+    images: Tensor,
+    w: Tensor,
+    mean_length: Tensor | float,
+    rng: torch.Generator,
+    decay: float = 0.01,
+) -> tuple[Tensor, Tensor]:
     """Path-length regulariser: ``(penalty, updated mean length)``.
 
     ``images = G(w)`` (``w`` with ``requires_grad``); ``J^T y`` is taken for ``y ~ N(0, I) /
@@ -136,8 +144,7 @@ def path_length_penalty(images: Tensor, w: Tensor, mean_length: Tensor | float,
     mean, and the penalty is ``E[(length - a)^2]``. Keep the returned mean (detached) as state.
     """
     h, w_ = images.shape[-2:]
-    y = torch.randn(images.shape, generator=rng, device=rng.device).to(images.device,
-                                                                       images.dtype)
+    y = torch.randn(images.shape, generator=rng, device=rng.device).to(images.device, images.dtype)
     y = y / math.sqrt(h * w_)
     (grad,) = torch.autograd.grad((images * y).sum(), w, create_graph=True)
     lengths = _per_sample_norm(grad)

@@ -44,8 +44,18 @@ from galforge.runfolder import RunFolder
 from galforge.seeding import step_generator
 from galforge.training.augment import Augment, FlipRotate
 
-__all__ = ["BatchSource", "Fields", "PairedBatches", "PairedStamps", "StampBatches", "Stamps",
-           "TrainingData", "batch_source", "condition_table", "prepare_data"]
+__all__ = [
+    "BatchSource",
+    "Fields",
+    "PairedBatches",
+    "PairedStamps",
+    "StampBatches",
+    "Stamps",
+    "TrainingData",
+    "batch_source",
+    "condition_table",
+    "prepare_data",
+]
 
 
 # ----------------------------------------------------------------------------- needs
@@ -108,12 +118,22 @@ class StampBatches(BatchSource):
     draws come from ``(seed, "augment", s)``.
     """
 
-    def __init__(self, data: Tensor, batch_size: int, seed: int, *, flips: bool = True,
-                 rot90: bool = True, rotate: str | None = None, augment: Augment | None = None,
-                 conditions: Tensor | None = None):
+    def __init__(
+        self,
+        data: Tensor,
+        batch_size: int,
+        seed: int,
+        *,
+        flips: bool = True,
+        rot90: bool = True,
+        rotate: str | None = None,
+        augment: Augment | None = None,
+        conditions: Tensor | None = None,
+    ):
         if data.dim() != 4 or data.shape[0] == 0:
-            raise TrainingError(f"training data must be a non-empty N×C×H×W stack, got "
-                                f"shape {tuple(data.shape)}")
+            raise TrainingError(
+                f"training data must be a non-empty N×C×H×W stack, got shape {tuple(data.shape)}"
+            )
         if conditions is not None and conditions.shape[0] != data.shape[0]:
             raise TrainingError(f"{conditions.shape[0]} condition rows for {data.shape[0]} images")
         self.data = data
@@ -130,16 +150,18 @@ class StampBatches(BatchSource):
         """Indices of the images of the batch of ``step`` (the global batch, all ranks)."""
         epoch, i = divmod(int(step), self.steps_per_epoch)
         if epoch != self._perm_epoch:
-            self._perm = torch.randperm(self.data.shape[0],
-                                        generator=step_generator(self.seed, "epoch", epoch))
+            self._perm = torch.randperm(
+                self.data.shape[0], generator=step_generator(self.seed, "epoch", epoch)
+            )
             self._perm_epoch = epoch
         b = min(self.batch_size, self.data.shape[0])
-        return self._perm[i * b:(i + 1) * b]
+        return self._perm[i * b : (i + 1) * b]
 
     def batch(self, step: int):
         idx = self.indices(step)
-        x = self.augment(self.data.index_select(0, idx),
-                         step_generator(self.seed, "augment", int(step)))
+        x = self.augment(
+            self.data.index_select(0, idx), step_generator(self.seed, "augment", int(step))
+        )
         if self.conditions is None:
             return x
         return {"images": x, "conditions": self.conditions.index_select(0, idx)}
@@ -151,11 +173,19 @@ class PairedBatches(BatchSource):
     The same images, flips and quarter turns at every size (one augmentation draw per step).
     """
 
-    def __init__(self, data: Mapping[int, Tensor], batch_size: int, seed: int, *,
-                 flips: bool = True, rot90: bool = True):
+    def __init__(
+        self,
+        data: Mapping[int, Tensor],
+        batch_size: int,
+        seed: int,
+        *,
+        flips: bool = True,
+        rot90: bool = True,
+    ):
         sizes = sorted(int(s) for s in data)
-        self._sources = {s: StampBatches(data[s], batch_size, seed, flips=flips, rot90=rot90)
-                         for s in sizes}
+        self._sources = {
+            s: StampBatches(data[s], batch_size, seed, flips=flips, rot90=rot90) for s in sizes
+        }
         first = self._sources[sizes[0]]
         self.steps_per_epoch = first.steps_per_epoch
         self.data = data
@@ -164,19 +194,21 @@ class PairedBatches(BatchSource):
         return {s: src.batch(step) for s, src in self._sources.items()}
 
 
-def batch_source(need: DataNeed, data, batch_size: int, seed: int, *,
-                 augment: Mapping | None = None) -> BatchSource:
+def batch_source(
+    need: DataNeed, data, batch_size: int, seed: int, *, augment: Mapping | None = None
+) -> BatchSource:
     """The default batches for ``need`` (``augment``: flips, rot90, rotate of the data config)."""
     aug = dict(augment or {"flips": True, "rot90": True, "rotate": None})
     if isinstance(need, PairedStamps):
-        return PairedBatches(data, batch_size, seed, flips=aug.get("flips", True),
-                             rot90=aug.get("rot90", True))
+        return PairedBatches(
+            data, batch_size, seed, flips=aug.get("flips", True), rot90=aug.get("rot90", True)
+        )
     if isinstance(need, Fields):
-        raise TrainingError("a recipe that trains on whole fields must cut its own batches "
-                            "(Recipe.make_batches)")
+        raise TrainingError(
+            "a recipe that trains on whole fields must cut its own batches (Recipe.make_batches)"
+        )
     if isinstance(data, Mapping):
-        return StampBatches(data["images"], batch_size, seed, conditions=data["conditions"],
-                            **aug)
+        return StampBatches(data["images"], batch_size, seed, conditions=data["conditions"], **aug)
     return StampBatches(data, batch_size, seed, **aug)
 
 
@@ -185,8 +217,10 @@ def condition_table(iset, names) -> np.ndarray:
     names = list(names)
     out = np.empty((len(iset.meta), len(names)), dtype=np.float32)
     if len(iset.meta) != len(iset.images):
-        raise DataError(f"{iset.source}: {len(iset.images)} images but {len(iset.meta)} meta "
-                        "records; conditions need one record per image")
+        raise DataError(
+            f"{iset.source}: {len(iset.images)} images but {len(iset.meta)} meta "
+            "records; conditions need one record per image"
+        )
     for i, rec in enumerate(iset.meta):
         for k, name in enumerate(names):
             value = rec.get(name)
@@ -199,8 +233,10 @@ def condition_table(iset, names) -> np.ndarray:
                     "(data.options.catalog_columns) or drop that condition"
                 ) from None
             if not np.isfinite(out[i, k]):
-                raise DataError(f"{iset.source}: image {rec.get('id', i)!r} has a non-finite "
-                                f"{name!r}; select rows with finite values (data.options.where)")
+                raise DataError(
+                    f"{iset.source}: image {rec.get('id', i)!r} has a non-finite "
+                    f"{name!r}; select rows with finite values (data.options.where)"
+                )
     return out
 
 
@@ -233,18 +269,19 @@ def _check_pair_source(cfg, need: PairedStamps, iset, size: int) -> None:
 class TrainingData:
     """What :func:`prepare_data` returns: model-space data and what describes it."""
 
-    data: object                 # N×C×H×W float32 array; {size: array} for PairedStamps;
-                                 # {"images": ..., "conditions": N×K} for conditioned Stamps
+    data: object  # N×C×H×W float32 array; {size: array} for PairedStamps;
+    # {"images": ..., "conditions": N×K} for conditioned Stamps
     normalizer: object
-    iset: object                 # the ImageSet as read
+    iset: object  # the ImageSet as read
     fingerprint: str
     n_images: int
     image_shape: tuple[int, ...]  # C, H, W of the largest images
     notes: list[str] = field(default_factory=list)  # what the user should know (resizes, ...)
 
 
-def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
-                 resume: bool = False) -> TrainingData:
+def prepare_data(
+    cfg, need: DataNeed, output_range, *, run_dir=None, resume: bool = False
+) -> TrainingData:
     """Read, resize and normalise the data of a run for a recipe's ``need``.
 
     Reading goes through the one crop/resize route of
@@ -257,8 +294,7 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
     from galforge.training import datasource
 
     sizes = need.sizes if isinstance(need, PairedStamps) else None
-    size = None if isinstance(need, Fields) else (
-        max(sizes) if sizes else need.size)
+    size = None if isinstance(need, Fields) else (max(sizes) if sizes else need.size)
     read = datasource.load_training_data(cfg, size)
     iset, imgs = read.iset, read.images
     if sizes:
@@ -297,15 +333,26 @@ def prepare_data(cfg, need: DataNeed, output_range, *, run_dir=None,
 
         method = need.method or cfg.data.resize_method
         fixed = {int(s): Normalizer.from_dict(d) for s, d in need.normalizers}
-        data = {int(s): to_model(imgs if int(s) == size else resize(imgs, int(s), method=method),
-                                 fixed.get(int(s), normalizer))
-                for s in sizes}
+        data = {
+            int(s): to_model(
+                imgs if int(s) == size else resize(imgs, int(s), method=method),
+                fixed.get(int(s), normalizer),
+            )
+            for s in sizes
+        }
     elif isinstance(need, Stamps) and need.conditions:
         data = {"images": to_model(imgs), "conditions": condition_table(iset, need.conditions)}
     else:
         data = to_model(imgs)
-    return TrainingData(data, normalizer, iset, fingerprint, int(imgs.shape[0]),
-                        tuple(int(v) for v in imgs.shape[1:]), notes)
+    return TrainingData(
+        data,
+        normalizer,
+        iset,
+        fingerprint,
+        int(imgs.shape[0]),
+        tuple(int(v) for v in imgs.shape[1:]),
+        notes,
+    )
 
 
 def as_tensors(data):

@@ -103,7 +103,7 @@ class StepContext:
         make. ``draw`` must use the generator it is given: ``draw(m, rng)``."""
         if self.world_size <= 1 or self.shared_rng is None:
             return draw(n, self.rng)
-        return draw(n * self.world_size, self.shared_rng)[self.rank::self.world_size]
+        return draw(n * self.world_size, self.shared_rng)[self.rank :: self.world_size]
 
 
 class Recipe:
@@ -144,8 +144,15 @@ class Recipe:
     #: G's update, fires no DDP hook and needs nothing)
     DDP_FIND_UNUSED: ClassVar[bool] = False
 
-    def __init__(self, config: dict | Any, channels: int, image_size: int | None, device,
-                 seed: int = 0, normalizer: dict | None = None):
+    def __init__(
+        self,
+        config: dict | Any,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         if self.Settings is not None and isinstance(config, self.Settings):
             name, settings = self.DEFAULT_CONFIG, config
         else:
@@ -238,7 +245,7 @@ class Recipe:
         for name, over in cls.named_configs().items():
             try:
                 out[name] = cls.settings_dict(cls.resolve_settings({"config": name})[1], name)
-            except ConfigError:   # a config that needs other keys: its overrides alone
+            except ConfigError:  # a config that needs other keys: its overrides alone
                 out[name] = {**cls.OVERRIDES, **over}
         return out
 
@@ -257,8 +264,14 @@ class Recipe:
             return dict(self.normalizer)
         c = int(channels)
         lo, hi = (float(v) for v in type(self).output_range_for(self.settings))
-        return {"stretch": "linear", "target": [lo, hi], "lo": [lo] * c, "hi": [hi] * c,
-                "offset": [0.0] * c, "softening": [0.01] * c}
+        return {
+            "stretch": "linear",
+            "target": [lo, hi],
+            "lo": [lo] * c,
+            "hi": [hi] * c,
+            "offset": [0.0] * c,
+            "softening": [0.01] * c,
+        }
 
     def ema_batchnorm_layers(self, ema: nn.Module) -> list[nn.Module]:
         """The batch-norm layers of the generator's EMA copy whose running statistics are
@@ -350,8 +363,10 @@ class Recipe:
     def freeze(self, g_layers: int = 0, d_blocks: int = 0) -> None:
         """Keep the first ``g_layers`` generator layers and ``d_blocks`` discriminator blocks
         fixed (``--freeze-g`` / ``--freeze-d``); families that support it override this."""
-        raise ConfigError(f"--freeze-g/--freeze-d: the {self.name or self.family!r} model "
-                          "has no layers to freeze; drop these options")
+        raise ConfigError(
+            f"--freeze-g/--freeze-d: the {self.name or self.family!r} model "
+            "has no layers to freeze; drop these options"
+        )
 
     def state_dict(self) -> dict:
         """JSON-safe recipe state beyond modules, optimisers and augmentations."""
@@ -361,8 +376,9 @@ class Recipe:
         """Restore what :meth:`state_dict` returned."""
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, batch, step: int, rng: torch.Generator,
-                   shared_rng: torch.Generator | None = None) -> dict[str, float]:
+    def train_step(
+        self, batch, step: int, rng: torch.Generator, shared_rng: torch.Generator | None = None
+    ) -> dict[str, float]:
         """Run the phases due at ``step`` on ``batch``, in order; return their scalars.
 
         ``shared_rng`` (data-parallel runs): the generator of :meth:`StepContext.rows`."""
@@ -370,8 +386,14 @@ class Recipe:
         with self.data_parallel():
             for phase in self.phases():
                 if phase.due(step):
-                    ctx = StepContext(int(step), rng, phase, rank=self.rank,
-                                      world_size=self.world_size, shared_rng=shared_rng)
+                    ctx = StepContext(
+                        int(step),
+                        rng,
+                        phase,
+                        rank=self.rank,
+                        world_size=self.world_size,
+                        shared_rng=shared_rng,
+                    )
                     result = getattr(self, phase.name)(batch, ctx)
                     out.update({k: float(v) for k, v in (result or {}).items()})
         return out
@@ -382,7 +404,7 @@ class Recipe:
         self._ddp = getattr(self, "_ddp", {})
         self._ddp_params = getattr(self, "_ddp_params", set())
         for attr in self.DDP_NETWORKS:
-            if attr in self._ddp:   # wrapped by an earlier fit() of this recipe
+            if attr in self._ddp:  # wrapped by an earlier fit() of this recipe
                 continue
             net = getattr(self, attr)
             self._ddp[attr] = wrap(net)
@@ -391,7 +413,7 @@ class Recipe:
     @contextlib.contextmanager
     def data_parallel(self):
         """Inside: the attributes of :attr:`DDP_NETWORKS` are their DDP wrappers."""
-        if not getattr(self, "_ddp", None):   # plug-in recipes that skip Recipe.__init__
+        if not getattr(self, "_ddp", None):  # plug-in recipes that skip Recipe.__init__
             yield
             return
         plain = {attr: getattr(self, attr) for attr in self._ddp}
@@ -438,8 +460,12 @@ class Recipe:
         if self.world_size > 1:
             from galforge.training.distributed import average_gradients
 
-            average_gradients(p for group in opt.param_groups for p in group["params"]
-                              if id(p) not in getattr(self, "_ddp_params", ()))
+            average_gradients(
+                p
+                for group in opt.param_groups
+                for p in group["params"]
+                if id(p) not in getattr(self, "_ddp_params", ())
+            )
         if scaler is not None:
             scaler.step(opt)
             scaler.update()
@@ -448,8 +474,13 @@ class Recipe:
 
     def scaler_state(self) -> dict:
         """JSON-safe state of the fp16 gradient scalers (empty when not used)."""
-        return {k: {kk: (float(vv) if isinstance(vv, float) else vv)
-                    for kk, vv in s.state_dict().items()} for k, s in self._scalers.items()}
+        return {
+            k: {
+                kk: (float(vv) if isinstance(vv, float) else vv)
+                for kk, vv in s.state_dict().items()
+            }
+            for k, s in self._scalers.items()
+        }
 
     def load_scaler_state(self, state: dict) -> None:
         for k, s in self._scalers.items():

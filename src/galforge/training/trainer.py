@@ -119,13 +119,13 @@ def plot_losses(log_path: str | Path, png_path: str | Path) -> Path | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    if metrics:   # in-training metrics on their own axes, beside the losses
+    if metrics:  # in-training metrics on their own axes, beside the losses
         mx = fig.add_subplot(1, 2, 2)
         for k in metrics:
             pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                mx.plot(xs, ys, "o-", label=k[len("metric_"):], lw=1.2, ms=3)
+                mx.plot(xs, ys, "o-", label=k[len("metric_") :], lw=1.2, ms=3)
         mx.set_xlabel("step")
         mx.grid(alpha=0.3)
         mx.legend(loc="best")
@@ -150,7 +150,7 @@ class MetricHook:
     fn: Callable[[Trainer], float]
     every: int
     mode: str = "min"
-    keep: bool = True          # keep RUN/checkpoints/best when it improves (else log only)
+    keep: bool = True  # keep RUN/checkpoints/best when it improves (else log only)
 
     def __post_init__(self):
         if int(self.every) < 1:
@@ -186,12 +186,26 @@ class Trainer:
     metrics: :class:`MetricHook` objects run during training.
     """
 
-    def __init__(self, recipe: Recipe, data, run_dir: str | Path, train_config=None, *,
-                 normalizer=None, bands=None, units: str = "adu", data_fingerprint: str = "",
-                 config: Any = None, model_name: str | None = None,
-                 augment: Mapping | None = None, output=None, resume: bool = False,
-                 dist_info: ddp.DistInfo | None = None, metrics: Sequence[MetricHook] = (),
-                 overwrite: bool = False):
+    def __init__(
+        self,
+        recipe: Recipe,
+        data,
+        run_dir: str | Path,
+        train_config=None,
+        *,
+        normalizer=None,
+        bands=None,
+        units: str = "adu",
+        data_fingerprint: str = "",
+        config: Any = None,
+        model_name: str | None = None,
+        augment: Mapping | None = None,
+        output=None,
+        resume: bool = False,
+        dist_info: ddp.DistInfo | None = None,
+        metrics: Sequence[MetricHook] = (),
+        overwrite: bool = False,
+    ):
         self.recipe = recipe
         self.data = as_tensors(data)
         self.run_dir = Path(run_dir)
@@ -199,8 +213,9 @@ class Trainer:
         self.train = _as_dataclass(train_config, TrainConfig)
         self.output = _as_dataclass(output, OutputConfig)
         self.normalizer = normalizer
-        self.bands = tuple(bands) if bands is not None else tuple(
-            f"band{i}" for i in range(recipe.channels))
+        self.bands = (
+            tuple(bands) if bands is not None else tuple(f"band{i}" for i in range(recipe.channels))
+        )
         self.units = units
         self.data_fingerprint = data_fingerprint
         self.config = config
@@ -234,7 +249,7 @@ class Trainer:
         self._t_begin = 0.0
         self._images_last = 0
         self.notes: list[str] = []  # said about the data; logged when the run starts
-        self._tb = None             # the TensorBoard writer while fit() runs (rank 0)
+        self._tb = None  # the TensorBoard writer while fit() runs (rank 0)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -252,9 +267,11 @@ class Trainer:
     def config_dict(self) -> dict:
         c = self.config
         if c is None:
-            return {"train": dataclasses.asdict(self.train),
-                    "output": dataclasses.asdict(self.output),
-                    "model": {"name": self.model_name, **self.recipe.config}}
+            return {
+                "train": dataclasses.asdict(self.train),
+                "output": dataclasses.asdict(self.output),
+                "model": {"name": self.model_name, **self.recipe.config},
+            }
         if hasattr(c, "to_dict"):
             return c.to_dict()
         return copy.deepcopy(dict(c))
@@ -278,7 +295,7 @@ class Trainer:
                 self._accumulate(losses)
                 if main and (done % self.train.log_every == 0 or done == self.total):
                     rec = self._log(done, tb, bar)
-                    if bar is None:   # no terminal to draw a bar on: one line per interval
+                    if bar is None:  # no terminal to draw a bar on: one line per interval
                         log.info(progress_line(rec, self.total, start))
                 if bar is not None:
                     bar.update(1)
@@ -306,20 +323,22 @@ class Trainer:
         if self.dist is None:
             self.dist = ddp.init_distributed(device.type)
         info = self.dist
-        recipe.setup(amp_dtype=resolve_amp(t.amp, t.amp_dtype, device),
-                     world_size=info.world_size)
+        recipe.setup(amp_dtype=resolve_amp(t.amp, t.amp_dtype, device), world_size=info.world_size)
         recipe.rank = info.rank
         source = recipe.make_batches(self.data, t.batch, t.seed)
         if source is None:
-            source = batch_source(recipe.data_need(recipe.settings), self.data, t.batch, t.seed,
-                                  augment=self.augment)
+            source = batch_source(
+                recipe.data_need(recipe.settings), self.data, t.batch, t.seed, augment=self.augment
+            )
         self.source = source
         if t.steps is not None and t.epochs is not None:
-            raise ConfigError("give either --steps or --epochs (train.steps / train.epochs), "
-                              "not both")
+            raise ConfigError(
+                "give either --steps or --epochs (train.steps / train.epochs), not both"
+            )
         if t.steps is None and t.epochs is None:
-            raise ConfigError("give the length of the run: --steps N or --epochs E "
-                              "(train.steps / train.epochs)")
+            raise ConfigError(
+                "give the length of the run: --steps N or --epochs E (train.steps / train.epochs)"
+            )
         self.total = int(t.steps) if t.steps is not None else int(t.epochs) * self.spe
         self.ema_decay = float(t.ema) if t.ema is not None else recipe.default_ema()
         if self.ema_decay > 0:
@@ -336,28 +355,41 @@ class Trainer:
                 )
             start = self._load_newest_intact()
             if start > self.total:
-                length = (f"--steps {t.steps}" if t.steps is not None
-                          else f"--epochs {t.epochs} ({self.total} steps)")
-                raise ConfigError(f"--resume: {length} is below the run's step {start}; give "
-                                  f"a total of at least {start} steps to continue it")
+                length = (
+                    f"--steps {t.steps}"
+                    if t.steps is not None
+                    else f"--epochs {t.epochs} ({self.total} steps)"
+                )
+                raise ConfigError(
+                    f"--resume: {length} is below the run's step {start}; give "
+                    f"a total of at least {start} steps to continue it"
+                )
         elif find_checkpoint(self.latest_dir) is not None and not self.overwrite:
             raise TrainingError(
                 f"{self.run_dir} already holds a run (checkpoints/latest): pass --resume to "
                 "continue it or choose another --out"
             )
         if info.is_main:  # the run folder is this process's, locked, while it trains
-            self.owner = outputs.claim_folder(self.run_dir, overwrite=self.overwrite,
-                                              resume=self.resume, command="train")
+            self.owner = outputs.claim_folder(
+                self.run_dir, overwrite=self.overwrite, resume=self.resume, command="train"
+            )
         if info.enabled:
             ddp.broadcast_modules(list(recipe.modules().values()))
             # after resume and EMA copy: the EMA keeps plain batch norms, checkpoints the
             # networks' own state dict names
-            recipe.wrap_data_parallel(lambda net: ddp.wrap(
-                net, device, find_unused_parameters=recipe.DDP_FIND_UNUSED,
-                sync_bn=bool(getattr(t, "sync_bn", False))))
+            recipe.wrap_data_parallel(
+                lambda net: ddp.wrap(
+                    net,
+                    device,
+                    find_unused_parameters=recipe.DDP_FIND_UNUSED,
+                    sync_bn=bool(getattr(t, "sync_bn", False)),
+                )
+            )
             wrapped = ", ".join(recipe.DDP_NETWORKS) or "none"
-            self.notes.append(f"data-parallel on {info.world_size} processes: "
-                              f"DistributedDataParallel wraps {wrapped}")
+            self.notes.append(
+                f"data-parallel on {info.world_size} processes: "
+                f"DistributedDataParallel wraps {wrapped}"
+            )
         elif getattr(t, "sync_bn", False) and info.is_main:
             self.notes.append("train.sync_bn=true does nothing in a single process")
         self.step = start
@@ -394,8 +426,11 @@ class Trainer:
         shared = step_generator(t.seed, step, 0, device=device) if info.enabled else None
         t1 = time.perf_counter()
         with global_scope(t.seed, step, info.rank, "global", devices=[device]):
-            losses = (recipe.train_step(batch, step, rng, shared) if shared is not None
-                      else recipe.train_step(batch, step, rng))
+            losses = (
+                recipe.train_step(batch, step, rng, shared)
+                if shared is not None
+                else recipe.train_step(batch, step, rng)
+            )
         t2 = time.perf_counter()
         done = step + 1
         finite = all(math.isfinite(float(v)) for v in losses.values())
@@ -429,8 +464,9 @@ class Trainer:
                 rec[f"augment_{name}_p"] = float(p)
         rec["time_step_s"] = self._t_step / n
         rec["time_data_s"] = self._t_data / n
-        rec["images_per_s"] = (self._images_last * self.dist.world_size * n
-                               / max(self._t_step + self._t_data, 1e-9))
+        rec["images_per_s"] = (
+            self._images_last * self.dist.world_size * n / max(self._t_step + self._t_data, 1e-9)
+        )
         rec["elapsed_s"] = time.perf_counter() - self._t_begin
         self._log_line(rec)
         if tb is not None:
@@ -438,8 +474,9 @@ class Trainer:
                 if k != "step" and isinstance(v, (int, float)):
                     tb.add_scalar(k, v, done)
         if bar is not None:
-            bar.set_postfix({k: f"{v / n:.3f}" for k, v in self._window.items()
-                             if k.startswith("loss")})
+            bar.set_postfix(
+                {k: f"{v / n:.3f}" for k, v in self._window.items() if k.startswith("loss")}
+            )
         self._window, self._n_window, self._t_data, self._t_step = {}, 0, 0.0, 0.0
         return rec
 
@@ -452,8 +489,9 @@ class Trainer:
             self.write_samples(done)
         if done % t.checkpoint_every == 0 or last:
             self.save_checkpoint(self.latest_dir)
-        snapshot_every = (t.snapshot_every if t.snapshot_every is not None
-                          else self.recipe.SNAPSHOT_EVERY)
+        snapshot_every = (
+            t.snapshot_every if t.snapshot_every is not None else self.recipe.SNAPSHOT_EVERY
+        )
         if snapshot_every and done % snapshot_every == 0:
             self.save_checkpoint(self.folder.snapshot(done))
         for hook in self.metrics:
@@ -470,8 +508,9 @@ class Trainer:
         if hook.keep and math.isfinite(value) and hook.better(value, best):
             self.metric_best[hook.name] = {"value": value, "step": done, "mode": hook.mode}
             self.save_checkpoint(self.folder.best)
-            atomic_write_json(self.folder.best / "best.json",
-                              {"metric": hook.name, **self.metric_best[hook.name]})
+            atomic_write_json(
+                self.folder.best / "best.json", {"metric": hook.name, **self.metric_best[hook.name]}
+            )
 
     def _finish(self) -> dict:
         info = self.dist
@@ -481,13 +520,20 @@ class Trainer:
             if self.output.export_bundle:
                 self._export()
         summary = {
-            "run_dir": str(self.run_dir), "step": self.step, "epoch": self.step // self.spe,
-            "steps_per_epoch": self.spe, "samples": [str(p) for p in self.samples_written],
-            "checkpoint": str(self.latest_dir), "config": str(self.folder.config_yaml),
-            "log": str(self.log_path), "loss_plot": str(self.folder.loss_plot),
+            "run_dir": str(self.run_dir),
+            "step": self.step,
+            "epoch": self.step // self.spe,
+            "steps_per_epoch": self.spe,
+            "samples": [str(p) for p in self.samples_written],
+            "checkpoint": str(self.latest_dir),
+            "config": str(self.folder.config_yaml),
+            "log": str(self.log_path),
+            "loss_plot": str(self.folder.loss_plot),
             "generator": str(self.folder.part_weights("generator")),
-            "parts": {name: str(self.folder.part_weights(name))
-                      for name in self.recipe.export_parts(self.export_generator())},
+            "parts": {
+                name: str(self.folder.part_weights(name))
+                for name in self.recipe.export_parts(self.export_generator())
+            },
             "bundle": str(self.bundle_dir) if self.bundle_dir else None,
             "export_note": self.export_note,
             "metric_best": dict(self.metric_best),
@@ -503,11 +549,18 @@ class Trainer:
         self.save_checkpoint(self.latest_dir)
         signum = interrupt.requested() or 2
         if self.dist is None or self.dist.is_main:
-            self._log_line({"step": self.step, "note": f"interrupted by "
-                            f"{interrupt.signal_name(signum)}; checkpoint written"})
-        raise Interrupted(f"interrupted at step {self.step}; checkpoint written to "
-                          f"{self.latest_dir}", signum=signum, step=self.step,
-                          checkpoint=str(self.latest_dir))
+            self._log_line(
+                {
+                    "step": self.step,
+                    "note": f"interrupted by {interrupt.signal_name(signum)}; checkpoint written",
+                }
+            )
+        raise Interrupted(
+            f"interrupted at step {self.step}; checkpoint written to {self.latest_dir}",
+            signum=signum,
+            step=self.step,
+            checkpoint=str(self.latest_dir),
+        )
 
     def _update_ema(self, gen: nn.Module, done: int) -> None:
         """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
@@ -535,8 +588,7 @@ class Trainer:
         if not layers:
             return
         batch = max(2, int(self.train.batch))
-        rng = step_generator(int(self.train.seed), "ema-batchnorm", self.step,
-                             device=recipe.device)
+        rng = step_generator(int(self.train.seed), "ema-batchnorm", self.step, device=recipe.device)
 
         def draw(_i: int) -> tuple[tuple, dict]:
             z = recipe.sample_latent(batch, rng).to(recipe.device)
@@ -566,9 +618,8 @@ class Trainer:
     def _tensor_state(self) -> tuple[dict, dict]:
         recipe = self.recipe
         tensors = pack_modules(recipe.modules())
-        if self.ema is not None:   # with the batch-norm statistics of its own weights
-            tensors.update({f"ema.{k}": v
-                            for k, v in self.export_generator().state_dict().items()})
+        if self.ema is not None:  # with the batch-norm statistics of its own weights
+            tensors.update({f"ema.{k}": v for k, v in self.export_generator().state_dict().items()})
         opt_tensors, opt_meta = pack_optimizers(recipe.optimizers())
         tensors.update(opt_tensors)
         t = self.train
@@ -581,8 +632,12 @@ class Trainer:
             "model": self.model_name,
             "family": recipe.family,
             "optimizers": opt_meta,
-            "schedule": {"kind": t.lr_schedule, "step_epochs": t.lr_step_epochs,
-                         "gamma": t.lr_gamma, "learning_rates": recipe.learning_rates()},
+            "schedule": {
+                "kind": t.lr_schedule,
+                "step_epochs": t.lr_step_epochs,
+                "gamma": t.lr_gamma,
+                "learning_rates": recipe.learning_rates(),
+            },
             "recipe": recipe.state_dict(),
             "augment": {k: a.state_dict() for k, a in recipe.augmentations().items()},
             "metric_best": self.metric_best,
@@ -616,8 +671,9 @@ class Trainer:
         ckpt, tensors, meta, problems = read_newest_intact(candidates)
         if problems:
             damage = problems[0].removesuffix("; restore the folder")
-            note = (f"{damage}; resuming from the newest intact checkpoint {ckpt} "
-                    f"(step {meta['step']})")
+            note = (
+                f"{damage}; resuming from the newest intact checkpoint {ckpt} (step {meta['step']})"
+            )
             print(f"note: {note}", file=sys.stderr, flush=True)
             self.notes.append(note)
         return self._load(ckpt, (tensors, meta))
@@ -659,15 +715,24 @@ class Trainer:
         parts = self.recipe.export_parts(self.export_generator())
         info = RunInfo(
             family=self.recipe.family,
-            parts={name: {"family": fam, "spec": spec, "module": type(net).__module__}
-                   for name, (fam, spec, net) in parts.items()},
-            bands=list(self.bands), units=self.units, normalizer=norm,
+            parts={
+                name: {"family": fam, "spec": spec, "module": type(net).__module__}
+                for name, (fam, spec, net) in parts.items()
+            },
+            bands=list(self.bands),
+            units=self.units,
+            normalizer=norm,
             output_range=list(self.recipe.output_range()),
-            data_fingerprint=self.data_fingerprint, model=self.model_name,
+            data_fingerprint=self.data_fingerprint,
+            model=self.model_name,
             module=type(self.recipe).__module__,
-            step=int(step), epoch=int(step // self.spe), steps_per_epoch=self.spe,
-            ema=self.ema is not None, hyperparameters=dict(self.recipe.config),
-            config=self.config_dict(), parent=self.parent,
+            step=int(step),
+            epoch=int(step // self.spe),
+            steps_per_epoch=self.spe,
+            ema=self.ema is not None,
+            hyperparameters=dict(self.recipe.config),
+            config=self.config_dict(),
+            parent=self.parent,
         )
         self.folder.write_info(info)
 
@@ -716,12 +781,13 @@ class Trainer:
                 cond = self.recipe.sample_conditions(int(n), rng)
                 args = () if cond is None else (cond.to(self.recipe.device),)
                 kw = {}
-                if NOISE in capabilities(gen):   # each sample its own noise maps
-                    kw["noise"] = [torch.randn((int(n), 1, *s), generator=rng,
-                                               device=self.recipe.device)
-                                   for s in gen.noise_shapes()]
+                if NOISE in capabilities(gen):  # each sample its own noise maps
+                    kw["noise"] = [
+                        torch.randn((int(n), 1, *s), generator=rng, device=self.recipe.device)
+                        for s in gen.noise_shapes()
+                    ]
                 out = gen(z, *args, **kw).float()
-                if PHYSICAL in capabilities(gen):   # already in physical units
+                if PHYSICAL in capabilities(gen):  # already in physical units
                     return out.cpu().numpy()
                 lo, hi = self.recipe.output_range()
                 out = out.clamp(lo, hi).cpu().numpy()
@@ -741,7 +807,7 @@ class Trainer:
         path = self.folder.sample_grid(step)
         save_grid(path, imgs, self.bands, units=self.units)
         self.samples_written.append(path)
-        if self._tb is not None:   # the same grid, as TensorBoard shows images
+        if self._tb is not None:  # the same grid, as TensorBoard shows images
             from PIL import Image
 
             with Image.open(path) as im:
@@ -758,14 +824,18 @@ class Trainer:
         # optional dependency: used when installed (or already imported), never required
         if not self.output.tensorboard:
             return None
-        available = ("torch.utils.tensorboard" in sys.modules
-                     or importlib.util.find_spec("tensorboard") is not None)
+        available = (
+            "torch.utils.tensorboard" in sys.modules
+            or importlib.util.find_spec("tensorboard") is not None
+        )
         if not available:
             global _TENSORBOARD_NOTICE_SAID
             if not _TENSORBOARD_NOTICE_SAID:
-                log.info("TensorBoard is not installed: no TensorBoard logs (log.jsonl and "
-                         "loss.png are written); pip install tensorboard, or "
-                         "--set output.tensorboard=false to silence this")
+                log.info(
+                    "TensorBoard is not installed: no TensorBoard logs (log.jsonl and "
+                    "loss.png are written); pip install tensorboard, or "
+                    "--set output.tensorboard=false to silence this"
+                )
                 _TENSORBOARD_NOTICE_SAID = True
             return None
         from torch.utils.tensorboard import SummaryWriter
@@ -779,8 +849,13 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
-                    desc=f"train {self.model_name}")
+        return tqdm(
+            total=total,
+            initial=start,
+            unit="step",
+            dynamic_ncols=True,
+            desc=f"train {self.model_name}",
+        )
 
     def _export(self) -> None:
         self.bundle_dir = self.folder.export()
@@ -795,10 +870,15 @@ def progress_line(rec: Mapping[str, Any], total: int, start: int = 0) -> str:
     """One line of training progress from a ``log.jsonl`` record (redirected output);
     ``start``: the step this session began at (for the time left)."""
     step = int(rec["step"])
-    parts = [f"step {step}/{total} ({100.0 * step / max(total, 1):.0f}%)",
-             f"epoch {float(rec.get('epoch', 0)):.2f}"]
-    losses = [f"{k} {v:.4g}" for k, v in rec.items()
-              if isinstance(v, (int, float)) and (k.startswith("loss") or k in ("r1", "gp"))]
+    parts = [
+        f"step {step}/{total} ({100.0 * step / max(total, 1):.0f}%)",
+        f"epoch {float(rec.get('epoch', 0)):.2f}",
+    ]
+    losses = [
+        f"{k} {v:.4g}"
+        for k, v in rec.items()
+        if isinstance(v, (int, float)) and (k.startswith("loss") or k in ("r1", "gp"))
+    ]
     if losses:
         parts.append(" ".join(losses))
     rate, elapsed = rec.get("images_per_s"), rec.get("elapsed_s")
@@ -840,8 +920,14 @@ def _accepts(cls, keyword: str) -> bool:
     return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | None = None,
-                      metrics: Sequence[MetricHook] = (), overwrite: bool = False) -> dict:
+def train_from_config(
+    cfg,
+    *,
+    resume: bool = False,
+    dist_info: ddp.DistInfo | None = None,
+    metrics: Sequence[MetricHook] = (),
+    overwrite: bool = False,
+) -> dict:
     """Train the model of a resolved :class:`galforge.config.RunConfig`; return the summary.
 
     The pipeline reads the data the recipe needs and normalises it
@@ -857,8 +943,11 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     need = recipe_cls.data_need(settings)
     if dist_info is None:
         dist_info = ddp.init_distributed(
-            "cuda" if cfg.train.device.startswith("cuda")
-            or (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+            "cuda"
+            if cfg.train.device.startswith("cuda")
+            or (cfg.train.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
     device = resolve_device(cfg.train.device, dist_info.local_rank)
     size = recipe_cls.image_size_for(params)
     output_range = recipe_cls.output_range_for(settings)
@@ -871,10 +960,19 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
         # what the data say of themselves that a recipe may need (a forward model's PSF)
         from galforge.data.psf import data_psf
 
-        extra["data_info"] = {"pixel_scale": cfg.data.pixel_scale, "bands": list(data.iset.bands),
-                              "psf": data_psf(data.iset.extra)}
-    recipe = recipe_cls(params, channels=data.image_shape[0], image_size=size, device=device,
-                        seed=cfg.train.seed, **extra)
+        extra["data_info"] = {
+            "pixel_scale": cfg.data.pixel_scale,
+            "bands": list(data.iset.bands),
+            "psf": data_psf(data.iset.extra),
+        }
+    recipe = recipe_cls(
+        params,
+        channels=data.image_shape[0],
+        image_size=size,
+        device=device,
+        seed=cfg.train.seed,
+        **extra,
+    )
     notes = data.notes
     if (dist_info is None or dist_info.is_main) and notes:
         for note in notes:
@@ -883,18 +981,29 @@ def train_from_config(cfg, *, resume: bool = False, dist_info: ddp.DistInfo | No
     if cfg.train.init and not resume:
         from galforge.training.init import initialise_from
 
-        parent, init_ema = initialise_from(recipe, cfg.train.init, data.iset.bands,
-                                           cfg.train.band_map)
+        parent, init_ema = initialise_from(
+            recipe, cfg.train.init, data.iset.bands, cfg.train.band_map
+        )
     elif cfg.train.band_map and not cfg.train.init:
         raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
     if cfg.train.freeze_g or cfg.train.freeze_d:
         recipe.freeze(int(cfg.train.freeze_g or 0), int(cfg.train.freeze_d or 0))
     trainer = Trainer(
-        recipe, data.data, run_dir, cfg.train, normalizer=data.normalizer,
-        bands=data.iset.bands, units=data.iset.units, data_fingerprint=data.fingerprint,
-        config=cfg, model_name=cfg.model.name,
+        recipe,
+        data.data,
+        run_dir,
+        cfg.train,
+        normalizer=data.normalizer,
+        bands=data.iset.bands,
+        units=data.iset.units,
+        data_fingerprint=data.fingerprint,
+        config=cfg,
+        model_name=cfg.model.name,
         augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
-        output=cfg.output, resume=resume, dist_info=dist_info, metrics=metrics,
+        output=cfg.output,
+        resume=resume,
+        dist_info=dist_info,
+        metrics=metrics,
         overwrite=overwrite,
     )
     if parent is not None:

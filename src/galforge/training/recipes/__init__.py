@@ -34,12 +34,16 @@ def register_recipe(name: str, **default_overrides):
         if unknown:
             raise ConfigError(f"recipe {name!r}: overrides of unknown options {sorted(unknown)}")
         if default_overrides or cls.name:
-            variant = type(cls.__name__, (cls,), {
-                "name": name,
-                "OVERRIDES": {**cls.OVERRIDES, **default_overrides},
-                "__module__": cls.__module__,
-                "__doc__": cls.__doc__,
-            })
+            variant = type(
+                cls.__name__,
+                (cls,),
+                {
+                    "name": name,
+                    "OVERRIDES": {**cls.OVERRIDES, **default_overrides},
+                    "__module__": cls.__module__,
+                    "__doc__": cls.__doc__,
+                },
+            )
             RECIPES[name] = variant
         else:
             cls.name = name

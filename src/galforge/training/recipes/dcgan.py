@@ -87,33 +87,33 @@ class DCGANSettings:
 
     image_size: int = 64
     latent_dim: int = 100
-    width: int = 128                      # W: hidden widths 8W-4W-2W-W (1024-512-256-128)
-    upsample: str = "transposed"          # transposed (paper) | resize (nearest ×2 + 3×3 conv)
-    ema: float = 0.0                      # EMA decay of G when train.ema is not set (0: off)
+    width: int = 128  # W: hidden widths 8W-4W-2W-W (1024-512-256-128)
+    upsample: str = "transposed"  # transposed (paper) | resize (nearest ×2 + 3×3 conv)
+    ema: float = 0.0  # EMA decay of G when train.ema is not set (0: off)
     kernel_size: int = 4
     batch_norm: bool = True
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    label_smoothing: float = 0.0          # δ: real targets ~ U[1-δ, 1+δ]
-    label_clip: float | None = None       # upper clip of the real targets (e.g. 1.0)
-    dropout: float = 0.0                  # dropout rate (0: no dropout layer)
-    dropout_where: str = "D"              # none | G | D | both: before the last convolution
-    spatial_dropout: bool = False         # drop whole feature maps
+    label_smoothing: float = 0.0  # δ: real targets ~ U[1-δ, 1+δ]
+    label_clip: float | None = None  # upper clip of the real targets (e.g. 1.0)
+    dropout: float = 0.0  # dropout rate (0: no dropout layer)
+    dropout_where: str = "D"  # none | G | D | both: before the last convolution
+    spatial_dropout: bool = False  # drop whole feature maps
     dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
-    sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
-    scene_blur: float = 0.0               # σ (px) of a Gaussian band limit on that scene (0: off)
-    d_profile: bool = False               # D also judges each band's radial light profile
-    d_profile_group: int = 0              # ... and its spread over groups of this many images
-    d_mbstd_group: int = 0                # minibatch std map before D's last convolution (0: off)
-    d_moments: bool = False               # D also judges each band's windowed size and ellipticity
-    r1_gamma: float = 0.0                 # γ of the R1 penalty on real images (0: off)
-    r1_interval: int = 16                 # lazy R1: every this many steps, with this gain
-    psf: str | None = None                # forward model: the data's PSF (auto: as the data
-                                          # describe it), None: off
+    sky_noise: bool = False  # G draws the noiseless scene + learned sky noise level
+    scene_blur: float = 0.0  # σ (px) of a Gaussian band limit on that scene (0: off)
+    d_profile: bool = False  # D also judges each band's radial light profile
+    d_profile_group: int = 0  # ... and its spread over groups of this many images
+    d_mbstd_group: int = 0  # minibatch std map before D's last convolution (0: off)
+    d_moments: bool = False  # D also judges each band's windowed size and ellipticity
+    r1_gamma: float = 0.0  # γ of the R1 penalty on real images (0: off)
+    r1_interval: int = 16  # lazy R1: every this many steps, with this gain
+    psf: str | None = None  # forward model: the data's PSF (auto: as the data
+    # describe it), None: off
     conditions: list | str | None = None  # catalogue columns G and D are conditioned on
-    oversample: int = 1                   # with psf: G draws the pre-PSF scene this many
-                                          # times finer (2: 128 px for 64 px data)
+    oversample: int = 1  # with psf: G draws the pre-PSF scene this many
+    # times finer (2: 128 px for 64 px data)
 
     def __post_init__(self):
         if isinstance(self.conditions, str):
@@ -124,31 +124,49 @@ class DCGANSettings:
         if self.psf is not None and not str(self.psf).strip():
             self.psf = None
         if int(self.oversample) < 1 or (int(self.oversample) > 1 and self.psf is None):
-            raise ConfigError(f"model.oversample={self.oversample} must be >= 1, and > 1 only "
-                              "with --psf (the pre-PSF scene is drawn on the finer grid)")
+            raise ConfigError(
+                f"model.oversample={self.oversample} must be >= 1, and > 1 only "
+                "with --psf (the pre-PSF scene is drawn on the finer grid)"
+            )
         if self.psf is not None and (not self.sky_noise or float(self.scene_blur) > 0):
-            raise ConfigError("model.psf (--psf) needs model.sky_noise=true and "
-                              "model.scene_blur=0 (the PSF acts on the pre-PSF scene in physical "
-                              "units, before the sky noise; the cpu config has them)")
+            raise ConfigError(
+                "model.psf (--psf) needs model.sky_noise=true and "
+                "model.scene_blur=0 (the PSF acts on the pre-PSF scene in physical "
+                "units, before the sky noise; the cpu config has them)"
+            )
         if self.dropout_where not in DROPOUT_PLACES:
-            raise ConfigError(f"model.dropout_where={self.dropout_where!r} must be one of "
-                              f"{', '.join(DROPOUT_PLACES)}")
+            raise ConfigError(
+                f"model.dropout_where={self.dropout_where!r} must be one of "
+                f"{', '.join(DROPOUT_PLACES)}"
+            )
         if not 0.0 <= float(self.label_smoothing) < 1.0:
             raise ConfigError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not float(self.scene_blur) >= 0:
             raise ConfigError(f"model.scene_blur={self.scene_blur} must be >= 0 (pixels; 0: off)")
         if float(self.scene_blur) > 0 and not self.sky_noise:
-            raise ConfigError("model.scene_blur needs model.sky_noise=true (it band-limits the "
-                              "noiseless scene, before the sky noise)")
+            raise ConfigError(
+                "model.scene_blur needs model.sky_noise=true (it band-limits the "
+                "noiseless scene, before the sky noise)"
+            )
         if float(self.r1_gamma) < 0 or int(self.r1_interval) < 1:
-            raise ConfigError(f"model.r1_gamma={self.r1_gamma} must be >= 0 and "
-                              f"model.r1_interval={self.r1_interval} >= 1")
+            raise ConfigError(
+                f"model.r1_gamma={self.r1_gamma} must be >= 0 and "
+                f"model.r1_interval={self.r1_interval} >= 1"
+            )
+
 
 #: the named configurations: what each changes from the paper's values (the Settings defaults)
 DCGAN_CONFIGS = {
     "paper": {"width": 128, "upsample": "transposed", "ema": 0.0},
-    "cpu": {"width": 32, "upsample": "resize", "ema": 0.999, "sky_noise": True,
-            "d_profile": True, "d_mbstd_group": 4, "d_moments": True},
+    "cpu": {
+        "width": 32,
+        "upsample": "resize",
+        "ema": 0.999,
+        "sky_noise": True,
+        "d_profile": True,
+        "d_mbstd_group": 4,
+        "d_moments": True,
+    },
 }
 
 
@@ -162,10 +180,18 @@ class DCGANRecipe(Recipe):
     CONFIGS = DCGAN_CONFIGS
     DEFAULT_CONFIG = "cpu"
     PHASES = (Phase("adversarial"),)
-    DDP_NETWORKS = ("G", "D")             # both only ever called through their forward
+    DDP_NETWORKS = ("G", "D")  # both only ever called through their forward
 
-    def __init__(self, config: dict, channels: int, image_size: int | None, device,
-                 seed: int = 0, normalizer: dict | None = None, data_info: dict | None = None):
+    def __init__(
+        self,
+        config: dict,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+        data_info: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         size = int(image_size or s.image_size)
@@ -175,26 +201,46 @@ class DCGANRecipe(Recipe):
                 "data.resize or pick the matching model"
             )
         dropout = float(s.dropout) if s.dropout_where != "none" else 0.0
-        psf_spec, kernel = (self._psf(channels, size, data_info or {}) if s.psf is not None
-                            else (None, None))
+        psf_spec, kernel = (
+            self._psf(channels, size, data_info or {}) if s.psf is not None else (None, None)
+        )
         k = len(s.conditions)
-        cond_spec = ({"names": list(s.conditions), "log": [False] * k, "mean": [0.0] * k,
-                      "std": [1.0] * k, "sample": []} if k else None)
+        cond_spec = (
+            {
+                "names": list(s.conditions),
+                "log": [False] * k,
+                "mean": [0.0] * k,
+                "std": [1.0] * k,
+                "sample": [],
+            }
+            if k
+            else None
+        )
         self._cond_sample: Tensor | None = None
         self.G, self.D = build_dcgan_pair(
-            size, channels, latent_dim=int(s.latent_dim), width=int(s.width),
-            kernel_size=int(s.kernel_size), batch_norm=bool(s.batch_norm),
-            dropout=dropout, dropout_where=s.dropout_where,
-            spatial_dropout=bool(s.spatial_dropout), seed=self.seed,
+            size,
+            channels,
+            latent_dim=int(s.latent_dim),
+            width=int(s.width),
+            kernel_size=int(s.kernel_size),
+            batch_norm=bool(s.batch_norm),
+            dropout=dropout,
+            dropout_where=s.dropout_where,
+            spatial_dropout=bool(s.spatial_dropout),
+            seed=self.seed,
             upsample=str(s.upsample),
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
-            d_profile=bool(s.d_profile), d_profile_group=int(s.d_profile_group),
-            d_mbstd_group=int(s.d_mbstd_group), d_moments=bool(s.d_moments),
-            scene_blur=float(s.scene_blur), psf=psf_spec, conditions=cond_spec,
+            d_profile=bool(s.d_profile),
+            d_profile_group=int(s.d_profile_group),
+            d_mbstd_group=int(s.d_mbstd_group),
+            d_moments=bool(s.d_moments),
+            scene_blur=float(s.scene_blur),
+            psf=psf_spec,
+            conditions=cond_spec,
         )
         if kernel is not None:
             self.G.psf.set_kernel(kernel)
-        self._g = self.G                 # the network itself (self.G may become a DDP wrapper)
+        self._g = self.G  # the network itself (self.G may become a DDP wrapper)
         self._g_dropout = dropout if s.dropout_where in ("G", "both") else 0.0
         self.G.to(self.device)
         self.D.to(self.device)
@@ -212,13 +258,17 @@ class DCGANRecipe(Recipe):
         if str(text).strip().lower() == "auto":
             text = info.get("psf")
             if not text:
-                raise ConfigError("--psf auto (model.psf): the training data do not describe "
-                                  "their PSF; give it, e.g. --psf moffat:fwhm=0.7,beta=3.5 or "
-                                  "--psf psf.fits")
+                raise ConfigError(
+                    "--psf auto (model.psf): the training data do not describe "
+                    "their PSF; give it, e.g. --psf moffat:fwhm=0.7,beta=3.5 or "
+                    "--psf psf.fits"
+                )
         scale = info.get("pixel_scale")
         if not (isinstance(scale, (int, float)) and scale > 0):
-            raise ConfigError("--psf: the pixel scale of the training images is unknown; give "
-                              "it with --set data.pixel_scale=ARCSEC")
+            raise ConfigError(
+                "--psf: the pixel scale of the training images is unknown; give "
+                "it with --set data.pixel_scale=ARCSEC"
+            )
         bands = info.get("bands") or [f"band{c}" for c in range(channels)]
         psfs = parse_psf(text, bands, "--psf")
         o = int(self.settings.oversample)
@@ -274,8 +324,12 @@ class DCGANRecipe(Recipe):
     def generator_spec(self) -> dict:
         s = self.settings
         return dcgan_generator_spec(
-            self.G, width=s.width, kernel_size=s.kernel_size, batch_norm=s.batch_norm,
-            dropout=self._g_dropout, spatial_dropout=s.spatial_dropout,
+            self.G,
+            width=s.width,
+            kernel_size=s.kernel_size,
+            batch_norm=s.batch_norm,
+            dropout=self._g_dropout,
+            spatial_dropout=s.spatial_dropout,
         )
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
@@ -302,19 +356,25 @@ class DCGANRecipe(Recipe):
         penalty = r1_penalty(logits.float(), x)
         # + 0 · logits: every parameter of D (its last bias too, which ∇ₓD does not see)
         # gets a gradient, as data-parallel training expects of a backward pass
-        self.optimize("D", penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain)
-                      + 0.0 * logits.float().sum())
+        self.optimize(
+            "D",
+            penalty * (0.5 * float(self.settings.r1_gamma) * ctx.gain) + 0.0 * logits.float().sum(),
+        )
         return {"r1": penalty.item()}
 
     def adversarial(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         """One D update (BCE, smoothed real labels) then one G update (non-saturating)."""
         s = self.settings
-        real, cond = self._split(real)     # conditioned: fakes get the real ones' conditions
+        real, cond = self._split(real)  # conditioned: fakes get the real ones' conditions
         n = real.shape[0]
         # per-image draws: this process's rows of the global batch's (StepContext.rows)
         z = ctx.rows(self.sample_latent, n).to(self.device)
-        targets = ctx.rows(lambda m, g: smooth_real_labels(
-            m, float(s.label_smoothing), g, clip=s.label_clip, device=self.device), n)
+        targets = ctx.rows(
+            lambda m, g: smooth_real_labels(
+                m, float(s.label_smoothing), g, clip=s.label_clip, device=self.device
+            ),
+            n,
+        )
         # discriminator: real images towards the (smoothed) real label, fakes towards 0
         with self.autocast():
             fake = self.G(z, *cond[:1])
@@ -329,16 +389,23 @@ class DCGANRecipe(Recipe):
             loss_g = generator_loss_nonsaturating(gen_logits)
         self.optimize("G", loss_g)
         with torch.no_grad():
-            stats = torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(),
-                torch.sigmoid(real_logits.detach().float()).mean(),
-                torch.sigmoid(fake_logits.detach().float()).mean(),
-            ]).tolist()
+            stats = torch.stack(
+                [
+                    loss_d.detach().float(),
+                    loss_g.detach().float(),
+                    torch.sigmoid(real_logits.detach().float()).mean(),
+                    torch.sigmoid(fake_logits.detach().float()).mean(),
+                ]
+            ).tolist()
         return {"loss_d": stats[0], "loss_g": stats[1], "d_real": stats[2], "d_fake": stats[3]}
 
     def dropout_active(self) -> bool:
-        return any(m.is_on for net in (self.G, self.D) for m in net.modules()
-                   if isinstance(m, ScheduledDropout))
+        return any(
+            m.is_on
+            for net in (self.G, self.D)
+            for m in net.modules()
+            if isinstance(m, ScheduledDropout)
+        )
 
     def on_epoch_end(self, epoch: int) -> None:
         until = self.settings.dropout_until_epoch

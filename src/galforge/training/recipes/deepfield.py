@@ -63,18 +63,18 @@ __all__ = ["DeepFieldRecipe", "DeepFieldSettings"]
 class DeepFieldSettings:
     """Hyper-parameters of the deepfield recipe (module docstring)."""
 
-    stamp: int = 32                 # stamp side the network draws and D sees (px)
-    render: int = 64                # canvas a source is drawn on in a field (px)
-    cell: int = 128                 # position-seeded cells of the source process (px)
+    stamp: int = 32  # stamp side the network draws and D sees (px)
+    render: int = 64  # canvas a source is drawn on in a field (px)
+    cell: int = 128  # position-seeded cells of the source process (px)
     latent_dim: int = 32
-    width: int = 32                 # channels of G's last and D's first layer
-    thresh: float = 2.0             # detection threshold (× the band sum's sky σ)
-    minarea: int = 5                # detection: minimum pixels
-    min_snr: float = 5.0            # training stamps: flux / (σ √npix) at least this
-    clustering: bool = True         # fit a Thomas process to w(θ); false: Poisson
-    kde_scale: float = 0.5          # × Silverman's bandwidth of the catalogue resampling
-    denoise_colours: bool = True    # shrink faint sources' measured colour noise (catalogue)
-    achromatic: bool = True         # one drawn profile for every band (false: one per band)
+    width: int = 32  # channels of G's last and D's first layer
+    thresh: float = 2.0  # detection threshold (× the band sum's sky σ)
+    minarea: int = 5  # detection: minimum pixels
+    min_snr: float = 5.0  # training stamps: flux / (σ √npix) at least this
+    clustering: bool = True  # fit a Thomas process to w(θ); false: Poisson
+    kde_scale: float = 0.5  # × Silverman's bandwidth of the catalogue resampling
+    denoise_colours: bool = True  # shrink faint sources' measured colour noise (catalogue)
+    achromatic: bool = True  # one drawn profile for every band (false: one per band)
     zeropoint: float | None = None  # magnitudes zeropoint - 2.5 log10 flux (None: 0)
     lr: float = 2e-4
     r1_gamma: float = 1.0
@@ -88,8 +88,9 @@ class DeepFieldSettings:
         if int(self.stamp) & (int(self.stamp) - 1) or int(self.stamp) < 8:
             raise ConfigError(f"model.stamp={self.stamp}: give a power of 2, at least 8")
         if int(self.render) < int(self.stamp):
-            raise ConfigError(f"model.render={self.render} must be at least model.stamp="
-                              f"{self.stamp}")
+            raise ConfigError(
+                f"model.render={self.render} must be at least model.stamp={self.stamp}"
+            )
         if not float(self.thresh) > 0 or not float(self.lr) > 0:
             raise ConfigError("model.thresh and model.lr must be > 0")
         if not float(self.kde_scale) >= 0:
@@ -103,8 +104,9 @@ class _StampSource(BatchSource):
     def __init__(self, stamps: Tensor, rows: Tensor, batch_size: int, seed: int):
         # no flips or quarter turns: each fake is drawn at its real stamp's angle and
         # sub-pixel centre, which a flip of the real stamp alone would break
-        self.inner = StampBatches(stamps, batch_size, seed, conditions=rows, flips=False,
-                                  rot90=False)
+        self.inner = StampBatches(
+            stamps, batch_size, seed, conditions=rows, flips=False, rot90=False
+        )
         self.steps_per_epoch = self.inner.steps_per_epoch
 
     def batch(self, step: int) -> dict:
@@ -122,16 +124,29 @@ class DeepFieldRecipe(Recipe):
     CONFIGS = {"small": {"latent_dim": 8, "width": 8, "stamp": 16, "render": 32, "cell": 64}}
     SNAPSHOT_EVERY = 0
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        config,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         with global_scope(self.seed, "deepfield-init"):
             self.G = DeepFieldGenerator(
-                self.channels, latent_dim=int(s.latent_dim), width=int(s.width),
-                stamp=int(s.stamp), render=int(s.render), cell=int(s.cell),
-                kde_scale=float(s.kde_scale), zeropoint=s.zeropoint,
-                achromatic=bool(s.achromatic)).to(self.device)
+                self.channels,
+                latent_dim=int(s.latent_dim),
+                width=int(s.width),
+                stamp=int(s.stamp),
+                render=int(s.render),
+                cell=int(s.cell),
+                kde_scale=float(s.kde_scale),
+                zeropoint=s.zeropoint,
+                achromatic=bool(s.achromatic),
+            ).to(self.device)
             self.D = StampDiscriminator(self.channels, int(s.width), int(s.stamp)).to(self.device)
         betas = (0.0, 0.99)
         self.opt_g = torch.optim.Adam(self.G.net.parameters(), lr=float(s.lr), betas=betas)
@@ -155,8 +170,9 @@ class DeepFieldRecipe(Recipe):
         """The first training field in physical units (the run's normaliser inverted)."""
         x = torch.as_tensor(data, dtype=torch.float32)
         if x.dim() != 4 or x.shape[0] < 1:
-            raise TrainingError(f"--model deepfield trains on one field, got data of shape "
-                                f"{tuple(x.shape)}")
+            raise TrainingError(
+                f"--model deepfield trains on one field, got data of shape {tuple(x.shape)}"
+            )
         if self.normalizer is None:
             return x[0].numpy()
         units = PhysicalStretch(self.channels, self.normalizer)
@@ -183,8 +199,9 @@ class DeepFieldRecipe(Recipe):
         field = self.physical_field(data)
         c, h, w = field.shape
         bands = tuple(f"b{i}" for i in range(c))
-        det = detect_sources(field, bands, thresh=float(s.thresh), minarea=int(s.minarea),
-                             zeropoint=s.zeropoint)
+        det = detect_sources(
+            field, bands, thresh=float(s.thresh), minarea=int(s.minarea), zeropoint=s.zeropoint
+        )
         cat, sky = det.catalogue, det.sky
         n = len(cat["x"])
         flux = np.stack([cat[f"flux_{b}"] for b in bands], 1)
@@ -195,8 +212,13 @@ class DeepFieldRecipe(Recipe):
             model_flux = denoise_colours(flux, err)
         model_rows = np.concatenate([model_flux, rows[:, c:]], 1)
         density = n / float(h * w)
-        process = {"density": density, "kappa": density, "mu": 1.0, "sigma": 1.0,
-                   "clustered": False}
+        process = {
+            "density": density,
+            "kappa": density,
+            "mu": 1.0,
+            "sigma": 1.0,
+            "clustered": False,
+        }
         if s.clustering and n >= 20:
             r, wr, dd = pair_correlation(cat["x"], cat["y"], (h, w), seed=self.seed)
             fit = fit_thomas(r, wr, dd, density)
@@ -206,29 +228,45 @@ class DeepFieldRecipe(Recipe):
         sig = np.asarray(sky.sigma)
         noise_sum = float(np.sqrt(sig @ np.asarray(sky.band_corr) @ sig))
         snr = cat["flux"] / (noise_sum * np.sqrt(np.maximum(cat["npix"], 1)))
-        train = np.nonzero((snr >= float(s.min_snr)) & (cat["hlr"] < s.stamp / 4.0)
-                           & np.all(flux > 0, 1))[0]
+        train = np.nonzero(
+            (snr >= float(s.min_snr)) & (cat["hlr"] < s.stamp / 4.0) & np.all(flux > 0, 1)
+        )[0]
         if len(train) < 8:
-            raise TrainingError(f"--model deepfield: only {len(train)} sources of the field "
-                                f"have S/N >= {s.min_snr} and fit a {s.stamp}-px stamp; lower "
-                                "model.min_snr or model.thresh, or give a deeper field")
+            raise TrainingError(
+                f"--model deepfield: only {len(train)} sources of the field "
+                f"have S/N >= {s.min_snr} and fit a {s.stamp}-px stamp; lower "
+                "model.min_snr or model.thresh, or give a deeper field"
+            )
         stamps, idx = cut_stamps(field, det, int(s.stamp), seed=self.seed, select=train)
         # the stamps' first pixel is round(x) - stamp // 2: the sources sit that far off centre
-        shift = np.stack([cat["x"][idx] - np.round(cat["x"][idx]),
-                          cat["y"][idx] - np.round(cat["y"][idx])], 1) + canvas_offset(int(s.stamp))
+        shift = np.stack(
+            [cat["x"][idx] - np.round(cat["x"][idx]), cat["y"][idx] - np.round(cat["y"][idx])], 1
+        ) + canvas_offset(int(s.stamp))
         batch_rows = np.concatenate([rows[idx], cat["pa_deg"][idx, None], shift], 1)
         lf = np.log(np.maximum(cat["flux"][train], 1e-6))
         lh = np.log(cat["hlr"][train])
-        cond_stats = torch.tensor([[lf.mean(), lh.mean()],
-                                   [max(lf.std(), 1e-3), max(lh.std(), 1e-3)]])
-        self.G.set_model(torch.from_numpy(model_rows), cond_stats, sky.to_dict(), process,
-                         s.zeropoint, flux_soft=sig.tolist())
+        cond_stats = torch.tensor(
+            [[lf.mean(), lh.mean()], [max(lf.std(), 1e-3), max(lh.std(), 1e-3)]]
+        )
+        self.G.set_model(
+            torch.from_numpy(model_rows),
+            cond_stats,
+            sky.to_dict(),
+            process,
+            s.zeropoint,
+            flux_soft=sig.tolist(),
+        )
         self.G.to(self.device)
-        self.notes = {"sources": n, "training_stamps": int(len(train)),
-                      "density_per_px2": density, "clustered": process["clustered"]}
+        self.notes = {
+            "sources": n,
+            "training_stamps": int(len(train)),
+            "density_per_px2": density,
+            "clustered": process["clustered"],
+        }
         self._sky_sigma = torch.tensor(sig, dtype=torch.float32, device=self.device)
-        return _StampSource(torch.from_numpy(stamps), torch.from_numpy(batch_rows).float(),
-                            batch_size, seed)
+        return _StampSource(
+            torch.from_numpy(stamps), torch.from_numpy(batch_rows).float(), batch_size, seed
+        )
 
     # ------------------------------------------------------------------ contract
     def modules(self) -> dict[str, nn.Module]:
@@ -264,15 +302,21 @@ class DeepFieldRecipe(Recipe):
         g, c, s = self.G, self.channels, int(self.settings.stamp)
         n = rows.shape[0]
         z = torch.randn((n, g.latent_dim), generator=rng, device=rng.device).to(self.device)
-        attrs = {"flux": rows[:, :c], "hlr": rows[:, c], "ellipticity": rows[:, c + 1],
-                 "pa_deg": rows[:, c + 2]}
-        clean = g.draw(z, attrs, rows[:, c + 3:c + 5], s)
+        attrs = {
+            "flux": rows[:, :c],
+            "hlr": rows[:, c],
+            "ellipticity": rows[:, c + 1],
+            "pa_deg": rows[:, c + 2],
+        }
+        clean = g.draw(z, attrs, rows[:, c + 3 : c + 5], s)
         eps = torch.randn((n, c, s + 2, s + 2), generator=rng, device=rng.device).to(self.device)
-        noise = sky_noise(eps, g._sigma.to(self.device), g._kernel.to(self.device),
-                          g._mix.to(self.device))
+        noise = sky_noise(
+            eps, g._sigma.to(self.device), g._kernel.to(self.device), g._mix.to(self.device)
+        )
         level = g._level.to(self.device)[None, :, None, None]
-        x = pixel_transform(level + clean + noise, float(g.sky.get("quantize") or 0.0),
-                            g.sky.get("clip"))
+        x = pixel_transform(
+            level + clean + noise, float(g.sky.get("quantize") or 0.0), g.sky.get("clip")
+        )
         return x - level
 
     def discriminator(self, batch: dict, ctx: StepContext) -> dict[str, float]:
@@ -282,8 +326,7 @@ class DeepFieldRecipe(Recipe):
         with torch.no_grad():
             fake = self._fake(rows, ctx.rng)
         self.D.requires_grad_(True)
-        loss = nonsaturating_d_loss(self.D(self._view(real), cond),
-                                    self.D(self._view(fake), cond))
+        loss = nonsaturating_d_loss(self.D(self._view(real), cond), self.D(self._view(fake), cond))
         self.optimize("D", loss)
         return {"loss_d": float(loss.detach())}
 

@@ -42,23 +42,22 @@ class SGANSettings:
 
     widths: list = field(default_factory=lambda: list(DEFAULT_WIDTHS))  # G widths per set
     d_widths: list = field(default_factory=lambda: [64, 128, 256, 512, 512])  # k4 s2 convs
-    pack: int = 2                             # PacGAN pack size
+    pack: int = 2  # PacGAN pack size
     crop_sizes: list = field(default_factory=lambda: [64, 128, 256])  # crop size per batch
-    flips: bool = True                        # random horizontal/vertical flips per crop
+    flips: bool = True  # random horizontal/vertical flips per crop
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     leaky_slope: float = 0.2
-    sample_size: int = 64                     # side of the sample-grid images
-    sky_noise: bool = False                   # G paints the noiseless field; learned sky noise
+    sample_size: int = 64  # side of the sample-grid images
+    sky_noise: bool = False  # G paints the noiseless field; learned sky noise
 
     def __post_init__(self):
         sizes = [int(s) for s in self.crop_sizes]
         if not sizes or any(s <= 0 or s % UPSCALE for s in sizes):
             raise ConfigError(
-                f"model.crop_sizes={self.crop_sizes}: crop sizes must be positive multiples "
-                "of 16"
+                f"model.crop_sizes={self.crop_sizes}: crop sizes must be positive multiples of 16"
             )
         if int(self.sample_size) % UPSCALE:
             raise ConfigError(f"model.sample_size={self.sample_size} must be a multiple of 16")
@@ -73,8 +72,9 @@ class FieldCrops(BatchSource):
     cover the fields' area once at the mean crop size.
     """
 
-    def __init__(self, data: Tensor, batch_size: int, seed: int,
-                 sizes=(64, 128, 256), flips: bool = True):
+    def __init__(
+        self, data: Tensor, batch_size: int, seed: int, sizes=(64, 128, 256), flips: bool = True
+    ):
         if data.dim() != 4 or data.shape[0] == 0:
             raise DataError(f"sgan: training data must be N×C×H×W fields, got {tuple(data.shape)}")
         self.data = data
@@ -102,7 +102,7 @@ class FieldCrops(BatchSource):
         flips = torch.randint(2, (self.batch_size, 2), generator=g)
         crops = []
         for i in range(self.batch_size):
-            c = self.data[idx[i], :, ys[i]: ys[i] + size, xs[i]: xs[i] + size]
+            c = self.data[idx[i], :, ys[i] : ys[i] + size, xs[i] : xs[i] + size]
             if self.flips and flips[i, 0]:
                 c = c.flip(-1)
             if self.flips and flips[i, 1]:
@@ -126,19 +126,27 @@ class SGANRecipe(PairRecipe):
     # the paper's self-ensemble drew on 21 generators saved along the run
     SNAPSHOT_EVERY = 500
 
-    def __init__(self, config: dict, channels: int, image_size: int | None, device,
-                 seed: int = 0, normalizer: dict | None = None):
+    def __init__(
+        self,
+        config: dict,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         with global_scope(self.seed, "sgan-init"):  # torch's default initialisation
             sky = None
             if s.sky_noise:
                 sky = self.sky_description(channels)
-            self.G = SGANGenerator(channels, s.widths, LATENT_CHANNELS,
-                                   image_size=int(s.sample_size),
-                                   sky_noise=sky).to(self.device)
-            self.D = SGANDiscriminator(channels, s.d_widths, pack=int(s.pack),
-                                       slope=float(s.leaky_slope)).to(self.device)
+            self.G = SGANGenerator(
+                channels, s.widths, LATENT_CHANNELS, image_size=int(s.sample_size), sky_noise=sky
+            ).to(self.device)
+            self.D = SGANDiscriminator(
+                channels, s.d_widths, pack=int(s.pack), slope=float(s.leaky_slope)
+            ).to(self.device)
         betas = (float(s.beta1), float(s.beta2))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(s.lr_g), betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr_d), betas=betas)
@@ -162,15 +170,17 @@ class SGANRecipe(PairRecipe):
                 f"train.batch={batch_size} is not a multiple of model.pack={pack}; the "
                 "discriminator sees packs of images"
             )
-        return FieldCrops(data, batch_size, seed, self.settings.crop_sizes,
-                          flips=bool(self.settings.flips))
+        return FieldCrops(
+            data, batch_size, seed, self.settings.crop_sizes, flips=bool(self.settings.flips)
+        )
 
     def _latent_like(self, real: Tensor, rng: torch.Generator) -> Tensor:
         b, _, h, w = real.shape
         if h % UPSCALE or w % UPSCALE:
             raise ConfigError(f"sgan: crop {h}×{w} is not a multiple of 16")
-        return torch.randn((b, LATENT_CHANNELS, h // UPSCALE, w // UPSCALE), generator=rng,
-                           device=rng.device).to(self.device)
+        return torch.randn(
+            (b, LATENT_CHANNELS, h // UPSCALE, w // UPSCALE), generator=rng, device=rng.device
+        ).to(self.device)
 
     def _fake(self, real: Tensor, rng: torch.Generator) -> Tensor:
         """Generated crops like ``real``: the noiseless field plus, with ``sky_noise``, the

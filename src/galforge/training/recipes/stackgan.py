@@ -57,35 +57,42 @@ from galforge.training.pipeline import PairedStamps
 from galforge.training.recipe import Phase, Recipe, StepContext
 from galforge.training.recipes import register_recipe
 
-__all__ = ["PIXEL_LOSSES", "StackGAN2Recipe", "StackGAN2Settings", "band_pixel_loss",
-           "band_sum_pixel_loss", "load_stage1",
-           "stage1_description"]
+__all__ = [
+    "PIXEL_LOSSES",
+    "StackGAN2Recipe",
+    "StackGAN2Settings",
+    "band_pixel_loss",
+    "band_sum_pixel_loss",
+    "load_stage1",
+    "stage1_description",
+]
 
 
 @dataclass
 class StackGAN2Settings:
     """Hyper-parameters of stage II; the defaults are the paper's (appendix B)."""
 
-    stage1: str | None = None             # the stage-I dcgan64 run, bundle or pretrained:NAME
-    width: int = 128                      # W: bottleneck and residual-block channels
-    up_width: int = 512                   # U: channels of the first upsampling stage
-    n_res: int = 6                        # residual blocks
-    d_width: int = 128                    # width of the (DCGAN) discriminator
-    conditional_d: bool = False           # D also sees the upsampled 64 px input
-    adv_weight: float = 0.001             # weight of the adversarial term of L_G
-    pixel_weight: float = 1.0             # weight of the pixel loss L_P
-    pixel_loss: str = "band_sum"          # band_sum (paper: colour left to D) | bands
+    stage1: str | None = None  # the stage-I dcgan64 run, bundle or pretrained:NAME
+    width: int = 128  # W: bottleneck and residual-block channels
+    up_width: int = 512  # U: channels of the first upsampling stage
+    n_res: int = 6  # residual blocks
+    d_width: int = 128  # width of the (DCGAN) discriminator
+    conditional_d: bool = False  # D also sees the upsampled 64 px input
+    adv_weight: float = 0.001  # weight of the adversarial term of L_G
+    pixel_weight: float = 1.0  # weight of the pixel loss L_P
+    pixel_loss: str = "band_sum"  # band_sum (paper: colour left to D) | bands
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    lr_decay: float = 0.5                 # lr × lr_decay every lr_decay_epochs epochs
+    lr_decay: float = 0.5  # lr × lr_decay every lr_decay_epochs epochs
     lr_decay_epochs: int = 80
     stage1_normalizer: dict | None = None  # stage I's normaliser: filled in from stage1
 
     def __post_init__(self):
         if self.pixel_loss not in PIXEL_LOSSES:
-            raise ConfigError(f"model.pixel_loss={self.pixel_loss!r} must be one of "
-                              f"{', '.join(PIXEL_LOSSES)}")
+            raise ConfigError(
+                f"model.pixel_loss={self.pixel_loss!r} must be one of {', '.join(PIXEL_LOSSES)}"
+            )
         if int(self.lr_decay_epochs) < 1:
             raise ConfigError(f"model.lr_decay_epochs={self.lr_decay_epochs} must be >= 1")
         if not float(self.lr) > 0:
@@ -133,8 +140,10 @@ def _locate(source: str) -> tuple[Path, str]:
         return path, "run"
     if (path / "bundle" / BUNDLE_JSON).is_file():
         return path / "bundle", "bundle"
-    raise ConfigError(f"--stage1 {source}: not a run folder, bundle folder or pretrained:NAME; "
-                      "give the dcgan64 run or bundle that makes the 64 px images")
+    raise ConfigError(
+        f"--stage1 {source}: not a run folder, bundle folder or pretrained:NAME; "
+        "give the dcgan64 run or bundle that makes the 64 px images"
+    )
 
 
 def stage1_description(source: str) -> dict:
@@ -148,28 +157,41 @@ def stage1_description(source: str) -> dict:
         info = RunFolder(path).read_info()
         specs = {name: p.get("spec") or {} for name, p in info.parts.items()}
         family = info.family
-        meta = {"normalizer": info.normalizer, "bands": info.bands, "units": info.units,
-                "output_range": info.output_range}
+        meta = {
+            "normalizer": info.normalizer,
+            "bands": info.bands,
+            "units": info.units,
+            "output_range": info.output_range,
+        }
     else:
         bundle = read_bundle(path)
         specs = {name: p.spec for name, p in bundle.parts.items()}
         family, meta = bundle.family, bundle.meta
     parts = list(specs)
     spec = specs.get("generator") or {}
-    if family != "dcgan" or parts != ["generator"] or int(spec.get("image_size", 0)) \
-            != LOW_SIZE:
-        what = f"a {family!r} model" + (f" of {spec['image_size']} px"
-                                         if "image_size" in spec else "")
-        raise ConfigError(f"--stage1 {source}: {what}; stage II chains a dcgan64 run or "
-                          "bundle (64×64 DCGAN)")
+    if family != "dcgan" or parts != ["generator"] or int(spec.get("image_size", 0)) != LOW_SIZE:
+        what = f"a {family!r} model" + (
+            f" of {spec['image_size']} px" if "image_size" in spec else ""
+        )
+        raise ConfigError(
+            f"--stage1 {source}: {what}; stage II chains a dcgan64 run or bundle (64×64 DCGAN)"
+        )
     if not meta.get("normalizer"):
-        raise ConfigError(f"--stage1 {source}: the model has no normaliser, so its output has "
-                          "no physical units; train stage I with galforge train")
+        raise ConfigError(
+            f"--stage1 {source}: the model has no normaliser, so its output has "
+            "no physical units; train stage I with galforge train"
+        )
     if [float(v) for v in meta.get("output_range", (-1, 1))] != [-1.0, 1.0]:
         raise ConfigError(f"--stage1 {source}: stage I must output [-1, 1] (tanh)")
-    return {"path": str(path), "kind": kind, "family": family, "spec": dict(spec),
-            "normalizer": meta["normalizer"], "bands": list(meta.get("bands") or []),
-            "units": meta.get("units")}
+    return {
+        "path": str(path),
+        "kind": kind,
+        "family": family,
+        "spec": dict(spec),
+        "normalizer": meta["normalizer"],
+        "bands": list(meta.get("bands") or []),
+        "units": meta.get("units"),
+    }
 
 
 def load_stage1(source: str) -> tuple[DCGANGenerator, dict]:
@@ -213,39 +235,63 @@ class StackGAN2Recipe(Recipe):
     @classmethod
     def data_need(cls, settings) -> PairedStamps:
         if not settings.stage1:
-            raise ConfigError("--model stackgan2 needs the stage-I model: --stage1 RUN_OR_BUNDLE "
-                              "(a dcgan64 run or bundle, or pretrained:NAME; model.stage1)")
+            raise ConfigError(
+                "--model stackgan2 needs the stage-I model: --stage1 RUN_OR_BUNDLE "
+                "(a dcgan64 run or bundle, or pretrained:NAME; model.stage1)"
+            )
         desc = stage1_description(settings.stage1)
-        return PairedStamps((LOW_SIZE, HIGH_SIZE), method="nearest",
-                            normalizers=((LOW_SIZE, desc["normalizer"]),),
-                            bands=tuple(desc["bands"]) or None)
+        return PairedStamps(
+            (LOW_SIZE, HIGH_SIZE),
+            method="nearest",
+            normalizers=((LOW_SIZE, desc["normalizer"]),),
+            bands=tuple(desc["bands"]) or None,
+        )
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        config,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         if image_size is not None and int(image_size) != HIGH_SIZE:
-            raise ConfigError(f"stage II makes {HIGH_SIZE} px images; the data are "
-                              f"{image_size} px (data.resize)")
+            raise ConfigError(
+                f"stage II makes {HIGH_SIZE} px images; the data are {image_size} px (data.resize)"
+            )
         if not s.stage1:
             raise ConfigError("--model stackgan2 needs --stage1 RUN_OR_BUNDLE (model.stage1)")
         stage1, desc = load_stage1(s.stage1)
         if stage1.channels != self.channels:
-            raise ConfigError(f"--stage1 {s.stage1}: stage I makes {stage1.channels} bands "
-                              f"{desc['bands']} but the data have {self.channels}")
+            raise ConfigError(
+                f"--stage1 {s.stage1}: stage I makes {stage1.channels} bands "
+                f"{desc['bands']} but the data have {self.channels}"
+            )
         if s.stage1_normalizer is not None and s.stage1_normalizer != desc["normalizer"]:
-            raise ConfigError(f"--stage1 {s.stage1}: its normaliser is not model."
-                              "stage1_normalizer; leave that key unset (it is recorded)")
+            raise ConfigError(
+                f"--stage1 {s.stage1}: its normaliser is not model."
+                "stage1_normalizer; leave that key unset (it is recorded)"
+            )
         s.stage1_normalizer = desc["normalizer"]
         self.config["stage1_normalizer"] = desc["normalizer"]
-        self.stage1_info = {k: desc[k] for k in ("kind", "bundle_id", "bands", "units",
-                                                 "normalizer")}
+        self.stage1_info = {
+            k: desc[k] for k in ("kind", "bundle_id", "bands", "units", "normalizer")
+        }
         self.stage1_spec = dict(desc["spec"])
         for p in stage1.parameters():
             p.requires_grad_(False)
         g2, self.D = build_stage2_pair(
-            self.channels, width=int(s.width), up_width=int(s.up_width), n_res=int(s.n_res),
-            d_width=int(s.d_width), conditional_d=bool(s.conditional_d), seed=self.seed)
+            self.channels,
+            width=int(s.width),
+            up_width=int(s.up_width),
+            n_res=int(s.n_res),
+            d_width=int(s.d_width),
+            conditional_d=bool(s.conditional_d),
+            seed=self.seed,
+        )
         self.G = _TrainingChain(stage1, g2).to(self.device)
         self.G.train()
         self.D.to(self.device)
@@ -268,8 +314,10 @@ class StackGAN2Recipe(Recipe):
         return self.G.stage2.spec()
 
     def export_parts(self, generator: nn.Module) -> dict[str, tuple[str, dict, nn.Module]]:
-        return {"stage1": ("dcgan", dict(self.stage1_spec), generator.stage1),
-                "stage2": ("stackgan2_stage2", generator.stage2.spec(), generator.stage2)}
+        return {
+            "stage1": ("dcgan", dict(self.stage1_spec), generator.stage1),
+            "stage2": ("stackgan2_stage2", generator.stage2.spec(), generator.stage2),
+        }
 
     def ema_batchnorm_layers(self, ema: nn.Module) -> list[nn.Module]:
         """Only stage II's layers: stage I is frozen and keeps its own statistics."""
@@ -301,13 +349,24 @@ class StackGAN2Recipe(Recipe):
             loss_g = float(s.adv_weight) * adv + float(s.pixel_weight) * pixel
         self.optimize("G", loss_g)
         with torch.no_grad():
-            stats = torch.stack([
-                loss_d.detach().float(), loss_g.detach().float(), adv.detach().float(),
-                pixel.detach().float(), torch.sigmoid(real_logits.detach().float()).mean(),
-                torch.sigmoid(fake_logits.detach().float()).mean(),
-            ]).tolist()
-        return {"loss_d": stats[0], "loss_g": stats[1], "loss_adv": stats[2],
-                "loss_pixel": stats[3], "d_real": stats[4], "d_fake": stats[5]}
+            stats = torch.stack(
+                [
+                    loss_d.detach().float(),
+                    loss_g.detach().float(),
+                    adv.detach().float(),
+                    pixel.detach().float(),
+                    torch.sigmoid(real_logits.detach().float()).mean(),
+                    torch.sigmoid(fake_logits.detach().float()).mean(),
+                ]
+            ).tolist()
+        return {
+            "loss_d": stats[0],
+            "loss_g": stats[1],
+            "loss_adv": stats[2],
+            "loss_pixel": stats[3],
+            "d_real": stats[4],
+            "d_fake": stats[5],
+        }
 
     # ------------------------------------------------------------------ schedule, state
     def _apply_lr(self) -> None:

@@ -42,8 +42,8 @@ class StyleGANSettings:
 
     image_size: int = 256
     start_resolution: int = 8
-    stable_kimg: float = 600.0            # images (thousands) at each resolution
-    fade_kimg: float = 600.0              # images (thousands) to fade the next one in
+    stable_kimg: float = 600.0  # images (thousands) at each resolution
+    fade_kimg: float = 600.0  # images (thousands) to fade the next one in
     z_dim: int = 512
     w_dim: int = 512
     mapping_layers: int = 8
@@ -54,7 +54,7 @@ class StyleGANSettings:
     beta1: float = 0.0
     beta2: float = 0.99
     eps: float = 1e-8
-    loss: str = "wgan_gp"                 # wgan_gp | nonsaturating (+ lazy R1)
+    loss: str = "wgan_gp"  # wgan_gp | nonsaturating (+ lazy R1)
     gp_lambda: float = 10.0
     drift: float = 0.001
     r1_gamma: float = 10.0
@@ -70,9 +70,16 @@ class StyleGANSettings:
 
 
 STYLEGAN_CONFIGS = {
-    "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "mapping_layers": 4,
-              "channel_base": 1024, "channel_max": 128, "stable_kimg": 60.0,
-              "fade_kimg": 60.0},
+    "small": {
+        "image_size": 64,
+        "z_dim": 256,
+        "w_dim": 256,
+        "mapping_layers": 4,
+        "channel_base": 1024,
+        "channel_max": 128,
+        "stable_kimg": 60.0,
+        "fade_kimg": 60.0,
+    },
 }
 
 
@@ -84,18 +91,35 @@ class StyleGANRecipe(PairRecipe):
     Settings = StyleGANSettings
     CONFIGS = STYLEGAN_CONFIGS
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        config,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         size = int(image_size or s.image_size)
         if size != int(s.image_size):
-            raise ConfigError(f"model.image_size={s.image_size} but the data are {size}×{size}: "
-                              "set data.resize or model.image_size")
+            raise ConfigError(
+                f"model.image_size={s.image_size} but the data are {size}×{size}: "
+                "set data.resize or model.image_size"
+            )
         self.G, self.D = build_stylegan_pair(
-            size, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
-            channel_base=s.channel_base, channel_max=s.channel_max,
-            start_resolution=s.start_resolution, mbstd_group=s.mbstd_group, seed=self.seed)
+            size,
+            channels,
+            z_dim=s.z_dim,
+            w_dim=s.w_dim,
+            mapping_layers=s.mapping_layers,
+            channel_base=s.channel_base,
+            channel_max=s.channel_max,
+            start_resolution=s.start_resolution,
+            mbstd_group=s.mbstd_group,
+            seed=self.seed,
+        )
         self.G.to(self.device)
         self.D.to(self.device)
         adam = {"lr": float(s.lr), "betas": (float(s.beta1), float(s.beta2)), "eps": float(s.eps)}
@@ -113,7 +137,7 @@ class StyleGANRecipe(PairRecipe):
         period = float(s.stable_kimg) + float(s.fade_kimg)
         p = int(k // period)
         t = k - p * period
-        res, alpha = int(s.start_resolution) * 2 ** p, 1.0
+        res, alpha = int(s.start_resolution) * 2**p, 1.0
         if t >= float(s.stable_kimg):
             res, alpha = res * 2, (t - float(s.stable_kimg)) / float(s.fade_kimg)
         if res > int(s.image_size):
@@ -155,8 +179,9 @@ class StyleGANRecipe(PairRecipe):
         f = x.shape[-1] // res
         x = F.avg_pool2d(x, f) if f > 1 else x
         if alpha < 1:
-            x = torch.lerp(F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest"),
-                           x, float(alpha))
+            x = torch.lerp(
+                F.interpolate(F.avg_pool2d(x, 2), scale_factor=2, mode="nearest"), x, float(alpha)
+            )
         return x
 
     def _fakes(self, n: int, rng: torch.Generator, res: int, alpha: float) -> Tensor:
@@ -167,14 +192,15 @@ class StyleGANRecipe(PairRecipe):
         cutoff = int(torch.randint(1, G.num_ws, (), generator=rng, device=rng.device))
         z2 = self.sample_latent(n, rng).to(self.device)
         if draw < float(self.settings.style_mixing):
-            ws = torch.cat([ws[:, :cutoff],
-                            G.mapping(z2)[:, None, :].expand(n, G.num_ws - cutoff, -1)], dim=1)
+            ws = torch.cat(
+                [ws[:, :cutoff], G.mapping(z2)[:, None, :].expand(n, G.num_ws - cutoff, -1)], dim=1
+            )
         return G.synthesis_at(ws, res, alpha)
 
     # ------------------------------------------------------------------ phases
     def d_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         s = self.settings
-        res, alpha = self._stage = self._set_stage()    # the step's stage (G uses it too)
+        res, alpha = self._stage = self._set_stage()  # the step's stage (G uses it too)
         n = real.shape[0]
         with torch.no_grad():
             fake = self._fakes(n, ctx.rng, res, alpha)
@@ -184,15 +210,23 @@ class StyleGANRecipe(PairRecipe):
             out = {}
             if s.loss == "wgan_gp":
                 gp = gradient_penalty(lambda y: self.D(y, alpha), x, fake, ctx.rng)
-                loss = (wgan_d_loss(real_logits, fake_logits) + float(s.gp_lambda) * gp
-                        + float(s.drift) * real_logits.float().square().mean())
+                loss = (
+                    wgan_d_loss(real_logits, fake_logits)
+                    + float(s.gp_lambda) * gp
+                    + float(s.drift) * real_logits.float().square().mean()
+                )
                 out["gp"] = gp.item()
             else:
                 loss = nonsaturating_d_loss(real_logits, fake_logits)
         self.optimize("D", loss)
         self.images_seen += n * self.world_size
-        return {**out, "loss_d": loss.item(), "resolution": float(res), "alpha": alpha,
-                "kimg": self.images_seen / 1000.0}
+        return {
+            **out,
+            "loss_d": loss.item(),
+            "resolution": float(res),
+            "alpha": alpha,
+            "kimg": self.images_seen / 1000.0,
+        }
 
     def d_r1(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         res, alpha = self._stage
@@ -208,11 +242,13 @@ class StyleGANRecipe(PairRecipe):
         try:
             with self.autocast():
                 logits = self.D(self._fakes(real.shape[0], ctx.rng, res, alpha), alpha)
-                loss = (wgan_g_loss(logits) if self.settings.loss == "wgan_gp"
-                        else nonsaturating_g_loss(logits))
+                loss = (
+                    wgan_g_loss(logits)
+                    if self.settings.loss == "wgan_gp"
+                    else nonsaturating_g_loss(logits)
+                )
             self.optimize("G", loss)
         finally:
             for p in self.D.parameters():
                 p.requires_grad_(id(p) not in self._frozen)
         return {"loss_g": loss.item()}
-

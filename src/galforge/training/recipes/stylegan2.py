@@ -92,52 +92,53 @@ LOSSES = ("nonsaturating", "wgan_gp")
 class StyleGAN2Settings:
     """Hyper-parameters; the defaults are config F of Karras et al. (2020a) with ADA."""
 
-    image_size: int = 256                 # the height (and the width unless image_width)
-    image_width: int | None = None        # non-square images: their width (None: square)
+    image_size: int = 256  # the height (and the width unless image_width)
+    image_width: int | None = None  # non-square images: their width (None: square)
     z_dim: int = 512
     w_dim: int = 512
     mapping_layers: int = 8
-    channel_base: int = 32768             # maps at resolution r: min(base // r, max)
+    channel_base: int = 32768  # maps at resolution r: min(base // r, max)
     channel_max: int = 512
     mbstd_group: int = 4
     lr: float = 0.0025
     beta1: float = 0.0
     beta2: float = 0.99
     eps: float = 1e-8
-    loss: str = "nonsaturating"           # nonsaturating | wgan_gp
-    r1_gamma: float | None = 10.0         # None: the ADA heuristic 0.0002 · res² / batch
+    loss: str = "nonsaturating"  # nonsaturating | wgan_gp
+    r1_gamma: float | None = 10.0  # None: the ADA heuristic 0.0002 · res² / batch
     r1_interval: int = 16
     pl_weight: float = 2.0
     pl_interval: int = 4
     pl_decay: float = 0.01
     pl_batch_shrink: int = 2
     style_mixing: float = 0.9
-    gp_lambda: float = 10.0               # wgan_gp
-    drift: float = 0.001                  # wgan_gp: ε · E[D(x)²]
-    ema_kimg: float | None = 10.0         # EMA half-life in thousands of images (None: auto)
-    augment: str = "ada"                  # ada | diffaugment | none
+    gp_lambda: float = 10.0  # wgan_gp
+    drift: float = 0.001  # wgan_gp: ε · E[D(x)²]
+    ema_kimg: float | None = 10.0  # EMA half-life in thousands of images (None: auto)
+    augment: str = "ada"  # ada | diffaugment | none
     ada_target: float = 0.6
     ada_interval: int = 4
-    ada_kimg: float = 500.0               # images (thousands) for p to move by 1
-    ada_max_shift: float = 0.125          # largest integer translation, fraction of the side
-    ada_pipeline: str = "galaxy"          # stages/groups joined by +: galaxy | galaxy+geom |
-                                          # galaxy+geom+noise | e.g. galaxy+rotate+sky
-    ada_scale_std: float = 0.2            # scale: log2 of the factor ~ N(0, std)
-    ada_xfrac_std: float = 0.125          # xfrac: shift ~ N(0, std) × side
-    ada_sky_std: float = 0.2              # sky: offset ~ N(0, std) per image and band (model units)
-    ada_noise_std: float = 0.1            # gauss: noise level ~ |N(0, std)| per image
-    ada_cutout: float = 0.5               # cutout: rectangle side, fraction of each side
-    amp_res: int = 4                      # with train.amp (CUDA): the highest N resolutions
-                                          # of G and D in reduced precision (0: all of them)
-    conv_clamp: float | None = 256.0      # ... their activations clamped to ±conv_clamp
-    channels_last: bool = False           # CUDA: G and D in channels_last memory format
-    compile: bool = False                 # CUDA: torch.compile G's synthesis and D (main phases)
-    sky_noise: bool = False               # G draws the noiseless scene + learned sky noise level
+    ada_kimg: float = 500.0  # images (thousands) for p to move by 1
+    ada_max_shift: float = 0.125  # largest integer translation, fraction of the side
+    ada_pipeline: str = "galaxy"  # stages/groups joined by +: galaxy | galaxy+geom |
+    # galaxy+geom+noise | e.g. galaxy+rotate+sky
+    ada_scale_std: float = 0.2  # scale: log2 of the factor ~ N(0, std)
+    ada_xfrac_std: float = 0.125  # xfrac: shift ~ N(0, std) × side
+    ada_sky_std: float = 0.2  # sky: offset ~ N(0, std) per image and band (model units)
+    ada_noise_std: float = 0.1  # gauss: noise level ~ |N(0, std)| per image
+    ada_cutout: float = 0.5  # cutout: rectangle side, fraction of each side
+    amp_res: int = 4  # with train.amp (CUDA): the highest N resolutions
+    # of G and D in reduced precision (0: all of them)
+    conv_clamp: float | None = 256.0  # ... their activations clamped to ±conv_clamp
+    channels_last: bool = False  # CUDA: G and D in channels_last memory format
+    compile: bool = False  # CUDA: torch.compile G's synthesis and D (main phases)
+    sky_noise: bool = False  # G draws the noiseless scene + learned sky noise level
 
     def __post_init__(self):
         if self.augment not in AUGMENTS:
-            raise ConfigError(f"model.augment={self.augment!r} must be one of "
-                              f"{', '.join(AUGMENTS)}")
+            raise ConfigError(
+                f"model.augment={self.augment!r} must be one of {', '.join(AUGMENTS)}"
+            )
         if self.loss not in LOSSES:
             raise ConfigError(f"model.loss={self.loss!r} must be one of {', '.join(LOSSES)}")
         if not 0.0 <= float(self.style_mixing) <= 1.0:
@@ -164,13 +165,32 @@ class StyleGAN2Settings:
 
 
 STYLEGAN2_CONFIGS = {
-    "paper256": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 8,
-                 "r1_gamma": 1.0, "ema_kimg": 20.0},
-    "auto": {"channel_base": 16384, "channel_max": 512, "mapping_layers": 2,
-             "r1_gamma": None, "ema_kimg": None},
-    "small": {"image_size": 64, "z_dim": 256, "w_dim": 256, "channel_base": 1024,
-              "channel_max": 128, "mapping_layers": 2, "r1_gamma": None, "ema_kimg": None,
-              "ada_kimg": 100.0, "sky_noise": True},
+    "paper256": {
+        "channel_base": 16384,
+        "channel_max": 512,
+        "mapping_layers": 8,
+        "r1_gamma": 1.0,
+        "ema_kimg": 20.0,
+    },
+    "auto": {
+        "channel_base": 16384,
+        "channel_max": 512,
+        "mapping_layers": 2,
+        "r1_gamma": None,
+        "ema_kimg": None,
+    },
+    "small": {
+        "image_size": 64,
+        "z_dim": 256,
+        "w_dim": 256,
+        "channel_base": 1024,
+        "channel_max": 128,
+        "mapping_layers": 2,
+        "r1_gamma": None,
+        "ema_kimg": None,
+        "ada_kimg": 100.0,
+        "sky_noise": True,
+    },
 }
 
 
@@ -187,26 +207,48 @@ class StyleGAN2Recipe(PairRecipe):
     Settings = StyleGAN2Settings
     CONFIGS = STYLEGAN2_CONFIGS
     DEFAULT_CONFIG = "paper256"
-    DDP_NETWORKS = ("D",)   # see wrap_data_parallel
+    DDP_NETWORKS = ("D",)  # see wrap_data_parallel
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        config,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         h, w = s.shape
-        got = (h, w) if image_size is None else (
-            (int(image_size), int(image_size)) if isinstance(image_size, int)
-            else tuple(int(v) for v in image_size))
+        got = (
+            (h, w)
+            if image_size is None
+            else (
+                (int(image_size), int(image_size))
+                if isinstance(image_size, int)
+                else tuple(int(v) for v in image_size)
+            )
+        )
         if got != (h, w):
-            raise ConfigError(f"the model makes {h}×{w} images (model.image_size, "
-                              f"model.image_width) but the data are {got[0]}×{got[1]}: set "
-                              "data.resize or the model's size")
+            raise ConfigError(
+                f"the model makes {h}×{w} images (model.image_size, "
+                f"model.image_width) but the data are {got[0]}×{got[1]}: set "
+                "data.resize or the model's size"
+            )
         self.G, self.D = build_stylegan2_pair(
-            h, channels, z_dim=s.z_dim, w_dim=s.w_dim, mapping_layers=s.mapping_layers,
-            channel_base=s.channel_base, channel_max=s.channel_max,
-            mbstd_group=s.mbstd_group, seed=self.seed,
+            h,
+            channels,
+            z_dim=s.z_dim,
+            w_dim=s.w_dim,
+            mapping_layers=s.mapping_layers,
+            channel_base=s.channel_base,
+            channel_max=s.channel_max,
+            mbstd_group=s.mbstd_group,
+            seed=self.seed,
             image_width=None if w == h else w,
-            sky_noise=self.sky_description(channels) if s.sky_noise else None)
+            sky_noise=self.sky_description(channels) if s.sky_noise else None,
+        )
         self.G.to(self.device)
         self.D.to(self.device)
         wgan = s.loss == "wgan_gp"
@@ -214,8 +256,12 @@ class StyleGAN2Recipe(PairRecipe):
         cd = _lazy(int(s.r1_interval), not wgan and (s.r1_gamma is None or s.r1_gamma > 0))
 
         def adam(params, c):
-            return torch.optim.Adam(params, lr=float(s.lr) * c, eps=float(s.eps),
-                                    betas=(float(s.beta1) ** c, float(s.beta2) ** c))
+            return torch.optim.Adam(
+                params,
+                lr=float(s.lr) * c,
+                eps=float(s.eps),
+                betas=(float(s.beta1) ** c, float(s.beta2) ** c),
+            )
 
         self.opt_g = adam(self.G.parameters(), cg)
         self.opt_d = adam(self.D.parameters(), cd)
@@ -228,12 +274,17 @@ class StyleGAN2Recipe(PairRecipe):
         self.cuda_options = {"amp_res": 0, "channels_last": False, "compile": False}
         if s.augment == "ada":
             self.augment = AdaptiveAugment(
-                target=float(s.ada_target), interval=int(s.ada_interval),
+                target=float(s.ada_target),
+                interval=int(s.ada_interval),
                 speed_images=int(round(float(s.ada_kimg) * 1000)),
-                max_shift=float(s.ada_max_shift), stages=s.ada_pipeline,
-                scale_std=float(s.ada_scale_std), xfrac_std=float(s.ada_xfrac_std),
-                sky_std=float(s.ada_sky_std), noise_std=float(s.ada_noise_std),
-                cutout_size=float(s.ada_cutout))
+                max_shift=float(s.ada_max_shift),
+                stages=s.ada_pipeline,
+                scale_std=float(s.ada_scale_std),
+                xfrac_std=float(s.ada_xfrac_std),
+                sky_std=float(s.ada_sky_std),
+                noise_std=float(s.ada_noise_std),
+                cutout_size=float(s.ada_cutout),
+            )
         elif s.augment == "diffaugment":
             self.augment = DiffAugment()
 
@@ -259,9 +310,11 @@ class StyleGAN2Recipe(PairRecipe):
             # compiled graphs do not give: they run the eager networks
             self._synthesis, self._critic = torch.compile(self.G.synthesis), torch.compile(self.D)
         #: what the CUDA options do on this device (recorded for the user and the tests)
-        self.cuda_options = {"amp_res": int(s.amp_res) if by_res else 0,
-                             "channels_last": bool(cuda and s.channels_last),
-                             "compile": bool(cuda and s.compile)}
+        self.cuda_options = {
+            "amp_res": int(s.amp_res) if by_res else 0,
+            "channels_last": bool(cuda and s.channels_last),
+            "compile": bool(cuda and s.compile),
+        }
 
     def autocast(self):
         """Autocast over the whole step only when AMP covers the whole networks (with
@@ -272,8 +325,11 @@ class StyleGAN2Recipe(PairRecipe):
 
     def _images(self, x: Tensor) -> Tensor:
         """Images in D's memory format."""
-        return x.contiguous(memory_format=torch.channels_last) \
-            if self.cuda_options["channels_last"] else x
+        return (
+            x.contiguous(memory_format=torch.channels_last)
+            if self.cuda_options["channels_last"]
+            else x
+        )
 
     # ------------------------------------------------------------------ contract
     @classmethod
@@ -345,7 +401,7 @@ class StyleGAN2Recipe(PairRecipe):
         self._ddp["D"] = wrapped
         self._ddp_params.update(id(p) for p in self.D.parameters() if p.requires_grad)
         critic = self._critic
-        self._ddp["_critic"] = (torch.compile(wrapped) if critic is not self.D else wrapped)
+        self._ddp["_critic"] = torch.compile(wrapped) if critic is not self.D else wrapped
 
     def _trainable(self, net: nn.Module, flag: bool) -> None:
         for p in net.parameters():
@@ -364,8 +420,9 @@ class StyleGAN2Recipe(PairRecipe):
         z2 = self.sample_latent(n, rng).to(self.device)
         if draw < float(self.settings.style_mixing):
             ws2 = G.mapping(z2)
-            ws = torch.cat([ws[:, :cutoff], ws2[:, None, :].expand(n, G.num_ws - cutoff, -1)],
-                           dim=1)
+            ws = torch.cat(
+                [ws[:, :cutoff], ws2[:, None, :].expand(n, G.num_ws - cutoff, -1)], dim=1
+            )
         return ws
 
     # ------------------------------------------------------------------ phases
@@ -375,8 +432,11 @@ class StyleGAN2Recipe(PairRecipe):
         with self.autocast():
             fake = self._synthesis(self._ws(real.shape[0], ctx.rng))
             logits = self._critic(self._images(self._aug(fake, ctx.rng)))
-            loss = (wgan_g_loss(logits) if self.settings.loss == "wgan_gp"
-                    else nonsaturating_g_loss(logits))
+            loss = (
+                wgan_g_loss(logits)
+                if self.settings.loss == "wgan_gp"
+                else nonsaturating_g_loss(logits)
+            )
         self.optimize("G", loss)
         return {"loss_g": loss.item()}
 
@@ -386,12 +446,15 @@ class StyleGAN2Recipe(PairRecipe):
         n = max(1, real.shape[0] // int(s.pl_batch_shrink))
         ws = self._ws(n, ctx.rng)
         images = self.G.synthesis(ws)
-        penalty, self.pl_mean = path_length_penalty(images.float(), ws, self.pl_mean, ctx.rng,
-                                                    decay=float(s.pl_decay))
+        penalty, self.pl_mean = path_length_penalty(
+            images.float(), ws, self.pl_mean, ctx.rng, decay=float(s.pl_decay)
+        )
         loss = penalty * (float(s.pl_weight) / self.G.num_ws) * ctx.gain
         self.optimize("G", loss)
-        return {"pl_penalty": penalty.item() / self.G.num_ws,
-                "pl_mean": float(self.pl_mean) / math.sqrt(self.G.num_ws)}
+        return {
+            "pl_penalty": penalty.item() / self.G.num_ws,
+            "pl_mean": float(self.pl_mean) / math.sqrt(self.G.num_ws),
+        }
 
     def d_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:
         s = self.settings
@@ -406,17 +469,23 @@ class StyleGAN2Recipe(PairRecipe):
             real_logits, fake_logits = self._critic(real_aug), self._critic(fake_aug)
             if s.loss == "wgan_gp":
                 gp = gradient_penalty(self.D, real_aug, fake_aug, ctx.rng)
-                loss = (wgan_d_loss(real_logits, fake_logits) + float(s.gp_lambda) * gp
-                        + float(s.drift) * real_logits.float().square().mean())
+                loss = (
+                    wgan_d_loss(real_logits, fake_logits)
+                    + float(s.gp_lambda) * gp
+                    + float(s.drift) * real_logits.float().square().mean()
+                )
             else:
                 loss = nonsaturating_d_loss(real_logits, fake_logits)
         self.optimize("D", loss)
         if isinstance(self.augment, AdaptiveAugment):
             self.augment.observe(real_logits)
         self.images_seen += n * self.world_size
-        out = {"loss_d": loss.item(), "d_real": real_logits.detach().float().mean().item(),
-               "d_fake": fake_logits.detach().float().mean().item(),
-               "kimg": self.images_seen / 1000.0}
+        out = {
+            "loss_d": loss.item(),
+            "d_real": real_logits.detach().float().mean().item(),
+            "d_fake": fake_logits.detach().float().mean().item(),
+            "kimg": self.images_seen / 1000.0,
+        }
         if s.loss == "wgan_gp":
             out["gp"] = gp.item()
         return out
@@ -429,6 +498,7 @@ class StyleGAN2Recipe(PairRecipe):
         penalty = r1_penalty(logits.float(), x)
         # + 0 · logits: every parameter of D gets a gradient (∇ₓD does not reach the last
         # bias), as DDP expects of a backward pass
-        self.optimize("D", penalty * (0.5 * self.r1_gamma() * ctx.gain)
-                      + 0.0 * logits.float().sum())
+        self.optimize(
+            "D", penalty * (0.5 * self.r1_gamma() * ctx.gain) + 0.0 * logits.float().sum()
+        )
         return {"r1": penalty.item()}

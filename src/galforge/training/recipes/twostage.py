@@ -78,25 +78,25 @@ MAX_OFFSETS = 4096
 class TwoStageSettings:
     """Hyper-parameters of the two-stage model (defaults: the paper values, see module doc)."""
 
-    conditional: bool = False             # size class per cell (stage 1) and patch (stage 2)
-    pos_train: str = "bernoulli"          # what D sees of G: bernoulli (0/1 draws) | map
-    pos_prior: bool = True                # occupancy logits start at the data's log-odds
-    pos_sampling: str = "count"           # exported grids: count | bernoulli | threshold
-    grid: int = 32                        # occupancy grid cells a side
-    patch: int = 32                       # galaxy patch pixels a side
-    size_thresholds: list | None = None   # small/medium and medium/large limits (pixels)
+    conditional: bool = False  # size class per cell (stage 1) and patch (stage 2)
+    pos_train: str = "bernoulli"  # what D sees of G: bernoulli (0/1 draws) | map
+    pos_prior: bool = True  # occupancy logits start at the data's log-odds
+    pos_sampling: str = "count"  # exported grids: count | bernoulli | threshold
+    grid: int = 32  # occupancy grid cells a side
+    patch: int = 32  # galaxy patch pixels a side
+    size_thresholds: list | None = None  # small/medium and medium/large limits (pixels)
     pos_latent_dim: int = 100
-    pos_width: int = 64                   # W: stage-1 widths 4W-2W-W
+    pos_width: int = 64  # W: stage-1 widths 4W-2W-W
     pos_lr: float = 2e-4
     pos_beta1: float = 0.5
-    gal_latent_dim: int = 64              # h: BEGAN's latent and embedding size
-    gal_width: int = 64                   # n: BEGAN's filters
+    gal_latent_dim: int = 64  # h: BEGAN's latent and embedding size
+    gal_width: int = 64  # n: BEGAN's filters
     gal_lr: float = 1e-4
     gal_beta1: float = 0.5
-    gamma: float = 0.5                    # BEGAN's diversity ratio γ
-    lambda_k: float = 0.001               # BEGAN's proportional gain λ_k
-    k0: float = 0.0                       # k_0
-    patch_batch: int = 64                 # galaxy patches per step
+    gamma: float = 0.5  # BEGAN's diversity ratio γ
+    lambda_k: float = 0.001  # BEGAN's proportional gain λ_k
+    k0: float = 0.0  # k_0
+    patch_batch: int = 64  # galaxy patches per step
     ema: float = 0.0
 
     def __post_init__(self):
@@ -113,8 +113,9 @@ class TwoStageSettings:
         if self.pos_train not in ("bernoulli", "map"):
             raise ConfigError(f"model.pos_train={self.pos_train!r}: use bernoulli or map")
         if self.pos_sampling not in SAMPLING:
-            raise ConfigError(f"model.pos_sampling={self.pos_sampling!r}: use one of "
-                              f"{', '.join(SAMPLING)}")
+            raise ConfigError(
+                f"model.pos_sampling={self.pos_sampling!r}: use one of {', '.join(SAMPLING)}"
+            )
         if not isinstance(self.pos_prior, bool):
             raise ConfigError(f"model.pos_prior={self.pos_prior!r} must be true or false")
         if not isinstance(self.conditional, bool):
@@ -126,25 +127,49 @@ class TwoStageSettings:
             try:
                 t1, t2 = (float(v) for v in t)
             except (TypeError, ValueError):
-                raise ConfigError(f"model.size_thresholds={self.size_thresholds!r}: give two "
-                                  "pixel counts [SMALL_MAX, MEDIUM_MAX]") from None
+                raise ConfigError(
+                    f"model.size_thresholds={self.size_thresholds!r}: give two "
+                    "pixel counts [SMALL_MAX, MEDIUM_MAX]"
+                ) from None
             if not t1 < t2:
-                raise ConfigError(f"model.size_thresholds={self.size_thresholds!r}: the first "
-                                  "must be below the second")
+                raise ConfigError(
+                    f"model.size_thresholds={self.size_thresholds!r}: the first "
+                    "must be below the second"
+                )
             self.size_thresholds = [t1, t2]
 
 
 TWOSTAGE_CONFIGS = {
-    "paper": {"pos_width": 64, "gal_width": 64, "gal_latent_dim": 64, "pos_latent_dim": 100,
-              "gal_lr": 1e-4, "gamma": 0.5, "lambda_k": 0.001, "patch_batch": 64},
-    "small": {"pos_width": 8, "gal_width": 8, "gal_latent_dim": 16, "pos_latent_dim": 16,
-              "patch_batch": 16},
+    "paper": {
+        "pos_width": 64,
+        "gal_width": 64,
+        "gal_latent_dim": 64,
+        "pos_latent_dim": 100,
+        "gal_lr": 1e-4,
+        "gamma": 0.5,
+        "lambda_k": 0.001,
+        "patch_batch": 64,
+    },
+    "small": {
+        "pos_width": 8,
+        "gal_width": 8,
+        "gal_latent_dim": 16,
+        "pos_latent_dim": 16,
+        "patch_batch": 16,
+    },
     # "small" networks with a BEGAN that learns within ~1000 CPU steps (docs/twostage.md):
     # at lr 1e-4 and λ_k = 0.001 k_t hardly moves from 0 in such a run and the patches are
     # flat backgrounds with bright borders; 5× the learning rate and 10× λ_k give centred
     # galaxy profiles
-    "cpu": {"pos_width": 8, "gal_width": 8, "gal_latent_dim": 16, "pos_latent_dim": 16,
-            "patch_batch": 16, "gal_lr": 5e-4, "lambda_k": 0.01},
+    "cpu": {
+        "pos_width": 8,
+        "gal_width": 8,
+        "gal_latent_dim": 16,
+        "pos_latent_dim": 16,
+        "patch_batch": 16,
+        "gal_lr": 5e-4,
+        "lambda_k": 0.01,
+    },
 }
 
 
@@ -152,17 +177,24 @@ class TwoStageBatches(BatchSource):
     """``{"grids", "patches", "classes"}`` per step: grids by epochs over the fields, patches
     by epochs of their own (seed ``(seed, "patches")``); both a pure function of the step."""
 
-    def __init__(self, grids: Tensor, patches: Tensor, classes: Tensor, batch_size: int,
-                 patch_batch: int, seed: int):
+    def __init__(
+        self,
+        grids: Tensor,
+        patches: Tensor,
+        classes: Tensor,
+        batch_size: int,
+        patch_batch: int,
+        seed: int,
+    ):
         self.grids = StampBatches(grids, batch_size, seed)
-        self.patches = StampBatches(patches, patch_batch, derive_seed(seed, "patches"),
-                                    conditions=classes)
+        self.patches = StampBatches(
+            patches, patch_batch, derive_seed(seed, "patches"), conditions=classes
+        )
         self.steps_per_epoch = self.grids.steps_per_epoch
 
     def batch(self, step: int) -> dict[str, Tensor]:
         p = self.patches.batch(step)
-        return {"grids": self.grids.batch(step), "patches": p["images"],
-                "classes": p["conditions"]}
+        return {"grids": self.grids.batch(step), "patches": p["images"], "classes": p["conditions"]}
 
 
 @register_recipe("twostage")
@@ -178,28 +210,62 @@ class TwoStageRecipe(Recipe):
     def data_need(cls, settings) -> Fields:
         return Fields()
 
-    def __init__(self, config, channels: int, image_size: int | None, device, seed: int = 0,
-                 normalizer: dict | None = None):
+    def __init__(
+        self,
+        config,
+        channels: int,
+        image_size: int | None,
+        device,
+        seed: int = 0,
+        normalizer: dict | None = None,
+    ):
         super().__init__(config, channels, image_size, device, seed, normalizer)
         s = self.settings
         if self.channels != 1:
-            raise ConfigError(f"--model twostage learns single-band sparse fields; the data "
-                              f"have {self.channels} bands (select one with "
-                              "--set data.options.bands=[NAME])")
+            raise ConfigError(
+                f"--model twostage learns single-band sparse fields; the data "
+                f"have {self.channels} bands (select one with "
+                "--set data.options.bands=[NAME])"
+            )
         cond = bool(s.conditional)
         side = int(image_size) if image_size else max(int(s.grid), int(s.patch))
-        positions = PositionsPart(int(s.pos_latent_dim), int(s.pos_width), int(s.grid), cond,
-                                  side, side, 0, None, init_seed=4 * self.seed,
-                                  sampling=str(s.pos_sampling))
-        galaxies = GalaxiesPart(int(s.gal_latent_dim), int(s.gal_width), int(s.patch), 1,
-                                cond, normalizer, init_seed=4 * self.seed + 1)
+        positions = PositionsPart(
+            int(s.pos_latent_dim),
+            int(s.pos_width),
+            int(s.grid),
+            cond,
+            side,
+            side,
+            0,
+            None,
+            init_seed=4 * self.seed,
+            sampling=str(s.pos_sampling),
+        )
+        galaxies = GalaxiesPart(
+            int(s.gal_latent_dim),
+            int(s.gal_width),
+            int(s.patch),
+            1,
+            cond,
+            normalizer,
+            init_seed=4 * self.seed + 1,
+        )
         self.G = TwoStageSampler(positions, galaxies).to(self.device)
         self.G.train()
-        self.D_pos = PositionsDiscriminator(1 + (N_CLASSES if cond else 0), int(s.pos_width),
-                                            int(s.grid), init_seed=4 * self.seed + 2).to(
-                                                self.device)
-        self.D_gal = BEGANDiscriminator(int(s.gal_latent_dim), int(s.gal_width), int(s.patch),
-                                        1, cond, init_seed=4 * self.seed + 3).to(self.device)
+        self.D_pos = PositionsDiscriminator(
+            1 + (N_CLASSES if cond else 0),
+            int(s.pos_width),
+            int(s.grid),
+            init_seed=4 * self.seed + 2,
+        ).to(self.device)
+        self.D_gal = BEGANDiscriminator(
+            int(s.gal_latent_dim),
+            int(s.gal_width),
+            int(s.patch),
+            1,
+            cond,
+            init_seed=4 * self.seed + 3,
+        ).to(self.device)
         pb, gb = (float(s.pos_beta1), 0.999), (float(s.gal_beta1), 0.999)
         self.opt_g_pos = torch.optim.Adam(positions.parameters(), lr=float(s.pos_lr), betas=pb)
         self.opt_d_pos = torch.optim.Adam(self.D_pos.parameters(), lr=float(s.pos_lr), betas=pb)
@@ -216,20 +282,27 @@ class TwoStageRecipe(Recipe):
         s = self.settings
         x = torch.as_tensor(data, dtype=torch.float32)
         if x.dim() != 4 or x.shape[1] != 1:
-            raise TrainingError(f"--model twostage trains on single-band fields, got data of "
-                                f"shape {tuple(x.shape)}")
+            raise TrainingError(
+                f"--model twostage trains on single-band fields, got data of shape {tuple(x.shape)}"
+            )
         units = self.G.galaxies.units
         with torch.no_grad():
             physical = units.to_physical(x.double().to(units.lo.device)).cpu()
             scale = float(max(units.lo.abs().max(), units.hi.abs().max(), 1e-30))
-            physical[physical.abs() <= 1e-6 * scale] = 0.0   # the exact-0 background
+            physical[physical.abs() <= 1e-6 * scale] = 0.0  # the exact-0 background
         phys = physical.float().numpy()
         h, w = phys.shape[-2:]
         if h < int(s.grid) or w < int(s.grid):
-            raise DataError(f"fields of {h}×{w} pixels are smaller than the {s.grid}×{s.grid} "
-                            "grid (model.grid)")
-        ana = analyse(phys, grid=int(s.grid), patch=int(s.patch), thresholds=s.size_thresholds,
-                      source="the training data (--model twostage)")
+            raise DataError(
+                f"fields of {h}×{w} pixels are smaller than the {s.grid}×{s.grid} grid (model.grid)"
+            )
+        ana = analyse(
+            phys,
+            grid=int(s.grid),
+            patch=int(s.patch),
+            thresholds=s.size_thresholds,
+            source="the training data (--model twostage)",
+        )
         self.data_notes = list(ana.notes)
         occ = torch.from_numpy(ana.grids)
         classes = torch.from_numpy(ana.class_grids.astype(np.int64) - 1).clamp(min=0)
@@ -243,22 +316,28 @@ class TwoStageRecipe(Recipe):
         counts = ana.grids.reshape(len(ana.grids), -1).sum(axis=1).astype(np.float32)
         if len(counts) > MAX_OFFSETS:
             counts = counts[np.linspace(0, len(counts) - 1, MAX_OFFSETS).round().astype(int)]
-        self.G.positions.set_layout(h, w, torch.from_numpy(offsets), ana.thresholds,
-                                    torch.from_numpy(counts))
+        self.G.positions.set_layout(
+            h, w, torch.from_numpy(offsets), ana.thresholds, torch.from_numpy(counts)
+        )
         if s.pos_prior:
             self.G.positions.net.set_occupancy_prior(float(ana.grids.mean()))
         self.G.galaxies.floor.fill_(float(nonzero.min()))
         self.G.to(self.device)
-        return TwoStageBatches(grids, patches.float(), patch_classes, batch_size,
-                               int(s.patch_batch), seed)
+        return TwoStageBatches(
+            grids, patches.float(), patch_classes, batch_size, int(s.patch_batch), seed
+        )
 
     # ------------------------------------------------------------------ contract
     def modules(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D_pos": self.D_pos, "D_gal": self.D_gal}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G_pos": self.opt_g_pos, "D_pos": self.opt_d_pos, "G_gal": self.opt_g_gal,
-                "D_gal": self.opt_d_gal}
+        return {
+            "G_pos": self.opt_g_pos,
+            "D_pos": self.opt_d_pos,
+            "G_gal": self.opt_g_gal,
+            "D_gal": self.opt_d_gal,
+        }
 
     def generator(self) -> nn.Module:
         return self.G
@@ -267,10 +346,10 @@ class TwoStageRecipe(Recipe):
         return {"positions": self.G.positions.spec(), "galaxies": self.G.galaxies.spec()}
 
     def export_parts(self, generator: nn.Module) -> dict[str, tuple[str, dict, nn.Module]]:
-        return {"positions": ("twostage_positions", generator.positions.spec(),
-                              generator.positions),
-                "galaxies": ("twostage_galaxies", generator.galaxies.spec(),
-                             generator.galaxies)}
+        return {
+            "positions": ("twostage_positions", generator.positions.spec(), generator.positions),
+            "galaxies": ("twostage_galaxies", generator.galaxies.spec(), generator.galaxies),
+        }
 
     def sample_latent(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(self.G.latent_shape(n), generator=rng, device=rng.device)
@@ -280,15 +359,17 @@ class TwoStageRecipe(Recipe):
         """Stage 1: one D update (BCE) and one G update (non-saturating) on the grids."""
         real = batch["grids"].to(self.device)
         gen = self.G.positions.net
-        z = torch.randn((real.shape[0], gen.latent_dim), generator=ctx.rng,
-                        device=ctx.rng.device).to(self.device)
-        u = torch.rand((real.shape[0], gen.grid, gen.grid), generator=ctx.rng,
-                       device=ctx.rng.device).to(self.device)
+        z = torch.randn(
+            (real.shape[0], gen.latent_dim), generator=ctx.rng, device=ctx.rng.device
+        ).to(self.device)
+        u = torch.rand(
+            (real.shape[0], gen.grid, gen.grid), generator=ctx.rng, device=ctx.rng.device
+        ).to(self.device)
         with self.autocast():
             prob, class_probs = gen.maps(z)
             prob = prob.float()
             if self.settings.pos_train == "bernoulli":
-                occ = (u < prob).to(prob.dtype) + prob - prob.detach()   # straight through
+                occ = (u < prob).to(prob.dtype) + prob - prob.detach()  # straight through
             else:
                 occ = prob
             fake = grid_view(occ, class_probs)
@@ -301,12 +382,21 @@ class TwoStageRecipe(Recipe):
             loss_g = generator_loss_nonsaturating(self.D_pos(fake))
         self.optimize("G_pos", loss_g)
         with torch.no_grad():
-            stats = torch.stack([loss_d.detach().float(), loss_g.detach().float(),
-                                 prob.detach().sum(dim=(1, 2)).mean().float(),
-                                 ((real[:, 0] + 1.0) * 0.5).sum(dim=(1, 2)).mean()]).tolist()
+            stats = torch.stack(
+                [
+                    loss_d.detach().float(),
+                    loss_g.detach().float(),
+                    prob.detach().sum(dim=(1, 2)).mean().float(),
+                    ((real[:, 0] + 1.0) * 0.5).sum(dim=(1, 2)).mean(),
+                ]
+            ).tolist()
         # cells_fake: the expected number of occupied cells of a generated grid (sum of p)
-        return {"loss_d_pos": stats[0], "loss_g_pos": stats[1], "cells_fake": stats[2],
-                "cells_real": stats[3]}
+        return {
+            "loss_d_pos": stats[0],
+            "loss_g_pos": stats[1],
+            "cells_fake": stats[2],
+            "cells_real": stats[3],
+        }
 
     def galaxies(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         """Stage 2: one BEGAN update of D and G, then the k_t update."""
@@ -314,8 +404,13 @@ class TwoStageRecipe(Recipe):
         real = batch["patches"].to(self.device)
         cls = batch["classes"][:, 0].long().to(self.device) if s.conditional else None
         gen = self.G.galaxies.net
-        h = torch.rand((real.shape[0], gen.latent_dim), generator=ctx.rng,
-                       device=ctx.rng.device).to(self.device) * 2.0 - 1.0
+        h = (
+            torch.rand(
+                (real.shape[0], gen.latent_dim), generator=ctx.rng, device=ctx.rng.device
+            ).to(self.device)
+            * 2.0
+            - 1.0
+        )
         with self.autocast():
             fake = gen(h, cls)
             loss_real = reconstruction_loss(self.D_gal, real, cls)
@@ -325,11 +420,18 @@ class TwoStageRecipe(Recipe):
         with self.autocast():
             loss_g = reconstruction_loss(self.D_gal, fake, cls)
         self.optimize("G_gal", loss_g)
-        lr_, lg = (float(v) for v in torch.stack([loss_real.detach().float(),
-                                                  loss_g.detach().float()]).tolist())
+        lr_, lg = (
+            float(v)
+            for v in torch.stack([loss_real.detach().float(), loss_g.detach().float()]).tolist()
+        )
         self.k = began_k_update(self.k, lr_, lg, float(s.gamma), float(s.lambda_k))
-        return {"loss_d_gal": float(loss_d.detach()), "loss_g_gal": lg, "loss_real_gal": lr_,
-                "k_t": self.k, "convergence_M": convergence_measure(lr_, lg, float(s.gamma))}
+        return {
+            "loss_d_gal": float(loss_d.detach()),
+            "loss_g_gal": lg,
+            "loss_real_gal": lr_,
+            "k_t": self.k,
+            "convergence_M": convergence_measure(lr_, lg, float(s.gamma)),
+        }
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

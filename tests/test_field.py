@@ -678,3 +678,23 @@ def test_train_sgan_with_sky_noise_then_field(tmp_path):
     out = tmp_path / "f.npy"
     assert main(["field", str(run), "--size", "64x48", "--out", str(out), "--no-progress"]) == 0
     assert np.isfinite(np.load(out)).all()
+
+
+def test_zarr_format_2_field_equals_format_3_and_names_its_axes(tmp_path, normalizer):
+    """``zarr_format=2`` (older clients) holds the same pixels as the default zarr v3 field,
+    with the axis names where xarray reads them; another version is refused by the CLI."""
+    import zarr
+
+    gen = tiny_generator(1)
+    v3, _ = field(tmp_path, "v3.zarr", gen, normalizer, size="64x48", tile=32, seed=4)
+    v2, _ = field(
+        tmp_path, "v2.zarr", gen, normalizer, size="64x48", tile=32, seed=4, zarr_format=2
+    )
+    np.testing.assert_array_equal(v2, v3)
+    arr = zarr.open_array(str(tmp_path / "v2.zarr"), mode="r")
+    assert arr.metadata.zarr_format == 2
+    assert arr.attrs["_ARRAY_DIMENSIONS"] == ["band", "y", "x"]
+    assert (tmp_path / "v2.zarr" / ".zarray").exists()
+    with pytest.raises(ConfigError, match="--zarr-format 4"):
+        field(tmp_path, "v4.zarr", gen, normalizer, size="64x48", tile=32, zarr_format=4)
+    assert not (tmp_path / "v4.zarr").exists()

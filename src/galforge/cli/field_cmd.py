@@ -61,6 +61,12 @@ def register(app: typer.Typer) -> None:
             "pixels quantised to 1/16 of each tile's noise: lossy below the noise, ~3x "
             "smaller).",
         ),
+        zarr_format: int = typer.Option(
+            3,
+            "--zarr-format",
+            help="zarr specification of a zarr field: 3 (zarr-python 3; dimension names in "
+            "its metadata) or 2 (readable by zarr-python 2; names in _ARRAY_DIMENSIONS).",
+        ),
         compile_: str = typer.Option(
             "auto", "--compile", help="torch.compile the tile function: auto, on or off."
         ),
@@ -151,6 +157,7 @@ def register(app: typer.Typer) -> None:
                     preview=preview,
                     threads=threads,
                     space_check=not no_space_check,
+                    zarr_format=zarr_format,
                 )
             except Interrupted as exc:
                 command = shlex.join([*again, "--resume"])

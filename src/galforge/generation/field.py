@@ -68,6 +68,9 @@ from galforge.runfolder import RunFolder
 from galforge.seeding import check_seed, derive_seed, field_chunk_generator
 
 LATENT_CHUNK = 64
+#: the zarr specification fields are written in by default, and the names of their axes
+ZARR_FORMAT = 3
+DIMENSIONS = ("band", "y", "x")
 DEFAULT_TILE = 1024
 COMPILE_MIN_TILES = 128
 FORMATS = ("zarr", "fits", "npy")
@@ -205,6 +208,10 @@ class _Sink:
         if self.fmt == "zarr":
             import zarr
 
+            version = int(meta.get("zarr_format", ZARR_FORMAT))
+            # zarr v3 names the dimensions in the array's metadata; v2 has no such field, so
+            # the names go where xarray looks for them (the _ARRAY_DIMENSIONS attribute)
+            names = {"dimension_names": DIMENSIONS} if version == 3 else {}
             arr = zarr.open_array(
                 str(self.path),
                 mode="w",
@@ -212,9 +219,12 @@ class _Sink:
                 chunks=(c, self.tile, self.tile),
                 dtype="float32",
                 fill_value=float("nan"),
-                dimension_names=("band", "y", "x"),
+                zarr_format=version,
+                **names,
             )
             arr.attrs.update(meta)
+            if version == 2:
+                arr.attrs["_ARRAY_DIMENSIONS"] = list(DIMENSIONS)
         elif self.fmt == "npy":
             np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
             reserve_space(self.path)  # a full disk now, not a crash when a tile is written
@@ -532,6 +542,7 @@ def generate_field(
     extra_meta: dict | None = None,
     threads: int | None = None,
     space_check: bool = True,
+    zarr_format: int = ZARR_FORMAT,
 ) -> FieldResult:
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
@@ -552,7 +563,9 @@ def generate_field(
     depend on it, so fixing it is what keeps the output bit-identical whatever
     ``workers``/``processes``/``scheduler`` are.
     ``space_check``: refuse a field larger than the free disk space (estimated before the
-    first tile).  The ``OUT.progress/`` records are removed once the field is finished.
+    first tile).  ``zarr_format``: the zarr specification a zarr field is written in, 3 (the
+    default; its metadata names the dimensions band, y, x) or 2 (readable by zarr-python 2;
+    the names in the ``_ARRAY_DIMENSIONS`` attribute, as xarray reads them).  The ``OUT.progress/`` records are removed once the field is finished.
     """
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     if not generators:
@@ -581,6 +594,10 @@ def generate_field(
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     fieldio.check_suffix(out, fmt)
+    if int(zarr_format) not in (2, 3):
+        raise ConfigError(
+            f"--zarr-format {zarr_format}: choose 3 (zarr-python 3) or 2 (older clients)"
+        )
     if fits_out is not None and fmt != "fits":
         fieldio.check_suffix(fits_out, "fits", "--fits")
     if preview is not None:
@@ -607,6 +624,7 @@ def generate_field(
         "ensemble": len(generators),
         "format": fmt,
         "latent_chunk": LATENT_CHUNK,
+        **({"zarr_format": int(zarr_format)} if fmt == "zarr" else {}),
         "generator": g0.spec(),
         "ensemble_pattern": "(ty + 2*tx + seed) mod K" if len(generators) > 1 else None,
     }

@@ -3,8 +3,9 @@
 1. Galaxies from the pretrained ``galsim-dcgan64`` (g, r, i; counts): FITS in physical units,
    a grid, and a side-by-side picture with real galaxies of the training population.
 2. Their evaluation against held-out galaxies of that population (``report.html``).
-3. A deep field tiled from the pretrained ``xdf-sgan`` (or, when that model is not
-   installed, from a short Spatial GAN training on the Hubble XDF).
+3. A deep field tiled from the pretrained ``xdf-deepfield`` with its truth catalogue (or from
+   ``xdf-sgan``, or, when neither is installed, from a short Spatial GAN training on the
+   Hubble XDF).
 4. The training loop live: a short DCGAN run from scratch on GalSim galaxies.
 5. Fine-tuning: ``galsim-dcgan64`` trained further on real XDF galaxy stamps
    (``--init pretrained:galsim-dcgan64 --band-map R=i,G=r,B=g``), the sim→real step.
@@ -31,7 +32,8 @@ _SGAN_SHARE = 0.15
 _MIN_STEPS = {"dcgan": 30, "sgan": 20}
 _MAX_STEPS = {"dcgan": 3000, "sgan": 600}
 GALAXY_MODEL = "galsim-dcgan64"
-FIELD_MODEL = "xdf-sgan"
+#: the field models the demo tiles from, preferred first (the Spatial GAN is the fallback)
+FIELD_MODELS = ("xdf-deepfield", "xdf-sgan")
 #: the galaxy model's training data (seed 1) and the held-out draw the demo compares with
 TRAIN_SPEC = "builtin:galsim?n={n}&size=64&seed=1"
 HELDOUT_SPEC = "builtin:galsim?n={n}&size=64&seed={seed}"
@@ -236,9 +238,10 @@ def _run_demo(
 
     # 3. a deep field
     field_dir = out / "field"
-    if FIELD_MODEL in pretrained.names():
-        say(f"[3/5] tiling a 1024x1024 deep field from pretrained:{FIELD_MODEL}")
-        field_src, field_threads = f"pretrained:{FIELD_MODEL}", None
+    field_model = next((m for m in FIELD_MODELS if m in pretrained.names()), None)
+    if field_model is not None:
+        say(f"[3/5] tiling a 1024x1024 deep field from pretrained:{field_model}")
+        field_src, field_threads = f"pretrained:{field_model}", None
         result["sgan"] = {"model": field_src}
     else:
         scfg, train_sgan = _train(
@@ -282,6 +285,8 @@ def _run_demo(
         "shape": list(fr.shape),
         "fits_path": str(fr.fits_path) if fr.fits_path else None,
         "preview_path": str(fr.preview_path) if fr.preview_path else None,
+        "truth_path": str(fr.truth_path) if fr.truth_path else None,
+        "truth_rows": fr.truth_rows,
         "mpix_per_s": fr.mpix_per_s,
     }
 
@@ -377,6 +382,8 @@ def _print_result(r: dict) -> None:
     for key in ("fits_path", "preview_path"):
         if f.get(key):
             lines.append(f"  {key.split('_')[0] + ':':<25} {f[key]}")
+    if f.get("truth_path"):
+        lines.append(f"  {'truth catalogue:':<25} {f['truth_path']} ({f['truth_rows']} sources)")
     lv, ft = r["live"], r["finetune"]
     lines += [
         f"Training from scratch ({lv['steps']} steps, {lv['seconds']:.0f} s): {lv['run']}",

@@ -61,14 +61,6 @@ def test_missing_checkpoint_is_a_training_error(tmp_path):
         ck.read_checkpoint(tmp_path / "latest")
 
 
-def test_atomic_tensor_file(tmp_path):
-    p = ck.save_tensors_atomic(tmp_path / "g.safetensors", {"a": torch.arange(4.0)[::2]})
-    assert [x.name for x in tmp_path.iterdir()] == ["g.safetensors"]
-    from safetensors.torch import load_file
-
-    assert torch.equal(load_file(str(p))["a"], torch.tensor([0.0, 2.0]))
-
-
 def test_optimizer_round_trip():
     torch.manual_seed(0)
     net = torch.nn.Linear(3, 2)

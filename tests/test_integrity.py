@@ -630,14 +630,17 @@ def test_score_ladder_limit_zero_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
-def _sleep(seconds):
+def _sleep(seconds, started=None):
     import time
+    from pathlib import Path
 
+    if started is not None:
+        Path(started).touch()  # the worker is running the task, not still starting up
     time.sleep(seconds)
     return seconds
 
 
-def test_interrupted_evaluation_drops_its_workers_at_once():
+def test_interrupted_evaluation_drops_its_workers_at_once(tmp_path):
     import time
     from concurrent.futures import ProcessPoolExecutor
 
@@ -645,18 +648,23 @@ def test_interrupted_evaluation_drops_its_workers_at_once():
 
     from galforge.evaluation.runner import _drop_pool
 
+    started = tmp_path / "started"
     pool = ProcessPoolExecutor(1, mp_context=get_context())
-    running = pool.submit(_sleep, 60)
+    pool.submit(_sleep, 60, str(started))
     pool.submit(_sleep, 60)  # queued: dropped with the pool
-    while not running.running():
+    deadline = time.perf_counter() + 120  # a spawned worker imports the test module first
+    while not started.exists() and time.perf_counter() < deadline:
         time.sleep(0.05)
+    assert started.exists()
     procs = list(pool._processes.values())
+    assert procs
     t0 = time.perf_counter()
     _drop_pool(pool)
     for p in procs:
-        p.join(10)
+        p.join(30)
     assert all(not p.is_alive() for p in procs)
-    assert time.perf_counter() - t0 < 10
+    # well under the 60 s the running task would take if the pool waited for it
+    assert time.perf_counter() - t0 < 30
 
 
 def test_one_band_scorer_refuses_three_band_images(tmp_path, capsys):

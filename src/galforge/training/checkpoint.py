@@ -29,20 +29,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from galforge.errors import TrainingError
-from galforge.fileio import atomic_folder, atomic_write_bytes
+from galforge.fileio import atomic_folder
 from galforge.runfolder import CHECKPOINT_META as META
 from galforge.runfolder import CHECKPOINT_TENSORS as TENSORS
 
 # ----------------------------------------------------------------------------- files
 
 SUMS = "sha256.json"  # {file name: sha256} of the checkpoint's other files
-
-
-def save_tensors_atomic(
-    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> Path:
-    """``safetensors`` file written through a temporary file and a rename."""
-    return atomic_write_bytes(path, save(_plain(tensors), metadata=metadata))
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -30,19 +30,7 @@ NAME = "galsim-dcgan64"
 DATA = "builtin:galsim?n=8192&size=64&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&size=64&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&size=64&seed=2027"
-SETS = [
-    "model.sky_noise=true",
-    "data.stretch=asinh",
-    "train.threads=1",
-    "train.checkpoint_every=250",
-    "train.snapshot_every=1000",
-    "train.sample_every=500",
-    "train.progress=false",
-    "model.d_profile=true",
-    "model.d_mbstd_group=4",
-    "model.d_moments=true",
-    "model.scene_blur=1.0",
-]
+SETS = [*zoo.GALSIM_DCGAN64_SETS, "model.scene_blur=1.0"]
 
 #: what the evaluation and the sample grids show (written after looking at both)
 NOTES = (

@@ -19,6 +19,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ZOO = REPO / "src" / "galforge" / "pretrained"
 
+#: ``--set`` options of the DCGAN-64 zoo runs on GalSim galaxies (``galsim-dcgan64`` and its
+#: variants): sky noise, the asinh stretch, D's three side paths of the ``cpu`` config spelled
+#: out, one CPU thread, and the run's checkpoint, snapshot and sample cadence
+GALSIM_DCGAN64_SETS = [
+    "model.sky_noise=true",
+    "data.stretch=asinh",
+    "train.threads=1",
+    "train.checkpoint_every=250",
+    "train.snapshot_every=1000",
+    "train.sample_every=500",
+    "train.progress=false",
+    "model.d_profile=true",
+    "model.d_mbstd_group=4",
+    "model.d_moments=true",
+]
+
 
 def default_runs() -> Path:
     return Path(os.environ.get("GALFORGE_RUNS", Path.home() / "galforge-runs"))

@@ -497,7 +497,7 @@ def sgan_bundle(tmp_path_factory):
 def test_unfinished_field_never_sits_under_its_name(
     sgan_bundle, tmp_path, capsys, monkeypatch, fmt
 ):
-    from galforge.generation import field as field_mod
+    from galforge.generation import fieldjob
     from galforge.generation.field import read_field
 
     args = [
@@ -517,7 +517,7 @@ def test_unfinished_field_never_sits_under_its_name(
     assert main([*args, "--out", str(ref)]) == 0
     out = tmp_path / f"f.{fmt}"
     calls = {"n": 0}
-    real_run = field_mod._run_tile
+    real_run = fieldjob.run_tile
 
     def full_disk_after_three(job, ty, tx):
         calls["n"] += 1
@@ -525,7 +525,7 @@ def test_unfinished_field_never_sits_under_its_name(
             raise OSError(errno.ENOSPC, "No space left on device", str(job.write_path))
         return real_run(job, ty, tx)
 
-    monkeypatch.setattr(field_mod, "_run_tile", full_disk_after_three)
+    monkeypatch.setattr(fieldjob, "run_tile", full_disk_after_three)
     capsys.readouterr()
     assert main([*args, "--out", str(out)]) == 2
     line = _stderr_line(capsys)

@@ -1,7 +1,7 @@
 """The house's floors, checked on the source: a lower floor never imports a higher one.
 
 Floors, bottom up (docs/architecture.md): `errors`, `fileio`, `seeding`, `interrupt`,
-`fitsheader`, `outputs`, `jsonsafe`, `tables`, `log` and `pretrained` (shipped files only);
+`fitsheader`, `outputs`, `jsonsafe`, `tables`, `log`, `options` and `pretrained` (shipped files only);
 `models`, `data`, `config`; `training`, `bundle`, `runfolder`; `generation` and, beside it
 using only `data` and the bottom floor, `evaluation`; `projection` (uses both) and `galsim`
 (GalSim objects from bundles); `cli` on top, with the package's own `galforge/__init__.py`
@@ -31,6 +31,7 @@ FLOORS: list[set[str]] = [
         "jsonsafe",
         "tables",
         "log",
+        "options",
     },
     {"models", "data", "config"},
     {"training", "bundle", "runfolder"},

@@ -45,38 +45,68 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
-from galforge import fitsheader, interrupt, outputs
-from galforge.errors import BundleError, ConfigError, DiskFullError, Interrupted, ModelError
-from galforge.fileio import (
-    atomic_file,
-    atomic_write_json,
-    is_disk_full,
-    publish,
-    reserve_space,
-)
+from galforge import interrupt, outputs
+from galforge.errors import BundleError, ConfigError, DiskFullError, ModelError
+from galforge.fileio import atomic_write_json, is_disk_full, publish
 from galforge.generation import fieldio
+from galforge.generation.fieldjob import FieldJob, execute_tiles, stop_if_interrupted
+from galforge.generation.fieldlatent import (
+    LATENT_CHUNK,
+    FieldLatent,
+    add_sky_noise,
+    ensemble_index,
+)
+from galforge.generation.fieldsink import (
+    DIMENSIONS,
+    ZARR_FORMAT,
+    FieldSink,
+    read_field,
+    write_fits_from,
+    write_preview,
+)
 from galforge.models.capabilities import SOURCES, WINDOWED, capabilities, require
+from galforge.options import Options
 from galforge.runfolder import RunFolder
-from galforge.seeding import check_seed, derive_seed, field_chunk_generator
+from galforge.seeding import check_seed
 
-LATENT_CHUNK = 64
-#: the zarr specification fields are written in by default, and the names of their axes
-ZARR_FORMAT = 3
-DIMENSIONS = ("band", "y", "x")
+__all__ = [
+    "DIMENSIONS",
+    "LATENT_CHUNK",
+    "ZARR_FORMAT",
+    "FieldJob",
+    "FieldLatent",
+    "FieldOptions",
+    "FieldResult",
+    "FieldSink",
+    "add_sky_noise",
+    "ensemble_index",
+    "field_from_bundle",
+    "generate_field",
+    "load_snapshot_generator",
+    "parse_size",
+    "read_field",
+    "render_one_shot",
+    "snapshot_dirs",
+    "write_fits_from",
+    "write_preview",
+]
+
 DEFAULT_TILE = 1024
 COMPILE_MIN_TILES = 128
-FORMATS = ("zarr", "fits", "npy")
+#: the formats a field is written in
+Format = Literal["zarr", "fits", "npy"]
+FORMATS: tuple[str, ...] = get_args(Format)
 #: smallest field side accepted by ``--size``, in pixels
 MIN_SIDE = 16
-_FITS_BLOCK = 2880
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -100,6 +130,55 @@ def parse_size(text: str | Sequence[int], option: str = "--size") -> tuple[int, 
     return values[0], values[1]
 
 
+@dataclass(frozen=True)
+class FieldOptions(Options):
+    """How :func:`generate_field` makes and writes a field (its docstring says what each
+    option does).  ``fmt`` is lower-cased (``None``/``""``: from the suffix of the output);
+    choices, ``workers`` and ``seed`` are checked when the object is made."""
+
+    CALLER: ClassVar[str] = "generate_field"
+
+    tile: int = field(default=DEFAULT_TILE, metadata={"option": "--tile"})
+    seed: int = field(default=0, metadata={"option": "--seed"})
+    fmt: Format | None = field(default=None, metadata={"option": "--format"})
+    units: str = ""
+    bundle_id: str = ""
+    workers: int = field(default=1, metadata={"option": "--workers"})
+    processes: bool = False
+    scheduler: str | None = None
+    resume: bool = False
+    overwrite: bool = False
+    compile: bool | Literal["auto"] = "auto"
+    channels_last: bool = True
+    progress: bool = True
+    fits_out: str | os.PathLike | None = None
+    preview: str | os.PathLike | None = None
+    preview_size: int = 1024
+    extra_meta: dict | None = None
+    threads: int | None = None
+    space_check: bool = True
+    zarr_format: Literal[2, 3] = field(
+        default=ZARR_FORMAT,
+        metadata={"option": "--zarr-format", "choices": "3 (zarr-python 3) or 2 (older clients)"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fmt, str):
+            self._set("fmt", self.fmt.lower() or None)
+        zf = self.zarr_format
+        if isinstance(zf, (str, float)) and not isinstance(zf, bool):
+            try:  # "3" or 3.0 as 3, as before
+                if int(zf) == float(zf):
+                    self._set("zarr_format", int(zf))
+            except ValueError:
+                pass
+        super().__post_init__()
+        if int(self.workers) < 1:
+            raise ConfigError(f"--workers {self.workers}: give at least 1")
+        self._set("workers", int(self.workers))
+        self._set("seed", check_seed(self.seed))
+
+
 def _check_tile(tile: int, upscale: int) -> int:
     tile = int(tile)
     if tile < upscale or tile % upscale:
@@ -108,375 +187,6 @@ def _check_tile(tile: int, upscale: int) -> int:
             "generator's pixels per latent pixel)"
         )
     return tile
-
-
-# ---------------------------------------------------------------------------- latent
-class FieldLatent:
-    """The conceptual latent ``[channels, h, w]`` of a field, drawn chunk by chunk."""
-
-    def __init__(
-        self, seed: int, latent_hw: tuple[int, int], channels: int = 50, chunk: int = LATENT_CHUNK
-    ):
-        self.seed = check_seed(seed)
-        self.h, self.w = int(latent_hw[0]), int(latent_hw[1])
-        self.channels = int(channels)
-        self.chunk = int(chunk)
-
-    def _chunk(self, i: int, j: int) -> torch.Tensor:
-        rng = field_chunk_generator(self.seed, i, j)
-        return torch.randn((self.channels, self.chunk, self.chunk), generator=rng)
-
-    def window(self, y0: int, x0: int, h: int, w: int) -> torch.Tensor:
-        """Latent pixels ``[y0, y0 + h) x [x0, x0 + w)``; zero outside the field."""
-        out = torch.zeros((self.channels, h, w))
-        ys, ye = max(y0, 0), min(y0 + h, self.h)
-        xs, xe = max(x0, 0), min(x0 + w, self.w)
-        if ys >= ye or xs >= xe:
-            return out
-        c = self.chunk
-        for i in range(ys // c, (ye - 1) // c + 1):
-            for j in range(xs // c, (xe - 1) // c + 1):
-                block = self._chunk(i, j)
-                cy0, cy1 = max(ys, i * c), min(ye, (i + 1) * c)
-                cx0, cx1 = max(xs, j * c), min(xe, (j + 1) * c)
-                out[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = block[
-                    :, cy0 - i * c : cy1 - i * c, cx0 - j * c : cx1 - j * c
-                ]
-        return out
-
-    def whole(self) -> torch.Tensor:
-        """The whole latent ``[1, channels, h, w]`` (for fields small enough to hold)."""
-        return self.window(0, 0, self.h, self.w)[None]
-
-
-def add_sky_noise(
-    generator: nn.Module, y: torch.Tensor, seed: int, field_hw, y0: int, x0: int
-) -> torch.Tensor:
-    """Pixels ``y`` (model space, ``1×C×h×w``, at ``(y0, x0)`` of a field of ``field_hw``
-    pixels) with the generator's learned sky noise added (unchanged for generators without).
-
-    The unit noise is a field of its own, drawn chunk by chunk from ``seed`` like the
-    latent, so a field rendered tile by tile equals the one rendered whole.
-    """
-    sky = getattr(generator, "sky", None)
-    if sky is None:
-        return y
-    h, w = y.shape[-2:]
-    noise = FieldLatent(derive_seed(seed, "sky-noise"), field_hw, sky.channels)
-    eps = noise.window(y0 - 1, x0 - 1, h + 2, w + 2)[None].to(y.device, y.dtype)
-    return sky(y, eps)
-
-
-def ensemble_index(ty: int, tx: int, k: int, seed: int = 0) -> int:
-    """Generator used by tile ``(ty, tx)`` in a ``k``-member self-ensemble (module docstring)."""
-    return (ty + 2 * tx + seed) % k
-
-
-# ---------------------------------------------------------------------------- outputs
-def _fits_header(shape: tuple[int, int, int], meta: dict):
-    from astropy.io import fits
-
-    c, h, w = shape
-    hdr = fits.Header()
-    hdr["SIMPLE"] = True
-    hdr["BITPIX"] = -32
-    hdr["NAXIS"] = 3
-    hdr["NAXIS1"] = w
-    hdr["NAXIS2"] = h
-    hdr["NAXIS3"] = c
-    hdr["EXTEND"] = True
-    fitsheader.unit_cards(hdr, meta.get("units"))
-    fitsheader.band_cards(hdr, list(meta.get("bands", [])), filter_card=False)
-    hdr["SEED"] = (int(meta.get("seed", 0)), "latent seed of the field")
-    hdr["BUNDLE"] = (str(meta.get("bundle_id", "")), "galforge bundle id of the generator")
-    hdr["TILE"] = (int(meta.get("tile", 0)), "tile size used to generate the field")
-    hdr["ENSEMBLE"] = (int(meta.get("ensemble", 1)), "generators in the self-ensemble")
-    hdr["ORIGIN"] = "galforge"
-    fieldio.provenance_cards(hdr, meta)
-    return hdr
-
-
-class _Sink:
-    """Where tiles go: the output file, opened lazily in every process that writes."""
-
-    def __init__(self, path: Path, fmt: str, shape: tuple[int, int, int], tile: int):
-        self.path, self.fmt, self.shape, self.tile = Path(path), fmt, shape, tile
-        self.data_offset = 0
-
-    def create(self, meta: dict) -> None:
-        c, h, w = self.shape
-        if self.fmt == "zarr":
-            import zarr
-
-            version = int(meta.get("zarr_format", ZARR_FORMAT))
-            # zarr v3 names the dimensions in the array's metadata; v2 has no such field, so
-            # the names go where xarray looks for them (the _ARRAY_DIMENSIONS attribute)
-            names = {"dimension_names": DIMENSIONS} if version == 3 else {}
-            arr = zarr.open_array(
-                str(self.path),
-                mode="w",
-                shape=self.shape,
-                chunks=(c, self.tile, self.tile),
-                dtype="float32",
-                fill_value=float("nan"),
-                zarr_format=version,
-                **names,
-            )
-            arr.attrs.update(meta)
-            if version == 2:
-                arr.attrs["_ARRAY_DIMENSIONS"] = list(DIMENSIONS)
-        elif self.fmt == "npy":
-            np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
-            reserve_space(self.path)  # a full disk now, not a crash when a tile is written
-            atomic_write_json(self.path.with_name(self.path.name + ".json"), meta)
-        else:
-            header = _fits_header(self.shape, meta).tostring().encode("ascii")
-            nbytes = c * h * w * 4
-            total = len(header) + -(-nbytes // _FITS_BLOCK) * _FITS_BLOCK
-            with open(self.path, "wb") as fh:
-                fh.write(header)
-                fh.truncate(total)
-
-    def open(self) -> None:
-        if self.fmt == "fits":
-            from astropy.io import fits
-
-            with open(self.path, "rb") as fh:
-                hdr = fits.Header.fromfile(fh)
-                self.data_offset = fh.tell()
-            if (hdr["NAXIS3"], hdr["NAXIS2"], hdr["NAXIS1"]) != self.shape:
-                raise ConfigError(f"{self.path}: existing FITS has another shape; remove it")
-
-    def write(self, y0: int, x0: int, data: np.ndarray) -> None:
-        c, h, w = data.shape
-        if self.fmt == "zarr":
-            import zarr
-
-            arr = zarr.open_array(str(self.path), mode="r+")
-            arr[:, y0 : y0 + h, x0 : x0 + w] = data
-        elif self.fmt == "npy":
-            mm = np.load(self.path, mmap_mode="r+")
-            mm[:, y0 : y0 + h, x0 : x0 + w] = data
-            mm.flush()
-            del mm
-        else:
-            _, fh_h, fh_w = self.shape
-            big = np.ascontiguousarray(data.astype(">f4"))
-            fd = os.open(self.path, os.O_WRONLY)
-            try:
-                for ci in range(c):
-                    for r in range(h):
-                        off = self.data_offset + ((ci * fh_h + y0 + r) * fh_w + x0) * 4
-                        os.pwrite(fd, big[ci, r].tobytes(), off)
-            finally:
-                os.close(fd)
-
-    def read(self, y0: int, y1: int) -> np.ndarray:
-        """Rows ``[y0, y1)`` of every band, ``C x rows x W`` float32."""
-        if self.fmt == "zarr":
-            import zarr
-
-            return np.asarray(zarr.open_array(str(self.path), mode="r")[:, y0:y1, :])
-        if self.fmt == "npy":
-            return np.array(np.load(self.path, mmap_mode="r")[:, y0:y1, :])
-        c, h, w = self.shape
-        mm = np.memmap(self.path, dtype=">f4", mode="r", offset=self.data_offset, shape=(c, h, w))
-        return np.asarray(mm[:, y0:y1, :], dtype=np.float32)
-
-
-def read_field(path) -> tuple[np.ndarray, dict]:
-    """Read a whole field written by :func:`generate_field` -> ``(C x H x W array, metadata)``.
-
-    Meant for fields that fit in memory (tests, small fields); large fields are better read
-    lazily, e.g. with ``zarr.open_array`` or ``astropy.io.fits.open(memmap=True)``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        import zarr
-
-        arr = zarr.open_array(str(path), mode="r")
-        return np.asarray(arr[...]), dict(arr.attrs)
-    if path.suffix == ".npy":
-        meta_path = path.with_name(path.name + ".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        return np.load(path), meta
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as hdul:
-        # the primary HDU, or the image extension of a tile-compressed field
-        hdu = next((h for h in hdul if h.is_image and h.data is not None), hdul[0])
-        hdr = hdu.header
-        data = np.asarray(hdu.data, dtype=np.float32)
-        meta = {
-            "bands": [b for b in str(hdr.get("BANDS", "")).split(",") if b],
-            "units": fitsheader.units_from_header(hdr, default=""),
-            "seed": hdr.get("SEED"),
-            "bundle_id": hdr.get("BUNDLE", ""),
-        }
-    return data, meta
-
-
-# ---------------------------------------------------------------------------- rendering
-@dataclass
-class FieldJob:
-    """Everything a worker needs to render and write one tile (picklable)."""
-
-    generators: list[nn.Module]
-    normalizer: object | None
-    size: tuple[int, int]
-    tile: int
-    seed: int
-    out: Path
-    fmt: str
-    channels_last: bool = True
-    compile: bool = False
-    threads: int | None = None
-    write_to: Path | None = None  # where tiles go while the field is made (None: out)
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
-
-    @property
-    def upscale(self) -> int:
-        return int(self.generators[0].upscale)
-
-    @property
-    def latent_hw(self) -> tuple[int, int]:
-        u = self.upscale
-        return math.ceil(self.size[0] / u), math.ceil(self.size[1] / u)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        return math.ceil(self.size[0] / self.tile), math.ceil(self.size[1] / self.tile)
-
-    @property
-    def progress_dir(self) -> Path:
-        return self.out.with_name(self.out.name + ".progress")
-
-    @property
-    def staged(self) -> Path:
-        """Where a FITS or npy field is made: inside the progress folder, moved to ``out``
-        when every tile is written (a half-made field never sits under the final name)."""
-        return self.progress_dir / self.out.name
-
-    @property
-    def write_path(self) -> Path:
-        return self.write_to or self.out
-
-    def marker(self, ty: int, tx: int) -> Path:
-        return self.progress_dir / f"tile-{ty:05d}-{tx:05d}.done"
-
-    def tiles(self) -> list[tuple[int, int]]:
-        gy, gx = self.grid
-        return [(ty, tx) for ty in range(gy) for tx in range(gx)]
-
-    def tile_box(self, ty: int, tx: int) -> tuple[int, int, int, int]:
-        y0, x0 = ty * self.tile, tx * self.tile
-        return y0, x0, min(self.tile, self.size[0] - y0), min(self.tile, self.size[1] - x0)
-
-    def sink(self) -> _Sink:
-        if "sink" not in self._cache:
-            c = self.generators[0].channels
-            sink = _Sink(self.write_path, self.fmt, (c, *self.size), self.tile)
-            sink.open()
-            self._cache["sink"] = sink
-        return self._cache["sink"]
-
-    def _runner(self, index: int):
-        """The (optionally compiled) tile function of generator ``index``, built once."""
-        key = ("run", index)
-        if key not in self._cache:
-            g = self.generators[index]
-            if self.channels_last:
-                # in place, but as ordinary tensors: run inside inference_mode, the
-                # conversion would leave the caller's model unusable with autograd
-                with torch.inference_mode(False):
-                    g = g.to(memory_format=torch.channels_last)
-            fn = g.forward_window
-            if self.compile:
-                fn = torch.compile(fn, dynamic=False)
-            self._cache[key] = fn
-        return self._cache[key]
-
-    def render(self, ty: int, tx: int) -> np.ndarray:
-        """Tile ``(ty, tx)`` in physical units, ``C x h x w`` float32 (h, w clipped at edges)."""
-        if self.threads and torch.get_num_threads() != self.threads:
-            # the same intra-op thread count everywhere keeps the sums, hence the pixels,
-            # identical whatever process or cluster worker renders the tile
-            torch.set_num_threads(self.threads)
-        y0, x0, h, w = self.tile_box(ty, tx)
-        g = self.generators[0]
-        if SOURCES in capabilities(g):
-            # a field of sources: the generator draws any window from the seed (physical units)
-            with torch.inference_mode():
-                y = g.render_window(self.seed, y0, x0, h, w, self.size)
-            return np.ascontiguousarray(y.cpu().numpy(), dtype=np.float32)
-        plan = g.plan_window(self.tile)
-        oy, ox = y0 // self.upscale, x0 // self.upscale
-        latent = FieldLatent(self.seed, self.latent_hw, g.latent_channels)
-        device = next(g.parameters()).device
-        z = latent.window(
-            oy + plan.latent_start, ox + plan.latent_start, plan.latent_size, plan.latent_size
-        )[None].to(device)
-        if self.channels_last:
-            z = z.contiguous(memory_format=torch.channels_last)
-        lh, lw = self.latent_hw
-        interior = (
-            oy + plan.latent_start >= 0
-            and ox + plan.latent_start >= 0
-            and oy + plan.latent_start + plan.latent_size <= lh
-            and ox + plan.latent_start + plan.latent_size <= lw
-            and self.tile * (ty + 1) <= self.size[0]
-            and self.tile * (tx + 1) <= self.size[1]
-        )
-        masks = None
-        if self.compile or not interior:
-            # a compiled tile function always takes masks so that one graph serves every tile
-            masks = g.window_masks(plan, (oy, ox), self.latent_hw, device=device)
-        index = ensemble_index(ty, tx, len(self.generators), self.seed)
-        with torch.inference_mode():
-            y = self._runner(index)(z, plan, masks)
-            y = add_sky_noise(
-                self.generators[index], y[:, :, :h, :w].float(), self.seed, self.size, y0, x0
-            )
-            y = y.cpu().contiguous()
-            if self.normalizer is not None:
-                y = self.normalizer.inverse(y)
-        y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-        return np.ascontiguousarray(y[0], dtype=np.float32)
-
-
-def _run_tile(job: FieldJob, ty: int, tx: int) -> int:
-    """Render, write and record one tile; returns its pixel count (0: skipped on a stop request)."""
-    if interrupt.requested() is not None:
-        return 0
-    data = job.render(ty, tx)
-    y0, x0, h, w = job.tile_box(ty, tx)
-    job.sink().write(y0, x0, data)
-    job.marker(ty, tx).touch()
-    return h * w
-
-
-def render_one_shot(generator: nn.Module, normalizer, size, seed: int = 0) -> np.ndarray:
-    """The whole field in one pass over the whole latent (for small fields and checks)."""
-    h, w = parse_size(size)
-    if SOURCES in capabilities(generator):
-        with torch.inference_mode():
-            return generator.render_window(seed, 0, 0, h, w, (h, w)).cpu().numpy()
-    require(generator, WINDOWED, "a deep field")
-    u = int(generator.upscale)
-    latent = FieldLatent(seed, (math.ceil(h / u), math.ceil(w / u)), generator.latent_channels)
-    device = next(generator.parameters()).device
-    with torch.inference_mode():
-        y = generator(latent.whole().to(device))[:, :, :h, :w].float()
-        y = add_sky_noise(generator, y, seed, (h, w), 0, 0).cpu()
-        if normalizer is not None:
-            y = normalizer.inverse(y)
-    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    return np.asarray(y[0], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -522,27 +232,8 @@ def generate_field(
     bands: Sequence[str],
     out,
     size,
-    *,
-    tile: int = DEFAULT_TILE,
-    seed: int = 0,
-    fmt: str | None = None,
-    units: str = "",
-    bundle_id: str = "",
-    workers: int = 1,
-    processes: bool = False,
-    scheduler: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    compile: bool | str = "auto",
-    channels_last: bool = True,
-    progress: bool = True,
-    fits_out=None,
-    preview=None,
-    preview_size: int = 1024,
-    extra_meta: dict | None = None,
-    threads: int | None = None,
-    space_check: bool = True,
-    zarr_format: int = ZARR_FORMAT,
+    options: FieldOptions | Mapping[str, Any] | None = None,
+    **kwargs: Any,
 ) -> FieldResult:
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
@@ -567,6 +258,7 @@ def generate_field(
     default; its metadata names the dimensions band, y, x) or 2 (readable by zarr-python 2;
     the names in the ``_ARRAY_DIMENSIONS`` attribute, as xarray reads them).  The ``OUT.progress/`` records are removed once the field is finished.
     """
+    o = FieldOptions.build(options, **kwargs)
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     if not generators:
         raise ModelError("generate_field: no generator given")
@@ -586,29 +278,19 @@ def generate_field(
         )
     h, w = parse_size(size)
     upscale = int(g0.upscale)
-    tile = _check_tile(tile, upscale)
+    tile = _check_tile(o.tile, upscale)
     out = Path(out)
     if out.name in ("", ".."):
         out = Path(os.path.abspath(out))  # "." or "..": the folder's own name
-    fmt = (fmt or _default_format(out)).lower()
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    fmt = o.fmt or _default_format(out)
     fieldio.check_suffix(out, fmt)
-    if int(zarr_format) not in (2, 3):
-        raise ConfigError(
-            f"--zarr-format {zarr_format}: choose 3 (zarr-python 3) or 2 (older clients)"
-        )
-    if fits_out is not None and fmt != "fits":
-        fieldio.check_suffix(fits_out, "fits", "--fits")
-    if preview is not None:
-        fieldio.check_preview_suffix(preview)
-    workers = int(workers)
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: give at least 1")
-    seed = check_seed(seed)
+    if o.fits_out is not None and fmt != "fits":
+        fieldio.check_suffix(o.fits_out, "fits", "--fits")
+    if o.preview is not None:
+        fieldio.check_preview_suffix(o.preview)
+    seed = o.seed
     tile = min(tile, upscale * math.ceil(max(h, w) / upscale))
-    if sources:
-        compile = False  # no tile network to compile: sources are drawn one by one
+    compile = False if sources else o.compile  # sources are drawn one by one: nothing to compile
     if compile == "auto":
         # compiling gains ~5-10 % per tile over the eager path on CPU but costs 15-60 s once:
         # worth it only for many large tiles
@@ -616,19 +298,19 @@ def generate_field(
         compile = n_tiles >= COMPILE_MIN_TILES and tile >= 512 and _compile_available()
     meta = {
         "bands": list(bands),
-        "units": units,
+        "units": o.units,
         "seed": seed,
-        "bundle_id": bundle_id,
+        "bundle_id": o.bundle_id,
         "size": [h, w],
         "tile": tile,
         "ensemble": len(generators),
         "format": fmt,
         "latent_chunk": LATENT_CHUNK,
-        **({"zarr_format": int(zarr_format)} if fmt == "zarr" else {}),
+        **({"zarr_format": int(o.zarr_format)} if fmt == "zarr" else {}),
         "generator": g0.spec(),
         "ensemble_pattern": "(ty + 2*tx + seed) mod K" if len(generators) > 1 else None,
     }
-    meta.update(extra_meta or {})
+    meta.update(o.extra_meta or {})
     job = FieldJob(
         generators,
         normalizer,
@@ -637,50 +319,53 @@ def generate_field(
         seed,
         out,
         fmt,
-        channels_last=channels_last,
+        channels_last=o.channels_last,
         compile=bool(compile),
-        threads=int(threads) if threads else torch.get_num_threads(),
+        threads=int(o.threads) if o.threads else torch.get_num_threads(),
     )
     c = g0.channels
     staged = fmt in ("fits", "npy")
     # a finished field, or one begun before staging existed, stays where it is
     if staged and not (out.exists() and not job.staged.exists()):
         job.write_to = job.staged
-    sink = _Sink(job.write_path, fmt, (c, h, w), tile)
+    sink = FieldSink(job.write_path, fmt, (c, h, w), tile)
     job_json = job.progress_dir / "job.json"
     fingerprint = {
         k: meta[k] for k in ("size", "tile", "seed", "bundle_id", "ensemble", "format", "generator")
     }
     meta["job_hash"] = fieldio.job_hash(fingerprint)
     finished = (
-        resume
+        o.resume
         and not job.progress_dir.exists()
         and fieldio.stored_job_hash(out, fmt) == meta["job_hash"]
     )
-    if space_check and not finished:
-        started = resume and job.write_path.exists() and job_json.exists()
+    if o.space_check and not finished:
+        started = o.resume and job.write_path.exists() and job_json.exists()
         n_done = len(list(job.progress_dir.glob("*.done"))) if started else 0
         fieldio.check_space(
             out,
             (g0.channels, h, w),
-            extra_copies=int(fits_out is not None and fmt != "fits"),
+            extra_copies=int(o.fits_out is not None and fmt != "fits"),
             todo_fraction=1.0 - n_done / (job.grid[0] * job.grid[1]),
-            freed=fieldio.disk_usage(out) if overwrite and not started else 0,
+            freed=fieldio.disk_usage(out) if o.overwrite and not started else 0,
         )
-    for option, path in (("--fits", fits_out if fmt != "fits" else None), ("--preview", preview)):
+    for option, path in (
+        ("--fits", o.fits_out if fmt != "fits" else None),
+        ("--preview", o.preview),
+    ):
         if path is not None:
-            outputs.claim_entry(path, overwrite=overwrite, option=option)
+            outputs.claim_entry(path, overwrite=o.overwrite, option=option)
     if sources:
         from galforge.generation.truth import truth_paths
 
         for path in truth_paths(out):  # the truth catalogue is written beside the pixels
-            outputs.claim_entry(path, overwrite=overwrite, resume=resume, option="--out")
+            outputs.claim_entry(path, overwrite=o.overwrite, resume=o.resume, option="--out")
     # written with the field: its progress records and an npy field's .json
     extra = (job.progress_dir, *([out.with_name(out.name + ".json")] if fmt == "npy" else []))
     if finished:
         # a finished field (its progress records removed): nothing left to make
         outputs.claim_entry(out, resume=True, extra=extra)
-    elif resume and job.write_path.exists() and job_json.exists():
+    elif o.resume and job.write_path.exists() and job_json.exists():
         outputs.claim_entry(
             out,
             resume=True,
@@ -696,14 +381,16 @@ def generate_field(
             )
     else:
         if out.exists() or job.progress_dir.exists():
-            if resume and not overwrite:
+            if o.resume and not o.overwrite:
                 raise ConfigError(
                     f"--resume: {out} has no progress record ({job_json}) of a field started "
                     "by galforge; pass --overwrite to replace it"
                 )
-        outputs.claim_entry(out, overwrite=overwrite, extra=extra, hint="or --resume to finish it")
+        outputs.claim_entry(
+            out, overwrite=o.overwrite, extra=extra, hint="or --resume to finish it"
+        )
         job.write_to = job.staged if staged else None
-        sink = _Sink(job.write_path, fmt, (c, h, w), tile)
+        sink = FieldSink(job.write_path, fmt, (c, h, w), tile)
         job.progress_dir.mkdir(parents=True, exist_ok=True)
         sink.create(meta)
         atomic_write_json(job_json, fingerprint)
@@ -714,7 +401,7 @@ def generate_field(
     t0 = time.perf_counter()
     if todo:
         try:
-            _execute(job, todo, workers, processes, scheduler, progress, todo_pixels)
+            execute_tiles(job, todo, o.workers, o.processes, o.scheduler, o.progress, todo_pixels)
         except Exception as exc:
             if is_disk_full(exc):
                 raise DiskFullError(
@@ -723,7 +410,7 @@ def generate_field(
                 ) from None
             if interrupt.requested() is None:
                 raise
-        _stop_if_interrupted(job)
+        stop_if_interrupted(job)
     seconds = time.perf_counter() - t0
     result = FieldResult(
         out, (c, h, w), total_tiles, total_tiles - len(todo), seconds, tiles_pixels=todo_pixels
@@ -733,14 +420,14 @@ def generate_field(
         if fmt == "npy":
             publish(job.write_path.with_name(out.name + ".json"), out.with_name(out.name + ".json"))
         job.write_to = None
-        sink = _Sink(out, fmt, (c, h, w), tile)
+        sink = FieldSink(out, fmt, (c, h, w), tile)
     sink.open()
-    if fits_out is not None and fmt != "fits":
-        result.fits_path = write_fits_from(sink, Path(fits_out), meta)
-    elif fits_out is not None:
+    if o.fits_out is not None and fmt != "fits":
+        result.fits_path = write_fits_from(sink, Path(o.fits_out), meta)
+    elif o.fits_out is not None:
         result.fits_path = out
-    if preview is not None:
-        result.preview_path = write_preview(sink, Path(preview), bands, units, preview_size)
+    if o.preview is not None:
+        result.preview_path = write_preview(sink, Path(o.preview), bands, o.units, o.preview_size)
     if sources:
         from galforge.generation.truth import write_truth
 
@@ -751,105 +438,23 @@ def generate_field(
     return result
 
 
-def _stop_if_interrupted(job: FieldJob) -> None:
-    """SIGINT/SIGTERM (galforge.interrupt): the finished tiles are recorded; stop here."""
-    signum = interrupt.requested()
-    if signum is None:
-        return
-    done = sum(1 for t in job.tiles() if job.marker(*t).exists())
-    raise Interrupted(
-        f"interrupted with {done} of {len(job.tiles())} tiles of {job.out} "
-        f"written (recorded in {job.progress_dir})",
-        signum=signum,
-    )
-
-
-def _execute(job: FieldJob, todo, workers, processes, scheduler, progress, todo_pixels) -> None:
-    import dask
-    from tqdm.auto import tqdm
-
-    # pixels with SI prefixes: the rate reads "Mpix/s", the remaining time is the ETA
-    bar = tqdm(
-        total=todo_pixels,
-        unit="pix",
-        unit_scale=True,  # a bar on a terminal only
-        disable=None if progress else True,
-        desc="field",
-        dynamic_ncols=True,
-        smoothing=0.1,
-    )
-    try:
-        if job.compile and scheduler is None and not processes:
-            # compile once here, on the first tile, so that worker threads share the graph
-            first = todo[0]
-            bar.update(_run_tile(job, *first))
-            todo = todo[1:]
-        tasks = [dask.delayed(_run_tile, pure=False)(job, ty, tx) for ty, tx in todo]
-        if scheduler is not None:
-            from distributed import Client, as_completed
-
-            with Client(scheduler) as client:
-                futures = client.compute(tasks)
-                for fut in as_completed(futures):
-                    bar.update(fut.result())
-            return
-        from dask.callbacks import Callback
-
-        class _Progress(Callback):
-            def _posttask(self, key, result, dsk, state, worker_id):
-                if isinstance(result, int):
-                    bar.update(result)
-
-        if workers == 1 and not processes:
-            sched, kwargs = "synchronous", {}
-        else:
-            sched = "processes" if processes else "threads"
-            kwargs = {"num_workers": workers}
-        with _Progress():
-            dask.compute(*tasks, scheduler=sched, **kwargs)
-    finally:
-        bar.close()
-
-
-# ---------------------------------------------------------------------------- extras
-def write_fits_from(sink: _Sink, path: Path, meta: dict, rows: int | None = None) -> Path:
-    """Stream a zarr/npy field into a FITS cube, a band of rows at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        fits_sink = _Sink(tmp, "fits", sink.shape, sink.tile)
-        fits_sink.create(meta)
-        fits_sink.open()
-        rows = rows or sink.tile
-        _, h, _ = sink.shape
-        for y0 in range(0, h, rows):
-            fits_sink.write(y0, 0, sink.read(y0, min(h, y0 + rows)))
-    return path
-
-
-def write_preview(sink: _Sink, path: Path, bands, units, max_side: int = 1024) -> Path:
-    """RGB PNG of the field block-averaged so that its longer side is at most ``max_side``."""
-    from PIL import Image
-
-    from galforge.data.display import lupton_rgb, preview_png_info
-
-    c, h, w = sink.shape
-    f = max(1, math.ceil(max(h, w) / max_side))
-    ph, pw = h // f, w // f
-    if ph == 0 or pw == 0:
-        raise ConfigError(f"preview: the field is too small for a {max_side} pixel preview")
-    small = np.zeros((c, ph, pw), np.float32)
-    step = max(f, (sink.tile // f) * f)
-    for y0 in range(0, ph * f, step):
-        y1 = min(ph * f, y0 + step)
-        block = sink.read(y0, y1)[:, :, : pw * f]
-        small[:, y0 // f : y1 // f] = block.reshape(c, (y1 - y0) // f, f, pw, f).mean(axis=(2, 4))
-    rgb = lupton_rgb(small, list(bands), units)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(
-            tmp, format="PNG", pnginfo=preview_png_info()
-        )
-    return path
+def render_one_shot(generator: nn.Module, normalizer, size, seed: int = 0) -> np.ndarray:
+    """The whole field in one pass over the whole latent (for small fields and checks)."""
+    h, w = parse_size(size)
+    if SOURCES in capabilities(generator):
+        with torch.inference_mode():
+            return generator.render_window(seed, 0, 0, h, w, (h, w)).cpu().numpy()
+    require(generator, WINDOWED, "a deep field")
+    u = int(generator.upscale)
+    latent = FieldLatent(seed, (math.ceil(h / u), math.ceil(w / u)), generator.latent_channels)
+    device = next(generator.parameters()).device
+    with torch.inference_mode():
+        y = generator(latent.whole().to(device))[:, :, :h, :w].float()
+        y = add_sky_noise(generator, y, seed, (h, w), 0, 0).cpu()
+        if normalizer is not None:
+            y = normalizer.inverse(y)
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    return np.asarray(y[0], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------- bundles / runs
@@ -873,20 +478,24 @@ def field_from_bundle(
     path,
     out,
     size,
+    options: FieldOptions | Mapping[str, Any] | None = None,
     *,
     ensemble: int | None = None,
     realisations: int | None = None,
     device="auto",
-    **options,
+    **kwargs: Any,
 ) -> list[FieldResult]:
-    """Generate a field from a bundle or run folder (see :func:`generate_field`).
+    """Generate a field from a bundle or run folder (see :func:`generate_field`; its options
+    as a :class:`FieldOptions` or keywords).
 
     ``ensemble=K`` uses the last K kept snapshots of the run as a self-ensemble;
     ``realisations=R`` writes R fields (``OUT`` with ``_r00``, ``_r01``, ... before the
     suffix), field ``r`` made by the r-th of the last R snapshots from the same latent.
+    ``units`` and ``bundle_id`` default to the bundle's.
     """
     from galforge.generation.sampling import load_bundle
 
+    given = FieldOptions.build(options, **kwargs)
     bundle = load_bundle(path, device=device)
     gen = bundle.generator
     if WINDOWED not in bundle.capabilities and SOURCES not in bundle.capabilities:
@@ -895,20 +504,22 @@ def field_from_bundle(
             "the 'windowed' capability (fully convolutional generators such as sgan) nor "
             "'sources' (fields composed of sources such as deepfield)"
         )
-    common = dict(units=bundle.units, bundle_id=bundle.bundle_id)
-    common.update(options)
     scale = fieldio.bundle_pixel_scale(bundle)  # the training data's, for the FITS WCS
-    common["extra_meta"] = {
-        **(common.get("extra_meta") or {}),
-        "pixel_scale": scale,
-        "zeropoint": bundle.zeropoint,
-        "model_created": bundle.created,
-    }
+    o = given.replace(
+        units=given.units or bundle.units,
+        bundle_id=given.bundle_id or bundle.bundle_id,
+        extra_meta={
+            **(given.extra_meta or {}),
+            "pixel_scale": scale,
+            "zeropoint": bundle.zeropoint,
+            "model_created": bundle.created,
+        },
+    )
     if ensemble and realisations:
         raise ConfigError("--ensemble and --realisations cannot be used together")
     count = ensemble or realisations
     if not count or count == 1:
-        return [generate_field(gen, bundle.normalizer, bundle.bands, out, size, **common)]
+        return [generate_field(gen, bundle.normalizer, bundle.bands, out, size, o)]
     run_dir = Path(path)
     if (run_dir / "bundle.json").exists() and not RunFolder(run_dir).checkpoints.exists():
         run_dir = run_dir.parent
@@ -920,20 +531,19 @@ def field_from_bundle(
             "snapshot cadence (--set train.snapshot_every=K) or ask for fewer"
         )
     gens = [load_snapshot_generator(s, gen) for s in snaps[-count:]]
-    extra = {"snapshots": [s.name for s in snaps[-count:]]}
     if ensemble:
-        common["extra_meta"].update(extra)
-        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size, **common)]
+        o = o.replace(extra_meta={**o.extra_meta, "snapshots": [s.name for s in snaps[-count:]]})
+        return [generate_field(gens, bundle.normalizer, bundle.bands, out, size, o)]
     results = []
     out = Path(out)
     for r, g in enumerate(gens):
-        per = dict(common)
-        per["extra_meta"] = {**common["extra_meta"], "snapshot": snaps[-count + r].name}
-        for key in ("fits_out", "preview"):
-            if per.get(key) is not None:
-                per[key] = _numbered(Path(per[key]), r)
+        per = o.replace(
+            extra_meta={**o.extra_meta, "snapshot": snaps[-count + r].name},
+            fits_out=None if o.fits_out is None else _numbered(Path(o.fits_out), r),
+            preview=None if o.preview is None else _numbered(Path(o.preview), r),
+        )
         results.append(
-            generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r), size, **per)
+            generate_field(g, bundle.normalizer, bundle.bands, _numbered(out, r), size, per)
         )
     return results
 

@@ -120,7 +120,7 @@ def _train(
     **flags,
 ) -> tuple[dict, object]:
     from galforge.cli.train_cmd import resolve_train_config
-    from galforge.training.trainer import train_from_config
+    from galforge.training.from_config import train_from_config
 
     cfg = resolve_train_config(
         spec,

@@ -47,55 +47,6 @@ RESUME_MUTABLE = (
 METRICS = ("fgd", "kid")
 
 
-def galaxy_metric_hooks(every: int, n: int, keep: str = "fgd") -> list:
-    """In-training Fréchet galaxy distance and KID (galaxy encoder features) between ``n``
-    samples of the export generator and the first ``n`` training images (physical units),
-    every ``every`` steps; ``keep`` names the one whose best value keeps ``checkpoints/best``.
-    Both come from one computation per step."""
-    import numpy as np
-
-    from galforge.evaluation.features import encoder_features, load_galaxy_encoder, set_scale
-    from galforge.evaluation.metrics import features_fid_kid
-    from galforge.training.trainer import MetricHook
-
-    if keep not in METRICS:
-        raise ConfigError(f"--keep-best {keep!r}: choose one of {', '.join(METRICS)}")
-    if int(n) < 2:
-        raise ConfigError(f"--metric-n {n}: the metrics need at least 2 images")
-    state: dict = {}
-
-    def compute(trainer) -> dict:
-        if state.get("step") != trainer.step:
-            if "real" not in state:
-                data = trainer.data
-                if isinstance(data, dict):  # several sizes: the largest images
-                    data = data[max(data)]
-                real = np.asarray(
-                    data[: int(n)].float().cpu().numpy()
-                    if hasattr(data, "cpu")
-                    else data[: int(n)],
-                    dtype=np.float32,
-                )
-                if trainer.normalizer is not None:
-                    real = np.asarray(trainer.normalizer.inverse(real), dtype=np.float32)
-                state["encoder"] = load_galaxy_encoder()
-                state["scale"] = set_scale(real)
-                state["real"] = encoder_features(state["encoder"], real, state["scale"])
-            fake = trainer.sample_physical(len(state["real"]))
-            r = features_fid_kid(
-                state["real"], encoder_features(state["encoder"], fake, state["scale"])
-            )
-            state.update(step=trainer.step, values={"fgd": r["fid"], "kid": r["kid_mean"]})
-        return state["values"]
-
-    return [
-        MetricHook(
-            name, lambda t, name=name: compute(t)[name], int(every), "min", keep=name == keep
-        )
-        for name in METRICS
-    ]
-
-
 def resolve_train_config(
     data: str | None = None,
     *,
@@ -339,7 +290,7 @@ def register(app: typer.Typer) -> None:
                 command="train",
                 holds="an earlier run; pass --resume to continue it" if earlier else "",
             )
-        from galforge.training.trainer import train_from_config
+        from galforge.training.from_config import train_from_config
 
         again = (
             f"galforge train {shlex.quote(str(cfg.data.source))} --out "
@@ -348,11 +299,14 @@ def register(app: typer.Typer) -> None:
         with interrupt.stop_requests("training", "step"):
             try:
                 t = cfg.train
-                hooks = (
-                    galaxy_metric_hooks(t.metric_every, t.metric_n, t.keep_best)
-                    if t.metric_every
-                    else []
-                )
+                hooks = []
+                if t.metric_every:  # Fréchet galaxy distance and KID, from one computation
+                    from galforge.evaluation.metrics import galaxy_distances
+                    from galforge.training.metrics import sample_metric_hooks
+
+                    hooks = sample_metric_hooks(
+                        galaxy_distances, METRICS, t.metric_every, t.metric_n, t.keep_best
+                    )
                 summary = train_from_config(cfg, resume=resume, metrics=hooks, overwrite=overwrite)
             except Interrupted as exc:
                 raise Interrupted(

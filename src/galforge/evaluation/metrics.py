@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -99,6 +100,26 @@ def features_fid_kid(real_features, fake_features, **kw) -> dict:
     r = torch.as_tensor(np.asarray(real_features), dtype=torch.float64)
     f = torch.as_tensor(np.asarray(fake_features), dtype=torch.float64)
     return fid_kid(r, f, _Identity(r.shape[1]), **kw)
+
+
+def galaxy_distances(real) -> Callable[[np.ndarray], dict[str, float]]:
+    """Fréchet galaxy distance and KID (galaxy encoder features) against ``real``.
+
+    ``real``: ``N×C×H×W`` images in physical units.  The encoder, the set's scale and
+    ``real``'s features are computed once; the returned function maps generated images (the
+    same units) to ``{"fgd": ..., "kid": ...}`` (the mean KID), both from one set of features.
+    """
+    from galforge.evaluation.features import encoder_features, load_galaxy_encoder, set_scale
+
+    encoder = load_galaxy_encoder()
+    scale = set_scale(real)
+    real_features = encoder_features(encoder, real, scale)
+
+    def measure(fake) -> dict[str, float]:
+        r = features_fid_kid(real_features, encoder_features(encoder, fake, scale))
+        return {"fgd": r["fid"], "kid": r["kid_mean"]}
+
+    return measure
 
 
 def realism_classifier(

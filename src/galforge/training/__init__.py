@@ -1,7 +1,10 @@
 """Training: one generic loop (:class:`Trainer`) and one recipe per model family.
 
 ``galforge.training.recipes.RECIPES`` maps model names (``dcgan64``, ``dcgan128``, ...) to
-recipe classes; :func:`train_from_config` runs a resolved :class:`galforge.config.RunConfig`.
+recipe classes; :func:`train_from_config` (:mod:`galforge.training.from_config`) runs a resolved
+:class:`galforge.config.RunConfig`.  Beside the loop: the generator EMA in
+:mod:`galforge.training.ema`, the log window, progress lines and loss curves in
+:mod:`galforge.training.logwindow`, in-training metrics in :mod:`galforge.training.metrics`.
 The recipe contract (settings, phases, augmentations, data needs) is in
 :mod:`galforge.training.recipe`; losses in :mod:`galforge.training.losses`; stateful
 augmentation in :mod:`galforge.training.augment`; data in :mod:`galforge.training.pipeline`.
@@ -10,6 +13,8 @@ augmentation in :mod:`galforge.training.augment`; data in :mod:`galforge.trainin
 from __future__ import annotations
 
 from galforge.training.augment import AdaptiveAugment, Augment, FlipRotate
+from galforge.training.from_config import train_from_config
+from galforge.training.metrics import MetricHook
 from galforge.training.pipeline import (
     BatchSource,
     Fields,
@@ -18,7 +23,7 @@ from galforge.training.pipeline import (
     Stamps,
 )
 from galforge.training.recipe import Phase, Recipe, StepContext
-from galforge.training.trainer import MetricHook, Trainer, train_from_config
+from galforge.training.trainer import Trainer
 
 __all__ = [
     "AdaptiveAugment",

@@ -12,13 +12,25 @@ variance to the plain average over those batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["batchnorm_layers", "ema_update", "recalibrate_batchnorm"]
+from galforge.seeding import step_generator
+
+__all__ = [
+    "EMA_BN_IMAGES",
+    "GeneratorEMA",
+    "batchnorm_layers",
+    "ema_update",
+    "recalibrate_batchnorm",
+]
+
+#: images the EMA generator's batch-norm statistics are recomputed from
+EMA_BN_IMAGES = 2048
 
 
 def ema_update(ema: nn.Module, gen: nn.Module, decay: float) -> None:
@@ -72,3 +84,54 @@ def recalibrate_batchnorm(
             m.momentum = mom
             m.eval()
     return len(layers)
+
+
+class GeneratorEMA:
+    """The EMA copy of a recipe's generator kept by the trainer.
+
+    ``start_from`` is copied (the recipe's generator, or an ``--init`` model's EMA) and frozen.
+    :meth:`update` takes an EMA step with a warm-up; :meth:`calibrated` returns the copy with
+    batch-norm statistics of its own weights, recomputed at most once per EMA step from a
+    generator of its own (``(seed, "ema-batchnorm", step)``), so training draws are untouched.
+    """
+
+    def __init__(self, start_from: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.net = copy.deepcopy(start_from).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.fresh = False  # batch-norm statistics computed for the current weights
+
+    def update(self, gen: nn.Module, done: int) -> None:
+        """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
+        ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
+        within the first few hundred steps instead of lingering for ``1 / (1 - decay)``."""
+        ema_update(self.net, gen, min(self.decay, (1.0 + done) / (10.0 + done)))
+        self.fresh = False
+
+    def calibrated(self, recipe, batch: int, seed: int, step: int) -> nn.Module:
+        """The EMA generator, its batch-norm statistics recomputed for its own weights from
+        latents (and conditions) the recipe draws (:func:`recalibrate_batchnorm`)."""
+        if self.fresh:
+            return self.net
+        layers = recipe.ema_batchnorm_layers(self.net)
+        if layers:
+            batch = max(2, int(batch))
+            device = recipe.device
+            rng = step_generator(int(seed), "ema-batchnorm", step, device=device)
+
+            def draw(_i: int) -> tuple[tuple, dict]:
+                z = recipe.sample_latent(batch, rng).to(device)
+                cond = recipe.sample_conditions(batch, rng)
+                return ((z,) if cond is None else (z, cond.to(device))), {}
+
+            recalibrate_batchnorm(self.net, layers, draw, batches=-(-EMA_BN_IMAGES // batch))
+        self.fresh = True
+        return self.net
+
+    def load(self, tensors: Mapping[str, torch.Tensor], fallback: nn.Module) -> None:
+        """Load the ``ema.*`` tensors of a checkpoint (``fallback``'s weights when it has
+        none: a checkpoint written without EMA)."""
+        sd = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        self.net.load_state_dict(sd if sd else fallback.state_dict())
+        self.fresh = False

@@ -22,8 +22,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,6 @@ from torch import Tensor, nn
 
 import galforge.training.distributed as ddp
 from galforge import __version__, interrupt, outputs
-from galforge.bundle import resolve_device
 from galforge.config import OutputConfig, TrainConfig
 from galforge.errors import ConfigError, Interrupted, TrainingError
 from galforge.fileio import atomic_write_bytes, atomic_write_json
@@ -51,8 +49,10 @@ from galforge.training.checkpoint import (
     unpack_optimizers,
     write_checkpoint,
 )
-from galforge.training.ema import ema_update, recalibrate_batchnorm
-from galforge.training.pipeline import BatchSource, as_tensors, batch_source, prepare_data
+from galforge.training.ema import EMA_BN_IMAGES, GeneratorEMA
+from galforge.training.logwindow import LogWindow, plot_losses, progress_line
+from galforge.training.metrics import MetricHook
+from galforge.training.pipeline import BatchSource, as_tensors, batch_source
 from galforge.training.recipe import Recipe
 
 log = get_logger("train")
@@ -60,8 +60,24 @@ log = get_logger("train")
 _TENSORBOARD_NOTICE_SAID = False
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-#: images the EMA generator's batch-norm statistics are recomputed from
-EMA_BN_IMAGES = 2048
+
+__all__ = [
+    "EMA_BN_IMAGES",
+    "MetricHook",
+    "Trainer",
+    "plot_losses",
+    "progress_line",
+    "resolve_amp",
+]
+
+
+def __getattr__(name):
+    # train_from_config lives in galforge.training.from_config (which imports this module)
+    if name == "train_from_config":
+        from galforge.training.from_config import train_from_config
+
+        return train_from_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_amp(amp: bool, dtype: str, device: torch.device) -> torch.dtype | None:
@@ -86,82 +102,6 @@ def _as_dataclass(value, cls):
     if isinstance(value, Mapping):
         return cls(**value)
     raise TypeError(f"expected {cls.__name__} or a dict, got {type(value).__name__}")
-
-
-def plot_losses(log_path: str | Path, png_path: str | Path) -> Path | None:
-    """Draw the loss curves of a ``log.jsonl`` into a PNG (no global matplotlib state)."""
-    log_path, png_path = Path(log_path), Path(png_path)
-    if not log_path.is_file():
-        return None
-    rows = []
-    for line in log_path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    rows = [r for r in rows if "step" in r and "error" not in r]
-    keys = sorted({k for r in rows for k in r if k.startswith("loss")})
-    if not rows or not keys:
-        return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    metrics = sorted({k for r in rows for k in r if k.startswith("metric_")})
-    fig = Figure(figsize=(11 if metrics else 7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2 if metrics else 1, 1)
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, label=k, lw=1.2)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    if metrics:  # in-training metrics on their own axes, beside the losses
-        mx = fig.add_subplot(1, 2, 2)
-        for k in metrics:
-            pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                mx.plot(xs, ys, "o-", label=k[len("metric_") :], lw=1.2, ms=3)
-        mx.set_xlabel("step")
-        mx.grid(alpha=0.3)
-        mx.legend(loc="best")
-    fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(png_path, buf.getvalue())
-
-
-@dataclass
-class MetricHook:
-    """An in-training metric: ``fn(trainer) -> float`` every ``every`` steps.
-
-    Logged as ``metric_<name>``; when it improves (``mode``: ``min`` or ``max``) the
-    checkpoint is kept in ``RUN/checkpoints/best`` with ``best.json`` beside it. For example
-    a Fréchet distance of ``trainer.sample_physical(n)`` against held-out images.
-    """
-
-    name: str
-    fn: Callable[[Trainer], float]
-    every: int
-    mode: str = "min"
-    keep: bool = True  # keep RUN/checkpoints/best when it improves (else log only)
-
-    def __post_init__(self):
-        if int(self.every) < 1:
-            raise ConfigError(f"metric {self.name!r}: every={self.every} must be >= 1")
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"metric {self.name!r}: mode={self.mode!r} must be min or max")
-
-    def better(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value < best if self.mode == "min" else value > best
 
 
 class Trainer:
@@ -232,8 +172,7 @@ class Trainer:
         self.parent: dict | None = None
         #: the init model's generator EMA, the starting point of this run's EMA
         self.initial_ema: nn.Module | None = None
-        self.ema: nn.Module | None = None
-        self._ema_bn_fresh = False
+        self._ema: GeneratorEMA | None = None
         self.step = 0
         self.total = 0
         self.source: BatchSource | None = None
@@ -243,13 +182,15 @@ class Trainer:
         self.bundle_dir: Path | None = None
         self.export_note = ""
         self._last_plot = time.perf_counter()
-        self._window: dict[str, float] = {}
-        self._n_window = 0
-        self._t_data = self._t_step = 0.0
-        self._t_begin = 0.0
-        self._images_last = 0
+        self._window = LogWindow()
         self.notes: list[str] = []  # said about the data; logged when the run starts
         self._tb = None  # the TensorBoard writer while fit() runs (rank 0)
+
+    # ------------------------------------------------------------------ EMA
+    @property
+    def ema(self) -> nn.Module | None:
+        """The EMA copy of the generator (None when ``train.ema`` is 0)."""
+        return None if self._ema is None else self._ema.net
 
     # ------------------------------------------------------------------ paths
     @property
@@ -285,14 +226,14 @@ class Trainer:
         main = info.is_main
         tb = self._tb = self._tensorboard() if main else None
         bar = self._progress(self.total, start) if main else None
-        self._t_begin = time.perf_counter()
+        self._window.begin = time.perf_counter()
         try:
             if start >= self.total and main:
                 self._log_line({"step": start, "note": f"already at step {start} >= {self.total}"})
             for step in range(start, self.total):
                 losses = self._train_step(step)
                 done = self.step
-                self._accumulate(losses)
+                self._window.add(losses)
                 if main and (done % self.train.log_every == 0 or done == self.total):
                     rec = self._log(done, tb, bar)
                     if bar is None:  # no terminal to draw a bar on: one line per interval
@@ -343,9 +284,7 @@ class Trainer:
         self.ema_decay = float(t.ema) if t.ema is not None else recipe.default_ema()
         if self.ema_decay > 0:
             start_from = self.initial_ema if self.initial_ema is not None else recipe.generator()
-            self.ema = copy.deepcopy(start_from).eval()
-            for p in self.ema.parameters():
-                p.requires_grad_(False)
+            self._ema = GeneratorEMA(start_from, self.ema_decay)
         start = 0
         if self.resume:
             if find_checkpoint(self.latest_dir) is None:
@@ -436,48 +375,26 @@ class Trainer:
         finite = all(math.isfinite(float(v)) for v in losses.values())
         if not ddp.all_finite(finite, info):
             self._non_finite(done, losses, info.is_main)
-        if self.ema is not None:
-            self._update_ema(recipe.generator(), done)
+        if self._ema is not None:
+            self._ema.update(recipe.generator(), done)
         self.step = done
         if done % self.spe == 0:
             recipe.on_epoch_end(done // self.spe)
-        self._t_data += t1 - t0
-        self._t_step += t2 - t1
-        self._images_last = _batch_size(batch)
+        self._window.time(t1 - t0, t2 - t1, _batch_size(batch))
         return losses
-
-    def _accumulate(self, losses: Mapping[str, float]) -> None:
-        self._n_window += 1
-        for k, v in losses.items():
-            self._window[k] = self._window.get(k, 0.0) + float(v)
 
     def _log(self, done: int, tb, bar) -> dict:
         """Write the log line of the steps since the last one (means), TensorBoard, bar;
         return the line's record."""
-        n = max(self._n_window, 1)
-        rec = {"step": done, "epoch": round(done / self.spe, 4)}
-        rec.update({k: v / n for k, v in self._window.items()})
-        rec.update({f"lr_{k}": v for k, v in self.recipe.learning_rates().items()})
-        for name, aug in self.recipe.augmentations().items():
-            p = aug.state_dict().get("p")
-            if isinstance(p, (int, float)):
-                rec[f"augment_{name}_p"] = float(p)
-        rec["time_step_s"] = self._t_step / n
-        rec["time_data_s"] = self._t_data / n
-        rec["images_per_s"] = (
-            self._images_last * self.dist.world_size * n / max(self._t_step + self._t_data, 1e-9)
-        )
-        rec["elapsed_s"] = time.perf_counter() - self._t_begin
+        means = self._window.loss_means()
+        rec = self._window.record(done, self.spe, self.recipe, self.dist.world_size)
         self._log_line(rec)
         if tb is not None:
             for k, v in rec.items():
                 if k != "step" and isinstance(v, (int, float)):
                     tb.add_scalar(k, v, done)
         if bar is not None:
-            bar.set_postfix(
-                {k: f"{v / n:.3f}" for k, v in self._window.items() if k.startswith("loss")}
-            )
-        self._window, self._n_window, self._t_data, self._t_step = {}, 0, 0.0, 0.0
+            bar.set_postfix({k: f"{v:.3f}" for k, v in means.items()})
         return rec
 
     def _cadence(self, done: int) -> None:
@@ -562,40 +479,15 @@ class Trainer:
             checkpoint=str(self.latest_dir),
         )
 
-    def _update_ema(self, gen: nn.Module, done: int) -> None:
-        """EMA step after ``done`` optimisation steps, with a warm-up: the decay is
-        ``min(decay, (1 + done) / (10 + done))``, so the random initial weights are forgotten
-        within the first few hundred steps instead of lingering for ``1 / (1 - decay)``."""
-        ema_update(self.ema, gen, min(self.ema_decay, (1.0 + done) / (10.0 + done)))
-        self._ema_bn_fresh = False
-
     def export_generator(self) -> nn.Module:
         """The generator whose weights are exported (EMA copy when EMA is on).
 
         The EMA copy's batch-norm statistics are recomputed for its own weights before it is
         used (:func:`galforge.training.ema.recalibrate_batchnorm`; once per EMA step at most,
         from a generator of its own, so training draws are untouched)."""
-        if self.ema is None:
+        if self._ema is None:
             return self.recipe.generator()
-        if not self._ema_bn_fresh:
-            self._recalibrate_ema()
-            self._ema_bn_fresh = True
-        return self.ema
-
-    def _recalibrate_ema(self) -> None:
-        recipe = self.recipe
-        layers = recipe.ema_batchnorm_layers(self.ema)
-        if not layers:
-            return
-        batch = max(2, int(self.train.batch))
-        rng = step_generator(int(self.train.seed), "ema-batchnorm", self.step, device=recipe.device)
-
-        def draw(_i: int) -> tuple[tuple, dict]:
-            z = recipe.sample_latent(batch, rng).to(recipe.device)
-            cond = recipe.sample_conditions(batch, rng)
-            return ((z,) if cond is None else (z, cond.to(recipe.device))), {}
-
-        recalibrate_batchnorm(self.ema, layers, draw, batches=-(-EMA_BN_IMAGES // batch))
+        return self._ema.calibrated(self.recipe, self.train.batch, self.train.seed, self.step)
 
     def _non_finite(self, done: int, losses: dict, main: bool) -> None:
         bad = ", ".join(f"{k}={v}" for k, v in losses.items() if not math.isfinite(float(v)))
@@ -687,13 +579,8 @@ class Trainer:
                 f"not {t.seed}; resume with --seed {meta['seed']}"
             )
         unpack_modules(self.recipe.modules(), tensors)
-        self._ema_bn_fresh = False
-        if self.ema is not None:
-            sd = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
-            if sd:
-                self.ema.load_state_dict(sd)
-            else:
-                self.ema.load_state_dict(self.recipe.generator().state_dict())
+        if self._ema is not None:
+            self._ema.load(tensors, self.recipe.generator())
         unpack_optimizers(self.recipe.optimizers(), tensors, meta.get("optimizers", {}))
         self.recipe.load_state_dict(meta.get("recipe", {}))
         augment = meta.get("augment", {})
@@ -861,35 +748,6 @@ class Trainer:
         self.bundle_dir = self.folder.export()
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(max(seconds, 0.0)))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def progress_line(rec: Mapping[str, Any], total: int, start: int = 0) -> str:
-    """One line of training progress from a ``log.jsonl`` record (redirected output);
-    ``start``: the step this session began at (for the time left)."""
-    step = int(rec["step"])
-    parts = [
-        f"step {step}/{total} ({100.0 * step / max(total, 1):.0f}%)",
-        f"epoch {float(rec.get('epoch', 0)):.2f}",
-    ]
-    losses = [
-        f"{k} {v:.4g}"
-        for k, v in rec.items()
-        if isinstance(v, (int, float)) and (k.startswith("loss") or k in ("r1", "gp"))
-    ]
-    if losses:
-        parts.append(" ".join(losses))
-    rate, elapsed = rec.get("images_per_s"), rec.get("elapsed_s")
-    if rate:
-        parts.append(f"{rate:.1f} img/s")
-    if elapsed is not None:
-        left = elapsed / max(step - int(start), 1) * (total - step)
-        parts.append(f"elapsed {_clock(elapsed)} eta {_clock(left)}")
-    return " | ".join(parts)
-
-
 def _to_device(batch, device):
     if isinstance(batch, Mapping):
         return {k: _to_device(v, device) for k, v in batch.items()}
@@ -907,113 +765,3 @@ def _batch_size(batch) -> int:
     if isinstance(batch, Mapping):
         return _batch_size(next(iter(batch.values())))
     return int(batch.shape[0])
-
-
-# ----------------------------------------------------------------------------- from a config
-
-
-def _accepts(cls, keyword: str) -> bool:
-    """Whether ``cls(...)`` takes ``keyword`` (explicitly or through ``**kwargs``)."""
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-
-
-def train_from_config(
-    cfg,
-    *,
-    resume: bool = False,
-    dist_info: ddp.DistInfo | None = None,
-    metrics: Sequence[MetricHook] = (),
-    overwrite: bool = False,
-) -> dict:
-    """Train the model of a resolved :class:`galforge.config.RunConfig`; return the summary.
-
-    The pipeline reads the data the recipe needs and normalises it
-    (:func:`galforge.training.pipeline.prepare_data`); the recipe is built and the
-    :class:`Trainer` runs it into ``cfg.output.out``.
-    """
-    from galforge.training.recipes import get_recipe
-
-    recipe_cls = get_recipe(cfg.model.name)
-    run_dir = Path(cfg.output.out)
-    params = dict(cfg.model.params)
-    settings = recipe_cls.make_settings(params)
-    need = recipe_cls.data_need(settings)
-    if dist_info is None:
-        dist_info = ddp.init_distributed(
-            "cuda"
-            if cfg.train.device.startswith("cuda")
-            or (cfg.train.device == "auto" and torch.cuda.is_available())
-            else "cpu"
-        )
-    device = resolve_device(cfg.train.device, dist_info.local_rank)
-    size = recipe_cls.image_size_for(params)
-    output_range = recipe_cls.output_range_for(settings)
-    data = prepare_data(cfg, need, output_range, run_dir=run_dir, resume=resume)
-    extra = {}
-    if data.normalizer is not None and _accepts(recipe_cls, "normalizer"):
-        # recipes written before the keyword existed (plug-in families) are built without it
-        extra["normalizer"] = data.normalizer.to_dict()
-    if _accepts(recipe_cls, "data_info"):
-        # what the data say of themselves that a recipe may need (a forward model's PSF)
-        from galforge.data.psf import data_psf
-
-        extra["data_info"] = {
-            "pixel_scale": cfg.data.pixel_scale,
-            "bands": list(data.iset.bands),
-            "psf": data_psf(data.iset.extra),
-        }
-    recipe = recipe_cls(
-        params,
-        channels=data.image_shape[0],
-        image_size=size,
-        device=device,
-        seed=cfg.train.seed,
-        **extra,
-    )
-    notes = data.notes
-    if (dist_info is None or dist_info.is_main) and notes:
-        for note in notes:
-            log.info(f"note: {note}")
-    parent, init_ema = None, None
-    if cfg.train.init and not resume:
-        from galforge.training.init import initialise_from
-
-        parent, init_ema = initialise_from(
-            recipe, cfg.train.init, data.iset.bands, cfg.train.band_map
-        )
-    elif cfg.train.band_map and not cfg.train.init:
-        raise ConfigError("--band-map maps the data's bands onto an --init model's: give --init")
-    if cfg.train.freeze_g or cfg.train.freeze_d:
-        recipe.freeze(int(cfg.train.freeze_g or 0), int(cfg.train.freeze_d or 0))
-    trainer = Trainer(
-        recipe,
-        data.data,
-        run_dir,
-        cfg.train,
-        normalizer=data.normalizer,
-        bands=data.iset.bands,
-        units=data.iset.units,
-        data_fingerprint=data.fingerprint,
-        config=cfg,
-        model_name=cfg.model.name,
-        augment={"flips": cfg.data.flips, "rot90": cfg.data.rot90, "rotate": cfg.data.rotate},
-        output=cfg.output,
-        resume=resume,
-        dist_info=dist_info,
-        metrics=metrics,
-        overwrite=overwrite,
-    )
-    if parent is not None:
-        trainer.parent, trainer.initial_ema = parent, init_ema
-    elif resume and RunFolder(run_dir).is_run():
-        trainer.parent = RunFolder(run_dir).read_info().parent
-    trainer.notes = notes
-    summary = trainer.fit()
-    summary["n_images"] = data.n_images
-    summary["image_shape"] = list(data.image_shape)
-    summary["bands"] = list(data.iset.bands)
-    summary["units"] = data.iset.units
-    return summary

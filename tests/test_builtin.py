@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from galforge.data import load_images
-from galforge.data.builtin import composite_hlr_factor, galsim_galaxies, hdf_field, parse_spec
+from galforge.data.builtin import (
+    composite_hlr_factor,
+    describe_spec,
+    galsim_galaxies,
+    hdf_field,
+    parse_spec,
+)
 from galforge.errors import ConfigError
 
 
@@ -113,6 +119,40 @@ def test_hdf_field_and_stamps():
     # the stamp is centred on the source: the centre is brighter than the border
     grey = st.images[0].sum(0)
     assert grey[14:18, 14:18].mean() > grey[0].mean()
+
+
+def test_hdf_stamp_splits_share_no_pixel():
+    f = hdf_field().images[0]
+    W = f.shape[-1]
+    size = 32
+    sets = {
+        s: load_images(f"builtin:hdf-stamps?size={size}&split={s}")
+        for s in ("train", "test", "reference")
+    }
+    whole = load_images(f"builtin:hdf-stamps?size={size}")
+    cols = {s: np.zeros(W, bool) for s in sets}
+    for s, st in sets.items():
+        assert len(st) > 50 and st.source.endswith(f"split={s}")
+        for img, m in zip(st.images, st.meta, strict=True):
+            cols[s][m["x0"] : m["x0"] + size] = True
+            np.testing.assert_array_equal(
+                img, f[:, m["y0"] : m["y0"] + size, m["x0"] : m["x0"] + size]
+            )
+    # train wholly in columns < 0.7·W, test wholly in columns >= 0.7·W, reference < 0.3·W
+    assert cols["train"].nonzero()[0].max() < 0.7 * W <= cols["test"].nonzero()[0].min()
+    assert cols["reference"].nonzero()[0].max() < 0.3 * W
+    assert not (cols["train"] & cols["test"]).any()
+    assert not (cols["reference"] & cols["test"]).any()
+    # the splits are the whole field's stamps on each side, found and centred the same way
+    by_pos = {(m["x0"], m["y0"]) for m in whole.meta}
+    assert {(m["x0"], m["y0"]) for s in sets.values() for m in s.meta} <= by_pos
+    assert len(sets["train"]) + len(sets["test"]) < len(whole)  # stamps across 0.7·W: neither
+    assert "split=test" in str(load_images(f"builtin:hdf-stamps?size={size}&split=test&n=3").source)
+    with pytest.raises(ConfigError, match="train .*test"):
+        load_images("builtin:hdf-stamps?split=validation")
+    d = describe_spec(f"builtin:hdf-stamps?size={size}&split=test")
+    assert d["count"] == len(sets["test"]) and d["description"].startswith("32×32-pixel stamps")
+    assert "columns >= 700" in d["description"]
 
 
 def test_correlated_noise_keeps_sigma_and_correlates_neighbours():

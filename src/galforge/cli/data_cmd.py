@@ -236,6 +236,8 @@ def inspect_cmd(
     console = Console()
     table = Table(title=f"galforge data inspect {path}", show_header=False)
     table.add_row("kind", str(info.get("kind")))
+    if info.get("description"):
+        table.add_row("description", str(info["description"]))
     table.add_row("images", str(info.get("count")))
     table.add_row(
         "shapes (C×H×W)", ", ".join(f"{k}: {v}" for k, v in info.get("shapes", {}).items())

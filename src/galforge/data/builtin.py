@@ -575,6 +575,18 @@ def hdf_field() -> ImageSet:
     )
 
 
+#: ``builtin:hdf-stamps?split=``: the whole field (None) or a strip of columns (see hdf_stamps)
+HDF_SPLITS = (None, "train", "test", "reference")
+#: the train/test boundary as a fraction of the field's width
+HDF_SPLIT_FRACTION = 0.7
+
+
+def hdf_split_column(width: int, fraction: float = HDF_SPLIT_FRACTION) -> int:
+    """The first column at or beyond ``fraction · width``: ``ceil(fraction · width)`` (700 of
+    the XDF's 1000 for the train/test boundary)."""
+    return int(math.ceil(float(fraction) * int(width) - 1e-9))
+
+
 def hdf_stamps(
     size: int = 64,
     n: int | None = None,
@@ -583,6 +595,7 @@ def hdf_stamps(
     min_area: int = 20,
     min_flux: float = 0.0,
     min_separation: float | None = None,
+    split: str | None = None,
 ) -> ImageSet:
     """Stamps centred on the sources ``sep`` detects in the Hubble XDF image (real galaxies).
 
@@ -593,6 +606,17 @@ def hdf_stamps(
     are returned, brightest first. Meta per stamp: field position ``x``, ``y`` (0-based
     column/row of the detection centroid), the stamp's corner ``x0``, ``y0``, and sep's
     ``flux``, ``a``, ``b``, ``theta_deg`` (CCW from +x), ``npix``.
+
+    ``split`` divides the field by column so that training and test stamps share no pixel:
+    ``train`` keeps the stamps lying wholly in the columns ``< 0.7·W`` (``x0 + size <= 700`` on
+    the 1000-column field), ``test`` those lying wholly in the columns ``>= 0.7·W``
+    (``x0 >= 700``); stamps crossing the boundary belong to neither. ``reference`` keeps those
+    lying wholly in the columns ``< 0.3·W`` (``x0 + size <= 300``): a strip as wide as the test
+    strip, at the other edge of the field (inside the training side), for the real-vs-real
+    reference of an evaluation against ``test`` (no pixel in common with it). Detection still
+    runs on the whole field, so a source is found and centred the same way whichever split it
+    is in. At the default 64-pixel stamps: 462 train, 169 test and 144 reference stamps
+    (664 in the whole field).
     """
     import sep
 
@@ -602,6 +626,14 @@ def hdf_stamps(
     _, H, W = img.shape
     if size < 8 or size > min(H, W):
         raise ConfigError(f"builtin:hdf-stamps: size must be between 8 and {min(H, W)}, got {size}")
+    if split not in HDF_SPLITS:
+        raise ConfigError(
+            f"builtin:hdf-stamps: split={split!r} must be train (columns < 0.7·W of the field), "
+            "test (columns >= 0.7·W) or reference (columns < 0.3·W); leave it out for the "
+            "whole field"
+        )
+    cut = hdf_split_column(W)
+    ref_cut = hdf_split_column(W, 1.0 - HDF_SPLIT_FRACTION)
     grey = np.ascontiguousarray(img.sum(axis=0), dtype=np.float32)
     bkg = sep.Background(grey)
     sub = grey - bkg.back()
@@ -617,6 +649,12 @@ def hdf_stamps(
         x0, y0 = xc - half, yc - half
         if x0 < 0 or y0 < 0 or x0 + size > W or y0 + size > H:
             continue
+        if (
+            (split == "train" and x0 + size > cut)
+            or (split == "test" and x0 < cut)
+            or (split == "reference" and x0 + size > ref_cut)
+        ):
+            continue
         if min_separation:
             if any((c[0] - o["x"]) ** 2 + (c[1] - o["y"]) ** 2 < min_separation**2 for c in chosen):
                 continue
@@ -626,7 +664,9 @@ def hdf_stamps(
     if not chosen:
         raise DataError(
             f"builtin:hdf-stamps: no source fits in a {size}-pixel stamp with threshold={threshold},"
-            f" min_area={min_area}; lower them or the stamp size"
+            f" min_area={min_area}"
+            + (f" in the {split} split" if split else "")
+            + "; lower them or the stamp size"
         )
     stamps = np.stack([img[:, y0 : y0 + size, x0 : x0 + size] for _, _, x0, y0, _ in chosen])
     meta = [
@@ -645,7 +685,11 @@ def hdf_stamps(
         }
         for j, (x, y, x0, y0, o) in enumerate(chosen)
     ]
-    spec = f"builtin:hdf-stamps?size={size}" + (f"&n={n}" if n is not None else "")
+    spec = (
+        f"builtin:hdf-stamps?size={size}"
+        + (f"&n={n}" if n is not None else "")
+        + (f"&split={split}" if split else "")
+    )
     return ImageSet(
         images=np.ascontiguousarray(stamps, dtype=np.float32),
         bands=("R", "G", "B"),
@@ -826,10 +870,21 @@ def describe_spec(spec: str) -> dict:
         }
     size = int(p.get("size", 64))
     count = len(from_spec(spec))  # detection on the bundled field takes about a second
+    split = p.get("split")
+    where = {
+        None: "anywhere in the field",
+        "train": "wholly in columns < 700 (0.7·W)",
+        "test": "wholly in columns >= 700 (0.7·W)",
+        "reference": "wholly in columns < 300 (0.3·W)",
+    }.get(split, "")
     return {
         "kind": "builtin",
         "name": name,
         "count": count,
+        "description": (
+            f"{size}×{size}-pixel stamps centred on sources detected in the Hubble XDF "
+            f"(872×1000), {where}" + (f" (split={split})" if split else "")
+        ),
         "shape": [3, size, size],
         "bands": ["R", "G", "B"],
         "units": "8-bit level",

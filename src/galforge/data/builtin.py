@@ -37,14 +37,18 @@ with the row index (the FITS/ds9 view, i.e. an image shown with ``origin="lower"
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
 
 import numpy as np
 
 from galforge.data.imageset import ImageSet, ReadReport
 from galforge.errors import ConfigError, DataError
+from galforge.options import Options
 
 # Flux ratios (bulge, disk) relative to the r band for common filters: red bulges, bluer disks.
 _DEFAULT_COLOURS = {
@@ -193,31 +197,81 @@ def _noise_transfer(corr_pix: float, size: int) -> np.ndarray:
     return np.fft.rfft2(grid)
 
 
+@dataclasses.dataclass(frozen=True)
+class GalSimOptions(Options):
+    """The population, PSF, pixels and noise of :func:`galsim_galaxies` (its docstring says
+    what each option does).  Checked once, when made: the choices of ``noise`` and ``psf``
+    from their annotations, sizes, bands and ranges; ``bands`` is parsed (``"gri"`` or
+    ``"g,r,i"``), ``noise`` and ``psf`` lower-cased (``noise=None`` is ``"none"``)."""
+
+    WHERE: ClassVar[str] = "galsim_galaxies"
+
+    size: int = 64
+    bands: str | Sequence[str] = ("g", "r", "i")
+    seed: int = 0
+    pixel_scale: float = 0.2
+    psf_fwhm: float = 0.7
+    noise: Literal["gaussian", "correlated", "none"] = "gaussian"
+    snr: tuple[float, float] | float = (20, 200)
+    psf: Literal["moffat", "gaussian"] = "moffat"
+    moffat_beta: float = 3.5
+    flux: tuple[float, float] | float = (1e3, 1e5)
+    hlr: tuple[float, float] | float = (0.3, 1.2)
+    q: tuple[float, float] | float = (0.2, 1.0)
+    bulge_frac: tuple[float, float] | float = (0.0, 0.6)
+    bulge_n: float | tuple[float, float] = 4.0
+    bulge_size_ratio: float = 0.5
+    colors: dict | None = None
+    color_scatter: float = 0.1
+    noise_correlation: float = 1.0
+    max_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._set("noise", "none" if self.noise is None else str(self.noise).lower())
+        self._set("psf", str(self.psf).lower())
+        super().__post_init__()
+        size = int(self.size)
+        if size < 8:
+            raise ConfigError(f"galsim_galaxies: size must be >= 8 pixels, got {size}")
+        self._set("size", size)
+        self._set("bands", parse_bands(self.bands))
+        if not self.bands:
+            raise ConfigError("galsim_galaxies: bands must name at least one band")
+        q_r, bf_r, n_r = self.range("q"), self.range("bulge_frac"), self.range("bulge_n")
+        if not (0 < q_r[0] <= q_r[1] <= 1):
+            raise ConfigError(f"galsim_galaxies: q must lie in (0, 1], got {self.q}")
+        if not (0 <= bf_r[0] <= bf_r[1] <= 1):
+            raise ConfigError(
+                f"galsim_galaxies: bulge_frac must lie in [0, 1], got {self.bulge_frac}"
+            )
+        if not (0.3 <= n_r[0] <= n_r[1] <= 6.2):
+            raise ConfigError(
+                f"galsim_galaxies: bulge_n must lie in [0.3, 6.2] (GalSim), got {self.bulge_n}"
+            )
+        if self.range("flux")[0] <= 0 or self.range("snr")[0] <= 0 or self.range("hlr")[0] <= 0:
+            raise ConfigError("galsim_galaxies: flux, snr and hlr must be positive")
+
+    def range(self, name: str) -> tuple[float, float]:
+        """Option ``name`` as ``(low, high)`` (a single number is a range of one value)."""
+        return _as_range(getattr(self, name), name)
+
+
+#: the old positional order of galsim_galaxies' settings after ``n``
+_GALSIM_POSITIONAL = ("size", "bands", "seed", "pixel_scale", "psf_fwhm", "noise", "snr")
+
+
 def galsim_galaxies(
     n: int,
-    size: int = 64,
-    bands=("g", "r", "i"),
-    seed: int = 0,
-    pixel_scale: float = 0.2,
-    psf_fwhm: float = 0.7,
-    noise: str = "gaussian",
-    snr=(20, 200),
-    *,
-    psf: str = "moffat",
-    moffat_beta: float = 3.5,
-    flux=(1e3, 1e5),
-    hlr=(0.3, 1.2),
-    q=(0.2, 1.0),
-    bulge_frac=(0.0, 0.6),
-    bulge_n=4.0,
-    bulge_size_ratio: float = 0.5,
-    colors: dict | None = None,
-    color_scatter: float = 0.1,
-    noise_correlation: float = 1.0,
-    max_offset: float = 0.0,
+    *args,
+    options: GalSimOptions | Mapping[str, Any] | None = None,
     return_noiseless: bool = False,
+    **kwargs: Any,
 ):
     """Simulate ``n`` bulge + disk galaxies with GalSim; return ``(ImageSet, truth)``.
+
+    The settings are a :class:`GalSimOptions` (``options``) or its keywords laid over it
+    (``size=64, bands=("g", "r", "i"), seed=0, pixel_scale=0.2, psf_fwhm=0.7,
+    noise="gaussian", snr=(20, 200)`` may also follow ``n`` by position, as before).
 
     Each galaxy is a Sérsic bulge (``bulge_n``: a number, 4 = de Vaucouleurs by default, or a
     ``(low, high)`` range drawn uniformly) plus an exponential disk sharing the centre, axis
@@ -243,42 +297,26 @@ def galsim_galaxies(
     """
     import galsim
 
+    if len(args) > len(_GALSIM_POSITIONAL):
+        raise ConfigError(
+            f"galsim_galaxies: at most {len(_GALSIM_POSITIONAL)} settings by position "
+            f"({', '.join(_GALSIM_POSITIONAL)}); give the others by name"
+        )
+    for name in _GALSIM_POSITIONAL[: len(args)]:
+        if name in kwargs:
+            raise ConfigError(f"galsim_galaxies: {name} given by position and by name")
+    kwargs.update(zip(_GALSIM_POSITIONAL, args, strict=False))
+    o = GalSimOptions.build(options, **kwargs)
     n = int(n)
-    size = int(size)
     if n < 1:
         raise ConfigError(f"galsim_galaxies: n must be >= 1, got {n}")
-    if size < 8:
-        raise ConfigError(f"galsim_galaxies: size must be >= 8 pixels, got {size}")
-    bands = parse_bands(bands)
-    if not bands:
-        raise ConfigError("galsim_galaxies: bands must name at least one band")
-    noise = "none" if noise is None else str(noise).lower()
-    if noise not in ("gaussian", "correlated", "none"):
-        raise ConfigError(
-            f"galsim_galaxies: noise must be gaussian, correlated or none, got {noise!r}"
-        )
-    psf_kind = str(psf).lower()
-    if psf_kind not in ("moffat", "gaussian"):
-        raise ConfigError(f"galsim_galaxies: psf must be moffat or gaussian, got {psf!r}")
+    size, bands, seed, noise, psf_kind = o.size, o.bands, o.seed, o.noise, o.psf
+    pixel_scale, psf_fwhm, moffat_beta = o.pixel_scale, o.psf_fwhm, o.moffat_beta
+    bulge_size_ratio, color_scatter, max_offset = o.bulge_size_ratio, o.color_scatter, o.max_offset
+    flux_r, hlr_r, q_r = o.range("flux"), o.range("hlr"), o.range("q")
+    bf_r, snr_r, n_r = o.range("bulge_frac"), o.range("snr"), o.range("bulge_n")
 
-    flux_r, hlr_r, q_r = _as_range(flux, "flux"), _as_range(hlr, "hlr"), _as_range(q, "q")
-    bf_r, snr_r, n_r = (
-        _as_range(bulge_frac, "bulge_frac"),
-        _as_range(snr, "snr"),
-        _as_range(bulge_n, "bulge_n"),
-    )
-    if not (0 < q_r[0] <= q_r[1] <= 1):
-        raise ConfigError(f"galsim_galaxies: q must lie in (0, 1], got {q}")
-    if not (0 <= bf_r[0] <= bf_r[1] <= 1):
-        raise ConfigError(f"galsim_galaxies: bulge_frac must lie in [0, 1], got {bulge_frac}")
-    if not (0.3 <= n_r[0] <= n_r[1] <= 6.2):
-        raise ConfigError(
-            f"galsim_galaxies: bulge_n must lie in [0.3, 6.2] (GalSim), got {bulge_n}"
-        )
-    if flux_r[0] <= 0 or snr_r[0] <= 0 or hlr_r[0] <= 0:
-        raise ConfigError("galsim_galaxies: flux, snr and hlr must be positive")
-
-    colour_table, ref = _colour_table(bands, colors)
+    colour_table, ref = _colour_table(bands, o.colors)
     rng = np.random.default_rng(seed)
 
     gsp = galsim.GSParams(folding_threshold=5e-3, maxk_threshold=1e-3)
@@ -290,7 +328,7 @@ def galsim_galaxies(
     nb = len(bands)
     images = np.empty((n, nb, size, size), dtype=np.float32)
     noiseless = np.empty((n, nb, size, size), dtype=np.float32) if return_noiseless else None
-    kernel_ft = _noise_transfer(noise_correlation, size) if noise == "correlated" else None
+    kernel_ft = _noise_transfer(o.noise_correlation, size) if noise == "correlated" else None
     truth: list[dict] = []
     meta: list[dict] = []
     centre = (size - 1) / 2.0
@@ -764,8 +802,18 @@ def _check_params(name: str, params: dict, spec: str) -> None:
     names and values of the wrong kind (``n=abc``) raise ConfigError naming them."""
     import inspect as _inspect
 
-    sig = _inspect.signature(globals()[_FUNCS[name]])
-    allowed = set(sig.parameters) - {"return_noiseless"}
+    if name == "galsim":  # n, and the fields of its options
+        fields = dataclasses.fields(GalSimOptions)
+        parameters = {
+            "n": _inspect.Parameter("n", _inspect.Parameter.KEYWORD_ONLY, annotation="int")
+        }
+        for f in fields:
+            parameters[f.name] = _inspect.Parameter(
+                f.name, _inspect.Parameter.KEYWORD_ONLY, annotation=f.type, default=f.default
+            )
+    else:
+        parameters = dict(_inspect.signature(globals()[_FUNCS[name]]).parameters)
+    allowed = set(parameters) - {"return_noiseless"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ConfigError(
@@ -773,7 +821,7 @@ def _check_params(name: str, params: dict, spec: str) -> None:
             f"allowed: {', '.join(sorted(allowed)) or 'none'}"
         )
     for key, value in params.items():
-        param = sig.parameters[key]
+        param = parameters[key]
         ann = str(param.annotation)
         default = param.default
         optional = "None" in ann or default is None

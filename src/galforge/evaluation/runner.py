@@ -40,13 +40,17 @@ import importlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from galforge import __version__
 from galforge.errors import EvaluationError
 from galforge.evaluation import registry
+from galforge.evaluation.options import DEFAULTS as DEFAULTS  # the default settings
+from galforge.evaluation.options import EvaluateOptions
 from galforge.evaluation.registry import Context
 from galforge.fileio import atomic_write_text
 from galforge.jsonsafe import json_safe
@@ -58,37 +62,6 @@ AUTO_PROCESS_IMAGES = 128
 #: Bumped whenever a cached result's layout or meaning changes (enters every cache key).
 CACHE_FORMAT = 3
 
-DEFAULTS = {
-    "seed": 0,
-    "scheduler": "auto",
-    "workers": None,
-    "chunk_size": 16,
-    "band": "sum",  # band (or "sum") for shapes and morphology
-    "upscale": 512,  # isophote upscaling (None: native resolution)
-    "isophote_engine": "galforge",  # isophote fitter: "galforge" (batched) or "photutils"
-    "zeropoint": None,  # None: from the REAL meta, else instrumental magnitudes
-    "detect_thresh": 5.0,
-    "minarea": 5,
-    "mag_limit": None,  # KS of magnitudes only brighter than this
-    "colour_bands": None,  # (blue, red); default: first and last band
-    "mag_band": None,  # default: the red band of colour_bands
-    "redshift": None,
-    "box_k": 1.75,
-    "nn_crop": 0.5,
-    "nn_k": 3,
-    "nn_normalize": True,
-    "holdout_fraction": 0.2,
-    "classifier_folds": 5,
-    "hist_bins": 32,
-    "max_k": 32,
-    "encoder_weights": None,
-    "inception_weights": None,
-    "kid_subsets": 50,
-    "kid_subset_size": 1000,
-    "grid_n": 36,
-    "progress": True,
-    "cache": True,
-}
 
 #: Meta keys (FITS header words, lower case as the readers store them) holding a zero point.
 ZEROPOINT_KEYS = ("magzero", "magzp", "zp", "photzp", "zeropt")
@@ -362,7 +335,9 @@ def _select(measures, ctx: Context) -> list[str]:
     return chosen
 
 
-def evaluate(real, fake, out_dir, **options) -> dict:
+def evaluate(
+    real, fake, out_dir, options: EvaluateOptions | Mapping[str, Any] | None = None, **kwargs
+) -> dict:
     """Measure ``fake`` against ``real`` and write the report.
 
     ``real``/``fake`` are :class:`galforge.data.ImageSet` s (or ``N×C×H×W`` arrays with
@@ -370,7 +345,8 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     ``catalogue_<measure>_<real|fake>.csv``, ``memorization_nn.csv`` and the PNG figures, and
     returns the metrics dict (also written to ``metrics.json``).
 
-    Options (defaults in :data:`DEFAULTS`): ``measures`` (names of registered measures,
+    Options, as an :class:`~galforge.evaluation.options.EvaluateOptions` (``options``) or as
+    keywords laid over it (defaults in :data:`DEFAULTS`): ``measures`` (names of registered measures,
     :data:`MEASURES`), ``thresholds`` (see
     :func:`galforge.evaluation.registry.default_thresholds` and the rules in
     :mod:`galforge.evaluation.verdicts`), ``seed``, ``scheduler``, ``workers``,
@@ -379,34 +355,17 @@ def evaluate(real, fake, out_dir, **options) -> dict:
     ``redshift``, ``box_k``, ``nn_crop``,
     ``nn_k``, ``nn_normalize``, ``holdout_fraction``, ``classifier_folds``, ``hist_bins``,
     ``max_k``, ``encoder_weights``, ``inception_weights``, ``kid_subsets``,
-    ``kid_subset_size``, ``grid_n``, ``progress``, ``cache``.  The command's outcome does not
+    ``kid_subset_size``, ``grid_n``, ``progress``, ``cache``; ``bands``, ``units``.  They are
+    checked once, when the options object is made.  The command's outcome does not
     depend on whether measures pass: failures are results in the summary.
     """
     from galforge.evaluation.photometry import DetectionOptions
     from galforge.evaluation.report import build_summary
 
-    bands_opt = options.pop("bands", None)
-    units_opt = options.pop("units", None)
-    measures = options.pop("measures", None)
-    defaults_t = registry.default_thresholds()
-    user_t = dict(options.pop("thresholds", None) or {})
-    bad_t = sorted(set(user_t) - set(defaults_t))
-    if bad_t:
-        raise EvaluationError(
-            f"unknown threshold(s) {', '.join(bad_t)}; choose from {', '.join(defaults_t)}"
-        )
-    thresholds = {**defaults_t, **user_t}
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise EvaluationError(f"unknown evaluate option(s): {', '.join(sorted(unknown))}")
-    opts = {**DEFAULTS, **options}
-    from galforge.evaluation.morphology import ISOPHOTE_ENGINES
-
-    if opts["isophote_engine"] not in ISOPHOTE_ENGINES:
-        raise EvaluationError(
-            f"isophote_engine={opts['isophote_engine']!r} is not one of "
-            f"{', '.join(ISOPHOTE_ENGINES)}; choose one of them"
-        )
+    o = EvaluateOptions.build(options, **kwargs)
+    bands_opt, units_opt, measures = o.bands, o.units, o.measures
+    thresholds = o.all_thresholds()
+    opts = o.settings()
     r = _Set(real, "REAL", bands_opt, units_opt)
     f = _Set(fake, "FAKE", bands_opt, units_opt)
     if r.bands != f.bands:

@@ -247,3 +247,32 @@ def test_oversampled_scene_is_pixel_integrated_and_matches_galsim(tmp_path):
         from galforge.training.recipes.dcgan import DCGANSettings
 
         DCGANSettings(oversample=2, sky_noise=True)
+
+
+def test_condition_consistency_loss_is_on_with_known_conditions_and_refused_without_psf(
+    psf_run, tmp_path
+):
+    from galforge.training.recipes.dcgan import DCGANSettings
+
+    rows = [json.loads(r) for r in (psf_run / "log.jsonl").read_text().splitlines() if r.strip()]
+    assert rows and all(np.isfinite(r["loss_cond"]) and r["loss_cond"] >= 0 for r in rows)
+    with pytest.raises(ConfigError, match="condition_loss"):
+        DCGANSettings(condition_loss=-1)
+    # the loss measures the pre-PSF galaxy: without --psf it is refused in one line
+    rc = main(
+        [
+            "train",
+            "builtin:galsim?n=8&size=64",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "1",
+            "--set",
+            "model.width=4",
+            "--condition-columns",
+            "flux",
+            "--set",
+            "model.condition_loss=1",
+        ]
+    )
+    assert rc == 2

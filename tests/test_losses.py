@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,78 @@ def test_path_length_penalty_matches_a_hand_computation():
     expected_mean = 0.5 + 0.1 * (float(lengths.mean()) - 0.5)
     assert float(mean) == pytest.approx(expected_mean, rel=1e-5)
     assert float(pen) == pytest.approx(float(((lengths - expected_mean) ** 2).mean()), rel=1e-5)
+
+
+# --- condition consistency ---------------------------------------------------------------
+
+
+def _galsim_scenes(params, scale=0.2, size=48):
+    """Pre-PSF bulge + disk galaxies drawn by GalSim (no PSF), ``N×1×H×W`` float64."""
+    galsim = pytest.importorskip("galsim")
+    from galforge.data.builtin import composite_hlr_factor
+
+    out = []
+    for flux, hlr, q, bf in params:
+        rd = hlr / composite_hlr_factor(bf, 0.5, 4.0)
+        shear = galsim.Shear(q=q, beta=35 * galsim.degrees)
+        gal = galsim.Exponential(half_light_radius=rd, flux=(1 - bf) * flux).shear(shear)
+        if bf > 0:
+            gal = gal + galsim.Sersic(n=4, half_light_radius=0.5 * rd, flux=bf * flux).shear(shear)
+        out.append(gal.drawImage(nx=size, ny=size, scale=scale).array)
+    return torch.tensor(np.stack(out)[:, None], dtype=torch.float64)
+
+
+def test_condition_consistency_is_zero_for_a_galsim_galaxy_of_that_flux_and_size():
+    from galforge.training.losses import aperture_fraction, condition_consistency
+
+    params = [
+        (2e3, 0.3, 1.0, 0.0),
+        (2e4, 0.6, 0.5, 0.3),
+        (8e4, 0.9, 0.3, 0.0),
+        (5e3, 0.45, 0.25, 0.5),
+    ]
+    scene = _galsim_scenes(params)
+    cond = torch.tensor([[f, h] for f, h, _, _ in params], dtype=torch.float64)
+    frac, aim = aperture_fraction(scene[:, 0], cond[:, 1] / 0.2)
+    # the light inside the asked half-light radius is half, within 1.5 % of the light
+    assert (frac - aim).abs().max() < 0.015
+    kw = dict(pixel_scale=0.2, bands=["r"], ref_band=0)
+    right = condition_consistency(scene, ["flux", "hlr"], cond, **kw)
+    # each error well inside a quarter of its tolerance (0.1 mag, 10 % in size)
+    assert float(right) < 0.1
+    # a catalogue column of no known meaning costs nothing
+    assert float(condition_consistency(scene, ["q", "pa"], cond, **kw)) == 0.0
+    # the same galaxies asked for at 1.3× their size, or at 1.5× their flux, are far off
+    big = cond * torch.tensor([1.0, 1.3], dtype=torch.float64)
+    bright = cond * torch.tensor([1.5, 1.0], dtype=torch.float64)
+    assert float(condition_consistency(scene, ["flux", "hlr"], big, **kw)) > 1.5
+    assert float(condition_consistency(scene, ["flux", "hlr"], bright, **kw)) > 2.0
+
+
+def test_condition_consistency_gradient_brings_a_galaxy_to_the_asked_flux_and_size():
+    from galforge.training.losses import condition_consistency
+
+    size, scale = 48, 0.2
+    yy, xx = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64) - 23.5,
+        torch.arange(size, dtype=torch.float64) - 23.5,
+        indexing="ij",
+    )
+    log_flux = torch.tensor(math.log(1e3), dtype=torch.float64, requires_grad=True)
+    log_sigma = torch.tensor(math.log(1.5), dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[3e4, 0.8]], dtype=torch.float64)  # counts, arcsec
+    opt = torch.optim.Adam([log_flux, log_sigma], lr=0.05)
+    for _ in range(300):
+        sigma = log_sigma.exp()
+        g = torch.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+        img = (log_flux.exp() * g / g.sum())[None, None]
+        loss = condition_consistency(
+            img, ["flux", "hlr"], target, pixel_scale=scale, bands=["r"], ref_band=0
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # a circular Gaussian's half-light radius is σ √(2 ln 2)
+    hlr = float(log_sigma.detach().exp()) * math.sqrt(2 * math.log(2)) * scale
+    assert hlr == pytest.approx(0.8, rel=0.05)
+    assert 2.5 * abs(math.log10(float(log_flux.detach().exp()) / 3e4)) < 0.03

@@ -194,6 +194,55 @@ def evaluate(real: str, fake: str, out: Path, *, n: int, seed: int, extra=()) ->
     return json.loads(metrics.read_text())
 
 
+#: the rows of ``galforge evaluate --fields`` kept in a field model's card, and the plain
+#: targets of issue #24 they are judged by there: (measure, short name, target)
+FIELD_ROWS = [
+    ("detections per Mpix (generated / real)", "density ratio", "within 10 %"),
+    ("magnitude KS p (R)", "mag KS p R", "≥ 0.05"),
+    ("magnitude KS p (G)", "mag KS p G", "≥ 0.05"),
+    ("magnitude KS p (B)", "mag KS p B", "≥ 0.05"),
+    ("median Δmag (R)", "median Δmag R", "abs ≤ 0.05"),
+    ("median Δmag (G)", "median Δmag G", "abs ≤ 0.05"),
+    ("median Δmag (B)", "median Δmag B", "abs ≤ 0.05"),
+    ("colour KS p (R−G)", "colour R−G KS p", "≥ 0.05"),
+    ("colour KS p (G−B)", "colour G−B KS p", "≥ 0.05"),
+    ("half-light radius KS p", "size KS p", "≥ 0.05"),
+    ("ellipticity KS p", "ellipticity KS p", "≥ 0.05"),
+    ("w(θ): fraction of bins in the real 2σ band", "w(θ) bins in real 2σ", "1"),
+    ("sky σ ratio (R)", "sky σ ratio R", "within 5 %"),
+    ("sky σ ratio (G)", "sky σ ratio G", "within 5 %"),
+    ("sky σ ratio (B)", "sky σ ratio B", "within 5 %"),
+    ("realism classifier ROC AUC (64-px crops)", "crop classifier AUC", "≤ 0.75"),
+]
+
+
+def field_report(real: str, fake: str, out: Path, seeds) -> dict:
+    """``galforge evaluate REAL FAKE --fields`` for each of ``seeds`` (folders reused when
+    already there); the card's ``fields_report``: ``{"seeds", "rows": [{"measure", "name",
+    "target", "values"}]}``."""
+    values = {}
+    for seed in seeds:
+        folder = out / f"fields-seed{seed}"
+        metrics = folder / "metrics.json"
+        if not metrics.is_file():
+            cli(["evaluate", real, fake, "--fields", "--seed", str(seed), "--out", str(folder)])
+        rows = json.loads(metrics.read_text())["summary"]
+        values[seed] = {r["measure"]: r.get("value") for r in rows}
+    return {
+        "real": real,
+        "seeds": list(seeds),
+        "rows": [
+            {
+                "measure": m,
+                "name": name,
+                "target": target,
+                "values": [values[s].get(m) for s in seeds],
+            }
+            for m, name, target in FIELD_ROWS
+        ],
+    }
+
+
 def metrics_date(folder: Path) -> str:
     """The day the evaluation in ``folder`` was written."""
     return dt.date.fromtimestamp((folder / "metrics.json").stat().st_mtime).isoformat()
@@ -362,6 +411,26 @@ def write_docs() -> Path:
                     f"{_fmt(r.get('threshold'))} | {'pass' if r.get('passed') else 'FAIL'} |"
                     for r in rows
                 ]
+        fr = ev.get("fields_report")
+        if fr:
+            seeds = fr.get("seeds", [])
+            lines += [
+                "",
+                f"`galforge evaluate {fr.get('real')} pretrained:{c['name']} --fields` on fields "
+                "of the XDF's size, seed"
+                + ("s " if len(seeds) > 1 else " ")
+                + ", ".join(map(str, seeds))
+                + ":",
+                "",
+                "| measure | target | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                "|---|---|" + "---|" * len(seeds),
+            ]
+            lines += [
+                f"| {r['name']} | {r['target']} | "
+                + " | ".join(_fmt(v, "+.3f" if "Δmag" in r["name"] else ".3g") for v in r["values"])
+                + " |"
+                for r in fr.get("rows", [])
+            ]
         if c.get("notes"):
             lines += ["", c["notes"]]
         lines += ["", f"Reproduce: `{c.get('reproduce')}`.", ""]

@@ -570,3 +570,57 @@ def test_shape_moments_measure_size_and_ellipticity():
     r = RECIPES["dcgan64"]({"width": 4, "d_moments": True}, 3, 64, "cpu")
     assert r.D.moments is not None
     assert r.train_step(torch.rand(8, 3, 64, 64) * 2 - 1, 0, torch.Generator().manual_seed(0))
+
+
+def test_discriminator_heads_initialise_from_their_own_streams():
+    """Each head of D (profile, moments, the projection embed) draws its initial weights from
+    a stream of its own name: building, dropping or reordering the others changes nothing of
+    it, the trunk is the paper's network as it is without heads, the global generator is left
+    alone, and the weights keep the names checkpoints have."""
+    everything = dict(profile=True, moments=True, conditions=2, mbstd_group=4)
+    full = DCGANDiscriminator(64, 3, width=4, init_seed=7, **everything)
+    assert list(full.heads()) == ["embed", "profile", "moments"]
+    alone = {
+        "profile": DCGANDiscriminator(64, 3, width=4, init_seed=7, profile=True),
+        "moments": DCGANDiscriminator(64, 3, width=4, init_seed=7, moments=True),
+        "embed": DCGANDiscriminator(64, 3, width=4, init_seed=7, conditions=2, mbstd_group=4),
+    }
+    for name, d in alone.items():
+        assert list(d.heads()) == [name]
+        own, other = d.heads()[name].state_dict(), full.heads()[name].state_dict()
+        assert own.keys() == other.keys() and all(torch.equal(own[k], other[k]) for k in own)
+    # the trunk and logit are the paper's network, drawn from init_seed alone
+    paper = DCGANDiscriminator(64, 3, width=4, init_seed=7, mbstd_group=4)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            paper.net.state_dict().values(), full.net.state_dict().values(), strict=True
+        )
+    )
+    # another seed, other heads; the heads differ from one another's streams
+    seed8 = DCGANDiscriminator(64, 3, width=4, init_seed=8, profile=True)
+    assert not torch.equal(seed8.profile[2].weight, alone["profile"].profile[2].weight)
+    # building a discriminator never moves torch's global generator
+    state = torch.get_rng_state()
+    DCGANDiscriminator(64, 3, width=4, init_seed=7, **everything)
+    assert torch.equal(state, torch.get_rng_state())
+    # the checkpoint names of the heads (0.1 runs resume and --init into these)
+    heads = {k for k in full.state_dict() if not k.startswith("net.")}
+    assert heads == {
+        "embed.weight",
+        *(
+            f"{h}.{i}.{p}"
+            for h in ("profile", "moments")
+            for i in (2, 4)
+            for p in ("weight", "bias")
+        ),
+    }
+    # the logit is the trunk's plus each head's
+    x, c = torch.randn(4, 3, 64, 64), torch.randn(4, 2)
+    full.eval()
+    with torch.no_grad():
+        h = full.features(x)
+        parts = full.net[-1](h).reshape(4) + full.embed.score(h, c) + full.profile(x)
+        assert torch.allclose(full(x, c), parts + full.moments(x), atol=1e-6)
+    with pytest.raises(ModelError, match="conditioned"):
+        full(x)

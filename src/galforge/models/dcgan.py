@@ -54,16 +54,21 @@ from galforge.models.layers import (  # noqa: F401 (GroupSpread, MinibatchStd re
     ScheduledDropout,
     ShapeMoments,
     SkyNoise,
+    init_normal_,
     same_size_padding,
     seeded_init,
 )
 from galforge.models.registry import register_generator
+from galforge.seeding import derive_seed, seeded_global
 
 SUPPORTED_SIZES = (64, 128)
 DROPOUT_PLACES = ("none", "G", "D", "both")
 #: how the generator doubles its resolution: the paper's stride-2 transposed convolutions, or
 #: nearest-neighbour ×2 followed by a 3×3 convolution (no checkerboard artefacts)
 UPSAMPLE_MODES = ("transposed", "resize")
+#: the discriminator's heads (its paths beside the paper's network), by attribute name, in the
+#: order their logits are added
+D_HEADS = ("embed", "profile", "moments")
 
 
 def _stage_widths(image_size: int, width: int) -> list[int]:
@@ -416,33 +421,38 @@ class DCGANDiscriminator(nn.Module):
     ``forward`` returns one logit per image (shape ``(N,)``); :meth:`probability` applies
     the paper's sigmoid.
 
-    ``profile=True`` adds a second path (not in the paper): the azimuthally averaged light
-    profile of each band (:class:`galforge.models.layers.RadialProfile`) through a small
-    MLP, whose logit is added to the convolutional one.  Averaging over annuli lifts the
-    faint outer light of a galaxy out of the pixel noise, which the convolutions alone see
-    poorly: without it the generator learns disks that fade too early (profiles too
-    concentrated).  With ``profile_group`` = g > 0 the path also sees, for every annulus
-    and band, the spread of the profile over groups of g images of the batch (a minibatch
-    standard deviation): a generator whose galaxies are too alike in size and profile is
-    told apart by that spread.  The profile path starts fresh when a run is started with
-    ``--init`` from one without it (:data:`INIT_FRESH`).
+    The paper's network is the **trunk** (``net``: the convolutions up to the 4×4 features,
+    :meth:`features`) and its last convolution, the **logit** (``net[-1]``).  Everything
+    else is an optional **head** (not in the paper) whose logit is added to the trunk's.
+    The trunk is initialised from ``init_seed`` exactly as the paper's network alone; each
+    head from its own stream, derived from ``init_seed`` and the head's name
+    (:func:`head_seed`).  Adding or removing a head therefore leaves every other weight's
+    initial value as it was, whatever the order the heads are built in.  Heads start fresh
+    when a run is started with ``--init`` from one without them (:data:`INIT_FRESH`).
 
-    ``mbstd_group`` = g > 0 gives the convolutional path the same kind of signal on all its
-    features: a minibatch standard deviation map over groups of g images before its last
-    convolution (as in ProGAN and StyleGAN).
+    ``profile=True``: the ``profile`` head reads the azimuthally averaged light profile of
+    each band (:class:`galforge.models.layers.RadialProfile`) through a small MLP.  Averaging
+    over annuli lifts the faint outer light of a galaxy out of the pixel noise, which the
+    convolutions alone see poorly: without it the generator learns disks that fade too
+    early (profiles too concentrated).  With ``profile_group`` = g > 0 the head also sees,
+    for every annulus and band, the spread of the profile over groups of g images of the
+    batch (a minibatch standard deviation): a generator whose galaxies are too alike in size
+    and profile is told apart by that spread.
 
-    ``moments=True`` adds a third path: each band's windowed size and ellipticity
-    (:class:`galforge.models.layers.ShapeMoments`) through its own small MLP, whose logit is
-    added too.  Built after the other paths, so their initial weights are unchanged; it
-    starts fresh under ``--init`` like the profile path.
+    ``moments=True``: the ``moments`` head reads each band's windowed size and ellipticity
+    (:class:`galforge.models.layers.ShapeMoments`) through its own small MLP.
 
-    ``conditions`` = K > 0 makes it a projection discriminator (Miyato & Koyama 2018): the
-    inner product of a linear embedding of the (standardised) conditions with the pooled
-    features before the last convolution is added to the logit; ``forward(x, conditions)``.
+    ``conditions`` = K > 0: the ``embed`` head makes it a projection discriminator (Miyato &
+    Koyama 2018): the inner product of a linear embedding of the (standardised) conditions
+    with the trunk's pooled features is added to the logit; ``forward(x, conditions)``.
+
+    ``mbstd_group`` = g > 0 is not a head but a layer of the trunk, without weights: a
+    minibatch standard deviation map over groups of g images before the logit convolution
+    (as in ProGAN and StyleGAN), which then has one more input channel.
     """
 
-    #: parameter names that ``--init`` may leave freshly initialised (an added path)
-    INIT_FRESH = ("profile", "moments", "embed")
+    #: the heads, by attribute name; ``--init`` may leave them freshly initialised
+    INIT_FRESH = D_HEADS
 
     def __init__(
         self,
@@ -461,75 +471,72 @@ class DCGANDiscriminator(nn.Module):
         conditions: int = 0,
     ):
         super().__init__()
-        rng_before = torch.get_rng_state()
         channels = _check_channels(channels)
-        widths = list(reversed(_stage_widths(int(image_size), width)))
-        pad = same_size_padding(kernel_size)
         self.image_size = int(image_size)
         self.channels = channels
-        layers: list[nn.Module] = [
-            nn.Conv2d(channels, widths[0], kernel_size, 2, pad, bias=True),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            layers.append(nn.Conv2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(c_out))
-            layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.mbstd_group = int(mbstd_group)
         if self.mbstd_group < 0:
             raise ModelError(f"model.d_mbstd_group={mbstd_group} must be >= 0 (0: off)")
-        if self.mbstd_group:
-            layers.append(MinibatchStd(self.mbstd_group))
-        if dropout > 0:
-            layers.append(ScheduledDropout(dropout, spatial_dropout))
-        layers.append(nn.Conv2d(widths[-1] + (1 if self.mbstd_group else 0), 1, 4, 1, 0, bias=True))
-        self.net = nn.Sequential(*layers)
-        self.profile = None
         self.profile_group = int(profile_group)
         if self.profile_group < 0 or (self.profile_group and not profile):
             raise ModelError(
                 f"model.d_profile_group={profile_group}: a group size (2 or more "
                 "to be of use) needs model.d_profile=true; 0 turns it off"
             )
+        self.net = _trunk_and_logit(
+            self.image_size,
+            channels,
+            width,
+            kernel_size,
+            batch_norm,
+            dropout,
+            spatial_dropout,
+            self.mbstd_group,
+            int(init_seed),
+        )
+        features = self.net[-1].in_channels
+        hidden = 4 * int(width)
+        self.profile = None
         if profile:
             radial = RadialProfile(self.image_size)
-            hidden = 4 * int(width)
-            features = channels * radial.n_annuli * (2 if self.profile_group else 1)
-            self.profile = _feature_logit(
-                radial, GroupSpread(self.profile_group), features=features, hidden=hidden
+            self.profile = ImageHead(
+                radial,
+                GroupSpread(self.profile_group),
+                features=channels * radial.n_annuli * (2 if self.profile_group else 1),
+                hidden=hidden,
+                seed=head_seed(init_seed, "profile"),
             )
         self.moments = None
         if moments:
-            self.moments = _feature_logit(
+            self.moments = ImageHead(
                 ShapeMoments(self.image_size),
                 nn.Flatten(1),
                 features=channels * ShapeMoments.N_FEATURES,
-                hidden=4 * int(width),
+                hidden=hidden,
+                seed=head_seed(init_seed, "moments"),
             )
         self.n_conditions = int(conditions)
         self.embed = None
         if self.n_conditions:
-            self.embed = nn.Linear(
-                self.n_conditions, widths[-1] + (1 if self.mbstd_group else 0), bias=False
+            self.embed = ProjectionHead(
+                self.n_conditions, features, seed=head_seed(init_seed, "embed")
             )
-        torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
-        seeded_init(self, init_seed)  # (the convolutions draw first: same with or without)
+
+    def heads(self) -> dict[str, nn.Module]:
+        """The heads this discriminator has, by name (in the order their logits are added)."""
+        return {name: getattr(self, name) for name in D_HEADS if getattr(self, name) is not None}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's 4×4 features of ``x`` (the logit convolution's input)."""
+        return self.net[:-1](x)
 
     def forward(self, x: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is not None:
-            if conditions is None:
-                raise ModelError("this DCGAN discriminator is conditioned: give the conditions")
-            h = self.net[:-1](x)
-            logits = self.net[-1](h).reshape(x.shape[0])
-            proj = (self.embed(conditions.to(h.dtype)) * h.sum(dim=(2, 3))).sum(dim=1)
-            logits = logits + proj
-        else:
-            logits = self.net(x).reshape(x.shape[0])
-        if self.profile is not None:
-            logits = logits + self.profile(x).reshape(x.shape[0])
-        if self.moments is not None:
-            logits = logits + self.moments(x).reshape(x.shape[0])
+        if self.embed is not None and conditions is None:
+            raise ModelError("this DCGAN discriminator is conditioned: give the conditions")
+        h = self.features(x)
+        logits = self.net[-1](h).reshape(x.shape[0])
+        for head in self.heads().values():
+            logits = logits + head.logit(x, h, conditions)
         return logits
 
     def probability(self, x: torch.Tensor) -> torch.Tensor:
@@ -546,12 +553,92 @@ class DCGANDiscriminator(nn.Module):
         return changed
 
 
-def _feature_logit(*front: nn.Module, features: int, hidden: int) -> nn.Sequential:
-    """A side path of the discriminator: ``front`` (image -> ``N×features``), then a
-    two-layer MLP to one logit."""
-    return nn.Sequential(
-        *front, nn.Linear(features, hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1)
-    )
+def _trunk_and_logit(
+    image_size: int,
+    channels: int,
+    width: int,
+    kernel_size: int,
+    batch_norm: bool,
+    dropout: float,
+    spatial_dropout: bool,
+    mbstd_group: int,
+    init_seed: int,
+) -> nn.Sequential:
+    """The paper's discriminator as one ``Sequential`` (its last layer the logit
+    convolution), initialised N(0, 0.02) from ``init_seed``; torch's global generator is
+    left as it was."""
+    rng_before = torch.get_rng_state()
+    widths = list(reversed(_stage_widths(image_size, width)))
+    pad = same_size_padding(kernel_size)
+    layers: list[nn.Module] = [
+        nn.Conv2d(channels, widths[0], kernel_size, 2, pad, bias=True),
+        nn.LeakyReLU(0.2, inplace=True),
+    ]
+    for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
+        layers.append(nn.Conv2d(c_in, c_out, kernel_size, 2, pad, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(c_out))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+    if mbstd_group:
+        layers.append(MinibatchStd(mbstd_group))
+    if dropout > 0:
+        layers.append(ScheduledDropout(dropout, spatial_dropout))
+    layers.append(nn.Conv2d(widths[-1] + (1 if mbstd_group else 0), 1, 4, 1, 0, bias=True))
+    net = nn.Sequential(*layers)
+    torch.set_rng_state(rng_before)  # torch's default init drew from the global generator
+    return seeded_init(net, init_seed)
+
+
+def head_seed(init_seed: int, name: str) -> int:
+    """The seed that initialises the discriminator head ``name``: derived from D's
+    ``init_seed`` and the name alone (:func:`galforge.seeding.derive_seed`)."""
+    return derive_seed(int(init_seed), "dcgan-d-head", str(name))
+
+
+class ImageHead(nn.Sequential):
+    """A head of the DCGAN discriminator that reads the image: ``front`` (image ->
+    ``N×features``), then a two-layer MLP to one logit per image (shape ``(N,)``).
+
+    Built and initialised N(0, 0.02) inside the stream of ``seed``, which torch's global
+    generator is restored from. A ``Sequential``, so its weights keep the names checkpoints
+    have always had (``profile.2.weight``, ``profile.4.bias``).
+    """
+
+    def __init__(self, *front: nn.Module, features: int, hidden: int, seed: int):
+        with seeded_global(seed):
+            super().__init__(
+                *front,
+                nn.Linear(features, hidden),
+                nn.LeakyReLU(0.2, inplace=True),
+                nn.Linear(hidden, 1),
+            )
+            init_normal_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).reshape(x.shape[0])
+
+    def logit(self, x: torch.Tensor, features: torch.Tensor, conditions=None) -> torch.Tensor:
+        """The head's logit in the discriminator: it reads the image ``x`` only."""
+        return self(x)
+
+
+class ProjectionHead(nn.Linear):
+    """The projection head (Miyato & Koyama 2018): a linear embedding (no bias) of the
+    standardised conditions, whose inner product with the trunk's spatially summed features
+    is the head's logit (:meth:`score`). Initialised like :class:`ImageHead`."""
+
+    def __init__(self, conditions: int, features: int, seed: int):
+        with seeded_global(seed):
+            super().__init__(int(conditions), int(features), bias=False)
+            init_normal_(self)
+
+    def score(self, features: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """The head's logit for the trunk's ``N×F×h×w`` features and ``N×K`` conditions."""
+        return (self(conditions.to(features.dtype)) * features.sum(dim=(2, 3))).sum(dim=1)
+
+    def logit(self, x: torch.Tensor, features: torch.Tensor, conditions=None) -> torch.Tensor:
+        """The head's logit in the discriminator: :meth:`score` of the trunk's features."""
+        return self.score(features, conditions)
 
 
 def build_dcgan_pair(

@@ -75,7 +75,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from galforge.errors import ConfigError, DataError
 from galforge.models.dcgan import DROPOUT_PLACES, build_dcgan_pair, dcgan_generator_spec
@@ -86,7 +86,7 @@ from galforge.training.losses import (
     r1_penalty,
     smooth_real_labels,
 )
-from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
 
@@ -185,7 +185,7 @@ DCGAN_CONFIGS = {
 
 @register_recipe("dcgan64")
 @register_recipe("dcgan128", image_size=128, dropout=0.5, dropout_until_epoch=200)
-class DCGANRecipe(Recipe):
+class DCGANRecipe(PairRecipe):
     """The DCGAN of Fussell & Moews (2019) as a training recipe."""
 
     family = "dcgan"
@@ -261,8 +261,6 @@ class DCGANRecipe(Recipe):
         betas = (float(s.beta1), float(s.beta2))
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=float(s.lr), betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=float(s.lr), betas=betas)
-        self._modules = {"G": self.G, "D": self.D}
-        self._optims = {"G": self.opt_g, "D": self.opt_d}
 
     def _psf(self, channels: int, size: int, info: dict):
         """The generator's PSF spec and rendered kernel for ``model.psf`` and the data."""
@@ -356,15 +354,6 @@ class DCGANRecipe(Recipe):
             return None
         idx = torch.randint(len(self._cond_sample), (int(n),), generator=rng, device=rng.device)
         return self._cond_sample.to(rng.device)[idx]
-
-    def modules(self) -> dict[str, nn.Module]:
-        return self._modules
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return self._optims
-
-    def generator(self) -> nn.Module:
-        return self.G
 
     def generator_spec(self) -> dict:
         s = self.settings

@@ -163,3 +163,31 @@ def test_galsim_keywords_positions_and_options_object_draw_the_same_galaxies():
         galsim_galaxies(3, sise=16)
     with pytest.raises(ConfigError, match="size given by position and by name"):
         galsim_galaxies(3, 16, size=16)
+
+
+# ----------------------------------------------------------------------------- SamplingOptions
+def test_sampling_options_refuse_a_bad_choice_in_one_line():
+    from galforge.generation.sampling import SamplingOptions
+
+    with pytest.raises(ConfigError) as exc:
+        SamplingOptions(noise_mode="fresh")
+    assert _one_line(exc) == "--noise-mode 'fresh': choose one of random, const, none"
+    assert SamplingOptions(noise_mode="CONST", start=np.int64(3)).noise_mode == "const"
+
+
+def test_sampling_keywords_and_options_object_draw_the_same_samples(tmp_path):
+    from galforge.generation.sampling import SamplingOptions, iter_samples, load_bundle, sample
+    from galforge.generation.writers import write_samples
+
+    bundle = load_bundle("pretrained:galsim-stylegan2-64", device="cpu")  # has noise inputs
+    kw = dict(start=1, truncation=0.7, truncation_cutoff=2, noise_mode="const")
+    a = bundle.sample(3, seed=2, batch=2, **kw)
+    o = SamplingOptions(**kw)
+    assert np.array_equal(a, bundle.sample(3, 2, 2, o))
+    assert np.array_equal(a, sample(bundle, 3, 2, 2, o, progress=False))
+    chunks = iter_samples(bundle, 3, 2, 2, o.replace(start=0), start=1, progress=False)
+    assert np.array_equal(a, np.concatenate([images for _, images in chunks]))
+    write_samples(bundle, tmp_path / "w", 3, 2, o, fmt="npy", batch=2, progress=False)
+    assert np.array_equal(a, np.load(tmp_path / "w" / "samples.npy"))
+    with pytest.raises(ConfigError, match="unknown sampling option"):
+        sample(bundle, 1, noise="const")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -65,8 +66,23 @@ def label_of(f: dataclasses.Field) -> str:
 
 
 @functools.cache
-def _hints(cls: type) -> dict:
-    return typing.get_type_hints(cls)
+def _choice_fields(cls: type) -> dict[str, tuple[tuple, tuple]]:
+    """``{field: (choices, other types)}`` of the dataclass ``cls``'s fields whose annotation
+    holds a ``Literal``.  String annotations are resolved in the class's module one by one; one
+    that does not resolve (a name imported for type checkers only) holds no checked choice."""
+    namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
+    found = {}
+    for f in dataclasses.fields(cls):
+        annotation = f.type
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, namespace)  # noqa: S307 - the class's own annotation
+            except Exception:
+                continue
+        choices, others = choices_of(annotation)
+        if choices:
+            found[f.name] = (choices, others)
+    return found
 
 
 def allowed_text(f: dataclasses.Field, choices: tuple, others: tuple) -> str:
@@ -91,11 +107,10 @@ def check_choices(obj, *, where: str = "", error: type[GalforgeError] = ConfigEr
     one line naming the field (its flag when the field's metadata has ``option``), the value
     and the allowed values, prefixed by ``where``.
     """
-    hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
-        choices, others = choices_of(hints.get(f.name))
-        if not choices:
+        if f.name not in _choice_fields(type(obj)):
             continue
+        choices, others = _choice_fields(type(obj))[f.name]
         value = getattr(obj, f.name)
         if _is_choice(value, choices) or (others and isinstance(value, others)):
             continue

@@ -19,9 +19,11 @@ progress bar.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -38,13 +40,54 @@ from galforge.models.capabilities import (
     capabilities,
     require,
 )
+from galforge.options import Options
 from galforge.runfolder import RUN_JSON, RunFolder
 from galforge.seeding import sample_latents, sample_noise
 
-__all__ = ["NOISE_MODES", "Bundle", "iter_samples", "load_bundle", "sample"]
+__all__ = ["NOISE_MODES", "Bundle", "SamplingOptions", "iter_samples", "load_bundle", "sample"]
 
 #: ``--noise-mode`` values: per-sample seeded maps (default), the stored maps, zero noise
-NOISE_MODES = ("random", "const", "none")
+NoiseMode = Literal["random", "const", "none"]
+NOISE_MODES: tuple[str, ...] = get_args(NoiseMode)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions(Options):
+    """Which samples are drawn and how, the same for :meth:`Bundle.sample`,
+    :func:`iter_samples`, :func:`sample` and :func:`galforge.generation.writers.write_samples`
+    (each takes one, or these keywords laid over it).
+
+    ``start``: the index of the first sample (sample ``i`` depends only on ``(seed, start + i)``
+    and its conditions); ``truncation`` ψ pulls latents toward the mean latent
+    (:meth:`Bundle.latent`), ``truncation_cutoff`` truncates the first layers of w only;
+    ``noise_mode`` for generators with noise inputs (:meth:`Bundle.noise`; lower-cased,
+    checked when made); ``conditions`` for conditional generators (:meth:`Bundle.conditions`).
+    """
+
+    CALLER: ClassVar[str] = "sampling"
+
+    start: int = 0
+    truncation: float | None = None
+    truncation_cutoff: int | None = None
+    noise_mode: NoiseMode | None = dataclasses.field(
+        default=None, metadata={"option": "--noise-mode"}
+    )
+    conditions: Any = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.noise_mode, str):
+            self._set("noise_mode", self.noise_mode.lower())
+        super().__post_init__()
+        self._set("start", int(self.start))
+
+    @classmethod
+    def split(
+        cls, options: SamplingOptions | Mapping[str, Any] | None, kwargs: dict
+    ) -> tuple[SamplingOptions, dict]:
+        """``(options with the sampling keywords of kwargs laid over, the other keywords)``."""
+        names = cls.names()
+        mine = {k: v for k, v in kwargs.items() if k in names}
+        return cls.build(options, **mine), {k: v for k, v in kwargs.items() if k not in names}
 
 
 def _check_count(value, name: str, minimum: int = 0) -> int:
@@ -234,7 +277,7 @@ class Bundle:
         if mode is not None:
             mode = str(mode).lower()
             if mode not in NOISE_MODES:
-                raise ConfigError(f"--noise-mode {mode!r}: use one of {', '.join(NOISE_MODES)}")
+                raise ConfigError(f"--noise-mode {mode!r}: choose one of {', '.join(NOISE_MODES)}")
             require(self.generator, NOISE, f"--noise-mode {mode}")
             return mode
         return "random" if NOISE in self.capabilities else None
@@ -406,23 +449,22 @@ class Bundle:
         n: int,
         seed: int = 0,
         batch: int = 64,
-        *,
-        start: int = 0,
-        truncation: float | None = None,
-        truncation_cutoff: int | None = None,
-        noise_mode: str | None = None,
-        conditions=None,
-        **shape_options,
+        options: SamplingOptions | Mapping[str, Any] | None = None,
+        **kwargs,
     ) -> np.ndarray:
         """``n`` generated images, float32 ``N×C×H×W`` in the training data's units.
 
         Sample ``i`` depends only on ``(seed, start + i)`` (and its conditions), not on
         ``batch``. For very large ``n`` use :func:`iter_samples`, which streams chunks.
-        ``noise_mode`` for generators with noise inputs (see :meth:`noise`).
+        ``options``: a :class:`SamplingOptions` (``start``, ``truncation``,
+        ``truncation_cutoff``, ``noise_mode``, ``conditions``) or its keywords; any other
+        keyword is a shape option of the latent (:meth:`latent`).
         """
+        o, shape_options = SamplingOptions.split(options, kwargs)
+        start, truncation, noise_mode = o.start, o.truncation, o.noise_mode
         n = _check_count(n, "n")
         batch = _check_count(batch, "batch", minimum=1)
-        cond = _given_or_drawn(self, conditions, n, seed, int(start))
+        cond = _given_or_drawn(self, o.conditions, n, seed, start)
         self.noise_mode(noise_mode)
         out = np.empty((n, *self.image_shape), dtype=np.float32) if not shape_options else None
         for s in range(0, n, batch):
@@ -435,7 +477,7 @@ class Bundle:
                 batch=batch,
                 conditions=c,
                 truncation=truncation,
-                truncation_cutoff=truncation_cutoff,
+                truncation_cutoff=o.truncation_cutoff,
                 noise=nz,
             )
             if out is None:
@@ -548,28 +590,32 @@ def iter_samples(
     n: int,
     seed: int = 0,
     batch: int = 64,
+    options: SamplingOptions | Mapping[str, Any] | None = None,
     *,
-    start: int = 0,
-    truncation: float | None = None,
-    truncation_cutoff: int | None = None,
-    noise_mode: str | None = None,
-    conditions=None,
     progress: bool | None = None,
     desc: str = "generating",
+    **kwargs,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(first_index, images)`` chunks of at most ``batch`` samples, ``n`` in all.
 
-    ``progress``: ``True`` shows a progress bar on stderr, ``False`` none, ``None`` (default)
-    shows one only when stderr is a terminal. ``truncation`` ψ pulls latents toward the mean
-    latent (see :meth:`Bundle.latent`); ``conditions`` for conditional generators (see
-    :meth:`Bundle.conditions`).
+    ``options``: a :class:`SamplingOptions` or its keywords (``start``, ``truncation``,
+    ``truncation_cutoff``, ``noise_mode``, ``conditions``). ``progress``: ``True`` shows a
+    progress bar on stderr, ``False`` none, ``None`` (default) shows one only when stderr is a
+    terminal.
     """
+    o = SamplingOptions.build(options, **kwargs)
+    start, truncation, truncation_cutoff, noise_mode = (
+        o.start,
+        o.truncation,
+        o.truncation_cutoff,
+        o.noise_mode,
+    )
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ConfigError(f"-n {n!r}: the number of samples must be an integer >= 0")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ConfigError(f"--batch {batch!r}: the batch size must be an integer >= 1")
-    n, batch, start = int(n), int(batch), int(start)
-    cond = _given_or_drawn(bundle, conditions, n, seed, start)
+    n, batch = int(n), int(batch)
+    cond = _given_or_drawn(bundle, o.conditions, n, seed, start)
     bundle.noise_mode(noise_mode)
     from tqdm.auto import tqdm
 
@@ -598,27 +644,15 @@ def sample(
     n: int,
     seed: int = 0,
     batch: int = 64,
+    options: SamplingOptions | Mapping[str, Any] | None = None,
     *,
-    start: int = 0,
-    truncation: float | None = None,
-    truncation_cutoff: int | None = None,
-    noise_mode: str | None = None,
-    conditions=None,
     progress: bool | None = None,
+    **kwargs,
 ) -> np.ndarray:
-    """All ``n`` samples in one float32 ``N×C×H×W`` array (with an optional progress bar)."""
+    """All ``n`` samples in one float32 ``N×C×H×W`` array (with an optional progress bar);
+    ``options`` as for :func:`iter_samples`."""
+    o = SamplingOptions.build(options, **kwargs)
     out = np.empty((int(n), *bundle.image_shape), dtype=np.float32)
-    for first, images in iter_samples(
-        bundle,
-        n,
-        seed,
-        batch,
-        start=start,
-        truncation=truncation,
-        truncation_cutoff=truncation_cutoff,
-        noise_mode=noise_mode,
-        conditions=conditions,
-        progress=progress,
-    ):
-        out[first - start : first - start + len(images)] = images
+    for first, images in iter_samples(bundle, n, seed, batch, o, progress=progress):
+        out[first - o.start : first - o.start + len(images)] = images
     return out

@@ -22,9 +22,10 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ from galforge.fileio import (
     remove_temp,
     reserve_space,
 )
-from galforge.generation.sampling import Bundle, iter_samples
+from galforge.generation.sampling import Bundle, SamplingOptions, iter_samples
 
 __all__ = [
     "FORMATS",
@@ -349,17 +350,14 @@ def write_samples(
     out_dir,
     n: int,
     seed: int = 0,
+    options: SamplingOptions | Mapping[str, Any] | None = None,
     *,
     fmt: str = "fits",
     batch: int = 64,
-    truncation: float | None = None,
-    start: int = 0,
     grid: bool = True,
     progress: bool | None = None,
     overwrite: bool = False,
-    conditions=None,
-    truncation_cutoff: int | None = None,
-    noise_mode: str | None = None,
+    **kwargs,
 ) -> GenerationResult:
     """Generate ``n`` galaxies from ``bundle`` and write them to ``out_dir``.
 
@@ -377,11 +375,14 @@ def write_samples(
     A folder that already holds files is refused (so that it never mixes the galaxies of
     two runs), unless ``overwrite``: then the files galforge recorded writing there are
     removed first (a folder holding anything else is still refused; :mod:`galforge.outputs`).
-    The folder is locked while it is written.
+    The folder is locked while it is written.  ``options``: which samples and how, a
+    :class:`~galforge.generation.sampling.SamplingOptions` or its keywords (``start``,
+    ``truncation``, ``truncation_cutoff``, ``noise_mode``, ``conditions``).
     """
-    cond = bundle.conditions(conditions, int(n))
-    mode = bundle.noise_mode(noise_mode)
-    if truncation_cutoff is not None and truncation is None:
+    o = SamplingOptions.build(options, **kwargs)
+    cond = bundle.conditions(o.conditions, int(n))
+    mode = bundle.noise_mode(o.noise_mode)
+    if o.truncation_cutoff is not None and o.truncation is None:
         raise ConfigError("--truncation-cutoff needs --truncation PSI (the pull toward w_avg)")
     fmt = str(fmt).lower()
     if fmt not in FORMATS:
@@ -397,46 +398,26 @@ def write_samples(
             seed,
             fmt,
             batch,
-            truncation,
-            start,
             grid,
             progress,
-            cond,
-            mode,
-            truncation_cutoff,
+            o.replace(conditions=cond, noise_mode=mode),
         )
 
 
 def _write_samples(
-    bundle,
-    out: Path,
-    n: int,
-    seed,
-    fmt,
-    batch,
-    truncation,
-    start,
-    grid,
-    progress,
-    cond,
-    mode,
-    truncation_cutoff,
+    bundle, out: Path, n: int, seed, fmt, batch, grid, progress, o: SamplingOptions
 ) -> GenerationResult:
-    """The body of :func:`write_samples`, writing into the claimed folder ``out``."""
+    """The body of :func:`write_samples`, writing into the claimed folder ``out`` (``o``: its
+    sampling options, with the conditions given or drawn and the noise mode resolved)."""
+    start, truncation, truncation_cutoff = o.start, o.truncation, o.truncation_cutoff
+    cond, mode = o.conditions, o.noise_mode
     result = GenerationResult(out_dir=out, format=fmt, n=n)
     width = max(6, len(str(start + n - 1)))
     stretch = None
     preview_n = min(n, GRID_MAX)
     if (grid or fmt == "png") and preview_n > 0:
         preview = bundle.sample(
-            preview_n,
-            seed,
-            batch,
-            start=start,
-            truncation=truncation,
-            truncation_cutoff=truncation_cutoff,
-            noise_mode=mode,
-            conditions=None if cond is None else cond[:preview_n],
+            preview_n, seed, batch, o, conditions=None if cond is None else cond[:preview_n]
         )
         stretch = fit_stretch(preview, bundle.bands, bundle.units)
         if grid:
@@ -467,18 +448,7 @@ def _write_samples(
     if fmt == "fits-cube":
         npy = _cube_writer(bundle, out, n, seed, start, truncation, cards, cond)
     try:
-        for first, images in iter_samples(
-            bundle,
-            n,
-            seed,
-            batch,
-            start=start,
-            truncation=truncation,
-            conditions=cond,
-            truncation_cutoff=truncation_cutoff,
-            noise_mode=mode,
-            progress=progress,
-        ):
+        for first, images in iter_samples(bundle, n, seed, batch, o, progress=progress):
             if npy is not None:
                 npy.write(first, images)
                 continue

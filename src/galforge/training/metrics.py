@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from galforge.errors import ConfigError
+from galforge.options import check_choices
 
 if TYPE_CHECKING:
     from galforge.training.trainer import Trainer
@@ -34,14 +35,13 @@ class MetricHook:
     name: str
     fn: Callable[[Trainer], float]
     every: int
-    mode: str = "min"
+    mode: Literal["min", "max"] = "min"
     keep: bool = True  # keep RUN/checkpoints/best when it improves (else log only)
 
     def __post_init__(self):
         if int(self.every) < 1:
             raise ConfigError(f"metric {self.name!r}: every={self.every} must be >= 1")
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"metric {self.name!r}: mode={self.mode!r} must be min or max")
+        check_choices(self, where=f"metric {self.name!r}")
 
     def better(self, value: float, best: float | None) -> bool:
         if best is None:

@@ -238,8 +238,10 @@ def generate_field(
     """Generate a ``size`` (``"HxW"``) field tile by tile and stream it to ``out``.
 
     ``generator`` is a generator with the ``windowed`` capability (eval mode) or a list of
-    them for a self-ensemble (see the module docstring); ``normalizer`` maps the (0, 1) output back to
-    physical units (``None``: model space).  ``fmt`` is ``"zarr"`` (default), ``"fits"`` or
+    them for a self-ensemble (see the module docstring); ``normalizer`` maps the (0, 1) output
+    back to physical units (``None``: model space).  The settings below are a
+    :class:`FieldOptions` (``options``) or its keywords, laid over it when both are given.
+    ``fmt`` is ``"zarr"`` (default), ``"fits"`` or
     ``"npy"`` (guessed from the suffix of ``out`` when omitted).  ``workers`` tiles run at once
     as Dask tasks (threads, or processes with ``processes=True``); ``scheduler`` is the address
     of a ``dask.distributed`` scheduler (``out`` must then be on storage the workers share).
@@ -256,7 +258,8 @@ def generate_field(
     ``space_check``: refuse a field larger than the free disk space (estimated before the
     first tile).  ``zarr_format``: the zarr specification a zarr field is written in, 3 (the
     default; its metadata names the dimensions band, y, x) or 2 (readable by zarr-python 2;
-    the names in the ``_ARRAY_DIMENSIONS`` attribute, as xarray reads them).  The ``OUT.progress/`` records are removed once the field is finished.
+    the names in the ``_ARRAY_DIMENSIONS`` attribute, as xarray reads them).  The
+    ``OUT.progress/`` records are removed once the field is finished.
     """
     o = FieldOptions.build(options, **kwargs)
     generators = list(generator) if isinstance(generator, (list, tuple)) else [generator]

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from galforge.errors import ModelError
 from galforge.models.registry import register_generator
+from galforge.models.stylebase import freeze_leading
 from galforge.models.stylegan2 import (
     SQRT2,
     EqualConv2d,
@@ -228,21 +229,20 @@ class StyleGANGenerator(nn.Module):
     def forward(self, z: Tensor, noise: list | None = None) -> Tensor:
         return self.synthesis(self.mapping(z), noise)
 
+    def synthesis_layers(self) -> list[list[nn.Module | nn.Parameter]]:
+        """The style layers from coarse to fine, each with what belongs to it (the constant
+        with the first; a resolution's toRGB with its second)."""
+        return [
+            [*([self.const] if i == 0 else []), layer, *([self.torgbs[i // 2]] if i % 2 else [])]
+            for i, layer in enumerate(self.layers)
+        ]
+
     def freeze(self, n_layers: int) -> list[nn.Parameter]:
-        """Stop training the first ``n_layers`` style layers (coarse first; the constant with
-        the first, a resolution's toRGB with its second); return their parameters."""
-        if not 0 <= int(n_layers) <= len(self.layers):
-            raise ModelError(
-                f"--freeze-g {n_layers}: this generator has {len(self.layers)} synthesis layers"
-            )
-        params = [self.const] if n_layers > 0 else []
-        for i in range(int(n_layers)):
-            params.extend(self.layers[i].parameters())
-            if i % 2 == 1:
-                params.extend(self.torgbs[i // 2].parameters())
-        for p in params:
-            p.requires_grad_(False)
-        return params
+        """Stop training the first ``n_layers`` style layers (coarse first); return their
+        parameters."""
+        return freeze_leading(
+            self.synthesis_layers(), n_layers, "--freeze-g", "generator", "synthesis layers"
+        )
 
     def permute_image_channels(self, perm: list[int]) -> None:
         """Reorder the image bands produced (``--band-map``)."""
@@ -301,18 +301,9 @@ class StyleGANDiscriminator(nn.Module):
     def freeze(self, n_blocks: int) -> list[nn.Parameter]:
         """Stop training the top ``fromRGB`` and the ``n_blocks`` blocks of the highest
         resolutions; return their parameters."""
-        if not 0 <= int(n_blocks) <= len(self.blocks):
-            raise ModelError(
-                f"--freeze-d {n_blocks}: this discriminator has {len(self.blocks)} blocks"
-            )
-        params: list[nn.Parameter] = []
-        if n_blocks > 0:
-            params.extend(self.fromrgbs[-1].parameters())
-            for b in list(self.blocks)[len(self.blocks) - int(n_blocks) :]:
-                params.extend(b.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        return params
+        blocks = list(reversed(self.blocks))  # from the image side
+        groups = [[self.fromrgbs[-1], b] if i == 0 else [b] for i, b in enumerate(blocks)]
+        return freeze_leading(groups, n_blocks, "--freeze-d", "discriminator", "blocks")
 
     def permute_image_channels(self, perm: list[int]) -> None:
         """Reorder the image bands read (``--band-map``)."""

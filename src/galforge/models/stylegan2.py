@@ -64,6 +64,7 @@ from torch import Tensor, nn
 from galforge.errors import ModelError
 from galforge.models.layers import SkyNoise, minibatch_stddev  # noqa: F401 (re-exported)
 from galforge.models.registry import register_generator
+from galforge.models.stylebase import freeze_leading
 from galforge.seeding import seeded_global
 
 SQRT2 = math.sqrt(2.0)
@@ -562,19 +563,11 @@ class StyleGAN2Generator(MixedPrecision, nn.Module):
         return layers
 
     def freeze(self, n_layers: int) -> list[nn.Parameter]:
-        """Stop training the first ``n_layers`` synthesis layers; return their parameters."""
-        layers = self.synthesis_layers()
-        if not 0 <= int(n_layers) <= len(layers):
-            raise ModelError(
-                f"--freeze-g {n_layers}: this generator has {len(layers)} synthesis layers"
-            )
-        params = [self.const] if n_layers > 0 else []
-        for group in layers[: int(n_layers)]:
-            for m in group:
-                params.extend(m.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        return params
+        """Stop training the first ``n_layers`` synthesis layers (the constant with the
+        first); return their parameters."""
+        groups: list[list] = self.synthesis_layers()
+        groups[0] = [self.const, *groups[0]]
+        return freeze_leading(groups, n_layers, "--freeze-g", "generator", "synthesis layers")
 
     def permute_image_channels(self, perm: list[int]) -> None:
         """Reorder the image bands produced (``--band-map``)."""
@@ -655,18 +648,8 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
     def freeze(self, n_blocks: int) -> list[nn.Parameter]:
         """Stop training ``fromRGB`` and the first ``n_blocks`` blocks (from the highest
         resolution); return their parameters."""
-        if not 0 <= int(n_blocks) <= len(self.blocks):
-            raise ModelError(
-                f"--freeze-d {n_blocks}: this discriminator has {len(self.blocks)} blocks"
-            )
-        params: list[nn.Parameter] = []
-        if n_blocks > 0:
-            params.extend(self.fromrgb.parameters())
-            for b in self.blocks[: int(n_blocks)]:
-                params.extend(b.parameters())
-        for p in params:
-            p.requires_grad_(False)
-        return params
+        groups = [[self.fromrgb, b] if i == 0 else [b] for i, b in enumerate(self.blocks)]
+        return freeze_leading(groups, n_blocks, "--freeze-d", "discriminator", "blocks")
 
     def permute_image_channels(self, perm: list[int]) -> None:
         """Reorder the image bands read (``--band-map``)."""

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from galforge.errors import ConfigError
+from galforge.models.stylebase import mixed_styles
 from galforge.models.stylegan import build_stylegan_pair
 from galforge.training.losses import (
     gradient_penalty,
@@ -185,17 +186,9 @@ class StyleGANRecipe(PairRecipe):
         return x
 
     def _fakes(self, n: int, rng: torch.Generator, res: int, alpha: float) -> Tensor:
-        G = self.G
-        z = self.sample_latent(n, rng).to(self.device)
-        ws = G.mapping(z)[:, None, :].repeat(1, G.num_ws, 1)
-        draw = torch.rand((), generator=rng, device=rng.device).item()
-        cutoff = int(torch.randint(1, G.num_ws, (), generator=rng, device=rng.device))
-        z2 = self.sample_latent(n, rng).to(self.device)
-        if draw < float(self.settings.style_mixing):
-            ws = torch.cat(
-                [ws[:, :cutoff], G.mapping(z2)[:, None, :].expand(n, G.num_ws - cutoff, -1)], dim=1
-            )
-        return G.synthesis_at(ws, res, alpha)
+        s = self.settings
+        ws = mixed_styles(self.G, n, self.sample_latent, rng, s.style_mixing, self.device)
+        return self.G.synthesis_at(ws, res, alpha)
 
     # ------------------------------------------------------------------ phases
     def d_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:

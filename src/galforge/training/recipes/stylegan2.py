@@ -69,6 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from galforge.errors import ConfigError
+from galforge.models.stylebase import mixed_styles
 from galforge.models.stylegan2 import build_stylegan2_pair
 from galforge.training.augment import AdaptiveAugment, Augment, DiffAugment, parse_pipeline
 from galforge.training.losses import (
@@ -412,18 +413,8 @@ class StyleGAN2Recipe(PairRecipe):
 
     def _ws(self, n: int, rng: torch.Generator) -> Tensor:
         """Per-layer ws of ``n`` samples with style mixing (probability ``style_mixing``)."""
-        G = self.G
-        z = self.sample_latent(n, rng).to(self.device)
-        ws = G.mapping(z)[:, None, :].repeat(1, G.num_ws, 1)
-        draw = torch.rand((), generator=rng, device=rng.device).item()
-        cutoff = int(torch.randint(1, G.num_ws, (), generator=rng, device=rng.device))
-        z2 = self.sample_latent(n, rng).to(self.device)
-        if draw < float(self.settings.style_mixing):
-            ws2 = G.mapping(z2)
-            ws = torch.cat(
-                [ws[:, :cutoff], ws2[:, None, :].expand(n, G.num_ws - cutoff, -1)], dim=1
-            )
-        return ws
+        s = self.settings
+        return mixed_styles(self.G, n, self.sample_latent, rng, s.style_mixing, self.device)
 
     # ------------------------------------------------------------------ phases
     def g_main(self, real: Tensor, ctx: StepContext) -> dict[str, float]:

@@ -199,7 +199,7 @@ def test_resize_upsampling_generator_and_spec():
     paper = RECIPES["dcgan64"]({"config": "paper", "width": 4}, 3, 64, "cpu").generator_spec()
     assert "upsample" not in paper
     with pytest.raises(ModelError, match="upsample"):
-        DCGANGenerator(64, 3, width=4, upsample="bilinear")
+        DCGANGenerator(64, 3, width=4, upsample="bicubic")
 
 
 def test_named_configs_in_the_recipe():
@@ -328,6 +328,71 @@ def test_scene_blur_band_limits_the_noiseless_scene_only():
         DCGANGenerator(64, 3, width=4, sky_noise=nm.to_dict(), scene_blur=-1.0)
     with pytest.raises(ConfigError, match="needs model.sky_noise"):
         RECIPES["dcgan64"]({"width": 2, "scene_blur": 1.0, "sky_noise": False}, 3, 64, "cpu")
+
+
+def test_scene_floor_makes_the_bottom_of_the_range_the_empty_sky():
+    """``scene_floor=True``: tanh's −1 is 0 physical units (an empty sky) and +1 the clip
+    ``hi``; the noise is added on top in physical units as without it; the weights keep their
+    names (bundles without the floor load as before) and the spec says it only when on; the
+    cpu config has it, and without sky noise it is refused."""
+    nm, _ = _normalizer()
+    g0 = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict()).eval()
+    g = DCGANGenerator(
+        64, 3, width=4, upsample="resize", sky_noise=nm.to_dict(), scene_floor=True
+    ).eval()
+    assert g.state_dict().keys() == g0.state_dict().keys()
+    ends = g.sky.scene_physical(torch.tensor([-1.0, 1.0]).reshape(2, 1, 1, 1).expand(2, 3, 4, 4))
+    assert torch.allclose(ends[0], torch.zeros(3, 4, 4), atol=1e-4)
+    hi = torch.as_tensor(nm.hi, dtype=torch.float32).reshape(3, 1, 1).expand(3, 4, 4)
+    assert torch.allclose(ends[1], hi, rtol=1e-4)
+    # without the floor −1 is the clip lo, below the empty sky
+    assert (g0.sky.to_physical(torch.full((1, 3, 1, 1), -1.0)).flatten() < 0).all()
+    # the noiseless scene and the noisy image agree with the floor's physical scene
+    z = torch.randn(g.latent_shape(3))
+    raw = g._raw(z)
+    zero = [torch.zeros(1, 1, 64, 64)] * 3
+    clean = g.sky.to_model(g.sky.scene_physical(raw))
+    assert torch.allclose(g.clean(z), clean, atol=1e-6)
+    assert torch.allclose(g(z, noise=zero), clean, atol=1e-6)
+    eps = [torch.randn(3, 1, 64, 64) for _ in range(3)]
+    sigma = g.sky.sigma(z).detach()[:, :, None, None]
+    expect = g.sky.to_model(g.sky.scene_physical(raw) + sigma * torch.cat(eps, 1))
+    assert torch.allclose(g(z, noise=eps), expect, atol=1e-6)
+    spec = dcgan_generator_spec(
+        g, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
+    assert spec["scene_floor"] is True
+    assert "scene_floor" not in dcgan_generator_spec(
+        g0, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
+    g2 = build_generator("dcgan", spec)
+    g2.load_state_dict(g.state_dict())
+    assert torch.equal(g2.eval()(z), g(z))
+    assert RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu").G.sky.floor
+    assert RECIPES["dcgan64"]({"config": "paper", "width": 4}, 3, 64, "cpu").G.sky is None
+    with pytest.raises(ModelError, match="needs model.sky_noise"):
+        DCGANGenerator(64, 3, width=4, scene_floor=True)
+    with pytest.raises(ConfigError, match="needs model.sky_noise"):
+        RECIPES["dcgan64"]({"width": 2, "scene_floor": True, "sky_noise": False}, 3, 64, "cpu")
+
+
+def test_bilinear_upsampling_generator_and_spec():
+    """``upsample="bilinear"``: bilinear ×2 then a 3×3 convolution, with the weight names of
+    ``resize``; the spec rebuilds it."""
+    g = DCGANGenerator(64, 3, width=4, upsample="bilinear").eval()
+    ups = [m for m in g.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 4 and all(m.mode == "bilinear" for m in ups)
+    assert (
+        g.state_dict().keys()
+        == DCGANGenerator(64, 3, width=4, upsample="resize").state_dict().keys()
+    )
+    spec = dcgan_generator_spec(
+        g, width=4, kernel_size=4, batch_norm=True, dropout=0.0, spatial_dropout=False
+    )
+    g2 = build_generator("dcgan", spec)
+    g2.load_state_dict(g.state_dict())
+    z = torch.randn(g.latent_shape(2))
+    assert torch.equal(g2.eval()(z), g(z))
 
 
 def test_sky_noise_recipe_trains_in_the_data_units(tmp_path):

@@ -65,7 +65,7 @@ SUPPORTED_SIZES = (64, 128)
 DROPOUT_PLACES = ("none", "G", "D", "both")
 #: how the generator doubles its resolution: the paper's stride-2 transposed convolutions, or
 #: nearest-neighbour ×2 followed by a 3×3 convolution (no checkerboard artefacts)
-UPSAMPLE_MODES = ("transposed", "resize")
+UPSAMPLE_MODES = ("transposed", "resize", "bilinear")
 #: the discriminator's heads (its paths beside the paper's network), by attribute name, in the
 #: order their logits are added
 D_HEADS = ("embed", "profile", "moments")
@@ -116,6 +116,9 @@ class DCGANGenerator(nn.Module):
         galaxy.
     scene_blur: with ``sky_noise``, σ (pixels) of the Gaussian band limit of the scene
         (:class:`galforge.models.layers.SkyNoise`; 0: none).
+    scene_floor: with ``sky_noise``, the tanh output's range starts at the empty sky (0
+        physical units) rather than at the normaliser's clip of noisy pixels: the background
+        of the noiseless scene is the saturated end of the tanh (``SkyNoise(floor=True)``).
     psf: with ``sky_noise``, the physical forward model (:mod:`galforge.models.forward`):
         ``{"psf": [one description per band], "pixel_scale": arcsec, "size": k}``. The
         network then draws the galaxy before the PSF in physical units (:meth:`scene`), a
@@ -146,6 +149,7 @@ class DCGANGenerator(nn.Module):
         scene_blur: float = 0.0,
         psf: dict | None = None,
         conditions: dict | None = None,
+        scene_floor: bool = False,
     ):
         super().__init__()
         rng_before = torch.get_rng_state()
@@ -180,9 +184,10 @@ class DCGANGenerator(nn.Module):
         ]
 
         def up(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
-            if upsample == "resize":
+            if upsample in ("resize", "bilinear"):
+                mode = "nearest" if upsample == "resize" else "bilinear"
                 return [
-                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Upsample(scale_factor=2, mode=mode),
                     nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias, padding_mode="replicate"),
                 ]
             return [nn.ConvTranspose2d(c_in, c_out, kernel_size, 2, pad, bias=bias)]
@@ -203,8 +208,19 @@ class DCGANGenerator(nn.Module):
                 "model.scene_blur needs model.sky_noise=true: the band limit "
                 "applies to the noiseless scene, before the sky noise"
             )
+        if bool(scene_floor) and sky_noise is None:
+            raise ModelError(
+                "model.scene_floor needs model.sky_noise=true: the floor is the empty sky "
+                "of the noiseless scene, in physical units"
+            )
         if sky_noise is not None:
-            self.sky = SkyNoise(self.latent_dim, channels, sky_noise, blur=float(scene_blur))
+            self.sky = SkyNoise(
+                self.latent_dim,
+                channels,
+                sky_noise,
+                blur=float(scene_blur),
+                floor=bool(scene_floor),
+            )
             size = self.image_size
             const = torch.randn(
                 (1, channels, size, size),
@@ -662,6 +678,7 @@ def build_dcgan_pair(
     scene_blur: float = 0.0,
     psf: dict | None = None,
     conditions: dict | None = None,
+    scene_floor: bool = False,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """Build a matching generator and discriminator; ``dropout_where`` in none|G|D|both;
     ``d_profile``: the discriminator's radial-profile path (``d_profile_group``: with the
@@ -670,7 +687,7 @@ def build_dcgan_pair(
     discriminator's size-and-ellipticity path; ``scene_blur``: σ (pixels) of the generator's
     band limit of its noiseless scene (with ``sky_noise``); ``psf``: the generator's forward
     model; ``conditions``: the generator's conditions spec (D becomes a projection
-    discriminator)."""
+    discriminator); ``scene_floor``: the generator's scene range starts at the empty sky."""
     if dropout_where not in DROPOUT_PLACES:
         raise ModelError(
             f"model.dropout_where={dropout_where!r} is not one of {', '.join(DROPOUT_PLACES)}"
@@ -692,6 +709,7 @@ def build_dcgan_pair(
         scene_blur=scene_blur,
         psf=psf,
         conditions=conditions,
+        scene_floor=scene_floor,
     )
     d = DCGANDiscriminator(
         image_size,
@@ -741,6 +759,8 @@ def dcgan_generator_spec(
         spec["sky_noise"] = dict(g.sky.description)
         if g.sky.blur > 0:
             spec["scene_blur"] = g.sky.blur
+        if g.sky.floor:
+            spec["scene_floor"] = True
     if g.psf is not None:
         spec["psf"] = g.psf.spec()
     if g.condition_names:
@@ -765,6 +785,7 @@ def build_dcgan_generator(spec: dict) -> DCGANGenerator:
         "scene_blur",
         "psf",
         "conditions",
+        "scene_floor",
     }
     unknown = set(spec) - known
     if unknown:

@@ -101,9 +101,13 @@ def prepsf_physical(
 ) -> torch.Tensor:
     """The pre-PSF scene in physical units from a head's model-space output ``raw``, through
     the normaliser maths of ``stretch`` (:class:`galforge.models.layers.PhysicalStretch`) with
-    ``headroom`` times its stretched range."""
+    ``headroom`` times its stretched range (from the empty sky up where ``stretch`` has a
+    ``floor``: :class:`galforge.models.layers.SkyNoise`)."""
     t0, t1 = stretch.target
-    s = (raw - t0) / (t1 - t0) * (stretch.span * float(headroom)) + stretch.smin
+    floor = bool(getattr(stretch, "floor", False))
+    smin = stretch.scene_smin if floor else stretch.smin
+    span = stretch.scene_span if floor else stretch.span
+    s = (raw - t0) / (t1 - t0) * (span * float(headroom)) + smin
     if stretch.stretch == "asinh":
         return torch.sinh(s) * stretch.softening + stretch.offset
     return s

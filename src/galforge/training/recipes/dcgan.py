@@ -32,7 +32,12 @@ profiles over groups of g images (:class:`galforge.models.dcgan.DCGANDiscriminat
 (:class:`galforge.models.layers.ShapeMoments`); ``model.r1_gamma`` a lazy R1 penalty on real
 images (every ``model.r1_interval`` steps, off by default).  ``model.scene_blur=σ``
 band-limits the noiseless scene of a sky-noise generator by a Gaussian of σ pixels in physical
-units, as a PSF does (off by default: σ must stay below the data's own PSF).  What each of
+units, as a PSF does (off by default: σ must stay below the data's own PSF).
+``model.scene_floor=true`` (on in ``cpu``) makes the bottom of G's tanh range the empty sky
+(0 physical units) instead of the clip of noisy pixels below it, so the background of the
+noiseless scene is the saturated end of the tanh rather than one exact inner value that the
+pixel noise hides from D (without it the zoo model's noiseless galaxies carried blocky
+backgrounds of about a count RMS).  What each of
 these was measured to do, run by run, is in ``docs/dcgan-recipe.md``.
 
 Any key given explicitly overrides the chosen configuration
@@ -112,6 +117,7 @@ class DCGANSettings:
     dropout_until_epoch: int | None = None  # remove the dropout layers after this many epochs
     sky_noise: bool = False  # G draws the noiseless scene + learned sky noise level
     scene_blur: float = 0.0  # σ (px) of a Gaussian band limit on that scene (0: off)
+    scene_floor: bool = False  # that scene's range starts at the empty sky (tanh -1 = 0)
     d_profile: bool = False  # D also judges each band's radial light profile
     d_profile_group: int = 0  # ... and its spread over groups of this many images
     d_mbstd_group: int = 0  # minibatch std map before D's last convolution (0: off)
@@ -156,6 +162,11 @@ class DCGANSettings:
             raise ConfigError(f"model.label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not float(self.scene_blur) >= 0:
             raise ConfigError(f"model.scene_blur={self.scene_blur} must be >= 0 (pixels; 0: off)")
+        if self.scene_floor and not self.sky_noise:
+            raise ConfigError(
+                "model.scene_floor needs model.sky_noise=true (the floor is the empty "
+                "sky of the noiseless scene)"
+            )
         if float(self.scene_blur) > 0 and not self.sky_noise:
             raise ConfigError(
                 "model.scene_blur needs model.sky_noise=true (it band-limits the "
@@ -176,6 +187,7 @@ DCGAN_CONFIGS = {
         "upsample": "resize",
         "ema": 0.999,
         "sky_noise": True,
+        "scene_floor": True,
         "d_profile": True,
         "d_mbstd_group": 4,
         "d_moments": True,
@@ -250,6 +262,7 @@ class DCGANRecipe(PairRecipe):
             scene_blur=float(s.scene_blur),
             psf=psf_spec,
             conditions=cond_spec,
+            scene_floor=bool(s.scene_floor),
         )
         if kernel is not None:
             self.G.psf.set_kernel(kernel)

@@ -475,3 +475,133 @@ def test_conditional_discriminator_option_trains_on_the_pair(runs):
     assert recipe.G.stage1.training is False and all(
         not p.requires_grad for p in recipe.G.stage1.parameters()
     )
+
+
+def _normalizer128(bands=3):
+    rng = np.random.default_rng(0)
+    imgs = rng.normal(0.0, 2.0, (6, bands, 32, 32)).astype("float32")
+    imgs[:, :, 12:20, 12:20] += rng.gamma(2.0, 40.0, (6, bands, 1, 1)).astype("float32")
+    return Normalizer.fit(imgs, stretch="asinh")
+
+
+def test_stage2_sky_noise_draws_the_scene_and_noise_in_physical_units():
+    """``sky_noise``: zero maps give the noiseless scene (its range from the empty sky up);
+    unit maps add σ per band in physical units, σ starting at the data's noise scale and read
+    from the 64 px input; the paper layers keep their names and initial weights; the spec
+    rebuilds the same network and says the options only when on; the chain takes stage I's
+    noise maps, then stage II's."""
+    from galforge.models import build_generator
+    from galforge.models.dcgan import DCGANGenerator
+
+    nm = _normalizer128()
+    paper = StackGANStage2Generator(3, 8, 8, 1, init_seed=4)
+    g = StackGANStage2Generator(
+        3, 8, 8, 1, init_seed=4, upsample="bilinear", sky_noise=nm.to_dict()
+    ).eval()
+    assert set(paper.state_dict()) < set(g.state_dict())
+    assert all(torch.equal(v, g.state_dict()[k]) for k, v in paper.state_dict().items())
+    assert paper.spec() == {"channels": 3, "width": 8, "up_width": 8, "n_res": 1}
+    assert "noise" in g.CAPABILITIES and g.noise_shapes() == [(128, 128)] * 3
+    low = torch.rand(4, 3, 64, 64)
+    zero = [torch.zeros(1, 1, 128, 128)] * 3
+    clean = g(low, noise=zero)
+    assert torch.allclose(clean, g.clean(low), atol=1e-6)
+    assert torch.equal(g(low), g(low, noise=g.const_noise()))  # eval: the stored maps
+    ends = g.sky.scene_physical(torch.tensor([-1.0]).reshape(1, 1, 1, 1).expand(1, 3, 2, 2))
+    assert torch.allclose(ends, torch.zeros(1, 3, 2, 2), atol=1e-4)
+    eps = [torch.randn(4, 1, 128, 128) for _ in range(3)]
+    phys_clean = g.sky.to_physical(clean)
+    phys_noisy = g.sky.to_physical(g(low, noise=eps))
+    sigma = g.noise_sigma(low).detach()
+    assert sigma.shape == (4, 3)
+    assert torch.allclose(sigma, torch.as_tensor(nm.softening).float().expand(4, 3), rtol=0.2)
+    lo = torch.as_tensor(nm.lo).reshape(1, 3, 1, 1)
+    hi = torch.as_tensor(nm.hi).reshape(1, 3, 1, 1)
+    inside = (phys_noisy > lo) & (phys_noisy < hi) & (phys_clean > lo)
+    expect = phys_clean + sigma[:, :, None, None] * torch.cat(eps, 1)
+    assert torch.allclose(phys_noisy[inside], expect[inside], rtol=1e-3, atol=1e-2)
+    spec = g.spec()
+    assert spec["upsample"] == "bilinear" and spec["sky_noise"]["stretch"] == "asinh"
+    g2 = build_generator("stackgan2_stage2", spec)
+    g2.load_state_dict(g.state_dict())
+    assert torch.equal(g2.eval()(low), g(low))
+    # the chain: stage I's maps (64 px) then stage II's (128 px)
+    s1 = DCGANGenerator(64, 3, width=2, upsample="resize", sky_noise=nm.to_dict()).eval()
+    chain = ChainedStackGAN(s1, g).eval()
+    assert chain.noise_shapes() == [(64, 64)] * 3 + [(128, 128)] * 3
+    z = torch.randn(s1.latent_shape(2))
+    zeros = [torch.zeros(1, 1, *s) for s in chain.noise_shapes()]
+    expect = g.clean(torch.clamp((s1(z, noise=zeros[:3]) + 1) / 2, 0, 1))
+    assert torch.allclose(chain(z, noise=zeros), expect, atol=1e-6)
+    assert "noise" in ChainedStackGAN(DCGANGenerator(64, 3, width=2).eval(), g).CAPABILITIES
+    with pytest.raises(galforge.errors.ModelError, match="maps"):
+        chain(z, noise=zeros[:3])
+    with pytest.raises(galforge.errors.ModelError, match="upsample"):
+        StackGANStage2Generator(3, 8, 8, 1, upsample="bicubic")
+
+
+@pytest.mark.parametrize("upsample", ["nearest", "bilinear"])
+def test_stage2_upsampling_leaves_no_pattern_on_a_constant_input(upsample):
+    """A constant 64 px input gives a constant 128 px scene away from the borders, band by
+    band: the upsampling path adds no pixel-scale pattern of its own."""
+    g = StackGANStage2Generator(3, 8, 8, 1, init_seed=0, upsample=upsample).eval()
+    with torch.no_grad():
+        out = g(torch.full((2, 3, 64, 64), 0.3))[..., 24:-24, 24:-24]
+    spread = out.amax(dim=(-2, -1)) - out.amin(dim=(-2, -1))
+    assert float(spread.max()) < 1e-6
+
+
+def test_stage2_pixel_loss_on_the_noiseless_scene_pooled():
+    """With sky noise the pixel loss compares the noiseless scene with the noisy target,
+    both averaged over p×p pixels in physical units, then stretched: noise that averages to
+    zero over each block costs nothing (the detail finer than the blocks is D's to judge), a
+    scene off by a smooth amount does, and unpooled the noise costs too."""
+    from galforge.training.recipes import RECIPES
+
+    nm = _normalizer128()
+    r = RECIPES["stackgan2"].__new__(RECIPES["stackgan2"])
+    r.settings = type("S", (), {"pixel_pool": 2, "pixel_loss": "bands"})()
+    r.G = ChainedStackGAN.__new__(ChainedStackGAN)
+    torch.nn.Module.__init__(r.G)
+    r.G.stage2 = StackGANStage2Generator(3, 4, 4, 0, sky_noise=nm.to_dict())
+    sky = r.G.stage2.sky
+    scene = torch.full((1, 3, 128, 128), 5.0)
+    checker = (torch.arange(128)[:, None] + torch.arange(128)[None, :]) % 2 * 2.0 - 1.0
+    real = sky.to_model(scene + 0.5 * checker)  # zero-mean noise on every 2×2 block
+    assert r._pixel_loss(real, None, scene).item() == pytest.approx(0.0, abs=1e-8)
+    assert r._pixel_loss(real, None, scene + 1.0).item() > 1e-4
+    r.settings.pixel_pool = 1
+    assert r._pixel_loss(real, None, scene).item() > 0.0
+
+
+def test_stage2_cpu_options_train_and_resume_exactly(runs, tmp_path):
+    """The cpu options (bilinear upsampling, sky noise, pooled pixel loss) on tiny widths:
+    training learns the noise level and resumes bit for bit; the bundle makes noiseless
+    galaxies with ``noise_mode="none"`` and the learned noise in physical units otherwise."""
+    data, s1 = str(runs / "stamps128.npy"), str(runs / "s1")
+    opts = [
+        "--set",
+        "model.upsample=bilinear",
+        "--set",
+        "model.sky_noise=true",
+        "--set",
+        "model.pixel_pool=2",
+    ]
+    common = ["--model", "stackgan2", "--stage1", s1, "--batch", "4", "--seed", "2"]
+    common += [*SMALL, *QUIET, *opts]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", data, "--out", str(a), "--steps", "4", *common]) == 0
+    assert main(["train", data, "--out", str(b), "--steps", "3", *common]) == 0
+    assert main(["train", data, "--out", str(b), "--steps", "4", "--resume", *common]) == 0
+    for part in ("stage1.safetensors", "stage2.safetensors"):
+        assert (a / part).read_bytes() == (b / part).read_bytes()
+    w = load_file(str(a / "stage2.safetensors"))
+    assert "noise_const" in w and any(k.startswith("sky.level") for k in w)
+    bundle = galforge.load(a)
+    assert "noise" in bundle.capabilities
+    text = (a / "bundle" / "bundle.json").read_text()
+    assert '"upsample": "bilinear"' in text and '"sky_noise"' in text
+    clean = bundle.sample(3, seed=1, noise_mode="none")
+    noisy = bundle.sample(3, seed=1)
+    assert clean.shape == noisy.shape == (3, 2, 128, 128)
+    assert np.isfinite(noisy).all() and not np.allclose(clean, noisy)

@@ -20,6 +20,19 @@ convolution in front for 128×128 inputs (the pattern of appendix C):
 An optional conditional variant reads the 128 px image stacked with the upsampled 64 px
 input (``2C`` channels).
 
+Two options (not in the paper; both on in the recipe's ``cpu`` config) make stage II draw
+what real stamps hold. ``upsample="bilinear"``: each nearest ×2 becomes a bilinear ×2 and
+its 3×3 convolution pads by replicating the border; a nearest ×2 copies every feature into
+a 2×2 block that the following 3×3 convolution sees at two phases, which leaves a
+pixel-scale pattern (striped cores) the network must learn to cancel. ``sky_noise`` (the
+128 px data's normaliser description): the network draws the noiseless scene, its tanh range
+starting at the empty sky (:class:`galforge.models.layers.SkyNoise` with ``floor``), and
+adds pixel noise of a learned per-image, per-band level in physical units, read from the
+pooled bottleneck features (the 64 px input carries stage I's noise level). Without it a
+pixel loss against noisy targets makes stage II paint the average of the noise: a faint,
+blurred grain. Such a generator has the ``noise`` capability: one 128×128 noise map per
+band, zero maps giving the noiseless scene.
+
 The bundle family ``stackgan2`` is made of the parts ``stage1`` (a DCGAN 64×64 generator)
 and ``stage2`` (this generator). Its sampler draws ``z``, runs stage I (output in
 ``[-1, 1]``, stage I's model space), rescales to ``[0, 1]`` and runs stage II: a 128×128
@@ -34,7 +47,7 @@ from torch import nn
 
 from galforge.errors import ModelError
 from galforge.models.dcgan import DCGANDiscriminator
-from galforge.models.layers import seeded_init
+from galforge.models.layers import SkyNoise, seeded_init
 from galforge.models.registry import register_family, register_generator
 
 __all__ = [
@@ -47,6 +60,8 @@ __all__ = [
 
 #: input and output sizes of stage II
 LOW_SIZE, HIGH_SIZE = 64, 128
+#: how stage II doubles its resolution: the paper's nearest ×2, or bilinear ×2 (no pattern)
+STAGE2_UPSAMPLE = ("nearest", "bilinear")
 
 
 def stage_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -81,6 +96,10 @@ class StackGANStage2Generator(nn.Module):
     up_width: ``U``, channels of the first upsampling stage (512 in the paper).
     n_res: number of residual blocks (6 in the paper).
     init_seed: seed of the N(0, 0.02) weight initialisation.
+    upsample: ``"nearest"`` (paper) or ``"bilinear"`` (bilinear ×2, 3×3 convolution with
+        replicated borders).
+    sky_noise: None (paper) or the 128 px data's normaliser description: the network draws
+        the noiseless scene (range from the empty sky up) and adds learned sky noise.
     """
 
     CAPABILITIES = frozenset()
@@ -92,8 +111,14 @@ class StackGANStage2Generator(nn.Module):
         up_width: int = 512,
         n_res: int = 6,
         init_seed: int = 0,
+        upsample: str = "nearest",
+        sky_noise: dict | None = None,
     ):
         super().__init__()
+        if upsample not in STAGE2_UPSAMPLE:
+            raise ModelError(
+                f"model.upsample={upsample!r} is not one of {', '.join(STAGE2_UPSAMPLE)}"
+            )
         if int(channels) < 1:
             raise ModelError(f"the data have {channels} bands: stage II needs at least one")
         if int(width) < 1 or int(up_width) < 1:
@@ -107,29 +132,59 @@ class StackGANStage2Generator(nn.Module):
         self.encode = nn.Sequential(nn.Conv2d(c, w, 4, 2, 1, bias=True), nn.ReLU(inplace=True))
         self.residual = nn.Sequential(*[ResidualBlock(w) for _ in range(self.n_res)])
         self.merge = nn.Sequential(nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w))
+        self.upsample = upsample
+        pad = "replicate" if upsample == "bilinear" else "zeros"
         self.up1 = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(w, u, 3, 1, 1, bias=False),
+            nn.Upsample(scale_factor=2, mode=upsample),
+            nn.Conv2d(w, u, 3, 1, 1, bias=False, padding_mode=pad),
             nn.BatchNorm2d(u),
             nn.ReLU(inplace=True),
         )
         self.up2 = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(u, c, 3, 1, 1, bias=True),
+            nn.Upsample(scale_factor=2, mode=upsample),
+            nn.Conv2d(u, c, 3, 1, 1, bias=True, padding_mode=pad),
             nn.Tanh(),
         )
+        self.sky = None
+        if sky_noise is not None:
+            # built last: the paper layers' initial weights are the same with or without it
+            self.sky = SkyNoise(w, c, sky_noise, floor=True)
+            const = torch.randn(
+                (1, c, HIGH_SIZE, HIGH_SIZE),
+                generator=torch.Generator().manual_seed(int(init_seed) + 7919),
+            )
+            self.register_buffer("noise_const", const)
+            self.CAPABILITIES = frozenset({"noise"})
         torch.set_rng_state(rng_before)  # torch's default init drew from the global RNG
         seeded_init(self, init_seed)
 
     def spec(self) -> dict:
-        return {
+        """The bundle spec (``upsample`` and ``sky_noise`` only when not the paper's, so
+        paper models keep the spec earlier versions wrote)."""
+        spec = {
             "channels": self.channels,
             "width": self.width,
             "up_width": self.up_width,
             "n_res": self.n_res,
         }
+        if self.upsample != "nearest":
+            spec["upsample"] = self.upsample
+        if self.sky is not None:
+            spec["sky_noise"] = dict(self.sky.description)
+        return spec
 
-    def forward(self, low: torch.Tensor) -> torch.Tensor:
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """One 128×128 noise input per band (with ``sky_noise``; none without)."""
+        return [(HIGH_SIZE, HIGH_SIZE)] * (self.channels if self.sky is not None else 0)
+
+    def const_noise(self) -> list[torch.Tensor]:
+        """The fixed noise maps stored with the weights, ``1×1×128×128`` each."""
+        if self.sky is None:
+            return []
+        return [self.noise_const[:, c : c + 1] for c in range(self.channels)]
+
+    def _draw(self, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw tanh output and the pooled bottleneck features of ``low``."""
         if (
             low.dim() != 4
             or low.shape[1] != self.channels
@@ -141,13 +196,45 @@ class StackGANStage2Generator(nn.Module):
             )
         first = self.encode(low)
         h = torch.relu(self.merge(self.residual(first)) + first)
-        return self.up2(self.up1(h))
+        return self.up2(self.up1(h)), h.mean(dim=(2, 3))
+
+    def noise_sigma(self, low: torch.Tensor) -> torch.Tensor:
+        """Per-band sky noise σ (physical units) for each 64 px input, ``N×C``."""
+        if self.sky is None:
+            raise ModelError("this stage-II generator has no sky noise (model.sky_noise)")
+        return self.sky.sigma(self._draw(low)[1])
+
+    def render(
+        self, low: torch.Tensor, noise: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(image, scene)``: the model-space image and, with ``sky_noise``, the noiseless
+        scene in physical units (None without). ``noise``: one map per band (``1×1×h×w`` or
+        ``N×1×h×w``); by default fresh Gaussian maps in training, the stored ones otherwise."""
+        raw, feat = self._draw(low)
+        if self.sky is None:
+            if noise is not None:
+                raise ModelError("this stage-II generator has no noise inputs (no sky_noise)")
+            return raw, None
+        if noise is not None and len(noise) != self.channels:
+            raise ModelError(f"noise: give {self.channels} maps (one per band), got {len(noise)}")
+        eps = self.sky.unit_noise(raw, noise, self.noise_const, self.training)
+        scene = self.sky.scene_physical(raw)
+        sigma = self.sky.sigma(feat).to(raw.dtype)[:, :, None, None]
+        return self.sky.to_model(scene + sigma * eps), scene
+
+    def clean(self, low: torch.Tensor) -> torch.Tensor:
+        """The noiseless 128 px scene in model space (the image itself without sky noise)."""
+        raw, _ = self._draw(low)
+        return raw if self.sky is None else self.sky.to_model(self.sky.scene_physical(raw))
+
+    def forward(self, low: torch.Tensor, noise: list | None = None) -> torch.Tensor:
+        return self.render(low, noise)[0]
 
 
 @register_generator("stackgan2_stage2")
 def build_stage2_generator(spec: dict) -> StackGANStage2Generator:
     """Rebuild a stage-II generator from its bundle spec (weights are loaded separately)."""
-    known = {"channels", "width", "up_width", "n_res"}
+    known = {"channels", "width", "up_width", "n_res", "upsample", "sky_noise"}
     unknown = set(spec) - known
     if unknown:
         raise ModelError(
@@ -197,9 +284,19 @@ def build_stage2_pair(
     d_width: int = 128,
     conditional_d: bool = False,
     seed: int = 0,
+    upsample: str = "nearest",
+    sky_noise: dict | None = None,
 ) -> tuple[StackGANStage2Generator, Stage2Discriminator]:
     """A stage-II generator and its discriminator, initialised from ``seed``."""
-    g = StackGANStage2Generator(channels, width, up_width, n_res, init_seed=2 * int(seed))
+    g = StackGANStage2Generator(
+        channels,
+        width,
+        up_width,
+        n_res,
+        init_seed=2 * int(seed),
+        upsample=upsample,
+        sky_noise=sky_noise,
+    )
     d = Stage2Discriminator(channels, d_width, conditional_d, init_seed=2 * int(seed) + 1)
     return g, d
 
@@ -226,29 +323,43 @@ class ChainedStackGAN(nn.Module):
             )
         self.stage1 = stage1
         self.stage2 = stage2
-        if "noise" in getattr(stage1, "CAPABILITIES", ()):
-            # a stage I with noise inputs (a DCGAN with sky noise): the chain takes them
+        self._n1 = (
+            len(stage1.noise_shapes()) if "noise" in getattr(stage1, "CAPABILITIES", ()) else 0
+        )
+        self._n2 = len(stage2.noise_shapes())
+        if self._n1 or self._n2:
+            # stage I's noise inputs (a DCGAN with sky noise), then stage II's
             self.CAPABILITIES = frozenset({"latent", "staged", "noise"})
 
     def latent_shape(self, n: int) -> tuple[int, ...]:
         return tuple(self.stage1.latent_shape(n))
 
     def noise_shapes(self) -> list[tuple[int, int]]:
-        """Stage I's noise inputs (none when stage I has none)."""
-        return list(self.stage1.noise_shapes()) if "noise" in self.CAPABILITIES else []
+        """Stage I's noise inputs (64×64), then stage II's (128×128); none when neither has."""
+        first = list(self.stage1.noise_shapes()) if self._n1 else []
+        return first + list(self.stage2.noise_shapes())
 
     def const_noise(self) -> list[torch.Tensor]:
-        return list(self.stage1.const_noise()) if "noise" in self.CAPABILITIES else []
+        first = list(self.stage1.const_noise()) if self._n1 else []
+        return first + list(self.stage2.const_noise())
 
     def stage_output(self, z: torch.Tensor, stage: int, noise: list | None = None) -> torch.Tensor:
-        """Model-space images of stage ``stage`` (1 or 2) for latents ``z`` (``noise``: stage
-        I's noise maps, for a stage I with noise inputs)."""
-        low = self.stage1(z) if noise is None else self.stage1(z, noise=noise)
+        """Model-space images of stage ``stage`` (1 or 2) for latents ``z`` (``noise``: the
+        maps of :meth:`noise_shapes`, stage I's first)."""
+        if noise is not None and len(noise) != self._n1 + self._n2:
+            raise ModelError(
+                f"noise: give {self._n1 + self._n2} maps ({self._n1} for stage I, "
+                f"{self._n2} for stage II), got {len(noise)}"
+            )
+        n1, n2 = (
+            (None, None) if noise is None else (list(noise[: self._n1]), list(noise[self._n1 :]))
+        )
+        low = self.stage1(z, noise=n1) if n1 else self.stage1(z)
         if int(stage) == 1:
             return low
         if int(stage) != 2:
             raise ModelError(f"--stage {stage}: a stackgan2 model has stages 1 and 2")
-        return self.stage2(stage_to_unit(low))
+        return self.stage2(stage_to_unit(low), noise=n2) if n2 else self.stage2(stage_to_unit(low))
 
     def forward(self, z: torch.Tensor, noise: list | None = None) -> torch.Tensor:
         return self.stage_output(z, 2, noise=noise)

@@ -31,6 +31,16 @@ pixel loss per band, ``model.pixel_loss=bands``: with the band sum, the first 50
 g r i run made blue-green galaxies out of orange ones; the config of
 ``pretrained:galsim-stackgan128``) and ``small`` (W = 16, U = 32, D width 8: for tests and
 quick looks).
+
+Three options, not in the paper, are on in ``cpu`` (off in ``paper`` and ``small``):
+``model.upsample=bilinear`` (bilinear ×2 + 3×3 convolution instead of nearest ×2: no
+pixel-scale pattern for the network to cancel; the nearest path left red/green striped
+cores), ``model.sky_noise=true`` (stage II draws the noiseless scene and adds learned sky
+noise in physical units, the data's normaliser, as stage I's ``cpu`` config does) and
+``model.pixel_pool=2``: the pixel loss compares the 2×2-averaged images (a band limit at
+the 64 px input's resolution, leaving the finer detail to D) and, with sky noise, the
+*noiseless* scene against the noisy target, so that the noise averages out of it instead of
+being painted as its mean: the sky noise comes from the noise layer alone.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galforge import pretrained
@@ -48,6 +59,7 @@ from galforge.models.dcgan import DCGANGenerator
 from galforge.models.stackgan import (
     HIGH_SIZE,
     LOW_SIZE,
+    STAGE2_UPSAMPLE,
     ChainedStackGAN,
     build_stage2_pair,
     stage_to_unit,
@@ -81,6 +93,9 @@ class StackGAN2Settings:
     adv_weight: float = 0.001  # weight of the adversarial term of L_G
     pixel_weight: float = 1.0  # weight of the pixel loss L_P
     pixel_loss: str = "band_sum"  # band_sum (paper: colour left to D) | bands
+    pixel_pool: int = 1  # the pixel loss compares images averaged over p×p pixels (1: paper)
+    upsample: str = "nearest"  # nearest (paper) | bilinear (no pixel-scale pattern)
+    sky_noise: bool = False  # G draws the noiseless scene + learned sky noise level
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -97,11 +112,28 @@ class StackGAN2Settings:
             raise ConfigError(f"model.lr_decay_epochs={self.lr_decay_epochs} must be >= 1")
         if not float(self.lr) > 0:
             raise ConfigError(f"model.lr={self.lr} must be > 0")
+        if int(self.pixel_pool) < 1 or HIGH_SIZE % int(self.pixel_pool):
+            raise ConfigError(
+                f"model.pixel_pool={self.pixel_pool} must be a divisor of {HIGH_SIZE} "
+                "(1: the paper's per-pixel loss)"
+            )
+        if self.upsample not in STAGE2_UPSAMPLE:
+            raise ConfigError(
+                f"model.upsample={self.upsample!r} must be one of {', '.join(STAGE2_UPSAMPLE)}"
+            )
 
 
 STACKGAN2_CONFIGS = {
     "paper": {"width": 128, "up_width": 512, "d_width": 128},
-    "cpu": {"width": 32, "up_width": 64, "d_width": 16, "pixel_loss": "bands"},
+    "cpu": {
+        "width": 32,
+        "up_width": 64,
+        "d_width": 16,
+        "pixel_loss": "bands",
+        "upsample": "bilinear",
+        "sky_noise": True,
+        "pixel_pool": 2,
+    },
     "small": {"width": 16, "up_width": 32, "d_width": 8},
 }
 
@@ -291,6 +323,8 @@ class StackGAN2Recipe(Recipe):
             d_width=int(s.d_width),
             conditional_d=bool(s.conditional_d),
             seed=self.seed,
+            upsample=str(s.upsample),
+            sky_noise=self.sky_description(self.channels) if s.sky_noise else None,
         )
         self.G = _TrainingChain(stage1, g2).to(self.device)
         self.G.train()
@@ -337,7 +371,7 @@ class StackGAN2Recipe(Recipe):
         cond = low if s.conditional_d else None
         g2 = self.G.stage2
         with self.autocast():
-            fake = g2(low)
+            fake, scene = g2.render(low)
             real_logits = self.D(real, cond)
             fake_logits = self.D(fake.detach(), cond)
             loss_real, loss_fake = discriminator_loss(real_logits, fake_logits)
@@ -345,7 +379,7 @@ class StackGAN2Recipe(Recipe):
         self.optimize("D", loss_d)
         with self.autocast():
             adv = generator_loss_nonsaturating(self.D(fake, cond))
-            pixel = PIXEL_LOSSES[s.pixel_loss](real, fake)
+            pixel = self._pixel_loss(real, fake, scene)
             loss_g = float(s.adv_weight) * adv + float(s.pixel_weight) * pixel
         self.optimize("G", loss_g)
         with torch.no_grad():
@@ -367,6 +401,23 @@ class StackGAN2Recipe(Recipe):
             "d_real": stats[4],
             "d_fake": stats[5],
         }
+
+    def _pixel_loss(self, real: Tensor, fake: Tensor, scene: Tensor | None) -> Tensor:
+        """``L_P`` on what it should compare: with sky noise the noiseless scene (physical
+        units) against the noisy target, both averaged over ``pixel_pool``² pixels in
+        physical units and then stretched to model space; without it the images themselves
+        (pooled in model space)."""
+        p = int(self.settings.pixel_pool)
+        loss = PIXEL_LOSSES[self.settings.pixel_loss]
+        if scene is None:
+            if p > 1:
+                real, fake = F.avg_pool2d(real, p), F.avg_pool2d(fake, p)
+            return loss(real, fake)
+        sky = self.G.stage2.sky
+        target = sky.to_physical(real.to(scene.dtype))
+        if p > 1:
+            target, scene = F.avg_pool2d(target, p), F.avg_pool2d(scene, p)
+        return loss(sky.to_model(target), sky.to_model(scene))
 
     # ------------------------------------------------------------------ schedule, state
     def _apply_lr(self) -> None:

@@ -197,3 +197,97 @@ def test_positions_prior_sets_the_expected_count():
     assert classes is None
     # an untrained map holds about the data's number of galaxies (sum of p), not ~half the grid
     assert 4 < float(prob.sum(dim=(1, 2)).mean()) < 36
+
+
+# ----------------------------------------------------------------------------- eigen stage
+def _blobs(n=24, size=16, seed=0):
+    """Elliptical exponential blobs centred on pixel size // 2, cut at 1 count (background 0)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    out = np.zeros((n, size, size), np.float32)
+    for i in range(n):
+        q, t, r = rng.uniform(0.4, 1.0), rng.uniform(0, np.pi), rng.uniform(1.0, 2.5)
+        u = xx * np.cos(t) + yy * np.sin(t)
+        v = (-xx * np.sin(t) + yy * np.cos(t)) / q
+        img = rng.uniform(50, 400) * np.exp(-np.hypot(u, v) / r)
+        out[i] = np.where(img >= 1.0, img, 0.0)
+    return out
+
+
+def test_dihedral_turns_keep_the_centre_pixel():
+    from galforge.training.recipes.twostage import dihedral
+
+    for size in (8, 9):
+        p = np.zeros((1, size, size), np.float32)
+        c = size // 2
+        p[0, c, c], p[0, c, c + 1], p[0, c - 1, c] = 5.0, 1.0, 2.0
+        d = dihedral(p)
+        assert d.shape == (8, size, size) and np.array_equal(d[0], p[0])
+        assert np.all(d[:, c, c] == 5.0) and np.all(d.sum(axis=(1, 2)) == 8.0)
+        assert len({tuple(np.argwhere(x == 1.0)[0]) for x in d}) == 4  # the four neighbours
+
+
+def test_keep_central_cluster_keeps_one_cluster():
+    from galforge.models.twostage import keep_central_cluster
+
+    x = torch.zeros((3, 1, 9, 9))
+    x[0, 0, 3:6, 3:6] = 2.0  # the central cluster
+    x[0, 0, 0, 0] = 7.0  # an island
+    x[1, 0, 0:2, 0:3] = 1.0  # the centre is 0: the largest cluster stays
+    x[1, 0, 8, 8] = 9.0
+    out = keep_central_cluster(x)
+    assert out[0].sum() == 18.0 and out[0, 0, 0, 0] == 0
+    assert out[1].sum() == 6.0 and out[1, 0, 8, 8] == 0
+    assert out[2].sum() == 0
+
+
+@pytest.mark.parametrize("density", ["gmm", "kde"])
+def test_eigen_stage_draws_single_clusters_on_an_exact_zero_background(density):
+    from scipy import ndimage
+
+    from galforge.training.recipes.twostage import fit_eigen_galaxies
+
+    patches = _blobs()
+    classes = np.arange(len(patches)) % 3
+    fit = fit_eigen_galaxies(
+        patches,
+        classes,
+        components=6,
+        mixture=2,
+        conditional=True,
+        softening=1.0,
+        seed=0,
+        density=density,
+        bandwidth=0.3,
+    )
+    gal = GalaxiesPart(
+        patch=16,
+        conditional=True,
+        stage="eigen",
+        components=6,
+        mixture=2,
+        single_cluster=True,
+        density=density,
+    )
+    gal.net.set_fit(fit)
+    gal.floor.fill_(1.0)
+    h = torch.rand((40, gal.net.latent_dim), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cls = torch.arange(40) % 3
+    with torch.no_grad():
+        x = gal(h, cls)
+    assert x.shape == (40, 1, 16, 16) and torch.isfinite(x).all()
+    assert bool(((x == 0) | (x >= 1.0)).all())  # below the floor is exactly 0
+    for p in x[:, 0].numpy():
+        _, k = ndimage.label(p != 0, structure=np.ones((3, 3)))
+        assert k == 1 and p[8, 8] > 0  # one cluster, holding the centre
+    # flux in the data's range, and the same latent gives the same galaxies
+    flux = x.sum(dim=(1, 2, 3))
+    assert flux.min() > 0.2 * patches.sum(axis=(1, 2)).min()
+    assert flux.max() < 5 * patches.sum(axis=(1, 2)).max()
+    torch.testing.assert_close(gal(h, cls), x, rtol=0, atol=0)
+    # the spec rebuilds it
+    again = build_generator("twostage_galaxies", gal.spec())
+    again.load_state_dict(gal.state_dict())
+    torch.testing.assert_close(again(h, cls), x)
+    with pytest.raises(ModelError, match="size classes"):
+        gal(h)

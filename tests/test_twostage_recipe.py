@@ -214,3 +214,53 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
     np.save(rgb, np.zeros((2, 3, 64, 64), np.float32) + np.eye(64, dtype=np.float32))
     assert main(["train", str(rgb), "--out", str(tmp_path / "r4"), "--steps", "1", *COMMON]) == 2
     assert "single-band" in capsys.readouterr().err
+
+
+EIGEN = [
+    *COMMON[: COMMON.index("model.config=small") - 1],
+    "--set",
+    "model.config=eigen",
+    "--set",
+    "model.pos_width=4",
+    "--set",
+    "model.pos_latent_dim=8",
+    "--set",
+    "model.patch=16",
+    "--set",
+    "model.eigen_components=4",
+    "--set",
+    "model.eigen_mixture=2",
+    *COMMON[COMMON.index("model.config=small") + 1 :],
+]
+
+
+def test_eigen_stage_is_the_default_resumes_exactly_and_draws_one_cluster_per_galaxy(tmp_path):
+    from scipy import ndimage
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", DATA, "--out", str(a), "--steps", "3", *EIGEN]) == 0
+    assert main(["train", DATA, "--out", str(b), "--steps", "2", *EIGEN]) == 0
+    assert main(["train", DATA, "--out", str(b), "--steps", "3", "--resume", *EIGEN]) == 0
+    for part in ("positions.safetensors", "galaxies.safetensors"):
+        assert (a / part).read_bytes() == (b / part).read_bytes()
+    meta = json.loads((a / "bundle" / "bundle.json").read_text())
+    spec = meta["parts"]["galaxies"]["spec"]
+    assert spec["stage"] == "eigen" and spec["single_cluster"] is True
+    sampler = load_bundle(a).generator
+    gal = sampler.galaxies
+    assert gal.floor.item() > 0 and gal.net.basis.abs().sum() > 0  # fitted on the data
+    with torch.no_grad():
+        z = torch.randn(sampler.latent_shape(6), generator=torch.Generator().manual_seed(2))
+        occ, _ = sampler.layout(z)
+        fields = sampler(z)
+        h = torch.rand((30, gal.net.latent_dim), generator=torch.Generator().manual_seed(3))
+        patches = gal(h * 2 - 1)
+    assert fields.shape == (6, 1, 128, 128)
+    floor = gal.floor.item()
+    assert bool(((fields == 0) | (fields >= floor)).all())  # the background is exactly 0
+    for p in patches[:, 0].numpy():
+        assert ndimage.label(p != 0, structure=np.ones((3, 3)))[1] == 1
+    # each field holds about as many clusters as galaxies were placed (overlaps merge some)
+    found = sum(ndimage.label(f[0] != 0, structure=np.ones((3, 3)))[1] for f in fields.numpy())
+    placed = int(occ.sum())
+    assert 0.7 * placed <= found <= placed

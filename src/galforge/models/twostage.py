@@ -12,7 +12,10 @@ pixels; :mod:`galforge.data.sparse`) is made in two stages:
    classes · occ]`` (:func:`grid_view`; real grids: ``occ`` ∈ {0, 1} and one-hot classes),
    so the discriminator sees real and generated grids the same way. Its discriminator is the
    mirror image (strided 4×4 convolutions, LeakyReLU 0.2, logits).
-2. **Galaxies.** A BEGAN (Berthelot et al. 2017, §3–4) draws ``patch×patch`` (32×32) galaxy
+2. **Galaxies.** The default (``model.config=eigen``) draws each galaxy from a density over
+   eigen-galaxies fitted on the data's patches (:class:`EigenGalaxies`), kept to its central
+   cluster (:func:`keep_central_cluster`). The study's stage (``paper``): a BEGAN
+   (Berthelot et al. 2017, §3–4) draws ``patch×patch`` (32×32) galaxy
    patches from ``h`` uniform in ``[−1, 1]``: the generator is the BEGAN decoder (a fully
    connected layer to ``n×8×8``, then per scale two 3×3 convolutions with ELU and a nearest
    ×2 upsampling, a last 3×3 convolution) with a ``tanh`` head (a departure: it keeps the
@@ -53,6 +56,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +68,9 @@ from galforge.models.registry import register_family, register_generator
 __all__ = [
     "N_CLASSES",
     "BEGANDiscriminator",
+    "EIGEN_DENSITIES",
+    "EigenGalaxies",
+    "GALAXY_STAGES",
     "GalaxiesPart",
     "PatchGenerator",
     "PositionsDiscriminator",
@@ -75,6 +82,7 @@ __all__ = [
     "convergence_measure",
     "grid_input",
     "grid_view",
+    "keep_central_cluster",
     "occupied_cells",
     "reconstruction_loss",
 ]
@@ -83,6 +91,10 @@ __all__ = [
 N_CLASSES = 3
 #: the rules turning an occupancy probability map into a binary grid (see the module doc)
 SAMPLING = ("threshold", "bernoulli", "count")
+#: the galaxy stages: the study's BEGAN, or a Gaussian mixture over eigen-galaxies
+GALAXY_STAGES = ("began", "eigen")
+#: the eigen stage's densities: a fitted Gaussian mixture, or a kernel density estimate
+EIGEN_DENSITIES = ("gmm", "kde")
 
 
 def _levels(size: int, base: int, what: str) -> int:
@@ -402,6 +414,142 @@ def reconstruction_loss(
     return (x - d(x, classes)).abs().mean()
 
 
+class EigenGalaxies(nn.Module):
+    """Galaxy stage ``eigen``: a Gaussian mixture over eigen-galaxies, drawing patches in
+    physical units.
+
+    Fitted on the data's patches (:func:`galforge.training.recipes.twostage.fit_eigen_galaxies`):
+    each patch ``x`` (physical units) is seen as ``a = asinh(x / s)`` (``s``: the data's
+    faintest non-zero value, so the truncation edge and the brightest cores both count),
+    ``a`` is projected onto the ``components`` leading principal components of the data's
+    patches (with their flips and quarter turns about the centre pixel), and the projections
+    are modelled by a density of ``mixture`` Gaussian components (one set per size class in
+    the conditional model): ``density="gmm"``, a fitted full-covariance mixture; ``"kde"``, a
+    kernel density estimate — ``mixture`` of the data's projections as centres, one shared
+    kernel (a bandwidth times the projections' spread), i.e. a smoothed resampling of the
+    data's galaxies. A patch is drawn as ``x = s · sinh(mean + (μ_j + L_j ε) · basis)``:
+    ``j`` chosen by the weights, ``ε`` standard normal. Everything is stored in buffers (no
+    trainable parameter).
+
+    Latent ``h`` (``N×(components + 1)``, uniform in [−1, 1] as the sampler gives it):
+    ``h[:, 0]`` chooses the mixture component (``u = (h + 1)/2`` against the cumulative
+    weights, among the size class's components when conditional), ``h[:, 1:]`` become the
+    normal ``ε = √2 erfinv(h)``.
+    """
+
+    def __init__(
+        self,
+        patch: int = 64,
+        components: int = 48,
+        mixture: int = 8,
+        conditional: bool = False,
+        channels: int = 1,
+        density: str = "gmm",
+    ):
+        super().__init__()
+        self.patch, self.channels = int(patch), int(channels)
+        self.components, self.mixture = int(components), int(mixture)
+        self.conditional, self.density = bool(conditional), str(density)
+        if self.patch < 8 or self.components < 1 or self.mixture < 1 or self.channels != 1:
+            raise ModelError(
+                f"eigen galaxy stage: patch={patch} (>= 8), components={components} and "
+                f"mixture={mixture} (>= 1), one band (got {channels})"
+            )
+        if self.density not in EIGEN_DENSITIES:
+            raise ModelError(
+                f"eigen galaxy stage: density {density!r}: use one of {', '.join(EIGEN_DENSITIES)}"
+            )
+        self.latent_dim = self.components + 1
+        groups = N_CLASSES if self.conditional else 1
+        total = self.mixture * groups
+        n_chol = total if self.density == "gmm" else groups
+        d = self.patch * self.patch
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("basis", torch.zeros((self.components, d)))
+        self.register_buffer("softening", torch.ones(1))
+        self.register_buffer("weights", torch.full((total,), 1.0 / total))
+        self.register_buffer("centres", torch.zeros((total, self.components)))
+        self.register_buffer("chol", torch.eye(self.components).repeat(n_chol, 1, 1))
+        mix_class = torch.arange(total) // self.mixture
+        self.register_buffer("mix_class", mix_class if self.conditional else mix_class * 0)
+        # which Cholesky factor each component uses: its own (gmm) or its group's (kde)
+        self.register_buffer(
+            "chol_index", torch.arange(total) if self.density == "gmm" else mix_class
+        )
+
+    def spec(self) -> dict:
+        return {
+            "stage": "eigen",
+            "patch": self.patch,
+            "channels": self.channels,
+            "conditional": self.conditional,
+            "components": self.components,
+            "mixture": self.mixture,
+            "density": self.density,
+        }
+
+    def set_fit(self, fit: dict) -> None:
+        """Load a fit (arrays ``mean``, ``basis``, ``softening``, ``weights``, ``centres``,
+        ``chol``, ``mix_class`` of this stage's shapes)."""
+        names = ("mean", "basis", "softening", "weights", "centres", "chol", "mix_class")
+        for name in names:
+            buf = getattr(self, name)
+            val = torch.as_tensor(fit[name]).to(device=buf.device, dtype=buf.dtype)
+            if val.shape != buf.shape:
+                raise ModelError(
+                    f"eigen galaxy stage: {name} of shape {tuple(val.shape)}, "
+                    f"expected {tuple(buf.shape)}"
+                )
+            buf.copy_(val)
+
+    def forward(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        n = h.shape[0]
+        if h.dim() != 2 or h.shape[1] != self.latent_dim:
+            raise ModelError(
+                f"eigen galaxy stage: latent N×{self.latent_dim}, got {tuple(h.shape)}"
+            )
+        h = h.to(self.mean.dtype)
+        u = ((h[:, 0] + 1.0) * 0.5).clamp(0.0, 1.0)
+        eps = math.sqrt(2.0) * torch.erfinv(h[:, 1:].clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        w = self.weights[None].expand(n, -1)
+        if self.conditional:
+            if classes is None:
+                raise ModelError("the conditional galaxy stage needs the size classes")
+            c = classes.reshape(-1).long().clamp(0, N_CLASSES - 1).to(w.device)
+            w = w * (self.mix_class[None] == c[:, None]).to(w.dtype)
+        cw = torch.cumsum(w, dim=1)
+        cw = cw / cw[:, -1:].clamp_min(1e-30)
+        pick = (cw < u[:, None]).sum(dim=1).clamp(max=w.shape[1] - 1)
+        chol = self.chol[self.chol_index[pick]]
+        coef = self.centres[pick] + torch.einsum("nij,nj->ni", chol, eps)
+        a = self.mean + coef @ self.basis
+        x = self.softening * torch.sinh(a)
+        return x.reshape(n, 1, self.patch, self.patch)
+
+
+def keep_central_cluster(x: torch.Tensor) -> torch.Tensor:
+    """Patches (``N×C×P×P``) with only the 8-connected cluster of non-zero pixels holding the
+    centre pixel (index ``P // 2``) kept — the largest cluster where the centre is 0 — and
+    every other pixel exactly 0: one galaxy, one cluster."""
+    from scipy import ndimage
+
+    if x.shape[0] == 0:
+        return x
+    nz = (x != 0).any(dim=1).cpu().numpy()
+    keep = np.zeros_like(nz)
+    c = x.shape[-1] // 2
+    for i, m in enumerate(nz):
+        labels, k = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
+        if k == 0:
+            continue
+        lab = labels[c, c]
+        if lab == 0:
+            lab = 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+        keep[i] = labels == lab
+    mask = torch.from_numpy(keep).to(x.device)[:, None]
+    return torch.where(mask, x, torch.zeros_like(x))
+
+
 # ----------------------------------------------------------------------------- parts
 class PositionsPart(nn.Module):
     """Bundle part ``positions``: the stage-1 generator, the field size, the data's sub-cell
@@ -491,7 +639,12 @@ class PositionsPart(nn.Module):
 
 class GalaxiesPart(nn.Module):
     """Bundle part ``galaxies``: the stage-2 generator, the normaliser mapping its patches to
-    physical units and ``floor`` (the data's faintest non-zero value: less is background)."""
+    physical units and ``floor`` (the data's faintest non-zero value: less is background).
+
+    ``stage``: ``began`` (:class:`PatchGenerator`, in model space, mapped to physical units
+    by the normaliser) or ``eigen`` (:class:`EigenGalaxies`, physical units directly;
+    ``components``, ``mixture``). ``single_cluster``: keep only each patch's central
+    cluster (:func:`keep_central_cluster`), so that a placed galaxy is one cluster."""
 
     CAPABILITIES = frozenset()
 
@@ -504,15 +657,29 @@ class GalaxiesPart(nn.Module):
         conditional: bool = False,
         normalizer: dict | None = None,
         init_seed: int = 2,
+        stage: str = "began",
+        components: int = 48,
+        mixture: int = 8,
+        single_cluster: bool = False,
+        density: str = "gmm",
     ):
         super().__init__()
-        self.net = PatchGenerator(latent_dim, width, patch, channels, conditional, init_seed)
+        if stage not in GALAXY_STAGES:
+            raise ModelError(f"galaxy stage {stage!r}: use one of {', '.join(GALAXY_STAGES)}")
+        self.stage, self.single_cluster = str(stage), bool(single_cluster)
+        if self.stage == "eigen":
+            self.net = EigenGalaxies(patch, components, mixture, conditional, channels, density)
+        else:
+            self.net = PatchGenerator(latent_dim, width, patch, channels, conditional, init_seed)
         desc = dict(normalizer) if normalizer else _identity(channels)
         self.units = PhysicalStretch(channels, desc)
         self.register_buffer("floor", torch.zeros(1))
 
     def spec(self) -> dict:
-        return {**self.net.spec(), "normalizer": dict(self.units.description)}
+        out = {**self.net.spec(), "normalizer": dict(self.units.description)}
+        if self.stage == "eigen" or self.single_cluster:
+            out.update(stage=self.stage, single_cluster=self.single_cluster)
+        return out
 
     def physical(self, model: torch.Tensor) -> torch.Tensor:
         """Model-space patches → physical units, below ``floor`` set to 0."""
@@ -520,7 +687,12 @@ class GalaxiesPart(nn.Module):
         return torch.where(x >= self.floor, x, torch.zeros_like(x))
 
     def forward(self, h: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        return self.physical(self.net(h, classes))
+        if self.stage == "eigen":
+            x = self.net(h, classes)
+            x = torch.where(x >= self.floor, x, torch.zeros_like(x))
+        else:
+            x = self.physical(self.net(h, classes))
+        return keep_central_cluster(x) if self.single_cluster else x
 
 
 def _identity(channels: int) -> dict:
@@ -627,9 +799,22 @@ class TwoStageSampler(nn.Module):
         return out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.compose(z, *self.layout(z))
+
+    def compose(
+        self,
+        z: torch.Tensor,
+        occ: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        order: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fields from a latent and a layout: one galaxy per occupied cell of ``occ``
+        (``N×G×G`` bool; :meth:`layout` draws it from ``z``, a caller may give another, e.g.
+        uniform positions), drawn with the cell's size class when conditional. ``order``
+        (a permutation of the occupied cells, in ``nonzero`` order) re-pairs the drawn
+        galaxies with the cells: galaxy ``order[m]`` goes to cell ``m``."""
         n = z.shape[0]
         _, zg, zo, _, _ = self._split(z)
-        occ, classes = self.layout(z)
         image, cell = occ.reshape(n, -1).nonzero(as_tuple=True)
         h = 2.0 * _phi(zg[image, cell]) - 1.0
         cls = None if classes is None else classes.reshape(n, -1)[image, cell]
@@ -638,6 +823,8 @@ class TwoStageSampler(nn.Module):
         else:
             p = self.galaxies.net.patch
             patches = torch.zeros((0, self.channels, p, p), dtype=z.dtype, device=z.device)
+        if order is not None:
+            patches = patches[order.to(patches.device)]
         k = self.positions.offsets.shape[0]
         if k:
             pick = torch.clamp((_phi(zo[image, cell]) * k).long(), 0, k - 1)
@@ -656,6 +843,9 @@ def build_positions(spec: dict) -> PositionsPart:
 @register_generator("twostage_galaxies")
 def build_galaxies(spec: dict) -> GalaxiesPart:
     """Rebuild the ``galaxies`` part from its bundle spec."""
+    spec = dict(spec)
+    if spec.get("stage") == "eigen":
+        spec.pop("latent_dim", None)
     return GalaxiesPart(**spec)
 
 

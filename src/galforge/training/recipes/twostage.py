@@ -33,10 +33,15 @@ data.clip_percentile=100`` keeps them). The exported bundle (family ``twostage``
 the faintest non-zero pixel value; its sampler composes full-size fields in physical units
 (:mod:`galforge.models.twostage`).
 
-Named configs: ``paper`` (positions: latent 100, width 64; BEGAN: h = 64, n = 64, lr 1e-4,
-γ = 0.5, λ_k = 0.001, the values of Berthelot et al. 2017), ``small`` (widths 8, latents
-16: sized for tests) and ``cpu`` (``small`` with BEGAN lr 5e-4 and λ_k = 0.01: what learns
-galaxy profiles in a CPU run of ~1000 steps; figures in docs/twostage.md).
+Named configs: ``eigen`` (the default: the positions GAN of ``cpu`` and the eigen galaxy
+stage, ``model.galaxy_stage=eigen`` — a kernel density over the 48 leading principal
+components of the data's 64-pixel patches in an asinh stretch, fitted once when the
+batches are made (:func:`fit_eigen_galaxies`), no galaxy phase; each drawn patch cut at the
+data's faintest value and kept to its central cluster, ``model.single_cluster``), ``paper``
+(positions: latent 100, width 64; BEGAN: h = 64, n = 64, lr 1e-4, γ = 0.5, λ_k = 0.001, the
+values of Berthelot et al. 2017), ``small`` (widths 8, latents 16: sized for tests) and
+``cpu`` (``small`` with BEGAN lr 5e-4 and λ_k = 0.01: what learns galaxy profiles in a CPU
+run of ~1000 steps; figures in docs/twostage.md).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ from torch import Tensor, nn
 
 from galforge.errors import ConfigError, DataError, TrainingError
 from galforge.models.twostage import (
+    EIGEN_DENSITIES,
+    GALAXY_STAGES,
     N_CLASSES,
     SAMPLING,
     BEGANDiscriminator,
@@ -60,6 +67,7 @@ from galforge.models.twostage import (
     convergence_measure,
     grid_input,
     grid_view,
+    keep_central_cluster,
     reconstruction_loss,
 )
 from galforge.seeding import derive_seed
@@ -68,10 +76,21 @@ from galforge.training.pipeline import BatchSource, Fields, StampBatches
 from galforge.training.recipe import Phase, Recipe, StepContext
 from galforge.training.recipes import register_recipe
 
-__all__ = ["MAX_OFFSETS", "TwoStageBatches", "TwoStageRecipe", "TwoStageSettings"]
+__all__ = [
+    "MAX_EIGEN_PATCHES",
+    "MAX_OFFSETS",
+    "TwoStageBatches",
+    "TwoStageRecipe",
+    "TwoStageSettings",
+    "dihedral",
+    "fit_eigen_galaxies",
+]
 
 #: at most this many sub-cell offsets are stored with the model (an even subsample)
 MAX_OFFSETS = 4096
+#: the eigen galaxy stage is fitted on at most this many of the data's galaxies (an even
+#: subsample; with their 8 flips and turns, 16384 patches)
+MAX_EIGEN_PATCHES = 2048
 
 
 @dataclass
@@ -79,6 +98,12 @@ class TwoStageSettings:
     """Hyper-parameters of the two-stage model (defaults: the paper values, see module doc)."""
 
     conditional: bool = False  # size class per cell (stage 1) and patch (stage 2)
+    galaxy_stage: str = "began"  # began (the study) | eigen (mixture over eigen-galaxies)
+    eigen_components: int = 48  # eigen: principal components kept
+    eigen_mixture: int = 8  # eigen: Gaussian mixture components / kde centres (per class)
+    eigen_density: str = "gmm"  # eigen: gmm (fitted mixture) | kde (kernel density)
+    eigen_bandwidth: float = 0.2  # eigen kde: kernel = bandwidth × the coefficients' spread
+    single_cluster: bool = False  # keep only each patch's central cluster
     pos_train: str = "bernoulli"  # what D sees of G: bernoulli (0/1 draws) | map
     pos_prior: bool = True  # occupancy logits start at the data's log-odds
     pos_sampling: str = "count"  # exported grids: count | bernoulli | threshold
@@ -110,6 +135,24 @@ class TwoStageSettings:
             raise ConfigError(f"model.patch_batch={self.patch_batch} must be >= 1")
         if not float(self.pos_lr) > 0 or not float(self.gal_lr) > 0:
             raise ConfigError("model.pos_lr and model.gal_lr must be > 0")
+        if self.galaxy_stage not in GALAXY_STAGES:
+            raise ConfigError(
+                f"model.galaxy_stage={self.galaxy_stage!r}: use one of {', '.join(GALAXY_STAGES)}"
+            )
+        if int(self.eigen_components) < 1 or int(self.eigen_mixture) < 1:
+            raise ConfigError(
+                f"model.eigen_components={self.eigen_components} and "
+                f"model.eigen_mixture={self.eigen_mixture} must be >= 1"
+            )
+        if self.eigen_density not in EIGEN_DENSITIES:
+            raise ConfigError(
+                f"model.eigen_density={self.eigen_density!r}: use one of "
+                f"{', '.join(EIGEN_DENSITIES)}"
+            )
+        if not float(self.eigen_bandwidth) >= 0:
+            raise ConfigError(f"model.eigen_bandwidth={self.eigen_bandwidth} must be >= 0")
+        if not isinstance(self.single_cluster, bool):
+            raise ConfigError(f"model.single_cluster={self.single_cluster!r} must be true or false")
         if self.pos_train not in ("bernoulli", "map"):
             raise ConfigError(f"model.pos_train={self.pos_train!r}: use bernoulli or map")
         if self.pos_sampling not in SAMPLING:
@@ -170,7 +213,134 @@ TWOSTAGE_CONFIGS = {
         "gal_lr": 5e-4,
         "lambda_k": 0.01,
     },
+    # the default: the positions GAN of "cpu" and the eigen galaxy stage on 64-pixel patches
+    # (the data's galaxies reach 40 pixels across; 32-pixel patches cut a third of them),
+    # each patch kept to its central cluster (docs/twostage.md has the figures)
+    "eigen": {
+        "pos_width": 8,
+        "pos_latent_dim": 16,
+        "galaxy_stage": "eigen",
+        "patch": 64,
+        "eigen_components": 48,
+        "eigen_density": "kde",
+        "eigen_mixture": 2048,
+        "eigen_bandwidth": 0.2,
+        "single_cluster": True,
+    },
 }
+
+
+def dihedral(patches: np.ndarray) -> np.ndarray:
+    """The 8 flips and quarter turns of ``M×P×P`` patches about their centre pixel (index
+    ``P // 2``), as ``8M×P×P`` (the untouched patches first). A flip of an even side moves
+    index ``P // 2`` to ``P // 2 − 1``; a roll by one puts it back (the wrapped row is the
+    patch's far edge)."""
+    p = np.asarray(patches)
+    even = p.shape[-1] % 2 == 0
+    out = []
+    for t in (False, True):
+        q = np.swapaxes(p, -1, -2) if t else p
+        for fy in (False, True):
+            for fx in (False, True):
+                r = q
+                if fy:
+                    r = r[:, ::-1, :]
+                    r = np.roll(r, 1, axis=1) if even else r
+                if fx:
+                    r = r[:, :, ::-1]
+                    r = np.roll(r, 1, axis=2) if even else r
+                out.append(r)
+    return np.ascontiguousarray(np.concatenate(out))
+
+
+def fit_eigen_galaxies(
+    patches,
+    classes,
+    *,
+    components: int,
+    mixture: int,
+    conditional: bool,
+    softening: float,
+    seed: int,
+    density: str = "gmm",
+    bandwidth: float = 0.2,
+) -> dict[str, np.ndarray]:
+    """Fit the eigen galaxy stage (:class:`galforge.models.twostage.EigenGalaxies`) on the
+    data's patches (``M×P×P``, physical units, background 0) and their size classes.
+
+    ``a = asinh(x / softening)`` of the patches and their 8 flips and quarter turns; the mean
+    and the ``components`` leading principal directions (a randomised SVD seeded with
+    ``seed``: 4 power iterations); then a full-covariance Gaussian mixture of ``mixture``
+    components (scikit-learn, ``random_state=seed``, covariance floor 1e-4) on the
+    projections — per size class when ``conditional``, the class's share of the galaxies
+    multiplying its components' weights. ``density="kde"``: a kernel density estimate
+    instead, ``mixture`` centres (per class) drawn without replacement from the projections
+    (seeded), each with weight ``1/mixture`` (times the class's share) and the Gaussian kernel
+    ``bandwidth`` × the Cholesky factor of the (class's) projections' covariance."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(patches, dtype=np.float64)
+    m, size = x.shape[0], x.shape[-1]
+    cls = np.asarray(classes, dtype=np.int64).reshape(-1)
+    k, mix = int(components), int(mixture)
+    groups = range(N_CLASSES) if conditional else (None,)
+    for g in groups:
+        have = 8 * (m if g is None else int((cls == g).sum()))
+        if have < max(k + 1, 2 * mix if density == "gmm" else 2):
+            what = "galaxies" if g is None else f"galaxies of size class {g}"
+            raise DataError(
+                f"the eigen galaxy stage needs more {what}: {have // 8} found for "
+                f"model.eigen_components={k} and model.eigen_mixture={mix} (lower them, or "
+                "train on more fields)"
+            )
+    a = np.arcsinh(dihedral(x.astype(np.float32)) / np.float32(softening)).reshape(8 * m, -1)
+    mean = a.mean(axis=0)
+    a -= mean
+    rng = np.random.default_rng([int(seed), 27])
+    y = a @ rng.standard_normal((a.shape[1], k + 10))
+    for _ in range(4):
+        q, _ = np.linalg.qr(y)
+        y = a @ (a.T @ q)
+    q, _ = np.linalg.qr(y)
+    _, _, vt = np.linalg.svd(q.T @ a, full_matrices=False)
+    basis = vt[:k]
+    sign = np.sign(basis[np.arange(k), np.abs(basis).argmax(axis=1)])
+    basis *= sign[:, None]
+    coef = a @ basis.T
+    cls8 = np.tile(cls, 8)
+    weights, centres, chol, mix_class = [], [], [], []
+    for g in groups:
+        sel = np.ones(len(coef), bool) if g is None else cls8 == g
+        share = 1.0 if g is None else float(sel.mean())
+        if density == "kde":
+            own = coef[sel]
+            used = min(mix, len(own))  # fewer patches than centres: the rest weigh 0
+            w = np.zeros(mix)
+            w[:used] = share / used
+            c = np.zeros((mix, k))
+            c[:used] = own[rng.permutation(len(own))[:used]]
+            weights.append(w)
+            centres.append(c)
+            cov = np.cov(own.T).reshape(k, k) + 1e-6 * np.eye(k)
+            chol.append(float(bandwidth) * np.linalg.cholesky(cov)[None])
+        else:
+            gm = GaussianMixture(
+                mix, covariance_type="full", reg_covar=1e-4, random_state=int(seed), max_iter=200
+            ).fit(coef[sel])
+            weights.append(gm.weights_ * share)
+            centres.append(gm.means_)
+            chol.append(np.linalg.cholesky(gm.covariances_))
+        mix_class.append(np.full(mix, 0 if g is None else g, dtype=np.int64))
+    return {
+        "mean": mean.astype(np.float32),
+        "basis": basis.astype(np.float32),
+        "softening": np.asarray([softening], dtype=np.float32),
+        "weights": np.concatenate(weights).astype(np.float32),
+        "centres": np.concatenate(centres).astype(np.float32),
+        "chol": np.concatenate(chol).astype(np.float32),
+        "mix_class": np.concatenate(mix_class),
+        "size": np.asarray(size),
+    }
 
 
 class TwoStageBatches(BatchSource):
@@ -204,6 +374,7 @@ class TwoStageRecipe(Recipe):
     family = "twostage"
     Settings = TwoStageSettings
     CONFIGS = TWOSTAGE_CONFIGS
+    DEFAULT_CONFIG = "eigen"
     PHASES = (Phase("positions"), Phase("galaxies"))
 
     @classmethod
@@ -241,6 +412,7 @@ class TwoStageRecipe(Recipe):
             init_seed=4 * self.seed,
             sampling=str(s.pos_sampling),
         )
+        self.eigen = s.galaxy_stage == "eigen"
         galaxies = GalaxiesPart(
             int(s.gal_latent_dim),
             int(s.gal_width),
@@ -249,6 +421,11 @@ class TwoStageRecipe(Recipe):
             cond,
             normalizer,
             init_seed=4 * self.seed + 1,
+            stage=str(s.galaxy_stage),
+            components=int(s.eigen_components),
+            mixture=int(s.eigen_mixture),
+            single_cluster=bool(s.single_cluster),
+            density=str(s.eigen_density),
         )
         self.G = TwoStageSampler(positions, galaxies).to(self.device)
         self.G.train()
@@ -258,19 +435,20 @@ class TwoStageRecipe(Recipe):
             int(s.grid),
             init_seed=4 * self.seed + 2,
         ).to(self.device)
-        self.D_gal = BEGANDiscriminator(
-            int(s.gal_latent_dim),
-            int(s.gal_width),
-            int(s.patch),
-            1,
-            cond,
-            init_seed=4 * self.seed + 3,
-        ).to(self.device)
         pb, gb = (float(s.pos_beta1), 0.999), (float(s.gal_beta1), 0.999)
         self.opt_g_pos = torch.optim.Adam(positions.parameters(), lr=float(s.pos_lr), betas=pb)
         self.opt_d_pos = torch.optim.Adam(self.D_pos.parameters(), lr=float(s.pos_lr), betas=pb)
-        self.opt_g_gal = torch.optim.Adam(galaxies.parameters(), lr=float(s.gal_lr), betas=gb)
-        self.opt_d_gal = torch.optim.Adam(self.D_gal.parameters(), lr=float(s.gal_lr), betas=gb)
+        if not self.eigen:  # the eigen stage is fitted, not trained: no BEGAN
+            self.D_gal = BEGANDiscriminator(
+                int(s.gal_latent_dim),
+                int(s.gal_width),
+                int(s.patch),
+                1,
+                cond,
+                init_seed=4 * self.seed + 3,
+            ).to(self.device)
+            self.opt_g_gal = torch.optim.Adam(galaxies.parameters(), lr=float(s.gal_lr), betas=gb)
+            self.opt_d_gal = torch.optim.Adam(self.D_gal.parameters(), lr=float(s.gal_lr), betas=gb)
         self.k = float(s.k0)
         self.data_notes: list[str] = []
 
@@ -321,7 +499,25 @@ class TwoStageRecipe(Recipe):
         )
         if s.pos_prior:
             self.G.positions.net.set_occupancy_prior(float(ana.grids.mean()))
-        self.G.galaxies.floor.fill_(float(nonzero.min()))
+        floor = float(nonzero.min())
+        self.G.galaxies.floor.fill_(floor)
+        if self.eigen:
+            pick = np.arange(len(ana.patches))
+            if len(pick) > MAX_EIGEN_PATCHES:
+                pick = np.linspace(0, len(pick) - 1, MAX_EIGEN_PATCHES).round().astype(int)
+            own = keep_central_cluster(torch.from_numpy(ana.patches[pick][:, None])).numpy()
+            fit = fit_eigen_galaxies(
+                own[:, 0],
+                ana.catalogue["size_class"][pick],
+                components=int(s.eigen_components),
+                mixture=int(s.eigen_mixture),
+                conditional=bool(s.conditional),
+                softening=floor,
+                seed=derive_seed(self.seed, "eigen") % 2**32,
+                density=str(s.eigen_density),
+                bandwidth=float(s.eigen_bandwidth),
+            )
+            self.G.galaxies.net.set_fit(fit)
         self.G.to(self.device)
         return TwoStageBatches(
             grids, patches.float(), patch_classes, batch_size, int(s.patch_batch), seed
@@ -329,15 +525,20 @@ class TwoStageRecipe(Recipe):
 
     # ------------------------------------------------------------------ contract
     def modules(self) -> dict[str, nn.Module]:
+        if self.eigen:
+            return {"G": self.G, "D_pos": self.D_pos}
         return {"G": self.G, "D_pos": self.D_pos, "D_gal": self.D_gal}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {
-            "G_pos": self.opt_g_pos,
-            "D_pos": self.opt_d_pos,
-            "G_gal": self.opt_g_gal,
-            "D_gal": self.opt_d_gal,
-        }
+        out = {"G_pos": self.opt_g_pos, "D_pos": self.opt_d_pos}
+        if not self.eigen:
+            out.update(G_gal=self.opt_g_gal, D_gal=self.opt_d_gal)
+        return out
+
+    def phases(self) -> tuple[Phase, ...]:
+        """Both phases; the positions phase alone with the eigen galaxy stage (fitted once
+        on the data's patches when the batches are made)."""
+        return (Phase("positions"),) if self.eigen else tuple(self.PHASES)
 
     def generator(self) -> nn.Module:
         return self.G

@@ -9,6 +9,35 @@ import zlib
 import numpy as np
 import pytest
 
+#: ``galforge train`` options of a one-step run of the smallest DCGAN on one CPU thread that
+#: writes no TensorBoard log, bundle or loss plot (tests of what a command does with its files)
+TINY_TRAIN = [
+    "--model",
+    "dcgan64",
+    "--steps",
+    "1",
+    "--batch",
+    "2",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+    "--set",
+    "model.width=4",
+    "--set",
+    "train.progress=false",
+    "--set",
+    "train.threads=1",
+    "--set",
+    "output.tensorboard=false",
+    "--set",
+    "output.export_bundle=false",
+    "--set",
+    "output.loss_plot=false",
+    "--set",
+    "train.n_samples=2",
+]
+
 
 def write_png16(path, arr: np.ndarray, filters=(0, 1, 2, 3, 4)) -> None:
     """Write a 16-bit PNG (grey H×W or RGB H×W×3) using every row filter type in turn.

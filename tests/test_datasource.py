@@ -7,45 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
+from conftest import TINY_TRAIN
 
 from galforge.cli import main
 
-TINY = [
-    "--model",
-    "dcgan64",
-    "--steps",
-    "1",
-    "--batch",
-    "2",
-    "--seed",
-    "1",
-    "--device",
-    "cpu",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.progress=false",
-    "--set",
-    "train.threads=1",
-    "--set",
-    "output.tensorboard=false",
-    "--set",
-    "output.export_bundle=false",
-    "--set",
-    "output.loss_plot=false",
-    "--set",
-    "train.n_samples=2",
-]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(run):
@@ -76,7 +43,7 @@ def test_resize_is_printed_logged_and_recorded(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "gal.npy", (rng.random((6, 32, 32, 3)) * 255).astype(np.uint8))
     run = tmp_path / "run"
-    assert main(["train", str(tmp_path / "gal.npy"), "--out", str(run), *TINY]) == 0
+    assert main(["train", str(tmp_path / "gal.npy"), "--out", str(run), *TINY_TRAIN]) == 0
     err = capsys.readouterr().err
     assert "resized 6 of 6 images from 32×32 to 64×64 pixels (nearest)" in err
     assert "data.resize" in err
@@ -94,7 +61,7 @@ def test_resize_is_printed_logged_and_recorded(tmp_path, capsys):
 def test_float_fits_default_to_asinh_and_record_the_pixel_scale(tmp_path):
     folder = _fits_folder(tmp_path / "cutouts")
     run = tmp_path / "run"
-    assert main(["train", str(folder), "--out", str(run), *TINY]) == 0
+    assert main(["train", str(folder), "--out", str(run), *TINY_TRAIN]) == 0
     cfg = _config(run)
     assert cfg["data"]["stretch"] == "asinh"
     info = json.loads((run / "run.json").read_text())
@@ -115,27 +82,30 @@ def test_prepared_stretch_is_what_the_config_says(tmp_path):
         == 0
     )
     run = tmp_path / "run"
-    assert main(["train", str(prep), "--out", str(run), *TINY]) == 0
+    assert main(["train", str(prep), "--out", str(run), *TINY_TRAIN]) == 0
     assert _config(run)["data"]["stretch"] == "asinh"
     assert json.loads((run / "run.json").read_text())["normalizer"]["stretch"] == "asinh"
     # asking for another stretch fits a new normalizer, and says so
     run2 = tmp_path / "run2"
     assert (
-        main(["train", str(prep), "--out", str(run2), *TINY, "--set", "data.stretch=linear"]) == 0
+        main(["train", str(prep), "--out", str(run2), *TINY_TRAIN, "--set", "data.stretch=linear"])
+        == 0
     )
     assert json.loads((run2 / "run.json").read_text())["normalizer"]["stretch"] == "linear"
 
 
 def test_blank_training_images_are_refused_or_noted(tmp_path, capsys):
     np.save(tmp_path / "zeros.npy", np.zeros((4, 3, 64, 64), np.float32))
-    rc = main(["train", str(tmp_path / "zeros.npy"), "--out", str(tmp_path / "r0"), *TINY])
+    rc = main(["train", str(tmp_path / "zeros.npy"), "--out", str(tmp_path / "r0"), *TINY_TRAIN])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "blank: every image is constant" in err and "zeros.npy" in err
     some = np.random.default_rng(0).random((4, 3, 64, 64)).astype(np.float32)
     some[1] = 0.0
     np.save(tmp_path / "some.npy", some)
-    assert main(["train", str(tmp_path / "some.npy"), "--out", str(tmp_path / "r1"), *TINY]) == 0
+    assert (
+        main(["train", str(tmp_path / "some.npy"), "--out", str(tmp_path / "r1"), *TINY_TRAIN]) == 0
+    )
     assert "1 of 4 training images are constant" in capsys.readouterr().err
 
 
@@ -143,11 +113,21 @@ def test_one_crop_resize_route(tmp_path, capsys):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "gal.npy", (rng.random((4, 80, 80, 3)) * 255).astype(np.uint8))
     data = str(tmp_path / "gal.npy")
-    rc = main(["train", data, "--out", str(tmp_path / "r"), *TINY, "--set", "data.options.size=64"])
+    rc = main(
+        ["train", data, "--out", str(tmp_path / "r"), *TINY_TRAIN, "--set", "data.options.size=64"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "data.options.size" in err and "data.resize" in err
     rc = main(
-        ["train", data, "--out", str(tmp_path / "r"), *TINY, "--set", "data.crop_fraction=2.0"]
+        [
+            "train",
+            data,
+            "--out",
+            str(tmp_path / "r"),
+            *TINY_TRAIN,
+            "--set",
+            "data.crop_fraction=2.0",
+        ]
     )
     assert rc == 2 and "(0, 1]" in capsys.readouterr().err
     run = tmp_path / "crop"
@@ -158,7 +138,7 @@ def test_one_crop_resize_route(tmp_path, capsys):
                 data,
                 "--out",
                 str(run),
-                *TINY,
+                *TINY_TRAIN,
                 "--set",
                 "data.crop_pixels=32",
                 "--set",

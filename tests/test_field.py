@@ -37,12 +37,55 @@ def normalizer():
     return Normalizer.fit(phys.astype(np.float32), clip_percentile=99.99, target=(0.0, 1.0))
 
 
-def field(tmp_path, name, gen, norm, size="200x150", **kw):
+def make_field(gen, norm, out, size="200x150", bands=BANDS, **kw):
+    """``generate_field`` without a progress bar or compilation (unless ``kw`` asks)."""
     kw.setdefault("progress", False)
     kw.setdefault("compile", False)
+    return generate_field(gen, norm, bands, out, size, **kw)
+
+
+def field(tmp_path, name, gen, norm, size="200x150", **kw):
     out = tmp_path / name
-    generate_field(gen, norm, BANDS, out, size, units="nanomaggy", bundle_id="b123", **kw)
+    make_field(gen, norm, out, size, units="nanomaggy", bundle_id="b123", **kw)
     return read_field(out)
+
+
+def field_args(source, size, out, *options) -> list[str]:
+    """``galforge field SOURCE --size SIZE --out OUT [options]`` as ``main`` takes it."""
+    return ["field", str(source), "--size", size, "--out", str(out), *options]
+
+
+def save_tiny_bundle(path, gen, normalizer, config=None):
+    """``gen`` saved as an SGAN bundle in nanomaggies (g, r, i)."""
+    from galforge.bundle import save_bundle
+
+    save_bundle(
+        path,
+        family="sgan",
+        spec=gen.spec(),
+        state_dict=gen.state_dict(),
+        normalizer=normalizer,
+        bands=BANDS,
+        units="nanomaggy",
+        output_range=(0, 1),
+        config=config or {},
+        data_fingerprint="test",
+    )
+    return path
+
+
+#: ``galforge train`` options of the smallest Spatial GAN on the built-in deep field
+TINY_SGAN = [
+    "builtin:hdf",
+    "--model",
+    "sgan",
+    "--batch",
+    "2",
+    "--set",
+    "model.widths=[4,4,4,4]",
+    "--set",
+    "model.d_widths=[4,4,4,4,4]",
+]
 
 
 def test_parse_size():
@@ -125,54 +168,16 @@ def test_resume_after_interruption(tmp_path, normalizer, fmt):
     ref, _ = field(tmp_path, f"ref.{fmt}", gen, normalizer, tile=32, seed=2)
     crashing = _StopAfter(gen, limit=11)
     out = tmp_path / f"part.{fmt}"
+    labels = {"units": "nanomaggy", "bundle_id": "b123"}
     with pytest.raises(RuntimeError, match="simulated crash"):
-        generate_field(
-            crashing,
-            normalizer,
-            BANDS,
-            out,
-            "200x150",
-            tile=32,
-            seed=2,
-            progress=False,
-            compile=False,
-            units="nanomaggy",
-            bundle_id="b123",
-        )
+        make_field(crashing, normalizer, out, tile=32, seed=2, **labels)
     assert len(list((tmp_path / f"part.{fmt}.progress").glob("*.done"))) == 11
     with pytest.raises(ConfigError, match="--resume"):
-        generate_field(
-            gen, normalizer, BANDS, out, "200x150", tile=32, seed=2, progress=False, compile=False
-        )
+        make_field(gen, normalizer, out, tile=32, seed=2)
     with pytest.raises(ConfigError, match="seed"):
-        generate_field(
-            gen,
-            normalizer,
-            BANDS,
-            out,
-            "200x150",
-            tile=32,
-            seed=3,
-            resume=True,
-            progress=False,
-            compile=False,
-            bundle_id="b123",
-        )
+        make_field(gen, normalizer, out, tile=32, seed=3, resume=True, bundle_id="b123")
     counting = _StopAfter(gen, limit=10**6)
-    res = generate_field(
-        counting,
-        normalizer,
-        BANDS,
-        out,
-        "200x150",
-        tile=32,
-        seed=2,
-        resume=True,
-        progress=False,
-        compile=False,
-        units="nanomaggy",
-        bundle_id="b123",
-    )
+    res = make_field(counting, normalizer, out, tile=32, seed=2, resume=True, **labels)
     assert res.tiles_total == 7 * 5 and res.tiles_done == 11
     assert counting.calls == 7 * 5 - 11
     data, _ = read_field(out)
@@ -184,18 +189,14 @@ def test_headers_and_units(tmp_path, normalizer):
 
     gen = tiny_generator()
     out = tmp_path / "f.zarr"
-    res = generate_field(
+    labels = {"tile": 32, "seed": 4, "units": "nanomaggy"}
+    res = make_field(
         gen,
         normalizer,
-        BANDS,
         out,
         "96x64",
-        tile=32,
-        seed=4,
-        units="nanomaggy",
         bundle_id="abc",
-        progress=False,
-        compile=False,
+        **labels,
         fits_out=tmp_path / "f.fits",
         preview=tmp_path / "f.png",
         preview_size=32,
@@ -225,34 +226,11 @@ def test_headers_and_units(tmp_path, normalizer):
     assert Image.open(res.preview_path).size == (21, 32)
     # direct FITS output and npy sidecar
     direct = tmp_path / "d.fits"
-    generate_field(
-        gen,
-        normalizer,
-        BANDS,
-        direct,
-        "96x64",
-        tile=32,
-        seed=4,
-        units="nanomaggy",
-        bundle_id="abc",
-        progress=False,
-        compile=False,
-    )
+    make_field(gen, normalizer, direct, "96x64", bundle_id="abc", **labels)
     d, meta = read_field(direct)
     assert np.array_equal(d, data) and meta["bands"] == list(BANDS)
     assert meta["units"] == "nanomaggy"
-    generate_field(
-        gen,
-        normalizer,
-        BANDS,
-        tmp_path / "n.npy",
-        "96x64",
-        tile=32,
-        seed=4,
-        units="nanomaggy",
-        progress=False,
-        compile=False,
-    )
+    make_field(gen, normalizer, tmp_path / "n.npy", "96x64", **labels)
     side = json.loads((tmp_path / "n.npy.json").read_text())
     assert side["units"] == "nanomaggy" and side["bands"] == list(BANDS)
 
@@ -293,85 +271,23 @@ def test_bad_inputs(tmp_path):
 # --------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory, normalizer):
-    from galforge.bundle import save_bundle
-
     gen = tiny_generator()
-    path = tmp_path_factory.mktemp("bundle") / "b"
-    save_bundle(
-        path,
-        family="sgan",
-        spec=gen.spec(),
-        state_dict=gen.state_dict(),
-        normalizer=normalizer,
-        bands=BANDS,
-        units="nanomaggy",
-        output_range=(0, 1),
-        config={},
-        data_fingerprint="test",
-    )
-    return path, gen
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle") / "b", gen, normalizer), gen
 
 
 def test_cli_field(tmp_path, tiny_bundle, normalizer):
     path, gen = tiny_bundle
     out = tmp_path / "cli.fits"
-    rc = main(
-        [
-            "field",
-            str(path),
-            "--size",
-            "80x96",
-            "--out",
-            str(out),
-            "--tile",
-            "32",
-            "--seed",
-            "5",
-            "--no-progress",
-            "--compile",
-            "off",
-        ]
-    )
-    assert rc == 0
+    seeded = ["--tile", "32", "--seed", "5", "--no-progress"]
+    assert main(field_args(path, "80x96", out, *seeded, "--compile", "off")) == 0
     data, meta = read_field(out)
     assert data.shape == (3, 80, 96) and meta["units"] == "nanomaggy" and meta["seed"] == 5
     assert np.abs(data - render_one_shot(gen, normalizer, "80x96", seed=5)).max() < 1e-3
-    assert (
-        main(
-            [
-                "field",
-                str(path),
-                "--size",
-                "80x96",
-                "--out",
-                str(out),
-                "--resume",
-                "--tile",
-                "32",
-                "--seed",
-                "5",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(field_args(path, "80x96", out, "--resume", *seeded)) == 0
     for bad in ("80by96", "0x32", "8x8"):
-        assert main(["field", str(path), "--size", bad, "--out", str(tmp_path / "x.zarr")]) == 2
-    assert (
-        main(
-            [
-                "field",
-                str(path),
-                "--size",
-                "64x64",
-                "--out",
-                str(tmp_path / "y.zarr"),
-                "--ensemble",
-                "3",
-            ]
-        )
-        == 2
-    )  # a bundle has no snapshots
+        assert main(field_args(path, bad, tmp_path / "x.zarr")) == 2
+    # a bundle has no snapshots
+    assert main(field_args(path, "64x64", tmp_path / "y.zarr", "--ensemble", "3")) == 2
 
 
 def test_train_sgan_then_ensemble_field(tmp_path):
@@ -379,19 +295,11 @@ def test_train_sgan_then_ensemble_field(tmp_path):
     rc = main(
         [
             "train",
-            "builtin:hdf",
-            "--model",
-            "sgan",
+            *TINY_SGAN,
             "--out",
             str(run),
             "--steps",
             "2",
-            "--batch",
-            "2",
-            "--set",
-            "model.widths=[4,4,4,4]",
-            "--set",
-            "model.d_widths=[4,4,4,4,4]",
             "--set",
             "model.crop_sizes=[64]",
             "--set",
@@ -408,42 +316,13 @@ def test_train_sgan_then_ensemble_field(tmp_path):
     assert (run / "checkpoints" / "step-00000001").is_dir()
     out = tmp_path / "ens.zarr"
     assert (
-        main(
-            [
-                "field",
-                str(run),
-                "--size",
-                "64x64",
-                "--out",
-                str(out),
-                "--tile",
-                "32",
-                "--ensemble",
-                "2",
-                "--no-progress",
-            ]
-        )
-        == 0
+        main(field_args(run, "64x64", out, "--tile", "32", "--ensemble", "2", "--no-progress")) == 0
     )
     data, meta = read_field(out)
     assert meta["snapshots"] == ["step-00000001", "step-00000002"]
     assert meta["bands"] == ["R", "G", "B"] and np.isfinite(data).all()
-    assert (
-        main(
-            [
-                "field",
-                str(run),
-                "--size",
-                "64x64",
-                "--out",
-                str(tmp_path / "r.npy"),
-                "--realisations",
-                "2",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    realisations = ["--realisations", "2", "--no-progress"]
+    assert main(field_args(run, "64x64", tmp_path / "r.npy", *realisations)) == 0
     assert (tmp_path / "r_r00.npy").exists() and (tmp_path / "r_r01.npy").exists()
 
 
@@ -487,20 +366,8 @@ def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkey
         err = capsys.readouterr().err
         assert "extension" in err and out in err and len(err.strip().splitlines()) == 1
         assert not (tmp_path / out).exists()
-    assert (
-        main(
-            [
-                *base,
-                "--size",
-                "64x64",
-                "--out",
-                str(tmp_path / "f.zarr"),
-                "--preview",
-                str(tmp_path / "p.jpg"),
-            ]
-        )
-        == 2
-    )
+    preview = ["--preview", str(tmp_path / "p.jpg")]
+    assert main([*base, "--size", "64x64", "--out", str(tmp_path / "f.zarr"), *preview]) == 2
     assert ".png" in capsys.readouterr().err
     # 2e6 x 2e6 pixels in 3 bands: about 48 TB, more than any test disk
     assert main([*base, "--size", "2000000x2000000", "--out", str(tmp_path / "big.fits")]) == 2
@@ -519,19 +386,7 @@ def test_cli_field_checks_extension_and_disk_space(tmp_path, tiny_bundle, monkey
 def test_progress_records_go_after_success(tmp_path, tiny_bundle, capsys):
     path, _ = tiny_bundle
     out = tmp_path / "f.zarr"
-    args = [
-        "field",
-        str(path),
-        "--size",
-        "64x96",
-        "--out",
-        str(out),
-        "--tile",
-        "32",
-        "--no-progress",
-        "--compile",
-        "off",
-    ]
+    args = field_args(path, "64x96", out, "--tile", "32", "--no-progress", "--compile", "off")
     assert main(args) == 0
     assert not (tmp_path / "f.zarr.progress").exists()
     capsys.readouterr()
@@ -548,41 +403,12 @@ def test_field_fits_says_what_it_is(tmp_path, normalizer, scale):
     from astropy.wcs import WCS
 
     from galforge import __version__
-    from galforge.bundle import save_bundle
 
-    gen = tiny_generator()
-    path = tmp_path / "b"
-    save_bundle(
-        path,
-        family="sgan",
-        spec=gen.spec(),
-        state_dict=gen.state_dict(),
-        normalizer=normalizer,
-        bands=BANDS,
-        units="nanomaggy",
-        output_range=(0, 1),
-        config={"data": {"pixel_scale": scale}},
-        data_fingerprint="test",
-    )
+    config = {"data": {"pixel_scale": scale}}
+    path = save_tiny_bundle(tmp_path / "b", tiny_generator(), normalizer, config)
     out = tmp_path / "f.fits"
-    assert (
-        main(
-            [
-                "field",
-                str(path),
-                "--size",
-                "64x64",
-                "--out",
-                str(out),
-                "--tile",
-                "32",
-                "--no-progress",
-                "--compile",
-                "off",
-            ]
-        )
-        == 0
-    )
+    options = ["--tile", "32", "--no-progress", "--compile", "off"]
+    assert main(field_args(path, "64x64", out, *options)) == 0
     with fits.open(out) as hdul:
         h = hdul[0].header
     comments = " ".join(str(c) for c in h["COMMENT"])
@@ -643,17 +469,9 @@ def test_train_sgan_with_sky_noise_then_field(tmp_path):
     run = tmp_path / "run"
     args = [
         "train",
-        "builtin:hdf",
-        "--model",
-        "sgan",
+        *TINY_SGAN,
         "--out",
         str(run),
-        "--batch",
-        "2",
-        "--set",
-        "model.widths=[4,4,4,4]",
-        "--set",
-        "model.d_widths=[4,4,4,4,4]",
         "--set",
         "model.crop_sizes=[32]",
         "--set",
@@ -668,7 +486,8 @@ def test_train_sgan_with_sky_noise_then_field(tmp_path):
     assert main([*args, "--steps", "2"]) == 0
     assert main([*args, "--steps", "3", "--resume"]) == 0
     straight = tmp_path / "straight"
-    assert main([*args[:5], str(straight), *args[6:], "--steps", "3"]) == 0
+    at = args.index("--out") + 1
+    assert main([*args[:at], str(straight), *args[at + 1 :], "--steps", "3"]) == 0
     from safetensors.torch import load_file
 
     a = load_file(str(run / "checkpoints" / "latest" / "state.safetensors"))
@@ -676,7 +495,7 @@ def test_train_sgan_with_sky_noise_then_field(tmp_path):
     assert any(k.startswith("module.G.sky.") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
     out = tmp_path / "f.npy"
-    assert main(["field", str(run), "--size", "64x48", "--out", str(out), "--no-progress"]) == 0
+    assert main(field_args(run, "64x48", out, "--no-progress")) == 0
     assert np.isfinite(np.load(out)).all()
 
 

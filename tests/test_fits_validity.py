@@ -16,7 +16,16 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 from astropy.time import Time
 from astropy.wcs import WCS
-from test_generate import BANDS, FAMILY, SPEC, TinyConvGenerator, _data
+from test_field import field_args
+from test_generate import (
+    BANDS,
+    FAMILY,
+    SPEC,
+    TinyConvGenerator,
+    _data,
+    cond_bundle,
+    generate_args,
+)
 
 import galforge
 from galforge.bundle import save_bundle
@@ -131,24 +140,8 @@ def test_fits_cube_round_trips_through_galforges_reader(tmp_path):
 
 def test_field_fits_is_valid(tmp_path):
     out = tmp_path / "f.fits"
-    assert (
-        main(
-            [
-                "field",
-                str(FIXTURES / "sgan_v01"),
-                "--size",
-                "48x40",
-                "--tile",
-                "32",
-                "--out",
-                str(out),
-                "--no-progress",
-                "--compile",
-                "off",
-            ]
-        )
-        == 0
-    )
+    options = ["--tile", "32", "--no-progress", "--compile", "off"]
+    assert main(field_args(FIXTURES / "sgan_v01", "48x40", out, *options)) == 0
     header, ccd = _valid(out)
     assert ccd.data.shape[-2:] == (48, 40) and header["NAXIS"] == 3
     assert header["BUNIT"] == "count" and header["GFUNIT"] == "counts"
@@ -235,24 +228,8 @@ def test_zarr_fields_name_their_dimensions(tmp_path):
     import zarr
 
     out = tmp_path / "f.zarr"
-    assert (
-        main(
-            [
-                "field",
-                str(FIXTURES / "sgan_v01"),
-                "--size",
-                "32x32",
-                "--tile",
-                "32",
-                "--out",
-                str(out),
-                "--no-progress",
-                "--compile",
-                "off",
-            ]
-        )
-        == 0
-    )
+    options = ["--tile", "32", "--no-progress", "--compile", "off"]
+    assert main(field_args(FIXTURES / "sgan_v01", "32x32", out, *options)) == 0
     assert zarr.open_array(str(out), mode="r").metadata.dimension_names == ("band", "y", "x")
 
 
@@ -325,22 +302,7 @@ def test_fits_cube_on_a_full_disk_is_one_line_and_leaves_no_temporary(
     monkeypatch.setattr(cube, "reserve_space", full)
     bundle = _bundle(tmp_path / "b")
     out = tmp_path / "cube"
-    assert (
-        main(
-            [
-                "generate",
-                str(bundle),
-                "-n",
-                "3",
-                "--out",
-                str(out),
-                "--format",
-                "fits-cube",
-                "--no-progress",
-            ]
-        )
-        == 2
-    )
+    assert main(generate_args(bundle, "3", out, "--format", "fits-cube", "--no-progress")) == 2
     err = capsys.readouterr().err.strip()
     assert "disk full" in err and "galaxies.fits" in err and len(err.splitlines()) == 1
     left = [p.name for p in out.iterdir()] if out.exists() else []
@@ -348,38 +310,13 @@ def test_fits_cube_on_a_full_disk_is_one_line_and_leaves_no_temporary(
 
 
 def test_fits_cube_table_holds_the_conditions(tmp_path):
-    from test_generate import CondGenerator
-
-    torch.manual_seed(0)
-    gen = CondGenerator()
-    path = save_bundle(
-        tmp_path / "cond",
-        family="tiny_cond",
-        spec={},
-        state_dict=gen.state_dict(),
-        normalizer=None,
-        bands=BANDS,
-        units="adu",
-        output_range=(-1.0, 1.0),
-        config={},
-        data_fingerprint=None,
-    )
+    path = cond_bundle(tmp_path)
     out = tmp_path / "o"
     assert (
         main(
-            [
-                "generate",
-                str(path),
-                "-n",
-                "3",
-                "--out",
-                str(out),
-                "--format",
-                "fits-cube",
-                "--condition",
-                "flux=0.25",
-                "--no-progress",
-            ]
+            generate_args(
+                path, "3", out, "--format", "fits-cube", "--condition", "flux=0.25", "--no-progress"
+            )
         )
         == 0
     )

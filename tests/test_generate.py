@@ -75,10 +75,13 @@ def bundle_dir(tmp_path):
     )
 
 
+def generate_args(source, n, out, *options) -> list[str]:
+    """``galforge generate SOURCE -n N --out OUT [options]`` as ``main`` takes it."""
+    return ["generate", str(source), "-n", str(n), "--out", str(out), *options]
+
+
 def _generate(src, out, *extra):
-    return main(
-        ["generate", str(src), "-n", "5", "--seed", "3", "--out", str(out), "--no-progress", *extra]
-    )
+    return main(generate_args(src, 5, out, "--no-progress", "--seed", "3", *extra))
 
 
 def test_generate_fits_is_reproducible_byte_for_byte(bundle_dir, tmp_path, monkeypatch):
@@ -275,21 +278,34 @@ register_generator("tiny_cond")(lambda spec: CondGenerator())
 register_generator("tiny_style")(lambda spec: StyleGenerator())
 
 
-def _cap_bundle(tmp_path, family, gen):
-    return load_bundle(
-        save_bundle(
-            tmp_path / family,
-            family=family,
-            spec={},
-            state_dict=gen.state_dict(),
-            normalizer=None,
-            bands=BANDS,
-            units="adu",
-            output_range=(-1.0, 1.0),
-            config={},
-            data_fingerprint=None,
-        )
+def save_adu_bundle(path, family, gen, spec=None):
+    """``gen`` saved as a bundle of ``family`` in model space (no normaliser, units adu)."""
+    return save_bundle(
+        path,
+        family=family,
+        spec=spec if spec is not None else {},
+        state_dict=gen.state_dict(),
+        normalizer=None,
+        bands=BANDS,
+        units="adu",
+        output_range=(-1.0, 1.0),
+        config={},
+        data_fingerprint=None,
     )
+
+
+def cond_bundle(tmp_path):
+    """A bundle of the conditional test generator (one condition, ``flux``)."""
+    torch.manual_seed(0)
+    return save_adu_bundle(tmp_path / "cond", "tiny_cond", CondGenerator())
+
+
+def _cap_bundle(tmp_path, family, gen):
+    return load_bundle(save_adu_bundle(tmp_path / family, family, gen))
+
+
+def _plain_bundle(path):
+    return load_bundle(save_adu_bundle(path, FAMILY, TinyConvGenerator(**SPEC), SPEC))
 
 
 def test_conditional_generators_take_conditions(tmp_path):
@@ -301,20 +317,7 @@ def test_conditional_generators_take_conditions(tmp_path):
     assert bright.mean() > dim.mean() + 0.8
     with pytest.raises(ConfigError, match="conditions"):
         b.sample(2, seed=0)
-    plain = load_bundle(
-        save_bundle(
-            tmp_path / "plain",
-            family=FAMILY,
-            spec=SPEC,
-            state_dict=TinyConvGenerator(**SPEC).state_dict(),
-            normalizer=None,
-            bands=BANDS,
-            units="adu",
-            output_range=(-1, 1),
-            config={},
-            data_fingerprint=None,
-        )
-    )
+    plain = _plain_bundle(tmp_path / "plain")
     with pytest.raises(galforge.errors.ModelError, match="conditional"):
         plain.sample(1, seed=0, conditions=[[0.0]])
 
@@ -334,56 +337,14 @@ def test_truncation_of_an_intermediate_latent_space_happens_in_w(tmp_path):
 
 
 def test_generate_cli_passes_conditions_and_records_them(tmp_path, capsys):
-    torch.manual_seed(0)
-    gen = CondGenerator()
-    path = save_bundle(
-        tmp_path / "cond",
-        family="tiny_cond",
-        spec={},
-        state_dict=gen.state_dict(),
-        normalizer=None,
-        bands=BANDS,
-        units="adu",
-        output_range=(-1.0, 1.0),
-        config={},
-        data_fingerprint=None,
-    )
+    path = cond_bundle(tmp_path)
     out = tmp_path / "o"
-    assert (
-        main(
-            [
-                "generate",
-                str(path),
-                "-n",
-                "2",
-                "--out",
-                str(out),
-                "--condition",
-                "flux=0.25",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(generate_args(path, "2", out, "--condition", "flux=0.25", "--no-progress")) == 0
     header = fits.getheader(out / "galaxy_000000.fits")
     assert header["CNAME1"] == "flux" and header["COND1"] == 0.25
     expected = load_bundle(path).sample(2, seed=0, conditions={"flux": 0.25})
     np.testing.assert_array_equal(fits.getdata(out / "galaxy_000001.fits"), expected[1])
-    assert (
-        main(
-            [
-                "generate",
-                str(path),
-                "-n",
-                "1",
-                "--out",
-                str(tmp_path / "x"),
-                "--condition",
-                "size=1",
-            ]
-        )
-        == 2
-    )
+    assert main(generate_args(path, "1", tmp_path / "x", "--condition", "size=1")) == 2
     assert "flux" in capsys.readouterr().err
     assert (
         main(
@@ -404,20 +365,7 @@ def test_w_space_tools_for_intermediate_generators(tmp_path):
     frames = b.generate_from_w(path)
     assert frames.shape == (5, 3, 4, 4)
     np.testing.assert_allclose(frames[-1], b.generate_from_latent(z)[1], rtol=1e-5)
-    plain = load_bundle(
-        save_bundle(
-            tmp_path / "plain2",
-            family=FAMILY,
-            spec=SPEC,
-            state_dict=TinyConvGenerator(**SPEC).state_dict(),
-            normalizer=None,
-            bands=BANDS,
-            units="adu",
-            output_range=(-1, 1),
-            config={},
-            data_fingerprint=None,
-        )
-    )
+    plain = _plain_bundle(tmp_path / "plain2")
     with pytest.raises(galforge.errors.ModelError, match="intermediate"):
         plain.to_w(plain.latent(1))
 
@@ -496,19 +444,7 @@ def _noisy_style_bundle(tmp_path):
     with torch.no_grad():
         for c in g.convs:
             c.noise_strength.fill_(0.5)
-    path = save_bundle(
-        tmp_path / "sg2",
-        family="stylegan2",
-        spec=g.spec(),
-        state_dict=g.state_dict(),
-        normalizer=None,
-        bands=BANDS,
-        units="adu",
-        output_range=(-1.0, 1.0),
-        config={},
-        data_fingerprint=None,
-    )
-    return path, g
+    return save_adu_bundle(tmp_path / "sg2", "stylegan2", g, g.spec()), g
 
 
 def test_style_samples_get_their_own_noise_from_their_seed(tmp_path):
@@ -568,35 +504,18 @@ def test_generate_noise_mode_is_reproducible_and_recorded(tmp_path, monkeypatch)
     assert fits.getheader(outs["c"] / "galaxy_000001.fits")["NOISEMOD"] == "const"
     assert (
         main(
-            [
-                "generate",
-                str(path),
-                "-n",
+            generate_args(
+                path,
                 "2",
-                "--out",
-                str(tmp_path / "t"),
+                tmp_path / "t",
                 "--truncation",
                 "0.5",
                 "--truncation-cutoff",
                 "3",
                 "--no-progress",
-            ]
+            )
         )
         == 0
     )
     assert fits.getheader(tmp_path / "t" / "galaxy_000000.fits")["TRUNCCUT"] == 3
-    assert (
-        main(
-            [
-                "generate",
-                str(path),
-                "-n",
-                "1",
-                "--out",
-                str(tmp_path / "u"),
-                "--truncation-cutoff",
-                "3",
-            ]
-        )
-        == 2
-    )
+    assert main(generate_args(path, "1", tmp_path / "u", "--truncation-cutoff", "3")) == 2

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_TRAIN
 from test_evaluate_cli import _stamps
 from test_field import tiny_generator
 from test_latent import make_style_bundle
@@ -30,32 +31,6 @@ from galforge.cli import main
 from galforge.data.normalize import Normalizer
 from galforge.errors import ConfigError
 
-TINY_TRAIN = [
-    "--model",
-    "dcgan64",
-    "--steps",
-    "1",
-    "--batch",
-    "2",
-    "--seed",
-    "1",
-    "--device",
-    "cpu",
-    "--set",
-    "model.width=4",
-    "--set",
-    "train.progress=false",
-    "--set",
-    "train.threads=1",
-    "--set",
-    "output.tensorboard=false",
-    "--set",
-    "output.export_bundle=false",
-    "--set",
-    "output.loss_plot=false",
-    "--set",
-    "train.n_samples=2",
-]
 EVAL_FAST = ["--measures", "power_spectrum", "--no-progress", "--holdout-fraction", "0.25"]
 
 

@@ -66,7 +66,7 @@ from galforge.models.stackgan import (
 )
 from galforge.training.losses import discriminator_loss, generator_loss_nonsaturating
 from galforge.training.pipeline import PairedStamps
-from galforge.training.recipe import Phase, Recipe, StepContext
+from galforge.training.recipe import PairRecipe, Phase, StepContext
 from galforge.training.recipes import register_recipe
 
 __all__ = [
@@ -253,7 +253,7 @@ class _TrainingChain(ChainedStackGAN):
 
 
 @register_recipe("stackgan2")
-class StackGAN2Recipe(Recipe):
+class StackGAN2Recipe(PairRecipe):
     """Stage II of the chained StackGAN of Fussell & Moews (2019) as a training recipe."""
 
     family = "stackgan2"
@@ -335,15 +335,6 @@ class StackGAN2Recipe(Recipe):
         self.epoch = 0
 
     # ------------------------------------------------------------------ contract
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G": self.opt_g, "D": self.opt_d}
-
-    def generator(self) -> nn.Module:
-        return self.G
-
     def generator_spec(self) -> dict:
         return self.G.stage2.spec()
 

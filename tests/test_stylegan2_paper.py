@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from galforge.errors import ModelError
 from galforge.models.stylegan2 import (
     EqualConv2d,
     EqualLinear,
@@ -208,3 +209,40 @@ def test_resampling_layers_have_no_preferred_direction(turn):
             turned.weight.copy_(t(conv.weight))
             turned.bias.copy_(conv.bias)
         torch.testing.assert_close(turned(t(x)), t(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_summary_heads_add_their_logits_and_see_a_batch_that_leans_one_way():
+    """The optional profile and moments heads (not in the paper): built after the trunk
+    (which keeps its initial weights), their logits added to the trunk's; with a group, the
+    moments head's input tells a batch of galaxies leaning one way from one of every way."""
+    plain = StyleGAN2Discriminator(16, 2, channel_base=64, channel_max=4)
+    d = StyleGAN2Discriminator(
+        16, 2, channel_base=64, channel_max=4, profile=True, moments=True, head_group=4
+    )
+    for k, v in plain.state_dict().items():
+        assert torch.equal(d.state_dict()[k], v)
+    torch.manual_seed(4)
+    img = torch.randn(8, 2, 16, 16)
+    with torch.no_grad():
+        trunk = plain(img)
+        torch.testing.assert_close(d(img), trunk + d.profile(img) + d.moments(img))
+    # elongated Gaussians: all at 45°, or at 0°, 45°, 90°, 135° in every group of 4
+    yy, xx = torch.meshgrid(torch.arange(16.0) - 7.5, torch.arange(16.0) - 7.5, indexing="ij")
+
+    def blob(angle):
+        c, s = math.cos(angle), math.sin(angle)
+        u, v = c * xx + s * yy, -s * xx + c * yy
+        return torch.exp(-0.5 * (u**2 / 9.0 + v**2 / 2.0)).expand(2, 16, 16)
+
+    leaning = torch.stack([blob(math.pi / 4)] * 8)
+    every_way = torch.stack([blob(k * math.pi / 4) for k in (0, 1, 2, 3) * 2])
+    front = d.moments.front
+    spread = d.moments.spread
+    n = front(leaning).shape[1]
+    lean_std = spread(front(leaning))[:, n:].abs().max()
+    every_std = spread(front(every_way))[:, n:]
+    assert lean_std < 1e-3 < every_std.abs().max()  # e1, e2 spread: none when all lean alike
+    with pytest.raises(ModelError, match="square"):
+        StyleGAN2Discriminator(16, 2, 64, 4, image_width=32, moments=True)
+    with pytest.raises(ModelError, match="d_head_group"):
+        StyleGAN2Discriminator(16, 2, 64, 4, head_group=4)

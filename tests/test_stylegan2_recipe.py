@@ -128,6 +128,21 @@ def test_ada_p_follows_the_discriminator(overfit):
     assert r.images_seen == 16
 
 
+def test_discriminator_heads_train_and_r1_reaches_them():
+    r = _recipe(d_profile=True, d_moments=True, d_head_group=2)
+    assert r.D.profile is not None and r.D.moments is not None
+    before = {k: v.clone() for k, v in r.D.moments.state_dict().items()}
+    for step in range(2):  # R1 every 2 steps: d_r1 runs at step 0
+        out = r.train_step(torch.randn(4, 2, 16, 16), step, torch.Generator().manual_seed(step))
+        assert all(np.isfinite(v) for v in out.values())
+    assert any(not torch.equal(before[k], v) for k, v in r.D.moments.state_dict().items())
+    assert _recipe().D.moments is None  # off by default
+    with pytest.raises(ConfigError, match="d_head_group"):
+        _recipe(d_head_group=4)
+    with pytest.raises(ConfigError, match="square"):
+        _recipe(d_moments=True, image_width=32)
+
+
 def test_wgan_gp_and_diffaugment_options_step():
     for over in ({"loss": "wgan_gp"}, {"augment": "diffaugment"}, {"augment": "none"}):
         r = _recipe(**over)

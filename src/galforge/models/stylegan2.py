@@ -62,7 +62,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galforge.errors import ModelError
-from galforge.models.layers import SkyNoise, minibatch_stddev  # noqa: F401 (re-exported)
+from galforge.models.layers import (  # noqa: F401 (minibatch_stddev re-exported)
+    GroupSpread,
+    RadialProfile,
+    ShapeMoments,
+    SkyNoise,
+    minibatch_stddev,
+)
 from galforge.models.registry import register_generator
 from galforge.models.stylebase import freeze_leading
 from galforge.seeding import seeded_global
@@ -595,8 +601,39 @@ class DiscriminatorBlock(nn.Module):
         return y + self.conv1(self.conv0(x), gain=SQRT_HALF)
 
 
+#: hidden width of the discriminator's summary heads
+HEAD_HIDDEN = 64
+
+
+class SummaryHead(nn.Module):
+    """A side path of the discriminator (not in the paper): a fixed summary of each image
+    (``front``: ``N×C×H×W`` -> ``N×F``, optionally with its spread over groups of ``group``
+    images), then two equalised-lr fully connected layers to one logit, added to the trunk's.
+    """
+
+    def __init__(self, front: nn.Module, features: int, group: int = 0):
+        super().__init__()
+        self.front, self.spread = front, GroupSpread(int(group))
+        self.fc = EqualLinear(features * (2 if group else 1), HEAD_HIDDEN, activation=True)
+        self.out = EqualLinear(HEAD_HIDDEN, 1)
+
+    def forward(self, img: Tensor) -> Tensor:
+        return self.out(self.fc(self.spread(self.front(img.float())))).reshape(-1)
+
+
 class StyleGAN2Discriminator(MixedPrecision, nn.Module):
-    """Residual discriminator of StyleGAN2 config F; returns one logit per image."""
+    """Residual discriminator of StyleGAN2 config F; returns one logit per image.
+
+    Optional **summary heads** (not in the paper; the DCGAN's ``cpu`` config has the same
+    pair): ``profile`` reads each band's azimuthally averaged light profile
+    (:class:`~galforge.models.layers.RadialProfile`), ``moments`` each band's windowed size
+    and ellipticity (:class:`~galforge.models.layers.ShapeMoments`, whose ``e1``, ``e2`` carry
+    the position angle); with ``head_group`` = g > 0 each head also sees the spread of its
+    features over groups of g images, so a batch of galaxies that all lean one way, or all
+    have one profile, is told apart by that spread. Each head is a two-layer MLP whose logit
+    is added to the trunk's; square images only. Built after the trunk, so a discriminator
+    without heads is initialised exactly as before.
+    """
 
     def __init__(
         self,
@@ -608,11 +645,24 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
         mbstd_features: int = 1,
         init_seed: int = 1,
         image_width: int | None = None,
+        profile: bool = False,
+        moments: bool = False,
+        head_group: int = 0,
     ):
         super().__init__()
         self.image_size, self.image_width = image_shape(image_size, image_width)
         self.channels = int(channels)
         self.mbstd_group, self.mbstd_features = int(mbstd_group), int(mbstd_features)
+        if (profile or moments) and self.image_width != self.image_size:
+            raise ModelError(
+                "the discriminator's profile and moments heads (model.d_profile, "
+                "model.d_moments) need square images"
+            )
+        if int(head_group) < 0 or (int(head_group) and not (profile or moments)):
+            raise ModelError(
+                f"model.d_head_group={head_group}: a group size (2 or more to be of use) "
+                "needs model.d_profile or model.d_moments; 0 turns it off"
+            )
         ah, aw = self.aspect = aspect_of(self.image_size, self.image_width)
         log2 = int(math.log2(min(self.image_size, self.image_width)))
         res = [2**i for i in range(log2, 1, -1)]
@@ -624,6 +674,16 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
             self.conv = EqualConv2d(c4 + self.mbstd_features, c4, 3)
             self.fc = EqualLinear(c4 * 16 * ah * aw, c4, activation=True)
             self.out = EqualLinear(c4, 1)
+            self.profile = self.moments = None
+            if profile:
+                radial = RadialProfile(self.image_size)
+                self.profile = SummaryHead(radial, self.channels * radial.n_annuli, int(head_group))
+            if moments:
+                self.moments = SummaryHead(
+                    nn.Sequential(ShapeMoments(self.image_size), nn.Flatten(1)),
+                    self.channels * ShapeMoments.N_FEATURES,
+                    int(head_group),
+                )
 
     def forward(self, img: Tensor) -> Tensor:
         if tuple(img.shape[-2:]) != (self.image_size, self.image_width):
@@ -643,7 +703,11 @@ class StyleGAN2Discriminator(MixedPrecision, nn.Module):
         x = minibatch_stddev(x, self.mbstd_group, self.mbstd_features)
         x = self.conv(x)
         x = self.fc(x.flatten(1))
-        return self.out(x).reshape(-1)
+        logits = self.out(x).reshape(-1)
+        for head in (self.profile, self.moments):
+            if head is not None:
+                logits = logits + head(img)
+        return logits
 
     def freeze(self, n_blocks: int) -> list[nn.Parameter]:
         """Stop training ``fromRGB`` and the first ``n_blocks`` blocks (from the highest
@@ -671,9 +735,11 @@ def build_stylegan2_pair(
     seed: int = 0,
     image_width: int | None = None,
     sky_noise: dict | None = None,
+    d_heads: dict | None = None,
 ) -> tuple[StyleGAN2Generator, StyleGAN2Discriminator]:
     """A matching generator and discriminator, initialised from ``seed`` (``image_width``:
-    non-square images, ``image_size`` then being the height)."""
+    non-square images, ``image_size`` then being the height; ``d_heads``: the
+    discriminator's ``profile``, ``moments`` and ``head_group``)."""
     g = StyleGAN2Generator(
         image_size,
         channels,
@@ -694,6 +760,7 @@ def build_stylegan2_pair(
         mbstd_group,
         init_seed=2 * int(seed) + 1,
         image_width=image_width,
+        **(d_heads or {}),
     )
     return g, d
 

@@ -38,6 +38,11 @@ Named configs (``model.config``):
   noiseless galaxy and a learned per-image, per-band noise level, a function of the last
   layer's w, adds pixel noise in physical units; the per-layer noise inputs stay).
 
+Discriminator summary heads (not in the papers; the DCGAN's ``cpu`` config has the same pair):
+``d_profile`` (each band's radial light profile), ``d_moments`` (each band's windowed size and
+ellipticity, whose ``e1``, ``e2`` carry the position angle) and ``d_head_group`` (their spread
+over groups of that many images): a small MLP each, its logit added to D's. Off by default.
+
 ``image_width``: images wider (or taller) than ``image_size`` (the height), e.g. ``image_size=64``
 and ``image_width=128`` for 64×128 stamps: the generator's constant and the discriminator's
 epilogue take the aspect (:mod:`galforge.models.stylegan2`); the data are read (resized) to
@@ -134,6 +139,9 @@ class StyleGAN2Settings:
     channels_last: bool = False  # CUDA: G and D in channels_last memory format
     compile: bool = False  # CUDA: torch.compile G's synthesis and D (main phases)
     sky_noise: bool = False  # G draws the noiseless scene + learned sky noise level
+    d_profile: bool = False  # D also judges each band's radial light profile
+    d_moments: bool = False  # D also judges each band's windowed size and ellipticity
+    d_head_group: int = 0  # ... and their spread over groups of this many images (0: off)
 
     def __post_init__(self):
         if self.augment not in AUGMENTS:
@@ -147,6 +155,17 @@ class StyleGAN2Settings:
         for key in ("r1_interval", "pl_interval", "ada_interval", "pl_batch_shrink"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"model.{key}={getattr(self, key)} must be >= 1")
+        heads = bool(self.d_profile) or bool(self.d_moments)
+        if int(self.d_head_group) < 0 or (int(self.d_head_group) and not heads):
+            raise ConfigError(
+                f"model.d_head_group={self.d_head_group}: a group size (2 or more to be of "
+                "use) needs model.d_profile=true or model.d_moments=true; 0 turns it off"
+            )
+        if heads and self.image_width not in (None, self.image_size):
+            raise ConfigError(
+                "model.d_profile and model.d_moments need square images (leave "
+                "model.image_width unset)"
+            )
         parse_pipeline(self.ada_pipeline)
         if int(self.amp_res) < 0:
             raise ConfigError(f"model.amp_res={self.amp_res} must be >= 0")
@@ -249,6 +268,11 @@ class StyleGAN2Recipe(PairRecipe):
             seed=self.seed,
             image_width=None if w == h else w,
             sky_noise=self.sky_description(channels) if s.sky_noise else None,
+            d_heads={
+                "profile": bool(s.d_profile),
+                "moments": bool(s.d_moments),
+                "head_group": int(s.d_head_group),
+            },
         )
         self.G.to(self.device)
         self.D.to(self.device)

@@ -611,6 +611,116 @@ def _combine(good: dict, p: dict, lo_w: float, hi_w: float) -> dict:
 
 # --------------------------------------------------------------------------- statmorph
 
+#: statmorph quantities :func:`measure_statmorph` reports (it computes only these and what
+#: they need; statmorph by default computes some 40, MID and shape asymmetry among them)
+_STATMORPH_QUANTITIES = (*STATMORPH_COLUMNS, "rpetro_circ", "r20", "r80")
+
+
+def _rotate180(image: np.ndarray, xc: float, yc: float) -> np.ndarray:
+    """``image`` turned by 180° about ``(xc, yc)`` (x the column), bilinear, zero outside.
+
+    The same image as ``skimage.transform.rotate(image, 180, center=(xc, yc))`` (to rounding):
+    a half turn maps pixel ``x`` to ``2 xc − x``, whose fractional part is the same for every
+    pixel, so the interpolation is four shifted copies of the flipped image with fixed weights.
+    """
+    ny, nx = image.shape
+    kx, ky = math.floor(2.0 * xc), math.floor(2.0 * yc)
+    tx, ty = 2.0 * xc - kx, 2.0 * yc - ky
+    flipped = image[::-1, ::-1]
+    dy, dx = ny - 1 - ky, nx - 1 - kx
+
+    def shifted(sy: int, sx: int) -> np.ndarray:  # out[y, x] = flipped[y + sy, x + sx]
+        out = np.zeros_like(image)
+        y0, y1 = max(0, -sy), min(ny, ny - sy)
+        x0, x1 = max(0, -sx), min(nx, nx - sx)
+        if y1 > y0 and x1 > x0:
+            out[y0:y1, x0:x1] = flipped[y0 + sy : y1 + sy, x0 + sx : x1 + sx]
+        return out
+
+    top = (1.0 - tx) * shifted(dy, dx) + tx * shifted(dy, dx - 1)
+    bottom = (1.0 - tx) * shifted(dy - 1, dx) + tx * shifted(dy - 1, dx - 1)
+    return (1.0 - ty) * top + ty * bottom
+
+
+_LEAN_MORPHOLOGY = None
+
+
+def _morphology_class():
+    """statmorph's ``SourceMorphology`` computing only :data:`_STATMORPH_QUANTITIES` (and what
+    they need), with the CAS asymmetry of a trial centre evaluated by :func:`_rotate180` and
+    one aperture mask instead of skimage's general warp and three masks: the same numbers
+    (to rounding) about 4× faster.  The plain class where statmorph's layout differs."""
+    global _LEAN_MORPHOLOGY
+    import statmorph
+
+    base = statmorph.SourceMorphology
+    if _LEAN_MORPHOLOGY is not None and _LEAN_MORPHOLOGY.__base__ is base:
+        return _LEAN_MORPHOLOGY
+    needs = ("_calculate_morphology", "_asymmetry_function", "_mask_stamp", "_sky_asymmetry")
+    if not all(hasattr(base, name) for name in needs):  # pragma: no cover - other statmorph
+        return base
+    from photutils.aperture import CircularAperture
+
+    class LeanMorphology(base):
+        def _calculate_morphology(self):
+            for q in _STATMORPH_QUANTITIES:
+                _ = self[q]
+
+        def _asymmetry_function(self, center, image, kind):
+            if kind != "cas":
+                return super()._asymmetry_function(center, image, kind)
+            # statmorph's CAS branch, step for step
+            from astropy.utils.exceptions import AstropyUserWarning
+
+            image = np.float64(image)
+            ny, nx = image.shape
+            xc, yc = center
+            if xc < 0 or xc >= nx or yc < 0 or yc >= ny:
+                warnings.warn(
+                    "[asym_center] Minimizer tried to exit bounds.",
+                    AstropyUserWarning,
+                    stacklevel=2,
+                )
+                self.flag = max(self.flag, 1)
+                return 100.0
+            image_180 = _rotate180(image, float(xc), float(yc))
+            mask = self._mask_stamp
+            if mask.any():
+                import skimage.transform
+
+                mask_180 = skimage.transform.rotate(mask.copy(), 180.0, center=center) >= 0.5
+                mask_symmetric = mask | mask_180
+                image = np.where(~mask_symmetric, image, 0.0)
+                image_180 = np.where(~mask_symmetric, image_180, 0.0)
+            else:
+                mask_symmetric = None
+            ap = CircularAperture(center, self._petro_extent_cas * self._rpetro_circ_centroid)
+            apermask = ap.to_mask(method="exact")
+            slc_large, slc_small = apermask.get_overlap_slices(image.shape)
+            if slc_large is None:
+                return super()._asymmetry_function(center, image, kind)
+            weights = apermask.data[slc_small]
+            good = weights > 0
+            if mask_symmetric is None:
+                ap_area = np.sum(weights)
+            else:
+                ap_area = np.sum(np.where(mask_symmetric[slc_large], 0.0, weights))
+            cut, cut_180 = image[slc_large], image_180[slc_large]
+            ap_abs_sum = (np.abs(cut) * weights)[good].sum()
+            ap_abs_diff = (np.abs(cut_180 - cut) * weights)[good].sum()
+            if ap_abs_sum == 0.0:
+                warnings.warn(
+                    "[asymmetry_function] Zero flux sum.", AstropyUserWarning, stacklevel=2
+                )
+                self.flag = max(self.flag, 1)
+                return 100.0
+            if self._sky_asymmetry == -99.0:
+                return ap_abs_diff / ap_abs_sum
+            return (ap_abs_diff - ap_area * self._sky_asymmetry) / ap_abs_sum
+
+    _LEAN_MORPHOLOGY = LeanMorphology
+    return LeanMorphology
+
 
 def measure_statmorph(
     images,
@@ -624,6 +734,7 @@ def measure_statmorph(
     border: int = 4,
     background: float | None = None,
     statmorph_options: dict | None = None,
+    lean: bool = True,
 ) -> list[dict]:
     """statmorph morphology of the central source of every stamp.
 
@@ -633,15 +744,18 @@ def measure_statmorph(
     the noise: with ``gain`` (electrons per image unit) it adds Poisson noise itself,
     otherwise a weight map equal to the border noise RMS is given (background-limited
     noise). ``psf`` is passed on for the Sérsic fit; ``statmorph_options`` go to
-    :class:`statmorph.SourceMorphology` as keyword arguments.
+    :class:`statmorph.SourceMorphology` as keyword arguments.  ``lean`` (default) computes
+    only the quantities returned here, and the asymmetry centre's search with a fast half turn
+    (:func:`_morphology_class`); ``lean=False`` runs statmorph's own class, which computes all
+    of its quantities, so its ``flag`` also reflects those (MID statistics, shape and outer
+    asymmetry, elliptical Petrosian radii) that are not reported here.
 
     Returns one dict per stamp: ``gini``, ``m20``, ``concentration``, ``asymmetry``,
     ``smoothness``, ``sersic_n`` (check ``flag_sersic``), ``rpetro_circ``,
     ``r20``, ``r80``, statmorph's ``flag`` (0 good, 1 suspect, 2 bad, 4 catastrophic) and
     ``flag_sersic``, and ``ok`` = flag ≤ 1 with ``reason`` set otherwise.
     """
-    import statmorph
-
+    cls = _morphology_class() if lean else __import__("statmorph").SourceMorphology
     stack = select_band(images, bands, band)
     opts = dict(statmorph_options or {})
     nan_row = {k: math.nan for k in (*STATMORPH_COLUMNS, "rpetro_circ", "r20", "r80")}
@@ -669,9 +783,7 @@ def measure_statmorph(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                morph = statmorph.SourceMorphology(
-                    sub, seg, 1, mask=mask if mask.any() else None, **kwargs
-                )
+                morph = cls(sub, seg, 1, mask=mask if mask.any() else None, **kwargs)
                 values = {
                     "gini": float(morph.gini),
                     "m20": float(morph.m20),

@@ -58,6 +58,10 @@ __all__ = [
 ]
 
 
+#: values (pixels × bands × images) normalised at a time when the data are prepared
+_BLOCK_VALUES = 1 << 22
+
+
 # ----------------------------------------------------------------------------- needs
 @dataclass(frozen=True)
 class Stamps:
@@ -314,29 +318,40 @@ def prepare_data(
     normalizer, note = datasource.resolve_normalizer(cfg, read, output_range, resumed=resumed)
     notes = list(read.notes) + ([note] if note else [])
 
-    def to_model(x, norm=normalizer):
+    def to_model(x, norm=normalizer, resized_to=None):
+        """``x`` (resized to ``resized_to`` pixels first, if given) in model space, made
+        block by block into one float32 array: the memory it takes beyond the result stays
+        small whatever the size of the set."""
         if getattr(norm, "channels", x.shape[1]) != x.shape[1]:
             raise TrainingError(
                 f"the training data {cfg.data.source} have {x.shape[1]} bands but a normaliser "
                 f"the model needs has {norm.channels}; train on data with its bands"
             )
-        out = np.asarray(norm.forward(x), dtype=np.float32)
-        if not np.all(np.isfinite(out)):
-            raise TrainingError(
-                f"the training data {cfg.data.source} contain non-finite values after "
-                "normalisation; read them with nan_policy fill or reject (data.options.nan_policy)"
-            )
+        side = x.shape[2:] if resized_to is None else (int(resized_to),) * 2
+        out = np.empty((x.shape[0], x.shape[1], *side), dtype=np.float32)
+        per_image = max(1, int(np.prod(x.shape[1:])))
+        step = max(1, _BLOCK_VALUES // per_image)
+        for a in range(0, x.shape[0], step):
+            block = x[a : a + step]
+            if resized_to is not None:
+                block = resize(block, int(resized_to), method=method)
+            out[a : a + step] = norm.forward(block)
+            if not np.isfinite(out[a : a + step]).all():
+                raise TrainingError(
+                    f"the training data {cfg.data.source} contain non-finite values after "
+                    "normalisation; read them with nan_policy fill or reject "
+                    "(data.options.nan_policy)"
+                )
         return out
 
-    if sizes:
-        from galforge.data.transforms import resize
+    from galforge.data.transforms import resize
 
-        method = need.method or cfg.data.resize_method
+    method = (need.method if isinstance(need, PairedStamps) else None) or cfg.data.resize_method
+    if sizes:
         fixed = {int(s): Normalizer.from_dict(d) for s, d in need.normalizers}
         data = {
             int(s): to_model(
-                imgs if int(s) == size else resize(imgs, int(s), method=method),
-                fixed.get(int(s), normalizer),
+                imgs, fixed.get(int(s), normalizer), None if int(s) == size else int(s)
             )
             for s in sizes
         }

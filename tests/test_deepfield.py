@@ -441,3 +441,78 @@ def test_a_field_too_small_is_refused(tmp_path):
     path = tmp_path / "small.fits"
     fits.PrimaryHDU(np.ones((3, 40, 40), np.float32)).writeto(path)
     assert main(["train", str(path), "--out", str(tmp_path / "r"), "--steps", "1", *COMMON]) == 2
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_calibrated_rows_are_drawn_by_weight_and_the_density_follows(tmp_path):
+    from galforge.models.deepfield import build_deepfield
+
+    g = tiny_generator(density=2e-3, clustered=True)
+    rows = g.rows.clone()
+    base = dict(g.process)
+    weights = torch.ones(rows.shape[0])
+    weights[:10] = 20.0  # 10 rows of 200 carry half the weight
+    g.set_calibration(rows, weights, 1.5, {"note": "test"})
+    assert g.process["mu"] == pytest.approx(1.5 * base["mu"])
+    assert g.process["kappa"] == pytest.approx(base["kappa"])  # parents kept: same w(θ)
+    assert g.process["density"] == pytest.approx(1.5 * base["density"])
+    u = torch.randn((4000, g.n_features + 2), generator=torch.Generator().manual_seed(0))
+    picked = g.attributes(u)["row"]
+    assert float((picked < 10).double().mean()) == pytest.approx(200 / 390, abs=0.03)
+    # more sources per area, in proportion
+    n0 = len(
+        tiny_generator(density=2e-3, clustered=True).sources_window(3, 0, 0, 512, 512, (512, 512))[
+            "id"
+        ]
+    )
+    n1 = len(g.sources_window(3, 0, 0, 512, 512, (512, 512))["id"])
+    assert n1 / n0 == pytest.approx(1.5, rel=0.15)
+    # the calibrated model is rebuilt from its spec and weights (what a bundle stores)
+    spec = json.loads(json.dumps(g.spec()))
+    h = build_deepfield(spec)
+    h.load_state_dict(g.state_dict())
+    assert torch.equal(
+        h.eval().render_window(5, 0, 0, 64, 64, (64, 64)),
+        g.render_window(5, 0, 0, 64, 64, (64, 64)),
+    )
+    with pytest.raises(Exception, match="positive calibration weight"):
+        g.set_calibration(rows, -weights, 1.0, {})
+
+
+def test_calibration_makes_the_generated_field_measure_as_the_real_one():
+    from galforge.training.recipes.deepfield import calibrate_catalogue
+
+    # a "real" field with many sources near the detection threshold
+    truth_model = tiny_generator(seed=1, density=2.5e-3)
+    rng = np.random.default_rng(1)
+    n = truth_model.rows.shape[0]
+    faint = truth_model.rows.clone()
+    faint[:, :3] = torch.tensor(10 ** rng.uniform(0.9, 2.3, (n, 1)) * rng.uniform(0.5, 1, (n, 3)))
+    truth_model.set_model(
+        faint, truth_model.cond_stats, truth_model.sky, truth_model.process, 25.0, [1.0] * 3
+    )
+    size = 320
+    real = truth_model.render_window(1, 0, 0, size, size, (size, size)).numpy()
+    # the model of it as the recipe makes one: the real field's measured catalogue as rows
+    det = detect_sources(real, ("b0", "b1", "b2"), thresh=2.0, minarea=5)
+    cat = det.catalogue
+    measured = np.stack(
+        [cat["flux_b0"], cat["flux_b1"], cat["flux_b2"], cat["hlr"], cat["ellipticity"]], 1
+    )
+    model = tiny_generator(seed=1, density=len(cat["x"]) / size**2)
+    model.set_model(
+        torch.tensor(measured, dtype=torch.float32),
+        model.cond_stats,
+        model.sky,
+        model.process,
+        25.0,
+        [1.0] * 3,
+    )
+    record = calibrate_catalogue(model, real, iterations=2, fields=2, seed=50, bins=4)
+    first, last = record["history"][0], record["history"][-1]
+    # drawn as measured, too few sources are found again (they were found where noise helped)
+    assert first["density_ratio"] < 0.95
+    assert abs(last["density_ratio"] - 1) < abs(first["density_ratio"] - 1)
+    assert abs(last["density_ratio"] - 1) < 0.12
+    assert model.weighted and model.calibration["history"] == record["history"]
+    assert float(model.row_weight.max()) > 1.0

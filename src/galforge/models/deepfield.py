@@ -8,7 +8,10 @@ one small network:
   ellipticity) resampled with a Gaussian kernel jitter (a KDE in the coordinates
   ``asinh(flux / σ_band)``, ``log hlr``, ``logit e``, whose kernel has the catalogue's own
   covariance times Silverman's factor × ``kde_scale``², so colours stay those of real
-  sources); position angles are isotropic (uniform);
+  sources); position angles are isotropic (uniform). A calibrated model
+  (:meth:`DeepFieldGenerator.set_calibration`, found by
+  ``galforge.training.recipes.deepfield.calibrate_catalogue``) holds intrinsic rows drawn
+  in proportion to ``row_weight``, so that its fields re-measure as the real one;
 * **positions** — a Thomas (Neyman–Scott) process fitted to the real two-point correlation
   (parents of density κ per px², Poisson(μ) children each, Gaussian-scattered with σ px;
   κμ = the real source density), or a Poisson process when clustering does not describe
@@ -307,6 +310,8 @@ class DeepFieldGenerator(nn.Module):
         zeropoint: float | None = None,
         flux_soft: list | None = None,
         achromatic: bool = False,
+        weighted: bool = False,
+        calibration: dict | None = None,
     ):
         super().__init__()
         c = int(channels)
@@ -323,6 +328,12 @@ class DeepFieldGenerator(nn.Module):
             1 if self.achromatic else c, self.latent_dim, self.width, self.stamp
         )
         self.register_buffer("rows", torch.zeros((int(n_rows), c + 2)))
+        # weighted: rows are drawn in proportion to ``row_weight`` (a calibrated catalogue
+        # model, :meth:`set_calibration`); else uniformly
+        self.weighted = bool(weighted)
+        if self.weighted:
+            self.register_buffer("row_weight", torch.ones(int(n_rows)))
+        self.calibration = dict(calibration or {})
         self.register_buffer("cond_stats", torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
         self.sky = (
             dict(sky)
@@ -381,6 +392,36 @@ class DeepFieldGenerator(nn.Module):
         self.flux_soft = [float(v) for v in flux_soft]
         self._sky_tensors()
 
+    def set_calibration(
+        self, rows: torch.Tensor, weights: torch.Tensor, density_factor: float, record: dict
+    ) -> None:
+        """A calibrated catalogue model: intrinsic ``rows`` drawn in proportion to
+        ``weights``, at ``density_factor`` × the process's density (a clustered process keeps
+        its parents and scales its children: a random thinning keeps the correlation), and
+        the ``record`` of how it was found (kept in the spec)."""
+        base = self.calibration.get("base_process") or dict(self.process)
+        self.rows = rows.to(self.rows.device, torch.float32).clone()
+        w = weights.to(self.rows.device, torch.float32).clone()
+        if w.shape != (self.rows.shape[0],) or not bool((w > 0).all()):
+            raise ModelError("deepfield: one positive calibration weight per catalogue row")
+        if self.weighted:
+            self.row_weight = w
+        else:
+            self.register_buffer("row_weight", w)
+            self.weighted = True
+        process = dict(base)
+        process["density"] = float(base["density"]) * float(density_factor)
+        if process.get("clustered"):
+            process["mu"] = float(base["mu"]) * float(density_factor)
+        else:
+            process["kappa"] = process["density"]
+        self.process = process
+        self.calibration = {
+            **dict(record),
+            "density_factor": float(density_factor),
+            "base_process": base,
+        }
+
     def spec(self) -> dict:
         return {
             "channels": self.channels,
@@ -396,6 +437,8 @@ class DeepFieldGenerator(nn.Module):
             "process": self.process,
             "zeropoint": self.zeropoint,
             "flux_soft": self.flux_soft,
+            "weighted": self.weighted,
+            "calibration": self.calibration,
         }
 
     # ------------------------------------------------------------------ catalogue model
@@ -435,7 +478,12 @@ class DeepFieldGenerator(nn.Module):
         feats, chol, bw = self._kde()
         d = feats.shape[1]
         u = u.double()
-        k = torch.clamp((_phi(u[:, 0]) * n_rows).long(), 0, n_rows - 1)
+        if self.weighted:
+            cdf = torch.cumsum(self.row_weight.double(), 0)
+            k = torch.searchsorted(cdf / cdf[-1], _phi(u[:, 0]).contiguous(), right=True)
+            k = torch.clamp(k, 0, n_rows - 1)
+        else:
+            k = torch.clamp((_phi(u[:, 0]) * n_rows).long(), 0, n_rows - 1)
         f = feats[k] + bw * u[:, 1 : 1 + d] @ chol.T
         vals = self.from_features(f)
         c = self.channels
@@ -446,6 +494,7 @@ class DeepFieldGenerator(nn.Module):
             "hlr": vals[:, c].float().clamp(0.3, max_hlr),
             "ellipticity": vals[:, c + 1].float(),
             "pa_deg": pa.float(),
+            "row": k,
         }
 
     def _kde(self):
@@ -555,10 +604,20 @@ class DeepFieldGenerator(nn.Module):
 
     def sources_window(self, seed: int, y0: int, x0: int, h: int, w: int, field_hw) -> dict:
         """The truth catalogue of the sources whose centre lies in the window and the field:
-        ``id, x, y, flux (N×C), hlr, ellipticity, pa_deg`` (numpy arrays, ids ascending)."""
+        ``id, x, y, flux (N×C), hlr, ellipticity, pa_deg`` and ``row`` (the catalogue row each
+        was drawn about) as numpy arrays, ids ascending."""
         H, W = (int(v) for v in field_hw)
         spread = 4.0 * float(self.process["sigma"]) if self.process.get("clustered") else 0.0
-        out = {"id": [], "x": [], "y": [], "flux": [], "hlr": [], "ellipticity": [], "pa_deg": []}
+        out = {
+            "id": [],
+            "x": [],
+            "y": [],
+            "flux": [],
+            "hlr": [],
+            "ellipticity": [],
+            "pa_deg": [],
+            "row": [],
+        }
         for i, j in self._cells_for(y0, x0, h, w, spread + 1.0):
             s = self._cell_sources(seed, i, j)
             x, y = s["pos"][:, 0].numpy(), s["pos"][:, 1].numpy()
@@ -580,6 +639,7 @@ class DeepFieldGenerator(nn.Module):
             out["y"].append(y[keep])
             for k in ("flux", "hlr", "ellipticity", "pa_deg"):
                 out[k].append(a[k].numpy().astype(np.float64))
+            out["row"].append(a["row"].numpy().astype(np.int64))
         c = self.channels
         if not out["id"]:
             return {
@@ -590,6 +650,7 @@ class DeepFieldGenerator(nn.Module):
                 "hlr": np.zeros(0),
                 "ellipticity": np.zeros(0),
                 "pa_deg": np.zeros(0),
+                "row": np.zeros(0, np.int64),
             }
         cat = {k: np.concatenate(v) for k, v in out.items()}
         order = np.argsort(cat["id"], kind="stable")

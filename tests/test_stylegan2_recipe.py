@@ -137,6 +137,9 @@ def test_discriminator_heads_train_and_r1_reaches_them():
         assert all(np.isfinite(v) for v in out.values())
     assert any(not torch.equal(before[k], v) for k, v in r.D.moments.state_dict().items())
     assert _recipe().D.moments is None  # off by default
+    cpu = get_recipe("stylegan2").make_settings({"config": "cpu"})
+    assert (cpu.d_profile, cpu.d_moments, cpu.d_head_group) == (True, True, 4)
+    assert (cpu.channel_base, cpu.image_size, cpu.sky_noise) == (1024, 64, True)  # small's
     with pytest.raises(ConfigError, match="d_head_group"):
         _recipe(d_head_group=4)
     with pytest.raises(ConfigError, match="square"):

@@ -36,7 +36,12 @@ Named configs (``model.config``):
   thousand images in all: at the paper's speed p could not follow D's overfitting), and sky
   noise (``model.sky_noise``, as the DCGAN's ``cpu`` config: the synthesis network draws the
   noiseless galaxy and a learned per-image, per-band noise level, a function of the last
-  layer's w, adds pixel noise in physical units; the per-layer noise inputs stay).
+  layer's w, adds pixel noise in physical units; the per-layer noise inputs stay);
+* ``cpu`` — ``small`` with the discriminator's summary heads (``d_profile``, ``d_moments``,
+  ``d_head_group=4``): ``small``'s trunk discriminator lets every galaxy lean one way (the
+  shipped ``galsim-stylegan2-64``: 80 % of position angles within 48-74°) although its
+  untrained generator draws them uniformly; the moments head sees each galaxy's ``e1``, ``e2``
+  and their spread over groups of four, as the DCGAN's ``cpu`` config does.
 
 Discriminator summary heads (not in the papers; the DCGAN's ``cpu`` config has the same pair):
 ``d_profile`` (each band's radial light profile), ``d_moments`` (each band's windowed size and
@@ -210,6 +215,21 @@ STYLEGAN2_CONFIGS = {
         "ema_kimg": None,
         "ada_kimg": 100.0,
         "sky_noise": True,
+    },
+    "cpu": {
+        "image_size": 64,
+        "z_dim": 256,
+        "w_dim": 256,
+        "channel_base": 1024,
+        "channel_max": 128,
+        "mapping_layers": 2,
+        "r1_gamma": None,
+        "ema_kimg": None,
+        "ada_kimg": 100.0,
+        "sky_noise": True,
+        "d_profile": True,
+        "d_moments": True,
+        "d_head_group": 4,
     },
 }
 

@@ -106,6 +106,31 @@ def test_metrics_json_summary_and_report(tmp_path, sets):
     )
 
 
+def test_timings_per_measure_in_metrics_and_report(tmp_path, sets, caplog):
+    real, fake = sets
+    with caplog.at_level("INFO", logger="galforge"):
+        m = evaluate(real, fake, tmp_path, measures=["moments", "fid"], **FAST)
+    t = m["timings"]
+    # moments: 64 images per set in chunks of 32 -> 2 tasks per set; fid: one set task
+    assert t["measures"]["moments"]["tasks"] == 4 and t["measures"]["fid"]["tasks"] == 1
+    for v in t["measures"].values():
+        assert v["reused"] == 0 and v["cpu_s"] >= 0 and v["finished_after_s"] >= 0
+    assert t["total_s"] >= t["compute_s"] >= 0
+    done = [r.getMessage() for r in caplog.records if "done after" in r.getMessage()]
+    assert sorted(msg.split()[1] for msg in done) == ["fid", "moments"]
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>Timings</h2>" in html and "figures and CSVs" in html
+    # a second run reuses everything and says so
+    again = evaluate(real, fake, tmp_path, measures=["moments", "fid"], **FAST)["timings"]
+    assert again["measures"]["moments"] == {
+        "tasks": 0,
+        "reused": 4,
+        "task_wall_s": 0,
+        "cpu_s": 0,
+        "finished_after_s": None,
+    }
+
+
 def test_broken_fake_fails_and_thresholds_are_configurable(tmp_path, sets):
     real, _ = sets
     rng = np.random.default_rng(0)

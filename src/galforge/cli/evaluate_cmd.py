@@ -326,6 +326,21 @@ def register(app: typer.Typer) -> None:
                 f"{_pct(r.get('failure_rate_fake')):>9}  "
                 f"{'pass' if r['passed'] else 'FAIL'}{note}"
             )
+        from galforge.evaluation.report import timing_rows
+
+        timing = timing_rows(metrics)
+        if timing:
+            tw = max(len(str(row[0])) for row in timing)
+            typer.echo(f"timings ({metrics['settings'].get('scheduler_used')}):")
+            typer.echo(
+                f"{'measure':<{tw}}  {'tasks':>5}  {'reused':>6}  {'CPU s':>8}  "
+                f"{'done after s':>12}"
+            )
+            for name, tasks, reused, cpu, after in timing:
+                typer.echo(
+                    f"{name:<{tw}}  {_count(tasks):>5}  {_count(reused):>6}  "
+                    f"{_num(cpu):>8}  {_num(after):>12}"
+                )
         mags = metrics.get("magnitudes") or {}
         if mags:
             typer.echo(f"magnitudes: {mags.get('system')} ({mags.get('source')})")

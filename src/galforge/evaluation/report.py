@@ -130,6 +130,29 @@ def _details(results: dict, ctx: Context | None) -> list[str]:
     return parts
 
 
+def timing_rows(metrics: dict) -> list[list]:
+    """Rows ``[measure, tasks computed, tasks reused, CPU s, finished after s]`` of an
+    evaluation's ``metrics["timings"]`` (empty when it has none), then the whole run's phases."""
+    t = metrics.get("timings") or {}
+    rows = [
+        [name, v["tasks"], v["reused"], v["cpu_s"], v["finished_after_s"]]
+        for name, v in (t.get("measures") or {}).items()
+    ]
+    if rows:
+        for phase, label in (
+            ("plan_s", "planning (hashes, cache)"),
+            ("compute_s", "all measures (wall)"),
+            ("outputs_s", "figures and CSVs"),
+            ("total_s", "total (wall)"),
+        ):
+            if phase in t:
+                rows.append([label, None, None, None, t[phase]])
+    return rows
+
+
+TIMING_COLUMNS = ["measure", "tasks", "reused", "CPU s", "finished after s"]
+
+
 def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | None = None) -> Path:
     """Write ``out_dir/report.html``: header, summary table, notes, details tables, then
     every figure (``{"section", "file", "caption"}``, files relative to ``out_dir``)."""
@@ -186,6 +209,15 @@ def write_report(out_dir, metrics: dict, figures: list[dict], ctx: Context | Non
     info = _details(metrics.get("results", {}), ctx)
     if info:
         parts.append("<h2>Details</h2>" + "".join(info))
+    timing = timing_rows(metrics)
+    if timing:
+        engine = (metrics.get("settings") or {}).get("scheduler_used", "")
+        parts.append(
+            f"<h2>Timings</h2><p style='font-size:13px'>Engine: {html.escape(str(engine))}. "
+            "CPU s: the measure's computed tasks, summed over workers (threads a library "
+            "starts are not counted); finished after: seconds from the start of the "
+            "computation until its last task ended.</p>" + _table(TIMING_COLUMNS, timing)
+        )
     section = None
     for fig in figures:
         if fig["section"] != section:

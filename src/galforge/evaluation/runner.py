@@ -119,14 +119,42 @@ def _hash(*parts) -> str:
 # ----------------------------------------------------------------------------- tasks
 
 
-def _object_task(measure, images: np.ndarray, bands: tuple, ctx: Context) -> list[dict]:
-    """Per-object measurement of one chunk (runs on a Dask worker)."""
-    return json_safe(measure.measure_chunk(images, bands, ctx))
+def _timed(fn, *args):
+    """``(fn(*args), {"wall_s", "cpu_s"})``: the call's wall time and the CPU time of the
+    thread that ran it (threads a library starts, e.g. torch's, are not counted)."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    value = fn(*args)
+    return value, {"wall_s": time.perf_counter() - w0, "cpu_s": time.thread_time() - c0}
 
 
-def _set_task(measure, real: np.ndarray, fake: np.ndarray, ctx: Context) -> dict:
-    """A set-level measure on both whole sets (runs on a Dask worker)."""
-    return measure.compute(real, fake, ctx)
+def _object_task(measure, images: np.ndarray, bands: tuple, ctx: Context):
+    """Per-object measurement of one chunk (runs on a Dask worker); returns the rows and
+    the task's timing (:func:`_timed`)."""
+    return _timed(lambda: json_safe(measure.measure_chunk(images, bands, ctx)))
+
+
+def _set_task(measure, real: np.ndarray, fake: np.ndarray, ctx: Context):
+    """A set-level measure on both whole sets (runs on a Dask worker); returns the result
+    and the task's timing (:func:`_timed`)."""
+    return _timed(measure.compute, real, fake, ctx)
+
+
+def _measure_timings(plan: dict, computed: dict, finished: dict) -> dict:
+    """``{"measures": {name: {...}}}``: per measure, the tasks computed and reused, the summed
+    wall and CPU seconds of its computed tasks (:func:`_timed`) and when its last task finished
+    (seconds from the start of the computation)."""
+    out = {}
+    for name, entries in plan.items():
+        keys = [key for _, _, key in entries]
+        done = [computed[k][1] for k in keys if k in computed]
+        out[name] = {
+            "tasks": len(done),
+            "reused": len(keys) - len(done),
+            "task_wall_s": round(sum(t["wall_s"] for t in done), 3),
+            "cpu_s": round(sum(t["cpu_s"] for t in done), 3),
+            "finished_after_s": round(finished[name], 2) if name in finished else None,
+        }
+    return {"measures": out}
 
 
 def magnitude_system(zeropoint, real_meta) -> dict:
@@ -228,9 +256,49 @@ def _drop_pool(pool) -> None:
         proc.kill()
 
 
-def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
+class _Progress:
+    """Per-measure progress of the running tasks: the bar's label names the measure whose
+    task finished last with its count, and a log line (INFO, stderr in the CLI) says when
+    each measure has finished, after how many seconds, with the CPU time of its tasks."""
+
+    def __init__(self, bar, labels: dict):
+        self.bar, self.labels = bar, labels
+        self.total: dict[str, int] = {}
+        for name in labels.values():
+            self.total[name] = self.total.get(name, 0) + 1
+        self.done = dict.fromkeys(self.total, 0)
+        self.cpu = dict.fromkeys(self.total, 0.0)
+        self.t0 = time.perf_counter()
+        self.finished: dict[str, float] = {}
+
+    def __call__(self, key: str, result) -> None:
+        self.bar.update(1)
+        name = self.labels.get(key)
+        if name is None:
+            return
+        self.done[name] += 1
+        if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+            self.cpu[name] += float(result[1].get("cpu_s", 0.0))
+        self.bar.set_postfix_str(f"{name} {self.done[name]}/{self.total[name]}", refresh=False)
+        if self.done[name] == self.total[name]:
+            after = time.perf_counter() - self.t0
+            self.finished[name] = after
+            from galforge.log import get_logger
+
+            get_logger("evaluate").info(
+                f"evaluate: {name} done after {after:.1f} s "
+                f"({self.total[name]} task{'s' if self.total[name] != 1 else ''}, "
+                f"{self.cpu[name]:.1f} CPU-s)"
+            )
+
+
+def _run_tasks(
+    tasks: dict, opts: dict, sched: str, labels: dict | None = None, finished: dict | None = None
+) -> dict:
     """Compute ``{key: (fn, args)}`` with Dask on engine ``sched`` (:func:`choose_scheduler`)
-    and a progress bar; returns ``{key: result}``."""
+    and a progress bar; returns ``{key: result}``.  ``labels`` (``{key: measure name}``)
+    turns on per-measure progress (:class:`_Progress`); ``finished`` (a dict) receives each
+    measure's finishing time in seconds from the start."""
     if not tasks:
         return {}
     import dask
@@ -247,6 +315,7 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
         unit="task",  # a bar on a terminal only
         disable=None if opts["progress"] else True,
     )
+    progress = _Progress(bar, {f"galforge-{k}": v for k, v in (labels or {}).items()})
     try:
         if sched in ("threads", "processes", "synchronous", "sync", "single-threaded"):
             from dask.callbacks import Callback
@@ -254,7 +323,7 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
             class _Bar(Callback):
                 def _posttask(self, key, result, dsk, state, worker_id):
                     if isinstance(key, str) and key.startswith("galforge-"):
-                        bar.update(1)
+                        progress(key, result)
 
             kw = {"scheduler": sched}
             pool = None
@@ -300,13 +369,15 @@ def _run_tasks(tasks: dict, opts: dict, sched: str) -> dict:
                 ) from exc
             try:
                 futures = client.compute(delayed)
-                for _ in as_completed(futures):
-                    bar.update(1)
+                for fut in as_completed(futures):
+                    progress(fut.key, fut.result())
                 results = client.gather(futures)
             finally:
                 client.close()
     finally:
         bar.close()
+    if finished is not None:
+        finished.update(progress.finished)
     return dict(zip(keys, results, strict=True))
 
 
@@ -438,8 +509,14 @@ def evaluate(
                 for module in m.imports:
                     importlib.import_module(module)
     engine = choose_scheduler(tasks, opts) if tasks else "none (cached)"
-    computed = _run_tasks(tasks, opts, engine)
-    for key, value in computed.items():
+    labels = {key: name for name, entries in plan.items() for _, _, key in entries}
+    finished: dict[str, float] = {}
+    t_run = time.time()
+    computed = _run_tasks(tasks, opts, engine, {k: labels[k] for k in tasks}, finished)
+    timings = _measure_timings(plan, computed, finished)
+    timings["compute_s"] = round(time.time() - t_run, 2)
+    timings["plan_s"] = round(t_run - t0, 2)
+    for key, (value, _) in computed.items():
         value = json_safe(value)
         computed[key] = value
         if opts["cache"]:
@@ -510,9 +587,14 @@ def evaluate(
     # ---- files: CSVs, figures, report
     from galforge.evaluation import report as rep
 
+    t_out = time.time()
     files = rep.write_outputs(out, r, f, metrics, catalogues, ctx)
     metrics["files"] = files
     metrics["seconds"] = round(time.time() - t0, 2)
+    timings["assemble_s"] = round(t_out - t_run - timings["compute_s"], 2)
+    timings["outputs_s"] = round(time.time() - t_out, 2)
+    timings["total_s"] = metrics["seconds"]
+    metrics["timings"] = timings
     metrics = json_safe(metrics)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     rep.write_report(out, metrics, files["figures"], ctx)

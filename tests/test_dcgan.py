@@ -334,7 +334,7 @@ def test_scene_floor_makes_the_bottom_of_the_range_the_empty_sky():
     """``scene_floor=True``: tanh's −1 is 0 physical units (an empty sky) and +1 the clip
     ``hi``; the noise is added on top in physical units as without it; the weights keep their
     names (bundles without the floor load as before) and the spec says it only when on; the
-    cpu config has it, and without sky noise it is refused."""
+    cpu config leaves it off unless asked, and without sky noise it is refused."""
     nm, _ = _normalizer()
     g0 = DCGANGenerator(64, 3, width=4, upsample="resize", sky_noise=nm.to_dict()).eval()
     g = DCGANGenerator(
@@ -368,7 +368,8 @@ def test_scene_floor_makes_the_bottom_of_the_range_the_empty_sky():
     g2 = build_generator("dcgan", spec)
     g2.load_state_dict(g.state_dict())
     assert torch.equal(g2.eval()(z), g(z))
-    assert RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu").G.sky.floor
+    assert not RECIPES["dcgan64"]({"width": 4}, 3, 64, "cpu").G.sky.floor
+    assert RECIPES["dcgan64"]({"width": 4, "scene_floor": True}, 3, 64, "cpu").G.sky.floor
     assert RECIPES["dcgan64"]({"config": "paper", "width": 4}, 3, 64, "cpu").G.sky is None
     with pytest.raises(ModelError, match="needs model.sky_noise"):
         DCGANGenerator(64, 3, width=4, scene_floor=True)

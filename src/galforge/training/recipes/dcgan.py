@@ -33,7 +33,9 @@ profiles over groups of g images (:class:`galforge.models.dcgan.DCGANDiscriminat
 images (every ``model.r1_interval`` steps, off by default).  ``model.scene_blur=σ``
 band-limits the noiseless scene of a sky-noise generator by a Gaussian of σ pixels in physical
 units, as a PSF does (off by default: σ must stay below the data's own PSF).
-``model.scene_floor=true`` (on in ``cpu``) makes the bottom of G's tanh range the empty sky
+``model.scene_floor=true`` (off by default: a 5000-step zoo run with it passed 14 of 22
+measures against 500 held-out GalSim galaxies where the same recipe without it passes 18, its
+light profiles too flat: Gini, M20, concentration, smoothness and Sérsic n) makes the bottom of G's tanh range the empty sky
 (0 physical units) instead of the clip of noisy pixels below it, so the background of the
 noiseless scene is the saturated end of the tanh rather than one exact inner value that the
 pixel noise hides from D (without it the zoo model's noiseless galaxies carried blocky
@@ -187,7 +189,6 @@ DCGAN_CONFIGS = {
         "upsample": "resize",
         "ema": 0.999,
         "sky_noise": True,
-        "scene_floor": True,
         "d_profile": True,
         "d_mbstd_group": 4,
         "d_moments": True,

@@ -203,3 +203,29 @@ def test_conventions_agree_with_builtin_galsim_truth():
         assert row["ellipticity"] < t["ellipticity"] + 0.03
         assert row["ellipticity"] > 0.5 * t["ellipticity"]
         assert row["x"] == pytest.approx(t["x"], abs=0.5)
+
+
+def test_moments_of_a_degenerate_source_fail_that_stamp_only(monkeypatch):
+    """sep can give non-finite moments for a degenerate footprint (early GAN samples): that
+    stamp is a failed measurement with its reason, the others are measured as before."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:32, :32]
+    good = (100 * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / 8.0)).astype(np.float32)
+    stamps = np.stack([good, good])[:, None] + rng.normal(0, 0.1, (2, 1, 32, 32)).astype(np.float32)
+    real_detect = morph._detect_central
+    calls = []
+
+    def detect(sub, rms, thresh, minarea):
+        found = real_detect(sub, rms, thresh, minarea)
+        calls.append(1)
+        if len(calls) == 1 and found is not None:
+            objs, segmap, i = found
+            objs = objs.copy()
+            objs["a"][i] = np.nan
+            return objs, segmap, i
+        return found
+
+    monkeypatch.setattr(morph, "_detect_central", detect)
+    rows = morph.measure_moments(stamps, ("r",))
+    assert not rows[0]["ok"] and "degenerate" in rows[0]["reason"]
+    assert rows[1]["ok"] and 0.0 <= rows[1]["ellipticity"] < 0.2

@@ -220,8 +220,22 @@ def measure_moments(
             continue
         objs, segmap, i = found
         o = objs[i]
-        a, b = float(max(o["a"], 1e-3)), float(max(o["b"], 1e-3))
         x, y, th = float(o["x"]), float(o["y"]), float(o["theta"])
+        a, b = float(o["a"]), float(o["b"])
+        if not all(np.isfinite(v) for v in (x, y, th, a, b)):
+            # sep gives NaN moments for degenerate footprints (e.g. a single bright line)
+            rows.append(
+                _fail(
+                    "degenerate source (non-finite moments)",
+                    ellipticity=math.nan,
+                    pa_deg=math.nan,
+                    flux=math.nan,
+                    a=math.nan,
+                )
+            )
+            continue
+        a = max(a, 1e-3)
+        b = min(max(b, 1e-3), a)
         seg_id = np.array([i + 1], dtype=np.int32)
         kr, _ = sep.kron_radius(sub, [x], [y], [a], [b], [th], 6.0, segmap=segmap, seg_id=seg_id)
         r = max(kron_factor * float(kr[0]) if np.isfinite(kr[0]) else 0.0, min_radius)

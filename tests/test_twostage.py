@@ -291,3 +291,25 @@ def test_eigen_stage_draws_single_clusters_on_an_exact_zero_background(density):
     torch.testing.assert_close(again(h, cls), x)
     with pytest.raises(ModelError, match="size classes"):
         gal(h)
+
+
+def test_conditional_cells_draw_their_class_from_the_class_probabilities(monkeypatch):
+    pos = PositionsPart(8, 4, 8, True, 64, 64, 0, class_sampling="draw")
+    pos.set_layout(64, 64, torch.zeros((1, 2)), counts=torch.tensor([64.0]))
+    pos.sampling = "count"
+    s = TwoStageSampler(pos, GalaxiesPart(8, 4, 8, 1, True)).eval()
+    probs = torch.tensor([0.5, 0.3, 0.2])[None, :, None, None].expand(200, 3, 8, 8)
+    monkeypatch.setattr(
+        pos.net, "maps", lambda z: (torch.full((z.shape[0], 8, 8), 0.5), probs[: z.shape[0]])
+    )
+    z = torch.randn(s.latent_shape(200), generator=torch.Generator().manual_seed(0))
+    assert z.shape[1] == 8 + 64 * (8 + 2) + 1 + 64  # one class draw per cell
+    occ, classes = s.layout(z)
+    assert bool(occ.all())  # 64 of 64 cells
+    share = torch.bincount(classes.flatten(), minlength=3).float() / classes.numel()
+    torch.testing.assert_close(share, torch.tensor([0.5, 0.3, 0.2]), atol=0.02, rtol=0)
+    pos.class_sampling = "argmax"  # the first version: always the most probable class
+    _, classes = s.layout(torch.randn(s.latent_shape(200)))
+    assert bool((classes == 0).all())
+    with pytest.raises(ModelError, match="class sampling"):
+        PositionsPart(8, 4, 8, True, 64, 64, class_sampling="max")

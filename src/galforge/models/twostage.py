@@ -44,7 +44,10 @@ how many.
 The latent of one field is one vector: ``latent_dim`` Gaussian numbers for the positions,
 then ``h`` per cell for its galaxy (mapped to ``[−1, 1]`` by ``2Φ(z) − 1``), then one per
 cell choosing its offset (``⌊Φ(z)·K⌋`` of the ``K`` stored offsets), then one per cell
-drawing its occupancy (``u = Φ(z)``), then one choosing the count (``count`` sampling).
+drawing its occupancy (``u = Φ(z)``), then one choosing the count (``count`` sampling), then — conditional models with
+``class_sampling=draw`` — one per cell drawing its size class from the cell's class
+probabilities (``argmax``, the first version, takes the most probable class, which gives
+the most frequent class far too often).
 Sample ``i`` of a seed is therefore one field, whatever the batch.
 
 Bundle family ``twostage``: parts ``positions`` (:class:`PositionsPart`: the stage-1
@@ -68,6 +71,7 @@ from galforge.models.registry import register_family, register_generator
 __all__ = [
     "N_CLASSES",
     "BEGANDiscriminator",
+    "CLASS_SAMPLING",
     "EIGEN_DENSITIES",
     "EigenGalaxies",
     "GALAXY_STAGES",
@@ -91,6 +95,9 @@ __all__ = [
 N_CLASSES = 3
 #: the rules turning an occupancy probability map into a binary grid (see the module doc)
 SAMPLING = ("threshold", "bernoulli", "count")
+#: how a conditional model gives an occupied cell its size class: the most probable one
+#: (the first version) or one drawn from the cell's class probabilities
+CLASS_SAMPLING = ("argmax", "draw")
 #: the galaxy stages: the study's BEGAN, or a Gaussian mixture over eigen-galaxies
 GALAXY_STAGES = ("began", "eigen")
 #: the eigen stage's densities: a fitted Gaussian mixture, or a kernel density estimate
@@ -572,8 +579,14 @@ class PositionsPart(nn.Module):
         init_seed: int = 0,
         sampling: str = "threshold",
         n_counts: int = 0,
+        class_sampling: str = "argmax",
     ):
         super().__init__()
+        if class_sampling not in CLASS_SAMPLING:
+            raise ModelError(
+                f"class sampling {class_sampling!r}: use one of {', '.join(CLASS_SAMPLING)}"
+            )
+        self.class_sampling = str(class_sampling)
         if sampling not in SAMPLING:
             raise ModelError(f"model.pos_sampling={sampling!r}: use one of {', '.join(SAMPLING)}")
         self.sampling = str(sampling)
@@ -631,6 +644,7 @@ class PositionsPart(nn.Module):
             "size_thresholds": self.size_thresholds,
             "sampling": self.sampling,
             "n_counts": int(self.counts.shape[0]),
+            "class_sampling": self.class_sampling,
         }
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -739,36 +753,49 @@ class TwoStageSampler(nn.Module):
     def cells(self) -> int:
         return self.positions.net.grid**2
 
+    @property
+    def _class_draws(self) -> int:
+        """Latent numbers drawing the cells' size classes (``class_sampling=draw``)."""
+        return self.cells if self.conditional and self.positions.class_sampling == "draw" else 0
+
     def latent_shape(self, n: int) -> tuple[int, int]:
-        return (
-            int(n),
-            self.positions.net.latent_dim + self.cells * (self.galaxies.net.latent_dim + 2) + 1,
-        )
+        l1, l2 = self.positions.net.latent_dim, self.galaxies.net.latent_dim
+        return (int(n), l1 + self.cells * (l2 + 2) + 1 + self._class_draws)
 
     def _split(self, z: torch.Tensor):
         n = z.shape[0]
         l1, l2, cells = self.positions.net.latent_dim, self.galaxies.net.latent_dim, self.cells
-        size = l1 + cells * (l2 + 2) + 1
+        size = self.latent_shape(n)[1]
         if z.dim() != 2 or z.shape[1] != size:
             raise ModelError(f"a twostage latent is N×{size}, got {tuple(z.shape)}")
         a = l1 + cells * l2
+        b = a + 2 * cells
         return (
             z[:, :l1],
             z[:, l1:a].reshape(n, cells, l2),
             z[:, a : a + cells],
-            z[:, a + cells : a + 2 * cells],
-            z[:, -1],
+            z[:, a + cells : b],
+            z[:, b],
+            z[:, b + 1 :],
         )
 
     def layout(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Occupied cells (``N×G×G`` bool) and their size classes (``N×G×G`` long, or None)."""
-        zp, _, _, zu, zk = self._split(z)
+        """Occupied cells (``N×G×G`` bool) and their size classes (``N×G×G`` long, or None):
+        the most probable class of each cell (``class_sampling=argmax``) or one drawn from the
+        cell's class probabilities (``draw``: ``u = Φ(z)`` against their cumulative sum)."""
+        zp, _, _, zu, zk, zc = self._split(z)
         prob, class_probs = self.positions.net.maps(zp)
         part = self.positions
         occ = occupied_cells(
             prob, _phi(zu).reshape(prob.shape), part.sampling, part.counts, _phi(zk)
         )
-        return occ, (class_probs.argmax(dim=1) if self.conditional else None)
+        if not self.conditional:
+            return occ, None
+        if not self._class_draws:
+            return occ, class_probs.argmax(dim=1)
+        cum = torch.cumsum(class_probs, dim=1)
+        u = _phi(zc).reshape(prob.shape)[:, None] * cum[:, -1:]
+        return occ, (cum < u).sum(dim=1).clamp(max=N_CLASSES - 1)
 
     def place(
         self,
@@ -814,7 +841,7 @@ class TwoStageSampler(nn.Module):
         (a permutation of the occupied cells, in ``nonzero`` order) re-pairs the drawn
         galaxies with the cells: galaxy ``order[m]`` goes to cell ``m``."""
         n = z.shape[0]
-        _, zg, zo, _, _ = self._split(z)
+        _, zg, zo, _, _, _ = self._split(z)
         image, cell = occ.reshape(n, -1).nonzero(as_tuple=True)
         h = 2.0 * _phi(zg[image, cell]) - 1.0
         cls = None if classes is None else classes.reshape(n, -1)[image, cell]

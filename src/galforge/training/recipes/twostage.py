@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from galforge.errors import ConfigError, DataError, TrainingError
 from galforge.models.twostage import (
+    CLASS_SAMPLING,
     EIGEN_DENSITIES,
     GALAXY_STAGES,
     N_CLASSES,
@@ -107,6 +108,7 @@ class TwoStageSettings:
     pos_train: str = "bernoulli"  # what D sees of G: bernoulli (0/1 draws) | map
     pos_prior: bool = True  # occupancy logits start at the data's log-odds
     pos_sampling: str = "count"  # exported grids: count | bernoulli | threshold
+    class_sampling: str = "draw"  # conditional: a cell's class drawn from its probabilities
     grid: int = 32  # occupancy grid cells a side
     patch: int = 32  # galaxy patch pixels a side
     size_thresholds: list | None = None  # small/medium and medium/large limits (pixels)
@@ -135,6 +137,11 @@ class TwoStageSettings:
             raise ConfigError(f"model.patch_batch={self.patch_batch} must be >= 1")
         if not float(self.pos_lr) > 0 or not float(self.gal_lr) > 0:
             raise ConfigError("model.pos_lr and model.gal_lr must be > 0")
+        if self.class_sampling not in CLASS_SAMPLING:
+            raise ConfigError(
+                f"model.class_sampling={self.class_sampling!r}: use one of "
+                f"{', '.join(CLASS_SAMPLING)}"
+            )
         if self.galaxy_stage not in GALAXY_STAGES:
             raise ConfigError(
                 f"model.galaxy_stage={self.galaxy_stage!r}: use one of {', '.join(GALAXY_STAGES)}"
@@ -411,6 +418,7 @@ class TwoStageRecipe(Recipe):
             None,
             init_seed=4 * self.seed,
             sampling=str(s.pos_sampling),
+            class_sampling=str(s.class_sampling),
         )
         self.eigen = s.galaxy_stage == "eigen"
         galaxies = GalaxiesPart(

@@ -15,12 +15,15 @@ population drawn with seed 2026 (never used in training), and as reference a sec
 (seed 2027) against the same held-out set. One CPU thread; the run folder lives outside the
 repository (``--runs``).
 
-Stage I is the ``galsim-dcgan64`` that was shipped when this chain was trained: the two-phase
-8000-step DCGAN (git ``7c46d9c``, ``src/galforge/pretrained/galsim-dcgan64``).  The chain
-carries its own copy of it (``stage1.safetensors``), so the newer ``galsim-dcgan64`` does not
-change it; to retrain it exactly, check that bundle out into a folder
-(``git restore --source 7c46d9c --worktree -- src/galforge/pretrained/galsim-dcgan64`` into a
-copy of the repository) and pass the folder as ``--stage1``.
+Run v2 (4000 steps, batch 32): the ``cpu`` config with stage II's sky noise (it draws the
+noiseless scene and adds learned pixel noise in physical units), bilinear upsampling and
+the pixel loss on 2×2-averaged noiseless scenes (``model.upsample=bilinear``,
+``model.sky_noise=true``, ``model.pixel_pool=2``), chained after the ``galsim-dcgan64``
+shipped when it is trained (``--stage1``, default ``pretrained:galsim-dcgan64``; the card
+names it in ``STAGE1_SHIPPED``). The chain carries its own copy of stage I
+(``stage1.safetensors``), so a later ``galsim-dcgan64`` does not change it. Run v1 (1500
+steps, the paper's upsampling and a pixel loss on the noisy images) chained the two-phase
+8000-step DCGAN of git ``7c46d9c``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ import zoo_common as zoo  # noqa: E402
 NAME = "galsim-stackgan128"
 STAGE1 = "pretrained:galsim-dcgan64"
 #: what the card names as stage I (a copy of it ships inside the chain)
-STAGE1_SHIPPED = "galsim-dcgan64 as shipped in git 7c46d9c (two phases, 8000 steps)"
+STAGE1_SHIPPED = "galsim-dcgan64 run v4 (5000 steps, scene floor), as shipped when trained"
 POP = "size=128&pixel_scale=0.1&flux=4000,400000&snr=40,400"
 DATA = f"builtin:galsim?n=8192&{POP}&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&" + POP + "&seed=2026"
 REFERENCE = "builtin:galsim?n={n}&" + POP + "&seed=2027"
 SETS = [
     "model.config=cpu",
+    "model.upsample=bilinear",
+    "model.sky_noise=true",
+    "model.pixel_pool=2",
     "data.stretch=asinh",
     "train.threads=1",
     "train.checkpoint_every=250",
@@ -75,7 +81,7 @@ def main() -> None:
             help="the stage-I bundle (see the docstring for the one shipped)",
         )
 
-    args, run = zoo.parse_args(__doc__, NAME, 1500, more=more)
+    args, run = zoo.parse_args(__doc__, f"{NAME}-v2", 4000, more=more)
     sets = [SETS[0], f"model.stage1={args.stage1}", *SETS[1:]]
     if not args.no_train:
         zoo.train(run, DATA, "stackgan2", args.steps, 32, 0, sets)

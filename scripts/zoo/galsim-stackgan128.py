@@ -37,7 +37,9 @@ import zoo_common as zoo  # noqa: E402
 NAME = "galsim-stackgan128"
 STAGE1 = "pretrained:galsim-dcgan64"
 #: what the card names as stage I (a copy of it ships inside the chain)
-STAGE1_SHIPPED = "galsim-dcgan64 run v4 (5000 steps, scene floor), as shipped when trained"
+STAGE1_SHIPPED = (
+    "galsim-dcgan64 as shipped when this chain was trained (see the card of that version)"
+)
 POP = "size=128&pixel_scale=0.1&flux=4000,400000&snr=40,400"
 DATA = f"builtin:galsim?n=8192&{POP}&seed=1"
 HELD_OUT = "builtin:galsim?n={n}&" + POP + "&seed=2026"

@@ -182,6 +182,11 @@ def failure_summary(rows: Sequence[dict]) -> dict:
 # --------------------------------------------------------------------------- moments
 
 
+def _moments_fail(reason: str) -> dict:
+    """A failed moments row: its reason and NaN for every shape and flux column."""
+    return _fail(reason, ellipticity=math.nan, pa_deg=math.nan, flux=math.nan, a=math.nan)
+
+
 def measure_moments(
     images,
     bands: Sequence[str],
@@ -208,15 +213,7 @@ def measure_moments(
         sub, rms = _prepare(img, background, border)
         found = _detect_central(sub, rms, thresh, minarea)
         if found is None:
-            rows.append(
-                _fail(
-                    "no source detected",
-                    ellipticity=math.nan,
-                    pa_deg=math.nan,
-                    flux=math.nan,
-                    a=math.nan,
-                )
-            )
+            rows.append(_moments_fail("no source detected"))
             continue
         objs, segmap, i = found
         o = objs[i]
@@ -224,15 +221,7 @@ def measure_moments(
         a, b = float(o["a"]), float(o["b"])
         if not all(np.isfinite(v) for v in (x, y, th, a, b)):
             # sep gives NaN moments for degenerate footprints (e.g. a single bright line)
-            rows.append(
-                _fail(
-                    "degenerate source (non-finite moments)",
-                    ellipticity=math.nan,
-                    pa_deg=math.nan,
-                    flux=math.nan,
-                    a=math.nan,
-                )
-            )
+            rows.append(_moments_fail("degenerate source (non-finite moments)"))
             continue
         a = max(a, 1e-3)
         b = min(max(b, 1e-3), a)
